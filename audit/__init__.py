@@ -1,0 +1,1 @@
+"""Agent sessions and their append-only, hash-chained audit events."""

@@ -1,0 +1,1 @@
+"""Audit models: agent sessions, events, acknowledgements and sealed digests."""

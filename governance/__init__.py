@@ -1,0 +1,2 @@
+"""Policy: the MCP server catalogue, agent roles, environments, limits, triggers, flags,
+production-access grants, incidents, enforcement clients and signed bundles."""

@@ -1,0 +1,84 @@
+"""Enumerations for policy objects (stored values are the seed's vocabulary)."""
+
+from django.db import models
+
+
+class ServerCategory(models.TextChoices):
+    FILESYSTEM = "filesystem", "Filesystem"
+    SHELL_EXECUTION = "shell_execution", "Shell execution"
+    DATABASE = "database", "Database"
+    API = "api", "API"
+    CLOUD_INFRASTRUCTURE = "cloud_infrastructure", "Cloud infrastructure"
+    WEB = "web", "Web"
+    OTHER = "other", "Other"
+
+
+class Transport(models.TextChoices):
+    STDIO = "stdio", "stdio command"
+    HTTP = "http", "Streamable HTTP URL"
+
+
+class AccessClass(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Write"
+
+
+class RuleKind(models.TextChoices):
+    ALLOWED = "allowed", "Allowed"
+    FORBIDDEN = "forbidden", "Forbidden"
+
+
+class Permission(models.TextChoices):
+    READ_ONLY = "read_only", "Read only"
+    READ_WRITE = "read_write", "Read and write"
+
+
+class TargetKind(models.TextChoices):
+    PATH = "path", "Path"
+    URL = "url", "URL"
+
+
+class Capability(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Write"
+    ALL = "all", "All"
+
+
+class ConstraintOperator(models.TextChoices):
+    IN = "IN", "IN"
+    NOT_IN = "NOT_IN", "NOT IN"
+
+
+class AccessRequestStatus(models.TextChoices):
+    PENDING = "pending", "Pending review"
+    APPROVED = "approved", "Approved"
+    DENIED = "denied", "Denied"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Severity(models.TextChoices):
+    SEV1 = "sev1", "SEV1 — critical"
+    SEV2 = "sev2", "SEV2 — major"
+    SEV3 = "sev3", "SEV3 — minor"
+    SEV4 = "sev4", "SEV4 — low"
+
+
+class IncidentStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CONTAINED = "contained", "Contained"
+    RESOLVED = "resolved", "Resolved"
+
+
+class SigningKeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active (signs new bundles)"
+    PUBLISHED = "published", "Published (verifies old bundles)"
+    RETIRED = "retired", "Retired"
+
+
+DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
+PRODUCTION = "production"
+DEFAULT_PRODUCTION_URL_WORDS = ["prod", "production", "live", "main"]
+DEFAULT_CASCADE_WRITE_THRESHOLD = 3
+DEFAULT_LARGE_DATA_BYTES = 1024 * 1024

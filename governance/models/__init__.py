@@ -1,0 +1,31 @@
+"""Policy models, one module per concept."""
+
+from governance.models.access import AccessRequest, AccessReview
+from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey
+from governance.models.environments import Environment, ServerBinding
+from governance.models.flags import Flag, FlagState
+from governance.models.incidents import Incident, IncidentEntry
+from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
+from governance.models.roles import AgentRole, RoleServerRule
+from governance.models.servers import McpServer, McpTool
+
+__all__ = [
+    "AccessRequest",
+    "AccessReview",
+    "AgentRole",
+    "EnforcementClient",
+    "Environment",
+    "Flag",
+    "FlagState",
+    "GlobalRateLimit",
+    "Incident",
+    "IncidentEntry",
+    "McpServer",
+    "McpTool",
+    "PolicyBundle",
+    "RoleServerRule",
+    "ServerBinding",
+    "ServerRateLimit",
+    "SigningKey",
+    "TriggerSettings",
+]

@@ -1,0 +1,91 @@
+"""Signing keys, signed policy bundles, and the enforcement clients that pull them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from governance.choices import SigningKeyStatus
+from portal.permissions import team_scoped_manager
+
+
+class SigningKey(models.Model):
+    """An Ed25519 key. The private half is encrypted at rest and never leaves the server."""
+
+    kid = models.CharField(max_length=64, unique=True)
+    public_key = models.CharField(max_length=100, help_text="Raw public key, base64url.")
+    private_key_encrypted = models.TextField(help_text="Fernet token of the raw private key.")
+    status = models.CharField(max_length=16, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(status=SigningKeyStatus.ACTIVE), name="one_active_signing_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.status})"
+
+
+class PolicyBundle(models.Model):
+    """One signed version of a team's policy for one environment. Old versions are kept."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="bundles")
+    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="bundles")
+    version = models.PositiveIntegerField()
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the canonical policy content.")
+    content = models.JSONField(help_text="The policy part of the payload (what the diff compares).")
+    jws = models.TextField(help_text="JWS compact serialization of the canonical payload.")
+    etag = models.CharField(max_length=64, help_text="sha256 of the JWS.")
+    kid = models.CharField(max_length=64)
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    reason = models.CharField(max_length=500, blank=True, help_text="What changed, for the version list.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["environment__order", "-version"]
+        get_latest_by = "version"
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "version"], name="bundle_unique_environment_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}/{self.environment.name} v{self.version}"
+
+
+class EnforcementClient(models.Model):
+    """A registered gateway: its token reaches only its own team's and environment's bundle."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="clients")
+    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="clients")
+    name = models.CharField(max_length=200)
+    token_prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the token, for lookup.")
+    token_hash = models.CharField(max_length=64, help_text="sha256 of the whole token; the token is never stored.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seen_address = models.GenericIPAddressField(null=True, blank=True)
+    bundle_version = models.PositiveIntegerField(null=True, blank=True, help_text="The version it last reported.")
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["environment__order", "name"]
+        verbose_name = "enforcement client"
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="client_unique_team_name")]
+
+    def __str__(self) -> str:
+        return self.name

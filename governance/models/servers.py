@@ -1,0 +1,109 @@
+"""The MCP server catalogue and each server's tools."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator, URLValidator
+from django.db import models
+
+from governance.choices import AccessClass, ServerCategory, Transport
+from portal.permissions import team_scoped_manager
+
+# Server slugs name servers in the bundle, YAML and tool names (`server__tool`).
+SERVER_SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]*$", "Use lowercase letters, digits, '_' and '-' (like github_api)."
+)
+
+
+class McpServer(models.Model):
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="servers")
+    slug = models.CharField(max_length=100, validators=[SERVER_SLUG_VALIDATOR])
+    name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    category = models.CharField(max_length=32, choices=ServerCategory.choices, default=ServerCategory.OTHER)
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.STDIO)
+    command = models.CharField(max_length=500, blank=True, help_text="stdio: the executable to launch.")
+    args = models.JSONField(default=list, blank=True, help_text="stdio: the command's arguments (a list).")
+    url = models.CharField(max_length=500, blank=True, help_text="Streamable HTTP endpoint URL.")
+    known_risks = models.TextField(blank=True)
+    past_incidents = models.TextField(blank=True)
+    adr_links = models.JSONField(default=list, blank=True, help_text="Links to architecture decision records.")
+    cost_per_call = models.DecimalField(
+        max_digits=10, decimal_places=4, default=0, validators=[MinValueValidator(0)]
+    )
+    tools_discovered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = "MCP server"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "slug"], name="server_unique_team_slug"),
+            models.CheckConstraint(condition=models.Q(cost_per_call__gte=0), name="server_cost_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if not isinstance(self.args, list) or not all(isinstance(a, str) for a in self.args):
+            errors["args"] = "Arguments must be a list of strings."
+        if not isinstance(self.adr_links, list) or not all(isinstance(a, str) for a in self.adr_links):
+            errors["adr_links"] = "ADR links must be a list of URLs."
+        if self.transport == Transport.HTTP and self.command:
+            errors["command"] = "An HTTP server has a URL, not a command."
+        if self.transport == Transport.STDIO and self.url:
+            errors["url"] = "A stdio server has a command, not a URL."
+        if self.url:
+            try:
+                URLValidator(schemes=["http", "https"])(self.url)
+            except ValidationError:
+                errors["url"] = "Enter an http:// or https:// URL."
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_connectable(self) -> bool:
+        return bool(self.command if self.transport == Transport.STDIO else self.url)
+
+
+class McpTool(models.Model):
+    """A tool a server offers. Its read/write class comes from the MCP annotations unless overridden."""
+
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="tools")
+    name = models.CharField(max_length=200)
+    title = models.CharField(max_length=300, blank=True)
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(default=dict, blank=True)
+    annotations = models.JSONField(default=dict, blank=True, help_text="The tool's MCP annotations as discovered.")
+    read_only_hint = models.BooleanField(null=True, blank=True)
+    destructive_hint = models.BooleanField(null=True, blank=True)
+    access_class_override = models.CharField(
+        max_length=8, choices=AccessClass.choices, blank=True,
+        help_text="Overrides the class derived from the annotations (hints are untrusted).",
+    )
+    approval_required = models.BooleanField(default=False, help_text="Each call waits for a person's approval.")
+    discovered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = team_scoped_manager("server__team")
+
+    class Meta:
+        ordering = ["server__slug", "name"]
+        verbose_name = "MCP tool"
+        constraints = [models.UniqueConstraint(fields=["server", "name"], name="tool_unique_server_name")]
+
+    def __str__(self) -> str:
+        return f"{self.server.slug}.{self.name}"
+
+    @property
+    def derived_class(self) -> str:
+        # The MCP spec's conservative defaults: no readOnlyHint means "may write".
+        return AccessClass.READ if self.read_only_hint is True else AccessClass.WRITE
+
+    @property
+    def access_class(self) -> str:
+        return self.access_class_override or self.derived_class

@@ -1,0 +1,7 @@
+"""Web UI routes for policy administration."""
+
+from django.urls import path  # noqa: F401
+
+app_name = "governance"
+
+urlpatterns: list = []

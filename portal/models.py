@@ -1,0 +1,118 @@
+"""Teams (the tenant), memberships with team roles, and the change history of every write."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from portal.choices import TeamRole
+
+SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]*$", "Use lowercase letters, digits, '_' and '-', starting with a letter or digit."
+)
+
+# The largest production-access window any team may allow (the product's hard cap).
+MAX_ACCESS_WINDOW_HOURS = 14 * 24
+
+
+class Team(models.Model):
+    """The tenant: every policy object belongs to exactly one team."""
+
+    slug = models.CharField(max_length=64, unique=True, validators=[SLUG_VALIDATOR])
+    name = models.CharField(max_length=200)
+    bundle_ttl_seconds = models.PositiveIntegerField(
+        default=24 * 3600,
+        validators=[MinValueValidator(60), MaxValueValidator(30 * 24 * 3600)],
+        help_text="How long a signed bundle stays valid; gateways fail closed after it expires.",
+    )
+    max_access_window_hours = models.PositiveIntegerField(
+        default=8,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_ACCESS_WINDOW_HOURS)],
+        help_text="Longest production-access window a request may ask for (14 days at most).",
+    )
+    access_request_review_minutes = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1)],
+        help_text="A production-access request nobody reviews expires after this long.",
+    )
+    production_requires_two_approvers = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("change_policy", "Edit servers, roles, environments, limits, triggers and flags"),
+            ("manage_members", "Add and remove team members"),
+            ("manage_clients", "Register and revoke enforcement clients"),
+            ("acknowledge_session", "Acknowledge agent session logs"),
+            ("release_session", "Allow halted or paused sessions to continue, or end them"),
+            ("view_payloads", "See audit argument and result payloads (auditor)"),
+            ("request_access", "File production-access requests"),
+            ("review_access", "Approve, deny and revoke production-access requests"),
+            ("toggle_flags", "Flip kill-switch flags"),
+            ("manage_incidents", "Open, contain and resolve incidents"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(max_access_window_hours__lte=MAX_ACCESS_WINDOW_HOURS),
+                name="team_access_window_at_most_14_days",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in a team. Permissions follow from the role (see portal.permissions)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=TeamRole.choices)
+    is_auditor = models.BooleanField(
+        default=False, help_text="Auditors see audit argument and result payloads; others see summaries."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team__name", "user__username"]
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="membership_unique_team_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.team} ({self.role})"
+
+
+class ChangeRecord(models.Model):
+    """One row per write, recorded in the same transaction as the write (who, when, what)."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Created"
+        UPDATE = "update", "Updated"
+        DELETE = "delete", "Deleted"
+        IMPORT = "import", "Imported"
+        ACTION = "action", "Action"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200, blank=True, help_text="Who, when no user did it (a task).")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    object_type = models.CharField(max_length=100)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=300)
+    summary = models.CharField(max_length=500, blank=True)
+    changes = models.JSONField(default=dict, blank=True, help_text="{field: [old, new]}")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "-created_at"], name="change_team_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.object_type} {self.object_repr}"
+
+    @property
+    def who(self) -> str:
+        return self.actor.get_username() if self.actor else (self.actor_label or "system")

@@ -1,0 +1,157 @@
+"""Shared fixtures: teams with a member per role, a live portal process, and a browser."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from portal.choices import TeamRole
+from tests.factories import PASSWORD, make_member, make_team
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls tests make
+# around it are still synchronous.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def team(db):
+    return make_team("acme", "Acme")
+
+
+@pytest.fixture
+def other_team(db):
+    return make_team("globex", "Globex")
+
+
+@pytest.fixture
+def admin(team):
+    return make_member(team, TeamRole.ADMIN)
+
+
+@pytest.fixture
+def reviewer(team):
+    return make_member(team, TeamRole.REVIEWER)
+
+
+@pytest.fixture
+def requester(team):
+    return make_member(team, TeamRole.REQUESTER)
+
+
+@pytest.fixture
+def viewer(team):
+    return make_member(team, TeamRole.VIEWER)
+
+
+@pytest.fixture
+def outsider(other_team):
+    """An admin of another team: must never see the first team's objects."""
+    return make_member(other_team, TeamRole.ADMIN, username="globex-admin")
+
+
+@pytest.fixture
+def password():
+    return PASSWORD
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url() -> str:
+    from django.conf import settings
+    from django.db import connection
+
+    db = settings.DATABASES["default"]
+    if "sqlite" in db["ENGINE"]:
+        return f"sqlite:///{connection.settings_dict['NAME']}"
+    user = db.get("USER") or "postgres"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{connection.settings_dict['NAME']}"
+
+
+@pytest.fixture
+def portal_server(transactional_db):
+    """The portal served by uvicorn (a production ASGI server) in a subprocess, on the test database.
+
+    Yields the base URL. Data written by the test must be committed (transactional_db).
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DJANGO_DEBUG": "1",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CELERY_BROKER_URL": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"portal exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("portal did not start within 30 s")
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (Playwright's own browser download is not used)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (make deps does).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def login(page, base_url: str, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base_url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
