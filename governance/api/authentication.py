@@ -1,0 +1,64 @@
+"""DRF authentication for enforcement clients: `Authorization: Bearer mcpgov_…`."""
+
+from __future__ import annotations
+
+from rest_framework import authentication, exceptions, permissions
+
+from governance.models import EnforcementClient
+from governance.services.clients import TokenError, client_authenticate
+
+
+class ClientUser:
+    """The request.user of an enforcement client: authenticated, never a person."""
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, client: EnforcementClient):
+        self.client = client
+        self.pk = None
+
+    def has_perm(self, perm, obj=None) -> bool:  # people's permissions never apply to a gateway
+        return False
+
+    def get_username(self) -> str:
+        return f"client:{self.client.name}"
+
+    def __str__(self) -> str:
+        return self.get_username()
+
+
+class ClientTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        parts = header.split()
+        if parts[0] != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                {"detail": "Authorization header must be 'Bearer <token>'.", "code": "token_malformed"}
+            )
+        try:
+            client = client_authenticate(parts[1])
+        except TokenError as exc:
+            raise exceptions.AuthenticationFailed({"detail": str(exc), "code": exc.code}) from exc
+        return ClientUser(client), client
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class IsEnforcementClient(permissions.BasePermission):
+    """Only a request authenticated by an enforcement-client token."""
+
+    message = "This endpoint needs an enforcement-client token (Authorization: Bearer …)."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.auth, EnforcementClient)

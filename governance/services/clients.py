@@ -1,0 +1,114 @@
+"""Enforcement clients: registration, token checks, revocation, last-seen bookkeeping."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from governance.models import EnforcementClient, Environment
+from portal.models import ChangeRecord, Team
+from portal.permissions import MANAGE_CLIENTS, require_team_perm
+from portal.services import change_record
+
+TOKEN_PREFIX = "mcpgov"  # noqa: S105 - a public marker, not a secret
+
+
+@dataclass(frozen=True)
+class IssuedClient:
+    client: EnforcementClient
+    token: str  # shown once; only its hash is stored
+
+
+class TokenError(Exception):
+    """A token that does not authenticate. `code` is the machine-readable reason."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _parse(token: str) -> tuple[str, str] | None:
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+@transaction.atomic
+def client_create(
+    *, team: Team, environment: Environment, name: str, actor=None, expires_at: datetime | None = None
+) -> IssuedClient:
+    """Register a gateway for one team and environment; returns the token once."""
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, team)
+    if environment.team_id != team.pk:
+        raise ValidationError({"environment": "The environment belongs to another team."})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError({"expires_at": "The expiry must be in the future."})
+    prefix = secrets.token_hex(6)
+    token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    client = EnforcementClient(
+        team=team, environment=environment, name=name, token_prefix=prefix, token_hash=_hash(token),
+        created_by=actor if actor is not None and actor.is_authenticated else None, expires_at=expires_at,
+    )
+    client.full_clean()
+    client.save()
+    change_record(team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=client,
+                  summary=f"Enforcement client {name} registered for {environment.name}")
+    return IssuedClient(client=client, token=token)
+
+
+@transaction.atomic
+def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient:
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, client.team)
+    if client.revoked_at is None:
+        client.revoked_at = timezone.now()
+        client.save(update_fields=["revoked_at"])
+        change_record(team=client.team, actor=actor, action=ChangeRecord.Action.ACTION, obj=client,
+                      summary=f"Enforcement client {client.name} revoked")
+    return client
+
+
+def client_authenticate(token: str) -> EnforcementClient:
+    """The client a bearer token belongs to, or TokenError saying why not."""
+    parsed = _parse(token or "")
+    if parsed is None:
+        raise TokenError("Malformed enforcement-client token.", "token_malformed")
+    client = (
+        EnforcementClient.objects.select_related("team", "environment").filter(token_prefix=parsed[0]).first()
+    )
+    if client is None or not hmac.compare_digest(client.token_hash, _hash(token)):
+        raise TokenError("Unknown enforcement-client token.", "token_invalid")
+    if client.revoked_at is not None:
+        raise TokenError("This enforcement-client token has been revoked.", "token_revoked")
+    if client.expires_at is not None and client.expires_at <= timezone.now():
+        raise TokenError("This enforcement-client token has expired.", "token_expired")
+    return client
+
+
+def client_seen(*, client: EnforcementClient, address: str | None, bundle_version: int | None) -> None:
+    """Record last seen time, address and running bundle version (throttled to one write per second)."""
+    now = timezone.now()
+    fields = {}
+    if client.last_seen_at is None or (now - client.last_seen_at).total_seconds() >= 1:
+        fields["last_seen_at"] = now
+    if address and address != client.last_seen_address:
+        fields["last_seen_address"] = address
+    if bundle_version is not None and bundle_version != client.bundle_version:
+        fields["bundle_version"] = bundle_version
+    if fields:
+        EnforcementClient.objects.filter(pk=client.pk).update(**fields)
+        for key, value in fields.items():
+            setattr(client, key, value)
