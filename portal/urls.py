@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import views
 
@@ -12,5 +13,11 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("team/switch/", views.team_switch, name="team-switch"),
     path("governance/", include("governance.urls")),
+    path("audit/", include("audit.urls")),
+    # REST API
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("governance.api.urls")),
+    path("api/v1/", include("audit.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,1 @@
+"""REST API for agent sessions and audit events."""

@@ -1,0 +1,5 @@
+"""REST API routes (under /api/v1/)."""
+
+app_name = "governance-api"
+
+urlpatterns: list = []
