@@ -19,5 +19,6 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("governance.api.urls")),
     path("api/v1/", include("audit.api.urls")),
+    path("api/client/", include("governance.unleash.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,5 @@
+"""Unleash client API routes (under /api/client/)."""
+
+app_name = "unleash"
+
+urlpatterns: list = []
