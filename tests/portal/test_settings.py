@@ -1,0 +1,68 @@
+"""Settings come from the environment: safe development defaults, strict production checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": "x7Yq0v3LrN9mB2kP5tW8zC1dF4gH6jK0lM3nQ5rS7uV9wX2yZ4aB6cD8eF0gH2iJ",
+    "MCPGOV_KEY_ENCRYPTION_KEY": "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA=",
+    "DJANGO_ALLOWED_HOSTS": "governance.example.com",
+    "DATABASE_URL": "postgres://mcpgov@db.example.com:5432/mcpgov",
+    "CELERY_BROKER_URL": "redis://redis.example.com:6379/0",
+}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+        timeout=60,
+    )
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PROD_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {k: v for k, v in PROD_ENV.items() if k != "DJANGO_SECRET_KEY"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_key_encryption_key():
+    env = {k: v for k, v in PROD_ENV.items() if k != "MCPGOV_KEY_ENCRYPTION_KEY"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "MCPGOV_KEY_ENCRYPTION_KEY must be set" in result.stderr
+
+
+def test_zero_setup_defaults_use_sqlite_and_eager_celery():
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG)"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["django.db.backends.sqlite3", "True", "True"]
+
+
+def test_database_url_selects_postgresql_through_psycopg3():
+    code = (
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "from django.conf import settings as s; d = s.DATABASES['default'];"
+        "print(d['ENGINE'], d['HOST'], d['NAME'], s.CELERY_TASK_ALWAYS_EAGER, s.CELERY_BROKER_URL)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **PROD_ENV, "DJANGO_DEBUG": "1"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "django.db.backends.postgresql", "db.example.com", "mcpgov", "False", "redis://redis.example.com:6379/0"
+    ]
