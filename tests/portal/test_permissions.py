@@ -1,0 +1,69 @@
+"""Team roles map to guardian grants; restricted querysets never leak another team's objects."""
+
+import pytest
+
+from governance.models import McpServer
+from governance.services.servers import server_create
+from portal import permissions as p
+from portal.choices import TeamRole
+from portal.models import Membership
+from portal.services import membership_remove, membership_set
+
+EXPECTED = {
+    TeamRole.ADMIN: set(p.ALL_TEAM_PERMISSIONS),
+    TeamRole.REVIEWER: {p.VIEW, p.ACKNOWLEDGE_SESSION, p.RELEASE_SESSION, p.REVIEW_ACCESS, p.TOGGLE_FLAGS,
+                        p.MANAGE_INCIDENTS},
+    TeamRole.REQUESTER: {p.VIEW, p.REQUEST_ACCESS},
+    TeamRole.VIEWER: {p.VIEW},
+}
+
+
+@pytest.mark.parametrize("role", list(EXPECTED))
+def test_each_role_holds_exactly_its_permissions(team, role):
+    from tests.factories import make_member
+
+    user = make_member(team, role)
+    held = {perm for perm in p.ALL_TEAM_PERMISSIONS if p.has_team_perm(user, perm, team)}
+    assert held == EXPECTED[role]
+
+
+def test_reviewer_can_acknowledge_but_not_edit_policy(team, reviewer):
+    assert p.has_team_perm(reviewer, p.ACKNOWLEDGE_SESSION, team)
+    assert not p.has_team_perm(reviewer, p.CHANGE_POLICY, team)
+
+
+def test_auditor_flag_grants_payload_access(team, reviewer):
+    assert not p.has_team_perm(reviewer, p.VIEW_PAYLOADS, team)
+    membership_set(team=team, user=reviewer, role=TeamRole.REVIEWER, is_auditor=True)
+    reviewer = type(reviewer).objects.get(pk=reviewer.pk)  # guardian caches per user object
+    assert p.has_team_perm(reviewer, p.VIEW_PAYLOADS, team)
+
+
+def test_role_change_and_removal_take_permissions_away(team, admin):
+    membership_set(team=team, user=admin, role=TeamRole.VIEWER)
+    admin = type(admin).objects.get(pk=admin.pk)
+    assert not p.has_team_perm(admin, p.CHANGE_POLICY, team)
+    membership_remove(membership=Membership.objects.get(team=team, user=admin))
+    admin = type(admin).objects.get(pk=admin.pk)
+    assert not p.has_team_perm(admin, p.VIEW, team)
+    assert list(p.teams_for_user(admin)) == []
+
+
+def test_permissions_do_not_cross_teams(team, other_team, admin, outsider):
+    assert not p.has_team_perm(outsider, p.VIEW, team)
+    assert not p.has_team_perm(admin, p.VIEW, other_team)
+
+
+def test_restricted_queryset_shows_only_the_users_teams(team, other_team, admin, outsider):
+    server_create(team=team, slug="github_api")
+    server_create(team=other_team, slug="billing_db")
+    assert [s.slug for s in McpServer.objects.restrict(admin)] == ["github_api"]
+    assert [s.slug for s in McpServer.objects.restrict(outsider)] == ["billing_db"]
+
+
+def test_anonymous_user_sees_nothing(team):
+    from django.contrib.auth.models import AnonymousUser
+
+    server_create(team=team, slug="github_api")
+    assert not McpServer.objects.restrict(AnonymousUser()).exists()
+    assert not p.has_team_perm(AnonymousUser(), p.VIEW, team)
