@@ -1,0 +1,230 @@
+"""The policy bundle schema (``mcpgov.bundle/1``), shared by the portal (which builds it) and the gateway.
+
+Pure pydantic v2 + stdlib on purpose: the portal imports this module to build bundles, the enforcer to
+read them. The wire format and every field are documented in ``docs/bundle.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+SCHEMA_ID = "mcpgov.bundle/1"
+DEFAULT_PRODUCTION_URL_WORDS = ("prod", "production", "live", "main")
+DEFAULT_LARGE_DATA_BYTES = 1_048_576
+DEFAULT_CASCADE_WRITE_THRESHOLD = 3
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one canonical JSON encoding used for signing, hashing and content hashes.
+
+    Keys sorted, no whitespace (separators ``,`` and ``:``), non-ASCII kept as UTF-8
+    (``ensure_ascii=False``), NaN/Infinity rejected.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+        "utf-8"
+    )
+
+
+def tool_definition_hash(name: str, description: str | None, input_schema: dict[str, Any] | None) -> str:
+    """sha256 hex of the canonical JSON of ``{"name", "description", "input_schema"}``.
+
+    A missing description is the empty string and a missing schema the empty object, so the
+    portal (discovering tools) and the gateway (listing them live) hash the same thing.
+    """
+    doc = {"name": name, "description": description or "", "input_schema": input_schema or {}}
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _format_utc(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+# RFC 3339 UTC with a trailing "Z"; naive datetimes are rejected.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc), PlainSerializer(_format_utc, return_type=str)]
+Slug = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PositiveInt = Annotated[int, Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    # extra="forbid": a misspelt policy key must fail verification, not be silently ignored.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RolePolicy(_Frozen):
+    allowed_servers: tuple[Slug, ...] = ()
+    forbidden_servers: tuple[Slug, ...] = ()
+
+
+class ToolPolicy(_Frozen):
+    tool_class: Literal["read", "write"] = Field("write", alias="class")
+    approval_required: bool = False
+    # null: the definition is not pinned (the portal never saw it); otherwise a changed definition hides the tool.
+    definition_hash: Sha256Hex | None = None
+
+
+class ServerSpec(_Frozen):
+    category: Literal[
+        "filesystem", "shell_execution", "database", "api", "cloud_infrastructure", "web", "other"
+    ] = "other"
+    transport: Literal["stdio", "http"]
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    url: str | None = None
+    tools: dict[str, ToolPolicy] = Field(default_factory=dict)
+    cost_per_call: float = 0.0
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> ServerSpec:
+        # Both may be empty: a catalogue entry the portal knows only by name (e.g. imported from
+        # the seed's YAML). The gateway then needs the server in its local mcpServers config.
+        if self.transport == "stdio" and self.url:
+            raise ValueError("a stdio server has a command, not a url")
+        if self.transport == "http" and self.command:
+            raise ValueError("an http server has a url, not a command")
+        return self
+
+
+class Binding(_Frozen):
+    target: str
+    permission: Literal["read_only", "read_write"] = "read_only"
+
+
+class EnvironmentPolicy(_Frozen):
+    name: Slug
+    requires_authorization: bool = False
+    forbidden_patterns: tuple[str, ...] = ()
+    # empty: use the team-wide triggers.production_url_words
+    production_url_words: tuple[str, ...] = ()
+    bindings: dict[str, Binding] = Field(default_factory=dict)
+
+
+class GlobalLimits(_Frozen):
+    max_calls_per_session: PositiveInt | None = None
+    max_calls_per_minute: PositiveInt | None = None
+    pause_at_percent: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class ServerLimits(_Frozen):
+    max_calls_per_session: PositiveInt | None = None
+    max_calls_per_minute: PositiveInt | None = None
+    max_read_calls_per_session: PositiveInt | None = None
+    max_write_calls_per_session: PositiveInt | None = None
+    max_rows_returned: PositiveInt | None = None
+    max_execution_time_seconds: PositiveInt | None = None
+    max_response_bytes: PositiveInt | None = None
+
+
+class RateLimits(_Frozen):
+    global_limits: GlobalLimits = Field(default_factory=GlobalLimits, alias="global")
+    per_server: dict[str, ServerLimits] = Field(default_factory=dict)
+
+
+class Triggers(_Frozen):
+    cascade_write_threshold: Annotated[int, Field(ge=2)] = DEFAULT_CASCADE_WRITE_THRESHOLD
+    large_data_bytes: Annotated[int, Field(ge=1)] = DEFAULT_LARGE_DATA_BYTES
+    production_url_words: tuple[str, ...] = DEFAULT_PRODUCTION_URL_WORDS
+
+
+class FlagConstraint(_Frozen):
+    context_name: Literal["role"] = "role"
+    operator: Literal["IN", "NOT_IN"]
+    values: tuple[str, ...] = ()
+
+
+class Flag(_Frozen):
+    name: str = Field(min_length=1)
+    # null: the flag covers every server
+    server: Slug | None = None
+    capability: Literal["read", "write", "all"] = "all"
+    enabled: bool
+    reason: str = ""
+    changed_at: UtcDatetime | None = None
+    constraints: tuple[FlagConstraint, ...] = ()
+
+    def is_on_for(self, role: str) -> bool:
+        """Unleash semantics: on when enabled and every constraint matches the context."""
+        if not self.enabled:
+            return False
+        for c in self.constraints:
+            inside = role in c.values
+            if (c.operator == "IN") != inside:
+                return False
+        return True
+
+
+class Grant(_Frozen):
+    id: str = Field(min_length=1)
+    role: Slug
+    servers: tuple[Slug, ...]
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _window(self) -> Grant:
+        if self.ends_at <= self.starts_at:
+            raise ValueError("a grant must end after it starts")
+        return self
+
+
+class Bundle(_Frozen):
+    bundle_schema: Literal["mcpgov.bundle/1"] = Field(SCHEMA_ID, alias="schema")
+    team: Slug
+    environment: Slug
+    version: Annotated[int, Field(ge=1)]
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime
+    roles: dict[str, RolePolicy] = Field(default_factory=dict)
+    servers: dict[str, ServerSpec] = Field(default_factory=dict)
+    environment_policy: EnvironmentPolicy
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    triggers: Triggers = Field(default_factory=Triggers)
+    flags: tuple[Flag, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Bundle:
+        if self.expires_at <= self.issued_at:
+            raise ValueError("expires_at must be after issued_at")
+        if self.environment_policy.name != self.environment:
+            raise ValueError("environment_policy.name must equal environment")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def canonical_bytes(self) -> bytes:
+        """The payload the portal signs: canonical JSON of every field, defaults included."""
+        return canonical_json(self.to_json_dict())
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> Bundle:
+        return cls.model_validate_json(data)
+
+    @property
+    def production_url_words(self) -> tuple[str, ...]:
+        return self.environment_policy.production_url_words or self.triggers.production_url_words

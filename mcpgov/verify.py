@@ -1,0 +1,341 @@
+"""Sign and verify policy bundles: JWS compact serialization, EdDSA (Ed25519), pinned keys only.
+
+Implemented on ``cryptography`` directly. The portal signs with :func:`sign_bundle`; gateways verify with
+:func:`verify_bundle` against keys loaded by :func:`load_jwks` from an operator-pinned file. See
+``docs/bundle.md`` for the envelope and the order of checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
+
+from mcpgov.bundle import Bundle, canonical_json
+
+JWS_TYPE = "mcpgov-bundle+jws"
+JWS_ALG = "EdDSA"
+
+
+class BundleVerificationError(Exception):
+    """A bundle that must not be used. ``code`` is stable and machine-readable."""
+
+    code = "invalid"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class MalformedBundle(BundleVerificationError):
+    code = "malformed"
+
+
+class UnknownKeyId(BundleVerificationError):
+    code = "unknown_kid"
+
+
+class BadSignature(BundleVerificationError):
+    code = "bad_signature"
+
+
+class BundleExpired(BundleVerificationError):
+    code = "expired"
+
+
+class WrongTeam(BundleVerificationError):
+    code = "wrong_team"
+
+
+class WrongEnvironment(BundleVerificationError):
+    code = "wrong_environment"
+
+
+class ReplayedBundle(BundleVerificationError):
+    code = "replayed"
+
+
+class SchemaInvalid(BundleVerificationError):
+    code = "schema_invalid"
+
+
+class KeyFileError(Exception):
+    """The pinned JWKS file is missing, unreadable or holds no usable Ed25519 key."""
+
+
+class StateFileError(Exception):
+    """The anti-replay state file cannot be read."""
+
+
+# --- base64url -----------------------------------------------------------------------------------------
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    if not text or any(c not in _B64URL for c in text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+# --- keys ------------------------------------------------------------------------------------------------
+
+
+def public_jwk(public_key: Ed25519PublicKey, kid: str) -> dict[str, str]:
+    """The RFC 8037 JWK of an Ed25519 public key, as served by ``GET /api/v1/keys/``."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(raw), "kid": kid, "alg": JWS_ALG, "use": "sig"}
+
+
+def jwk_thumbprint(public_key: Ed25519PublicKey) -> str:
+    """RFC 7638 thumbprint (sha256, base64url): a good default key id."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    members = {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
+    return b64url_encode(hashlib.sha256(canonical_json(members)).digest())
+
+
+def jwks(keys: Mapping[str, Ed25519PublicKey]) -> dict[str, list[dict[str, str]]]:
+    return {"keys": [public_jwk(k, kid) for kid, k in keys.items()]}
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise KeyFileError(f"key {jwk.get('kid')!r} is not an Ed25519 OKP key")
+    if jwk.get("alg", JWS_ALG) != JWS_ALG or jwk.get("use", "sig") != "sig":
+        raise KeyFileError(f"key {jwk.get('kid')!r} is not an EdDSA signing key")
+    if "d" in jwk:
+        raise KeyFileError(f"key {jwk.get('kid')!r} contains private material; pin public keys only")
+    try:
+        raw = b64url_decode(str(jwk.get("x", "")))
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error) as exc:
+        raise KeyFileError(f"key {jwk.get('kid')!r} has an invalid x: {exc}") from exc
+
+
+def parse_jwks(doc: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:
+    keys = doc.get("keys") if isinstance(doc, Mapping) else None
+    if not isinstance(keys, list):
+        raise KeyFileError('a JWKS needs a "keys" list')
+    out: dict[str, Ed25519PublicKey] = {}
+    for jwk in keys:
+        if not isinstance(jwk, Mapping) or not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
+            raise KeyFileError("every pinned key needs a kid")
+        if jwk["kid"] in out:
+            raise KeyFileError(f"duplicate kid {jwk['kid']!r}")
+        out[jwk["kid"]] = public_key_from_jwk(jwk)
+    if not out:
+        raise KeyFileError("the JWKS holds no keys")
+    return out
+
+
+def load_jwks(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
+    """Pinned keys from a local JWKS file (never fetched from the network)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot read pinned keys from {path}: {exc}") from exc
+    return parse_jwks(doc)
+
+
+def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM (PKCS#8) file."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+# --- signing -------------------------------------------------------------------------------------------
+
+
+def sign_bundle(payload_bytes: bytes, private_key: Ed25519PrivateKey, kid: str) -> str:
+    """JWS compact serialization of ``payload_bytes`` (normally ``Bundle.canonical_bytes()``)."""
+    if not kid:
+        raise ValueError("kid is required")
+    header = canonical_json({"alg": JWS_ALG, "kid": kid, "typ": JWS_TYPE})
+    signing_input = f"{b64url_encode(header)}.{b64url_encode(payload_bytes)}".encode("ascii")
+    return f"{signing_input.decode('ascii')}.{b64url_encode(private_key.sign(signing_input))}"
+
+
+# --- verification -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    bundle: Bundle
+    jws: str
+    kid: str
+    sha256: str  # of the JWS text: the portal's ETag
+    payload_sha256: str  # of the payload bytes: the bundle's content hash
+
+    @property
+    def version(self) -> int:
+        return self.bundle.version
+
+
+def jws_sha256(jws: str) -> str:
+    return hashlib.sha256(jws.strip().encode("ascii", "replace")).hexdigest()
+
+
+def _split(jws: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
+    parts = jws.strip().split(".")
+    if len(parts) != 3:
+        raise MalformedBundle(f"a JWS compact serialization has 3 dot-separated parts, got {len(parts)}")
+    try:
+        header_raw, payload, signature = (b64url_decode(p) for p in parts)
+    except (ValueError, binascii.Error) as exc:
+        raise MalformedBundle("a JWS part is not unpadded base64url") from exc
+    try:
+        header = json.loads(header_raw)
+    except ValueError as exc:
+        raise MalformedBundle("the JWS header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise MalformedBundle("the JWS header is not a JSON object")
+    return header, payload, signature, f"{parts[0]}.{parts[1]}".encode("ascii")
+
+
+def verify_jws(jws: str, keys: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes]:
+    """Check the envelope and signature only; return ``(kid, payload bytes)``."""
+    header, payload, signature, signing_input = _split(jws)
+    if header.get("alg") != JWS_ALG:
+        raise MalformedBundle(f"alg must be {JWS_ALG}, got {header.get('alg')!r}")
+    if header.get("typ") != JWS_TYPE:
+        raise MalformedBundle(f"typ must be {JWS_TYPE}, got {header.get('typ')!r}")
+    if "crit" in header:
+        raise MalformedBundle("critical header extensions are not supported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise MalformedBundle("the JWS header has no kid")
+    key = keys.get(kid)
+    if key is None:
+        raise UnknownKeyId(f"kid {kid!r} is not among the pinned keys ({', '.join(sorted(keys)) or 'none'})")
+    if len(signature) != 64:
+        raise BadSignature("an Ed25519 signature is 64 bytes")
+    try:
+        key.verify(signature, signing_input)
+    except InvalidSignature as exc:
+        raise BadSignature(
+            f"the signature does not verify with key {kid!r} (payload or header altered)"
+        ) from exc
+    return kid, payload
+
+
+class BundleState:
+    """Last accepted bundle version per (team, environment), kept in a small JSON file (anti-replay)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path else None
+        self._data: dict[str, dict[str, Any]] = {}
+        if self.path and self.path.exists():
+            try:
+                self._data = json.loads(self.path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise StateFileError(f"state file {self.path} is corrupt: {exc}") from exc
+
+    @staticmethod
+    def _key(team: str, environment: str) -> str:
+        return f"{team}/{environment}"
+
+    def last(self, team: str, environment: str) -> tuple[int, str | None]:
+        entry = self._data.get(self._key(team, environment)) or {}
+        return int(entry.get("version", 0)), entry.get("payload_sha256")
+
+    def accept(self, bundle: Bundle, payload_sha256: str) -> None:
+        version, _ = self.last(bundle.team, bundle.environment)
+        if bundle.version < version:
+            return
+        self._data[self._key(bundle.team, bundle.environment)] = {
+            "version": bundle.version,
+            "payload_sha256": payload_sha256,
+        }
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".bundle-state-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self._data, fh, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+
+
+def verify_bundle(
+    jws: str,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    team: str | None = None,
+    environment: str | None = None,
+    state: BundleState | None = None,
+    now: datetime | None = None,
+    allow_expired: bool = False,
+) -> VerifiedBundle:
+    """Verify ``jws`` and return the bundle; raise a :class:`BundleVerificationError` subclass otherwise.
+
+    Order: envelope (malformed) → key (unknown_kid) → signature (bad_signature) → schema
+    (schema_invalid) → team (wrong_team) → environment (wrong_environment) → expiry (expired) →
+    anti-replay against ``state`` (replayed). ``state`` is read, not updated: call
+    ``state.accept(...)`` once the bundle is actually installed.
+    """
+    if not isinstance(jws, str):
+        raise MalformedBundle("a JWS compact serialization is text")
+    kid, payload = verify_jws(jws, keys)
+    try:
+        bundle = Bundle.from_json_bytes(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise SchemaInvalid(
+            f"{exc.error_count()} schema error(s); first at {where}: {first.get('msg')}"
+        ) from exc
+    if team is not None and bundle.team != team:
+        raise WrongTeam(f"bundle is for team {bundle.team!r}, this gateway serves {team!r}")
+    if environment is not None and bundle.environment != environment:
+        raise WrongEnvironment(
+            f"bundle is for environment {bundle.environment!r}, this gateway enforces {environment!r}"
+        )
+    now = now or datetime.now(UTC)
+    if not allow_expired and bundle.expires_at <= now:
+        raise BundleExpired(f"bundle v{bundle.version} expired at {bundle.expires_at.isoformat()}")
+    payload_sha = hashlib.sha256(payload).hexdigest()
+    if state is not None:
+        last_version, last_sha = state.last(bundle.team, bundle.environment)
+        if bundle.version < last_version:
+            raise ReplayedBundle(
+                f"bundle v{bundle.version} is older than v{last_version}, already accepted for "
+                f"{bundle.team}/{bundle.environment}"
+            )
+        if bundle.version == last_version and last_sha and last_sha != payload_sha:
+            raise ReplayedBundle(f"bundle v{bundle.version} was already accepted with different content")
+    return VerifiedBundle(
+        bundle=bundle, jws=jws.strip(), kid=kid, sha256=jws_sha256(jws), payload_sha256=payload_sha
+    )
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
