@@ -22,7 +22,9 @@ print(len(names), ",".join(leaked))
 
 
 def test_no_mcpgov_module_imports_django():
-    expected = len([m for m in pkgutil.walk_packages(mcpgov.__path__, "mcpgov.") if m.name != "mcpgov.__main__"])
+    expected = len(
+        [m for m in pkgutil.walk_packages(mcpgov.__path__, "mcpgov.") if m.name != "mcpgov.__main__"]
+    )
     assert expected >= 3
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(mcpgov.__file__).parent.parent)}
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, env=env)

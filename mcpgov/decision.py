@@ -1,0 +1,593 @@
+"""The decision engine: a pure function ``decide(bundle, session_state, call, now) -> Decision``.
+
+It follows the call path of DESIGN.md in order (see ``docs/gateway.md``). Lookups that depend only
+on the bundle and the role are compiled once per bundle (:func:`compile_policy`), so a decision is a
+handful of dict lookups and comparisons. The engine never changes the session state; its caller does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import weakref
+from bisect import bisect_right
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from mcpgov.bundle import Bundle, Flag, ServerLimits
+from mcpgov.redact import summarize_arguments
+from mcpgov.session import HALTED, MINUTE, PAUSED, CallRecord, SessionState, call_resource
+
+ALLOW = "allow"
+REFUSE = "refuse"
+APPROVAL = "approval"
+
+# Trigger codes: the values of the audit event's "trigger" field (docs/enforcer-api.md).
+UNAUTHORIZED_SERVER = "unauthorized_server"
+WRITE_IN_READ_SESSION = "write_in_read_session"
+PRODUCTION_ENVIRONMENT = "production_environment"
+RATE_LIMIT = "rate_limit"
+LARGE_DATA_RETURN = "large_data_return"
+CASCADE_WRITE_CHAIN = "cascade_write_chain"
+KILL_SWITCH_FLAG = "kill_switch_flag"
+BUNDLE_EXPIRED = "bundle_expired"
+APPROVAL_REQUIRED = "approval_required"
+TOOL_DEFINITION_CHANGED = "tool_definition_changed"
+SESSION_HALTED = "session_halted"
+
+TRIGGER_TITLES = {
+    UNAUTHORIZED_SERVER: "trigger 1 — UNAUTHORIZED SERVER",
+    WRITE_IN_READ_SESSION: "trigger 2 — WRITE OPERATION IN READ SESSION",
+    PRODUCTION_ENVIRONMENT: "trigger 3 — PRODUCTION ENVIRONMENT DETECTED",
+    RATE_LIMIT: "trigger 4 — RATE LIMIT HIT",
+    LARGE_DATA_RETURN: "trigger 5 — LARGE DATA RETURN",
+    CASCADE_WRITE_CHAIN: "trigger 6 — CASCADE WRITE CHAIN",
+    KILL_SWITCH_FLAG: "governance flag kill switch",
+    BUNDLE_EXPIRED: "no valid policy bundle",
+    APPROVAL_REQUIRED: "approval required",
+    TOOL_DEFINITION_CHANGED: "tool definition changed",
+    SESSION_HALTED: "session halted",
+}
+
+CONTINUE_HINT = (
+    "No MCP call will run until a person allows this session to continue "
+    "(portal: Sessions → this session → Allow to continue)."
+)
+
+
+class Decision:
+    """The verdict for one call. ``new_state`` is the session state the caller must move to, if any."""
+
+    __slots__ = ("message", "new_state", "pause_key", "timeout", "trigger", "verdict")
+
+    def __init__(
+        self,
+        verdict: str,
+        trigger: str | None = None,
+        message: str = "",
+        new_state: str | None = None,
+        timeout: float | None = None,
+        pause_key: str | None = None,
+    ) -> None:
+        self.verdict = verdict
+        self.trigger = trigger
+        self.message = message
+        self.new_state = new_state
+        self.timeout = timeout
+        self.pause_key = pause_key
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict == ALLOW
+
+    def __repr__(self) -> str:
+        return f"Decision({self.verdict!r}, trigger={self.trigger!r}, new_state={self.new_state!r})"
+
+
+class ToolCall:
+    """What the agent asked for. ``definition_changed`` is set by the gateway from tool pinning."""
+
+    __slots__ = ("arguments", "definition_changed", "server", "tool")
+
+    def __init__(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        definition_changed: bool = False,
+    ) -> None:
+        self.server = server
+        self.tool = tool
+        self.arguments = arguments
+        self.definition_changed = definition_changed
+
+
+class ToolRule:
+    __slots__ = ("allow", "approval_required", "definition_hash", "is_write", "name")
+
+    def __init__(self, name: str, is_write: bool, approval_required: bool, definition_hash: str | None,
+                 timeout: float | None) -> None:  # fmt: skip
+        self.name = name
+        self.is_write = is_write
+        self.approval_required = approval_required
+        self.definition_hash = definition_hash
+        self.allow = Decision(ALLOW, timeout=timeout)  # shared: allowing a call allocates nothing
+
+
+class ServerRule:
+    """Everything about one server for one role in this bundle, precomputed."""
+
+    __slots__ = (
+        "binding_read_only", "binding_target", "env_violation", "flag_off_read", "flag_off_write", "grant_windows",
+        "has_limits", "limits", "production", "production_reason", "role_violation", "slug", "timeout", "tools",
+        "unknown_tool",
+    )  # fmt: skip
+
+    def tool(self, name: str) -> ToolRule:
+        return self.tools.get(name) or self.unknown_tool
+
+
+class Policy:
+    """A bundle compiled for one role."""
+
+    __slots__ = (
+        "_bundle_ref", "cascade_threshold", "environment", "expires_at", "global_limits",
+        "has_global_limits", "large_data_bytes", "pause_percent", "role", "rules", "version",
+    )  # fmt: skip
+
+    def __init__(self, bundle: Bundle, role: str) -> None:
+        # weak: the policy cache must not keep old bundles alive; whoever holds a Policy holds its bundle too
+        self._bundle_ref = weakref.ref(bundle)
+        self.role = role
+        self.environment = bundle.environment
+        self.version = bundle.version
+        self.expires_at = bundle.expires_at.timestamp()
+        gl = bundle.rate_limits.global_limits
+        self.global_limits = gl
+        self.has_global_limits = gl.max_calls_per_session is not None or gl.max_calls_per_minute is not None
+        self.pause_percent = gl.pause_at_percent
+        self.cascade_threshold = bundle.triggers.cascade_write_threshold
+        self.large_data_bytes = bundle.triggers.large_data_bytes
+        self.rules: dict[str, ServerRule] = {}
+        known = set(bundle.servers) | set(bundle.environment_policy.bindings)
+        role_policy = bundle.roles.get(role)
+        if role_policy:
+            known |= set(role_policy.allowed_servers) | set(role_policy.forbidden_servers)
+        for slug in known:
+            self.rules[slug] = _compile_server(bundle, role, slug)
+
+    @property
+    def bundle(self) -> Bundle:
+        bundle = self._bundle_ref()
+        if bundle is None:
+            raise RuntimeError(
+                "the bundle of this policy is gone; keep a reference to the bundle with its policy"
+            )
+        return bundle
+
+    def rule(self, slug: str) -> ServerRule:
+        rule = self.rules.get(slug)
+        if rule is None:  # a server the bundle has never heard of: compiled (and denied) once
+            rule = self.rules[slug] = _compile_server(self.bundle, self.role, slug)
+        return rule
+
+
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def production_words_in(text: str, words: tuple[str, ...]) -> list[str]:
+    """Production words appearing as whole tokens of a URL, path or slug (``prod-db`` yes, ``domain`` no)."""
+    tokens = set(_WORD_SPLIT.split(text.lower()))
+    return [w for w in words if w.lower() in tokens]
+
+
+def forbidden_pattern_hit(candidates: list[str], patterns: tuple[str, ...]) -> tuple[str, str] | None:
+    for pattern in patterns:
+        p = pattern.lower()
+        for c in candidates:
+            if c and fnmatchcase(c.lower(), p):
+                return pattern, c
+    return None
+
+
+def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
+    r = ServerRule()
+    r.slug = slug
+    env = bundle.environment_policy
+    spec = bundle.servers.get(slug)
+    role_policy = bundle.roles.get(role)
+
+    if role_policy is None:
+        r.role_violation = f"role '{role}' is not defined in bundle v{bundle.version} (default deny)"
+    elif slug in role_policy.forbidden_servers:
+        r.role_violation = f"server '{slug}' is forbidden for role '{role}'"
+    elif slug not in role_policy.allowed_servers:
+        r.role_violation = f"server '{slug}' is not in the allowlist of role '{role}' (default deny)"
+    else:
+        r.role_violation = None
+
+    binding = env.bindings.get(slug)
+    r.binding_target = binding.target if binding else None
+    r.binding_read_only = binding is None or binding.permission == "read_only"
+    candidates = [slug, r.binding_target or "", (spec.url or "") if spec else ""]
+    r.env_violation = None
+    if binding is None:
+        r.env_violation = f"server '{slug}' is not bound in environment '{env.name}'"
+    else:
+        hit = forbidden_pattern_hit(candidates, env.forbidden_patterns)
+        if hit:
+            r.env_violation = f"server '{slug}': '{hit[1]}' matches forbidden pattern '{hit[0]}' of environment '{env.name}'"
+    words = [w for c in candidates for w in production_words_in(c, bundle.production_url_words)]
+    r.production = env.requires_authorization or bool(words)
+    if env.requires_authorization:
+        r.production_reason = f"environment '{env.name}' requires explicit human authorization"
+    elif words:
+        r.production_reason = (
+            f"server '{slug}' looks like production (words: {', '.join(sorted(set(words)))})"
+        )
+    else:
+        r.production_reason = ""
+    r.grant_windows = tuple(
+        (g.starts_at.timestamp(), g.ends_at.timestamp())
+        for g in bundle.grants
+        if g.role == role and slug in g.servers
+    )
+
+    r.flag_off_read = r.flag_off_write = None
+    for flag in bundle.flags:
+        if flag.server is not None and flag.server != slug:
+            continue
+        if flag.is_on_for(role):
+            continue
+        if flag.capability in ("read", "all") and r.flag_off_read is None:
+            r.flag_off_read = flag
+        if flag.capability in ("write", "all") and r.flag_off_write is None:
+            r.flag_off_write = flag
+
+    limits = bundle.rate_limits.per_server.get(slug)
+    r.limits = limits
+    r.has_limits = limits is not None and any(
+        v is not None
+        for v in (
+            limits.max_calls_per_session, limits.max_calls_per_minute,
+            limits.max_read_calls_per_session, limits.max_write_calls_per_session,
+        )
+    )  # fmt: skip
+    r.timeout = (
+        float(limits.max_execution_time_seconds) if limits and limits.max_execution_time_seconds else None
+    )
+    r.tools = {}
+    if spec:
+        for name, tp in spec.tools.items():
+            r.tools[name] = ToolRule(
+                name, tp.tool_class != "read", tp.approval_required, tp.definition_hash, r.timeout
+            )
+    r.unknown_tool = ToolRule("", True, False, None, r.timeout)  # no class information: a write
+    return r
+
+
+_POLICIES: dict[int, dict[str, Policy]] = {}
+
+
+def compile_policy(bundle: Bundle, role: str) -> Policy:
+    """The bundle's lookups for ``role``, computed once per (immutable) bundle and role."""
+    per_bundle = _POLICIES.get(id(bundle))
+    if per_bundle is None:
+        per_bundle = _POLICIES[id(bundle)] = {}
+        weakref.finalize(bundle, _POLICIES.pop, id(bundle), None)
+    policy = per_bundle.get(role)
+    if policy is None:
+        policy = per_bundle[role] = Policy(bundle, role)
+    return policy
+
+
+# --- messages (cold path) -------------------------------------------------------------------------------
+
+
+def iso_ts(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_last_calls(state: SessionState, extra: CallRecord | None = None) -> str:
+    calls = list(state.last_calls)
+    if extra is not None:
+        calls = [*calls, extra][-3:]
+    if not calls:
+        return "Last 3 calls: (none yet)"
+    lines = ["Last 3 calls:"]
+    for i, c in enumerate(calls, 1):
+        lines.append(f"  {i}. {c.ts} {c.server}.{c.tool} args={c.args_summary} → {c.outcome}")
+    return "\n".join(lines)
+
+
+def _refused_line(call: ToolCall) -> str:
+    return f"Refused call: {call.server}.{call.tool} args={summarize_arguments(call.arguments)}"
+
+
+def trigger_message(
+    trigger: str, reason: str, state: SessionState, call: ToolCall, *, halted: bool = True
+) -> str:
+    head = f"MCP_KILL_SWITCH_TRIGGERED: {trigger} ({TRIGGER_TITLES.get(trigger, trigger)})"
+    parts = [head, reason, _refused_line(call)]
+    if halted:
+        parts.append(f"Session halted. {CONTINUE_HINT}")
+    parts.append(format_last_calls(state))
+    return "\n".join(parts)
+
+
+def _halt(trigger: str, reason: str, state: SessionState, call: ToolCall) -> Decision:
+    return Decision(REFUSE, trigger, trigger_message(trigger, reason, state, call), HALTED)
+
+
+def kill_switch_line(flag: Flag) -> str:
+    since = flag.changed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if flag.changed_at else "unknown"
+    return f"MCP_KILL_SWITCH: {flag.name} disabled by governance flag — reason: {flag.reason or 'none given'} — since {since}"
+
+
+def rate_limit_summary(policy: Policy, state: SessionState) -> str:
+    gl = policy.global_limits
+    lines = []
+    total = state.total_calls
+    if gl.max_calls_per_session:
+        pct = 100 * total / gl.max_calls_per_session
+        lines.append(f"Current session: {total}/{gl.max_calls_per_session} total calls ({pct:.0f}%)")
+    else:
+        lines.append(f"Current session: {total} total calls")
+    if state.per_server:
+        lines.append("Server breakdown:")
+    for slug in sorted(state.per_server):
+        c = state.per_server[slug]
+        lim = policy.rule(slug).limits or ServerLimits()
+        bits = [_ratio(c.calls, lim.max_calls_per_session, "calls")]
+        if lim.max_read_calls_per_session is not None or c.reads:
+            bits.append(_ratio(c.reads, lim.max_read_calls_per_session, "reads"))
+        if lim.max_write_calls_per_session is not None or c.writes:
+            bits.append(_ratio(c.writes, lim.max_write_calls_per_session, "writes"))
+        lines.append(f"  {slug}: " + ", ".join(bits))
+    return "\n".join(lines)
+
+
+def _ratio(n: int, limit: int | None, what: str) -> str:
+    if not limit:
+        return f"{n} {what}"
+    return f"{n}/{limit} {what} ({100 * n / limit:.0f}%)"
+
+
+# --- the engine (hot path) -------------------------------------------------------------------------------
+
+
+def _in_window(window: list[float], now: float) -> int:
+    return len(window) - bisect_right(window, now - MINUTE)
+
+
+def pause_point(limit: int, percent: int | None) -> int | None:
+    """Calls allowed before the session pauses: ``floor(limit * percent / 100)``; None when no pause."""
+    if not percent or percent >= 100:
+        return None
+    point = math.floor(limit * percent / 100)
+    return point if 0 < point < limit else None
+
+
+def _limits(policy: Policy, rule: ServerRule, state: SessionState, is_write: bool, call: ToolCall,
+            now: float) -> Decision | None:  # fmt: skip
+    gl = policy.global_limits
+    counters = state.per_server.get(rule.slug)
+    calls = counters.calls if counters else 0
+    reads = counters.reads if counters else 0
+    writes = counters.writes if counters else 0
+    # (key, count, limit) for per-session limits, which also pause
+    session_limits: list[tuple[str, int, int, str]] = []
+    if gl.max_calls_per_session is not None:
+        session_limits.append(("global.calls", state.total_calls, gl.max_calls_per_session, "session calls"))
+    lim = rule.limits
+    if lim is not None:
+        if lim.max_calls_per_session is not None:
+            session_limits.append(
+                (f"{rule.slug}.calls", calls, lim.max_calls_per_session, f"calls to {rule.slug}")
+            )
+        if not is_write and lim.max_read_calls_per_session is not None:
+            session_limits.append(
+                (f"{rule.slug}.reads", reads, lim.max_read_calls_per_session, f"read calls to {rule.slug}")
+            )
+        if is_write and lim.max_write_calls_per_session is not None:
+            session_limits.append(
+                (
+                    f"{rule.slug}.writes",
+                    writes,
+                    lim.max_write_calls_per_session,
+                    f"write calls to {rule.slug}",
+                )
+            )
+    for _key, count, limit, what in session_limits:
+        if count >= limit:
+            return _rate_halt(policy, state, call, f"Limit reached: {count}/{limit} {what} in this session.")
+    if gl.max_calls_per_minute is not None:
+        n = _in_window(state.minute, now)
+        if n >= gl.max_calls_per_minute:
+            return _rate_halt(
+                policy, state, call, f"Limit reached: {n}/{gl.max_calls_per_minute} calls in the last minute."
+            )
+    if lim is not None and lim.max_calls_per_minute is not None:
+        n = _in_window(counters.minute, now) if counters else 0
+        if n >= lim.max_calls_per_minute:
+            return _rate_halt(
+                policy, state, call,
+                f"Limit reached: {n}/{lim.max_calls_per_minute} calls to {rule.slug} in the last minute.",
+            )  # fmt: skip
+    if policy.pause_percent:
+        for key, count, limit, what in session_limits:
+            point = pause_point(limit, policy.pause_percent)
+            if point is not None and count >= point and key not in state.pauses_passed:
+                text = (
+                    "MCP RATE LIMIT ALERT\n"
+                    f"Paused at {count}/{limit} {what} ({100 * count / limit:.0f}% — past the pause threshold of "
+                    f"{policy.pause_percent}%).\n"
+                    f"{rate_limit_summary(policy, state)}\n"
+                    f"{_refused_line(call)}\n"
+                    "Session paused: review the calls so far; no MCP call will run until a person allows this "
+                    "session to continue (portal: Sessions → this session → Allow to continue).\n"
+                    f"{format_last_calls(state)}"
+                )
+                return Decision(REFUSE, RATE_LIMIT, text, PAUSED, pause_key=key)
+    return None
+
+
+def _rate_halt(policy: Policy, state: SessionState, call: ToolCall, reason: str) -> Decision:
+    return _halt(RATE_LIMIT, f"{reason}\n{rate_limit_summary(policy, state)}", state, call)
+
+
+def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: float) -> Decision:
+    """Decide one ``tools/call``. ``now`` is a Unix timestamp (``time.time()``)."""
+    policy = bundle if type(bundle) is Policy else compile_policy(bundle, state.role)  # type: ignore[arg-type]
+
+    # 0. a bundle past its expiry is never enforced: fail closed
+    if now >= policy.expires_at:
+        return Decision(
+            REFUSE, BUNDLE_EXPIRED,
+            f"MCP call refused: policy bundle v{policy.version} expired at {iso_ts(policy.expires_at)} and no newer "
+            "verified bundle is available (the gateway fails closed until one arrives).\n" + _refused_line(call),
+        )  # fmt: skip
+
+    # 1. halted or paused session
+    if state.state != "active":
+        if state.state == PAUSED:
+            why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason.splitlines()[0] if state.state_reason else ''}"
+        elif state.state == HALTED:
+            why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason.splitlines()[0] if state.state_reason else ''}"
+        else:
+            why = "This session has ended."
+        return Decision(
+            REFUSE, SESSION_HALTED, f"MCP call refused. {why}\n{CONTINUE_HINT}\n{_refused_line(call)}"
+        )
+
+    rule = policy.rules.get(call.server) or policy.rule(call.server)
+    tool = rule.tools.get(call.tool) or rule.unknown_tool
+    is_write = tool.is_write
+
+    # 1b. a tool whose live definition differs from the approved one (hidden from tools/list)
+    if call.definition_changed:
+        return _halt(
+            TOOL_DEFINITION_CHANGED,
+            f"Tool '{call.server}.{call.tool}' changed its definition since it was approved; it is hidden until "
+            "the portal approves the new definition.", state, call,
+        )  # fmt: skip
+
+    # 2. governance flags (kill switch)
+    flag = rule.flag_off_write if is_write else rule.flag_off_read
+    if flag is not None:
+        return Decision(
+            REFUSE, KILL_SWITCH_FLAG,
+            kill_switch_line(flag) + "\n" + trigger_message(
+                KILL_SWITCH_FLAG, f"Flag '{flag.name}' is off for role '{state.role}'.", state, call
+            ),
+            HALTED,
+        )  # fmt: skip
+
+    # 3. role allowlist (trigger 1)
+    if rule.role_violation is not None:
+        return _halt(UNAUTHORIZED_SERVER, rule.role_violation.capitalize() + ".", state, call)
+
+    # 4. environment binding, forbidden patterns, production without a live grant (trigger 3)
+    if rule.env_violation is not None:
+        return _halt(PRODUCTION_ENVIRONMENT, rule.env_violation.capitalize() + ".", state, call)
+    if rule.production:
+        for start, end in rule.grant_windows:
+            if start <= now < end:
+                break
+        else:
+            return _halt(
+                PRODUCTION_ENVIRONMENT,
+                f"{rule.production_reason.capitalize()}: no live production-access grant for role "
+                f"'{state.role}' on '{rule.slug}'. Request one in the portal (Access requests).", state, call,
+            )  # fmt: skip
+
+    # 5. write while the session or the binding is read-only (trigger 2)
+    if is_write and (state.read_only or rule.binding_read_only):
+        where = "the session is declared read-only" if state.read_only else (
+            f"the binding of '{rule.slug}' in environment '{policy.environment}' is read_only"
+        )  # fmt: skip
+        return _halt(
+            WRITE_IN_READ_SESSION, f"'{call.server}.{call.tool}' is a write tool and {where}.", state, call
+        )
+
+    # 6. rate limits (trigger 4); pause at the pause threshold
+    if policy.has_global_limits or rule.has_limits:
+        limited = _limits(policy, rule, state, is_write, call, now)
+        if limited is not None:
+            return limited
+
+    # 7. cascade write chain (trigger 6)
+    if is_write:
+        chain = state.write_chain
+        resource = call_resource(call.server, call.arguments)
+        n = len(chain) + (resource not in chain)
+        if n >= policy.cascade_threshold:
+            resources = chain if resource in chain else [*chain, resource]
+            targets = ", ".join(f"{s}:{t or '(no target)'}" for s, t in resources)
+            return _halt(
+                CASCADE_WRITE_CHAIN,
+                f"This would be write {n} in a row across different resources ({targets}); the threshold is "
+                f"{policy.cascade_threshold}. Confirm the chain was intended before continuing.", state, call,
+            )  # fmt: skip
+
+    # 8. approval-required tools wait for a person
+    if tool.approval_required:
+        return Decision(
+            APPROVAL, APPROVAL_REQUIRED,
+            f"'{call.server}.{call.tool}' requires a person's approval for every call.\n{_refused_line(call)}",
+            timeout=tool.allow.timeout,
+        )  # fmt: skip
+
+    return tool.allow
+
+
+# --- after the call -----------------------------------------------------------------------------------------
+
+
+def result_rows(structured: Any) -> int | None:
+    """Rows a result reports: ``{"rows": [...]}`` or ``{"row_count"|"rows_returned": n}``."""
+    if isinstance(structured, dict):
+        rows = structured.get("rows")
+        if isinstance(rows, list):
+            return len(rows)
+        for key in ("row_count", "rows_returned"):
+            n = structured.get(key)
+            if isinstance(n, int) and not isinstance(n, bool):
+                return n
+    return None
+
+
+def check_result(
+    bundle: Bundle | Policy,
+    state: SessionState,
+    call: ToolCall,
+    *,
+    result_bytes: int,
+    rows: int | None = None,
+) -> Decision | None:
+    """Post-call checks; a Decision means: withhold the result and halt (trigger 5)."""
+    policy = bundle if type(bundle) is Policy else compile_policy(bundle, state.role)  # type: ignore[arg-type]
+    rule = policy.rule(call.server)
+    lim = rule.limits
+    reason = None
+    if lim is not None and lim.max_response_bytes is not None and result_bytes > lim.max_response_bytes:
+        reason = f"The result is {result_bytes} bytes, over max_response_bytes {lim.max_response_bytes} for '{rule.slug}'."
+    elif result_bytes > policy.large_data_bytes and not state.declared_large_data:
+        reason = (
+            f"The result is {result_bytes} bytes, over {policy.large_data_bytes} bytes, and the session did not "
+            "declare large data (--declare-large-data)."
+        )
+    elif (
+        rows is not None
+        and lim is not None
+        and lim.max_rows_returned is not None
+        and rows > lim.max_rows_returned
+    ):
+        reason = (
+            f"The result has {rows} rows, over max_rows_returned {lim.max_rows_returned} for '{rule.slug}'."
+        )
+    if reason is None:
+        return None
+    text = trigger_message(LARGE_DATA_RETURN, reason + " The result was withheld.", state, call)
+    return Decision(REFUSE, LARGE_DATA_RETURN, text.replace("Refused call:", "Withheld call:", 1), HALTED)

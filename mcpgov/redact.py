@@ -1,0 +1,82 @@
+"""Secret redaction and short argument summaries for audit events, logs and refusal messages."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+REDACTED = "[REDACTED]"
+SECRET_KEY_RE = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|apikey|authori[sz]ation|auth|credential|private[-_]?key|"
+    r"access[-_]?key|session[-_]?key|cookie|bearer|signature|client[-_]?secret)",
+    re.IGNORECASE,
+)
+SECRET_VALUE_RES = (
+    re.compile(r"\bBearer\s+[A-Za-z0-9\-._~+/]{8,}=*", re.IGNORECASE),
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWT
+    re.compile(r"\b(ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}"),  # GitHub tokens
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),  # Slack tokens
+    re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"),  # API secret keys (OpenAI-style)
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    re.compile(r"(?i)\baws_secret_access_key\s*[=:]\s*\S+"),
+)
+MAX_DEPTH = 8
+
+
+def redact_text(text: str) -> str:
+    for rx in SECRET_VALUE_RES:
+        if rx.search(text):
+            text = rx.sub(REDACTED, text)
+    return text
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
+    """A copy of ``value`` with secret-named keys and secret-looking strings replaced by ``[REDACTED]``."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if _depth >= MAX_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = str(k)
+            if SECRET_KEY_RE.search(key) and v not in (None, "", False):
+                out[key] = REDACTED
+            else:
+                out[key] = redact(v, _depth + 1)
+        return out
+    if isinstance(value, list | tuple):
+        return [redact(v, _depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact_text(str(value))
+
+
+def _short(value: Any, limit: int) -> str:
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def summarize_arguments(
+    arguments: dict[str, Any] | None, *, value_limit: int = 80, total_limit: int = 400
+) -> str:
+    """``{path: "docs/a.md", content: <4821 chars>}`` — redacted, long values shortened."""
+    if not arguments:
+        return "{}"
+    parts = []
+    for k, v in redact(arguments).items():
+        if isinstance(v, str) and len(v) > value_limit:
+            parts.append(f"{k}: <{len(v)} chars>")
+        else:
+            parts.append(f"{k}: {_short(v, value_limit)}")
+    text = "{" + ", ".join(parts) + "}"
+    if len(text) > total_limit:
+        text = text[: total_limit - 2] + "…}"
+    return text
