@@ -1,1 +1,229 @@
-"""Audit models: agent sessions, events, acknowledgements and sealed digests."""
+"""Audit models: agent sessions, events, acknowledgements, reviewers' decisions and sealed digests.
+
+`AuditEvent` and `AuditDigest` are append-only: database triggers (migration 0002) refuse
+UPDATE, DELETE and TRUNCATE on them, and every event is hash-chained to the previous one of
+its session (see docs/audit.md).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from audit.choices import GENESIS_HASH, CallStatus, DecisionKind, Phase, SessionState, Trigger
+from portal.permissions import team_scoped_manager
+
+
+class AgentSession(models.Model):
+    """One agent connection through a gateway. The id is chosen by the gateway (uuid4)."""
+
+    id = models.UUIDField(primary_key=True)
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="agent_sessions")
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.CASCADE, related_name="agent_sessions"
+    )
+    client = models.ForeignKey(
+        "governance.EnforcementClient", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="agent_sessions",
+    )
+    role = models.CharField(max_length=100)
+    read_only = models.BooleanField(default=True)
+    declared_large_data = models.BooleanField(default=False)
+    agent = models.CharField(max_length=500, blank=True)
+    bundle_version = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=8, choices=SessionState.choices, default=SessionState.ACTIVE)
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)
+    state_reason = models.TextField(blank=True)
+    last_calls = models.JSONField(default=list, blank=True, help_text="The last three calls the gateway reported.")
+    control_version = models.PositiveIntegerField(
+        default=0, help_text="Increases with every person's decision the gateway must see."
+    )
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Counters, kept by the ingestion service in the same transaction as the events.
+    calls_total = models.PositiveIntegerField(default=0, help_text="RESULT events (completed or blocked calls).")
+    calls_blocked = models.PositiveIntegerField(default=0)
+    calls_failed = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    # Chain head: seq and hash of the last stored event (0 and the genesis hash when none).
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    # Space-delimited tokens (" a b ") so list filters stay portable and need no join.
+    servers_used = models.TextField(blank=True, default="")
+    triggers_seen = models.TextField(blank=True, default="")
+    pending_approvals = models.JSONField(
+        default=list, blank=True, help_text="Calls waiting for a person's approval: [{call_id, server, tool, …}]."
+    )
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["-started_at", "id"]
+        verbose_name = "agent session"
+        indexes = [
+            models.Index(fields=["team", "-started_at"], name="session_team_recent"),
+            models.Index(fields=["team", "state"], name="session_team_state"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(calls_blocked__lte=models.F("calls_total"))
+                & models.Q(calls_failed__lte=models.F("calls_total")),
+                name="session_counters_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} session {str(self.id)[:8]}"
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.state in (SessionState.HALTED, SessionState.PAUSED)
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    @property
+    def server_list(self) -> list[str]:
+        return self.servers_used.split()
+
+
+class AuditEvent(models.Model):
+    """One phase of one call. Append-only and hash-chained; never updated or deleted."""
+
+    session = models.ForeignKey(AgentSession, on_delete=models.PROTECT, related_name="events", db_index=False)
+    seq = models.PositiveBigIntegerField()
+    call_id = models.CharField(max_length=64)
+    phase = models.CharField(max_length=8, choices=Phase.choices)
+    ts = models.DateTimeField()
+    server = models.CharField(max_length=200)
+    tool = models.CharField(max_length=200)
+    arguments = models.JSONField(null=True, blank=True)
+    args_summary = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=8, choices=CallStatus.choices, null=True, blank=True)
+    result_summary = models.TextField(blank=True, default="")
+    bytes = models.BigIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)
+    bundle_version = models.PositiveIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    received_at = models.DateTimeField(db_index=True)
+
+    objects = team_scoped_manager("session__team")
+
+    class Meta:
+        ordering = ["session", "seq"]
+        verbose_name = "audit event"
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="event_unique_session_seq"),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="event_seq_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.phase} {self.server}.{self.tool}"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status == CallStatus.FAIL
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.status == CallStatus.BLOCKED
+
+
+class Acknowledgement(models.Model):
+    """A reviewer's sign-off on a session's log. One per session; afterwards the session is read-only."""
+
+    session = models.OneToOneField(AgentSession, on_delete=models.CASCADE, related_name="acknowledgement")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "acknowledgement"
+
+    def __str__(self) -> str:
+        return f"Acknowledgement of {self.session}"
+
+
+class FailedCallExplanation(models.Model):
+    """What a failed call attempted and why it failed (needed before acknowledgement)."""
+
+    session = models.ForeignKey(AgentSession, on_delete=models.CASCADE, related_name="explanations")
+    call_id = models.CharField(max_length=64)
+    explanation = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = team_scoped_manager("session__team")
+
+    class Meta:
+        verbose_name = "failed-call explanation"
+        constraints = [
+            models.UniqueConstraint(fields=["session", "call_id"], name="explanation_once_per_call"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Explanation of {self.call_id}"
+
+
+class SessionDecision(models.Model):
+    """A person's decision the gateway picks up on the control channel.
+
+    release / end apply to the session; approve / deny to one approval-required call (call_id).
+    """
+
+    session = models.ForeignKey(AgentSession, on_delete=models.CASCADE, related_name="decisions")
+    kind = models.CharField(max_length=8, choices=DecisionKind.choices)
+    call_id = models.CharField(max_length=64, blank=True)
+    reason = models.TextField()
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField()
+    control_version = models.PositiveIntegerField(help_text="The session's control_version this decision set.")
+    from_state = models.CharField(max_length=8, choices=SessionState.choices)
+
+    objects = team_scoped_manager("session__team")
+
+    class Meta:
+        ordering = ["session", "control_version"]
+        verbose_name = "session decision"
+        constraints = [
+            models.UniqueConstraint(fields=["session", "control_version"], name="decision_unique_version"),
+            models.CheckConstraint(
+                condition=(models.Q(kind__in=["approve", "deny"]) & ~models.Q(call_id=""))
+                | (models.Q(kind__in=["release", "end"]) & models.Q(call_id="")),
+                name="decision_call_id_iff_call_decision",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.session})"
+
+
+class AuditDigest(models.Model):
+    """A signed seal of a team's chain heads, chained to the team's previous digest. Append-only."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.PROTECT, related_name="audit_digests")
+    number = models.PositiveIntegerField(help_text="1, 2, 3… per team.")
+    created_at = models.DateTimeField()
+    heads = models.JSONField(help_text='[{"session": uuid, "seq": int, "hash": hex}] sorted by session.')
+    prev_digest_hash = models.CharField(max_length=64)
+    digest_hash = models.CharField(max_length=64, help_text="sha256 of the canonical digest payload.")
+    kid = models.CharField(max_length=64)
+    signature = models.TextField(help_text="Ed25519 signature of the canonical payload, base64url.")
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["team", "number"]
+        verbose_name = "audit digest"
+        constraints = [models.UniqueConstraint(fields=["team", "number"], name="digest_unique_team_number")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} digest #{self.number}"
