@@ -1,0 +1,313 @@
+"""Change notifications for long polls: in-process asyncio waiters per channel, woken across processes.
+
+Async views (served by uvicorn) wait on a *channel* — any string such as ``"bundle:12"`` or
+``"session-control:<uuid>"`` — without holding a thread. A waiter is woken by:
+
+(a) ``notify(channel)`` in this process (immediately), and, when ``settings.REDIS_URL`` is
+    set, in any other process through Redis pub/sub (``PUBLISH mcpgov:rt:<channel>``);
+(b) a fallback poll: for channels whose prefix has a registered *source*, one sync function
+    is called every ``FAST_POLL``/``SAFETY_POLL`` seconds with ALL channels of that prefix that have waiters in
+    this process (one query for all waiters, not one per waiter). It returns the current
+    state token of each channel; waiters whose ``seen`` token (not None) differs are woken. The
+    poll is fast (``FAST_POLL``) when there is no Redis connection and slow (``SAFETY_POLL``, a
+    safety net against a lost message) while there is one.
+
+Wake-ups may be spurious: after waking, re-read the state and wait again if nothing changed.
+
+API::
+
+    from portal import realtime
+
+    # once, at import time of the module that owns the channel family:
+    realtime.register_source("bundle:", fetch_versions)   # fetch(["bundle:1", ...]) -> {"bundle:1": 7, ...}
+
+    # in an async view — subscribe BEFORE reading the state, so no change slips in between:
+    async with realtime.subscribe(f"bundle:{env_id}", seen=version) as sub:
+        while not changed():
+            if not await sub.wait(remaining):      # False: timed out
+                break
+            sub.seen = current_version              # what this waiter has now seen
+
+    # writers (sync code, e.g. a service), after commit:
+    realtime.notify_on_commit(f"bundle:{env_id}", token=new_version)
+    realtime.notify(channel, token)               # now (already committed / not in a transaction)
+
+    # cheap in-process reaction to every notification of a prefix (e.g. dropping a cache entry);
+    # the callback runs in the notifying thread or the event loop and must be quick and thread-safe:
+    realtime.add_listener("bundle:", lambda channel, token: cache.pop(channel, None))
+
+    realtime.ensure_started()                     # (async code) start the Redis listener early
+
+Tokens are strings or ints (JSON-serialisable, compared with ``!=``); ``None`` means unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+
+REDIS_PREFIX = "mcpgov:rt:"
+FAST_POLL = 0.15  # seconds between fallback polls without Redis
+SAFETY_POLL = 2.0  # seconds between fallback polls while Redis delivers notifications
+
+Fetch = Callable[[list[str]], dict[str, Hashable]]
+Listener = Callable[[str, Any], None]
+
+
+@dataclass
+class _Source:
+    prefix: str
+    fetch: Fetch
+
+
+class Subscription:
+    """One waiter on one channel, bound to the event loop it was created on."""
+
+    def __init__(self, channel: str, seen: Hashable | None, loop: asyncio.AbstractEventLoop):
+        self.channel = channel
+        self.seen = seen
+        self.loop = loop
+        self._event = asyncio.Event()
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    def wake_threadsafe(self) -> None:
+        if not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+                self.loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True if woken (state may have changed), False on timeout."""
+        if timeout <= 0:
+            woke = self._event.is_set()
+        else:
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+                woke = True
+            except TimeoutError:
+                woke = False
+        self._event.clear()
+        return woke
+
+
+@dataclass
+class _LoopState:
+    poll_task: asyncio.Task | None = None
+    redis_task: asyncio.Task | None = None
+    redis_connected: bool = False
+
+
+class _Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._sources: dict[str, _Source] = {}
+        self._listeners: dict[str, list[Listener]] = defaultdict(list)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._redis_pub = None
+
+    # --- registration ------------------------------------------------------------------------
+    def register_source(self, prefix: str, fetch: Fetch) -> None:
+        self._sources[prefix] = _Source(prefix, fetch)
+
+    def add_listener(self, prefix: str, callback: Listener) -> None:
+        self._listeners[prefix].append(callback)
+
+    # --- waiting -------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str, *, seen: Hashable | None = None):
+        loop = asyncio.get_running_loop()
+        sub = Subscription(channel, seen, loop)
+        with self._lock:
+            self._subs[channel].add(sub)
+        self._ensure_loop_tasks(loop, polling=True)
+        try:
+            yield sub
+        finally:
+            with self._lock:
+                subs = self._subs.get(channel)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del self._subs[channel]
+
+    def ensure_started(self) -> None:
+        """Start the Redis listener on the running loop (no-op without Redis or outside a loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ensure_loop_tasks(loop, polling=False)
+
+    def waiting_channels(self) -> list[str]:
+        with self._lock:
+            return sorted(self._subs)
+
+    # --- notifying -----------------------------------------------------------------------------
+    def notify(self, channel: str, token: Any = None) -> None:
+        """Wake this process's waiters on `channel` and publish to other processes (Redis)."""
+        self._deliver(channel, token)
+        url = getattr(settings, "REDIS_URL", "")
+        if url:
+            try:
+                if self._redis_pub is None:
+                    import redis
+
+                    self._redis_pub = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+                self._redis_pub.publish(REDIS_PREFIX + channel, json.dumps(token))
+            except Exception:  # the fallback poll still wakes other processes' waiters
+                logger.warning("realtime: could not publish %s to Redis", channel, exc_info=True)
+                self._redis_pub = None
+
+    def notify_on_commit(self, channel: str, token: Any = None) -> None:
+        transaction.on_commit(lambda: self.notify(channel, token))
+
+    def _deliver(self, channel: str, token: Any) -> None:
+        for prefix, callbacks in self._listeners.items():
+            if channel.startswith(prefix):
+                for callback in callbacks:
+                    try:
+                        callback(channel, token)
+                    except Exception:
+                        logger.exception("realtime: listener for %s failed", prefix)
+        with self._lock:
+            subs = list(self._subs.get(channel, ()))
+        for sub in subs:
+            sub.wake_threadsafe()
+
+    # --- background work per event loop ------------------------------------------------------
+    def _ensure_loop_tasks(self, loop: asyncio.AbstractEventLoop, *, polling: bool) -> None:
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopState()
+        if getattr(settings, "REDIS_URL", "") and (state.redis_task is None or state.redis_task.done()):
+            state.redis_task = loop.create_task(self._redis_listener(state))
+        if polling and (state.poll_task is None or state.poll_task.done()):
+            state.poll_task = loop.create_task(self._poller(loop, state))
+
+    def _loop_subs(self, loop) -> dict[str, list[Subscription]]:
+        with self._lock:
+            return {
+                ch: [s for s in subs if s.loop is loop] for ch, subs in self._subs.items()
+                if any(s.loop is loop for s in subs)
+            }
+
+    async def _poller(self, loop, state: _LoopState) -> None:
+        idle_rounds = 0
+        while True:
+            interval = SAFETY_POLL if state.redis_connected else FAST_POLL
+            await asyncio.sleep(interval)
+            subs = self._loop_subs(loop)
+            if not subs:
+                idle_rounds += 1
+                if idle_rounds > 20:  # nothing to watch for a while: stop; the next waiter restarts it
+                    return
+                continue
+            idle_rounds = 0
+            for source in list(self._sources.values()):
+                channels = [ch for ch in subs if ch.startswith(source.prefix)]
+                if not channels:
+                    continue
+                try:
+                    states = await sync_to_async(_call_fetch, thread_sensitive=True)(source.fetch, channels)
+                except Exception:
+                    logger.exception("realtime: fallback poll of %s failed", source.prefix)
+                    continue
+                for ch in channels:
+                    current = states.get(ch)
+                    for sub in subs[ch]:
+                        if current is not None and sub.seen is not None and current != sub.seen:
+                            sub._wake()
+
+    async def _redis_listener(self, state: _LoopState) -> None:
+        import redis.asyncio as aioredis
+
+        delay = 0.5
+        while True:
+            client = aioredis.Redis.from_url(settings.REDIS_URL)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.psubscribe(REDIS_PREFIX + "*")
+                state.redis_connected = True
+                delay = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    channel = message["channel"].decode()[len(REDIS_PREFIX):]
+                    try:
+                        token = json.loads(message["data"])
+                    except (ValueError, TypeError):
+                        token = None
+                    self._deliver(channel, token)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("realtime: Redis listener lost its connection; retrying", exc_info=True)
+            finally:
+                state.redis_connected = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def _call_fetch(fetch: Fetch, channels: list[str]) -> dict[str, Hashable]:
+    close_old_connections()
+    try:
+        return fetch(channels)
+    finally:
+        close_old_connections()
+
+
+_hub = _Hub()
+
+register_source = _hub.register_source
+add_listener = _hub.add_listener
+subscribe = _hub.subscribe
+notify = _hub.notify
+notify_on_commit = _hub.notify_on_commit
+ensure_started = _hub.ensure_started
+waiting_channels = _hub.waiting_channels
+
+
+def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:
+    """{id: channel} for channels named `<prefix><int>` (helper for sources keyed by a row id)."""
+    out = {}
+    for ch in channels:
+        tail = ch[len(prefix):]
+        if tail.isdigit():
+            out[int(tail)] = ch
+    return out
+
+
+__all__ = [
+    "FAST_POLL",
+    "SAFETY_POLL",
+    "Subscription",
+    "add_listener",
+    "channel_ids",
+    "ensure_started",
+    "notify",
+    "notify_on_commit",
+    "register_source",
+    "subscribe",
+    "waiting_channels",
+]
