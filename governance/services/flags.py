@@ -1,0 +1,373 @@
+"""Kill-switch flags: create, toggle per environment, disable with a reason.
+
+A toggle must reach every gateway within a second, so flag writes rebuild the bundle
+immediately on commit (no debounce) and announce the change on the real-time channel
+that the Unleash streaming endpoint listens to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from governance.choices import Capability
+from governance.models import Environment, Flag, FlagState, McpServer
+from governance.models.flags import validate_constraints
+from governance.services.common import Action, change_record, check_policy_perm, save_validated
+from portal.models import Team
+from portal.permissions import TOGGLE_FLAGS, require_team_perm
+
+# The gateway evaluates constraints against the session's agent role only (mcpgov.bundle.FlagConstraint).
+SUPPORTED_CONTEXT_NAMES = ("role",)
+
+
+def flag_channel(environment_id: int) -> str:
+    """Real-time channel announcing flag changes of one environment."""
+    return f"flags:{environment_id}"
+
+
+def default_flag_name(server: McpServer, capability: str) -> str:
+    return f"mcp.{server.slug}.{capability}"
+
+
+def flags_changed(team: Team, environments: Iterable[Environment], reason: str) -> None:
+    """After commit: rebuild the team's bundles now and wake the flag streams."""
+    from governance import tasks
+
+    env_ids = sorted({e.pk for e in environments})
+
+    def fire() -> None:
+        tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason, immediate=True)
+        from portal import realtime
+
+        for env_id in env_ids:
+            realtime.publish(flag_channel(env_id), {"team": team.pk, "environment": env_id, "reason": reason})
+
+    transaction.on_commit(fire)
+
+
+def normalise_constraints(constraints) -> list[dict]:
+    """Validate constraints and return them in their stored shape (values sorted, deduplicated)."""
+    constraints = [] if constraints is None else constraints
+    validate_constraints(constraints)
+    out = []
+    for i, c in enumerate(constraints, 1):
+        if c["context_name"] not in SUPPORTED_CONTEXT_NAMES:
+            raise ValidationError(
+                {
+                    "constraints": f"Constraint {i}: gateways evaluate flags per agent role; use context_name 'role'."
+                }
+            )
+        out.append(
+            {
+                "context_name": c["context_name"],
+                "operator": c["operator"],
+                "values": sorted({v.strip() for v in c["values"] if v.strip()}),
+            }
+        )
+        if not out[-1]["values"]:
+            raise ValidationError({"constraints": f"Constraint {i}: values must name at least one role."})
+    return out
+
+
+@transaction.atomic
+def flag_create(
+    *,
+    team: Team,
+    server: McpServer,
+    capability: str = Capability.ALL,
+    name: str = "",
+    description: str = "",
+    actor=None,
+) -> Flag:
+    """A new flag, on in every environment. Needs CHANGE_POLICY (it is part of the policy)."""
+    check_policy_perm(actor, team)
+    if server.team_id != team.pk:
+        raise ValidationError({"server": "The server belongs to another team."})
+    if capability not in Capability.values:
+        raise ValidationError({"capability": f"Capability must be one of {', '.join(Capability.values)}."})
+    name = (name or "").strip() or default_flag_name(server, capability)
+    if Flag.objects.filter(team=team, name=name).exists():
+        raise ValidationError({"name": f"A flag named {name} already exists."})
+    if Flag.objects.filter(server=server, capability=capability).exists():
+        raise ValidationError({"capability": f"{server.slug} already has a flag for {capability} calls."})
+    flag = Flag(team=team, server=server, capability=capability, name=name, description=description)
+    save_validated(flag)
+    environments = list(Environment.objects.filter(team=team))
+    FlagState.objects.bulk_create(
+        [FlagState(flag=flag, environment=env, enabled=True, changed_by=_user(actor)) for env in environments]
+    )
+    change_record(
+        team=team,
+        actor=actor,
+        action=Action.CREATE,
+        obj=flag,
+        summary=f"Flag {name} added for {server.slug} ({capability} calls)",
+    )
+    flags_changed(team, environments, f"flag {name} added")
+    return flag
+
+
+@transaction.atomic
+def flag_update(*, flag: Flag, actor=None, description: str | None = None) -> Flag:
+    check_policy_perm(actor, flag.team)
+    if description is not None and description != flag.description:
+        change_record(
+            team=flag.team,
+            actor=actor,
+            action=Action.UPDATE,
+            obj=flag,
+            changes={"description": [flag.description, description]},
+        )
+        flag.description = description
+        flag.save(update_fields=["description"])
+    return flag
+
+
+@transaction.atomic
+def flag_delete(*, flag: Flag, actor=None) -> None:
+    check_policy_perm(actor, flag.team)
+    team, name = flag.team, flag.name
+    environments = list(Environment.objects.filter(team=team))
+    change_record(team=team, actor=actor, action=Action.DELETE, obj=flag, summary=f"Flag {name} removed")
+    flag.delete()
+    flags_changed(team, environments, f"flag {name} removed")
+
+
+def _user(actor):
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) and actor.pk else None
+
+
+def _check_toggle(actor, team: Team) -> None:
+    if actor is not None:
+        require_team_perm(actor, TOGGLE_FLAGS, team)
+
+
+def flag_state_apply(
+    *,
+    flag: Flag,
+    environment: Environment,
+    enabled: bool,
+    constraints,
+    reason: str,
+    actor,
+    actor_label: str = "",
+) -> tuple[FlagState, dict]:
+    if environment.team_id != flag.team_id:
+        raise ValidationError({"environment": "The environment belongs to another team."})
+    reason = (reason or "").strip()
+    state = FlagState.objects.select_for_update().filter(flag=flag, environment=environment).first()
+    created = state is None
+    if created:
+        state = FlagState(flag=flag, environment=environment, enabled=True, constraints=[])
+    if not enabled and not reason and (created or state.enabled):
+        raise ValidationError(
+            {"reason": "Say why you disable this flag: every halted agent sees the reason."}
+        )
+    new_constraints = state.constraints if constraints is None else normalise_constraints(constraints)
+    changes = {}
+    if created or state.enabled != enabled:
+        changes["enabled"] = [None if created else state.enabled, enabled]
+    if new_constraints != state.constraints:
+        changes["constraints"] = [state.constraints, new_constraints]
+    if not changes:
+        return state, {}
+    if reason or "enabled" in changes:
+        changes["reason"] = [state.reason, reason]
+    state.enabled = enabled
+    state.constraints = new_constraints
+    state.reason = reason[:500]
+    state.changed_by = _user(actor)
+    save_validated(state)
+    verb = ("disabled" if not enabled else "enabled") if "enabled" in changes else "constraints changed"
+    change_record(
+        team=flag.team,
+        actor=actor,
+        actor_label=actor_label,
+        action=Action.UPDATE,
+        obj=state,
+        summary=f"Flag {flag.name} {verb} in {environment.name}" + (f": {reason}" if reason else ""),
+        changes=changes,
+    )
+    return state, changes
+
+
+@transaction.atomic
+def flag_set_state(
+    *,
+    flag: Flag,
+    environment: Environment,
+    enabled: bool,
+    constraints: list | None = None,
+    reason: str = "",
+    actor=None,
+) -> FlagState:
+    """Switch `flag` on or off in `environment`, optionally with role constraints.
+
+    Needs TOGGLE_FLAGS (admins, reviewers). Disabling needs a reason; `constraints=None`
+    keeps the current ones.
+    """
+    _check_toggle(actor, flag.team)
+    state, changes = flag_state_apply(
+        flag=flag,
+        environment=environment,
+        enabled=enabled,
+        constraints=constraints,
+        reason=reason,
+        actor=actor,
+    )
+    if changes:
+        flags_changed(
+            flag.team, [environment], f"flag {flag.name} {'on' if enabled else 'off'} in {environment.name}"
+        )
+    return state
+
+
+@transaction.atomic
+def flag_disable(
+    *,
+    flag: Flag,
+    reason: str,
+    actor=None,
+    environment: Environment | None = None,
+    environments: Iterable[Environment] | None = None,
+    actor_label: str = "",
+) -> list[FlagState]:
+    """Kill switch: disable `flag` in the given environment(s), every environment when none is given.
+
+    Returns the states it switched off (already-off ones are left as they are, reason included).
+    """
+    _check_toggle(actor, flag.team)
+    if not (reason or "").strip():
+        raise ValidationError(
+            {"reason": "Say why you disable this flag: every halted agent sees the reason."}
+        )
+    envs = _environments(flag, environment, environments)
+    switched = []
+    for env in envs:
+        state, changes = flag_state_apply(
+            flag=flag,
+            environment=env,
+            enabled=False,
+            constraints=None,
+            reason=reason,
+            actor=actor,
+            actor_label=actor_label,
+        )
+        if "enabled" in changes:
+            switched.append(state)
+    if switched:
+        flags_changed(flag.team, [s.environment for s in switched], f"flag {flag.name} disabled: {reason}")
+    return switched
+
+
+@transaction.atomic
+def flag_enable(
+    *,
+    flag: Flag,
+    actor=None,
+    reason: str = "",
+    environment: Environment | None = None,
+    environments: Iterable[Environment] | None = None,
+) -> list[FlagState]:
+    """Switch `flag` back on in the given environment(s) (every environment when none is given)."""
+    _check_toggle(actor, flag.team)
+    switched = []
+    for env in _environments(flag, environment, environments):
+        state, changes = flag_state_apply(
+            flag=flag, environment=env, enabled=True, constraints=None, reason=reason, actor=actor
+        )
+        if "enabled" in changes:
+            switched.append(state)
+    if switched:
+        flags_changed(flag.team, [s.environment for s in switched], f"flag {flag.name} enabled")
+    return switched
+
+
+def _environments(flag: Flag, environment, environments) -> list[Environment]:
+    if environment is not None:
+        envs = [environment]
+    elif environments is not None:
+        envs = list(environments)
+    else:
+        envs = list(Environment.objects.filter(team=flag.team))
+    if any(e.team_id != flag.team_id for e in envs):
+        raise ValidationError({"environment": "The environment belongs to another team."})
+    return envs
+
+
+# --- reads shared by the kill-switch panel, the Unleash API and the bundle ------
+
+
+@dataclass(frozen=True)
+class ResolvedFlag:
+    """A flag's strategy in one environment. A flag with no state there is on, unconstrained."""
+
+    flag: Flag
+    environment: Environment
+    enabled: bool
+    constraints: tuple
+    reason: str
+    changed_at: datetime | None
+    changed_by: str
+
+    @property
+    def name(self) -> str:
+        return self.flag.name
+
+
+def flags_for_environment(*, environment: Environment) -> list[ResolvedFlag]:
+    """Every flag of the environment's team, resolved for that environment, by name."""
+    flags = Flag.objects.filter(team_id=environment.team_id).select_related("server").order_by("name")
+    states = {
+        s.flag_id: s
+        for s in FlagState.objects.filter(
+            environment=environment, flag__team_id=environment.team_id
+        ).select_related("changed_by")
+    }
+    out = []
+    for flag in flags:
+        s = states.get(flag.pk)
+        out.append(
+            ResolvedFlag(
+                flag=flag,
+                environment=environment,
+                enabled=True if s is None else s.enabled,
+                constraints=tuple(s.constraints) if s else (),
+                reason=s.reason if s else "",
+                changed_at=s.changed_at if s else flag.created_at,
+                changed_by=(s.changed_by.get_username() if s and s.changed_by else ""),
+            )
+        )
+    return out
+
+
+def flag_is_on_for(resolved: ResolvedFlag, role: str | None) -> bool:
+    """Unleash semantics: on when enabled and every role constraint matches (mirrors mcpgov.bundle.Flag)."""
+    if not resolved.enabled:
+        return False
+    for c in resolved.constraints:
+        inside = role is not None and role in c["values"]
+        if (c["operator"] == "IN") != inside:
+            return False
+    return True
+
+
+__all__ = [
+    "ResolvedFlag",
+    "default_flag_name",
+    "flag_channel",
+    "flag_create",
+    "flag_delete",
+    "flag_disable",
+    "flag_enable",
+    "flag_is_on_for",
+    "flag_set_state",
+    "flag_update",
+    "flags_for_environment",
+    "normalise_constraints",
+]

@@ -1,0 +1,130 @@
+"""Email notifications for access requests, incidents and stale enforcement clients.
+
+Services call these inside their transaction; the mail goes out once it commits, so a
+rolled-back write never notifies anyone. Templates live in templates/email/.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, get_connection
+from django.db import transaction
+from django.template.loader import render_to_string
+
+from portal.models import Membership, Team
+from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[MCP Governance] "
+
+
+def team_users_with_perm(team: Team, perm: str, *, exclude=None) -> list:
+    """Active members of `team` whose role holds `perm` (and who have an email address)."""
+    roles = [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
+    user_ids = Membership.objects.filter(team=team, role__in=roles).values_list("user_id", flat=True)
+    users = get_user_model().objects.filter(pk__in=user_ids, is_active=True).exclude(email="").order_by("pk")
+    if exclude is not None:
+        users = users.exclude(pk=exclude.pk)
+    return list(users)
+
+
+def _render(template: str, context: dict) -> tuple[str, str]:
+    text = render_to_string(f"email/{template}.txt", context).strip()
+    subject, _, body = text.partition("\n")
+    return subject.strip().removeprefix("Subject:").strip(), body.strip() + "\n"
+
+
+def _send(template: str, context: dict, recipients: Iterable) -> None:
+    """Render now (the objects are at hand), send after commit, one message per recipient."""
+    addresses = sorted({u.email for u in recipients if getattr(u, "email", "")})
+    if not addresses:
+        return
+    portal_url = getattr(settings, "MCPGOV_PORTAL_URL", "").rstrip("/")
+    subject, body = _render(template, {**context, "portal_url": portal_url})
+
+    def deliver() -> None:
+        messages = [
+            EmailMessage(subject=f"{SUBJECT_PREFIX}{subject}", body=body, to=[address])
+            for address in addresses
+        ]
+        try:
+            get_connection().send_messages(messages)
+        except Exception:  # a mail outage must not undo or fail the committed write
+            logger.exception("Could not send %s notification to %s", template, ", ".join(addresses))
+
+    transaction.on_commit(deliver)
+
+
+# --- production access --------------------------------------------------------
+
+
+def access_request_filed(access_request) -> None:
+    reviewers = team_users_with_perm(access_request.team, REVIEW_ACCESS, exclude=access_request.requester)
+    _send("access_request_filed", {"req": access_request}, reviewers)
+
+
+ACCESS_EVENT_LABELS = {
+    "approved": "approved",
+    "partially_approved": "approved once (another approval needed)",
+    "denied": "denied",
+    "revoked": "revoked",
+    "expired": "expired",
+    "cancelled": "cancelled",
+}
+
+
+def access_request_decided(access_request, *, event: str, actor=None, reason: str = "") -> None:
+    """`event`: approved, partially_approved, denied, revoked, expired, cancelled."""
+    recipients = [access_request.requester]
+    if event == "cancelled":
+        recipients = team_users_with_perm(
+            access_request.team, REVIEW_ACCESS, exclude=access_request.requester
+        )
+    _send(
+        "access_request_decided",
+        {
+            "req": access_request,
+            "event": event,
+            "event_label": ACCESS_EVENT_LABELS[event],
+            "actor": actor,
+            "reason": reason,
+        },
+        recipients,
+    )
+
+
+# --- incidents ----------------------------------------------------------------
+
+
+def incident_event(incident, *, event: str, actor=None, detail: str = "") -> None:
+    """`event`: opened, contained, resolved. Goes to everyone who handles incidents."""
+    _send(
+        "incident_event",
+        {"incident": incident, "event": event, "actor": actor, "detail": detail},
+        team_users_with_perm(incident.team, MANAGE_INCIDENTS),
+    )
+
+
+# --- enforcement clients ------------------------------------------------------
+
+
+def stale_clients(team: Team, clients: list, *, minutes: int) -> None:
+    _send(
+        "stale_clients",
+        {"team": team, "clients": clients, "minutes": minutes},
+        team_users_with_perm(team, REVIEW_ACCESS),
+    )
+
+
+__all__ = [
+    "access_request_decided",
+    "access_request_filed",
+    "incident_event",
+    "stale_clients",
+    "team_users_with_perm",
+]
