@@ -1,7 +1,47 @@
-"""Web UI routes for policy administration."""
+"""Web UI routes for policy administration (mounted at /governance/)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from governance.views import environments, history, limits, policy_io, roles, servers
 
 app_name = "governance"
 
-urlpatterns: list = []
+urlpatterns = [
+    # MCP server catalogue
+    path("servers/", servers.server_list, name="server-list"),
+    path("servers/add/", servers.server_create, name="server-create"),
+    path("servers/<int:pk>/", servers.server_detail, name="server-detail"),
+    path("servers/<int:pk>/edit/", servers.server_edit, name="server-edit"),
+    path("servers/<int:pk>/delete/", servers.server_delete, name="server-delete"),
+    path("servers/<int:pk>/discover/", servers.server_discover, name="server-discover"),
+    path("tools/<int:pk>/edit/", servers.tool_edit, name="tool-edit"),
+    # Agent roles and their allowlists
+    path("roles/", roles.role_list, name="role-list"),
+    path("roles/add/", roles.role_create, name="role-create"),
+    path("roles/<int:pk>/", roles.role_detail, name="role-detail"),
+    path("roles/<int:pk>/edit/", roles.role_edit, name="role-edit"),
+    path("roles/<int:pk>/delete/", roles.role_delete, name="role-delete"),
+    path("roles/<int:pk>/servers/add/", roles.role_server_add, name="role-server-add"),
+    path("roles/<int:pk>/servers/<int:rule_pk>/remove/", roles.role_server_remove, name="role-server-remove"),
+    # Environments and server bindings
+    path("environments/", environments.environment_list, name="environment-list"),
+    path("environments/add/", environments.environment_create, name="environment-create"),
+    path("environments/<int:pk>/", environments.environment_detail, name="environment-detail"),
+    path("environments/<int:pk>/edit/", environments.environment_edit, name="environment-edit"),
+    path("environments/<int:pk>/delete/", environments.environment_delete, name="environment-delete"),
+    path("environments/<int:pk>/bindings/add/", environments.binding_create, name="binding-create"),
+    path("bindings/<int:pk>/edit/", environments.binding_edit, name="binding-edit"),
+    path("bindings/<int:pk>/delete/", environments.binding_delete, name="binding-delete"),
+    # Rate limits and kill-switch triggers
+    path("limits/", limits.limits, name="limits"),
+    path("limits/global/", limits.global_limits_edit, name="global-limits-edit"),
+    path("limits/triggers/", limits.trigger_settings_edit, name="trigger-settings-edit"),
+    path("limits/servers/add/", limits.server_limits_create, name="server-limits-create"),
+    path("limits/servers/<int:pk>/edit/", limits.server_limits_edit, name="server-limits-edit"),
+    path("limits/servers/<int:pk>/delete/", limits.server_limits_delete, name="server-limits-delete"),
+    # Policy YAML import and export
+    path("policy/import/", policy_io.policy_import, name="policy-import"),
+    path("policy/export/", policy_io.policy_export, name="policy-export"),
+    # Change history
+    path("history/", history.history, name="history"),
+]

@@ -12,6 +12,10 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("team/switch/", views.team_switch, name="team-switch"),
+    path("team/members/", views.member_list, name="members"),
+    path("team/members/add/", views.member_add, name="member-add"),
+    path("team/members/<int:pk>/edit/", views.member_edit, name="member-edit"),
+    path("team/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("governance/", include("governance.urls")),
     path("audit/", include("audit.urls")),
     # REST API

@@ -1,0 +1,150 @@
+"""Reads for the policy UI. Every query starts from the restricted queryset of the user's team."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from governance.choices import DEFAULT_PRODUCTION_URL_WORDS, RuleKind
+from governance.models import (
+    AgentRole,
+    Environment,
+    GlobalRateLimit,
+    McpServer,
+    McpTool,
+    RoleServerRule,
+    ServerBinding,
+    ServerRateLimit,
+    TriggerSettings,
+)
+from portal.models import ChangeRecord, Team
+from portal.permissions import VIEW
+
+
+def servers_for_team(*, user, team: Team) -> QuerySet[McpServer]:
+    return McpServer.objects.restrict(user, VIEW).for_team(team)
+
+
+def server_list(*, user, team: Team, category: str = "") -> QuerySet[McpServer]:
+    servers = servers_for_team(user=user, team=team).annotate(
+        tool_count=Count("tools", distinct=True),
+        write_tool_count=Count(
+            "tools",
+            filter=Q(tools__access_class_override="write")
+            | (Q(tools__access_class_override="") & ~Q(tools__read_only_hint=True)),
+            distinct=True,
+        ),
+    )
+    if category:
+        servers = servers.filter(category=category)
+    return servers.order_by("slug")
+
+
+def server_detail(*, user, team: Team, pk: int) -> QuerySet[McpServer]:
+    """The one server (as a queryset for get_object_or_404) with its tools and limits loaded."""
+    return servers_for_team(user=user, team=team).filter(pk=pk).select_related("team").prefetch_related(
+        Prefetch("tools", queryset=McpTool.objects.order_by("name")),
+        Prefetch("rate_limits", queryset=ServerRateLimit.objects.all()),
+        Prefetch("role_rules", queryset=RoleServerRule.objects.select_related("role").order_by("role__name")),
+        Prefetch("bindings", queryset=ServerBinding.objects.select_related("environment")),
+    )
+
+
+def tools_for_team(*, user, team: Team) -> QuerySet[McpTool]:
+    return McpTool.objects.restrict(user, VIEW).filter(server__team=team).select_related("server__team")
+
+
+def role_list(*, user, team: Team) -> QuerySet[AgentRole]:
+    return AgentRole.objects.restrict(user, VIEW).for_team(team).prefetch_related(
+        Prefetch("rules", queryset=RoleServerRule.objects.select_related("server").order_by("server__slug"))
+    )
+
+
+def roles_for_team(*, user, team: Team) -> QuerySet[AgentRole]:
+    return AgentRole.objects.restrict(user, VIEW).for_team(team).select_related("team")
+
+
+@dataclass
+class RoleRules:
+    allowed: list[RoleServerRule]
+    forbidden: list[RoleServerRule]
+    # Servers that may still be added to each list (not already on that list).
+    addable_to_allowed: QuerySet[McpServer]
+    addable_to_forbidden: QuerySet[McpServer]
+    kind_of: dict[int, str]
+
+
+def role_rules(*, user, role: AgentRole) -> RoleRules:
+    rules = list(
+        RoleServerRule.objects.restrict(user, VIEW).filter(role=role).select_related("server").order_by("server__slug")
+    )
+    servers = servers_for_team(user=user, team=role.team).order_by("slug")
+    by_kind = {kind: [r for r in rules if r.kind == kind] for kind in RuleKind.values}
+    return RoleRules(
+        allowed=by_kind[RuleKind.ALLOWED],
+        forbidden=by_kind[RuleKind.FORBIDDEN],
+        addable_to_allowed=servers.exclude(pk__in=[r.server_id for r in by_kind[RuleKind.ALLOWED]]),
+        addable_to_forbidden=servers.exclude(pk__in=[r.server_id for r in by_kind[RuleKind.FORBIDDEN]]),
+        kind_of={r.server_id: r.kind for r in rules},
+    )
+
+
+def rules_for_team(*, user, team: Team) -> QuerySet[RoleServerRule]:
+    return RoleServerRule.objects.restrict(user, VIEW).filter(role__team=team).select_related("role__team", "server")
+
+
+def environment_list(*, user, team: Team) -> QuerySet[Environment]:
+    return Environment.objects.restrict(user, VIEW).for_team(team).annotate(binding_count=Count("bindings"))
+
+
+def environments_for_team(*, user, team: Team) -> QuerySet[Environment]:
+    return Environment.objects.restrict(user, VIEW).for_team(team).select_related("team")
+
+
+def environment_bindings(*, user, environment: Environment) -> QuerySet[ServerBinding]:
+    return (
+        ServerBinding.objects.restrict(user, VIEW)
+        .filter(environment=environment)
+        .select_related("server")
+        .order_by("order", "server__slug")
+    )
+
+
+def bindings_for_team(*, user, team: Team) -> QuerySet[ServerBinding]:
+    return ServerBinding.objects.restrict(user, VIEW).filter(environment__team=team).select_related(
+        "environment__team", "server"
+    )
+
+
+@dataclass
+class LimitsOverview:
+    global_limits: GlobalRateLimit
+    triggers: TriggerSettings
+    server_limits: list[ServerRateLimit]
+    servers_without_limits: QuerySet[McpServer]
+
+
+def limits_overview(*, user, team: Team) -> LimitsOverview:
+    """The team's limits; global limits and trigger settings not saved yet come back with their defaults."""
+    global_limits = GlobalRateLimit.objects.restrict(user, VIEW).for_team(team).first() or GlobalRateLimit(team=team)
+    triggers = TriggerSettings.objects.restrict(user, VIEW).for_team(team).first()
+    if triggers is None:
+        triggers = TriggerSettings(team=team, production_url_words=list(DEFAULT_PRODUCTION_URL_WORDS))
+    server_limits = list(server_limits_for_team(user=user, team=team).order_by("server__slug"))
+    return LimitsOverview(
+        global_limits=global_limits,
+        triggers=triggers,
+        server_limits=server_limits,
+        servers_without_limits=servers_for_team(user=user, team=team).exclude(
+            pk__in=[limit.server_id for limit in server_limits]
+        ),
+    )
+
+
+def server_limits_for_team(*, user, team: Team) -> QuerySet[ServerRateLimit]:
+    return ServerRateLimit.objects.restrict(user, VIEW).for_team(team).select_related("server", "team")
+
+
+def change_history(*, team: Team) -> QuerySet[ChangeRecord]:
+    return ChangeRecord.objects.filter(team=team).select_related("actor").order_by("-created_at", "-id")

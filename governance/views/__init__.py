@@ -1,0 +1,1 @@
+"""Server-rendered pages for administering a team's policy, one module per concept."""

@@ -1,0 +1,115 @@
+"""The MCP server catalogue: list, create, edit, delete, detail with tools, tool discovery."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from governance import selectors
+from governance.forms import ServerFilterForm, ServerForm, ToolForm
+from governance.services import servers as services
+from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
+from portal.permissions import CHANGE_POLICY
+
+
+@team_view
+def server_list(request):
+    filters = ServerFilterForm(request.GET or None)
+    category = filters.cleaned_data["category"] if filters.is_valid() else ""
+    servers = selectors.server_list(user=request.user, team=request.team, category=category)
+    return render(request, "governance/servers/list.html", {"servers": servers, "filters": filters,
+                                                             "category": category})
+
+
+@team_view
+def server_detail(request, pk: int):
+    server = get_team_object(request, selectors.server_detail(user=request.user, team=request.team, pk=pk))
+    tools = [(tool, ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")) for tool in server.tools.all()]
+    return render(request, "governance/servers/detail.html", {"server": server, "tools": tools})
+
+
+@team_view
+def server_create(request):
+    require_perm(request, CHANGE_POLICY)
+    form = ServerForm(request.POST or None)
+    if request.method == "POST":
+        ok, server = submit(form, services.server_create, team=request.team, actor=request.user)
+        if ok:
+            messages.success(request, f"Server {server.slug} added.")
+            return redirect("governance:server-detail", pk=server.pk)
+    return render(request, "governance/servers/form.html", {"form": form})
+
+
+@team_view
+def server_edit(request, pk: int):
+    server = get_team_object(
+        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+    form = ServerForm(request.POST or None, instance=server)
+    if request.method == "POST":
+        ok, _ = submit(form, services.server_update, server=server, actor=request.user)
+        if ok:
+            messages.success(request, f"Server {server.slug} saved.")
+            return redirect("governance:server-detail", pk=server.pk)
+    return render(request, "governance/servers/form.html", {"form": form, "server": server})
+
+
+@team_view
+def server_delete(request, pk: int):
+    server = get_team_object(
+        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+    if request.method == "POST":
+        slug = server.slug
+        services.server_delete(server=server, actor=request.user)
+        messages.success(request, f"Server {slug} deleted.")
+        return redirect("governance:server-list")
+    return render(request, "governance/confirm_delete.html", {
+        "object": server, "kind": "server", "cancel_url": reverse("governance:server-detail", args=[server.pk]),
+        "consequences": "Its tools, allowlist entries, environment bindings and rate limits are removed with it.",
+    })
+
+
+@team_view
+@require_POST
+def server_discover(request, pk: int):
+    """Connect to the server with the MCP client and record the tools it offers."""
+    from governance.services import discovery
+
+    server = get_team_object(
+        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+    try:
+        report = discovery.server_discover_tools(server=server, actor=request.user)
+    except discovery.DiscoveryError as exc:
+        messages.error(request, f"Discovery failed: {exc}")
+    else:
+        parts = [f"{key} {', '.join(names)}" for key, names in report.items() if names]
+        messages.success(request, f"Tools discovered on {server.slug}: {'; '.join(parts) or 'no change'}.")
+    return redirect("governance:server-detail", pk=server.pk)
+
+
+@team_view
+@require_POST
+def tool_edit(request, pk: int):
+    """Override a tool's read/write class or require approval; answers htmx with the updated row."""
+    tool = get_team_object(
+        request, selectors.tools_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+    form = ToolForm(request.POST, prefix=f"tool-{tool.pk}")
+    ok, _ = submit(form, services.tool_update, tool=tool, actor=request.user)
+    if ok:
+        messages.success(request, f"Tool {tool.name} saved: {tool.access_class}"
+                                  f"{', approval required' if tool.approval_required else ''}.")
+        form = ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")
+    if is_htmx(request):
+        return render(request, "governance/servers/_tool_row.html", {"tool": tool, "form": form, "oob_messages": True})
+    if not ok:
+        messages.error(request, f"Tool {tool.name} not saved: {' '.join(str(e) for e in form.errors.values())}")
+    return redirect("governance:server-detail", pk=tool.server_id)
+
+
+def _tool_initial(tool) -> dict:
+    return {"access_class_override": tool.access_class_override, "approval_required": tool.approval_required}
