@@ -32,7 +32,7 @@ class AgentSession(models.Model):
     agent = models.CharField(max_length=500, blank=True)
     bundle_version = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=8, choices=SessionState.choices, default=SessionState.ACTIVE)
-    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     state_reason = models.TextField(blank=True)
     last_calls = models.JSONField(default=list, blank=True, help_text="The last three calls the gateway reported.")
     control_version = models.PositiveIntegerField(
@@ -51,6 +51,7 @@ class AgentSession(models.Model):
     # Chain head: seq and hash of the last stored event (0 and the genesis hash when none).
     last_seq = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    sealed_seq = models.PositiveBigIntegerField(default=0, help_text="Head seq in the team's latest audit digest.")
     # Space-delimited tokens (" a b ") so list filters stay portable and need no join.
     servers_used = models.TextField(blank=True, default="")
     triggers_seen = models.TextField(blank=True, default="")
@@ -103,11 +104,11 @@ class AuditEvent(models.Model):
     tool = models.CharField(max_length=200)
     arguments = models.JSONField(null=True, blank=True)
     args_summary = models.TextField(blank=True, default="")
-    status = models.CharField(max_length=8, choices=CallStatus.choices, null=True, blank=True)
+    status = models.CharField(max_length=8, choices=CallStatus.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     result_summary = models.TextField(blank=True, default="")
     bytes = models.BigIntegerField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
-    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     bundle_version = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
@@ -143,6 +144,7 @@ class Acknowledgement(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     note = models.TextField(blank=True)
     at = models.DateTimeField()
+    last_seq = models.PositiveBigIntegerField(default=0, help_text="The events it covers: 1..last_seq.")
 
     class Meta:
         verbose_name = "acknowledgement"

@@ -1,0 +1,152 @@
+"""The audit hash chain: canonical JSON of a stored event and its chained sha256 (docs/audit.md).
+
+    hash = sha256_hex( prev_hash_hex + canonical_json(event) )      (UTF-8, prev of seq 1 = 64 zeros)
+
+`canonical_json` is the project's one canonical encoding (mcpgov.bundle.canonical_json: keys
+sorted, no whitespace, UTF-8, NaN refused). The event object is built here by concatenation
+in sorted-key order from pieces that are themselves canonical; a test proves it equals
+`canonical_json` of the same dict. Ingestion and `verify_audit` both call `event_canonical`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from audit.choices import GENESIS_HASH
+
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+# Field names, in canonical (sorted) order, of the hashed event object.
+HASHED_FIELDS = (
+    "args_summary", "arguments", "bundle_version", "bytes", "call_id", "duration_ms", "phase", "result",
+    "result_summary", "seq", "server", "session", "status", "tool", "trigger", "ts",
+)  # fmt: skip
+
+_NULL = "null"
+
+
+def encode_json(value: Any) -> str:
+    """Canonical JSON text of `value` (str)."""
+    return _encode(value)
+
+
+def parse_float(text: str) -> float | int:
+    """json.loads hook: floats as PostgreSQL jsonb will give them back, so hashes stay reproducible.
+
+    jsonb stores numbers as `numeric`: a float whose shortest repr has a positive exponent
+    (|x| >= 1e16) comes back as an integer, and -0.0 as 0.0. Both are normalised on the way in.
+    """
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("NaN and Infinity are not JSON")
+    if value == 0.0:
+        return 0.0
+    if abs(value) >= 1e16:
+        return int(Decimal(repr(value)))
+    return value
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(data: bytes | str) -> Any:
+    """json.loads with the audit number rules (see parse_float); NaN/Infinity refused."""
+    return json.loads(data, parse_float=parse_float, parse_constant=_reject_constant)
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339 UTC with exactly six fractional digits: 2026-11-24T09:00:00.123000Z."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_canonical(
+    *,
+    session: str,
+    seq: int,
+    call_id: str,
+    phase: str,
+    ts: str,
+    server: str,
+    tool: str,
+    arguments_json: str,
+    args_summary: str,
+    status: str | None,
+    result_summary: str,
+    bytes_: int | None,
+    duration_ms: float | None,
+    trigger: str | None,
+    bundle_version: int | None,
+    result_json: str,
+) -> str:
+    """Canonical JSON of one event. `arguments_json`/`result_json` are already canonical JSON text."""
+    return (
+        '{"args_summary":' + _encode(args_summary)
+        + ',"arguments":' + arguments_json
+        + ',"bundle_version":' + (_NULL if bundle_version is None else str(bundle_version))
+        + ',"bytes":' + (_NULL if bytes_ is None else str(bytes_))
+        + ',"call_id":' + _encode(call_id)
+        + ',"duration_ms":' + (_NULL if duration_ms is None else repr(float(duration_ms)))
+        + ',"phase":' + _encode(phase)
+        + ',"result":' + result_json
+        + ',"result_summary":' + _encode(result_summary)
+        + ',"seq":' + str(seq)
+        + ',"server":' + _encode(server)
+        + ',"session":"' + session + '"'
+        + ',"status":' + (_NULL if status is None else _encode(status))
+        + ',"tool":' + _encode(tool)
+        + ',"trigger":' + (_NULL if trigger is None else _encode(trigger))
+        + ',"ts":"' + ts + '"}'
+    )  # fmt: skip
+
+
+def chain_hash(prev_hash: str, canonical: str) -> str:
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def stored_event_canonical(event, *, seq: int | None = None) -> str:
+    """Canonical JSON of an AuditEvent row (or any object with the same attributes), as stored.
+
+    `seq` replaces the stored seq (verify_audit uses it to recognise renumbered events).
+    """
+    return event_canonical(
+        session=str(event.session_id),
+        seq=event.seq if seq is None else seq,
+        call_id=event.call_id,
+        phase=event.phase,
+        ts=format_ts(event.ts),
+        server=event.server,
+        tool=event.tool,
+        arguments_json=_encode(event.arguments),
+        args_summary=event.args_summary,
+        status=event.status,
+        result_summary=event.result_summary,
+        bytes_=event.bytes,
+        duration_ms=event.duration_ms,
+        trigger=event.trigger,
+        bundle_version=event.bundle_version,
+        result_json=_encode(event.result),
+    )
+
+
+def recompute_hash(event, prev_hash: str | None = None) -> str:
+    """The hash an event row should carry, chained to `prev_hash` (default: its stored prev_hash)."""
+    return chain_hash(event.prev_hash if prev_hash is None else prev_hash, stored_event_canonical(event))
+
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "chain_hash",
+    "encode_json",
+    "event_canonical",
+    "format_ts",
+    "loads",
+    "parse_float",
+    "recompute_hash",
+    "stored_event_canonical",
+]

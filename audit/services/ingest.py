@@ -1,0 +1,352 @@
+"""Audit event ingestion: validate a gateway's batch, chain it, store it in one transaction.
+
+Idempotent by (session, seq): events already stored are skipped when identical, refused when
+different. The first new event must follow the stored chain head. On PostgreSQL the rows go
+in with one COPY; elsewhere with one bulk INSERT. Nothing of a refused batch is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.choices import MAX_BATCH, CallStatus, ErrorCode, Phase, Trigger
+from audit.errors import AuditConflict, AuditError, AuditNotFound
+from audit.hashing import encode_json, event_canonical, format_ts
+from audit.models import AgentSession, AuditEvent
+
+_PHASES = frozenset(Phase.values)
+_STATUSES = frozenset(CallStatus.values)
+_TRIGGERS = frozenset(Trigger.values)
+_FIELDS = frozenset(
+    {"seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
+     "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result"}
+)  # fmt: skip
+_MAX_SEQ = 2**63 - 1
+_MAX_BUNDLE_VERSION = 2**31 - 1
+_NAME_MAX = 200
+_CALL_ID_MAX = 64
+
+COPY_COLUMNS = (
+    "session_id", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
+    "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "prev_hash", "hash",
+    "received_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    last_seq: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "last_seq": self.last_seq}
+
+
+@dataclass(slots=True)
+class _Event:
+    seq: int
+    call_id: str
+    phase: str
+    ts: datetime
+    server: str
+    tool: str
+    arguments: Any
+    arguments_json: str
+    args_summary: str
+    status: str | None
+    result_summary: str
+    bytes: int | None
+    duration_ms: float | None
+    trigger: str | None
+    bundle_version: int | None
+    result: Any
+    result_json: str
+    canonical: bytes
+    prev_hash: str = ""
+    hash: str = ""
+
+
+def _bad(index: int, field: str, message: str) -> AuditError:
+    return AuditError(f"events[{index}].{field}: {message}", ErrorCode.INVALID, index=index, field=field)
+
+
+def _str(raw: dict, index: int, field: str, *, required: bool, max_length: int | None = None) -> str:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise _bad(index, field, "this field is required.")
+        return ""
+    if type(value) is not str:
+        raise _bad(index, field, "must be a string.")
+    if required and not value:
+        raise _bad(index, field, "must not be empty.")
+    if max_length is not None and len(value) > max_length:
+        raise _bad(index, field, f"at most {max_length} characters.")
+    return value
+
+
+def _int(raw: dict, index: int, field: str, *, required: bool, maximum: int) -> int | None:
+    value = raw.get(field)
+    if value is None:
+        if required:
+            raise _bad(index, field, "this field is required.")
+        return None
+    if type(value) is not int or value < 0 or value > maximum:
+        raise _bad(index, field, f"must be an integer between 0 and {maximum}.")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _parse_ts(value: Any, index: int) -> datetime:
+    if type(value) is not str:
+        raise _bad(index, "ts", "must be an RFC 3339 time string.")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(index, "ts", f"{value!r} is not an RFC 3339 time.") from None
+    if parsed.tzinfo is None:
+        raise _bad(index, "ts", "must carry a time zone (use Z for UTC).")
+    return parsed.astimezone(UTC)
+
+
+def validate_event(raw: Any, index: int, session_id: str) -> _Event:
+    """One event of a batch, checked and canonicalised; AuditError names the field and index."""
+    if type(raw) is not dict:
+        raise AuditError(f"events[{index}]: must be an object.", ErrorCode.INVALID, index=index, field="")
+    unknown = raw.keys() - _FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise _bad(index, field, "unknown field.")
+    seq = raw.get("seq")
+    if type(seq) is not int or seq < 1 or seq > _MAX_SEQ:
+        raise _bad(index, "seq", "must be an integer >= 1.")
+    phase = raw.get("phase")
+    if phase not in _PHASES:
+        raise _bad(index, "phase", "must be 'intent' or 'result'.")
+    status = raw.get("status")
+    result = raw.get("result")
+    if phase == Phase.RESULT:
+        if status not in _STATUSES:
+            raise _bad(index, "status", "a result needs status 'success', 'fail' or 'blocked'.")
+    else:
+        if status is not None:
+            raise _bad(index, "status", "only a result carries a status.")
+        if result is not None:
+            raise _bad(index, "result", "only a result carries a result payload.")
+    trigger = raw.get("trigger")
+    if trigger is not None and trigger not in _TRIGGERS:
+        raise _bad(index, "trigger", f"unknown trigger {trigger!r}.")
+    duration = raw.get("duration_ms")
+    if duration is not None:
+        if type(duration) not in (int, float) or duration < 0:
+            raise _bad(index, "duration_ms", "must be a number >= 0.")
+        duration = float(duration)
+    arguments = raw.get("arguments")
+    if arguments is not None and type(arguments) is not dict:
+        raise _bad(index, "arguments", "must be an object or null.")
+    ts = _parse_ts(raw.get("ts"), index)
+    call_id = _str(raw, index, "call_id", required=True, max_length=_CALL_ID_MAX)
+    server = _str(raw, index, "server", required=True, max_length=_NAME_MAX)
+    tool = _str(raw, index, "tool", required=True, max_length=_NAME_MAX)
+    args_summary = _str(raw, index, "args_summary", required=False)
+    result_summary = _str(raw, index, "result_summary", required=False)
+    size = _int(raw, index, "bytes", required=False, maximum=_MAX_SEQ)
+    bundle_version = _int(raw, index, "bundle_version", required=False, maximum=_MAX_BUNDLE_VERSION)
+    try:
+        arguments_json = encode_json(arguments)
+    except (TypeError, ValueError) as exc:
+        raise _bad(index, "arguments", f"not encodable as JSON ({exc}).") from None
+    try:
+        result_json = encode_json(result)
+    except (TypeError, ValueError) as exc:
+        raise _bad(index, "result", f"not encodable as JSON ({exc}).") from None
+    canonical = event_canonical(
+        session=session_id, seq=seq, call_id=call_id, phase=phase, ts=format_ts(ts), server=server, tool=tool,
+        arguments_json=arguments_json, args_summary=args_summary, status=status, result_summary=result_summary,
+        bytes_=size, duration_ms=duration, trigger=trigger, bundle_version=bundle_version, result_json=result_json,
+    )
+    if "\\u0000" in canonical:  # NUL cannot be stored in PostgreSQL text/jsonb
+        for field in ("call_id", "server", "tool", "args_summary", "result_summary", "arguments", "result"):
+            if _has_nul(raw.get(field)):
+                raise _bad(index, field, "must not contain NUL characters.")
+    try:
+        canonical_bytes = canonical.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(index, "", "contains an unpaired surrogate, which is not valid Unicode.") from None
+    return _Event(
+        seq=seq, call_id=call_id, phase=phase, ts=ts, server=server, tool=tool, arguments=arguments,
+        arguments_json=arguments_json, args_summary=args_summary, status=status, result_summary=result_summary,
+        bytes=size, duration_ms=duration, trigger=trigger, bundle_version=bundle_version, result=result,
+        result_json=result_json, canonical=canonical_bytes,
+    )
+
+
+def validate_batch(events: Any, session_id: str) -> list[_Event]:
+    if not isinstance(events, list):
+        raise AuditError("events: must be a list of events.", ErrorCode.INVALID, field="events")
+    if len(events) > MAX_BATCH:
+        raise AuditError(
+            f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}.",
+            ErrorCode.BATCH_TOO_LARGE, status=413, max=MAX_BATCH,
+        )
+    validated = [validate_event(raw, i, session_id) for i, raw in enumerate(events)]
+    for i in range(1, len(validated)):
+        if validated[i].seq != validated[i - 1].seq + 1:
+            raise AuditConflict(
+                f"events[{i}].seq: {validated[i].seq} does not follow {validated[i - 1].seq}; "
+                "a batch must hold contiguous sequence numbers.",
+                ErrorCode.SEQUENCE_GAP, index=i, field="seq", last_seq=None,
+            )
+    return validated
+
+
+def _copy_rows(session_id, events: list[_Event], received_at: datetime) -> None:
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        with raw.copy(f"COPY {AuditEvent._meta.db_table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+            write = copy.write_row
+            for e in events:
+                write((
+                    session_id, e.seq, e.call_id, e.phase, e.ts, e.server, e.tool,
+                    None if e.arguments is None else e.arguments_json, e.args_summary, e.status,
+                    e.result_summary, e.bytes, e.duration_ms, e.trigger, e.bundle_version,
+                    None if e.result is None else e.result_json, e.prev_hash, e.hash, received_at,
+                ))  # fmt: skip
+
+
+def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> None:
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(
+                session_id=session_id, seq=e.seq, call_id=e.call_id, phase=e.phase, ts=e.ts, server=e.server,
+                tool=e.tool, arguments=e.arguments, args_summary=e.args_summary, status=e.status,
+                result_summary=e.result_summary, bytes=e.bytes, duration_ms=e.duration_ms, trigger=e.trigger,
+                bundle_version=e.bundle_version, result=e.result, prev_hash=e.prev_hash, hash=e.hash,
+                received_at=received_at,
+            )
+            for e in events
+        ],
+        batch_size=500,
+    )
+
+
+def _use_copy() -> bool:
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3
+
+
+def _tokens(existing: str, new: set[str]) -> str:
+    have = set(existing.split())
+    if new <= have:
+        return existing
+    return " " + " ".join(sorted(have | new)) + " "
+
+
+def events_ingest(*, session_id, client, events: Any) -> IngestResult:
+    """Store a gateway's batch for one of its sessions. Raises AuditError (400/404/409/413)."""
+    sid = str(session_id)
+    validated = validate_batch(events, sid)
+    with transaction.atomic():
+        session = (
+            AgentSession.objects.select_for_update()
+            .filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)
+            .first()
+        )
+        if session is None:
+            raise AuditNotFound("No such session for this enforcement client.")
+        last_seq = session.last_seq
+        if not validated:
+            return IngestResult(accepted=0, duplicates=0, last_seq=last_seq)
+        if validated[0].seq > last_seq + 1:
+            raise AuditConflict(
+                f"events[0].seq is {validated[0].seq} but the session's last stored seq is {last_seq}; "
+                f"send from seq {last_seq + 1}.",
+                ErrorCode.SEQUENCE_GAP, index=0, field="seq", last_seq=last_seq,
+            )
+        duplicates = [e for e in validated if e.seq <= last_seq]
+        if duplicates:
+            stored = {
+                seq: (prev, digest)
+                for seq, prev, digest in AuditEvent.objects.filter(
+                    session_id=session.pk, seq__gte=duplicates[0].seq, seq__lte=duplicates[-1].seq
+                ).values_list("seq", "prev_hash", "hash")
+            }
+            for index, e in enumerate(duplicates):
+                prev, digest = stored.get(e.seq, ("", ""))
+                if hashlib.sha256(prev.encode() + e.canonical).hexdigest() != digest:
+                    raise AuditConflict(
+                        f"events[{index}]: seq {e.seq} is already stored with different content.",
+                        ErrorCode.SEQUENCE_CONFLICT, index=index, field="seq", last_seq=last_seq,
+                    )
+        new = validated[len(duplicates):]
+        if not new:
+            return IngestResult(accepted=0, duplicates=len(duplicates), last_seq=last_seq)
+        prev = session.last_hash
+        results = blocked = failed = 0
+        servers: set[str] = set()
+        triggers: set[str] = set()
+        pending = list(session.pending_approvals)
+        pending_ids = {p["call_id"] for p in pending}
+        for e in new:
+            e.prev_hash = prev
+            e.hash = prev = hashlib.sha256(prev.encode() + e.canonical).hexdigest()
+            servers.add(e.server)
+            if e.trigger:
+                triggers.add(e.trigger)
+            if e.phase == Phase.RESULT:
+                results += 1
+                if e.status == CallStatus.BLOCKED:
+                    blocked += 1
+                elif e.status == CallStatus.FAIL:
+                    failed += 1
+                if e.call_id in pending_ids:
+                    pending = [p for p in pending if p["call_id"] != e.call_id]
+                    pending_ids.discard(e.call_id)
+            elif e.trigger == Trigger.APPROVAL_REQUIRED and e.call_id not in pending_ids:
+                pending.append({
+                    "call_id": e.call_id, "seq": e.seq, "ts": format_ts(e.ts), "server": e.server, "tool": e.tool,
+                    "args_summary": e.args_summary[:500],
+                })  # fmt: skip
+                pending_ids.add(e.call_id)
+        received_at = timezone.now()
+        if _use_copy():
+            _copy_rows(session.pk, new, received_at)
+        else:
+            _insert_rows(session.pk, new, received_at)
+        latest_ts = max(e.ts for e in new)
+        AgentSession.objects.filter(pk=session.pk).update(
+            last_seq=new[-1].seq,
+            last_hash=prev,
+            event_count=session.event_count + len(new),
+            calls_total=session.calls_total + results,
+            calls_blocked=session.calls_blocked + blocked,
+            calls_failed=session.calls_failed + failed,
+            last_event_at=latest_ts if session.last_event_at is None else max(latest_ts, session.last_event_at),
+            servers_used=_tokens(session.servers_used, servers),
+            triggers_seen=_tokens(session.triggers_seen, triggers),
+            pending_approvals=pending,
+            updated_at=received_at,
+        )
+    return IngestResult(accepted=len(new), duplicates=len(duplicates), last_seq=new[-1].seq)
+
+
+__all__ = ["COPY_COLUMNS", "IngestResult", "events_ingest", "validate_batch", "validate_event"]
