@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings as django_settings
 from django.utils.functional import SimpleLazyObject
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 from portal.permissions import teams_for_user
 
@@ -21,9 +24,46 @@ def current_team(request):
 
 
 class CurrentTeamMiddleware:
+    # Sync and async: under ASGI a sync-only middleware would hold a thread for the whole
+    # request, including every long poll. The team is lazy, so nothing here touches the DB.
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request):
         request.team = SimpleLazyObject(lambda: current_team(request))
         return self.get_response(request)
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, usable in an async middleware chain: only static-file requests take a thread.
+
+    (WhiteNoise itself is sync-only, which under ASGI would pin a thread to every request.)
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response=None, settings=django_settings):
+        super().__init__(get_response, settings)
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request):
+        path = request.path_info
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file)(path) if path.startswith(self.static_prefix) else None
+        else:
+            static_file = self.files.get(path)
+        if static_file is not None:
+            return await sync_to_async(self.serve)(static_file, request)
+        return await self.get_response(request)

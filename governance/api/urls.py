@@ -1,14 +1,25 @@
-"""REST API routes (under /api/v1/)."""
+"""REST API routes (under /api/v1/): policy CRUD for people, keys and the bundle for gateways."""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from governance.api import views
+from governance.api.bundle import bundle_view
 
 app_name = "governance-api"
 
-urlpatterns: list = []
+router = SimpleRouter()
+router.register("servers", views.ServerViewSet, basename="server")
+router.register("tools", views.ToolViewSet, basename="tool")
+router.register("roles", views.RoleViewSet, basename="role")
+router.register("environments", views.EnvironmentViewSet, basename="environment")
+router.register("bindings", views.BindingViewSet, basename="binding")
+router.register("server-limits", views.ServerRateLimitViewSet, basename="server-limit")
+router.register("global-limits", views.GlobalRateLimitViewSet, basename="global-limit")
+router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trigger-settings")
 
-# Production-access requests (people, session auth).
-from rest_framework.routers import SimpleRouter  # noqa: E402
-
-from governance.api.access import AccessRequestViewSet  # noqa: E402
-
-_access_router = SimpleRouter()
-_access_router.register("access-requests", AccessRequestViewSet, basename="access-request")
-urlpatterns += _access_router.urls
+urlpatterns = [
+    path("keys/", views.KeysView.as_view(), name="keys"),
+    path("bundle/", bundle_view, name="bundle"),
+    *router.urls,
+]

@@ -1,0 +1,302 @@
+"""GET /api/v1/bundle/ — the signed bundle for an enforcement client (see docs/enforcer-api.md).
+
+An async Django view, served by uvicorn: a long poll (`?wait=`) holds no thread while it
+waits on `portal.realtime`. The hot path (an unchanged bundle, answered 304) touches the
+database only through two short in-process caches: token → client (re-checked every
+`CLIENT_CACHE_SECONDS`, so a revocation takes effect within that time) and environment →
+latest bundle (dropped on every publish notification, and re-read every
+`BUNDLE_CACHE_SECONDS` at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import parse_qs
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from django.http import HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from governance.models import EnforcementClient, PolicyBundle
+from governance.services import bundles as bundle_service
+from governance.services.clients import TokenError, client_authenticate, client_seen
+from portal import realtime
+
+CLIENT_CACHE_SECONDS = 1.0
+BUNDLE_CACHE_SECONDS = 1.0
+MAX_WAIT_SECONDS = 30.0
+_CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Current:
+    version: int
+    etag: str
+    jws: str
+    issued_at: datetime
+    fetched: float
+
+
+_clients: dict[str, tuple[float, EnforcementClient | TokenError]] = {}
+_bundles: dict[int, _Current | None] = {}
+_refresh_locks: dict[int, asyncio.Lock] = {}
+
+
+def _drop_bundle(channel: str, token) -> None:
+    tail = channel[len(bundle_service.CHANNEL_PREFIX):]
+    if tail.isdigit():
+        _bundles.pop(int(tail), None)
+
+
+realtime.add_listener(bundle_service.CHANNEL_PREFIX, _drop_bundle)
+
+
+async def _db(fn, /, *args, **kwargs):
+    """Run ORM work in the shared thread pool, not a per-request thread: a waiting long poll
+    must hold no thread (thread-sensitive calls would pin one to the request until it ends)."""
+
+    def call():
+        close_old_connections()  # as at request start: drop a broken or expired connection
+        return fn(*args, **kwargs)
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+def _clear_caches() -> None:
+    """For tests: forget cached clients and bundles."""
+    _clients.clear()
+    _bundles.clear()
+
+
+async def _authenticate(token: str) -> EnforcementClient:
+    key = hashlib.sha256(token.encode()).hexdigest()
+    now = time.monotonic()
+    cached = _clients.get(key)
+    if cached is None or now - cached[0] > CLIENT_CACHE_SECONDS:
+        try:
+            result: EnforcementClient | TokenError = await _db(client_authenticate, token)
+        except TokenError as exc:
+            result = exc
+        if len(_clients) >= _CACHE_LIMIT:
+            _clients.clear()
+        _clients[key] = cached = (now, result)
+    result = cached[1]
+    if isinstance(result, TokenError):
+        raise result
+    if result.expires_at is not None and result.expires_at <= timezone.now():
+        raise TokenError("This enforcement-client token has expired.", "token_expired")
+    return result
+
+
+def _read_latest(environment_id: int) -> _Current | None:
+    row = (
+        PolicyBundle.objects.filter(environment_id=environment_id).order_by("-version")
+        .values("version", "etag", "jws", "issued_at").first()
+    )
+    return None if row is None else _Current(fetched=time.monotonic(), **row)
+
+
+async def _current(environment_id: int, *, force: bool = False) -> _Current | None:
+    cached = _bundles.get(environment_id)
+    if force or cached is None or time.monotonic() - cached.fetched > BUNDLE_CACHE_SECONDS:
+        cached = await _db(_read_latest, environment_id)
+        if cached is not None:
+            if len(_bundles) >= _CACHE_LIMIT:
+                _bundles.clear()
+            _bundles[environment_id] = cached
+    return cached
+
+
+async def _fresh(client: EnforcementClient, current: _Current | None) -> _Current | None:
+    """Re-issue a bundle past half its lifetime here too, so gateways never fail closed
+    while the portal is up, even if the periodic refresh (Celery beat) is not running."""
+    if current is None:
+        return None
+    ttl = client.team.bundle_ttl_seconds
+    if (timezone.now() - current.issued_at).total_seconds() <= ttl / 2:
+        return current
+    lock = _refresh_locks.setdefault(client.environment_id, asyncio.Lock())
+    async with lock:
+        current = await _current(client.environment_id, force=True)
+        if current is not None and (timezone.now() - current.issued_at).total_seconds() > ttl / 2:
+            await _db(bundle_service.bundle_publish, environment=client.environment,
+                      reason=bundle_service.REFRESH_REASON)
+            current = await _current(client.environment_id, force=True)
+    return current
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        candidate = candidate.removeprefix("W/").strip('"')
+        if candidate == etag:
+            return True
+    return False
+
+
+def _seen_needed(client: EnforcementClient, address: str | None, version: int | None) -> bool:
+    # Mirrors client_seen's throttle so the common case needs no thread hop.
+    if client.last_seen_at is None or (timezone.now() - client.last_seen_at).total_seconds() >= 1:
+        return True
+    return bool(address and address != client.last_seen_address) or (
+        version is not None and version != client.bundle_version
+    )
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+def _error(status: int, detail: str, code: str, **headers: str) -> Reply:
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    return Reply(status, {"Content-Type": "application/json", **headers}, body)
+
+
+def _unauthorized(detail: str, code: str) -> Reply:
+    return _error(401, detail, code, **{"WWW-Authenticate": 'Bearer realm="mcpgov"'})
+
+
+def _bundle_headers(current: _Current) -> dict[str, str]:
+    return {"ETag": f'"{current.etag}"', "X-Bundle-Version": str(current.version), "Cache-Control": "no-cache"}
+
+
+def _bundle_reply(current: _Current) -> Reply:
+    return Reply(200, {"Content-Type": "application/jose", **_bundle_headers(current)}, current.jws.encode("ascii"))
+
+
+def _not_modified(current: _Current) -> Reply:
+    return Reply(304, _bundle_headers(current))
+
+
+async def serve_bundle(
+    *, authorization: str, if_none_match: str, wait: str | None, reported_version: str | None,
+    address: str | None,
+) -> Reply:
+    """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        return _unauthorized("This endpoint needs an enforcement-client token (Authorization: Bearer …).",
+                             "not_authenticated")
+    try:
+        client = await _authenticate(token.strip())
+    except TokenError as exc:
+        return _unauthorized(str(exc), exc.code)
+
+    wait_seconds = 0.0
+    if wait is not None:
+        try:
+            wait_seconds = float(wait)
+        except ValueError:
+            wait_seconds = -1.0
+        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+            return _error(400, "wait must be a number of seconds between 0 and 30.", "invalid_wait")
+
+    running = int(reported_version.strip()) if reported_version and reported_version.strip().isdigit() else None
+    if _seen_needed(client, address, running):
+        await _db(client_seen, client=client, address=address, bundle_version=running)
+
+    realtime.ensure_started()
+    current = await _fresh(client, await _current(client.environment_id))
+    if current is None:
+        return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
+    if not if_none_match or not _matches(if_none_match, current.etag):
+        return _bundle_reply(current)
+    if wait_seconds <= 0:
+        return _not_modified(current)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    async with realtime.subscribe(bundle_service.bundle_channel(client.environment_id),
+                                  seen=current.version) as sub:
+        while True:
+            current = await _current(client.environment_id, force=True)
+            if current is None:
+                return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
+            if not _matches(if_none_match, current.etag):
+                return _bundle_reply(current)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _not_modified(current)
+            sub.seen = current.version
+            await sub.wait(remaining)
+
+
+# --- the two ways in ----------------------------------------------------------------------------
+
+
+@require_GET
+async def bundle_view(request):
+    """The Django view (URL name governance-api:bundle); used by the test client and any server."""
+    reply = await serve_bundle(
+        authorization=request.headers.get("Authorization", ""),
+        if_none_match=request.headers.get("If-None-Match", ""),
+        wait=request.GET.get("wait"),
+        reported_version=request.headers.get("X-Mcpgov-Bundle-Version"),
+        address=request.META.get("REMOTE_ADDR") or None,
+    )
+    response = HttpResponse(reply.body, status=reply.status, content_type=reply.headers.pop("Content-Type", None))
+    for name, value in reply.headers.items():
+        response[name] = value
+    return response
+
+
+def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
+    """Wrap the Django ASGI app: GET `path` is answered by `serve_bundle` directly.
+
+    Django's ASGI handler gives every request its own thread for its sync signal receivers,
+    held until the response is sent; a long poll answered here holds none, and the hot 304
+    path skips the middleware stack. Everything else goes to Django unchanged.
+    """
+
+    async def application(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != scope.get("root_path", "") + path or \
+                scope["method"] != "GET":
+            return await django_app(scope, receive, send)
+        headers = {}
+        for name, value in scope["headers"]:
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        client = scope.get("client")
+        work = asyncio.ensure_future(serve_bundle(
+            authorization=headers.get("authorization", ""),
+            if_none_match=headers.get("if-none-match", ""),
+            wait=query["wait"][-1] if "wait" in query else None,
+            reported_version=headers.get("x-mcpgov-bundle-version"),
+            address=client[0] if client else None,
+        ))
+        disconnected = asyncio.ensure_future(_until_disconnect(receive))
+        await asyncio.wait({work, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # the client went away mid long poll
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return
+        disconnected.cancel()
+        reply = work.result()
+        response_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        response_headers += [(b"x-content-type-options", b"nosniff"),
+                             (b"content-length", str(len(reply.body)).encode())]
+        await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    return application
+
+
+async def _until_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
