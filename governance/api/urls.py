@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from governance.api import views
+from governance.api.access import AccessRequestViewSet
 from governance.api.bundle import bundle_view
 
 app_name = "governance-api"
@@ -17,6 +18,8 @@ router.register("bindings", views.BindingViewSet, basename="binding")
 router.register("server-limits", views.ServerRateLimitViewSet, basename="server-limit")
 router.register("global-limits", views.GlobalRateLimitViewSet, basename="global-limit")
 router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trigger-settings")
+# Production-access requests (people, session auth) — governance/api/access.py.
+router.register("access-requests", AccessRequestViewSet, basename="access-request")
 
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
