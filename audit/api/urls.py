@@ -1,5 +1,21 @@
-"""REST API routes (under /api/v1/)."""
+"""REST API routes (under /api/v1/): sessions, their events, control channel and review steps."""
+
+from django.urls import path
+
+from audit.api import control, views
 
 app_name = "audit-api"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("sessions/", views.SessionListView.as_view(), name="session-list"),
+    path("sessions/<uuid:session_id>/", views.SessionDetailView.as_view(), name="session-detail"),
+    path("sessions/<uuid:session_id>/events/", views.SessionEventsView.as_view(), name="session-events"),
+    path("sessions/<uuid:session_id>/control/", control.session_control_view, name="session-control"),
+    path("sessions/<uuid:session_id>/acknowledgement/", views.SessionAcknowledgementView.as_view(),
+         name="session-acknowledgement"),
+    path("sessions/<uuid:session_id>/explanations/", views.SessionExplanationsView.as_view(),
+         name="session-explanations"),
+    path("sessions/<uuid:session_id>/release/", views.SessionReleaseView.as_view(), name="session-release"),
+    path("sessions/<uuid:session_id>/end/", views.SessionEndView.as_view(), name="session-end"),
+    path("sessions/<uuid:session_id>/approvals/", views.SessionApprovalsView.as_view(), name="session-approvals"),
+]

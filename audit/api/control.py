@@ -1,0 +1,83 @@
+"""The control long poll: `GET /api/v1/sessions/<id>/control/?since=&wait=` (async, served by uvicorn).
+
+Answers at once when the session's control_version is above `since`, else when a person's
+decision bumps it (woken through portal.realtime within a second, across processes via
+Redis), else after `wait` seconds. Holds no thread while waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+
+from audit.choices import ErrorCode
+from audit.models import AgentSession
+from audit.services.sessions import control_channel, session_control
+from governance.services.clients import TokenError, client_authenticate
+from portal import realtime
+
+MAX_WAIT = 30.0
+
+
+def _error(status: int, detail: str, code: str, **extra) -> JsonResponse:
+    response = JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _authenticate(header: str):
+    parts = header.split()
+    if len(parts) != 2 or parts[0] != "Bearer":
+        raise TokenError("This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated")
+    return client_authenticate(parts[1])
+
+
+def _load(client, session_id) -> AgentSession | None:
+    return AgentSession.objects.filter(
+        pk=session_id, team_id=client.team_id, environment_id=client.environment_id
+    ).first()
+
+
+def _control_body(session: AgentSession, since: int) -> dict:
+    return session_control(session=session, since=since)
+
+
+async def session_control_view(request, session_id):
+    if request.method != "GET":
+        return _error(405, f"Method {request.method} not allowed.", "method_not_allowed")
+    try:
+        client = await sync_to_async(_authenticate)(request.headers.get("Authorization", ""))
+    except TokenError as exc:
+        return _error(401, str(exc), exc.code)
+    try:
+        since = int(request.GET.get("since", "0"))
+        wait = float(request.GET.get("wait", "0"))
+    except ValueError:
+        return _error(400, "since must be an integer and wait a number of seconds.", ErrorCode.INVALID)
+    if since < 0 or not 0 <= wait <= MAX_WAIT:
+        return _error(400, f"since must be >= 0 and wait between 0 and {MAX_WAIT:g} seconds.", ErrorCode.INVALID)
+    load = sync_to_async(_load)
+    session = await load(client, session_id)
+    if session is None:
+        return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
+    if session.control_version <= since and wait > 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Subscribe first, then re-read: a decision committed in between still wakes us.
+        async with realtime.subscribe(control_channel(session.pk), seen=session.control_version) as sub:
+            session = await load(client, session_id)
+            while session is not None and session.control_version <= since:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await sub.wait(remaining)
+                session = await load(client, session_id)
+                if session is not None:
+                    sub.seen = session.control_version
+        if session is None:
+            return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
+    body = await sync_to_async(_control_body)(session, since)
+    return JsonResponse(body)

@@ -1,0 +1,158 @@
+"""Serializers of the audit API: the session resource, events (payloads for auditors only), inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from rest_framework import serializers
+
+from audit.choices import CALL_DECISIONS, SessionState, Trigger
+from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+
+
+def rfc3339(value) -> str | None:
+    """RFC 3339 UTC, fractional seconds only when non-zero (2026-11-24T09:00:00Z)."""
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class AgentSessionSerializer(serializers.ModelSerializer):
+    """The session resource of docs/enforcer-api.md (people also get review fields)."""
+
+    team = serializers.CharField(source="team.slug")
+    environment = serializers.CharField(source="environment.name")
+    started_at = serializers.SerializerMethodField()
+    ended_at = serializers.SerializerMethodField()
+    calls = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AgentSession
+        fields = [
+            "id", "team", "environment", "role", "read_only", "declared_large_data", "agent", "state", "trigger",
+            "state_reason", "control_version", "started_at", "ended_at", "calls",
+        ]  # fmt: skip
+
+    def get_started_at(self, obj) -> str:
+        return rfc3339(obj.started_at)
+
+    def get_ended_at(self, obj) -> str | None:
+        return rfc3339(obj.ended_at)
+
+    def get_calls(self, obj) -> dict[str, int]:
+        return {"total": obj.calls_total, "blocked": obj.calls_blocked, "failed": obj.calls_failed}
+
+
+class ReviewSessionSerializer(AgentSessionSerializer):
+    """The session as reviewers see it through the API."""
+
+    client = serializers.CharField(source="client.name", default=None)
+    acknowledged = serializers.SerializerMethodField()
+    last_calls = serializers.JSONField()
+    pending_approvals = serializers.JSONField()
+    last_seq = serializers.IntegerField()
+    last_hash = serializers.CharField()
+
+    class Meta(AgentSessionSerializer.Meta):
+        fields = [
+            *AgentSessionSerializer.Meta.fields, "client", "bundle_version", "acknowledged", "last_calls",
+            "pending_approvals", "event_count", "last_seq", "last_hash",
+        ]  # fmt: skip
+
+    def get_acknowledged(self, obj) -> bool:
+        return hasattr(obj, "acknowledgement")
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    """An event. `arguments` and `result` appear only when the context allows payloads."""
+
+    session = serializers.UUIDField(source="session_id")
+    ts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "session", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
+            "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "prev_hash", "hash",
+        ]  # fmt: skip
+
+    def get_ts(self, obj) -> str:
+        return rfc3339(obj.ts)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("include_payloads"):
+            data.pop("arguments", None)
+            data.pop("result", None)
+        return data
+
+
+class AcknowledgementSerializer(serializers.Serializer):
+    """`GET /sessions/<id>/acknowledgement/` for `mcpgov audit-check`."""
+
+    def to_representation(self, ack: Acknowledgement | None):
+        return {
+            "acknowledged": ack is not None,
+            "acknowledged_by": ack.reviewer.get_username() if ack else None,
+            "acknowledged_at": rfc3339(ack.at) if ack else None,
+            "note": ack.note if ack else None,
+            "last_seq": ack.last_seq if ack else None,
+        }
+
+
+class ExplanationSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.get_username")
+
+    class Meta:
+        model = FailedCallExplanation
+        fields = ["call_id", "explanation", "author", "created_at", "updated_at"]
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    decided_by = serializers.CharField(source="decided_by.get_username")
+    decided_at = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SessionDecision
+        fields = ["kind", "call_id", "reason", "decided_by", "decided_at", "control_version", "from_state"]
+
+    def get_decided_at(self, obj) -> str:
+        return rfc3339(obj.decided_at)
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+class SessionOpenSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    role = serializers.CharField(max_length=100)
+    read_only = serializers.BooleanField(default=True)
+    declared_large_data = serializers.BooleanField(default=False)
+    agent = serializers.CharField(max_length=500, allow_blank=True, default="")
+    started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    bundle_version = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+
+
+class SessionStateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=SessionState.choices)
+    trigger = serializers.ChoiceField(choices=Trigger.choices, required=False, allow_null=True, default=None)
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    last_calls = serializers.ListField(child=serializers.DictField(), max_length=3, required=False, allow_null=True,
+                                       default=None)
+
+
+class NoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class ExplanationInputSerializer(serializers.Serializer):
+    call_id = serializers.CharField(max_length=64)
+    explanation = serializers.CharField()
+
+
+class ReasonSerializer(serializers.Serializer):
+    reason = serializers.CharField()
+
+
+class ApprovalInputSerializer(serializers.Serializer):
+    call_id = serializers.CharField(max_length=64)
+    decision = serializers.ChoiceField(choices=[(k.value, k.label) for k in CALL_DECISIONS])
+    reason = serializers.CharField()

@@ -1,0 +1,257 @@
+"""Audit API views: gateways open and report sessions and ship events; reviewers read and decide.
+
+Enforcement clients authenticate with their bearer token (request.auth is the
+EnforcementClient); people with their portal session. Every write calls an audit service.
+The control long poll is an async view in audit/api/control.py.
+"""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit import selectors, services
+from audit.api.serializers import (
+    AcknowledgementSerializer,
+    AgentSessionSerializer,
+    ApprovalInputSerializer,
+    AuditEventSerializer,
+    DecisionSerializer,
+    ExplanationInputSerializer,
+    ExplanationSerializer,
+    NoteSerializer,
+    ReasonSerializer,
+    ReviewSessionSerializer,
+    SessionOpenSerializer,
+    SessionStateSerializer,
+)
+from audit.choices import ErrorCode
+from audit.errors import AuditError
+from audit.hashing import loads
+from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from governance.api.authentication import ClientTokenAuthentication
+from governance.models import EnforcementClient
+from portal.permissions import VIEW_PAYLOADS, has_team_perm
+
+# A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
+MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024
+SESSION_FILTERS = ("role", "environment", "server", "status", "state", "trigger", "acknowledged", "date_from", "date_to")
+
+
+class AuditAPIView(APIView):
+    authentication_classes = [ClientTokenAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, AuditError):
+            return Response(exc.as_body(), status=exc.status)
+        return super().handle_exception(exc)
+
+    # --- who is calling ----------------------------------------------------------------------
+    def client(self) -> EnforcementClient | None:
+        return self.request.auth if isinstance(self.request.auth, EnforcementClient) else None
+
+    def require_client(self) -> EnforcementClient:
+        client = self.client()
+        if client is None:
+            raise exceptions.PermissionDenied("This endpoint needs an enforcement-client token (Authorization: Bearer …).")
+        return client
+
+    def require_person(self) -> None:
+        if self.client() is not None:
+            raise exceptions.PermissionDenied("Enforcement clients cannot use this endpoint.")
+
+    # --- which session -----------------------------------------------------------------------
+    def session_for_person(self, session_id) -> AgentSession:
+        session = (
+            AgentSession.objects.restrict(self.request.user)
+            .select_related("team", "environment", "client", "acknowledgement__reviewer")
+            .filter(pk=session_id)
+            .first()
+        )
+        if session is None:
+            raise exceptions.NotFound("No such session.")
+        return session
+
+    def session_for_client(self, client: EnforcementClient, session_id) -> AgentSession:
+        session = (
+            AgentSession.objects.select_related("team", "environment")
+            .filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)
+            .first()
+        )
+        if session is None:
+            raise exceptions.NotFound("No such session for this enforcement client.")
+        return session
+
+    def session(self, session_id) -> AgentSession:
+        client = self.client()
+        return self.session_for_client(client, session_id) if client else self.session_for_person(session_id)
+
+
+def _valid(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class SessionListView(AuditAPIView):
+    """GET: reviewers list their teams' sessions (filters as query parameters). POST: a gateway opens one."""
+
+    def get(self, request):
+        self.require_person()
+        base = AgentSession.objects.restrict(request.user)
+        if request.query_params.get("team"):
+            base = base.filter(team__slug=request.query_params["team"])
+        filters = {k: request.query_params.get(k) for k in SESSION_FILTERS}
+        for key in ("date_from", "date_to"):
+            if filters[key]:
+                from django.utils.dateparse import parse_date
+
+                parsed = parse_date(filters[key])
+                if parsed is None:
+                    raise AuditError(f"{key}: use YYYY-MM-DD.", field=key)
+                filters[key] = parsed
+        qs = selectors.sessions_for_review(base=base, filters=filters)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
+
+    def post(self, request):
+        client = self.require_client()
+        data = _valid(SessionOpenSerializer, request.data)
+        session, created = services.session_open(client=client, **data)
+        session = self.session_for_client(client, session.pk)
+        return Response(AgentSessionSerializer(session).data, status=status.HTTP_201_CREATED if created else 200)
+
+
+class SessionDetailView(AuditAPIView):
+    """GET: the session resource. PATCH: the gateway reports a state change."""
+
+    def get(self, request, session_id):
+        session = self.session(session_id)
+        if self.client():
+            return Response(AgentSessionSerializer(session).data)
+        data = ReviewSessionSerializer(session).data
+        data["decisions"] = DecisionSerializer(
+            SessionDecision.objects.filter(session=session).select_related("decided_by"), many=True
+        ).data
+        return Response(data)
+
+    def patch(self, request, session_id):
+        client = self.require_client()
+        data = _valid(SessionStateSerializer, request.data)
+        session = services.session_report_state(client=client, session_id=session_id, **data)
+        return Response(AgentSessionSerializer(self.session_for_client(client, session.pk)).data)
+
+
+class SessionEventsView(AuditAPIView):
+    """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
+
+    def get(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        qs = AuditEvent.objects.filter(session=session).order_by("seq")
+        after = request.query_params.get("after_seq")
+        if after:
+            if not after.isdigit():
+                raise AuditError("after_seq: must be an integer.", field="after_seq")
+            qs = qs.filter(seq__gt=int(after))
+        include_payloads = has_team_perm(request.user, VIEW_PAYLOADS, session.team)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        data = AuditEventSerializer(page, many=True, context={"include_payloads": include_payloads}).data
+        response = paginator.get_paginated_response(data)
+        response.data["payloads_visible"] = include_payloads
+        return response
+
+    def post(self, request, session_id):
+        client = self.require_client()
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > MAX_EVENTS_BODY_BYTES:
+            raise AuditError("The request body is too large.", ErrorCode.BATCH_TOO_LARGE, status=413)
+        try:
+            django_request = request._request
+            raw = django_request.body if hasattr(django_request, "_body") else django_request.read()
+            body = loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AuditError(f"The body is not valid JSON ({exc}).", field="") from None
+        if not isinstance(body, dict) or "events" not in body:
+            raise AuditError('events: the body must be {"events": [...]}.', field="events")
+        result = services.events_ingest(session_id=session_id, client=client, events=body["events"])
+        return Response(result.as_dict())
+
+
+class SessionAcknowledgementView(AuditAPIView):
+    """GET: is the session acknowledged (gateways and people). POST: a reviewer acknowledges it."""
+
+    def get(self, request, session_id):
+        session = self.session(session_id)
+        ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
+        return Response(AcknowledgementSerializer(ack).data)
+
+    def post(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        data = _valid(NoteSerializer, request.data)
+        ack = services.session_acknowledge(session=session, reviewer=request.user, note=data["note"])
+        return Response(AcknowledgementSerializer(ack).data, status=status.HTTP_201_CREATED)
+
+
+class SessionExplanationsView(AuditAPIView):
+    """GET: explanations and unexplained failed calls. POST: explain one failed call."""
+
+    def get(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        items = FailedCallExplanation.objects.filter(session=session).select_related("author")
+        return Response({
+            "explanations": ExplanationSerializer(items, many=True).data,
+            "unexplained": services.unexplained_failed_calls(session),
+        })  # fmt: skip
+
+    def post(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        data = _valid(ExplanationInputSerializer, request.data)
+        item = services.failed_call_explain(session=session, reviewer=request.user, **data)
+        return Response(ExplanationSerializer(item).data, status=status.HTTP_201_CREATED)
+
+
+class SessionReleaseView(AuditAPIView):
+    """POST {"reason"}: allow a halted or paused session to continue."""
+
+    service = staticmethod(services.session_release)
+
+    def post(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        data = _valid(ReasonSerializer, request.data)
+        decision = self.service(session=session, reviewer=request.user, reason=data["reason"])
+        session = self.session_for_person(session_id)
+        return Response({"session": ReviewSessionSerializer(session).data, "decision": DecisionSerializer(decision).data})
+
+
+class SessionEndView(SessionReleaseView):
+    """POST {"reason"}: end the session."""
+
+    service = staticmethod(services.session_end)
+
+
+class SessionApprovalsView(AuditAPIView):
+    """GET: calls waiting for approval. POST {"call_id", "decision": approve|deny, "reason"}."""
+
+    def get(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        return Response({"pending": session.pending_approvals})
+
+    def post(self, request, session_id):
+        self.require_person()
+        session = self.session_for_person(session_id)
+        data = _valid(ApprovalInputSerializer, request.data)
+        decision = services.call_approval_decide(session=session, reviewer=request.user, **data)
+        return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)

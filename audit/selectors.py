@@ -1,0 +1,149 @@
+"""Audit reads: the reviewers' session list, a session's call timeline, the halted queue, exports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from audit.choices import WAITING_STATES, CallStatus, Phase, SessionState
+from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+
+
+def _start_of(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
+
+
+def sessions_for_review(*, base: QuerySet | None = None, team=None, filters: dict[str, Any] | None = None) -> QuerySet:
+    """Sessions of `team` (or of the restricted `base` queryset), newest first, filtered.
+
+    filters: role, environment (name), server, status (blocked | failed | clean), state, trigger,
+    acknowledged ("yes" | "no"), date_from, date_to (dates, on started_at).
+    """
+    qs = base if base is not None else AgentSession.objects.for_team(team)
+    qs = qs.select_related("environment", "team", "client", "acknowledgement__reviewer")
+    f = {k: v for k, v in (filters or {}).items() if v not in (None, "")}
+    if "role" in f:
+        qs = qs.filter(role=f["role"])
+    if "environment" in f:
+        qs = qs.filter(environment__name=f["environment"])
+    if "server" in f:
+        qs = qs.filter(servers_used__contains=f" {f['server']} ")
+    if "state" in f:
+        qs = qs.filter(state=f["state"])
+    if "trigger" in f:
+        qs = qs.filter(Q(trigger=f["trigger"]) | Q(triggers_seen__contains=f" {f['trigger']} "))
+    status = f.get("status")
+    if status == CallStatus.BLOCKED:
+        qs = qs.filter(calls_blocked__gt=0)
+    elif status == CallStatus.FAIL:
+        qs = qs.filter(calls_failed__gt=0)
+    elif status == CallStatus.SUCCESS:
+        qs = qs.filter(calls_blocked=0, calls_failed=0)
+    if f.get("acknowledged") == "yes":
+        qs = qs.filter(Exists(Acknowledgement.objects.filter(session=OuterRef("pk"))))
+    elif f.get("acknowledged") == "no":
+        qs = qs.filter(~Exists(Acknowledgement.objects.filter(session=OuterRef("pk"))))
+    if "date_from" in f:
+        qs = qs.filter(started_at__gte=_start_of(f["date_from"]))
+    if "date_to" in f:
+        qs = qs.filter(started_at__lt=_start_of(f["date_to"]) + timedelta(days=1))
+    return qs.order_by("-started_at", "id")
+
+
+@dataclass
+class Call:
+    """One call in a session's timeline: its INTENT and RESULT events side by side."""
+
+    call_id: str
+    intent: AuditEvent | None = None
+    result: AuditEvent | None = None
+    explanation: FailedCallExplanation | None = None
+    decisions: list[SessionDecision] = field(default_factory=list)
+
+    @property
+    def first(self) -> AuditEvent:
+        return self.intent or self.result
+
+    @property
+    def status(self) -> str:
+        return self.result.status if self.result else "pending"
+
+    @property
+    def is_failed(self) -> bool:
+        return bool(self.result and self.result.status == CallStatus.FAIL)
+
+    @property
+    def is_blocked(self) -> bool:
+        return bool(self.result and self.result.status == CallStatus.BLOCKED)
+
+    @property
+    def trigger(self) -> str | None:
+        return (self.result and self.result.trigger) or (self.intent and self.intent.trigger) or None
+
+
+def session_timeline(*, session: AgentSession, limit: int | None = None) -> list[Call]:
+    """The session's calls in order, INTENT and RESULT paired by call_id, with explanations."""
+    events = AuditEvent.objects.filter(session=session).order_by("seq")
+    if limit:
+        events = events[:limit]
+    calls: dict[str, Call] = {}
+    for event in events:
+        call = calls.setdefault(event.call_id, Call(call_id=event.call_id))
+        if event.phase == Phase.INTENT and call.intent is None:
+            call.intent = event
+        else:
+            call.result = event
+    for item in FailedCallExplanation.objects.filter(session=session).select_related("author"):
+        if item.call_id in calls:
+            calls[item.call_id].explanation = item
+    for decision in SessionDecision.objects.filter(session=session).exclude(call_id="").select_related("decided_by"):
+        if decision.call_id in calls:
+            calls[decision.call_id].decisions.append(decision)
+    return list(calls.values())
+
+
+def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]:
+    """The last calls to show with a halted session: the gateway's report, else the stored results."""
+    if session.last_calls:
+        return list(session.last_calls)[-count:]
+    results = list(
+        AuditEvent.objects.filter(session=session, phase=Phase.RESULT).order_by("-seq")[:count]
+    )
+    return [
+        {"ts": e.ts.isoformat(), "server": e.server, "tool": e.tool, "args": e.args_summary,
+         "outcome": e.status + (f" ({e.result_summary})" if e.result_summary else "")}
+        for e in reversed(results)
+    ]  # fmt: skip
+
+
+def halted_queue(*, team) -> list[AgentSession]:
+    """Halted and paused sessions, and sessions with calls waiting for approval, oldest first."""
+    qs = (
+        AgentSession.objects.for_team(team)
+        .filter(Q(state__in=WAITING_STATES) | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)))
+        .select_related("environment")
+        .order_by("updated_at", "id")
+    )
+    sessions = list(qs)
+    for session in sessions:
+        session.recent_calls = last_calls(session=session)
+    return sessions
+
+
+def session_events(*, sessions: QuerySet | list, date_from: date | None = None, date_to: date | None = None):
+    """Events of the given sessions (ordered by session start, then seq), for exports."""
+    qs = AuditEvent.objects.filter(session__in=sessions).select_related("session").order_by(
+        "session__started_at", "session_id", "seq"
+    )
+    if date_from:
+        qs = qs.filter(ts__gte=_start_of(date_from))
+    if date_to:
+        qs = qs.filter(ts__lt=_start_of(date_to) + timedelta(days=1))
+    return qs
+
+
+__all__ = ["Call", "halted_queue", "last_calls", "session_events", "session_timeline", "sessions_for_review"]

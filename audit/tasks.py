@@ -1,0 +1,27 @@
+"""Celery tasks of the audit app. They take ids, are safe to run twice, and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from audit.services.digests import audit_chains_seal
+from audit.services.exports import audit_export_recent
+from portal.models import Team
+
+
+@shared_task(name="audit.seal_audit_chains")
+def seal_audit_chains(team_id: int | None = None) -> list[int]:
+    """Write a signed digest for every team (or one) whose session chains grew since its last digest."""
+    teams = Team.objects.filter(pk=team_id) if team_id is not None else Team.objects.order_by("pk")
+    numbers = []
+    for team in teams:
+        digest = audit_chains_seal(team=team)
+        if digest is not None:
+            numbers.append(digest.number)
+    return numbers
+
+
+@shared_task(name="audit.export_audit_logs")
+def export_audit_logs(days: int = 7) -> list[str]:
+    """Archive each complete UTC day of the last `days` days to MCPGOV_AUDIT_EXPORT_DIR (once per day)."""
+    return [str(path) for path in audit_export_recent(days=days)]
