@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from governance.views import environments, history, limits, policy_io, roles, servers
+from governance.views import bundles, clients, environments, history, limits, policy_io, roles, servers
 
 app_name = "governance"
 
@@ -44,4 +44,12 @@ urlpatterns = [
     path("policy/export/", policy_io.policy_export, name="policy-export"),
     # Change history
     path("history/", history.history, name="history"),
+    # Enforcement clients and signed policy bundles
+    path("clients/", clients.client_list, name="client-list"),
+    path("clients/add/", clients.client_create_view, name="client-create"),
+    path("clients/<int:pk>/revoke/", clients.client_revoke_view, name="client-revoke"),
+    path("bundles/", bundles.bundle_list, name="bundle-list"),
+    path("bundles/<int:pk>/", bundles.bundle_detail, name="bundle-detail"),
+    path("bundles/diff/", bundles.bundle_diff_view, name="bundle-diff"),
+    path("bundles/rebuild/", bundles.bundle_rebuild, name="bundle-rebuild"),
 ]

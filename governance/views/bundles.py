@@ -1,0 +1,68 @@
+"""Signed policy bundles: versions per environment, one version's content, a diff of two, rebuild now."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from governance.models import Environment, PolicyBundle
+from governance.services.bundles import bundle_diff, bundle_versions, team_bundles_rebuild
+from governance.views.base import get_team_object, require_perm, team_view
+from portal.permissions import CHANGE_POLICY
+
+
+def _bundles(request):
+    return PolicyBundle.objects.restrict(request.user).for_team(request.team)
+
+
+@team_view
+def bundle_list(request):
+    environments = list(Environment.objects.restrict(request.user).for_team(request.team))
+    selected = next((e for e in environments if str(e.pk) == request.GET.get("environment")), None)
+    selected = selected or (environments[0] if environments else None)
+    versions = bundle_versions(environment=selected) if selected else []
+    return render(request, "governance/bundles/list.html", {
+        "environments": environments, "environment": selected, "versions": versions,
+    })
+
+
+@team_view
+def bundle_detail(request, pk: int):
+    bundle = get_team_object(request, _bundles(request).select_related("environment", "created_by"), pk=pk)
+    return render(request, "governance/bundles/detail.html", {
+        "bundle": bundle, "content": json.dumps(bundle.content, indent=2, sort_keys=True, ensure_ascii=False),
+    })
+
+
+@team_view
+def bundle_diff_view(request):
+    try:
+        a_pk, b_pk = int(request.GET.get("a", "")), int(request.GET.get("b", ""))
+    except ValueError:
+        raise Http404("Pick two versions to compare.") from None
+    found = {b.pk: b for b in _bundles(request).select_related("environment").filter(pk__in=[a_pk, b_pk])}
+    if a_pk not in found or b_pk not in found:
+        raise Http404("No such bundle version.")
+    old, new = sorted([found[a_pk], found[b_pk]], key=lambda b: (b.environment_id, b.version))
+    entries = [
+        {"kind": e.kind, "path": e.path,
+         "old": json.dumps(e.old, sort_keys=True, ensure_ascii=False) if e.kind != "added" else "",
+         "new": json.dumps(e.new, sort_keys=True, ensure_ascii=False) if e.kind != "removed" else ""}
+        for e in bundle_diff(old.content, new.content)
+    ]
+    return render(request, "governance/bundles/diff.html", {"old": old, "new": new, "entries": entries})
+
+
+@team_view
+@require_POST
+def bundle_rebuild(request):
+    require_perm(request, CHANGE_POLICY)
+    results = team_bundles_rebuild(team_id=request.team.pk, reason=f"rebuilt by {request.user.get_username()}",
+                                   actor=request.user)
+    made = [f"{r.bundle.environment.name} v{r.bundle.version}" for r in results if r.created]
+    messages.success(request, f"New bundles: {', '.join(made)}." if made else "Every bundle is up to date.")
+    return redirect("governance:bundle-list")
