@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "legacy", "2026-07-28"],
     )
     g.add_argument(
-        "--durability", default=_env("MCPGOV_DURABILITY", "intent"), choices=["intent", "all", "none"]
+        "--durability",
+        default=_env("MCPGOV_DURABILITY", "intent"),
+        choices=["process", "intent", "all"],
+        help="process: write(2) only; intent (default): fsync each INTENT before forwarding; all: fsync every event",
     )
     g.set_defaults(func=cmd_gateway)
 

@@ -59,7 +59,7 @@ CONTINUE_HINT = (
 class Decision:
     """The verdict for one call. ``new_state`` is the session state the caller must move to, if any."""
 
-    __slots__ = ("message", "new_state", "pause_key", "timeout", "trigger", "verdict")
+    __slots__ = ("message", "new_state", "pause_key", "reason", "timeout", "trigger", "verdict")
 
     def __init__(
         self,
@@ -69,13 +69,15 @@ class Decision:
         new_state: str | None = None,
         timeout: float | None = None,
         pause_key: str | None = None,
+        reason: str = "",
     ) -> None:
         self.verdict = verdict
         self.trigger = trigger
-        self.message = message
+        self.message = message  # what the agent reads
         self.new_state = new_state
         self.timeout = timeout
         self.pause_key = pause_key
+        self.reason = reason or (message.splitlines()[0] if message else "")  # one line, for state and portal
 
     @property
     def allowed(self) -> bool:
@@ -317,7 +319,9 @@ def trigger_message(
 
 
 def _halt(trigger: str, reason: str, state: SessionState, call: ToolCall) -> Decision:
-    return Decision(REFUSE, trigger, trigger_message(trigger, reason, state, call), HALTED)
+    return Decision(
+        REFUSE, trigger, trigger_message(trigger, reason, state, call), HALTED, reason=reason.splitlines()[0]
+    )
 
 
 def kill_switch_line(flag: Flag) -> str:
@@ -429,7 +433,8 @@ def _limits(policy: Policy, rule: ServerRule, state: SessionState, is_write: boo
                     "session to continue (portal: Sessions → this session → Allow to continue).\n"
                     f"{format_last_calls(state)}"
                 )
-                return Decision(REFUSE, RATE_LIMIT, text, PAUSED, pause_key=key)
+                reason = f"Paused at {count}/{limit} {what} (pause threshold {policy.pause_percent}%)."
+                return Decision(REFUSE, RATE_LIMIT, text, PAUSED, pause_key=key, reason=reason)
     return None
 
 
@@ -452,9 +457,9 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
     # 1. halted or paused session
     if state.state != "active":
         if state.state == PAUSED:
-            why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason.splitlines()[0] if state.state_reason else ''}"
+            why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason}"
         elif state.state == HALTED:
-            why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason.splitlines()[0] if state.state_reason else ''}"
+            why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason}"
         else:
             why = "This session has ended."
         return Decision(
@@ -590,4 +595,5 @@ def check_result(
     if reason is None:
         return None
     text = trigger_message(LARGE_DATA_RETURN, reason + " The result was withheld.", state, call)
-    return Decision(REFUSE, LARGE_DATA_RETURN, text.replace("Refused call:", "Withheld call:", 1), HALTED)
+    text = text.replace("Refused call:", "Withheld call:", 1)
+    return Decision(REFUSE, LARGE_DATA_RETURN, text, HALTED, reason=reason)

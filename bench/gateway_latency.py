@@ -1,0 +1,104 @@
+"""Added latency of the mcpgov gateway: tools/call through the gateway vs straight to mcp-server-time (stdio).
+
+Both paths run in the same process run, with the same client settings, after a warm-up, and print
+median and p99 per path, the added latency (gateway − direct) and the ratio.
+
+    .venv/bin/python bench/gateway_latency.py [--calls 1000] [--mode legacy|auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mcpgov.bundle import Bundle  # noqa: E402
+from mcpgov.verify import generate_key, jwks, sign_bundle  # noqa: E402
+
+PY = sys.executable
+TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+
+
+def bench_bundle(now: datetime) -> Bundle:
+    return Bundle.model_validate({
+        "team": "bench", "environment": "development", "version": 1,
+        "issued_at": (now - timedelta(minutes=1)).isoformat(), "expires_at": (now + timedelta(hours=2)).isoformat(),
+        "roles": {"bench_agent": {"allowed_servers": ["time"]}},
+        "servers": {"time": {"transport": "stdio", "command": "python", "args": TIME_ARGS,
+                             "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}}}},
+        "environment_policy": {"name": "development", "forbidden_patterns": ["*prod*"],
+                               "bindings": {"time": {"target": "local", "permission": "read_only"}}},
+        "rate_limits": {"global": {"max_calls_per_session": 1_000_000, "max_calls_per_minute": 1_000_000,
+                                   "pause_at_percent": 99}},
+    })  # fmt: skip
+
+
+async def measure(client: Client, n: int, name: str) -> list[float]:
+    for _ in range(50):  # warm-up
+        await client.call_tool(name, {"timezone": "UTC"})
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = await client.call_tool(name, {"timezone": "UTC"})
+        out.append((time.perf_counter() - t0) * 1000)
+        if r.is_error:
+            raise SystemExit(f"call failed: {r.content[0].text}")
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--mode", default="legacy")
+    ap.add_argument("--durability", default="intent", choices=["process", "intent", "all"])
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
+        d = Path(tmp)
+        key = generate_key()
+        (d / "keys.json").write_text(json.dumps(jwks({"bench": key.public_key()})))
+        (d / "bundle.jws").write_text(sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench"))
+        (d / "mcp.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
+        gateway = StdioServerParameters(command=PY, cwd=str(ROOT), args=[
+            "-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
+            "--env", "development", "--role", "bench_agent", "--config", str(d / "mcp.json"),
+            "--spool", str(d / "spool"), "--state-dir", str(d / "state"), "--upstream-mode", a.mode,
+            "--durability", a.durability,
+        ])  # fmt: skip
+        direct = StdioServerParameters(command=PY, args=TIME_ARGS)
+        # interleave the two paths in rounds so machine noise hits both alike
+        rounds = 4
+        per = a.calls // rounds
+        via: list[float] = []
+        straight: list[float] = []
+        async with Client(gateway, mode=a.mode) as g, Client(direct, mode=a.mode) as s:
+            for _ in range(rounds):
+                straight += await measure(s, per, "get_current_time")
+                via += await measure(g, per, "time__get_current_time")
+        spool_lines = sum(1 for f in (d / "spool").glob("*.jsonl") for _ in f.open())
+    md, mg = statistics.median(straight), statistics.median(via)
+    print(f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability})")
+    print(f"direct : median {md:.3f} ms  p99 {pct(straight, 99):.3f} ms")
+    print(f"gateway: median {mg:.3f} ms  p99 {pct(via, 99):.3f} ms")
+    print(f"added  : median {mg - md:.3f} ms  p99 {pct(via, 99) - pct(straight, 99):.3f} ms")
+    print(f"ratio  : median {mg / md:.2f}x  p99 {pct(via, 99) / pct(straight, 99):.2f}x")
+    print(f"audit events spooled by the gateway: {spool_lines}")
+
+
+if __name__ == "__main__":
+    anyio.run(main)

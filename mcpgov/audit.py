@@ -1,0 +1,400 @@
+"""The audit trail: an append-only JSONL spool per session, a human-readable log, and the shipper.
+
+Every call gets an INTENT event before it is forwarded (durable on disk first) and a RESULT event
+after. The shipper sends spooled events, in order, to the portal (``POST /api/v1/sessions/<id>/events/``)
+and keeps a durable cursor of what the portal acknowledged, so an outage or a restart loses nothing
+and sends nothing twice. Choices and their costs are explained in ``docs/gateway.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from mcpgov.decision import iso_ts
+from mcpgov.redact import redact, summarize_arguments
+
+log = logging.getLogger("mcpgov.audit")
+
+MAX_BATCH = 1000
+RESULT_PAYLOAD_LIMIT = 16_384  # characters of result text kept in the RESULT event
+DURABILITY_PROCESS = "process"  # write(2) only: survives a gateway crash, not an OS crash / power loss
+DURABILITY_INTENT = "intent"  # fsync INTENT before forwarding; RESULTs ride on the next fsync
+DURABILITY_ALL = "all"  # fsync every event
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_events(path: Path, *, start_offset: int = 0) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Complete events from ``start_offset`` as ``[(end offset, event)]``; a torn last line is ignored."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start_offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return out, start_offset
+    offset = start_offset
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            event = json.loads(line)
+        except ValueError:
+            break
+        offset += len(line)
+        out.append((offset, event))
+    return out, offset
+
+
+class AuditSpool:
+    """One session's append-only event file ``<dir>/<session>.jsonl`` (+ ``.log`` for humans).
+
+    The writer holds an exclusive ``flock`` on the file for its lifetime, so a shipper can tell a live
+    spool from one left behind by a gateway that stopped.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], session_id: str, *, durability: str = DURABILITY_INTENT,
+                 meta: dict[str, Any] | None = None, human_log: str | os.PathLike[str] | None = None) -> None:  # fmt: skip
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.session_id = session_id
+        self.durability = durability
+        self.path = self.dir / f"{session_id}.jsonl"
+        new_file = not self.path.exists()
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RuntimeError(f"audit spool {self.path} is in use by another gateway") from None
+        self.seq, self.open_intents = self._recover()
+        if new_file:
+            _fsync_dir(self.dir)
+        if meta is not None:
+            atomic_write_json(self.dir / f"{session_id}.session.json", meta)
+        self.human_path = Path(human_log) if human_log else self.dir / f"{session_id}.log"
+        self.human = open(self.human_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self.unsynced = False
+        self.listeners: list[Callable[[], None]] = []
+
+    def _recover(self) -> tuple[int, dict[str, dict[str, Any]]]:
+        """Last seq and INTENTs without a RESULT; a torn last line (crash mid-write) is cut off."""
+        events, good = read_events(self.path)
+        size = os.fstat(self.fd).st_size
+        if good < size:
+            log.warning("audit spool %s: cutting a torn record (%d bytes)", self.path, size - good)
+            os.ftruncate(self.fd, good)
+            os.fsync(self.fd)
+        seq = 0
+        intents: dict[str, dict[str, Any]] = {}
+        for _, ev in events:
+            seq = ev["seq"]
+            if ev.get("phase") == "intent":
+                intents[ev["call_id"]] = ev
+            else:
+                intents.pop(ev.get("call_id"), None)
+        return seq, intents
+
+    def _append(self, event: dict[str, Any], sync: bool) -> int:
+        self.seq += 1
+        event["seq"] = self.seq
+        line = (
+            json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+        )
+        os.write(self.fd, line)  # O_APPEND + one write: a record is never interleaved
+        if sync:
+            os.fsync(self.fd)
+            self.unsynced = False
+        else:
+            self.unsynced = True
+        for notify in self.listeners:
+            notify()
+        return self.seq
+
+    def flush(self) -> None:
+        if self.unsynced:
+            os.fsync(self.fd)
+            self.unsynced = False
+
+    def intent(self, *, call_id: str, server: str, tool: str, arguments: dict[str, Any] | None,
+               bundle_version: int, trigger: str | None = None, now: float | None = None) -> dict[str, Any]:  # fmt: skip
+        """Record (durably) that a call is about to be decided/forwarded. Returns the event."""
+        now = time.time() if now is None else now
+        event = {
+            "seq": 0, "call_id": call_id, "phase": "intent", "ts": iso_ts(now), "server": server, "tool": tool,
+            "arguments": redact(arguments or {}), "args_summary": summarize_arguments(arguments),
+            "status": None, "result_summary": "", "bytes": 0, "duration_ms": 0.0, "trigger": trigger,
+            "bundle_version": bundle_version, "result": None,
+        }  # fmt: skip
+        self._append(event, sync=self.durability != DURABILITY_PROCESS)
+        self.open_intents[call_id] = event
+        self.human.write(
+            f"MCP_INTENT | {event['ts']} | session={self.session_id} | server={server} | tool={tool} | "
+            f"args={event['args_summary']}\n"
+        )
+        return event
+
+    def result(self, intent: dict[str, Any], *, status: str, result_summary: str, nbytes: int, duration_ms: float,
+               trigger: str | None = None, result: Any = None, bundle_version: int | None = None,
+               now: float | None = None) -> dict[str, Any]:  # fmt: skip
+        now = time.time() if now is None else now
+        event = {
+            "seq": 0, "call_id": intent["call_id"], "phase": "result", "ts": iso_ts(now), "server": intent["server"],
+            "tool": intent["tool"], "arguments": intent["arguments"], "args_summary": intent["args_summary"],
+            "status": status, "result_summary": result_summary, "bytes": nbytes,
+            "duration_ms": round(duration_ms, 3), "trigger": trigger,
+            "bundle_version": intent["bundle_version"] if bundle_version is None else bundle_version,
+            "result": result,
+        }  # fmt: skip
+        self._append(event, sync=self.durability == DURABILITY_ALL)
+        self.open_intents.pop(intent["call_id"], None)
+        self.human.write(
+            f"MCP_AUDIT | {event['ts']} | session={self.session_id} | server={event['server']} | "
+            f"tool={event['tool']} | args={event['args_summary']} | result={result_summary} | "
+            f"duration_ms={event['duration_ms']:.0f} | status={status}"
+            + (f" | trigger={trigger}" if trigger else "")
+            + "\n"
+        )
+        return event
+
+    def close_open_intents(self, reason: str) -> None:
+        """Give every INTENT without a RESULT an honest one (the outcome is unknown)."""
+        for intent in list(self.open_intents.values()):
+            self.result(
+                intent, status="fail", result_summary=f"outcome unknown: {reason}", nbytes=0, duration_ms=0.0
+            )
+        self.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.flush()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.human.close()
+
+
+def spool_is_live(path: Path) -> bool:
+    """True when a gateway still holds the spool's lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def recover_orphan(directory: Path, session_id: str) -> None:
+    """Close the INTENTs of a spool left behind by a gateway that stopped (it lost its lock)."""
+    spool = AuditSpool(directory, session_id)
+    try:
+        if spool.open_intents:
+            spool.close_open_intents("the gateway stopped before recording the result")
+    finally:
+        spool.close()
+
+
+# --- the shipper -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cursor:
+    """What the portal acknowledged: the last seq and the byte offset just after it."""
+
+    seq: int = 0
+    offset: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> Cursor:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(int(data["seq"]), int(data["offset"]))
+        except FileNotFoundError:
+            return cls()
+        except (ValueError, KeyError, TypeError):
+            log.error(
+                "audit cursor %s is corrupt; shipping from the start (the portal ignores duplicates)", path
+            )
+            return cls()
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, {"seq": self.seq, "offset": self.offset})
+
+
+class ShipError(Exception):
+    """The portal did not take a batch; ``retry_after`` hints when to try again."""
+
+    def __init__(self, message: str, *, last_seq: int | None = None, missing_session: bool = False) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
+        self.missing_session = missing_session
+
+
+# (session_id, events) -> last_seq stored by the portal; raises ShipError
+PostBatch = Callable[[str, list[dict[str, Any]]], Awaitable[int]]
+OpenSession = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Shipper:
+    """Ships every spool in ``directory`` to the portal, oldest unacknowledged event first.
+
+    ``post_batch`` and ``open_session`` come from the portal client. Backoff doubles from
+    ``min_backoff`` to ``max_backoff`` (with jitter) while the portal is unreachable.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], post_batch: PostBatch, open_session: OpenSession, *,
+                 min_backoff: float = 0.5, max_backoff: float = 30.0, batch_size: int = MAX_BATCH,
+                 poll_interval: float = 1.0) -> None:  # fmt: skip
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.post_batch = post_batch
+        self.open_session = open_session
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.batch_size = min(batch_size, MAX_BATCH)
+        self.poll_interval = poll_interval
+        self.wakeup = anyio.Event()
+        self.backoff = 0.0
+        self.opened: set[str] = set()
+        self.recovered: set[str] = set()
+        self.failures = 0
+
+    def nudge(self) -> None:
+        self.wakeup.set()
+
+    def cursor_path(self, session_id: str) -> Path:
+        return self.dir / f"{session_id}.ack"
+
+    def pending(self) -> dict[str, int]:
+        """Unacknowledged events per session (for status and tests)."""
+        out = {}
+        for path in sorted(self.dir.glob("*.jsonl")):
+            sid = path.stem
+            cur = Cursor.load(self.cursor_path(sid))
+            events, _ = read_events(path, start_offset=cur.offset)
+            if events:
+                out[sid] = len(events)
+        return out
+
+    async def ship_session(self, session_id: str) -> int:
+        """Ship one session's unacknowledged events; returns how many the portal accepted."""
+        path = self.dir / f"{session_id}.jsonl"
+        cpath = self.cursor_path(session_id)
+        cursor = Cursor.load(cpath)
+        sent = 0
+        while True:
+            events, _ = read_events(path, start_offset=cursor.offset)
+            if not events:
+                return sent
+            batch = events[: self.batch_size]
+            payload = [ev for _, ev in batch]
+            if session_id not in self.opened:
+                await self._open(session_id)
+            try:
+                last_seq = await self.post_batch(session_id, payload)
+            except ShipError as exc:
+                if exc.missing_session:
+                    self.opened.discard(session_id)
+                    await self._open(session_id)
+                    continue
+                if exc.last_seq is not None:
+                    # sequence gap: the portal holds up to last_seq; move our cursor there and resend
+                    cursor = self._cursor_at(path, exc.last_seq)
+                    cursor.save(cpath)
+                    log.warning("portal reports last_seq=%s for session %s; resuming from there",
+                                exc.last_seq, session_id)  # fmt: skip
+                    continue
+                raise
+            cursor = self._cursor_at(path, last_seq, hint=batch)
+            cursor.save(cpath)
+            sent += len(batch)
+
+    @staticmethod
+    def _cursor_at(path: Path, seq: int, hint: list[tuple[int, dict[str, Any]]] | None = None) -> Cursor:
+        if seq <= 0:
+            return Cursor()
+        for end, ev in hint or ():
+            if ev["seq"] == seq:
+                return Cursor(seq, end)
+        events, _ = read_events(path)
+        for end, ev in events:
+            if ev["seq"] == seq:
+                return Cursor(seq, end)
+        last_end, last_ev = events[-1] if events else (0, {"seq": 0})
+        return Cursor(int(last_ev["seq"]), last_end)
+
+    async def _open(self, session_id: str) -> None:
+        meta_path = self.dir / f"{session_id}.session.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            meta = {"id": session_id}
+        await self.open_session(meta)
+        self.opened.add(session_id)
+
+    async def ship_all(self) -> int:
+        total = 0
+        for path in sorted(self.dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+            sid = path.stem
+            if sid not in self.recovered and not spool_is_live(path):
+                # left behind by a gateway that stopped: give its open INTENTs a RESULT, once
+                await anyio.to_thread.run_sync(recover_orphan, self.dir, sid)
+                self.recovered.add(sid)
+            if Cursor.load(self.cursor_path(sid)).offset >= path.stat().st_size:
+                continue
+            total += await self.ship_session(sid)
+        return total
+
+    async def run(self) -> None:
+        """Ship forever: promptly after each nudge, at least every ``poll_interval``, backing off on errors."""
+        while True:
+            self.wakeup = anyio.Event()
+            try:
+                await self.ship_all()
+                self.backoff = 0.0
+                if self.failures:
+                    log.warning("audit shipping resumed after %d failed attempt(s)", self.failures)
+                self.failures = 0
+            except Exception as exc:  # keep shipping whatever goes wrong; never drop events
+                self.failures += 1
+                self.backoff = min(self.max_backoff, max(self.min_backoff, self.backoff * 2))
+                delay = self.backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
+                log.warning("audit shipping failed (%s); retrying in %.1fs", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            with anyio.move_on_after(self.poll_interval):
+                await self.wakeup.wait()

@@ -1,0 +1,93 @@
+"""Non-blocking stdin/stdout for the gateway's stdio server.
+
+The SDK's ``stdio_server()`` reads and writes the standard streams through worker threads (one thread
+hop per line each way), which costs hundreds of microseconds per call under load. When stdin and stdout
+are pipes, sockets or ttys, this module serves them on the event loop instead and hands them to the
+SDK's ``stdio_server(stdin=..., stdout=...)``; the SDK still parses and validates every message. Like
+the SDK, fd 0 and fd 1 are diverted (to /dev/null and stderr) while serving, so stray output never
+reaches the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import AsyncIterator
+
+MAX_LINE = 256 * 1024 * 1024  # a JSON-RPC line may carry a large file
+
+
+class PipeLines:
+    """``async for line in PipeLines(reader)``: text lines from a non-blocking pipe."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+
+    def __aiter__(self) -> PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self.reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+class PipeWriter:
+    """The two methods ``stdio_server`` uses on its stdout: ``write`` and ``flush``."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    async def write(self, text: str) -> None:
+        self.writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        # drain only applies back-pressure when the agent is slow to read; normally it returns at once
+        await self.writer.drain()
+
+
+def _pipe_like(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+def available() -> bool:
+    return _pipe_like(0) and _pipe_like(1)
+
+
+@contextlib.asynccontextmanager
+async def pipe_stdio() -> AsyncIterator[tuple[PipeLines, PipeWriter]]:
+    """Private duplicates of fd 0/1 served on the event loop; fd 0/1 point at /dev/null and stderr meanwhile."""
+    loop = asyncio.get_running_loop()
+    in_fd = os.dup(0)
+    out_fd = os.dup(1)
+    saved_in, saved_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    rtransport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", buffering=0)
+    )
+    wtransport, wprotocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(wtransport, wprotocol, None, loop)
+    try:
+        yield PipeLines(reader), PipeWriter(writer)
+    finally:
+        with contextlib.suppress(Exception):
+            await writer.drain()
+        rtransport.close()
+        wtransport.close()
+        os.dup2(saved_in, 0)
+        os.dup2(saved_out, 1)
+        os.close(saved_in)
+        os.close(saved_out)

@@ -1,0 +1,67 @@
+"""Where the gateway and the gate get their bundle: a signed file (offline) or the portal, always verified."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import anyio
+import httpx2
+
+from mcpgov.portal_client import BundleManager, PortalClient, PortalError
+from mcpgov.verify import BundleVerificationError, KeyFileError, StateFileError, VerifiedBundle, load_jwks
+
+log = logging.getLogger("mcpgov.policy")
+
+
+class PolicySourceError(Exception):
+    """No verified bundle could be obtained."""
+
+
+def make_manager(args: argparse.Namespace, client: PortalClient | None = None) -> BundleManager:
+    if not args.keys:
+        raise PolicySourceError(
+            "--keys (a pinned JWKS file) is required: bundles are only trusted against pinned keys"
+        )
+    if not args.env:
+        raise PolicySourceError("--env is required")
+    try:
+        keys = load_jwks(args.keys)
+        return BundleManager(
+            keys, environment=args.env, team=args.team, state_dir=args.state_dir, client=client
+        )
+    except (KeyFileError, StateFileError) as exc:
+        raise PolicySourceError(str(exc)) from exc
+
+
+def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
+    """One verified bundle from ``--bundle-file`` or from ``--portal`` (for the CI gate)."""
+    if args.bundle_file:
+        manager = make_manager(args)
+        try:
+            return manager.load_file(args.bundle_file)
+        except BundleVerificationError as exc:
+            raise PolicySourceError(f"bundle rejected: {exc.code}: {exc.message}") from exc
+        except OSError as exc:
+            raise PolicySourceError(f"cannot read {args.bundle_file}: {exc}") from exc
+    if not args.portal or not args.token:
+        raise PolicySourceError("give --bundle-file, or --portal and --token")
+
+    async def fetch() -> VerifiedBundle:
+        client = PortalClient(args.portal, args.token)
+        manager = make_manager(args, client)
+        try:
+            status, jws, _ = await client.fetch_bundle(etag=None, current_version=0)
+        finally:
+            await client.aclose()
+        if status == 404 or jws is None:
+            raise PolicySourceError("the portal has no bundle published for this client's environment")
+        try:
+            return manager.install(jws, source="portal")
+        except BundleVerificationError as exc:
+            raise PolicySourceError(f"bundle rejected: {exc.code}: {exc.message}") from exc
+
+    try:
+        return anyio.run(fetch)
+    except (httpx2.HTTPError, PortalError) as exc:
+        raise PolicySourceError(f"cannot fetch the bundle from {args.portal}: {exc}") from exc
