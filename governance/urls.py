@@ -53,3 +53,33 @@ urlpatterns = [
     path("bundles/diff/", bundles.bundle_diff_view, name="bundle-diff"),
     path("bundles/rebuild/", bundles.bundle_rebuild, name="bundle-rebuild"),
 ]
+
+# Production access, the kill-switch panel and incidents (governance/views/{access,flags,incidents}.py).
+from governance.views import access, flags, incidents  # noqa: E402
+
+urlpatterns += [
+    path("access/", access.access_list, name="access-list"),
+    path("access/new/", access.access_create, name="access-create"),
+    path("access/<int:pk>/", access.access_detail, name="access-detail"),
+    path("access/<int:pk>/approve/", access.access_approve, name="access-approve"),
+    path("access/<int:pk>/deny/", access.access_deny, name="access-deny"),
+    path("access/<int:pk>/revoke/", access.access_revoke, name="access-revoke"),
+    path("access/<int:pk>/cancel/", access.access_cancel, name="access-cancel"),
+    path("flags/", flags.flag_panel, name="flag-list"),
+    path("flags/add/", flags.flag_create, name="flag-create"),
+    path("flags/<int:pk>/", flags.flag_detail, name="flag-detail"),
+    path("flags/<int:pk>/delete/", flags.flag_delete, name="flag-delete"),
+    path("flags/<int:pk>/disable/", flags.flag_disable, name="flag-disable-all"),
+    path("flags/<int:pk>/<int:env_pk>/disable/", flags.flag_disable, name="flag-disable"),
+    path("flags/<int:pk>/<int:env_pk>/enable/", flags.flag_enable, name="flag-enable"),
+    path("flags/<int:pk>/<int:env_pk>/strategy/", flags.flag_state_edit, name="flag-state-edit"),
+    path("incidents/", incidents.incident_list, name="incident-list"),
+    path("incidents/new/", incidents.incident_create, name="incident-create"),
+    path("incidents/<int:pk>/", incidents.incident_detail, name="incident-detail"),
+    path("incidents/<int:pk>/contain/", incidents.incident_contain, name="incident-contain"),
+    path("incidents/<int:pk>/servers/", incidents.incident_add_servers, name="incident-add-servers"),
+    path("incidents/<int:pk>/sessions/", incidents.incident_link_session, name="incident-link-session"),
+    path("incidents/<int:pk>/root-cause/", incidents.incident_root_cause, name="incident-root-cause"),
+    path("incidents/<int:pk>/notes/", incidents.incident_note, name="incident-note"),
+    path("incidents/<int:pk>/resolve/", incidents.incident_resolve, name="incident-resolve"),
+]
