@@ -40,10 +40,27 @@ class AccessRequestSerializer(serializers.ModelSerializer):
     class Meta:
         model = AccessRequest
         fields = [
-            "id", "team", "requester", "environment", "role", "servers", "reason", "starts_at", "ends_at",
-            "status", "approvals_required", "approvals", "review_deadline", "decided_at", "revoked_by",
-            "revoked_at", "revoke_reason", "created_at", "reviews", "is_live",
-        ]  # fmt: skip
+            "id",
+            "team",
+            "requester",
+            "environment",
+            "role",
+            "servers",
+            "reason",
+            "starts_at",
+            "ends_at",
+            "status",
+            "approvals_required",
+            "approvals",
+            "review_deadline",
+            "decided_at",
+            "revoked_by",
+            "revoked_at",
+            "revoke_reason",
+            "created_at",
+            "reviews",
+            "is_live",
+        ]
         read_only_fields = fields
 
     def get_servers(self, obj) -> list[str]:
@@ -148,9 +165,15 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
         if errors:
             raise DjangoValidationError(errors)
         obj = services.access_request_create(
-            team=team, requester=request.user, environment=environment, role=role, servers=servers,
-            reason=v["reason"], starts_at=v["starts_at"], ends_at=v["ends_at"],
-        )  # fmt: skip
+            team=team,
+            requester=request.user,
+            environment=environment,
+            role=role,
+            servers=servers,
+            reason=v["reason"],
+            starts_at=v["starts_at"],
+            ends_at=v["ends_at"],
+        )
         return self._respond(obj, status.HTTP_201_CREATED)
 
     def _decide(self, request, service, **extra):

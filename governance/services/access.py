@@ -19,6 +19,7 @@ from governance.choices import AccessRequestStatus, RuleKind
 from governance.models import AccessRequest, AccessReview, AgentRole, Environment, McpServer
 from governance.services import notifications
 from governance.services.common import Action, change_record, policy_changed
+from governance.services.flags import bundles_publish_now
 from portal.models import MAX_ACCESS_WINDOW_HOURS, Team
 from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, require_team_perm
 
@@ -46,7 +47,12 @@ def _lock(access_request: AccessRequest) -> None:
 
 
 def _grant_changed(access_request: AccessRequest, what: str) -> None:
-    policy_changed(team=access_request.team, reason=f"production access #{access_request.pk} {what}")
+    """A grant went live or was taken back: its environment's bundle is published at once (no debounce)."""
+    bundles_publish_now(
+        team=access_request.team,
+        environments=[access_request.environment],
+        reason=f"production access #{access_request.pk} {what}",
+    )
 
 
 def _servers_label(servers: Iterable[McpServer]) -> str:

@@ -7,47 +7,94 @@ that the Unleash streaming endpoint listens to.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Count, Max
 
 from governance.choices import Capability
 from governance.models import Environment, Flag, FlagState, McpServer
 from governance.models.flags import validate_constraints
 from governance.services.common import Action, change_record, check_policy_perm, save_validated
+from portal import realtime
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
+
+logger = logging.getLogger(__name__)
 
 # The gateway evaluates constraints against the session's agent role only (mcpgov.bundle.FlagConstraint).
 SUPPORTED_CONTEXT_NAMES = ("role",)
 
 
+FLAG_CHANNEL_PREFIX = "flags:"
+
+
 def flag_channel(environment_id: int) -> str:
-    """Real-time channel announcing flag changes of one environment."""
-    return f"flags:{environment_id}"
+    """Real-time channel announcing flag changes of one environment (the Unleash stream waits on it)."""
+    return f"{FLAG_CHANNEL_PREFIX}{environment_id}"
+
+
+def flag_versions(environment_ids: list[int]) -> dict[int, str]:
+    """{environment id: token that changes whenever a flag state of it changes} in one query."""
+    rows = (
+        FlagState.objects.filter(environment_id__in=environment_ids)
+        .values("environment_id")
+        .annotate(n=Count("pk"), last=Max("changed_at"))
+        .values_list("environment_id", "n", "last")
+    )
+    tokens = {env_id: f"{n}:{last.isoformat() if last else ''}" for env_id, n, last in rows}
+    return {env_id: tokens.get(env_id, "0:") for env_id in environment_ids}
+
+
+def _poll_flag_versions(channels: list[str]) -> dict[str, str]:
+    ids = realtime.channel_ids(channels, FLAG_CHANNEL_PREFIX)
+    return {ids[env_id]: token for env_id, token in flag_versions(list(ids)).items()}
+
+
+realtime.register_source(FLAG_CHANNEL_PREFIX, _poll_flag_versions)
 
 
 def default_flag_name(server: McpServer, capability: str) -> str:
     return f"mcp.{server.slug}.{capability}"
 
 
+def bundles_publish_now(*, team: Team, environments: Iterable[Environment] | None, reason: str) -> None:
+    """After commit, publish the environments' bundles in this process, without the rebuild debounce.
+
+    Kill switches and revocations must reach gateways within a second; the debounced Celery
+    rebuild (`governance.tasks.schedule_bundle_rebuild`) adds a countdown and a worker hop.
+    If publishing here fails, the debounced rebuild takes over.
+    """
+    env_ids = None if environments is None else sorted({e.pk for e in environments})
+
+    def publish() -> None:
+        from governance import tasks
+        from governance.services.bundles import bundle_publish
+
+        envs = Environment.objects.filter(team_id=team.pk).select_related("team").order_by("order", "pk")
+        if env_ids is not None:
+            envs = envs.filter(pk__in=env_ids)
+        try:
+            for env in envs:
+                bundle_publish(environment=env, reason=reason)
+        except Exception:
+            logger.exception("Immediate bundle publish for team %s failed; scheduling a rebuild", team.pk)
+            tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason)
+
+    transaction.on_commit(publish)
+
+
 def flags_changed(team: Team, environments: Iterable[Environment], reason: str) -> None:
-    """After commit: rebuild the team's bundles now and wake the flag streams."""
-    from governance import tasks
-
-    env_ids = sorted({e.pk for e in environments})
-
-    def fire() -> None:
-        tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason, immediate=True)
-        from portal import realtime
-
-        for env_id in env_ids:
-            realtime.publish(flag_channel(env_id), {"team": team.pk, "environment": env_id, "reason": reason})
-
-    transaction.on_commit(fire)
+    """After commit: wake the flag streams of these environments and publish their bundles now."""
+    environments = list(environments)
+    for env_id in sorted({e.pk for e in environments}):
+        # The token is not known before commit; waiters re-read the flags when woken.
+        realtime.notify_on_commit(flag_channel(env_id))
+    bundles_publish_now(team=team, environments=environments, reason=reason)
 
 
 def normalise_constraints(constraints) -> list[dict]:
@@ -359,6 +406,7 @@ def flag_is_on_for(resolved: ResolvedFlag, role: str | None) -> bool:
 
 __all__ = [
     "ResolvedFlag",
+    "bundles_publish_now",
     "default_flag_name",
     "flag_channel",
     "flag_create",
@@ -367,7 +415,10 @@ __all__ = [
     "flag_enable",
     "flag_is_on_for",
     "flag_set_state",
+    "flag_state_apply",
     "flag_update",
+    "flag_versions",
+    "flags_changed",
     "flags_for_environment",
     "normalise_constraints",
 ]

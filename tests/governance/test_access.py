@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core import mail
@@ -244,14 +244,26 @@ def test_requester_cancels_own_request_only(team, p, requester, reviewer):
     assert status_of(req) == Status.CANCELLED
 
 
-def test_approval_schedules_a_bundle_rebuild(
+def test_approval_and_revocation_publish_the_grant_in_the_bundle_at_once(
     team, p, requester, reviewer, django_capture_on_commit_callbacks
 ):
+    from governance.models import PolicyBundle
+
     req = file_request(team, requester, p)
-    with django_capture_on_commit_callbacks() as callbacks:
+
+    def grants():
+        latest = PolicyBundle.objects.filter(environment=p["production"]).order_by("-version").first()
+        return [] if latest is None else latest.content["grants"]
+
+    with django_capture_on_commit_callbacks(execute=True):
         access_request_approve(access_request=req, reviewer=reviewer, reason="ok")
-    names = [getattr(cb, "__qualname__", "") for cb in callbacks]
-    assert any("policy_changed" in n for n in names), names
+    [grant] = grants()
+    assert grant["id"] == str(req.pk) and grant["role"] == "database_agent" and grant["servers"] == ["database"]
+    # The grant carries its end, so the gateway stops honouring it then even if no task runs.
+    assert datetime.fromisoformat(grant["ends_at"]) == req.ends_at
+    with django_capture_on_commit_callbacks(execute=True):
+        access_request_revoke(access_request=req, reviewer=reviewer, reason="done")
+    assert grants() == []
 
 
 # --- expiry ---------------------------------------------------------------------
