@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import threading
@@ -198,9 +199,10 @@ class _Hub:
         if state is None:
             state = self._loops[loop] = _LoopState()
         if getattr(settings, "REDIS_URL", "") and (state.redis_task is None or state.redis_task.done()):
-            state.redis_task = loop.create_task(self._redis_listener(state))
+            # A fresh context: the task outlives the request that started it.
+            state.redis_task = loop.create_task(self._redis_listener(state), context=contextvars.Context())
         if polling and (state.poll_task is None or state.poll_task.done()):
-            state.poll_task = loop.create_task(self._poller(loop, state))
+            state.poll_task = loop.create_task(self._poller(loop, state), context=contextvars.Context())
 
     def _loop_subs(self, loop) -> dict[str, list[Subscription]]:
         with self._lock:

@@ -60,14 +60,15 @@ realtime.add_listener(bundle_service.CHANNEL_PREFIX, _drop_bundle)
 
 
 async def _db(fn, /, *args, **kwargs):
-    """Run ORM work in the shared thread pool, not a per-request thread: a waiting long poll
-    must hold no thread (thread-sensitive calls would pin one to the request until it ends)."""
+    """ORM work, thread-sensitive as Django wants it. Through `asgi_bundle_route` (no Django
+    request context) that is one shared thread for every request of the process, so a
+    waiting long poll holds no thread of its own; under the test client, the test's thread."""
 
     def call():
         close_old_connections()  # as at request start: drop a broken or expired connection
         return fn(*args, **kwargs)
 
-    return await sync_to_async(call, thread_sensitive=False)()
+    return await sync_to_async(call, thread_sensitive=True)()
 
 
 def _clear_caches() -> None:
