@@ -124,3 +124,22 @@ app.conf.beat_schedule.setdefault(
     "governance.refresh_bundles",
     {"task": "governance.tasks.refresh_bundles", "schedule": REFRESH_INTERVAL_SECONDS},
 )
+
+
+# --- production access and gateway health (services: governance/services/access.py, notifications.py) ---
+
+
+@shared_task(name="governance.tasks.expire_access_requests")
+def expire_access_requests() -> int:
+    """Pending requests past their review deadline and grants past their end → expired (idempotent)."""
+    from governance.services.access import access_requests_expire
+
+    return access_requests_expire()
+
+
+@shared_task(name="governance.tasks.notify_stale_clients")
+def notify_stale_clients() -> int:
+    """Email reviewers once about gateways that stopped contacting the portal."""
+    from governance.services.notifications import stale_clients_notify
+
+    return stale_clients_notify()

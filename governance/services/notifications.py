@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from portal.models import Membership, Team
 from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
@@ -112,19 +115,74 @@ def incident_event(incident, *, event: str, actor=None, detail: str = "") -> Non
 
 # --- enforcement clients ------------------------------------------------------
 
+STALE_SUMMARY = "Gateway went quiet"
+
+
+def stale_after_minutes() -> int:
+    return int(getattr(settings, "MCPGOV_STALE_CLIENT_MINUTES", 10))
+
 
 def stale_clients(team: Team, clients: list, *, minutes: int) -> None:
     _send(
+        "stale_after_minutes",
         "stale_clients",
+        "stale_clients_notify",
         {"team": team, "clients": clients, "minutes": minutes},
         team_users_with_perm(team, REVIEW_ACCESS),
     )
+
+
+def stale_clients_notify(*, now: datetime | None = None, minutes: int | None = None) -> int:
+    """Email each team's reviewers about gateways not seen for `minutes`, once per quiet spell.
+
+    A gateway that has never connected is not stale (it is not deployed yet); a revoked or
+    expired one is gone. The notification is remembered as a ChangeRecord on the client, so
+    it is sent again only after the gateway has been seen and has gone quiet once more.
+    Safe to run twice. Returns how many gateways were reported.
+    """
+    from governance.models import EnforcementClient
+    from portal.models import ChangeRecord
+    from portal.services import change_record
+
+    now = now or timezone.now()
+    minutes = minutes or stale_after_minutes()
+    limit = now - timedelta(minutes=minutes)
+    reported = 0
+    with transaction.atomic():
+        quiet = (
+            EnforcementClient.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(revoked_at__isnull=True, last_seen_at__lt=limit)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .select_related("team", "environment")
+            .order_by("team_id", "name")
+        )
+        by_team: dict[int, list] = {}
+        for client in quiet:
+            already = ChangeRecord.objects.filter(
+                team_id=client.team_id, object_type=client._meta.verbose_name, object_id=str(client.pk),
+                summary__startswith=STALE_SUMMARY, created_at__gte=client.last_seen_at,
+            ).exists()  # fmt: skip
+            if not already:
+                by_team.setdefault(client.team_id, []).append(client)
+        for clients in by_team.values():
+            team = clients[0].team
+            for client in clients:
+                change_record(
+                    team=team, actor_label="stale-gateway check", action=ChangeRecord.Action.ACTION, obj=client,
+                    summary=f"{STALE_SUMMARY}: not seen for {minutes} minutes (last seen "
+                    f"{client.last_seen_at:%Y-%m-%d %H:%M} UTC); reviewers emailed",
+                )  # fmt: skip
+            stale_clients(team, clients, minutes=minutes)
+            reported += len(clients)
+    return reported
 
 
 __all__ = [
     "access_request_decided",
     "access_request_filed",
     "incident_event",
+    "stale_after_minutes",
     "stale_clients",
+    "stale_clients_notify",
     "team_users_with_perm",
 ]

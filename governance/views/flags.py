@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_POST
 from governance.forms_access import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
 from governance.models import EnforcementClient, Environment, Flag, FlagState
 from governance.services import flags as services
+from governance.services.notifications import stale_after_minutes
 from governance.views.base import get_team_object, require_perm, submit, team_view
 from portal.models import ChangeRecord
 from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW, has_team_perm
@@ -28,7 +28,7 @@ def _environments(request):
 
 
 def stale_after() -> timedelta:
-    return timedelta(minutes=getattr(settings, "MCPGOV_STALE_CLIENT_MINUTES", 10))
+    return timedelta(minutes=stale_after_minutes())
 
 
 def gateway_rows(team, now=None):
@@ -42,8 +42,8 @@ def gateway_rows(team, now=None):
     for c in clients:
         if c.expires_at is not None and c.expires_at <= now:
             continue
-        seen = c.last_seen_at or c.created_at
-        rows.append({"client": c, "stale": seen < limit})
+        # Never connected is "not deployed yet", not stale (as in the stale-gateway emails).
+        rows.append({"client": c, "stale": c.last_seen_at is not None and c.last_seen_at < limit})
     return rows
 
 
