@@ -1,5 +1,20 @@
 """Web UI routes for reviewers: sessions, halted sessions, exports."""
 
+from django.urls import path
+
+from audit import views
+
 app_name = "audit"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("sessions/", views.session_list, name="session-list"),
+    path("sessions/export/", views.range_export, name="range-export"),
+    path("sessions/<uuid:session_id>/", views.session_detail, name="session-detail"),
+    path("sessions/<uuid:session_id>/acknowledge/", views.session_acknowledge, name="session-acknowledge"),
+    path("sessions/<uuid:session_id>/explain/", views.session_explain, name="session-explain"),
+    path("sessions/<uuid:session_id>/release/", views.session_release, name="session-release"),
+    path("sessions/<uuid:session_id>/end/", views.session_end, name="session-end"),
+    path("sessions/<uuid:session_id>/approval/", views.call_approval, name="call-approval"),
+    path("sessions/<uuid:session_id>/export/", views.session_export, name="session-export"),
+    path("halted/", views.halted_queue, name="halted-queue"),
+]

@@ -1,0 +1,238 @@
+"""Reviewers' pages: the session list, a session's call timeline, the halted queue, exports.
+
+Everything is scoped to the team the user works in (`request.team`): another team's session
+is a 404. Writes go through the audit services, which check the permission (403) and the
+rules (shown as messages).
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from audit import selectors, services
+from audit.choices import ExportFormat
+from audit.errors import AuditError
+from audit.exports import CONTENT_TYPES, EXTENSIONS, export_chunks
+from audit.forms import AcknowledgeForm, ApprovalForm, DecisionForm, ExplanationForm, SessionFilterForm
+from audit.models import AgentSession, AuditEvent, SessionDecision
+from portal.permissions import ACKNOWLEDGE_SESSION, RELEASE_SESSION, VIEW_PAYLOADS, has_team_perm
+
+PAGE_SIZE = 50
+
+
+def team_view(view):
+    """Signed in and working in a team (`request.team`); otherwise the login or no-team page."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.team is None:
+            return render(request, "portal/no_team.html", status=404)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _session(request, session_id) -> AgentSession:
+    return get_object_or_404(
+        AgentSession.objects.for_team(request.team).select_related("environment", "client", "acknowledgement__reviewer"),
+        pk=session_id,
+    )
+
+
+def _may(request, perm: str) -> bool:
+    return has_team_perm(request.user, perm, request.team)
+
+
+@team_view
+def session_list(request):
+    form = SessionFilterForm(request.GET or None, team=request.team)
+    filters = form.filters() if request.GET else {}
+    qs = selectors.sessions_for_review(team=request.team, filters=filters)
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = {k: v for k, v in request.GET.items() if k != "page" and v}
+    return render(request, "audit/session_list.html", {
+        "form": form, "page": page, "sessions": page.object_list, "query": urlencode(query),
+        "export_formats": ExportFormat.choices, "filtered": bool(filters),
+    })  # fmt: skip
+
+
+@team_view
+def session_detail(request, session_id):
+    session = _session(request, session_id)
+    calls = selectors.session_timeline(session=session)
+    acknowledgement = getattr(session, "acknowledgement", None)
+    unexplained = set(services.unexplained_failed_calls(session))
+    can_ack = _may(request, ACKNOWLEDGE_SESSION) and acknowledgement is None
+    for call in calls:
+        call.needs_explanation = call.call_id in unexplained
+        call.explain_form = (
+            ExplanationForm(initial={"call_id": call.call_id,
+                                     "explanation": call.explanation.explanation if call.explanation else ""},
+                            prefix=f"x{call.first.seq}")
+            if call.is_failed and can_ack else None
+        )  # fmt: skip
+    return render(request, "audit/session_detail.html", {
+        "session": session,
+        "calls": calls,
+        "acknowledgement": acknowledgement,
+        "unexplained": unexplained,
+        "show_payloads": _may(request, VIEW_PAYLOADS),
+        "can_ack": can_ack,
+        "can_release": _may(request, RELEASE_SESSION),
+        "ack_form": AcknowledgeForm(),
+        "decision_form": DecisionForm(),
+        "approval_forms": [
+            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+            for i, p in enumerate(session.pending_approvals)
+        ],
+        "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
+        "recent_calls": selectors.last_calls(session=session) if session.is_waiting else [],
+        "export_formats": ExportFormat.choices,
+    })  # fmt: skip
+
+
+def _back(request, session: AgentSession, anchor: str = ""):
+    target = request.POST.get("next") or ""
+    if target == "queue":
+        return redirect("audit:halted-queue")
+    return redirect(reverse("audit:session-detail", args=[session.pk]) + (f"#{anchor}" if anchor else ""))
+
+
+def _run(request, action, success: str) -> bool:
+    try:
+        action()
+    except AuditError as exc:
+        detail = exc.message
+        if exc.extra.get("call_ids"):
+            detail += " Unexplained: " + ", ".join(exc.extra["call_ids"]) + "."
+        messages.error(request, detail)
+        return False
+    messages.success(request, success)
+    return True
+
+
+@team_view
+@require_POST
+def session_acknowledge(request, session_id):
+    session = _session(request, session_id)
+    form = AcknowledgeForm(request.POST)
+    if form.is_valid():
+        _run(request, lambda: services.session_acknowledge(session=session, reviewer=request.user,
+                                                           note=form.cleaned_data["note"]),
+             "Session acknowledged.")
+    return _back(request, session, "review")
+
+
+@team_view
+@require_POST
+def session_explain(request, session_id):
+    session = _session(request, session_id)
+    prefix = request.POST.get("prefix") or None
+    form = ExplanationForm(request.POST, prefix=prefix)
+    if not form.is_valid():
+        messages.error(request, "Write what the failed call attempted and why it failed.")
+        return _back(request, session, "timeline")
+    _run(request, lambda: services.failed_call_explain(session=session, reviewer=request.user, **form.cleaned_data),
+         "Explanation saved.")
+    return _back(request, session, f"call-{form.cleaned_data['call_id']}")
+
+
+def _decision_view(service, success: str):
+    @team_view
+    @require_POST
+    def view(request, session_id):
+        session = _session(request, session_id)
+        form = DecisionForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "A reason is required.")
+            return _back(request, session)
+        _run(request, lambda: service(session=session, reviewer=request.user, reason=form.cleaned_data["reason"]),
+             success.format(session=session.short_id))
+        return _back(request, session)
+
+    return view
+
+
+session_release = _decision_view(services.session_release, "Session {session} may continue.")
+session_end = _decision_view(services.session_end, "Session {session} ended.")
+
+
+@team_view
+@require_POST
+def call_approval(request, session_id):
+    session = _session(request, session_id)
+    form = ApprovalForm(request.POST, prefix=request.POST.get("prefix") or None)
+    if not form.is_valid():
+        messages.error(request, "Choose approve or deny and give a reason.")
+        return _back(request, session)
+    data = form.cleaned_data
+    _run(request, lambda: services.call_approval_decide(session=session, reviewer=request.user, **data),
+         f"Call {data['call_id']} {'approved' if data['decision'] == 'approve' else 'denied'}.")
+    return _back(request, session)
+
+
+@team_view
+def halted_queue(request):
+    sessions = selectors.halted_queue(team=request.team)
+    for session in sessions:
+        session.approval_forms = [
+            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+            for i, p in enumerate(session.pending_approvals)
+        ]
+    return render(request, "audit/halted_queue.html", {
+        "sessions": sessions, "can_release": _may(request, RELEASE_SESSION), "decision_form": DecisionForm(),
+    })  # fmt: skip
+
+
+def _export_response(events, fmt: str, include_payloads: bool, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        export_chunks(events, fmt, include_payloads=include_payloads), content_type=CONTENT_TYPES[fmt]
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{EXTENSIONS[fmt]}"'
+    return response
+
+
+def _format(request) -> str:
+    fmt = request.GET.get("format", ExportFormat.JSONL)
+    return fmt if fmt in ExportFormat.values else ExportFormat.JSONL
+
+
+@team_view
+def session_export(request, session_id):
+    session = _session(request, session_id)
+    events = AuditEvent.objects.filter(session=session).order_by("seq").iterator(chunk_size=2000)
+    return _export_response(events, _format(request), _may(request, VIEW_PAYLOADS), f"session-{session.pk}")
+
+
+@team_view
+def range_export(request):
+    """The events of every session the list's filters select (same query string)."""
+    form = SessionFilterForm(request.GET or None, team=request.team)
+    filters = form.filters() if request.GET else {}
+    sessions = selectors.sessions_for_review(team=request.team, filters=filters).values("pk")
+    events = selectors.session_events(sessions=sessions).iterator(chunk_size=2000)
+    return _export_response(events, _format(request), _may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}")
+
+
+__all__ = [
+    "call_approval",
+    "halted_queue",
+    "range_export",
+    "session_acknowledge",
+    "session_detail",
+    "session_end",
+    "session_explain",
+    "session_export",
+    "session_list",
+    "session_release",
+]
