@@ -1,7 +1,7 @@
 """Added latency of the mcpgov gateway: tools/call through the gateway vs straight to mcp-server-time (stdio).
 
 Both paths run in the same process run, with the same client settings, after a warm-up, and print
-median and p99 per path, the added latency (gateway − direct) and the ratio.
+median and p99 per path, the added latency (gateway minus direct) and the ratio.
 
     .venv/bin/python bench/gateway_latency.py [--calls 1000] [--mode legacy|auto]
 """
@@ -72,7 +72,9 @@ async def main() -> None:
         d = Path(tmp)
         key = generate_key()
         (d / "keys.json").write_text(json.dumps(jwks({"bench": key.public_key()})))
-        (d / "bundle.jws").write_text(sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench"))
+        (d / "bundle.jws").write_text(
+            sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
+        )
         (d / "mcp.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
         gateway = StdioServerParameters(command=PY, cwd=str(ROOT), args=[
             "-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
@@ -92,7 +94,9 @@ async def main() -> None:
                 via += await measure(g, per, "time__get_current_time")
         spool_lines = sum(1 for f in (d / "spool").glob("*.jsonl") for _ in f.open())
     md, mg = statistics.median(straight), statistics.median(via)
-    print(f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability})")
+    print(
+        f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability})"
+    )
     print(f"direct : median {md:.3f} ms  p99 {pct(straight, 99):.3f} ms")
     print(f"gateway: median {mg:.3f} ms  p99 {pct(via, 99):.3f} ms")
     print(f"added  : median {mg - md:.3f} ms  p99 {pct(via, 99) - pct(straight, 99):.3f} ms")

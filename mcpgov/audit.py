@@ -292,6 +292,7 @@ class Shipper:
         self.opened: set[str] = set()
         self.recovered: set[str] = set()
         self.failures = 0
+        self.lock = anyio.Lock()  # one shipping pass at a time, or a batch would be sent twice
 
     def nudge(self) -> None:
         self.wakeup.set()
@@ -367,6 +368,10 @@ class Shipper:
         self.opened.add(session_id)
 
     async def ship_all(self) -> int:
+        async with self.lock:
+            return await self._ship_all()
+
+    async def _ship_all(self) -> int:
         total = 0
         for path in sorted(self.dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
             sid = path.stem

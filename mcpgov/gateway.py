@@ -630,76 +630,85 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
     if not args.role:
         print("gateway needs --role", file=sys.stderr)
         return 2
-    portal = PortalClient(args.portal, args.token) if args.portal and not args.bundle_file else None
-    if args.portal and not args.token and portal is not None:
-        print("--portal needs --token", file=sys.stderr)
+    if not args.bundle_file and not (args.portal and args.token):
+        print("mcpgov gateway: give --bundle-file, or --portal and --token", file=sys.stderr)
         return 2
-    state_dir = args.state_dir or (
-        os.path.join(args.spool, "..", "state") if args.spool else "var/mcpgov/state"
-    )
-    args.state_dir = state_dir
+    if not args.state_dir:
+        args.state_dir = os.path.join(args.spool, "..", "state") if args.spool else "var/mcpgov/state"
     try:
-        bundles = make_manager(args, portal)
+        bundles = make_manager(args)
     except PolicySourceError as exc:
         print(f"mcpgov gateway: {exc}", file=sys.stderr)
         return 2
+    # one event loop for everything: the portal client's connections belong to it
+    return anyio.run(_gateway_main, args, bundles)
+
+
+async def _first_bundle(args: argparse.Namespace, bundles: BundleManager) -> VerifiedBundle | None:
     from mcpgov.verify import BundleVerificationError
 
+    if args.bundle_file:
+        bundles.load_file(args.bundle_file)  # raises BundleVerificationError / OSError
+        return bundles.current
+    bundles.load_cache()
     try:
-        if args.bundle_file:
-            bundles.load_file(args.bundle_file)
-        elif portal is not None:
-            bundles.load_cache()
+        with anyio.move_on_after(10):
+            await bundles.refresh()
+    except BundleVerificationError:
+        pass  # logged loudly by the manager; never used
+    except Exception as exc:
+        log.error("portal unreachable at start (%s); using the cached bundle if any", exc)
+    return bundles.current
 
-            async def first() -> None:
-                with anyio.move_on_after(10):
-                    await bundles.refresh()
 
-            try:
-                anyio.run(first)
-            except Exception as exc:
-                log.error("portal unreachable at start (%s); using the cached bundle if any", exc)
+async def _gateway_main(args: argparse.Namespace, bundles: BundleManager) -> int:
+    from mcpgov.verify import BundleVerificationError
+
+    portal = PortalClient(args.portal, args.token) if not args.bundle_file else None
+    bundles.client = portal
+    try:
+        try:
+            verified = await _first_bundle(args, bundles)
+        except BundleVerificationError as exc:
+            print(f"mcpgov gateway: bundle rejected: {exc.code}: {exc.message}", file=sys.stderr)
+            return EXIT_NO_BUNDLE
+        except OSError as exc:
+            print(f"mcpgov gateway: {exc}", file=sys.stderr)
+            return EXIT_NO_BUNDLE
+        if verified is None:
+            print("mcpgov gateway: no verified bundle (portal unreachable and nothing cached): refusing to start",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_NO_BUNDLE
+        extra: tuple[str, ...] = ()
+        if args.config:
+            upstreams, extra = load_mcp_config(args.config, environment=args.env)
         else:
-            print("mcpgov gateway: give --bundle-file, or --portal and --token", file=sys.stderr)
-            return 2
-    except BundleVerificationError as exc:
-        print(f"mcpgov gateway: bundle rejected: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_NO_BUNDLE
-    except OSError as exc:
-        print(f"mcpgov gateway: {exc}", file=sys.stderr)
-        return EXIT_NO_BUNDLE
-    if bundles.current is None:
-        print("mcpgov gateway: no verified bundle (portal unreachable and nothing cached): refusing to start",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_NO_BUNDLE
-    verified = bundles.current
-    extra: tuple[str, ...] = ()
-    if args.config:
-        upstreams, extra = load_mcp_config(args.config, environment=args.env)
-    else:
-        upstreams = upstreams_from_bundle(verified, args.role)
-    violations = environment_gate(verified.bundle, args.role, upstreams, extra_forbidden_patterns=extra)
-    report = gate_report(verified.bundle, args.role, upstreams, violations)
-    expired_only = all(v.server == "(bundle)" for v in violations)
-    print(report, file=sys.stderr)
-    if violations and not expired_only:
-        return EXIT_GATE_FAILED
-    options = GatewayOptions(
-        environment=args.env, role=args.role,
-        read_only=True if args.read_only is None else args.read_only,
-        declared_large_data=bool(args.declare_large_data),
-        spool_dir=Path(args.spool or "var/mcpgov/spool"), agent=args.agent or "",
-        default_timeout=args.default_timeout, approval_timeout=args.approval_timeout,
-        upstream_mode=args.upstream_mode, durability=args.durability, human_log=args.audit_log,
-        bundle_file=args.bundle_file,
-    )  # fmt: skip
-    gateway = Gateway(options, bundles, upstreams, portal)
-    if args.http:
-        host, _, port = args.http.rpartition(":")
-        anyio.run(serve_http, gateway, host or "127.0.0.1", int(port))
-    else:
-        anyio.run(serve_stdio, gateway)
-    return 0
+            upstreams = upstreams_from_bundle(verified, args.role)
+        violations = environment_gate(verified.bundle, args.role, upstreams, extra_forbidden_patterns=extra)
+        print(gate_report(verified.bundle, args.role, upstreams, violations), file=sys.stderr)
+        # an expired bundle alone does not stop the start: the gateway serves and fails closed on every call
+        if any(v.server != "(bundle)" for v in violations):
+            return EXIT_GATE_FAILED
+        options = GatewayOptions(
+            environment=args.env, role=args.role,
+            read_only=True if args.read_only is None else args.read_only,
+            declared_large_data=bool(args.declare_large_data),
+            spool_dir=Path(args.spool or "var/mcpgov/spool"), agent=args.agent or "",
+            default_timeout=args.default_timeout, approval_timeout=args.approval_timeout,
+            upstream_mode=args.upstream_mode, durability=args.durability, human_log=args.audit_log,
+            bundle_file=args.bundle_file,
+        )  # fmt: skip
+        gateway = Gateway(options, bundles, upstreams, portal)
+        if args.http:
+            host, _, port = args.http.rpartition(":")
+            await serve_http(gateway, host or "127.0.0.1", int(port))
+        else:
+            await serve_stdio(gateway)
+        return 0
+    finally:
+        if portal is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await portal.aclose()
 
 
 async def serve_stdio(gateway: Gateway) -> None:

@@ -1,0 +1,133 @@
+"""Fixtures for the enforcer's tests: a signing key pinned in a JWKS file, real upstream MCP servers,
+and the gateway started as ``python -m mcpgov gateway`` the way an agent host starts it.
+
+Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import StdioServerParameters
+
+from tests.mcpgov.helpers import Signer, bundle_doc, iso
+from tests.mcpgov.portal_double import PortalTestDouble
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+FILESYSTEM_SERVER = ROOT / "node_modules" / ".bin" / "mcp-server-filesystem"
+TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+
+
+@dataclass
+class World:
+    """One scenario's files: key, bundle, MCP config, spool, and the filesystem upstream's root.
+
+    Paths come from ``tempfile.mkdtemp`` with a neutral prefix: pytest's ``tmp_path`` carries the test's
+    name, and words like "production" or "live" in a path are exactly what the gateway refuses.
+    """
+
+    base: Path
+    signer: Signer = field(default_factory=Signer)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        self.files = self.base / "files"
+        self.files.mkdir()
+        self.repo = self.base / "repo"
+        self.spool = self.base / "spool"
+        self.state = self.base / "state"
+        self.keys = self.signer.write_jwks(self.base / "keys.json")
+        self.bundle_path = self.base / "bundle.jws"
+        self.config_path = self.base / "mcp.json"
+
+    def doc(self, **overrides: Any) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        d = bundle_doc(version=self.version, issued_at=iso(now - timedelta(minutes=1)),
+                       expires_at=iso(now + timedelta(hours=1)))  # fmt: skip
+        d["environment_policy"]["bindings"]["filesystem"]["target"] = str(self.files)
+        d["environment_policy"]["bindings"]["git"]["target"] = str(self.repo)
+        d["servers"]["filesystem"]["args"] = [str(self.files)]
+        d.update(overrides)
+        return d
+
+    def write_bundle(self, doc: dict[str, Any]) -> str:
+        jws = self.signer.sign_doc(doc)
+        tmp = self.bundle_path.with_suffix(".tmp")
+        tmp.write_text(jws)
+        tmp.replace(self.bundle_path)
+        return jws
+
+    def next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    def write_config(
+        self, servers: tuple[str, ...] = ("time", "filesystem"), extra: dict[str, Any] | None = None
+    ) -> Path:
+        entries: dict[str, Any] = {}
+        if "time" in servers:
+            entries["time"] = {"command": PY, "args": TIME_ARGS}
+        if "filesystem" in servers:
+            entries["filesystem"] = {"command": str(FILESYSTEM_SERVER), "args": [str(self.files)]}
+        if "git" in servers:
+            entries["git"] = {"command": PY, "args": ["-m", "mcp_server_git", "--repository", str(self.repo)]}
+        entries.update(extra or {})
+        self.config_path.write_text(json.dumps({"mcpServers": entries}))
+        return self.config_path
+
+    def gateway_args(self, *extra: str, role: str = "code_agent", env: str = "development",
+                     portal: PortalTestDouble | None = None) -> list[str]:  # fmt: skip
+        args = ["-m", "mcpgov", "gateway", "--keys", str(self.keys), "--env", env, "--role", role,
+                "--config", str(self.config_path), "--spool", str(self.spool), "--state-dir", str(self.state)]  # fmt: skip
+        if portal is not None:
+            from tests.mcpgov.portal_double import TOKEN
+
+            args += ["--portal", portal.url, "--token", TOKEN]
+        else:
+            args += ["--bundle-file", str(self.bundle_path)]
+        return args + list(extra)
+
+    def gateway(self, *extra: str, **kw: Any) -> StdioServerParameters:
+        return StdioServerParameters(command=PY, args=self.gateway_args(*extra, **kw), cwd=str(ROOT),
+                                     env={"MCPGOV_LOG_LEVEL": "WARNING"})  # fmt: skip
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for f in sorted(self.spool.glob("*.jsonl")):
+            out += [json.loads(line) for line in f.read_text().splitlines()]
+        return out
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    base = Path(tempfile.mkdtemp(prefix="mcpgov-e2e-"))
+    try:
+        yield World(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def portal() -> Iterator[PortalTestDouble]:
+    p = PortalTestDouble().start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def filesystem_server() -> Path:
+    if not FILESYSTEM_SERVER.exists():
+        pytest.fail(f"{FILESYSTEM_SERVER} is missing: run `make upstreams` (npm install)")
+    return FILESYSTEM_SERVER
