@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -193,12 +192,10 @@ def incident_link_session(*, incident: Incident, session_id: str, actor, note: s
         session_uuid = str(uuid.UUID(str(session_id).strip()))
     except ValueError as exc:
         raise ValidationError({"session_id": "A session id is a UUID, as shown in the audit trail."}) from exc
-    session_model = _session_model()
-    if (
-        session_model is not None
-        and not session_model.objects.filter(pk=session_uuid, team=incident.team).exists()
-    ):
-        raise ValidationError({"session_id": "No session with this id in this team."})
+    from audit.models import AgentSession
+
+    if not AgentSession.objects.filter(pk=session_uuid, team_id=incident.team_id).exists():
+        raise ValidationError({"session_id": "No agent session with this id in this team."})
     if session_uuid in incident.session_ids:
         raise ValidationError({"session_id": "This session is already linked."})
     incident.session_ids = [*incident.session_ids, session_uuid]
@@ -210,14 +207,6 @@ def incident_link_session(*, incident: Incident, session_id: str, actor, note: s
         note.strip() or f"Session {session_uuid} linked",
         {"session_id": session_uuid},
     )
-
-
-def _session_model():
-    """The audit app's session model (absent until the audit app defines it)."""
-    try:
-        return apps.get_model("audit", "AgentSession")
-    except LookupError:
-        return None
 
 
 @transaction.atomic

@@ -124,9 +124,7 @@ def stale_after_minutes() -> int:
 
 def stale_clients(team: Team, clients: list, *, minutes: int) -> None:
     _send(
-        "stale_after_minutes",
         "stale_clients",
-        "stale_clients_notify",
         {"team": team, "clients": clients, "minutes": minutes},
         team_users_with_perm(team, REVIEW_ACCESS),
     )

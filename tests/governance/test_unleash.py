@@ -210,7 +210,9 @@ def test_official_sdk_streaming_receives_a_kill_switch_within_a_second(portal_se
         _eventually(lambda: sdk.is_enabled("mcp.database.write", {"userId": "database_agent"}) is True)
         start = time.monotonic()
         flag_disable(flag=flag, environment=env, reason="INC-10")
-        elapsed = _eventually(lambda: sdk.is_enabled("mcp.database.write", {"userId": "database_agent"}) is False)
+        elapsed = _eventually(
+            lambda: sdk.is_enabled("mcp.database.write", {"userId": "database_agent"}) is False
+        )
         assert time.monotonic() - start < 1.0, elapsed
         # A flag removed in the portal disappears from the SDK (unknown flags are off).
         other = flag_create(team=team, server=flag.server, capability="read", name="mcp.database.read")
