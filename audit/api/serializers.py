@@ -85,17 +85,15 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return data
 
 
-class AcknowledgementSerializer(serializers.Serializer):
+def acknowledgement_body(ack: Acknowledgement | None) -> dict:
     """`GET /sessions/<id>/acknowledgement/` for `mcpgov audit-check`."""
-
-    def to_representation(self, ack: Acknowledgement | None):
-        return {
-            "acknowledged": ack is not None,
-            "acknowledged_by": ack.reviewer.get_username() if ack else None,
-            "acknowledged_at": rfc3339(ack.at) if ack else None,
-            "note": ack.note if ack else None,
-            "last_seq": ack.last_seq if ack else None,
-        }
+    return {
+        "acknowledged": ack is not None,
+        "acknowledged_by": ack.reviewer.get_username() if ack else None,
+        "acknowledged_at": rfc3339(ack.at) if ack else None,
+        "note": ack.note if ack else None,
+        "last_seq": ack.last_seq if ack else None,
+    }
 
 
 class ExplanationSerializer(serializers.ModelSerializer):

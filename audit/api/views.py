@@ -16,7 +16,6 @@ from rest_framework.views import APIView
 
 from audit import selectors, services
 from audit.api.serializers import (
-    AcknowledgementSerializer,
     AgentSessionSerializer,
     ApprovalInputSerializer,
     AuditEventSerializer,
@@ -28,6 +27,7 @@ from audit.api.serializers import (
     ReviewSessionSerializer,
     SessionOpenSerializer,
     SessionStateSerializer,
+    acknowledgement_body,
 )
 from audit.choices import ErrorCode
 from audit.errors import AuditError
@@ -191,14 +191,14 @@ class SessionAcknowledgementView(AuditAPIView):
     def get(self, request, session_id):
         session = self.session(session_id)
         ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
-        return Response(AcknowledgementSerializer(ack).data)
+        return Response(acknowledgement_body(ack))
 
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
         data = _valid(NoteSerializer, request.data)
         ack = services.session_acknowledge(session=session, reviewer=request.user, note=data["note"])
-        return Response(AcknowledgementSerializer(ack).data, status=status.HTTP_201_CREATED)
+        return Response(acknowledgement_body(ack), status=status.HTTP_201_CREATED)
 
 
 class SessionExplanationsView(AuditAPIView):

@@ -23,7 +23,7 @@ def stored(sid):
 
 def test_batch_is_stored_chained_and_counted(gateway):
     sid = open_session(gateway)
-    batch = events(1, 4) + [event(5), event(6, status="fail"), event(7), event(8, status="blocked", trigger="rate_limit")]
+    batch = [*events(1, 4), event(5), event(6, status="fail"), event(7), event(8, status="blocked", trigger="rate_limit")]
     response = post_events(gateway, sid, batch)
     assert response.status_code == 200
     assert response.json() == {"accepted": 8, "duplicates": 0, "last_seq": 8}
