@@ -39,7 +39,7 @@ def _hash(token: str) -> str:
 
 
 def _parse(token: str) -> tuple[str, str] | None:
-    parts = token.split("_")
+    parts = token.split("_", 2)  # the secret part may itself contain "_" (token_urlsafe)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
         return None
     return parts[1], parts[2]
