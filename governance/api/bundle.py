@@ -20,7 +20,7 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.http import HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -65,7 +65,8 @@ async def _db(fn, /, *args, **kwargs):
     waiting long poll holds no thread of its own; under the test client, the test's thread."""
 
     def call():
-        close_old_connections()  # as at request start: drop a broken or expired connection
+        if not connection.in_atomic_block:  # (the test client's thread runs inside the test's transaction)
+            close_old_connections()  # as at request start: drop a broken or expired connection
         return fn(*args, **kwargs)
 
     return await sync_to_async(call, thread_sensitive=True)()
