@@ -27,7 +27,7 @@ def event(seq: int, *, call: int | None = None, phase: str | None = None, status
         "ts": (T0 + timedelta(milliseconds=seq)).isoformat().replace("+00:00", "Z"),
         "server": server,
         "tool": tool,
-        "arguments": {"title": f"PR {call}", "base": "main", "n": call, "ratio": 0.5},
+        "arguments": {"title": f"PR {call}", "base": "main", "n": call, "weight": 0.5},
         "args_summary": f"title=PR {call}, base=main",
         "status": None,
         "result_summary": "",
