@@ -1050,11 +1050,9 @@ def policy_export(*, team: Team) -> str:
     header = [
         f"# MCP governance policy of team {team.slug}: mcp_access, environments and rate_limits.",
         "# Importing this file replaces the team's policy for each block it holds (docs/policy-yaml.md).",
-        "",
     ]
     blocks = [_export_access(team), _export_environments(team), _export_rate_limits(team)]
-    body = "\n\n".join("\n".join(block) for block in blocks)
-    return "\n".join(header) + body + "\n"
+    return "\n\n".join("\n".join(lines) for lines in [header, *blocks]) + "\n"
 
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""import_policy, export_policy, discover_tools, seed_demo."""

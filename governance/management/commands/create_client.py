@@ -20,7 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--team", required=True, help="Team slug.")
         parser.add_argument("--env", required=True, help="Environment name, e.g. production.")
         parser.add_argument("--name", required=True, help="Client name, unique in the team.")
-        parser.add_argument("--expires-days", type=int, default=None, help="Token lifetime in days (default: none).")
+        parser.add_argument(
+            "--expires-days", type=int, default=None, help="Token lifetime in days (default: none)."
+        )
 
     def handle(self, *args, team, env, name, expires_days, **options):
         team_obj = Team.objects.filter(slug=team).first()

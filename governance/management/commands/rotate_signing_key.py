@@ -27,7 +27,9 @@ class Command(BaseCommand):
                 raise CommandError("; ".join(exc.messages)) from exc
             self.stdout.write(f"Retired {key.kid}. Remove it from the gateways' pinned key files.")
             return
-        previous = SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).values_list("kid", flat=True).first()
+        previous = (
+            SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).values_list("kid", flat=True).first()
+        )
         key = signing_key_rotate()
         self.stdout.write(f"Active signing key: {key.kid}")
         if previous:

@@ -1,0 +1,208 @@
+"""`manage.py seed_demo`: the demo team, its users and the seed's policy. Safe to run again (`make run` does).
+
+Demo logins (password `demo-password-1` for all, team "Demo Team", slug `demo`):
+
+- demo-admin      admin, also auditor (sees audit payloads)
+- demo-reviewer   reviewer
+- demo-requester  requester
+- demo-viewer     viewer
+
+The policy is governance/fixtures/seed_policy.yaml (the seed's mcp_access, environments and
+rate_limits blocks) imported through policy_import; the catalogue gets descriptions and known
+risks, and two servers that really run here (mcp-server-time, mcp-server-git) get a stdio command
+and have their tools discovered once.
+"""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from governance.choices import (
+    DEFAULT_CASCADE_WRITE_THRESHOLD,
+    DEFAULT_LARGE_DATA_BYTES,
+    DEFAULT_PRODUCTION_URL_WORDS,
+)
+from governance.models import McpServer
+from governance.services.discovery import DiscoveryError, server_discover_tools
+from governance.services.limits import trigger_settings_set
+from governance.services.policy_yaml import policy_import
+from governance.services.servers import server_create, server_update
+from governance.services.teams import team_bootstrap
+from portal.choices import TeamRole
+from portal.models import Team
+from portal.services import membership_set, user_create
+
+TEAM_SLUG, TEAM_NAME = "demo", "Demo Team"
+PASSWORD = "demo-password-1"  # noqa: S105 - documented demo login
+USERS = (
+    ("demo-admin", TeamRole.ADMIN, True),
+    ("demo-reviewer", TeamRole.REVIEWER, False),
+    ("demo-requester", TeamRole.REQUESTER, False),
+    ("demo-viewer", TeamRole.VIEWER, False),
+)
+POLICY_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "seed_policy.yaml"
+
+# Catalogue details the YAML shape does not carry.
+CATALOGUE: dict[str, dict[str, Any]] = {
+    "filesystem_read_only": {
+        "category": "filesystem",
+        "description": "Reads files and lists directories under the project root.",
+        "known_risks": "Can read any file the process can: .env files, keys and tokens leave through the agent.",
+    },
+    "filesystem_write": {
+        "category": "filesystem",
+        "description": "Creates, edits, moves and deletes files under the project root.",
+        "known_risks": "Overwrites source and configuration; can plant code that runs later (hooks, CI files).",
+    },
+    "filesystem": {
+        "category": "filesystem",
+        "description": "The shared filesystem server: read and write, counted separately by the rate limits.",
+        "known_risks": "Write calls change the working tree; bulk reads can exfiltrate the repository.",
+    },
+    "github_api": {
+        "category": "api",
+        "description": "GitHub API: issues, pull requests, branches and repository contents.",
+        "known_risks": "Pushes or merges to protected branches; private code pasted into public issues; "
+        "API quota exhaustion in loops.",
+        "cost_per_call": Decimal("0.0010"),
+    },
+    "shell_execution": {
+        "category": "shell_execution",
+        "description": "Runs shell commands on the agent's host.",
+        "known_risks": "Arbitrary command execution with the agent's credentials. Forbidden to every seed role.",
+    },
+    "database_read_only": {
+        "category": "database",
+        "description": "SELECT queries against a read replica.",
+        "known_risks": "Personal data in results; unbounded queries load the replica (rows capped at 10,000).",
+    },
+    "database_write": {
+        "category": "database",
+        "description": "INSERT, UPDATE and DELETE against the primary database.",
+        "known_risks": "Irreversible data changes; a WHERE-less UPDATE rewrites a whole table.",
+    },
+    "cloud_infrastructure": {
+        "category": "cloud_infrastructure",
+        "description": "Cloud control plane: compute, networking, storage and IAM.",
+        "known_risks": "Deletes infrastructure, opens networks, escalates IAM privileges, runs up costs.",
+        "cost_per_call": Decimal("0.0050"),
+    },
+    "local_filesystem": {
+        "category": "filesystem",
+        "description": "The developer's checkout (development environment).",
+        "known_risks": "Read-write in development: uncommitted work can be overwritten.",
+    },
+    "local_database": {
+        "category": "database",
+        "description": "The developer's local PostgreSQL (development environment).",
+        "known_risks": "Low: local data only, but credentials may be reused elsewhere.",
+    },
+    "staging_filesystem": {
+        "category": "filesystem",
+        "description": "Staging checkout, read only.",
+        "known_risks": "Staging configuration files may hold shared secrets.",
+    },
+    "staging_database": {
+        "category": "database",
+        "description": "Staging PostgreSQL, read only.",
+        "known_risks": "Staging often holds copies of production data.",
+    },
+}
+
+
+def runnable_servers() -> dict[str, dict[str, Any]]:
+    """Servers installed in this virtualenv, started with this interpreter (portable, no uvx)."""
+    servers = {
+        "time": {
+            "category": "other",
+            "name": "Time",
+            "description": "Current time and time-zone conversion (mcp-server-time from PyPI).",
+            "known_risks": "None known: both tools are read-only and touch nothing outside the process.",
+            "transport": "stdio",
+            "command": sys.executable,
+            "args": ["-m", "mcp_server_time"],
+        },
+    }
+    repo = Path(settings.BASE_DIR)
+    if (repo / ".git").exists():
+        servers["git"] = {
+            "category": "other",
+            "name": "Git",
+            "description": f"Git on this portal's own checkout ({repo}) via mcp-server-git from PyPI.",
+            "known_risks": "git_add, git_commit, git_checkout and git_create_branch change the repository; "
+            "git_reset discards staged work. No seed role allows it.",
+            "transport": "stdio",
+            "command": sys.executable,
+            "args": ["-m", "mcp_server_git", "--repository", str(repo)],
+        }
+    return servers
+
+
+class Command(BaseCommand):
+    help = (
+        f"Create or update the demo team '{TEAM_SLUG}', its four users (password {PASSWORD}) and the seed's "
+        "policy. Idempotent."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--no-discover",
+            action="store_true",
+            help="Do not connect to the runnable demo servers for their tools.",
+        )
+
+    def handle(self, *args, no_discover: bool = False, **options):
+        with transaction.atomic():
+            team = Team.objects.filter(slug=TEAM_SLUG).first() or team_bootstrap(
+                slug=TEAM_SLUG, name=TEAM_NAME
+            )
+            for username, role, is_auditor in USERS:
+                membership_set(team=team, user=self.demo_user(username), role=role, is_auditor=is_auditor)
+            report = policy_import(team=team, text=POLICY_FILE.read_text(encoding="utf-8"))
+            catalogue = {**CATALOGUE, **runnable_servers()}
+            for slug, details in catalogue.items():
+                server = McpServer.objects.filter(team=team, slug=slug).first()
+                if server is None:
+                    server_create(team=team, slug=slug, **details)
+                else:
+                    server_update(server=server, **details)
+            trigger_settings_set(
+                team=team,
+                cascade_write_threshold=DEFAULT_CASCADE_WRITE_THRESHOLD,
+                large_data_bytes=DEFAULT_LARGE_DATA_BYTES,
+                production_url_words=list(DEFAULT_PRODUCTION_URL_WORDS),
+            )
+        self.stdout.write(f"Seed policy: {report.lines[-1]}")
+        if not no_discover:
+            self.discover(team, list(runnable_servers()))
+        self.stdout.write(self.style.SUCCESS(f'Demo team "{team.name}" ({team.slug}) is ready. Logins:'))
+        for username, role, is_auditor in USERS:
+            self.stdout.write(f"  {username:<15} {PASSWORD}  {role}{' + auditor' if is_auditor else ''}")
+
+    def demo_user(self, username: str):
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            return user_create(username=username, password=PASSWORD, email=f"{username}@example.com")
+        if not user.check_password(PASSWORD) or not user.is_active:
+            user.set_password(PASSWORD)
+            user.is_active = True
+            user.save(update_fields=["password", "is_active"])
+        return user
+
+    def discover(self, team: Team, slugs: list[str]) -> None:
+        """Tools of the runnable servers, once: outside the transaction, and a failure only warns."""
+        for server in McpServer.objects.filter(team=team, slug__in=slugs, tools_discovered_at__isnull=True):
+            try:
+                report = server_discover_tools(server=server)
+            except DiscoveryError as exc:
+                self.stderr.write(f"Warning: could not discover the tools of {server.slug}: {exc}")
+                continue
+            self.stdout.write(f"Discovered {len(report['added'])} tools of {server.slug}.")
