@@ -19,7 +19,7 @@ from portal.celery import app
 
 logger = logging.getLogger(__name__)
 
-DEBOUNCE_SECONDS = 1.0
+DEBOUNCE_SECONDS = 1.0  # settings.MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS overrides it
 PENDING_TTL_SECONDS = 120  # a lost task must not block rebuilds for longer than this
 REFRESH_INTERVAL_SECONDS = 15.0  # bundles live ≥ 60 s and are re-issued after half of it
 
@@ -37,6 +37,10 @@ def _redis_for(url: str):
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _debounce() -> float:
+    return float(getattr(settings, "MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS", DEBOUNCE_SECONDS))
 
 
 def _redis():
@@ -65,7 +69,7 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
         r = _redis()
         if r is None:
             rebuild_team_bundles.apply_async(kwargs={"team_id": team_id, "reason": reason},
-                                             countdown=DEBOUNCE_SECONDS)
+                                             countdown=_debounce())
             return
         pipe = r.pipeline()
         if reason:
@@ -74,7 +78,7 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
         pipe.set(_pending_key(team_id), "1", nx=True, ex=PENDING_TTL_SECONDS)
         first = pipe.execute()[-1]
         if first:
-            rebuild_team_bundles.apply_async(kwargs={"team_id": team_id}, countdown=DEBOUNCE_SECONDS)
+            rebuild_team_bundles.apply_async(kwargs={"team_id": team_id}, countdown=_debounce())
     except Exception:
         # Broker or Redis unreachable: do not lose the change — rebuild in this process.
         logger.warning("Could not enqueue the bundle rebuild for team %s; rebuilding inline", team_id,
