@@ -399,3 +399,56 @@ def test_rotation_then_publish_signs_with_the_new_key_only(team, policy):
     assert SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).get() == key
     result = team_bundles_rebuild(team_id=team.pk)
     assert all(r.bundle.kid == key.kid for r in result if r.created)
+
+
+# --- the bundle versions UI ------------------------------------------------------------------------
+
+
+def test_versions_page_lists_versions_with_why_and_who(client, team, admin, policy):
+    prod = policy["prod"]
+    v1 = bundle_publish(environment=prod).bundle
+    server_services.tool_update(tool=policy["git"].tools.get(name="git_status"), approval_required=True, actor=admin)
+    v2 = bundle_publish(environment=prod, reason="tool git.git_status changed").bundle
+    client.force_login(admin)
+    html = client.get(f"/governance/bundles/?environment={prod.pk}").content.decode()
+    assert f"v{v1.version}" in html and f"v{v2.version}" in html
+    assert "tool git.git_status changed" in html
+    assert f"{admin.username}: updated MCP tool git.git_status" in html
+    assert v2.kid[:8] in html
+
+
+def test_diff_page_shows_changed_paths(client, team, viewer, policy):
+    prod = policy["prod"]
+    v1 = bundle_publish(environment=prod).bundle
+    role_services.role_create(team=team, name="ops_agent")
+    limit_services.global_limits_set(team=team, max_calls_per_session=300)
+    v2 = bundle_publish(environment=prod).bundle
+    client.force_login(viewer)
+    html = client.get(f"/governance/bundles/diff/?a={v2.pk}&b={v1.pk}").content.decode()
+    assert "roles.ops_agent" in html and "added" in html
+    assert "rate_limits.global.max_calls_per_session" in html and "200" in html and "300" in html
+    detail = client.get(f"/governance/bundles/{v2.pk}/")
+    assert detail.status_code == 200 and "ops_agent" in detail.content.decode()
+
+
+def test_bundle_pages_are_team_scoped(client, team, outsider, viewer, policy):
+    bundle = bundle_publish(environment=policy["prod"]).bundle
+    assert client.get("/governance/bundles/").status_code == 302
+    client.force_login(outsider)
+    assert client.get(f"/governance/bundles/{bundle.pk}/").status_code == 404
+    assert client.get(f"/governance/bundles/diff/?a={bundle.pk}&b={bundle.pk}").status_code == 404
+    assert "mcp.git.write" not in client.get("/governance/bundles/").content.decode()
+    client.force_login(viewer)
+    count = PolicyBundle.objects.count()
+    assert client.post("/governance/bundles/rebuild/").status_code == 403
+    assert PolicyBundle.objects.count() == count
+
+
+def test_rebuild_now_publishes_only_what_changed(client, team, admin, policy):
+    client.force_login(admin)
+    client.post("/governance/bundles/rebuild/")
+    assert PolicyBundle.objects.filter(team=team).count() == 3
+    response = client.post("/governance/bundles/rebuild/", follow=True)
+    assert "Every bundle is up to date." in response.content.decode()
+    assert PolicyBundle.objects.filter(team=team).count() == 3
+    assert PolicyBundle.objects.filter(team=team).first().created_by == admin
