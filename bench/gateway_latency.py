@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -57,6 +58,21 @@ async def measure(client: Client, n: int, name: str) -> list[float]:
     return out
 
 
+def child_cpu_seconds(marker: str) -> float:
+    """user+system CPU seconds of our child processes whose command line contains ``marker`` (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / tick
+            except OSError:
+                continue
+    return total
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
@@ -67,6 +83,7 @@ async def main() -> None:
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--mode", default="legacy")
     ap.add_argument("--durability", default="intent", choices=["process", "intent", "all"])
+    ap.add_argument("--no-fast-path", action="store_true", help="let the SDK server handle tools/call too")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
         d = Path(tmp)
@@ -81,17 +98,20 @@ async def main() -> None:
             "--env", "development", "--role", "bench_agent", "--config", str(d / "mcp.json"),
             "--spool", str(d / "spool"), "--state-dir", str(d / "state"), "--upstream-mode", a.mode,
             "--durability", a.durability,
-        ])  # fmt: skip
+        ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1"})  # fmt: skip
         direct = StdioServerParameters(command=PY, args=TIME_ARGS)
         # interleave the two paths in rounds so machine noise hits both alike
         rounds = 4
         per = a.calls // rounds
         via: list[float] = []
         straight: list[float] = []
+        gateway_cpu = 0.0
         async with Client(gateway, mode=a.mode) as g, Client(direct, mode=a.mode) as s:
             for _ in range(rounds):
                 straight += await measure(s, per, "get_current_time")
+                cpu0 = child_cpu_seconds("mcpgov gateway")
                 via += await measure(g, per, "time__get_current_time")
+                gateway_cpu += child_cpu_seconds("mcpgov gateway") - cpu0
         spool_lines = sum(1 for f in (d / "spool").glob("*.jsonl") for _ in f.open())
     md, mg = statistics.median(straight), statistics.median(via)
     print(
@@ -101,6 +121,7 @@ async def main() -> None:
     print(f"gateway: median {mg:.3f} ms  p99 {pct(via, 99):.3f} ms")
     print(f"added  : median {mg - md:.3f} ms  p99 {pct(via, 99) - pct(straight, 99):.3f} ms")
     print(f"ratio  : median {mg / md:.2f}x  p99 {pct(via, 99) / pct(straight, 99):.2f}x")
+    print(f"gateway process CPU (user+sys) per call: {gateway_cpu / (len(via) + 50 * rounds) * 1000:.3f} ms")
     print(f"audit events spooled by the gateway: {spool_lines}")
 
 

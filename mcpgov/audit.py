@@ -101,7 +101,8 @@ class AuditSpool:
         if meta is not None:
             atomic_write_json(self.dir / f"{session_id}.session.json", meta)
         self.human_path = Path(human_log) if human_log else self.dir / f"{session_id}.log"
-        self.human = open(self.human_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        # the human-readable log is a view of the spool, not the record: buffered, flushed with the spool
+        self.human = open(self.human_path, "a", encoding="utf-8")  # noqa: SIM115
         self.unsynced = False
         self.listeners: list[Callable[[], None]] = []
 
@@ -140,6 +141,7 @@ class AuditSpool:
         return self.seq
 
     def flush(self) -> None:
+        self.human.flush()
         if self.unsynced:
             os.fsync(self.fd)
             self.unsynced = False
@@ -148,18 +150,15 @@ class AuditSpool:
                bundle_version: int, trigger: str | None = None, now: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Record (durably) that a call is about to be decided/forwarded. Returns the event."""
         now = time.time() if now is None else now
+        redacted = redact(arguments or {})
         event = {
             "seq": 0, "call_id": call_id, "phase": "intent", "ts": iso_ts(now), "server": server, "tool": tool,
-            "arguments": redact(arguments or {}), "args_summary": summarize_arguments(arguments),
+            "arguments": redacted, "args_summary": summarize_arguments(redacted, already_redacted=True),
             "status": None, "result_summary": "", "bytes": 0, "duration_ms": 0.0, "trigger": trigger,
             "bundle_version": bundle_version, "result": None,
         }  # fmt: skip
         self._append(event, sync=self.durability != DURABILITY_PROCESS)
         self.open_intents[call_id] = event
-        self.human.write(
-            f"MCP_INTENT | {event['ts']} | session={self.session_id} | server={server} | tool={tool} | "
-            f"args={event['args_summary']}\n"
-        )
         return event
 
     def result(self, intent: dict[str, Any], *, status: str, result_summary: str, nbytes: int, duration_ms: float,

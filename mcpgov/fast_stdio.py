@@ -14,25 +14,41 @@ import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 MAX_LINE = 256 * 1024 * 1024  # a JSON-RPC line may carry a large file
 
 
 class PipeLines:
-    """``async for line in PipeLines(reader)``: text lines from a non-blocking pipe."""
+    """``async for line in PipeLines(reader)``: text lines from a non-blocking pipe, for the SDK.
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    ``intercept(line) -> bool`` may take a line for itself (the gateway's tools/call fast path); it is
+    offered lines only after the legacy handshake completed (``notifications/initialized`` went by).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, intercept: Callable[[bytes], bool] | None = None,
+                 on_initialized: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.reader = reader
+        self.intercept = intercept
+        self.on_initialized = on_initialized
+        self.initialized = False
 
     def __aiter__(self) -> PipeLines:
         return self
 
     async def __anext__(self) -> str:
-        line = await self.reader.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line.decode("utf-8", errors="replace")
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise StopAsyncIteration
+            if self.initialized:
+                if self.intercept is not None and self.intercept(line):
+                    continue
+            elif b'"notifications/initialized"' in line:
+                self.initialized = True
+                if self.on_initialized is not None:
+                    self.on_initialized()
+            return line.decode("utf-8", errors="replace")
 
 
 class PipeWriter:
@@ -62,7 +78,8 @@ def available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def pipe_stdio() -> AsyncIterator[tuple[PipeLines, PipeWriter]]:
+async def pipe_stdio(intercept: Callable[[bytes], bool] | None = None,
+                     on_initialized: Callable[[], None] | None = None) -> AsyncIterator[tuple[PipeLines, PipeWriter]]:  # fmt: skip
     """Private duplicates of fd 0/1 served on the event loop; fd 0/1 point at /dev/null and stderr meanwhile."""
     loop = asyncio.get_running_loop()
     in_fd = os.dup(0)
@@ -81,7 +98,7 @@ async def pipe_stdio() -> AsyncIterator[tuple[PipeLines, PipeWriter]]:
     )
     writer = asyncio.StreamWriter(wtransport, wprotocol, None, loop)
     try:
-        yield PipeLines(reader), PipeWriter(writer)
+        yield PipeLines(reader, intercept, on_initialized), PipeWriter(writer)
     finally:
         with contextlib.suppress(Exception):
             await writer.drain()

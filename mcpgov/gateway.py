@@ -7,6 +7,7 @@ timeout → audit RESULT → post-call checks. Refused calls are never forwarded
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -21,8 +22,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from anyio.abc import TaskGroup, TaskStatus
-from mcp import Client, StdioServerParameters
+from anyio.abc import TaskGroup
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
@@ -48,6 +48,7 @@ from mcpgov.gate import NAME_SEPARATOR, UpstreamConfig, environment_gate, gate_r
 from mcpgov.portal_client import LONG_POLL_SECONDS, BundleManager, PortalClient, PortalError
 from mcpgov.redact import redact_text
 from mcpgov.session import ACTIVE, ENDED, HALTED, PAUSED, CallRecord, SessionState, call_resource
+from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
 
 log = logging.getLogger("mcpgov.gateway")
@@ -82,91 +83,6 @@ class GatewayOptions:
     bundle_file: str | None = None
 
 
-# --- upstreams -------------------------------------------------------------------------------------------------
-
-
-class Upstream:
-    """One upstream MCP server, owned by its own task (the SDK's client must be entered and left by one task).
-
-    The task reconnects with backoff when the connection breaks: the SDK does not.
-    """
-
-    def __init__(self, config: UpstreamConfig, mode: str) -> None:
-        self.config = config
-        self.slug = config.slug
-        self.mode = mode
-        self.client: Client | None = None
-        self.session: Any = None
-        self.tools: list[types.Tool] = []
-        self.ready = anyio.Event()
-        self.broken = anyio.Event()
-        self.last_error = ""
-
-    def _target(self) -> Any:
-        c = self.config
-        if c.url:
-            return c.url
-        return StdioServerParameters(command=c.command or "", args=list(c.args), env=dict(c.env) or None)
-
-    async def list_tools(self) -> list[types.Tool]:
-        assert self.client is not None
-        tools: list[types.Tool] = []
-        cursor = None
-        while True:
-            page = await self.client.list_tools(cursor=cursor)
-            tools.extend(page.tools)
-            if (cursor := page.next_cursor) is None:
-                break
-        self.tools = tools
-        return tools
-
-    async def call(self, tool: str, arguments: dict[str, Any] | None, timeout: float) -> types.CallToolResult:
-        session = self.session
-        if session is None:
-            raise MCPError(
-                types.CONNECTION_CLOSED, f"upstream {self.slug} is not connected ({self.last_error})"
-            )
-        # send_request directly: the agent's own client validates output schemas; the gateway only relays
-        request = types.CallToolRequest(params=types.CallToolRequestParams(name=tool, arguments=arguments))
-        try:
-            return await session.send_request(
-                request, types.CallToolResult, request_read_timeout_seconds=timeout
-            )
-        except MCPError as exc:
-            if exc.code == types.CONNECTION_CLOSED:
-                self.broken.set()
-            raise
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.5
-        started = False
-        while True:
-            try:
-                async with Client(self._target(), mode=self.mode, cache=None) as client:  # type: ignore[arg-type]
-                    self.client, self.session = client, client.session
-                    await self.list_tools()
-                    self.broken = anyio.Event()
-                    self.ready.set()
-                    log.info("upstream %s connected (%d tools)", self.slug, len(self.tools))
-                    backoff = 0.5
-                    if not started:
-                        started = True
-                        task_status.started()
-                    await self.broken.wait()
-                    log.error("upstream %s: connection lost; reconnecting", self.slug)
-            except Exception as exc:  # any failure to connect: keep trying, the gateway stays up
-                self.last_error = f"{exc.__class__.__name__}: {exc}"
-                log.error("upstream %s unavailable: %s", self.slug, self.last_error)
-            finally:
-                self.client = self.session = None
-                self.ready = anyio.Event()
-            if not started:
-                started = True
-                task_status.started()
-            await anyio.sleep(backoff)
-            backoff = min(30.0, backoff * 2)
-
-
 @dataclass
 class ExposedTool:
     name: str
@@ -193,33 +109,34 @@ class AgentSession:
         return self.state.session_id
 
 
-def result_size(result: types.CallToolResult) -> int:
-    """Bytes of payload the agent would receive (text, binary data, structured content if no text)."""
+def result_size(result: dict[str, Any]) -> int:
+    """Bytes of payload the agent would receive: text, binary data, resources; structured content if no text."""
     n = 0
-    for c in result.content:
-        text = getattr(c, "text", None)
+    for c in result.get("content") or ():
+        text = c.get("text")
         if text is not None:
             n += len(text) if text.isascii() else len(text.encode("utf-8"))
             continue
-        data = getattr(c, "data", None)
+        data = c.get("data")
         if data is not None:
             n += len(data)
             continue
-        resource = getattr(c, "resource", None)
-        if resource is not None:
-            n += len(getattr(resource, "text", None) or getattr(resource, "blob", None) or "")
-    if n == 0 and result.structured_content is not None:
-        n = len(json.dumps(result.structured_content, separators=(",", ":"), default=str))
+        resource = c.get("resource")
+        if isinstance(resource, dict):
+            n += len(resource.get("text") or resource.get("blob") or "")
+    structured = result.get("structuredContent")
+    if n == 0 and structured is not None:
+        n = len(json.dumps(structured, separators=(",", ":"), default=str))
     return n
 
 
-def result_text(result: types.CallToolResult, limit: int) -> str:
+def result_text(result: dict[str, Any], limit: int) -> str:
     parts = []
     size = 0
-    for c in result.content:
-        text = getattr(c, "text", None)
+    for c in result.get("content") or ():
+        text = c.get("text")
         if text is None:
-            text = f"<{getattr(c, 'type', 'content')}>"
+            text = f"<{c.get('type', 'content')}>"
         parts.append(text)
         size += len(text)
         if size >= limit:
@@ -227,8 +144,8 @@ def result_text(result: types.CallToolResult, limit: int) -> str:
     return "\n".join(parts)[:limit]
 
 
-def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
+def error_result(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
 class Gateway:
@@ -244,6 +161,9 @@ class Gateway:
         self.sessions: dict[str, AgentSession] = {}
         self.tg: TaskGroup | None = None
         self.shipper: Shipper | None = None
+        self.fast_path = False  # set once a legacy-handshake agent is initialized on stdio
+        self.wire: asyncio.StreamWriter | None = None
+        self._fast_tasks: set[asyncio.Task[None]] = set()
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
@@ -438,7 +358,7 @@ class Gateway:
     ) -> types.ListToolsResult:
         self.session_for(ctx)
         for up in self.upstreams.values():
-            if up.client is not None:
+            if up.session is not None:
                 try:
                     await up.list_tools()
                 except Exception as exc:
@@ -449,27 +369,40 @@ class Gateway:
     async def handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        sess = self.sessions.get("stdio") if ctx.request is None else None
-        if sess is None:
-            sess = self.session_for(ctx)
-        name = params.name
+        """The SDK path (HTTP, or stdio when the fast path does not apply)."""
+        try:
+            raw = await self.execute(self.session_for(ctx), params.name, params.arguments)
+        except UpstreamError as exc:
+            raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
+        return types.CallToolResult.model_validate(raw)
+
+    async def execute(
+        self, sess: AgentSession, name: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """One tools/call: decision → INTENT → forward → RESULT → post checks. Returns the wire result.
+
+        Raises UpstreamError for a JSON-RPC error to pass back to the agent unchanged.
+        """
         ex = self.index.get(name)
         if ex is not None:
-            call = ToolCall(ex.server, ex.tool, params.arguments, not ex.definition_ok)
+            call = ToolCall(ex.server, ex.tool, arguments, not ex.definition_ok)
         else:
             parts = split_name(name)
             if parts is None:
-                raise MCPError(
-                    types.INVALID_PARAMS, f"Unknown tool: {name} (tools are named <server>__<tool>)"
+                raise UpstreamError(
+                    {
+                        "code": types.INVALID_PARAMS,
+                        "message": f"Unknown tool: {name} (tools are named <server>__<tool>)",
+                    }
                 )
-            call = ToolCall(parts[0], parts[1], params.arguments)
+            call = ToolCall(parts[0], parts[1], arguments)
         state = sess.state
         now = time.time()
-        decision = decide(self.policy, state, call, now)
+        policy = self.policy
+        decision = decide(policy, state, call, now)
         spool = sess.spool
-        version = self.policy.version
-        intent = spool.intent(call_id=str(uuid.uuid4()), server=call.server, tool=call.tool, arguments=call.arguments,
-                              bundle_version=version, now=now,
+        intent = spool.intent(call_id=str(uuid.uuid4()), server=call.server, tool=call.tool, arguments=arguments,
+                              bundle_version=policy.version, now=now,
                               trigger=APPROVAL_REQUIRED if decision.verdict == APPROVAL else None)  # fmt: skip
         if decision.verdict != ALLOW:
             if decision.verdict == APPROVAL:
@@ -477,31 +410,31 @@ class Gateway:
             if decision.verdict == REFUSE:
                 return self._refuse(sess, intent, call, decision, now)
         upstream = ex.upstream if ex is not None else self.upstreams.get(call.server)
-        is_write = self.policy.rule(call.server).tool(call.tool).is_write
-        state.record_forwarded(call.server, is_write, call_resource(call.server, call.arguments), now)
+        tool_rule = policy.rule(call.server).tool(call.tool)
+        state.record_forwarded(call.server, tool_rule.is_write, call_resource(call.server, arguments), now)
         timeout = decision.timeout or self.options.default_timeout
         t0 = time.perf_counter()
         try:
             if upstream is None:
-                raise MCPError(
-                    types.CONNECTION_CLOSED, f"server {call.server} is not configured on this gateway"
-                )
-            result = await upstream.call(call.tool, call.arguments, timeout)
-        except MCPError as exc:
+                raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
+            result = await upstream.call_raw(call.tool, arguments, timeout)
+        except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
             ms = (time.perf_counter() - t0) * 1000
-            timed_out = exc.code == types.REQUEST_TIMEOUT or ms >= timeout * 1000
-            summary = f"timed out after {timeout:g}s" if timed_out else f"error {exc.code}: {exc.message}"
+            if isinstance(exc, UpstreamError):
+                summary = f"error {exc.code}: {exc.error.get('message', '')}"
+            else:
+                summary = str(exc)
             spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=ms)
             state.record_outcome(
                 CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], f"fail ({summary})")
             )
-            if exc.code in (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT):
-                return error_result(f"MCP call failed: {summary} (recorded as status=fail; not retried)")
-            raise
+            if isinstance(exc, UpstreamError):
+                raise
+            return error_result(f"MCP call failed: {summary} (recorded as status=fail; not retried)")
         ms = (time.perf_counter() - t0) * 1000
         nbytes = result_size(result)
         post = check_result(
-            self.policy, state, call, result_bytes=nbytes, rows=result_rows(result.structured_content)
+            policy, state, call, result_bytes=nbytes, rows=result_rows(result.get("structuredContent"))
         )
         if post is not None:
             spool.result(intent, status="blocked", result_summary=f"result withheld ({nbytes} bytes)", nbytes=nbytes,
@@ -511,15 +444,60 @@ class Gateway:
             self._apply_state(sess, post)
             return error_result(post.message)
         text = result_text(result, RESULT_PAYLOAD_LIMIT)
-        status = "fail" if result.is_error else "success"
+        status = "fail" if result.get("isError") else "success"
         summary = redact_text(text[:200].replace("\n", " ")) if text else f"{nbytes} bytes"
         spool.result(intent, status=status, result_summary=summary, nbytes=nbytes, duration_ms=ms,
-                     result={"text": redact_text(text), "is_error": bool(result.is_error)})  # fmt: skip
+                     result={"text": redact_text(text), "is_error": status == "fail"})  # fmt: skip
         state.record_outcome(CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], status))
         return result
 
+    # the stdio fast path: tools/call lines handled before the SDK server sees them
+
+    def intercept(self, line: bytes) -> bool:
+        """Take a ``tools/call`` request line off the SDK's hands (legacy handshake sessions only)."""
+        if not self.fast_path or b'"tools/call"' not in line:
+            return False
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(msg, dict) or msg.get("method") != "tools/call" or "id" not in msg:
+            return False
+        params = msg.get("params")
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str) or "_meta" in params:
+            return False  # progress tokens and other request metadata: the SDK handles those
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return False
+        task = asyncio.get_running_loop().create_task(self._fast_call(msg["id"], params["name"], arguments))
+        self._fast_tasks.add(task)
+        task.add_done_callback(self._fast_tasks.discard)
+        return True
+
+    async def _fast_call(self, request_id: Any, name: str, arguments: dict[str, Any] | None) -> None:
+        sess = self.sessions.get("stdio") or self.open_session("stdio")
+        try:
+            response: dict[str, Any] = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": await self.execute(sess, name, arguments),
+            }
+        except UpstreamError as exc:
+            response = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
+        except Exception as exc:  # never leave the agent without an answer
+            log.exception("tools/call %s failed inside the gateway", name)
+            response = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {"code": types.INTERNAL_ERROR, "message": str(exc)},
+            }
+        assert self.wire is not None
+        self.wire.write(
+            json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        )
+
     def _refuse(self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, decision: Decision,
-                now: float) -> types.CallToolResult:  # fmt: skip
+                now: float) -> dict[str, Any]:  # fmt: skip
         sess.spool.result(intent, status="blocked", result_summary=decision.message.splitlines()[0][:300], nbytes=0,
                           duration_ms=0.0, trigger=decision.trigger, now=now)  # fmt: skip
         sess.state.record_outcome(CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"],
@@ -574,6 +552,7 @@ class Gateway:
                 tg.start_soon(self.bundles.run)
             elif self.options.bundle_file:
                 tg.start_soon(self._watch_bundle_file, Path(self.options.bundle_file))
+            tg.start_soon(self._flush_spools)
             with anyio.fail_after(60):
                 for up in self.upstreams.values():
                     await tg.start(up.run)
@@ -587,6 +566,14 @@ class Gateway:
                         with anyio.move_on_after(5), contextlib.suppress(Exception):
                             await self.shipper.ship_all()
                 tg.cancel_scope.cancel()
+
+    async def _flush_spools(self) -> None:
+        """RESULTs written since the last fsync, and the human-readable logs, reach the disk within 0.5 s."""
+        while True:
+            await anyio.sleep(0.5)
+            for sess in list(self.sessions.values()):
+                with contextlib.suppress(OSError, ValueError):
+                    sess.spool.flush()
 
     async def _shipper_open(self, meta: dict[str, Any]) -> None:
         assert self.portal is not None
@@ -720,8 +707,14 @@ async def serve_stdio(gateway: Gateway) -> None:
         gateway.open_session("stdio")
         server = gateway.server
         if fast_stdio.available():
-            async with fast_stdio.pipe_stdio() as (stdin, stdout), stdio_server(stdin, stdout) as (r, w):  # type: ignore[arg-type]
-                await server.run(r, w, server.create_initialization_options())
+
+            def initialized() -> None:
+                gateway.fast_path = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
+
+            async with fast_stdio.pipe_stdio(gateway.intercept, initialized) as (stdin, stdout):
+                gateway.wire = stdout.writer
+                async with stdio_server(stdin, stdout) as (r, w):  # type: ignore[arg-type]
+                    await server.run(r, w, server.create_initialization_options())
         else:  # stdin or stdout is a regular file: the SDK's threaded streams
             async with stdio_server() as (r, w):
                 await server.run(r, w, server.create_initialization_options())

@@ -65,13 +65,17 @@ def _short(value: Any, limit: int) -> str:
 
 
 def summarize_arguments(
-    arguments: dict[str, Any] | None, *, value_limit: int = 80, total_limit: int = 400
+    arguments: dict[str, Any] | None,
+    *,
+    value_limit: int = 80,
+    total_limit: int = 400,
+    already_redacted: bool = False,
 ) -> str:
     """``{path: "docs/a.md", content: <4821 chars>}`` — redacted, long values shortened."""
     if not arguments:
         return "{}"
     parts = []
-    for k, v in redact(arguments).items():
+    for k, v in (arguments if already_redacted else redact(arguments)).items():
         if isinstance(v, str) and len(v) > value_limit:
             parts.append(f"{k}: <{len(v)} chars>")
         else:

@@ -71,11 +71,13 @@ def test_spool_records_intent_and_result_in_order(tmp_path):
     assert events[0]["arguments"] == {"path": "f0.txt", "password": REDACTED}
     assert events[1]["call_id"] == events[0]["call_id"] and events[1]["status"] == "success"
     human = (tmp_path / "s1.log").read_text().splitlines()
+    assert len(human) == 1
     assert (
-        human[1].startswith("MCP_AUDIT | ")
-        and "| session=s1 | server=filesystem | tool=write_file | " in human[1]
+        human[0].startswith("MCP_AUDIT | ")
+        and "| session=s1 | server=filesystem | tool=write_file | " in human[0]
     )
-    assert human[1].endswith("| result=written | duration_ms=3 | status=success")
+    assert 'args={path: "f0.txt", password: "[REDACTED]"}' in human[0]
+    assert human[0].endswith("| result=written | duration_ms=3 | status=success")
 
 
 def test_spool_resumes_after_reopen_and_cuts_a_torn_record(tmp_path):

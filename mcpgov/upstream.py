@@ -1,0 +1,312 @@
+"""Connections to upstream MCP servers.
+
+Every upstream is an SDK ``ClientSession`` (handshake, ``tools/list``, server-to-client requests and
+notifications). For stdio upstreams the gateway owns the pipe transport, which also carries a raw side
+channel used only by the hot path: ``tools/call`` is written as one JSON line with a gateway-reserved
+string id and its response is handed back as a plain dict, without building pydantic models twice per
+hop. Responses with any other id go to the SDK session as usual. HTTP upstreams use the SDK client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import mcp_types as types
+from anyio.abc import TaskStatus
+from mcp import Client, ClientSession
+from mcp.client.stdio import get_default_environment
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+
+from mcpgov.gate import UpstreamConfig
+
+log = logging.getLogger("mcpgov.upstream")
+
+RAW_ID_PREFIX = "mcpgov-"
+MAX_LINE = 256 * 1024 * 1024
+
+
+class UpstreamError(Exception):
+    """A JSON-RPC error answered by the upstream (forwarded to the agent unchanged)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", "error"))
+        self.error = error
+
+    @property
+    def code(self) -> int:
+        return int(self.error.get("code", types.INTERNAL_ERROR))
+
+
+class UpstreamClosed(Exception):
+    """The upstream is not connected (or the connection broke during the call)."""
+
+
+class UpstreamTimeout(Exception):
+    """No answer within the execution timeout."""
+
+
+class RawChannel:
+    """Requests with gateway ids on a stdio pipe shared with the SDK session."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+        self.closed_event = asyncio.Event()
+        self._prefix = RAW_ID_PREFIX
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if self.closed:
+            raise UpstreamClosed("connection closed")
+        rid = f"{self._prefix}{next(self.ids)}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
+                          ensure_ascii=False, separators=(",", ":")).encode() + b"\n"  # fmt: skip
+        try:
+            stdin = self.proc.stdin
+            assert stdin is not None
+            stdin.write(line)
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                self._cancel(rid, f"timed out after {timeout:g}s")
+                raise UpstreamTimeout(f"timed out after {timeout:g}s") from None
+        finally:
+            self.pending.pop(rid, None)
+
+    def _cancel(self, rid: str, reason: str) -> None:
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": rid, "reason": reason},
+        }
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(note).encode() + b"\n")
+
+    def resolve(self, msg: dict[str, Any]) -> None:
+        fut = self.pending.get(msg["id"])
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def close(self) -> None:
+        self.closed = True
+        self.closed_event.set()
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(UpstreamClosed("connection closed"))
+
+
+@contextlib.asynccontextmanager
+async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, Any, RawChannel]]:
+    """Spawn the upstream; yield the SDK session's streams and the raw channel on the same pipes."""
+    env = get_default_environment() | dict(config.env)
+    proc = await asyncio.create_subprocess_exec(
+        config.command or "", *config.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=None, env=env, limit=MAX_LINE,
+    )  # fmt: skip
+    raw = RawChannel(proc)
+    to_sdk_send, to_sdk_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
+    from_sdk_send, from_sdk_recv = anyio.create_memory_object_stream[SessionMessage](64)
+
+    async def reader() -> None:
+        assert proc.stdout is not None
+        prefix = RAW_ID_PREFIX.encode()
+        try:
+            async with to_sdk_send:
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        break
+                    # fast check first: only our raw responses carry the reserved prefix right after "id"
+                    if prefix in line:
+                        try:
+                            msg = json.loads(line)
+                        except ValueError:
+                            msg = None
+                        if isinstance(msg, dict) and isinstance(msg.get("id"), str) and msg["id"].startswith(RAW_ID_PREFIX) \
+                                and ("result" in msg or "error" in msg):  # fmt: skip
+                            raw.resolve(msg)
+                            continue
+                    try:
+                        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+                    except ValueError as exc:
+                        log.error("upstream %s sent an invalid JSON-RPC line", config.slug)
+                        await to_sdk_send.send(exc)
+                        continue
+                    await to_sdk_send.send(SessionMessage(message))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            raw.close()
+
+    async def writer() -> None:
+        assert proc.stdin is not None
+        try:
+            async with from_sdk_recv:
+                async for sm in from_sdk_recv:
+                    proc.stdin.write(
+                        (sm.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n").encode()
+                    )
+                    await proc.stdin.drain()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, ConnectionError, OSError):
+            pass
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(writer)
+            try:
+                yield to_sdk_recv, from_sdk_send, raw
+            finally:
+                raw.close()
+                with anyio.CancelScope(shield=True):
+                    await _stop(proc)
+                tg.cancel_scope.cancel()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(Exception):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for sig, wait in (("none", 2.0), ("terminate", 2.0), ("kill", 2.0)):
+        if sig == "terminate":
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        elif sig == "kill":
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        with anyio.move_on_after(wait):
+            await proc.wait()
+            return
+
+
+class Upstream:
+    """One upstream MCP server, owned by its own task (an SDK session must be entered and left by one task).
+
+    The task reconnects with backoff when the connection breaks: the SDK does not.
+    """
+
+    def __init__(self, config: UpstreamConfig, mode: str) -> None:
+        self.config = config
+        self.slug = config.slug
+        self.mode = mode
+        self.session: ClientSession | None = None
+        self.raw: RawChannel | None = None
+        self.tools: list[types.Tool] = []
+        self.ready = anyio.Event()
+        self.broken = anyio.Event()
+        self.last_error = "not connected yet"
+
+    async def list_tools(self) -> list[types.Tool]:
+        session = self.session
+        if session is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        tools: list[types.Tool] = []
+        cursor = None
+        while True:
+            page = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+            tools.extend(page.tools)
+            if (cursor := page.next_cursor) is None:
+                break
+        self.tools = tools
+        return tools
+
+    async def call_raw(self, tool: str, arguments: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout."""
+        params: dict[str, Any] = {"name": tool}
+        if arguments is not None:
+            params["arguments"] = arguments
+        raw = self.raw
+        if raw is not None:
+            msg = await raw.request("tools/call", params, timeout)
+            if "error" in msg:
+                raise UpstreamError(msg["error"])
+            return msg["result"]
+        session = self.session
+        if session is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        request = types.CallToolRequest(params=types.CallToolRequestParams(name=tool, arguments=arguments))
+        try:
+            result = await session.send_request(
+                request, types.CallToolResult, request_read_timeout_seconds=timeout
+            )
+        except MCPError as exc:
+            if exc.code == types.CONNECTION_CLOSED:
+                self.broken.set()
+                raise UpstreamClosed(exc.message) from exc
+            if exc.code == types.REQUEST_TIMEOUT:
+                raise UpstreamTimeout(f"timed out after {timeout:g}s") from exc
+            raise UpstreamError(exc.error.model_dump(exclude_none=True)) from exc
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[None]:
+        c = self.config
+        if c.url:
+            async with Client(c.url, mode=self.mode, cache=None) as client:  # type: ignore[arg-type]
+                self.session, self.raw = client.session, None
+                yield
+            return
+        async with (
+            stdio_transport(c) as (read_stream, write_stream, raw),
+            ClientSession(read_stream, write_stream) as session,
+        ):
+            if self.mode == "legacy":
+                await session.initialize()
+            else:
+                from mcp.client._probe import negotiate_auto
+
+                await negotiate_auto(session)
+            self.session, self.raw = session, raw
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:  # the process died or closed its stdout
+                    await raw.closed_event.wait()
+                    self.broken.set()
+
+                tg.start_soon(watch)
+                yield
+                tg.cancel_scope.cancel()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        backoff = 0.5
+        started = False
+        while True:
+            try:
+                async with self._connect():
+                    await self.list_tools()
+                    self.broken = anyio.Event()
+                    self.ready.set()
+                    log.info("upstream %s connected (%d tools)", self.slug, len(self.tools))
+                    backoff = 0.5
+                    if not started:
+                        started = True
+                        task_status.started()
+                    await self.broken.wait()
+                    log.error("upstream %s: connection lost; reconnecting", self.slug)
+            except Exception as exc:  # any failure to connect: keep trying, the gateway stays up
+                self.last_error = f"{exc.__class__.__name__}: {exc}"
+                log.error("upstream %s unavailable: %s", self.slug, self.last_error)
+            finally:
+                self.session = self.raw = None
+                self.ready = anyio.Event()
+            if not started:
+                started = True
+                task_status.started()
+            await anyio.sleep(backoff)
+            backoff = min(30.0, backoff * 2)
