@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-
-import json
 import urllib.request
+
 import pytest
 
 from audit.models import AgentSession
@@ -36,7 +36,7 @@ def _long_poll_sees_release(base_url, team, reviewer):
     result = {}
 
     def poll():
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our own test server
             result["status"], result["body"] = response.status, response.read()
         result["at"] = time.monotonic()
