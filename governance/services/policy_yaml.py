@@ -265,6 +265,9 @@ class PolicyDocument:
 # --- reading (pure) ---------------------------------------------------------------------------
 
 
+_UNREADABLE = object()
+
+
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -277,6 +280,7 @@ class _Reader:
     def __init__(self, loader: yaml.SafeLoader):
         self.loader = loader
         self.problems: list[Problem] = []
+        self.unreadable: list[yaml.Node] = []
 
     def problem(self, where: Where, message: str) -> None:
         self.problems.append(Problem(where.line, where.path, message))
@@ -286,7 +290,15 @@ class _Reader:
         return Where(node.start_mark.line + 1, path)
 
     def value(self, node: yaml.Node) -> Any:
-        return self.loader.construct_object(node, deep=True)
+        """A scalar's value as YAML types it; _UNREADABLE (reported once) if YAML cannot build it."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except Exception as exc:  # a tag SafeLoader cannot build, or a malformed !!timestamp and the like
+            if node not in self.unreadable:
+                self.unreadable.append(node)
+                problem = getattr(exc, "problem", None) or str(exc)
+                self.problem(self.at(node, ""), f"cannot read {node.value!r} ({node.tag}): {problem}")
+            return _UNREADABLE
 
     def describe(self, node: yaml.Node) -> str:
         if isinstance(node, yaml.MappingNode):
@@ -305,7 +317,8 @@ class _Reader:
         return f"{node.value!r}"
 
     def wrong_type(self, node: yaml.Node, path: str, expected: str) -> None:
-        self.problem(self.at(node, path), f"expected {expected}, got {self.describe(node)}")
+        if node not in self.unreadable:  # else already reported
+            self.problem(self.at(node, path), f"expected {expected}, got {self.describe(node)}")
 
     # Shapes.
 
@@ -318,6 +331,8 @@ class _Reader:
         for key_node, value_node in node.value:
             key = self.value(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
+                if key_node in self.unreadable:
+                    continue
                 self.problem(self.at(key_node, path), f"keys must be names, got {self.describe(key_node)}")
                 continue
             where = self.at(key_node, _join(path, key))
@@ -605,31 +620,34 @@ class _Reader:
 
 def policy_parse(text: str) -> PolicyDocument:
     """Read and check a policy file without touching the database. Raises PolicyImportError."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
         try:
+            loader = yaml.SafeLoader(text)
             root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            detail = exc.problem or str(exc)
-            if exc.context:
-                detail = (
-                    f"{detail} ({exc.context}, line {exc.context_mark.line + 1})"
-                    if exc.context_mark
-                    else f"{detail} ({exc.context})"
-                )
-            raise PolicyImportError(
-                [Problem(mark.line + 1 if mark else None, "", f"YAML syntax error: {detail}")]
-            ) from exc
         except yaml.YAMLError as exc:
-            raise PolicyImportError([Problem(None, "", f"YAML syntax error: {exc}")]) from exc
+            raise PolicyImportError([_syntax_problem(exc, text)]) from exc
         reader = _Reader(loader)
         doc = reader.document(root)
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if reader.problems:
         raise PolicyImportError(reader.problems)
     return doc
+
+
+def _syntax_problem(exc: yaml.YAMLError, text: str) -> Problem:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        detail = exc.problem or str(exc)
+        if exc.context:
+            seen_at = f", line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            detail = f"{detail} ({exc.context}{seen_at})"
+        return Problem(mark.line + 1 if mark else None, "", f"YAML syntax error: {detail}")
+    position = getattr(exc, "position", None)  # a ReaderError: a character YAML does not allow
+    line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+    return Problem(line, "", f"YAML syntax error: {str(exc).splitlines()[0]}")
 
 
 # --- applying ---------------------------------------------------------------------------------

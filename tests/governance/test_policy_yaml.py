@@ -534,6 +534,36 @@ BAD_FILES = [
         id="empty-global",
     ),
     pytest.param("# nothing here\n", None, "the file is empty", id="empty-file"),
+    pytest.param(
+        "mcp_access:\n  default: !!python/name:os.system\n  roles: {}\n",
+        2,
+        "cannot read '' (tag:yaml.org,2002:python/name:os.system)",
+        id="python-tag",
+    ),
+    pytest.param(
+        "mcp_access:\n  default: deny\n  roles: {}\nrate_limits:\n  global:\n    pause_at_percent: 5\x07\n",
+        6,
+        "YAML syntax error: unacceptable character #x0007",
+        id="control-character",
+    ),
+    pytest.param(
+        "rate_limits:\n  global:\n    max_calls_per_session: yes\n",
+        3,
+        "max_calls_per_session: expected a whole number, got the boolean yes",
+        id="boolean-limit",
+    ),
+    pytest.param(
+        ACCESS + "    123:\n      allowed_servers: []\n      forbidden_servers: []\n",
+        4,
+        "mcp_access.roles: keys must be names, got the number 123",
+        id="number-as-role-name",
+    ),
+    pytest.param(
+        "environments:\n  development:\n  production:\n    access: explicit_human_authorization_required\n",
+        2,
+        "environments.development: expected a mapping, got nothing (null)",
+        id="null-environment",
+    ),
     pytest.param("- mcp_access\n", 1, "expected a mapping, got a list", id="top-level-list"),
 ]
 
