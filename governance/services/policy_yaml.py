@@ -97,12 +97,19 @@ class Problem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-class PolicyImportError(Exception):
-    """The file cannot be imported; nothing was written. `problems` lists each one with its line."""
+class PolicyImportError(ValidationError):
+    """The file cannot be imported; nothing was written. `problems` lists each one with its line.
+
+    A ValidationError whose `messages` are the problems ("line 7: mcp_access.default: …"), so forms
+    and views show it like any service refusal.
+    """
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        super().__init__([str(p) for p in problems])
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
 
     @property
     def line(self) -> int | None:

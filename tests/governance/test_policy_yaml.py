@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from governance import models as gm
@@ -598,6 +598,21 @@ def test_a_service_refusal_late_in_the_file_undoes_the_earlier_writes(seeded, ad
         policy_import(team=seeded, text=text, actor=admin)
     assert snapshot() == before
     assert not gm.McpServer.objects.filter(slug="brand_new_api").exists()
+
+
+def test_the_error_is_a_validation_error_with_one_message_per_problem(seeded, admin):
+    text = replace_line(SEED, "default: deny", "default: allow")
+    text = replace_line(text, "pause_at_percent: 80", "pause_at_percent: 101")
+    with pytest.raises(ValidationError) as raised:
+        policy_import(team=seeded, text=text, actor=admin)
+    assert isinstance(raised.value, PolicyImportError)
+    assert raised.value.messages == [
+        f"line {seed_line('default: deny')}: mcp_access.default: the default must be deny (anything not allowed "
+        "is refused), got 'allow'",
+        f"line {seed_line('pause_at_percent')}: rate_limits.global.pause_at_percent: 101 is not valid: Ensure this "
+        "value is less than or equal to 100.",
+    ]
+    assert str(raised.value) == "\n".join(raised.value.messages)
 
 
 def test_every_problem_in_the_file_is_reported(seeded, admin):
