@@ -97,9 +97,9 @@ class World:
             args += ["--bundle-file", str(self.bundle_path)]
         return args + list(extra)
 
-    def gateway(self, *extra: str, **kw: Any) -> StdioServerParameters:
-        return StdioServerParameters(command=PY, args=self.gateway_args(*extra, **kw), cwd=str(ROOT),
-                                     env={"MCPGOV_LOG_LEVEL": "WARNING"})  # fmt: skip
+    def gateway(self, *extra: str, fast_path: bool = True, **kw: Any) -> StdioServerParameters:
+        env = {"MCPGOV_LOG_LEVEL": "WARNING", "MCPGOV_FAST_PATH": "1" if fast_path else "0"}
+        return StdioServerParameters(command=PY, args=self.gateway_args(*extra, **kw), cwd=str(ROOT), env=env)
 
     def events(self) -> list[dict[str, Any]]:
         out = []

@@ -45,12 +45,18 @@ async def wait_until(predicate, timeout: float = 5.0) -> float:
         await anyio.sleep(0.05)
 
 
-def test_allowed_calls_are_forwarded_and_audited(world):
+# the stdio fast path (legacy handshake), the SDK path for the same stdio session, and a 2026-07-28 session
+PATHS = [pytest.param(True, "legacy", id="fast-path"), pytest.param(False, "legacy", id="sdk-path"),
+         pytest.param(True, "auto", id="protocol-2026")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fast_path", "mode"), PATHS)
+def test_allowed_calls_are_forwarded_and_audited(world, fast_path, mode):
     world.write_bundle(world.doc())
     world.write_config(("time", "filesystem"))
 
     async def scenario():
-        async with Client(world.gateway("--read-write"), mode="legacy") as c:
+        async with Client(world.gateway("--read-write", fast_path=fast_path), mode=mode) as c:
             names = {t.name for t in (await c.list_tools()).tools}
             assert {"time__get_current_time", "filesystem__write_file", "filesystem__read_text_file"} <= names
             r = await c.call_tool("time__get_current_time", {"timezone": "UTC"})
@@ -91,12 +97,13 @@ def test_git_upstream_read(world):
     run(scenario)
 
 
-def test_trigger_1_unauthorized_server(world):
+@pytest.mark.parametrize(("fast_path", "mode"), PATHS)
+def test_trigger_1_unauthorized_server(world, fast_path, mode):
     world.write_bundle(world.doc())
     world.write_config(("time", "filesystem"))
 
     async def scenario():
-        async with Client(world.gateway("--read-write"), mode="legacy") as c:
+        async with Client(world.gateway("--read-write", fast_path=fast_path), mode=mode) as c:
             # a server the role may not use (and that is not even configured)
             r = await c.call_tool("shell__run", {"command": "rm -rf /"})
             assert r.is_error
@@ -140,12 +147,13 @@ def test_trigger_1_after_the_role_loses_a_server_mid_session(world):
     assert not (world.files / "after.txt").exists()
 
 
-def test_trigger_2_write_in_read_only_session(world):
+@pytest.mark.parametrize(("fast_path", "mode"), PATHS)
+def test_trigger_2_write_in_read_only_session(world, fast_path, mode):
     world.write_bundle(world.doc())
     world.write_config(("time", "filesystem"))
 
     async def scenario():
-        async with Client(world.gateway("--read-only"), mode="legacy") as c:
+        async with Client(world.gateway("--read-only", fast_path=fast_path), mode=mode) as c:
             r = await c.call_tool("filesystem__list_directory", {"path": str(world.files)})
             assert not r.is_error
             r = await write(c, world.files / "nope.txt")

@@ -1,0 +1,212 @@
+"""Kill-switch propagation: N connected gateways, an admin toggles a flag in the portal → how long until
+every gateway refuses (and, switched back on, allows) the call.
+
+Each gateway is the real mcpgov portal client (``PortalClient`` + ``BundleManager.run()``: the bundle
+long poll, JWS verification against the pinned keys, install) with the gateway's decision engine on the
+installed bundle. The portal runs under uvicorn on loopback against its own PostgreSQL database; the
+admin throws the switch through the kill-switch panel's form over HTTP. A sample is the time from the
+admin's POST to the moment a gateway has installed a verified bundle whose decision for the next
+``time.get_current_time`` call is "refuse" (``kill_switch_flag``) — or "allow" again after re-enabling.
+
+    .venv/bin/python bench/killswitch_propagation.py [--gateways 200] [--toggles 10]
+        [--workers 1] [--redis redis://127.0.0.1:6379/13] [--database-url postgres://…/mcpgov_bench_ks]
+
+With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
+change between them (``REDIS_URL``), as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/mcpgov_bench_killswitch"
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit((parts.scheme.replace("postgres", "postgresql", 1), parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def start_portal(env: dict[str, str], workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"portal exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("portal did not start within 60 s")
+
+
+class Gateway:
+    """One gateway's bundle side: the real long-poll client and the decision for its next call."""
+
+    def __init__(self, keys, base_url: str, token: str, role: str) -> None:
+        from mcpgov.portal_client import BundleManager, PortalClient
+
+        self.role = role
+        self.client = PortalClient(base_url, token, timeout=30)
+        self.manager = BundleManager(keys, environment="development", team="bench", client=self.client)
+        self.manager.listeners.append(self.on_bundle)
+        self.verdict: str | None = None
+        self.changed_at = 0.0
+
+    def on_bundle(self, verified) -> None:
+        from mcpgov.decision import ToolCall, compile_policy, decide
+        from mcpgov.session import SessionState
+
+        policy = compile_policy(verified.bundle, self.role)
+        state = SessionState(session_id="bench", role=self.role)
+        decision = decide(policy, state, ToolCall("time", "get_current_time", {"timezone": "UTC"}), time.time())
+        self.verdict = decision.trigger or decision.verdict
+        self.changed_at = time.monotonic()
+
+
+async def run(args, base_url: str, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int, admin) -> None:
+    from mcpgov.decision import ALLOW, KILL_SWITCH_FLAG
+    from mcpgov.verify import load_jwks
+
+    keys = load_jwks(keys_path)
+    gateways = [Gateway(keys, base_url, t, "time_agent") for t in tokens]
+    limiter = anyio.CapacityLimiter(50)
+
+    async def first(g: Gateway) -> None:
+        async with limiter:
+            await g.manager.refresh()
+
+    async with anyio.create_task_group() as tg:
+        for g in gateways:
+            tg.start_soon(first, g)
+    assert all(g.verdict == ALLOW for g in gateways), {g.verdict for g in gateways}
+
+    refusal: list[float] = []
+    reenable: list[float] = []
+    posts: list[float] = []
+    async with anyio.create_task_group() as tg:
+        for g in gateways:
+            tg.start_soon(g.manager.run)
+        await anyio.sleep(1.0)  # every gateway is waiting in its long poll
+        for k in range(args.toggles * 2):
+            disable = k % 2 == 0
+            expected = KILL_SWITCH_FLAG if disable else ALLOW
+            path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
+            t0 = time.monotonic()
+            await anyio.to_thread.run_sync(admin.post, path, {"reason": f"bench toggle {k}"} if disable else {})
+            posts.append(time.monotonic() - t0)
+            deadline = t0 + 15
+            while not all(g.verdict == expected for g in gateways):
+                if time.monotonic() > deadline:
+                    late = sum(1 for g in gateways if g.verdict != expected)
+                    raise SystemExit(f"toggle {k}: {late} gateways did not see the change within 15 s")
+                await anyio.sleep(0.005)
+            samples = [g.changed_at - t0 for g in gateways]
+            (refusal if disable else reenable).extend(samples)
+            await anyio.sleep(0.3)
+        tg.cancel_scope.cancel()
+    for g in gateways:
+        await g.client.aclose()
+
+    ms = 1000.0
+    print(f"gateways: {len(gateways)} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified bundles)")
+    print(f"portal: uvicorn --workers {args.workers}" + (f", REDIS_URL={args.redis}" if args.redis else ""))
+    print(f"toggles: {args.toggles} disable + {args.toggles} enable, samples per direction: {len(refusal)}")
+    print(f"admin POST (write + sign + publish): median {statistics.median(posts) * ms:.1f} ms, "
+          f"max {max(posts) * ms:.1f} ms")  # fmt: skip
+    print(f"toggle → refusal : p50 {pct(refusal, 50) * ms:.1f} ms  p90 {pct(refusal, 90) * ms:.1f} ms  "
+          f"p99 {pct(refusal, 99) * ms:.1f} ms  max {max(refusal) * ms:.1f} ms")  # fmt: skip
+    print(f"enable → allowed : p50 {pct(reenable, 50) * ms:.1f} ms  p90 {pct(reenable, 90) * ms:.1f} ms  "
+          f"p99 {pct(reenable, 99) * ms:.1f} ms  max {max(reenable) * ms:.1f} ms")  # fmt: skip
+    print(f"goal p99 < 1000 ms: {'met' if pct(refusal, 99) < 1.0 else 'NOT met'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gateways", type=int, default=200)
+    ap.add_argument("--toggles", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--redis", default="", help="REDIS_URL for the portal (needed with --workers > 1)")
+    ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    args = ap.parse_args()
+    if args.workers > 1 and not args.redis:
+        ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
+
+    fresh_database(args.database_url)
+    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "portal.settings",
+           "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
+           "REDIS_URL": args.redis, "DJANGO_LOG_LEVEL": "WARNING"}  # fmt: skip
+    os.environ.update({k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "DJANGO_DEBUG")})
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from tests.e2e.portal_world import PortalBrowser, build_world, write_gateway_files
+    from tests.factories import PASSWORD
+
+    world = build_world("bench")
+    tokens = world.issue("development", args.gateways, prefix="bench")
+    tmp = Path(tempfile.mkdtemp(prefix="mcpgov-bench-"))
+    keys_path, _ = write_gateway_files(tmp)
+    from django.db import connections
+
+    connections.close_all()
+    proc, base_url = start_portal(env, args.workers)
+    admin = PortalBrowser(base_url, world.admin.username, PASSWORD)
+    try:
+        anyio.run(run, args, base_url, tokens, keys_path, world.flag.pk, world.env("development").pk, admin)
+    finally:
+        admin.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+        connections.close_all()
+        fresh_database(args.database_url)  # leave an empty database behind
+
+
+if __name__ == "__main__":
+    main()
