@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Max, OuterRef, Subquery, TextField, Value
+from django.db.models.functions import MD5, Cast, Concat
 from django.utils import timezone
 
-from governance.choices import AccessRequestStatus, RuleKind
+from governance.choices import AccessClass, AccessRequestStatus, RuleKind
 from governance.models import (
     AccessRequest,
     AgentRole,
@@ -68,19 +69,50 @@ def _roles(team_id: int) -> dict[str, dict[str, list[str]]]:
     return roles
 
 
-def _servers(team_id: int) -> dict[str, dict[str, Any]]:
-    tools_by_server: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    tools = McpTool.objects.filter(server__team_id=team_id).only(
-        "server_id", "name", "description", "input_schema", "read_only_hint", "access_class_override",
-        "approval_required", "discovered_at",
+def _tool_class(read_only_hint: bool | None, override: str) -> str:
+    # McpTool.access_class, on plain values (no model instances for thousands of tools):
+    # the admin's override, else the MCP default — no readOnlyHint means "may write".
+    return override or (AccessClass.READ if read_only_hint is True else AccessClass.WRITE)
+
+
+# (tool id, fingerprint of name+description+schema computed by the database) -> definition hash.
+# Rebuilds then parse and hash only the tools whose definition changed since this process saw them.
+_definition_hashes: dict[tuple[int, str], str] = {}
+_DEFINITION_CACHE_LIMIT = 500_000
+
+
+def _definition_hashes_for(team_id: int) -> dict[int, str]:
+    """{tool id: definition hash} for the team's discovered tools (undiscovered ones are not pinned)."""
+    fingerprint = MD5(Concat("name", Value("\x1f"), "description", Value("\x1f"),
+                             Cast("input_schema", TextField()), output_field=TextField()))
+    rows = dict(
+        McpTool.objects.filter(server__team_id=team_id, discovered_at__isnull=False)
+        .annotate(fp=fingerprint).values_list("id", "fp")
     )
-    for tool in tools:
-        tools_by_server[tool.server_id][tool.name] = {
-            "class": tool.access_class,
-            "approval_required": tool.approval_required,
+    out = {pk: _definition_hashes[(pk, fp)] for pk, fp in rows.items() if (pk, fp) in _definition_hashes}
+    missing = [pk for pk in rows if pk not in out]
+    if len(_definition_hashes) + len(missing) > _DEFINITION_CACHE_LIMIT:
+        _definition_hashes.clear()
+    for start in range(0, len(missing), 2000):
+        for pk, name, description, schema in McpTool.objects.filter(pk__in=missing[start:start + 2000]).values_list(
+            "id", "name", "description", "input_schema"
+        ):
+            out[pk] = _definition_hashes[(pk, rows[pk])] = tool_definition_hash(name, description, schema)
+    return out
+
+
+def _servers(team_id: int) -> dict[str, dict[str, Any]]:
+    hashes = _definition_hashes_for(team_id)
+    tools_by_server: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    tools = McpTool.objects.filter(server__team_id=team_id).values_list(
+        "id", "server_id", "name", "read_only_hint", "access_class_override", "approval_required",
+    )
+    for pk, server_id, name, hint, override, approval in tools:
+        tools_by_server[server_id][name] = {
+            "class": _tool_class(hint, override),
+            "approval_required": approval,
             # Pinned only when the portal saw the definition (discovery); hand-entered tools are not.
-            "definition_hash": tool_definition_hash(tool.name, tool.description, tool.input_schema)
-            if tool.discovered_at is not None else None,
+            "definition_hash": hashes.get(pk),
         }
     servers = {}
     rows = McpServer.objects.filter(team_id=team_id).values_list(
@@ -223,11 +255,17 @@ class CompiledPolicy:
     content_hash: str
 
     def payload(self, *, version: int, issued_at: datetime, expires_at: datetime) -> bytes:
+        """`Bundle.canonical_bytes()` of the bundle with these envelope fields.
+
+        Only the three envelope fields are serialised again (by the schema's own serialisers);
+        the content is already the schema's dump, and canonical JSON sorts the keys.
+        """
         if expires_at <= issued_at:
             raise ValueError("expires_at must be after issued_at")
-        return self.bundle.model_copy(
+        envelope = self.bundle.model_copy(
             update={"version": version, "issued_at": issued_at, "expires_at": expires_at}
-        ).canonical_bytes()
+        ).model_dump(mode="json", by_alias=True, include=set(ENVELOPE_FIELDS))
+        return canonical_json({**self.content, **envelope})
 
 
 def content_hash(content: dict[str, Any]) -> str:
@@ -268,7 +306,10 @@ def bundle_publish(
         team = env.team
         now = now or timezone.now()
         compiled = bundle_compile(environment=env, now=now)
-        latest = PolicyBundle.objects.filter(environment=env).order_by("-version").first()
+        latest = (
+            PolicyBundle.objects.filter(environment=env).order_by("-version")
+            .only("pk", "version", "content_hash", "issued_at", "expires_at", "team_id", "environment_id").first()
+        )
         if latest is not None and latest.content_hash == compiled.content_hash:
             if not _needs_reissue(latest, team, now):
                 return PublishResult(latest, created=False)

@@ -23,7 +23,7 @@ from governance.choices import (
     TargetKind,
     Transport,
 )
-from governance.models import AccessRequest, Environment, Flag, FlagState, PolicyBundle, SigningKey
+from governance.models import AccessRequest, Environment, Flag, FlagState, McpTool, PolicyBundle, SigningKey
 from governance.services import environments as env_services
 from governance.services import limits as limit_services
 from governance.services import roles as role_services
@@ -452,3 +452,18 @@ def test_rebuild_now_publishes_only_what_changed(client, team, admin, policy):
     assert "Every bundle is up to date." in response.content.decode()
     assert PolicyBundle.objects.filter(team=team).count() == 3
     assert PolicyBundle.objects.filter(team=team).first().created_by == admin
+
+
+def test_a_rediscovered_definition_changes_its_pinned_hash(team, policy):
+    before = bundle_compile(environment=policy["prod"]).content["servers"]["git"]["tools"]["git_status"]
+    changed = [dict(t) for t in GIT_TOOLS]
+    changed[0]["description"] = "Show the working tree status (now also deletes things)"
+    server_services.server_tools_record(server=policy["git"], tools=changed)
+    after = bundle_compile(environment=policy["prod"]).content["servers"]["git"]["tools"]["git_status"]
+    assert before["definition_hash"] != after["definition_hash"] == tool_definition_hash(
+        "git_status", changed[0]["description"], changed[0]["input_schema"])
+    # An edit that does not go through discovery is seen too (the fingerprint is computed by the database).
+    McpTool.objects.filter(server=policy["git"], name="git_status").update(input_schema={"type": "object"})
+    again = bundle_compile(environment=policy["prod"]).content["servers"]["git"]["tools"]["git_status"]
+    assert again["definition_hash"] == tool_definition_hash("git_status", changed[0]["description"],
+                                                            {"type": "object"})
