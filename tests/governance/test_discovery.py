@@ -70,11 +70,44 @@ HTTP_SERVER = textwrap.dedent("""
 """)
 
 
+# The SDK's high-level MCPServer (FastMCP's successor): schemas come from the functions' signatures.
+MCPSERVER_APP = textwrap.dedent('''
+    import sys
+
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+    from mcp.types import ToolAnnotations
+
+    mcp = MCPServer("notes")
+
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    def read_note(name: str) -> str:
+        """Read a note by name."""
+        return ""
+
+
+    @mcp.tool(title="Write a note", annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True))
+    def write_note(name: str, text: str) -> str:
+        """Write (replace) a note."""
+        return ""
+
+
+    @mcp.tool()
+    def count_notes() -> int:
+        """How many notes exist."""
+        return 0
+
+
+    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+''')
+
+
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"the server exited with status {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -85,21 +118,28 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, seconds: floa
 
 @pytest.fixture
 def http_mcp_server(tmp_path):
-    """Start the HTTP MCP server with the given tools; returns its URL. Stopped after the test."""
-    script = tmp_path / "http_server.py"
-    script.write_text(HTTP_SERVER)
+    """Start an HTTP MCP server script (default HTTP_SERVER) with arguments; returns its URL.
+
+    Starting another stops the previous one; all are stopped after the test.
+    """
     procs: list[subprocess.Popen] = []
 
-    def start(names: list[str]) -> str:
+    def start(*args: str, script: str = HTTP_SERVER) -> str:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=10)
+        path = tmp_path / f"server_{len(procs)}.py"
+        path.write_text(script)
         port = free_port()
-        proc = subprocess.Popen(
-            [PY, str(script), str(port), ",".join(names)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        with open(tmp_path / f"server_{len(procs)}.log", "w") as log:
+            proc = subprocess.Popen([PY, str(path), str(port), *args], stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
-        wait_for_port(port, proc)
+        try:
+            wait_for_port(port, proc)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{exc}: {(tmp_path / f'server_{len(procs) - 1}.log').read_text()[-2000:]}"
+            ) from exc
         return f"http://127.0.0.1:{port}/mcp"
 
     yield start
@@ -201,7 +241,7 @@ def test_git_server_write_tools_and_an_admin_override_survives_rediscovery(team,
 
 @pytest.mark.slow
 def test_http_server_every_page_is_collected_and_changes_are_recorded(team, admin, http_mcp_server):
-    url = http_mcp_server(["search_issues", "create_issue", "delete_repository", "ping", "list_labels"])
+    url = http_mcp_server("search_issues,create_issue,delete_repository,ping,list_labels")
     server = server_create(team=team, actor=admin, slug="issues_api", transport="http", url=url)
     report = server_discover_tools(server=server, actor=admin)
     # Five tools served two per page: all three pages are read.
@@ -225,7 +265,7 @@ def test_http_server_every_page_is_collected_and_changes_are_recorded(team, admi
     assert tools["search_issues"].input_schema["required"] == ["query"]
 
     tool_update(tool=tools["search_issues"], actor=admin, access_class_override="write")
-    server.url = http_mcp_server(["search_issues", "ping!"])  # the server changed: fewer tools, one redefined
+    server.url = http_mcp_server("search_issues,ping!")  # the server changed: fewer tools, one redefined
     server.save()
     report = server_discover_tools(server=server, actor=admin)
     assert report == {
@@ -237,6 +277,25 @@ def test_http_server_every_page_is_collected_and_changes_are_recorded(team, admi
     assert set(tools) == {"search_issues", "ping"}
     assert tools["ping"].description == "Changed."
     assert tools["search_issues"].access_class == "write"
+
+
+@pytest.mark.slow
+def test_mcpserver_app_over_http(team, admin, http_mcp_server):
+    url = http_mcp_server(script=MCPSERVER_APP)
+    server = server_create(team=team, actor=admin, slug="notes", transport="http", url=url)
+    assert server_discover_tools(server=server, actor=admin)["added"] == [
+        "read_note",
+        "write_note",
+        "count_notes",
+    ]
+    tools = tools_of(server)
+    assert tools["read_note"].annotations == {"readOnlyHint": True, "idempotentHint": True}
+    assert tools["read_note"].access_class == "read"
+    assert tools["read_note"].description == "Read a note by name."
+    assert tools["read_note"].input_schema["required"] == ["name"]
+    assert tools["write_note"].title == "Write a note"
+    assert (tools["write_note"].access_class, tools["write_note"].destructive_hint) == ("write", True)
+    assert tools["count_notes"].annotations == {} and tools["count_notes"].access_class == "write"
 
 
 @pytest.mark.slow

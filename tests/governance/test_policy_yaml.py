@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.apps import apps
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
@@ -34,25 +35,13 @@ BLOCK_TEXT = {
     + "\n",
     "rate_limits": SEED_BLOCKS[SEED_BLOCKS.index("rate_limits:") :],
 }
-POLICY_MODELS = (
-    gm.McpServer,
-    gm.McpTool,
-    gm.AgentRole,
-    gm.RoleServerRule,
-    gm.Environment,
-    gm.ServerBinding,
-    gm.GlobalRateLimit,
-    gm.ServerRateLimit,
-    gm.TriggerSettings,
-    gm.Flag,
-    gm.FlagState,
-    ChangeRecord,
-)
+# Every table of the governance app, and the change history.
+POLICY_MODELS = (*apps.get_app_config("governance").get_models(), ChangeRecord)
 
 
 def snapshot() -> dict[str, object]:
     """Row counts of every policy table and the change history, plus the policy's content."""
-    counts: dict[str, object] = {model.__name__: model.objects.count() for model in POLICY_MODELS}
+    counts: dict[str, object] = {model.__name__: model._default_manager.count() for model in POLICY_MODELS}
     counts["rules"] = sorted(gm.RoleServerRule.objects.values_list("role__name", "server__slug", "kind"))
     counts["bindings"] = sorted(
         gm.ServerBinding.objects.values_list(
