@@ -19,6 +19,8 @@ from typing import Any
 from audit.choices import GENESIS_HASH
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# What _encode does for a str, without the encoder's dispatch (the C function when available).
+_encode_str = json.encoder.encode_basestring
 
 # Field names, in canonical (sorted) order, of the hashed event object.
 HASHED_FIELDS = (
@@ -61,7 +63,12 @@ def loads(data: bytes | str) -> Any:
 
 def format_ts(value: datetime) -> str:
     """RFC 3339 UTC with exactly six fractional digits: 2026-11-24T09:00:00.123000Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond:06d}Z"
+    )
 
 
 def event_canonical(
@@ -85,21 +92,21 @@ def event_canonical(
 ) -> str:
     """Canonical JSON of one event. `arguments_json`/`result_json` are already canonical JSON text."""
     return (
-        '{"args_summary":' + _encode(args_summary)
+        '{"args_summary":' + _encode_str(args_summary)
         + ',"arguments":' + arguments_json
         + ',"bundle_version":' + (_NULL if bundle_version is None else str(bundle_version))
         + ',"bytes":' + (_NULL if bytes_ is None else str(bytes_))
-        + ',"call_id":' + _encode(call_id)
+        + ',"call_id":' + _encode_str(call_id)
         + ',"duration_ms":' + (_NULL if duration_ms is None else repr(float(duration_ms)))
-        + ',"phase":' + _encode(phase)
+        + ',"phase":' + _encode_str(phase)
         + ',"result":' + result_json
-        + ',"result_summary":' + _encode(result_summary)
+        + ',"result_summary":' + _encode_str(result_summary)
         + ',"seq":' + str(seq)
-        + ',"server":' + _encode(server)
+        + ',"server":' + _encode_str(server)
         + ',"session":"' + session + '"'
-        + ',"status":' + (_NULL if status is None else _encode(status))
-        + ',"tool":' + _encode(tool)
-        + ',"trigger":' + (_NULL if trigger is None else _encode(trigger))
+        + ',"status":' + (_NULL if status is None else _encode_str(status))
+        + ',"tool":' + _encode_str(tool)
+        + ',"trigger":' + (_NULL if trigger is None else _encode_str(trigger))
         + ',"ts":"' + ts + '"}'
     )  # fmt: skip
 

@@ -67,8 +67,13 @@ def make_batches(session_id: str, count: int, size: int) -> list[bytes]:
                 "bytes": None, "duration_ms": None, "trigger": None, "bundle_version": 7, "result": None,
             }  # fmt: skip
             if seq % 2 == 0:
-                ev.update(status="success" if call % 50 else "fail", result_summary=f"PR#{call} created",
-                          bytes=412, duration_ms=341.7, result={"number": call, "state": "open"})
+                ev.update(
+                    status="success" if call % 50 else "fail",
+                    result_summary=f"PR#{call} created",
+                    bytes=412,
+                    duration_ms=341.7,
+                    result={"number": call, "state": "open"},
+                )
             events.append(ev)
         bodies.append(json.dumps({"events": events}, separators=(",", ":")).encode())
     return bodies
@@ -77,7 +82,13 @@ def make_batches(session_id: str, count: int, size: int) -> list[bytes]:
 class Gateway(threading.Thread):
     def __init__(self, port: int, token: str, session_id: str, bodies: list[bytes], stop_at: list[float]):
         super().__init__(daemon=True)
-        self.port, self.token, self.session_id, self.bodies, self.stop_at = port, token, session_id, bodies, stop_at
+        self.port, self.token, self.session_id, self.bodies, self.stop_at = (
+            port,
+            token,
+            session_id,
+            bodies,
+            stop_at,
+        )
         self.accepted = 0
         self.batches: list[tuple[float, int]] = []  # (finish time, accepted)
         self.error: str | None = None
@@ -125,7 +136,9 @@ def main() -> int:
     }  # fmt: skip
     os.environ.update(env)
     print(f"database {args.database}: migrating…", flush=True)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
 
     import django
 
@@ -146,12 +159,22 @@ def main() -> int:
     sessions = []
     for i in range(args.gateways):
         sid = str(uuid.uuid4())
-        AgentSession.objects.create(id=sid, team=team, environment=environment, client=issued.client,
-                                    role="code_agent", agent=f"bench-{i}", started_at=datetime.now(UTC))
+        AgentSession.objects.create(
+            id=sid,
+            team=team,
+            environment=environment,
+            client=issued.client,
+            role="code_agent",
+            agent=f"bench-{i}",
+            started_at=datetime.now(UTC),
+        )
         sessions.append(sid)
     # Enough bodies for a fast machine; a gateway stops at the deadline.
     per_gateway = int((args.seconds + args.warmup) * 40_000 / args.gateways / args.batch) + 2
-    print(f"preparing {per_gateway} batches of {args.batch} events for each of {args.gateways} gateways…", flush=True)
+    print(
+        f"preparing {per_gateway} batches of {args.batch} events for each of {args.gateways} gateways…",
+        flush=True,
+    )
     bodies = {sid: make_batches(sid, per_gateway, args.batch) for sid in sessions}
     connection.close()
 
@@ -172,8 +195,11 @@ def main() -> int:
                     raise SystemExit("uvicorn did not start") from None
                 time.sleep(0.1)
         time.sleep(1.0)  # let every worker finish importing
-        print(f"uvicorn with {args.workers} workers on :{port}; {args.gateways} gateways posting for "
-              f"{args.warmup:g}+{args.seconds:g} s…", flush=True)
+        print(
+            f"uvicorn with {args.workers} workers on :{port}; {args.gateways} gateways posting for "
+            f"{args.warmup:g}+{args.seconds:g} s…",
+            flush=True,
+        )
         start = time.monotonic()
         stop_at = [start + args.warmup + args.seconds]
         gateways = [Gateway(port, issued.token, sid, bodies[sid], stop_at) for sid in sessions]
@@ -197,22 +223,29 @@ def main() -> int:
 
     stored = AuditEvent.objects.filter(session__team=team).count()
     per_session_ok = all(
-        AuditEvent.objects.filter(session_id=g.session_id).count() == g.accepted
+        AuditEvent.objects.filter(session_id=g.session_id).count()
+        == g.accepted
         == (AgentSession.objects.get(pk=g.session_id).last_seq)
         for g in gateways
     )
     print(f"batches of {args.batch}: {total:,} events accepted in {last_finish - start:.1f} s")
-    print(f"sustained (after {args.warmup:g} s warm-up): {rate:,.0f} events/s   overall: {overall:,.0f} events/s   "
-          f"goal {GOAL:,}/s: {'met' if rate >= GOAL else 'NOT met'}")
-    print(f"count check: {stored:,} stored vs {total:,} accepted; per-session counts and chain heads "
-          f"{'match' if per_session_ok else 'DO NOT match'}")
+    print(
+        f"sustained (after {args.warmup:g} s warm-up): {rate:,.0f} events/s   overall: {overall:,.0f} events/s   "
+        f"goal {GOAL:,}/s: {'met' if rate >= GOAL else 'NOT met'}"
+    )
+    print(
+        f"count check: {stored:,} stored vs {total:,} accepted; per-session counts and chain heads "
+        f"{'match' if per_session_ok else 'DO NOT match'}"
+    )
     ok = not errors and stored == total and per_session_ok and total > 0
     if args.verify:
         from audit.services.digests import audit_verify
 
         t0 = time.monotonic()
         checked, _, problems = audit_verify(team=team)
-        print(f"verify: {checked} chains recomputed in {time.monotonic() - t0:.1f} s, {len(problems)} problem(s)")
+        print(
+            f"verify: {checked} chains recomputed in {time.monotonic() - t0:.1f} s, {len(problems)} problem(s)"
+        )
         ok = ok and not problems
     for error in errors:
         print(f"gateway error: {error}")
