@@ -50,6 +50,30 @@ _bundles: dict[int, _Current | None] = {}
 _refresh_locks: dict[int, asyncio.Lock] = {}
 
 
+@dataclass(frozen=True)
+class _Flight:
+    started: float
+    task: asyncio.Task
+
+
+# One database read per key at a time: requests that arrive while it runs share its result
+# instead of queueing their own reads (every cache expiry would otherwise be a stampede).
+_flights: dict[tuple[str, object], _Flight] = {}
+
+
+async def _shared_read(key: tuple[str, object], fn, *args, fresh_since: float):
+    """`fn(*args)` through `_db`, joining a read of the same key already running if it started
+    at or after `fresh_since` (so it cannot predate what the caller needs to see)."""
+    loop = asyncio.get_running_loop()
+    flight = _flights.get(key)
+    if flight is None or flight.started < fresh_since or flight.task.get_loop() is not loop or flight.task.done():
+        flight = _Flight(time.monotonic(), loop.create_task(_db(fn, *args)))
+        _flights[key] = flight
+        flight.task.add_done_callback(lambda _t, key=key, flight=flight: _flights.pop(key, None)
+                                      if _flights.get(key) is flight else None)
+    return flight.started, await asyncio.shield(flight.task)
+
+
 def _drop_bundle(channel: str, token) -> None:
     tail = channel[len(bundle_service.CHANNEL_PREFIX):]
     if tail.isdigit():
@@ -76,6 +100,14 @@ def _clear_caches() -> None:
     """For tests: forget cached clients and bundles."""
     _clients.clear()
     _bundles.clear()
+    _flights.clear()
+
+
+def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
+    try:
+        return client_authenticate(token)
+    except TokenError as exc:
+        return exc
 
 
 async def _authenticate(token: str) -> EnforcementClient:
@@ -83,13 +115,11 @@ async def _authenticate(token: str) -> EnforcementClient:
     now = time.monotonic()
     cached = _clients.get(key)
     if cached is None or now - cached[0] > CLIENT_CACHE_SECONDS:
-        try:
-            result: EnforcementClient | TokenError = await _db(client_authenticate, token)
-        except TokenError as exc:
-            result = exc
+        started, result = await _shared_read(("client", key), _authenticate_or_error, token,
+                                             fresh_since=now - CLIENT_CACHE_SECONDS)
         if len(_clients) >= _CACHE_LIMIT:
             _clients.clear()
-        _clients[key] = cached = (now, result)
+        _clients[key] = cached = (started, result)
     result = cached[1]
     if isinstance(result, TokenError):
         raise result
@@ -98,23 +128,31 @@ async def _authenticate(token: str) -> EnforcementClient:
     return result
 
 
-def _read_latest(environment_id: int) -> _Current | None:
-    row = (
+def _read_latest(environment_id: int) -> dict | None:
+    return (
         PolicyBundle.objects.filter(environment_id=environment_id).order_by("-version")
         .values("version", "etag", "jws", "issued_at").first()
     )
-    return None if row is None else _Current(fetched=time.monotonic(), **row)
 
 
-async def _current(environment_id: int, *, force: bool = False) -> _Current | None:
+async def _current(environment_id: int, *, fresh_since: float | None = None) -> _Current | None:
+    """The latest bundle: from the cache (at most BUNDLE_CACHE_SECONDS old, dropped on every
+    publish notification), or — with `fresh_since` — read no earlier than that instant."""
+    now = time.monotonic()
+    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
     cached = _bundles.get(environment_id)
-    if force or cached is None or time.monotonic() - cached.fetched > BUNDLE_CACHE_SECONDS:
-        cached = await _db(_read_latest, environment_id)
-        if cached is not None:
-            if len(_bundles) >= _CACHE_LIMIT:
-                _bundles.clear()
-            _bundles[environment_id] = cached
-    return cached
+    if cached is not None and cached.fetched >= needed:
+        return cached
+    started, row = await _shared_read(("bundle", environment_id), _read_latest, environment_id, fresh_since=needed)
+    if row is None:
+        return None
+    current = _Current(fetched=started, **row)
+    if len(_bundles) >= _CACHE_LIMIT:
+        _bundles.clear()
+    previous = _bundles.get(environment_id)
+    if previous is None or previous.fetched <= started:
+        _bundles[environment_id] = current
+    return current
 
 
 async def _fresh(client: EnforcementClient, current: _Current | None) -> _Current | None:
@@ -127,11 +165,11 @@ async def _fresh(client: EnforcementClient, current: _Current | None) -> _Curren
         return current
     lock = _refresh_locks.setdefault(client.environment_id, asyncio.Lock())
     async with lock:
-        current = await _current(client.environment_id, force=True)
+        current = await _current(client.environment_id, fresh_since=time.monotonic())
         if current is not None and (timezone.now() - current.issued_at).total_seconds() > ttl / 2:
             await _db(bundle_service.bundle_publish, environment=client.environment,
                       reason=bundle_service.REFRESH_REASON)
-            current = await _current(client.environment_id, force=True)
+            current = await _current(client.environment_id, fresh_since=time.monotonic())
     return current
 
 
@@ -223,8 +261,9 @@ async def serve_bundle(
     deadline = loop.time() + wait_seconds
     async with realtime.subscribe(bundle_service.bundle_channel(client.environment_id),
                                   seen=current.version) as sub:
+        checked = time.monotonic()  # subscribed: a read from now on cannot miss a change
         while True:
-            current = await _current(client.environment_id, force=True)
+            current = await _current(client.environment_id, fresh_since=checked)
             if current is None:
                 return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
             if not _matches(if_none_match, current.etag):
@@ -234,6 +273,7 @@ async def serve_bundle(
                 return _not_modified(current)
             sub.seen = current.version
             await sub.wait(remaining)
+            checked = time.monotonic()  # woken: the state must be read again, after this instant
 
 
 # --- the two ways in ----------------------------------------------------------------------------
