@@ -39,6 +39,16 @@ API::
     realtime.ensure_started()                     # (async code) start the Redis listener early
 
 Tokens are strings or ints (JSON-serialisable, compared with ``!=``); ``None`` means unknown.
+A waiter subscribed with ``seen=None`` is woken only by notifications, never by the fallback
+poll — give it the token you read whenever you have one.
+
+Holding no thread: Django's ASGI handler gives every request a thread (for its sync
+``request_started`` receivers) until the response is sent, so a long poll served as an
+ordinary async Django view still holds one idle thread while it waits. For an endpoint with
+many concurrent waiters, answer its path in front of Django the way
+``governance.api.bundle.asgi_bundle_route`` does (wired in ``portal/asgi.py``), and do ORM
+work with ``sync_to_async(..., thread_sensitive=True)`` — outside a Django request that is
+one shared thread for the process.
 """
 
 from __future__ import annotations
