@@ -137,7 +137,7 @@ class SessionStateSerializer(serializers.Serializer):
                                        default=None)
 
 
-class NoteSerializer(serializers.Serializer):
+class AcknowledgementNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
 
@@ -146,7 +146,7 @@ class ExplanationInputSerializer(serializers.Serializer):
     explanation = serializers.CharField()
 
 
-class ReasonSerializer(serializers.Serializer):
+class DecisionReasonSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
@@ -154,3 +154,23 @@ class ApprovalInputSerializer(serializers.Serializer):
     call_id = serializers.CharField(max_length=64)
     decision = serializers.ChoiceField(choices=[(k.value, k.label) for k in CALL_DECISIONS])
     reason = serializers.CharField()
+
+
+class EventBatchSerializer(serializers.Serializer):
+    """Documentation of the events body; the service validates each event (docs/audit.md)."""
+
+    events = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+
+
+class AcknowledgementBodySerializer(serializers.Serializer):
+    acknowledged = serializers.BooleanField()
+    acknowledged_by = serializers.CharField(allow_null=True)
+    acknowledged_at = serializers.CharField(allow_null=True)
+    note = serializers.CharField(allow_null=True)
+    last_seq = serializers.IntegerField(allow_null=True)

@@ -7,6 +7,8 @@ The control long poll is an async view in audit/api/control.py.
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.pagination import LimitOffsetPagination
@@ -16,14 +18,17 @@ from rest_framework.views import APIView
 
 from audit import selectors, services
 from audit.api.serializers import (
+    AcknowledgementBodySerializer,
+    AcknowledgementNoteSerializer,
     AgentSessionSerializer,
     ApprovalInputSerializer,
     AuditEventSerializer,
+    DecisionReasonSerializer,
     DecisionSerializer,
+    EventBatchSerializer,
     ExplanationInputSerializer,
     ExplanationSerializer,
-    NoteSerializer,
-    ReasonSerializer,
+    IngestResultSerializer,
     ReviewSessionSerializer,
     SessionOpenSerializer,
     SessionStateSerializer,
@@ -101,6 +106,7 @@ def _valid(serializer_class, data):
 class SessionListView(AuditAPIView):
     """GET: reviewers list their teams' sessions (filters as query parameters). POST: a gateway opens one."""
 
+    @extend_schema(responses=ReviewSessionSerializer(many=True), summary="Sessions of the person's teams")
     def get(self, request):
         self.require_person()
         base = AgentSession.objects.restrict(request.user)
@@ -120,6 +126,7 @@ class SessionListView(AuditAPIView):
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
 
+    @extend_schema(request=SessionOpenSerializer, responses=AgentSessionSerializer, summary="Open a session (gateway)")
     def post(self, request):
         client = self.require_client()
         data = _valid(SessionOpenSerializer, request.data)
@@ -131,6 +138,7 @@ class SessionListView(AuditAPIView):
 class SessionDetailView(AuditAPIView):
     """GET: the session resource. PATCH: the gateway reports a state change."""
 
+    @extend_schema(responses=AgentSessionSerializer, summary="The session resource")
     def get(self, request, session_id):
         session = self.session(session_id)
         if self.client():
@@ -141,6 +149,8 @@ class SessionDetailView(AuditAPIView):
         ).data
         return Response(data)
 
+    @extend_schema(request=SessionStateSerializer, responses=AgentSessionSerializer,
+                   summary="Report a state change (gateway)")
     def patch(self, request, session_id):
         client = self.require_client()
         data = _valid(SessionStateSerializer, request.data)
@@ -151,6 +161,7 @@ class SessionDetailView(AuditAPIView):
 class SessionEventsView(AuditAPIView):
     """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
 
+    @extend_schema(responses=AuditEventSerializer(many=True), summary="A session's events (payloads for auditors)")
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -168,6 +179,8 @@ class SessionEventsView(AuditAPIView):
         response.data["payloads_visible"] = include_payloads
         return response
 
+    @extend_schema(request=EventBatchSerializer, responses=IngestResultSerializer,
+                   summary="Ship a batch of events (gateway)")
     def post(self, request, session_id):
         client = self.require_client()
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -188,15 +201,17 @@ class SessionEventsView(AuditAPIView):
 class SessionAcknowledgementView(AuditAPIView):
     """GET: is the session acknowledged (gateways and people). POST: a reviewer acknowledges it."""
 
+    @extend_schema(responses=AcknowledgementBodySerializer, summary="Is the session acknowledged?")
     def get(self, request, session_id):
         session = self.session(session_id)
         ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
         return Response(acknowledgement_body(ack))
 
+    @extend_schema(request=AcknowledgementNoteSerializer, responses=AcknowledgementBodySerializer, summary="Acknowledge the log")
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
-        data = _valid(NoteSerializer, request.data)
+        data = _valid(AcknowledgementNoteSerializer, request.data)
         ack = services.session_acknowledge(session=session, reviewer=request.user, note=data["note"])
         return Response(acknowledgement_body(ack), status=status.HTTP_201_CREATED)
 
@@ -204,6 +219,7 @@ class SessionAcknowledgementView(AuditAPIView):
 class SessionExplanationsView(AuditAPIView):
     """GET: explanations and unexplained failed calls. POST: explain one failed call."""
 
+    @extend_schema(responses=ExplanationSerializer(many=True), summary="Explanations of failed calls")
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -213,6 +229,7 @@ class SessionExplanationsView(AuditAPIView):
             "unexplained": services.unexplained_failed_calls(session),
         })  # fmt: skip
 
+    @extend_schema(request=ExplanationInputSerializer, responses=ExplanationSerializer, summary="Explain a failed call")
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -226,10 +243,11 @@ class SessionReleaseView(AuditAPIView):
 
     service = staticmethod(services.session_release)
 
+    @extend_schema(request=DecisionReasonSerializer, responses=DecisionSerializer, summary="Release or end the session")
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
-        data = _valid(ReasonSerializer, request.data)
+        data = _valid(DecisionReasonSerializer, request.data)
         decision = self.service(session=session, reviewer=request.user, reason=data["reason"])
         session = self.session_for_person(session_id)
         return Response({"session": ReviewSessionSerializer(session).data, "decision": DecisionSerializer(decision).data})
@@ -244,11 +262,13 @@ class SessionEndView(SessionReleaseView):
 class SessionApprovalsView(AuditAPIView):
     """GET: calls waiting for approval. POST {"call_id", "decision": approve|deny, "reason"}."""
 
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Calls waiting for approval")
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
         return Response({"pending": session.pending_approvals})
 
+    @extend_schema(request=ApprovalInputSerializer, responses=DecisionSerializer, summary="Approve or deny a call")
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
