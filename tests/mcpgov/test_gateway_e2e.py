@@ -177,13 +177,13 @@ def test_trigger_3_production_grant_expires_during_the_session(world):
     doc["environment"] = doc["environment_policy"]["name"] = "production"
     doc["environment_policy"].update(requires_authorization=True, forbidden_patterns=[])
     doc["grants"] = [{"id": "AR-7", "role": "code_agent", "servers": ["time", "filesystem"],
-                      "starts_at": iso(now - timedelta(minutes=5)), "ends_at": iso(now + timedelta(seconds=6))}]  # fmt: skip
+                      "starts_at": iso(now - timedelta(minutes=5)), "ends_at": iso(now + timedelta(seconds=15))}]  # fmt: skip
     world.write_bundle(doc)
 
     async def scenario():
         async with Client(world.gateway("--read-write", env="production"), mode="legacy") as c:
             assert not (await write(c, world.files / "inside-window.txt")).is_error
-            await anyio.sleep(max(0.0, (now + timedelta(seconds=6.2) - datetime.now(UTC)).total_seconds()))
+            await anyio.sleep(max(0.0, (now + timedelta(seconds=15.2) - datetime.now(UTC)).total_seconds()))
             r = await write(c, world.files / "after-window.txt")
             assert r.is_error and "production_environment" in text(r)
             assert "no live production-access grant" in text(r)

@@ -149,3 +149,30 @@ def test_approval_required_tool_waits_for_a_person(world, portal):
     anyio.run(scenario)
     assert (world.files / "approved.txt").read_text() == "yes"
     assert not (world.files / "denied.txt").exists()
+
+
+def test_portal_outage_and_restarts_lose_no_event(world, portal):
+    """Session B runs while the portal is down (cached bundle); a later gateway ships B's events once."""
+    portal.publish(world.signer.sign_doc(world.doc()), 1)
+    world.write_config(("time", "filesystem"))
+
+    async def session(calls: int) -> None:
+        async with Client(world.gateway(portal=portal), mode="legacy") as c:
+            for _ in range(calls):
+                r = await c.call_tool("time__get_current_time", {"timezone": "UTC"})
+                assert not r.is_error, text(r)
+
+    anyio.run(session, 1)  # A: online, caches the bundle
+    assert portal.wait_for(lambda: len(portal.sessions) == 1 and len(next(iter(portal.events.values()))) == 2)
+    portal.outage = True
+    anyio.run(session, 2)  # B: the portal answers 503 to everything
+    spooled = {p.stem for p in world.spool.glob("*.jsonl")}
+    assert len(spooled) == 2 and len(portal.sessions) == 1
+    portal.outage = False
+    anyio.run(session, 0)  # C: starts, and its shipper delivers what B left behind
+    assert portal.wait_for(lambda: len(portal.sessions) == 3 and all(
+        len(portal.events.get(sid, [])) >= 4 for sid in spooled - set(list(portal.sessions)[:1])), timeout=15)  # fmt: skip
+    b = next(sid for sid in spooled if sid != next(iter(portal.sessions)))
+    assert [(e["seq"], e["phase"]) for e in portal.events[b]] == [
+        (1, "intent"), (2, "result"), (3, "intent"), (4, "result")]  # fmt: skip
+    assert portal.duplicates == 0
