@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from mcpgov.decision import iso_ts
-from mcpgov.redact import redact, summarize_arguments
+from mcpgov.redact import MAX_STRING, redact, summarize_arguments
 
 log = logging.getLogger("mcpgov.audit")
 
@@ -150,7 +150,7 @@ class AuditSpool:
                bundle_version: int, trigger: str | None = None, now: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Record (durably) that a call is about to be decided/forwarded. Returns the event."""
         now = time.time() if now is None else now
-        redacted = redact(arguments or {})
+        redacted = redact(arguments or {}, max_string=MAX_STRING)
         event = {
             "seq": 0, "call_id": call_id, "phase": "intent", "ts": iso_ts(now), "server": server, "tool": tool,
             "arguments": redacted, "args_summary": summarize_arguments(redacted, already_redacted=True),

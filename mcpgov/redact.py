@@ -23,6 +23,7 @@ SECRET_VALUE_RES = (
     re.compile(r"(?i)\baws_secret_access_key\s*[=:]\s*\S+"),
 )
 MAX_DEPTH = 8
+MAX_STRING = 4096  # audit events keep at most this much of any one string argument
 
 
 def redact_text(text: str) -> str:
@@ -32,9 +33,14 @@ def redact_text(text: str) -> str:
     return text
 
 
-def redact(value: Any, _depth: int = 0) -> Any:
-    """A copy of ``value`` with secret-named keys and secret-looking strings replaced by ``[REDACTED]``."""
+def redact(value: Any, _depth: int = 0, *, max_string: int | None = None) -> Any:
+    """A copy of ``value`` with secret-named keys and secret-looking strings replaced by ``[REDACTED]``.
+
+    With ``max_string``, longer strings are cut (before scanning) and marked with how much was left out.
+    """
     if isinstance(value, str):
+        if max_string is not None and len(value) > max_string:
+            return redact_text(value[:max_string]) + f"…(+{len(value) - max_string} chars)"
         return redact_text(value)
     if _depth >= MAX_DEPTH:
         return "…"
@@ -45,10 +51,10 @@ def redact(value: Any, _depth: int = 0) -> Any:
             if SECRET_KEY_RE.search(key) and v not in (None, "", False):
                 out[key] = REDACTED
             else:
-                out[key] = redact(v, _depth + 1)
+                out[key] = redact(v, _depth + 1, max_string=max_string)
         return out
     if isinstance(value, list | tuple):
-        return [redact(v, _depth + 1) for v in value]
+        return [redact(v, _depth + 1, max_string=max_string) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return redact_text(str(value))
@@ -77,7 +83,9 @@ def summarize_arguments(
     parts = []
     for k, v in (arguments if already_redacted else redact(arguments)).items():
         if isinstance(v, str) and len(v) > value_limit:
-            parts.append(f"{k}: <{len(v)} chars>")
+            cut = re.search(r"…\(\+(\d+) chars\)$", v) if already_redacted else None
+            n = len(v) if cut is None else len(v) - len(cut.group(0)) + int(cut.group(1))
+            parts.append(f"{k}: <{n} chars>")
         else:
             parts.append(f"{k}: {_short(v, value_limit)}")
     text = "{" + ", ".join(parts) + "}"

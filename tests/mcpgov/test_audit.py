@@ -302,3 +302,12 @@ def test_audit_check_cli(portal):
     assert r.returncode == 1 and "NOT been acknowledged" in r.stderr
     r = check("s-unknown")
     assert r.returncode == 1 and "no such session" in r.stderr
+
+
+def test_long_arguments_are_cut_in_the_event_but_summarised_with_their_length(tmp_path):
+    spool = AuditSpool(tmp_path, "s1")
+    ev = spool.intent(call_id="c1", server="filesystem", tool="write_file", bundle_version=1,
+                      arguments={"path": "big.txt", "content": "a" * 10_000 + " Bearer abcdefghijklmnop"})  # fmt: skip
+    spool.close()
+    assert ev["arguments"]["content"] == "a" * 4096 + "…(+5928 chars)"
+    assert ev["args_summary"] == '{path: "big.txt", content: <10024 chars>}'
