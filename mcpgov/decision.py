@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import weakref
 from bisect import bisect_right
-from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -288,7 +288,9 @@ def compile_policy(bundle: Bundle, role: str) -> Policy:
 
 
 def iso_ts(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """RFC 3339 UTC with milliseconds: ``2026-11-24T09:00:00.123Z``."""
+    seconds = int(now)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((now - seconds) * 1000):03d}Z"
 
 
 def format_last_calls(state: SessionState, extra: CallRecord | None = None) -> str:
