@@ -20,8 +20,10 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import HttpResponse
+from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -300,8 +302,22 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
 
     Django's ASGI handler gives every request its own thread for its sync signal receivers,
     held until the response is sent; a long poll answered here holds none, and the hot 304
-    path skips the middleware stack. Everything else goes to Django unchanged.
+    path skips the middleware stack. What that stack would refuse or redirect (a host not in
+    ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) is handed to Django, which does.
+    Everything else goes to Django unchanged.
     """
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    proxy_name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower() if proxy_header else ""
+    hsts = [(b"strict-transport-security", f"max-age={settings.SECURE_HSTS_SECONDS}".encode())] \
+        if settings.SECURE_HSTS_SECONDS else []
+
+    def handled_by_django(scope, headers) -> bool:
+        domain, _port = split_domain_port(headers.get("host", ""))
+        allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+        if not domain or not validate_host(domain, allowed):
+            return True  # Django answers 400 (DisallowedHost)
+        secure = scope.get("scheme") == "https" or (proxy_header and headers.get(proxy_name) == proxy_header[1])
+        return bool(settings.SECURE_SSL_REDIRECT and not secure)
 
     async def application(scope, receive, send):
         if scope["type"] != "http" or scope["path"] != scope.get("root_path", "") + path or \
@@ -310,6 +326,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         headers = {}
         for name, value in scope["headers"]:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if handled_by_django(scope, headers):
+            return await django_app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
         work = asyncio.ensure_future(serve_bundle(
@@ -330,7 +348,7 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         reply = work.result()
         response_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
         response_headers += [(b"x-content-type-options", b"nosniff"),
-                             (b"content-length", str(len(reply.body)).encode())]
+                             (b"content-length", str(len(reply.body)).encode()), *hsts]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})
 

@@ -378,3 +378,36 @@ def test_create_client_command_refuses_bad_input(team):
         call_command("create_client", team="acme", env="staging", name="dup", stdout=io.StringIO(),
                      stderr=io.StringIO())
     assert EnforcementClient.objects.filter(name="dup").count() == 1
+
+
+def _asgi_get(host: str, token: str) -> list[dict]:
+    import asyncio
+
+    from portal.asgi import application
+
+    sent, calls = [], []
+
+    async def receive():
+        calls.append(1)
+        if len(calls) == 1:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client never disconnects
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": URL, "raw_path": URL.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", host.encode()), (b"authorization", f"Bearer {token}".encode())],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    asyncio.run(application(scope, receive, send))
+    return sent
+
+
+def test_the_asgi_fast_path_answers_the_bundle_path_and_leaves_bad_hosts_to_django():
+    fast = _asgi_get("127.0.0.1:8000", "not-a-token")
+    assert fast[0]["status"] == 401
+    assert b"x-frame-options" not in dict(fast[0]["headers"])  # answered in front of Django's middleware
+    assert json.loads(fast[1]["body"])["code"] == "token_malformed"
+    refused = _asgi_get("evil.example", "not-a-token")
+    assert refused[0]["status"] == 400  # Django's DisallowedHost
