@@ -178,6 +178,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 
+# Celery beat: periodic tasks. Each app adds its own entries in its own marked block.
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# --- beat: audit app (owned by audit/) ---
+CELERY_BEAT_SCHEDULE.update({
+    "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": 300.0},  # signed digests, every 5 min
+    "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},  # daily archive files, hourly check
+})
+# --- end beat: audit app ---
+
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
