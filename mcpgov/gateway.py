@@ -103,6 +103,8 @@ class AgentSession:
     spool: AuditSpool
     opened: anyio.Event = field(default_factory=anyio.Event)
     approvals: dict[str, tuple[anyio.Event, list[str]]] = field(default_factory=dict)
+    # the portal's control_version when it recorded our halt/pause: only a later decision releases it
+    halt_recorded_at: int | None = None
 
     @property
     def id(self) -> str:
@@ -277,17 +279,21 @@ class Gateway:
                 delay = min(30.0, delay * 2)
 
     async def _report_state(self, sess: AgentSession, trigger: str | None, reason: str) -> None:
-        """PATCH the session's new state to the portal (reviewers see it and can release it)."""
+        """PATCH the session's new state to the portal (reviewers see it and can release it).
+
+        Retried until the portal has it, as long as the session is still in that state: a halted
+        session can only be released once the portal knows it halted.
+        """
         if self.portal is None:
             return
         st = sess.state
+        reported = st.state
         await sess.opened.wait()
         delay = 0.5
-        for _ in range(20):
+        while st.state == reported:
             try:
-                await self.portal.patch_session(st.session_id, state=st.state, trigger=trigger, reason=reason,
-                                                last_calls=[c.as_dict() for c in st.last_calls])  # fmt: skip
-                return
+                resp = await self.portal.patch_session(st.session_id, state=reported, trigger=trigger, reason=reason,
+                                                       last_calls=[c.as_dict() for c in st.last_calls])  # fmt: skip
             except PortalError as exc:
                 log.error("portal refused the state of session %s: %s", st.session_id, exc)
                 return
@@ -295,6 +301,10 @@ class Gateway:
                 log.warning("cannot report session %s state (%s); retrying", st.session_id, exc)
                 await anyio.sleep(delay)
                 delay = min(30.0, delay * 2)
+                continue
+            if reported in (HALTED, PAUSED) and st.state == reported:
+                sess.halt_recorded_at = int(resp.get("control_version") or 0)
+            return
 
     async def _control_loop(self, sess: AgentSession) -> None:
         """Long-poll a person's decisions: release / end, and per-call approvals."""
@@ -328,9 +338,13 @@ class Gateway:
         st.control_version = version
         state = resp.get("state")
         if state == ACTIVE and st.state in (HALTED, PAUSED):
+            # a decision made before the portal recorded this halt is not a release of it
+            if sess.halt_recorded_at is None or version <= sess.halt_recorded_at:
+                return
             log.warning(
                 "session %s released by %s: %s", st.session_id, resp.get("decided_by"), resp.get("reason")
             )
+            sess.halt_recorded_at = None
             st.release()
         elif state == ENDED and st.state != ENDED:
             log.warning("session %s ended by %s", st.session_id, resp.get("decided_by"))

@@ -311,3 +311,26 @@ def test_long_arguments_are_cut_in_the_event_but_summarised_with_their_length(tm
     spool.close()
     assert ev["arguments"]["content"] == "a" * 4096 + "…(+5928 chars)"
     assert ev["args_summary"] == '{path: "big.txt", content: <10024 chars>}'
+
+
+def test_upstream_that_never_answers_times_out():
+    """The raw channel's execution timeout, against a real process that reads and never answers."""
+    import asyncio
+
+    from mcpgov.upstream import RawChannel, UpstreamTimeout
+
+    async def go():
+        proc = await asyncio.create_subprocess_exec("sleep", "30", stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        try:
+            raw = RawChannel(proc)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout, match=r"timed out after 0\.3s"):
+                await raw.request("tools/call", {"name": "x"}, 0.3)
+            assert 0.25 < asyncio.get_running_loop().time() - t0 < 2
+            assert raw.pending == {}
+        finally:
+            proc.kill()
+            await proc.wait()
+
+    anyio.run(go)

@@ -553,3 +553,14 @@ def test_max_rows_returned():
         and result_rows(None) is None
         and result_rows({"row_count": True}) is None
     )
+
+
+def test_trigger_codes_match_the_enforcer_api_contract():
+    import re
+    from pathlib import Path
+
+    from mcpgov.decision import TRIGGER_CODES
+
+    api = (Path(__file__).resolve().parents[2] / "docs" / "enforcer-api.md").read_text()
+    block = api[api.index('"trigger": null |') : api.index('"bundle_version": 12')]
+    assert set(re.findall(r'"([a-z_]+)"', block)) == set(TRIGGER_CODES)

@@ -491,3 +491,22 @@ def test_no_stdout_noise_besides_the_wire(world):
     assert [p["id"] for p in parsed] == [1, 2]
     assert parsed[1]["result"]["isError"] is False
     assert proc.stdout.read() == ""
+
+
+def test_failed_upstream_call_is_recorded_once_and_not_retried(world):
+    world.write_bundle(world.doc())
+    world.write_config(("time", "filesystem"))
+
+    async def scenario():
+        async with Client(world.gateway(), mode="legacy") as c:
+            r = await c.call_tool("filesystem__read_text_file", {"path": str(world.files / "missing.txt")})
+            assert r.is_error and ("ENOENT" in text(r) or "no such file" in text(r).lower())
+            r = await c.call_tool("time__get_current_time", {"timezone": "Not/AZone"})
+            assert r.is_error
+
+    run(scenario)
+    events = world.events()
+    assert [(e["phase"], e["tool"], e["status"]) for e in events] == [
+        ("intent", "read_text_file", None), ("result", "read_text_file", "fail"),
+        ("intent", "get_current_time", None), ("result", "get_current_time", "fail"),
+    ]  # fmt: skip
