@@ -562,5 +562,6 @@ def test_trigger_codes_match_the_enforcer_api_contract():
     from mcpgov.decision import TRIGGER_CODES
 
     api = (Path(__file__).resolve().parents[2] / "docs" / "enforcer-api.md").read_text()
-    block = api[api.index('"trigger": null |') : api.index('"bundle_version": 12')]
+    start = api.index('"trigger": null |')
+    block = api[start : api.index('"bundle_version": 12', start)]
     assert set(re.findall(r'"([a-z_]+)"', block)) == set(TRIGGER_CODES)
