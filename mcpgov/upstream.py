@@ -72,16 +72,28 @@ class RawChannel:
         self.pending[rid] = fut
         line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
                           ensure_ascii=False, separators=(",", ":")).encode() + b"\n"  # fmt: skip
+        loop = asyncio.get_running_loop()
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            if not fut.done():
+                timed_out.append(True)
+                fut.cancel()
+
+        timer = loop.call_later(timeout, expire)  # cheaper than asyncio.wait_for on the hot path
         try:
             stdin = self.proc.stdin
             assert stdin is not None
             stdin.write(line)
             try:
-                return await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
+                return await fut
+            except asyncio.CancelledError:
+                if not timed_out:
+                    raise
                 self._cancel(rid, f"timed out after {timeout:g}s")
                 raise UpstreamTimeout(f"timed out after {timeout:g}s") from None
         finally:
+            timer.cancel()
             self.pending.pop(rid, None)
 
     def _cancel(self, rid: str, reason: str) -> None:
