@@ -20,10 +20,9 @@ from portal.selectors import dashboard_summary
 
 @login_required
 def dashboard(request):
-    team = request.team
-    if team is None:
+    if not request.team:  # a lazy object: test its truth, not its identity
         return render(request, "portal/no_team.html")
-    return render(request, "portal/dashboard.html", {"summary": dashboard_summary(team=team)})
+    return render(request, "portal/dashboard.html", {"summary": dashboard_summary(team=request.team)})
 
 
 @login_required

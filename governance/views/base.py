@@ -23,7 +23,7 @@ def team_view(view: Callable) -> Callable:
     @login_required
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        if request.team is None:
+        if not request.team:  # a lazy object: test its truth, not its identity
             return render(request, "portal/no_team.html", status=404)
         return view(request, *args, **kwargs)
 

@@ -25,17 +25,28 @@ def bundle_list(request):
     selected = next((e for e in environments if str(e.pk) == request.GET.get("environment")), None)
     selected = selected or (environments[0] if environments else None)
     versions = bundle_versions(environment=selected) if selected else []
-    return render(request, "governance/bundles/list.html", {
-        "environments": environments, "environment": selected, "versions": versions,
-    })
+    return render(
+        request,
+        "governance/bundles/list.html",
+        {
+            "environments": environments,
+            "environment": selected,
+            "versions": versions,
+        },
+    )
 
 
 @team_view
 def bundle_detail(request, pk: int):
     bundle = get_team_object(request, _bundles(request).select_related("environment", "created_by"), pk=pk)
-    return render(request, "governance/bundles/detail.html", {
-        "bundle": bundle, "content": json.dumps(bundle.content, indent=2, sort_keys=True, ensure_ascii=False),
-    })
+    return render(
+        request,
+        "governance/bundles/detail.html",
+        {
+            "bundle": bundle,
+            "content": json.dumps(bundle.content, indent=2, sort_keys=True, ensure_ascii=False),
+        },
+    )
 
 
 @team_view
@@ -49,9 +60,12 @@ def bundle_diff_view(request):
         raise Http404("No such bundle version.")
     old, new = sorted([found[a_pk], found[b_pk]], key=lambda b: (b.environment_id, b.version))
     entries = [
-        {"kind": e.kind, "path": e.path,
-         "old": json.dumps(e.old, sort_keys=True, ensure_ascii=False) if e.kind != "added" else "",
-         "new": json.dumps(e.new, sort_keys=True, ensure_ascii=False) if e.kind != "removed" else ""}
+        {
+            "kind": e.kind,
+            "path": e.path,
+            "old": json.dumps(e.old, sort_keys=True, ensure_ascii=False) if e.kind != "added" else "",
+            "new": json.dumps(e.new, sort_keys=True, ensure_ascii=False) if e.kind != "removed" else "",
+        }
         for e in bundle_diff(old.content, new.content)
     ]
     return render(request, "governance/bundles/diff.html", {"old": old, "new": new, "entries": entries})
@@ -61,8 +75,9 @@ def bundle_diff_view(request):
 @require_POST
 def bundle_rebuild(request):
     require_perm(request, CHANGE_POLICY)
-    results = team_bundles_rebuild(team_id=request.team.pk, reason=f"rebuilt by {request.user.get_username()}",
-                                   actor=request.user)
+    results = team_bundles_rebuild(
+        team_id=request.team.pk, reason=f"rebuilt by {request.user.get_username()}", actor=request.user
+    )
     made = [f"{r.bundle.environment.name} v{r.bundle.version}" for r in results if r.created]
     messages.success(request, f"New bundles: {', '.join(made)}." if made else "Every bundle is up to date.")
     return redirect("governance:bundle-list")

@@ -19,10 +19,16 @@ from portal.permissions import MANAGE_CLIENTS
 
 class ClientForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="Which gateway this is, e.g. ci-runner-eu-1.")
-    environment = forms.ModelChoiceField(queryset=Environment.objects.none(),
-                                         help_text="The token reaches only this environment's bundle.")
-    expires_days = forms.IntegerField(required=False, min_value=1, max_value=3650, label="Expires after (days)",
-                                      help_text="Leave empty for a token that does not expire.")
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.none(), help_text="The token reaches only this environment's bundle."
+    )
+    expires_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=3650,
+        label="Expires after (days)",
+        help_text="Leave empty for a token that does not expire.",
+    )
 
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
@@ -38,7 +44,8 @@ def _register(*, name, environment, expires_days, team, actor):
 def client_list(request):
     require_perm(request, MANAGE_CLIENTS)
     clients = list(
-        EnforcementClient.objects.restrict(request.user, MANAGE_CLIENTS).for_team(request.team)
+        EnforcementClient.objects.restrict(request.user, MANAGE_CLIENTS)
+        .for_team(request.team)
         .select_related("environment", "created_by")
     )
     latest = latest_versions(list({c.environment_id for c in clients}))
@@ -51,8 +58,14 @@ def client_list(request):
             state = "expired"
         else:
             state = "active"
-        rows.append({"client": c, "state": state, "latest": latest.get(c.environment_id),
-                     "behind": c.bundle_version is not None and latest.get(c.environment_id, 0) > c.bundle_version})
+        rows.append(
+            {
+                "client": c,
+                "state": state,
+                "latest": latest.get(c.environment_id),
+                "behind": c.bundle_version is not None and latest.get(c.environment_id, 0) > c.bundle_version,
+            }
+        )
     return render(request, "governance/clients/list.html", {"rows": rows})
 
 
@@ -64,8 +77,9 @@ def client_create_view(request):
         ok, issued = submit(form, _register, team=request.team, actor=request.user)
         if ok:
             # Rendered, not redirected: the token exists only in this response.
-            response = render(request, "governance/clients/created.html",
-                              {"client": issued.client, "token": issued.token})
+            response = render(
+                request, "governance/clients/created.html", {"client": issued.client, "token": issued.token}
+            )
             response["Cache-Control"] = "no-store"
             return response
     return render(request, "governance/clients/form.html", {"form": form})
@@ -74,8 +88,12 @@ def client_create_view(request):
 @team_view
 @require_POST
 def client_revoke_view(request, pk: int):
-    client = get_team_object(request, EnforcementClient.objects.restrict(request.user).for_team(request.team),
-                             perm=MANAGE_CLIENTS, pk=pk)
+    client = get_team_object(
+        request,
+        EnforcementClient.objects.restrict(request.user).for_team(request.team),
+        perm=MANAGE_CLIENTS,
+        pk=pk,
+    )
     client_revoke(client=client, actor=request.user)
     messages.success(request, f"Client {client.name} revoked: its token no longer reaches the portal.")
     return redirect("governance:client-list")

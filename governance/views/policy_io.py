@@ -8,42 +8,41 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
 from governance.forms import PolicyImportForm, apply_service_errors
+from governance.services import policy_yaml
 from governance.views.base import require_perm, team_view
 from portal.permissions import CHANGE_POLICY
 
 
 @team_view
 def policy_import(request):
-    from governance.services import policy_yaml  # TEMP until the module lands
-
+    """GET: the form. POST "preview": a dry run and its report. POST "apply": the import itself."""
     form = PolicyImportForm()
     if request.method == "POST":
         require_perm(request, CHANGE_POLICY)
         form = PolicyImportForm(request.POST, request.FILES)
         if form.is_valid():
+            text = form.cleaned_data["text"]
             apply = request.POST.get("action") == "apply"
             try:
-                report = policy_yaml.policy_import(
-                    team=request.team, text=form.cleaned_data["text"], actor=request.user, dry_run=not apply
-                )
-            except ValidationError as exc:
+                report = policy_yaml.policy_import(team=request.team, text=text, actor=request.user,
+                                                   dry_run=not apply)
+            except ValidationError as exc:  # PolicyImportError names the line of each problem
                 apply_service_errors(form, exc)
             else:
                 if apply:
-                    messages.success(request, "Policy imported.")
+                    totals = ", ".join(f"{report.count(a)} {a}" for a in ("added", "changed", "removed"))
+                    messages.success(request, f"Policy imported ({', '.join(report.blocks)}): {totals}."
+                                     if report.changed else "Policy imported: it already matched, nothing changed.")
                     return redirect("governance:history")
                 return render(request, "governance/policy/import.html", {
-                    "form": PolicyImportForm(initial={"text": form.cleaned_data["text"]}),
-                    "report": report, "text": form.cleaned_data["text"],
+                    "form": PolicyImportForm(initial={"text": text}), "report": report, "text": text,
                 })
     return render(request, "governance/policy/import.html", {"form": form})
 
 
 @team_view
 def policy_export(request):
-    from governance.services import policy_yaml  # TEMP until the module lands
-
-    text = policy_yaml.policy_export(team=request.team)
-    response = HttpResponse(text, content_type="application/yaml; charset=utf-8")
+    """The team's policy as a YAML download."""
+    response = HttpResponse(policy_yaml.policy_export(team=request.team), content_type="application/yaml; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{request.team.slug}-policy.yaml"'
     return response

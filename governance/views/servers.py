@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 
 from governance import selectors
 from governance.forms import ServerFilterForm, ServerForm, ToolForm
+from governance.services import discovery
 from governance.services import servers as services
 from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
@@ -76,8 +77,6 @@ def server_delete(request, pk: int):
 @require_POST
 def server_discover(request, pk: int):
     """Connect to the server with the MCP client and record the tools it offers."""
-    from governance.services import discovery
-
     server = get_team_object(
         request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
     )
