@@ -45,7 +45,6 @@ def server_detail(*, user, team: Team, pk: int) -> QuerySet[McpServer]:
     """The one server (as a queryset for get_object_or_404) with its tools and limits loaded."""
     return servers_for_team(user=user, team=team).filter(pk=pk).select_related("team").prefetch_related(
         Prefetch("tools", queryset=McpTool.objects.order_by("name")),
-        Prefetch("rate_limits", queryset=ServerRateLimit.objects.all()),
         Prefetch("role_rules", queryset=RoleServerRule.objects.select_related("role").order_by("role__name")),
         Prefetch("bindings", queryset=ServerBinding.objects.select_related("environment")),
     )

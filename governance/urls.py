@@ -2,7 +2,19 @@
 
 from django.urls import path
 
-from governance.views import bundles, clients, environments, history, limits, policy_io, roles, servers
+from governance.views import (
+    access,
+    bundles,
+    clients,
+    environments,
+    flags,
+    history,
+    incidents,
+    limits,
+    policy_io,
+    roles,
+    servers,
+)
 
 app_name = "governance"
 
@@ -55,8 +67,6 @@ urlpatterns = [
 ]
 
 # Production access, the kill-switch panel and incidents (governance/views/{access,flags,incidents}.py).
-from governance.views import access, flags, incidents  # noqa: E402
-
 urlpatterns += [
     path("access/", access.access_list, name="access-list"),
     path("access/new/", access.access_create, name="access-create"),
