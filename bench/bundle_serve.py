@@ -71,15 +71,21 @@ def run_wrk(port: int, headers: dict[str, str], seconds: int, connections: int) 
     args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*args, f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run(
+        [*args, f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = re.search(r"50%\s+(\S+)", out)
     p99 = re.search(r"99%\s+(\S+)", out)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps.group(1) if rps else "?", "p50": lat.group(1) if lat else "?", "p99": p99.group(1) if p99 else "?",
-            "errors": errors.group(1) if errors else "0", "socket": socket_errors.group(0) if socket_errors else ""}
+    return {
+        "rps": rps.group(1) if rps else "?",
+        "p50": lat.group(1) if lat else "?",
+        "p99": p99.group(1) if p99 else "?",
+        "errors": errors.group(1) if errors else "0",
+        "socket": socket_errors.group(0) if socket_errors else "",
+    }
 
 
 async def _client(port: int, request: bytes, stop: float, counts: list[int]) -> None:
@@ -107,8 +113,13 @@ def run_python_client(port: int, headers: dict[str, str], seconds: int, connecti
 
     started = time.monotonic()
     asyncio.run(main())
-    return {"rps": f"{counts[0] / (time.monotonic() - started):.0f}", "p50": "-", "p99": "-", "errors": "?",
-            "socket": ""}
+    return {
+        "rps": f"{counts[0] / (time.monotonic() - started):.0f}",
+        "p50": "-",
+        "p99": "-",
+        "errors": "?",
+        "socket": "",
+    }
 
 
 def main() -> int:
@@ -124,22 +135,50 @@ def main() -> int:
         from governance.services.bundles import bundle_publish
         from governance.services.clients import client_create
 
-        team, _ = populate(servers=args.servers, roles=20, bindings=min(30, args.servers),
-                           limits=min(20, args.servers), flags=min(10, args.servers), grants=3)
+        team, _ = populate(
+            servers=args.servers,
+            roles=20,
+            bindings=min(30, args.servers),
+            limits=min(20, args.servers),
+            flags=min(10, args.servers),
+            grants=3,
+        )
         env = Environment.objects.select_related("team").get(team=team, name="production")
         bundle = bundle_publish(environment=env).bundle
         token = client_create(team=team, environment=env, name="bench-gw").token
 
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0",
-                           "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-                           "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "MCPGOV_KEY_ENCRYPTION_KEY":
-                               os.environ.get("MCPGOV_KEY_ENCRYPTION_KEY", "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="),
-                           "DJANGO_SECURE_SSL_REDIRECT": "0", "CELERY_BROKER_URL": ""},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DATABASE_URL": url,
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                "MCPGOV_KEY_ENCRYPTION_KEY": os.environ.get(
+                    "MCPGOV_KEY_ENCRYPTION_KEY", "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="
+                ),
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
+                "CELERY_BROKER_URL": "",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             wait_listening(port, proc)
@@ -154,15 +193,26 @@ def main() -> int:
 
             tool = "wrk" if shutil.which("wrk") else "python-asyncio"
             runner = run_wrk if tool == "wrk" else run_python_client
-            print(f"server          uvicorn portal.asgi:application, {args.workers} worker(s), loopback, "
-                  f"DJANGO_DEBUG=0; load generator {tool}, {args.connections} connections, {args.seconds}s each")
-            print(f"bundle          v{bundle.version}, {len(body) / 1024:.1f} KiB JWS ({args.servers} servers)")
-            for name, headers_ in (("304 (If-None-Match)", {**auth, "If-None-Match": etag}), ("200 (full body)", auth)):
+            print(
+                f"server          uvicorn portal.asgi:application, {args.workers} worker(s), loopback, "
+                f"DJANGO_DEBUG=0; load generator {tool}, {args.connections} connections, {args.seconds}s each"
+            )
+            print(
+                f"bundle          v{bundle.version}, {len(body) / 1024:.1f} KiB JWS ({args.servers} servers)"
+            )
+            for name, headers_ in (
+                ("304 (If-None-Match)", {**auth, "If-None-Match": etag}),
+                ("200 (full body)", auth),
+            ):
                 r = runner(port, headers_, args.seconds, args.connections)
-                print(f"{name:20s}  {float(r['rps']):9.0f} req/s   p50 {r['p50']:>8s}   p99 {r['p99']:>8s}   "
-                      f"non-2xx/3xx {r['errors']}  {r['socket']}")
+                print(
+                    f"{name:20s}  {float(r['rps']):9.0f} req/s   p50 {r['p50']:>8s}   p99 {r['p99']:>8s}   "
+                    f"non-2xx/3xx {r['errors']}  {r['socket']}"
+                )
                 if name.startswith("304"):
-                    print(f"goal >= 2,000 req/s on the 304 path: {'met' if float(r['rps']) >= 2000 else 'NOT met'}")
+                    print(
+                        f"goal >= 2,000 req/s on the 304 path: {'met' if float(r['rps']) >= 2000 else 'NOT met'}"
+                    )
         finally:
             proc.terminate()
             try:

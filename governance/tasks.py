@@ -68,8 +68,9 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
     try:
         r = _redis()
         if r is None:
-            rebuild_team_bundles.apply_async(kwargs={"team_id": team_id, "reason": reason},
-                                             countdown=_debounce())
+            rebuild_team_bundles.apply_async(
+                kwargs={"team_id": team_id, "reason": reason}, countdown=_debounce()
+            )
             return
         pipe = r.pipeline()
         if reason:
@@ -81,8 +82,9 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
             rebuild_team_bundles.apply_async(kwargs={"team_id": team_id}, countdown=_debounce())
     except Exception:
         # Broker or Redis unreachable: do not lose the change — rebuild in this process.
-        logger.warning("Could not enqueue the bundle rebuild for team %s; rebuilding inline", team_id,
-                       exc_info=True)
+        logger.warning(
+            "Could not enqueue the bundle rebuild for team %s; rebuilding inline", team_id, exc_info=True
+        )
         r = None
         try:
             r = _redis()

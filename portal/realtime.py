@@ -217,7 +217,8 @@ class _Hub:
     def _loop_subs(self, loop) -> dict[str, list[Subscription]]:
         with self._lock:
             return {
-                ch: [s for s in subs if s.loop is loop] for ch, subs in self._subs.items()
+                ch: [s for s in subs if s.loop is loop]
+                for ch, subs in self._subs.items()
                 if any(s.loop is loop for s in subs)
             }
 
@@ -262,7 +263,7 @@ class _Hub:
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
-                    channel = message["channel"].decode()[len(REDIS_PREFIX):]
+                    channel = message["channel"].decode()[len(REDIS_PREFIX) :]
                     try:
                         token = json.loads(message["data"])
                     except (ValueError, TypeError):
@@ -302,7 +303,7 @@ def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:
     """{id: channel} for channels named `<prefix><int>` (helper for sources keyed by a row id)."""
     out = {}
     for ch in channels:
-        tail = ch[len(prefix):]
+        tail = ch[len(prefix) :]
         if tail.isdigit():
             out[int(tail)] = ch
     return out

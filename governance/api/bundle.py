@@ -68,16 +68,24 @@ async def _shared_read(key: tuple[str, object], fn, *args, fresh_since: float):
     at or after `fresh_since` (so it cannot predate what the caller needs to see)."""
     loop = asyncio.get_running_loop()
     flight = _flights.get(key)
-    if flight is None or flight.started < fresh_since or flight.task.get_loop() is not loop or flight.task.done():
+    if (
+        flight is None
+        or flight.started < fresh_since
+        or flight.task.get_loop() is not loop
+        or flight.task.done()
+    ):
         flight = _Flight(time.monotonic(), loop.create_task(_db(fn, *args)))
         _flights[key] = flight
-        flight.task.add_done_callback(lambda _t, key=key, flight=flight: _flights.pop(key, None)
-                                      if _flights.get(key) is flight else None)
+        flight.task.add_done_callback(
+            lambda _t, key=key, flight=flight: (
+                _flights.pop(key, None) if _flights.get(key) is flight else None
+            )
+        )
     return flight.started, await asyncio.shield(flight.task)
 
 
 def _drop_bundle(channel: str, token) -> None:
-    tail = channel[len(bundle_service.CHANNEL_PREFIX):]
+    tail = channel[len(bundle_service.CHANNEL_PREFIX) :]
     if tail.isdigit():
         _bundles.pop(int(tail), None)
 
@@ -117,8 +125,9 @@ async def _authenticate(token: str) -> EnforcementClient:
     now = time.monotonic()
     cached = _clients.get(key)
     if cached is None or now - cached[0] > CLIENT_CACHE_SECONDS:
-        started, result = await _shared_read(("client", key), _authenticate_or_error, token,
-                                             fresh_since=now - CLIENT_CACHE_SECONDS)
+        started, result = await _shared_read(
+            ("client", key), _authenticate_or_error, token, fresh_since=now - CLIENT_CACHE_SECONDS
+        )
         if len(_clients) >= _CACHE_LIMIT:
             _clients.clear()
         _clients[key] = cached = (started, result)
@@ -132,8 +141,10 @@ async def _authenticate(token: str) -> EnforcementClient:
 
 def _read_latest(environment_id: int) -> dict | None:
     return (
-        PolicyBundle.objects.filter(environment_id=environment_id).order_by("-version")
-        .values("version", "etag", "jws", "issued_at").first()
+        PolicyBundle.objects.filter(environment_id=environment_id)
+        .order_by("-version")
+        .values("version", "etag", "jws", "issued_at")
+        .first()
     )
 
 
@@ -145,7 +156,9 @@ async def _current(environment_id: int, *, fresh_since: float | None = None) -> 
     cached = _bundles.get(environment_id)
     if cached is not None and cached.fetched >= needed:
         return cached
-    started, row = await _shared_read(("bundle", environment_id), _read_latest, environment_id, fresh_since=needed)
+    started, row = await _shared_read(
+        ("bundle", environment_id), _read_latest, environment_id, fresh_since=needed
+    )
     if row is None:
         return None
     current = _Current(fetched=started, **row)
@@ -169,8 +182,11 @@ async def _fresh(client: EnforcementClient, current: _Current | None) -> _Curren
     async with lock:
         current = await _current(client.environment_id, fresh_since=time.monotonic())
         if current is not None and (timezone.now() - current.issued_at).total_seconds() > ttl / 2:
-            await _db(bundle_service.bundle_publish, environment=client.environment,
-                      reason=bundle_service.REFRESH_REASON)
+            await _db(
+                bundle_service.bundle_publish,
+                environment=client.environment,
+                reason=bundle_service.REFRESH_REASON,
+            )
             current = await _current(client.environment_id, fresh_since=time.monotonic())
     return current
 
@@ -212,11 +228,17 @@ def _unauthorized(detail: str, code: str) -> Reply:
 
 
 def _bundle_headers(current: _Current) -> dict[str, str]:
-    return {"ETag": f'"{current.etag}"', "X-Bundle-Version": str(current.version), "Cache-Control": "no-cache"}
+    return {
+        "ETag": f'"{current.etag}"',
+        "X-Bundle-Version": str(current.version),
+        "Cache-Control": "no-cache",
+    }
 
 
 def _bundle_reply(current: _Current) -> Reply:
-    return Reply(200, {"Content-Type": "application/jose", **_bundle_headers(current)}, current.jws.encode("ascii"))
+    return Reply(
+        200, {"Content-Type": "application/jose", **_bundle_headers(current)}, current.jws.encode("ascii")
+    )
 
 
 def _not_modified(current: _Current) -> Reply:
@@ -224,14 +246,19 @@ def _not_modified(current: _Current) -> Reply:
 
 
 async def serve_bundle(
-    *, authorization: str, if_none_match: str, wait: str | None, reported_version: str | None,
+    *,
+    authorization: str,
+    if_none_match: str,
+    wait: str | None,
+    reported_version: str | None,
     address: str | None,
 ) -> Reply:
     """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
     scheme, _, token = authorization.partition(" ")
     if scheme != "Bearer" or not token.strip():
-        return _unauthorized("This endpoint needs an enforcement-client token (Authorization: Bearer …).",
-                             "not_authenticated")
+        return _unauthorized(
+            "This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated"
+        )
     try:
         client = await _authenticate(token.strip())
     except TokenError as exc:
@@ -246,7 +273,9 @@ async def serve_bundle(
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             return _error(400, "wait must be a number of seconds between 0 and 30.", "invalid_wait")
 
-    running = int(reported_version.strip()) if reported_version and reported_version.strip().isdigit() else None
+    running = (
+        int(reported_version.strip()) if reported_version and reported_version.strip().isdigit() else None
+    )
     if _seen_needed(client, address, running):
         await _db(client_seen, client=client, address=address, bundle_version=running)
 
@@ -261,8 +290,9 @@ async def serve_bundle(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
-    async with realtime.subscribe(bundle_service.bundle_channel(client.environment_id),
-                                  seen=current.version) as sub:
+    async with realtime.subscribe(
+        bundle_service.bundle_channel(client.environment_id), seen=current.version
+    ) as sub:
         checked = time.monotonic()  # subscribed: a read from now on cannot miss a change
         while True:
             current = await _current(client.environment_id, fresh_since=checked)
@@ -291,7 +321,9 @@ async def bundle_view(request):
         reported_version=request.headers.get("X-Mcpgov-Bundle-Version"),
         address=request.META.get("REMOTE_ADDR") or None,
     )
-    response = HttpResponse(reply.body, status=reply.status, content_type=reply.headers.pop("Content-Type", None))
+    response = HttpResponse(
+        reply.body, status=reply.status, content_type=reply.headers.pop("Content-Type", None)
+    )
     for name, value in reply.headers.items():
         response[name] = value
     return response
@@ -308,20 +340,28 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     """
     proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     proxy_name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower() if proxy_header else ""
-    hsts = [(b"strict-transport-security", f"max-age={settings.SECURE_HSTS_SECONDS}".encode())] \
-        if settings.SECURE_HSTS_SECONDS else []
+    hsts = (
+        [(b"strict-transport-security", f"max-age={settings.SECURE_HSTS_SECONDS}".encode())]
+        if settings.SECURE_HSTS_SECONDS
+        else []
+    )
 
     def handled_by_django(scope, headers) -> bool:
         domain, _port = split_domain_port(headers.get("host", ""))
         allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
         if not domain or not validate_host(domain, allowed):
             return True  # Django answers 400 (DisallowedHost)
-        secure = scope.get("scheme") == "https" or (proxy_header and headers.get(proxy_name) == proxy_header[1])
+        secure = scope.get("scheme") == "https" or (
+            proxy_header and headers.get(proxy_name) == proxy_header[1]
+        )
         return bool(settings.SECURE_SSL_REDIRECT and not secure)
 
     async def application(scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != scope.get("root_path", "") + path or \
-                scope["method"] != "GET":
+        if (
+            scope["type"] != "http"
+            or scope["path"] != scope.get("root_path", "") + path
+            or scope["method"] != "GET"
+        ):
             return await django_app(scope, receive, send)
         headers = {}
         for name, value in scope["headers"]:
@@ -330,13 +370,15 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             return await django_app(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
-        work = asyncio.ensure_future(serve_bundle(
-            authorization=headers.get("authorization", ""),
-            if_none_match=headers.get("if-none-match", ""),
-            wait=query["wait"][-1] if "wait" in query else None,
-            reported_version=headers.get("x-mcpgov-bundle-version"),
-            address=client[0] if client else None,
-        ))
+        work = asyncio.ensure_future(
+            serve_bundle(
+                authorization=headers.get("authorization", ""),
+                if_none_match=headers.get("if-none-match", ""),
+                wait=query["wait"][-1] if "wait" in query else None,
+                reported_version=headers.get("x-mcpgov-bundle-version"),
+                address=client[0] if client else None,
+            )
+        )
         disconnected = asyncio.ensure_future(_until_disconnect(receive))
         await asyncio.wait({work, disconnected}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():  # the client went away mid long poll
@@ -346,9 +388,14 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             return
         disconnected.cancel()
         reply = work.result()
-        response_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
-        response_headers += [(b"x-content-type-options", b"nosniff"),
-                             (b"content-length", str(len(reply.body)).encode()), *hsts]
+        response_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+        ]
+        response_headers += [
+            (b"x-content-type-options", b"nosniff"),
+            (b"content-length", str(len(reply.body)).encode()),
+            *hsts,
+        ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})
 

@@ -29,7 +29,9 @@ class TeamField(serializers.SlugRelatedField):
     def __init__(self, **kwargs):
         kwargs.setdefault("slug_field", "slug")
         kwargs.setdefault("required", False)
-        kwargs.setdefault("help_text", "Team slug. Needed on create when you can change policy in several teams.")
+        kwargs.setdefault(
+            "help_text", "Team slug. Needed on create when you can change policy in several teams."
+        )
         super().__init__(**kwargs)
 
     def get_queryset(self):
@@ -70,18 +72,44 @@ class TeamScopedSerializer(serializers.ModelSerializer):
 
 
 class ToolSerializer(serializers.ModelSerializer):
-    access_class = serializers.CharField(read_only=True, help_text="The effective class: the override, else "
-                                                                    "derived from readOnlyHint.")
-    definition_hash = serializers.SerializerMethodField(help_text="What the bundle pins (null: never discovered).")
+    access_class = serializers.CharField(
+        read_only=True, help_text="The effective class: the override, else derived from readOnlyHint."
+    )
+    definition_hash = serializers.SerializerMethodField(
+        help_text="What the bundle pins (null: never discovered)."
+    )
     server = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
         model = McpTool
-        fields = ["id", "server", "name", "title", "description", "input_schema", "annotations", "read_only_hint",
-                  "destructive_hint", "access_class", "access_class_override", "approval_required",
-                  "definition_hash", "discovered_at"]
-        read_only_fields = ["id", "server", "name", "title", "description", "input_schema", "annotations",
-                            "read_only_hint", "destructive_hint", "discovered_at"]
+        fields = [
+            "id",
+            "server",
+            "name",
+            "title",
+            "description",
+            "input_schema",
+            "annotations",
+            "read_only_hint",
+            "destructive_hint",
+            "access_class",
+            "access_class_override",
+            "approval_required",
+            "definition_hash",
+            "discovered_at",
+        ]
+        read_only_fields = [
+            "id",
+            "server",
+            "name",
+            "title",
+            "description",
+            "input_schema",
+            "annotations",
+            "read_only_hint",
+            "destructive_hint",
+            "discovered_at",
+        ]
 
     def get_definition_hash(self, tool) -> str | None:
         if tool.discovered_at is None:
@@ -91,7 +119,8 @@ class ToolSerializer(serializers.ModelSerializer):
 
 class ToolUpdateSerializer(serializers.Serializer):
     access_class_override = serializers.ChoiceField(
-        choices=[("", "No override"), *AccessClass.choices], required=False,
+        choices=[("", "No override"), *AccessClass.choices],
+        required=False,
         help_text='"read" or "write" overrides the annotations; "" clears the override.',
     )
     approval_required = serializers.BooleanField(required=False)
@@ -102,9 +131,26 @@ class ServerSerializer(TeamScopedSerializer):
 
     class Meta:
         model = McpServer
-        fields = ["id", "team", "slug", "name", "description", "category", "transport", "command", "args", "url",
-                  "known_risks", "past_incidents", "adr_links", "cost_per_call", "tools", "tools_discovered_at",
-                  "created_at", "updated_at"]
+        fields = [
+            "id",
+            "team",
+            "slug",
+            "name",
+            "description",
+            "category",
+            "transport",
+            "command",
+            "args",
+            "url",
+            "known_risks",
+            "past_incidents",
+            "adr_links",
+            "cost_per_call",
+            "tools",
+            "tools_discovered_at",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "tools", "tools_discovered_at", "created_at", "updated_at"]
         validators: list = []  # uniqueness and cross-field rules are the service's (model.full_clean)
 
@@ -115,8 +161,16 @@ class RoleSerializer(TeamScopedSerializer):
 
     class Meta:
         model = AgentRole
-        fields = ["id", "team", "name", "description", "allowed_servers", "forbidden_servers", "created_at",
-                  "updated_at"]
+        fields = [
+            "id",
+            "team",
+            "name",
+            "description",
+            "allowed_servers",
+            "forbidden_servers",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "created_at", "updated_at"]
         validators: list = []
 
@@ -129,8 +183,9 @@ class RoleSerializer(TeamScopedSerializer):
 
 class RoleServerSerializer(serializers.Serializer):
     server = serializers.CharField(help_text="Server slug (of the role's team).")
-    kind = serializers.ChoiceField(choices=RuleKind.choices, required=False,
-                                   help_text="allowed or forbidden (add only).")
+    kind = serializers.ChoiceField(
+        choices=RuleKind.choices, required=False, help_text="allowed or forbidden (add only)."
+    )
 
 
 class BindingSummarySerializer(serializers.ModelSerializer):
@@ -147,8 +202,20 @@ class EnvironmentSerializer(TeamScopedSerializer):
 
     class Meta:
         model = Environment
-        fields = ["id", "team", "name", "description", "is_production", "requires_authorization",
-                  "forbidden_patterns", "note", "order", "bindings", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "team",
+            "name",
+            "description",
+            "is_production",
+            "requires_authorization",
+            "forbidden_patterns",
+            "note",
+            "order",
+            "bindings",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "bindings", "created_at", "updated_at"]
         validators: list = []
 

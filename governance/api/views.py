@@ -67,7 +67,9 @@ class ServerViewSet(TeamScopedViewSet):
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = server_services.server_create(team=data.pop("team"), actor=self.request.user, **data)
+        serializer.instance = server_services.server_create(
+            team=data.pop("team"), actor=self.request.user, **data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = server_services.server_update(
@@ -78,9 +80,12 @@ class ServerViewSet(TeamScopedViewSet):
         server_services.server_delete(server=instance, actor=self.request.user)
 
 
-@extend_schema(parameters=[TEAM_PARAM, OpenApiParameter("server", int, description="Only this server's tools.")])
-class ToolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
-                  viewsets.GenericViewSet):
+@extend_schema(
+    parameters=[TEAM_PARAM, OpenApiParameter("server", int, description="Only this server's tools.")]
+)
+class ToolViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
     """Tools as discovered; an admin overrides the read/write class or requires approval per call."""
 
     permission_classes = [IsAuthenticated, TeamPermission]
@@ -114,13 +119,17 @@ class RoleViewSet(TeamScopedViewSet):
     serializer_class = s.RoleSerializer
 
     def base_queryset(self):
-        return AgentRole.objects.restrict(self.request.user).select_related("team").prefetch_related(
-            Prefetch("rules", queryset=RoleServerRule.objects.select_related("server"))
+        return (
+            AgentRole.objects.restrict(self.request.user)
+            .select_related("team")
+            .prefetch_related(Prefetch("rules", queryset=RoleServerRule.objects.select_related("server")))
         )
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = role_services.role_create(team=data.pop("team"), actor=self.request.user, **data)
+        serializer.instance = role_services.role_create(
+            team=data.pop("team"), actor=self.request.user, **data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = role_services.role_update(
@@ -136,11 +145,15 @@ class RoleViewSet(TeamScopedViewSet):
         data.is_valid(raise_exception=True)
         server = McpServer.objects.filter(team_id=role.team_id, slug=data.validated_data["server"]).first()
         if server is None:
-            raise serializers.ValidationError({"server": f"No server {data.validated_data['server']!r} in this team."})
+            raise serializers.ValidationError(
+                {"server": f"No server {data.validated_data['server']!r} in this team."}
+            )
         return role, server, data.validated_data
 
     def _fresh(self, role):
-        return s.RoleSerializer(self.base_queryset().get(pk=role.pk), context=self.get_serializer_context()).data
+        return s.RoleSerializer(
+            self.base_queryset().get(pk=role.pk), context=self.get_serializer_context()
+        ).data
 
     @extend_schema(request=s.RoleServerSerializer, responses=s.RoleSerializer)
     @action(detail=True, methods=["post"], url_path="add-server")
@@ -171,8 +184,10 @@ class EnvironmentViewSet(TeamScopedViewSet):
     serializer_class = s.EnvironmentSerializer
 
     def base_queryset(self):
-        return Environment.objects.restrict(self.request.user).select_related("team").prefetch_related(
-            Prefetch("bindings", queryset=ServerBinding.objects.select_related("server"))
+        return (
+            Environment.objects.restrict(self.request.user)
+            .select_related("team")
+            .prefetch_related(Prefetch("bindings", queryset=ServerBinding.objects.select_related("server")))
         )
 
     def perform_create(self, serializer):
@@ -190,7 +205,9 @@ class EnvironmentViewSet(TeamScopedViewSet):
         environment_services.environment_delete(environment=instance, actor=self.request.user)
 
 
-@extend_schema(parameters=[TEAM_PARAM, OpenApiParameter("environment", int, description="Only this environment.")])
+@extend_schema(
+    parameters=[TEAM_PARAM, OpenApiParameter("environment", int, description="Only this environment.")]
+)
 class BindingViewSet(TeamScopedViewSet):
     """Which servers an environment allows, pointing where, read-only or read-write."""
 
@@ -198,7 +215,9 @@ class BindingViewSet(TeamScopedViewSet):
     team_lookup = "environment__team__slug"
 
     def base_queryset(self):
-        queryset = ServerBinding.objects.restrict(self.request.user).select_related("environment__team", "server")
+        queryset = ServerBinding.objects.restrict(self.request.user).select_related(
+            "environment__team", "server"
+        )
         env = self.request.query_params.get("environment", "")
         return queryset.filter(environment_id=int(env)) if env.isdigit() else queryset
 
@@ -214,7 +233,9 @@ class BindingViewSet(TeamScopedViewSet):
     def perform_update(self, serializer):
         binding = serializer.instance
         serializer.instance = environment_services.binding_set(
-            environment=binding.environment, server=binding.server, actor=self.request.user,
+            environment=binding.environment,
+            server=binding.server,
+            actor=self.request.user,
             **serializer.validated_data,
         )
 
@@ -247,8 +268,9 @@ class ServerRateLimitViewSet(TeamScopedViewSet):
         limit_services.server_limits_delete(limits=instance, actor=self.request.user)
 
 
-class TeamSettingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
-                         viewsets.GenericViewSet):
+class TeamSettingViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
     """A one-per-team setting addressed by the team's slug; absent rows show the defaults."""
 
     permission_classes = [IsAuthenticated, TeamPermission]
@@ -277,8 +299,9 @@ class TeamSettingViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixin
 
     def update(self, request, *args, **kwargs):
         team = self.get_object()
-        serializer = self.get_serializer(self.setting_of(team), data=request.data,
-                                         partial=kwargs.get("partial", False))
+        serializer = self.get_serializer(
+            self.setting_of(team), data=request.data, partial=kwargs.get("partial", False)
+        )
         serializer.is_valid(raise_exception=True)
         setting = type(self).service(team=team, actor=request.user, **serializer.validated_data)
         return Response(self.get_serializer(setting).data)
@@ -312,7 +335,9 @@ class KeysView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses=inline_serializer("Jwks", {"keys": serializers.ListField(child=serializers.DictField())}))
+    @extend_schema(
+        responses=inline_serializer("Jwks", {"keys": serializers.ListField(child=serializers.DictField())})
+    )
     def get(self, request):
         response = Response(jwks_document(), status=status.HTTP_200_OK)
         response["Cache-Control"] = "public, max-age=60"

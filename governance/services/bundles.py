@@ -60,7 +60,9 @@ def _roles(team_id: int) -> dict[str, dict[str, list[str]]]:
         name: {"allowed_servers": [], "forbidden_servers": []}
         for name in AgentRole.objects.filter(team_id=team_id).values_list("name", flat=True)
     }
-    rules = RoleServerRule.objects.filter(role__team_id=team_id).values_list("role__name", "server__slug", "kind")
+    rules = RoleServerRule.objects.filter(role__team_id=team_id).values_list(
+        "role__name", "server__slug", "kind"
+    )
     for role, server, kind in rules:
         roles[role]["allowed_servers" if kind == RuleKind.ALLOWED else "forbidden_servers"].append(server)
     for policy in roles.values():
@@ -83,20 +85,29 @@ _DEFINITION_CACHE_LIMIT = 500_000
 
 def _definition_hashes_for(team_id: int) -> dict[int, str]:
     """{tool id: definition hash} for the team's discovered tools (undiscovered ones are not pinned)."""
-    fingerprint = MD5(Concat("name", Value("\x1f"), "description", Value("\x1f"),
-                             Cast("input_schema", TextField()), output_field=TextField()))
+    fingerprint = MD5(
+        Concat(
+            "name",
+            Value("\x1f"),
+            "description",
+            Value("\x1f"),
+            Cast("input_schema", TextField()),
+            output_field=TextField(),
+        )
+    )
     rows = dict(
         McpTool.objects.filter(server__team_id=team_id, discovered_at__isnull=False)
-        .annotate(fp=fingerprint).values_list("id", "fp")
+        .annotate(fp=fingerprint)
+        .values_list("id", "fp")
     )
     out = {pk: _definition_hashes[(pk, fp)] for pk, fp in rows.items() if (pk, fp) in _definition_hashes}
     missing = [pk for pk in rows if pk not in out]
     if len(_definition_hashes) + len(missing) > _DEFINITION_CACHE_LIMIT:
         _definition_hashes.clear()
     for start in range(0, len(missing), 2000):
-        for pk, name, description, schema in McpTool.objects.filter(pk__in=missing[start:start + 2000]).values_list(
-            "id", "name", "description", "input_schema"
-        ):
+        for pk, name, description, schema in McpTool.objects.filter(
+            pk__in=missing[start : start + 2000]
+        ).values_list("id", "name", "description", "input_schema"):
             out[pk] = _definition_hashes[(pk, rows[pk])] = tool_definition_hash(name, description, schema)
     return out
 
@@ -105,7 +116,12 @@ def _servers(team_id: int) -> dict[str, dict[str, Any]]:
     hashes = _definition_hashes_for(team_id)
     tools_by_server: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     tools = McpTool.objects.filter(server__team_id=team_id).values_list(
-        "id", "server_id", "name", "read_only_hint", "access_class_override", "approval_required",
+        "id",
+        "server_id",
+        "name",
+        "read_only_hint",
+        "access_class_override",
+        "approval_required",
     )
     for pk, server_id, name, hint, override, approval in tools:
         tools_by_server[server_id][name] = {
@@ -140,29 +156,39 @@ def _environment_policy(environment: Environment) -> dict[str, Any]:
         "requires_authorization": bool(environment.requires_authorization or environment.is_production),
         "forbidden_patterns": list(environment.forbidden_patterns or []),
         "production_url_words": [],
-        "bindings": {slug: {"target": target, "permission": permission} for slug, target, permission in bindings},
+        "bindings": {
+            slug: {"target": target, "permission": permission} for slug, target, permission in bindings
+        },
     }
 
 
 def _rate_limits(team_id: int) -> dict[str, Any]:
-    global_row = GlobalRateLimit.objects.filter(team_id=team_id).values(
-        "max_calls_per_session", "max_calls_per_minute", "pause_at_percent"
-    ).first()
+    global_row = (
+        GlobalRateLimit.objects.filter(team_id=team_id)
+        .values("max_calls_per_session", "max_calls_per_minute", "pause_at_percent")
+        .first()
+    )
     per_server = {
         row.pop("server__slug"): row
-        for row in ServerRateLimit.objects.filter(team_id=team_id).values("server__slug", *ServerRateLimit.FIELDS)
+        for row in ServerRateLimit.objects.filter(team_id=team_id).values(
+            "server__slug", *ServerRateLimit.FIELDS
+        )
     }
     return {"global": global_row or {}, "per_server": per_server}
 
 
 def _triggers(team_id: int) -> dict[str, Any]:
-    row = TriggerSettings.objects.filter(team_id=team_id).values(
-        "cascade_write_threshold", "large_data_bytes", "production_url_words"
-    ).first()
+    row = (
+        TriggerSettings.objects.filter(team_id=team_id)
+        .values("cascade_write_threshold", "large_data_bytes", "production_url_words")
+        .first()
+    )
     return row or {}
 
 
-def _resolve_flag(constraints: list[dict[str, Any]], environment_name: str) -> tuple[bool, list[dict[str, Any]]]:
+def _resolve_flag(
+    constraints: list[dict[str, Any]], environment_name: str
+) -> tuple[bool, list[dict[str, Any]]]:
     """Evaluate what the portal knows now; keep the role constraints for the gateway.
 
     Returns (constraints pass here, role constraints left). Unleash semantics for a context
@@ -188,31 +214,39 @@ def _flags(team_id: int, environment: Environment) -> list[dict[str, Any]]:
         )
     }
     flags = []
-    for pk, name, server, capability in Flag.objects.filter(team_id=team_id).values_list(
-        "id", "name", "server__slug", "capability"
-    ).order_by("name"):
+    for pk, name, server, capability in (
+        Flag.objects.filter(team_id=team_id)
+        .values_list("id", "name", "server__slug", "capability")
+        .order_by("name")
+    ):
         state = states.get(pk)
         # No strategy in this environment: the flag is on (a kill switch only stops what it is set to stop).
         enabled = True if state is None else state["enabled"]
         passes, role_constraints = _resolve_flag(state["constraints"] if state else [], environment.name)
-        flags.append({
-            "name": name,
-            "server": server,
-            "capability": capability,
-            "enabled": enabled and passes,
-            "reason": (state or {}).get("reason") or "",
-            "changed_at": state["changed_at"] if state else None,
-            "constraints": role_constraints,
-        })
+        flags.append(
+            {
+                "name": name,
+                "server": server,
+                "capability": capability,
+                "enabled": enabled and passes,
+                "reason": (state or {}).get("reason") or "",
+                "changed_at": state["changed_at"] if state else None,
+                "constraints": role_constraints,
+            }
+        )
     return flags
 
 
 def _grants(environment: Environment, now: datetime) -> list[dict[str, Any]]:
     rows = list(
         AccessRequest.objects.filter(
-            environment_id=environment.pk, status=AccessRequestStatus.APPROVED, revoked_at__isnull=True,
+            environment_id=environment.pk,
+            status=AccessRequestStatus.APPROVED,
+            revoked_at__isnull=True,
             ends_at__gt=now,
-        ).values_list("id", "role__name", "starts_at", "ends_at").order_by("id")
+        )
+        .values_list("id", "role__name", "starts_at", "ends_at")
+        .order_by("id")
     )
     servers: dict[int, list[str]] = defaultdict(list)
     through = AccessRequest.servers.through
@@ -276,7 +310,9 @@ def bundle_compile(*, environment: Environment, now: datetime | None = None) -> 
     """Build and validate the bundle with the shared pydantic schema; raises pydantic's ValidationError."""
     now = now or timezone.now()
     doc = bundle_document(environment=environment, now=now)
-    bundle = Bundle.model_validate({**doc, "version": 1, "issued_at": now, "expires_at": now + timedelta(seconds=1)})
+    bundle = Bundle.model_validate(
+        {**doc, "version": 1, "issued_at": now, "expires_at": now + timedelta(seconds=1)}
+    )
     content = {k: v for k, v in bundle.to_json_dict().items() if k not in ENVELOPE_FIELDS}
     return CompiledPolicy(bundle=bundle, content=content, content_hash=content_hash(content))
 
@@ -307,8 +343,10 @@ def bundle_publish(
         now = now or timezone.now()
         compiled = bundle_compile(environment=env, now=now)
         latest = (
-            PolicyBundle.objects.filter(environment=env).order_by("-version")
-            .only("pk", "version", "content_hash", "issued_at", "expires_at", "team_id", "environment_id").first()
+            PolicyBundle.objects.filter(environment=env)
+            .order_by("-version")
+            .only("pk", "version", "content_hash", "issued_at", "expires_at", "team_id", "environment_id")
+            .first()
         )
         if latest is not None and latest.content_hash == compiled.content_hash:
             if not _needs_reissue(latest, team, now):
@@ -319,9 +357,17 @@ def bundle_publish(
         signer = active_signer()
         jws = signer.sign(compiled.payload(version=version, issued_at=now, expires_at=expires_at))
         bundle = PolicyBundle.objects.create(
-            team=team, environment=env, version=version, content_hash=compiled.content_hash,
-            content=compiled.content, jws=jws, etag=hashlib.sha256(jws.encode("ascii")).hexdigest(),
-            kid=signer.kid, issued_at=now, expires_at=expires_at, reason=(reason or "policy changed")[:500],
+            team=team,
+            environment=env,
+            version=version,
+            content_hash=compiled.content_hash,
+            content=compiled.content,
+            jws=jws,
+            etag=hashlib.sha256(jws.encode("ascii")).hexdigest(),
+            kid=signer.kid,
+            issued_at=now,
+            expires_at=expires_at,
+            reason=(reason or "policy changed")[:500],
             created_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
         )
         realtime.notify_on_commit(bundle_channel(env.pk), bundle.version)
@@ -347,15 +393,18 @@ def bundles_refresh(*, now: datetime | None = None) -> list[PublishResult]:
     )
     ended_grants = dict(
         AccessRequest.objects.filter(status=AccessRequestStatus.APPROVED, ends_at__lte=now)
-        .values("environment_id").annotate(last_end=Max("ends_at")).values_list("environment_id", "last_end")
+        .values("environment_id")
+        .annotate(last_end=Max("ends_at"))
+        .values_list("environment_id", "last_end")
     )
     results = []
     for env in envs:
         ttl = env.team.bundle_ttl_seconds
         if env.latest_issued is None:
             due, reason = True, "first bundle"
-        elif (now - env.latest_issued).total_seconds() > ttl / 2 or \
-                int((env.latest_expires - env.latest_issued).total_seconds()) != ttl:
+        elif (now - env.latest_issued).total_seconds() > ttl / 2 or int(
+            (env.latest_expires - env.latest_issued).total_seconds()
+        ) != ttl:
             due, reason = True, REFRESH_REASON
         elif env.pk in ended_grants and ended_grants[env.pk] > env.latest_issued:
             due, reason = True, "production-access grant ended"
@@ -374,7 +423,9 @@ def latest_versions(environment_ids: list[int]) -> dict[int, int]:
     """{environment id: latest version} in one indexed query (the realtime fallback poll)."""
     return dict(
         PolicyBundle.objects.filter(environment_id__in=environment_ids)
-        .values("environment_id").annotate(v=Max("version")).values_list("environment_id", "v")
+        .values("environment_id")
+        .annotate(v=Max("version"))
+        .values_list("environment_id", "v")
     )
 
 
@@ -397,8 +448,10 @@ class BundleVersion:
 
 def bundle_versions(*, environment: Environment, limit: int = 50) -> list[BundleVersion]:
     bundles = list(
-        PolicyBundle.objects.filter(environment=environment).select_related("created_by")
-        .defer("jws", "content").order_by("-version")[: limit + 1]
+        PolicyBundle.objects.filter(environment=environment)
+        .select_related("created_by")
+        .defer("jws", "content")
+        .order_by("-version")[: limit + 1]
     )
     if not bundles:
         return []
@@ -410,9 +463,16 @@ def bundle_versions(*, environment: Environment, limit: int = 50) -> list[Bundle
     out = []
     for i, bundle in enumerate(bundles[:limit]):
         previous = bundles[i + 1].issued_at if i + 1 < len(bundles) else None
-        out.append(BundleVersion(bundle, [
-            r for r in records if r.created_at <= bundle.issued_at and (previous is None or r.created_at > previous)
-        ]))
+        out.append(
+            BundleVersion(
+                bundle,
+                [
+                    r
+                    for r in records
+                    if r.created_at <= bundle.issued_at and (previous is None or r.created_at > previous)
+                ],
+            )
+        )
     return out
 
 

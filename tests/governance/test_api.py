@@ -59,30 +59,48 @@ def _server(team, slug="git"):
 
 RESOURCES = {
     "servers": Resource(
-        "/api/v1/servers/", McpServer, lambda t: _server(t),
-        lambda t: {"team": t.slug, "slug": "filesystem", "transport": "stdio", "command": "mcp-server-filesystem",
-                   "args": ["/srv"], "category": "filesystem"},
+        "/api/v1/servers/",
+        McpServer,
+        lambda t: _server(t),
+        lambda t: {
+            "team": t.slug,
+            "slug": "filesystem",
+            "transport": "stdio",
+            "command": "mcp-server-filesystem",
+            "args": ["/srv"],
+            "category": "filesystem",
+        },
         {"description": "Git over stdio"},
     ),
     "roles": Resource(
-        "/api/v1/roles/", AgentRole, lambda t: role_services.role_create(team=t, name="code_agent"),
+        "/api/v1/roles/",
+        AgentRole,
+        lambda t: role_services.role_create(team=t, name="code_agent"),
         lambda t: {"team": t.slug, "name": "docs_agent", "description": "reads docs"},
         {"description": "writes code"},
     ),
     "environments": Resource(
-        "/api/v1/environments/", Environment, lambda t: Environment.objects.get(team=t, name="staging"),
+        "/api/v1/environments/",
+        Environment,
+        lambda t: Environment.objects.get(team=t, name="staging"),
         lambda t: {"team": t.slug, "name": "qa", "forbidden_patterns": ["*prod*"]},
         {"note": "shared with QA"},
     ),
     "bindings": Resource(
-        "/api/v1/bindings/", ServerBinding,
+        "/api/v1/bindings/",
+        ServerBinding,
         lambda t: env_services.binding_set(environment=dev(t), server=_server(t), target="/srv/repo"),
-        lambda t: {"environment": dev(t).pk, "server": _server(t, "time").slug, "target": "local",
-                   "permission": "read_write"},
+        lambda t: {
+            "environment": dev(t).pk,
+            "server": _server(t, "time").slug,
+            "target": "local",
+            "permission": "read_write",
+        },
         {"permission": "read_write"},
     ),
     "server-limits": Resource(
-        "/api/v1/server-limits/", ServerRateLimit,
+        "/api/v1/server-limits/",
+        ServerRateLimit,
         lambda t: limit_services.server_limits_set(team=t, server=_server(t), max_calls_per_session=50),
         lambda t: {"team": t.slug, "server": _server(t, "time").slug, "max_calls_per_minute": 10},
         {"max_calls_per_session": 5},
@@ -104,8 +122,11 @@ def test_anonymous_gets_nothing_and_changes_nothing(api, team, resource):
     payload = resource.create(team)
     before = snapshot(resource.model)
     for response in (
-        api.get(resource.url), api.get(resource.detail(obj)), api.post(resource.url, payload, format="json"),
-        api.patch(resource.detail(obj), resource.update, format="json"), api.delete(resource.detail(obj)),
+        api.get(resource.url),
+        api.get(resource.detail(obj)),
+        api.post(resource.url, payload, format="json"),
+        api.patch(resource.detail(obj), resource.update, format="json"),
+        api.delete(resource.detail(obj)),
     ):
         assert response.status_code in (401, 403)
         assert response.json()["code"] == "not_authenticated"
@@ -138,7 +159,8 @@ def test_other_team_gets_404_and_cannot_create_in_this_team(api, team, outsider,
     assert obj.pk not in [r["id"] for r in api.get(resource.url).json()["results"]]
     before = snapshot(resource.model)
     for response in (
-        api.get(resource.detail(obj)), api.patch(resource.detail(obj), resource.update, format="json"),
+        api.get(resource.detail(obj)),
+        api.patch(resource.detail(obj), resource.update, format="json"),
         api.delete(resource.detail(obj)),
     ):
         assert response.status_code == 404
@@ -169,26 +191,37 @@ def test_admin_creates_updates_and_deletes_through_the_services(api, team, admin
 
 def test_server_lists_its_tools_read_only_and_tools_take_overrides(api, team, admin, viewer):
     git = _server(team)
-    server_services.server_tools_record(server=git, tools=[
-        {"name": "git_log", "description": "log", "input_schema": {}, "annotations": {}},
-    ])
+    server_services.server_tools_record(
+        server=git,
+        tools=[
+            {"name": "git_log", "description": "log", "input_schema": {}, "annotations": {}},
+        ],
+    )
     tool = McpTool.objects.get(server=git, name="git_log")
     api.force_authenticate(viewer)
     data = api.get(f"/api/v1/servers/{git.pk}/").json()
     assert data["team"] == "acme" and [t["name"] for t in data["tools"]] == ["git_log"]
     assert data["tools"][0]["access_class"] == "write" and len(data["tools"][0]["definition_hash"]) == 64
-    assert api.patch(f"/api/v1/tools/{tool.pk}/", {"access_class_override": "read"}, format="json").status_code == 403
+    assert (
+        api.patch(f"/api/v1/tools/{tool.pk}/", {"access_class_override": "read"}, format="json").status_code
+        == 403
+    )
     api.force_authenticate(admin)
     # tools are only changed through their own endpoint
     api.patch(f"/api/v1/servers/{git.pk}/", {"tools": []}, format="json")
     assert McpTool.objects.filter(server=git).count() == 1
-    response = api.patch(f"/api/v1/tools/{tool.pk}/", {"access_class_override": "read", "approval_required": True},
-                         format="json")
+    response = api.patch(
+        f"/api/v1/tools/{tool.pk}/",
+        {"access_class_override": "read", "approval_required": True},
+        format="json",
+    )
     assert response.status_code == 200 and response.json()["access_class"] == "read"
     tool.refresh_from_db()
     assert tool.access_class_override == "read" and tool.approval_required
-    assert api.patch(f"/api/v1/tools/{tool.pk}/", {"access_class_override": "maybe"},
-                     format="json").status_code == 400
+    assert (
+        api.patch(f"/api/v1/tools/{tool.pk}/", {"access_class_override": "maybe"}, format="json").status_code
+        == 400
+    )
 
 
 def test_role_allowlist_add_and_remove(api, team, admin, viewer):
@@ -196,14 +229,20 @@ def test_role_allowlist_add_and_remove(api, team, admin, viewer):
     _server(team, "git"), _server(team, "shell")
     api.force_authenticate(viewer)
     url = f"/api/v1/roles/{role.pk}/"
-    assert api.post(f"{url}add-server/", {"server": "git", "kind": "allowed"}, format="json").status_code == 403
+    assert (
+        api.post(f"{url}add-server/", {"server": "git", "kind": "allowed"}, format="json").status_code == 403
+    )
     api.force_authenticate(admin)
-    assert api.post(f"{url}add-server/", {"server": "git", "kind": "allowed"}, format="json").status_code == 200
+    assert (
+        api.post(f"{url}add-server/", {"server": "git", "kind": "allowed"}, format="json").status_code == 200
+    )
     data = api.post(f"{url}add-server/", {"server": "shell", "kind": "forbidden"}, format="json").json()
     assert data["allowed_servers"] == ["git"] and data["forbidden_servers"] == ["shell"]
     both = api.post(f"{url}add-server/", {"server": "git", "kind": "forbidden"}, format="json")
     assert both.status_code == 400 and "cannot be both" in both.json()["detail"]
-    assert api.post(f"{url}add-server/", {"server": "nope", "kind": "allowed"}, format="json").status_code == 400
+    assert (
+        api.post(f"{url}add-server/", {"server": "nope", "kind": "allowed"}, format="json").status_code == 400
+    )
     data = api.post(f"{url}remove-server/", {"server": "git"}, format="json").json()
     assert data["allowed_servers"] == [] and role.rules.get().kind == RuleKind.FORBIDDEN
 
@@ -214,12 +253,17 @@ def test_other_teams_server_cannot_be_bound_or_allowed(api, team, other_team, ad
     api.force_authenticate(admin)
     bound = api.post("/api/v1/bindings/", {"environment": dev(team).pk, "server": "their_db"}, format="json")
     assert bound.status_code == 400
-    allowed = api.post(f"/api/v1/roles/{role.pk}/add-server/", {"server": "their_db", "kind": "allowed"},
-                       format="json")
+    allowed = api.post(
+        f"/api/v1/roles/{role.pk}/add-server/", {"server": "their_db", "kind": "allowed"}, format="json"
+    )
     assert allowed.status_code == 400
     their_env = Environment.objects.get(team=other_team, name="development")
-    assert api.post("/api/v1/bindings/", {"environment": their_env.pk, "server": "git"},
-                    format="json").status_code == 400
+    assert (
+        api.post(
+            "/api/v1/bindings/", {"environment": their_env.pk, "server": "git"}, format="json"
+        ).status_code
+        == 400
+    )
     assert not ServerBinding.objects.exists()
 
 
@@ -261,11 +305,17 @@ def test_a_single_team_admin_need_not_name_the_team(api, team, admin):
     assert created.status_code == 201 and created.json()["team"] == "acme"
 
 
-@pytest.mark.parametrize(("path", "model", "change"), [
-    ("/api/v1/global-limits/", GlobalRateLimit, {"max_calls_per_session": 100, "pause_at_percent": 75}),
-    ("/api/v1/trigger-settings/", TriggerSettings, {"cascade_write_threshold": 5,
-                                                    "production_url_words": ["prod", "prd"]}),
-])
+@pytest.mark.parametrize(
+    ("path", "model", "change"),
+    [
+        ("/api/v1/global-limits/", GlobalRateLimit, {"max_calls_per_session": 100, "pause_at_percent": 75}),
+        (
+            "/api/v1/trigger-settings/",
+            TriggerSettings,
+            {"cascade_write_threshold": 5, "production_url_words": ["prod", "prd"]},
+        ),
+    ],
+)
 def test_team_settings_by_slug(api, team, admin, viewer, outsider, path, model, change):
     assert api.get(f"{path}acme/").status_code == 403
     api.force_authenticate(viewer)
@@ -292,8 +342,18 @@ def test_jwks_is_public_and_has_no_private_material(api, team):
     key = signing_key_ensure()
     response = api.get("/api/v1/keys/")
     assert response.status_code == 200
-    assert response.json() == {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": key.public_key, "kid": key.kid,
-                                         "alg": "EdDSA", "use": "sig"}]}
+    assert response.json() == {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": key.public_key,
+                "kid": key.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }
+        ]
+    }
 
 
 def test_openapi_schema_and_docs_are_served_without_a_cdn(api, admin):
@@ -301,8 +361,14 @@ def test_openapi_schema_and_docs_are_served_without_a_cdn(api, admin):
     schema = api.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    for path in ("/api/v1/servers/", "/api/v1/roles/{id}/add-server/", "/api/v1/tools/{id}/",
-                 "/api/v1/bindings/", "/api/v1/global-limits/{team}/", "/api/v1/keys/"):
+    for path in (
+        "/api/v1/servers/",
+        "/api/v1/roles/{id}/add-server/",
+        "/api/v1/tools/{id}/",
+        "/api/v1/bindings/",
+        "/api/v1/global-limits/{team}/",
+        "/api/v1/keys/",
+    ):
         assert path in paths
     docs = api.get("/api/v1/docs/")
     html = docs.content.decode()

@@ -53,23 +53,45 @@ from mcpgov.verify import (
 from tests.factories import UserFactory
 
 GIT_TOOLS = [
-    {"name": "git_status", "description": "Show the working tree status",
-     "input_schema": {"type": "object", "properties": {"repo_path": {"type": "string"}}},
-     "annotations": {"readOnlyHint": True}},
-    {"name": "git_commit", "description": "Record changes to the repository",
-     "input_schema": {"type": "object", "properties": {"message": {"type": "string"}}},
-     "annotations": {"readOnlyHint": False, "destructiveHint": False}},
-    {"name": "git_log", "description": "Show the commit logs", "input_schema": {"type": "object"},
-     "annotations": {}},
+    {
+        "name": "git_status",
+        "description": "Show the working tree status",
+        "input_schema": {"type": "object", "properties": {"repo_path": {"type": "string"}}},
+        "annotations": {"readOnlyHint": True},
+    },
+    {
+        "name": "git_commit",
+        "description": "Record changes to the repository",
+        "input_schema": {"type": "object", "properties": {"message": {"type": "string"}}},
+        "annotations": {"readOnlyHint": False, "destructiveHint": False},
+    },
+    {
+        "name": "git_log",
+        "description": "Show the commit logs",
+        "input_schema": {"type": "object"},
+        "annotations": {},
+    },
 ]
 
 
 def build_policy(team):
     """A policy that touches every part of the bundle, written through the services."""
-    git = server_services.server_create(team=team, slug="git", category="api", transport=Transport.STDIO,
-                                        command="python", args=["-m", "mcp_server_git"], cost_per_call="0.0100")
-    github = server_services.server_create(team=team, slug="github_api", category="api",
-                                           transport=Transport.HTTP, url="https://mcp.github.example/mcp")
+    git = server_services.server_create(
+        team=team,
+        slug="git",
+        category="api",
+        transport=Transport.STDIO,
+        command="python",
+        args=["-m", "mcp_server_git"],
+        cost_per_call="0.0100",
+    )
+    github = server_services.server_create(
+        team=team,
+        slug="github_api",
+        category="api",
+        transport=Transport.HTTP,
+        url="https://mcp.github.example/mcp",
+    )
     shell = server_services.server_create(team=team, slug="shell", category="shell_execution", command="sh")
     server_services.server_tools_record(server=git, tools=GIT_TOOLS)
     log = git.tools.get(name="git_log")
@@ -83,22 +105,47 @@ def build_policy(team):
     prod = Environment.objects.get(team=team, name="production")
     dev = Environment.objects.get(team=team, name="development")
     env_services.environment_update(environment=prod, forbidden_patterns=["*staging*", "*test*"])
-    env_services.binding_set(environment=prod, server=github, target_kind=TargetKind.URL,
-                             target="https://api.github.com/org/prod", permission=Permission.READ_ONLY)
-    env_services.binding_set(environment=dev, server=git, target="/srv/repo", permission=Permission.READ_WRITE)
-    limit_services.global_limits_set(team=team, max_calls_per_session=200, max_calls_per_minute=30,
-                                     pause_at_percent=80)
-    limit_services.server_limits_set(team=team, server=github, max_calls_per_session=50, max_write_calls_per_session=5,
-                                     max_response_bytes=500_000)
-    limit_services.trigger_settings_set(team=team, cascade_write_threshold=4, large_data_bytes=2_000_000,
-                                        production_url_words=["prod", "live"])
+    env_services.binding_set(
+        environment=prod,
+        server=github,
+        target_kind=TargetKind.URL,
+        target="https://api.github.com/org/prod",
+        permission=Permission.READ_ONLY,
+    )
+    env_services.binding_set(
+        environment=dev, server=git, target="/srv/repo", permission=Permission.READ_WRITE
+    )
+    limit_services.global_limits_set(
+        team=team, max_calls_per_session=200, max_calls_per_minute=30, pause_at_percent=80
+    )
+    limit_services.server_limits_set(
+        team=team,
+        server=github,
+        max_calls_per_session=50,
+        max_write_calls_per_session=5,
+        max_response_bytes=500_000,
+    )
+    limit_services.trigger_settings_set(
+        team=team,
+        cascade_write_threshold=4,
+        large_data_bytes=2_000_000,
+        production_url_words=["prod", "live"],
+    )
     flag = Flag.objects.create(team=team, name="mcp.git.write", server=git, capability="write")
     FlagState.objects.create(flag=flag, environment=prod, enabled=False, reason="incident 42")
-    FlagState.objects.create(flag=flag, environment=dev, enabled=True,
-                             constraints=[{"context_name": "role", "operator": "IN", "values": ["code_agent"]}])
+    FlagState.objects.create(
+        flag=flag,
+        environment=dev,
+        enabled=True,
+        constraints=[{"context_name": "role", "operator": "IN", "values": ["code_agent"]}],
+    )
     scoped = Flag.objects.create(team=team, name="mcp.github_api.all", server=github, capability="all")
-    FlagState.objects.create(flag=scoped, environment=prod, enabled=True,
-                             constraints=[{"context_name": "environment", "operator": "IN", "values": ["staging"]}])
+    FlagState.objects.create(
+        flag=scoped,
+        environment=prod,
+        enabled=True,
+        constraints=[{"context_name": "environment", "operator": "IN", "values": ["staging"]}],
+    )
     return {"git": git, "github": github, "shell": shell, "code": code, "prod": prod, "dev": dev}
 
 
@@ -106,9 +153,16 @@ def make_grant(team, policy, *, status=AccessRequestStatus.APPROVED, starts=-1, 
     now = timezone.now()
     requester = UserFactory()
     grant = AccessRequest.objects.create(
-        team=team, requester=requester, environment=policy["prod"], role=policy["code"], reason="hotfix",
-        starts_at=now + timedelta(hours=starts), ends_at=now + timedelta(hours=ends), status=status,
-        review_deadline=now + timedelta(hours=1), revoked_at=now if revoked else None,
+        team=team,
+        requester=requester,
+        environment=policy["prod"],
+        role=policy["code"],
+        reason="hotfix",
+        starts_at=now + timedelta(hours=starts),
+        ends_at=now + timedelta(hours=ends),
+        status=status,
+        review_deadline=now + timedelta(hours=1),
+        revoked_at=now if revoked else None,
     )
     grant.servers.set([policy["github"]])
     return grant
@@ -141,26 +195,41 @@ def test_bundle_holds_everything_the_gateway_needs(team, policy):
     tools = c["servers"]["git"]["tools"]
     assert tools["git_status"]["class"] == "read"
     assert tools["git_commit"] == {
-        "class": "write", "approval_required": True,
-        "definition_hash": tool_definition_hash("git_commit", GIT_TOOLS[1]["description"],
-                                                GIT_TOOLS[1]["input_schema"]),
+        "class": "write",
+        "approval_required": True,
+        "definition_hash": tool_definition_hash(
+            "git_commit", GIT_TOOLS[1]["description"], GIT_TOOLS[1]["input_schema"]
+        ),
     }
     assert tools["git_log"]["class"] == "read"  # the admin's override beats the missing hint
-    assert c["servers"]["git"]["args"] == ["-m", "mcp_server_git"] and c["servers"]["git"]["cost_per_call"] == 0.01
+    assert (
+        c["servers"]["git"]["args"] == ["-m", "mcp_server_git"]
+        and c["servers"]["git"]["cost_per_call"] == 0.01
+    )
     assert c["servers"]["github_api"]["url"] == "https://mcp.github.example/mcp"
     env = c["environment_policy"]
     assert env["requires_authorization"] is True
     assert env["forbidden_patterns"] == ["*staging*", "*test*"]
-    assert env["bindings"] == {"github_api": {"target": "https://api.github.com/org/prod", "permission": "read_only"}}
-    assert c["rate_limits"]["global"] == {"max_calls_per_session": 200, "max_calls_per_minute": 30,
-                                          "pause_at_percent": 80}
+    assert env["bindings"] == {
+        "github_api": {"target": "https://api.github.com/org/prod", "permission": "read_only"}
+    }
+    assert c["rate_limits"]["global"] == {
+        "max_calls_per_session": 200,
+        "max_calls_per_minute": 30,
+        "pause_at_percent": 80,
+    }
     assert c["rate_limits"]["per_server"]["github_api"]["max_write_calls_per_session"] == 5
-    assert c["triggers"] == {"cascade_write_threshold": 4, "large_data_bytes": 2_000_000,
-                             "production_url_words": ["prod", "live"]}
+    assert c["triggers"] == {
+        "cascade_write_threshold": 4,
+        "large_data_bytes": 2_000_000,
+        "production_url_words": ["prod", "live"],
+    }
     flags = {f["name"]: f for f in c["flags"]}
     assert flags["mcp.git.write"]["enabled"] is False and flags["mcp.git.write"]["reason"] == "incident 42"
     # An environment constraint is resolved by the portal: this flag is on only in staging.
-    assert flags["mcp.github_api.all"]["enabled"] is False and flags["mcp.github_api.all"]["constraints"] == []
+    assert (
+        flags["mcp.github_api.all"]["enabled"] is False and flags["mcp.github_api.all"]["constraints"] == []
+    )
     assert [g["id"] for g in c["grants"]] == [str(grant.pk)]
     assert c["grants"][0]["servers"] == ["github_api"] and c["grants"][0]["role"] == "code_agent"
     assert c["grants"][0]["ends_at"].endswith("Z")
@@ -175,7 +244,9 @@ def test_flags_resolve_per_environment_and_keep_role_constraints(team, policy):
     assert flag["constraints"] == [{"context_name": "role", "operator": "IN", "values": ["code_agent"]}]
     # No state in staging: the switch is on there.
     staging = Environment.objects.get(team=team, name="staging")
-    flag = next(f for f in bundle_compile(environment=staging).content["flags"] if f["name"] == "mcp.git.write")
+    flag = next(
+        f for f in bundle_compile(environment=staging).content["flags"] if f["name"] == "mcp.git.write"
+    )
     assert flag["enabled"] is True and flag["constraints"] == []
     assert bundle_compile(environment=staging).content["environment_policy"]["bindings"] == {}
 
@@ -184,11 +255,16 @@ def test_same_policy_gives_byte_identical_content_and_the_same_hash(team, policy
     first = bundle_compile(environment=policy["prod"])
     second = bundle_compile(environment=policy["prod"], now=timezone.now() + timedelta(minutes=5))
     assert canonical_json(first.content) == canonical_json(second.content)
-    assert first.content_hash == second.content_hash == hashlib.sha256(canonical_json(first.content)).hexdigest()
+    assert (
+        first.content_hash == second.content_hash == hashlib.sha256(canonical_json(first.content)).hexdigest()
+    )
     one = bundle_publish(environment=policy["prod"])
     again = bundle_publish(environment=policy["prod"])
     assert one.created and not again.created
-    assert again.bundle.pk == one.bundle.pk and PolicyBundle.objects.filter(environment=policy["prod"]).count() == 1
+    assert (
+        again.bundle.pk == one.bundle.pk
+        and PolicyBundle.objects.filter(environment=policy["prod"]).count() == 1
+    )
     assert one.bundle.content_hash == first.content_hash
 
 
@@ -202,14 +278,18 @@ def test_one_changed_field_makes_a_new_version(team, policy):
         ("changed", "servers.git.tools.git_status.approval_required", False, True)
     ]
     # Old versions are kept.
-    assert list(PolicyBundle.objects.filter(environment=policy["prod"]).values_list("version", flat=True)) == [2, 1]
+    assert list(
+        PolicyBundle.objects.filter(environment=policy["prod"]).values_list("version", flat=True)
+    ) == [2, 1]
 
 
 def test_a_change_to_one_environment_does_not_version_the_others(team, policy):
     team_bundles_rebuild(team_id=team.pk)
     before = dict(PolicyBundle.objects.filter(team=team).values_list("environment__name", "version"))
     env_services.binding_set(environment=policy["prod"], server=policy["git"], target="/srv/prod-repo")
-    results = {r.bundle.environment.name: r.created for r in team_bundles_rebuild(team_id=team.pk, reason="x")}
+    results = {
+        r.bundle.environment.name: r.created for r in team_bundles_rebuild(team_id=team.pk, reason="x")
+    }
     assert results == {"development": False, "staging": False, "production": True}
     latest = PolicyBundle.objects.filter(environment=policy["prod"]).order_by("-version").first()
     assert latest.version == before["production"] + 1 and latest.reason == "x"
@@ -225,7 +305,9 @@ def test_payload_is_the_schema_and_expires_after_the_team_ttl(team, policy):
     assert parsed.version == bundle.version and parsed.expires_at - parsed.issued_at == timedelta(hours=1)
     assert bundle.expires_at - bundle.issued_at == timedelta(hours=1)
     assert bundle.etag == hashlib.sha256(bundle.jws.encode()).hexdigest()
-    content = {k: v for k, v in json.loads(payload).items() if k not in ("version", "issued_at", "expires_at")}
+    content = {
+        k: v for k, v in json.loads(payload).items() if k not in ("version", "issued_at", "expires_at")
+    }
     assert hashlib.sha256(canonical_json(content)).hexdigest() == bundle.content_hash
 
 
@@ -234,8 +316,10 @@ def test_reissue_after_half_the_lifetime_keeps_the_content(team, policy):
     ttl = team.bundle_ttl_seconds
     early = bundle_publish(environment=policy["prod"], now=v1.issued_at + timedelta(seconds=ttl / 2 - 5))
     assert not early.created
-    assert not any(r.created and r.bundle.environment_id == policy["prod"].pk
-                   for r in bundles_refresh(now=v1.issued_at + timedelta(seconds=ttl / 2 - 5)))
+    assert not any(
+        r.created and r.bundle.environment_id == policy["prod"].pk
+        for r in bundles_refresh(now=v1.issued_at + timedelta(seconds=ttl / 2 - 5))
+    )
     later = v1.issued_at + timedelta(seconds=ttl / 2 + 5)
     refreshed = [r for r in bundles_refresh(now=later) if r.bundle.environment_id == policy["prod"].pk]
     assert len(refreshed) == 1 and refreshed[0].created
@@ -262,7 +346,7 @@ def test_compiling_a_large_policy_uses_a_fixed_number_of_queries(team, django_as
         ToolFactory.create_batch(3, server=s)
     for i in range(20):
         role = RoleFactory(team=team)
-        for s in servers[i: i + 10]:
+        for s in servers[i : i + 10]:
             role.rules.create(server=s, kind=RuleKind.ALLOWED)
     env = Environment.objects.select_related("team").get(team=team, name="development")
     with django_assert_max_num_queries(12):
@@ -289,7 +373,9 @@ def test_concurrent_publishers_make_one_version(team, policy):
     for t in threads:
         t.join()
     assert sorted(created) == [False, False, False, True]
-    assert list(PolicyBundle.objects.filter(environment=policy["prod"]).values_list("version", flat=True)) == [1]
+    assert list(
+        PolicyBundle.objects.filter(environment=policy["prod"]).values_list("version", flat=True)
+    ) == [1]
 
 
 # --- keys, signatures, verification ----------------------------------------------------------------
@@ -341,7 +427,9 @@ def test_tampering_is_rejected_with_distinct_errors(team, policy, tmp_path):
     errors["payload"] = exc.value.code
     # the header's kid
     header, payload, sig = v2.jws.split(".")
-    other_kid = b64url_encode(canonical_json({"alg": "EdDSA", "kid": "someone-else", "typ": "mcpgov-bundle+jws"}))
+    other_kid = b64url_encode(
+        canonical_json({"alg": "EdDSA", "kid": "someone-else", "typ": "mcpgov-bundle+jws"})
+    )
     with pytest.raises(UnknownKeyId) as exc:
         verify_bundle(f"{other_kid}.{payload}.{sig}", keys, team="acme", environment="production")
     errors["kid"] = exc.value.code
@@ -352,7 +440,9 @@ def test_tampering_is_rejected_with_distinct_errors(team, policy, tmp_path):
     errors["signature"] = exc.value.code
     # expired
     with pytest.raises(BundleExpired) as exc:
-        verify_bundle(v2.jws, keys, team="acme", environment="production", now=v2.expires_at + timedelta(seconds=1))
+        verify_bundle(
+            v2.jws, keys, team="acme", environment="production", now=v2.expires_at + timedelta(seconds=1)
+        )
     errors["expired"] = exc.value.code
     # the wrong environment
     with pytest.raises(WrongEnvironment) as exc:
@@ -364,8 +454,14 @@ def test_tampering_is_rejected_with_distinct_errors(team, policy, tmp_path):
     with pytest.raises(ReplayedBundle) as exc:
         verify_bundle(v1.jws, keys, team="acme", environment="production", state=state)
     errors["replay"] = exc.value.code
-    assert errors == {"payload": "bad_signature", "kid": "unknown_kid", "signature": "bad_signature",
-                      "expired": "expired", "environment": "wrong_environment", "replay": "replayed"}
+    assert errors == {
+        "payload": "bad_signature",
+        "kid": "unknown_kid",
+        "signature": "bad_signature",
+        "expired": "expired",
+        "environment": "wrong_environment",
+        "replay": "replayed",
+    }
     # signature and payload tampering are both "bad_signature", and are told apart from the rest:
     assert len(set(errors.values())) == 5
 
@@ -407,7 +503,9 @@ def test_rotation_then_publish_signs_with_the_new_key_only(team, policy):
 def test_versions_page_lists_versions_with_why_and_who(client, team, admin, policy):
     prod = policy["prod"]
     v1 = bundle_publish(environment=prod).bundle
-    server_services.tool_update(tool=policy["git"].tools.get(name="git_status"), approval_required=True, actor=admin)
+    server_services.tool_update(
+        tool=policy["git"].tools.get(name="git_status"), approval_required=True, actor=admin
+    )
     v2 = bundle_publish(environment=prod, reason="tool git.git_status changed").bundle
     client.force_login(admin)
     html = client.get(f"/governance/bundles/?environment={prod.pk}").content.decode()
@@ -460,10 +558,14 @@ def test_a_rediscovered_definition_changes_its_pinned_hash(team, policy):
     changed[0]["description"] = "Show the working tree status (now also deletes things)"
     server_services.server_tools_record(server=policy["git"], tools=changed)
     after = bundle_compile(environment=policy["prod"]).content["servers"]["git"]["tools"]["git_status"]
-    assert before["definition_hash"] != after["definition_hash"] == tool_definition_hash(
-        "git_status", changed[0]["description"], changed[0]["input_schema"])
+    assert (
+        before["definition_hash"]
+        != after["definition_hash"]
+        == tool_definition_hash("git_status", changed[0]["description"], changed[0]["input_schema"])
+    )
     # An edit that does not go through discovery is seen too (the fingerprint is computed by the database).
     McpTool.objects.filter(server=policy["git"], name="git_status").update(input_schema={"type": "object"})
     again = bundle_compile(environment=policy["prod"]).content["servers"]["git"]["tools"]["git_status"]
-    assert again["definition_hash"] == tool_definition_hash("git_status", changed[0]["description"],
-                                                            {"type": "object"})
+    assert again["definition_hash"] == tool_definition_hash(
+        "git_status", changed[0]["description"], {"type": "object"}
+    )

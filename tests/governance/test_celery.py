@@ -45,13 +45,36 @@ def worker(transactional_db, settings, tmp_path):
     broker = redis.Redis.from_url(BROKER)
     broker.flushdb()
     log = tmp_path / "worker.log"
-    env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": BROKER, "REDIS_URL": "",
-           "DJANGO_DEBUG": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": BROKER,
+        "REDIS_URL": "",
+        "DJANGO_DEBUG": "1",
+    }
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bundles-test-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"bundles-test-{os.getpid()}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     saved = {"task_always_eager": app.conf.task_always_eager, "broker_url": app.conf.broker_url}
     settings.CELERY_TASK_ALWAYS_EAGER = False
@@ -61,7 +84,9 @@ def worker(transactional_db, settings, tmp_path):
     app.conf.task_always_eager = False
     app.conf.broker_url = BROKER
     try:
-        wait_for(lambda: proc.poll() is not None or "ready." in log.read_text(), 60, "the worker to start", log)
+        wait_for(
+            lambda: proc.poll() is not None or "ready." in log.read_text(), 60, "the worker to start", log
+        )
         assert proc.poll() is None, log.read_text()[-3000:]
         yield log
     finally:
@@ -86,7 +111,9 @@ def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
     assert versions(team) == before
     after = wait_for(lambda: (v := versions(team)) != before and v, 30, "a new bundle version", worker)
     assert after == {name: v + 1 for name, v in before.items()}
-    latest = PolicyBundle.objects.filter(team=team, environment__name="production").order_by("-version").first()
+    latest = (
+        PolicyBundle.objects.filter(team=team, environment__name="production").order_by("-version").first()
+    )
     assert latest.reason == "server time added" and "time" in latest.content["servers"]
     assert "rebuild_team_bundles" in worker.read_text()
 
@@ -128,7 +155,11 @@ def test_eager_mode_rebuilds_on_commit(team, settings, django_capture_on_commit_
     for callback in callbacks:
         callback()
     latest = PolicyBundle.objects.filter(environment=prod).order_by("-version").first()
-    assert latest.version == 2 and "code_agent" in latest.content["roles"] and latest.reason == "role code_agent added"
+    assert (
+        latest.version == 2
+        and "code_agent" in latest.content["roles"]
+        and latest.reason == "role code_agent added"
+    )
 
 
 def test_refresh_task_is_scheduled_by_beat(team):

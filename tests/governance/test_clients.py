@@ -42,7 +42,9 @@ def env(team, name="production"):
 
 
 def issue(team, env_name="production", name=None, **kwargs) -> str:
-    return client_create(team=team, environment=env(team, env_name), name=name or f"gw-{env_name}", **kwargs).token
+    return client_create(
+        team=team, environment=env(team, env_name), name=name or f"gw-{env_name}", **kwargs
+    ).token
 
 
 def auth(token):
@@ -69,7 +71,10 @@ def test_bundle_is_served_signed_with_a_strong_etag(client, team):
     payload = json.loads(decoded["payload"])
     assert payload["team"] == "acme" and payload["environment"] == "production"
     # … and with the gateway's verifier.
-    assert verify_bundle(body, parse_jwks(jwks), team="acme", environment="production").version == published.version
+    assert (
+        verify_bundle(body, parse_jwks(jwks), team="acme", environment="production").version
+        == published.version
+    )
 
 
 def test_unchanged_etag_gets_304_and_a_new_bundle_gets_200(client, team):
@@ -116,8 +121,13 @@ def test_the_portal_records_last_seen_address_and_running_version(client, team):
 
 @pytest.mark.parametrize(
     ("header", "code"),
-    [(None, "not_authenticated"), ("Bearer", "not_authenticated"), ("Token abc", "not_authenticated"),
-     ("Bearer abc", "token_malformed"), ("Bearer mcpgov_abcdef012345_nope", "token_invalid")],
+    [
+        (None, "not_authenticated"),
+        ("Bearer", "not_authenticated"),
+        ("Token abc", "not_authenticated"),
+        ("Bearer abc", "token_malformed"),
+        ("Bearer mcpgov_abcdef012345_nope", "token_invalid"),
+    ],
 )
 def test_other_tokens_get_401(client, team, header, code):
     bundle_publish(environment=env(team))
@@ -141,7 +151,9 @@ def test_revocation_takes_effect_within_the_cache_time(client, team):
 def test_expired_token_gets_401(client, team):
     bundle_publish(environment=env(team))
     token = issue(team)
-    EnforcementClient.objects.filter(name="gw-production").update(expires_at=timezone.now() - timedelta(seconds=1))
+    EnforcementClient.objects.filter(name="gw-production").update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     response = client.get(URL, **auth(token))
     assert response.status_code == 401 and response.json()["code"] == "token_expired"
 
@@ -287,15 +299,19 @@ def test_clients_page_needs_manage_clients(client, team, viewer, reviewer, passw
     for user in (viewer, reviewer):
         client.force_login(user)
         assert client.get("/governance/clients/").status_code == 403
-        assert client.post("/governance/clients/add/", {"name": "x", "environment": env(team).pk}).status_code == 403
+        assert (
+            client.post("/governance/clients/add/", {"name": "x", "environment": env(team).pk}).status_code
+            == 403
+        )
     assert not EnforcementClient.objects.exists()
 
 
 def test_admin_registers_a_client_and_sees_the_token_once(client, team, admin):
     bundle_publish(environment=env(team))
     client.force_login(admin)
-    page = client.post("/governance/clients/add/", {"name": "ci-runner", "environment": env(team).pk,
-                                                    "expires_days": "30"})
+    page = client.post(
+        "/governance/clients/add/", {"name": "ci-runner", "environment": env(team).pk, "expires_days": "30"}
+    )
     assert page.status_code == 200 and page["Cache-Control"] == "no-store"
     token = page.context["token"]
     assert token.encode() in page.content
@@ -357,15 +373,21 @@ def test_viewer_cannot_revoke(client, team):
 def test_create_client_command_prints_a_working_token(client, team):
     bundle_publish(environment=env(team, "staging"))
     out, err = io.StringIO(), io.StringIO()
-    call_command("create_client", team="acme", env="staging", name="cli-gw", expires_days=7, stdout=out, stderr=err)
+    call_command(
+        "create_client", team="acme", env="staging", name="cli-gw", expires_days=7, stdout=out, stderr=err
+    )
     token = out.getvalue().strip()
     assert token.startswith("mcpgov_") and "shown only once" in err.getvalue()
     gw = EnforcementClient.objects.get(name="cli-gw")
     assert gw.environment.name == "staging" and gw.expires_at is not None
     response = client.get(URL, **auth(token))
     assert response.status_code == 200
-    assert verify_bundle(response.content.decode(), parse_jwks(client.get("/api/v1/keys/").json())).bundle.environment \
+    assert (
+        verify_bundle(
+            response.content.decode(), parse_jwks(client.get("/api/v1/keys/").json())
+        ).bundle.environment
         == "staging"
+    )
 
 
 def test_create_client_command_refuses_bad_input(team):
@@ -373,10 +395,18 @@ def test_create_client_command_refuses_bad_input(team):
         call_command("create_client", team="acme", env="qa", name="x", stdout=io.StringIO())
     with pytest.raises(CommandError, match="No team"):
         call_command("create_client", team="nope", env="staging", name="x", stdout=io.StringIO())
-    call_command("create_client", team="acme", env="staging", name="dup", stdout=io.StringIO(), stderr=io.StringIO())
+    call_command(
+        "create_client", team="acme", env="staging", name="dup", stdout=io.StringIO(), stderr=io.StringIO()
+    )
     with pytest.raises(CommandError):
-        call_command("create_client", team="acme", env="staging", name="dup", stdout=io.StringIO(),
-                     stderr=io.StringIO())
+        call_command(
+            "create_client",
+            team="acme",
+            env="staging",
+            name="dup",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
     assert EnforcementClient.objects.filter(name="dup").count() == 1
 
 
@@ -396,10 +426,20 @@ def _asgi_get(host: str, token: str) -> list[dict]:
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": URL, "raw_path": URL.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", host.encode()), (b"authorization", f"Bearer {token}".encode())],
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", host.encode()), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
     asyncio.run(application(scope, receive, send))
     return sent
 
