@@ -63,7 +63,7 @@ def client_list(request):
                 "client": c,
                 "state": state,
                 "latest": latest.get(c.environment_id),
-                "behind": c.bundle_version is not None and latest.get(c.environment_id, 0) > c.bundle_version,
+                "behind": bool(c.bundle_version) and latest.get(c.environment_id, 0) > c.bundle_version,
             }
         )
     return render(request, "governance/clients/list.html", {"rows": rows})
