@@ -101,7 +101,7 @@ async def main() -> None:
         ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1"})  # fmt: skip
         direct = StdioServerParameters(command=PY, args=TIME_ARGS)
         # interleave the two paths in rounds so machine noise hits both alike
-        rounds = 4
+        rounds = 10
         per = a.calls // rounds
         via: list[float] = []
         straight: list[float] = []
@@ -115,7 +115,8 @@ async def main() -> None:
         spool_lines = sum(1 for f in (d / "spool").glob("*.jsonl") for _ in f.open())
     md, mg = statistics.median(straight), statistics.median(via)
     print(
-        f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability})"
+        f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability}, "
+        f"fast path {'off' if a.no_fast_path else 'on'}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(f"direct : median {md:.3f} ms  p99 {pct(straight, 99):.3f} ms")
     print(f"gateway: median {mg:.3f} ms  p99 {pct(via, 99):.3f} ms")
