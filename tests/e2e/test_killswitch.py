@@ -4,6 +4,7 @@ clock, and a revocation reaches the gateway."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import shutil
 import statistics
@@ -33,6 +34,12 @@ def text(result) -> str:
     return "\n".join(getattr(c, "text", "") for c in result.content)
 
 
+def run_async(fn, *args):
+    """anyio.run in a thread of its own: Playwright's sync API may already run a loop in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, fn, *args).result()
+
+
 async def in_thread(fn, *args, **kwargs):
     """ORM work off the event loop (its own connection, closed after), so gateways keep being polled."""
 
@@ -55,12 +62,14 @@ def workdir():
 
 
 @pytest.fixture
-def world(transactional_db):
-    return build_world()
+def world(transactional_db, workdir):
+    world = build_world()
+    write_gateway_files(workdir)  # the pinned keys and the MCP config, read by every gateway
+    return world
 
 
 def gateway(portal_server, world, workdir, env: str, token: str, name: str) -> StdioServerParameters:
-    keys, config = write_gateway_files(workdir)
+    keys, config = workdir / "keys.json", workdir / "mcp.json"  # written by the `world` fixture
     gw_dir = workdir / name
     gw_dir.mkdir()
     args = gateway_args(portal=portal_server, token=token, keys=keys, config=config, env=env, workdir=gw_dir)
@@ -111,7 +120,7 @@ def test_flag_disabled_in_the_portal_stops_every_gateway_within_a_second(portal_
                     tg.start_soon(watch, i, c)
             return results
 
-    results = anyio.run(scenario)
+    results = run_async(scenario)
     delays = [d for d, _ in results]
     print(f"\nkill switch → refusal on {len(delays)} gateways: "
           f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms")  # fmt: skip
@@ -173,7 +182,7 @@ def test_grant_stops_at_its_end_on_the_gateway_and_revocation_reaches_it(portal_
             assert result.is_error and "production_environment" in text(result), text(result)
             return revoke_delay, grant, version
 
-    revoke_delay, grant, version = anyio.run(scenario)
+    revoke_delay, grant, version = run_async(scenario)
     print(f"\nrevocation → refusal: {revoke_delay * 1000:.0f} ms")
     assert revoke_delay < 1.0
     # No task ran: the grant is still "approved" in the portal and still in the newest bundle.
