@@ -258,7 +258,9 @@ def test_approval_and_revocation_publish_the_grant_in_the_bundle_at_once(
     with django_capture_on_commit_callbacks(execute=True):
         access_request_approve(access_request=req, reviewer=reviewer, reason="ok")
     [grant] = grants()
-    assert grant["id"] == str(req.pk) and grant["role"] == "database_agent" and grant["servers"] == ["database"]
+    assert (
+        grant["id"] == str(req.pk) and grant["role"] == "database_agent" and grant["servers"] == ["database"]
+    )
     # The grant carries its end, so the gateway stops honouring it then even if no task runs.
     assert datetime.fromisoformat(grant["ends_at"]) == req.ends_at
     with django_capture_on_commit_callbacks(execute=True):
@@ -438,3 +440,65 @@ def test_api_filter_by_status_and_mine(team, p, requester, reviewer):
     ids = [r["id"] for r in api(reviewer).get(LIST, {"status": "pending"}).json()["results"]]
     assert ids == [a.pk]
     assert api(reviewer).get(LIST, {"mine": "1"}).json()["results"] == []
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+
+def test_pages_file_a_ticket_and_review_it(client, team, p, requester, reviewer):
+    client.force_login(requester)
+    assert client.get("/governance/access/new/").status_code == 200
+    now = timezone.now()
+    resp = client.post("/governance/access/new/", {
+        "environment": p["production"].pk, "role": p["role"].pk, "servers": [p["database"].pk],
+        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
+        "reason": "INC-42",
+    })  # fmt: skip
+    req = AccessRequest.objects.get()
+    assert resp.status_code == 302 and resp["Location"].endswith(f"/governance/access/{req.pk}/")
+    html = client.get(f"/governance/access/{req.pk}/").content.decode()
+    assert "data-countdown" in html and 'id="decision-form"' not in html
+    # The requester's own POST to approve is refused and changes nothing.
+    assert client.post(f"/governance/access/{req.pk}/approve/", {"reason": "me"}).status_code == 403
+    assert status_of(req) == Status.PENDING
+    client.force_login(reviewer)
+    assert f"#{req.pk}" in client.get("/governance/access/").content.decode()
+    assert 'id="decision-form"' in client.get(f"/governance/access/{req.pk}/").content.decode()
+    assert client.post(f"/governance/access/{req.pk}/approve/", {"reason": "ok"}).status_code == 302
+    assert status_of(req) == Status.APPROVED
+    html = client.get(f"/governance/access/{req.pk}/").content.decode()
+    assert 'id="revoke-form"' in html and "left" in html
+
+
+def test_page_form_shows_the_services_errors(client, team, p, requester):
+    client.force_login(requester)
+    now = timezone.now()
+    resp = client.post("/governance/access/new/", {
+        "environment": p["production"].pk, "role": p["role"].pk, "servers": [p["database"].pk],
+        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M"),
+        "reason": "x",
+    })  # fmt: skip
+    assert resp.status_code == 200 and "longer than this team allows" in resp.content.decode()
+    assert not AccessRequest.objects.exists()
+
+
+@pytest.mark.parametrize("action", ["approve", "deny", "revoke", "cancel"])
+def test_pages_permission_matrix(client, team, p, requester, viewer, outsider, reviewer, action):
+    req = file_request(team, requester, p)
+    if action == "revoke":
+        access_request_approve(access_request=req, reviewer=reviewer, reason="ok")
+    before = status_of(req)
+    url = f"/governance/access/{req.pk}/{action}/"
+    assert client.post(url, {"reason": "x"}).status_code == 302  # anonymous → login
+    assert client.get(f"/governance/access/{req.pk}/").status_code == 302
+    client.force_login(viewer)
+    assert client.post(url, {"reason": "x"}).status_code == 403
+    assert client.get("/governance/access/new/").status_code == 403
+    client.force_login(outsider)
+    assert client.post(url, {"reason": "x"}).status_code == 404
+    assert client.get(f"/governance/access/{req.pk}/").status_code == 404
+    assert status_of(req) == before
+    client.force_login(requester if action == "cancel" else reviewer)
+    assert client.post(url, {"reason": "x"}).status_code == 302
+    assert status_of(req) == {"approve": Status.APPROVED, "deny": Status.DENIED, "revoke": Status.REVOKED,
+                              "cancel": Status.CANCELLED}[action]  # fmt: skip
