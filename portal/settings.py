@@ -186,6 +186,16 @@ CELERY_BEAT_SCHEDULE.update({
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},  # daily archive files, hourly check
 })
 # --- end beat: audit app ---
+# --- beat: production access and gateway health (owned by governance access/flags) ---
+# Gateways not seen for this many minutes are flagged on the kill-switch panel; reviewers are emailed once.
+MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", "10"))
+# Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
+MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
+CELERY_BEAT_SCHEDULE.update({
+    "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
+    "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
+})
+# --- end beat: production access and gateway health ---
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")
