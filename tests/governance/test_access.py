@@ -502,3 +502,23 @@ def test_pages_permission_matrix(client, team, p, requester, viewer, outsider, r
     assert client.post(url, {"reason": "x"}).status_code == 302
     assert status_of(req) == {"approve": Status.APPROVED, "deny": Status.DENIED, "revoke": Status.REVOKED,
                               "cancel": Status.CANCELLED}[action]  # fmt: skip
+
+
+def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requester):
+    from django.conf import settings
+
+    from governance.tasks import expire_access_requests, notify_stale_clients
+    from portal.celery import app
+
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    for entry, task in [("governance-expire-access", "governance.tasks.expire_access_requests"),
+                        ("governance-stale-clients", "governance.tasks.notify_stale_clients")]:  # fmt: skip
+        assert schedule[entry] == {"task": task, "schedule": 60.0}
+        assert task in app.tasks
+    # The task calls the service: a request past its deadline expires when it runs.
+    req = file_request(team, requester, p)
+    AccessRequest.objects.filter(pk=req.pk).update(review_deadline=timezone.now() - timedelta(seconds=1))
+    assert expire_access_requests.apply().get() == 1
+    assert status_of(req) == Status.EXPIRED
+    assert expire_access_requests.apply().get() == 0
+    assert notify_stale_clients.apply().get() == 0
