@@ -74,3 +74,24 @@ def suspend_sql(vendor: str) -> tuple[list[str], list[str]]:
     creates = [s for s in install_sql(vendor) if s.startswith("CREATE TRIGGER")]
     drops = [s for s in uninstall_sql(vendor) if s.startswith("DROP TRIGGER")]
     return drops, creates
+
+
+def installed_triggers(connection) -> set[str]:
+    """Names of the append-only triggers present in the database (none before migration 0002)."""
+    names = [n for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)", [names])
+        else:
+            placeholders = ", ".join(["%s"] * len(names))
+            cursor.execute(f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ({placeholders})",  # noqa: S608
+                           names)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def suspend_installed_sql(connection) -> tuple[list[str], list[str]]:
+    """suspend_sql limited to the triggers that exist (a database migrated without 0002 has none)."""
+    present = installed_triggers(connection)
+    before, after = suspend_sql(connection.vendor)
+    keep = lambda statement: any(f" {name}" in statement for name in present)  # noqa: E731
+    return [s for s in before if keep(s)], [s for s in after if keep(s)]

@@ -35,14 +35,14 @@ def _authenticate(header: str):
     return client_authenticate(parts[1])
 
 
-def _load(client, session_id) -> AgentSession | None:
-    return AgentSession.objects.filter(
+def _read(client, session_id, since: int) -> tuple[AgentSession | None, dict | None]:
+    """(session, answer): the answer only once control_version is above `since` (one thread hop)."""
+    session = AgentSession.objects.filter(
         pk=session_id, team_id=client.team_id, environment_id=client.environment_id
     ).first()
-
-
-def _control_body(session: AgentSession, since: int) -> dict:
-    return session_control(session=session, since=since)
+    if session is None or session.control_version <= since:
+        return session, None
+    return session, session_control(session=session, since=since)
 
 
 async def session_control_view(request, session_id):
@@ -59,25 +59,26 @@ async def session_control_view(request, session_id):
         return _error(400, "since must be an integer and wait a number of seconds.", ErrorCode.INVALID)
     if since < 0 or not 0 <= wait <= MAX_WAIT:
         return _error(400, f"since must be >= 0 and wait between 0 and {MAX_WAIT:g} seconds.", ErrorCode.INVALID)
-    load = sync_to_async(_load)
-    session = await load(client, session_id)
+    read = sync_to_async(_read)
+    session, body = await read(client, session_id, since)
     if session is None:
         return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
-    if session.control_version <= since and wait > 0:
+    if body is None and wait > 0:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         # Subscribe first, then re-read: a decision committed in between still wakes us.
         async with realtime.subscribe(control_channel(session.pk), seen=session.control_version) as sub:
-            session = await load(client, session_id)
-            while session is not None and session.control_version <= since:
+            session, body = await read(client, session_id, since)
+            while session is not None and body is None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 await sub.wait(remaining)
-                session = await load(client, session_id)
+                session, body = await read(client, session_id, since)
                 if session is not None:
                     sub.seen = session.control_version
         if session is None:
             return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
-    body = await sync_to_async(_control_body)(session, since)
+    if body is None:
+        body = await sync_to_async(session_control)(session=session, since=since)
     return JsonResponse(body)

@@ -45,8 +45,8 @@ def _long_poll_sees_release(base_url, team, reviewer):
     thread.start()
     time.sleep(1.5)  # the poll is parked on the server
     assert "status" not in result
-    released_at = time.monotonic()
     session_release(session=session, reviewer=reviewer, reason="the write chain was intended")
+    released_at = time.monotonic()  # the decision is committed (and published) now
     thread.join(timeout=25)
     assert result["status"] == 200, result["body"]
     body = json.loads(result["body"])

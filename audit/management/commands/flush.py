@@ -18,7 +18,7 @@ class Command(FlushCommand):
     def handle(self, **options):
         database = options["database"]
         connection = connections[database]
-        before, after = audit_db.suspend_sql(connection.vendor)
+        before, after = audit_db.suspend_installed_sql(connection)
         with transaction.atomic(using=database):
             with connection.cursor() as cursor:
                 for statement in before:
