@@ -19,6 +19,7 @@ from governance.models import (
 )
 from portal.choices import TeamRole
 from portal.models import Membership
+from portal.services import is_last_admin
 
 
 class LinesField(forms.CharField):
@@ -272,11 +273,3 @@ class MemberForm(forms.Form):
             raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
         return role
 
-
-def is_last_admin(membership: Membership) -> bool:
-    return (
-        membership.role == TeamRole.ADMIN
-        and not Membership.objects.filter(team_id=membership.team_id, role=TeamRole.ADMIN)
-        .exclude(pk=membership.pk)
-        .exists()
-    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from portal import permissions
+from portal.choices import TeamRole
 from portal.models import ChangeRecord, Membership, Team
 
 
@@ -83,6 +85,17 @@ def _sync_guardian(membership: Membership) -> None:
             remove_perm(f"portal.{perm}", membership.user, membership.team)
 
 
+def is_last_admin(membership: Membership) -> bool:
+    """True if `membership` is its team's only admin (a team always keeps one)."""
+    return (
+        membership.pk is not None
+        and membership.role == TeamRole.ADMIN
+        and not Membership.objects.filter(team_id=membership.team_id, role=TeamRole.ADMIN)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
 @transaction.atomic
 def membership_set(*, team: Team, user, role: str, is_auditor: bool = False, actor=None) -> Membership:
     """Add `user` to `team` with `role`, or change their role; guardian grants follow."""
@@ -91,6 +104,8 @@ def membership_set(*, team: Team, user, role: str, is_auditor: bool = False, act
     membership, created = Membership.objects.select_for_update().get_or_create(
         team=team, user=user, defaults={"role": role, "is_auditor": is_auditor}
     )
+    if not created and role != TeamRole.ADMIN and is_last_admin(membership):
+        raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
     changes = {} if created else diff_fields(membership, {"role": role, "is_auditor": is_auditor})
     membership.role, membership.is_auditor = role, is_auditor
     membership.save()
@@ -110,6 +125,8 @@ def membership_set(*, team: Team, user, role: str, is_auditor: bool = False, act
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor=None) -> None:
     team, user = membership.team, membership.user
+    if is_last_admin(Membership.objects.select_for_update().get(pk=membership.pk)):
+        raise ValidationError(f"{user.get_username()} is the team's last admin and cannot be removed.")
     for perm in permissions.ALL_TEAM_PERMISSIONS:
         remove_perm(f"portal.{perm}", user, team)
     change_record(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from governance.forms import MemberAddForm, MemberForm, is_last_admin
+from governance.forms import MemberAddForm, MemberForm
 from governance.views.base import get_team_object, require_perm, team_view
 from portal import services
 from portal.middleware import SESSION_KEY
@@ -90,9 +91,10 @@ def member_edit(request, pk: int):
 def member_remove(request, pk: int):
     membership = get_team_object(request, _memberships(request), perm=MANAGE_MEMBERS, pk=pk)
     username = membership.user.get_username()
-    if is_last_admin(membership):
-        messages.error(request, f"{username} is the team's last admin and cannot be removed.")
-    else:
+    try:
         services.membership_remove(membership=membership, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
         messages.success(request, f"{username} removed from {request.team.name}.")
     return redirect("members")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from governance.models import EnforcementClient
@@ -62,3 +63,19 @@ class IsEnforcementClient(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, EnforcementClient)
+
+
+class ClientTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the enforcement-client bearer token in the OpenAPI schema."""
+
+    target_class = "governance.api.authentication.ClientTokenAuthentication"
+    name = "enforcementClientToken"
+    match_subclasses = True
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "mcpgov_<prefix>_<secret>",
+            "description": "An enforcement-client token (issued once at registration; see docs/enforcer-api.md).",
+        }

@@ -40,6 +40,9 @@ def test_auditor_flag_grants_payload_access(team, reviewer):
 
 
 def test_role_change_and_removal_take_permissions_away(team, admin):
+    from tests.factories import make_member
+
+    make_member(team, TeamRole.ADMIN, username="second-admin")  # a team always keeps one admin
     membership_set(team=team, user=admin, role=TeamRole.VIEWER)
     admin = type(admin).objects.get(pk=admin.pk)
     assert not p.has_team_perm(admin, p.CHANGE_POLICY, team)
@@ -67,3 +70,15 @@ def test_anonymous_user_sees_nothing(team):
     server_create(team=team, slug="github_api")
     assert not McpServer.objects.restrict(AnonymousUser()).exists()
     assert not p.has_team_perm(AnonymousUser(), p.VIEW, team)
+
+
+def test_team_always_keeps_an_admin(team, admin):
+    from django.core.exceptions import ValidationError
+
+    membership = Membership.objects.get(team=team, user=admin)
+    with pytest.raises(ValidationError, match="last admin cannot be demoted"):
+        membership_set(team=team, user=admin, role=TeamRole.VIEWER)
+    with pytest.raises(ValidationError, match="last admin and cannot be removed"):
+        membership_remove(membership=membership)
+    membership.refresh_from_db()
+    assert membership.role == TeamRole.ADMIN
