@@ -119,8 +119,29 @@ class Gateway:
         self.changed_at = time.monotonic()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
 async def run(
-    args, base_url: str, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int, admin
+    args, base_url: str, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int, admin, portal_pid: int
 ) -> None:
     from mcpgov.decision import ALLOW, KILL_SWITCH_FLAG
     from mcpgov.verify import load_jwks
@@ -146,6 +167,7 @@ async def run(
         for g in gateways:
             tg.start_soon(g.manager.run)
         await anyio.sleep(1.0)  # every gateway is waiting in its long poll
+        portal_cpu0, own_cpu0, wall0 = cpu_seconds(portal_pid), time.process_time(), time.monotonic()
         for k in range(args.toggles * 2):
             disable = k % 2 == 0
             expected = KILL_SWITCH_FLAG if disable else ALLOW
@@ -165,6 +187,9 @@ async def run(
             (refusal if disable else reenable).extend(samples)
             delivered.extend(g.received_at - t0 for g in gateways)
             await anyio.sleep(0.3)
+        portal_cpu = cpu_seconds(portal_pid) - portal_cpu0
+        own_cpu = time.process_time() - own_cpu0
+        wall = time.monotonic() - wall0
         tg.cancel_scope.cancel()
     for g in gateways:
         await g.client.aclose()
@@ -183,6 +208,10 @@ async def run(
           f"p99 {pct(reenable, 99) * ms:.1f} ms  max {max(reenable) * ms:.1f} ms")  # fmt: skip
     print(f"  of which the portal's answer arrived: p50 {pct(delivered, 50) * ms:.1f} ms  "
           f"p99 {pct(delivered, 99) * ms:.1f} ms (the rest is JWS verification + install in the gateway)")  # fmt: skip
+    toggles = args.toggles * 2
+    print(f"CPU per toggle: portal {portal_cpu / toggles * ms:.0f} ms, the {len(gateways)} gateways "
+          f"{own_cpu / toggles * ms:.0f} ms (this host: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; {wall:.1f} s of toggling)")  # fmt: skip
     print(f"goal p99 < 1000 ms: {'met' if pct(refusal, 99) < 1.0 else 'NOT met'}")
 
 
@@ -228,7 +257,8 @@ def main() -> None:
     proc, base_url = start_portal(env, args.workers, args.app)
     admin = PortalBrowser(base_url, world.admin.username, PASSWORD)
     try:
-        anyio.run(run, args, base_url, tokens, keys_path, world.flag.pk, world.env("development").pk, admin)
+        anyio.run(run, args, base_url, tokens, keys_path, world.flag.pk, world.env("development").pk, admin,
+                  proc.pid)  # fmt: skip
     finally:
         admin.close()
         proc.terminate()
