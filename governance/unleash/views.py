@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -72,6 +73,7 @@ class UnleashTokenAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="mcpgov-unleash"'
 
 
+@extend_schema(exclude=True)  # Unleash's client API, documented in docs/flags.md, not part of /api/v1/
 class _UnleashView(APIView):
     authentication_classes = [UnleashTokenAuthentication]
     permission_classes = [IsEnforcementClient]
