@@ -54,17 +54,7 @@ def environment(team):
 
 
 def issue_client(team, environment, name: str):
-    """client_create, retried while the issued token contains an extra '_'.
-
-    governance.services.clients._parse splits the token on every '_' but token_urlsafe() may
-    produce '_' itself, so about half of all tokens are refused as malformed (reported to the
-    clients' owner). Remove the loop once the parser splits at most twice.
-    """
-    for attempt in range(50):
-        issued = client_create(team=team, environment=environment, name=f"{name}-{attempt}" if attempt else name)
-        if issued.token.count("_") == 2:
-            return issued
-    raise AssertionError("could not issue a well-formed token")
+    return client_create(team=team, environment=environment, name=name)
 
 
 @pytest.fixture
