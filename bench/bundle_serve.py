@@ -75,8 +75,8 @@ def run_wrk(port: int, headers: dict[str, str], seconds: int, connections: int) 
         [*args, f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, timeout=seconds + 30
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    lat = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    lat = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     socket_errors = re.search(r"Socket errors:.*", out)
     return {
