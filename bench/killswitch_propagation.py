@@ -48,7 +48,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fresh_database(url: str) -> None:
+def fresh_database(url: str, *, create: bool = True) -> None:
     import psycopg
 
     parts = urlsplit(url)
@@ -58,7 +58,8 @@ def fresh_database(url: str) -> None:
     )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def start_portal(
@@ -268,7 +269,7 @@ def main() -> None:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         connections.close_all()
-        fresh_database(args.database_url)  # leave an empty database behind
+        fresh_database(args.database_url, create=False)  # drop the bench database
 
 
 if __name__ == "__main__":
