@@ -213,10 +213,14 @@ def team(transactional_db, workdir) -> Team:
 # --- portal-side reads ---------------------------------------------------------------------------
 
 
+COMPARED = ("seq", "call_id", "phase", "server", "tool", "status", "trigger", "arguments", "args_summary",
+            "result_summary", "bytes", "bundle_version", "result")  # fmt: skip
+
+
 def stored(sid: str) -> list[dict]:
     return list(
         AuditEvent.objects.filter(session_id=sid).order_by("seq")
-        .values("seq", "call_id", "phase", "server", "tool", "status", "trigger")
+        .values(*COMPARED)
     )  # fmt: skip
 
 
@@ -244,8 +248,8 @@ def session_in(sid: str, state: str):
 
 def assert_spool_equals_portal(spooled: list[dict], sid: str) -> None:
     rows = stored(sid)
-    keys = ("seq", "call_id", "phase", "server", "tool", "status", "trigger")
-    assert [{k: e[k] for k in keys} for e in spooled] == rows
+    summaries = ("args_summary", "result_summary")  # null on the wire is stored as ""
+    assert [{k: (e.get(k) or "") if k in summaries else e.get(k) for k in COMPARED} for e in spooled] == rows
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
     # one INTENT and one RESULT per call, in that order
     phases: dict[str, list[str]] = {}
@@ -341,10 +345,13 @@ def test_portal_outage_mid_session_loses_and_duplicates_nothing(restartable_port
 
     sid, spooled, halted = anyio.run(scenario)
     assert counts["before"] == 6 and counts["during"] == 6
-    assert counts["spooled"] == len(spooled) == 6 + 2 * 6
+    assert counts["spooled"] == len(spooled) == 2 * (3 + 3 + 1 + 1 + 1)
     assert_spool_equals_portal(spooled, sid)
     rows = AuditEvent.objects.filter(session_id=sid)
     assert rows.count() == rows.values("seq").distinct().count() == len(spooled)
+    # counters would double on a re-ingested batch; blocked: shell__run and the call refused as halted
+    session = AgentSession.objects.get(pk=sid)
+    assert (session.calls_total, session.calls_blocked, session.event_count) == (9, 2, len(spooled))
     assert halted.trigger == "unauthorized_server"
     assert (team.files / "o.txt").read_text() == "o"
     _, _, problems = audit_verify(team=team.world.team)
@@ -468,7 +475,7 @@ def test_role_losing_a_server_reaches_the_running_gateway_within_a_second(portal
             t0 = time.monotonic()
             while not (r := await c.call_tool(*read)).is_error:
                 assert time.monotonic() - t0 < 10.0, "the new bundle did not reach the gateway"
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.05)
             delay = time.monotonic() - t0
             assert "unauthorized_server" in text(r), text(r)
             sid = await in_thread(team.session_id, "gw")
@@ -477,7 +484,10 @@ def test_role_losing_a_server_reaches_the_running_gateway_within_a_second(portal
 
     delay, sid, spooled = anyio.run(scenario)
     print(f"\nrole_server_remove → refusal: {delay * 1000:.0f} ms")
-    assert delay < 1.5
+    # ~0.5-0.9 s measured (the change is made in this process, so the portal learns it from its
+    # 0.15 s fallback poll, then answers the gateway's long poll); the bound leaves room for a
+    # machine whose 2 cores are shared with other test runs (up to 2.1 s seen under load 4+).
+    assert delay < 3.0
     results = [e for e in spooled if e["phase"] == "result"]
     assert results[-1]["status"] == "blocked" and results[-1]["trigger"] == "unauthorized_server"
     assert results[-1]["bundle_version"] > results[0]["bundle_version"]
