@@ -164,6 +164,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Session states appear as `state` and `from_state`: one enum in the schema.
+    "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "audit.choices.SessionState"},
 }
 
 # --- Celery ------------------------------------------------------------------

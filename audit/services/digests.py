@@ -83,7 +83,7 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
         payload = digest_bytes(digest, team.slug)
         digest.digest_hash = hashlib.sha256(payload).hexdigest()
         # A detached Ed25519 signature over the canonical payload (the bundle JWS format is for bundles).
-        digest.signature = b64url_encode(signer._private_key.sign(payload))
+        digest.signature = b64url_encode(signer.sign_detached(payload))
         digest.save()
         for head in heads:
             AgentSession.objects.filter(pk=head["session"]).update(sealed_seq=head["seq"])

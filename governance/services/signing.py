@@ -30,7 +30,12 @@ class Signer:
     _private_key: Ed25519PrivateKey
 
     def sign(self, payload: bytes) -> str:
+        """A JWS compact serialization of `payload` (the bundle envelope)."""
         return sign_bundle(payload, self._private_key, self.kid)
+
+    def sign_detached(self, payload: bytes) -> bytes:
+        """A raw Ed25519 signature of `payload` (audit digests), verifiable with the JWKS key `kid`."""
+        return self._private_key.sign(payload)
 
 
 def _fernet() -> Fernet:
