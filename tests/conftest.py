@@ -122,9 +122,13 @@ def portal_server(transactional_db):
         proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium driven by Playwright (Playwright's own browser download is not used)."""
+    """Debian's headless Chromium driven by Playwright (Playwright's own browser download is not used).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is
+    open, which would break every later test that calls anyio.run / asyncio.run.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (make deps does).")
     from playwright.sync_api import sync_playwright
