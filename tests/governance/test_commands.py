@@ -210,6 +210,16 @@ def test_seed_demo_twice_is_idempotent(db):
         "live",
         "main",
     ]
+    # The seed's Unleash flags, each on in every environment.
+    flags = dict(gm.Flag.objects.filter(team=team).values_list("name", "server__slug"))
+    assert flags == {
+        "mcp.filesystem.write": "local_filesystem",
+        "mcp.shell.execute": "shell_execution",
+        "mcp.database.write": "database_write",
+        "mcp.github.api": "github_api",
+        "mcp.cloud.infra": "cloud_infrastructure",
+    }
+    assert gm.FlagState.objects.filter(flag__team=team, enabled=True).count() == 5 * 3
 
 
 def test_seed_demo_repairs_a_changed_demo_password(db):

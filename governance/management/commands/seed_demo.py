@@ -30,8 +30,9 @@ from governance.choices import (
     DEFAULT_LARGE_DATA_BYTES,
     DEFAULT_PRODUCTION_URL_WORDS,
 )
-from governance.models import McpServer
+from governance.models import Flag, McpServer
 from governance.services.discovery import DiscoveryError, server_discover_tools
+from governance.services.flags import flag_create
 from governance.services.limits import trigger_settings_set
 from governance.services.policy_yaml import policy_import
 from governance.services.servers import server_create, server_update
@@ -146,6 +147,15 @@ def runnable_servers() -> dict[str, dict[str, Any]]:
     return servers
 
 
+# The seed's Unleash example: one kill switch per risky server capability.
+DEMO_FLAGS = (
+    ("mcp.filesystem.write", "local_filesystem", "write"),
+    ("mcp.shell.execute", "shell_execution", "all"),
+    ("mcp.database.write", "database_write", "write"),
+    ("mcp.github.api", "github_api", "all"),
+    ("mcp.cloud.infra", "cloud_infrastructure", "all"),
+)
+
 class Command(BaseCommand):
     help = (
         f"Create or update the demo team '{TEAM_SLUG}', its four users (password {PASSWORD}) and the seed's "
@@ -174,6 +184,12 @@ class Command(BaseCommand):
                     server_create(team=team, slug=slug, **details)
                 else:
                     server_update(server=server, **details)
+            for flag_name, slug, capability in DEMO_FLAGS:
+                server = McpServer.objects.filter(team=team, slug=slug).first()
+                exists = Flag.objects.filter(team=team, name=flag_name).exists()
+                if server is not None and not exists:
+                    flag_create(team=team, server=server, capability=capability, name=flag_name,
+                                description="Kill switch from the seed's Unleash example.")
             trigger_settings_set(
                 team=team,
                 cascade_write_threshold=DEFAULT_CASCADE_WRITE_THRESHOLD,
