@@ -68,7 +68,9 @@ def suspend_sql(vendor: str) -> tuple[list[str], list[str]]:
     transaction, so no other connection ever sees the tables unprotected.
     """
     if vendor == "postgresql":
-        before = [f"ALTER TABLE {t} DISABLE TRIGGER {n}" for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
+        before = [
+            f"ALTER TABLE {t} DISABLE TRIGGER {n}" for t in APPEND_ONLY_TABLES for n in trigger_names(t)
+        ]
         after = [f"ALTER TABLE {t} ENABLE TRIGGER {n}" for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
         return before, after
     creates = [s for s in install_sql(vendor) if s.startswith("CREATE TRIGGER")]
@@ -81,11 +83,15 @@ def installed_triggers(connection) -> set[str]:
     names = [n for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)", [names])
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname = ANY(%s)", [names]
+            )
         else:
             placeholders = ", ".join(["%s"] * len(names))
-            cursor.execute(f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ({placeholders})",  # noqa: S608
-                           names)
+            cursor.execute(
+                f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ({placeholders})",  # noqa: S608
+                names,
+            )
         return {row[0] for row in cursor.fetchall()}
 
 

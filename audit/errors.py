@@ -12,7 +12,9 @@ class AuditError(Exception):
 
     status = 400
 
-    def __init__(self, message: str, code: str = ErrorCode.INVALID, *, status: int | None = None, **extra: Any):
+    def __init__(
+        self, message: str, code: str = ErrorCode.INVALID, *, status: int | None = None, **extra: Any
+    ):
         super().__init__(message)
         self.message = message
         self.code = str(code)

@@ -20,7 +20,9 @@ class SessionFilterForm(forms.Form):
     )  # fmt: skip
     state = forms.ChoiceField(required=False, choices=_BLANK + list(SessionState.choices))
     trigger = forms.ChoiceField(required=False, choices=_BLANK + list(Trigger.choices))
-    acknowledged = forms.ChoiceField(required=False, choices=[*_BLANK, ("no", "Not yet"), ("yes", "Acknowledged")])
+    acknowledged = forms.ChoiceField(
+        required=False, choices=[*_BLANK, ("no", "Not yet"), ("yes", "Acknowledged")]
+    )
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
@@ -29,9 +31,17 @@ class SessionFilterForm(forms.Form):
         sessions = AgentSession.objects.for_team(team)
         roles = sorted(set(sessions.values_list("role", flat=True)))
         self.fields["role"].choices = _BLANK + [(r, r) for r in roles]
-        envs = list(team.environments.order_by("order", "name").values_list("name", flat=True)) if team else []
+        envs = (
+            list(team.environments.order_by("order", "name").values_list("name", flat=True)) if team else []
+        )
         self.fields["environment"].choices = _BLANK + [(e, e) for e in envs]
-        servers = sorted({s for tokens in sessions.values_list("servers_used", flat=True).distinct() for s in tokens.split()})
+        servers = sorted(
+            {
+                s
+                for tokens in sessions.values_list("servers_used", flat=True).distinct()
+                for s in tokens.split()
+            }
+        )
         self.fields["server"].choices = _BLANK + [(s, s) for s in servers]
 
     def filters(self) -> dict:
@@ -40,7 +50,9 @@ class SessionFilterForm(forms.Form):
 
 class AcknowledgeForm(forms.Form):
     note = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Note",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label="Note",
         help_text="What you checked; kept with the acknowledgement.",
     )
 
@@ -48,7 +60,8 @@ class AcknowledgeForm(forms.Form):
 class ExplanationForm(forms.Form):
     call_id = forms.CharField(widget=forms.HiddenInput, max_length=64)
     explanation = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), label="Explanation",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        label="Explanation",
         help_text="What the call attempted and why it failed.",
     )
 

@@ -23,7 +23,10 @@ class AgentSession(models.Model):
         "governance.Environment", on_delete=models.CASCADE, related_name="agent_sessions"
     )
     client = models.ForeignKey(
-        "governance.EnforcementClient", null=True, blank=True, on_delete=models.SET_NULL,
+        "governance.EnforcementClient",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="agent_sessions",
     )
     role = models.CharField(max_length=100)
@@ -34,7 +37,9 @@ class AgentSession(models.Model):
     state = models.CharField(max_length=8, choices=SessionState.choices, default=SessionState.ACTIVE)
     trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     state_reason = models.TextField(blank=True)
-    last_calls = models.JSONField(default=list, blank=True, help_text="The last three calls the gateway reported.")
+    last_calls = models.JSONField(
+        default=list, blank=True, help_text="The last three calls the gateway reported."
+    )
     control_version = models.PositiveIntegerField(
         default=0, help_text="Increases with every person's decision the gateway must see."
     )
@@ -43,7 +48,9 @@ class AgentSession(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Counters, kept by the ingestion service in the same transaction as the events.
-    calls_total = models.PositiveIntegerField(default=0, help_text="RESULT events (completed or blocked calls).")
+    calls_total = models.PositiveIntegerField(
+        default=0, help_text="RESULT events (completed or blocked calls)."
+    )
     calls_blocked = models.PositiveIntegerField(default=0)
     calls_failed = models.PositiveIntegerField(default=0)
     event_count = models.PositiveIntegerField(default=0)
@@ -51,12 +58,16 @@ class AgentSession(models.Model):
     # Chain head: seq and hash of the last stored event (0 and the genesis hash when none).
     last_seq = models.PositiveBigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default=GENESIS_HASH)
-    sealed_seq = models.PositiveBigIntegerField(default=0, help_text="Head seq in the team's latest audit digest.")
+    sealed_seq = models.PositiveBigIntegerField(
+        default=0, help_text="Head seq in the team's latest audit digest."
+    )
     # Space-delimited tokens (" a b ") so list filters stay portable and need no join.
     servers_used = models.TextField(blank=True, default="")
     triggers_seen = models.TextField(blank=True, default="")
     pending_approvals = models.JSONField(
-        default=list, blank=True, help_text="Calls waiting for a person's approval: [{call_id, server, tool, …}]."
+        default=list,
+        blank=True,
+        help_text="Calls waiting for a person's approval: [{call_id, server, tool, …}].",
     )
 
     objects = team_scoped_manager("team")
@@ -187,7 +198,9 @@ class SessionDecision(models.Model):
     reason = models.TextField()
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     decided_at = models.DateTimeField()
-    control_version = models.PositiveIntegerField(help_text="The session's control_version this decision set.")
+    control_version = models.PositiveIntegerField(
+        help_text="The session's control_version this decision set."
+    )
     from_state = models.CharField(max_length=8, choices=SessionState.choices)
 
     objects = team_scoped_manager("session__team")

@@ -17,7 +17,9 @@ def _start_of(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_current_timezone())
 
 
-def sessions_for_review(*, base: QuerySet | None = None, team=None, filters: dict[str, Any] | None = None) -> QuerySet:
+def sessions_for_review(
+    *, base: QuerySet | None = None, team=None, filters: dict[str, Any] | None = None
+) -> QuerySet:
     """Sessions of `team` (or of the restricted `base` queryset), newest first, filtered.
 
     filters: role, environment (name), server, status (blocked | failed | clean), state, trigger,
@@ -100,7 +102,9 @@ def session_timeline(*, session: AgentSession, limit: int | None = None) -> list
     for item in FailedCallExplanation.objects.filter(session=session).select_related("author"):
         if item.call_id in calls:
             calls[item.call_id].explanation = item
-    for decision in SessionDecision.objects.filter(session=session).exclude(call_id="").select_related("decided_by"):
+    for decision in (
+        SessionDecision.objects.filter(session=session).exclude(call_id="").select_related("decided_by")
+    ):
         if decision.call_id in calls:
             calls[decision.call_id].decisions.append(decision)
     return list(calls.values())
@@ -110,9 +114,7 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
     """The last calls to show with a halted session: the gateway's report, else the stored results."""
     if session.last_calls:
         return list(session.last_calls)[-count:]
-    results = list(
-        AuditEvent.objects.filter(session=session, phase=Phase.RESULT).order_by("-seq")[:count]
-    )
+    results = list(AuditEvent.objects.filter(session=session, phase=Phase.RESULT).order_by("-seq")[:count])
     return [
         {"ts": e.ts.isoformat(), "server": e.server, "tool": e.tool, "args": e.args_summary,
          "outcome": e.status + (f" ({e.result_summary})" if e.result_summary else "")}
@@ -136,8 +138,10 @@ def halted_queue(*, team) -> list[AgentSession]:
 
 def session_events(*, sessions: QuerySet | list, date_from: date | None = None, date_to: date | None = None):
     """Events of the given sessions (ordered by session start, then seq), for exports."""
-    qs = AuditEvent.objects.filter(session__in=sessions).select_related("session").order_by(
-        "session__started_at", "session_id", "seq"
+    qs = (
+        AuditEvent.objects.filter(session__in=sessions)
+        .select_related("session")
+        .order_by("session__started_at", "session_id", "seq")
     )
     if date_from:
         qs = qs.filter(ts__gte=_start_of(date_from))

@@ -44,7 +44,9 @@ def team_view(view):
 
 def _session(request, session_id) -> AgentSession:
     return get_object_or_404(
-        AgentSession.objects.for_team(request.team).select_related("environment", "client", "acknowledgement__reviewer"),
+        AgentSession.objects.for_team(request.team).select_related(
+            "environment", "client", "acknowledgement__reviewer"
+        ),
         pk=session_id,
     )
 
@@ -127,9 +129,13 @@ def session_acknowledge(request, session_id):
     session = _session(request, session_id)
     form = AcknowledgeForm(request.POST)
     if form.is_valid():
-        _run(request, lambda: services.session_acknowledge(session=session, reviewer=request.user,
-                                                           note=form.cleaned_data["note"]),
-             "Session acknowledged.")
+        _run(
+            request,
+            lambda: services.session_acknowledge(
+                session=session, reviewer=request.user, note=form.cleaned_data["note"]
+            ),
+            "Session acknowledged.",
+        )
     return _back(request, session, "review")
 
 
@@ -142,8 +148,11 @@ def session_explain(request, session_id):
     if not form.is_valid():
         messages.error(request, "Write what the failed call attempted and why it failed.")
         return _back(request, session, "timeline")
-    _run(request, lambda: services.failed_call_explain(session=session, reviewer=request.user, **form.cleaned_data),
-         "Explanation saved.")
+    _run(
+        request,
+        lambda: services.failed_call_explain(session=session, reviewer=request.user, **form.cleaned_data),
+        "Explanation saved.",
+    )
     return _back(request, session, f"call-{form.cleaned_data['call_id']}")
 
 
@@ -156,8 +165,11 @@ def _decision_view(service, success: str):
         if not form.is_valid():
             messages.error(request, "A reason is required.")
             return _back(request, session)
-        _run(request, lambda: service(session=session, reviewer=request.user, reason=form.cleaned_data["reason"]),
-             success.format(session=session.short_id))
+        _run(
+            request,
+            lambda: service(session=session, reviewer=request.user, reason=form.cleaned_data["reason"]),
+            success.format(session=session.short_id),
+        )
         return _back(request, session)
 
     return view
@@ -176,8 +188,11 @@ def call_approval(request, session_id):
         messages.error(request, "Choose approve or deny and give a reason.")
         return _back(request, session)
     data = form.cleaned_data
-    _run(request, lambda: services.call_approval_decide(session=session, reviewer=request.user, **data),
-         f"Call {data['call_id']} {'approved' if data['decision'] == 'approve' else 'denied'}.")
+    _run(
+        request,
+        lambda: services.call_approval_decide(session=session, reviewer=request.user, **data),
+        f"Call {data['call_id']} {'approved' if data['decision'] == 'approve' else 'denied'}.",
+    )
     return _back(request, session)
 
 
@@ -221,7 +236,9 @@ def range_export(request):
     filters = form.filters() if request.GET else {}
     sessions = selectors.sessions_for_review(team=request.team, filters=filters).values("pk")
     events = selectors.session_events(sessions=sessions).iterator(chunk_size=2000)
-    return _export_response(events, _format(request), _may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}")
+    return _export_response(
+        events, _format(request), _may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}"
+    )
 
 
 __all__ = [

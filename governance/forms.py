@@ -89,14 +89,26 @@ def apply_service_errors(form: forms.BaseForm, exc: ValidationError) -> None:
 class ServerForm(ParseOnlyModelForm):
     args = LinesField(label="Arguments", help_text="stdio: one argument per line.")
     adr_links = LinesField(
-        label="ADR links", help_text="One link per line.", item_validators=[URLValidator(schemes=["http", "https"])]
+        label="ADR links",
+        help_text="One link per line.",
+        item_validators=[URLValidator(schemes=["http", "https"])],
     )
 
     class Meta:
         model = McpServer
         fields = [
-            "slug", "name", "description", "category", "transport", "command", "args", "url",
-            "known_risks", "past_incidents", "adr_links", "cost_per_call",
+            "slug",
+            "name",
+            "description",
+            "category",
+            "transport",
+            "command",
+            "args",
+            "url",
+            "known_risks",
+            "past_incidents",
+            "adr_links",
+            "cost_per_call",
         ]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
@@ -143,9 +155,19 @@ class EnvironmentForm(ParseOnlyModelForm):
 
     class Meta:
         model = Environment
-        fields = ["name", "description", "is_production", "requires_authorization", "forbidden_patterns",
-                  "note", "order"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2}), "note": forms.Textarea(attrs={"rows": 2})}
+        fields = [
+            "name",
+            "description",
+            "is_production",
+            "requires_authorization",
+            "forbidden_patterns",
+            "note",
+            "order",
+        ]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "note": forms.Textarea(attrs={"rows": 2}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -154,7 +176,9 @@ class EnvironmentForm(ParseOnlyModelForm):
             field = self.fields["requires_authorization"]
             field.disabled = True
             field.initial = True
-            field.help_text = "🔒 Always on for production: access needs a person's explicit, time-bounded authorization."
+            field.help_text = (
+                "🔒 Always on for production: access needs a person's explicit, time-bounded authorization."
+            )
             self.fields["is_production"].disabled = True
 
 
@@ -199,7 +223,8 @@ class ServerLimitsForm(ParseOnlyModelForm):
 
 class TriggerSettingsForm(ParseOnlyModelForm):
     production_url_words = LinesField(
-        label="Production URL words", help_text="One word per line; a server URL containing one means production."
+        label="Production URL words",
+        help_text="One word per line; a server URL containing one means production.",
     )
 
     class Meta:
@@ -212,7 +237,9 @@ class PolicyImportForm(forms.Form):
 
     file = forms.FileField(required=False, label="YAML file")
     text = forms.CharField(
-        required=False, strip=False, label="or paste the YAML",
+        required=False,
+        strip=False,
+        label="or paste the YAML",
         widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false", "class": "code"}),
     )
 
@@ -272,4 +299,3 @@ class MemberForm(forms.Form):
         if role != TeamRole.ADMIN and is_last_admin(self.membership):
             raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
         return role
-

@@ -43,10 +43,17 @@ def server_list(*, user, team: Team, category: str = "") -> QuerySet[McpServer]:
 
 def server_detail(*, user, team: Team, pk: int) -> QuerySet[McpServer]:
     """The one server (as a queryset for get_object_or_404) with its tools and limits loaded."""
-    return servers_for_team(user=user, team=team).filter(pk=pk).select_related("team").prefetch_related(
-        Prefetch("tools", queryset=McpTool.objects.order_by("name")),
-        Prefetch("role_rules", queryset=RoleServerRule.objects.select_related("role").order_by("role__name")),
-        Prefetch("bindings", queryset=ServerBinding.objects.select_related("environment")),
+    return (
+        servers_for_team(user=user, team=team)
+        .filter(pk=pk)
+        .select_related("team")
+        .prefetch_related(
+            Prefetch("tools", queryset=McpTool.objects.order_by("name")),
+            Prefetch(
+                "role_rules", queryset=RoleServerRule.objects.select_related("role").order_by("role__name")
+            ),
+            Prefetch("bindings", queryset=ServerBinding.objects.select_related("environment")),
+        )
     )
 
 
@@ -55,8 +62,14 @@ def tools_for_team(*, user, team: Team) -> QuerySet[McpTool]:
 
 
 def role_list(*, user, team: Team) -> QuerySet[AgentRole]:
-    return AgentRole.objects.restrict(user, VIEW).for_team(team).prefetch_related(
-        Prefetch("rules", queryset=RoleServerRule.objects.select_related("server").order_by("server__slug"))
+    return (
+        AgentRole.objects.restrict(user, VIEW)
+        .for_team(team)
+        .prefetch_related(
+            Prefetch(
+                "rules", queryset=RoleServerRule.objects.select_related("server").order_by("server__slug")
+            )
+        )
     )
 
 
@@ -76,7 +89,10 @@ class RoleRules:
 
 def role_rules(*, user, role: AgentRole) -> RoleRules:
     rules = list(
-        RoleServerRule.objects.restrict(user, VIEW).filter(role=role).select_related("server").order_by("server__slug")
+        RoleServerRule.objects.restrict(user, VIEW)
+        .filter(role=role)
+        .select_related("server")
+        .order_by("server__slug")
     )
     servers = servers_for_team(user=user, team=role.team).order_by("slug")
     by_kind = {kind: [r for r in rules if r.kind == kind] for kind in RuleKind.values}
@@ -90,7 +106,11 @@ def role_rules(*, user, role: AgentRole) -> RoleRules:
 
 
 def rules_for_team(*, user, team: Team) -> QuerySet[RoleServerRule]:
-    return RoleServerRule.objects.restrict(user, VIEW).filter(role__team=team).select_related("role__team", "server")
+    return (
+        RoleServerRule.objects.restrict(user, VIEW)
+        .filter(role__team=team)
+        .select_related("role__team", "server")
+    )
 
 
 def environment_list(*, user, team: Team) -> QuerySet[Environment]:
@@ -111,8 +131,10 @@ def environment_bindings(*, user, environment: Environment) -> QuerySet[ServerBi
 
 
 def bindings_for_team(*, user, team: Team) -> QuerySet[ServerBinding]:
-    return ServerBinding.objects.restrict(user, VIEW).filter(environment__team=team).select_related(
-        "environment__team", "server"
+    return (
+        ServerBinding.objects.restrict(user, VIEW)
+        .filter(environment__team=team)
+        .select_related("environment__team", "server")
     )
 
 
@@ -126,7 +148,9 @@ class LimitsOverview:
 
 def limits_overview(*, user, team: Team) -> LimitsOverview:
     """The team's limits; global limits and trigger settings not saved yet come back with their defaults."""
-    global_limits = GlobalRateLimit.objects.restrict(user, VIEW).for_team(team).first() or GlobalRateLimit(team=team)
+    global_limits = GlobalRateLimit.objects.restrict(user, VIEW).for_team(team).first() or GlobalRateLimit(
+        team=team
+    )
     triggers = TriggerSettings.objects.restrict(user, VIEW).for_team(team).first()
     if triggers is None:
         triggers = TriggerSettings(team=team, production_url_words=list(DEFAULT_PRODUCTION_URL_WORDS))

@@ -57,8 +57,9 @@ class TeamPermission(permissions.BasePermission):
 
 def forbidden_unless(user, perm: str, team) -> None:
     if not has_team_perm(user, perm, team):
-        raise exceptions.PermissionDenied(f"You do not have the '{perm.replace('_', ' ')}' permission in this team.")
+        raise exceptions.PermissionDenied(
+            f"You do not have the '{perm.replace('_', ' ')}' permission in this team."
+        )
 
 
 __all__ = ["TeamPermission", "exception_handler", "forbidden_unless"]
-

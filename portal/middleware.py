@@ -61,7 +61,9 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
     async def __acall__(self, request):
         path = request.path_info
         if self.autorefresh:
-            static_file = await sync_to_async(self.find_file)(path) if path.startswith(self.static_prefix) else None
+            static_file = (
+                await sync_to_async(self.find_file)(path) if path.startswith(self.static_prefix) else None
+            )
         else:
             static_file = self.files.get(path)
         if static_file is not None:

@@ -130,7 +130,10 @@ def membership_remove(*, membership: Membership, actor=None) -> None:
     for perm in permissions.ALL_TEAM_PERMISSIONS:
         remove_perm(f"portal.{perm}", user, team)
     change_record(
-        team=team, actor=actor, action=ChangeRecord.Action.DELETE, obj=membership,
+        team=team,
+        actor=actor,
+        action=ChangeRecord.Action.DELETE,
+        obj=membership,
         summary=f"{user.get_username()} removed from the team",
     )
     membership.delete()

@@ -186,20 +186,30 @@ CELERY_TIMEZONE = TIME_ZONE
 # Celery beat: periodic tasks. Each app adds its own entries in its own marked block.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
 # --- beat: audit app (owned by audit/) ---
-CELERY_BEAT_SCHEDULE.update({
-    "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": 300.0},  # signed digests, every 5 min
-    "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},  # daily archive files, hourly check
-})
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "audit-seal-chains": {
+            "task": "audit.seal_audit_chains",
+            "schedule": 300.0,
+        },  # signed digests, every 5 min
+        "audit-export-logs": {
+            "task": "audit.export_audit_logs",
+            "schedule": 3600.0,
+        },  # daily archive files, hourly check
+    }
+)
 # --- end beat: audit app ---
 # --- beat: production access and gateway health (owned by governance access/flags) ---
 # Gateways not seen for this many minutes are flagged on the kill-switch panel; reviewers are emailed once.
 MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", "10"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
-CELERY_BEAT_SCHEDULE.update({
-    "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
-    "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
-})
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
+        "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
+    }
+)
 # --- end beat: production access and gateway health ---
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
@@ -217,7 +227,9 @@ MCPGOV_AUDIT_EXPORT_DIR = Path(os.environ.get("MCPGOV_AUDIT_EXPORT_DIR", BASE_DI
 # --- Email -------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
 )
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))

@@ -47,10 +47,14 @@ def _memberships(request):
 @team_view
 def member_list(request):
     members = _memberships(request).order_by("user__username")
-    return render(request, "portal/members.html", {
-        "members": [(m, MemberForm(membership=m)) for m in members],
-        "add_form": MemberAddForm(team=request.team),
-    })
+    return render(
+        request,
+        "portal/members.html",
+        {
+            "members": [(m, MemberForm(membership=m)) for m in members],
+            "add_form": MemberAddForm(team=request.team),
+        },
+    )
 
 
 @team_view
@@ -60,12 +64,22 @@ def member_add(request):
     form = MemberAddForm(request.POST, team=request.team)
     if not form.is_valid():
         members = _memberships(request).order_by("user__username")
-        return render(request, "portal/members.html", {
-            "members": [(m, MemberForm(membership=m)) for m in members], "add_form": form,
-        })
+        return render(
+            request,
+            "portal/members.html",
+            {
+                "members": [(m, MemberForm(membership=m)) for m in members],
+                "add_form": form,
+            },
+        )
     data = form.cleaned_data
-    services.membership_set(team=request.team, user=data["user"], role=data["role"],
-                            is_auditor=data["is_auditor"], actor=request.user)
+    services.membership_set(
+        team=request.team,
+        user=data["user"],
+        role=data["role"],
+        is_auditor=data["is_auditor"],
+        actor=request.user,
+    )
     messages.success(request, f"{data['username']} added as {data['role']}.")
     return redirect("members")
 
@@ -76,13 +90,24 @@ def member_edit(request, pk: int):
     membership = get_team_object(request, _memberships(request), perm=MANAGE_MEMBERS, pk=pk)
     form = MemberForm(request.POST, membership=membership)
     if form.is_valid():
-        services.membership_set(team=request.team, user=membership.user, role=form.cleaned_data["role"],
-                                is_auditor=form.cleaned_data["is_auditor"], actor=request.user)
-        messages.success(request, f"{membership.user.get_username()} is now {form.cleaned_data['role']}"
-                                  f"{' (auditor)' if form.cleaned_data['is_auditor'] else ''}.")
+        services.membership_set(
+            team=request.team,
+            user=membership.user,
+            role=form.cleaned_data["role"],
+            is_auditor=form.cleaned_data["is_auditor"],
+            actor=request.user,
+        )
+        messages.success(
+            request,
+            f"{membership.user.get_username()} is now {form.cleaned_data['role']}"
+            f"{' (auditor)' if form.cleaned_data['is_auditor'] else ''}.",
+        )
     else:
-        messages.error(request, f"{membership.user.get_username()} not changed: "
-                                f"{' '.join(e for errors in form.errors.values() for e in errors)}")
+        messages.error(
+            request,
+            f"{membership.user.get_username()} not changed: "
+            f"{' '.join(e for errors in form.errors.values() for e in errors)}",
+        )
     return redirect("members")
 
 

@@ -31,7 +31,9 @@ def _error(status: int, detail: str, code: str, **extra) -> JsonResponse:
 def _authenticate(header: str):
     parts = header.split()
     if len(parts) != 2 or parts[0] != "Bearer":
-        raise TokenError("This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated")
+        raise TokenError(
+            "This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated"
+        )
     return client_authenticate(parts[1])
 
 
@@ -58,7 +60,9 @@ async def session_control_view(request, session_id):
     except ValueError:
         return _error(400, "since must be an integer and wait a number of seconds.", ErrorCode.INVALID)
     if since < 0 or not 0 <= wait <= MAX_WAIT:
-        return _error(400, f"since must be >= 0 and wait between 0 and {MAX_WAIT:g} seconds.", ErrorCode.INVALID)
+        return _error(
+            400, f"since must be >= 0 and wait between 0 and {MAX_WAIT:g} seconds.", ErrorCode.INVALID
+        )
     read = sync_to_async(_read)
     session, body = await read(client, session_id, since)
     if session is None:

@@ -133,8 +133,9 @@ class SessionStateSerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=SessionState.choices)
     trigger = serializers.ChoiceField(choices=Trigger.choices, required=False, allow_null=True, default=None)
     reason = serializers.CharField(required=False, allow_blank=True, default="")
-    last_calls = serializers.ListField(child=serializers.DictField(), max_length=3, required=False, allow_null=True,
-                                       default=None)
+    last_calls = serializers.ListField(
+        child=serializers.DictField(), max_length=3, required=False, allow_null=True, default=None
+    )
 
 
 class AcknowledgementNoteSerializer(serializers.Serializer):

@@ -11,11 +11,21 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/", views.SessionDetailView.as_view(), name="session-detail"),
     path("sessions/<uuid:session_id>/events/", views.SessionEventsView.as_view(), name="session-events"),
     path("sessions/<uuid:session_id>/control/", control.session_control_view, name="session-control"),
-    path("sessions/<uuid:session_id>/acknowledgement/", views.SessionAcknowledgementView.as_view(),
-         name="session-acknowledgement"),
-    path("sessions/<uuid:session_id>/explanations/", views.SessionExplanationsView.as_view(),
-         name="session-explanations"),
+    path(
+        "sessions/<uuid:session_id>/acknowledgement/",
+        views.SessionAcknowledgementView.as_view(),
+        name="session-acknowledgement",
+    ),
+    path(
+        "sessions/<uuid:session_id>/explanations/",
+        views.SessionExplanationsView.as_view(),
+        name="session-explanations",
+    ),
     path("sessions/<uuid:session_id>/release/", views.SessionReleaseView.as_view(), name="session-release"),
     path("sessions/<uuid:session_id>/end/", views.SessionEndView.as_view(), name="session-end"),
-    path("sessions/<uuid:session_id>/approvals/", views.SessionApprovalsView.as_view(), name="session-approvals"),
+    path(
+        "sessions/<uuid:session_id>/approvals/",
+        views.SessionApprovalsView.as_view(),
+        name="session-approvals",
+    ),
 ]

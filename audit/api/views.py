@@ -44,7 +44,17 @@ from portal.permissions import VIEW_PAYLOADS, has_team_perm
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024
-SESSION_FILTERS = ("role", "environment", "server", "status", "state", "trigger", "acknowledged", "date_from", "date_to")
+SESSION_FILTERS = (
+    "role",
+    "environment",
+    "server",
+    "status",
+    "state",
+    "trigger",
+    "acknowledged",
+    "date_from",
+    "date_to",
+)
 
 
 class AuditAPIView(APIView):
@@ -63,7 +73,9 @@ class AuditAPIView(APIView):
     def require_client(self) -> EnforcementClient:
         client = self.client()
         if client is None:
-            raise exceptions.PermissionDenied("This endpoint needs an enforcement-client token (Authorization: Bearer …).")
+            raise exceptions.PermissionDenied(
+                "This endpoint needs an enforcement-client token (Authorization: Bearer …)."
+            )
         return client
 
     def require_person(self) -> None:
@@ -126,13 +138,17 @@ class SessionListView(AuditAPIView):
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
 
-    @extend_schema(request=SessionOpenSerializer, responses=AgentSessionSerializer, summary="Open a session (gateway)")
+    @extend_schema(
+        request=SessionOpenSerializer, responses=AgentSessionSerializer, summary="Open a session (gateway)"
+    )
     def post(self, request):
         client = self.require_client()
         data = _valid(SessionOpenSerializer, request.data)
         session, created = services.session_open(client=client, **data)
         session = self.session_for_client(client, session.pk)
-        return Response(AgentSessionSerializer(session).data, status=status.HTTP_201_CREATED if created else 200)
+        return Response(
+            AgentSessionSerializer(session).data, status=status.HTTP_201_CREATED if created else 200
+        )
 
 
 class SessionDetailView(AuditAPIView):
@@ -149,8 +165,11 @@ class SessionDetailView(AuditAPIView):
         ).data
         return Response(data)
 
-    @extend_schema(request=SessionStateSerializer, responses=AgentSessionSerializer,
-                   summary="Report a state change (gateway)")
+    @extend_schema(
+        request=SessionStateSerializer,
+        responses=AgentSessionSerializer,
+        summary="Report a state change (gateway)",
+    )
     def patch(self, request, session_id):
         client = self.require_client()
         data = _valid(SessionStateSerializer, request.data)
@@ -161,7 +180,9 @@ class SessionDetailView(AuditAPIView):
 class SessionEventsView(AuditAPIView):
     """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
 
-    @extend_schema(responses=AuditEventSerializer(many=True), summary="A session's events (payloads for auditors)")
+    @extend_schema(
+        responses=AuditEventSerializer(many=True), summary="A session's events (payloads for auditors)"
+    )
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -179,8 +200,11 @@ class SessionEventsView(AuditAPIView):
         response.data["payloads_visible"] = include_payloads
         return response
 
-    @extend_schema(request=EventBatchSerializer, responses=IngestResultSerializer,
-                   summary="Ship a batch of events (gateway)")
+    @extend_schema(
+        request=EventBatchSerializer,
+        responses=IngestResultSerializer,
+        summary="Ship a batch of events (gateway)",
+    )
     def post(self, request, session_id):
         client = self.require_client()
         length = request.META.get("CONTENT_LENGTH") or "0"
@@ -207,7 +231,11 @@ class SessionAcknowledgementView(AuditAPIView):
         ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
         return Response(acknowledgement_body(ack))
 
-    @extend_schema(request=AcknowledgementNoteSerializer, responses=AcknowledgementBodySerializer, summary="Acknowledge the log")
+    @extend_schema(
+        request=AcknowledgementNoteSerializer,
+        responses=AcknowledgementBodySerializer,
+        summary="Acknowledge the log",
+    )
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -229,7 +257,9 @@ class SessionExplanationsView(AuditAPIView):
             "unexplained": services.unexplained_failed_calls(session),
         })  # fmt: skip
 
-    @extend_schema(request=ExplanationInputSerializer, responses=ExplanationSerializer, summary="Explain a failed call")
+    @extend_schema(
+        request=ExplanationInputSerializer, responses=ExplanationSerializer, summary="Explain a failed call"
+    )
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -243,14 +273,18 @@ class SessionReleaseView(AuditAPIView):
 
     service = staticmethod(services.session_release)
 
-    @extend_schema(request=DecisionReasonSerializer, responses=DecisionSerializer, summary="Release or end the session")
+    @extend_schema(
+        request=DecisionReasonSerializer, responses=DecisionSerializer, summary="Release or end the session"
+    )
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
         data = _valid(DecisionReasonSerializer, request.data)
         decision = self.service(session=session, reviewer=request.user, reason=data["reason"])
         session = self.session_for_person(session_id)
-        return Response({"session": ReviewSessionSerializer(session).data, "decision": DecisionSerializer(decision).data})
+        return Response(
+            {"session": ReviewSessionSerializer(session).data, "decision": DecisionSerializer(decision).data}
+        )
 
 
 class SessionEndView(SessionReleaseView):
@@ -268,7 +302,9 @@ class SessionApprovalsView(AuditAPIView):
         session = self.session_for_person(session_id)
         return Response({"pending": session.pending_approvals})
 
-    @extend_schema(request=ApprovalInputSerializer, responses=DecisionSerializer, summary="Approve or deny a call")
+    @extend_schema(
+        request=ApprovalInputSerializer, responses=DecisionSerializer, summary="Approve or deny a call"
+    )
     def post(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)

@@ -63,7 +63,9 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
         heads = []
         for session_id, last_seq in sessions:
             event_hash = (
-                AuditEvent.objects.filter(session_id=session_id, seq=last_seq).values_list("hash", flat=True).first()
+                AuditEvent.objects.filter(session_id=session_id, seq=last_seq)
+                .values_list("hash", flat=True)
+                .first()
             )
             if event_hash is None:  # the head row is gone: verify_audit will say so; seal what is there
                 continue
@@ -88,7 +90,11 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
         for head in heads:
             AgentSession.objects.filter(pk=head["session"]).update(sealed_seq=head["seq"])
         change_record(
-            team=team, actor=None, actor_label="seal_audit_chains", action=ChangeRecord.Action.CREATE, obj=digest,
+            team=team,
+            actor=None,
+            actor_label="seal_audit_chains",
+            action=ChangeRecord.Action.CREATE,
+            obj=digest,
             summary=f"Audit digest #{digest.number} sealed {len(heads)} session chain(s)",
         )
     return digest
@@ -128,51 +134,92 @@ def verify_session_chain(session: AgentSession) -> list[Problem]:
     prev_original = 0
     shift = 0  # stored seq minus original seq, as learnt from renumbered events
     last = None
-    for event in AuditEvent.objects.filter(session_id=session.pk).order_by("seq", "id").iterator(chunk_size=2000):
+    for event in (
+        AuditEvent.objects.filter(session_id=session.pk).order_by("seq", "id").iterator(chunk_size=2000)
+    ):
         content_ok = chain_hash(event.prev_hash, stored_event_canonical(event)) == event.hash
         original_seq = event.seq
         if not content_ok:
             for candidate in dict.fromkeys((event.seq - shift, event.seq - 1, event.seq + 1)):
-                if candidate >= 1 and candidate != event.seq and _hash_with_seq(event, candidate) == event.hash:
+                if (
+                    candidate >= 1
+                    and candidate != event.seq
+                    and _hash_with_seq(event, candidate) == event.hash
+                ):
                     original_seq = candidate
                     break
             if original_seq != event.seq:
                 shift = event.seq - original_seq
-                problems.append(Problem("renumbered", f"stored as seq {event.seq}, chained as seq {original_seq}.",
-                                        sid, event.seq))
+                problems.append(
+                    Problem(
+                        "renumbered",
+                        f"stored as seq {event.seq}, chained as seq {original_seq}.",
+                        sid,
+                        event.seq,
+                    )
+                )
             else:
-                problems.append(Problem("altered", "its stored fields do not match its hash.", sid, event.seq))
+                problems.append(
+                    Problem("altered", "its stored fields do not match its hash.", sid, event.seq)
+                )
         linked = event.prev_hash == hashes[-1]
         if not linked:
             if len(hashes) >= 2 and event.prev_hash == hashes[-2] and last is not None:
-                problems.append(Problem("inserted", "the next event chains past it to its predecessor.",
-                                        sid, last.seq))
+                problems.append(
+                    Problem("inserted", "the next event chains past it to its predecessor.", sid, last.seq)
+                )
             elif event.prev_hash not in hashes:
                 expected_original = prev_original + 1
                 if original_seq > expected_original:
                     missing = range(expected_original, original_seq)
                     label = f"seq {missing[0]}" if len(missing) == 1 else f"seqs {missing[0]}..{missing[-1]}"
-                    problems.append(Problem("removed", f"{label} missing: this event chains to an event that is gone.",
-                                            sid, missing[0]))
+                    problems.append(
+                        Problem(
+                            "removed",
+                            f"{label} missing: this event chains to an event that is gone.",
+                            sid,
+                            missing[0],
+                        )
+                    )
                 elif last is not None and content_ok:
-                    problems.append(Problem(
-                        "altered", "re-hashed: the next event's prev_hash no longer matches its hash.", sid, last.seq
-                    ))
+                    problems.append(
+                        Problem(
+                            "altered",
+                            "re-hashed: the next event's prev_hash no longer matches its hash.",
+                            sid,
+                            last.seq,
+                        )
+                    )
                 else:
-                    problems.append(Problem("altered", "prev_hash does not match the previous event.", sid, event.seq))
+                    problems.append(
+                        Problem("altered", "prev_hash does not match the previous event.", sid, event.seq)
+                    )
         hashes.append(event.hash)
         prev_original = original_seq
         last = event
     head_seq = last.seq if last else 0
     if head_seq < session.last_seq:
-        problems.append(Problem("removed", f"the chain head is seq {session.last_seq} but events stop at {head_seq}.",
-                                sid, head_seq + 1))
+        problems.append(
+            Problem(
+                "removed",
+                f"the chain head is seq {session.last_seq} but events stop at {head_seq}.",
+                sid,
+                head_seq + 1,
+            )
+        )
     elif head_seq > session.last_seq:
-        problems.append(Problem("inserted", f"events after the recorded chain head (seq {session.last_seq}).",
-                                sid, session.last_seq + 1))
+        problems.append(
+            Problem(
+                "inserted",
+                f"events after the recorded chain head (seq {session.last_seq}).",
+                sid,
+                session.last_seq + 1,
+            )
+        )
     elif last is not None and last.hash != session.last_hash:
-        problems.append(Problem("altered", "the last event's hash differs from the recorded chain head.",
-                                sid, head_seq))
+        problems.append(
+            Problem("altered", "the last event's hash differs from the recorded chain head.", sid, head_seq)
+        )
     return problems
 
 
@@ -185,34 +232,66 @@ def verify_digests(team: Team) -> list[Problem]:
     sealed: dict[str, int] = {}
     for digest in AuditDigest.objects.filter(team=team).order_by("number"):
         if digest.number > expected_number:
-            problems.append(Problem("digest_removed", f"digest(s) #{expected_number}..#{digest.number - 1} missing.",
-                                    digest=expected_number))
+            problems.append(
+                Problem(
+                    "digest_removed",
+                    f"digest(s) #{expected_number}..#{digest.number - 1} missing.",
+                    digest=expected_number,
+                )
+            )
         payload = digest_bytes(digest, team.slug)
         if hashlib.sha256(payload).hexdigest() != digest.digest_hash:
-            problems.append(Problem("digest_altered", "its contents do not match its digest hash.", digest=digest.number))
+            problems.append(
+                Problem("digest_altered", "its contents do not match its digest hash.", digest=digest.number)
+            )
         if digest.prev_digest_hash != prev_hash:
-            problems.append(Problem(
-                "digest_altered",
-                "prev_digest_hash does not match the digest before it: a digest was altered, inserted or removed.",
-                digest=digest.number,
-            ))
+            problems.append(
+                Problem(
+                    "digest_altered",
+                    "prev_digest_hash does not match the digest before it: a digest was altered, inserted or removed.",
+                    digest=digest.number,
+                )
+            )
         key = keys.get(digest.kid)
         try:
             if key is None:
                 raise InvalidSignature
             public_key_of(key).verify(b64url_decode(digest.signature), payload)
         except (InvalidSignature, ValueError):
-            problems.append(Problem("signature_invalid", f"signature does not verify with key {digest.kid!r}.",
-                                    digest=digest.number))
+            problems.append(
+                Problem(
+                    "signature_invalid",
+                    f"signature does not verify with key {digest.kid!r}.",
+                    digest=digest.number,
+                )
+            )
         for head in digest.heads if isinstance(digest.heads, list) else []:
             session_id, seq, head_hash = head.get("session"), head.get("seq"), head.get("hash")
-            stored = AuditEvent.objects.filter(session_id=session_id, seq=seq).values_list("hash", flat=True).first()
+            stored = (
+                AuditEvent.objects.filter(session_id=session_id, seq=seq)
+                .values_list("hash", flat=True)
+                .first()
+            )
             if stored is None:
-                problems.append(Problem("removed", f"sealed in digest #{digest.number} but no longer stored.",
-                                        session_id, seq, digest.number))
+                problems.append(
+                    Problem(
+                        "removed",
+                        f"sealed in digest #{digest.number} but no longer stored.",
+                        session_id,
+                        seq,
+                        digest.number,
+                    )
+                )
             elif stored != head_hash:
-                problems.append(Problem("altered", f"does not match the head sealed in digest #{digest.number}.",
-                                        session_id, seq, digest.number))
+                problems.append(
+                    Problem(
+                        "altered",
+                        f"does not match the head sealed in digest #{digest.number}.",
+                        session_id,
+                        seq,
+                        digest.number,
+                    )
+                )
             sealed[session_id] = max(sealed.get(session_id, 0), seq or 0)
         prev_hash = digest.digest_hash
         expected_number = max(expected_number, digest.number + 1)
@@ -220,10 +299,13 @@ def verify_digests(team: Team) -> list[Problem]:
         "id", "sealed_seq"
     ):
         if sealed.get(str(session_id), 0) < sealed_seq:
-            problems.append(Problem(
-                "digest_removed",
-                f"the session was sealed up to seq {sealed_seq} but no digest holds that head.", str(session_id),
-            ))
+            problems.append(
+                Problem(
+                    "digest_removed",
+                    f"the session was sealed up to seq {sealed_seq} but no digest holds that head.",
+                    str(session_id),
+                )
+            )
     return problems
 
 
@@ -241,4 +323,11 @@ def audit_verify(*, team: Team | None = None) -> tuple[int, int, list[Problem]]:
     return sessions, digests, problems
 
 
-__all__ = ["DIGEST_SCHEMA", "Problem", "audit_chains_seal", "audit_verify", "verify_digests", "verify_session_chain"]
+__all__ = [
+    "DIGEST_SCHEMA",
+    "Problem",
+    "audit_chains_seal",
+    "audit_verify",
+    "verify_digests",
+    "verify_session_chain",
+]

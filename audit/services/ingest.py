@@ -177,9 +177,22 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     except (TypeError, ValueError) as exc:
         raise _bad(index, "result", f"not encodable as JSON ({exc}).") from None
     canonical = event_canonical(
-        session=session_id, seq=seq, call_id=call_id, phase=phase, ts=format_ts(ts), server=server, tool=tool,
-        arguments_json=arguments_json, args_summary=args_summary, status=status, result_summary=result_summary,
-        bytes_=size, duration_ms=duration, trigger=trigger, bundle_version=bundle_version, result_json=result_json,
+        session=session_id,
+        seq=seq,
+        call_id=call_id,
+        phase=phase,
+        ts=format_ts(ts),
+        server=server,
+        tool=tool,
+        arguments_json=arguments_json,
+        args_summary=args_summary,
+        status=status,
+        result_summary=result_summary,
+        bytes_=size,
+        duration_ms=duration,
+        trigger=trigger,
+        bundle_version=bundle_version,
+        result_json=result_json,
     )
     if "\\u0000" in canonical:  # NUL cannot be stored in PostgreSQL text/jsonb
         for field in ("call_id", "server", "tool", "args_summary", "result_summary", "arguments", "result"):
@@ -190,10 +203,24 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     except UnicodeEncodeError:
         raise _bad(index, "", "contains an unpaired surrogate, which is not valid Unicode.") from None
     return _Event(
-        seq=seq, call_id=call_id, phase=phase, ts=ts, server=server, tool=tool, arguments=arguments,
-        arguments_json=arguments_json, args_summary=args_summary, status=status, result_summary=result_summary,
-        bytes=size, duration_ms=duration, trigger=trigger, bundle_version=bundle_version, result=result,
-        result_json=result_json, canonical=canonical_bytes,
+        seq=seq,
+        call_id=call_id,
+        phase=phase,
+        ts=ts,
+        server=server,
+        tool=tool,
+        arguments=arguments,
+        arguments_json=arguments_json,
+        args_summary=args_summary,
+        status=status,
+        result_summary=result_summary,
+        bytes=size,
+        duration_ms=duration,
+        trigger=trigger,
+        bundle_version=bundle_version,
+        result=result,
+        result_json=result_json,
+        canonical=canonical_bytes,
     )
 
 
@@ -203,7 +230,9 @@ def validate_batch(events: Any, session_id: str) -> list[_Event]:
     if len(events) > MAX_BATCH:
         raise AuditError(
             f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}.",
-            ErrorCode.BATCH_TOO_LARGE, status=413, max=MAX_BATCH,
+            ErrorCode.BATCH_TOO_LARGE,
+            status=413,
+            max=MAX_BATCH,
         )
     validated = [validate_event(raw, i, session_id) for i, raw in enumerate(events)]
     for i in range(1, len(validated)):
@@ -211,7 +240,10 @@ def validate_batch(events: Any, session_id: str) -> list[_Event]:
             raise AuditConflict(
                 f"events[{i}].seq: {validated[i].seq} does not follow {validated[i - 1].seq}; "
                 "a batch must hold contiguous sequence numbers.",
-                ErrorCode.SEQUENCE_GAP, index=i, field="seq", last_seq=None,
+                ErrorCode.SEQUENCE_GAP,
+                index=i,
+                field="seq",
+                last_seq=None,
             )
     return validated
 
@@ -234,10 +266,24 @@ def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> Non
     AuditEvent.objects.bulk_create(
         [
             AuditEvent(
-                session_id=session_id, seq=e.seq, call_id=e.call_id, phase=e.phase, ts=e.ts, server=e.server,
-                tool=e.tool, arguments=e.arguments, args_summary=e.args_summary, status=e.status,
-                result_summary=e.result_summary, bytes=e.bytes, duration_ms=e.duration_ms, trigger=e.trigger,
-                bundle_version=e.bundle_version, result=e.result, prev_hash=e.prev_hash, hash=e.hash,
+                session_id=session_id,
+                seq=e.seq,
+                call_id=e.call_id,
+                phase=e.phase,
+                ts=e.ts,
+                server=e.server,
+                tool=e.tool,
+                arguments=e.arguments,
+                args_summary=e.args_summary,
+                status=e.status,
+                result_summary=e.result_summary,
+                bytes=e.bytes,
+                duration_ms=e.duration_ms,
+                trigger=e.trigger,
+                bundle_version=e.bundle_version,
+                result=e.result,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
                 received_at=received_at,
             )
             for e in events
@@ -280,7 +326,10 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             raise AuditConflict(
                 f"events[0].seq is {validated[0].seq} but the session's last stored seq is {last_seq}; "
                 f"send from seq {last_seq + 1}.",
-                ErrorCode.SEQUENCE_GAP, index=0, field="seq", last_seq=last_seq,
+                ErrorCode.SEQUENCE_GAP,
+                index=0,
+                field="seq",
+                last_seq=last_seq,
             )
         duplicates = [e for e in validated if e.seq <= last_seq]
         if duplicates:
@@ -295,9 +344,12 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
                 if hashlib.sha256(prev.encode() + e.canonical).hexdigest() != digest:
                     raise AuditConflict(
                         f"events[{index}]: seq {e.seq} is already stored with different content.",
-                        ErrorCode.SEQUENCE_CONFLICT, index=index, field="seq", last_seq=last_seq,
+                        ErrorCode.SEQUENCE_CONFLICT,
+                        index=index,
+                        field="seq",
+                        last_seq=last_seq,
                     )
-        new = validated[len(duplicates):]
+        new = validated[len(duplicates) :]
         if not new:
             return IngestResult(accepted=0, duplicates=len(duplicates), last_seq=last_seq)
         prev = session.last_hash
@@ -340,7 +392,9 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             calls_total=session.calls_total + results,
             calls_blocked=session.calls_blocked + blocked,
             calls_failed=session.calls_failed + failed,
-            last_event_at=latest_ts if session.last_event_at is None else max(latest_ts, session.last_event_at),
+            last_event_at=latest_ts
+            if session.last_event_at is None
+            else max(latest_ts, session.last_event_at),
             servers_used=_tokens(session.servers_used, servers),
             triggers_seen=_tokens(session.triggers_seen, triggers),
             pending_approvals=pending,

@@ -44,7 +44,9 @@ def _lock_unacknowledged(session: AgentSession) -> AgentSession:
 
 
 @transaction.atomic
-def failed_call_explain(*, session: AgentSession, reviewer, call_id: str, explanation: str) -> FailedCallExplanation:
+def failed_call_explain(
+    *, session: AgentSession, reviewer, call_id: str, explanation: str
+) -> FailedCallExplanation:
     """Say what a failed call attempted and why it failed (replaces an earlier explanation)."""
     require_team_perm(reviewer, ACKNOWLEDGE_SESSION, session.team)
     explanation = (explanation or "").strip()
@@ -53,7 +55,8 @@ def failed_call_explain(*, session: AgentSession, reviewer, call_id: str, explan
     session = _lock_unacknowledged(session)
     if call_id not in failed_call_ids(session):
         raise AuditError(
-            "call_id: no failed call of this session has this call_id.", ErrorCode.NOT_A_FAILED_CALL,
+            "call_id: no failed call of this session has this call_id.",
+            ErrorCode.NOT_A_FAILED_CALL,
             field="call_id",
         )
     item, created = FailedCallExplanation.objects.get_or_create(
@@ -80,19 +83,30 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
     if session.state != SessionState.ENDED:
         raise AuditConflict(
             f"The session is {session.state}; a log is acknowledged once the session has ended.",
-            ErrorCode.NOT_ENDED, state=session.state,
+            ErrorCode.NOT_ENDED,
+            state=session.state,
         )
     missing = unexplained_failed_calls(session)
     if missing:
         raise AuditConflict(
             f"{len(missing)} failed call(s) need an explanation before the session can be acknowledged.",
-            ErrorCode.UNEXPLAINED_FAILURES, call_ids=missing,
+            ErrorCode.UNEXPLAINED_FAILURES,
+            call_ids=missing,
         )
-    ack = Acknowledgement.objects.create(session=session, reviewer=reviewer, note=(note or "").strip(),
-                                         at=timezone.now(), last_seq=session.last_seq)
+    ack = Acknowledgement.objects.create(
+        session=session,
+        reviewer=reviewer,
+        note=(note or "").strip(),
+        at=timezone.now(),
+        last_seq=session.last_seq,
+    )
     change_record(
-        team=session.team, actor=reviewer, action=ChangeRecord.Action.ACTION, obj=session,
-        summary=f"Session log acknowledged (events 1..{session.last_seq})" + (f": {ack.note}" if ack.note else ""),
+        team=session.team,
+        actor=reviewer,
+        action=ChangeRecord.Action.ACTION,
+        obj=session,
+        summary=f"Session log acknowledged (events 1..{session.last_seq})"
+        + (f": {ack.note}" if ack.note else ""),
     )
     return ack
 

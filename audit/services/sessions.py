@@ -40,7 +40,7 @@ def _control_versions(channels: list[str]) -> dict[str, int]:
     ids = {}
     for ch in channels:
         try:
-            ids[uuid.UUID(ch[len(CONTROL_CHANNEL):])] = ch
+            ids[uuid.UUID(ch[len(CONTROL_CHANNEL) :])] = ch
         except ValueError:
             continue
     rows = AgentSession.objects.filter(pk__in=list(ids)).values_list("pk", "control_version")
@@ -85,7 +85,9 @@ def session_open(
 
 
 def _session_for_client(client, session_id, *, lock: bool = False) -> AgentSession:
-    qs = AgentSession.objects.filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)
+    qs = AgentSession.objects.filter(
+        pk=session_id, team_id=client.team_id, environment_id=client.environment_id
+    )
     session = (qs.select_for_update() if lock else qs).first()
     if session is None:
         raise AuditNotFound("No such session for this enforcement client.")
@@ -115,7 +117,8 @@ def session_report_state(
         if state == SessionState.ACTIVE and session.state in WAITING_STATES:
             raise AuditConflict(
                 f"The session is {session.state}; only a person can let it continue.",
-                ErrorCode.NEEDS_RELEASE, state=session.state,
+                ErrorCode.NEEDS_RELEASE,
+                state=session.state,
             )
         session.state = state
         if state != SessionState.ACTIVE or trigger is not None:
@@ -125,7 +128,9 @@ def session_report_state(
             session.last_calls = list(last_calls)[-3:]
         if state == SessionState.ENDED:
             session.ended_at = timezone.now()
-        session.save(update_fields=["state", "trigger", "state_reason", "last_calls", "ended_at", "updated_at"])
+        session.save(
+            update_fields=["state", "trigger", "state_reason", "last_calls", "ended_at", "updated_at"]
+        )
     return session
 
 
@@ -179,8 +184,14 @@ def _decide(*, session: AgentSession, reviewer, kind: str, reason: str, call_id:
     now = timezone.now()
     session.control_version += 1
     decision = SessionDecision.objects.create(
-        session=session, kind=kind, call_id=call_id, reason=reason, decided_by=reviewer, decided_at=now,
-        control_version=session.control_version, from_state=session.state,
+        session=session,
+        kind=kind,
+        call_id=call_id,
+        reason=reason,
+        decided_by=reviewer,
+        decided_at=now,
+        control_version=session.control_version,
+        from_state=session.state,
     )
     return decision
 
@@ -200,7 +211,9 @@ def session_release(*, session: AgentSession, reviewer, reason: str) -> SessionD
     session = AgentSession.objects.select_for_update().get(pk=session.pk)
     if session.state not in WAITING_STATES:
         raise AuditConflict(
-            f"The session is {session.state}, not halted or paused.", ErrorCode.NOT_WAITING, state=session.state
+            f"The session is {session.state}, not halted or paused.",
+            ErrorCode.NOT_WAITING,
+            state=session.state,
         )
     previous = session.state
     decision = _decide(session=session, reviewer=reviewer, kind=DecisionKind.RELEASE, reason=reason)
@@ -208,7 +221,10 @@ def session_release(*, session: AgentSession, reviewer, reason: str) -> SessionD
     session.state_reason = f"Released by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "control_version", "updated_at"])
     change_record(
-        team=session.team, actor=reviewer, action=ChangeRecord.Action.ACTION, obj=session,
+        team=session.team,
+        actor=reviewer,
+        action=ChangeRecord.Action.ACTION,
+        obj=session,
         summary=f"Session allowed to continue ({previous} → active): {reason}",
         changes={"state": [previous, SessionState.ACTIVE]},
     )
@@ -231,7 +247,10 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     session.state_reason = f"Ended by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "ended_at", "control_version", "updated_at"])
     change_record(
-        team=session.team, actor=reviewer, action=ChangeRecord.Action.ACTION, obj=session,
+        team=session.team,
+        actor=reviewer,
+        action=ChangeRecord.Action.ACTION,
+        obj=session,
         summary=f"Session ended by a reviewer ({previous} → ended): {reason}",
         changes={"state": [previous, SessionState.ENDED]},
     )
@@ -252,7 +271,8 @@ def call_approval_decide(
     pending = [p for p in session.pending_approvals if p.get("call_id") == call_id]
     if not pending:
         raise AuditConflict(
-            "No call of this session waits for approval with this call_id.", ErrorCode.NO_PENDING_APPROVAL,
+            "No call of this session waits for approval with this call_id.",
+            ErrorCode.NO_PENDING_APPROVAL,
             call_id=call_id,
         )
     if session.state == SessionState.ENDED:
@@ -263,7 +283,10 @@ def call_approval_decide(
     call = pending[0]
     verb = "approved" if decision == DecisionKind.APPROVE else "denied"
     change_record(
-        team=session.team, actor=reviewer, action=ChangeRecord.Action.ACTION, obj=session,
+        team=session.team,
+        actor=reviewer,
+        action=ChangeRecord.Action.ACTION,
+        obj=session,
         summary=f"Call {call.get('server')}.{call.get('tool')} ({call_id}) {verb}: {reason}",
     )
     realtime.notify_on_commit(control_channel(session.pk), session.control_version)

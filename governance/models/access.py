@@ -18,14 +18,20 @@ class AccessRequest(models.Model):
     """
 
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="access_requests")
-    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
-    environment = models.ForeignKey("governance.Environment", on_delete=models.PROTECT, related_name="access_requests")
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests"
+    )
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.PROTECT, related_name="access_requests"
+    )
     role = models.ForeignKey("governance.AgentRole", on_delete=models.PROTECT, related_name="access_requests")
     servers = models.ManyToManyField("governance.McpServer", related_name="access_requests")
     reason = models.TextField()
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
-    status = models.CharField(max_length=16, choices=AccessRequestStatus.choices, default=AccessRequestStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=AccessRequestStatus.choices, default=AccessRequestStatus.PENDING
+    )
     approvals_required = models.PositiveSmallIntegerField(default=1)
     review_deadline = models.DateTimeField(help_text="Unreviewed requests expire at this time.")
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -42,7 +48,9 @@ class AccessRequest(models.Model):
         ordering = ["-created_at"]
         verbose_name = "production-access request"
         constraints = [
-            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="access_window_positive"),
+            models.CheckConstraint(
+                condition=models.Q(ends_at__gt=models.F("starts_at")), name="access_window_positive"
+            ),
             models.CheckConstraint(condition=~models.Q(reason=""), name="access_reason_required"),
         ]
         indexes = [models.Index(fields=["team", "status", "ends_at"], name="access_live_lookup")]
@@ -74,7 +82,9 @@ class AccessReview(models.Model):
 
     class Meta:
         ordering = ["created_at"]
-        constraints = [models.UniqueConstraint(fields=["request", "reviewer"], name="review_once_per_reviewer")]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "reviewer"], name="review_once_per_reviewer")
+        ]
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision}s #{self.request_id}"

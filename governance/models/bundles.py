@@ -15,7 +15,9 @@ class SigningKey(models.Model):
     kid = models.CharField(max_length=64, unique=True)
     public_key = models.CharField(max_length=100, help_text="Raw public key, base64url.")
     private_key_encrypted = models.TextField(help_text="Fernet token of the raw private key.")
-    status = models.CharField(max_length=16, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 
@@ -23,7 +25,9 @@ class SigningKey(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["status"], condition=models.Q(status=SigningKeyStatus.ACTIVE), name="one_active_signing_key"
+                fields=["status"],
+                condition=models.Q(status=SigningKeyStatus.ACTIVE),
+                name="one_active_signing_key",
             ),
         ]
 
@@ -35,7 +39,9 @@ class PolicyBundle(models.Model):
     """One signed version of a team's policy for one environment. Old versions are kept."""
 
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="bundles")
-    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="bundles")
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.CASCADE, related_name="bundles"
+    )
     version = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64, help_text="sha256 of the canonical policy content.")
     content = models.JSONField(help_text="The policy part of the payload (what the diff compares).")
@@ -55,7 +61,9 @@ class PolicyBundle(models.Model):
         ordering = ["environment__order", "-version"]
         get_latest_by = "version"
         constraints = [
-            models.UniqueConstraint(fields=["environment", "version"], name="bundle_unique_environment_version"),
+            models.UniqueConstraint(
+                fields=["environment", "version"], name="bundle_unique_environment_version"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -66,10 +74,16 @@ class EnforcementClient(models.Model):
     """A registered gateway: its token reaches only its own team's and environment's bundle."""
 
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="clients")
-    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="clients")
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.CASCADE, related_name="clients"
+    )
     name = models.CharField(max_length=200)
-    token_prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the token, for lookup.")
-    token_hash = models.CharField(max_length=64, help_text="sha256 of the whole token; the token is never stored.")
+    token_prefix = models.CharField(
+        max_length=16, unique=True, help_text="Public part of the token, for lookup."
+    )
+    token_hash = models.CharField(
+        max_length=64, help_text="sha256 of the whole token; the token is never stored."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -78,7 +92,9 @@ class EnforcementClient(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_seen_address = models.GenericIPAddressField(null=True, blank=True)
-    bundle_version = models.PositiveIntegerField(null=True, blank=True, help_text="The version it last reported.")
+    bundle_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The version it last reported."
+    )
 
     objects = team_scoped_manager("team")
 

@@ -16,7 +16,8 @@ class Environment(models.Model):
     description = models.TextField(blank=True)
     is_production = models.BooleanField(default=False)
     requires_authorization = models.BooleanField(
-        default=False, help_text="Access needs explicit, time-bounded human authorization (always on for production)."
+        default=False,
+        help_text="Access needs explicit, time-bounded human authorization (always on for production).",
     )
     forbidden_patterns = models.JSONField(default=list, blank=True, help_text="Globs such as *prod*.")
     note = models.TextField(blank=True)
@@ -51,7 +52,9 @@ class Environment(models.Model):
         if not isinstance(self.forbidden_patterns, list) or not all(
             isinstance(p, str) and p.strip() for p in self.forbidden_patterns
         ):
-            raise ValidationError({"forbidden_patterns": "Forbidden patterns must be a list of non-empty globs."})
+            raise ValidationError(
+                {"forbidden_patterns": "Forbidden patterns must be a list of non-empty globs."}
+            )
 
 
 class ServerBinding(models.Model):
@@ -70,7 +73,9 @@ class ServerBinding(models.Model):
         ordering = ["environment__order", "order", "server__slug"]
         verbose_name = "server binding"
         constraints = [
-            models.UniqueConstraint(fields=["environment", "server"], name="binding_unique_environment_server"),
+            models.UniqueConstraint(
+                fields=["environment", "server"], name="binding_unique_environment_server"
+            ),
         ]
 
     def __str__(self) -> str:

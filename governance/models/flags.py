@@ -47,10 +47,13 @@ class FlagState(models.Model):
     """A flag's strategy in one environment: on/off plus constraints on the context (role IN [...])."""
 
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="states")
-    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="flag_states")
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.CASCADE, related_name="flag_states"
+    )
     enabled = models.BooleanField(default=True)
     constraints = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text='[{"context_name": "role", "operator": "IN", "values": ["database_agent"]}]',
     )
     reason = models.CharField(max_length=500, blank=True)
@@ -64,7 +67,9 @@ class FlagState(models.Model):
     class Meta:
         ordering = ["flag__name", "environment__order"]
         verbose_name = "flag state"
-        constraints = [models.UniqueConstraint(fields=["flag", "environment"], name="flag_state_once_per_env")]
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "environment"], name="flag_state_once_per_env")
+        ]
 
     def __str__(self) -> str:
         return f"{self.flag.name} in {self.environment.name}: {'on' if self.enabled else 'off'}"
@@ -80,13 +85,19 @@ def validate_constraints(constraints) -> None:
         raise ValidationError({"constraints": "Constraints must be a list."})
     for i, c in enumerate(constraints, 1):
         if not isinstance(c, dict) or set(c) - {"context_name", "operator", "values"}:
-            raise ValidationError({"constraints": f"Constraint {i}: needs context_name, operator and values."})
+            raise ValidationError(
+                {"constraints": f"Constraint {i}: needs context_name, operator and values."}
+            )
         if c.get("context_name") not in CONSTRAINT_CONTEXT_NAMES:
             raise ValidationError(
-                {"constraints": f"Constraint {i}: context_name must be one of {', '.join(CONSTRAINT_CONTEXT_NAMES)}."}
+                {
+                    "constraints": f"Constraint {i}: context_name must be one of {', '.join(CONSTRAINT_CONTEXT_NAMES)}."
+                }
             )
         if c.get("operator") not in ConstraintOperator.values:
             raise ValidationError({"constraints": f"Constraint {i}: operator must be IN or NOT_IN."})
         values = c.get("values")
         if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-            raise ValidationError({"constraints": f"Constraint {i}: values must be a non-empty list of names."})
+            raise ValidationError(
+                {"constraints": f"Constraint {i}: values must be a non-empty list of names."}
+            )

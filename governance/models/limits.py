@@ -15,7 +15,9 @@ from portal.permissions import team_scoped_manager
 
 
 def _limit(help_text: str) -> models.PositiveIntegerField:
-    return models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)], help_text=help_text)
+    return models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)], help_text=help_text
+    )
 
 
 class GlobalRateLimit(models.Model):
@@ -25,7 +27,9 @@ class GlobalRateLimit(models.Model):
     max_calls_per_session = _limit("Hard stop for all calls in one session.")
     max_calls_per_minute = _limit("Hard stop for calls in any 60-second window.")
     pause_at_percent = models.PositiveSmallIntegerField(
-        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="Pause with a summary once this share of a session limit is used.",
     )
 
@@ -73,7 +77,9 @@ class ServerRateLimit(models.Model):
     class Meta:
         ordering = ["server__slug"]
         verbose_name = "server rate limit"
-        constraints = [models.UniqueConstraint(fields=["team", "server"], name="server_limit_once_per_server")]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "server"], name="server_limit_once_per_server")
+        ]
 
     def __str__(self) -> str:
         return f"Limits of {self.server.slug}"
@@ -90,11 +96,13 @@ class TriggerSettings(models.Model):
 
     team = models.OneToOneField("portal.Team", on_delete=models.CASCADE, related_name="trigger_settings")
     cascade_write_threshold = models.PositiveSmallIntegerField(
-        default=DEFAULT_CASCADE_WRITE_THRESHOLD, validators=[MinValueValidator(2), MaxValueValidator(100)],
+        default=DEFAULT_CASCADE_WRITE_THRESHOLD,
+        validators=[MinValueValidator(2), MaxValueValidator(100)],
         help_text="Consecutive writes across different resources that halt the session.",
     )
     large_data_bytes = models.PositiveIntegerField(
-        default=DEFAULT_LARGE_DATA_BYTES, validators=[MinValueValidator(1)],
+        default=DEFAULT_LARGE_DATA_BYTES,
+        validators=[MinValueValidator(1)],
         help_text="A result larger than this, not declared in the session scope, is withheld.",
     )
     production_url_words = models.JSONField(
@@ -107,7 +115,9 @@ class TriggerSettings(models.Model):
         verbose_name = "trigger settings"
         verbose_name_plural = "trigger settings"
         constraints = [
-            models.CheckConstraint(condition=models.Q(cascade_write_threshold__gte=2), name="cascade_threshold_min_2"),
+            models.CheckConstraint(
+                condition=models.Q(cascade_write_threshold__gte=2), name="cascade_threshold_min_2"
+            ),
         ]
 
     def __str__(self) -> str:

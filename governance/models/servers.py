@@ -27,7 +27,9 @@ class McpServer(models.Model):
     url = models.CharField(max_length=500, blank=True, help_text="Streamable HTTP endpoint URL.")
     known_risks = models.TextField(blank=True)
     past_incidents = models.TextField(blank=True)
-    adr_links = models.JSONField(default=list, blank=True, help_text="Links to architecture decision records.")
+    adr_links = models.JSONField(
+        default=list, blank=True, help_text="Links to architecture decision records."
+    )
     cost_per_call = models.DecimalField(
         max_digits=10, decimal_places=4, default=0, validators=[MinValueValidator(0)]
     )
@@ -79,14 +81,20 @@ class McpTool(models.Model):
     title = models.CharField(max_length=300, blank=True)
     description = models.TextField(blank=True)
     input_schema = models.JSONField(default=dict, blank=True)
-    annotations = models.JSONField(default=dict, blank=True, help_text="The tool's MCP annotations as discovered.")
+    annotations = models.JSONField(
+        default=dict, blank=True, help_text="The tool's MCP annotations as discovered."
+    )
     read_only_hint = models.BooleanField(null=True, blank=True)
     destructive_hint = models.BooleanField(null=True, blank=True)
     access_class_override = models.CharField(
-        max_length=8, choices=AccessClass.choices, blank=True,
+        max_length=8,
+        choices=AccessClass.choices,
+        blank=True,
         help_text="Overrides the class derived from the annotations (hints are untrusted).",
     )
-    approval_required = models.BooleanField(default=False, help_text="Each call waits for a person's approval.")
+    approval_required = models.BooleanField(
+        default=False, help_text="Each call waits for a person's approval."
+    )
     discovered_at = models.DateTimeField(null=True, blank=True)
 
     objects = team_scoped_manager("server__team")

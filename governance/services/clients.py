@@ -59,13 +59,23 @@ def client_create(
     prefix = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     client = EnforcementClient(
-        team=team, environment=environment, name=name, token_prefix=prefix, token_hash=_hash(token),
-        created_by=actor if actor is not None and actor.is_authenticated else None, expires_at=expires_at,
+        team=team,
+        environment=environment,
+        name=name,
+        token_prefix=prefix,
+        token_hash=_hash(token),
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+        expires_at=expires_at,
     )
     client.full_clean()
     client.save()
-    change_record(team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=client,
-                  summary=f"Enforcement client {name} registered for {environment.name}")
+    change_record(
+        team=team,
+        actor=actor,
+        action=ChangeRecord.Action.CREATE,
+        obj=client,
+        summary=f"Enforcement client {name} registered for {environment.name}",
+    )
     return IssuedClient(client=client, token=token)
 
 
@@ -76,8 +86,13 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
     if client.revoked_at is None:
         client.revoked_at = timezone.now()
         client.save(update_fields=["revoked_at"])
-        change_record(team=client.team, actor=actor, action=ChangeRecord.Action.ACTION, obj=client,
-                      summary=f"Enforcement client {client.name} revoked")
+        change_record(
+            team=client.team,
+            actor=actor,
+            action=ChangeRecord.Action.ACTION,
+            obj=client,
+            summary=f"Enforcement client {client.name} revoked",
+        )
     return client
 
 

@@ -19,8 +19,15 @@ from governance.services.common import (
 )
 from portal.models import Team
 
-ENVIRONMENT_FIELDS = ("name", "description", "is_production", "requires_authorization", "forbidden_patterns",
-                      "note", "order")
+ENVIRONMENT_FIELDS = (
+    "name",
+    "description",
+    "is_production",
+    "requires_authorization",
+    "forbidden_patterns",
+    "note",
+    "order",
+)
 BINDING_FIELDS = ("target_kind", "target", "permission", "order")
 
 
@@ -36,8 +43,10 @@ def _guard_production(env: Environment) -> None:
         env.is_production = True
         if not env.requires_authorization:
             raise ValidationError(
-                {"requires_authorization": "Production always requires explicit human authorization; "
-                                           "it cannot be switched off."}
+                {
+                    "requires_authorization": "Production always requires explicit human authorization; "
+                    "it cannot be switched off."
+                }
             )
 
 
@@ -50,7 +59,9 @@ def environment_create(*, team: Team, actor=None, **data: Any) -> Environment:
         env.requires_authorization = True
     _guard_production(env)
     save_validated(env)
-    change_record(team=team, actor=actor, action=Action.CREATE, obj=env, summary=f"Environment {env.name} added")
+    change_record(
+        team=team, actor=actor, action=Action.CREATE, obj=env, summary=f"Environment {env.name} added"
+    )
     policy_changed(team=team, reason=f"environment {env.name} added")
     return env
 
@@ -62,7 +73,9 @@ def environment_update(*, environment: Environment, actor=None, **data: Any) -> 
     _guard_production(environment)
     if changes:
         save_validated(environment)
-        change_record(team=environment.team, actor=actor, action=Action.UPDATE, obj=environment, changes=changes)
+        change_record(
+            team=environment.team, actor=actor, action=Action.UPDATE, obj=environment, changes=changes
+        )
         policy_changed(team=environment.team, reason=f"environment {environment.name} changed")
     return environment
 
@@ -92,8 +105,12 @@ def binding_set(*, environment: Environment, server: McpServer, actor=None, **da
     if created or changes:
         save_validated(binding)
         change_record(
-            team=environment.team, actor=actor, action=Action.CREATE if created else Action.UPDATE, obj=binding,
-            summary=f"{server.slug} bound in {environment.name} ({binding.permission})", changes=changes,
+            team=environment.team,
+            actor=actor,
+            action=Action.CREATE if created else Action.UPDATE,
+            obj=binding,
+            summary=f"{server.slug} bound in {environment.name} ({binding.permission})",
+            changes=changes,
         )
         policy_changed(team=environment.team, reason=f"binding of {server.slug} in {environment.name}")
     return binding
@@ -103,7 +120,12 @@ def binding_set(*, environment: Environment, server: McpServer, actor=None, **da
 def binding_delete(*, binding: ServerBinding, actor=None) -> None:
     env = binding.environment
     check_policy_perm(actor, env.team)
-    change_record(team=env.team, actor=actor, action=Action.DELETE, obj=binding,
-                  summary=f"{binding.server.slug} unbound from {env.name}")
+    change_record(
+        team=env.team,
+        actor=actor,
+        action=Action.DELETE,
+        obj=binding,
+        summary=f"{binding.server.slug} unbound from {env.name}",
+    )
     binding.delete()
     policy_changed(team=env.team, reason=f"{binding.server.slug} unbound from {env.name}")

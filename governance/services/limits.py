@@ -43,8 +43,13 @@ def server_limits_set(*, team: Team, server: McpServer, actor=None, **data: Any)
     changes = apply_fields(limits, {k: data[k] for k in ServerRateLimit.FIELDS if k in data})
     if created or changes:
         save_validated(limits)
-        change_record(team=team, actor=actor, action=Action.CREATE if created else Action.UPDATE, obj=limits,
-                      changes=changes)
+        change_record(
+            team=team,
+            actor=actor,
+            action=Action.CREATE if created else Action.UPDATE,
+            obj=limits,
+            changes=changes,
+        )
         policy_changed(team=team, reason=f"rate limits of {server.slug} changed")
     return limits
 

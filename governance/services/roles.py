@@ -64,13 +64,18 @@ def role_server_add(*, role: AgentRole, server: McpServer, kind: str, actor=None
             return existing
         other = "forbidden" if kind == RuleKind.ALLOWED else "allowed"
         raise ValidationError(
-            {"server": f"{server.slug} is already {other} for {role.name}; a server cannot be both allowed and "
-                       f"forbidden. Remove it from the {other} list first."}
+            {
+                "server": f"{server.slug} is already {other} for {role.name}; a server cannot be both allowed and "
+                f"forbidden. Remove it from the {other} list first."
+            }
         )
     rule = RoleServerRule(role=role, server=server, kind=kind)
     save_validated(rule)
     change_record(
-        team=role.team, actor=actor, action=Action.UPDATE, obj=role,
+        team=role.team,
+        actor=actor,
+        action=Action.UPDATE,
+        obj=role,
         summary=f"{server.slug} added to {kind} servers of {role.name}",
         changes={f"{kind}_servers": [None, server.slug]},
     )
@@ -84,7 +89,10 @@ def role_server_remove(*, rule: RoleServerRule, actor=None) -> None:
     check_policy_perm(actor, role.team)
     rule.delete()
     change_record(
-        team=role.team, actor=actor, action=Action.UPDATE, obj=role,
+        team=role.team,
+        actor=actor,
+        action=Action.UPDATE,
+        obj=role,
         summary=f"{server.slug} removed from {kind} servers of {role.name}",
         changes={f"{kind}_servers": [server.slug, None]},
     )

@@ -19,8 +19,18 @@ from governance.services.common import (
 from portal.models import Team
 
 SERVER_FIELDS = (
-    "slug", "name", "description", "category", "transport", "command", "args", "url",
-    "known_risks", "past_incidents", "adr_links", "cost_per_call",
+    "slug",
+    "name",
+    "description",
+    "category",
+    "transport",
+    "command",
+    "args",
+    "url",
+    "known_risks",
+    "past_incidents",
+    "adr_links",
+    "cost_per_call",
 )
 
 
@@ -30,7 +40,9 @@ def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     server = McpServer(team=team)
     apply_fields(server, {k: v for k, v in data.items() if k in SERVER_FIELDS})
     save_validated(server)
-    change_record(team=team, actor=actor, action=Action.CREATE, obj=server, summary=f"Server {server.slug} added")
+    change_record(
+        team=team, actor=actor, action=Action.CREATE, obj=server, summary=f"Server {server.slug} added"
+    )
     policy_changed(team=team, reason=f"server {server.slug} added")
     return server
 
@@ -50,7 +62,9 @@ def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
 def server_delete(*, server: McpServer, actor=None) -> None:
     check_policy_perm(actor, server.team)
     team = server.team
-    change_record(team=team, actor=actor, action=Action.DELETE, obj=server, summary=f"Server {server.slug} removed")
+    change_record(
+        team=team, actor=actor, action=Action.DELETE, obj=server, summary=f"Server {server.slug} removed"
+    )
     server.delete()
     policy_changed(team=team, reason=f"server {server.slug} removed")
 
@@ -61,7 +75,9 @@ def _hint(annotations: dict[str, Any], camel: str, snake: str) -> bool | None:
 
 
 @transaction.atomic
-def server_tools_record(*, server: McpServer, tools: list[dict[str, Any]], actor=None) -> dict[str, list[str]]:
+def server_tools_record(
+    *, server: McpServer, tools: list[dict[str, Any]], actor=None
+) -> dict[str, list[str]]:
     """Record discovered tools (name, title, description, input_schema, annotations).
 
     New tools are added, changed definitions updated (the admin's class override and
@@ -102,8 +118,12 @@ def server_tools_record(*, server: McpServer, tools: list[dict[str, Any]], actor
     server.save(update_fields=["tools_discovered_at", "updated_at"])
     summary = ", ".join(f"{k}: {', '.join(v)}" for k, v in report.items() if v) or "no change"
     change_record(
-        team=server.team, actor=actor, action=Action.ACTION, obj=server,
-        summary=f"Tools discovered ({summary})", changes={k: v for k, v in report.items() if v},
+        team=server.team,
+        actor=actor,
+        action=Action.ACTION,
+        obj=server,
+        summary=f"Tools discovered ({summary})",
+        changes={k: v for k, v in report.items() if v},
     )
     if any(report.values()):
         policy_changed(team=server.team, reason=f"tools of {server.slug} discovered")
@@ -111,8 +131,13 @@ def server_tools_record(*, server: McpServer, tools: list[dict[str, Any]], actor
 
 
 @transaction.atomic
-def tool_update(*, tool: McpTool, actor=None, access_class_override: str | None = None,
-                approval_required: bool | None = None) -> McpTool:
+def tool_update(
+    *,
+    tool: McpTool,
+    actor=None,
+    access_class_override: str | None = None,
+    approval_required: bool | None = None,
+) -> McpTool:
     """An admin overrides a tool's read/write class (annotations are only hints) or requires approval."""
     team = tool.server.team
     check_policy_perm(actor, team)

@@ -18,8 +18,11 @@ def team_bootstrap(*, slug: str, name: str, actor=None, **settings) -> Team:
     for order, env_name in enumerate(DEFAULT_ENVIRONMENTS):
         if not Environment.objects.filter(team=team, name=env_name).exists():
             environment_create(
-                team=team, name=env_name, order=order,
-                is_production=env_name == PRODUCTION, requires_authorization=env_name == PRODUCTION,
+                team=team,
+                name=env_name,
+                order=order,
+                is_production=env_name == PRODUCTION,
+                requires_authorization=env_name == PRODUCTION,
             )
     TriggerSettings.objects.get_or_create(team=team)
     return team

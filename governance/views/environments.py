@@ -44,7 +44,10 @@ def environment_create(request):
 @team_view
 def environment_edit(request, pk: int):
     environment = get_team_object(
-        request, selectors.environments_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+        request,
+        selectors.environments_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
     )
     form = EnvironmentForm(request.POST or None, instance=environment)
     if request.method == "POST":
@@ -58,7 +61,10 @@ def environment_edit(request, pk: int):
 @team_view
 def environment_delete(request, pk: int):
     environment = get_team_object(
-        request, selectors.environments_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+        request,
+        selectors.environments_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
     )
     if request.method == "POST":
         name = environment.name
@@ -69,27 +75,41 @@ def environment_delete(request, pk: int):
             return redirect("governance:environment-detail", pk=environment.pk)
         messages.success(request, f"Environment {name} deleted.")
         return redirect("governance:environment-list")
-    return render(request, "governance/confirm_delete.html", {
-        "object": environment, "kind": "environment",
-        "cancel_url": reverse("governance:environment-detail", args=[environment.pk]),
-        "consequences": "Its server bindings are removed with it; gateways running in it will be refused every server.",
-    })
+    return render(
+        request,
+        "governance/confirm_delete.html",
+        {
+            "object": environment,
+            "kind": "environment",
+            "cancel_url": reverse("governance:environment-detail", args=[environment.pk]),
+            "consequences": "Its server bindings are removed with it; gateways running in it will be refused every server.",
+        },
+    )
 
 
 @team_view
 @require_POST
 def binding_create(request, pk: int):
     environment = get_team_object(
-        request, selectors.environments_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+        request,
+        selectors.environments_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
     )
     form = BindingForm(request.POST, servers=_unbound_servers(request, environment))
     ok, binding = submit(form, services.binding_set, environment=environment, actor=request.user)
     if ok:
-        messages.success(request, f"{binding.server.slug} bound in {environment.name} "
-                                  f"({binding.get_permission_display().lower()}).")
+        messages.success(
+            request,
+            f"{binding.server.slug} bound in {environment.name} "
+            f"({binding.get_permission_display().lower()}).",
+        )
         return redirect("governance:environment-detail", pk=environment.pk)
-    return render(request, "governance/environments/detail.html",
-                  _detail_context(request, environment, binding_form=form))
+    return render(
+        request,
+        "governance/environments/detail.html",
+        _detail_context(request, environment, binding_form=form),
+    )
 
 
 @team_view
@@ -99,10 +119,17 @@ def binding_edit(request, pk: int):
     )
     form = BindingForm(request.POST or None, instance=binding)
     if request.method == "POST":
-        ok, _ = submit(form, services.binding_set, environment=binding.environment, server=binding.server,
-                       actor=request.user)
+        ok, _ = submit(
+            form,
+            services.binding_set,
+            environment=binding.environment,
+            server=binding.server,
+            actor=request.user,
+        )
         if ok:
-            messages.success(request, f"Binding of {binding.server.slug} in {binding.environment.name} saved.")
+            messages.success(
+                request, f"Binding of {binding.server.slug} in {binding.environment.name} saved."
+            )
             return redirect("governance:environment-detail", pk=binding.environment_id)
     return render(request, "governance/environments/binding_form.html", {"form": form, "binding": binding})
 
@@ -120,7 +147,9 @@ def binding_delete(request, pk: int):
 
 
 def _unbound_servers(request, environment):
-    return selectors.servers_for_team(user=request.user, team=request.team).exclude(bindings__environment=environment)
+    return selectors.servers_for_team(user=request.user, team=request.team).exclude(
+        bindings__environment=environment
+    )
 
 
 def _detail_context(request, environment, binding_form: BindingForm | None = None) -> dict:

@@ -59,11 +59,16 @@ def server_limits_create(request):
 @team_view
 def server_limits_edit(request, pk: int):
     limit = get_team_object(
-        request, selectors.server_limits_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+        request,
+        selectors.server_limits_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
     )
     form = ServerLimitsForm(request.POST or None, instance=limit)
     if request.method == "POST":
-        ok, _ = submit(form, services.server_limits_set, team=request.team, server=limit.server, actor=request.user)
+        ok, _ = submit(
+            form, services.server_limits_set, team=request.team, server=limit.server, actor=request.user
+        )
         if ok:
             messages.success(request, f"Rate limits for {limit.server.slug} saved.")
             return redirect("governance:limits")
@@ -73,17 +78,26 @@ def server_limits_edit(request, pk: int):
 @team_view
 def server_limits_delete(request, pk: int):
     limit = get_team_object(
-        request, selectors.server_limits_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+        request,
+        selectors.server_limits_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
     )
     if request.method == "POST":
         slug = limit.server.slug
         services.server_limits_delete(limits=limit, actor=request.user)
         messages.success(request, f"Rate limits for {slug} removed; only the global limits apply to it now.")
         return redirect("governance:limits")
-    return render(request, "governance/confirm_delete.html", {
-        "object": limit, "kind": "server rate limits", "cancel_url": reverse("governance:limits"),
-        "consequences": "Only the global limits will apply to this server.",
-    })
+    return render(
+        request,
+        "governance/confirm_delete.html",
+        {
+            "object": limit,
+            "kind": "server rate limits",
+            "cancel_url": reverse("governance:limits"),
+            "consequences": "Only the global limits will apply to this server.",
+        },
+    )
 
 
 def _overview_context(request, global_form=None, trigger_form=None) -> dict:

@@ -24,25 +24,38 @@ def policy_import(request):
             text = form.cleaned_data["text"]
             apply = request.POST.get("action") == "apply"
             try:
-                report = policy_yaml.policy_import(team=request.team, text=text, actor=request.user,
-                                                   dry_run=not apply)
+                report = policy_yaml.policy_import(
+                    team=request.team, text=text, actor=request.user, dry_run=not apply
+                )
             except ValidationError as exc:  # PolicyImportError names the line of each problem
                 apply_service_errors(form, exc)
             else:
                 if apply:
                     totals = ", ".join(f"{report.count(a)} {a}" for a in ("added", "changed", "removed"))
-                    messages.success(request, f"Policy imported ({', '.join(report.blocks)}): {totals}."
-                                     if report.changed else "Policy imported: it already matched, nothing changed.")
+                    messages.success(
+                        request,
+                        f"Policy imported ({', '.join(report.blocks)}): {totals}."
+                        if report.changed
+                        else "Policy imported: it already matched, nothing changed.",
+                    )
                     return redirect("governance:history")
-                return render(request, "governance/policy/import.html", {
-                    "form": PolicyImportForm(initial={"text": text}), "report": report, "text": text,
-                })
+                return render(
+                    request,
+                    "governance/policy/import.html",
+                    {
+                        "form": PolicyImportForm(initial={"text": text}),
+                        "report": report,
+                        "text": text,
+                    },
+                )
     return render(request, "governance/policy/import.html", {"form": form})
 
 
 @team_view
 def policy_export(request):
     """The team's policy as a YAML download."""
-    response = HttpResponse(policy_yaml.policy_export(team=request.team), content_type="application/yaml; charset=utf-8")
+    response = HttpResponse(
+        policy_yaml.policy_export(team=request.team), content_type="application/yaml; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="{request.team.slug}-policy.yaml"'
     return response

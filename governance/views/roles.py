@@ -64,10 +64,16 @@ def role_delete(request, pk: int):
         services.role_delete(role=role, actor=request.user)
         messages.success(request, f"Role {name} deleted.")
         return redirect("governance:role-list")
-    return render(request, "governance/confirm_delete.html", {
-        "object": role, "kind": "agent role", "cancel_url": reverse("governance:role-detail", args=[role.pk]),
-        "consequences": "Agents using this role will be refused every server.",
-    })
+    return render(
+        request,
+        "governance/confirm_delete.html",
+        {
+            "object": role,
+            "kind": "agent role",
+            "cancel_url": reverse("governance:role-detail", args=[role.pk]),
+            "consequences": "Agents using this role will be refused every server.",
+        },
+    )
 
 
 @team_view
@@ -80,12 +86,15 @@ def role_server_add(request, pk: int):
     if request.POST.get("kind") not in RuleKind.values:
         return HttpResponseBadRequest("Say which list: allowed or forbidden.")
     form = RoleServerForm(
-        request.POST, servers=selectors.servers_for_team(user=request.user, team=request.team),
+        request.POST,
+        servers=selectors.servers_for_team(user=request.user, team=request.team),
         auto_id=f"id_{request.POST.get('kind', '')}_%s",
     )
     ok, rule = submit(form, services.role_server_add, role=role, actor=request.user)
     if ok:
-        messages.success(request, f"{rule.server.slug} is now {rule.get_kind_display().lower()} for {role.name}.")
+        messages.success(
+            request, f"{rule.server.slug} is now {rule.get_kind_display().lower()} for {role.name}."
+        )
         if not is_htmx(request):
             return redirect("governance:role-detail", pk=role.pk)
         form = None
@@ -100,14 +109,18 @@ def role_server_add(request, pk: int):
 def role_server_remove(request, pk: int, rule_pk: int):
     role = get_team_object(request, selectors.roles_for_team(user=request.user, team=request.team), pk=pk)
     rule = get_team_object(
-        request, selectors.rules_for_team(user=request.user, team=request.team).filter(role=role),
-        perm=CHANGE_POLICY, pk=rule_pk,
+        request,
+        selectors.rules_for_team(user=request.user, team=request.team).filter(role=role),
+        perm=CHANGE_POLICY,
+        pk=rule_pk,
     )
     slug, kind = rule.server.slug, rule.get_kind_display().lower()
     services.role_server_remove(rule=rule, actor=request.user)
     messages.success(request, f"{slug} removed from the {kind} servers of {role.name}.")
     if is_htmx(request):
-        return render(request, "governance/roles/_rules.html", {**_rules_context(request, role), "oob_messages": True})
+        return render(
+            request, "governance/roles/_rules.html", {**_rules_context(request, role), "oob_messages": True}
+        )
     return redirect("governance:role-detail", pk=role.pk)
 
 

@@ -20,14 +20,19 @@ def server_list(request):
     filters = ServerFilterForm(request.GET or None)
     category = filters.cleaned_data["category"] if filters.is_valid() else ""
     servers = selectors.server_list(user=request.user, team=request.team, category=category)
-    return render(request, "governance/servers/list.html", {"servers": servers, "filters": filters,
-                                                             "category": category})
+    return render(
+        request,
+        "governance/servers/list.html",
+        {"servers": servers, "filters": filters, "category": category},
+    )
 
 
 @team_view
 def server_detail(request, pk: int):
     server = get_team_object(request, selectors.server_detail(user=request.user, team=request.team, pk=pk))
-    tools = [(tool, ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")) for tool in server.tools.all()]
+    tools = [
+        (tool, ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")) for tool in server.tools.all()
+    ]
     return render(request, "governance/servers/detail.html", {"server": server, "tools": tools})
 
 
@@ -67,10 +72,16 @@ def server_delete(request, pk: int):
         services.server_delete(server=server, actor=request.user)
         messages.success(request, f"Server {slug} deleted.")
         return redirect("governance:server-list")
-    return render(request, "governance/confirm_delete.html", {
-        "object": server, "kind": "server", "cancel_url": reverse("governance:server-detail", args=[server.pk]),
-        "consequences": "Its tools, allowlist entries, environment bindings and rate limits are removed with it.",
-    })
+    return render(
+        request,
+        "governance/confirm_delete.html",
+        {
+            "object": server,
+            "kind": "server",
+            "cancel_url": reverse("governance:server-detail", args=[server.pk]),
+            "consequences": "Its tools, allowlist entries, environment bindings and rate limits are removed with it.",
+        },
+    )
 
 
 @team_view
@@ -100,13 +111,20 @@ def tool_edit(request, pk: int):
     form = ToolForm(request.POST, prefix=f"tool-{tool.pk}")
     ok, _ = submit(form, services.tool_update, tool=tool, actor=request.user)
     if ok:
-        messages.success(request, f"Tool {tool.name} saved: {tool.access_class}"
-                                  f"{', approval required' if tool.approval_required else ''}.")
+        messages.success(
+            request,
+            f"Tool {tool.name} saved: {tool.access_class}"
+            f"{', approval required' if tool.approval_required else ''}.",
+        )
         form = ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")
     if is_htmx(request):
-        return render(request, "governance/servers/_tool_row.html", {"tool": tool, "form": form, "oob_messages": True})
+        return render(
+            request, "governance/servers/_tool_row.html", {"tool": tool, "form": form, "oob_messages": True}
+        )
     if not ok:
-        messages.error(request, f"Tool {tool.name} not saved: {' '.join(str(e) for e in form.errors.values())}")
+        messages.error(
+            request, f"Tool {tool.name} not saved: {' '.join(str(e) for e in form.errors.values())}"
+        )
     return redirect("governance:server-detail", pk=tool.server_id)
 
 

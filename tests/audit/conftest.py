@@ -15,8 +15,16 @@ from tests.factories import make_member
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
-def event(seq: int, *, call: int | None = None, phase: str | None = None, status: str | None = "success",
-          server: str = "github_api", tool: str = "create_pr", **extra) -> dict:
+def event(
+    seq: int,
+    *,
+    call: int | None = None,
+    phase: str | None = None,
+    status: str | None = "success",
+    server: str = "github_api",
+    tool: str = "create_pr",
+    **extra,
+) -> dict:
     """Event `seq`: odd seqs are INTENTs, even seqs the RESULT of the same call (call = (seq+1)//2)."""
     call = call if call is not None else (seq + 1) // 2
     phase = phase or ("intent" if seq % 2 else "result")
@@ -38,8 +46,13 @@ def event(seq: int, *, call: int | None = None, phase: str | None = None, status
         "result": None,
     }
     if phase == "result":
-        data.update(status=status, result_summary=f"PR#{call} created", bytes=120, duration_ms=34.5,
-                    result={"number": call, "url": f"https://example.test/pr/{call}"})
+        data.update(
+            status=status,
+            result_summary=f"PR#{call} created",
+            bytes=120,
+            duration_ms=34.5,
+            result={"number": call, "url": f"https://example.test/pr/{call}"},
+        )
     data.update(extra)
     return data
 
@@ -82,8 +95,16 @@ def other_gateway(other_team):
 
 def open_session(gateway, **fields) -> str:
     sid = str(fields.pop("id", uuid.uuid4()))
-    body = {"id": sid, "role": "code_agent", "read_only": True, "declared_large_data": False, "agent": "test",
-            "started_at": "2026-11-24T09:00:00Z", "bundle_version": 3, **fields}
+    body = {
+        "id": sid,
+        "role": "code_agent",
+        "read_only": True,
+        "declared_large_data": False,
+        "agent": "test",
+        "started_at": "2026-11-24T09:00:00Z",
+        "bundle_version": 3,
+        **fields,
+    }
     response = gateway.post("/api/v1/sessions/", body, format="json")
     assert response.status_code == 201, response.content
     return sid

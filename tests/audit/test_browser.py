@@ -42,7 +42,9 @@ def test_reviewer_explains_acknowledges_and_releases(live_server, page, team, re
     # Acknowledging first is refused: the failed call has no explanation.
     page.fill("#review textarea[name=note]", "Checked every call.")
     page.click("text=Acknowledge session log")
-    assert "need an explanation before the session can be acknowledged" in page.locator(".messages").inner_text()
+    assert (
+        "need an explanation before the session can be acknowledged" in page.locator(".messages").inner_text()
+    )
     assert not Acknowledgement.objects.filter(session=ended).exists()
 
     page.fill("tr.call-fail textarea", "Tried to push to main; the branch is protected, as intended.")

@@ -24,8 +24,14 @@ def _halted_session(team):
 
     issued = issue_client(team, team.environments.get(name="development"), "gw-live")
     session = AgentSession.objects.create(
-        id=uuid.uuid4(), team=team, environment=issued.client.environment, client=issued.client, role="code_agent",
-        started_at=timezone.now(), state="halted", trigger="cascade_write_chain",
+        id=uuid.uuid4(),
+        team=team,
+        environment=issued.client.environment,
+        client=issued.client,
+        role="code_agent",
+        started_at=timezone.now(),
+        state="halted",
+        trigger="cascade_write_chain",
     )
     return issued.token, session
 
@@ -50,7 +56,9 @@ def _long_poll_sees_release(base_url, team, reviewer):
     thread.join(timeout=25)
     assert result["status"] == 200, result["body"]
     body = json.loads(result["body"])
-    assert body["state"] == "active" and body["control_version"] == 1 and body["decided_by"] == reviewer.username
+    assert (
+        body["state"] == "active" and body["control_version"] == 1 and body["decided_by"] == reviewer.username
+    )
     latency = result["at"] - released_at
     assert latency < 1.0, f"the gateway saw the release after {latency:.2f} s"
     return latency

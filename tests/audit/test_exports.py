@@ -32,8 +32,17 @@ def download(user, url) -> str:
 @pytest.fixture
 def sid(gateway):
     sid = open_session(gateway)
-    post_events(gateway, sid, [event(1), event(2), event(3), event(4, status="fail", result_summary="403 forbidden"),
-                               event(5, server="filesystem", tool="write_file")])
+    post_events(
+        gateway,
+        sid,
+        [
+            event(1),
+            event(2),
+            event(3),
+            event(4, status="fail", result_summary="403 forbidden"),
+            event(5, server="filesystem", tool="write_file"),
+        ],
+    )
     return sid
 
 
@@ -54,10 +63,15 @@ def test_mcp_audit_lines_follow_the_seed_format(sid, reviewer, auditor):
 def test_csv_and_jsonl(sid, reviewer, auditor):
     rows = list(csv.DictReader(io.StringIO(download(reviewer, f"/audit/sessions/{sid}/export/?format=csv"))))
     assert [r["seq"] for r in rows] == ["1", "2", "3", "4", "5"] and "arguments" not in rows[0]
-    assert rows[3]["status"] == "fail" and rows[3]["hash"] == AuditEvent.objects.get(session_id=sid, seq=4).hash
+    assert (
+        rows[3]["status"] == "fail" and rows[3]["hash"] == AuditEvent.objects.get(session_id=sid, seq=4).hash
+    )
     rows = list(csv.DictReader(io.StringIO(download(auditor, f"/audit/sessions/{sid}/export/?format=csv"))))
     assert json.loads(rows[0]["arguments"])["title"] == "PR 1"
-    records = [json.loads(line) for line in download(auditor, f"/audit/sessions/{sid}/export/?format=jsonl").splitlines()]
+    records = [
+        json.loads(line)
+        for line in download(auditor, f"/audit/sessions/{sid}/export/?format=jsonl").splitlines()
+    ]
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5] and records[1]["result"]["number"] == 1
 
 
@@ -87,7 +101,9 @@ def test_scheduled_archive_is_written_once_per_day(sid, team, tmp_path, settings
 
 def test_archive_holds_the_days_events_with_payloads(sid, team, tmp_path):
     today = datetime.now(UTC).date()
-    tomorrow_noon = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    tomorrow_noon = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC) + timedelta(
+        hours=12
+    )
     with mock.patch("django.utils.timezone.now", return_value=tomorrow_noon):
         path = audit_export_day(team=team, day=today, directory=tmp_path)
         assert audit_export_day(team=team, day=today, directory=tmp_path) is None

@@ -23,7 +23,13 @@ def stored(sid):
 
 def test_batch_is_stored_chained_and_counted(gateway):
     sid = open_session(gateway)
-    batch = [*events(1, 4), event(5), event(6, status="fail"), event(7), event(8, status="blocked", trigger="rate_limit")]
+    batch = [
+        *events(1, 4),
+        event(5),
+        event(6, status="fail"),
+        event(7),
+        event(8, status="blocked", trigger="rate_limit"),
+    ]
     response = post_events(gateway, sid, batch)
     assert response.status_code == 200
     assert response.json() == {"accepted": 8, "duplicates": 0, "last_seq": 8}
@@ -34,7 +40,9 @@ def test_batch_is_stored_chained_and_counted(gateway):
     for raw, row in zip(batch, rows, strict=True):
         doc = {k: raw[k] for k in raw}
         doc["session"] = sid
-        doc["ts"] = datetime.fromisoformat(raw["ts"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # six fractional digits
+        doc["ts"] = datetime.fromisoformat(raw["ts"]).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )  # six fractional digits
         doc["duration_ms"] = None if raw["duration_ms"] is None else float(raw["duration_ms"])
         expected = hashlib.sha256(prev.encode() + canonical_json(doc)).hexdigest()
         assert row.prev_hash == prev and row.hash == expected
@@ -68,7 +76,9 @@ def test_sequence_gap_is_refused_with_last_seq(gateway):
     body = response.json()
     assert body["code"] == "sequence_gap" and body["last_seq"] == 4 and "detail" in body
     inside = post_events(gateway, sid, [event(5), event(7)])
-    assert inside.status_code == 409 and inside.json()["code"] == "sequence_gap" and inside.json()["index"] == 1
+    assert (
+        inside.status_code == 409 and inside.json()["code"] == "sequence_gap" and inside.json()["index"] == 1
+    )
     assert AuditEvent.objects.filter(session_id=sid).count() == 4
 
 
@@ -133,7 +143,10 @@ def test_malformed_bodies_are_400(gateway):
     sid = open_session(gateway)
     url = f"/api/v1/sessions/{sid}/events/"
     assert gateway.post(url, data=b"{not json", content_type="application/json").status_code == 400
-    assert gateway.post(url, data=b'{"events": [{"seq": NaN}]}', content_type="application/json").status_code == 400
+    assert (
+        gateway.post(url, data=b'{"events": [{"seq": NaN}]}', content_type="application/json").status_code
+        == 400
+    )
     assert gateway.post(url, {"batch": []}, format="json").json()["code"] == "invalid"
     assert gateway.post(url, {"events": {"seq": 1}}, format="json").status_code == 400
 
@@ -164,15 +177,39 @@ def test_approval_required_intent_waits_until_its_result(gateway):
 
 def test_canonical_event_equals_the_projects_canonical_json():
     doc = {
-        "args_summary": "é ✓", "arguments": {"b": [1, 2.5, None], "a": {"z": True}}, "bundle_version": 2,
-        "bytes": 10, "call_id": "c-1", "duration_ms": 12.25, "phase": "result", "result": {"rows": 1e-07},
-        "result_summary": 'q"uote', "seq": 7, "server": "s", "session": str(uuid.uuid4()), "status": "fail",
-        "tool": "t", "trigger": None, "ts": "2026-11-24T09:00:00.000000Z",
+        "args_summary": "é ✓",
+        "arguments": {"b": [1, 2.5, None], "a": {"z": True}},
+        "bundle_version": 2,
+        "bytes": 10,
+        "call_id": "c-1",
+        "duration_ms": 12.25,
+        "phase": "result",
+        "result": {"rows": 1e-07},
+        "result_summary": 'q"uote',
+        "seq": 7,
+        "server": "s",
+        "session": str(uuid.uuid4()),
+        "status": "fail",
+        "tool": "t",
+        "trigger": None,
+        "ts": "2026-11-24T09:00:00.000000Z",
     }
     mine = event_canonical(
-        session=doc["session"], seq=7, call_id="c-1", phase="result", ts=doc["ts"], server="s", tool="t",
-        arguments_json=canonical_json(doc["arguments"]).decode(), args_summary=doc["args_summary"], status="fail",
-        result_summary=doc["result_summary"], bytes_=10, duration_ms=12.25, trigger=None, bundle_version=2,
+        session=doc["session"],
+        seq=7,
+        call_id="c-1",
+        phase="result",
+        ts=doc["ts"],
+        server="s",
+        tool="t",
+        arguments_json=canonical_json(doc["arguments"]).decode(),
+        args_summary=doc["args_summary"],
+        status="fail",
+        result_summary=doc["result_summary"],
+        bytes_=10,
+        duration_ms=12.25,
+        trigger=None,
+        bundle_version=2,
         result_json=canonical_json(doc["result"]).decode(),
     )
     assert mine.encode() == canonical_json(doc)
@@ -187,8 +224,12 @@ def test_numbers_round_trip_through_the_database_unchanged(gateway):
         '"server": "s", "tool": "t", "arguments": {"big": 1.5e300, "small": 1e-7, "neg0": -0.0, "x": 100000.0, '
         '"e": 1E5, "int": 12345678901234567890}}]}'
     )
-    response = gateway.post(f"/api/v1/sessions/{sid}/events/", data=body.encode(), content_type="application/json")
+    response = gateway.post(
+        f"/api/v1/sessions/{sid}/events/", data=body.encode(), content_type="application/json"
+    )
     assert response.status_code == 200, response.content
     row = AuditEvent.objects.get(session_id=sid, seq=1)
-    assert hashlib.sha256(row.prev_hash.encode() + stored_event_canonical(row).encode()).hexdigest() == row.hash
+    assert (
+        hashlib.sha256(row.prev_hash.encode() + stored_event_canonical(row).encode()).hexdigest() == row.hash
+    )
     assert row.arguments == loads(body)["events"][0]["arguments"]

@@ -23,8 +23,11 @@ def sid(gateway):
     sid = open_session(gateway)
     batch = [event(1), event(2, status="fail"), event(3, trigger="approval_required")]
     assert post_events(gateway, sid, batch).status_code == 200
-    gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "halted", "trigger": "rate_limit", "reason": "limit"},
-                  format="json")
+    gateway.patch(
+        f"/api/v1/sessions/{sid}/",
+        {"state": "halted", "trigger": "rate_limit", "reason": "limit"},
+        format="json",
+    )
     return sid
 
 
@@ -37,8 +40,14 @@ def browser(user=None) -> Client:
 
 def snapshot(sid):
     s = AgentSession.objects.get(pk=sid)
-    return (s.state, s.control_version, list(s.pending_approvals), Acknowledgement.objects.count(),
-            FailedCallExplanation.objects.count(), SessionDecision.objects.count())
+    return (
+        s.state,
+        s.control_version,
+        list(s.pending_approvals),
+        Acknowledgement.objects.count(),
+        FailedCallExplanation.objects.count(),
+        SessionDecision.objects.count(),
+    )
 
 
 WRITES = [
@@ -159,7 +168,9 @@ def test_payloads_only_for_auditors_in_pages_and_exports(sid, reviewer, auditor)
     assert secret not in page and "payloads are shown to auditors only" in page
     assert secret in browser(auditor).get(f"/audit/sessions/{sid}/").content.decode()
     for fmt in ("jsonl", "csv", "mcp_audit"):
-        plain = b"".join(browser(reviewer).get(f"/audit/sessions/{sid}/export/?format={fmt}").streaming_content)
+        plain = b"".join(
+            browser(reviewer).get(f"/audit/sessions/{sid}/export/?format={fmt}").streaming_content
+        )
         full = b"".join(browser(auditor).get(f"/audit/sessions/{sid}/export/?format={fmt}").streaming_content)
         assert b"PR#1 created" in plain
         # "weight" and the PR url exist only in the argument and result payloads.
@@ -167,6 +178,9 @@ def test_payloads_only_for_auditors_in_pages_and_exports(sid, reviewer, auditor)
         assert b"weight" in full
         if fmt != "mcp_audit":  # the MCP_AUDIT line carries the result summary, as in the seed
             assert b"example.test/pr/1" in full
-    record = json.loads(b"".join(browser(auditor).get(f"/audit/sessions/{sid}/export/?format=jsonl").streaming_content)
-                        .splitlines()[0])
+    record = json.loads(
+        b"".join(
+            browser(auditor).get(f"/audit/sessions/{sid}/export/?format=jsonl").streaming_content
+        ).splitlines()[0]
+    )
     assert record["arguments"]["title"] == "PR 1" and record["seq"] == 1

@@ -37,7 +37,9 @@ def test_failed_calls_need_explanations_before_acknowledgement(ended, reviewer):
     failed_call_explain(session=ended, reviewer=reviewer, call_id="call-4", explanation="branch protected")
     ack = session_acknowledge(session=ended, reviewer=reviewer, note="checked both failures")
     assert ack.reviewer == reviewer and ack.last_seq == 8 and ack.note == "checked both failures"
-    assert ChangeRecord.objects.filter(team=ended.team, summary__startswith="Session log acknowledged").exists()
+    assert ChangeRecord.objects.filter(
+        team=ended.team, summary__startswith="Session log acknowledged"
+    ).exists()
 
 
 def test_acknowledged_session_is_read_only(ended, reviewer, admin):
@@ -80,12 +82,17 @@ def test_api_enforces_the_same_rules(ended, reviewer, gateway):
     url = f"/api/v1/sessions/{ended.pk}/"
     response = api.post(url + "acknowledgement/", {"note": "fine"}, format="json")
     assert response.status_code == 409
-    assert response.json()["code"] == "unexplained_failures" and response.json()["call_ids"] == ["call-2", "call-4"]
+    assert response.json()["code"] == "unexplained_failures" and response.json()["call_ids"] == [
+        "call-2",
+        "call-4",
+    ]
     assert api.get(url + "explanations/").json()["unexplained"] == ["call-2", "call-4"]
     bad = api.post(url + "explanations/", {"call_id": "call-1", "explanation": "x"}, format="json")
     assert bad.status_code == 400 and bad.json()["code"] == "not_a_failed_call"
     for call_id in ("call-2", "call-4"):
-        created = api.post(url + "explanations/", {"call_id": call_id, "explanation": "expected"}, format="json")
+        created = api.post(
+            url + "explanations/", {"call_id": call_id, "explanation": "expected"}, format="json"
+        )
         assert created.status_code == 201 and created.json()["call_id"] == call_id
     response = api.post(url + "acknowledgement/", {"note": "fine"}, format="json")
     assert response.status_code == 201 and response.json()["acknowledged"] is True
@@ -95,12 +102,21 @@ def test_api_enforces_the_same_rules(ended, reviewer, gateway):
     assert late.status_code == 409
     # mcpgov audit-check reads it with the gateway's token.
     check = gateway.get(url + "acknowledgement/").json()
-    assert check["acknowledged"] is True and check["acknowledged_by"] == reviewer.username and check["note"] == "fine"
+    assert (
+        check["acknowledged"] is True
+        and check["acknowledged_by"] == reviewer.username
+        and check["note"] == "fine"
+    )
     assert check["acknowledged_at"].endswith("Z")
 
 
 def test_acknowledgement_check_before_acknowledgement(ended, gateway, other_gateway):
     url = f"/api/v1/sessions/{ended.pk}/acknowledgement/"
-    assert gateway.get(url).json() == {"acknowledged": False, "acknowledged_by": None, "acknowledged_at": None,
-                                       "note": None, "last_seq": None}
+    assert gateway.get(url).json() == {
+        "acknowledged": False,
+        "acknowledged_by": None,
+        "acknowledged_at": None,
+        "note": None,
+        "last_seq": None,
+    }
     assert other_gateway.get(url).status_code == 404

@@ -19,15 +19,26 @@ def sessions(gateway, team):
     a = open_session(gateway, role="code_agent", started_at="2026-11-20T10:00:00Z")
     post_events(gateway, a, [event(1), event(2, status="fail")])
     b = open_session(gateway, role="database_agent", started_at="2026-11-22T10:00:00Z")
-    post_events(gateway, b, [event(1, server="database_read_only", tool="query"),
-                             event(2, server="database_read_only", tool="query", status="blocked", trigger="rate_limit")])
+    post_events(
+        gateway,
+        b,
+        [
+            event(1, server="database_read_only", tool="query"),
+            event(2, server="database_read_only", tool="query", status="blocked", trigger="rate_limit"),
+        ],
+    )
     gateway.patch(f"/api/v1/sessions/{b}/", {"state": "halted", "trigger": "rate_limit"}, format="json")
     c = open_session(gateway, role="code_agent", started_at="2026-11-24T10:00:00Z")
     post_events(gateway, c, [event(1), event(2)])
     gateway.patch(f"/api/v1/sessions/{c}/", {"state": "ended"}, format="json")
     staging = team.environments.get(name="staging")
-    d = AgentSession.objects.create(id="00000000-0000-4000-8000-000000000004", team=team, environment=staging,
-                                    role="code_agent", started_at=datetime(2026, 11, 23, tzinfo=UTC))
+    d = AgentSession.objects.create(
+        id="00000000-0000-4000-8000-000000000004",
+        team=team,
+        environment=staging,
+        role="code_agent",
+        started_at=datetime(2026, 11, 23, tzinfo=UTC),
+    )
     return {"a": a, "b": b, "c": c, "d": str(d.pk)}
 
 
@@ -63,8 +74,10 @@ def test_filters(sessions, viewer, query, expected):
 
 
 def test_newest_first_and_paginated(gateway, viewer):
-    ids = [open_session(gateway, started_at=f"2026-11-{1 + i // 24:02d}T{i % 24:02d}:00:00Z")
-           for i in range(PAGE_SIZE + 2)]
+    ids = [
+        open_session(gateway, started_at=f"2026-11-{1 + i // 24:02d}T{i % 24:02d}:00:00Z")
+        for i in range(PAGE_SIZE + 2)
+    ]
     c = Client()
     c.force_login(viewer)
     first = c.get("/audit/sessions/?role=code_agent")

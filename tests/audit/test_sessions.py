@@ -16,23 +16,43 @@ pytestmark = pytest.mark.django_db
 def halt(gateway, sid, state="halted", trigger="cascade_write_chain"):
     last = [{"ts": "2026-11-24T09:00:01Z", "server": "fs", "tool": "write_file", "args": f"path=/tmp/{i}",
              "outcome": "success"} for i in range(3)]  # fmt: skip
-    response = gateway.patch(f"/api/v1/sessions/{sid}/", {"state": state, "trigger": trigger,
-                                                          "reason": "3 writes in a row", "last_calls": last}, format="json")
+    response = gateway.patch(
+        f"/api/v1/sessions/{sid}/",
+        {"state": state, "trigger": trigger, "reason": "3 writes in a row", "last_calls": last},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     return response.json()
 
 
 def test_open_is_idempotent_and_returns_the_resource(gateway, issued):
     sid = str(uuid.uuid4())
-    body = {"id": sid, "role": "code_agent", "read_only": False, "declared_large_data": True, "agent": "claude",
-            "started_at": "2026-11-24T09:00:00Z", "bundle_version": 12}
+    body = {
+        "id": sid,
+        "role": "code_agent",
+        "read_only": False,
+        "declared_large_data": True,
+        "agent": "claude",
+        "started_at": "2026-11-24T09:00:00Z",
+        "bundle_version": 12,
+    }
     first = gateway.post("/api/v1/sessions/", body, format="json")
     assert first.status_code == 201
     resource = first.json()
     assert resource == {
-        "id": sid, "team": "acme", "environment": "development", "role": "code_agent", "read_only": False,
-        "declared_large_data": True, "agent": "claude", "state": "active", "trigger": None, "state_reason": "",
-        "control_version": 0, "started_at": "2026-11-24T09:00:00Z", "ended_at": None,
+        "id": sid,
+        "team": "acme",
+        "environment": "development",
+        "role": "code_agent",
+        "read_only": False,
+        "declared_large_data": True,
+        "agent": "claude",
+        "state": "active",
+        "trigger": None,
+        "state_reason": "",
+        "control_version": 0,
+        "started_at": "2026-11-24T09:00:00Z",
+        "ended_at": None,
         "calls": {"total": 0, "blocked": 0, "failed": 0},
     }
     again = gateway.post("/api/v1/sessions/", {**body, "role": "other"}, format="json")
@@ -45,7 +65,9 @@ def test_another_teams_session_id_is_not_reusable(gateway, other_gateway):
     response = other_gateway.post("/api/v1/sessions/", {"id": sid, "role": "x"}, format="json")
     assert response.status_code == 409 and response.json()["code"] == "session_conflict"
     assert other_gateway.get(f"/api/v1/sessions/{sid}/").status_code == 404
-    assert other_gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 404
+    assert (
+        other_gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 404
+    )
     assert AgentSession.objects.get(pk=sid).state == "active"
 
 
@@ -61,11 +83,17 @@ def test_gateway_cannot_release_itself(gateway):
     response = gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "active"}, format="json")
     assert response.status_code == 409 and response.json()["code"] == "needs_release"
     session = AgentSession.objects.get(pk=sid)
-    assert session.state == "halted" and session.trigger == "cascade_write_chain" and len(session.last_calls) == 3
+    assert (
+        session.state == "halted"
+        and session.trigger == "cascade_write_chain"
+        and len(session.last_calls) == 3
+    )
     paused = open_session(gateway)
     halt(gateway, paused, state="paused", trigger="rate_limit")
     assert gateway.patch(f"/api/v1/sessions/{paused}/", {"state": "active"}, format="json").status_code == 409
-    ended = gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended", "reason": "agent quit"}, format="json")
+    ended = gateway.patch(
+        f"/api/v1/sessions/{sid}/", {"state": "ended", "reason": "agent quit"}, format="json"
+    )
     assert ended.status_code == 200 and ended.json()["ended_at"]
     after = gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "halted"}, format="json")
     assert after.status_code == 409 and after.json()["code"] == "session_ended"
@@ -80,7 +108,9 @@ def test_release_bumps_control_and_is_recorded(gateway, reviewer):
     assert api.post(f"/api/v1/sessions/{sid}/release/", {"reason": ""}, format="json").status_code == 400
     response = api.post(f"/api/v1/sessions/{sid}/release/", {"reason": "writes were intended"}, format="json")
     assert response.status_code == 200
-    assert response.json()["session"]["state"] == "active" and response.json()["decision"]["kind"] == "release"
+    assert (
+        response.json()["session"]["state"] == "active" and response.json()["decision"]["kind"] == "release"
+    )
     control = gateway.get(f"/api/v1/sessions/{sid}/control/?since=0&wait=5").json()
     assert control["state"] == "active" and control["control_version"] == 1
     assert control["decided_by"] == reviewer.username and control["reason"] == "writes were intended"
@@ -94,7 +124,9 @@ def test_release_bumps_control_and_is_recorded(gateway, reviewer):
 def test_end_by_a_reviewer(gateway, reviewer):
     sid = open_session(gateway)
     halt(gateway, sid)
-    response = person(reviewer).post(f"/api/v1/sessions/{sid}/end/", {"reason": "not intended"}, format="json")
+    response = person(reviewer).post(
+        f"/api/v1/sessions/{sid}/end/", {"reason": "not intended"}, format="json"
+    )
     assert response.status_code == 200 and response.json()["session"]["state"] == "ended"
     control = gateway.get(f"/api/v1/sessions/{sid}/control/?since=0").json()
     assert control["state"] == "ended" and control["control_version"] == 1
@@ -102,22 +134,50 @@ def test_end_by_a_reviewer(gateway, reviewer):
 
 def test_per_call_approvals_use_the_control_channel(gateway, reviewer):
     sid = open_session(gateway)
-    post_events(gateway, sid, [event(1, trigger="approval_required", tool="drop_table"),
-                               event(2, call=2, phase="intent", trigger="approval_required")])
+    post_events(
+        gateway,
+        sid,
+        [
+            event(1, trigger="approval_required", tool="drop_table"),
+            event(2, call=2, phase="intent", trigger="approval_required"),
+        ],
+    )
     api = person(reviewer)
-    assert [p["call_id"] for p in api.get(f"/api/v1/sessions/{sid}/approvals/").json()["pending"]] == ["call-1", "call-2"]
-    unknown = api.post(f"/api/v1/sessions/{sid}/approvals/", {"call_id": "call-9", "decision": "approve",
-                                                               "reason": "ok"}, format="json")
+    assert [p["call_id"] for p in api.get(f"/api/v1/sessions/{sid}/approvals/").json()["pending"]] == [
+        "call-1",
+        "call-2",
+    ]
+    unknown = api.post(
+        f"/api/v1/sessions/{sid}/approvals/",
+        {"call_id": "call-9", "decision": "approve", "reason": "ok"},
+        format="json",
+    )
     assert unknown.status_code == 409 and unknown.json()["code"] == "no_pending_approval"
-    assert api.post(f"/api/v1/sessions/{sid}/approvals/", {"call_id": "call-1", "decision": "deny",
-                                                           "reason": "never in prod"}, format="json").status_code == 201
-    assert api.post(f"/api/v1/sessions/{sid}/approvals/", {"call_id": "call-2", "decision": "approve",
-                                                           "reason": "fine"}, format="json").status_code == 201
+    assert (
+        api.post(
+            f"/api/v1/sessions/{sid}/approvals/",
+            {"call_id": "call-1", "decision": "deny", "reason": "never in prod"},
+            format="json",
+        ).status_code
+        == 201
+    )
+    assert (
+        api.post(
+            f"/api/v1/sessions/{sid}/approvals/",
+            {"call_id": "call-2", "decision": "approve", "reason": "fine"},
+            format="json",
+        ).status_code
+        == 201
+    )
     control = gateway.get(f"/api/v1/sessions/{sid}/control/?since=0").json()
     assert control["control_version"] == 2 and control["state"] == "active"
     assert [(a["call_id"], a["decision"], a["by"]) for a in control["approvals"]] == [
-        ("call-1", "deny", reviewer.username), ("call-2", "approve", reviewer.username)]
-    assert [a["call_id"] for a in gateway.get(f"/api/v1/sessions/{sid}/control/?since=1").json()["approvals"]] == ["call-2"]
+        ("call-1", "deny", reviewer.username),
+        ("call-2", "approve", reviewer.username),
+    ]
+    assert [
+        a["call_id"] for a in gateway.get(f"/api/v1/sessions/{sid}/control/?since=1").json()["approvals"]
+    ] == ["call-2"]
     assert AgentSession.objects.get(pk=sid).pending_approvals == []
     assert SessionDecision.objects.filter(session_id=sid).count() == 2
 

@@ -68,8 +68,10 @@ def test_intact_chain_passes(sid):
 
 def test_edited_field_is_named(sid):
     with attacker() as cursor:
-        cursor.execute("UPDATE audit_auditevent SET result_summary = 'nothing to see' WHERE session_id = %s AND seq = 4",
-                       [_uuid_param(sid)])
+        cursor.execute(
+            "UPDATE audit_auditevent SET result_summary = 'nothing to see' WHERE session_id = %s AND seq = 4",
+            [_uuid_param(sid)],
+        )
     code, out = verify()
     assert code == 1
     assert f"ALTERED: session {sid} seq 4: its stored fields do not match its hash." in out
@@ -95,8 +97,12 @@ def test_event_inserted_in_the_middle_is_named(sid):
     forged.prev_hash = previous.hash
     forged.hash = chain_hash(forged.prev_hash, stored_event_canonical(forged))
     with attacker() as cursor:
-        cursor.execute("UPDATE audit_auditevent SET seq = seq + 1000 WHERE session_id = %s AND seq >= 5", [pk])
-        cursor.execute("UPDATE audit_auditevent SET seq = seq - 999 WHERE session_id = %s AND seq > 1000", [pk])
+        cursor.execute(
+            "UPDATE audit_auditevent SET seq = seq + 1000 WHERE session_id = %s AND seq >= 5", [pk]
+        )
+        cursor.execute(
+            "UPDATE audit_auditevent SET seq = seq - 999 WHERE session_id = %s AND seq > 1000", [pk]
+        )
         forged.save(force_insert=True)
         cursor.execute("UPDATE audit_agentsession SET last_seq = 11 WHERE id = %s", [pk])
     code, out = verify()
@@ -111,7 +117,9 @@ def test_event_removed_and_the_rest_renumbered_is_named(sid):
     with attacker() as cursor:
         cursor.execute("DELETE FROM audit_auditevent WHERE session_id = %s AND seq = 3", [pk])
         cursor.execute("UPDATE audit_auditevent SET seq = seq + 1000 WHERE session_id = %s AND seq > 3", [pk])
-        cursor.execute("UPDATE audit_auditevent SET seq = seq - 1001 WHERE session_id = %s AND seq > 1000", [pk])
+        cursor.execute(
+            "UPDATE audit_auditevent SET seq = seq - 1001 WHERE session_id = %s AND seq > 1000", [pk]
+        )
         cursor.execute("UPDATE audit_agentsession SET last_seq = 9 WHERE id = %s", [pk])
     code, out = verify()
     assert code == 1
@@ -144,9 +152,11 @@ def test_digest_tampering_is_named(sid, gateway):
     seal_audit_chains()
     assert AuditDigest.objects.count() == 3
     with attacker() as cursor:
-        cursor.execute("UPDATE audit_auditdigest SET created_at = created_at + interval '1 hour' WHERE number = 2"
-                       if connection.vendor == "postgresql" else
-                       "UPDATE audit_auditdigest SET created_at = datetime(created_at, '+1 hour') WHERE number = 2")
+        cursor.execute(
+            "UPDATE audit_auditdigest SET created_at = created_at + interval '1 hour' WHERE number = 2"
+            if connection.vendor == "postgresql"
+            else "UPDATE audit_auditdigest SET created_at = datetime(created_at, '+1 hour') WHERE number = 2"
+        )
     code, out = verify()
     assert code == 1
     assert "DIGEST_ALTERED: digest #2: its contents do not match its digest hash." in out
@@ -163,13 +173,21 @@ def test_removed_digests_are_named(sid, gateway):
         cursor.execute("DELETE FROM audit_auditdigest WHERE number IN (2, 3)")
     code, out = verify()
     assert code == 1
-    assert f"DIGEST_REMOVED: session {sid}: the session was sealed up to seq 14 but no digest holds that head." in out
+    assert (
+        f"DIGEST_REMOVED: session {sid}: the session was sealed up to seq 14 but no digest holds that head."
+        in out
+    )
     with attacker() as cursor:
         cursor.execute("DELETE FROM audit_auditdigest WHERE number = 1")
         cursor.execute(
             "INSERT INTO audit_auditdigest (team_id, number, created_at, heads, prev_digest_hash, digest_hash, kid, "
             "signature) VALUES (%s, 2, %s, %s, %s, 'x', 'k', 's')",
-            [AgentSession.objects.get(pk=sid).team_id, AgentSession.objects.get(pk=sid).started_at, "[]", "0" * 64],
+            [
+                AgentSession.objects.get(pk=sid).team_id,
+                AgentSession.objects.get(pk=sid).started_at,
+                "[]",
+                "0" * 64,
+            ],
         )
     code, out = verify()
     assert "DIGEST_REMOVED: digest #1: digest(s) #1..#1 missing." in out

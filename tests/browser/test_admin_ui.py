@@ -54,13 +54,17 @@ def test_admin_adds_and_removes_an_allowed_server_in_place(live_server, page, ad
     assert allowed(role) == ["filesystem", "github_api"]
 
     page.get_by_role("button", name="Remove filesystem from allowed servers").click()
-    expect(page.locator("#messages")).to_contain_text("filesystem removed from the allowed servers of code_agent.")
+    expect(page.locator("#messages")).to_contain_text(
+        "filesystem removed from the allowed servers of code_agent."
+    )
     page.reload()
     expect(page.locator("#allowed-servers table")).not_to_contain_text("filesystem")
     assert allowed(role) == ["github_api"]
 
 
-def test_admin_is_told_a_server_cannot_be_both_allowed_and_forbidden(live_server, page, admin, role_with_servers):
+def test_admin_is_told_a_server_cannot_be_both_allowed_and_forbidden(
+    live_server, page, admin, role_with_servers
+):
     login(page, live_server.url, admin.username)
     page.goto(f"{live_server.url}/governance/roles/{role_with_servers.pk}/")
     page.select_option("#id_forbidden_server", label="github_api (allowed)")
@@ -71,7 +75,9 @@ def test_admin_is_told_a_server_cannot_be_both_allowed_and_forbidden(live_server
     assert not RoleServerRule.objects.filter(role=role_with_servers, kind=RuleKind.FORBIDDEN).exists()
 
 
-def test_viewer_sees_no_controls_and_a_direct_post_is_refused(live_server, page, viewer, role_with_servers, team):
+def test_viewer_sees_no_controls_and_a_direct_post_is_refused(
+    live_server, page, viewer, role_with_servers, team
+):
     role = role_with_servers
     filesystem = team.servers.get(slug="filesystem")
     login(page, live_server.url, viewer.username)

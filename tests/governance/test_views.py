@@ -43,12 +43,21 @@ def fast_passwords(settings):
 @pytest.fixture
 def policy(team, admin, other_team):
     """One of each policy object in `team` (names that appear nowhere else), and a server of another team."""
-    server = server_create(team=team, slug="acme_github", transport="http", url="https://api.github.com/mcp",
-                           category="api", known_risks="Pushes to main.")
-    server_tools_record(server=server, tools=[
-        {"name": "get_issue", "annotations": {"readOnlyHint": True}},
-        {"name": "delete_repo", "annotations": {"destructiveHint": True}},
-    ])
+    server = server_create(
+        team=team,
+        slug="acme_github",
+        transport="http",
+        url="https://api.github.com/mcp",
+        category="api",
+        known_risks="Pushes to main.",
+    )
+    server_tools_record(
+        server=server,
+        tools=[
+            {"name": "get_issue", "annotations": {"readOnlyHint": True}},
+            {"name": "delete_repo", "annotations": {"destructiveHint": True}},
+        ],
+    )
     spare = server_create(team=team, slug="acme_spare", category="database", command="python")
     role = role_create(team=team, name="acme_code_agent")
     rule = role_server_add(role=role, server=server, kind=RuleKind.ALLOWED)
@@ -57,19 +66,42 @@ def policy(team, admin, other_team):
     limit = server_limits_set(team=team, server=server, max_calls_per_session=10)
     foreign = server_create(team=other_team, slug="globex_billing")
     # A real MCP server (the mcp-server-time package) for tool discovery.
-    time_server = server_create(team=team, slug="acme_time", command=sys.executable, args=["-m", "mcp_server_time"])
+    time_server = server_create(
+        team=team, slug="acme_time", command=sys.executable, args=["-m", "mcp_server_time"]
+    )
     extra = UserFactory(username="acme-newcomer")
     return SimpleNamespace(
-        team=team, server=server, spare=spare, tool=server.tools.get(name="get_issue"), role=role, rule=rule,
-        environment=environment, binding=binding, limit=limit, foreign=foreign,
-        membership=Membership.objects.get(team=team, user=admin), extra=extra, time_server=time_server,
+        team=team,
+        server=server,
+        spare=spare,
+        tool=server.tools.get(name="get_issue"),
+        role=role,
+        rule=rule,
+        environment=environment,
+        binding=binding,
+        limit=limit,
+        foreign=foreign,
+        membership=Membership.objects.get(team=team, user=admin),
+        extra=extra,
+        time_server=time_server,
     )
 
 
 def db_state() -> dict[str, list[dict[str, Any]]]:
     """Every policy and membership row, to show that a refused request changed nothing."""
-    models = [McpServer, McpTool, AgentRole, RoleServerRule, Environment, ServerBinding, GlobalRateLimit,
-              ServerRateLimit, TriggerSettings, Membership, ChangeRecord]
+    models = [
+        McpServer,
+        McpTool,
+        AgentRole,
+        RoleServerRule,
+        Environment,
+        ServerBinding,
+        GlobalRateLimit,
+        ServerRateLimit,
+        TriggerSettings,
+        Membership,
+        ChangeRecord,
+    ]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
 
@@ -98,13 +130,27 @@ mcp_access:
 
 
 def server_data(p, **extra):
-    return {"slug": "acme_new", "name": "New", "category": "other", "transport": "stdio", "command": "python",
-            "args": "-m\nmcp_server_time", "cost_per_call": "0.01", **extra}
+    return {
+        "slug": "acme_new",
+        "name": "New",
+        "category": "other",
+        "transport": "stdio",
+        "command": "python",
+        "args": "-m\nmcp_server_time",
+        "cost_per_call": "0.01",
+        **extra,
+    }
 
 
 def env_data(p, **extra):
-    return {"name": "acme_qa", "description": "", "forbidden_patterns": "*prod*\n*live*", "note": "", "order": "5",
-            **extra}
+    return {
+        "name": "acme_qa",
+        "description": "",
+        "forbidden_patterns": "*prod*\n*live*",
+        "note": "",
+        "order": "5",
+        **extra,
+    }
 
 
 PAGES = [
@@ -114,8 +160,12 @@ PAGES = [
     Case("role-list", "governance:role-list"),
     Case("role-detail", "governance:role-detail", lambda p: {"pk": p.role.pk}, object_page=True),
     Case("environment-list", "governance:environment-list"),
-    Case("environment-detail", "governance:environment-detail", lambda p: {"pk": p.environment.pk},
-         object_page=True),
+    Case(
+        "environment-detail",
+        "governance:environment-detail",
+        lambda p: {"pk": p.environment.pk},
+        object_page=True,
+    ),
     Case("limits", "governance:limits"),
     Case("history", "governance:history"),
     Case("policy-import-page", "governance:policy-import"),
@@ -125,88 +175,290 @@ PAGES = [
 
 FORM_PAGES = [
     Case("server-create-form", "governance:server-create", perm="change_policy"),
-    Case("server-edit-form", "governance:server-edit", lambda p: {"pk": p.server.pk}, object_page=True,
-         perm="change_policy"),
-    Case("server-delete-confirm", "governance:server-delete", lambda p: {"pk": p.server.pk}, object_page=True,
-         perm="change_policy"),
+    Case(
+        "server-edit-form",
+        "governance:server-edit",
+        lambda p: {"pk": p.server.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "server-delete-confirm",
+        "governance:server-delete",
+        lambda p: {"pk": p.server.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
     Case("role-create-form", "governance:role-create", perm="change_policy"),
-    Case("role-edit-form", "governance:role-edit", lambda p: {"pk": p.role.pk}, object_page=True,
-         perm="change_policy"),
-    Case("role-delete-confirm", "governance:role-delete", lambda p: {"pk": p.role.pk}, object_page=True,
-         perm="change_policy"),
+    Case(
+        "role-edit-form",
+        "governance:role-edit",
+        lambda p: {"pk": p.role.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "role-delete-confirm",
+        "governance:role-delete",
+        lambda p: {"pk": p.role.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
     Case("environment-create-form", "governance:environment-create", perm="change_policy"),
-    Case("environment-edit-form", "governance:environment-edit", lambda p: {"pk": p.environment.pk},
-         object_page=True, perm="change_policy"),
-    Case("environment-delete-confirm", "governance:environment-delete", lambda p: {"pk": p.environment.pk},
-         object_page=True, perm="change_policy"),
-    Case("binding-edit-form", "governance:binding-edit", lambda p: {"pk": p.binding.pk}, object_page=True,
-         perm="change_policy"),
+    Case(
+        "environment-edit-form",
+        "governance:environment-edit",
+        lambda p: {"pk": p.environment.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "environment-delete-confirm",
+        "governance:environment-delete",
+        lambda p: {"pk": p.environment.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "binding-edit-form",
+        "governance:binding-edit",
+        lambda p: {"pk": p.binding.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
     Case("server-limits-create-form", "governance:server-limits-create", perm="change_policy"),
-    Case("server-limits-edit-form", "governance:server-limits-edit", lambda p: {"pk": p.limit.pk},
-         object_page=True, perm="change_policy"),
-    Case("server-limits-delete-confirm", "governance:server-limits-delete", lambda p: {"pk": p.limit.pk},
-         object_page=True, perm="change_policy"),
+    Case(
+        "server-limits-edit-form",
+        "governance:server-limits-edit",
+        lambda p: {"pk": p.limit.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "server-limits-delete-confirm",
+        "governance:server-limits-delete",
+        lambda p: {"pk": p.limit.pk},
+        object_page=True,
+        perm="change_policy",
+    ),
 ]
 
 WRITES = [
     Case("server-create", "governance:server-create", method="post", data=server_data, perm="change_policy"),
-    Case("server-edit", "governance:server-edit", lambda p: {"pk": p.server.pk}, "post",
-         lambda p: server_data(p, slug="acme_github", transport="http", command="", args="",
-                               url="https://api.github.com/mcp", name="Renamed"),
-         object_page=True, perm="change_policy"),
-    Case("server-delete", "governance:server-delete", lambda p: {"pk": p.server.pk}, "post", object_page=True,
-         perm="change_policy"),
-    Case("tool-edit", "governance:tool-edit", lambda p: {"pk": p.tool.pk}, "post",
-         lambda p: {f"tool-{p.tool.pk}-access_class_override": "write", f"tool-{p.tool.pk}-approval_required": "on"},
-         object_page=True, perm="change_policy"),
-    Case("role-create", "governance:role-create", method="post", data=lambda p: {"name": "acme_db_agent"},
-         perm="change_policy"),
-    Case("role-edit", "governance:role-edit", lambda p: {"pk": p.role.pk}, "post",
-         lambda p: {"name": "acme_code_agent", "description": "Changed."}, object_page=True, perm="change_policy"),
-    Case("role-delete", "governance:role-delete", lambda p: {"pk": p.role.pk}, "post", object_page=True,
-         perm="change_policy"),
-    Case("role-server-add", "governance:role-server-add", lambda p: {"pk": p.role.pk}, "post",
-         lambda p: {"server": p.spare.pk, "kind": "forbidden"}, object_page=True, perm="change_policy"),
-    Case("role-server-remove", "governance:role-server-remove", lambda p: {"pk": p.role.pk, "rule_pk": p.rule.pk},
-         "post", object_page=True, perm="change_policy"),
-    Case("environment-create", "governance:environment-create", method="post", data=env_data,
-         perm="change_policy"),
-    Case("environment-edit", "governance:environment-edit", lambda p: {"pk": p.environment.pk}, "post",
-         lambda p: env_data(p, name="acme_sandbox", forbidden_patterns="*prod*\n*main*"), object_page=True,
-         perm="change_policy"),
-    Case("environment-delete", "governance:environment-delete", lambda p: {"pk": p.environment.pk}, "post",
-         object_page=True, perm="change_policy"),
-    Case("binding-create", "governance:binding-create", lambda p: {"pk": p.environment.pk}, "post",
-         lambda p: {"server": p.spare.pk, "target_kind": "url", "target": "postgresql://db/acme",
-                    "permission": "read_write"}, object_page=True, perm="change_policy"),
-    Case("binding-edit", "governance:binding-edit", lambda p: {"pk": p.binding.pk}, "post",
-         lambda p: {"target_kind": "path", "target": "/srv/other", "permission": "read_write"}, object_page=True,
-         perm="change_policy"),
-    Case("binding-delete", "governance:binding-delete", lambda p: {"pk": p.binding.pk}, "post", object_page=True,
-         perm="change_policy"),
-    Case("global-limits-edit", "governance:global-limits-edit", method="post",
-         data=lambda p: {"max_calls_per_session": "200", "max_calls_per_minute": "", "pause_at_percent": "75"},
-         perm="change_policy"),
-    Case("trigger-settings-edit", "governance:trigger-settings-edit", method="post",
-         data=lambda p: {"cascade_write_threshold": "4", "large_data_bytes": "2048",
-                         "production_url_words": "prod\nlive"}, perm="change_policy"),
-    Case("server-limits-create", "governance:server-limits-create", method="post",
-         data=lambda p: {"server": p.spare.pk, "max_calls_per_minute": "30"}, perm="change_policy"),
-    Case("server-limits-edit", "governance:server-limits-edit", lambda p: {"pk": p.limit.pk}, "post",
-         lambda p: {"max_calls_per_session": "20", "max_response_bytes": "4096"}, object_page=True,
-         perm="change_policy"),
-    Case("server-limits-delete", "governance:server-limits-delete", lambda p: {"pk": p.limit.pk}, "post",
-         object_page=True, perm="change_policy"),
-    Case("policy-import-apply", "governance:policy-import", method="post",
-         data=lambda p: {"text": POLICY_YAML, "action": "apply"}, perm="change_policy"),
-    Case("server-discover", "governance:server-discover", lambda p: {"pk": p.time_server.pk}, "post",
-         object_page=True, perm="change_policy"),
-    Case("member-add", "member-add", method="post",
-         data=lambda p: {"username": "acme-newcomer", "role": "reviewer"}, perm="manage_members"),
-    Case("member-edit", "member-edit", lambda p: {"pk": p.membership.pk}, "post",
-         lambda p: {"role": "admin", "is_auditor": "on"}, object_page=True, perm="manage_members"),
-    Case("member-remove", "member-remove", lambda p: {"pk": p.viewer_membership.pk}, "post", object_page=True,
-         perm="manage_members"),
+    Case(
+        "server-edit",
+        "governance:server-edit",
+        lambda p: {"pk": p.server.pk},
+        "post",
+        lambda p: server_data(
+            p,
+            slug="acme_github",
+            transport="http",
+            command="",
+            args="",
+            url="https://api.github.com/mcp",
+            name="Renamed",
+        ),
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "server-delete",
+        "governance:server-delete",
+        lambda p: {"pk": p.server.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "tool-edit",
+        "governance:tool-edit",
+        lambda p: {"pk": p.tool.pk},
+        "post",
+        lambda p: {
+            f"tool-{p.tool.pk}-access_class_override": "write",
+            f"tool-{p.tool.pk}-approval_required": "on",
+        },
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "role-create",
+        "governance:role-create",
+        method="post",
+        data=lambda p: {"name": "acme_db_agent"},
+        perm="change_policy",
+    ),
+    Case(
+        "role-edit",
+        "governance:role-edit",
+        lambda p: {"pk": p.role.pk},
+        "post",
+        lambda p: {"name": "acme_code_agent", "description": "Changed."},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "role-delete",
+        "governance:role-delete",
+        lambda p: {"pk": p.role.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "role-server-add",
+        "governance:role-server-add",
+        lambda p: {"pk": p.role.pk},
+        "post",
+        lambda p: {"server": p.spare.pk, "kind": "forbidden"},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "role-server-remove",
+        "governance:role-server-remove",
+        lambda p: {"pk": p.role.pk, "rule_pk": p.rule.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "environment-create",
+        "governance:environment-create",
+        method="post",
+        data=env_data,
+        perm="change_policy",
+    ),
+    Case(
+        "environment-edit",
+        "governance:environment-edit",
+        lambda p: {"pk": p.environment.pk},
+        "post",
+        lambda p: env_data(p, name="acme_sandbox", forbidden_patterns="*prod*\n*main*"),
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "environment-delete",
+        "governance:environment-delete",
+        lambda p: {"pk": p.environment.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "binding-create",
+        "governance:binding-create",
+        lambda p: {"pk": p.environment.pk},
+        "post",
+        lambda p: {
+            "server": p.spare.pk,
+            "target_kind": "url",
+            "target": "postgresql://db/acme",
+            "permission": "read_write",
+        },
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "binding-edit",
+        "governance:binding-edit",
+        lambda p: {"pk": p.binding.pk},
+        "post",
+        lambda p: {"target_kind": "path", "target": "/srv/other", "permission": "read_write"},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "binding-delete",
+        "governance:binding-delete",
+        lambda p: {"pk": p.binding.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "global-limits-edit",
+        "governance:global-limits-edit",
+        method="post",
+        data=lambda p: {"max_calls_per_session": "200", "max_calls_per_minute": "", "pause_at_percent": "75"},
+        perm="change_policy",
+    ),
+    Case(
+        "trigger-settings-edit",
+        "governance:trigger-settings-edit",
+        method="post",
+        data=lambda p: {
+            "cascade_write_threshold": "4",
+            "large_data_bytes": "2048",
+            "production_url_words": "prod\nlive",
+        },
+        perm="change_policy",
+    ),
+    Case(
+        "server-limits-create",
+        "governance:server-limits-create",
+        method="post",
+        data=lambda p: {"server": p.spare.pk, "max_calls_per_minute": "30"},
+        perm="change_policy",
+    ),
+    Case(
+        "server-limits-edit",
+        "governance:server-limits-edit",
+        lambda p: {"pk": p.limit.pk},
+        "post",
+        lambda p: {"max_calls_per_session": "20", "max_response_bytes": "4096"},
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "server-limits-delete",
+        "governance:server-limits-delete",
+        lambda p: {"pk": p.limit.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "policy-import-apply",
+        "governance:policy-import",
+        method="post",
+        data=lambda p: {"text": POLICY_YAML, "action": "apply"},
+        perm="change_policy",
+    ),
+    Case(
+        "server-discover",
+        "governance:server-discover",
+        lambda p: {"pk": p.time_server.pk},
+        "post",
+        object_page=True,
+        perm="change_policy",
+    ),
+    Case(
+        "member-add",
+        "member-add",
+        method="post",
+        data=lambda p: {"username": "acme-newcomer", "role": "reviewer"},
+        perm="manage_members",
+    ),
+    Case(
+        "member-edit",
+        "member-edit",
+        lambda p: {"pk": p.membership.pk},
+        "post",
+        lambda p: {"role": "admin", "is_auditor": "on"},
+        object_page=True,
+        perm="manage_members",
+    ),
+    Case(
+        "member-remove",
+        "member-remove",
+        lambda p: {"pk": p.viewer_membership.pk},
+        "post",
+        object_page=True,
+        perm="manage_members",
+    ),
 ]
 
 ALL = PAGES + FORM_PAGES + WRITES
@@ -300,7 +552,15 @@ def test_other_team_gets_404_for_the_teams_objects_and_nothing_changes(client, p
 
 
 LISTS = [c for c in PAGES if not c.object_page]
-OUR_NAMES = ["acme_github", "acme_spare", "acme_code_agent", "acme_sandbox", "/srv/acme", "acme-admin", "acme-viewer"]
+OUR_NAMES = [
+    "acme_github",
+    "acme_spare",
+    "acme_code_agent",
+    "acme_sandbox",
+    "/srv/acme",
+    "acme-admin",
+    "acme-viewer",
+]
 
 
 @pytest.mark.parametrize("case", LISTS, ids=ids(LISTS))
@@ -368,13 +628,22 @@ def test_server_create_parses_lists_one_per_line(admin_client, p):
     assert response.url == reverse("governance:server-detail", args=[server.pk])
     assert server.args == ["-m", "mcp_server_time"]
     assert server.adr_links == ["https://adr.example.com/1", "https://adr.example.com/2"]
-    response = admin_client.post(reverse("governance:server-create"), server_data(p, slug="x2", adr_links="nope"))
+    response = admin_client.post(
+        reverse("governance:server-create"), server_data(p, slug="x2", adr_links="nope")
+    )
     assert "nope: Enter a valid URL." in response.content.decode()
 
 
 def test_server_edit_records_field_diffs_in_the_history(admin_client, p):
-    data = server_data(p, slug="acme_github", transport="http", command="", args="",
-                       url="https://api.github.com/mcp", known_risks="Deletes repositories.")
+    data = server_data(
+        p,
+        slug="acme_github",
+        transport="http",
+        command="",
+        args="",
+        url="https://api.github.com/mcp",
+        known_risks="Deletes repositories.",
+    )
     admin_client.post(reverse("governance:server-edit", args=[p.server.pk]), data)
     change = ChangeRecord.objects.filter(team=p.team, object_id=str(p.server.pk), action="update").first()
     assert change.changes["known_risks"] == ["Pushes to main.", "Deletes repositories."]
@@ -409,12 +678,16 @@ def test_tool_override_in_place_with_htmx_returns_the_row(admin_client, p):
     )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html
-    assert f'id="tool-{tool.pk}"' in html and 'class="badge read">read<' in html and "approval required" in html
+    assert (
+        f'id="tool-{tool.pk}"' in html and 'class="badge read">read<' in html and "approval required" in html
+    )
     assert "Tool delete_repo saved" in html  # the message, swapped out of band
     tool.refresh_from_db()
     assert (tool.access_class, tool.approval_required) == ("read", True)
     # back to the class the annotations give
-    admin_client.post(reverse("governance:tool-edit", args=[tool.pk]), {f"tool-{tool.pk}-access_class_override": ""})
+    admin_client.post(
+        reverse("governance:tool-edit", args=[tool.pk]), {f"tool-{tool.pk}-access_class_override": ""}
+    )
     tool.refresh_from_db()
     assert (tool.access_class_override, tool.access_class, tool.approval_required) == ("", "write", False)
 
@@ -425,17 +698,22 @@ def test_role_allowlist_add_and_remove_by_plain_post(admin_client, p):
     assert response.status_code == 302 and response.url == reverse("governance:role-detail", args=[p.role.pk])
     assert p.role.server_slugs("allowed") == ["acme_github", "acme_spare"]
     rule = RoleServerRule.objects.get(role=p.role, server=p.spare)
-    response = admin_client.post(reverse("governance:role-server-remove", args=[p.role.pk, rule.pk]), follow=True)
+    response = admin_client.post(
+        reverse("governance:role-server-remove", args=[p.role.pk, rule.pk]), follow=True
+    )
     assert "acme_spare removed from the allowed servers of acme_code_agent." in messages_of(response)
     assert p.role.server_slugs("allowed") == ["acme_github"]
 
 
 def test_role_allowlist_add_with_htmx_returns_the_lists(admin_client, p):
-    response = admin_client.post(reverse("governance:role-server-add", args=[p.role.pk]),
-                                 {"server": p.spare.pk, "kind": "forbidden"}, HTTP_HX_REQUEST="true")
+    response = admin_client.post(
+        reverse("governance:role-server-add", args=[p.role.pk]),
+        {"server": p.spare.pk, "kind": "forbidden"},
+        HTTP_HX_REQUEST="true",
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "<html" not in html and 'id="role-rules"' in html
-    forbidden = html[html.index('id="forbidden-servers"'):]
+    forbidden = html[html.index('id="forbidden-servers"') :]
     assert "acme_spare" in forbidden.split("<form")[0]
     assert "acme_spare is now forbidden for acme_code_agent." in html
 
@@ -444,8 +722,11 @@ def test_role_allowlist_add_with_htmx_returns_the_lists(admin_client, p):
 def test_server_cannot_be_both_allowed_and_forbidden(admin_client, p, htmx):
     extra = {"HTTP_HX_REQUEST": "true"} if htmx else {}
     before = db_state()
-    response = admin_client.post(reverse("governance:role-server-add", args=[p.role.pk]),
-                                 {"server": p.server.pk, "kind": "forbidden"}, **extra)
+    response = admin_client.post(
+        reverse("governance:role-server-add", args=[p.role.pk]),
+        {"server": p.server.pk, "kind": "forbidden"},
+        **extra,
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "a server cannot be both allowed and forbidden" in html
@@ -455,8 +736,9 @@ def test_server_cannot_be_both_allowed_and_forbidden(admin_client, p, htmx):
 
 def test_role_server_add_refuses_another_teams_server(admin_client, p):
     before = db_state()
-    response = admin_client.post(reverse("governance:role-server-add", args=[p.role.pk]),
-                                 {"server": p.foreign.pk, "kind": "allowed"})
+    response = admin_client.post(
+        reverse("governance:role-server-add", args=[p.role.pk]), {"server": p.foreign.pk, "kind": "allowed"}
+    )
     assert "Select a valid choice" in response.content.decode()
     assert db_state() == before
 
@@ -467,8 +749,10 @@ def test_role_page_marks_servers_on_the_other_list(admin_client, p):
 
 
 def test_environment_patterns_are_edited_one_per_line(admin_client, p):
-    admin_client.post(reverse("governance:environment-edit", args=[p.environment.pk]),
-                      env_data(p, name="acme_sandbox", forbidden_patterns="  *prod*\n\n*live*  \n"))
+    admin_client.post(
+        reverse("governance:environment-edit", args=[p.environment.pk]),
+        env_data(p, name="acme_sandbox", forbidden_patterns="  *prod*\n\n*live*  \n"),
+    )
     p.environment.refresh_from_db()
     assert p.environment.forbidden_patterns == ["*prod*", "*live*"]
     html = admin_client.get(reverse("governance:environment-edit", args=[p.environment.pk])).content.decode()
@@ -484,12 +768,15 @@ def test_production_authorization_is_locked_on(admin_client, p, team):
     # a hand-made POST that leaves it off changes nothing about authorization
     admin_client.post(url, env_data(p, name="production", order="2", note="Live systems."))
     production.refresh_from_db()
-    assert production.requires_authorization and production.is_production and production.note == "Live systems."
+    assert (
+        production.requires_authorization and production.is_production and production.note == "Live systems."
+    )
 
 
 def test_production_requires_authorization_on_create(admin_client, p):
-    response = admin_client.post(reverse("governance:environment-create"),
-                                 env_data(p, name="live_eu", is_production="on"))
+    response = admin_client.post(
+        reverse("governance:environment-create"), env_data(p, name="live_eu", is_production="on")
+    )
     assert "Production always requires explicit human authorization" in response.content.decode()
     assert not Environment.objects.filter(name="live_eu").exists()
 
@@ -503,17 +790,27 @@ def test_production_environment_cannot_be_deleted(admin_client, team):
 
 def test_environment_bindings_add_edit_remove(admin_client, p):
     env_url = reverse("governance:environment-detail", args=[p.environment.pk])
-    response = admin_client.post(reverse("governance:binding-create", args=[p.environment.pk]),
-                                 {"server": p.spare.pk, "target_kind": "url", "target": "no-scheme",
-                                  "permission": "read_only"})
+    response = admin_client.post(
+        reverse("governance:binding-create", args=[p.environment.pk]),
+        {"server": p.spare.pk, "target_kind": "url", "target": "no-scheme", "permission": "read_only"},
+    )
     assert "A URL target needs a scheme" in response.content.decode()
-    response = admin_client.post(reverse("governance:binding-create", args=[p.environment.pk]),
-                                 {"server": p.spare.pk, "target_kind": "url", "target": "postgresql://db/x",
-                                  "permission": "read_only"}, follow=True)
+    response = admin_client.post(
+        reverse("governance:binding-create", args=[p.environment.pk]),
+        {
+            "server": p.spare.pk,
+            "target_kind": "url",
+            "target": "postgresql://db/x",
+            "permission": "read_only",
+        },
+        follow=True,
+    )
     assert "acme_spare bound in acme_sandbox (read only)." in messages_of(response)
     binding = ServerBinding.objects.get(environment=p.environment, server=p.spare)
-    admin_client.post(reverse("governance:binding-edit", args=[binding.pk]),
-                      {"target_kind": "url", "target": "postgresql://db/y", "permission": "read_write"})
+    admin_client.post(
+        reverse("governance:binding-edit", args=[binding.pk]),
+        {"target_kind": "url", "target": "postgresql://db/y", "permission": "read_write"},
+    )
     binding.refresh_from_db()
     assert (binding.target, binding.permission) == ("postgresql://db/y", "read_write")
     html = admin_client.get(env_url).content.decode()
@@ -523,13 +820,16 @@ def test_environment_bindings_add_edit_remove(admin_client, p):
 
 
 def test_limits_forms_save_and_show_errors(admin_client, p, team):
-    response = admin_client.post(reverse("governance:global-limits-edit"),
-                                 {"max_calls_per_session": "100", "pause_at_percent": "150"})
+    response = admin_client.post(
+        reverse("governance:global-limits-edit"), {"max_calls_per_session": "100", "pause_at_percent": "150"}
+    )
     assert "Ensure this value is less than or equal to 100." in response.content.decode()
     assert not GlobalRateLimit.objects.filter(team=team, max_calls_per_session=100).exists()
-    response = admin_client.post(reverse("governance:trigger-settings-edit"),
-                                 {"cascade_write_threshold": "5", "large_data_bytes": "4096",
-                                  "production_url_words": "prod\nlive\n"}, follow=True)
+    response = admin_client.post(
+        reverse("governance:trigger-settings-edit"),
+        {"cascade_write_threshold": "5", "large_data_bytes": "4096", "production_url_words": "prod\nlive\n"},
+        follow=True,
+    )
     assert "Kill-switch trigger settings saved." in messages_of(response)
     triggers = TriggerSettings.objects.get(team=team)
     assert (triggers.cascade_write_threshold, triggers.production_url_words) == (5, ["prod", "live"])
@@ -541,7 +841,9 @@ def test_limits_forms_save_and_show_errors(admin_client, p, team):
 def test_history_is_paginated_and_team_scoped(admin_client, p, team, other_team):
     for n in range(60):
         ChangeRecord.objects.create(team=team, action="action", object_type="thing", object_repr=f"thing-{n}")
-    ChangeRecord.objects.create(team=other_team, action="action", object_type="thing", object_repr="globex-thing")
+    ChangeRecord.objects.create(
+        team=other_team, action="action", object_type="thing", object_repr="globex-thing"
+    )
     first = admin_client.get(reverse("governance:history")).content.decode()
     assert "thing-59" in first and "Page 1 of" in first and "globex-thing" not in first
     second = admin_client.get(reverse("governance:history"), {"page": 2}).content.decode()
@@ -554,8 +856,12 @@ def test_list_pages_do_not_query_per_row(admin_client, p, team, django_assert_ma
         server = server_create(team=team, slug=f"bulk_{n}")
         role = role_create(team=team, name=f"bulk_role_{n}")
         role_server_add(role=role, server=server, kind=RuleKind.ALLOWED)
-    for name in ("governance:server-list", "governance:role-list", "governance:environment-list",
-                 "governance:limits"):
+    for name in (
+        "governance:server-list",
+        "governance:role-list",
+        "governance:environment-list",
+        "governance:limits",
+    ):
         with django_assert_max_num_queries(20):
             assert admin_client.get(reverse(name)).status_code == 200
     with django_assert_max_num_queries(25):
@@ -594,7 +900,9 @@ def test_policy_import_preview_then_apply(admin_client, p):
     assert db_state() == before  # a preview writes nothing
     response = admin_client.post(url, {"text": POLICY_YAML, "action": "apply"}, follow=True)
     assert response.redirect_chain[-1][0] == reverse("governance:history")
-    assert any(m.startswith("Policy imported (mcp_access): 0 added, 1 changed") for m in messages_of(response))
+    assert any(
+        m.startswith("Policy imported (mcp_access): 0 added, 1 changed") for m in messages_of(response)
+    )
     assert p.role.server_slugs("allowed") == ["acme_github", "acme_spare"]
 
 

@@ -11,8 +11,14 @@ from portal.services import membership_remove, membership_set
 
 EXPECTED = {
     TeamRole.ADMIN: set(p.ALL_TEAM_PERMISSIONS),
-    TeamRole.REVIEWER: {p.VIEW, p.ACKNOWLEDGE_SESSION, p.RELEASE_SESSION, p.REVIEW_ACCESS, p.TOGGLE_FLAGS,
-                        p.MANAGE_INCIDENTS},
+    TeamRole.REVIEWER: {
+        p.VIEW,
+        p.ACKNOWLEDGE_SESSION,
+        p.RELEASE_SESSION,
+        p.REVIEW_ACCESS,
+        p.TOGGLE_FLAGS,
+        p.MANAGE_INCIDENTS,
+    },
     TeamRole.REQUESTER: {p.VIEW, p.REQUEST_ACCESS},
     TeamRole.VIEWER: {p.VIEW},
 }

@@ -17,9 +17,17 @@ PROD_ENV = {
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))
+    }
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
         timeout=60,
     )
 
@@ -50,8 +58,14 @@ def test_zero_setup_defaults_use_sqlite_and_eager_celery():
         "from django.conf import settings as s;"
         "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG)"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, check=True)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "MCPGOV_"))
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["django.db.backends.sqlite3", "True", "True"]
 
 
@@ -61,8 +75,18 @@ def test_database_url_selects_postgresql_through_psycopg3():
         "from django.conf import settings as s; d = s.DATABASES['default'];"
         "print(d['ENGINE'], d['HOST'], d['NAME'], s.CELERY_TASK_ALWAYS_EAGER, s.CELERY_BROKER_URL)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **PROD_ENV, "DJANGO_DEBUG": "1"},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, **PROD_ENV, "DJANGO_DEBUG": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split() == [
-        "django.db.backends.postgresql", "db.example.com", "mcpgov", "False", "redis://redis.example.com:6379/0"
+        "django.db.backends.postgresql",
+        "db.example.com",
+        "mcpgov",
+        "False",
+        "redis://redis.example.com:6379/0",
     ]

@@ -52,8 +52,9 @@ def test_team_switcher_changes_which_teams_objects_are_shown(client, team, other
     client.force_login(user)
     html = client.get(reverse("governance:server-list")).content.decode()
     assert "acme_only" in html and "globex_only" not in html
-    response = client.post(reverse("team-switch"), {"team": "globex", "next": reverse("governance:server-list")},
-                           follow=True)
+    response = client.post(
+        reverse("team-switch"), {"team": "globex", "next": reverse("governance:server-list")}, follow=True
+    )
     html = response.content.decode()
     assert "Now working in Globex." in messages_of(response)
     assert "globex_only" in html and "acme_only" not in html
@@ -86,17 +87,22 @@ def test_members_page_lists_roles(client, team, admin, viewer):
 
 def test_admin_adds_an_existing_user_who_then_has_the_roles_permissions(admin_client, team):
     newcomer = UserFactory(username="newcomer")
-    response = admin_client.post(reverse("member-add"), {"username": "newcomer", "role": "reviewer"}, follow=True)
+    response = admin_client.post(
+        reverse("member-add"), {"username": "newcomer", "role": "reviewer"}, follow=True
+    )
     assert "newcomer added as reviewer." in messages_of(response)
     assert Membership.objects.get(team=team, user=newcomer).role == TeamRole.REVIEWER
     assert permissions.has_team_perm(newcomer, permissions.ACKNOWLEDGE_SESSION, team)
     assert not permissions.has_team_perm(newcomer, permissions.CHANGE_POLICY, team)
 
 
-@pytest.mark.parametrize(("username", "error"), [
-    ("nobody", "There is no active user named nobody."),
-    ("acme-viewer", "acme-viewer is already a member; change their role in the list instead."),
-])
+@pytest.mark.parametrize(
+    ("username", "error"),
+    [
+        ("nobody", "There is no active user named nobody."),
+        ("acme-viewer", "acme-viewer is already a member; change their role in the list instead."),
+    ],
+)
 def test_adding_a_member_explains_what_is_wrong(admin_client, team, viewer, username, error):
     count = Membership.objects.count()
     response = admin_client.post(reverse("member-add"), {"username": username, "role": "admin"})
@@ -107,8 +113,9 @@ def test_adding_a_member_explains_what_is_wrong(admin_client, team, viewer, user
 
 def test_admin_changes_a_role_and_the_auditor_flag(admin_client, team, viewer):
     membership = Membership.objects.get(team=team, user=viewer)
-    response = admin_client.post(reverse("member-edit", args=[membership.pk]),
-                                 {"role": "reviewer", "is_auditor": "on"}, follow=True)
+    response = admin_client.post(
+        reverse("member-edit", args=[membership.pk]), {"role": "reviewer", "is_auditor": "on"}, follow=True
+    )
     assert "acme-viewer is now reviewer (auditor)." in messages_of(response)
     membership.refresh_from_db()
     assert (membership.role, membership.is_auditor) == (TeamRole.REVIEWER, True)
@@ -127,7 +134,9 @@ def test_admin_removes_a_member_who_loses_access(admin_client, client, team, vie
 
 def test_the_last_admin_can_neither_be_demoted_nor_removed(admin_client, team, admin):
     membership = Membership.objects.get(team=team, user=admin)
-    response = admin_client.post(reverse("member-edit", args=[membership.pk]), {"role": "viewer"}, follow=True)
+    response = admin_client.post(
+        reverse("member-edit", args=[membership.pk]), {"role": "viewer"}, follow=True
+    )
     assert any("last admin cannot be demoted" in m for m in messages_of(response))
     response = admin_client.post(reverse("member-remove", args=[membership.pk]), follow=True)
     assert "acme-admin is the team's last admin and cannot be removed." in messages_of(response)

@@ -156,6 +156,7 @@ DEMO_FLAGS = (
     ("mcp.cloud.infra", "cloud_infrastructure", "all"),
 )
 
+
 class Command(BaseCommand):
     help = (
         f"Create or update the demo team '{TEAM_SLUG}', its four users (password {PASSWORD}) and the seed's "
@@ -188,8 +189,13 @@ class Command(BaseCommand):
                 server = McpServer.objects.filter(team=team, slug=slug).first()
                 exists = Flag.objects.filter(team=team, name=flag_name).exists()
                 if server is not None and not exists:
-                    flag_create(team=team, server=server, capability=capability, name=flag_name,
-                                description="Kill switch from the seed's Unleash example.")
+                    flag_create(
+                        team=team,
+                        server=server,
+                        capability=capability,
+                        name=flag_name,
+                        description="Kill switch from the seed's Unleash example.",
+                    )
             trigger_settings_set(
                 team=team,
                 cascade_write_threshold=DEFAULT_CASCADE_WRITE_THRESHOLD,
