@@ -15,13 +15,10 @@ from functools import cache
 from celery import shared_task
 from django.conf import settings
 
-from portal.celery import app
-
 logger = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 1.0  # settings.MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS overrides it
 PENDING_TTL_SECONDS = 120  # a lost task must not block rebuilds for longer than this
-REFRESH_INTERVAL_SECONDS = 15.0  # bundles live ≥ 60 s and are re-issued after half of it
 
 
 def _pending_key(team_id: int) -> str:
@@ -124,12 +121,6 @@ def refresh_bundles() -> int:
 
     return sum(1 for result in bundles_refresh() if result.created)
 
-
-# Run by `celery -A portal beat`; kept here so the schedule lives next to the task.
-app.conf.beat_schedule.setdefault(
-    "governance.refresh_bundles",
-    {"task": "governance.tasks.refresh_bundles", "schedule": REFRESH_INTERVAL_SECONDS},
-)
 
 
 # --- production access and gateway health (services: governance/services/access.py, notifications.py) ---

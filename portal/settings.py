@@ -183,34 +183,26 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 
-# Celery beat: periodic tasks. Each app adds its own entries in its own marked block.
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
-# --- beat: audit app (owned by audit/) ---
-CELERY_BEAT_SCHEDULE.update(
-    {
-        "audit-seal-chains": {
-            "task": "audit.seal_audit_chains",
-            "schedule": 300.0,
-        },  # signed digests, every 5 min
-        "audit-export-logs": {
-            "task": "audit.export_audit_logs",
-            "schedule": 3600.0,
-        },  # daily archive files, hourly check
-    }
-)
-# --- end beat: audit app ---
-# --- beat: production access and gateway health (owned by governance access/flags) ---
 # Gateways not seen for this many minutes are flagged on the kill-switch panel; reviewers are emailed once.
 MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", "10"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
-CELERY_BEAT_SCHEDULE.update(
-    {
-        "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
-        "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
-    }
-)
-# --- end beat: production access and gateway health ---
+
+# Celery beat: the whole periodic schedule, in one place (`celery -A portal beat`; docs/operations.md).
+# Every task is safe to run twice.
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # Re-issue bundles past half their lifetime (gateways never fail closed while the portal is up)
+    # and drop ended grants.
+    "governance-refresh-bundles": {"task": "governance.tasks.refresh_bundles", "schedule": 15.0},
+    # Unreviewed production-access requests and ended grants become expired; bundles rebuilt; people told.
+    "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
+    # Gateways that went quiet: flagged in the UI, reviewers emailed once.
+    "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
+    # Seal the audit hash chains into signed digests.
+    "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": 300.0},
+    # Scheduled exports: each finished day written once per team (checked hourly).
+    "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
+}
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -169,7 +169,7 @@ def test_eager_mode_rebuilds_on_commit(team, settings, django_capture_on_commit_
 
 
 def test_refresh_task_is_scheduled_by_beat(team):
-    entry = app.conf.beat_schedule["governance.refresh_bundles"]
+    entry = app.conf.beat_schedule["governance-refresh-bundles"]
     assert entry["task"] == "governance.tasks.refresh_bundles" and entry["schedule"] <= 30
     assert tasks.refresh_bundles() == 3  # environments without a bundle get their first one
     assert tasks.refresh_bundles() == 0
