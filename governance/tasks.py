@@ -122,7 +122,6 @@ def refresh_bundles() -> int:
     return sum(1 for result in bundles_refresh() if result.created)
 
 
-
 # --- production access and gateway health (services: governance/services/access.py, notifications.py) ---
 
 
