@@ -46,7 +46,6 @@ class DecisionKind(models.TextChoices):
     DENY = "deny", "Call denied"
 
 
-SESSION_DECISIONS = (DecisionKind.RELEASE, DecisionKind.END)
 CALL_DECISIONS = (DecisionKind.APPROVE, DecisionKind.DENY)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from audit.choices import CALL_DECISIONS, CallStatus, ExportFormat, SessionState, Trigger
+from audit.choices import CALL_DECISIONS, CallStatus, SessionState, Trigger
 from audit.models import AgentSession
 
 _BLANK = [("", "Any")]
@@ -74,7 +74,3 @@ class ApprovalForm(forms.Form):
     call_id = forms.CharField(widget=forms.HiddenInput, max_length=64)
     decision = forms.ChoiceField(choices=[(k.value, k.label) for k in CALL_DECISIONS])
     reason = forms.CharField(label="Reason")
-
-
-class ExportForm(forms.Form):
-    format = forms.ChoiceField(choices=ExportFormat.choices, initial=ExportFormat.JSONL)
