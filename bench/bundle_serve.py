@@ -153,7 +153,7 @@ def main() -> int:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "portal.asgi:application",
+                "config.asgi:application",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -194,7 +194,7 @@ def main() -> int:
             tool = "wrk" if shutil.which("wrk") else "python-asyncio"
             runner = run_wrk if tool == "wrk" else run_python_client
             print(
-                f"server          uvicorn portal.asgi:application, {args.workers} worker(s), loopback, "
+                f"server          uvicorn config.asgi:application, {args.workers} worker(s), loopback, "
                 f"DJANGO_DEBUG=0; load generator {tool}, {args.connections} connections, {args.seconds}s each"
             )
             print(

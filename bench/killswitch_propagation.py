@@ -63,7 +63,7 @@ def fresh_database(url: str, *, create: bool = True) -> None:
 
 
 def start_portal(
-    env: dict[str, str], workers: int, app: str = "portal.asgi:application"
+    env: dict[str, str], workers: int, app: str = "config.asgi:application"
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -222,14 +222,14 @@ def main() -> None:
     ap.add_argument("--toggles", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--redis", default="", help="REDIS_URL for the portal (needed with --workers > 1)")
-    ap.add_argument("--app", default="portal.asgi:application", help="the ASGI application uvicorn serves")
+    ap.add_argument("--app", default="config.asgi:application", help="the ASGI application uvicorn serves")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     args = ap.parse_args()
     if args.workers > 1 and not args.redis:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 
     fresh_database(args.database_url)
-    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "portal.settings",
+    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
            "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
            "REDIS_URL": args.redis, "DJANGO_LOG_LEVEL": "WARNING"}  # fmt: skip
     os.environ.update(

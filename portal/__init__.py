@@ -1,5 +1,1 @@
-"""The MCP governance portal: the Django project, teams and accounts, and the web shell."""
-
-from portal.celery import app as celery_app
-
-__all__ = ("celery_app",)
+"""The ground floor: teams and memberships, permissions, change history, the realtime notifier, the page toolkit."""

@@ -46,7 +46,7 @@ Holding no thread: Django's ASGI handler gives every request a thread (for its s
 ``request_started`` receivers) until the response is sent, so a long poll served as an
 ordinary async Django view still holds one idle thread while it waits. For an endpoint with
 many concurrent waiters, answer its path in front of Django the way
-``governance.api.bundle.asgi_bundle_route`` does (wired in ``portal/asgi.py``), and do ORM
+``governance.api.bundle.asgi_bundle_route`` does (wired in ``config/asgi.py``), and do ORM
 work with ``sync_to_async(..., thread_sensitive=True)`` — outside a Django request that is
 one shared thread for the process.
 """

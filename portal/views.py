@@ -1,4 +1,4 @@
-"""The web shell: dashboard, team switcher and team members (login/logout are Django's auth views)."""
+"""The web shell: team switcher and team members (login/logout are Django's auth views)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,6 @@ from portal import services
 from portal.middleware import SESSION_KEY
 from portal.models import Membership
 from portal.permissions import MANAGE_MEMBERS, teams_for_user
-from portal.selectors import dashboard_summary
-
-
-@login_required
-def dashboard(request):
-    if not request.team:  # a lazy object: test its truth, not its identity
-        return render(request, "portal/no_team.html")
-    return render(request, "portal/dashboard.html", {"summary": dashboard_summary(team=request.team)})
 
 
 @login_required

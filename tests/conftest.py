@@ -101,7 +101,7 @@ def portal_server(transactional_db):
             sys.executable,
             "-m",
             "uvicorn",
-            "portal.asgi:application",
+            "config.asgi:application",
             "--host",
             "127.0.0.1",
             "--port",

@@ -99,7 +99,7 @@ class PortalProcess:
         deadline = time.monotonic() + 60
         while True:  # the port may linger briefly after a stop
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
+                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                  "--port", str(self.port), "--log-level", "warning", "--no-access-log",
                  "--timeout-graceful-shutdown", "2"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -508,7 +508,7 @@ def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requ
     from django.conf import settings
 
     from governance.tasks import expire_access_requests, notify_stale_clients
-    from portal.celery import app
+    from config.celery import app
 
     schedule = settings.CELERY_BEAT_SCHEDULE
     for entry, task in [("governance-expire-access", "governance.tasks.expire_access_requests"),

@@ -209,7 +209,7 @@ def _server_pid(base: str) -> int:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"portal.asgi:application" in argv and port.encode() in argv:
+        if b"config.asgi:application" in argv and port.encode() in argv:
             return int(proc.name)
     raise AssertionError("uvicorn process not found")
 
@@ -413,7 +413,7 @@ def test_create_client_command_refuses_bad_input(team):
 def _asgi_get(host: str, token: str) -> list[dict]:
     import asyncio
 
-    from portal.asgi import application
+    from config.asgi import application
 
     sent, calls = [], []
 

@@ -54,7 +54,7 @@ def test_production_refuses_to_start_without_a_key_encryption_key():
 
 def test_zero_setup_defaults_use_sqlite_and_eager_celery():
     code = (
-        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup();"
         "from django.conf import settings as s;"
         "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.DEBUG)"
     )
@@ -71,7 +71,7 @@ def test_zero_setup_defaults_use_sqlite_and_eager_celery():
 
 def test_database_url_selects_postgresql_through_psycopg3():
     code = (
-        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup();"
         "from django.conf import settings as s; d = s.DATABASES['default'];"
         "print(d['ENGINE'], d['HOST'], d['NAME'], s.CELERY_TASK_ALWAYS_EAGER, s.CELERY_BROKER_URL)"
     )

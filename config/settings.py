@@ -66,7 +66,7 @@ MIDDLEWARE = [
     "portal.middleware.CurrentTeamMiddleware",
 ]
 
-ROOT_URLCONF = "portal.urls"
+ROOT_URLCONF = "config.urls"
 
 TEMPLATES = [
     {
@@ -84,8 +84,8 @@ TEMPLATES = [
     },
 ]
 
-WSGI_APPLICATION = "portal.wsgi.application"
-ASGI_APPLICATION = "portal.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
 
 # Database: DATABASE_URL (postgres://…) selects PostgreSQL through psycopg 3;
 # unset, a local SQLite file so the product runs with zero setup.

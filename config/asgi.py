@@ -1,10 +1,10 @@
-"""ASGI entry point (uvicorn portal.asgi:application); long polls and streams need it."""
+"""ASGI entry point (uvicorn config.asgi:application); long polls and streams need it."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
 # After Django is set up: the bundle endpoint's long poll is answered without Django's
