@@ -507,8 +507,8 @@ def test_pages_permission_matrix(client, team, p, requester, viewer, outsider, r
 def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requester):
     from django.conf import settings
 
-    from governance.tasks import expire_access_requests, notify_stale_clients
     from config.celery import app
+    from governance.tasks import expire_access_requests, notify_stale_clients
 
     schedule = settings.CELERY_BEAT_SCHEDULE
     for entry, task in [("governance-expire-access", "governance.tasks.expire_access_requests"),

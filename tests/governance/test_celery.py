@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from config.celery import app
 from governance import tasks
 from governance.models import Environment, PolicyBundle
 from governance.services import roles as role_services
 from governance.services import servers as server_services
-from config.celery import app
 from tests.conftest import ROOT, _database_url
 
 BROKER = "redis://127.0.0.1:6379/14"  # this suite's own Redis database
