@@ -51,11 +51,11 @@ test: deps upstreams chromium
 
 lint: deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check config portal governance audit mcpgov tests bench
+	$(BIN)/ruff format --check config portal governance audit incidents mcpgov tests bench
 
 fmt: deps
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format config portal governance audit mcpgov tests bench
+	$(BIN)/ruff format config portal governance audit incidents mcpgov tests bench
 
 bench: deps upstreams
 	$(BIN)/python bench/run_all.py

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "portal",
     "governance",
     "audit",
+    "incidents",
 ]
 
 MIDDLEWARE = [

@@ -19,6 +19,7 @@ urlpatterns = [
     path("team/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("governance/", include("governance.urls")),
     path("audit/", include("audit.urls")),
+    path("incidents/", include("incidents.urls")),
     # REST API
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

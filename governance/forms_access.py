@@ -1,6 +1,6 @@
-"""Forms for production-access tickets, the kill-switch panel and incidents.
+"""Forms for production-access tickets and the kill-switch panel.
 
-They only parse input; the services in governance.services.{access,flags,incidents}
+They only parse input; the services in governance.services.{access,flags}
 validate and write.
 """
 
@@ -11,7 +11,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
-from governance.choices import Capability, ConstraintOperator, Severity
+from governance.choices import Capability, ConstraintOperator
 from governance.models import AgentRole, Environment, FlagState, McpServer
 
 DATETIME_INPUT = "%Y-%m-%dT%H:%M"
@@ -127,61 +127,3 @@ class FlagConstraintsForm(forms.Form):
                 c = state.constraints[0]
                 initial.update(operator=c["operator"], roles=", ".join(c["values"]))
         return cls(initial=initial, **kwargs)
-
-
-class IncidentForm(forms.Form):
-    title = forms.CharField(max_length=300)
-    severity = forms.ChoiceField(choices=Severity.choices, initial=Severity.SEV2)
-    servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
-        label="Affected servers", help_text="Containment disables every flag of these servers.",
-    )  # fmt: skip
-    description = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="What happened"
-    )
-
-    def __init__(self, *args, team, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["servers"].queryset = McpServer.objects.for_team(team).order_by("slug")
-
-
-class IncidentServersForm(forms.Form):
-    servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(), widget=forms.CheckboxSelectMultiple
-    )
-
-    def __init__(self, *args, team, exclude=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["servers"].queryset = (
-            McpServer.objects.for_team(team).exclude(pk__in=[s.pk for s in exclude]).order_by("slug")
-        )
-
-
-class SessionLinkForm(forms.Form):
-    session_id = forms.CharField(max_length=64, label="Session id")
-    note = forms.CharField(required=False, max_length=500)
-
-
-class RootCauseForm(forms.Form):
-    root_cause = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
-
-
-class NoteForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), label="Note")
-
-
-class ResolveForm(forms.Form):
-    reenable = forms.ModelMultipleChoiceField(
-        queryset=FlagState.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
-        label="Re-enable the flags containment disabled",
-    )  # fmt: skip
-    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Resolution note")
-
-    def __init__(self, *args, candidates, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["reenable"].queryset = FlagState.objects.filter(
-            pk__in=[s.pk for s in candidates]
-        ).select_related("flag", "environment")
-        self.fields["reenable"].label_from_instance = lambda s: f"{s.flag.name} in {s.environment.name}"
-        if not self.is_bound:
-            self.initial["reenable"] = [s.pk for s in candidates]

@@ -9,7 +9,6 @@ from governance.views import (
     environments,
     flags,
     history,
-    incidents,
     limits,
     policy_io,
     roles,
@@ -66,7 +65,7 @@ urlpatterns = [
     path("bundles/rebuild/", bundles.bundle_rebuild, name="bundle-rebuild"),
 ]
 
-# Production access, the kill-switch panel and incidents (governance/views/{access,flags,incidents}.py).
+# Production access and the kill-switch panel (governance/views/{access,flags}.py).
 urlpatterns += [
     path("access/", access.access_list, name="access-list"),
     path("access/new/", access.access_create, name="access-create"),
@@ -83,13 +82,4 @@ urlpatterns += [
     path("flags/<int:pk>/<int:env_pk>/disable/", flags.flag_disable, name="flag-disable"),
     path("flags/<int:pk>/<int:env_pk>/enable/", flags.flag_enable, name="flag-enable"),
     path("flags/<int:pk>/<int:env_pk>/strategy/", flags.flag_state_edit, name="flag-state-edit"),
-    path("incidents/", incidents.incident_list, name="incident-list"),
-    path("incidents/new/", incidents.incident_create, name="incident-create"),
-    path("incidents/<int:pk>/", incidents.incident_detail, name="incident-detail"),
-    path("incidents/<int:pk>/contain/", incidents.incident_contain, name="incident-contain"),
-    path("incidents/<int:pk>/servers/", incidents.incident_add_servers, name="incident-add-servers"),
-    path("incidents/<int:pk>/sessions/", incidents.incident_link_session, name="incident-link-session"),
-    path("incidents/<int:pk>/root-cause/", incidents.incident_root_cause, name="incident-root-cause"),
-    path("incidents/<int:pk>/notes/", incidents.incident_note, name="incident-note"),
-    path("incidents/<int:pk>/resolve/", incidents.incident_resolve, name="incident-resolve"),
 ]

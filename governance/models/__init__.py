@@ -4,7 +4,6 @@ from governance.models.access import AccessRequest, AccessReview
 from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey
 from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
-from governance.models.incidents import Incident, IncidentEntry
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
 from governance.models.roles import AgentRole, RoleServerRule
 from governance.models.servers import McpServer, McpTool
@@ -18,8 +17,6 @@ __all__ = [
     "Flag",
     "FlagState",
     "GlobalRateLimit",
-    "Incident",
-    "IncidentEntry",
     "McpServer",
     "McpTool",
     "PolicyBundle",

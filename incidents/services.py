@@ -14,11 +14,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.choices import Capability, IncidentStatus, Severity
-from governance.models import Flag, FlagState, Incident, IncidentEntry, McpServer
+from audit.models import AgentSession
+from governance.choices import Capability
+from governance.models import Flag, FlagState, McpServer
 from governance.services import notifications
 from governance.services.common import Action, change_record
 from governance.services.flags import default_flag_name, flag_state_apply, flags_changed
+from incidents.choices import IncidentStatus, Severity
+from incidents.models import Incident, IncidentEntry
 from portal.models import Team
 from portal.permissions import MANAGE_INCIDENTS, TOGGLE_FLAGS, require_team_perm
 
@@ -189,23 +192,21 @@ def incident_link_session(*, incident: Incident, session_id: str, actor, note: s
     _check(actor, incident.team)
     _lock(incident)
     try:
-        session_uuid = str(uuid.UUID(str(session_id).strip()))
+        session_uuid = uuid.UUID(str(session_id).strip())
     except ValueError as exc:
         raise ValidationError({"session_id": "A session id is a UUID, as shown in the audit trail."}) from exc
-    from audit.models import AgentSession
-
-    if not AgentSession.objects.filter(pk=session_uuid, team_id=incident.team_id).exists():
+    session = AgentSession.objects.filter(pk=session_uuid, team_id=incident.team_id).first()
+    if session is None:
         raise ValidationError({"session_id": "No agent session with this id in this team."})
-    if session_uuid in incident.session_ids:
+    if incident.sessions.filter(pk=session.pk).exists():
         raise ValidationError({"session_id": "This session is already linked."})
-    incident.session_ids = [*incident.session_ids, session_uuid]
-    incident.save(update_fields=["session_ids"])
+    incident.sessions.add(session)
     return _entry(
         incident,
         Kind.SESSION_LINKED,
         actor,
-        note.strip() or f"Session {session_uuid} linked",
-        {"session_id": session_uuid},
+        note.strip() or f"Session {session.pk} linked",
+        {"session_id": str(session.pk)},
     )
 
 

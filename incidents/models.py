@@ -1,11 +1,15 @@
-"""Incidents: contain (disable flags) → review the audit → root cause → resolve (re-enable)."""
+"""Incidents: contain (disable flags) → review the audit → root cause → resolve (re-enable).
+
+The tables keep the names they had when incidents lived in `governance` (`db_table`), so
+moving the app changed no data.
+"""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 
-from governance.choices import IncidentStatus, Severity
+from incidents.choices import IncidentStatus, Severity
 from portal.permissions import team_scoped_manager
 
 
@@ -15,7 +19,12 @@ class Incident(models.Model):
     severity = models.CharField(max_length=8, choices=Severity.choices)
     status = models.CharField(max_length=16, choices=IncidentStatus.choices, default=IncidentStatus.OPEN)
     affected_servers = models.ManyToManyField("governance.McpServer", related_name="incidents", blank=True)
-    session_ids = models.JSONField(default=list, blank=True, help_text="Agent sessions linked for review.")
+    sessions = models.ManyToManyField(
+        "audit.AgentSession",
+        related_name="incidents",
+        blank=True,
+        help_text="Agent sessions linked for review.",
+    )
     root_cause = models.TextField(blank=True)
     opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     opened_at = models.DateTimeField(auto_now_add=True)
@@ -25,6 +34,7 @@ class Incident(models.Model):
     objects = team_scoped_manager("team")
 
     class Meta:
+        db_table = "governance_incident"
         ordering = ["-opened_at"]
 
     def __str__(self) -> str:
@@ -55,6 +65,7 @@ class IncidentEntry(models.Model):
     objects = team_scoped_manager("incident__team")
 
     class Meta:
+        db_table = "governance_incidententry"
         ordering = ["created_at", "id"]
         verbose_name = "incident timeline entry"
         verbose_name_plural = "incident timeline entries"

@@ -8,9 +8,11 @@ from django.db.models import Count, Prefetch
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from governance.choices import IncidentStatus
 from governance.forms import apply_service_errors
-from governance.forms_access import (
+from governance.views.base import get_team_object, require_perm, submit, team_view
+from incidents import services
+from incidents.choices import IncidentStatus
+from incidents.forms import (
     IncidentForm,
     IncidentServersForm,
     NoteForm,
@@ -18,9 +20,7 @@ from governance.forms_access import (
     RootCauseForm,
     SessionLinkForm,
 )
-from governance.models import Incident, IncidentEntry
-from governance.services import incidents as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from incidents.models import Incident, IncidentEntry
 from portal.permissions import MANAGE_INCIDENTS, VIEW, has_team_perm
 
 
@@ -39,7 +39,7 @@ def incident_list(request):
     incidents = _incidents(request).annotate(entries=Count("timeline"))
     if status in IncidentStatus.values:
         incidents = incidents.filter(status=status)
-    return render(request, "governance/incidents/list.html", {
+    return render(request, "incidents/list.html", {
         "incidents": incidents.order_by("-opened_at")[:200],
         "status": status,
         "statuses": IncidentStatus.choices,
@@ -57,8 +57,8 @@ def incident_create(request):
             messages.success(
                 request, f"Incident #{incident.pk} opened; the team's responders have been emailed."
             )
-            return redirect("governance:incident-detail", pk=incident.pk)
-    return render(request, "governance/incidents/form.html", {"form": form})
+            return redirect("incidents:incident-detail", pk=incident.pk)
+    return render(request, "incidents/form.html", {"form": form})
 
 
 def _detail_context(request, incident, **forms):
@@ -88,7 +88,7 @@ def incident_detail(request, pk: int):
         ),
         pk=pk,
     )
-    return render(request, "governance/incidents/detail.html", _detail_context(request, incident))
+    return render(request, "incidents/detail.html", _detail_context(request, incident))
 
 
 def _action(request, pk: int, form_name: str, form, service, success: str, **kwargs):
@@ -104,18 +104,18 @@ def _action(request, pk: int, form_name: str, form, service, success: str, **kwa
             else:
                 apply_service_errors(form, exc)
                 return render(
-                    request, "governance/incidents/detail.html",
+                    request, "incidents/detail.html",
                     _detail_context(request, incident, **{form_name: form}), status=400,
                 )  # fmt: skip
         else:
             messages.success(request, success)
-            return redirect("governance:incident-detail", pk=incident.pk)
+            return redirect("incidents:incident-detail", pk=incident.pk)
     else:
         return render(
-            request, "governance/incidents/detail.html", _detail_context(request, incident, **{form_name: form}),
+            request, "incidents/detail.html", _detail_context(request, incident, **{form_name: form}),
             status=400,
         )  # fmt: skip
-    return redirect("governance:incident-detail", pk=incident.pk)
+    return redirect("incidents:incident-detail", pk=incident.pk)
 
 
 @team_view

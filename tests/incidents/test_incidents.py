@@ -8,10 +8,12 @@ import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from governance.choices import IncidentStatus
-from governance.models import Flag, FlagState, Incident, IncidentEntry
+from governance.models import Flag, FlagState
 from governance.services.flags import flag_create, flag_disable
-from governance.services.incidents import (
+from governance.services.servers import server_create
+from incidents.choices import IncidentStatus
+from incidents.models import Incident, IncidentEntry
+from incidents.services import (
     contained_flag_states,
     incident_add_note,
     incident_contain,
@@ -20,7 +22,6 @@ from governance.services.incidents import (
     incident_record_root_cause,
     incident_resolve,
 )
-from governance.services.servers import server_create
 from portal.models import ChangeRecord
 
 Kind = IncidentEntry.Kind
@@ -91,7 +92,9 @@ def test_full_workflow_every_step_on_the_timeline(
     incident_add_note(incident=incident, text="Audit shows 3 writes to /etc", actor=reviewer)
     incident_record_root_cause(incident=incident, root_cause="Role allowed filesystem writes", actor=reviewer)
     incident.refresh_from_db()
-    assert incident.session_ids == [session_id] and incident.root_cause == "Role allowed filesystem writes"
+    assert [str(s.pk) for s in incident.sessions.all()] == [
+        session_id
+    ] and incident.root_cause == "Role allowed filesystem writes"
 
     candidates = contained_flag_states(incident)
     assert len(candidates) == 9
@@ -186,15 +189,15 @@ def test_pages_permission_matrix(client, team, servers, admin, viewer, outsider,
     incident = incident_open(
         team=team, title="Prod files", severity="sev1", servers=[servers["fs"]], actor=admin
     )
-    detail = f"/governance/incidents/{incident.pk}/"
+    detail = f"/incidents/{incident.pk}/"
     contain = f"{detail}contain/"
     # anonymous → login, nothing changes
-    assert client.get("/governance/incidents/").status_code == 302
+    assert client.get("/incidents/").status_code == 302
     assert client.post(contain).status_code == 302
     # a viewer reads, but cannot act (403) and nothing changes
     client.force_login(viewer)
     assert client.get(detail).status_code == 200
-    assert client.get("/governance/incidents/new/").status_code == 403
+    assert client.get("/incidents/new/").status_code == 403
     assert client.post(contain).status_code == 403
     assert client.post(f"{detail}root-cause/", {"root_cause": "x"}).status_code == 403
     # another team → 404
@@ -220,17 +223,17 @@ def test_pages_permission_matrix(client, team, servers, admin, viewer, outsider,
 
 def test_open_form_creates_an_incident(client, team, servers, reviewer):
     client.force_login(reviewer)
-    resp = client.post("/governance/incidents/new/", {"title": "DB writes", "severity": "sev2",
+    resp = client.post("/incidents/new/", {"title": "DB writes", "severity": "sev2",
                                                         "servers": [servers["db"].pk], "description": "x"})  # fmt: skip
     incident = Incident.objects.get()
-    assert resp.status_code == 302 and resp["Location"].endswith(f"/governance/incidents/{incident.pk}/")
+    assert resp.status_code == 302 and resp["Location"].endswith(f"/incidents/{incident.pk}/")
     assert list(incident.affected_servers.all()) == [servers["db"]]
 
 
 def test_resolve_without_root_cause_shows_the_error(client, team, servers, reviewer):
     incident = incident_open(team=team, title="T", severity="sev2", servers=[servers["fs"]], actor=reviewer)
     client.force_login(reviewer)
-    resp = client.post(f"/governance/incidents/{incident.pk}/resolve/", {})
+    resp = client.post(f"/incidents/{incident.pk}/resolve/", {})
     assert resp.status_code == 400 and "Record the root cause" in resp.content.decode()
     incident.refresh_from_db()
     assert incident.status == IncidentStatus.OPEN
