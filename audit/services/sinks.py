@@ -197,13 +197,13 @@ def load_directory_copy(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
 def load_syslog_copy(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """{team slug: {number: record}} from a syslog file: each line's JSON after the MSGID field."""
     copies: dict[str, dict[int, dict[str, Any]]] = {}
-    marker = f" {SYSLOG_MSGID} - "
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        at = line.find(marker + "{")
-        if at < 0:
+        at = line.find(f" {SYSLOG_MSGID} ")
+        start = line.find("{", at) if at >= 0 else -1
+        if start < 0:
             continue
         try:
-            record = json.loads(line[at + len(marker) :])
+            record = json.loads(line[start:])
             copies.setdefault(record["digest"]["team"], {})[int(record["digest"]["number"])] = record
         except (ValueError, KeyError, TypeError):
             continue
