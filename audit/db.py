@@ -101,3 +101,111 @@ def suspend_installed_sql(connection) -> tuple[list[str], list[str]]:
     before, after = suspend_sql(connection.vendor)
     keep = lambda statement: any(f" {name}" in statement for name in present)  # noqa: E731
     return [s for s in before if keep(s)], [s for s in after if keep(s)]
+
+
+# --- the application's database role (PostgreSQL) -------------------------------------------------
+
+# Tables the application only ever INSERTs into and SELECTs from. The app role gets exactly those
+# two privileges on them; the append-only triggers above additionally stop the owner's mistakes.
+# AgentSession stays writable (counters, chain head, state, `sealed_seq`): verify_audit never
+# trusts `sealed_seq` or the head for what a digest covers — it reads the digests (and their
+# external copies) themselves, so resetting those columns hides nothing (docs/audit.md).
+INSERT_ONLY_TABLES = (
+    *APPEND_ONLY_TABLES,
+    "audit_acknowledgement",
+    "audit_sessiondecision",
+    "audit_auditdigestcopy",
+)
+# Tables the app may read but never write: migrations belong to the owner role.
+READ_ONLY_TABLES = ("django_migrations",)
+
+
+class RoleError(Exception):
+    """The app role cannot be set up safely (it is the owner, a superuser, or owns tables)."""
+
+
+def app_role_setup(connection, *, role: str, create: bool = False, password: str | None = None) -> list[str]:
+    """Create (optionally) and grant the application's role on `connection`'s database, idempotently.
+
+    Run as the owner of the tables (the role migrations run as). Every table in the current schema
+    is reset to: SELECT, INSERT, UPDATE, DELETE — except INSERT_ONLY_TABLES (SELECT, INSERT) and
+    READ_ONLY_TABLES (SELECT). The role owns nothing, so it cannot ALTER the audit tables (disable
+    their triggers), replace or drop the trigger function, or create objects in the schema.
+    Returns the statements run (for the command's --verbosity 2).
+    """
+    from psycopg import sql
+
+    if connection.vendor != "postgresql":
+        return []
+    ident = sql.Identifier(role)
+    ran: list[str] = []
+
+    def run(cursor, statement, params=None):
+        text = (
+            statement.as_string(connection.connection) if isinstance(statement, sql.Composable) else statement
+        )
+        cursor.execute(text, params)
+        ran.append(text if "PASSWORD" not in text else text.split(" PASSWORD")[0] + " PASSWORD ***")
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, current_database(), current_schema()")
+        owner, database, schema = cursor.fetchone()
+        if role == owner:
+            raise RoleError(
+                f"The app role {role!r} is the role this command connects as: run it (and migrate) "
+                "as the owner role (DATABASE_OWNER_URL, --database owner)."
+            )
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role])
+        row = cursor.fetchone()
+        if row is None and not create:
+            raise RoleError(f"No role {role!r}: create it, or pass --create-role.")
+        if row is not None and row[0]:
+            raise RoleError(f"The app role {role!r} is a superuser: it could lift every protection.")
+        if row is None:
+            run(cursor, sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        run(
+            cursor,
+            sql.SQL(
+                "ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            ).format(ident),
+        )
+        if password:
+            run(cursor, sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+        cursor.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", [role, owner])
+        if cursor.fetchone()[0]:
+            raise RoleError(f"The app role {role!r} is a member of the owner role {owner!r}.")
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %s) AND n.nspname = %s",
+            [role, schema],
+        )
+        owned = [r[0] for r in cursor.fetchall()]
+        if owned:
+            raise RoleError(
+                f"The app role {role!r} owns {', '.join(sorted(owned)[:5])}…: migrations ran as the app "
+                "role. Reassign them (REASSIGN OWNED BY app TO owner) and migrate as the owner."
+            )
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", [schema])
+        tables = [r[0] for r in cursor.fetchall()]
+        schema_ident = sql.Identifier(schema)
+        run(cursor, sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), ident))
+        run(cursor, sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema_ident, ident))
+        run(cursor, sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {}").format(schema_ident, ident))
+        run(cursor, sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(schema_ident, ident))
+        for table in tables:
+            if table in INSERT_ONLY_TABLES:
+                privileges = "SELECT, INSERT"
+            elif table in READ_ONLY_TABLES:
+                privileges = "SELECT"
+            else:
+                privileges = "SELECT, INSERT, UPDATE, DELETE"
+            run(
+                cursor,
+                sql.SQL("GRANT " + privileges + " ON {} TO {}").format(sql.Identifier(schema, table), ident),
+            )
+        run(cursor, sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}").format(schema_ident, ident))
+        run(
+            cursor,
+            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema_ident, ident),
+        )
+    return ran

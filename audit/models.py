@@ -242,3 +242,21 @@ class AuditDigest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team_id} digest #{self.number}"
+
+
+class AuditDigestCopy(models.Model):
+    """A digest's write-once copy reached one external sink (MCPGOV_DIGEST_SINKS). Insert-only.
+
+    Missing rows are the retry queue: every sealing run writes the digests a sink lacks.
+    """
+
+    digest = models.ForeignKey(AuditDigest, on_delete=models.PROTECT, related_name="copies")
+    sink = models.CharField(max_length=300, help_text="The sink as configured, e.g. dir:/var/lib/…")
+    written_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "audit digest copy"
+        constraints = [models.UniqueConstraint(fields=["digest", "sink"], name="digest_copy_once_per_sink")]
+
+    def __str__(self) -> str:
+        return f"{self.digest} → {self.sink}"

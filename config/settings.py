@@ -108,6 +108,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not memory) so tests that run the portal in a subprocess see the test data.
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+# The owner role's connection (PostgreSQL): migrations, the audit trigger functions and the
+# app role's grants run through it (`manage.py migrate --database owner`, then `manage.py
+# audit_grants`); the portal itself connects as DATABASE_URL's role, which can only INSERT and
+# SELECT audit rows (docs/deploy.md). Give it only to the one-shot migrate step, never to web
+# or worker processes.
+if os.environ.get("DATABASE_OWNER_URL"):
+    DATABASES["owner"] = dj_database_url.parse(os.environ["DATABASE_OWNER_URL"], conn_max_age=0)
+    DATABASES["owner"]["TEST"] = {"MIRROR": "default"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -189,7 +197,16 @@ MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", 
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
 
-# Celery beat: the whole periodic schedule, in one place (`celery -A portal beat`; docs/operations.md).
+# Audit sealing cadence (docs/audit.md): the beat interval, also the age at which ingestion and
+# session reports seal opportunistically (so sealing works without beat, e.g. `make run`).
+MCPGOV_SEAL_INTERVAL_SECONDS = int(os.environ.get("MCPGOV_SEAL_INTERVAL_SECONDS", "60"))
+# verify_audit reports events no digest covers once they are older than interval + grace.
+MCPGOV_SEAL_GRACE_SECONDS = int(os.environ.get("MCPGOV_SEAL_GRACE_SECONDS", "300"))
+# Write-once copies of every digest outside the database, comma-separated:
+# dir:/var/lib/mcpgov/digests, syslog+tcp://host:6514, syslog+udp://host:514 (docs/audit.md).
+MCPGOV_DIGEST_SINKS = env_list("MCPGOV_DIGEST_SINKS")
+
+# Celery beat: the whole periodic schedule, in one place (`celery -A config beat`; docs/operations.md).
 # Every task is safe to run twice.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # Re-issue bundles past half their lifetime (gateways never fail closed while the portal is up)
@@ -199,8 +216,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
     # Gateways that went quiet: flagged in the UI, reviewers emailed once.
     "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
-    # Seal the audit hash chains into signed digests.
-    "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": 300.0},
+    # Seal the audit hash chains into signed digests (and retry digest copies to the sinks).
+    "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": float(MCPGOV_SEAL_INTERVAL_SECONDS)},
     # Scheduled exports: each finished day written once per team (checked hourly).
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
 }

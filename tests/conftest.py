@@ -88,10 +88,16 @@ def portal_server(transactional_db):
 
     Yields the base URL. Data written by the test must be committed (transactional_db).
     """
+    yield from run_portal(_database_url())
+
+
+def run_portal(database_url: str, **extra_env: str):
+    """Generator behind portal_server: uvicorn on `database_url` (e.g. as another database role)."""
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        **extra_env,
+        "DATABASE_URL": database_url,
         "DJANGO_DEBUG": "1",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CELERY_BROKER_URL": "",

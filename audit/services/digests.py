@@ -97,7 +97,17 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
             obj=digest,
             summary=f"Audit digest #{digest.number} sealed {len(heads)} session chain(s)",
         )
+        transaction.on_commit(_copy_digests_after_commit)
     return digest
+
+
+def _copy_digests_after_commit() -> None:
+    """Write the new digest to the external sinks (audit.services.sinks); failures are retried later."""
+    from audit.services.sinks import configured_sinks
+    from audit.tasks import copy_digests
+
+    if configured_sinks():
+        copy_digests.delay()
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -309,17 +319,40 @@ def verify_digests(team: Team) -> list[Problem]:
     return problems
 
 
-def audit_verify(*, team: Team | None = None) -> tuple[int, int, list[Problem]]:
-    """(sessions checked, digests checked, problems) for one team or all teams."""
+def audit_verify(
+    *, team: Team | None = None, copies: dict[str, dict[str, dict[int, Any]]] | None = None
+) -> tuple[int, int, list[Problem]]:
+    """(sessions checked, digests checked, problems) for one team or all teams.
+
+    `copies` maps a source name (e.g. "the copy in /var/lib/mcpgov/digests") to that external
+    copy's digests {team slug: {number: record}} (audit.services.sinks.load_*_copy).
+    """
+    from audit.services.sealing import verify_against_copy, verify_copies_written, verify_seal_coverage
+    from audit.services.sinks import configured_sinks
+
     teams = [team] if team is not None else list(Team.objects.order_by("slug"))
     problems: list[Problem] = []
     sessions = digests = 0
+    sinks = [sink.name for sink in configured_sinks()]
     for t in teams:
         for session in AgentSession.objects.filter(team=t).order_by("started_at", "id").iterator():
             sessions += 1
             problems += verify_session_chain(session)
         digests += AuditDigest.objects.filter(team=t).count()
         problems += verify_digests(t)
+        problems += verify_seal_coverage(t)
+        problems += verify_copies_written(t, sinks)
+        for source, copy in (copies or {}).items():
+            problems += verify_against_copy(t, copy.get(t.slug, {}), source=source)
+    if team is None:
+        known = {t.slug for t in teams}
+        for source, copy in (copies or {}).items():
+            for slug in sorted(set(copy) - known):
+                problems.append(
+                    Problem(
+                        "digest_removed", f"{source} holds digests of team {slug!r}, unknown to the database."
+                    )
+                )
     return sessions, digests, problems
 
 

@@ -23,6 +23,7 @@ from audit.choices import (
 )
 from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.models import AgentSession, SessionDecision
+from audit.services.sealing import seal_on_commit
 from portal import realtime
 from portal.models import ChangeRecord
 from portal.permissions import RELEASE_SESSION, require_team_perm
@@ -131,6 +132,8 @@ def session_report_state(
         session.save(
             update_fields=["state", "trigger", "state_reason", "last_calls", "ended_at", "updated_at"]
         )
+        # A session's end seals its chain at once; other reports seal only if a seal is due.
+        seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session
 
 
@@ -254,6 +257,7 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
         summary=f"Session ended by a reviewer ({previous} → ended): {reason}",
         changes={"state": [previous, SessionState.ENDED]},
     )
+    seal_on_commit(team_id=session.team_id, only_if_due=False)
     realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return decision
 

@@ -47,7 +47,7 @@ def wait_for(predicate, timeout: float, what: str, log: Path | None = None):
 
 @pytest.fixture
 def worker(transactional_db, settings, tmp_path):
-    """`celery -A portal worker` in a subprocess on Redis and the test database; eager mode off here."""
+    """`celery -A config worker` in a subprocess on Redis and the test database; eager mode off here."""
     broker = redis.Redis.from_url(BROKER)
     broker.flushdb()
     log = tmp_path / "worker.log"
@@ -65,7 +65,7 @@ def worker(transactional_db, settings, tmp_path):
                 "-m",
                 "celery",
                 "-A",
-                "portal",
+                "config",
                 "worker",
                 "--pool",
                 "solo",

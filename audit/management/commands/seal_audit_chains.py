@@ -1,4 +1,4 @@
-"""`manage.py seal_audit_chains`: write signed digests now (the Celery beat task does it every 5 minutes)."""
+"""`manage.py seal_audit_chains`: write signed digests now (beat does it every MCPGOV_SEAL_INTERVAL_SECONDS)."""
 
 from __future__ import annotations
 

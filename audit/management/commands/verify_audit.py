@@ -1,7 +1,10 @@
-"""`manage.py verify_audit [--team SLUG]`: recompute every audit chain and check every digest.
+"""`manage.py verify_audit [--team SLUG] [--against-dir DIR] [--against-syslog FILE]`.
 
-Prints each event (session, seq) or digest that was altered, removed, inserted or renumbered,
-and exits non-zero when anything is wrong.
+Recomputes every audit chain and checks every digest; reports events no digest covers although
+they are older than the seal interval; with --against-dir / --against-syslog, compares the
+database's digests with the external write-once copy (docs/audit.md). Prints each event
+(session, seq) or digest that was altered, removed, inserted or renumbered, and exits non-zero
+when anything is wrong.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.services.digests import audit_verify
+from audit.services.sinks import load_directory_copy, load_syslog_copy
 from portal.models import Team
 
 
@@ -19,6 +23,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--team", help="Only this team (slug).")
+        parser.add_argument(
+            "--against-dir",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="Compare with the digest copies of a dir: sink (missing, extra or different digests).",
+        )
+        parser.add_argument(
+            "--against-syslog",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="Compare with the digest copies in a syslog file written by a syslog sink.",
+        )
 
     def handle(self, *args, **options):
         team = None
@@ -26,7 +44,15 @@ class Command(BaseCommand):
             team = Team.objects.filter(slug=options["team"]).first()
             if team is None:
                 raise CommandError(f"No team {options['team']!r}.")
-        sessions, digests, problems = audit_verify(team=team)
+        copies = {}
+        try:
+            for path in options["against_dir"]:
+                copies[f"the copy in {path}"] = load_directory_copy(path)
+            for path in options["against_syslog"]:
+                copies[f"the syslog copy {path}"] = load_syslog_copy(path)
+        except (OSError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        sessions, digests, problems = audit_verify(team=team, copies=copies)
         for problem in problems:
             self.stdout.write(str(problem))
         summary = f"Checked {sessions} session chain(s) and {digests} digest(s): "
