@@ -7,7 +7,7 @@ from governance.models.flags import Flag, FlagState
 from governance.models.incidents import Incident, IncidentEntry
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
 from governance.models.roles import AgentRole, RoleServerRule
-from governance.models.servers import McpServer, McpTool
+from governance.models.servers import McpServer, McpTool, ToolReport
 
 __all__ = [
     "AccessRequest",
@@ -27,5 +27,6 @@ __all__ = [
     "ServerBinding",
     "ServerRateLimit",
     "SigningKey",
+    "ToolReport",
     "TriggerSettings",
 ]
