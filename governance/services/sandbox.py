@@ -132,10 +132,10 @@ def bwrap_argv(command: str, args: list[str], *, timeout: float) -> list[str]:
         "--clearenv",
         "--setenv", "PATH", SANDBOX_PATH,
         "--setenv", "HOME", SANDBOX_TMP,
-        *_mount_args(read_only_paths()),
+        "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", SANDBOX_TMP,
+        *_mount_args(read_only_paths()),  # after the tmpfs: a path under /tmp stays visible
         "--proc", "/proc",
         "--dev", "/dev",
-        "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", SANDBOX_TMP,
         "--chdir", SANDBOX_TMP,
         "--",
         *drop,
