@@ -38,6 +38,8 @@ from tests.factories import UserFactory
 def fast_passwords(settings):
     # PBKDF2 costs half a second per user; these tests create several users each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # "server-discover" asks a real stdio server (acme_time): the portal runs one only in the sandbox.
+    settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"
 
 
 @pytest.fixture
