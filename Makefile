@@ -11,7 +11,7 @@ PORT   ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mcpgov
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test deps lint fmt chromium upstreams clean bench
+.PHONY: run test deps lint fmt chromium bubblewrap upstreams clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,13 +37,20 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
+# Debian's bubblewrap for the sandboxed portal-side stdio discovery tests (MCPGOV_PORTAL_STDIO_DISCOVERY=sandbox).
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+	  echo "Installing Debian's bubblewrap for the discovery sandbox tests…"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
+
 run: deps
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py seed_demo
 	@echo "Portal: http://$(HOST):$(PORT)/  (demo logins are in README.md)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-test: deps upstreams chromium
+test: deps upstreams chromium bubblewrap
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  echo "Running the suite on PostgreSQL ($(PG_URL))"; export DATABASE_URL=$(PG_URL); \
 	else echo "Running the suite on $${DATABASE_URL:-SQLite (PostgreSQL not reachable)}"; fi; \

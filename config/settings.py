@@ -233,6 +233,15 @@ if not MCPGOV_KEY_ENCRYPTION_KEY:
         raise ImproperlyConfigured("MCPGOV_KEY_ENCRYPTION_KEY must be set when DJANGO_DEBUG is off.")
     MCPGOV_KEY_ENCRYPTION_KEY = "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="  # dev only
 MCPGOV_AUDIT_EXPORT_DIR = Path(os.environ.get("MCPGOV_AUDIT_EXPORT_DIR", BASE_DIR / "var" / "exports"))
+# Tool discovery from the portal (docs/gateway.md, "Tool discovery"). HTTP servers: the portal never
+# connects to loopback, private, link-local, unique-local, multicast or metadata addresses, except to
+# these networks (CIDRs, comma-separated). Stdio servers are discovered on the enforcement side
+# (`mcpgov discover`); "sandbox" lets the portal run them under bubblewrap (checked by `manage.py check`).
+MCPGOV_DISCOVERY_ALLOWED_NETWORKS = env_list("MCPGOV_DISCOVERY_ALLOWED_NETWORKS")
+MCPGOV_PORTAL_STDIO_DISCOVERY = os.environ.get("MCPGOV_PORTAL_STDIO_DISCOVERY", "off")
+MCPGOV_SANDBOX_PATHS = env_list("MCPGOV_SANDBOX_PATHS")  # extra read-only paths inside the sandbox
+MCPGOV_SANDBOX_MEMORY_MB = int(os.environ.get("MCPGOV_SANDBOX_MEMORY_MB", "1024"))
+MCPGOV_SANDBOX_CPU_SECONDS = int(os.environ.get("MCPGOV_SANDBOX_CPU_SECONDS", "30"))
 
 # --- Email -------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(

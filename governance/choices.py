@@ -69,3 +69,15 @@ PRODUCTION = "production"
 DEFAULT_PRODUCTION_URL_WORDS = ["prod", "production", "live", "main"]
 DEFAULT_CASCADE_WRITE_THRESHOLD = 3
 DEFAULT_LARGE_DATA_BYTES = 1024 * 1024
+
+
+class ToolReportSource(models.TextChoices):
+    DISCOVER = "discover", "mcpgov discover"
+    GATEWAY = "gateway", "Gateway at session start"
+
+
+class ToolReportStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for review"
+    APPROVED = "approved", "Approved"
+    DISMISSED = "dismissed", "Dismissed"
+    SUPERSEDED = "superseded", "Superseded"

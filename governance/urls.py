@@ -26,6 +26,8 @@ urlpatterns = [
     path("servers/<int:pk>/delete/", servers.server_delete, name="server-delete"),
     path("servers/<int:pk>/discover/", servers.server_discover, name="server-discover"),
     path("tools/<int:pk>/edit/", servers.tool_edit, name="tool-edit"),
+    path("tool-reports/<int:pk>/approve/", servers.tool_report_approve, name="tool-report-approve"),
+    path("tool-reports/<int:pk>/dismiss/", servers.tool_report_dismiss, name="tool-report-dismiss"),
     # Agent roles and their allowlists
     path("roles/", roles.role_list, name="role-list"),
     path("roles/add/", roles.role_create, name="role-create"),

@@ -1,4 +1,4 @@
-"""The ``mcpgov`` command line: ``gateway``, ``gate``, ``verify-bundle``, ``audit-check``.
+"""The ``mcpgov`` command line: ``gateway``, ``gate``, ``discover``, ``verify-bundle``, ``audit-check``.
 
 Every message goes to stderr: on stdio, the gateway's stdout is the JSON-RPC wire.
 """
@@ -61,6 +61,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from mcpgov.gate import run_gate_cli
 
     return run_gate_cli(args)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from mcpgov.discover import run_discover_cli
+
+    return run_discover_cli(args)
 
 
 def cmd_audit_check(args: argparse.Namespace) -> int:
@@ -134,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     gt = sub.add_parser("gate", help="environment gate for CI: check an MCP config against the bundle")
     _add_policy_source(gt)
     gt.set_defaults(func=cmd_gate)
+
+    d = sub.add_parser(
+        "discover", help="list the configured servers' tools here and report them to the portal for review"
+    )
+    d.add_argument("--portal", default=_env("MCPGOV_PORTAL"), help="portal base URL (env MCPGOV_PORTAL)")
+    d.add_argument(
+        "--token", default=_env("MCPGOV_TOKEN"), help="enforcement client token (env MCPGOV_TOKEN)"
+    )
+    d.add_argument("--config", default=_env("MCPGOV_CONFIG"), help=".mcp.json-style upstream config")
+    d.add_argument(
+        "--env", default=_env("MCPGOV_ENV", _env("MCP_ENV")), help="environment (seed yaml configs)"
+    )
+    d.add_argument("--server", action="append", help="only this server (repeatable; default: all configured)")
+    d.add_argument("--timeout", type=float, default=20.0, help="seconds per server (20)")
+    d.set_defaults(func=cmd_discover)
 
     a = sub.add_parser("audit-check", help="exit 0 only if the session's audit log was acknowledged")
     a.add_argument("--session", required=True)

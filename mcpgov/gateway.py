@@ -44,6 +44,7 @@ from mcpgov.decision import (
     iso_ts,
     result_rows,
 )
+from mcpgov.discover import report_session_tools
 from mcpgov.gate import NAME_SEPARATOR, UpstreamConfig, environment_gate, gate_report, load_mcp_config
 from mcpgov.portal_client import LONG_POLL_SECONDS, BundleManager, PortalClient, PortalError
 from mcpgov.redact import redact_text
@@ -239,6 +240,7 @@ class Gateway:
         if self.portal is not None and self.tg is not None:
             self.tg.start_soon(self._open_remote, sess, meta)
             self.tg.start_soon(self._control_loop, sess)
+            self.tg.start_soon(report_session_tools, self.portal, self.upstreams)
         return sess
 
     def session_for(self, ctx: ServerRequestContext[Any]) -> AgentSession:

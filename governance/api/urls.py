@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from governance.api import views
 from governance.api.access import AccessRequestViewSet
 from governance.api.bundle import bundle_view
+from governance.api.tool_reports import ToolReportView
 
 app_name = "governance-api"
 
@@ -24,5 +25,6 @@ router.register("access-requests", AccessRequestViewSet, basename="access-reques
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
     path("bundle/", bundle_view, name="bundle"),
+    path("tool-reports/", ToolReportView.as_view(), name="tool-reports"),
     *router.urls,
 ]

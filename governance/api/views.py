@@ -28,6 +28,7 @@ from governance.models import (
     ServerRateLimit,
     TriggerSettings,
 )
+from governance.services import discovery
 from governance.services import environments as environment_services
 from governance.services import limits as limit_services
 from governance.services import roles as role_services
@@ -78,6 +79,36 @@ class ServerViewSet(TeamScopedViewSet):
 
     def perform_destroy(self, instance):
         server_services.server_delete(server=instance, actor=self.request.user)
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "DiscoveryResult",
+                {
+                    "added": serializers.ListField(child=serializers.CharField()),
+                    "updated": serializers.ListField(child=serializers.CharField()),
+                    "removed": serializers.ListField(child=serializers.CharField()),
+                },
+            )
+        },
+        description=(
+            "Ask an HTTP server for its tools from the portal (through the SSRF guard) and record them. "
+            "Stdio servers are refused (400 discovery_refused) unless the operator enabled the sandbox: "
+            "discover them on the enforcement side (`mcpgov discover`). 502 discovery_failed: the server "
+            "did not answer as an MCP server; nothing was written."
+        ),
+    )
+    @action(detail=True, methods=["post"])
+    def discover(self, request, pk=None):
+        server = self.get_object()  # POST: change_policy on the server's team (TeamPermission)
+        try:
+            report = discovery.server_discover_tools(server=server, actor=request.user)
+        except discovery.DiscoveryRefused as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
+        except discovery.DiscoveryError as exc:
+            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_502_BAD_GATEWAY)
+        return Response(report)
 
 
 @extend_schema(

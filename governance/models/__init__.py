@@ -6,7 +6,7 @@ from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
 from governance.models.roles import AgentRole, RoleServerRule
-from governance.models.servers import McpServer, McpTool
+from governance.models.servers import McpServer, McpTool, ToolReport
 
 __all__ = [
     "AccessRequest",
@@ -24,5 +24,6 @@ __all__ = [
     "ServerBinding",
     "ServerRateLimit",
     "SigningKey",
+    "ToolReport",
     "TriggerSettings",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 
-from governance.choices import AccessClass, ServerCategory, Transport
+from governance.choices import AccessClass, ServerCategory, ToolReportSource, ToolReportStatus, Transport
 from portal.permissions import team_scoped_manager
 
 # Server slugs name servers in the bundle, YAML and tool names (`server__tool`).
@@ -115,3 +116,47 @@ class McpTool(models.Model):
     @property
     def access_class(self) -> str:
         return self.access_class_override or self.derived_class
+
+
+class ToolReport(models.Model):
+    """Tool definitions an enforcement client saw on one of its team's servers (`mcpgov discover`, or
+    a gateway at session start), waiting for an admin. A report is never policy by itself: approving
+    it records the tools as discovery does (governance/services/tool_reports.py)."""
+
+    server = models.ForeignKey(McpServer, on_delete=models.CASCADE, related_name="tool_reports")
+    client = models.ForeignKey(
+        "governance.EnforcementClient", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    client_name = models.CharField(max_length=200, help_text="The reporting client, kept if it is deleted.")
+    environment_name = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=16, choices=ToolReportSource.choices)
+    status = models.CharField(
+        max_length=16, choices=ToolReportStatus.choices, default=ToolReportStatus.PENDING, db_index=True
+    )
+    tools = models.JSONField(
+        default=list, help_text="Tool specs: name, title, description, input_schema, annotations."
+    )
+    content_hash = models.CharField(max_length=64)
+    times_reported = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_reported_at = models.DateTimeField()
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = team_scoped_manager("server__team")
+
+    class Meta:
+        ordering = ["-last_reported_at", "-pk"]
+        verbose_name = "tool report"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["server", "content_hash"],
+                condition=models.Q(status="pending"),
+                name="toolreport_one_pending_per_content",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.server.slug}: {len(self.tools)} tools from {self.client_name}"

@@ -74,6 +74,34 @@ def _hint(annotations: dict[str, Any], camel: str, snake: str) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+def tool_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """The McpTool fields a discovered tool spec sets (the admin's override and approval flag are not among them)."""
+    annotations = spec.get("annotations") or {}
+    return {
+        "title": spec.get("title") or annotations.get("title") or "",
+        "description": spec.get("description") or "",
+        "input_schema": spec.get("input_schema") or {},
+        "annotations": annotations,
+        "read_only_hint": _hint(annotations, "readOnlyHint", "read_only_hint"),
+        "destructive_hint": _hint(annotations, "destructiveHint", "destructive_hint"),
+    }
+
+
+def tool_changes(*, server: McpServer, tools: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """What recording `tools` would change: {"added", "updated", "removed"} names (no write)."""
+    existing = {t.name: t for t in server.tools.all()}
+    report: dict[str, list[str]] = {"added": [], "updated": [], "removed": []}
+    for spec in tools:
+        tool = existing.get(spec["name"])
+        if tool is None:
+            report["added"].append(spec["name"])
+        elif any(getattr(tool, k) != v for k, v in tool_fields(spec).items()):
+            report["updated"].append(spec["name"])
+    names = {spec["name"] for spec in tools}
+    report["removed"] = [name for name in existing if name not in names]
+    return report
+
+
 @transaction.atomic
 def server_tools_record(
     *, server: McpServer, tools: list[dict[str, Any]], actor=None
@@ -92,15 +120,7 @@ def server_tools_record(
     for spec in tools:
         name = spec["name"]
         seen.add(name)
-        annotations = spec.get("annotations") or {}
-        fields = {
-            "title": spec.get("title") or annotations.get("title") or "",
-            "description": spec.get("description") or "",
-            "input_schema": spec.get("input_schema") or {},
-            "annotations": annotations,
-            "read_only_hint": _hint(annotations, "readOnlyHint", "read_only_hint"),
-            "destructive_hint": _hint(annotations, "destructiveHint", "destructive_hint"),
-        }
+        fields = tool_fields(spec)
         tool = existing.get(name)
         if tool is None:
             tool = McpTool(server=server, name=name, discovered_at=now, **fields)

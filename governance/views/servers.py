@@ -1,15 +1,19 @@
-"""The MCP server catalogue: list, create, edit, delete, detail with tools, tool discovery."""
+"""The MCP server catalogue: list, create, edit, delete, detail with tools, tool discovery and the
+review of tool definitions reported from the enforcement side."""
 
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from governance import selectors
+from governance.choices import ToolReportStatus
 from governance.forms import ServerFilterForm, ServerForm, ToolForm
-from governance.services import discovery
+from governance.models import ToolReport
+from governance.services import discovery, tool_reports
 from governance.services import servers as services
 from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
@@ -33,7 +37,30 @@ def server_detail(request, pk: int):
     tools = [
         (tool, ToolForm(initial=_tool_initial(tool), prefix=f"tool-{tool.pk}")) for tool in server.tools.all()
     ]
-    return render(request, "governance/servers/detail.html", {"server": server, "tools": tools})
+    reports = [
+        (report, services.tool_changes(server=server, tools=report.tools), _classified(report.tools))
+        for report in server.tool_reports.filter(status=ToolReportStatus.PENDING).order_by(
+            "-last_reported_at"
+        )
+    ]
+    return render(
+        request,
+        "governance/servers/detail.html",
+        {
+            "server": server,
+            "tools": tools,
+            "reports": reports,
+            "portal_discovers": server.transport != "stdio" or discovery.stdio_discovery_enabled(),
+        },
+    )
+
+
+def _classified(specs: list[dict]) -> list[tuple[dict, str]]:
+    """Each reported tool with the class its annotations give (no readOnlyHint: true means write)."""
+    return [
+        (spec, "read" if (spec.get("annotations") or {}).get("readOnlyHint") is True else "write")
+        for spec in specs
+    ]
 
 
 @team_view
@@ -93,12 +120,55 @@ def server_discover(request, pk: int):
     )
     try:
         report = discovery.server_discover_tools(server=server, actor=request.user)
+    except discovery.DiscoveryRefused as exc:
+        messages.error(request, f"Not discovered from the portal: {exc}")
     except discovery.DiscoveryError as exc:
         messages.error(request, f"Discovery failed: {exc}")
     else:
         parts = [f"{key} {', '.join(names)}" for key, names in report.items() if names]
         messages.success(request, f"Tools discovered on {server.slug}: {'; '.join(parts) or 'no change'}.")
     return redirect("governance:server-detail", pk=server.pk)
+
+
+def _team_report(request, pk: int) -> ToolReport:
+    return get_team_object(
+        request,
+        ToolReport.objects.restrict(request.user)
+        .filter(server__team=request.team)
+        .select_related("server__team"),
+        perm=CHANGE_POLICY,
+        pk=pk,
+    )
+
+
+@team_view
+@require_POST
+def tool_report_approve(request, pk: int):
+    """Record a report's tools on its server, as discovery does (the bundle then pins them)."""
+    report = _team_report(request, pk)
+    try:
+        changes = tool_reports.tool_report_approve(report=report, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, f"Not approved: {' '.join(exc.messages)}")
+    else:
+        parts = [f"{key} {', '.join(names)}" for key, names in changes.items() if names]
+        messages.success(
+            request, f"Reported tools approved on {report.server.slug}: {'; '.join(parts) or 'no change'}."
+        )
+    return redirect("governance:server-detail", pk=report.server_id)
+
+
+@team_view
+@require_POST
+def tool_report_dismiss(request, pk: int):
+    report = _team_report(request, pk)
+    try:
+        tool_reports.tool_report_dismiss(report=report, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, f"Not dismissed: {' '.join(exc.messages)}")
+    else:
+        messages.success(request, f"Reported tool definitions from {report.client_name} dismissed.")
+    return redirect("governance:server-detail", pk=report.server_id)
 
 
 @team_view

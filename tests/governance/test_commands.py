@@ -146,7 +146,8 @@ def test_commands_exit_codes_and_streams(transactional_db, team, tmp_path):
 
 
 @pytest.mark.slow
-def test_discover_tools_lists_the_tools_with_their_class(team):
+def test_discover_tools_lists_the_tools_with_their_class(team, settings):
+    settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"  # a stdio command runs only in the sandbox
     server_create(
         team=team, slug="time", transport="stdio", command=sys.executable, args=["-m", "mcp_server_time"]
     )
@@ -164,7 +165,8 @@ def test_discover_tools_failure_is_a_command_error(team):
     with pytest.raises(
         CommandError,
         match=re.escape(
-            "Discovery of ghost failed, nothing changed: Cannot start '/nonexistent/mcp': command not found."
+            "Discovery of ghost failed, nothing changed: ghost is a stdio server: the portal does not start "
+            "team commands."
         ),
     ):
         run("discover_tools", "--team", "acme", "--server", "ghost")

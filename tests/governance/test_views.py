@@ -38,6 +38,8 @@ from tests.factories import UserFactory
 def fast_passwords(settings):
     # PBKDF2 costs half a second per user; these tests create several users each.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # "server-discover" asks a real stdio server (acme_time): the portal runs one only in the sandbox.
+    settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"
 
 
 @pytest.fixture
@@ -868,7 +870,8 @@ def test_list_pages_do_not_query_per_row(admin_client, p, team, django_assert_ma
         admin_client.get(reverse("governance:role-detail", args=[p.role.pk]))
 
 
-def test_discover_tools_records_the_real_servers_tools(admin_client, p):
+def test_discover_tools_records_the_real_servers_tools(admin_client, p, settings):
+    settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"  # the portal runs a stdio command only sandboxed
     response = admin_client.post(reverse("governance:server-discover", args=[p.time_server.pk]), follow=True)
     assert response.redirect_chain[-1][0] == reverse("governance:server-detail", args=[p.time_server.pk])
     [message] = messages_of(response)
@@ -878,7 +881,8 @@ def test_discover_tools_records_the_real_servers_tools(admin_client, p):
     assert set(p.time_server.tools.values_list("name", flat=True)) == {"get_current_time", "convert_time"}
 
 
-def test_discover_tools_failure_shows_the_reason_and_keeps_the_page(admin_client, p):
+def test_discover_tools_failure_shows_the_reason_and_keeps_the_page(admin_client, p, settings):
+    settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"
     server = server_create(team=p.team, slug="acme_broken", command="/nonexistent/mcp-server")
     before = db_state()
     response = admin_client.post(reverse("governance:server-discover", args=[server.pk]), follow=True)

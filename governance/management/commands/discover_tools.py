@@ -10,7 +10,8 @@ from governance.services.discovery import DiscoveryError, server_discover_tools
 
 class Command(BaseCommand):
     help = (
-        "Connect to a catalogue server with the MCP client (its stdio command or HTTP URL), list its tools and "
+        "Connect to a catalogue server with the MCP client (its HTTP URL, through the SSRF guard; a stdio "
+        "command only in the bubblewrap sandbox, MCPGOV_PORTAL_STDIO_DISCOVERY=sandbox), list its tools and "
         "record them with their read/write class. Admin overrides are kept."
     )
 

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -31,12 +32,14 @@ from governance.choices import (
     DEFAULT_PRODUCTION_URL_WORDS,
 )
 from governance.models import Flag, McpServer
-from governance.services.discovery import DiscoveryError, server_discover_tools
+from governance.services.discovery import DiscoveryError, tool_spec
 from governance.services.flags import flag_create
 from governance.services.limits import trigger_settings_set
 from governance.services.policy_yaml import policy_import
-from governance.services.servers import server_create, server_update
+from governance.services.servers import server_create, server_tools_record, server_update
 from governance.services.teams import team_bootstrap
+from mcpgov.discover import list_server_tools, tool_definition
+from mcpgov.gate import UpstreamConfig
 from portal.choices import TeamRole
 from portal.models import Team
 from portal.services import membership_set, user_create
@@ -223,8 +226,21 @@ class Command(BaseCommand):
         """Tools of the runnable servers, once: outside the transaction, and a failure only warns."""
         for server in McpServer.objects.filter(team=team, slug__in=slugs, tools_discovered_at__isnull=True):
             try:
-                report = server_discover_tools(server=server)
+                report = _discover_own_command(server)
             except DiscoveryError as exc:
                 self.stderr.write(f"Warning: could not discover the tools of {server.slug}: {exc}")
                 continue
             self.stdout.write(f"Discovered {len(report['added'])} tools of {server.slug}.")
+
+
+def _discover_own_command(server: McpServer) -> dict[str, list[str]]:
+    """The demo servers' commands are this module's own (runnable_servers), not a team's: the
+    operator's `seed_demo` lists them here the way `mcpgov discover` does on the enforcement side.
+    (A team's stdio command is never started by the portal; see governance/services/discovery.py.)"""
+    own = runnable_servers()[server.slug]  # never the stored command, which a team admin may edit
+    config = UpstreamConfig(slug=server.slug, command=own["command"], args=tuple(own["args"]))
+    try:
+        tools = anyio.run(lambda: list_server_tools(config, timeout=30))
+    except Exception as exc:
+        raise DiscoveryError(f"{type(exc).__name__}: {exc}") from exc
+    return server_tools_record(server=server, tools=[tool_spec(tool_definition(t)) for t in tools])
