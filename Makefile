@@ -11,7 +11,7 @@ PORT   ?= 8000
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mcpgov
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test deps lint fmt chromium bubblewrap upstreams clean bench
+.PHONY: run test deps lint fmt system-deps chromium bubblewrap upstreams clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,19 +30,20 @@ node_modules/.installed: package.json
 
 upstreams: node_modules/.installed
 
-# Debian's Chromium for the browser tests (Playwright drives it; its own download does not work here).
-chromium:
-	@test -x /usr/bin/chromium || { \
-	  echo "Installing Debian's chromium for the browser tests…"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+# Debian packages the suite drives for real: Chromium (browser tests; Playwright's own download
+# does not work here), bubblewrap (the sandboxed portal-side stdio discovery), rsyslog (the
+# syslog digest sink and SIEM receivers). Installed only when missing; needs root or sudo.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium bubblewrap:/usr/bin/bwrap rsyslog:/usr/sbin/rsyslogd
 
-# Debian's bubblewrap for the sandboxed portal-side stdio discovery tests (MCPGOV_PORTAL_STDIO_DISCOVERY=sandbox).
-bubblewrap:
-	@command -v bwrap >/dev/null || { \
-	  echo "Installing Debian's bubblewrap for the discovery sandbox tests…"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi; }
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do test -x "$${p#*:}" || missing="$$missing $${p%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages for the tests:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; fi
+
+# Kept for muscle memory: both install every system package the suite needs.
+chromium bubblewrap: system-deps
 
 run: deps
 	$(BIN)/python manage.py migrate --no-input
@@ -50,7 +51,7 @@ run: deps
 	@echo "Portal: http://$(HOST):$(PORT)/  (demo logins are in README.md)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
-test: deps upstreams chromium bubblewrap
+test: deps upstreams system-deps
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  echo "Running the suite on PostgreSQL ($(PG_URL))"; export DATABASE_URL=$(PG_URL); \
 	else echo "Running the suite on $${DATABASE_URL:-SQLite (PostgreSQL not reachable)}"; fi; \

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0001_initial'),
+        ('governance', '0002_incidents_to_own_app'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
