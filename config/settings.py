@@ -199,6 +199,8 @@ MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
 
 # Audit sealing cadence (docs/audit.md): the beat interval, also the age at which ingestion and
 # session reports seal opportunistically (so sealing works without beat, e.g. `make run`).
+# Seconds between the realtime notifier's fallback polls while Redis delivers notifications.
+MCPGOV_REALTIME_SAFETY_POLL = float(os.environ.get("MCPGOV_REALTIME_SAFETY_POLL", "2.0"))
 MCPGOV_SEAL_INTERVAL_SECONDS = int(os.environ.get("MCPGOV_SEAL_INTERVAL_SECONDS", "60"))
 # verify_audit reports events no digest covers once they are older than interval + grace.
 MCPGOV_SEAL_GRACE_SECONDS = int(os.environ.get("MCPGOV_SEAL_GRACE_SECONDS", "300"))

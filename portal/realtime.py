@@ -6,10 +6,10 @@ Async views (served by uvicorn) wait on a *channel* — any string such as ``"bu
 (a) ``notify(channel)`` in this process (immediately), and, when ``settings.REDIS_URL`` is
     set, in any other process through Redis pub/sub (``PUBLISH mcpgov:rt:<channel>``);
 (b) a fallback poll: for channels whose prefix has a registered *source*, one sync function
-    is called every ``FAST_POLL``/``SAFETY_POLL`` seconds with ALL channels of that prefix that have waiters in
+    is called every ``FAST_POLL``/``MCPGOV_REALTIME_SAFETY_POLL`` seconds with ALL channels of that prefix that have waiters in
     this process (one query for all waiters, not one per waiter). It returns the current
     state token of each channel; waiters whose ``seen`` token (not None) differs are woken. The
-    poll is fast (``FAST_POLL``) when there is no Redis connection and slow (``SAFETY_POLL``, a
+    poll is fast (``FAST_POLL``) when there is no Redis connection and slow (``MCPGOV_REALTIME_SAFETY_POLL``, a
     safety net against a lost message) while there is one.
 
 Wake-ups may be spurious: after waking, re-read the state and wait again if nothing changed.
@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 REDIS_PREFIX = "mcpgov:rt:"
 FAST_POLL = 0.15  # seconds between fallback polls without Redis
-SAFETY_POLL = 2.0  # seconds between fallback polls while Redis delivers notifications
+# Seconds between fallback polls while Redis delivers notifications: settings.MCPGOV_REALTIME_SAFETY_POLL.
 
 Fetch = Callable[[list[str]], dict[str, Hashable]]
 Listener = Callable[[str, Any], None]
@@ -225,7 +225,7 @@ class _Hub:
     async def _poller(self, loop, state: _LoopState) -> None:
         idle_rounds = 0
         while True:
-            interval = SAFETY_POLL if state.redis_connected else FAST_POLL
+            interval = settings.MCPGOV_REALTIME_SAFETY_POLL if state.redis_connected else FAST_POLL
             await asyncio.sleep(interval)
             subs = self._loop_subs(loop)
             if not subs:
@@ -311,7 +311,6 @@ def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:
 
 __all__ = [
     "FAST_POLL",
-    "SAFETY_POLL",
     "Subscription",
     "add_listener",
     "channel_ids",

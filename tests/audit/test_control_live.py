@@ -60,11 +60,13 @@ def _long_poll_sees_release(base_url, team, reviewer):
         body["state"] == "active" and body["control_version"] == 1 and body["decided_by"] == reviewer.username
     )
     latency = result["at"] - released_at
-    assert latency < 1.0, f"the gateway saw the release after {latency:.2f} s"
+    # The poll waits 20 s: an answer well before that was woken by the release (no speed goal here;
+    # bench/killswitch_propagation.py measures it).
+    assert latency < 10, f"the gateway saw the release after {latency:.2f} s"
     return latency
 
 
-def test_release_reaches_the_long_poll_within_a_second(portal_server, team, reviewer):
+def test_release_wakes_the_long_poll(portal_server, team, reviewer):
     _long_poll_sees_release(portal_server, team, reviewer)
 
 
@@ -83,6 +85,8 @@ def redis_url():
 @pytest.fixture
 def portal_with_redis(redis_url, monkeypatch, settings, request):
     monkeypatch.setenv("REDIS_URL", redis_url)
+    # No fallback poll before the long poll's own 20 s timeout: only Redis can wake it earlier.
+    monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")
     settings.REDIS_URL = redis_url  # this process publishes the decision
     return request.getfixturevalue("portal_server")
 

@@ -383,7 +383,7 @@ def test_halt_shows_in_the_portal_and_a_reviewers_release_lets_the_gateway_conti
             t0 = time.monotonic()
             while (r := await c.call_tool(*NOW_UTC)).is_error:
                 assert "halted" in text(r), text(r)
-                assert time.monotonic() - t0 < 5.0, "the release did not reach the gateway"
+                assert time.monotonic() - t0 < 15, "the release did not reach the gateway"
                 await anyio.sleep(0.05)
             delay = time.monotonic() - t0
             # released, still read-only: the next write halts again

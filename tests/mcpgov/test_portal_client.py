@@ -66,7 +66,7 @@ def test_long_poll_installs_new_bundles_and_reports_its_version(tmp_path, signer
                 await anyio.sleep(0.2)
                 t0 = time.monotonic()
                 portal.publish(signer.sign_doc(fresh_doc(2)), 2)
-            assert time.monotonic() - t0 < 1.0  # the long poll answered as soon as v2 existed
+            assert time.monotonic() - t0 < 10  # woken by v2, not by its 20 s wait
         finally:
             await m.client.aclose()
 
