@@ -251,7 +251,9 @@ OIDC_LINK_BY_EMAIL = env_bool("OIDC_LINK_BY_EMAIL", False)
 # Password login (form and POST, and the admin's): MCPGOV_LOCAL_LOGIN=0 leaves only single sign-on.
 MCPGOV_LOCAL_LOGIN = env_bool("MCPGOV_LOCAL_LOGIN", True)
 if not MCPGOV_LOCAL_LOGIN and not MCPGOV_SSO_ENABLED:
-    raise ImproperlyConfigured("MCPGOV_LOCAL_LOGIN=0 needs single sign-on configured (OIDC_ISSUER, OIDC_CLIENT_ID).")
+    raise ImproperlyConfigured(
+        "MCPGOV_LOCAL_LOGIN=0 needs single sign-on configured (OIDC_ISSUER, OIDC_CLIENT_ID)."
+    )
 if MCPGOV_SSO_ENABLED:
     AUTHENTICATION_BACKENDS.insert(0, "portal.sso.backends.SsoBackend")
 if not MCPGOV_LOCAL_LOGIN:

@@ -96,7 +96,9 @@ class SsoIdentity(models.Model):
     so a renamed IdP account keeps its portal user and nobody takes over a local account.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identities")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identities"
+    )
     issuer = models.CharField(max_length=500)
     subject = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)

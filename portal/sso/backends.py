@@ -17,7 +17,20 @@ from portal.sso.services import SsoLoginRefused, sso_login
 logger = logging.getLogger(__name__)
 
 # Protocol claims of the ID token that are not facts about the person.
-_PROTOCOL_CLAIMS = {"aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "auth_time", "azp", "sid", "acr", "amr"}
+_PROTOCOL_CLAIMS = {
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "auth_time",
+    "azp",
+    "sid",
+    "acr",
+    "amr",
+}
 
 
 class _LazySetting:
@@ -62,7 +75,9 @@ class SsoBackend(OIDCAuthenticationBackend):
         """The signature (the parent) plus what it leaves out: audience, issuer, expiry."""
         header = jwt.get_unverified_header(payload)
         if header.get("alg") != self.OIDC_RP_SIGN_ALGO:
-            raise SuspiciousOperation(f"ID token signed with {header.get('alg')!r}, not {self.OIDC_RP_SIGN_ALGO!r}.")
+            raise SuspiciousOperation(
+                f"ID token signed with {header.get('alg')!r}, not {self.OIDC_RP_SIGN_ALGO!r}."
+            )
         issuer = conf.setting("OIDC_ISSUER", None)
         try:
             return jwt.decode(

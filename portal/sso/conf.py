@@ -84,7 +84,9 @@ def parse_team_role_map(raw: str) -> dict[str, tuple[str, str]]:
         if not sep or not colon or not group or not team:
             raise ValueError(f"OIDC_TEAM_ROLE_MAP entry {entry!r} is not 'group=team:role'.")
         if role not in TeamRole.values:
-            raise ValueError(f"OIDC_TEAM_ROLE_MAP entry {entry!r}: role must be one of {', '.join(TeamRole.values)}.")
+            raise ValueError(
+                f"OIDC_TEAM_ROLE_MAP entry {entry!r}: role must be one of {', '.join(TeamRole.values)}."
+            )
         if group in mapping and mapping[group] != (team, role):
             raise ValueError(f"OIDC_TEAM_ROLE_MAP maps group {group!r} twice.")
         mapping[group] = (team, role)

@@ -77,7 +77,8 @@ def sso_memberships_sync(*, user, team_roles: dict[str, str], issuer: str = "") 
     label = _label(issuer)
     teams = {team.slug: team for team in Team.objects.filter(slug__in=team_roles)}
     current = {
-        m.team.slug: m for m in Membership.objects.select_for_update().filter(user=user).select_related("team")
+        m.team.slug: m
+        for m in Membership.objects.select_for_update().filter(user=user).select_related("team")
     }
     for slug, role in sorted(team_roles.items()):
         team = teams.get(slug)
@@ -109,7 +110,9 @@ def sso_memberships_sync(*, user, team_roles: dict[str, str], issuer: str = "") 
             services.membership_remove(membership=membership, actor_label=label)
         except ValidationError:
             result.kept.append(f"{slug}:{membership.role}")
-            logger.warning("SSO: %s stays in %s, whose last admin they are (no longer in the IdP group).", user, slug)
+            logger.warning(
+                "SSO: %s stays in %s, whose last admin they are (no longer in the IdP group).", user, slug
+            )
             continue
         result.removed.append(slug)
     return result
@@ -136,7 +139,9 @@ def _link_or_create(*, claims: dict, issuer: str, subject: str, conf: ClaimSetti
     existing = user_model.objects.filter(**{f"{user_model.USERNAME_FIELD}__iexact": username}).first()
     if existing is not None:
         verified_same_email = (
-            claims.get("email_verified") is True and existing.email and existing.email.lower() == email.lower()
+            claims.get("email_verified") is True
+            and existing.email
+            and existing.email.lower() == email.lower()
         )
         if (
             conf.link_by_email
@@ -176,7 +181,10 @@ def sso_login(*, claims: dict) -> tuple[object, SyncResult]:
     if not issuer or not subject:
         raise SsoLoginRefused("The identity provider's answer has no issuer or subject.")
     identity = (
-        SsoIdentity.objects.select_for_update().select_related("user").filter(issuer=issuer, subject=subject).first()
+        SsoIdentity.objects.select_for_update()
+        .select_related("user")
+        .filter(issuer=issuer, subject=subject)
+        .first()
     )
     if identity is not None:
         user = identity.user

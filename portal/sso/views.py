@@ -23,7 +23,7 @@ from portal.sso import conf
 
 logger = logging.getLogger(__name__)
 
-ID_TOKEN_SESSION_KEY = "oidc_id_token"  # mozilla-django-oidc stores it there (OIDC_STORE_ID_TOKEN)
+ID_TOKEN_SESSION_KEY = "oidc_id_token"  # noqa: S105 (a session key name) mozilla-django-oidc stores it there (OIDC_STORE_ID_TOKEN)
 
 
 class LoginView(auth_views.LoginView):
