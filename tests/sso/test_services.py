@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from portal.choices import MembershipSource, TeamRole
+from portal.choices import TeamRole
 from portal.models import ChangeRecord, Membership, SsoIdentity, Team
 from portal.permissions import CHANGE_POLICY, REVIEW_ACCESS, has_team_perm
 from portal.sso.conf import parse_team_role_map
@@ -40,11 +40,13 @@ def claims(sub="u-1", username="alice", groups=(), **extra):
 
 
 def roles(user) -> dict[str, tuple[str, str]]:
-    return {m.team.slug: (m.role, m.source) for m in Membership.objects.filter(user=user).select_related("team")}
+    return {
+        m.team.slug: (m.role, m.source) for m in Membership.objects.filter(user=user).select_related("team")
+    }
 
 
 def test_first_login_creates_the_account_and_memberships_from_groups(teams):
-    acme, globex = teams
+    acme, _ = teams
     user, result = sso_login(claims=claims(groups=["mcp-acme-reviewers", "mcp-globex", "unrelated"]))
     assert user.username == "alice" and not user.has_usable_password()
     assert not user.is_staff and not user.is_superuser
@@ -175,7 +177,11 @@ def test_a_disabled_account_cannot_log_in(teams):
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [("acme:admin", "not 'group=team:role'"), ("g=acme:boss", "role must be"), ("g=acme:admin,g=acme:viewer", "twice")],
+    [
+        ("acme:admin", "not 'group=team:role'"),
+        ("g=acme:boss", "role must be"),
+        ("g=acme:admin,g=acme:viewer", "twice"),
+    ],
 )
 def test_malformed_team_role_maps_are_refused(raw, message):
     with pytest.raises(ValueError, match=message):
