@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import jwt
+import requests
 from django.contrib.auth import get_user_model
 from django.core.exceptions import SuspiciousOperation
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
@@ -64,7 +65,13 @@ class SsoBackend(OIDCAuthenticationBackend):
         # login must never make this backend redeem a `code` found in the query string.
         if "nonce" not in kwargs or "code_verifier" not in kwargs:
             return None
-        return super().authenticate(request, **kwargs)
+        try:
+            return super().authenticate(request, **kwargs)
+        except (SuspiciousOperation, requests.RequestException, conf.ProviderUnavailable) as exc:
+            # A bad signature, audience, issuer, nonce or token answer: no login, and the page says so.
+            logger.warning("SSO login refused: %s", exc)
+            request.sso_error = "The identity provider's answer could not be verified; you are not logged in."
+            return None
 
     def retrieve_matching_jwk(self, token):
         if self.OIDC_OP_JWKS_ENDPOINT is None:

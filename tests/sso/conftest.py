@@ -16,7 +16,7 @@ from tests.conftest import ROOT, free_port, run_portal, wait_for_port
 
 PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 CLIENT_ID = "mcpgov-portal"
-CLIENT_SECRET = "sso-test-client-secret-0123456789"  # noqa: S105
+CLIENT_SECRET = "sso-test-client-secret-0123456789"
 TEAM_ROLE_MAP = "mcp-acme-admins=acme:admin,mcp-acme-reviewers=acme:reviewer,mcp-globex-viewers=globex:viewer"
 
 

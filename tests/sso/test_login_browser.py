@@ -127,7 +127,8 @@ def test_an_id_token_not_signed_by_the_trusted_keys_is_refused(sso_world, sso_pa
     page.get_by_role("button", name="Sign-in").click()
     if "/interaction/" in page.url:
         page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(lambda url: url.startswith(base))
+    page.wait_for_url(f"{base}/login/")
+    expect(page.locator("#messages")).to_contain_text("could not be verified; you are not logged in")
     assert page.request.get(f"{base}/", max_redirects=0).status == 302
     assert not get_user_model().objects.filter(username="mallory").exists()
 
