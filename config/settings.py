@@ -245,6 +245,48 @@ MCPGOV_SANDBOX_PATHS = env_list("MCPGOV_SANDBOX_PATHS")  # extra read-only paths
 MCPGOV_SANDBOX_MEMORY_MB = int(os.environ.get("MCPGOV_SANDBOX_MEMORY_MB", "1024"))
 MCPGOV_SANDBOX_CPU_SECONDS = int(os.environ.get("MCPGOV_SANDBOX_CPU_SECONDS", "30"))
 
+# --- Single sign-on (OpenID Connect; docs/operations.md "Single sign-on", docs/deploy.md) ----------
+# On when OIDC_CLIENT_ID and OIDC_ISSUER (discovery) or the explicit endpoints are set.
+# mozilla-django-oidc reads the OIDC_RP_* / OIDC_OP_* names; portal.sso fills the endpoints from discovery.
+OIDC_ISSUER = os.environ.get("OIDC_ISSUER", "").strip() or None
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_JWKS_ENDPOINT", "")
+OIDC_OP_END_SESSION_ENDPOINT = os.environ.get("OIDC_END_SESSION_ENDPOINT", "")
+MCPGOV_SSO_ENABLED = bool(
+    OIDC_RP_CLIENT_ID
+    and (OIDC_ISSUER or (OIDC_OP_AUTHORIZATION_ENDPOINT and OIDC_OP_TOKEN_ENDPOINT and OIDC_OP_JWKS_ENDPOINT))
+)
+OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME", "single sign-on")
+OIDC_RP_SCOPES = os.environ.get("OIDC_SCOPES", "openid email profile groups")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_SIGN_ALGO", "RS256")
+OIDC_USE_PKCE = env_bool("OIDC_USE_PKCE", True)
+OIDC_USE_NONCE = True
+OIDC_STORE_ID_TOKEN = True  # the id_token_hint of RP-initiated logout
+OIDC_TOKEN_USE_BASIC_AUTH = env_bool("OIDC_TOKEN_USE_BASIC_AUTH", True)
+OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
+OIDC_TIMEOUT = float(os.environ.get("OIDC_TIMEOUT", "10"))
+OIDC_AUTHENTICATION_CALLBACK_URL = "sso:callback"
+OIDC_USERNAME_CLAIM = os.environ.get("OIDC_USERNAME_CLAIM", "preferred_username")
+OIDC_GROUPS_CLAIM = os.environ.get("OIDC_GROUPS_CLAIM", "groups")
+# "idp-group=team-slug:role,…" (roles: admin, reviewer, requester, viewer); checked by `manage.py check`.
+OIDC_TEAM_ROLE_MAP = os.environ.get("OIDC_TEAM_ROLE_MAP", "")
+OIDC_CREATE_USER = env_bool("OIDC_CREATE_USERS", True)
+OIDC_LINK_BY_EMAIL = env_bool("OIDC_LINK_BY_EMAIL", False)
+# Password login (form and POST, and the admin's): MCPGOV_LOCAL_LOGIN=0 leaves only single sign-on.
+MCPGOV_LOCAL_LOGIN = env_bool("MCPGOV_LOCAL_LOGIN", True)
+if not MCPGOV_LOCAL_LOGIN and not MCPGOV_SSO_ENABLED:
+    raise ImproperlyConfigured(
+        "MCPGOV_LOCAL_LOGIN=0 needs single sign-on configured (OIDC_ISSUER, OIDC_CLIENT_ID)."
+    )
+if MCPGOV_SSO_ENABLED:
+    AUTHENTICATION_BACKENDS.insert(0, "portal.sso.backends.SsoBackend")
+if not MCPGOV_LOCAL_LOGIN:
+    AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
+
 # --- Email -------------------------------------------------------------------
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",

@@ -1,17 +1,18 @@
 """Root URLconf: the web UI, the REST API under /api/v1/, and the Django admin."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.views import dashboard
 from portal import views
+from portal.sso import views as sso_views
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("login/", sso_views.LoginView.as_view(), name="login"),
+    path("logout/", sso_views.LogoutView.as_view(), name="logout"),
+    path("sso/", include("portal.sso.urls")),
     path("team/switch/", views.team_switch, name="team-switch"),
     path("team/members/", views.member_list, name="members"),
     path("team/members/add/", views.member_add, name="member-add"),

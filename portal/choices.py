@@ -8,3 +8,10 @@ class TeamRole(models.TextChoices):
     REVIEWER = "reviewer", "Reviewer"
     REQUESTER = "requester", "Requester"
     VIEWER = "viewer", "Viewer"
+
+
+class MembershipSource(models.TextChoices):
+    """Who manages a membership: a team admin in the portal, or the identity provider at each SSO login."""
+
+    LOCAL = "local", "Local"
+    SSO = "sso", "Single sign-on"

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from portal.choices import TeamRole
+from portal.choices import MembershipSource, TeamRole
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*$", "Use lowercase letters, digits, '_' and '-', starting with a letter or digit."
@@ -73,6 +73,12 @@ class Membership(models.Model):
     is_auditor = models.BooleanField(
         default=False, help_text="Auditors see audit argument and result payloads; others see summaries."
     )
+    source = models.CharField(
+        max_length=8,
+        choices=MembershipSource.choices,
+        default=MembershipSource.LOCAL,
+        help_text="sso: the role follows the identity provider's groups at each login (docs/operations.md).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,6 +87,31 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} — {self.team} ({self.role})"
+
+
+class SsoIdentity(models.Model):
+    """The link between a portal user and an OpenID Connect subject (issuer + `sub`).
+
+    Logins are matched on this pair, never on a username or an email the provider sends,
+    so a renamed IdP account keeps its portal user and nobody takes over a local account.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identities"
+    )
+    issuer = models.CharField(max_length=500)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sso_identity_unique_subject"),
+            models.UniqueConstraint(fields=["issuer", "user"], name="sso_identity_one_per_user_and_issuer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} = {self.subject} @ {self.issuer}"
 
 
 class ChangeRecord(models.Model):

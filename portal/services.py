@@ -10,7 +10,7 @@ from django.db import models, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from portal import permissions
-from portal.choices import TeamRole
+from portal.choices import MembershipSource, TeamRole
 from portal.models import ChangeRecord, Membership, Team
 
 
@@ -97,23 +97,40 @@ def is_last_admin(membership: Membership) -> bool:
 
 
 @transaction.atomic
-def membership_set(*, team: Team, user, role: str, is_auditor: bool = False, actor=None) -> Membership:
-    """Add `user` to `team` with `role`, or change their role; guardian grants follow."""
+def membership_set(
+    *,
+    team: Team,
+    user,
+    role: str,
+    is_auditor: bool = False,
+    actor=None,
+    source: str | None = None,
+    actor_label: str = "",
+) -> Membership:
+    """Add `user` to `team` with `role`, or change their role; guardian grants follow.
+
+    `source` (MembershipSource) says who manages the membership from now on; None keeps
+    the current one (local for a new membership). Single sign-on passes "sso".
+    """
     if role not in permissions.ROLE_PERMISSIONS:
         raise ValueError(f"Unknown team role {role!r}.")
     membership, created = Membership.objects.select_for_update().get_or_create(
-        team=team, user=user, defaults={"role": role, "is_auditor": is_auditor}
+        team=team,
+        user=user,
+        defaults={"role": role, "is_auditor": is_auditor, "source": source or MembershipSource.LOCAL},
     )
     if not created and role != TeamRole.ADMIN and is_last_admin(membership):
         raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
-    changes = {} if created else diff_fields(membership, {"role": role, "is_auditor": is_auditor})
-    membership.role, membership.is_auditor = role, is_auditor
+    wanted = {"role": role, "is_auditor": is_auditor, "source": source or membership.source}
+    changes = {} if created else diff_fields(membership, wanted)
+    membership.role, membership.is_auditor, membership.source = role, is_auditor, wanted["source"]
     membership.save()
     _sync_guardian(membership)
     if created or changes:
         change_record(
             team=team,
             actor=actor,
+            actor_label=actor_label,
             action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE,
             obj=membership,
             summary=f"{user.get_username()} is {role}" + (" (auditor)" if is_auditor else ""),
@@ -123,7 +140,7 @@ def membership_set(*, team: Team, user, role: str, is_auditor: bool = False, act
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor=None) -> None:
+def membership_remove(*, membership: Membership, actor=None, actor_label: str = "") -> None:
     team, user = membership.team, membership.user
     if is_last_admin(Membership.objects.select_for_update().get(pk=membership.pk)):
         raise ValidationError(f"{user.get_username()} is the team's last admin and cannot be removed.")
@@ -132,6 +149,7 @@ def membership_remove(*, membership: Membership, actor=None) -> None:
     change_record(
         team=team,
         actor=actor,
+        actor_label=actor_label,
         action=ChangeRecord.Action.DELETE,
         obj=membership,
         summary=f"{user.get_username()} removed from the team",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -82,25 +83,23 @@ def _database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{connection.settings_dict['NAME']}"
 
 
-@pytest.fixture
-def portal_server(transactional_db):
+@contextlib.contextmanager
+def run_portal(
+    port: int | None = None, env: dict[str, str] | None = None, *, database_url: str | None = None
+):
     """The portal served by uvicorn (a production ASGI server) in a subprocess, on the test database.
 
-    Yields the base URL. Data written by the test must be committed (transactional_db).
+    Yields the base URL; `env` adds settings (e.g. single sign-on's OIDC_*); `database_url`
+    connects it otherwise (e.g. as another database role). Needs transactional_db.
     """
-    yield from run_portal(_database_url())
-
-
-def run_portal(database_url: str, **extra_env: str):
-    """Generator behind portal_server: uvicorn on `database_url` (e.g. as another database role)."""
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
-        **extra_env,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": database_url or _database_url(),
         "DJANGO_DEBUG": "1",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CELERY_BROKER_URL": "",
+        **(env or {}),
     }
     proc = subprocess.Popen(
         [
@@ -122,24 +121,36 @@ def run_portal(database_url: str, **extra_env: str):
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    try:
+        wait_for_port(proc, port, "portal")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_for_port(proc: subprocess.Popen, port: int, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"portal exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+                return
         except OSError:
             time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("portal did not start within 30 s")
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    proc.kill()
+    raise RuntimeError(f"{name} did not start within {timeout:.0f} s")
+
+
+@pytest.fixture
+def portal_server(transactional_db):
+    """The portal served by uvicorn in a subprocess (run_portal). Data written by the test must be committed."""
+    with run_portal() as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

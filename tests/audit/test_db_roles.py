@@ -84,9 +84,7 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
     grants("--role", app_role)  # idempotent: a second run (after the next migrate) converges
 
     # The portal, connected as the app role: a gateway opens a session, ships events, ends it.
-    portal = run_portal(_dsn(app_role))
-    base = next(portal)
-    try:
+    with run_portal(database_url=_dsn(app_role)) as base:
         sid = "6a0c7f33-3f2e-4b59-9b0e-7d2b1a4c5d6e"
         status, body = call(
             base, issued.token, "POST", "/api/v1/sessions/",
@@ -99,8 +97,6 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
         assert status == 200 and body["accepted"] == 6, body
         status, body = call(base, issued.token, "PATCH", f"/api/v1/sessions/{sid}/", {"state": "ended"})
         assert status == 200, body
-    finally:
-        next(portal, None)
 
     assert AuditEvent.objects.filter(session_id=sid).count() == 6
     digest = AuditDigest.objects.get(team=team)  # sealed by the app role when the session ended
