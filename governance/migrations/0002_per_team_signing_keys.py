@@ -20,7 +20,8 @@ happens to it here, and why:
   today's rotation of the last global key and each team's fresh key.
 
 Once gateways are re-pinned, retire the carried-over keys per team
-(`manage.py rotate_signing_key --team <slug> --retire <kid>`). Irreversible.
+(`manage.py rotate_signing_key --team <slug> --retire <kid>`). Reversing it (development only)
+keeps one row per `kid` as a global key, at most one of them active, and drops the key history.
 """
 
 from datetime import UTC, datetime
@@ -111,6 +112,26 @@ def carry_over(apps, schema_editor):
         prev_hash = digest
 
 
+def back_to_global(apps, schema_editor):
+    SigningKey = apps.get_model("governance", "SigningKey")
+    kept: set[str] = set()
+    active_kept = False
+    # Keys that can still sign first, newest first: the newest of them stays the one active key.
+    for key in sorted(
+        SigningKey.objects.all(), key=lambda k: (not k.private_key_encrypted, k.status != "active", -k.pk)
+    ):
+        if key.kid in kept:
+            key.delete()
+            continue
+        kept.add(key.kid)
+        if key.status == "active":
+            if active_kept or not key.private_key_encrypted:
+                key.status = "published"
+            active_kept = active_kept or key.status == "active"
+        key.team = None
+        key.save(update_fields=["team", "status"])
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("portal", "0001_initial"),
@@ -171,7 +192,7 @@ class Migration(migrations.Migration):
             ],
             options={"ordering": ["seq"]},
         ),
-        migrations.RunPython(carry_over, elidable=False),
+        migrations.RunPython(carry_over, back_to_global, elidable=False),
         migrations.AlterField(
             model_name="signingkey",
             name="team",
