@@ -8,6 +8,9 @@ TRUNCATE; a DELETE without WHERE fires the row triggers). Installed by migration
 from __future__ import annotations
 
 APPEND_ONLY_TABLES = ("audit_auditevent", "audit_auditdigest")
+# The signing-key history (governance migration 0003) is protected the same way.
+KEY_HISTORY_TABLES = ("governance_signingkeyevent",)
+PROTECTED_TABLES = APPEND_ONLY_TABLES + KEY_HISTORY_TABLES
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -23,11 +26,11 @@ def trigger_names(table: str) -> list[str]:
     return [f"{table}_no_update", f"{table}_no_delete", f"{table}_no_truncate"]
 
 
-def install_sql(vendor: str) -> list[str]:
+def install_sql(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
     statements: list[str] = []
     if vendor == "postgresql":
         statements.append(_PG_FUNCTION)
-        for table in APPEND_ONLY_TABLES:
+        for table in tables:
             statements += [
                 f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()",
@@ -37,7 +40,7 @@ def install_sql(vendor: str) -> list[str]:
                 "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()",
             ]
     elif vendor == "sqlite":
-        for table in APPEND_ONLY_TABLES:
+        for table in tables:
             for op in ("UPDATE", "DELETE"):
                 statements.append(
                     f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -48,14 +51,14 @@ def install_sql(vendor: str) -> list[str]:
     return statements
 
 
-def uninstall_sql(vendor: str) -> list[str]:
+def uninstall_sql(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
     statements: list[str] = []
-    for table in APPEND_ONLY_TABLES:
+    for table in tables:
         if vendor == "postgresql":
             statements += [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in trigger_names(table)]
         else:
             statements += [f"DROP TRIGGER IF EXISTS {name}" for name in trigger_names(table)[:2]]
-    if vendor == "postgresql":
+    if vendor == "postgresql" and tables == APPEND_ONLY_TABLES:  # the function is shared; audit owns it
         statements.append("DROP FUNCTION IF EXISTS audit_refuse_change()")
     return statements
 
@@ -68,19 +71,17 @@ def suspend_sql(vendor: str) -> tuple[list[str], list[str]]:
     transaction, so no other connection ever sees the tables unprotected.
     """
     if vendor == "postgresql":
-        before = [
-            f"ALTER TABLE {t} DISABLE TRIGGER {n}" for t in APPEND_ONLY_TABLES for n in trigger_names(t)
-        ]
-        after = [f"ALTER TABLE {t} ENABLE TRIGGER {n}" for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
+        before = [f"ALTER TABLE {t} DISABLE TRIGGER {n}" for t in PROTECTED_TABLES for n in trigger_names(t)]
+        after = [f"ALTER TABLE {t} ENABLE TRIGGER {n}" for t in PROTECTED_TABLES for n in trigger_names(t)]
         return before, after
-    creates = [s for s in install_sql(vendor) if s.startswith("CREATE TRIGGER")]
-    drops = [s for s in uninstall_sql(vendor) if s.startswith("DROP TRIGGER")]
+    creates = [s for s in install_sql(vendor, PROTECTED_TABLES) if s.startswith("CREATE TRIGGER")]
+    drops = [s for s in uninstall_sql(vendor, PROTECTED_TABLES) if s.startswith("DROP TRIGGER")]
     return drops, creates
 
 
 def installed_triggers(connection) -> set[str]:
-    """Names of the append-only triggers present in the database (none before migration 0002)."""
-    names = [n for t in APPEND_ONLY_TABLES for n in trigger_names(t)]
+    """Names of the append-only triggers present in the database (none before the migrations that add them)."""
+    names = [n for t in PROTECTED_TABLES for n in trigger_names(t)]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(

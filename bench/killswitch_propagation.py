@@ -251,7 +251,7 @@ def main() -> None:
     world = build_world("bench")
     tokens = world.issue("development", args.gateways, prefix="bench")
     tmp = Path(tempfile.mkdtemp(prefix="mcpgov-bench-"))
-    keys_path, _ = write_gateway_files(tmp)
+    keys_path, _ = write_gateway_files(tmp, "bench")
     from django.db import connections
 
     connections.close_all()

@@ -234,6 +234,9 @@ if not MCPGOV_KEY_ENCRYPTION_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("MCPGOV_KEY_ENCRYPTION_KEY must be set when DJANGO_DEBUG is off.")
     MCPGOV_KEY_ENCRYPTION_KEY = "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="  # dev only
+# The signing-key history head an operator pinned out of band (`manage.py signing_keys --head`);
+# `verify_audit` then reports any key event the pin does not cover. Empty: chain checks only.
+MCPGOV_PINNED_KEY_HEAD = os.environ.get("MCPGOV_PINNED_KEY_HEAD", "")
 MCPGOV_AUDIT_EXPORT_DIR = Path(os.environ.get("MCPGOV_AUDIT_EXPORT_DIR", BASE_DIR / "var" / "exports"))
 # Tool discovery from the portal (docs/gateway.md, "Tool discovery"). HTTP servers: the portal never
 # connects to loopback, private, link-local, unique-local, multicast or metadata addresses, except to

@@ -64,6 +64,14 @@ class SigningKeyStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
+class SigningKeyEventType(models.TextChoices):
+    """What happened to a signing key, as written in the append-only key history."""
+
+    CREATED = "created", "Created (active, published in the team's JWKS)"
+    ROTATED = "rotated", "Rotated out (still published)"
+    RETIRED = "retired", "Retired (no longer published)"
+
+
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 PRODUCTION = "production"
 DEFAULT_PRODUCTION_URL_WORDS = ["prod", "production", "live", "main"]

@@ -2,8 +2,9 @@
 
 A digest (like a CloudTrail digest file) lists, for every session of a team with events newer
 than the team's previous digest, the chain head (seq, hash) and the previous digest's hash, so
-digests form their own chain. Its canonical payload is signed with the portal's active Ed25519
-signing key (governance.services.signing). See docs/audit.md.
+digests form their own chain. Its canonical payload is signed with the team's active Ed25519
+signing key (governance.services.signing), and verified only with a key the verified key
+history shows as published for that team when the digest was made. See docs/audit.md.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from django.utils import timezone
 from audit.choices import GENESIS_HASH
 from audit.hashing import chain_hash, format_ts, stored_event_canonical
 from audit.models import AgentSession, AuditDigest, AuditEvent
-from governance.models import SigningKey
-from governance.services.signing import active_signer, public_key_of
+from governance.services.signing import KeyHistory, active_signer, key_history_verify, public_key_of
 from mcpgov.bundle import canonical_json
 from mcpgov.verify import b64url_decode, b64url_encode
 from portal.models import ChangeRecord, Team
@@ -73,7 +73,7 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
         if not heads:
             return None
         previous = AuditDigest.objects.filter(team=team).order_by("-number").first()
-        signer = active_signer()
+        signer = active_signer(team=team)
         digest = AuditDigest(
             team=team,
             number=(previous.number + 1) if previous else 1,
@@ -120,16 +120,21 @@ class Problem:
     session: str = ""
     seq: int | None = None
     digest: int | None = None
+    key_event: int | None = None  # a row of the signing-key history
 
     def __str__(self) -> str:
-        where = []
+        where = [f"key history row #{self.key_event}"] if self.key_event is not None else []
         if self.digest is not None:
             where.append(f"digest #{self.digest}")
         if self.session:
             where.append(f"session {self.session}")
         if self.seq is not None:
             where.append(f"seq {self.seq}")
-        return f"{self.kind.upper()}: {' '.join(where)}: {self.message}"
+        return (
+            f"{self.kind.upper()}: {' '.join(where)}: {self.message}"
+            if where
+            else f"{self.kind.upper()}: {self.message}"
+        )
 
 
 def _hash_with_seq(event, seq: int) -> str:
@@ -233,10 +238,47 @@ def verify_session_chain(session: AgentSession) -> list[Problem]:
     return problems
 
 
-def verify_digests(team: Team) -> list[Problem]:
+def digest_signature_problem(
+    digest: AuditDigest, team: Team, payload: bytes, history: KeyHistory
+) -> Problem | None:
+    """None when `digest` is signed by a key of `team` that the key history shows published at the time.
+
+    The public key comes from the (verified) history, not from the key table, so a key row
+    inserted, re-dated or marked retired/published by someone with database access is not trusted.
+    """
+    window = history.windows.get((team.pk, digest.kid))
+    if window is None:
+        return Problem(
+            "signature_untrusted",
+            f"signed with key {digest.kid!r}, which the verified key history never published for team {team.slug}.",
+            digest=digest.number,
+        )
+    if not window.published_at(digest.created_at):
+        return Problem(
+            "signature_untrusted",
+            f"signed with key {digest.kid!r}, which was not published for team {team.slug} at "
+            f"{format_ts(digest.created_at)} (published from {format_ts(window.created_at)}"
+            + (f" to {format_ts(window.retired_at)}" if window.retired_at else "")
+            + ").",
+            digest=digest.number,
+        )
+    try:
+        public_key_of(window.public_key).verify(b64url_decode(digest.signature), payload)
+    except (InvalidSignature, ValueError):
+        return Problem(
+            "signature_invalid", f"signature does not verify with key {digest.kid!r}.", digest=digest.number
+        )
+    return None
+
+
+def key_history_problems(history: KeyHistory) -> list[Problem]:
+    return [Problem(p.kind, p.message, key_event=p.seq) for p in history.problems]
+
+
+def verify_digests(team: Team, history: KeyHistory | None = None) -> list[Problem]:
     """Check a team's digest chain, each signature, and that every sealed head is still in place."""
     problems: list[Problem] = []
-    keys = {k.kid: k for k in SigningKey.objects.all()}
+    history = history if history is not None else key_history_verify()
     expected_number = 1
     prev_hash = GENESIS_HASH
     sealed: dict[str, int] = {}
@@ -262,19 +304,9 @@ def verify_digests(team: Team) -> list[Problem]:
                     digest=digest.number,
                 )
             )
-        key = keys.get(digest.kid)
-        try:
-            if key is None:
-                raise InvalidSignature
-            public_key_of(key).verify(b64url_decode(digest.signature), payload)
-        except (InvalidSignature, ValueError):
-            problems.append(
-                Problem(
-                    "signature_invalid",
-                    f"signature does not verify with key {digest.kid!r}.",
-                    digest=digest.number,
-                )
-            )
+        signature_problem = digest_signature_problem(digest, team, payload, history)
+        if signature_problem is not None:
+            problems.append(signature_problem)
         for head in digest.heads if isinstance(digest.heads, list) else []:
             session_id, seq, head_hash = head.get("session"), head.get("seq"), head.get("hash")
             stored = (
@@ -320,18 +352,24 @@ def verify_digests(team: Team) -> list[Problem]:
 
 
 def audit_verify(
-    *, team: Team | None = None, copies: dict[str, dict[str, dict[int, Any]]] | None = None
+    *,
+    team: Team | None = None,
+    copies: dict[str, dict[str, dict[int, Any]]] | None = None,
+    pinned_key_head: str | None = None,
 ) -> tuple[int, int, list[Problem]]:
     """(sessions checked, digests checked, problems) for one team or all teams.
 
-    `copies` maps a source name (e.g. "the copy in /var/lib/mcpgov/digests") to that external
-    copy's digests {team slug: {number: record}} (audit.services.sinks.load_*_copy).
+    The key history is verified first (against `pinned_key_head` when given); digests are then
+    checked only against the keys it describes. `copies` maps a source name (e.g. "the copy in
+    /var/lib/mcpgov/digests") to that external copy's digests {team slug: {number: record}}
+    (audit.services.sinks.load_*_copy).
     """
     from audit.services.sealing import verify_against_copy, verify_copies_written, verify_seal_coverage
     from audit.services.sinks import configured_sinks
 
     teams = [team] if team is not None else list(Team.objects.order_by("slug"))
-    problems: list[Problem] = []
+    history = key_history_verify(pinned_head=pinned_key_head or None)
+    problems: list[Problem] = key_history_problems(history)
     sessions = digests = 0
     sinks = [sink.name for sink in configured_sinks()]
     for t in teams:
@@ -339,7 +377,7 @@ def audit_verify(
             sessions += 1
             problems += verify_session_chain(session)
         digests += AuditDigest.objects.filter(team=t).count()
-        problems += verify_digests(t)
+        problems += verify_digests(t, history)
         problems += verify_seal_coverage(t)
         problems += verify_copies_written(t, sinks)
         for source, copy in (copies or {}).items():
@@ -361,6 +399,7 @@ __all__ = [
     "Problem",
     "audit_chains_seal",
     "audit_verify",
+    "digest_signature_problem",
     "verify_digests",
     "verify_session_chain",
 ]

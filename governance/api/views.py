@@ -35,6 +35,7 @@ from governance.services import roles as role_services
 from governance.services import servers as server_services
 from governance.services.signing import jwks_document
 from portal.api import TeamPermission
+from portal.models import Team
 from portal.permissions import VIEW, teams_for_user
 
 TEAM_PARAM = OpenApiParameter("team", str, description="Only objects of this team (slug).")
@@ -361,15 +362,45 @@ class TriggerSettingsViewSet(TeamSettingViewSet):
 
 
 class KeysView(APIView):
-    """The JWKS of the bundle-signing keys (active and published). No authentication."""
+    """One team's JWKS: its bundle- and digest-signing keys (active and published). No authentication.
+
+    Each team has its own keys, so `?team=<slug>` is required; only that team's keys are listed.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
-        responses=inline_serializer("Jwks", {"keys": serializers.ListField(child=serializers.DictField())})
+        parameters=[
+            OpenApiParameter(
+                "team", str, required=True, description="The team's slug; only its keys are listed."
+            )
+        ],
+        responses={
+            200: inline_serializer("Jwks", {"keys": serializers.ListField(child=serializers.DictField())}),
+            400: inline_serializer(
+                "KeysError", {"detail": serializers.CharField(), "code": serializers.CharField()}
+            ),
+            404: inline_serializer(
+                "KeysNotFound", {"detail": serializers.CharField(), "code": serializers.CharField()}
+            ),
+        },
     )
     def get(self, request):
-        response = Response(jwks_document(), status=status.HTTP_200_OK)
+        slug = request.query_params.get("team", "")
+        if not slug:
+            return Response(
+                {
+                    "detail": "Signing keys are per team: ask for /api/v1/keys/?team=<slug>.",
+                    "code": "team_required",
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        team = Team.objects.filter(slug=slug).first() if "\x00" not in slug else None
+        if team is None:
+            return Response(
+                {"detail": "No such team.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
+            )
+        response = Response(jwks_document(team=team), status=status.HTTP_200_OK)
         response["Cache-Control"] = "public, max-age=60"
         return response

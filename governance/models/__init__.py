@@ -1,7 +1,7 @@
 """Policy models, one module per concept."""
 
 from governance.models.access import AccessRequest, AccessReview
-from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey
+from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey, SigningKeyEvent
 from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
@@ -24,6 +24,7 @@ __all__ = [
     "ServerBinding",
     "ServerRateLimit",
     "SigningKey",
+    "SigningKeyEvent",
     "ToolReport",
     "TriggerSettings",
 ]

@@ -5,34 +5,72 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from governance.choices import SigningKeyStatus
+from governance.choices import SigningKeyEventType, SigningKeyStatus
 from portal.permissions import team_scoped_manager
 
 
 class SigningKey(models.Model):
-    """An Ed25519 key. The private half is encrypted at rest and never leaves the server."""
+    """A team's Ed25519 key. The private half is encrypted at rest and never leaves the server.
 
-    kid = models.CharField(max_length=64, unique=True)
+    Keys carried over from the single pre-team key set (migration 0002) keep only their public
+    half (`private_key_encrypted` empty): they verify old bundles and digests and never sign again.
+    """
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="signing_keys")
+    kid = models.CharField(max_length=64)
     public_key = models.CharField(max_length=100, help_text="Raw public key, base64url.")
-    private_key_encrypted = models.TextField(help_text="Fernet token of the raw private key.")
+    private_key_encrypted = models.TextField(
+        blank=True, help_text="Fernet token of the raw private key; empty for a verify-only key."
+    )
     status = models.CharField(
         max_length=16, choices=SigningKeyStatus.choices, default=SigningKeyStatus.ACTIVE
     )
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 
+    objects = team_scoped_manager("team")
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
+            models.UniqueConstraint(fields=["team", "kid"], name="signing_key_unique_team_kid"),
             models.UniqueConstraint(
-                fields=["status"],
+                fields=["team"],
                 condition=models.Q(status=SigningKeyStatus.ACTIVE),
-                name="one_active_signing_key",
+                name="one_active_signing_key_per_team",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kid} ({self.status})"
+
+
+class SigningKeyEvent(models.Model):
+    """One row of the append-only, hash-chained key history (created / rotated / retired).
+
+    The chain is global (one head for an operator to pin) and each row names its team. It
+    outlives keys and teams: `team` is a plain reference without a database constraint, and
+    `team_slug` is recorded for people. The database refuses UPDATE and DELETE (migration 0003).
+    `verify_audit` trusts a key for a team's digests only as this history describes it.
+    """
+
+    seq = models.PositiveBigIntegerField(unique=True, help_text="1, 2, 3… over the whole portal.")
+    team = models.ForeignKey(
+        "portal.Team", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    team_slug = models.CharField(max_length=64)
+    kid = models.CharField(max_length=64)
+    public_key = models.CharField(max_length=100, help_text="Raw public key, base64url.")
+    event = models.CharField(max_length=16, choices=SigningKeyEventType.choices)
+    at = models.DateTimeField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.team_slug}/{self.kid} {self.event}"
 
 
 class PolicyBundle(models.Model):

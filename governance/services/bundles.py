@@ -1,7 +1,7 @@
 """The bundle compiler: one team+environment's policy → `mcpgov.bundle/1` → a signed, versioned PolicyBundle.
 
 The schema is `mcpgov.bundle.Bundle` (shared with the gateway); the payload is its canonical
-JSON, signed by `mcpgov.verify.sign_bundle` with the active key. The *content* is the payload
+JSON, signed by `mcpgov.verify.sign_bundle` with the team's active key. The *content* is the payload
 without `version`, `issued_at` and `expires_at`; its sha256 is the content hash. A new version
 is made only when the content hash changes, or to re-issue a bundle past half its lifetime
 (so gateways never fail closed while the portal is up). Old versions are kept.
@@ -354,7 +354,7 @@ def bundle_publish(
             reason = reason if reason and reason != "policy changed" else REFRESH_REASON
         version = (latest.version if latest else 0) + 1
         expires_at = now + timedelta(seconds=team.bundle_ttl_seconds)
-        signer = active_signer()
+        signer = active_signer(team=team)
         jws = signer.sign(compiled.payload(version=version, issued_at=now, expires_at=expires_at))
         bundle = PolicyBundle.objects.create(
             team=team,

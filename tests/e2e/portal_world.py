@@ -22,6 +22,7 @@ from governance.services.roles import role_create, role_server_add
 from governance.services.servers import server_create
 from governance.services.signing import jwks_document, signing_key_ensure
 from portal.choices import TeamRole
+from portal.models import Team as PortalTeam
 from tests.factories import make_member, make_team
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,16 +75,16 @@ def build_world(slug: str = "acme") -> PortalWorld:
     for env in environments.values():
         binding_set(environment=env, server=server, actor=admin, target="local clock", permission="read_only")
     flag = flag_create(team=team, server=server, capability="all", name=FLAG, actor=admin)
-    signing_key_ensure()
+    signing_key_ensure(team=team)
     team_bundles_rebuild(team_id=team.pk, reason="e2e set-up")
     return PortalWorld(team=team, admin=admin, reviewer=reviewer, requester=requester, flag=flag, server=server,
                        role=role, environments=environments)  # fmt: skip
 
 
-def write_gateway_files(base: Path) -> tuple[Path, Path]:
+def write_gateway_files(base: Path, team_slug: str = "acme") -> tuple[Path, Path]:
     """The pinned JWKS (saved from the portal, as an operator would) and the gateway's MCP config."""
     keys = base / "keys.json"
-    keys.write_text(json.dumps(jwks_document()))
+    keys.write_text(json.dumps(jwks_document(team=PortalTeam.objects.get(slug=team_slug))))
     config = base / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
     return keys, config

@@ -202,7 +202,7 @@ def team(transactional_db, workdir) -> Team:
                 permission="read_write")  # fmt: skip
     team_bundles_rebuild(team_id=world.team.pk, reason="e2e set-up: filesystem")
     t.filesystem = fs
-    t.keys.write_text(json.dumps(jwks_document()))  # pinned out of band, as an operator would
+    t.keys.write_text(json.dumps(jwks_document(team=world.team)))  # pinned out of band, as an operator would
     t.config.write_text(json.dumps({"mcpServers": {
         "time": {"command": PY, "args": TIME_ARGS},
         "filesystem": {"command": str(FILESYSTEM_SERVER), "args": [str(t.files)]},

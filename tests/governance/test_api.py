@@ -339,8 +339,8 @@ def test_team_settings_by_slug(api, team, admin, viewer, outsider, path, model, 
 def test_jwks_is_public_and_has_no_private_material(api, team):
     from governance.services.signing import signing_key_ensure
 
-    key = signing_key_ensure()
-    response = api.get("/api/v1/keys/")
+    key = signing_key_ensure(team=team)
+    response = api.get("/api/v1/keys/?team=acme")
     assert response.status_code == 200
     assert response.json() == {
         "keys": [

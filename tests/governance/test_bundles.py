@@ -173,8 +173,8 @@ def policy(team):
     return build_policy(team)
 
 
-def pinned_keys():
-    return parse_jwks(jwks_document())
+def pinned_keys(team):
+    return parse_jwks(jwks_document(team=team))
 
 
 # --- the compiled content ---------------------------------------------------------------------------
@@ -387,7 +387,7 @@ def test_private_key_is_encrypted_at_rest_and_never_published(team, policy):
     assert key.status == SigningKeyStatus.ACTIVE
     raw = Fernet(settings.MCPGOV_KEY_ENCRYPTION_KEY.encode()).decrypt(key.private_key_encrypted.encode())
     assert len(raw) == 32 and b64url_encode(raw) not in key.private_key_encrypted
-    jwks = jwks_document()
+    jwks = jwks_document(team=team)
     assert [k["kid"] for k in jwks["keys"]] == [key.kid]
     assert all("d" not in k for k in jwks["keys"])
     assert b64url_encode(raw) not in json.dumps(jwks)
@@ -395,7 +395,7 @@ def test_private_key_is_encrypted_at_rest_and_never_published(team, policy):
 
 def test_bundle_verifies_with_a_stock_jws_library_against_the_jwks(team, policy):
     bundle = bundle_publish(environment=policy["prod"]).bundle
-    jwk = next(k for k in jwks_document()["keys"] if k["kid"] == bundle.kid)
+    jwk = next(k for k in jwks_document(team=team)["keys"] if k["kid"] == bundle.kid)
     key = jwt.PyJWK(jwk)
     decoded = jwt.api_jws.PyJWS().decode_complete(bundle.jws, key=key.key, algorithms=["EdDSA"])
     assert decoded["header"] == {"alg": "EdDSA", "kid": bundle.kid, "typ": "mcpgov-bundle+jws"}
@@ -412,7 +412,7 @@ def _swap_payload(jws: str, mutate) -> str:
 
 def test_tampering_is_rejected_with_distinct_errors(team, policy, tmp_path):
     v1 = bundle_publish(environment=policy["prod"]).bundle
-    keys = pinned_keys()
+    keys = pinned_keys(team)
     server_services.tool_update(tool=policy["git"].tools.get(name="git_status"), approval_required=True)
     v2 = bundle_publish(environment=policy["prod"]).bundle
     dev = bundle_publish(environment=policy["dev"]).bundle
@@ -469,29 +469,29 @@ def test_tampering_is_rejected_with_distinct_errors(team, policy, tmp_path):
 def test_key_rotation_keeps_old_bundles_verifiable(team, policy):
     v1 = bundle_publish(environment=policy["prod"]).bundle
     old_kid = v1.kid
-    call_command("rotate_signing_key", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    call_command("rotate_signing_key", team="acme", stdout=open("/dev/null", "w"))  # noqa: SIM115
     new = SigningKey.objects.get(status=SigningKeyStatus.ACTIVE)
     assert new.kid != old_kid and SigningKey.objects.get(kid=old_kid).status == SigningKeyStatus.PUBLISHED
     server_services.tool_update(tool=policy["git"].tools.get(name="git_status"), approval_required=True)
     v2 = bundle_publish(environment=policy["prod"]).bundle
     assert v2.kid == new.kid
-    keys = pinned_keys()
+    keys = pinned_keys(team)
     assert set(keys) == {old_kid, new.kid}
     assert verify_bundle(v1.jws, keys, environment="production").version == v1.version
     assert verify_bundle(v2.jws, keys, environment="production").version == v2.version
     # Retired: no longer published, so the old bundle no longer verifies against a re-pinned JWKS.
-    call_command("rotate_signing_key", retire=old_kid, stdout=open("/dev/null", "w"))  # noqa: SIM115
-    keys = pinned_keys()
+    call_command("rotate_signing_key", team="acme", retire=old_kid, stdout=open("/dev/null", "w"))  # noqa: SIM115
+    keys = pinned_keys(team)
     assert set(keys) == {new.kid}
     with pytest.raises(UnknownKeyId):
         verify_bundle(v1.jws, keys, environment="production")
     with pytest.raises(Exception, match="active signing key"):
-        signing_key_retire(kid=new.kid)
+        signing_key_retire(team=team, kid=new.kid)
 
 
 def test_rotation_then_publish_signs_with_the_new_key_only(team, policy):
     bundle_publish(environment=policy["prod"])
-    key = signing_key_rotate()
+    key = signing_key_rotate(team=team)
     assert SigningKey.objects.filter(status=SigningKeyStatus.ACTIVE).get() == key
     result = team_bundles_rebuild(team_id=team.pk)
     assert all(r.bundle.kid == key.kid for r in result if r.created)

@@ -65,7 +65,7 @@ def test_bundle_is_served_signed_with_a_strong_etag(client, team):
     assert response["ETag"] == f'"{hashlib.sha256(body.encode()).hexdigest()}"'
     assert response["X-Bundle-Version"] == str(published.version)
     # Verifiable with a stock JWS library against the public JWKS (fetched without authentication) …
-    jwks = client.get("/api/v1/keys/").json()
+    jwks = client.get("/api/v1/keys/?team=acme").json()
     key = jwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == published.kid))
     decoded = jwt.api_jws.PyJWS().decode_complete(body, key=key.key, algorithms=["EdDSA"])
     payload = json.loads(decoded["payload"])
@@ -167,7 +167,9 @@ def test_a_token_reaches_only_its_own_team_and_environment(client, team, other_t
     response = client.get(URL, HTTP_IF_NONE_MATCH=f'"{other_prod.etag}"', **auth(token))
     assert response.status_code == 200
     assert b"globex" not in response.content.split(b".")[1] and other_prod.jws.encode() != response.content
-    verified = verify_bundle(response.content.decode(), parse_jwks(client.get("/api/v1/keys/").json()))
+    verified = verify_bundle(
+        response.content.decode(), parse_jwks(client.get("/api/v1/keys/?team=acme").json())
+    )
     assert (verified.bundle.team, verified.bundle.environment) == ("acme", "production")
     # Other team's bundle, environment or policy objects: never through this token.
     PolicyBundle.objects.filter(team=team, environment__name="staging").delete()
@@ -385,7 +387,7 @@ def test_create_client_command_prints_a_working_token(client, team):
     assert response.status_code == 200
     assert (
         verify_bundle(
-            response.content.decode(), parse_jwks(client.get("/api/v1/keys/").json())
+            response.content.decode(), parse_jwks(client.get("/api/v1/keys/?team=acme").json())
         ).bundle.environment
         == "staging"
     )

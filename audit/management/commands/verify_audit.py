@@ -1,16 +1,19 @@
-"""`manage.py verify_audit [--team SLUG] [--against-dir DIR] [--against-syslog FILE]`.
+"""`manage.py verify_audit [--team SLUG] [--pinned-key-head HASH] [--against-dir DIR] [--against-syslog FILE]`.
 
-Recomputes every audit chain and checks every digest; reports events no digest covers although
-they are older than the seal interval; with --against-dir / --against-syslog, compares the
-database's digests with the external write-once copy (docs/audit.md). Prints each event
-(session, seq) or digest that was altered, removed, inserted or renumbered, and exits non-zero
-when anything is wrong.
+Recomputes every audit chain and checks every digest against the signing-key history (each
+key trusted only while the history shows it published; the pinned head defaults to the
+MCPGOV_PINNED_KEY_HEAD setting); reports events no digest covers although they are older than
+the seal interval; with --against-dir / --against-syslog, compares the database's digests with
+the external write-once copy (docs/audit.md). Prints each event (session, seq), digest or
+key-history row that was altered, removed, inserted or renumbered, and exits non-zero when
+anything is wrong.
 """
 
 from __future__ import annotations
 
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.services.digests import audit_verify
@@ -37,6 +40,12 @@ class Command(BaseCommand):
             metavar="FILE",
             help="Compare with the digest copies in a syslog file written by a syslog sink.",
         )
+        parser.add_argument(
+            "--pinned-key-head",
+            metavar="HASH",
+            help="The signing-key history head pinned out of band (`manage.py signing_keys --head`); "
+            "default: the MCPGOV_PINNED_KEY_HEAD setting.",
+        )
 
     def handle(self, *args, **options):
         team = None
@@ -52,7 +61,10 @@ class Command(BaseCommand):
                 copies[f"the syslog copy {path}"] = load_syslog_copy(path)
         except (OSError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        sessions, digests, problems = audit_verify(team=team, copies=copies)
+        pinned = options.get("pinned_key_head") or getattr(settings, "MCPGOV_PINNED_KEY_HEAD", "")
+        sessions, digests, problems = audit_verify(
+            team=team, copies=copies, pinned_key_head=pinned.strip().lower() or None
+        )
         for problem in problems:
             self.stdout.write(str(problem))
         summary = f"Checked {sessions} session chain(s) and {digests} digest(s): "
