@@ -113,6 +113,7 @@ def suspend_installed_sql(connection) -> tuple[list[str], list[str]]:
 # external copies) themselves, so resetting those columns hides nothing (docs/audit.md).
 INSERT_ONLY_TABLES = (
     *APPEND_ONLY_TABLES,
+    *KEY_HISTORY_TABLES,
     "audit_acknowledgement",
     "audit_sessiondecision",
     "audit_auditdigestcopy",

@@ -108,7 +108,7 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
     with psycopg.connect(_dsn(app_role), autocommit=True) as app:
         assert app.execute("SELECT current_user").fetchone()[0] == app_role
         assert app.execute("SELECT count(*) FROM audit_auditevent").fetchone()[0] == 6
-        for table in ("audit_auditevent", "audit_auditdigest"):
+        for table in ("audit_auditevent", "audit_auditdigest", "governance_signingkeyevent"):
             assert f"must be owner of table {table}" in refused_as(
                 app, f"ALTER TABLE {table} DISABLE TRIGGER ALL"
             )
