@@ -25,7 +25,8 @@ from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from mcpgov.gate import UpstreamConfig
+from mcpgov.config import UpstreamConfig
+from mcpgov.retry import Backoff
 
 log = logging.getLogger("mcpgov.upstream")
 
@@ -70,8 +71,14 @@ class RawChannel:
         rid = f"{self._prefix}{next(self.ids)}"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
-        line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
-                          ensure_ascii=False, separators=(",", ":")).encode() + b"\n"  # fmt: skip
+        line = (
+            json.dumps(
+                {"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+        )
         loop = asyncio.get_running_loop()
         timed_out: list[bool] = []
 
@@ -124,9 +131,14 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
     """Spawn the upstream; yield the SDK session's streams and the raw channel on the same pipes."""
     env = get_default_environment() | dict(config.env)
     proc = await asyncio.create_subprocess_exec(
-        config.command or "", *config.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=None, env=env, limit=MAX_LINE,
-    )  # fmt: skip
+        config.command or "",
+        *config.args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+        env=env,
+        limit=MAX_LINE,
+    )
     raw = RawChannel(proc)
     to_sdk_send, to_sdk_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     from_sdk_send, from_sdk_recv = anyio.create_memory_object_stream[SessionMessage](64)
@@ -146,8 +158,12 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
                             msg = json.loads(line)
                         except ValueError:
                             msg = None
-                        if isinstance(msg, dict) and isinstance(msg.get("id"), str) and msg["id"].startswith(RAW_ID_PREFIX) \
-                                and ("result" in msg or "error" in msg):  # fmt: skip
+                        if (
+                            isinstance(msg, dict)
+                            and isinstance(msg.get("id"), str)
+                            and msg["id"].startswith(RAW_ID_PREFIX)
+                            and ("result" in msg or "error" in msg)
+                        ):
                             raw.resolve(msg)
                             continue
                     try:
@@ -296,7 +312,7 @@ class Upstream:
                 tg.cancel_scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         started = False
         while True:
             try:
@@ -305,7 +321,7 @@ class Upstream:
                     self.broken = anyio.Event()
                     self.ready.set()
                     log.info("upstream %s connected (%d tools)", self.slug, len(self.tools))
-                    backoff = 0.5
+                    backoff.reset()
                     if not started:
                         started = True
                         task_status.started()
@@ -320,5 +336,4 @@ class Upstream:
             if not started:
                 started = True
                 task_status.started()
-            await anyio.sleep(backoff)
-            backoff = min(30.0, backoff * 2)
+            await anyio.sleep(backoff.next())
