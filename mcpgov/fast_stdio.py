@@ -120,6 +120,7 @@ class FastCalls:
 
     async def _call(self, request_id: Any, name: str, arguments: dict[str, Any] | None) -> None:
         gateway = self.gateway
+        log.debug("fast path: tools/call %s", name)
         sess = gateway.sessions.get("stdio") or gateway.open_session("stdio")
         try:
             response: dict[str, Any] = {
