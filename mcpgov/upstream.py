@@ -5,6 +5,13 @@ notifications). For stdio upstreams the gateway owns the pipe transport, which a
 channel used only by the hot path: ``tools/call`` is written as one JSON line with a gateway-reserved
 string id and its response is handed back as a plain dict, without building pydantic models twice per
 hop. Responses with any other id go to the SDK session as usual. HTTP upstreams use the SDK client.
+
+Why the raw channel bypasses the SDK: a ``tools/call`` through ``ClientSession`` builds a request model,
+validates the response into a ``CallToolResult`` and the gateway dumps it back to a dict, per call; that
+costs more than the policy decision. The raw channel relays the JSON as it is, and nothing else: the
+handshake, ``tools/list``, notifications, server-to-client requests and HTTP upstreams stay with the SDK.
+``tests/mcpgov/test_fast_path.py`` proves it answers like the SDK session (same results under the SDK's
+model, same errors); ``bench/gateway_latency.py`` measures it. See ``docs/gateway.md``.
 """
 
 from __future__ import annotations
