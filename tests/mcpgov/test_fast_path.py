@@ -54,9 +54,14 @@ def converse(
     errlog = world.base / f"stderr-{fast}.log"
     with open(errlog, "w") as err:
         proc = subprocess.Popen(
-            [PY, *world.gateway_args(scope)], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=err, text=True,
-        )  # fmt: skip
+            [PY, *world.gateway_args(scope)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
         watchdog = threading.Timer(180, proc.kill)
         watchdog.start()
         try:
@@ -108,8 +113,20 @@ def converse(
 
 
 def audit_events(world: World) -> list[dict[str, Any]]:
-    keep = ("seq", "phase", "server", "tool", "status", "trigger", "arguments", "args_summary", "result_summary",
-            "bytes", "bundle_version", "result")  # fmt: skip
+    keep = (
+        "seq",
+        "phase",
+        "server",
+        "tool",
+        "status",
+        "trigger",
+        "arguments",
+        "args_summary",
+        "result_summary",
+        "bytes",
+        "bundle_version",
+        "result",
+    )
     return [{k: e[k] for k in keep} for e in world.events()]
 
 
