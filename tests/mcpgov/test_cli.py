@@ -15,7 +15,7 @@ import pytest
 def test_cli_entry_points(command, tmp_path):
     r = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "{verify-bundle,gateway,gate,audit-check}" in r.stdout
+    assert "{verify-bundle,gateway,gate,discover,audit-check}" in r.stdout
     # a usage error is one clear line on stderr and a non-zero exit
     r = subprocess.run(
         [*command, "gateway", "--env", "development"],
