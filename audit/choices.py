@@ -2,6 +2,8 @@
 
 from django.db import models
 
+from mcpgov import bundle as mcpgov_bundle
+
 
 class SessionState(models.TextChoices):
     ACTIVE = "active", "Active"
@@ -25,18 +27,23 @@ class CallStatus(models.TextChoices):
     BLOCKED = "blocked", "Blocked"
 
 
-class Trigger(models.TextChoices):
-    UNAUTHORIZED_SERVER = "unauthorized_server", "Unauthorized server"
-    WRITE_IN_READ_SESSION = "write_in_read_session", "Write in a read-only session"
-    PRODUCTION_ENVIRONMENT = "production_environment", "Production environment detected"
-    RATE_LIMIT = "rate_limit", "Rate limit hit"
-    LARGE_DATA_RETURN = "large_data_return", "Large data return"
-    CASCADE_WRITE_CHAIN = "cascade_write_chain", "Cascade write chain"
-    KILL_SWITCH_FLAG = "kill_switch_flag", "Kill-switch flag"
-    BUNDLE_EXPIRED = "bundle_expired", "Bundle expired"
-    APPROVAL_REQUIRED = "approval_required", "Approval required"
-    TOOL_DEFINITION_CHANGED = "tool_definition_changed", "Tool definition changed"
-    SESSION_HALTED = "session_halted", "Session halted"
+# The trigger codes are the enforcer's (mcpgov.bundle.Trigger); only their labels are the portal's.
+_TRIGGER_LABELS = {
+    mcpgov_bundle.Trigger.UNAUTHORIZED_SERVER: "Unauthorized server",
+    mcpgov_bundle.Trigger.WRITE_IN_READ_SESSION: "Write in a read-only session",
+    mcpgov_bundle.Trigger.PRODUCTION_ENVIRONMENT: "Production environment detected",
+    mcpgov_bundle.Trigger.RATE_LIMIT: "Rate limit hit",
+    mcpgov_bundle.Trigger.LARGE_DATA_RETURN: "Large data return",
+    mcpgov_bundle.Trigger.CASCADE_WRITE_CHAIN: "Cascade write chain",
+    mcpgov_bundle.Trigger.KILL_SWITCH_FLAG: "Kill-switch flag",
+    mcpgov_bundle.Trigger.BUNDLE_EXPIRED: "Bundle expired",
+    mcpgov_bundle.Trigger.APPROVAL_REQUIRED: "Approval required",
+    mcpgov_bundle.Trigger.TOOL_DEFINITION_CHANGED: "Tool definition changed",
+    mcpgov_bundle.Trigger.SESSION_HALTED: "Session halted",
+}
+Trigger = models.TextChoices(
+    "Trigger", [(t.name, (t.value, _TRIGGER_LABELS[t])) for t in mcpgov_bundle.Trigger], module=__name__
+)
 
 
 class DecisionKind(models.TextChoices):

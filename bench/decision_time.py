@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mcpgov.bundle import Bundle
-from mcpgov.decision import ALLOW, ToolCall, compile_policy, decide
+from mcpgov.decision import ToolCall, Verdict, compile_policy, decide
 from mcpgov.session import SessionState, call_resource
 
 
@@ -70,7 +70,7 @@ def run(n: int) -> None:
             t0 = clock()
             d = decide(policy, state, c, t)
             samples.append(clock() - t0)
-            if d.verdict != ALLOW:
+            if d.verdict != Verdict.ALLOW:
                 raise SystemExit(f"unexpected refusal: {d.message}")
     finally:
         gc.enable()

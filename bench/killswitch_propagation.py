@@ -88,7 +88,8 @@ class Gateway:
     """One gateway's bundle side: the real long-poll client and the decision for its next call."""
 
     def __init__(self, keys, base_url: str, token: str, role: str) -> None:
-        from mcpgov.portal_client import BundleManager, PortalClient
+        from mcpgov.bundle_manager import BundleManager
+        from mcpgov.portal_client import PortalClient
 
         self.role = role
         self.client = PortalClient(base_url, token, timeout=30)
@@ -144,7 +145,8 @@ def _children(pid: int) -> list[int]:
 async def run(
     args, base_url: str, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int, admin, portal_pid: int
 ) -> None:
-    from mcpgov.decision import ALLOW, KILL_SWITCH_FLAG
+    from mcpgov.bundle import Trigger
+    from mcpgov.decision import Verdict
     from mcpgov.verify import load_jwks
 
     keys = load_jwks(keys_path)
@@ -158,7 +160,7 @@ async def run(
     async with anyio.create_task_group() as tg:
         for g in gateways:
             tg.start_soon(first, g)
-    assert all(g.verdict == ALLOW for g in gateways), {g.verdict for g in gateways}
+    assert all(g.verdict == Verdict.ALLOW for g in gateways), {g.verdict for g in gateways}
 
     refusal: list[float] = []
     reenable: list[float] = []
@@ -171,7 +173,7 @@ async def run(
         portal_cpu0, own_cpu0, wall0 = cpu_seconds(portal_pid), time.process_time(), time.monotonic()
         for k in range(args.toggles * 2):
             disable = k % 2 == 0
-            expected = KILL_SWITCH_FLAG if disable else ALLOW
+            expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
             path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
             t0 = time.monotonic()
             await anyio.to_thread.run_sync(

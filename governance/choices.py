@@ -2,6 +2,11 @@
 
 from django.db import models
 
+# the enforcer's policy defaults (defined once, in the bundle schema)
+from mcpgov.bundle import DEFAULT_CASCADE_WRITE_THRESHOLD as DEFAULT_CASCADE_WRITE_THRESHOLD
+from mcpgov.bundle import DEFAULT_LARGE_DATA_BYTES as DEFAULT_LARGE_DATA_BYTES
+from mcpgov.bundle import DEFAULT_PRODUCTION_URL_WORDS as DEFAULT_PRODUCTION_URL_WORDS
+
 
 class ServerCategory(models.TextChoices):
     FILESYSTEM = "filesystem", "Filesystem"
@@ -74,9 +79,6 @@ class SigningKeyEventType(models.TextChoices):
 
 DEFAULT_ENVIRONMENTS = ("development", "staging", "production")
 PRODUCTION = "production"
-DEFAULT_PRODUCTION_URL_WORDS = ["prod", "production", "live", "main"]
-DEFAULT_CASCADE_WRITE_THRESHOLD = 3
-DEFAULT_LARGE_DATA_BYTES = 1024 * 1024
 
 
 class ToolReportSource(models.TextChoices):

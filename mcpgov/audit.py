@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import os
-import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ import anyio
 
 from mcpgov.decision import iso_ts
 from mcpgov.redact import MAX_STRING, redact, summarize_arguments
+from mcpgov.retry import retry
 
 log = logging.getLogger("mcpgov.audit")
 
@@ -81,8 +81,15 @@ class AuditSpool:
     spool from one left behind by a gateway that stopped.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], session_id: str, *, durability: str = DURABILITY_INTENT,
-                 meta: dict[str, Any] | None = None, human_log: str | os.PathLike[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        session_id: str,
+        *,
+        durability: str = DURABILITY_INTENT,
+        meta: dict[str, Any] | None = None,
+        human_log: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.session_id = session_id
@@ -146,33 +153,72 @@ class AuditSpool:
             os.fsync(self.fd)
             self.unsynced = False
 
-    def intent(self, *, call_id: str, server: str, tool: str, arguments: dict[str, Any] | None,
-               bundle_version: int, trigger: str | None = None, now: float | None = None) -> dict[str, Any]:  # fmt: skip
+    def intent(
+        self,
+        *,
+        call_id: str,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        bundle_version: int,
+        trigger: str | None = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
         """Record (durably) that a call is about to be decided/forwarded. Returns the event."""
         now = time.time() if now is None else now
         redacted = redact(arguments or {}, max_string=MAX_STRING)
         event = {
-            "seq": 0, "call_id": call_id, "phase": "intent", "ts": iso_ts(now), "server": server, "tool": tool,
-            "arguments": redacted, "args_summary": summarize_arguments(redacted, already_redacted=True),
-            "status": None, "result_summary": "", "bytes": 0, "duration_ms": 0.0, "trigger": trigger,
-            "bundle_version": bundle_version, "result": None,
-        }  # fmt: skip
+            "seq": 0,
+            "call_id": call_id,
+            "phase": "intent",
+            "ts": iso_ts(now),
+            "server": server,
+            "tool": tool,
+            "arguments": redacted,
+            "args_summary": summarize_arguments(redacted, already_redacted=True),
+            "status": None,
+            "result_summary": "",
+            "bytes": 0,
+            "duration_ms": 0.0,
+            "trigger": trigger,
+            "bundle_version": bundle_version,
+            "result": None,
+        }
         self._append(event, sync=self.durability != DURABILITY_PROCESS)
         self.open_intents[call_id] = event
         return event
 
-    def result(self, intent: dict[str, Any], *, status: str, result_summary: str, nbytes: int, duration_ms: float,
-               trigger: str | None = None, result: Any = None, bundle_version: int | None = None,
-               now: float | None = None) -> dict[str, Any]:  # fmt: skip
+    def result(
+        self,
+        intent: dict[str, Any],
+        *,
+        status: str,
+        result_summary: str,
+        nbytes: int,
+        duration_ms: float,
+        trigger: str | None = None,
+        result: Any = None,
+        bundle_version: int | None = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
         now = time.time() if now is None else now
         event = {
-            "seq": 0, "call_id": intent["call_id"], "phase": "result", "ts": iso_ts(now), "server": intent["server"],
-            "tool": intent["tool"], "arguments": intent["arguments"], "args_summary": intent["args_summary"],
-            "status": status, "result_summary": result_summary, "bytes": nbytes,
-            "duration_ms": round(duration_ms, 3), "trigger": trigger,
+            "seq": 0,
+            "call_id": intent["call_id"],
+            "phase": "result",
+            "ts": iso_ts(now),
+            "server": intent["server"],
+            "tool": intent["tool"],
+            "arguments": intent["arguments"],
+            "args_summary": intent["args_summary"],
+            "status": status,
+            "result_summary": result_summary,
+            "bytes": nbytes,
+            "duration_ms": round(duration_ms, 3),
+            "trigger": trigger,
             "bundle_version": intent["bundle_version"] if bundle_version is None else bundle_version,
             "result": result,
-        }  # fmt: skip
+        }
         self._append(event, sync=self.durability == DURABILITY_ALL)
         self.open_intents.pop(intent["call_id"], None)
         self.human.write(
@@ -275,9 +321,17 @@ class Shipper:
     ``min_backoff`` to ``max_backoff`` (with jitter) while the portal is unreachable.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], post_batch: PostBatch, open_session: OpenSession, *,
-                 min_backoff: float = 0.5, max_backoff: float = 30.0, batch_size: int = MAX_BATCH,
-                 poll_interval: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        post_batch: PostBatch,
+        open_session: OpenSession,
+        *,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        batch_size: int = MAX_BATCH,
+        poll_interval: float = 1.0,
+    ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.post_batch = post_batch
@@ -287,7 +341,6 @@ class Shipper:
         self.batch_size = min(batch_size, MAX_BATCH)
         self.poll_interval = poll_interval
         self.wakeup = anyio.Event()
-        self.backoff = 0.0
         self.opened: set[str] = set()
         self.recovered: set[str] = set()
         self.failures = 0
@@ -335,8 +388,11 @@ class Shipper:
                     # sequence gap: the portal holds up to last_seq; move our cursor there and resend
                     cursor = self._cursor_at(path, exc.last_seq)
                     cursor.save(cpath)
-                    log.warning("portal reports last_seq=%s for session %s; resuming from there",
-                                exc.last_seq, session_id)  # fmt: skip
+                    log.warning(
+                        "portal reports last_seq=%s for session %s; resuming from there",
+                        exc.last_seq,
+                        session_id,
+                    )
                     continue
                 raise
             cursor = self._cursor_at(path, last_seq, hint=batch)
@@ -387,18 +443,20 @@ class Shipper:
         """Ship forever: promptly after each nudge, at least every ``poll_interval``, backing off on errors."""
         while True:
             self.wakeup = anyio.Event()
-            try:
-                await self.ship_all()
-                self.backoff = 0.0
-                if self.failures:
-                    log.warning("audit shipping resumed after %d failed attempt(s)", self.failures)
-                self.failures = 0
-            except Exception as exc:  # keep shipping whatever goes wrong; never drop events
-                self.failures += 1
-                self.backoff = min(self.max_backoff, max(self.min_backoff, self.backoff * 2))
-                delay = self.backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
-                log.warning("audit shipping failed (%s); retrying in %.1fs", exc, delay)
-                await anyio.sleep(delay)
-                continue
+            # keep shipping whatever goes wrong; never drop events
+            await retry(
+                self.ship_all,
+                what="audit shipping",
+                first=self.min_backoff,
+                cap=self.max_backoff,
+                on_failure=self._failed,
+            )
+            if self.failures:
+                log.warning("audit shipping resumed after %d failed attempt(s)", self.failures)
+            self.failures = 0
             with anyio.move_on_after(self.poll_interval):
                 await self.wakeup.wait()
+
+    def _failed(self, exc: BaseException, delay: float) -> None:
+        self.failures += 1
+        log.warning("audit shipping failed (%s); retrying in %.1fs", exc, delay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +26,25 @@ SCHEMA_ID = "mcpgov.bundle/1"
 DEFAULT_PRODUCTION_URL_WORDS = ("prod", "production", "live", "main")
 DEFAULT_LARGE_DATA_BYTES = 1_048_576
 DEFAULT_CASCADE_WRITE_THRESHOLD = 3
+
+
+class Trigger(StrEnum):
+    """Why a call was refused or a session stopped: the audit event's ``trigger`` (``docs/enforcer-api.md``).
+
+    The first six are the seed's kill-switch triggers. The portal builds its choices from this enum.
+    """
+
+    UNAUTHORIZED_SERVER = "unauthorized_server"
+    WRITE_IN_READ_SESSION = "write_in_read_session"
+    PRODUCTION_ENVIRONMENT = "production_environment"
+    RATE_LIMIT = "rate_limit"
+    LARGE_DATA_RETURN = "large_data_return"
+    CASCADE_WRITE_CHAIN = "cascade_write_chain"
+    KILL_SWITCH_FLAG = "kill_switch_flag"
+    BUNDLE_EXPIRED = "bundle_expired"
+    APPROVAL_REQUIRED = "approval_required"
+    TOOL_DEFINITION_CHANGED = "tool_definition_changed"
+    SESSION_HALTED = "session_halted"
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -52,7 +52,7 @@ def cmd_verify_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from mcpgov.gateway import run_gateway_cli
+    from mcpgov.serve import run_gateway_cli
 
     return run_gateway_cli(args)
 

@@ -12,48 +12,34 @@ import re
 import time
 import weakref
 from bisect import bisect_right
+from dataclasses import dataclass, field
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from mcpgov.bundle import Bundle, Flag, ServerLimits
+from mcpgov.bundle import Bundle, Flag, ServerLimits, Trigger
 from mcpgov.redact import summarize_arguments
-from mcpgov.session import HALTED, MINUTE, PAUSED, CallRecord, SessionState, call_resource
+from mcpgov.session import MINUTE, CallRecord, SessionState, SessionStatus, call_resource
 
-ALLOW = "allow"
-REFUSE = "refuse"
-APPROVAL = "approval"
 
-# Trigger codes: the values of the audit event's "trigger" field (docs/enforcer-api.md).
-UNAUTHORIZED_SERVER = "unauthorized_server"
-WRITE_IN_READ_SESSION = "write_in_read_session"
-PRODUCTION_ENVIRONMENT = "production_environment"
-RATE_LIMIT = "rate_limit"
-LARGE_DATA_RETURN = "large_data_return"
-CASCADE_WRITE_CHAIN = "cascade_write_chain"
-KILL_SWITCH_FLAG = "kill_switch_flag"
-BUNDLE_EXPIRED = "bundle_expired"
-APPROVAL_REQUIRED = "approval_required"
-TOOL_DEFINITION_CHANGED = "tool_definition_changed"
-SESSION_HALTED = "session_halted"
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    REFUSE = "refuse"
+    APPROVAL = "approval"  # the call waits for a person's approval
 
-# every code an audit event's "trigger" may carry, for validation on the portal side
-TRIGGER_CODES = (
-    UNAUTHORIZED_SERVER, WRITE_IN_READ_SESSION, PRODUCTION_ENVIRONMENT, RATE_LIMIT, LARGE_DATA_RETURN,
-    CASCADE_WRITE_CHAIN, KILL_SWITCH_FLAG, BUNDLE_EXPIRED, APPROVAL_REQUIRED, TOOL_DEFINITION_CHANGED, SESSION_HALTED,
-)  # fmt: skip
 
 TRIGGER_TITLES = {
-    UNAUTHORIZED_SERVER: "trigger 1 — UNAUTHORIZED SERVER",
-    WRITE_IN_READ_SESSION: "trigger 2 — WRITE OPERATION IN READ SESSION",
-    PRODUCTION_ENVIRONMENT: "trigger 3 — PRODUCTION ENVIRONMENT DETECTED",
-    RATE_LIMIT: "trigger 4 — RATE LIMIT HIT",
-    LARGE_DATA_RETURN: "trigger 5 — LARGE DATA RETURN",
-    CASCADE_WRITE_CHAIN: "trigger 6 — CASCADE WRITE CHAIN",
-    KILL_SWITCH_FLAG: "governance flag kill switch",
-    BUNDLE_EXPIRED: "no valid policy bundle",
-    APPROVAL_REQUIRED: "approval required",
-    TOOL_DEFINITION_CHANGED: "tool definition changed",
-    SESSION_HALTED: "session halted",
+    Trigger.UNAUTHORIZED_SERVER: "trigger 1 — UNAUTHORIZED SERVER",
+    Trigger.WRITE_IN_READ_SESSION: "trigger 2 — WRITE OPERATION IN READ SESSION",
+    Trigger.PRODUCTION_ENVIRONMENT: "trigger 3 — PRODUCTION ENVIRONMENT DETECTED",
+    Trigger.RATE_LIMIT: "trigger 4 — RATE LIMIT HIT",
+    Trigger.LARGE_DATA_RETURN: "trigger 5 — LARGE DATA RETURN",
+    Trigger.CASCADE_WRITE_CHAIN: "trigger 6 — CASCADE WRITE CHAIN",
+    Trigger.KILL_SWITCH_FLAG: "governance flag kill switch",
+    Trigger.BUNDLE_EXPIRED: "no valid policy bundle",
+    Trigger.APPROVAL_REQUIRED: "approval required",
+    Trigger.TOOL_DEFINITION_CHANGED: "tool definition changed",
+    Trigger.SESSION_HALTED: "session halted",
 }
 
 CONTINUE_HINT = (
@@ -62,75 +48,72 @@ CONTINUE_HINT = (
 )
 
 
+@dataclass(slots=True, repr=False)
 class Decision:
     """The verdict for one call. ``new_state`` is the session state the caller must move to, if any."""
 
-    __slots__ = ("message", "new_state", "pause_key", "reason", "timeout", "trigger", "verdict")
+    verdict: Verdict
+    trigger: Trigger | None = None
+    message: str = ""  # what the agent reads
+    new_state: SessionStatus | None = None
+    timeout: float | None = None
+    pause_key: str | None = None
+    reason: str = ""  # one line, for the session state and the portal; the message's first line by default
 
-    def __init__(
-        self,
-        verdict: str,
-        trigger: str | None = None,
-        message: str = "",
-        new_state: str | None = None,
-        timeout: float | None = None,
-        pause_key: str | None = None,
-        reason: str = "",
-    ) -> None:
-        self.verdict = verdict
-        self.trigger = trigger
-        self.message = message  # what the agent reads
-        self.new_state = new_state
-        self.timeout = timeout
-        self.pause_key = pause_key
-        self.reason = reason or (message.splitlines()[0] if message else "")  # one line, for state and portal
+    def __post_init__(self) -> None:
+        if not self.reason and self.message:
+            self.reason = self.message.splitlines()[0]
 
     @property
     def allowed(self) -> bool:
-        return self.verdict == ALLOW
+        return self.verdict == Verdict.ALLOW
 
     def __repr__(self) -> str:
         return f"Decision({self.verdict!r}, trigger={self.trigger!r}, new_state={self.new_state!r})"
 
 
+@dataclass(slots=True)
 class ToolCall:
     """What the agent asked for. ``definition_changed`` is set by the gateway from tool pinning."""
 
-    __slots__ = ("arguments", "definition_changed", "server", "tool")
-
-    def __init__(
-        self,
-        server: str,
-        tool: str,
-        arguments: dict[str, Any] | None = None,
-        definition_changed: bool = False,
-    ) -> None:
-        self.server = server
-        self.tool = tool
-        self.arguments = arguments
-        self.definition_changed = definition_changed
+    server: str
+    tool: str
+    arguments: dict[str, Any] | None = None
+    definition_changed: bool = False
 
 
+@dataclass(slots=True)
 class ToolRule:
-    __slots__ = ("allow", "approval_required", "definition_hash", "is_write", "name")
+    name: str
+    is_write: bool
+    approval_required: bool
+    definition_hash: str | None
+    timeout: float | None
+    allow: Decision = field(init=False)  # shared: allowing a call allocates nothing
 
-    def __init__(self, name: str, is_write: bool, approval_required: bool, definition_hash: str | None,
-                 timeout: float | None) -> None:  # fmt: skip
-        self.name = name
-        self.is_write = is_write
-        self.approval_required = approval_required
-        self.definition_hash = definition_hash
-        self.allow = Decision(ALLOW, timeout=timeout)  # shared: allowing a call allocates nothing
+    def __post_init__(self) -> None:
+        self.allow = Decision(Verdict.ALLOW, timeout=self.timeout)
 
 
+@dataclass(slots=True)
 class ServerRule:
-    """Everything about one server for one role in this bundle, precomputed."""
+    """Everything about one server for one role in this bundle, precomputed by :func:`_compile_server`."""
 
-    __slots__ = (
-        "binding_read_only", "binding_target", "env_violation", "flag_off_read", "flag_off_write", "grant_windows",
-        "has_limits", "limits", "production", "production_reason", "role_violation", "slug", "timeout", "tools",
-        "unknown_tool",
-    )  # fmt: skip
+    slug: str
+    role_violation: str | None
+    env_violation: str | None
+    binding_target: str | None
+    binding_read_only: bool
+    production: bool
+    production_reason: str
+    grant_windows: tuple[tuple[float, float], ...]
+    flag_off_read: Flag | None
+    flag_off_write: Flag | None
+    limits: ServerLimits | None
+    has_limits: bool
+    timeout: float | None
+    tools: dict[str, ToolRule]
+    unknown_tool: ToolRule
 
     def tool(self, name: str) -> ToolRule:
         return self.tools.get(name) or self.unknown_tool
@@ -140,9 +123,18 @@ class Policy:
     """A bundle compiled for one role."""
 
     __slots__ = (
-        "_bundle_ref", "cascade_threshold", "environment", "expires_at", "global_limits",
-        "has_global_limits", "large_data_bytes", "pause_percent", "role", "rules", "version",
-    )  # fmt: skip
+        "_bundle_ref",
+        "cascade_threshold",
+        "environment",
+        "expires_at",
+        "global_limits",
+        "has_global_limits",
+        "large_data_bytes",
+        "pause_percent",
+        "role",
+        "rules",
+        "version",
+    )
 
     def __init__(self, bundle: Bundle, role: str) -> None:
         # weak: the policy cache must not keep old bundles alive; whoever holds a Policy holds its bundle too
@@ -200,79 +192,87 @@ def forbidden_pattern_hit(candidates: list[str], patterns: tuple[str, ...]) -> t
 
 
 def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
-    r = ServerRule()
-    r.slug = slug
     env = bundle.environment_policy
     spec = bundle.servers.get(slug)
     role_policy = bundle.roles.get(role)
 
+    role_violation = None
     if role_policy is None:
-        r.role_violation = f"role '{role}' is not defined in bundle v{bundle.version} (default deny)"
+        role_violation = f"role '{role}' is not defined in bundle v{bundle.version} (default deny)"
     elif slug in role_policy.forbidden_servers:
-        r.role_violation = f"server '{slug}' is forbidden for role '{role}'"
+        role_violation = f"server '{slug}' is forbidden for role '{role}'"
     elif slug not in role_policy.allowed_servers:
-        r.role_violation = f"server '{slug}' is not in the allowlist of role '{role}' (default deny)"
-    else:
-        r.role_violation = None
+        role_violation = f"server '{slug}' is not in the allowlist of role '{role}' (default deny)"
 
     binding = env.bindings.get(slug)
-    r.binding_target = binding.target if binding else None
-    r.binding_read_only = binding is None or binding.permission == "read_only"
-    candidates = [slug, r.binding_target or "", (spec.url or "") if spec else ""]
-    r.env_violation = None
+    binding_target = binding.target if binding else None
+    candidates = [slug, binding_target or "", (spec.url or "") if spec else ""]
+    env_violation = None
     if binding is None:
-        r.env_violation = f"server '{slug}' is not bound in environment '{env.name}'"
+        env_violation = f"server '{slug}' is not bound in environment '{env.name}'"
     else:
         hit = forbidden_pattern_hit(candidates, env.forbidden_patterns)
         if hit:
-            r.env_violation = f"server '{slug}': '{hit[1]}' matches forbidden pattern '{hit[0]}' of environment '{env.name}'"
+            env_violation = f"server '{slug}': '{hit[1]}' matches forbidden pattern '{hit[0]}' of environment '{env.name}'"
     words = [w for c in candidates for w in production_words_in(c, bundle.production_url_words)]
-    r.production = env.requires_authorization or bool(words)
     if env.requires_authorization:
-        r.production_reason = f"environment '{env.name}' requires explicit human authorization"
+        production_reason = f"environment '{env.name}' requires explicit human authorization"
     elif words:
-        r.production_reason = (
-            f"server '{slug}' looks like production (words: {', '.join(sorted(set(words)))})"
-        )
+        production_reason = f"server '{slug}' looks like production (words: {', '.join(sorted(set(words)))})"
     else:
-        r.production_reason = ""
-    r.grant_windows = tuple(
-        (g.starts_at.timestamp(), g.ends_at.timestamp())
-        for g in bundle.grants
-        if g.role == role and slug in g.servers
-    )
+        production_reason = ""
 
-    r.flag_off_read = r.flag_off_write = None
+    flag_off_read = flag_off_write = None
     for flag in bundle.flags:
         if flag.server is not None and flag.server != slug:
             continue
         if flag.is_on_for(role):
             continue
-        if flag.capability in ("read", "all") and r.flag_off_read is None:
-            r.flag_off_read = flag
-        if flag.capability in ("write", "all") and r.flag_off_write is None:
-            r.flag_off_write = flag
+        if flag.capability in ("read", "all") and flag_off_read is None:
+            flag_off_read = flag
+        if flag.capability in ("write", "all") and flag_off_write is None:
+            flag_off_write = flag
 
     limits = bundle.rate_limits.per_server.get(slug)
-    r.limits = limits
-    r.has_limits = limits is not None and any(
+    has_limits = limits is not None and any(
         v is not None
         for v in (
-            limits.max_calls_per_session, limits.max_calls_per_minute,
-            limits.max_read_calls_per_session, limits.max_write_calls_per_session,
+            limits.max_calls_per_session,
+            limits.max_calls_per_minute,
+            limits.max_read_calls_per_session,
+            limits.max_write_calls_per_session,
         )
-    )  # fmt: skip
-    r.timeout = (
+    )
+    timeout = (
         float(limits.max_execution_time_seconds) if limits and limits.max_execution_time_seconds else None
     )
-    r.tools = {}
+    tools = {}
     if spec:
         for name, tp in spec.tools.items():
-            r.tools[name] = ToolRule(
-                name, tp.tool_class != "read", tp.approval_required, tp.definition_hash, r.timeout
+            tools[name] = ToolRule(
+                name, tp.tool_class != "read", tp.approval_required, tp.definition_hash, timeout
             )
-    r.unknown_tool = ToolRule("", True, False, None, r.timeout)  # no class information: a write
-    return r
+    return ServerRule(
+        slug=slug,
+        role_violation=role_violation,
+        env_violation=env_violation,
+        binding_target=binding_target,
+        binding_read_only=binding is None or binding.permission == "read_only",
+        production=env.requires_authorization or bool(words),
+        production_reason=production_reason,
+        grant_windows=tuple(
+            (g.starts_at.timestamp(), g.ends_at.timestamp())
+            for g in bundle.grants
+            if g.role == role and slug in g.servers
+        ),
+        flag_off_read=flag_off_read,
+        flag_off_write=flag_off_write,
+        limits=limits,
+        has_limits=has_limits,
+        timeout=timeout,
+        tools=tools,
+        unknown_tool=ToolRule("", True, False, None, timeout),  # no class information: a write
+    )
 
 
 _POLICIES: dict[int, dict[str, Policy]] = {}
@@ -316,7 +316,7 @@ def _refused_line(call: ToolCall) -> str:
 
 
 def trigger_message(
-    trigger: str, reason: str, state: SessionState, call: ToolCall, *, halted: bool = True
+    trigger: Trigger, reason: str, state: SessionState, call: ToolCall, *, halted: bool = True
 ) -> str:
     head = f"MCP_KILL_SWITCH_TRIGGERED: {trigger} ({TRIGGER_TITLES.get(trigger, trigger)})"
     parts = [head, reason, _refused_line(call)]
@@ -326,9 +326,13 @@ def trigger_message(
     return "\n".join(parts)
 
 
-def _halt(trigger: str, reason: str, state: SessionState, call: ToolCall) -> Decision:
+def _halt(trigger: Trigger, reason: str, state: SessionState, call: ToolCall) -> Decision:
     return Decision(
-        REFUSE, trigger, trigger_message(trigger, reason, state, call), HALTED, reason=reason.splitlines()[0]
+        Verdict.REFUSE,
+        trigger,
+        trigger_message(trigger, reason, state, call),
+        SessionStatus.HALTED,
+        reason=reason.splitlines()[0],
     )
 
 
@@ -381,8 +385,9 @@ def pause_point(limit: int, percent: int | None) -> int | None:
     return point if 0 < point < limit else None
 
 
-def _limits(policy: Policy, rule: ServerRule, state: SessionState, is_write: bool, call: ToolCall,
-            now: float) -> Decision | None:  # fmt: skip
+def _limits(
+    policy: Policy, rule: ServerRule, state: SessionState, is_write: bool, call: ToolCall, now: float
+) -> Decision | None:
     gl = policy.global_limits
     counters = state.per_server.get(rule.slug)
     calls = counters.calls if counters else 0
@@ -424,9 +429,11 @@ def _limits(policy: Policy, rule: ServerRule, state: SessionState, is_write: boo
         n = _in_window(counters.minute, now) if counters else 0
         if n >= lim.max_calls_per_minute:
             return _rate_halt(
-                policy, state, call,
+                policy,
+                state,
+                call,
                 f"Limit reached: {n}/{lim.max_calls_per_minute} calls to {rule.slug} in the last minute.",
-            )  # fmt: skip
+            )
     if policy.pause_percent:
         for key, count, limit, what in session_limits:
             point = pause_point(limit, policy.pause_percent)
@@ -442,12 +449,19 @@ def _limits(policy: Policy, rule: ServerRule, state: SessionState, is_write: boo
                     f"{format_last_calls(state)}"
                 )
                 reason = f"Paused at {count}/{limit} {what} (pause threshold {policy.pause_percent}%)."
-                return Decision(REFUSE, RATE_LIMIT, text, PAUSED, pause_key=key, reason=reason)
+                return Decision(
+                    Verdict.REFUSE,
+                    Trigger.RATE_LIMIT,
+                    text,
+                    SessionStatus.PAUSED,
+                    pause_key=key,
+                    reason=reason,
+                )
     return None
 
 
 def _rate_halt(policy: Policy, state: SessionState, call: ToolCall, reason: str) -> Decision:
-    return _halt(RATE_LIMIT, f"{reason}\n{rate_limit_summary(policy, state)}", state, call)
+    return _halt(Trigger.RATE_LIMIT, f"{reason}\n{rate_limit_summary(policy, state)}", state, call)
 
 
 def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: float) -> Decision:
@@ -457,21 +471,25 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
     # 0. a bundle past its expiry is never enforced: fail closed
     if now >= policy.expires_at:
         return Decision(
-            REFUSE, BUNDLE_EXPIRED,
+            Verdict.REFUSE,
+            Trigger.BUNDLE_EXPIRED,
             f"MCP call refused: policy bundle v{policy.version} expired at {iso_ts(policy.expires_at)} and no newer "
-            "verified bundle is available (the gateway fails closed until one arrives).\n" + _refused_line(call),
-        )  # fmt: skip
+            "verified bundle is available (the gateway fails closed until one arrives).\n"
+            + _refused_line(call),
+        )
 
     # 1. halted or paused session
-    if state.state != "active":
-        if state.state == PAUSED:
+    if state.state != SessionStatus.ACTIVE:
+        if state.state == SessionStatus.PAUSED:
             why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason}"
-        elif state.state == HALTED:
+        elif state.state == SessionStatus.HALTED:
             why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason}"
         else:
             why = "This session has ended."
         return Decision(
-            REFUSE, SESSION_HALTED, f"MCP call refused. {why}\n{CONTINUE_HINT}\n{_refused_line(call)}"
+            Verdict.REFUSE,
+            Trigger.SESSION_HALTED,
+            f"MCP call refused. {why}\n{CONTINUE_HINT}\n{_refused_line(call)}",
         )
 
     rule = policy.rules.get(call.server) or policy.rule(call.server)
@@ -481,47 +499,59 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
     # 1b. a tool whose live definition differs from the approved one (hidden from tools/list)
     if call.definition_changed:
         return _halt(
-            TOOL_DEFINITION_CHANGED,
+            Trigger.TOOL_DEFINITION_CHANGED,
             f"Tool '{call.server}.{call.tool}' changed its definition since it was approved; it is hidden until "
-            "the portal approves the new definition.", state, call,
-        )  # fmt: skip
+            "the portal approves the new definition.",
+            state,
+            call,
+        )
 
     # 2. governance flags (kill switch)
     flag = rule.flag_off_write if is_write else rule.flag_off_read
     if flag is not None:
         return Decision(
-            REFUSE, KILL_SWITCH_FLAG,
-            kill_switch_line(flag) + "\n" + trigger_message(
-                KILL_SWITCH_FLAG, f"Flag '{flag.name}' is off for role '{state.role}'.", state, call
+            Verdict.REFUSE,
+            Trigger.KILL_SWITCH_FLAG,
+            kill_switch_line(flag)
+            + "\n"
+            + trigger_message(
+                Trigger.KILL_SWITCH_FLAG, f"Flag '{flag.name}' is off for role '{state.role}'.", state, call
             ),
-            HALTED,
-        )  # fmt: skip
+            SessionStatus.HALTED,
+        )
 
     # 3. role allowlist (trigger 1)
     if rule.role_violation is not None:
-        return _halt(UNAUTHORIZED_SERVER, rule.role_violation.capitalize() + ".", state, call)
+        return _halt(Trigger.UNAUTHORIZED_SERVER, rule.role_violation.capitalize() + ".", state, call)
 
     # 4. environment binding, forbidden patterns, production without a live grant (trigger 3)
     if rule.env_violation is not None:
-        return _halt(PRODUCTION_ENVIRONMENT, rule.env_violation.capitalize() + ".", state, call)
+        return _halt(Trigger.PRODUCTION_ENVIRONMENT, rule.env_violation.capitalize() + ".", state, call)
     if rule.production:
         for start, end in rule.grant_windows:
             if start <= now < end:
                 break
         else:
             return _halt(
-                PRODUCTION_ENVIRONMENT,
+                Trigger.PRODUCTION_ENVIRONMENT,
                 f"{rule.production_reason.capitalize()}: no live production-access grant for role "
-                f"'{state.role}' on '{rule.slug}'. Request one in the portal (Access requests).", state, call,
-            )  # fmt: skip
+                f"'{state.role}' on '{rule.slug}'. Request one in the portal (Access requests).",
+                state,
+                call,
+            )
 
     # 5. write while the session or the binding is read-only (trigger 2)
     if is_write and (state.read_only or rule.binding_read_only):
-        where = "the session is declared read-only" if state.read_only else (
-            f"the binding of '{rule.slug}' in environment '{policy.environment}' is read_only"
-        )  # fmt: skip
+        where = (
+            "the session is declared read-only"
+            if state.read_only
+            else (f"the binding of '{rule.slug}' in environment '{policy.environment}' is read_only")
+        )
         return _halt(
-            WRITE_IN_READ_SESSION, f"'{call.server}.{call.tool}' is a write tool and {where}.", state, call
+            Trigger.WRITE_IN_READ_SESSION,
+            f"'{call.server}.{call.tool}' is a write tool and {where}.",
+            state,
+            call,
         )
 
     # 6. rate limits (trigger 4); pause at the pause threshold
@@ -539,18 +569,21 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
             resources = chain if resource in chain else [*chain, resource]
             targets = ", ".join(f"{s}:{t or '(no target)'}" for s, t in resources)
             return _halt(
-                CASCADE_WRITE_CHAIN,
+                Trigger.CASCADE_WRITE_CHAIN,
                 f"This would be write {n} in a row across different resources ({targets}); the threshold is "
-                f"{policy.cascade_threshold}. Confirm the chain was intended before continuing.", state, call,
-            )  # fmt: skip
+                f"{policy.cascade_threshold}. Confirm the chain was intended before continuing.",
+                state,
+                call,
+            )
 
     # 8. approval-required tools wait for a person
     if tool.approval_required:
         return Decision(
-            APPROVAL, APPROVAL_REQUIRED,
+            Verdict.APPROVAL,
+            Trigger.APPROVAL_REQUIRED,
             f"'{call.server}.{call.tool}' requires a person's approval for every call.\n{_refused_line(call)}",
             timeout=tool.allow.timeout,
-        )  # fmt: skip
+        )
 
     return tool.allow
 
@@ -602,6 +635,6 @@ def check_result(
         )
     if reason is None:
         return None
-    text = trigger_message(LARGE_DATA_RETURN, reason + " The result was withheld.", state, call)
+    text = trigger_message(Trigger.LARGE_DATA_RETURN, reason + " The result was withheld.", state, call)
     text = text.replace("Refused call:", "Withheld call:", 1)
-    return Decision(REFUSE, LARGE_DATA_RETURN, text, HALTED, reason=reason)
+    return Decision(Verdict.REFUSE, Trigger.LARGE_DATA_RETURN, text, SessionStatus.HALTED, reason=reason)

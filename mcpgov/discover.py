@@ -24,7 +24,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import get_default_environment, stdio_client
 
-from mcpgov.gate import ConfigError, UpstreamConfig, load_mcp_config
+from mcpgov.config import ConfigError, UpstreamConfig, load_mcp_config
 
 log = logging.getLogger("mcpgov.discover")
 

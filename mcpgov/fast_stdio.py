@@ -1,10 +1,17 @@
-"""Non-blocking stdin/stdout for the gateway's stdio server.
+"""The stdio fast path: non-blocking stdin/stdout for the gateway, and ``tools/call`` lines answered past the SDK.
 
-The SDK's ``stdio_server()`` reads and writes the standard streams through worker threads (one thread
-hop per line each way), which costs hundreds of microseconds per call under load. When stdin and stdout
-are pipes, sockets or ttys, this module serves them on the event loop instead and hands them to the
-SDK's ``stdio_server(stdin=..., stdout=...)``; the SDK still parses and validates every message. Like
-the SDK, fd 0 and fd 1 are diverted (to /dev/null and stderr) while serving, so stray output never
+Why it bypasses the SDK: the SDK's ``stdio_server()`` reads and writes the standard streams through
+worker threads (one thread hop per line each way), and its server validates every request and result
+into pydantic models and back, which together cost hundreds of microseconds per call under load, more
+than the whole policy decision. When stdin and stdout are pipes, sockets or ttys, this module serves them
+on the event loop instead and hands them to the SDK's ``stdio_server(stdin=..., stdout=...)``; the SDK
+still handles the handshake, ``tools/list``, notifications and every request it is given. Once an agent
+finished the legacy handshake, :class:`FastCalls` takes plain ``tools/call`` requests (no ``_meta``:
+progress tokens and other request metadata stay with the SDK) off the line and runs them through the very
+same :meth:`mcpgov.gateway.Gateway.execute` as the SDK path, writing the wire result unchanged; so
+decisions, audit events and errors are the same (``tests/mcpgov/test_fast_path.py`` proves it, and
+``bench/gateway_latency.py`` measures what it buys). ``MCPGOV_FAST_PATH=0`` turns the interception off.
+Like the SDK, fd 0 and fd 1 are diverted (to /dev/null and stderr) while serving, so stray output never
 reaches the wire.
 """
 
@@ -12,9 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+
+from mcpgov.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from mcpgov.gateway import Gateway
+
+log = logging.getLogger("mcpgov.gateway")
 
 MAX_LINE = 256 * 1024 * 1024  # a JSON-RPC line may carry a large file
 
@@ -26,8 +45,12 @@ class PipeLines:
     offered lines only after the legacy handshake completed (``notifications/initialized`` went by).
     """
 
-    def __init__(self, reader: asyncio.StreamReader, intercept: Callable[[bytes], bool] | None = None,
-                 on_initialized: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        intercept: Callable[[bytes], bool] | None = None,
+        on_initialized: Callable[[], None] | None = None,
+    ) -> None:
         self.reader = reader
         self.intercept = intercept
         self.on_initialized = on_initialized
@@ -65,6 +88,61 @@ class PipeWriter:
         await self.writer.drain()
 
 
+class FastCalls:
+    """``tools/call`` request lines handled before the SDK server sees them (legacy handshake sessions only)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.enabled = False  # set once a legacy-handshake agent is initialized on stdio
+        self.wire: asyncio.StreamWriter | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def intercept(self, line: bytes) -> bool:
+        """Take a ``tools/call`` request line off the SDK's hands; False leaves the line to the SDK."""
+        if not self.enabled or b'"tools/call"' not in line:
+            return False
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(msg, dict) or msg.get("method") != "tools/call" or "id" not in msg:
+            return False
+        params = msg.get("params")
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str) or "_meta" in params:
+            return False  # progress tokens and other request metadata: the SDK handles those
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            return False
+        task = asyncio.get_running_loop().create_task(self._call(msg["id"], params["name"], arguments))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _call(self, request_id: Any, name: str, arguments: dict[str, Any] | None) -> None:
+        gateway = self.gateway
+        log.debug("fast path: tools/call %s", name)
+        sess = gateway.sessions.get("stdio") or gateway.open_session("stdio")
+        try:
+            response: dict[str, Any] = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": await gateway.execute(sess, name, arguments),
+            }
+        except UpstreamError as exc:
+            response = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
+        except Exception as exc:  # never leave the agent without an answer
+            log.exception("tools/call %s failed inside the gateway", name)
+            response = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {"code": types.INTERNAL_ERROR, "message": str(exc)},
+            }
+        assert self.wire is not None
+        self.wire.write(
+            json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        )
+
+
 def _pipe_like(fd: int) -> bool:
     try:
         mode = os.fstat(fd).st_mode
@@ -78,8 +156,9 @@ def available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def pipe_stdio(intercept: Callable[[bytes], bool] | None = None,
-                     on_initialized: Callable[[], None] | None = None) -> AsyncIterator[tuple[PipeLines, PipeWriter]]:  # fmt: skip
+async def pipe_stdio(
+    intercept: Callable[[bytes], bool] | None = None, on_initialized: Callable[[], None] | None = None
+) -> AsyncIterator[tuple[PipeLines, PipeWriter]]:
     """Private duplicates of fd 0/1 served on the event loop; fd 0/1 point at /dev/null and stderr meanwhile."""
     loop = asyncio.get_running_loop()
     in_fd = os.dup(0)

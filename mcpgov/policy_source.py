@@ -8,7 +8,8 @@ import logging
 import anyio
 import httpx2
 
-from mcpgov.portal_client import BundleManager, PortalClient, PortalError
+from mcpgov.bundle_manager import BundleManager
+from mcpgov.portal_client import PortalClient, PortalError
 from mcpgov.verify import BundleVerificationError, KeyFileError, StateFileError, VerifiedBundle, load_jwks
 
 log = logging.getLogger("mcpgov.policy")

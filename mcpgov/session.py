@@ -9,19 +9,42 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-ACTIVE = "active"
-PAUSED = "paused"
-HALTED = "halted"
-ENDED = "ended"
+from mcpgov.bundle import Trigger
+
+
+class SessionStatus(StrEnum):
+    """The state of an agent session (the portal adds ``refused``: refused at the gate)."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    HALTED = "halted"
+    ENDED = "ended"
+
 
 MINUTE = 60.0
 # Argument names that identify the resource a write acts on, in order of preference.
 RESOURCE_KEYS = (
-    "path", "file_path", "filepath", "filename", "repo_path", "repo", "repository", "source", "destination",
-    "target", "uri", "url", "table", "database", "bucket", "key", "name",
-)  # fmt: skip
+    "path",
+    "file_path",
+    "filepath",
+    "filename",
+    "repo_path",
+    "repo",
+    "repository",
+    "source",
+    "destination",
+    "target",
+    "uri",
+    "url",
+    "table",
+    "database",
+    "bucket",
+    "key",
+    "name",
+)
 
 
 def call_resource(server: str, arguments: dict[str, Any] | None) -> tuple[str, str]:
@@ -68,8 +91,8 @@ class SessionState:
     role: str
     read_only: bool = True
     declared_large_data: bool = False
-    state: str = ACTIVE
-    trigger: str | None = None
+    state: SessionStatus = SessionStatus.ACTIVE
+    trigger: Trigger | None = None
     state_reason: str = ""
     total_calls: int = 0
     blocked_calls: int = 0
@@ -86,7 +109,7 @@ class SessionState:
 
     @property
     def blocked(self) -> bool:
-        return self.state != ACTIVE
+        return self.state != SessionStatus.ACTIVE
 
     def counters(self, server: str) -> ServerCounters:
         c = self.per_server.get(server)
@@ -117,14 +140,14 @@ class SessionState:
         elif record.outcome.startswith("fail"):
             self.failed_calls += 1
 
-    def halt(self, trigger: str | None, reason: str) -> None:
-        self.state = HALTED
+    def halt(self, trigger: Trigger | None, reason: str) -> None:
+        self.state = SessionStatus.HALTED
         self.trigger = trigger
         self.state_reason = reason
 
     def pause(self, limit_key: str, reason: str) -> None:
-        self.state = PAUSED
-        self.trigger = "rate_limit"
+        self.state = SessionStatus.PAUSED
+        self.trigger = Trigger.RATE_LIMIT
         self.state_reason = reason
         self.pending_pause = limit_key
 
@@ -134,12 +157,12 @@ class SessionState:
             self.pauses_passed.add(self.pending_pause)
             self.pending_pause = None
         self.write_chain.clear()
-        self.state = ACTIVE
+        self.state = SessionStatus.ACTIVE
         self.trigger = None
         self.state_reason = ""
 
     def end(self, reason: str = "") -> None:
-        self.state = ENDED
+        self.state = SessionStatus.ENDED
         self.state_reason = reason
 
 

@@ -5,6 +5,13 @@ notifications). For stdio upstreams the gateway owns the pipe transport, which a
 channel used only by the hot path: ``tools/call`` is written as one JSON line with a gateway-reserved
 string id and its response is handed back as a plain dict, without building pydantic models twice per
 hop. Responses with any other id go to the SDK session as usual. HTTP upstreams use the SDK client.
+
+Why the raw channel bypasses the SDK: a ``tools/call`` through ``ClientSession`` builds a request model,
+validates the response into a ``CallToolResult`` and the gateway dumps it back to a dict, per call; that
+costs more than the policy decision. The raw channel relays the JSON as it is, and nothing else: the
+handshake, ``tools/list``, notifications, server-to-client requests and HTTP upstreams stay with the SDK.
+``tests/mcpgov/test_fast_path.py`` proves it answers like the SDK session (same results under the SDK's
+model, same errors); ``bench/gateway_latency.py`` measures it. See ``docs/gateway.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from mcpgov.gate import UpstreamConfig
+from mcpgov.config import UpstreamConfig
+from mcpgov.retry import Backoff
 
 log = logging.getLogger("mcpgov.upstream")
 
@@ -70,8 +78,14 @@ class RawChannel:
         rid = f"{self._prefix}{next(self.ids)}"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
-        line = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
-                          ensure_ascii=False, separators=(",", ":")).encode() + b"\n"  # fmt: skip
+        line = (
+            json.dumps(
+                {"jsonrpc": "2.0", "id": rid, "method": method, "params": params},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+        )
         loop = asyncio.get_running_loop()
         timed_out: list[bool] = []
 
@@ -124,9 +138,14 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
     """Spawn the upstream; yield the SDK session's streams and the raw channel on the same pipes."""
     env = get_default_environment() | dict(config.env)
     proc = await asyncio.create_subprocess_exec(
-        config.command or "", *config.args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=None, env=env, limit=MAX_LINE,
-    )  # fmt: skip
+        config.command or "",
+        *config.args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+        env=env,
+        limit=MAX_LINE,
+    )
     raw = RawChannel(proc)
     to_sdk_send, to_sdk_recv = anyio.create_memory_object_stream[SessionMessage | Exception](64)
     from_sdk_send, from_sdk_recv = anyio.create_memory_object_stream[SessionMessage](64)
@@ -146,8 +165,12 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
                             msg = json.loads(line)
                         except ValueError:
                             msg = None
-                        if isinstance(msg, dict) and isinstance(msg.get("id"), str) and msg["id"].startswith(RAW_ID_PREFIX) \
-                                and ("result" in msg or "error" in msg):  # fmt: skip
+                        if (
+                            isinstance(msg, dict)
+                            and isinstance(msg.get("id"), str)
+                            and msg["id"].startswith(RAW_ID_PREFIX)
+                            and ("result" in msg or "error" in msg)
+                        ):
                             raw.resolve(msg)
                             continue
                     try:
@@ -296,7 +319,7 @@ class Upstream:
                 tg.cancel_scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         started = False
         while True:
             try:
@@ -305,7 +328,7 @@ class Upstream:
                     self.broken = anyio.Event()
                     self.ready.set()
                     log.info("upstream %s connected (%d tools)", self.slug, len(self.tools))
-                    backoff = 0.5
+                    backoff.reset()
                     if not started:
                         started = True
                         task_status.started()
@@ -320,5 +343,4 @@ class Upstream:
             if not started:
                 started = True
                 task_status.started()
-            await anyio.sleep(backoff)
-            backoff = min(30.0, backoff * 2)
+            await anyio.sleep(backoff.next())

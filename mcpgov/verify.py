@@ -158,14 +158,6 @@ def load_jwks(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
     return parse_jwks(doc)
 
 
-def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a PEM (PKCS#8) file."""
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path} is not an Ed25519 private key")
-    return key
-
-
 # --- signing -------------------------------------------------------------------------------------------
 
 
@@ -333,9 +325,3 @@ def verify_bundle(
 
 def generate_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
-
-
-def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )

@@ -52,8 +52,11 @@ class World:
 
     def doc(self, **overrides: Any) -> dict[str, Any]:
         now = datetime.now(UTC)
-        d = bundle_doc(version=self.version, issued_at=iso(now - timedelta(minutes=1)),
-                       expires_at=iso(now + timedelta(hours=1)))  # fmt: skip
+        d = bundle_doc(
+            version=self.version,
+            issued_at=iso(now - timedelta(minutes=1)),
+            expires_at=iso(now + timedelta(hours=1)),
+        )
         d["environment_policy"]["bindings"]["filesystem"]["target"] = str(self.files)
         d["environment_policy"]["bindings"]["git"]["target"] = str(self.repo)
         d["servers"]["filesystem"]["args"] = [str(self.files)]
@@ -85,10 +88,30 @@ class World:
         self.config_path.write_text(json.dumps({"mcpServers": entries}))
         return self.config_path
 
-    def gateway_args(self, *extra: str, role: str = "code_agent", env: str = "development",
-                     portal: PortalTestDouble | None = None) -> list[str]:  # fmt: skip
-        args = ["-m", "mcpgov", "gateway", "--keys", str(self.keys), "--env", env, "--role", role,
-                "--config", str(self.config_path), "--spool", str(self.spool), "--state-dir", str(self.state)]  # fmt: skip
+    def gateway_args(
+        self,
+        *extra: str,
+        role: str = "code_agent",
+        env: str = "development",
+        portal: PortalTestDouble | None = None,
+    ) -> list[str]:
+        args = [
+            "-m",
+            "mcpgov",
+            "gateway",
+            "--keys",
+            str(self.keys),
+            "--env",
+            env,
+            "--role",
+            role,
+            "--config",
+            str(self.config_path),
+            "--spool",
+            str(self.spool),
+            "--state-dir",
+            str(self.state),
+        ]
         if portal is not None:
             from tests.mcpgov.portal_double import TOKEN
 

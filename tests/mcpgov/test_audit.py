@@ -21,8 +21,14 @@ from tests.mcpgov.portal_double import TOKEN
 
 
 def test_secret_keys_are_redacted_at_any_depth():
-    args = {"path": "a.txt", "password": "hunter2", "headers": {"Authorization": "Bearer abc.def.ghi"},
-            "config": [{"api_key": "k-123", "client_secret": "s"}], "token": "", "secret_count": 0}  # fmt: skip
+    args = {
+        "path": "a.txt",
+        "password": "hunter2",
+        "headers": {"Authorization": "Bearer abc.def.ghi"},
+        "config": [{"api_key": "k-123", "client_secret": "s"}],
+        "token": "",
+        "secret_count": 0,
+    }
     out = redact(args)
     assert out["path"] == "a.txt" and out["password"] == REDACTED
     assert out["headers"]["Authorization"] == REDACTED
@@ -57,8 +63,13 @@ def test_summary_is_short_and_redacted():
 
 
 def _intent(spool, n=0):
-    return spool.intent(call_id=str(uuid.uuid4()), server="filesystem", tool="write_file",
-                        arguments={"path": f"f{n}.txt", "password": "p"}, bundle_version=3)  # fmt: skip
+    return spool.intent(
+        call_id=str(uuid.uuid4()),
+        server="filesystem",
+        tool="write_file",
+        arguments={"path": f"f{n}.txt", "password": "p"},
+        bundle_version=3,
+    )
 
 
 def test_spool_records_intent_and_result_in_order(tmp_path):
@@ -122,8 +133,12 @@ WRITER = textwrap.dedent(
 
 def test_kill_9_loses_no_acknowledged_intent(tmp_path):
     """A writer killed with SIGKILL mid-stream leaves a readable spool; open INTENTs get an honest RESULT."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -148,9 +163,19 @@ def test_kill_9_loses_no_acknowledged_intent(tmp_path):
 
 
 def _fill(tmp_path, sid, n_calls):
-    spool = AuditSpool(tmp_path, sid, meta={"id": sid, "role": "code_agent", "read_only": True,
-                                            "declared_large_data": False, "agent": "", "started_at": "2026-11-24T09:00:00Z",
-                                            "bundle_version": 3})  # fmt: skip
+    spool = AuditSpool(
+        tmp_path,
+        sid,
+        meta={
+            "id": sid,
+            "role": "code_agent",
+            "read_only": True,
+            "declared_large_data": False,
+            "agent": "",
+            "started_at": "2026-11-24T09:00:00Z",
+            "bundle_version": 3,
+        },
+    )
     for i in range(n_calls):
         spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
     spool.close()
@@ -158,8 +183,15 @@ def _fill(tmp_path, sid, n_calls):
 
 def _shipper(tmp_path, portal, **kw):
     client = PortalClient(portal.url, TOKEN, timeout=5)
-    shipper = Shipper(tmp_path, client.post_events, client.open_session, min_backoff=0.05, max_backoff=0.2,
-                      poll_interval=0.05, **kw)  # fmt: skip
+    shipper = Shipper(
+        tmp_path,
+        client.post_events,
+        client.open_session,
+        min_backoff=0.05,
+        max_backoff=0.2,
+        poll_interval=0.05,
+        **kw,
+    )
     return client, shipper
 
 
@@ -293,8 +325,23 @@ def test_audit_check_cli(portal):
     }
 
     def check(sid):
-        return subprocess.run([sys.executable, "-m", "mcpgov", "audit-check", "--session", sid, "--portal", portal.url,
-                               "--token", TOKEN], capture_output=True, text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mcpgov",
+                "audit-check",
+                "--session",
+                sid,
+                "--portal",
+                portal.url,
+                "--token",
+                TOKEN,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     r = check("s-ok")
     assert r.returncode == 0 and "acknowledged by rita" in r.stderr
@@ -306,8 +353,13 @@ def test_audit_check_cli(portal):
 
 def test_long_arguments_are_cut_in_the_event_but_summarised_with_their_length(tmp_path):
     spool = AuditSpool(tmp_path, "s1")
-    ev = spool.intent(call_id="c1", server="filesystem", tool="write_file", bundle_version=1,
-                      arguments={"path": "big.txt", "content": "a" * 10_000 + " Bearer abcdefghijklmnop"})  # fmt: skip
+    ev = spool.intent(
+        call_id="c1",
+        server="filesystem",
+        tool="write_file",
+        bundle_version=1,
+        arguments={"path": "big.txt", "content": "a" * 10_000 + " Bearer abcdefghijklmnop"},
+    )
     spool.close()
     assert ev["arguments"]["content"] == "a" * 4096 + "…(+5928 chars)"
     assert ev["args_summary"] == '{path: "big.txt", content: <10024 chars>}'
@@ -320,8 +372,9 @@ def test_upstream_that_never_answers_times_out():
     from mcpgov.upstream import RawChannel, UpstreamTimeout
 
     async def go():
-        proc = await asyncio.create_subprocess_exec("sleep", "30", stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            "sleep", "30", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
         try:
             raw = RawChannel(proc)
             t0 = asyncio.get_running_loop().time()

@@ -9,19 +9,19 @@ import pytest
 
 from mcpgov.bundle import Bundle
 from mcpgov.decision import (
-    ALLOW,
-    APPROVAL,
-    REFUSE,
     ToolCall,
+    Verdict,
     check_result,
     compile_policy,
     decide,
     pause_point,
     result_rows,
 )
-from mcpgov.session import HALTED, PAUSED, CallRecord, SessionState, call_resource
+from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
 from tests.mcpgov.helpers import NOW, bundle_doc, iso
 
+ALLOW, APPROVAL, REFUSE = Verdict.ALLOW, Verdict.APPROVAL, Verdict.REFUSE
+HALTED, PAUSED = SessionStatus.HALTED, SessionStatus.PAUSED
 T = NOW.timestamp()
 FLAG_CHANGED = "2026-11-24T08:30:00Z"
 
@@ -559,9 +559,9 @@ def test_trigger_codes_match_the_enforcer_api_contract():
     import re
     from pathlib import Path
 
-    from mcpgov.decision import TRIGGER_CODES
+    from mcpgov.bundle import Trigger
 
     api = (Path(__file__).resolve().parents[2] / "docs" / "enforcer-api.md").read_text()
     start = api.index('"trigger": null |')
     block = api[start : api.index('"bundle_version": 12', start)]
-    assert set(re.findall(r'"([a-z_]+)"', block)) - {"trigger"} == set(TRIGGER_CODES)
+    assert set(re.findall(r'"([a-z_]+)"', block)) - {"trigger"} == set(Trigger)

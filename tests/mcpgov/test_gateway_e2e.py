@@ -46,8 +46,11 @@ async def wait_until(predicate, timeout: float = 5.0) -> float:
 
 
 # the stdio fast path (legacy handshake), the SDK path for the same stdio session, and a 2026-07-28 session
-PATHS = [pytest.param(True, "legacy", id="fast-path"), pytest.param(False, "legacy", id="sdk-path"),
-         pytest.param(True, "auto", id="protocol-2026")]  # fmt: skip
+PATHS = [
+    pytest.param(True, "legacy", id="fast-path"),
+    pytest.param(False, "legacy", id="sdk-path"),
+    pytest.param(True, "auto", id="protocol-2026"),
+]
 
 
 @pytest.mark.parametrize(("fast_path", "mode"), PATHS)
@@ -70,10 +73,13 @@ def test_allowed_calls_are_forwarded_and_audited(world, fast_path, mode):
     assert (world.files / "a.txt").read_text() == "hello"
     events = world.events()
     assert [(e["phase"], e["tool"], e["status"]) for e in events] == [
-        ("intent", "get_current_time", None), ("result", "get_current_time", "success"),
-        ("intent", "write_file", None), ("result", "write_file", "success"),
-        ("intent", "read_text_file", None), ("result", "read_text_file", "success"),
-    ]  # fmt: skip
+        ("intent", "get_current_time", None),
+        ("result", "get_current_time", "success"),
+        ("intent", "write_file", None),
+        ("result", "write_file", "success"),
+        ("intent", "read_text_file", None),
+        ("result", "read_text_file", "success"),
+    ]
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0]["call_id"] == events[1]["call_id"] and events[1]["bundle_version"] == 1
     log = next(world.spool.glob("*.log")).read_text().splitlines()
@@ -119,8 +125,10 @@ def test_trigger_1_unauthorized_server(world, fast_path, mode):
     assert not (world.files / "after-halt.txt").exists()
     results = [e for e in world.events() if e["phase"] == "result"]
     assert [(e["status"], e["trigger"]) for e in results] == [
-        ("blocked", "unauthorized_server"), ("blocked", "session_halted"), ("blocked", "session_halted"),
-    ]  # fmt: skip
+        ("blocked", "unauthorized_server"),
+        ("blocked", "session_halted"),
+        ("blocked", "session_halted"),
+    ]
 
 
 def test_trigger_1_after_the_role_loses_a_server_mid_session(world):
@@ -176,8 +184,15 @@ def test_trigger_3_production_grant_expires_during_the_session(world):
     doc = world.doc()
     doc["environment"] = doc["environment_policy"]["name"] = "production"
     doc["environment_policy"].update(requires_authorization=True, forbidden_patterns=[])
-    doc["grants"] = [{"id": "AR-7", "role": "code_agent", "servers": ["time", "filesystem"],
-                      "starts_at": iso(now - timedelta(minutes=5)), "ends_at": iso(now + timedelta(seconds=15))}]  # fmt: skip
+    doc["grants"] = [
+        {
+            "id": "AR-7",
+            "role": "code_agent",
+            "servers": ["time", "filesystem"],
+            "starts_at": iso(now - timedelta(minutes=5)),
+            "ends_at": iso(now + timedelta(seconds=15)),
+        }
+    ]
     world.write_bundle(doc)
 
     async def scenario():
@@ -199,8 +214,14 @@ def test_trigger_3_production_without_grant_refuses_to_start(world):
     doc["environment"] = doc["environment_policy"]["name"] = "production"
     doc["environment_policy"].update(requires_authorization=True, forbidden_patterns=[])
     world.write_bundle(doc)
-    r = subprocess.run([PY, *world.gateway_args(env="production")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    r = subprocess.run(
+        [PY, *world.gateway_args(env="production")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 3
     assert "MCP environment gate FAILED" in r.stderr
     assert "time: environment 'production' requires explicit human authorization" in r.stderr
@@ -209,8 +230,10 @@ def test_trigger_3_production_without_grant_refuses_to_start(world):
 
 def test_trigger_4_rate_limit_pause_then_halt(world):
     doc = world.doc()
-    doc["rate_limits"] = {"global": {"max_calls_per_session": 4, "pause_at_percent": 50},
-                          "per_server": {"filesystem": {"max_write_calls_per_session": 1}}}  # fmt: skip
+    doc["rate_limits"] = {
+        "global": {"max_calls_per_session": 4, "pause_at_percent": 50},
+        "per_server": {"filesystem": {"max_write_calls_per_session": 1}},
+    }
     world.write_bundle(doc)
     world.write_config(("time", "filesystem"))
     target = world.files / "counter.txt"
@@ -298,9 +321,16 @@ def test_kill_switch_flag_applies_within_a_second(world):
         async with Client(world.gateway("--read-write"), mode="legacy") as c:
             assert not (await write(c, world.files / "before.txt")).is_error
             doc = world.doc(version=world.next_version())
-            doc["flags"] = [{"name": "mcp.filesystem.write", "server": "filesystem", "capability": "write",
-                             "enabled": False, "reason": "Production incident — filesystem write suspended",
-                             "changed_at": "2026-11-24T16:42:00Z"}]  # fmt: skip
+            doc["flags"] = [
+                {
+                    "name": "mcp.filesystem.write",
+                    "server": "filesystem",
+                    "capability": "write",
+                    "enabled": False,
+                    "reason": "Production incident — filesystem write suspended",
+                    "changed_at": "2026-11-24T16:42:00Z",
+                }
+            ]
             world.write_bundle(doc)
             await anyio.sleep(1.0)
             r = await write(c, world.files / "after.txt")
@@ -323,8 +353,10 @@ def test_expired_bundle_fails_closed(world):
 
     async def scenario():
         async with Client(world.gateway("--read-write"), mode="legacy") as c:
-            for call in (("time__get_current_time", {"timezone": "UTC"}),
-                         ("filesystem__write_file", {"path": str(world.files / "x.txt"), "content": "x"})):  # fmt: skip
+            for call in (
+                ("time__get_current_time", {"timezone": "UTC"}),
+                ("filesystem__write_file", {"path": str(world.files / "x.txt"), "content": "x"}),
+            ):
                 r = await c.call_tool(*call)
                 assert r.is_error and "expired" in text(r) and "fails closed" in text(r)
 
@@ -338,8 +370,14 @@ def test_tampered_bundle_file_refuses_to_start(world):
     h, p, s = jws.split(".")
     world.bundle_path.write_text(f"{h}.{p[:-2]}{'A' if p[-2] != 'A' else 'B'}{p[-1]}.{s}")
     world.write_config(("time",))
-    r = subprocess.run([PY, *world.gateway_args()], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL)  # fmt: skip
+    r = subprocess.run(
+        [PY, *world.gateway_args()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 4
     assert "bundle rejected: bad_signature" in r.stderr
 
@@ -379,19 +417,43 @@ def test_changed_tool_definition_is_hidden_and_refused(world):
 
 def test_gateway_refuses_to_start_with_a_forbidden_server_configured(world):
     world.write_bundle(world.doc())
-    world.write_config(("time",), extra={"shell": {"command": "sh", "args": []},
-                                         "prod_db": {"url": "http://db.prod.internal/mcp"}})  # fmt: skip
-    r = subprocess.run([PY, *world.gateway_args()], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL)  # fmt: skip
+    world.write_config(
+        ("time",),
+        extra={"shell": {"command": "sh", "args": []}, "prod_db": {"url": "http://db.prod.internal/mcp"}},
+    )
+    r = subprocess.run(
+        [PY, *world.gateway_args()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 3
     assert "✗ shell: server 'shell' is forbidden for role 'code_agent'" in r.stderr
     assert "✗ prod_db:" in r.stderr and "✓ time" in r.stderr
 
 
 def _gate(world, *args):
-    return subprocess.run([PY, "-m", "mcpgov", "gate", "--keys", str(world.keys), "--bundle-file",
-                           str(world.bundle_path), "--state-dir", str(world.state), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [
+            PY,
+            "-m",
+            "mcpgov",
+            "gate",
+            "--keys",
+            str(world.keys),
+            "--bundle-file",
+            str(world.bundle_path),
+            "--state-dir",
+            str(world.state),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_gate_cli(world):
@@ -440,8 +502,13 @@ def test_http_transport(world):
         port = s.getsockname()[1]
     world.write_bundle(world.doc())
     world.write_config(("time", "filesystem"))
-    proc = subprocess.Popen([PY, *world.gateway_args("--read-only", "--http", f"127.0.0.1:{port}")], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, *world.gateway_args("--read-only", "--http", f"127.0.0.1:{port}")],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -470,13 +537,34 @@ def test_no_stdout_noise_besides_the_wire(world):
     """stdout is the JSON-RPC wire: every line the gateway writes there is a JSON-RPC message."""
     world.write_bundle(world.doc())
     world.write_config(("time",))
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}  # fmt: skip
-    msgs = [init, {"jsonrpc": "2.0", "method": "notifications/initialized"},
-            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-             "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}}]  # fmt: skip
-    proc = subprocess.Popen([PY, *world.gateway_args()], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    msgs = [
+        init,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}},
+        },
+    ]
+    proc = subprocess.Popen(
+        [PY, *world.gateway_args()],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out_lines = []
     try:
         for m in msgs:
@@ -507,6 +595,8 @@ def test_failed_upstream_call_is_recorded_once_and_not_retried(world):
     run(scenario)
     events = world.events()
     assert [(e["phase"], e["tool"], e["status"]) for e in events] == [
-        ("intent", "read_text_file", None), ("result", "read_text_file", "fail"),
-        ("intent", "get_current_time", None), ("result", "get_current_time", "fail"),
-    ]  # fmt: skip
+        ("intent", "read_text_file", None),
+        ("result", "read_text_file", "fail"),
+        ("intent", "get_current_time", None),
+        ("result", "get_current_time", "fail"),
+    ]

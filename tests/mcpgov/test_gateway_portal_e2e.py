@@ -79,9 +79,19 @@ def test_flag_disabled_in_the_portal_stops_writes_within_a_second(world, portal)
     async def scenario():
         async with Client(world.gateway("--read-write", portal=portal), mode="legacy") as c:
             assert not (await write(c, world.files / "before.txt")).is_error
-            doc = world.doc(version=2, flags=[{"name": "mcp.filesystem.write", "server": "filesystem",
-                                               "capability": "write", "enabled": False, "reason": "incident 42",
-                                               "changed_at": "2026-11-24T16:42:00Z"}])  # fmt: skip
+            doc = world.doc(
+                version=2,
+                flags=[
+                    {
+                        "name": "mcp.filesystem.write",
+                        "server": "filesystem",
+                        "capability": "write",
+                        "enabled": False,
+                        "reason": "incident 42",
+                        "changed_at": "2026-11-24T16:42:00Z",
+                    }
+                ],
+            )
             portal.publish(world.signer.sign_doc(doc), 2)
             t0 = time.monotonic()  # the gateway's long poll picks v2 up: refused from then on
             while not (r := await write(c, world.files / "after.txt")).is_error:
@@ -124,12 +134,19 @@ def test_approval_required_tool_waits_for_a_person(world, portal):
 
     def approve_when_asked(decision: str) -> None:
         def asked():
-            return any(e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in done
-                       for evs in portal.events.values() for e in evs)  # fmt: skip
+            return any(
+                e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in done
+                for evs in portal.events.values()
+                for e in evs
+            )
 
         assert portal.wait_for(asked, timeout=10)
-        ev = next(e for evs in portal.events.values() for e in evs
-                  if e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in done)  # fmt: skip
+        ev = next(
+            e
+            for evs in portal.events.values()
+            for e in evs
+            if e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in done
+        )
         done.add(ev["call_id"])
         portal.approve(next(iter(portal.sessions)), ev["call_id"], decision)
 
@@ -170,9 +187,18 @@ def test_portal_outage_and_restarts_lose_no_event(world, portal):
     assert len(spooled) == 2 and len(portal.sessions) == 1
     portal.outage = False
     anyio.run(session, 0)  # C: starts, and its shipper delivers what B left behind
-    assert portal.wait_for(lambda: len(portal.sessions) == 3 and all(
-        len(portal.events.get(sid, [])) >= 4 for sid in spooled - set(list(portal.sessions)[:1])), timeout=15)  # fmt: skip
+    assert portal.wait_for(
+        lambda: (
+            len(portal.sessions) == 3
+            and all(len(portal.events.get(sid, [])) >= 4 for sid in spooled - set(list(portal.sessions)[:1]))
+        ),
+        timeout=15,
+    )
     b = next(sid for sid in spooled if sid != next(iter(portal.sessions)))
     assert [(e["seq"], e["phase"]) for e in portal.events[b]] == [
-        (1, "intent"), (2, "result"), (3, "intent"), (4, "result")]  # fmt: skip
+        (1, "intent"),
+        (2, "result"),
+        (3, "intent"),
+        (4, "result"),
+    ]
     assert portal.duplicates == 0

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from mcpgov.bundle_manager import BundleManager
 from mcpgov.decision import ToolCall, compile_policy, decide
-from mcpgov.portal_client import BundleManager, PortalClient
+from mcpgov.portal_client import PortalClient
 from mcpgov.session import SessionState
 from mcpgov.verify import BadSignature, load_jwks
 from tests.mcpgov.helpers import Signer, bundle_doc, iso
@@ -45,8 +46,12 @@ def refresh_once(m: BundleManager) -> bool:
 
 def manager(tmp_path, signer, url):
     keys = load_jwks(signer.write_jwks(tmp_path / "keys.json"))
-    return BundleManager(keys, environment="development", state_dir=tmp_path / "state",
-                         client=PortalClient(url, TOKEN, timeout=2))  # fmt: skip
+    return BundleManager(
+        keys,
+        environment="development",
+        state_dir=tmp_path / "state",
+        client=PortalClient(url, TOKEN, timeout=2),
+    )
 
 
 def test_long_poll_installs_new_bundles_and_reports_its_version(tmp_path, signer, portal):

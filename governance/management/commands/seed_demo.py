@@ -38,8 +38,8 @@ from governance.services.limits import trigger_settings_set
 from governance.services.policy_yaml import policy_import
 from governance.services.servers import server_create, server_tools_record, server_update
 from governance.services.teams import team_bootstrap
+from mcpgov.config import UpstreamConfig
 from mcpgov.discover import list_server_tools, tool_definition
-from mcpgov.gate import UpstreamConfig
 from portal.choices import TeamRole
 from portal.models import Team
 from portal.services import membership_set, user_create

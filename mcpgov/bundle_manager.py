@@ -1,0 +1,153 @@
+"""The bundle manager: the bundle being enforced, and the only door a new bundle comes in through.
+
+The last verified bundle is cached on disk, the long poll installs new ones within a second, and a
+bundle failing verification is never used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+
+from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
+from mcpgov.retry import retry
+from mcpgov.verify import (
+    BundleExpired,
+    BundleState,
+    BundleVerificationError,
+    VerifiedBundle,
+    jws_sha256,
+    verify_bundle,
+)
+
+log = logging.getLogger("mcpgov.portal")
+
+
+class BundleManager:
+    """Holds the bundle being enforced; installs only bundles that verify against the pinned keys.
+
+    The last verified JWS is cached in ``state_dir/bundle.jws`` (with the anti-replay state), so a
+    gateway restarted while the portal is down keeps enforcing it until it expires; after that every
+    call is refused (``bundle_expired``) until a fresh bundle verifies.
+    """
+
+    def __init__(
+        self,
+        keys: dict[str, Any],
+        *,
+        environment: str,
+        team: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        client: PortalClient | None = None,
+    ) -> None:
+        self.keys = keys
+        self.environment = environment
+        self.team = team
+        self.client = client
+        self.state_dir = Path(state_dir) if state_dir else None
+        if self.state_dir:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state = BundleState(self.state_dir / "bundle-state.json" if self.state_dir else None)
+        self.current: VerifiedBundle | None = None
+        self.etag: str | None = None
+        self.listeners: list[Callable[[VerifiedBundle], None]] = []
+        self.rejected = 0
+
+    @property
+    def cache_path(self) -> Path | None:
+        return self.state_dir / "bundle.jws" if self.state_dir else None
+
+    def install(self, jws: str, *, source: str, allow_expired: bool = False) -> VerifiedBundle:
+        """Verify and enforce ``jws``; on failure the current bundle stays and the error is raised."""
+        try:
+            verified = verify_bundle(
+                jws,
+                self.keys,
+                team=self.team,
+                environment=self.environment,
+                state=self.state,
+                allow_expired=allow_expired,
+            )
+        except BundleVerificationError as exc:
+            self.rejected += 1
+            keep = f"keeping v{self.current.version}" if self.current else "no bundle in force"
+            log.error("REJECTED bundle from %s: %s: %s (%s)", source, exc.code, exc.message, keep)
+            raise
+        self.state.accept(verified.bundle, verified.payload_sha256)
+        self.team = verified.bundle.team
+        if self.cache_path and source != "cache":
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(verified.jws, encoding="ascii")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.cache_path)
+        changed = self.current is None or self.current.sha256 != verified.sha256
+        self.current = verified
+        self.etag = f'"{verified.sha256}"'
+        if changed:
+            log.warning(
+                "enforcing bundle v%d of %s/%s from %s (expires %s)",
+                verified.version,
+                verified.bundle.team,
+                verified.bundle.environment,
+                source,
+                verified.bundle.expires_at.isoformat(),
+            )
+            for listener in self.listeners:
+                listener(verified)
+        return verified
+
+    def load_file(self, path: str | os.PathLike[str]) -> VerifiedBundle:
+        """Offline mode: a signed bundle file (still verified; an expired one is loaded and fails closed)."""
+        jws = Path(path).read_text(encoding="ascii", errors="replace")
+        return self.install(jws, source=str(path), allow_expired=True)
+
+    def load_cache(self) -> VerifiedBundle | None:
+        if not self.cache_path or not self.cache_path.exists():
+            return None
+        try:
+            return self.install(
+                self.cache_path.read_text(encoding="ascii"), source="cache", allow_expired=True
+            )
+        except BundleVerificationError:
+            return None
+
+    async def refresh(self, *, wait: int = 0) -> bool:
+        """One (long-poll) request; True when a new bundle was installed."""
+        assert self.client is not None
+        version = self.current.version if self.current else 0
+        status, jws, etag = await self.client.fetch_bundle(etag=self.etag, current_version=version, wait=wait)
+        if status != 200 or jws is None:
+            return False
+        if self.current and jws_sha256(jws) == self.current.sha256:
+            self.etag = etag or self.etag
+            return False
+        try:
+            self.install(jws, source="portal")
+        except BundleExpired:
+            return False
+        except BundleVerificationError:
+            # never used; ask again only when the portal has something else
+            self.etag = etag or f'"{jws_sha256(jws)}"'
+            return False
+        return True
+
+    async def run(self, *, min_backoff: float = 1.0, max_backoff: float = 30.0) -> None:
+        """Long-poll the portal forever; changes are installed as soon as the portal answers."""
+        while True:
+            await retry(
+                lambda: self.refresh(wait=LONG_POLL_SECONDS if self.etag else 0),
+                what="bundle poll",
+                retry_on=(httpx2.HTTPError, PortalError),
+                first=min_backoff,
+                cap=max_backoff,
+                logger=log,
+            )
+            if self.etag is None:  # nothing published yet
+                await anyio.sleep(min_backoff)

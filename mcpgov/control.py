@@ -1,0 +1,133 @@
+"""The gateway's conversation with the portal about its agent sessions (``docs/enforcer-api.md``).
+
+A session is opened on the portal, its halts and pauses are reported there (reviewers see them and can
+release them), a person's decisions (release, end, per-call approvals) are long-polled back, and the
+session is ended when the gateway stops. Every request is retried while the portal is away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from mcpgov.audit import AuditSpool
+from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
+from mcpgov.retry import retry
+from mcpgov.session import SessionState, SessionStatus
+
+log = logging.getLogger("mcpgov.gateway")
+
+
+@dataclass
+class AgentSession:
+    state: SessionState
+    spool: AuditSpool
+    opened: anyio.Event = field(default_factory=anyio.Event)
+    approvals: dict[str, tuple[anyio.Event, list[str]]] = field(default_factory=dict)
+    # the portal's control_version when it recorded our halt/pause: only a later decision releases it
+    halt_recorded_at: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.state.session_id
+
+
+class SessionControl:
+    """One gateway's sessions as the portal sees them, through one enforcement client's token."""
+
+    def __init__(self, portal: PortalClient) -> None:
+        self.portal = portal
+
+    async def open(self, sess: AgentSession, meta: dict[str, Any]) -> None:
+        """Open the session on the portal, retrying until it answers (the shipper also opens sessions lazily)."""
+        await retry(
+            lambda: self.portal.open_session(meta),
+            what=f"opening session {sess.id} on the portal",
+            logger=log,
+        )
+        sess.opened.set()
+
+    async def report_state(self, sess: AgentSession, trigger: str | None, reason: str) -> None:
+        """PATCH the session's new state to the portal (reviewers see it and can release it).
+
+        Retried until the portal has it, as long as the session is still in that state: a halted
+        session can only be released once the portal knows it halted.
+        """
+        st = sess.state
+        reported = st.state
+        await sess.opened.wait()
+        try:
+            resp = await retry(
+                lambda: self.portal.patch_session(
+                    st.session_id,
+                    state=reported,
+                    trigger=trigger,
+                    reason=reason,
+                    last_calls=[c.as_dict() for c in st.last_calls],
+                ),
+                what=f"reporting the state of session {st.session_id}",
+                give_up_on=(PortalError,),
+                stop=lambda: st.state != reported,
+                logger=log,
+            )
+        except PortalError as exc:
+            log.error("portal refused the state of session %s: %s", st.session_id, exc)
+            return
+        if (
+            resp is not None
+            and reported in (SessionStatus.HALTED, SessionStatus.PAUSED)
+            and st.state == reported
+        ):
+            sess.halt_recorded_at = int(resp.get("control_version") or 0)
+
+    async def follow(self, sess: AgentSession) -> None:
+        """Long-poll a person's decisions (release / end, and per-call approvals) until the session ends."""
+        await sess.opened.wait()
+        while sess.state.state != SessionStatus.ENDED:
+            resp = await retry(
+                lambda: self.portal.control(
+                    sess.id, since=sess.state.control_version, wait=LONG_POLL_SECONDS
+                ),
+                what=f"control poll for session {sess.id}",
+                stop=lambda: sess.state.state == SessionStatus.ENDED,
+                logger=log,
+            )
+            if resp is not None:
+                apply_control(sess, resp)
+
+    async def end(self, sess: AgentSession, reason: str) -> None:
+        """Tell the portal the session ended; a portal that does not answer within 3 s is not waited for."""
+        with anyio.move_on_after(3), contextlib.suppress(Exception):
+            await self.portal.patch_session(sess.id, state=SessionStatus.ENDED, trigger=None, reason=reason)
+
+
+def apply_control(sess: AgentSession, resp: dict[str, Any]) -> None:
+    """Apply one control answer: wake the calls waiting for approval; release or end the session."""
+    st = sess.state
+    version = int(resp.get("control_version") or 0)
+    for approval in resp.get("approvals") or ():
+        pending = sess.approvals.get(str(approval.get("call_id")))
+        if pending is not None:
+            pending[1].append(str(approval.get("decision")))
+            pending[1].append(f"{approval.get('by') or 'a reviewer'}: {approval.get('reason') or ''}")
+            pending[0].set()
+    if version <= st.control_version:
+        return
+    st.control_version = version
+    state = resp.get("state")
+    if state == SessionStatus.ACTIVE and st.state in (SessionStatus.HALTED, SessionStatus.PAUSED):
+        # a decision made before the portal recorded this halt is not a release of it
+        if sess.halt_recorded_at is None or version <= sess.halt_recorded_at:
+            return
+        log.warning(
+            "session %s released by %s: %s", st.session_id, resp.get("decided_by"), resp.get("reason")
+        )
+        sess.halt_recorded_at = None
+        st.release()
+    elif state == SessionStatus.ENDED and st.state != SessionStatus.ENDED:
+        log.warning("session %s ended by %s", st.session_id, resp.get("decided_by"))
+        st.end(str(resp.get("reason") or "ended by a reviewer"))
