@@ -1,9 +1,9 @@
 """The served Unleash features, evaluated by two official SDKs, agree with the gateway in every cell.
 
-The matrix: agent roles (and no role) × the team's environments (one enforcement-client token
-each; the flag states differ per environment) × flags with IN / NOT_IN strategies (among them the
+The matrix: agent roles (and no role) by the team's environments (one enforcement-client token
+each; the flag states differ per environment) by flags with IN / NOT_IN strategies (among them the
 seed's `mcp.database.write`: on in development, only for database_agent and master_agent in
-staging, switched off in production) × the ways an SDK context can carry the role. The Python
+staging, switched off in production) by the ways an SDK context can carry the role. The Python
 `UnleashClient` and the Node `unleash-client` (npm) both fetch the features from the live portal;
 every answer is compared with the portal's own: the published bundle's `Flag.is_on_for(role)`,
 which is what the gateway enforces.
