@@ -28,6 +28,11 @@ API::
                 break
             sub.seen = current_version              # what this waiter has now seen
 
+    # one waiter, woken by more than one channel (e.g. a long poll that must also notice the
+    # revocation of its client); `also` maps each further channel to the token seen on it:
+    async with realtime.subscribe(f"bundle:{env_id}", seen=version, also={"client:7": "active"}) as sub:
+        ...
+
     # writers (sync code, e.g. a service), after commit:
     realtime.notify_on_commit(f"bundle:{env_id}", token=new_version)
     realtime.notify(channel, token)               # now (already committed / not in a transaction)
