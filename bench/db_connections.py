@@ -94,7 +94,7 @@ def main() -> int:
     from tests.portal.db_load import PORTAL_APP_NAME
 
     fresh_database(args.database_url)
-    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "portal.settings",
+    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
            "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
            "REDIS_URL": args.redis, "DJANGO_LOG_LEVEL": "WARNING", "PGAPPNAME": PORTAL_APP_NAME,
            "DATABASE_POOL": "1", "DATABASE_POOL_MAX_SIZE": str(args.pool), "DATABASE_POOL_TIMEOUT": "20"}  # fmt: skip

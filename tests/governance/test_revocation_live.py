@@ -40,6 +40,8 @@ def live_portal(request, transactional_db, monkeypatch, settings):
     if request.param == "redis":
         url = "redis://127.0.0.1:6379/6"
         monkeypatch.setenv("REDIS_URL", url)
+        # No fallback poll before the polls' own timeout: only the revocation event can wake them.
+        monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")
         settings.REDIS_URL = url
     else:
         monkeypatch.delenv("REDIS_URL", raising=False)
