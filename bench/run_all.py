@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bundle_serve.py",
     "ingest.py",
     "killswitch_propagation.py",
+    "db_connections.py",
 ]
 
 

@@ -108,6 +108,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not memory) so tests that run the portal in a subprocess see the test data.
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+elif env_bool("DATABASE_POOL", True):
+    # PostgreSQL: psycopg 3's connection pool, one per process, so connections are bounded by
+    # DATABASE_POOL_MAX_SIZE per worker whatever the load (docs/deploy.md has the arithmetic).
+    # Under ASGI every request runs in a thread of its own; a persistent connection
+    # (CONN_MAX_AGE > 0) would stay with each finished thread, so connections go back to the
+    # pool at the end of every request instead (Django requires CONN_MAX_AGE = 0 with a pool).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "1")),
+        "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10")),
+        # seconds a request waits for a free connection before failing (PoolTimeout)
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+    }
 # The owner role's connection (PostgreSQL): migrations, the audit trigger functions and the
 # app role's grants run through it (`manage.py migrate --database owner`, then `manage.py
 # audit_grants`); the portal itself connects as DATABASE_URL's role, which can only INSERT and

@@ -28,6 +28,11 @@ API::
                 break
             sub.seen = current_version              # what this waiter has now seen
 
+    # one waiter, woken by more than one channel (e.g. a long poll that must also notice the
+    # revocation of its client); `also` maps each further channel to the token seen on it:
+    async with realtime.subscribe(f"bundle:{env_id}", seen=version, also={"client:7": "active"}) as sub:
+        ...
+
     # writers (sync code, e.g. a service), after commit:
     realtime.notify_on_commit(f"bundle:{env_id}", token=new_version)
     realtime.notify(channel, token)               # now (already committed / not in a transaction)
@@ -86,13 +91,26 @@ class _Source:
 
 
 class Subscription:
-    """One waiter on one channel, bound to the event loop it was created on."""
+    """One waiter on one channel (and optionally more, `also`), bound to the event loop it was created on.
 
-    def __init__(self, channel: str, seen: Hashable | None, loop: asyncio.AbstractEventLoop):
+    `seen` is the token of the main channel; `tokens` holds the token of every channel watched.
+    """
+
+    def __init__(
+        self, channel: str, seen: Hashable | None, loop: asyncio.AbstractEventLoop, also=None
+    ) -> None:
         self.channel = channel
-        self.seen = seen
+        self.tokens: dict[str, Hashable | None] = {**(also or {}), channel: seen}
         self.loop = loop
         self._event = asyncio.Event()
+
+    @property
+    def seen(self) -> Hashable | None:
+        return self.tokens[self.channel]
+
+    @seen.setter
+    def seen(self, value: Hashable | None) -> None:
+        self.tokens[self.channel] = value
 
     def _wake(self) -> None:
         self._event.set()
@@ -143,21 +161,27 @@ class _Hub:
 
     # --- waiting -------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str, *, seen: Hashable | None = None):
+    async def subscribe(
+        self, channel: str, *, seen: Hashable | None = None, also: dict[str, Hashable | None] | None = None
+    ):
+        """Wait on `channel`; `also` maps further channels (e.g. the client's revocation channel)
+        to their seen tokens: a change on any of them wakes the same waiter."""
         loop = asyncio.get_running_loop()
-        sub = Subscription(channel, seen, loop)
+        sub = Subscription(channel, seen, loop, also)
         with self._lock:
-            self._subs[channel].add(sub)
+            for ch in sub.tokens:
+                self._subs[ch].add(sub)
         self._ensure_loop_tasks(loop, polling=True)
         try:
             yield sub
         finally:
             with self._lock:
-                subs = self._subs.get(channel)
-                if subs is not None:
-                    subs.discard(sub)
-                    if not subs:
-                        del self._subs[channel]
+                for ch in sub.tokens:
+                    subs = self._subs.get(ch)
+                    if subs is not None:
+                        subs.discard(sub)
+                        if not subs:
+                            del self._subs[ch]
 
     def ensure_started(self) -> None:
         """Start the Redis listener on the running loop (no-op without Redis or outside a loop)."""
@@ -246,7 +270,8 @@ class _Hub:
                 for ch in channels:
                     current = states.get(ch)
                     for sub in subs[ch]:
-                        if current is not None and sub.seen is not None and current != sub.seen:
+                        seen = sub.tokens.get(ch)
+                        if current is not None and seen is not None and current != seen:
                             sub._wake()
 
     async def _redis_listener(self, state: _LoopState) -> None:
@@ -285,7 +310,11 @@ class _Hub:
 def _call_fetch(fetch: Fetch, channels: list[str]) -> dict[str, Hashable]:
     if not connection.in_atomic_block:  # never inside a test's transaction (same thread as the test)
         close_old_connections()  # drop a broken or expired connection, as Django does per request
-    return fetch(channels)
+    try:
+        return fetch(channels)
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()  # back to the pool: the poller sleeps between rounds
 
 
 _hub = _Hub()

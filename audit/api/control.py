@@ -2,21 +2,22 @@
 
 Answers at once when the session's control_version is above `since`, else when a person's
 decision bumps it (woken through portal.realtime within a second, across processes via
-Redis), else after `wait` seconds. Holds no thread while waiting.
+Redis), else after `wait` seconds. Holds no thread and no database connection while
+waiting; the client's revocation wakes it too, and it answers 401 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 
 from audit.choices import ErrorCode
 from audit.models import AgentSession
 from audit.services.sessions import control_channel, session_control
-from governance.services.clients import TokenError, client_authenticate
+from governance.services.clients import CLIENT_ACTIVE, TokenError, client_authenticate, client_channel
 from portal import realtime
+from portal.db import db_call
 
 MAX_WAIT = 30.0
 
@@ -50,8 +51,9 @@ def _read(client, session_id, since: int) -> tuple[AgentSession | None, dict | N
 async def session_control_view(request, session_id):
     if request.method != "GET":
         return _error(405, f"Method {request.method} not allowed.", "method_not_allowed")
+    header = request.headers.get("Authorization", "")
     try:
-        client = await sync_to_async(_authenticate)(request.headers.get("Authorization", ""))
+        client = await db_call(_authenticate, header)
     except TokenError as exc:
         return _error(401, str(exc), exc.code)
     try:
@@ -63,26 +65,37 @@ async def session_control_view(request, session_id):
         return _error(
             400, f"since must be >= 0 and wait between 0 and {MAX_WAIT:g} seconds.", ErrorCode.INVALID
         )
-    read = sync_to_async(_read)
-    session, body = await read(client, session_id, since)
+    session, body = await db_call(_read, client, session_id, since)
     if session is None:
         return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
     if body is None and wait > 0:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        # Subscribe first, then re-read: a decision committed in between still wakes us.
-        async with realtime.subscribe(control_channel(session.pk), seen=session.control_version) as sub:
-            session, body = await read(client, session_id, since)
-            while session is not None and body is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                await sub.wait(remaining)
-                session, body = await read(client, session_id, since)
-                if session is not None:
-                    sub.seen = session.control_version
+        # Subscribe first, then re-read: a decision (or a revocation) committed in between still wakes us.
+        async with realtime.subscribe(
+            control_channel(session.pk),
+            seen=session.control_version,
+            also={client_channel(client.pk): CLIENT_ACTIVE},
+        ) as sub:
+            try:
+                session, body = await db_call(_reread, header, session_id, since)
+                while session is not None and body is None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await sub.wait(remaining)
+                    session, body = await db_call(_reread, header, session_id, since)
+                    if session is not None:
+                        sub.seen = session.control_version
+            except TokenError as exc:  # revoked (or expired) while waiting
+                return _error(401, str(exc), exc.code)
         if session is None:
             return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
     if body is None:
-        body = await sync_to_async(session_control)(session=session, since=since)
+        body = await db_call(session_control, session=session, since=since)
     return JsonResponse(body)
+
+
+def _reread(header: str, session_id, since: int) -> tuple[AgentSession | None, dict | None]:
+    """The client checked again (it may have been revoked meanwhile), then `_read`: one thread hop."""
+    return _read(_authenticate(header), session_id, since)

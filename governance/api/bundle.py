@@ -3,7 +3,8 @@
 An async Django view, served by uvicorn: a long poll (`?wait=`) holds no thread while it
 waits on `portal.realtime`. The hot path (an unchanged bundle, answered 304) touches the
 database only through two short in-process caches: token → client (re-checked every
-`CLIENT_CACHE_SECONDS`, so a revocation takes effect within that time) and environment →
+`CLIENT_CACHE_SECONDS`, and dropped on the client's revocation event, so an open long poll is
+answered 401 as soon as its client is revoked) and environment →
 latest bundle (dropped on every publish notification, and re-read every
 `BUNDLE_CACHE_SECONDS` at most).
 """
@@ -19,9 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection
 from django.http import HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
@@ -29,8 +28,16 @@ from django.views.decorators.http import require_GET
 
 from governance.models import EnforcementClient, PolicyBundle
 from governance.services import bundles as bundle_service
-from governance.services.clients import TokenError, client_authenticate, client_seen
+from governance.services.clients import (
+    CLIENT_ACTIVE,
+    CLIENT_CHANNEL_PREFIX,
+    TokenError,
+    client_authenticate,
+    client_channel,
+    client_seen,
+)
 from portal import realtime
+from portal.db import db_call
 
 CLIENT_CACHE_SECONDS = 1.0
 BUNDLE_CACHE_SECONDS = 1.0
@@ -93,17 +100,24 @@ def _drop_bundle(channel: str, token) -> None:
 realtime.add_listener(bundle_service.CHANNEL_PREFIX, _drop_bundle)
 
 
+def _drop_client(channel: str, token) -> None:
+    tail = channel[len(CLIENT_CHANNEL_PREFIX) :]
+    if tail.isdigit():
+        client_id = int(tail)
+        for key, (_at, result) in list(_clients.items()):
+            if isinstance(result, EnforcementClient) and result.pk == client_id:
+                _clients.pop(key, None)
+
+
+realtime.add_listener(CLIENT_CHANNEL_PREFIX, _drop_client)
+
+
 async def _db(fn, /, *args, **kwargs):
     """ORM work, thread-sensitive as Django wants it. Through `asgi_bundle_route` (no Django
     request context) that is one shared thread for every request of the process, so a
-    waiting long poll holds no thread of its own; under the test client, the test's thread."""
-
-    def call():
-        if not connection.in_atomic_block:  # (the test client's thread runs inside the test's transaction)
-            close_old_connections()  # as at request start: drop a broken or expired connection
-        return fn(*args, **kwargs)
-
-    return await sync_to_async(call, thread_sensitive=True)()
+    waiting long poll holds no thread of its own; under the test client, the test's thread.
+    The connection goes back to the pool after each call: a waiting long poll holds none."""
+    return await db_call(fn, *args, **kwargs)
 
 
 def _clear_caches() -> None:
@@ -120,13 +134,15 @@ def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
         return exc
 
 
-async def _authenticate(token: str) -> EnforcementClient:
+async def _authenticate(token: str, *, fresh_since: float | None = None) -> EnforcementClient:
+    """The token's client, from the cache or — with `fresh_since` — read no earlier than that."""
     key = hashlib.sha256(token.encode()).hexdigest()
     now = time.monotonic()
+    needed = now - CLIENT_CACHE_SECONDS if fresh_since is None else fresh_since
     cached = _clients.get(key)
-    if cached is None or now - cached[0] > CLIENT_CACHE_SECONDS:
+    if cached is None or cached[0] < needed:
         started, result = await _shared_read(
-            ("client", key), _authenticate_or_error, token, fresh_since=now - CLIENT_CACHE_SECONDS
+            ("client", key), _authenticate_or_error, token, fresh_since=needed
         )
         if len(_clients) >= _CACHE_LIMIT:
             _clients.clear()
@@ -291,10 +307,16 @@ async def serve_bundle(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     async with realtime.subscribe(
-        bundle_service.bundle_channel(client.environment_id), seen=current.version
+        bundle_service.bundle_channel(client.environment_id),
+        seen=current.version,
+        also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
     ) as sub:
         checked = time.monotonic()  # subscribed: a read from now on cannot miss a change
         while True:
+            try:  # still a valid client? (its revocation event dropped the cached answer)
+                await _authenticate(token.strip())
+            except TokenError as exc:
+                return _unauthorized(str(exc), exc.code)
             current = await _current(client.environment_id, fresh_since=checked)
             if current is None:
                 return _error(404, "No bundle has been published for this environment yet.", "no_bundle")

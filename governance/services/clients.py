@@ -13,11 +13,37 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import EnforcementClient, Environment
+from portal import realtime
 from portal.models import ChangeRecord, Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
 
 TOKEN_PREFIX = "mcpgov"  # noqa: S105 - a public marker, not a secret
+
+# Revocation events: open long polls and streams of a client wait on this channel too, and
+# answer 401 (or end) as soon as it changes. Token of a channel: the client's state.
+CLIENT_CHANNEL_PREFIX = "client:"
+CLIENT_ACTIVE = "active"
+CLIENT_REVOKED = "revoked"
+
+
+def client_channel(client_id: int) -> str:
+    return f"{CLIENT_CHANNEL_PREFIX}{client_id}"
+
+
+def _client_states(channels: list[str]) -> dict[str, str]:
+    """Fallback poll (a lost or absent Redis message): the state of each watched client."""
+    ids = realtime.channel_ids(channels, CLIENT_CHANNEL_PREFIX)
+    rows = EnforcementClient.objects.filter(pk__in=ids).values_list("pk", "revoked_at", "expires_at")
+    now = timezone.now()
+    states = {ch: CLIENT_REVOKED for ch in ids.values()}  # a deleted client is as good as revoked
+    for pk, revoked_at, expires_at in rows:
+        ended = revoked_at is not None or (expires_at is not None and expires_at <= now)
+        states[ids[pk]] = CLIENT_REVOKED if ended else CLIENT_ACTIVE
+    return states
+
+
+realtime.register_source(CLIENT_CHANNEL_PREFIX, _client_states)
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,8 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
             obj=client,
             summary=f"Enforcement client {client.name} revoked",
         )
+        # Wake this client's open long polls and streams (every web process, through Redis).
+        realtime.notify_on_commit(client_channel(client.pk), CLIENT_REVOKED)
     return client
 
 

@@ -1,18 +1,25 @@
 """MCP flags as Unleash client features (`GET /api/client/features`, format version 2).
 
-A flag is on for a context when its environment state is on and every constraint
-matches. The portal's constraints name the agent **role**; Unleash SDKs pass it either
-as a custom property (`{"properties": {"role": "database_agent"}}`) or, as in the
-seed's example, as the `userId` (`{"userId": "database_agent"}`). Unleash ANDs the
-constraints of one strategy and ORs strategies, so a role-constrained flag becomes two
-strategies:
+A flag is on for a context when its environment state is on and every constraint matches
+(`mcpgov.bundle.Flag.is_on_for`). The portal's constraints name the agent **role**; an SDK
+passes it as the context field `role` (a custom property: `{"properties": {"role": …}}`) or,
+as in the seed's example, as the `userId`. Only standard constraints are served — `IN` /
+`NOT_IN` on `role` and `userId`, in `default` strategies — because SDKs differ in what else
+they keep (the Node SDK drops empty constraint values, so a presence test such as
+`STR_STARTS_WITH [""]` silently changes the answer there).
 
-1. the `role` property is present, and it satisfies every constraint;
-2. the `role` property is absent, and `userId` satisfies every constraint
-   (no `userId` either: `IN` fails and `NOT_IN` passes, as in the gateway).
+Unleash ANDs the constraints of one strategy and ORs strategies, and a constraint on a field
+the context does not give is `IN` → false, `NOT_IN` → true. So, for a flag whose role
+constraints are `IN A₁ … IN Aₘ` and `NOT_IN B₁ … NOT_IN Bₙ`:
 
-Presence is tested with `STR_STARTS_WITH [""]` (every present string starts with ""),
-absence with the same constraint inverted. Stock SDKs evaluate this unchanged.
+- every `NOT_IN Bⱼ` is put on **both** fields, in every strategy: a role excluded through
+  either field is off;
+- without `IN`: one strategy (on unless excluded; no role at all: on, as in the gateway);
+- with `IN`: two strategies, one requiring every `IN Aᵢ` of `role`, one of `userId` — "off
+  for everyone except Aᵢ" (no role at all: off, as in the gateway).
+
+Given one way (or the same value both ways), every official SDK answers exactly as the
+gateway; given two different values, an exclusion through either wins (fail closed).
 """
 
 from __future__ import annotations
@@ -20,21 +27,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from governance.services.bundles import _resolve_flag as resolve_flag
 from governance.services.flags import ResolvedFlag
 from mcpgov.bundle import canonical_json
 
 FEATURE_TYPE = "kill-switch"
 PROJECT = "default"
-ROLE_PROPERTY = "role"
-
-_PRESENT = {
-    "contextName": ROLE_PROPERTY,
-    "operator": "STR_STARTS_WITH",
-    "values": [""],
-    "inverted": False,
-    "caseInsensitive": False,
-}
-_ABSENT = {**_PRESENT, "inverted": True}
+ROLE_FIELDS = ("role", "userId")  # where an SDK's context may carry the agent role
 
 
 def _constraint(context_name: str, operator: str, values) -> dict[str, Any]:
@@ -51,28 +50,23 @@ def _strategy(constraints: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": "default", "parameters": {}, "constraints": constraints, "variants": []}
 
 
+def _strategies(role_rules: list[tuple[str, list[str]]]) -> list[dict[str, Any]]:
+    allow = [values for op, values in role_rules if op == "IN"]
+    deny = [values for op, values in role_rules if op != "IN"]
+    exclusions = [_constraint(field, "NOT_IN", v) for v in deny for field in ROLE_FIELDS]
+    if not allow:
+        return [_strategy(exclusions)]
+    return [_strategy([*[_constraint(field, "IN", v) for v in allow], *exclusions]) for field in ROLE_FIELDS]
+
+
 def feature_for(resolved: ResolvedFlag) -> dict[str, Any]:
     """One flag, resolved for the client's environment, as an Unleash feature."""
     flag = resolved.flag
-    enabled = resolved.enabled
-    role_rules, other = [], []
-    for c in resolved.constraints:
-        name, operator, values = c.get("context_name"), c.get("operator"), c.get("values") or []
-        if name == "role":
-            role_rules.append((operator, values))
-        elif name == "environment":
-            # The client's environment is fixed by its token: decide here, as the bundle does.
-            inside = resolved.environment.name in values
-            enabled = enabled and (operator == "IN") == inside
-        else:  # userId, appName: native Unleash context fields
-            other.append(_constraint(name, operator, values))
-    if role_rules:
-        strategies = [
-            _strategy([_PRESENT, *[_constraint(ROLE_PROPERTY, op, v) for op, v in role_rules], *other]),
-            _strategy([_ABSENT, *[_constraint("userId", op, v) for op, v in role_rules], *other]),
-        ]
-    else:
-        strategies = [_strategy(other)]
+    # What the portal can decide (constraints on anything but the role) is decided here, as
+    # in the bundle; the role constraints are left for the SDK, as for the gateway.
+    passes, role_constraints = resolve_flag(list(resolved.constraints), resolved.environment.name)
+    enabled = resolved.enabled and passes
+    role_rules = [(c["operator"], c["values"]) for c in role_constraints]
     return {
         "name": flag.name,
         "type": FEATURE_TYPE,
@@ -81,7 +75,7 @@ def feature_for(resolved: ResolvedFlag) -> dict[str, Any]:
         "enabled": enabled,
         "stale": False,
         "impressionData": False,
-        "strategies": strategies,
+        "strategies": _strategies(role_rules),
         "variants": [],
         "dependencies": [],
     }

@@ -8,7 +8,9 @@ environment selects which flag states the client sees.
 - `POST register`, `POST metrics` — accepted (202); they count as the client being seen.
 - `GET  streaming` — server-sent events in Unleash's streaming format: `unleash-connected`
   (a hydration event with every feature), then `unleash-updated` with `feature-updated` /
-  `feature-removed` events as flags change. An async view: a stream holds no thread.
+  `feature-removed` events as flags change. An async view: a stream holds no thread and no
+  database connection while it waits. Revoking the client ends its open streams at once
+  (an `end` event); the SDK's reconnection is then answered 401.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
@@ -27,10 +27,17 @@ from rest_framework.views import APIView
 
 from governance.api.authentication import ClientUser, IsEnforcementClient
 from governance.models import EnforcementClient, Environment
-from governance.services.clients import TokenError, client_authenticate, client_seen
+from governance.services.clients import (
+    CLIENT_ACTIVE,
+    TokenError,
+    client_authenticate,
+    client_channel,
+    client_seen,
+)
 from governance.services.flags import flag_channel, flag_versions, flags_for_environment
 from governance.unleash.features import etag_matches, etag_of, features_document
 from portal import realtime
+from portal.db import db_call
 
 KEEPALIVE_SECONDS = 15.0
 RECHECK_TOKEN_SECONDS = 15.0
@@ -142,42 +149,37 @@ def _sse(event: str, data: dict, event_id: int | None = None) -> bytes:
 
 
 def _read(environment_id: int) -> tuple[str, dict]:
-    """(change token, features document) of one environment; runs in a worker thread."""
-    close_old_connections()
-    try:
-        environment = Environment.objects.select_related("team").get(pk=environment_id)
-        token = flag_versions([environment_id])[environment_id]
-        return token, _features(environment)
-    finally:
-        close_old_connections()
+    """(change token, features document) of one environment (through `db_call`)."""
+    environment = Environment.objects.select_related("team").get(pk=environment_id)
+    token = flag_versions([environment_id])[environment_id]
+    return token, _features(environment)
 
 
 def _still_valid(token: str) -> bool:
-    close_old_connections()
     try:
         client_authenticate(token)
         return True
     except TokenError:
         return False
-    finally:
-        close_old_connections()
 
 
 def _authenticate_sync(token: str, address: str | None) -> EnforcementClient:
-    close_old_connections()
-    try:
-        client = client_authenticate(token)
-        client_seen(client=client, address=address, bundle_version=None)
-        return client
-    finally:
-        close_old_connections()
+    client = client_authenticate(token)
+    client_seen(client=client, address=address, bundle_version=None)
+    return client
+
+
+_END_REVOKED = _sse("end", {"reason": "token revoked or expired"})
 
 
 async def _stream(client: EnforcementClient, token: str) -> AsyncIterator[bytes]:
     environment_id = client.environment_id
     event_id = 0
-    async with realtime.subscribe(flag_channel(environment_id)) as sub:
-        sub.seen, document = await sync_to_async(_read)(environment_id)
+    async with realtime.subscribe(
+        flag_channel(environment_id),
+        also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation ends the stream at once
+    ) as sub:
+        sub.seen, document = await db_call(_read, environment_id)
         sent = {f["name"]: f for f in document["features"]}
         event_id += 1
         yield _sse(
@@ -199,14 +201,17 @@ async def _stream(client: EnforcementClient, token: str) -> AsyncIterator[bytes]
             woke = await sub.wait(KEEPALIVE_SECONDS)
             if not woke:
                 idle += KEEPALIVE_SECONDS
-                if idle >= RECHECK_TOKEN_SECONDS:
+                if idle >= RECHECK_TOKEN_SECONDS:  # (expiry has no event)
                     idle = 0.0
-                    if not await sync_to_async(_still_valid)(token):
-                        yield _sse("end", {"reason": "token revoked or expired"})
+                    if not await db_call(_still_valid, token):
+                        yield _END_REVOKED
                         return
                 yield b": keep-alive\n\n"
                 continue
-            sub.seen, document = await sync_to_async(_read)(environment_id)
+            if not await db_call(_still_valid, token):  # woken by a revocation, or a flag change
+                yield _END_REVOKED
+                return
+            sub.seen, document = await db_call(_read, environment_id)
             current = {f["name"]: f for f in document["features"]}
             events = []
             for name, feature in current.items():
@@ -235,7 +240,7 @@ async def streaming(request):
     if not token:
         return _unauthorized("An enforcement-client token is required in Authorization.", "not_authenticated")
     try:
-        client = await sync_to_async(_authenticate_sync)(token, _address(request))
+        client = await db_call(_authenticate_sync, token, _address(request))
     except TokenError as exc:
         return _unauthorized(str(exc), exc.code)
     realtime.ensure_started()

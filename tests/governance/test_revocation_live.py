@@ -1,0 +1,136 @@
+"""Revoking an enforcement client answers its open long polls 401 and ends its Unleash streams at once.
+
+Against the live portal (uvicorn in a subprocess): a real long poll is parked on the server, the
+client is revoked in this process (the service an admin's click calls), and the answer must arrive
+well before the poll's own timeout. Without Redis the other process learns of it from the
+realtime fallback poll of the client's state; with Redis from the revocation event.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from django.utils import timezone
+
+from audit.models import AgentSession
+from governance.api import bundle as bundle_api
+from governance.models import Environment
+from governance.services.bundles import bundle_publish
+from governance.services.clients import client_create, client_revoke
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+WAIT = 25  # the polls' own timeout: a 401 must come well before it
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    bundle_api._clear_caches()
+    yield
+    bundle_api._clear_caches()
+
+
+@pytest.fixture(params=["fallback-poll", "redis"])
+def live_portal(request, transactional_db, monkeypatch, settings):
+    if request.param == "redis":
+        url = "redis://127.0.0.1:6379/6"
+        monkeypatch.setenv("REDIS_URL", url)
+        # No fallback poll before the polls' own timeout: only the revocation event can wake them.
+        monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")
+        settings.REDIS_URL = url
+    else:
+        monkeypatch.delenv("REDIS_URL", raising=False)
+        settings.REDIS_URL = ""
+    return request.getfixturevalue("portal_server")
+
+
+def _client(team, env_name="staging"):
+    environment = Environment.objects.select_related("team").get(team=team, name=env_name)
+    return client_create(team=team, environment=environment, name=f"gw-{uuid.uuid4().hex[:6]}")
+
+
+def _in_background(fn) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+
+    def run():
+        started = time.monotonic()
+        try:
+            response = fn()
+            result["status"], result["body"] = response.status_code, response.content
+        except Exception as exc:  # surfaced by the assertions below
+            result["error"] = exc
+        result["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def _revoke_while_parked(issued, thread, result) -> None:
+    time.sleep(1.5)  # the poll is parked on the server
+    assert "status" not in result and "error" not in result, result
+    client_revoke(client=issued.client)
+    thread.join(WAIT + 10)
+    assert "error" not in result, result
+    assert result["status"] == 401, result
+    assert json.loads(result["body"])["code"] == "token_revoked"
+    assert result["seconds"] < WAIT - 5, f"answered only after {result['seconds']:.1f}s"
+
+
+def test_revoked_clients_bundle_long_poll_is_answered_401(live_portal, team):
+    issued = _client(team)
+    bundle_publish(environment=issued.client.environment)
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    first = requests.get(f"{live_portal}/api/v1/bundle/", headers=headers, timeout=10)
+    assert first.status_code == 200
+    thread, result = _in_background(
+        lambda: requests.get(
+            f"{live_portal}/api/v1/bundle/?wait={WAIT}",
+            headers={**headers, "If-None-Match": first.headers["ETag"]},
+            timeout=WAIT + 10,
+        )
+    )
+    _revoke_while_parked(issued, thread, result)
+
+
+def test_revoked_clients_session_control_long_poll_is_answered_401(live_portal, team):
+    issued = _client(team)
+    session = AgentSession.objects.create(
+        id=uuid.uuid4(), team=team, environment=issued.client.environment, client=issued.client,
+        role="code_agent", started_at=timezone.now(), state="halted", trigger="cascade_write_chain",
+    )  # fmt: skip
+    thread, result = _in_background(
+        lambda: requests.get(
+            f"{live_portal}/api/v1/sessions/{session.pk}/control/?since=0&wait={WAIT}",
+            headers={"Authorization": f"Bearer {issued.token}"},
+            timeout=WAIT + 10,
+        )
+    )
+    _revoke_while_parked(issued, thread, result)
+    session.refresh_from_db()
+    assert session.state == "halted"  # nothing else changed
+
+
+def test_revoked_clients_unleash_stream_ends_and_reconnecting_gets_401(live_portal, team):
+    issued = _client(team)
+    url = f"{live_portal}/api/client/streaming"
+    with requests.get(url, headers={"Authorization": issued.token}, stream=True, timeout=WAIT) as resp:
+        assert resp.status_code == 200
+        lines = resp.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: unleash-connected"
+        while next(lines):  # the rest of the hydration event
+            pass
+        client_revoke(client=issued.client)
+        revoked_at = time.monotonic()
+        # The stream's own token re-check runs only every 15 s (keep-alive): the end comes before.
+        rest = list(lines)  # until the server closes the stream
+        ended_after = time.monotonic() - revoked_at
+    assert "event: end" in rest, rest
+    assert ended_after < 12, f"stream ended {ended_after:.1f}s after the revocation"
+    again = requests.get(url, headers={"Authorization": issued.token}, timeout=10)
+    assert again.status_code == 401 and again.json()["code"] == "token_revoked"
