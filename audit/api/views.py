@@ -11,7 +11,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -40,6 +39,7 @@ from audit.hashing import loads
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
 from governance.api.authentication import ClientTokenAuthentication
 from governance.models import EnforcementClient
+from portal.api import Pagination
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
@@ -134,7 +134,7 @@ class SessionListView(AuditAPIView):
                     raise AuditError(f"{key}: use YYYY-MM-DD.", field=key)
                 filters[key] = parsed
         qs = selectors.sessions_for_review(base=base, filters=filters)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
 
@@ -193,7 +193,7 @@ class SessionEventsView(AuditAPIView):
                 raise AuditError("after_seq: must be an integer.", field="after_seq")
             qs = qs.filter(seq__gt=int(after))
         include_payloads = has_team_perm(request.user, VIEW_PAYLOADS, session.team)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = AuditEventSerializer(page, many=True, context={"include_payloads": include_payloads}).data
         response = paginator.get_paginated_response(data)
