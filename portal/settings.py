@@ -176,6 +176,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Session states appear as `state` and `from_state`: one enum in the schema.
     "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "audit.choices.SessionState"},
+    # Error responses on every operation, and the bundle and control endpoints served outside DRF.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.schema.complete_schema",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------
