@@ -101,8 +101,8 @@ BUNDLE_OPERATION = {
         {
             "in": "header",
             "name": "X-Mcpgov-Bundle-Version",
-            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
-            "description": "The bundle version the gateway runs (shown on the Enforcement clients page).",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+            "description": "The bundle version the gateway runs (ASCII digits, at most 2147483647).",
         },
     ],
     "responses": {

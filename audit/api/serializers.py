@@ -126,7 +126,7 @@ class SessionOpenSerializer(serializers.Serializer):
     declared_large_data = serializers.BooleanField(default=False)
     agent = serializers.CharField(max_length=500, allow_blank=True, default="")
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    bundle_version = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    bundle_version = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None)
 
 
 class SessionStateSerializer(serializers.Serializer):

@@ -212,9 +212,11 @@ def _seen_needed(client: EnforcementClient, address: str | None, version: int | 
 
 
 def _reported_version(header: str) -> int | None:
-    """The header's version, or None unless it is 1 to 18 ASCII digits (a bigint never overflows)."""
+    """The header's version, or None unless it is ASCII digits within the stored integer's range."""
     value = header.strip(" \t")
-    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
+    if not (value.isascii() and value.isdigit() and len(value) <= 10):
+        return None
+    return int(value) if int(value) <= 2**31 - 1 else None
 
 
 @dataclass(frozen=True)
