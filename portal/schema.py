@@ -153,7 +153,12 @@ CONTROL_OPERATION = {
     "tags": ["v1"],
     "security": CLIENT_SECURITY,
     "parameters": [
-        {"in": "path", "name": "session_id", "required": True, "schema": {"type": "string", "format": "uuid"}},
+        {
+            "in": "path",
+            "name": "session_id",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        },
         {"in": "query", "name": "since", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
         {"in": "query", "name": "wait", "schema": {"type": "number", "minimum": 0, "maximum": 30}},
     ],

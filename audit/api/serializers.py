@@ -126,7 +126,9 @@ class SessionOpenSerializer(serializers.Serializer):
     declared_large_data = serializers.BooleanField(default=False)
     agent = serializers.CharField(max_length=500, allow_blank=True, default="")
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    bundle_version = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None)
+    bundle_version = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None
+    )
 
 
 class SessionStateSerializer(serializers.Serializer):
@@ -195,7 +197,9 @@ class SessionDecisionResultSerializer(serializers.Serializer):
 
 class ExplanationListSerializer(serializers.Serializer):
     explanations = ExplanationSerializer(many=True)
-    unexplained = serializers.ListField(child=serializers.CharField(), help_text="call_ids of failed calls not explained yet")
+    unexplained = serializers.ListField(
+        child=serializers.CharField(), help_text="call_ids of failed calls not explained yet"
+    )
 
 
 class PendingApprovalsSerializer(serializers.Serializer):

@@ -43,8 +43,8 @@ from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallEx
 from governance.api.authentication import ClientTokenAuthentication
 from governance.models import EnforcementClient
 from portal.api import Pagination
-from portal.schema import EventPagination, SESSION_FILTER_PARAMS
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
+from portal.schema import SESSION_FILTER_PARAMS, EventPagination
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024

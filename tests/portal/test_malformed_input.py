@@ -234,7 +234,9 @@ def test_lone_surrogate_in_yaml_is_refused(page, team, tmp_path):
 # --- X-Mcpgov-Bundle-Version ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", ["9" * 5000, "99999999999999999999", "2147483648", "²", "٣", "3\u00a0", "x" * 100_000])
+@pytest.mark.parametrize(
+    "value", ["9" * 5000, "99999999999999999999", "2147483648", "²", "٣", "3\u00a0", "x" * 100_000]
+)
 def test_bad_bundle_version_header_is_400(team, issued, gateway, value):
     _clear_caches()
     bundle_publish(environment=issued.client.environment, reason="test")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,15 @@ MAX_EXAMPLES = os.environ.get("MCPGOV_SCHEMATHESIS_EXAMPLES", "20")
 def _st(
     base: str, headers: dict[str, str], *extra: str, report: Path, examples: str = MAX_EXAMPLES
 ) -> subprocess.CompletedProcess:
+    # The live schema, fetched with a patient timeout (building it can take > 10 s on a loaded machine).
+    request = urllib.request.Request(f"{base}/api/v1/schema/?format=json", headers=headers)  # noqa: S310
+    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - the local test portal
+        schema = report.with_suffix(".schema.json")
+        schema.write_bytes(response.read())
     cmd = [
         str(ST),
         "run",
-        f"{base}/api/v1/schema/",
+        str(schema),
         "--url",
         base,
         "--checks",
@@ -77,7 +83,9 @@ def world(team, admin, requester):
     dev = team.environments.get(name="development")
     bundle_publish(environment=dev, reason="schemathesis")
     issued = client_create(team=team, environment=dev, name="schemathesis-gw")
-    session, _ = session_open(client=issued.client, id="7f9c1f52-8d2c-4c8e-9d65-1e2d3c4b5a69", role="database_agent")
+    session, _ = session_open(
+        client=issued.client, id="7f9c1f52-8d2c-4c8e-9d65-1e2d3c4b5a69", role="database_agent"
+    )
     assert session.state == SessionState.ACTIVE
     return {"token": issued.token}
 
