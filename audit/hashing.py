@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from audit.choices import GENESIS_HASH
+from portal.parsers import json_loads
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 # What _encode does for a str, without the encoder's dispatch (the C function when available).
@@ -58,7 +59,7 @@ def _reject_constant(name: str):
 
 def loads(data: bytes | str) -> Any:
     """json.loads with the audit number rules (see parse_float); NaN/Infinity refused."""
-    return json.loads(data, parse_float=parse_float, parse_constant=_reject_constant)
+    return json_loads(data, parse_float=parse_float, parse_constant=_reject_constant)
 
 
 def format_ts(value: datetime) -> str:

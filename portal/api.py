@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import exceptions, permissions
+from django.db.models import ProtectedError, RestrictedError
+from rest_framework import exceptions, pagination, permissions
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.permissions import has_team_perm
@@ -17,6 +18,8 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(detail=detail)
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
+    elif isinstance(exc, ProtectedError | RestrictedError):
+        exc = Conflict(_protected_message(exc))
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -31,6 +34,19 @@ def exception_handler(exc, context):
     return response
 
 
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "The object is still in use."
+    default_code = "protected"
+
+
+def _protected_message(exc: ProtectedError | RestrictedError) -> str:
+    """Which kinds of objects still refer to it (the service's transaction rolled back)."""
+    kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.args[1]}) if len(exc.args) > 1 else []
+    what = ", ".join(kinds) or "other objects"
+    return f"It cannot be deleted while {what} refer to it; nothing was changed."
+
+
 def _first_message(data) -> str:
     if isinstance(data, dict):
         for key, value in data.items():
@@ -39,6 +55,38 @@ def _first_message(data) -> str:
     if isinstance(data, list) and data:
         return _first_message(data[0])
     return str(data)
+
+
+class Pagination(pagination.LimitOffsetPagination):
+    """`?limit=&offset=`, refused with 400 unless each is an integer in 0..MAX_OFFSET.
+
+    (DRF's own class answers 500 for an offset past PostgreSQL's bigint and silently
+    ignores a negative or non-numeric value.)"""
+
+    max_limit = 1000
+    MAX_OFFSET = 10**9
+
+    def _param(self, request, name: str, default: int | None, maximum: int) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > maximum:
+            raise exceptions.ValidationError({name: [f"Must be an integer between 0 and {maximum}."]})
+        return int(raw)
+
+    def get_limit(self, request):
+        limit = self._param(request, self.limit_query_param, self.default_limit, self.max_limit)
+        return limit if limit else self.default_limit  # limit=0: the default page size, as in DRF
+
+    def get_offset(self, request):
+        return self._param(request, self.offset_query_param, 0, self.MAX_OFFSET)
+
+    def get_schema_operation_parameters(self, view):
+        params = super().get_schema_operation_parameters(view)
+        bounds = {self.limit_query_param: self.max_limit, self.offset_query_param: self.MAX_OFFSET}
+        for param in params:
+            param["schema"] = {**param["schema"], "minimum": 0, "maximum": bounds[param["name"]]}
+        return params
 
 
 class TeamPermission(permissions.BasePermission):
@@ -62,4 +110,4 @@ def forbidden_unless(user, perm: str, team) -> None:
         )
 
 
-__all__ = ["TeamPermission", "exception_handler", "forbidden_unless"]
+__all__ = ["Conflict", "Pagination", "TeamPermission", "exception_handler", "forbidden_unless"]

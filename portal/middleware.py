@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings as django_settings
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.utils.functional import SimpleLazyObject
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -21,6 +22,47 @@ def current_team(request):
     team_id = request.session.get(SESSION_KEY)
     team = teams.filter(pk=team_id).first() if team_id else None
     return team or teams.order_by("name").first()
+
+
+def _has_nul(request) -> bool:
+    if "\x00" in request.path:
+        return True
+    return any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists())
+
+
+class RejectNulMiddleware:
+    """A NUL byte in the path or a query parameter is answered 400 before any view runs.
+
+    PostgreSQL text cannot hold NUL, so a slug or a filter value carrying one would reach the
+    database driver and fail there (a 500). Form and JSON body fields are refused by their own
+    validators (Django's and DRF's CharField prohibit NUL)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def refusal(request):
+        detail = "The URL contains a NUL character."
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": detail, "code": "invalid"}, status=400)
+        return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        if _has_nul(request):
+            return self.refusal(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        if _has_nul(request):
+            return self.refusal(request)
+        return await self.get_response(request)
 
 
 class CurrentTeamMiddleware:

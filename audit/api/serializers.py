@@ -126,7 +126,9 @@ class SessionOpenSerializer(serializers.Serializer):
     declared_large_data = serializers.BooleanField(default=False)
     agent = serializers.CharField(max_length=500, allow_blank=True, default="")
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    bundle_version = serializers.IntegerField(min_value=0, required=False, allow_null=True, default=None)
+    bundle_version = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None
+    )
 
 
 class SessionStateSerializer(serializers.Serializer):
@@ -175,3 +177,30 @@ class AcknowledgementBodySerializer(serializers.Serializer):
     acknowledged_at = serializers.CharField(allow_null=True)
     note = serializers.CharField(allow_null=True)
     last_seq = serializers.IntegerField(allow_null=True)
+
+
+class ReviewSessionDetailSerializer(ReviewSessionSerializer):
+    """What a person gets for one session: the review fields and the decisions taken on it."""
+
+    decisions = DecisionSerializer(many=True, read_only=True)
+
+    class Meta(ReviewSessionSerializer.Meta):
+        fields = [*ReviewSessionSerializer.Meta.fields, "decisions"]
+
+
+class SessionDecisionResultSerializer(serializers.Serializer):
+    """The answer to release and end: the session after the decision, and the decision."""
+
+    session = ReviewSessionSerializer()
+    decision = DecisionSerializer()
+
+
+class ExplanationListSerializer(serializers.Serializer):
+    explanations = ExplanationSerializer(many=True)
+    unexplained = serializers.ListField(
+        child=serializers.CharField(), help_text="call_ids of failed calls not explained yet"
+    )
+
+
+class PendingApprovalsSerializer(serializers.Serializer):
+    pending = serializers.ListField(child=serializers.DictField())

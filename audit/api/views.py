@@ -7,11 +7,9 @@ The control long poll is an async view in audit/api/control.py.
 
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,9 +25,13 @@ from audit.api.serializers import (
     DecisionSerializer,
     EventBatchSerializer,
     ExplanationInputSerializer,
+    ExplanationListSerializer,
     ExplanationSerializer,
     IngestResultSerializer,
+    PendingApprovalsSerializer,
+    ReviewSessionDetailSerializer,
     ReviewSessionSerializer,
+    SessionDecisionResultSerializer,
     SessionOpenSerializer,
     SessionStateSerializer,
     acknowledgement_body,
@@ -40,7 +42,9 @@ from audit.hashing import loads
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
 from governance.api.authentication import ClientTokenAuthentication
 from governance.models import EnforcementClient
+from portal.api import Pagination
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
+from portal.schema import SESSION_FILTER_PARAMS, EventPagination
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024
@@ -118,7 +122,13 @@ def _valid(serializer_class, data):
 class SessionListView(AuditAPIView):
     """GET: reviewers list their teams' sessions (filters as query parameters). POST: a gateway opens one."""
 
-    @extend_schema(responses=ReviewSessionSerializer(many=True), summary="Sessions of the person's teams")
+    pagination_class = Pagination  # (documents the paginated list; get() pages by hand)
+
+    @extend_schema(
+        responses=ReviewSessionSerializer(many=True),
+        parameters=SESSION_FILTER_PARAMS,
+        summary="Sessions of the person's teams",
+    )
     def get(self, request):
         self.require_person()
         base = AgentSession.objects.restrict(request.user)
@@ -129,17 +139,22 @@ class SessionListView(AuditAPIView):
             if filters[key]:
                 from django.utils.dateparse import parse_date
 
-                parsed = parse_date(filters[key])
-                if parsed is None:
+                try:
+                    parsed = parse_date(filters[key])
+                except ValueError:  # well formed, not a date (2026-02-30)
+                    parsed = None
+                if parsed is None or parsed.year >= 9999:
                     raise AuditError(f"{key}: use YYYY-MM-DD.", field=key)
                 filters[key] = parsed
         qs = selectors.sessions_for_review(base=base, filters=filters)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
 
     @extend_schema(
-        request=SessionOpenSerializer, responses=AgentSessionSerializer, summary="Open a session (gateway)"
+        request=SessionOpenSerializer,
+        responses={200: AgentSessionSerializer, 201: AgentSessionSerializer},
+        summary="Open a session (gateway; 200 when it was already open)",
     )
     def post(self, request):
         client = self.require_client()
@@ -154,7 +169,14 @@ class SessionListView(AuditAPIView):
 class SessionDetailView(AuditAPIView):
     """GET: the session resource. PATCH: the gateway reports a state change."""
 
-    @extend_schema(responses=AgentSessionSerializer, summary="The session resource")
+    @extend_schema(
+        responses=PolymorphicProxySerializer(
+            component_name="SessionResource",
+            serializers=[AgentSessionSerializer, ReviewSessionDetailSerializer],
+            resource_type_field_name=None,
+        ),
+        summary="The session resource (gateways: AgentSession; people: with review fields and decisions)",
+    )
     def get(self, request, session_id):
         session = self.session(session_id)
         if self.client():
@@ -180,8 +202,12 @@ class SessionDetailView(AuditAPIView):
 class SessionEventsView(AuditAPIView):
     """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
 
+    pagination_class = EventPagination
+
     @extend_schema(
-        responses=AuditEventSerializer(many=True), summary="A session's events (payloads for auditors)"
+        responses=AuditEventSerializer(many=True),
+        parameters=[OpenApiParameter("after_seq", int, description="Only events after this seq.")],
+        summary="A session's events (payloads for auditors)",
     )
     def get(self, request, session_id):
         self.require_person()
@@ -193,7 +219,7 @@ class SessionEventsView(AuditAPIView):
                 raise AuditError("after_seq: must be an integer.", field="after_seq")
             qs = qs.filter(seq__gt=int(after))
         include_payloads = has_team_perm(request.user, VIEW_PAYLOADS, session.team)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         data = AuditEventSerializer(page, many=True, context={"include_payloads": include_payloads}).data
         response = paginator.get_paginated_response(data)
@@ -247,7 +273,7 @@ class SessionAcknowledgementView(AuditAPIView):
 class SessionExplanationsView(AuditAPIView):
     """GET: explanations and unexplained failed calls. POST: explain one failed call."""
 
-    @extend_schema(responses=ExplanationSerializer(many=True), summary="Explanations of failed calls")
+    @extend_schema(responses=ExplanationListSerializer, summary="Explanations of failed calls")
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
@@ -274,9 +300,14 @@ class SessionReleaseView(AuditAPIView):
     service = staticmethod(services.session_release)
 
     @extend_schema(
-        request=DecisionReasonSerializer, responses=DecisionSerializer, summary="Release or end the session"
+        request=DecisionReasonSerializer,
+        responses=SessionDecisionResultSerializer,
+        summary="Allow a halted or paused session to continue",
     )
     def post(self, request, session_id):
+        return self.decide(request, session_id)
+
+    def decide(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
         data = _valid(DecisionReasonSerializer, request.data)
@@ -292,11 +323,19 @@ class SessionEndView(SessionReleaseView):
 
     service = staticmethod(services.session_end)
 
+    @extend_schema(
+        request=DecisionReasonSerializer,
+        responses=SessionDecisionResultSerializer,
+        summary="End the session (halted, paused or running)",
+    )
+    def post(self, request, session_id):
+        return self.decide(request, session_id)
+
 
 class SessionApprovalsView(AuditAPIView):
     """GET: calls waiting for approval. POST {"call_id", "decision": approve|deny, "reason"}."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Calls waiting for approval")
+    @extend_schema(responses=PendingApprovalsSerializer, summary="Calls waiting for approval")
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)

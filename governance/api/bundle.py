@@ -227,6 +227,14 @@ def _seen_needed(client: EnforcementClient, address: str | None, version: int | 
     )
 
 
+def _reported_version(header: str) -> int | None:
+    """The header's version, or None unless it is ASCII digits within the stored integer's range."""
+    value = header.strip(" \t")
+    if not (value.isascii() and value.isdigit() and len(value) <= 10):
+        return None
+    return int(value) if int(value) <= 2**31 - 1 else None
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
@@ -289,9 +297,15 @@ async def serve_bundle(
         if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
             return _error(400, "wait must be a number of seconds between 0 and 30.", "invalid_wait")
 
-    running = (
-        int(reported_version.strip()) if reported_version and reported_version.strip().isdigit() else None
-    )
+    running = None
+    if reported_version is not None and reported_version.strip(" \t"):
+        running = _reported_version(reported_version)
+        if running is None:
+            return _error(
+                400,
+                "X-Mcpgov-Bundle-Version must be the bundle version the gateway runs (ASCII digits).",
+                "invalid_bundle_version",
+            )
     if _seen_needed(client, address, running):
         await _db(client_seen, client=client, address=address, bundle_version=running)
 

@@ -31,6 +31,7 @@ from governance.services.policy_yaml.document import (
     RoleSpec,
     Where,
 )
+from portal.parsers import InputError, yaml_check_depth
 
 _UNREADABLE = object()
 
@@ -390,8 +391,11 @@ def policy_parse(text: str) -> PolicyDocument:
     loader = None
     try:
         try:
+            yaml_check_depth(text)  # composing recurses per nesting level: refuse deep documents first
             loader = yaml.SafeLoader(text)
             root = loader.get_single_node()
+        except InputError as exc:
+            raise PolicyImportError([Problem(None, "", str(exc))]) from exc
         except yaml.YAMLError as exc:
             raise PolicyImportError([_syntax_problem(exc, text)]) from exc
         reader = _Reader(loader)
