@@ -181,7 +181,9 @@ def invitation(request, token: str):
         if form.is_valid():
             try:
                 user = services.invitation_signup(
-                    token=token, username=form.cleaned_data["username"], password=form.cleaned_data["password"]
+                    token=token,
+                    username=form.cleaned_data["username"],
+                    password=form.cleaned_data["password"],
                 )
             except ValidationError as exc:
                 apply_service_errors(form, exc)

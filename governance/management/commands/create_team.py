@@ -29,5 +29,7 @@ class Command(BaseCommand):
         if token is None:
             self.stdout.write(f"{admin} is its admin.")
         else:
-            self.stdout.write(f"{admin} has no account yet: send them this admin invitation link (single use):")
+            self.stdout.write(
+                f"{admin} has no account yet: send them this admin invitation link (single use):"
+            )
             self.stdout.write(invitation_url(token))
