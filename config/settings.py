@@ -9,9 +9,11 @@ MCPGOV_KEY_ENCRYPTION_KEY; `manage.py check --deploy` is then clean.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +51,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
+    "csp",
     "portal",
     "governance",
     "audit",
@@ -65,7 +69,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "portal.middleware.CurrentTeamMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -134,6 +140,8 @@ if os.environ.get("DATABASE_OWNER_URL"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses every authenticate() for a locked-out username+IP before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -145,6 +153,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Login throttling (django-axes) ------------------------------------------------
+# After MCPGOV_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# refused (even with the right password) for MCPGOV_LOGIN_COOLOFF_MINUTES, or until a site admin runs
+# `manage.py axes_reset_username USERNAME`. A success resets the count. Every authenticate() goes
+# through the backend above: the login page, the Django admin, and any future API basic auth.
+AXES_FAILURE_LIMIT = int(os.environ.get("MCPGOV_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("MCPGOV_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "portal.views.login_locked_out"
+AXES_VERBOSE = False
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
@@ -219,6 +239,8 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # Gateways not seen for this many minutes are flagged on the kill-switch panel; reviewers are emailed once.
 MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", "10"))
+# How long a team invitation link stays valid (single use, stored hashed).
+MCPGOV_INVITATION_DAYS = int(os.environ.get("MCPGOV_INVITATION_DAYS", "7"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
 
@@ -327,8 +349,35 @@ EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "mcp-governance@localhost")
 
 # --- Security (strict when DEBUG is off) --------------------------------------
-if not DEBUG:
+# A client's X-Forwarded-Proto is trusted only when the operator says a proxy sets it (and strips
+# the client's own): DJANGO_TRUST_X_FORWARDED_PROTO=1, or DJANGO_SECURE_PROXY_SSL_HEADER=
+# "HTTP_X_FORWARDED_PROTO,https" for another header.
+_proxy_header = env_list("DJANGO_SECURE_PROXY_SSL_HEADER")
+if len(_proxy_header) == 2:
+    SECURE_PROXY_SSL_HEADER = (_proxy_header[0], _proxy_header[1])
+elif _proxy_header:
+    raise ImproperlyConfigured('DJANGO_SECURE_PROXY_SSL_HEADER must be "HEADER,value".')
+elif env_bool("DJANGO_TRUST_X_FORWARDED_PROTO", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Content-Security-Policy (django-csp 4): only this origin's scripts, styles and images; no inline
+# script or style anywhere (behaviour lives in static/js/portal.js, styles in static/css/portal.css).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.views import dashboard
 from portal import views
@@ -15,7 +15,10 @@ urlpatterns = [
     path("sso/", include("portal.sso.urls")),
     path("team/switch/", views.team_switch, name="team-switch"),
     path("team/members/", views.member_list, name="members"),
-    path("team/members/add/", views.member_add, name="member-add"),
+    path("team/members/invite/", views.member_invite, name="member-invite"),
+    path("team/invitations/<int:pk>/revoke/", views.invitation_revoke, name="invitation-revoke"),
+    path("invitation/<str:token>/", views.invitation, name="invitation"),
+    path("site/teams/", views.site_teams, name="site-teams"),
     path("team/members/<int:pk>/edit/", views.member_edit, name="member-edit"),
     path("team/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("governance/", include("governance.urls")),
@@ -23,7 +26,7 @@ urlpatterns = [
     path("incidents/", include("incidents.urls")),
     # REST API
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("governance.api.urls")),
     path("api/v1/", include("audit.api.urls")),
     path("api/client/", include("governance.unleash.urls")),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth import get_user_model
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import URLValidator
 
@@ -17,9 +16,6 @@ from governance.models import (
     ServerRateLimit,
     TriggerSettings,
 )
-from portal.choices import TeamRole
-from portal.models import Membership
-from portal.services import is_last_admin
 
 
 class LinesField(forms.CharField):
@@ -258,44 +254,3 @@ class PolicyImportForm(forms.Form):
         if not (cleaned.get("text") or "").strip():
             raise ValidationError("Upload a YAML file or paste the policy.")
         return cleaned
-
-
-class MemberAddForm(forms.Form):
-    """Add an existing user to the team by username."""
-
-    username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=TeamRole.choices, initial=TeamRole.VIEWER)
-    is_auditor = forms.BooleanField(required=False, label="Auditor (sees audit payloads)")
-
-    def __init__(self, *args, team, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.team = team
-
-    def clean_username(self):
-        username = self.cleaned_data["username"].strip()
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
-        if user is None:
-            raise ValidationError(f"There is no active user named {username}.")
-        if Membership.objects.filter(team=self.team, user=user).exists():
-            raise ValidationError(f"{username} is already a member; change their role in the list instead.")
-        self.cleaned_data["user"] = user
-        return username
-
-
-class MemberForm(forms.Form):
-    """Change a member's team role or auditor flag. A team always keeps at least one admin."""
-
-    role = forms.ChoiceField(choices=TeamRole.choices)
-    is_auditor = forms.BooleanField(required=False, label="Auditor")
-
-    def __init__(self, *args, membership: Membership, **kwargs):
-        kwargs.setdefault("initial", {"role": membership.role, "is_auditor": membership.is_auditor})
-        kwargs.setdefault("auto_id", f"id_member{membership.pk}_%s")
-        super().__init__(*args, **kwargs)
-        self.membership = membership
-
-    def clean_role(self):
-        role = self.cleaned_data["role"]
-        if role != TeamRole.ADMIN and is_last_admin(self.membership):
-            raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
-        return role

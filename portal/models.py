@@ -147,3 +147,37 @@ class ChangeRecord(models.Model):
     @property
     def who(self) -> str:
         return self.actor.get_username() if self.actor else (self.actor_label or "system")
+
+
+class Invitation(models.Model):
+    """A single-use, expiring invitation to join a team, sent to an email address.
+
+    The link carries a random token; only its SHA-256 is stored. The invitation is bound to its
+    email: only an account with that email (or one created from the link, which gets it) accepts.
+    """
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=TeamRole.choices)
+    is_auditor = models.BooleanField(default=False)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["team", "accepted_at", "revoked_at"], name="invitation_team_open")]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.team} ({self.role})"
+
+    def is_open(self, now) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > now

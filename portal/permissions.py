@@ -45,9 +45,10 @@ ALL_TEAM_PERMISSIONS = (
 )
 
 # Using the product is kept apart from administering it: reviewers acknowledge,
-# release and run incidents but never edit policy; viewers only read.
+# release and run incidents but never edit policy; viewers only read. Payload access is the
+# auditor flag's alone, whatever the role (an admin without it sees summaries only).
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    TeamRole.ADMIN: frozenset(ALL_TEAM_PERMISSIONS),
+    TeamRole.ADMIN: frozenset(set(ALL_TEAM_PERMISSIONS) - {VIEW_PAYLOADS}),
     TeamRole.REVIEWER: frozenset(
         {VIEW, ACKNOWLEDGE_SESSION, RELEASE_SESSION, REVIEW_ACCESS, TOGGLE_FLAGS, MANAGE_INCIDENTS}
     ),
@@ -65,6 +66,12 @@ def has_team_perm(user, perm: str, team: Team | None) -> bool:
     """True if `user` holds team permission `perm` (codename, e.g. "change_policy") on `team`."""
     if team is None or user is None or not user.is_authenticated or not user.is_active:
         return False
+    if perm == VIEW_PAYLOADS:
+        # Not even a superuser bypasses the auditor flag: payload access is granted per team, by
+        # someone else, and recorded (portal.services.membership_set).
+        from portal.models import Membership
+
+        return Membership.objects.filter(team=team, user=user, is_auditor=True).exists()
     return user.has_perm(f"portal.{perm}", team)
 
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import models, transaction
+from django.urls import reverse
+from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from portal import permissions
 from portal.choices import MembershipSource, TeamRole
-from portal.models import ChangeRecord, Membership, Team
+from portal.models import ChangeRecord, Invitation, Membership, Team
 
 
 def _jsonable(value: Any) -> Any:
@@ -68,8 +75,8 @@ def diff_fields(instance: models.Model, data: dict[str, Any]) -> dict[str, list[
 
 
 @transaction.atomic
-def team_create(*, slug: str, name: str, actor=None, **settings: Any) -> Team:
-    team = Team(slug=slug, name=name, **settings)
+def team_create(*, slug: str, name: str, actor=None, **team_settings: Any) -> Team:
+    team = Team(slug=slug, name=name, **team_settings)
     team.full_clean()
     team.save()
     change_record(team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=team, summary="Team created")
@@ -121,6 +128,11 @@ def membership_set(
     )
     if not created and role != TeamRole.ADMIN and is_last_admin(membership):
         raise ValidationError("The team's last admin cannot be demoted; make someone else admin first.")
+    grants_payloads = is_auditor and (created or not membership.is_auditor)
+    if grants_payloads and actor is not None and getattr(actor, "pk", None) == user.pk:
+        raise ValidationError(
+            {"is_auditor": "Nobody can grant themself payload access: another admin or a site admin must."}
+        )
     wanted = {"role": role, "is_auditor": is_auditor, "source": source or membership.source}
     changes = {} if created else diff_fields(membership, wanted)
     membership.role, membership.is_auditor, membership.source = role, is_auditor, wanted["source"]
@@ -164,3 +176,151 @@ def user_create(*, username: str, password: str, email: str = "", **extra: Any):
     user.full_clean(exclude=["password"])
     user.save()
     return user
+
+
+# --- invitations ---------------------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def invitation_create(
+    *, team: Team, email: str, role: str, is_auditor: bool = False, actor=None
+) -> tuple[Invitation, str]:
+    """Invite `email` to `team` as `role`. Returns the invitation and its token (shown once, kept hashed).
+
+    The answer is the same whether or not a portal account has that email: nothing here tells the
+    inviter who exists. The membership is created only when the invited person accepts.
+    """
+    if role not in permissions.ROLE_PERMISSIONS:
+        raise ValidationError({"role": f"Unknown team role {role!r}."})
+    email = get_user_model().objects.normalize_email(email.strip())
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation(
+        team=team,
+        email=email,
+        role=role,
+        is_auditor=is_auditor,
+        token_hash=_token_hash(token),
+        invited_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
+        expires_at=timezone.now() + timedelta(days=settings.MCPGOV_INVITATION_DAYS),
+    )
+    invitation.full_clean()
+    invitation.save()
+    change_record(
+        team=team,
+        actor=actor,
+        action=ChangeRecord.Action.CREATE,
+        obj=invitation,
+        object_type="invitation",
+        summary=f"{email} invited as {role}" + (" (auditor)" if is_auditor else ""),
+    )
+    return invitation, token
+
+
+def invitation_url(token: str, *, request=None) -> str:
+    """The link the invited person opens (absolute: from the request, or MCPGOV_PORTAL_URL)."""
+    path = reverse("invitation", args=[token])
+    if request is not None:
+        return request.build_absolute_uri(path)
+    return settings.MCPGOV_PORTAL_URL.rstrip("/") + path
+
+
+def invitation_send(*, invitation: Invitation, link: str) -> None:
+    send_mail(
+        subject=f"You are invited to {invitation.team.name} on MCP Governance",
+        message=(
+            f"You are invited to join {invitation.team.name} as {invitation.role}.\n\n"
+            f"Open this link to sign in or create your account and accept (single use, valid until "
+            f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC):\n\n{link}\n"
+        ),
+        from_email=None,
+        recipient_list=[invitation.email],
+    )
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The open invitation this token names, or None (unknown, used, revoked or expired alike)."""
+    if not token or len(token) > 200:
+        return None
+    invitation = Invitation.objects.select_related("team").filter(token_hash=_token_hash(token)).first()
+    if invitation is None or not invitation.is_open(timezone.now()):
+        return None
+    return invitation
+
+
+def invitation_email_matches(invitation: Invitation, user) -> bool:
+    return bool(user.email) and user.email.strip().casefold() == invitation.email.casefold()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user) -> Membership:
+    """`user` accepts the invitation: it must be open and sent to the user's email. Single use."""
+    invitation = invitation_for_token(token)
+    if invitation is None:
+        raise ValidationError("This invitation is no longer valid (used, revoked or expired).")
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if not invitation.is_open(timezone.now()):
+        raise ValidationError("This invitation is no longer valid (used, revoked or expired).")
+    if not invitation_email_matches(invitation, user):
+        raise ValidationError(
+            "This invitation was sent to another email address: sign in as the person it was sent to."
+        )
+    invitation.accepted_at, invitation.accepted_by = timezone.now(), user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    existing = Membership.objects.filter(team=invitation.team, user=user).first()
+    if existing is not None:  # already a member: the invitation changes nothing
+        return existing
+    membership = membership_set(
+        team=invitation.team,
+        user=user,
+        role=invitation.role,
+        is_auditor=invitation.is_auditor,
+        actor=invitation.invited_by,  # the inviter granted the role (and any auditor flag)
+    )
+    change_record(
+        team=invitation.team,
+        actor=user,
+        action=ChangeRecord.Action.ACTION,
+        obj=invitation,
+        object_type="invitation",
+        summary=f"{user.get_username()} accepted the invitation as {invitation.role}",
+    )
+    return membership
+
+
+@transaction.atomic
+def invitation_signup(*, token: str, username: str, password: str):
+    """Create an account from an open invitation (its email becomes the account's) and accept it."""
+    invitation = invitation_for_token(token)
+    if invitation is None:
+        raise ValidationError("This invitation is no longer valid (used, revoked or expired).")
+    if get_user_model().objects.filter(email__iexact=invitation.email).exists():
+        raise ValidationError("An account with this email exists already: sign in to accept instead.")
+    user_model = get_user_model()
+    user = user_model(username=username, email=invitation.email)
+    password_validation.validate_password(password, user)
+    user.set_password(password)
+    user.full_clean(exclude=["password"])
+    user.save()
+    invitation_accept(token=token, user=user)
+    return user
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor=None) -> None:
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise ValidationError("This invitation was already used or revoked.")
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    change_record(
+        team=invitation.team,
+        actor=actor,
+        action=ChangeRecord.Action.DELETE,
+        obj=invitation,
+        object_type="invitation",
+        summary=f"Invitation of {invitation.email} revoked",
+    )

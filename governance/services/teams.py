@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from governance.choices import DEFAULT_ENVIRONMENTS, PRODUCTION
 from governance.models import Environment, TriggerSettings
 from governance.services.environments import environment_create
+from portal.choices import TeamRole
 from portal.models import Team
-from portal.services import team_create
+from portal.services import invitation_create, membership_set, team_create
 
 
 @transaction.atomic
@@ -26,3 +29,32 @@ def team_bootstrap(*, slug: str, name: str, actor=None, **settings) -> Team:
             )
     TriggerSettings.objects.get_or_create(team=team)
     return team
+
+
+def site_admin_user_lookup(username_or_email: str):
+    """The active user with this username, or else the only one with this email (None otherwise)."""
+    users = get_user_model().objects.filter(is_active=True)
+    value = username_or_email.strip()
+    user = users.filter(username=value).first()
+    if user is None and "@" in value:
+        matches = list(users.filter(email__iexact=value)[:2])
+        user = matches[0] if len(matches) == 1 else None
+    return user
+
+
+@transaction.atomic
+def team_create_with_admin(*, slug: str, name: str, admin: str, actor=None) -> tuple[Team, str | None]:
+    """A site admin creates a team and its first admin (a username or email).
+
+    An existing account becomes admin at once; an email without an account gets an admin
+    invitation, whose token is returned (shown once). Returns (team, token or None).
+    """
+    user = site_admin_user_lookup(admin)
+    if user is None and "@" not in admin:
+        raise ValidationError({"admin": f"There is no active user named {admin.strip()}."})
+    team = team_bootstrap(slug=slug, name=name, actor=actor)
+    if user is not None:
+        membership_set(team=team, user=user, role=TeamRole.ADMIN, actor=actor)
+        return team, None
+    _, token = invitation_create(team=team, email=admin, role=TeamRole.ADMIN, actor=actor)
+    return team, token

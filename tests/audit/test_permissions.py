@@ -184,3 +184,23 @@ def test_payloads_only_for_auditors_in_pages_and_exports(sid, reviewer, auditor)
         ).splitlines()[0]
     )
     assert record["arguments"]["title"] == "PR 1" and record["seq"] == 1
+
+
+@pytest.mark.parametrize("superuser", [False, True], ids=["admin", "admin-and-superuser"])
+def test_an_admin_without_the_auditor_flag_sees_no_payloads(sid, team, admin, auditor, superuser):
+    """Admin rights are not auditor rights: pages, API and exports show summaries only."""
+    if superuser:
+        admin.is_superuser = admin.is_staff = True
+        admin.save()
+    secret, argument = b"example.test/pr/1", b"weight"
+    api = person(admin).get(f"/api/v1/sessions/{sid}/events/").json()
+    assert api["payloads_visible"] is False
+    assert all("arguments" not in e and "result" not in e for e in api["results"])
+    page = browser(admin).get(f"/audit/sessions/{sid}/").content
+    assert b"PR#1 created" in page and secret not in page
+    for url in (f"/audit/sessions/{sid}/export/", "/audit/sessions/export/"):
+        for fmt in ("jsonl", "csv", "mcp_audit"):
+            plain = b"".join(browser(admin).get(f"{url}?format={fmt}").streaming_content)
+            full = b"".join(browser(auditor).get(f"{url}?format={fmt}").streaming_content)
+            assert b"PR#1 created" in plain and argument not in plain and secret not in plain
+            assert argument in full, (url, fmt)

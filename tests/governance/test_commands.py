@@ -14,6 +14,7 @@ import yaml
 from django.contrib.auth import authenticate, get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import RequestFactory
 
 from governance import models as gm
 from governance.services.servers import server_create
@@ -198,7 +199,10 @@ def test_seed_demo_twice_is_idempotent(db):
         "demo-viewer": "viewer",
     }
     assert Membership.objects.get(team=team, user__username="demo-admin").is_auditor
-    assert authenticate(username="demo-viewer", password="demo-password-1") is not None
+    assert (
+        authenticate(RequestFactory().post("/login/"), username="demo-viewer", password="demo-password-1")
+        is not None
+    )
     # The team's policy is exactly the seed's.
     assert body(run("export_policy", "--team", "demo")) == SEED_BLOCKS
     # Catalogue details and a runnable transport for the time server.
@@ -230,7 +234,10 @@ def test_seed_demo_repairs_a_changed_demo_password(db):
     user.set_password("something-else")
     user.save()
     run("seed_demo", "--no-discover")
-    assert authenticate(username="demo-reviewer", password="demo-password-1") is not None
+    assert (
+        authenticate(RequestFactory().post("/login/"), username="demo-reviewer", password="demo-password-1")
+        is not None
+    )
 
 
 @pytest.mark.slow

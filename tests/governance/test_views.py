@@ -30,7 +30,7 @@ from governance.services.limits import server_limits_set
 from governance.services.roles import role_create, role_server_add
 from governance.services.servers import server_create, server_tools_record
 from portal.choices import TeamRole
-from portal.models import ChangeRecord, Membership
+from portal.models import ChangeRecord, Invitation, Membership
 from tests.factories import UserFactory
 
 
@@ -102,6 +102,7 @@ def db_state() -> dict[str, list[dict[str, Any]]]:
         ServerRateLimit,
         TriggerSettings,
         Membership,
+        Invitation,
         ChangeRecord,
     ]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
@@ -438,18 +439,18 @@ WRITES = [
         perm="change_policy",
     ),
     Case(
-        "member-add",
-        "member-add",
+        "member-invite",
+        "member-invite",
         method="post",
-        data=lambda p: {"username": "acme-newcomer", "role": "reviewer"},
+        data=lambda p: {"email": "acme-newcomer@example.com", "role": "reviewer"},
         perm="manage_members",
     ),
     Case(
         "member-edit",
         "member-edit",
-        lambda p: {"pk": p.membership.pk},
+        lambda p: {"pk": p.viewer_membership.pk},
         "post",
-        lambda p: {"role": "admin", "is_auditor": "on"},
+        lambda p: {"role": "reviewer", "is_auditor": "on"},
         object_page=True,
         perm="manage_members",
     ),
@@ -491,6 +492,16 @@ def test_anonymous_user_is_sent_to_login_and_nothing_changes(client, p, case):
     response = call(client, case, p)
     assert response.status_code == 302
     assert response.url.startswith(reverse("login") + "?next=")
+    assert db_state() == before
+
+
+@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
+def test_signed_in_user_without_a_team_gets_404_and_nothing_changes(client, p, case):
+    client.force_login(UserFactory(username="no-team-user"))
+    before = db_state()
+    response = call(client, case, p)
+    assert response.status_code == (200 if case.id == "dashboard" else 404)
+    assert "You are not a member of any team yet" in response.content.decode()
     assert db_state() == before
 
 

@@ -10,7 +10,7 @@ from portal.models import Membership
 from portal.services import membership_remove, membership_set
 
 EXPECTED = {
-    TeamRole.ADMIN: set(p.ALL_TEAM_PERMISSIONS),
+    TeamRole.ADMIN: set(p.ALL_TEAM_PERMISSIONS) - {p.VIEW_PAYLOADS},  # payloads: the auditor flag only
     TeamRole.REVIEWER: {
         p.VIEW,
         p.ACKNOWLEDGE_SESSION,
@@ -43,6 +43,45 @@ def test_auditor_flag_grants_payload_access(team, reviewer):
     membership_set(team=team, user=reviewer, role=TeamRole.REVIEWER, is_auditor=True)
     reviewer = type(reviewer).objects.get(pk=reviewer.pk)  # guardian caches per user object
     assert p.has_team_perm(reviewer, p.VIEW_PAYLOADS, team)
+
+
+def test_admin_without_the_auditor_flag_has_no_payload_access(team, admin):
+    assert p.has_team_perm(admin, p.CHANGE_POLICY, team)
+    assert not p.has_team_perm(admin, p.VIEW_PAYLOADS, team)
+
+
+def test_a_superuser_needs_the_auditor_flag_too(team):
+    from tests.factories import UserFactory
+
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    assert p.has_team_perm(root, p.CHANGE_POLICY, team)  # site admins administer every team
+    assert not p.has_team_perm(root, p.VIEW_PAYLOADS, team)
+    membership_set(team=team, user=root, role=TeamRole.VIEWER, is_auditor=True)
+    assert p.has_team_perm(root, p.VIEW_PAYLOADS, team)
+
+
+def test_nobody_grants_themself_payload_access_and_another_admin_can(team, admin):
+    from django.core.exceptions import ValidationError
+
+    from portal.models import ChangeRecord
+    from tests.factories import UserFactory, make_member
+
+    with pytest.raises(ValidationError, match="Nobody can grant themself payload access"):
+        membership_set(team=team, user=admin, role=TeamRole.ADMIN, is_auditor=True, actor=admin)
+    assert not Membership.objects.get(team=team, user=admin).is_auditor
+    root = UserFactory(username="root", is_superuser=True)
+    with pytest.raises(ValidationError, match="Nobody can grant themself"):  # not even a site admin
+        membership_set(team=team, user=root, role=TeamRole.ADMIN, is_auditor=True, actor=root)
+    assert not Membership.objects.filter(user=root).exists()
+    second = make_member(team, TeamRole.ADMIN, username="second-admin")
+    membership_set(team=team, user=admin, role=TeamRole.ADMIN, is_auditor=True, actor=second)
+    assert p.has_team_perm(type(admin).objects.get(pk=admin.pk), p.VIEW_PAYLOADS, team)
+    record = ChangeRecord.objects.filter(team=team, actor=second).latest("id")
+    assert record.changes == {"is_auditor": [False, True]}
+    # keeping a flag one already holds, or dropping it, is not a grant
+    membership_set(team=team, user=admin, role=TeamRole.ADMIN, is_auditor=True, actor=admin)
+    membership_set(team=team, user=admin, role=TeamRole.ADMIN, is_auditor=False, actor=admin)
+    assert not Membership.objects.get(team=team, user=admin).is_auditor
 
 
 def test_role_change_and_removal_take_permissions_away(team, admin):

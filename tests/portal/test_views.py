@@ -85,32 +85,6 @@ def test_members_page_lists_roles(client, team, admin, viewer):
     assert 'class="badge role-admin">Admin<' in html and 'class="badge role-viewer">Viewer<' in html
 
 
-def test_admin_adds_an_existing_user_who_then_has_the_roles_permissions(admin_client, team):
-    newcomer = UserFactory(username="newcomer")
-    response = admin_client.post(
-        reverse("member-add"), {"username": "newcomer", "role": "reviewer"}, follow=True
-    )
-    assert "newcomer added as reviewer." in messages_of(response)
-    assert Membership.objects.get(team=team, user=newcomer).role == TeamRole.REVIEWER
-    assert permissions.has_team_perm(newcomer, permissions.ACKNOWLEDGE_SESSION, team)
-    assert not permissions.has_team_perm(newcomer, permissions.CHANGE_POLICY, team)
-
-
-@pytest.mark.parametrize(
-    ("username", "error"),
-    [
-        ("nobody", "There is no active user named nobody."),
-        ("acme-viewer", "acme-viewer is already a member; change their role in the list instead."),
-    ],
-)
-def test_adding_a_member_explains_what_is_wrong(admin_client, team, viewer, username, error):
-    count = Membership.objects.count()
-    response = admin_client.post(reverse("member-add"), {"username": username, "role": "admin"})
-    assert error in response.content.decode()
-    assert Membership.objects.count() == count
-    assert Membership.objects.get(team=team, user=viewer).role == TeamRole.VIEWER
-
-
 def test_admin_changes_a_role_and_the_auditor_flag(admin_client, team, viewer):
     membership = Membership.objects.get(team=team, user=viewer)
     response = admin_client.post(
@@ -121,6 +95,19 @@ def test_admin_changes_a_role_and_the_auditor_flag(admin_client, team, viewer):
     assert (membership.role, membership.is_auditor) == (TeamRole.REVIEWER, True)
     viewer = type(viewer).objects.get(pk=viewer.pk)
     assert permissions.has_team_perm(viewer, permissions.VIEW_PAYLOADS, team)
+
+
+def test_an_admin_cannot_make_themself_an_auditor(admin_client, team, admin):
+    membership = Membership.objects.get(team=team, user=admin)
+    response = admin_client.post(
+        reverse("member-edit", args=[membership.pk]), {"role": "admin", "is_auditor": "on"}, follow=True
+    )
+    assert any("Nobody can grant themself payload access" in m for m in messages_of(response))
+    membership.refresh_from_db()
+    assert not membership.is_auditor
+    assert not permissions.has_team_perm(
+        type(admin).objects.get(pk=admin.pk), permissions.VIEW_PAYLOADS, team
+    )
 
 
 def test_admin_removes_a_member_who_loses_access(admin_client, client, team, viewer):
@@ -152,7 +139,7 @@ def test_the_last_admin_can_neither_be_demoted_nor_removed(admin_client, team, a
 def test_reviewer_sees_members_without_controls(client, team, reviewer, viewer):
     client.force_login(reviewer)
     html = client.get(reverse("members")).content.decode()
-    assert reverse("member-add") not in html and "Remove" not in html
+    assert reverse("member-invite") not in html and "Remove" not in html and "Pending invitations" not in html
     before = list(Membership.objects.values_list("user__username", "role"))
     membership = Membership.objects.get(team=team, user=viewer)
     assert client.post(reverse("member-edit", args=[membership.pk]), {"role": "admin"}).status_code == 403
