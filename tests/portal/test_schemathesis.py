@@ -60,7 +60,7 @@ def _st(
         "--phases",
         "examples,fuzzing",
         "--max-time",
-        os.environ.get("MCPGOV_SCHEMATHESIS_SECONDS", "300"),
+        os.environ.get("MCPGOV_SCHEMATHESIS_SECONDS", "120"),
         "--request-timeout",
         "40",
         "--workers",
