@@ -122,6 +122,10 @@ class AuditEvent(models.Model):
     trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     bundle_version = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # the call's OpenTelemetry trace (32 hex digits), null when the gateway had none; hashed only when set.
+    # Nullable without a default: adding it is a plain ADD COLUMN on both databases (no table rewrite,
+    # and SQLite keeps the append-only triggers a table remake would drop).
+    trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 - absent on the wire and in the hash
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     received_at = models.DateTimeField(db_index=True)

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.metrics.RequestMetricsMiddleware",  # outermost: every response counts (docs/operations.md, "Metrics")
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (long polls hold no thread)
     "portal.middleware.RejectNulMiddleware",  # NUL in a URL or query: 400 before any database lookup
@@ -273,6 +274,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+
+# /metrics answers loopback, or `Authorization: Bearer <this>` from anywhere (docs/operations.md, "Metrics").
+MCPGOV_METRICS_TOKEN = os.environ.get("MCPGOV_METRICS_TOKEN", "")
 
 # --- Product settings --------------------------------------------------------
 # Key-encryption key for signing keys at rest (Fernet, urlsafe base64 32 bytes).
