@@ -24,7 +24,9 @@ async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
 
 async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
     meta = dict(ctx.meta or {})
-    return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(meta, sort_keys=True))])
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(meta, sort_keys=True))]
+    )
 
 
 async def main() -> None:

@@ -101,7 +101,10 @@ def test_gateway_metrics_and_spans_follow_the_agents_trace(world):
         assert sample(during, "mcpgov_gateway_spool_backlog_events") == 0  # offline: nothing owed
         assert sample(during, "mcpgov_gateway_upstream_seconds_count", server="echo") == 1
         assert sample(during, "mcpgov_gateway_decision_seconds_count", verdict="allow") == 2
-        assert sample(during, "mcpgov_gateway_info", team="acme", environment="development", role="code_agent") == 1
+        assert (
+            sample(during, "mcpgov_gateway_info", team="acme", environment="development", role="code_agent")
+            == 1
+        )
         refusal = {"verdict": "refuse", "outcome": "blocked", "trigger": "unauthorized_server"}
         assert sample(after, calls, server="shell", tool="(unknown)", **refusal) == 1
         # names the agent makes up are not label values of their own
@@ -121,7 +124,9 @@ def test_gateway_metrics_and_spans_follow_the_agents_trace(world):
     assert set(servers) == {"echo__echo_meta", "time__get_current_time", "shell__run", "nosuch__anything"}
     span = servers["echo__echo_meta"]
     assert span["name"] == "tools/call echo__echo_meta"
-    assert span["trace_id"] == TRACE_ID and span["parent_span_id"] == PARENT_ID  # the agent's trace, continued
+    assert (
+        span["trace_id"] == TRACE_ID and span["parent_span_id"] == PARENT_ID
+    )  # the agent's trace, continued
     assert span["resource"]["service.name"] == "gateway-under-test"
     attrs = span["attributes"]
     assert attrs["mcp.method.name"] == "tools/call"
@@ -146,10 +151,10 @@ def test_gateway_metrics_and_spans_follow_the_agents_trace(world):
     by_tool = {}
     for e in events:
         by_tool.setdefault(e["tool"], []).append(e)
-    for tool, span in (("echo_meta", span), ("get_current_time", fresh), ("run", servers["shell__run"])):
-        assert {e["trace_id"] for e in by_tool[tool]} == {span["trace_id"]}, tool
-        assert span["attributes"]["mcpgov.call.id"] == by_tool[tool][0]["call_id"]
-        assert span["attributes"]["mcpgov.session.id"] == world.events_session()
+    for tool, s in (("echo_meta", span), ("get_current_time", fresh), ("run", servers["shell__run"])):
+        assert {e["trace_id"] for e in by_tool[tool]} == {s["trace_id"]}, tool
+        assert s["attributes"]["mcpgov.call.id"] == by_tool[tool][0]["call_id"]
+        assert s["attributes"]["mcpgov.session.id"] == world.events_session()
 
 
 def test_without_otel_variables_the_agents_trace_context_still_reaches_upstream_and_audit(world):
