@@ -55,13 +55,6 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
     if not args.bundle_file and not (args.portal and args.token):
         print("mcpgov gateway: give --bundle-file, or --portal and --token", file=sys.stderr)
         return 2
-    if not args.state_dir:
-        args.state_dir = os.path.join(args.spool, "..", "state") if args.spool else "var/mcpgov/state"
-    try:
-        bundles = make_manager(args)
-    except PolicySourceError as exc:
-        print(f"mcpgov gateway: {exc}", file=sys.stderr)
-        return 2
     from mcpgov.metrics import MetricsAddressError, parse_address
     from mcpgov.tracing import configure_from_env
 
@@ -71,6 +64,13 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
         except MetricsAddressError as exc:
             print(f"mcpgov gateway: {exc}", file=sys.stderr)
             return 2
+    if not args.state_dir:
+        args.state_dir = os.path.join(args.spool, "..", "state") if args.spool else "var/mcpgov/state"
+    try:
+        bundles = make_manager(args)
+    except PolicySourceError as exc:
+        print(f"mcpgov gateway: {exc}", file=sys.stderr)
+        return 2
     configure_from_env()  # OpenTelemetry traces when OTEL_* asks for an exporter
     # one event loop for everything: the portal client's connections belong to it
     return anyio.run(_gateway_main, args, bundles)

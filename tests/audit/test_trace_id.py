@@ -63,3 +63,13 @@ def test_malformed_trace_ids_are_refused(gateway, bad):
     response = post_events(gateway, sid, [event(1, trace_id=bad)])
     assert response.status_code == 400 and response.json()["field"] == "trace_id"
     assert not AuditEvent.objects.filter(session_id=sid).exists()
+
+
+def test_the_session_page_shows_each_calls_trace_id(gateway, reviewer, client):
+    sid = open_session(gateway)
+    post_events(gateway, sid, [event(1, trace_id=TRACE), event(2, trace_id=TRACE), event(3), event(4)])
+    client.force_login(reviewer)
+    page = client.get(f"/audit/sessions/{sid}/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count(f"trace <code>{TRACE}</code>") == 1  # the traced call; the other has none
