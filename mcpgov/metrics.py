@@ -93,9 +93,8 @@ class GatewayMetrics:
         g = self.gateway
         return server if server in g.upstreams or server in g.verified.bundle.servers else UNKNOWN
 
-    def known_tool(self, server: str, tool: str) -> str:
-        up = self.gateway.upstreams.get(server)
-        if up is not None and any(t.name == tool for t in up.tools):
+    def known_tool(self, exposed: str, server: str, tool: str) -> str:
+        if exposed in self.gateway.index:  # a tool an upstream lists (one dict lookup)
             return tool
         spec = self.gateway.verified.bundle.servers.get(server)
         return tool if spec is not None and tool in spec.tools else UNKNOWN

@@ -252,7 +252,7 @@ class CallObservation:
         m = self.observer.metrics
         if m is not None:
             server = m.known_server(event["server"])
-            tool = m.known_tool(event["server"], event["tool"]) if server != "(unknown)" else "(unknown)"
+            tool = m.known_tool(self.name, server, event["tool"]) if server != "(unknown)" else "(unknown)"
             m.calls.labels(server, tool, self.verdict, outcome, trigger).inc()
         span = self.span
         if span is not None:
