@@ -20,6 +20,7 @@ from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.hashing import encode_json, event_canonical, format_ts
 from audit.models import AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
+from audit.services.streaming import stream_on_commit
 
 _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
@@ -387,6 +388,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             _insert_rows(session.pk, new, received_at)
         latest_ts = max(e.ts for e in new)
         seal_on_commit(team_id=session.team_id, only_if_due=True)  # sealing without beat, see sealing.py
+        stream_on_commit(team_id=session.team_id)  # SIEM sinks within seconds, see streaming.py
         AgentSession.objects.filter(pk=session.pk).update(
             last_seq=new[-1].seq,
             last_hash=prev,
