@@ -20,7 +20,7 @@ from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.hashing import encode_json, event_canonical, format_ts
 from audit.models import AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
-from audit.services.streaming import stream_on_commit
+from audit.services.streaming import stream_ingest_lock, stream_on_commit
 
 _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
@@ -314,6 +314,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
     sid = str(session_id)
     validated = validate_batch(events, sid)
     with transaction.atomic():
+        stream_ingest_lock(client.team_id)  # before this transaction has an id: see streaming.py
         session = (
             AgentSession.objects.select_for_update()
             .filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)

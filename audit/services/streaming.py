@@ -4,11 +4,16 @@ Order and cursor. A team's events go out in `(xact, id)` order, where `xact` is 
 transaction that stored the event (PostgreSQL column default `pg_current_xact_id()`). The auto id
 alone is not safe: two ingestion transactions take ids 100 and 101, 101 commits first, a delivery
 sends it and moves the cursor past 100, and 100 — committed a moment later — is never sent. So a
-delivery only reads events whose transaction is older than the oldest transaction still running
-(`pg_snapshot_xmin(pg_current_snapshot())`): every event that can still appear has a larger
-`xact` than anything delivered. Within a session the order is the chain order (ingestion locks the
-session row, so a later batch has a later transaction). On SQLite writers are serialised, so the
-id order is the commit order and `xact` is 0 throughout.
+delivery reads only events below a horizon that no later commit can undercut: every ingestion
+transaction takes the team's stream lock in shared mode as its first statement
+(`stream_ingest_lock`, before it has a transaction id); a delivery takes it exclusively for one
+statement (waiting for the team's batches in flight, a few milliseconds), reads the next
+transaction id to be assigned (`pg_snapshot_xmax`), and releases it. Every team event below that
+horizon is committed; every later one gets a larger `xact`. (The cluster-wide `pg_snapshot_xmin`
+would do without a lock, but any long transaction anywhere on the server would hold every sink
+back.) Within a session the order is the chain order (ingestion locks the session row, so a later
+batch has a later transaction). On SQLite writers are serialised, so the id order is the commit
+order and `xact` is 0 throughout.
 
 Delivery (`sink_deliver`): lock the sink row (SKIP LOCKED: a second run at the same time returns at
 once), read the next batch after the cursor, send it, and move the cursor only after the receiver
@@ -39,7 +44,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, Min, Q
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from audit.choices import CallStatus, Phase, SinkFormat, SinkKind
@@ -61,8 +65,26 @@ PRODUCT = {"name": "MCP Governance", "vendor_name": "mcpgov"}
 # Facility local0; severity informational / notice / warning.
 _SYSLOG_SEVERITY = {CallStatus.FAIL: 5, CallStatus.BLOCKED: 4}
 _MAX_ID = 2**63 - 1
-_XMIN_SQL = "(pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
-_CURRENT_XMIN_SQL = "SELECT " + _XMIN_SQL
+_NEXT_XACT_SQL = "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint"
+STREAM_LOCK_CLASS = 0x6D637367  # pg advisory lock (class, team id) of a team's audit stream ("mcsg")
+
+
+def stream_ingest_lock(team_id: int) -> None:
+    """First statement of an ingestion transaction: the team's stream lock, shared (see above)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [STREAM_LOCK_CLASS, team_id])
+
+
+def _horizon(team_id: int) -> int:
+    """Every event of the team with xact below this is committed, and no later one will be."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [STREAM_LOCK_CLASS, team_id])
+        try:
+            cursor.execute(_NEXT_XACT_SQL)
+            return int(cursor.fetchone()[0])
+        finally:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [STREAM_LOCK_CLASS, team_id])
 
 
 class DeliveryError(Exception):
@@ -81,16 +103,14 @@ def _after_cursor(sink: AuditSink):
 def _deliverable(sink: AuditSink):
     events = _after_cursor(sink)
     if connection.vendor == "postgresql":
-        events = events.filter(xact__lt=RawSQL(_XMIN_SQL, []))  # noqa: S611 - constant SQL
+        events = events.filter(xact__lt=_horizon(sink.team_id))
     return events.order_by("xact", "id")
 
 
-def _start_cursor() -> tuple[int, int]:
+def _start_cursor(team_id: int) -> tuple[int, int]:
     """The cursor of a sink that sends only events stored from now on."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_CURRENT_XMIN_SQL)
-            return int(cursor.fetchone()[0]) - 1, _MAX_ID  # every later transaction is >= xmin
+        return _horizon(team_id) - 1, _MAX_ID  # every later event has xact >= the horizon
     last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
     return 0, last or 0
 
@@ -554,7 +574,7 @@ def sink_create(*, team: Team, actor, secret: str = "", from_start: bool = False
     _validate(sink)
     if secret:
         sink.secret_encrypted = key_encryption().encrypt(secret.encode("utf-8")).decode("ascii")
-    sink.cursor_xact, sink.cursor_id = (-1, 0) if from_start else _start_cursor()
+    sink.cursor_xact, sink.cursor_id = (-1, 0) if from_start else _start_cursor(team.pk)
     sink.save()
     change_record(
         team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=sink,
@@ -588,8 +608,12 @@ def sink_update(
     sink.save()
     if changes:
         change_record(
-            team=sink.team, actor=actor, action=ChangeRecord.Action.UPDATE, obj=sink,
-            summary=f"Audit sink {sink.name} changed: {', '.join(sorted(changes))}", changes=changes,
+            team=sink.team,
+            actor=actor,
+            action=ChangeRecord.Action.UPDATE,
+            obj=sink,
+            summary=f"Audit sink {sink.name} changed: {', '.join(sorted(changes))}",
+            changes=changes,
         )
     if sink.enabled:
         stream_on_commit(team_id=sink.team_id)
@@ -619,5 +643,6 @@ __all__ = [
     "sink_deliver",
     "sink_test_send",
     "sink_update",
+    "stream_ingest_lock",
     "stream_on_commit",
 ]

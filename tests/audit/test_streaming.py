@@ -195,7 +195,9 @@ def drain(sink: AuditSink, *, until, timeout: float = 60) -> None:
 
 
 def test_syslog_sink_delivers_every_event_once_in_order_through_rsyslog(gateway, team, admin, rsyslog):
-    sink = sink_create(team=team, actor=admin, name="siem", kind="syslog", host="127.0.0.1", port=rsyslog.port)
+    sink = sink_create(
+        team=team, actor=admin, name="siem", kind="syslog", host="127.0.0.1", port=rsyslog.port
+    )
     first, second = open_session(gateway), open_session(gateway)
     assert post_events(gateway, first, events(1, 6)).status_code == 200
     assert post_events(gateway, second, events(1, 4)).status_code == 200
@@ -203,7 +205,9 @@ def test_syslog_sink_delivers_every_event_once_in_order_through_rsyslog(gateway,
     assert backlog(sink).events == 12
     drain(sink, until=lambda: len(rsyslog.records()) >= 12)
     got = seqs(rsyslog.records())
-    expected = [(first, s) for s in range(1, 7)] + [(second, s) for s in range(1, 5)] + [(first, 7), (first, 8)]
+    expected = (
+        [(first, s) for s in range(1, 7)] + [(second, s) for s in range(1, 5)] + [(first, 7), (first, 8)]
+    )
     assert got == expected
     assert backlog(sink).events == 0
     record = rsyslog.records()[1]
@@ -213,7 +217,9 @@ def test_syslog_sink_delivers_every_event_once_in_order_through_rsyslog(gateway,
 
 @pytest.mark.slow
 def test_syslog_down_for_30_seconds_loses_nothing_and_the_backlog_drains(gateway, team, admin, rsyslog):
-    sink = sink_create(team=team, actor=admin, name="siem", kind="syslog", host="127.0.0.1", port=rsyslog.port)
+    sink = sink_create(
+        team=team, actor=admin, name="siem", kind="syslog", host="127.0.0.1", port=rsyslog.port
+    )
     sid = open_session(gateway)
     post_events(gateway, sid, events(1, 10))
     drain(sink, until=lambda: len(rsyslog.records()) >= 10)
@@ -226,8 +232,8 @@ def test_syslog_down_for_30_seconds_loses_nothing_and_the_backlog_drains(gateway
         deliver_audit_sinks()
         time.sleep(3)
     sink.refresh_from_db()
-    backlog = backlog(sink)
-    assert backlog.events == seq - 10 and backlog.oldest_age_seconds >= 25
+    pending = backlog(sink)
+    assert pending.events == seq - 10 and pending.oldest_age_seconds >= 25
     assert sink.failures >= 1 and sink.last_error
     rsyslog.start()
     drain(sink, until=lambda: len(rsyslog.records()) >= seq)
@@ -373,7 +379,9 @@ def test_a_new_sink_starts_after_the_stored_events_unless_asked(gateway, team, a
     assert seqs(webhook_records(receiver)).count((sid, 5)) == 2  # both sinks got seq 5
 
 
-def test_a_sink_never_reaches_loopback_unless_the_operator_allows_it(gateway, team, admin, receiver, settings):
+def test_a_sink_never_reaches_loopback_unless_the_operator_allows_it(
+    gateway, team, admin, receiver, settings
+):
     settings.MCPGOV_SINK_ALLOWED_NETWORKS = []
     sink = sink_create(team=team, actor=admin, name="hook", kind="webhook", url=receiver.url, from_start=True)
     sid = open_session(gateway)
