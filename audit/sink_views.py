@@ -30,7 +30,11 @@ class SinkForm(forms.Form):
         help_text="PEM file on the portal host; empty: system CAs.",
     )
     url = forms.URLField(
-        max_length=1000, required=False, label="URL", help_text="Webhook: where batches are POSTed."
+        max_length=1000,
+        required=False,
+        label="URL",
+        assume_scheme="https",
+        help_text="Webhook: where batches are POSTed.",
     )
     hec = forms.BooleanField(
         required=False, label="Splunk HEC", help_text="HEC envelopes and Authorization: Splunk <secret>."

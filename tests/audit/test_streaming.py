@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from audit.models import AuditSink
-from audit.services.streaming import sink_backlog, sink_create, sink_deliver
+from audit.services.streaming import sink_backlog, sink_backlogs, sink_create, sink_deliver
 from audit.tasks import deliver_audit_sinks
 from tests.audit.conftest import events, open_session, post_events
 from tests.conftest import ROOT, _database_url, free_port
@@ -296,6 +296,9 @@ def test_a_refusing_receiver_keeps_the_cursor(gateway, team, admin, receiver):
     sink.refresh_from_db()
     assert sink.failures == 1 and "503" in sink.last_error and sink.next_attempt_at is not None
     assert backlog(sink).events == 4 and receiver.posts == []
+    assert [(s.name, b.events) for s, b in sink_backlogs(team=team)] == [
+        ("hook", 4)
+    ]  # the metrics gauge's source
     assert sink_deliver(sink_id=sink.pk).outcome == "backing_off"
     receiver.status = 200
     drain(sink, until=lambda: len(webhook_records(receiver)) >= 4)
