@@ -392,3 +392,90 @@ def test_a_sink_never_reaches_loopback_unless_the_operator_allows_it(
     assert result.outcome == "failed" and "loopback" in result.error
     assert receiver.posts == []
     assert backlog(sink).events == 2
+
+
+# --- syslog over TLS: rsyslog's gtls driver with a test CA ------------------------------------------
+
+GTLS = Path("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so")
+
+
+def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA (cryptography) and a server certificate for 127.0.0.1 signed by it."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcpgov test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_file, cert_file, key_file
+
+
+def test_syslog_over_tls_through_rsyslog_gtls(gateway, team, admin, tmp_path):
+    if not GTLS.exists():
+        pytest.fail("rsyslog's TLS driver is missing: apt-get install rsyslog-gnutls (make system-deps)")
+    work = tmp_path / "rsyslog-tls"
+    work.mkdir()
+    ca_file, cert_file, key_file = make_ca_and_server_cert(work)
+    server = Rsyslog(work)
+    server.conf.write_text(
+        f'global(workDirectory="{work}" maxMessageSize="1m" DefaultNetstreamDriver="gtls" '
+        f'DefaultNetstreamDriverCAFile="{ca_file}" DefaultNetstreamDriverCertFile="{cert_file}" '
+        f'DefaultNetstreamDriverKeyFile="{key_file}")\n'
+        'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")\n'
+        f'input(type="imtcp" address="127.0.0.1" port="{server.port}")\n'
+        'template(name="line" type="string" string="%APP-NAME% %MSGID% %msg%\\n")\n'
+        f'*.* action(type="omfile" file="{server.log}" template="line")\n'
+    )
+    server.start()
+    try:
+        untrusted = sink_create(
+            team=team, actor=admin, name="no-ca", kind="syslog", host="127.0.0.1", port=server.port, tls=True
+        )
+        sink = sink_create(
+            team=team, actor=admin, name="tls", kind="syslog", host="127.0.0.1", port=server.port, tls=True,
+            ca_file=str(ca_file), format="ocsf",
+        )  # fmt: skip
+        sid = open_session(gateway)
+        post_events(gateway, sid, events(1, 6))
+        drain(sink, until=lambda: len(server.records()) >= 6)
+        assert [r["metadata"]["uid"] for r in server.records()] == [f"{sid}:{s}" for s in range(1, 7)]
+        untrusted.refresh_from_db()
+        assert untrusted.failures >= 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.last_error
+        assert backlog(untrusted).events == 6  # a certificate the sink does not trust gets nothing
+    finally:
+        server.stop()
