@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from audit.models import AuditSink
-from audit.services.streaming import sink_backlog, sink_backlogs, sink_create, sink_deliver
+from audit.services.streaming import sink_backlog, sink_backlogs, sink_create, sink_deliver, sink_test_send
 from audit.tasks import deliver_audit_sinks
 from tests.audit.conftest import events, open_session, post_events
 from tests.conftest import ROOT, _database_url, free_port
@@ -254,6 +254,10 @@ def test_webhook_batches_are_json_arrays_with_the_secret_header(gateway, team, a
     headers, _ = receiver.posts[0]
     assert headers["X-Siem-Token"] == "s3cret-value"
     assert headers["Content-Type"] == "application/json"
+    cursor = (backlog(sink), sink.cursor_id)
+    assert sink_test_send(sink=sink, actor=admin) == ""  # the page's and the API's test-send
+    assert webhook_records(receiver)[-1]["tool"] == "test_send"
+    assert (backlog(sink), sink.cursor_id) == cursor  # a test event moves no cursor
 
 
 @pytest.mark.slow
@@ -387,9 +391,9 @@ def test_a_sink_never_reaches_loopback_unless_the_operator_allows_it(
     settings.MCPGOV_SINK_ALLOWED_NETWORKS = []
     sink = sink_create(team=team, actor=admin, name="hook", kind="webhook", url=receiver.url, from_start=True)
     sid = open_session(gateway)
-    post_events(gateway, sid, events(1, 2))
-    result = sink_deliver(sink_id=sink.pk)
-    assert result.outcome == "failed" and "loopback" in result.error
+    post_events(gateway, sid, events(1, 2))  # its delivery after the commit is refused
+    sink.refresh_from_db()
+    assert sink.failures == 1 and "a loopback address" in sink.last_error
     assert receiver.posts == []
     assert backlog(sink).events == 2
 
