@@ -292,7 +292,8 @@ def test_hec_mode_with_ocsf_and_the_receiver_down_for_30_seconds(gateway, team, 
     assert result["unmapped"]["hash"] and result["time"] > 0 and result["duration"] == 34
 
 
-def test_a_refusing_receiver_keeps_the_cursor(gateway, team, admin, receiver):
+def test_a_refusing_receiver_keeps_the_cursor(gateway, team, admin, receiver, settings):
+    settings.MCPGOV_SINK_BACKOFF_SECONDS = 600  # no retry during the checks, however loaded the machine
     sink = sink_create(team=team, actor=admin, name="hook", kind="webhook", url=receiver.url)
     receiver.status = 503
     sid = open_session(gateway)
@@ -305,6 +306,7 @@ def test_a_refusing_receiver_keeps_the_cursor(gateway, team, admin, receiver):
     ]  # the metrics gauge's source
     assert sink_deliver(sink_id=sink.pk).outcome == "backing_off"
     receiver.status = 200
+    AuditSink.objects.filter(pk=sink.pk).update(next_attempt_at=None)  # the backoff has passed
     drain(sink, until=lambda: len(webhook_records(receiver)) >= 4)
     assert seqs(webhook_records(receiver)) == [(sid, s) for s in range(1, 5)]
     sink.refresh_from_db()
