@@ -21,6 +21,7 @@ from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.hashing import encode_json, event_canonical, format_ts
 from audit.models import AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
+from audit.services.streaming import stream_ingest_lock, stream_on_commit
 from portal import metrics
 
 _PHASES = frozenset(Phase.values)
@@ -323,6 +324,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
     sid = str(session_id)
     validated = validate_batch(events, sid)
     with transaction.atomic():
+        stream_ingest_lock(client.team_id)  # before this transaction has an id: see streaming.py
         session = (
             AgentSession.objects.select_for_update()
             .filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)
@@ -397,6 +399,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             _insert_rows(session.pk, new, received_at)
         latest_ts = max(e.ts for e in new)
         seal_on_commit(team_id=session.team_id, only_if_due=True)  # sealing without beat, see sealing.py
+        stream_on_commit(team_id=session.team_id)  # SIEM sinks within seconds, see streaming.py
         AgentSession.objects.filter(pk=session.pk).update(
             last_seq=new[-1].seq,
             last_hash=prev,
