@@ -42,6 +42,7 @@ PROGRAM_OPTIONS = {
     "-jar",
     "--python",
 }
+PROGRAM_IS_OPTION = {"-m", "-jar"}
 SCRIPT_SUFFIXES = {
     ".py",
     ".pyz",
@@ -91,7 +92,8 @@ def server_targets(
             if name in PROGRAM_OPTIONS:
                 if not eq:
                     skip_next = True
-                expect_program = False
+                if name in PROGRAM_IS_OPTION:  # ``python -m module``: no program positional follows
+                    expect_program = False
                 continue
             if eq and value and not _looks_like_program(value):
                 out.append(value)
