@@ -21,7 +21,7 @@ from mcpgov.bundle_manager import BundleManager
 from mcpgov.config import ConfigError, UpstreamConfig, check_known_servers, load_mcp_config
 from mcpgov.decision import compile_policy
 from mcpgov.gate import environment_gate, gate_report
-from mcpgov.gateway import Gateway, GatewayOptions
+from mcpgov.gateway import Gateway, GatewayOptions, end_session_record
 from mcpgov.portal_client import PortalClient
 from mcpgov.verify import VerifiedBundle
 
@@ -245,7 +245,9 @@ async def _gateway_run(
         gateway_ref.append(gateway)
         if args.http:
             host, _, port = args.http.rpartition(":")
-            await serve_http(gateway, host or "127.0.0.1", int(port), shutdown=shutdown)
+            await serve_http(
+                gateway, host or "127.0.0.1", int(port), shutdown=shutdown, idle_timeout=args.idle_timeout
+            )
         else:
             await serve_stdio(gateway, shutdown=shutdown)
         return 0
@@ -303,7 +305,52 @@ class _Uvicorn:
         return Server(config)
 
 
-async def serve_http(gateway: Gateway, host: str, port: int, *, shutdown: Shutdown | None = None) -> None:
+def end_http_session(gateway: Gateway, key: str, reason: str) -> None:
+    """An HTTP agent session is over (DELETE, closed stream, idle): record its end and hand it to the shipper.
+
+    The spool is closed at once; the shipper delivers the rest of its events and the end report like any
+    spool no gateway holds (with the reason recorded here).
+    """
+    sess = gateway.sessions.pop(key, None)
+    if sess is None:
+        return
+    end_session_record(sess, reason)
+    sess.spool.close()
+    log.warning("session %s ended: %s", sess.id, reason)
+    if gateway.shipper is not None:
+        gateway.shipper.nudge()
+
+
+def _end_sessions_with_their_transport(
+    gateway: Gateway, idle_timeout: float | None, shutdown: Shutdown | None
+) -> None:
+    """Hook the SDK session manager's discard (one place for DELETE, idle timeout and crash) to end ours.
+
+    ``_session_manager`` / ``_discard_session`` are the SDK's (mcp 2.3): the manager has no public
+    "session closed" callback; ``tests/mcpgov/test_lifecycle.py`` fails if this stops working.
+    """
+    manager = gateway.server._session_manager
+    discard = manager._discard_session
+
+    async def discard_and_end(session_id: str, transport: Any) -> None:
+        await discard(session_id, transport)
+        if shutdown is not None and shutdown.signal is not None:
+            return  # the gateway's own stop ends every session with its reason
+        idle = transport.idle_scope is not None and transport.idle_scope.cancel_called
+        reason = f"idle for {idle_timeout:g}s" if idle else "the agent closed the session"
+        end_http_session(gateway, session_id, reason)
+
+    manager._discard_session = discard_and_end
+
+
+async def serve_http(
+    gateway: Gateway,
+    host: str,
+    port: int,
+    *,
+    shutdown: Shutdown | None = None,
+    idle_timeout: float | None = 900.0,
+) -> None:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
 
@@ -314,8 +361,12 @@ async def serve_http(gateway: Gateway, host: str, port: int, *, shutdown: Shutdo
                 allowed_hosts=[host, f"{host}:*"], allowed_origins=[f"http://{host}:*"]
             )
         app = gateway.server.streamable_http_app(
-            streamable_http_path="/mcp", host=host, transport_security=security
+            streamable_http_path="/mcp",
+            host=host,
+            transport_security=security,
+            session_idle_timeout=idle_timeout,
         )
+        _end_sessions_with_their_transport(gateway, idle_timeout, shutdown)
         config = uvicorn.Config(
             app,
             host=host,

@@ -17,6 +17,8 @@ import pytest
 from tests.mcpgov.conftest import PY, ROOT, TIME_ARGS
 from tests.mcpgov.portal_double import TOKEN
 
+pytestmark = pytest.mark.slow  # each case starts a gateway or gate process
+
 
 def _run(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -182,7 +184,6 @@ def test_a_wrong_token_is_an_authentication_failure(world, portal, command):
     assert "unreachable" not in line
 
 
-@pytest.mark.slow
 def test_the_token_file_keeps_the_token_out_of_ps(world, portal):
     world.write_config(("time",))
     portal.publish(world.signer.sign_doc(world.doc()), 1)

@@ -275,3 +275,84 @@ def test_ten_gateways_in_one_directory_survive_twenty_bundle_changes(world, port
     # ten sessions, each ended once with its events delivered (no gateway shipped another's live spool)
     assert portal.wait_for(lambda: sum(s["state"] == "ended" for s in portal.sessions.values()) == 10, BOUND)
     assert portal.duplicates == 0
+
+
+def _http_gateway(world, portal, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [PY, *_gateway_args(world, portal, "--http", f"127.0.0.1:{port}", *extra)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(world.base / "http.err", "w"),  # noqa: SIM115 (closed with the process)
+    )
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, (world.base / "http.err").read_text()
+            time.sleep(0.1)
+
+
+def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
+    import httpx2
+
+    portal.publish(world.signer.sign_doc(world.doc()), 1)
+    _time_only(world)
+    proc, port = _http_gateway(world, portal, "--idle-timeout", "3")
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        # an SDK client that leaves: its DELETE ends the session
+        async def closing_client() -> None:
+            async with Client(url, mode="legacy") as c:
+                assert not (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error
+
+        anyio.run(closing_client)
+        assert portal.wait_for(
+            lambda: len(portal.sessions) == 1 and _session_ended(portal, next(iter(portal.sessions))), BOUND
+        )
+        first = next(iter(portal.sessions))
+        assert [e["phase"] for e in portal.events[first]] == ["intent", "result"]
+        assert next(b for s, b in portal.patches if s == first)["reason"] == "the agent closed the session"
+
+        # a client that goes away without a word: the idle timeout ends it
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
+        with httpx2.Client(timeout=30) as http:
+            r = http.post(
+                url, headers=headers, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}
+            )
+            headers["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+            headers["Mcp-Protocol-Version"] = "2025-11-25"
+            http.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            call = {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}
+            r = http.post(
+                url, headers=headers, json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}
+            )
+            assert r.status_code == 200
+        assert portal.wait_for(
+            lambda: (
+                len(portal.sessions) == 2 and all(s["state"] == "ended" for s in portal.sessions.values())
+            ),
+            BOUND,
+        )
+        second = next(s for s in portal.sessions if s != first)
+        assert next(b for s, b in portal.patches if s == second)["reason"] == "idle for 3s"
+        assert [e["phase"] for e in portal.events[second]] == ["intent", "result"]
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=BOUND) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len([1 for _, b in portal.patches if b["state"] == "ended"]) == 2
