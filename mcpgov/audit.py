@@ -74,11 +74,30 @@ def read_events(path: Path, *, start_offset: int = 0) -> tuple[list[tuple[int, d
     return out, offset
 
 
+# spools this process holds open (and locked), by path: a shipper ships these and orphans, never a spool
+# another live gateway holds (several gateways may share one spool directory)
+_OPEN_SPOOLS: dict[Path, AuditSpool] = {}
+
+
+def end_marker_path(directory: Path, session_id: str) -> Path:
+    return directory / f"{session_id}.end.json"
+
+
+def read_end_marker(directory: Path, session_id: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(end_marker_path(directory, session_id).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class AuditSpool:
     """One session's append-only event file ``<dir>/<session>.jsonl`` (+ ``.log`` for humans).
 
     The writer holds an exclusive ``flock`` on the file for its lifetime, so a shipper can tell a live
-    spool from one left behind by a gateway that stopped.
+    spool from one left behind by a gateway that stopped. When the session ends, ``<session>.end.json``
+    records why (``mark_end``) until the portal has the end report (``reported: true``); a spool whose
+    session never got that far is ended by the next gateway that ships it (restart recovery).
     """
 
     def __init__(
@@ -113,6 +132,7 @@ class AuditSpool:
         self.unsynced = False
         self.listeners: list[Callable[[], None]] = []
         self.on_result: Callable[[dict[str, Any]], None] | None = None  # the call's span and metrics
+        _OPEN_SPOOLS[self.path] = self
 
     def _recover(self) -> tuple[int, dict[str, dict[str, Any]]]:
         """Last seq and INTENTs without a RESULT; a torn last line (crash mid-write) is cut off."""
@@ -250,7 +270,27 @@ class AuditSpool:
             )
         self.flush()
 
+    def mark_end(
+        self, reason: str, *, trigger: str | None = None, last_calls: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Record durably that the session ended (the shipper reports it once its events are delivered)."""
+        self.flush()
+        if read_end_marker(self.dir, self.session_id) is not None:
+            return
+        atomic_write_json(
+            end_marker_path(self.dir, self.session_id),
+            {
+                "reason": reason,
+                "trigger": trigger,
+                "last_calls": last_calls,
+                "ended_at": iso_ts(time.time()),
+                "reported": False,
+            },
+        )
+
     def close(self) -> None:
+        if _OPEN_SPOOLS.get(self.path) is self:
+            del _OPEN_SPOOLS[self.path]
         with contextlib.suppress(OSError):
             self.flush()
         with contextlib.suppress(OSError):
@@ -275,13 +315,28 @@ def spool_is_live(path: Path) -> bool:
         os.close(fd)
 
 
-def recover_orphan(directory: Path, session_id: str) -> None:
-    """Close the INTENTs of a spool left behind by a gateway that stopped (it lost its lock)."""
-    spool = AuditSpool(directory, session_id)
+def claim_orphan(directory: Path, session_id: str) -> AuditSpool | None:
+    """Take the lock of a spool left behind by a gateway that stopped; None when a gateway holds it.
+
+    Its INTENTs without RESULT get one (outcome unknown). The caller ships it and closes it.
+    """
+    try:
+        spool = AuditSpool(directory, session_id)
+    except RuntimeError:
+        return None
     try:
         if spool.open_intents:
             spool.close_open_intents("the gateway stopped before recording the result")
-    finally:
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def recover_orphan(directory: Path, session_id: str) -> None:
+    """Close the INTENTs of a spool left behind by a gateway that stopped (it lost its lock)."""
+    spool = claim_orphan(directory, session_id)
+    if spool is not None:
         spool.close()
 
 
@@ -324,6 +379,9 @@ class ShipError(Exception):
 # (session_id, events) -> last_seq stored by the portal; raises ShipError
 PostBatch = Callable[[str, list[dict[str, Any]]], Awaitable[int]]
 OpenSession = Callable[[dict[str, Any]], Awaitable[None]]
+# (session_id, end marker) -> None once the portal has the end report; raises ShipError
+EndSession = Callable[[str, dict[str, Any]], Awaitable[None]]
+RESTART_REASON = "gateway restarted"
 
 
 class Shipper:
@@ -343,7 +401,9 @@ class Shipper:
         max_backoff: float = 30.0,
         batch_size: int = MAX_BATCH,
         poll_interval: float = 1.0,
+        end_session: EndSession | None = None,
     ) -> None:
+        self.end_session = end_session
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.post_batch = post_batch
@@ -354,7 +414,7 @@ class Shipper:
         self.poll_interval = poll_interval
         self.wakeup = anyio.Event()
         self.opened: set[str] = set()
-        self.recovered: set[str] = set()
+        self.finished: set[str] = set()  # orphans delivered and ended: not looked at again
         self.failures = 0
         self.lock = anyio.Lock()  # one shipping pass at a time, or a batch would be sent twice
 
@@ -439,17 +499,65 @@ class Shipper:
             return await self._ship_all()
 
     async def _ship_all(self) -> int:
+        """Ship this process's spools and the orphans (no gateway holds their lock), never another's live one."""
         total = 0
-        for path in sorted(self.dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime):
+        paths = []
+        for path in self.dir.glob("*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                paths.append((path.stat().st_mtime, path))
+        for _, path in sorted(paths):
             sid = path.stem
-            if sid not in self.recovered and not spool_is_live(path):
-                # left behind by a gateway that stopped: give its open INTENTs a RESULT, once
-                await anyio.to_thread.run_sync(recover_orphan, self.dir, sid)
-                self.recovered.add(sid)
-            if Cursor.load(self.cursor_path(sid)).offset >= path.stat().st_size:
+            own = _OPEN_SPOOLS.get(path)
+            if own is not None:
+                total += await self._ship_and_end(sid, path)
                 continue
-            total += await self.ship_session(sid)
+            if sid in self.finished:
+                continue
+            # left behind by a gateway that stopped: hold its lock while shipping it, so that of several
+            # gateways sharing this directory exactly one recovers it
+            orphan = await anyio.to_thread.run_sync(claim_orphan, self.dir, sid)
+            if orphan is None:
+                continue  # another live gateway's spool: its owner ships it
+            try:
+                marker = read_end_marker(self.dir, sid)
+                if marker is None and self.end_session is not None:
+                    # the gateway stopped without ending it (killed, or crashed): the end is reported now
+                    orphan.mark_end(RESTART_REASON)
+                total += await self._ship_and_end(sid, path)
+                marker = read_end_marker(self.dir, sid)
+                ended = self.end_session is None or (marker is not None and marker.get("reported"))
+                if ended and Cursor.load(self.cursor_path(sid)).offset >= path.stat().st_size:
+                    self.finished.add(sid)
+            finally:
+                orphan.close()
         return total
+
+    async def _ship_and_end(self, sid: str, path: Path) -> int:
+        sent = 0
+        if Cursor.load(self.cursor_path(sid)).offset < path.stat().st_size:
+            sent = await self.ship_session(sid)
+        marker = read_end_marker(self.dir, sid)
+        if marker is not None and not marker.get("reported") and self.end_session is not None:
+            if sid not in self.opened:
+                await self._open(sid)
+            try:
+                await self.end_session(sid, marker)
+            except ShipError as exc:
+                if not exc.missing_session:
+                    raise
+                self.opened.discard(sid)
+                await self._open(sid)
+                await self.end_session(sid, marker)
+            atomic_write_json(end_marker_path(self.dir, sid), {**marker, "reported": True})
+            log.warning("session %s ended on the portal (%s)", sid, marker.get("reason"))
+        return sent
+
+    async def drain(self, within: float) -> bool:
+        """Ship until a pass delivers everything of ours (events and end reports); False if time ran out."""
+        with anyio.move_on_after(within):
+            await retry(self.ship_all, what="delivering the audit spool", first=0.2, cap=2.0, logger=log)
+            return True
+        return False
 
     async def run(self) -> None:
         """Ship forever: promptly after each nudge, at least every ``poll_interval``, backing off on errors."""

@@ -6,9 +6,12 @@ bundle failing verification is never used.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,37 @@ class BundleManager:
     def cache_path(self) -> Path | None:
         return self.state_dir / "bundle.jws" if self.state_dir else None
 
+    @contextlib.contextmanager
+    def _cache_lock(self) -> Iterator[None]:
+        """Several gateways may share ``state_dir`` (started alike in one working directory): one writer at a time.
+
+        Held for a state-file write and a cache write (a few milliseconds), so blocking the loop is fine.
+        """
+        if self.state_dir is None:
+            yield
+            return
+        fd = os.open(self.state_dir / "cache.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _write_cache(self, jws: str) -> None:
+        """Atomic replace through a temporary file of this process's own (never a shared fixed name)."""
+        assert self.cache_path is not None
+        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".bundle-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(jws)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.cache_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
     def install(self, jws: str, *, source: str, allow_expired: bool = False) -> VerifiedBundle:
         """Verify and enforce ``jws``; on failure the current bundle stays and the error is raised."""
         try:
@@ -79,14 +113,11 @@ class BundleManager:
             keep = f"keeping v{self.current.version}" if self.current else "no bundle in force"
             log.error("REJECTED bundle from %s: %s: %s (%s)", source, exc.code, exc.message, keep)
             raise
-        self.state.accept(verified.bundle, verified.payload_sha256)
+        with self._cache_lock():
+            newest = self.state.accept(verified.bundle, verified.payload_sha256)
+            if self.cache_path and source != "cache" and newest:
+                self._write_cache(verified.jws)
         self.team = verified.bundle.team
-        if self.cache_path and source != "cache":
-            tmp = self.cache_path.with_suffix(".tmp")
-            tmp.write_text(verified.jws, encoding="ascii")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.cache_path)
         changed = self.current is None or self.current.sha256 != verified.sha256
         self.current = verified
         self.etag = f'"{verified.sha256}"'

@@ -70,16 +70,35 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_check(args: argparse.Namespace) -> int:
+    from mcpgov.policy_source import PolicySourceError, read_token
     from mcpgov.portal_client import run_audit_check_cli
+
+    try:
+        read_token(args)
+    except PolicySourceError as exc:
+        _err(f"audit-check: {exc}")
+        return 2
 
     return run_audit_check_cli(args)
 
 
+def _add_token(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token",
+        default=None,
+        help="enforcement client token (env MCPGOV_TOKEN); visible in ps: prefer --token-file",
+    )
+    p.add_argument(
+        "--token-file",
+        default=_env("MCPGOV_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the token from this file (env MCPGOV_TOKEN_FILE)",
+    )
+
+
 def _add_policy_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--portal", default=_env("MCPGOV_PORTAL"), help="portal base URL (env MCPGOV_PORTAL)")
-    p.add_argument(
-        "--token", default=_env("MCPGOV_TOKEN"), help="enforcement client token (env MCPGOV_TOKEN)"
-    )
+    _add_token(p)
     p.add_argument("--keys", default=_env("MCPGOV_KEYS"), help="pinned JWKS file (env MCPGOV_KEYS)")
     p.add_argument(
         "--bundle-file", default=_env("MCPGOV_BUNDLE_FILE"), help="offline: a signed bundle (JWS) file"
@@ -148,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("MCPGOV_METRICS_PUBLIC") == "1",
         help="allow --metrics on a non-loopback address (unauthenticated: firewall it)",
     )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=float(_env("MCPGOV_IDLE_TIMEOUT", "900") or 900),
+        metavar="S",
+        help="HTTP: end an agent session after S seconds without a request (900)",
+    )
     g.set_defaults(func=cmd_gateway)
 
     gt = sub.add_parser("gate", help="environment gate for CI: check an MCP config against the bundle")
@@ -158,9 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "discover", help="list the configured servers' tools here and report them to the portal for review"
     )
     d.add_argument("--portal", default=_env("MCPGOV_PORTAL"), help="portal base URL (env MCPGOV_PORTAL)")
-    d.add_argument(
-        "--token", default=_env("MCPGOV_TOKEN"), help="enforcement client token (env MCPGOV_TOKEN)"
-    )
+    _add_token(d)
     d.add_argument("--config", default=_env("MCPGOV_CONFIG"), help=".mcp.json-style upstream config")
     d.add_argument(
         "--env", default=_env("MCPGOV_ENV", _env("MCP_ENV")), help="environment (seed yaml configs)"
@@ -172,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit-check", help="exit 0 only if the session's audit log was acknowledged")
     a.add_argument("--session", required=True)
     a.add_argument("--portal", default=_env("MCPGOV_PORTAL"))
-    a.add_argument("--token", default=_env("MCPGOV_TOKEN"))
+    _add_token(a)
     a.set_defaults(func=cmd_audit_check)
     return parser
 
@@ -180,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "token"):
+        args.token_given = args.token is not None
+        if args.token is None:
+            args.token = _env("MCPGOV_TOKEN")
     return int(args.func(args) or 0)
 
 

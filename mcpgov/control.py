@@ -7,14 +7,14 @@ session is ended when the gateway stops. Every request is retried while the port
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx2
 
-from mcpgov.audit import AuditSpool
+from mcpgov.audit import AuditSpool, ShipError
 from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
 from mcpgov.retry import retry
 from mcpgov.session import SessionState, SessionStatus
@@ -99,10 +99,30 @@ class SessionControl:
             if resp is not None:
                 apply_control(sess, resp)
 
-    async def end(self, sess: AgentSession, reason: str) -> None:
-        """Tell the portal the session ended; a portal that does not answer within 3 s is not waited for."""
-        with anyio.move_on_after(3), contextlib.suppress(Exception):
-            await self.portal.patch_session(sess.id, state=SessionStatus.ENDED, trigger=None, reason=reason)
+    async def report_end(self, session_id: str, marker: dict[str, Any]) -> None:
+        """PATCH ``ended`` from a spool's end record (:meth:`mcpgov.audit.AuditSpool.mark_end`).
+
+        A halted or paused session's end carries its trigger and last calls, so the end does not erase
+        the halt. Raises :class:`ShipError` while the portal cannot take it (the shipper retries); an
+        answer the portal will never change (400, 409) is logged and counts as delivered.
+        """
+        try:
+            await self.portal.patch_session(
+                session_id,
+                state=SessionStatus.ENDED,
+                trigger=marker.get("trigger"),
+                reason=str(marker.get("reason") or ""),
+                last_calls=marker.get("last_calls"),
+            )
+        except PortalError as exc:
+            if exc.status == 404:
+                raise ShipError(str(exc), missing_session=True) from exc
+            if exc.status in (400, 409):
+                log.error("portal refused the end of session %s: %s", session_id, exc)
+                return
+            raise ShipError(str(exc)) from exc
+        except httpx2.HTTPError as exc:
+            raise ShipError(f"portal unreachable: {exc.__class__.__name__}: {exc}") from exc
 
 
 def apply_control(sess: AgentSession, resp: dict[str, Any]) -> None:

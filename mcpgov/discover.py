@@ -158,8 +158,15 @@ def _say(msg: str) -> None:
 
 def run_discover_cli(args: argparse.Namespace) -> int:
     """``mcpgov discover``: 0 when every server was listed and reported, 1 when one was not, 2 on bad use."""
+    from mcpgov.policy_source import PolicySourceError, read_token
+
+    try:
+        read_token(args)
+    except PolicySourceError as exc:
+        _say(f"mcpgov discover: {exc}")
+        return 2
     if not args.portal or not args.token:
-        _say("mcpgov discover: give --portal and --token (or MCPGOV_PORTAL / MCPGOV_TOKEN)")
+        _say("mcpgov discover: give --portal and --token or --token-file (or MCPGOV_PORTAL / MCPGOV_TOKEN)")
         return 2
     if not args.config:
         _say("mcpgov discover: give --config (an .mcp.json-style file with mcpServers)")

@@ -123,7 +123,8 @@ def gate_report(
 
 
 def run_gate_cli(args: argparse.Namespace) -> int:
-    from mcpgov.policy_source import PolicySourceError, load_policy_once
+    from mcpgov.config import check_known_servers
+    from mcpgov.policy_source import PolicySourceError, load_policy_once, read_token
 
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
@@ -132,8 +133,10 @@ def run_gate_cli(args: argparse.Namespace) -> int:
         print("gate needs --env, --role and --config", file=sys.stderr)
         return 2
     try:
+        read_token(args)
         upstreams, extra = load_mcp_config(args.config, environment=args.env)
         verified = load_policy_once(args)
+        check_known_servers(upstreams, verified.bundle.servers, source=args.config, version=verified.version)
     except (ConfigError, PolicySourceError) as exc:
         print(f"MCP environment gate FAILED: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcpgov import __version__
-from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, Shipper
+from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, Shipper, read_end_marker
 from mcpgov.bundle import Trigger, tool_definition_hash
 from mcpgov.bundle_manager import BundleManager
 from mcpgov.config import NAME_SEPARATOR, UpstreamConfig
@@ -60,6 +60,17 @@ def exposed_name(server: str, tool: str) -> str:
 def split_name(name: str) -> tuple[str, str] | None:
     server, sep, tool = name.partition(NAME_SEPARATOR)
     return (server, tool) if sep and server and tool else None
+
+
+def end_session_record(sess: AgentSession, reason: str) -> None:
+    """Record a session's end in its spool: open INTENTs get an honest RESULT, the end marker keeps a halt."""
+    st = sess.state
+    if read_end_marker(sess.spool.dir, sess.id) is not None:
+        return
+    trigger = st.trigger if st.state in (SessionStatus.HALTED, SessionStatus.PAUSED) else None
+    sess.spool.close_open_intents("the gateway stopped during the call")
+    sess.spool.mark_end(reason, trigger=trigger, last_calls=[c.as_dict() for c in st.last_calls])
+    st.end(reason)
 
 
 @dataclass
@@ -145,6 +156,7 @@ class Gateway:
         self.index: dict[str, ExposedTool] = {}
         self.sessions: dict[str, AgentSession] = {}
         self.tg: TaskGroup | None = None
+        self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
         self.shipper: Shipper | None = None
         self.control = SessionControl(portal) if portal is not None else None
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
@@ -259,13 +271,23 @@ class Gateway:
             sess = self.open_session(key)
         return sess
 
-    async def close_sessions(self) -> None:
+    async def close_sessions(self, *, deliver_within: float = 10.0) -> None:
+        """End every session: recorded in its spool first, then delivered with its events (bounded).
+
+        What the portal does not take within ``deliver_within`` stays in the spool with its end record;
+        the next gateway on this spool delivers it (restart recovery, :class:`mcpgov.audit.Shipper`).
+        """
+        reason = self.stop_reason
         for sess in list(self.sessions.values()):
-            sess.spool.close_open_intents("the gateway stopped during the call")
-            sess.state.end("gateway stopped")
+            end_session_record(sess, reason)
+        if self.shipper is not None and self.sessions and not await self.shipper.drain(deliver_within):
+            log.error(
+                "the portal did not take every event and end report within %.0fs; they stay in %s",
+                deliver_within,
+                self.options.spool_dir,
+            )
+        for sess in list(self.sessions.values()):
             sess.spool.close()
-            if self.control is not None:
-                await self.control.end(sess, "gateway stopped")
         self.sessions.clear()
 
     # MCP handlers
@@ -498,7 +520,17 @@ class Gateway:
         async with anyio.create_task_group() as tg:
             self.tg = tg
             if self.portal is not None:
-                self.shipper = Shipper(self.options.spool_dir, self.portal.post_events, self._shipper_open)
+                assert self.control is not None
+                self.shipper = Shipper(
+                    self.options.spool_dir,
+                    self.portal.post_events,
+                    self._shipper_open,
+                    end_session=self.control.report_end,
+                )
+                # restart recovery: sessions a stopped gateway left in this spool are delivered and ended
+                # before this one serves (one bounded pass; the shipper keeps trying if the portal is away)
+                with anyio.move_on_after(10), contextlib.suppress(Exception):
+                    await self.shipper.ship_all()
                 tg.start_soon(self.shipper.run)
                 tg.start_soon(self.bundles.run)
             elif self.options.bundle_file:
@@ -513,9 +545,6 @@ class Gateway:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.close_sessions()
-                    if self.shipper is not None:
-                        with anyio.move_on_after(5), contextlib.suppress(Exception):
-                            await self.shipper.ship_all()
                 tg.cancel_scope.cancel()
 
     async def _flush_spools(self) -> None:

@@ -19,6 +19,28 @@ class PolicySourceError(Exception):
     """No verified bundle could be obtained."""
 
 
+def read_token(args: argparse.Namespace) -> None:
+    """``--token-file PATH`` (or ``MCPGOV_TOKEN_FILE``): the token read from a file, so it never shows in ``ps``.
+
+    Sets ``args.token``; raises :class:`PolicySourceError` for an unreadable or empty file, or both flags.
+    """
+    path = getattr(args, "token_file", None)
+    if not path:
+        return
+    if getattr(args, "token_given", False):  # --token on the command line (MCPGOV_TOKEN yields to the file)
+        raise PolicySourceError("give --token or --token-file, not both")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except FileNotFoundError:
+        raise PolicySourceError(f"--token-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicySourceError(f"--token-file {path}: cannot read it ({exc})") from exc
+    if not token or "\n" in token:
+        raise PolicySourceError(f"--token-file {path}: expected the token alone on one line")
+    args.token = token
+
+
 def make_manager(args: argparse.Namespace, client: PortalClient | None = None) -> BundleManager:
     if not args.keys:
         raise PolicySourceError(
@@ -46,7 +68,7 @@ def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
         except OSError as exc:
             raise PolicySourceError(f"cannot read {args.bundle_file}: {exc}") from exc
     if not args.portal or not args.token:
-        raise PolicySourceError("give --bundle-file, or --portal and --token")
+        raise PolicySourceError("give --bundle-file, or --portal and --token (or --token-file)")
 
     async def fetch() -> VerifiedBundle:
         client = PortalClient(args.portal, args.token)
@@ -64,5 +86,12 @@ def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
 
     try:
         return anyio.run(fetch)
-    except (httpx2.HTTPError, PortalError) as exc:
+    except PortalError as exc:
+        if exc.status in (401, 403):
+            raise PolicySourceError(
+                f"authentication failed: the portal at {args.portal} refused the enforcement client's token "
+                f"({exc.status} {exc.code}: {exc.detail}); check --token / --token-file"
+            ) from exc
+        raise PolicySourceError(f"cannot fetch the bundle from {args.portal}: {exc}") from exc
+    except httpx2.HTTPError as exc:
         raise PolicySourceError(f"cannot fetch the bundle from {args.portal}: {exc}") from exc

@@ -107,7 +107,9 @@ class PortalClient:
         reason: str,
         last_calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        body = {"state": state, "trigger": trigger, "reason": reason, "last_calls": (last_calls or [])[-3:]}
+        body: dict[str, Any] = {"state": state, "trigger": trigger, "reason": reason}
+        if last_calls is not None:  # absent: the portal keeps the last calls it has
+            body["last_calls"] = last_calls[-3:]
         resp = await self.http.patch(f"{API}/sessions/{session_id}/", json=body)
         if resp.status_code == 200:
             return resp.json()

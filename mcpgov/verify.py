@@ -153,9 +153,14 @@ def load_jwks(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
     """Pinned keys from a local JWKS file (never fetched from the network)."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise KeyFileError(f"{path}:{exc.lineno}: the pinned keys are not valid JSON ({exc.msg})") from exc
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read pinned keys from {path}: {exc}") from exc
-    return parse_jwks(doc)
+    try:
+        return parse_jwks(doc)
+    except KeyFileError as exc:
+        raise KeyFileError(f"{path}: {exc}") from exc
 
 
 # --- signing -------------------------------------------------------------------------------------------
@@ -253,10 +258,33 @@ class BundleState:
         entry = self._data.get(self._key(team, environment)) or {}
         return int(entry.get("version", 0)), entry.get("payload_sha256")
 
-    def accept(self, bundle: Bundle, payload_sha256: str) -> None:
+    def _merge_from_disk(self) -> None:
+        """Keep the newer entries other gateways sharing this file wrote since we read it (callers lock)."""
+        assert self.path is not None
+        try:
+            disk = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(disk, dict):
+            return
+        for key, entry in disk.items():
+            if not isinstance(entry, dict):
+                continue
+            ours = self._data.get(key) or {}
+            if int(entry.get("version", 0)) > int(ours.get("version", 0)):
+                self._data[key] = entry
+
+    def accept(self, bundle: Bundle, payload_sha256: str) -> bool:
+        """Record ``bundle`` as accepted; False when a newer version is already recorded (here or on disk).
+
+        Gateways sharing a state directory call this under :class:`mcpgov.bundle_manager.BundleManager`'s
+        lock, so re-reading the file first never loses a sibling's newer entry.
+        """
+        if self.path and self.path.exists():
+            self._merge_from_disk()
         version, _ = self.last(bundle.team, bundle.environment)
         if bundle.version < version:
-            return
+            return False
         self._data[self._key(bundle.team, bundle.environment)] = {
             "version": bundle.version,
             "payload_sha256": payload_sha256,
@@ -269,6 +297,7 @@ class BundleState:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
+        return True
 
 
 def verify_bundle(

@@ -298,8 +298,7 @@ def test_sequence_gap_moves_the_cursor_back(tmp_path, portal):
 def test_orphaned_spool_gets_its_open_intents_closed_before_shipping(tmp_path, portal):
     spool = AuditSpool(tmp_path, "s1", meta={"id": "s1", "role": "code_agent"})
     _intent(spool)
-    os.close(spool.fd)  # the gateway died: lock released, no RESULT written
-    spool.human.close()
+    spool.close()  # the gateway died: lock released, no RESULT written
 
     async def go():
         client, shipper = _shipper(tmp_path, portal)

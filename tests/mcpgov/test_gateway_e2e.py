@@ -419,7 +419,7 @@ def test_gateway_refuses_to_start_with_a_forbidden_server_configured(world):
     world.write_bundle(world.doc())
     world.write_config(
         ("time",),
-        extra={"shell": {"command": "sh", "args": []}, "prod_db": {"url": "http://db.prod.internal/mcp"}},
+        extra={"shell": {"command": "sh", "args": []}, "git": {"url": "http://db.prod.internal/mcp"}},
     )
     r = subprocess.run(
         [PY, *world.gateway_args()],
@@ -431,7 +431,7 @@ def test_gateway_refuses_to_start_with_a_forbidden_server_configured(world):
     )
     assert r.returncode == 3
     assert "✗ shell: server 'shell' is forbidden for role 'code_agent'" in r.stderr
-    assert "✗ prod_db:" in r.stderr and "✓ time" in r.stderr
+    assert "✗ git:" in r.stderr and "✓ time" in r.stderr
 
 
 def _gate(world, *args):
