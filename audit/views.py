@@ -239,17 +239,3 @@ def range_export(request):
     return _export_response(
         events, _format(request), _may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}"
     )
-
-
-__all__ = [
-    "call_approval",
-    "halted_queue",
-    "range_export",
-    "session_acknowledge",
-    "session_detail",
-    "session_end",
-    "session_explain",
-    "session_export",
-    "session_list",
-    "session_release",
-]

@@ -101,13 +101,3 @@ class TeamPermission(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return has_team_perm(request.user, getattr(view, "team_perm_read", "view_team"), team)
         return has_team_perm(request.user, getattr(view, "team_perm_write", "change_policy"), team)
-
-
-def forbidden_unless(user, perm: str, team) -> None:
-    if not has_team_perm(user, perm, team):
-        raise exceptions.PermissionDenied(
-            f"You do not have the '{perm.replace('_', ' ')}' permission in this team."
-        )
-
-
-__all__ = ["Conflict", "Pagination", "TeamPermission", "exception_handler", "forbidden_unless"]

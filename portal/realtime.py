@@ -340,17 +340,3 @@ def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:
         if tail.isdigit():
             out[int(tail)] = ch
     return out
-
-
-__all__ = [
-    "FAST_POLL",
-    "Subscription",
-    "add_listener",
-    "channel_ids",
-    "ensure_started",
-    "notify",
-    "notify_on_commit",
-    "register_source",
-    "subscribe",
-    "waiting_channels",
-]

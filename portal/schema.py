@@ -203,6 +203,3 @@ def complete_schema(result, generator, request, public):
             for code in wanted:
                 responses.setdefault(code, _error(ERROR_TEXT[code]))
     return result
-
-
-__all__ = ["SESSION_FILTER_PARAMS", "EventPagination", "complete_schema"]

@@ -295,15 +295,3 @@ def call_approval_decide(
     )
     realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return made
-
-
-__all__ = [
-    "CONTROL_CHANNEL",
-    "call_approval_decide",
-    "control_channel",
-    "session_control",
-    "session_end",
-    "session_open",
-    "session_release",
-    "session_report_state",
-]
