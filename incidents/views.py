@@ -8,8 +8,6 @@ from django.db.models import Count, Prefetch
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from governance.forms import apply_service_errors
-from governance.views.base import get_team_object, require_perm, submit, team_view
 from incidents import services
 from incidents.choices import IncidentStatus
 from incidents.forms import (
@@ -21,7 +19,8 @@ from incidents.forms import (
     SessionLinkForm,
 )
 from incidents.models import Incident, IncidentEntry
-from portal.permissions import MANAGE_INCIDENTS, VIEW, has_team_perm
+from portal.pages import apply_service_errors, get_team_object, may, require_perm, submit, team_view
+from portal.permissions import MANAGE_INCIDENTS, VIEW
 
 
 def _incidents(request):
@@ -43,7 +42,7 @@ def incident_list(request):
         "incidents": incidents.order_by("-opened_at")[:200],
         "status": status,
         "statuses": IncidentStatus.choices,
-        "can_manage": has_team_perm(request.user, MANAGE_INCIDENTS, request.team),
+        "can_manage": may(request, MANAGE_INCIDENTS),
     })  # fmt: skip
 
 
@@ -66,8 +65,7 @@ def _detail_context(request, incident, **forms):
     context = {
         "incident": incident,
         "timeline": incident.timeline.select_related("actor"),
-        "can_manage": has_team_perm(request.user, MANAGE_INCIDENTS, request.team)
-        and incident.status != IncidentStatus.RESOLVED,
+        "can_manage": may(request, MANAGE_INCIDENTS) and incident.status != IncidentStatus.RESOLVED,
         "candidates": candidates,
         "session_form": SessionLinkForm(),
         "root_cause_form": RootCauseForm(initial={"root_cause": incident.root_cause}),

@@ -10,11 +10,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from governance.choices import AccessRequestStatus as Status
-from governance.forms_access import AccessRequestForm, DecisionForm
+from governance.forms.access import AccessRequestForm, DecisionForm
 from governance.models import AccessRequest, AccessReview
 from governance.services import access as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
 from portal.models import ChangeRecord
+from portal.pages import get_team_object, may, require_perm, submit, team_view
 from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, VIEW, has_team_perm
 
 
@@ -33,14 +33,14 @@ def _requests(request):
 def access_list(request):
     qs = _requests(request)
     now = timezone.now()
-    can_review = has_team_perm(request.user, REVIEW_ACCESS, request.team)
+    can_review = may(request, REVIEW_ACCESS)
     return render(request, "governance/access/list.html", {
         "mine": qs.filter(requester=request.user).order_by("-created_at")[:50],
         "pending": qs.filter(status=Status.PENDING, review_deadline__gt=now).exclude(requester=request.user)
         .order_by("review_deadline") if can_review else [],
         "live": qs.filter(status=Status.APPROVED, ends_at__gt=now).order_by("ends_at"),
         "recent": qs.exclude(status__in=[Status.PENDING, Status.APPROVED]).order_by("-created_at")[:20],
-        "can_request": has_team_perm(request.user, REQUEST_ACCESS, request.team),
+        "can_request": may(request, REQUEST_ACCESS),
         "can_review": can_review,
         "now": now,
     })  # fmt: skip

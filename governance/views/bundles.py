@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from governance.models import Environment, PolicyBundle
 from governance.services.bundles import bundle_diff, bundle_versions, team_bundles_rebuild
-from governance.views.base import get_team_object, require_perm, team_view
+from portal.pages import get_team_object, require_perm, team_view
 from portal.permissions import CHANGE_POLICY
 
 

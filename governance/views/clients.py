@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from governance.models import EnforcementClient, Environment
 from governance.services.bundles import latest_versions
 from governance.services.clients import client_create, client_revoke
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import get_team_object, require_perm, submit, team_view
 from portal.permissions import MANAGE_CLIENTS
 
 

@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from governance import selectors
-from governance.forms import BindingForm, EnvironmentForm
+from governance.forms.environments import BindingForm, EnvironmentForm
 from governance.services import environments as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import get_team_object, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -77,7 +77,7 @@ def environment_delete(request, pk: int):
         return redirect("governance:environment-list")
     return render(
         request,
-        "governance/confirm_delete.html",
+        "portal/confirm_delete.html",
         {
             "object": environment,
             "kind": "environment",

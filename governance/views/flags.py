@@ -10,13 +10,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.forms_access import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
+from governance.forms.flags import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
 from governance.models import EnforcementClient, Environment, Flag, FlagState
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
-from governance.views.base import get_team_object, require_perm, submit, team_view
 from portal.models import ChangeRecord
-from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW, has_team_perm
+from portal.pages import get_team_object, may, require_perm, submit, team_view
+from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW
 
 
 def _flags(request):
@@ -62,8 +62,8 @@ def flag_panel(request):
         }
         for flag in flags
     ]
-    can_toggle = has_team_perm(request.user, TOGGLE_FLAGS, request.team)
-    can_edit = has_team_perm(request.user, CHANGE_POLICY, request.team)
+    can_toggle = may(request, TOGGLE_FLAGS)
+    can_edit = may(request, CHANGE_POLICY)
     return render(request, "governance/flags/panel.html", {
         "environments": environments,
         "rows": rows,
@@ -92,7 +92,7 @@ def flag_detail(request, pk: int):
     flag = get_team_object(request, _flags(request), pk=pk)
     environments = list(_environments(request))
     states = {s.environment_id: s for s in flag.states.select_related("changed_by")}
-    can_toggle = has_team_perm(request.user, TOGGLE_FLAGS, request.team)
+    can_toggle = may(request, TOGGLE_FLAGS)
     cells = [
         {"env": env, "state": states.get(env.pk),
          "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
@@ -103,7 +103,7 @@ def flag_detail(request, pk: int):
     ).select_related("actor")[:50]
     return render(request, "governance/flags/detail.html", {
         "flag": flag, "cells": cells, "can_toggle": can_toggle,
-        "can_edit": has_team_perm(request.user, CHANGE_POLICY, request.team), "history": history,
+        "can_edit": may(request, CHANGE_POLICY), "history": history,
     })  # fmt: skip
 
 
@@ -188,7 +188,7 @@ def flag_delete(request, pk: int):
         return redirect("governance:flag-list")
     from django.urls import reverse
 
-    return render(request, "governance/confirm_delete.html", {
+    return render(request, "portal/confirm_delete.html", {
         "object": flag, "kind": "flag", "cancel_url": reverse("governance:flag-detail", args=[flag.pk]),
         "consequences": "Gateways stop evaluating it; if it is off anywhere, those calls are allowed again.",
     })  # fmt: skip

@@ -8,9 +8,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from governance import selectors
-from governance.forms import GlobalLimitsForm, ServerLimitsForm, TriggerSettingsForm
+from governance.forms.limits import GlobalLimitsForm, ServerLimitsForm, TriggerSettingsForm
 from governance.services import limits as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import get_team_object, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -90,7 +90,7 @@ def server_limits_delete(request, pk: int):
         return redirect("governance:limits")
     return render(
         request,
-        "governance/confirm_delete.html",
+        "portal/confirm_delete.html",
         {
             "object": limit,
             "kind": "server rate limits",

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 
 from governance import selectors
 from governance.choices import RuleKind
-from governance.forms import RoleForm, RoleServerForm
+from governance.forms.roles import RoleForm, RoleServerForm
 from governance.services import roles as services
-from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
+from portal.pages import get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -66,7 +66,7 @@ def role_delete(request, pk: int):
         return redirect("governance:role-list")
     return render(
         request,
-        "governance/confirm_delete.html",
+        "portal/confirm_delete.html",
         {
             "object": role,
             "kind": "agent role",

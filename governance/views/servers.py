@@ -11,11 +11,11 @@ from django.views.decorators.http import require_POST
 
 from governance import selectors
 from governance.choices import ToolReportStatus
-from governance.forms import ServerFilterForm, ServerForm, ToolForm
+from governance.forms.servers import ServerFilterForm, ServerForm, ToolForm
 from governance.models import ToolReport
 from governance.services import discovery, tool_reports
 from governance.services import servers as services
-from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
+from portal.pages import get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -101,7 +101,7 @@ def server_delete(request, pk: int):
         return redirect("governance:server-list")
     return render(
         request,
-        "governance/confirm_delete.html",
+        "portal/confirm_delete.html",
         {
             "object": server,
             "kind": "server",
