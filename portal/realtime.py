@@ -18,7 +18,7 @@ API::
 
     from portal import realtime
 
-    # once, at import time of the module that owns the channel family:
+    # once, in the AppConfig.ready() of the app that owns the channel family:
     realtime.register_source("bundle:", fetch_versions)   # fetch(["bundle:1", ...]) -> {"bundle:1": 7, ...}
 
     # in an async view — subscribe BEFORE reading the state, so no change slips in between:

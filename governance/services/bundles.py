@@ -429,12 +429,9 @@ def latest_versions(environment_ids: list[int]) -> dict[int, int]:
     )
 
 
-def _poll_latest(channels: list[str]) -> dict[str, int]:
+def bundle_channel_versions(channels: list[str]) -> dict[str, int]:
     ids = realtime.channel_ids(channels, CHANNEL_PREFIX)
     return {ids[env_id]: version for env_id, version in latest_versions(list(ids)).items()}
-
-
-realtime.register_source(CHANNEL_PREFIX, _poll_latest)
 
 
 # --- history and diff (for the version list) -----------------------------------------------------

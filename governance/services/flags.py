@@ -51,12 +51,9 @@ def flag_versions(environment_ids: list[int]) -> dict[int, str]:
     return {env_id: tokens.get(env_id, "0:") for env_id in environment_ids}
 
 
-def _poll_flag_versions(channels: list[str]) -> dict[str, str]:
+def flag_channel_versions(channels: list[str]) -> dict[str, str]:
     ids = realtime.channel_ids(channels, FLAG_CHANNEL_PREFIX)
     return {ids[env_id]: token for env_id, token in flag_versions(list(ids)).items()}
-
-
-realtime.register_source(FLAG_CHANNEL_PREFIX, _poll_flag_versions)
 
 
 def default_flag_name(server: McpServer, capability: str) -> str:
