@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -15,7 +16,7 @@ from governance.models import EnforcementClient, Environment, Flag, FlagState
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
 from portal.models import ChangeRecord
-from portal.pages import get_team_object, may, require_perm, submit, team_view
+from portal.pages import delete_page, form_page, get_team_object, may, require_perm, team_view
 from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW
 
 
@@ -78,13 +79,16 @@ def flag_panel(request):
 @team_view
 def flag_create(request):
     require_perm(request, CHANGE_POLICY)
-    form = FlagForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, flag = submit(form, services.flag_create, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Flag {flag.name} added; it is on in every environment.")
-            return redirect("governance:flag-list")
-    return render(request, "governance/flags/form.html", {"form": form})
+    return form_page(
+        request,
+        form=FlagForm(request.POST or None, team=request.team),
+        service=services.flag_create,
+        team=request.team,
+        actor=request.user,
+        template="governance/flags/form.html",
+        success_message=lambda flag: f"Flag {flag.name} added; it is on in every environment.",
+        success_url=reverse("governance:flag-list"),
+    )
 
 
 @team_view
@@ -181,14 +185,13 @@ def flag_state_edit(request, pk: int, env_pk: int):
 @team_view
 def flag_delete(request, pk: int):
     flag = get_team_object(request, _flags(request), perm=CHANGE_POLICY, pk=pk)
-    if request.method == "POST":
-        name = flag.name
-        services.flag_delete(flag=flag, actor=request.user)
-        messages.success(request, f"Flag {name} deleted.")
-        return redirect("governance:flag-list")
-    from django.urls import reverse
-
-    return render(request, "portal/confirm_delete.html", {
-        "object": flag, "kind": "flag", "cancel_url": reverse("governance:flag-detail", args=[flag.pk]),
-        "consequences": "Gateways stop evaluating it; if it is off anywhere, those calls are allowed again.",
-    })  # fmt: skip
+    return delete_page(
+        request,
+        flag,
+        delete=lambda: services.flag_delete(flag=flag, actor=request.user),
+        kind="flag",
+        success_message=f"Flag {flag.name} deleted.",
+        success_url=reverse("governance:flag-list"),
+        cancel_url=reverse("governance:flag-detail", args=[flag.pk]),
+        consequences="Gateways stop evaluating it; if it is off anywhere, those calls are allowed again.",
+    )
