@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from incidents import services
+from incidents import selectors, services
 from incidents.choices import IncidentStatus
 from incidents.forms import (
     IncidentForm,
@@ -18,28 +17,19 @@ from incidents.forms import (
     RootCauseForm,
     SessionLinkForm,
 )
-from incidents.models import Incident, IncidentEntry
 from portal.pages import apply_service_errors, get_team_object, may, require_perm, submit, team_view
-from portal.permissions import MANAGE_INCIDENTS, VIEW
+from portal.permissions import MANAGE_INCIDENTS
 
 
 def _incidents(request):
-    return (
-        Incident.objects.restrict(request.user, VIEW)
-        .for_team(request.team)
-        .select_related("opened_by")
-        .prefetch_related("affected_servers")
-    )
+    return selectors.incidents_for_team(user=request.user, team=request.team)
 
 
 @team_view
 def incident_list(request):
     status = request.GET.get("status", "")
-    incidents = _incidents(request).annotate(entries=Count("timeline"))
-    if status in IncidentStatus.values:
-        incidents = incidents.filter(status=status)
     return render(request, "incidents/list.html", {
-        "incidents": incidents.order_by("-opened_at")[:200],
+        "incidents": selectors.incident_list(user=request.user, team=request.team, status=status),
         "status": status,
         "statuses": IncidentStatus.choices,
         "can_manage": may(request, MANAGE_INCIDENTS),
@@ -80,11 +70,7 @@ def _detail_context(request, incident, **forms):
 @team_view
 def incident_detail(request, pk: int):
     incident = get_team_object(
-        request,
-        _incidents(request).prefetch_related(
-            Prefetch("timeline", queryset=IncidentEntry.objects.select_related("actor"))
-        ),
-        pk=pk,
+        request, selectors.incident_detail(user=request.user, team=request.team), pk=pk
     )
     return render(request, "incidents/detail.html", _detail_context(request, incident))
 

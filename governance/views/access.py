@@ -4,29 +4,21 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from governance import selectors
 from governance.choices import AccessRequestStatus as Status
 from governance.forms.access import AccessRequestForm, DecisionForm
-from governance.models import AccessRequest, AccessReview
+from governance.models import AccessReview
 from governance.services import access as services
-from portal.models import ChangeRecord
 from portal.pages import get_team_object, may, require_perm, submit, team_view
-from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, VIEW, has_team_perm
+from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS
 
 
 def _requests(request):
-    return (
-        AccessRequest.objects.restrict(request.user, VIEW)
-        .for_team(request.team)
-        .select_related("requester", "environment", "role", "revoked_by")
-        .prefetch_related(
-            "servers", Prefetch("reviews", queryset=AccessReview.objects.select_related("reviewer"))
-        )
-    )
+    return selectors.access_requests_for_team(user=request.user, team=request.team)
 
 
 @team_view
@@ -62,16 +54,10 @@ def access_create(request):
 def access_detail(request, pk: int):
     obj = get_team_object(request, _requests(request), pk=pk)
     user = request.user
-    can_review = has_team_perm(user, REVIEW_ACCESS, request.team)
+    can_review = may(request, REVIEW_ACCESS)
     reviewed = any(r.reviewer_id == user.pk for r in obj.reviews.all())
     pending = obj.status == Status.PENDING and obj.review_deadline > timezone.now()
-    history = (
-        ChangeRecord.objects.filter(
-            team=request.team, object_type=AccessRequest._meta.verbose_name, object_id=str(obj.pk)
-        )
-        .select_related("actor")
-        .order_by("created_at", "id")
-    )
+    history = selectors.access_request_history(team=request.team, access_request=obj)
     return render(request, "governance/access/detail.html", {
         "req": obj,
         "approvals": sum(1 for r in obj.reviews.all() if r.decision == AccessReview.Decision.APPROVE),

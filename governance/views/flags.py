@@ -8,70 +8,40 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from governance import selectors
 from governance.forms.flags import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
-from governance.models import EnforcementClient, Environment, Flag, FlagState
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
-from portal.models import ChangeRecord
 from portal.pages import delete_page, form_page, get_team_object, may, require_perm, team_view
-from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW
+from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS
 
 
 def _flags(request):
-    return Flag.objects.restrict(request.user, VIEW).for_team(request.team).select_related("server")
+    return selectors.flags_for_team(user=request.user, team=request.team)
 
 
 def _environments(request):
-    return Environment.objects.restrict(request.user, VIEW).for_team(request.team).order_by("order", "name")
+    return selectors.environments_in_order(user=request.user, team=request.team)
 
 
 def stale_after() -> timedelta:
     return timedelta(minutes=stale_after_minutes())
 
 
-def gateway_rows(team, now=None):
-    """The team's active enforcement clients with whether each is stale (not seen for a while)."""
-    now = now or timezone.now()
-    limit = now - stale_after()
-    clients = (
-        EnforcementClient.objects.for_team(team).filter(revoked_at__isnull=True).select_related("environment")
-    )
-    rows = []
-    for c in clients:
-        if c.expires_at is not None and c.expires_at <= now:
-            continue
-        # Never connected is "not deployed yet", not stale (as in the stale-gateway emails).
-        rows.append({"client": c, "stale": c.last_seen_at is not None and c.last_seen_at < limit})
-    return rows
-
-
 @team_view
 def flag_panel(request):
-    environments = list(_environments(request))
-    flags = list(_flags(request).order_by("name"))
-    states = {
-        (s.flag_id, s.environment_id): s
-        for s in FlagState.objects.filter(flag__in=flags).select_related("changed_by")
-    }
-    rows = [
-        {
-            "flag": flag,
-            "cells": [{"env": env, "state": states.get((flag.pk, env.pk))} for env in environments],
-        }
-        for flag in flags
-    ]
+    panel = selectors.flag_panel(user=request.user, team=request.team)
     can_toggle = may(request, TOGGLE_FLAGS)
     can_edit = may(request, CHANGE_POLICY)
     return render(request, "governance/flags/panel.html", {
-        "environments": environments,
-        "rows": rows,
+        "environments": panel.environments,
+        "rows": panel.rows,
         "can_toggle": can_toggle,
         "can_edit": can_edit,
         "disable_form": FlagDisableForm(),
-        "gateways": gateway_rows(request.team),
+        "gateways": selectors.gateway_rows(team=request.team, stale_after=stale_after()),
         "stale_minutes": int(stale_after().total_seconds() // 60),
     })  # fmt: skip
 
@@ -95,16 +65,14 @@ def flag_create(request):
 def flag_detail(request, pk: int):
     flag = get_team_object(request, _flags(request), pk=pk)
     environments = list(_environments(request))
-    states = {s.environment_id: s for s in flag.states.select_related("changed_by")}
+    states = selectors.flag_states(flag=flag)
     can_toggle = may(request, TOGGLE_FLAGS)
     cells = [
         {"env": env, "state": states.get(env.pk),
          "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
         for env in environments
     ]  # fmt: skip
-    history = ChangeRecord.objects.filter(
-        team=request.team, summary__startswith=f"Flag {flag.name} "
-    ).select_related("actor")[:50]
+    history = selectors.flag_history(team=request.team, flag=flag)
     return render(request, "governance/flags/detail.html", {
         "flag": flag, "cells": cells, "can_toggle": can_toggle,
         "can_edit": may(request, CHANGE_POLICY), "history": history,
