@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from incidents import selectors, services
@@ -17,7 +18,14 @@ from incidents.forms import (
     RootCauseForm,
     SessionLinkForm,
 )
-from portal.pages import apply_service_errors, get_team_object, may, require_perm, submit, team_view
+from portal.pages import (
+    apply_service_errors,
+    form_page,
+    get_team_object,
+    may,
+    require_perm,
+    team_view,
+)
 from portal.permissions import MANAGE_INCIDENTS
 
 
@@ -39,15 +47,18 @@ def incident_list(request):
 @team_view
 def incident_create(request):
     require_perm(request, MANAGE_INCIDENTS)
-    form = IncidentForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, incident = submit(form, services.incident_open, team=request.team, actor=request.user)
-        if ok:
-            messages.success(
-                request, f"Incident #{incident.pk} opened; the team's responders have been emailed."
-            )
-            return redirect("incidents:incident-detail", pk=incident.pk)
-    return render(request, "incidents/form.html", {"form": form})
+    return form_page(
+        request,
+        form=IncidentForm(request.POST or None, team=request.team),
+        service=services.incident_open,
+        team=request.team,
+        actor=request.user,
+        template="incidents/form.html",
+        success_message=lambda incident: (
+            f"Incident #{incident.pk} opened; the team's responders have been emailed."
+        ),
+        success_url=lambda incident: reverse("incidents:incident-detail", args=[incident.pk]),
+    )
 
 
 def _detail_context(request, incident, **forms):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -13,7 +14,7 @@ from governance.choices import AccessRequestStatus as Status
 from governance.forms.access import AccessRequestForm, DecisionForm
 from governance.models import AccessReview
 from governance.services import access as services
-from portal.pages import get_team_object, may, require_perm, submit, team_view
+from portal.pages import form_page, get_team_object, may, require_perm, team_view
 from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS
 
 
@@ -41,13 +42,16 @@ def access_list(request):
 @team_view
 def access_create(request):
     require_perm(request, REQUEST_ACCESS)
-    form = AccessRequestForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, obj = submit(form, services.access_request_create, team=request.team, requester=request.user)
-        if ok:
-            messages.success(request, f"Request #{obj.pk} filed; reviewers have been notified.")
-            return redirect("governance:access-detail", pk=obj.pk)
-    return render(request, "governance/access/form.html", {"form": form})
+    return form_page(
+        request,
+        form=AccessRequestForm(request.POST or None, team=request.team),
+        service=services.access_request_create,
+        team=request.team,
+        requester=request.user,
+        template="governance/access/form.html",
+        success_message=lambda obj: f"Request #{obj.pk} filed; reviewers have been notified.",
+        success_url=lambda obj: reverse("governance:access-detail", args=[obj.pk]),
+    )
 
 
 @team_view
