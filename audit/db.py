@@ -2,65 +2,18 @@
 
 PostgreSQL: BEFORE UPDATE / DELETE row triggers and a BEFORE TRUNCATE statement trigger that
 raise an exception. SQLite: BEFORE UPDATE / DELETE triggers with RAISE(ABORT) (SQLite has no
-TRUNCATE; a DELETE without WHERE fires the row triggers). Installed by migration 0002.
+TRUNCATE; a DELETE without WHERE fires the row triggers). Installed by migration 0002 with the
+SQL of portal/append_only.py; this module knows which tables are protected and the app role.
 """
 
 from __future__ import annotations
+
+from portal.append_only import install_sql, trigger_names, uninstall_sql
 
 APPEND_ONLY_TABLES = ("audit_auditevent", "audit_auditdigest")
 # The signing-key history (governance migration 0003) is protected the same way.
 KEY_HISTORY_TABLES = ("governance_signingkeyevent",)
 PROTECTED_TABLES = APPEND_ONLY_TABLES + KEY_HISTORY_TABLES
-
-_PG_FUNCTION = """
-CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit table % is append-only: % refused', TG_TABLE_NAME, TG_OP
-        USING HINT = 'Audit events and digests are never changed; see docs/audit.md.';
-END
-$$;
-"""
-
-
-def trigger_names(table: str) -> list[str]:
-    return [f"{table}_no_update", f"{table}_no_delete", f"{table}_no_truncate"]
-
-
-def install_sql(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
-    statements: list[str] = []
-    if vendor == "postgresql":
-        statements.append(_PG_FUNCTION)
-        for table in tables:
-            statements += [
-                f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()",
-                f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change()",
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()",
-            ]
-    elif vendor == "sqlite":
-        for table in tables:
-            for op in ("UPDATE", "DELETE"):
-                statements.append(
-                    f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                    f"BEGIN SELECT RAISE(ABORT, 'audit table {table} is append-only: {op} refused'); END"
-                )
-    else:  # pragma: no cover - the product supports PostgreSQL and SQLite only
-        raise NotImplementedError(f"No append-only triggers for database vendor {vendor!r}.")
-    return statements
-
-
-def uninstall_sql(vendor: str, tables: tuple[str, ...] = APPEND_ONLY_TABLES) -> list[str]:
-    statements: list[str] = []
-    for table in tables:
-        if vendor == "postgresql":
-            statements += [f"DROP TRIGGER IF EXISTS {name} ON {table}" for name in trigger_names(table)]
-        else:
-            statements += [f"DROP TRIGGER IF EXISTS {name}" for name in trigger_names(table)[:2]]
-    if vendor == "postgresql" and tables == APPEND_ONLY_TABLES:  # the function is shared; audit owns it
-        statements.append("DROP FUNCTION IF EXISTS audit_refuse_change()")
-    return statements
 
 
 def suspend_sql(vendor: str) -> tuple[list[str], list[str]]:

@@ -157,6 +157,3 @@ def export_chunks(events: Iterable[AuditEvent], fmt: str, *, include_payloads: b
     if fmt == ExportFormat.MCP_AUDIT:
         return _mcp_audit(events, include_payloads)
     raise ValueError(f"Unknown export format {fmt!r}.")
-
-
-__all__ = ["CONTENT_TYPES", "EXTENSIONS", "event_record", "export_chunks", "mcp_audit_line"]

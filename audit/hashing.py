@@ -16,21 +16,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from audit.choices import GENESIS_HASH
 from portal.parsers import json_loads
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 # What _encode does for a str, without the encoder's dispatch (the C function when available).
 _encode_str = json.encoder.encode_basestring
 
-# Field names, in canonical (sorted) order, of the hashed event object. `trace_id` (OPTIONAL_HASHED_FIELDS)
-# is hashed only when the event has one: events without a trace id, all those stored before the field
-# existed among them, hash exactly as before (docs/audit.md, "The hash chain").
-OPTIONAL_HASHED_FIELDS = ("trace_id",)
-HASHED_FIELDS = (
-    "args_summary", "arguments", "bundle_version", "bytes", "call_id", "duration_ms", "phase", "result",
-    "result_summary", "seq", "server", "session", "status", "tool", "trigger", "ts",
-)  # fmt: skip
+# The hashed event object's fields are in canonical (sorted) order; `trace_id` is hashed only when
+# the event has one: events without a trace id, all those stored before the field existed among
+# them, hash exactly as before (docs/audit.md, "The hash chain").
 
 _NULL = "null"
 
@@ -148,23 +142,3 @@ def stored_event_canonical(event, *, seq: int | None = None) -> str:
         result_json=_encode(event.result),
         trace_id=event.trace_id or None,
     )
-
-
-def recompute_hash(event, prev_hash: str | None = None) -> str:
-    """The hash an event row should carry, chained to `prev_hash` (default: its stored prev_hash)."""
-    return chain_hash(event.prev_hash if prev_hash is None else prev_hash, stored_event_canonical(event))
-
-
-__all__ = [
-    "GENESIS_HASH",
-    "HASHED_FIELDS",
-    "OPTIONAL_HASHED_FIELDS",
-    "chain_hash",
-    "encode_json",
-    "event_canonical",
-    "format_ts",
-    "loads",
-    "parse_float",
-    "recompute_hash",
-    "stored_event_canonical",
-]

@@ -148,6 +148,3 @@ def session_events(*, sessions: QuerySet | list, date_from: date | None = None, 
     if date_to:
         qs = qs.filter(ts__lt=_start_of(date_to) + timedelta(days=1))
     return qs
-
-
-__all__ = ["Call", "halted_queue", "last_calls", "session_events", "session_timeline", "sessions_for_review"]

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from audit.choices import SinkFormat, SinkKind
 from audit.models import AuditSink
 from audit.services.streaming import sink_backlog, sink_create, sink_delete, sink_test_send, sink_update
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import get_team_object, require_perm, submit, team_view
 from portal.permissions import ACKNOWLEDGE_SESSION, MANAGE_CLIENTS, has_team_perm
 
 

@@ -7,11 +7,9 @@ rules (shown as messages).
 
 from __future__ import annotations
 
-from functools import wraps
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,22 +22,10 @@ from audit.errors import AuditError
 from audit.exports import CONTENT_TYPES, EXTENSIONS, export_chunks
 from audit.forms import AcknowledgeForm, ApprovalForm, DecisionForm, ExplanationForm, SessionFilterForm
 from audit.models import AgentSession, AuditEvent, SessionDecision
-from portal.permissions import ACKNOWLEDGE_SESSION, RELEASE_SESSION, VIEW_PAYLOADS, has_team_perm
+from portal.pages import may, team_view
+from portal.permissions import ACKNOWLEDGE_SESSION, RELEASE_SESSION, VIEW_PAYLOADS
 
 PAGE_SIZE = 50
-
-
-def team_view(view):
-    """Signed in and working in a team (`request.team`); otherwise the login or no-team page."""
-
-    @login_required
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if request.team is None:
-            return render(request, "portal/no_team.html", status=404)
-        return view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _session(request, session_id) -> AgentSession:
@@ -49,10 +35,6 @@ def _session(request, session_id) -> AgentSession:
         ),
         pk=session_id,
     )
-
-
-def _may(request, perm: str) -> bool:
-    return has_team_perm(request.user, perm, request.team)
 
 
 @team_view
@@ -74,7 +56,7 @@ def session_detail(request, session_id):
     calls = selectors.session_timeline(session=session)
     acknowledgement = getattr(session, "acknowledgement", None)
     unexplained = set(services.unexplained_failed_calls(session))
-    can_ack = _may(request, ACKNOWLEDGE_SESSION) and acknowledgement is None
+    can_ack = may(request, ACKNOWLEDGE_SESSION) and acknowledgement is None
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
@@ -88,9 +70,9 @@ def session_detail(request, session_id):
         "calls": calls,
         "acknowledgement": acknowledgement,
         "unexplained": unexplained,
-        "show_payloads": _may(request, VIEW_PAYLOADS),
+        "show_payloads": may(request, VIEW_PAYLOADS),
         "can_ack": can_ack,
-        "can_release": _may(request, RELEASE_SESSION),
+        "can_release": may(request, RELEASE_SESSION),
         "ack_form": AcknowledgeForm(),
         "decision_form": DecisionForm(),
         "approval_forms": [
@@ -205,7 +187,7 @@ def halted_queue(request):
             for i, p in enumerate(session.pending_approvals)
         ]
     return render(request, "audit/halted_queue.html", {
-        "sessions": sessions, "can_release": _may(request, RELEASE_SESSION), "decision_form": DecisionForm(),
+        "sessions": sessions, "can_release": may(request, RELEASE_SESSION), "decision_form": DecisionForm(),
     })  # fmt: skip
 
 
@@ -226,7 +208,7 @@ def _format(request) -> str:
 def session_export(request, session_id):
     session = _session(request, session_id)
     events = AuditEvent.objects.filter(session=session).order_by("seq").iterator(chunk_size=2000)
-    return _export_response(events, _format(request), _may(request, VIEW_PAYLOADS), f"session-{session.pk}")
+    return _export_response(events, _format(request), may(request, VIEW_PAYLOADS), f"session-{session.pk}")
 
 
 @team_view
@@ -237,19 +219,5 @@ def range_export(request):
     sessions = selectors.sessions_for_review(team=request.team, filters=filters).values("pk")
     events = selectors.session_events(sessions=sessions).iterator(chunk_size=2000)
     return _export_response(
-        events, _format(request), _may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}"
+        events, _format(request), may(request, VIEW_PAYLOADS), f"audit-{request.team.slug}"
     )
-
-
-__all__ = [
-    "call_approval",
-    "halted_queue",
-    "range_export",
-    "session_acknowledge",
-    "session_detail",
-    "session_end",
-    "session_explain",
-    "session_export",
-    "session_list",
-    "session_release",
-]

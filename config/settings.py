@@ -222,7 +222,7 @@ SPECTACULAR_SETTINGS = {
     # Error responses on every operation, and the bundle and control endpoints served outside DRF.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "portal.schema.complete_schema",
+        "config.schema.complete_schema",
     ],
 }
 

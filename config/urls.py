@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config.views import dashboard
+from config.views import dashboard, site_teams
 from portal import views
 from portal.metrics import metrics_view
 from portal.sso import views as sso_views
@@ -19,7 +19,7 @@ urlpatterns = [
     path("team/members/invite/", views.member_invite, name="member-invite"),
     path("team/invitations/<int:pk>/revoke/", views.invitation_revoke, name="invitation-revoke"),
     path("invitation/<str:token>/", views.invitation, name="invitation"),
-    path("site/teams/", views.site_teams, name="site-teams"),
+    path("site/teams/", site_teams, name="site-teams"),
     path("team/members/<int:pk>/edit/", views.member_edit, name="member-edit"),
     path("team/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
     path("governance/", include("governance.urls")),

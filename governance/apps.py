@@ -9,5 +9,11 @@ class GovernanceConfig(AppConfig):
         from django.core import checks
 
         from governance.checks import discovery_settings
+        from governance.services import bundles, clients, flags
+        from portal import realtime
 
         checks.register(discovery_settings)
+        # The long polls' fallback sources (portal/realtime.py): one per channel family.
+        realtime.register_source(bundles.CHANNEL_PREFIX, bundles.bundle_channel_versions)
+        realtime.register_source(flags.FLAG_CHANNEL_PREFIX, flags.flag_channel_versions)
+        realtime.register_source(clients.CLIENT_CHANNEL_PREFIX, clients.client_channel_states)

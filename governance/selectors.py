@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from governance.choices import DEFAULT_PRODUCTION_URL_WORDS, RuleKind
 from governance.models import (
+    AccessRequest,
+    AccessReview,
     AgentRole,
+    EnforcementClient,
     Environment,
+    Flag,
+    FlagState,
     GlobalRateLimit,
     McpServer,
     McpTool,
+    PolicyBundle,
     RoleServerRule,
     ServerBinding,
     ServerRateLimit,
     TriggerSettings,
 )
+from governance.services.bundles import latest_versions
 from portal.models import ChangeRecord, Team
-from portal.permissions import VIEW
+from portal.permissions import MANAGE_CLIENTS, VIEW
 
 
 def servers_for_team(*, user, team: Team) -> QuerySet[McpServer]:
@@ -171,3 +180,124 @@ def server_limits_for_team(*, user, team: Team) -> QuerySet[ServerRateLimit]:
 
 def change_history(*, team: Team) -> QuerySet[ChangeRecord]:
     return ChangeRecord.objects.filter(team=team).select_related("actor").order_by("-created_at", "-id")
+
+
+# --- production access ----------------------------------------------------------------------------
+
+
+def access_requests_for_team(*, user, team: Team) -> QuerySet[AccessRequest]:
+    return (
+        AccessRequest.objects.restrict(user, VIEW)
+        .for_team(team)
+        .select_related("requester", "environment", "role", "revoked_by")
+        .prefetch_related(
+            "servers", Prefetch("reviews", queryset=AccessReview.objects.select_related("reviewer"))
+        )
+    )
+
+
+def access_request_history(*, team: Team, access_request: AccessRequest) -> QuerySet[ChangeRecord]:
+    return (
+        ChangeRecord.objects.filter(
+            team=team, object_type=AccessRequest._meta.verbose_name, object_id=str(access_request.pk)
+        )
+        .select_related("actor")
+        .order_by("created_at", "id")
+    )
+
+
+# --- flags (the kill-switch panel) ----------------------------------------------------------------
+
+
+def flags_for_team(*, user, team: Team) -> QuerySet[Flag]:
+    return Flag.objects.restrict(user, VIEW).for_team(team).select_related("server")
+
+
+def environments_in_order(*, user, team: Team) -> QuerySet[Environment]:
+    return Environment.objects.restrict(user, VIEW).for_team(team).order_by("order", "name")
+
+
+@dataclass
+class FlagPanel:
+    environments: list[Environment]
+    rows: list[dict]  # {"flag": Flag, "cells": [{"env": Environment, "state": FlagState | None}]}
+
+
+def flag_panel(*, user, team: Team) -> FlagPanel:
+    """Every flag in every environment, with its state (None: on, never changed) — three queries."""
+    environments = list(environments_in_order(user=user, team=team))
+    flags = list(flags_for_team(user=user, team=team).order_by("name"))
+    states = {
+        (s.flag_id, s.environment_id): s
+        for s in FlagState.objects.filter(flag__in=flags).select_related("changed_by")
+    }
+    rows = [
+        {
+            "flag": flag,
+            "cells": [{"env": env, "state": states.get((flag.pk, env.pk))} for env in environments],
+        }
+        for flag in flags
+    ]
+    return FlagPanel(environments=environments, rows=rows)
+
+
+def flag_states(*, flag: Flag) -> dict[int, FlagState]:
+    """{environment id: state} of one flag."""
+    return {s.environment_id: s for s in flag.states.select_related("changed_by")}
+
+
+def flag_history(*, team: Team, flag: Flag) -> QuerySet[ChangeRecord]:
+    return ChangeRecord.objects.filter(team=team, summary__startswith=f"Flag {flag.name} ").select_related(
+        "actor"
+    )[:50]
+
+
+def gateway_rows(*, team: Team, stale_after: timedelta, now: datetime | None = None) -> list[dict]:
+    """The team's active enforcement clients with whether each is stale (not seen for `stale_after`)."""
+    now = now or timezone.now()
+    limit = now - stale_after
+    clients = (
+        EnforcementClient.objects.for_team(team).filter(revoked_at__isnull=True).select_related("environment")
+    )
+    rows = []
+    for c in clients:
+        if c.expires_at is not None and c.expires_at <= now:
+            continue
+        # Never connected is "not deployed yet", not stale (as in the stale-gateway emails).
+        rows.append({"client": c, "stale": c.last_seen_at is not None and c.last_seen_at < limit})
+    return rows
+
+
+# --- bundles and enforcement clients --------------------------------------------------------------
+
+
+def bundles_for_team(*, user, team: Team) -> QuerySet[PolicyBundle]:
+    return PolicyBundle.objects.restrict(user).for_team(team)
+
+
+def client_rows(*, user, team: Team, now: datetime | None = None) -> list[dict]:
+    """The team's enforcement clients with their state and whether they run an old bundle (two queries)."""
+    clients = list(
+        EnforcementClient.objects.restrict(user, MANAGE_CLIENTS)
+        .for_team(team)
+        .select_related("environment", "created_by")
+    )
+    latest = latest_versions(list({c.environment_id for c in clients}))
+    now = now or timezone.now()
+    rows = []
+    for c in clients:
+        if c.revoked_at is not None:
+            state = "revoked"
+        elif c.expires_at is not None and c.expires_at <= now:
+            state = "expired"
+        else:
+            state = "active"
+        rows.append(
+            {
+                "client": c,
+                "state": state,
+                "latest": latest.get(c.environment_id),
+                "behind": bool(c.bundle_version) and latest.get(c.environment_id, 0) > c.bundle_version,
+            }
+        )
+    return rows

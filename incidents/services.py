@@ -18,12 +18,13 @@ from audit.models import AgentSession
 from governance.choices import Capability
 from governance.models import Flag, FlagState, McpServer
 from governance.services import notifications
-from governance.services.common import Action, change_record
+from governance.services.common import Action
 from governance.services.flags import default_flag_name, flag_state_apply, flags_changed
 from incidents.choices import IncidentStatus, Severity
 from incidents.models import Incident, IncidentEntry
 from portal.models import Team
 from portal.permissions import MANAGE_INCIDENTS, TOGGLE_FLAGS, require_team_perm
+from portal.services import change_record
 
 Kind = IncidentEntry.Kind
 
@@ -308,15 +309,3 @@ def incident_resolve(
         ),
     )
     return entry
-
-
-__all__ = [
-    "contained_flag_states",
-    "incident_add_note",
-    "incident_add_servers",
-    "incident_contain",
-    "incident_link_session",
-    "incident_open",
-    "incident_record_root_cause",
-    "incident_resolve",
-]

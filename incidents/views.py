@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Prefetch
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from governance.forms import apply_service_errors
-from governance.views.base import get_team_object, require_perm, submit, team_view
-from incidents import services
+from incidents import selectors, services
 from incidents.choices import IncidentStatus
 from incidents.forms import (
     IncidentForm,
@@ -20,45 +18,47 @@ from incidents.forms import (
     RootCauseForm,
     SessionLinkForm,
 )
-from incidents.models import Incident, IncidentEntry
-from portal.permissions import MANAGE_INCIDENTS, VIEW, has_team_perm
+from portal.pages import (
+    apply_service_errors,
+    form_page,
+    get_team_object,
+    may,
+    require_perm,
+    team_view,
+)
+from portal.permissions import MANAGE_INCIDENTS
 
 
 def _incidents(request):
-    return (
-        Incident.objects.restrict(request.user, VIEW)
-        .for_team(request.team)
-        .select_related("opened_by")
-        .prefetch_related("affected_servers")
-    )
+    return selectors.incidents_for_team(user=request.user, team=request.team)
 
 
 @team_view
 def incident_list(request):
     status = request.GET.get("status", "")
-    incidents = _incidents(request).annotate(entries=Count("timeline"))
-    if status in IncidentStatus.values:
-        incidents = incidents.filter(status=status)
     return render(request, "incidents/list.html", {
-        "incidents": incidents.order_by("-opened_at")[:200],
+        "incidents": selectors.incident_list(user=request.user, team=request.team, status=status),
         "status": status,
         "statuses": IncidentStatus.choices,
-        "can_manage": has_team_perm(request.user, MANAGE_INCIDENTS, request.team),
+        "can_manage": may(request, MANAGE_INCIDENTS),
     })  # fmt: skip
 
 
 @team_view
 def incident_create(request):
     require_perm(request, MANAGE_INCIDENTS)
-    form = IncidentForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, incident = submit(form, services.incident_open, team=request.team, actor=request.user)
-        if ok:
-            messages.success(
-                request, f"Incident #{incident.pk} opened; the team's responders have been emailed."
-            )
-            return redirect("incidents:incident-detail", pk=incident.pk)
-    return render(request, "incidents/form.html", {"form": form})
+    return form_page(
+        request,
+        form=IncidentForm(request.POST or None, team=request.team),
+        service=services.incident_open,
+        team=request.team,
+        actor=request.user,
+        template="incidents/form.html",
+        success_message=lambda incident: (
+            f"Incident #{incident.pk} opened; the team's responders have been emailed."
+        ),
+        success_url=lambda incident: reverse("incidents:incident-detail", args=[incident.pk]),
+    )
 
 
 def _detail_context(request, incident, **forms):
@@ -66,8 +66,7 @@ def _detail_context(request, incident, **forms):
     context = {
         "incident": incident,
         "timeline": incident.timeline.select_related("actor"),
-        "can_manage": has_team_perm(request.user, MANAGE_INCIDENTS, request.team)
-        and incident.status != IncidentStatus.RESOLVED,
+        "can_manage": may(request, MANAGE_INCIDENTS) and incident.status != IncidentStatus.RESOLVED,
         "candidates": candidates,
         "session_form": SessionLinkForm(),
         "root_cause_form": RootCauseForm(initial={"root_cause": incident.root_cause}),
@@ -82,11 +81,7 @@ def _detail_context(request, incident, **forms):
 @team_view
 def incident_detail(request, pk: int):
     incident = get_team_object(
-        request,
-        _incidents(request).prefetch_related(
-            Prefetch("timeline", queryset=IncidentEntry.objects.select_related("actor"))
-        ),
-        pk=pk,
+        request, selectors.incident_detail(user=request.user, team=request.team), pk=pk
     )
     return render(request, "incidents/detail.html", _detail_context(request, incident))
 

@@ -8,6 +8,7 @@ from django.db.models import ProtectedError, RestrictedError
 from rest_framework import exceptions, pagination, permissions
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from portal.pages import protected_message
 from portal.permissions import has_team_perm
 
 
@@ -19,7 +20,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     elif isinstance(exc, ProtectedError | RestrictedError):
-        exc = Conflict(_protected_message(exc))
+        exc = Conflict(protected_message(exc))
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -38,13 +39,6 @@ class Conflict(exceptions.APIException):
     status_code = 409
     default_detail = "The object is still in use."
     default_code = "protected"
-
-
-def _protected_message(exc: ProtectedError | RestrictedError) -> str:
-    """Which kinds of objects still refer to it (the service's transaction rolled back)."""
-    kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.args[1]}) if len(exc.args) > 1 else []
-    what = ", ".join(kinds) or "other objects"
-    return f"It cannot be deleted while {what} refer to it; nothing was changed."
 
 
 def _first_message(data) -> str:
@@ -101,13 +95,3 @@ class TeamPermission(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return has_team_perm(request.user, getattr(view, "team_perm_read", "view_team"), team)
         return has_team_perm(request.user, getattr(view, "team_perm_write", "change_policy"), team)
-
-
-def forbidden_unless(user, perm: str, team) -> None:
-    if not has_team_perm(user, perm, team):
-        raise exceptions.PermissionDenied(
-            f"You do not have the '{perm.replace('_', ' ')}' permission in this team."
-        )
-
-
-__all__ = ["Conflict", "Pagination", "TeamPermission", "exception_handler", "forbidden_unless"]

@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -157,17 +157,20 @@ def _view_name(request) -> str:
 # --- read at scrape time ---------------------------------------------------------------------------
 
 
+_SCRAPE_SOURCES: list[Callable[[], Iterator[Any]]] = []
+
+
+def add_scrape_source(source: Callable[[], Iterator[Any]]) -> None:
+    """An app's metric families read at scrape time (registered in its AppConfig.ready(), so this
+    ground-floor module imports no app above it)."""
+    if source not in _SCRAPE_SOURCES:
+        _SCRAPE_SOURCES.append(source)
+
+
 class _ScrapeCollector(Collector):
     def collect(self) -> Iterator[Any]:
-        from django.db.models import Count
-
-        from audit.models import AgentSession
-
-        sessions = GaugeMetricFamily("mcpgov_portal_sessions", "Agent sessions by state", labels=["state"])
-        rows = AgentSession.objects.values_list("state").annotate(n=Count("pk")).order_by("state")
-        for state, n in rows:
-            sessions.add_metric([state], n)
-        yield sessions
+        for source in _SCRAPE_SOURCES:
+            yield from source()
         length = celery_queue_length()
         if length is not None:
             queue = GaugeMetricFamily(

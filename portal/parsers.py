@@ -126,14 +126,3 @@ class SafeJSONParser(parsers.JSONParser):
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
-
-
-__all__ = [
-    "MAX_DEPTH",
-    "InputError",
-    "SafeJSONParser",
-    "json_depth_check",
-    "json_loads",
-    "surrogate_check",
-    "yaml_check_depth",
-]

@@ -107,16 +107,3 @@ def team_scoped_manager(team_path: str = "team"):
     """A manager whose queryset restricts through `team_path` (e.g. "environment__team")."""
     queryset_class = type("TeamScopedQuerySet", (TeamScopedQuerySet,), {"team_path": team_path})
     return models.Manager.from_queryset(queryset_class)()
-
-
-__all__ = [
-    "ALL_TEAM_PERMISSIONS",
-    "ROLE_PERMISSIONS",
-    "PermissionDenied",
-    "TeamScopedQuerySet",
-    "has_team_perm",
-    "permissions_for",
-    "require_team_perm",
-    "team_scoped_manager",
-    "teams_for_user",
-]

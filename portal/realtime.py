@@ -18,7 +18,7 @@ API::
 
     from portal import realtime
 
-    # once, at import time of the module that owns the channel family:
+    # once, in the AppConfig.ready() of the app that owns the channel family:
     realtime.register_source("bundle:", fetch_versions)   # fetch(["bundle:1", ...]) -> {"bundle:1": 7, ...}
 
     # in an async view — subscribe BEFORE reading the state, so no change slips in between:
@@ -340,17 +340,3 @@ def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:
         if tail.isdigit():
             out[int(tail)] = ch
     return out
-
-
-__all__ = [
-    "FAST_POLL",
-    "Subscription",
-    "add_listener",
-    "channel_ids",
-    "ensure_started",
-    "notify",
-    "notify_on_commit",
-    "register_source",
-    "subscribe",
-    "waiting_channels",
-]

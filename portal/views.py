@@ -1,4 +1,6 @@
-"""The web shell: team switcher and team members (login/logout are Django's auth views)."""
+"""The web shell: team switcher, team members and invitations, the login lockout page (login and
+logout are Django's auth views; the site admin's team page is in config.views, as creating a team
+bootstraps its policy)."""
 
 from __future__ import annotations
 
@@ -6,20 +8,18 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from governance.forms import apply_service_errors
-from governance.services.teams import team_create_with_admin
-from governance.views.base import get_team_object, require_perm, team_view
 from portal import selectors, services
-from portal.forms import InvitationForm, InvitationSignupForm, MemberForm, TeamCreateForm
+from portal.forms import InvitationForm, InvitationSignupForm, MemberForm
 from portal.middleware import SESSION_KEY
-from portal.models import Invitation, Membership, Team
-from portal.permissions import MANAGE_MEMBERS, has_team_perm, teams_for_user
+from portal.models import Invitation, Membership
+from portal.pages import apply_service_errors, get_team_object, may, require_perm, team_view
+from portal.permissions import MANAGE_MEMBERS, teams_for_user
 
 
 @login_required
@@ -42,7 +42,7 @@ def _memberships(request):
 
 def _members_page(request, *, invite_form=None, status=200):
     members = _memberships(request).order_by("user__username")
-    may_manage = has_team_perm(request.user, MANAGE_MEMBERS, request.team)
+    may_manage = may(request, MANAGE_MEMBERS)
     return render(
         request,
         "portal/members.html",
@@ -191,34 +191,6 @@ def invitation(request, token: str):
             "This invitation was sent to another email address: sign in as the person it was sent to."
         )
     return render(request, "portal/invitation.html", context)
-
-
-# --- site admin: teams ---------------------------------------------------------------------------
-
-
-def is_site_admin(user) -> bool:
-    """Superusers, and staff holding portal.add_team (granted in the Django admin)."""
-    return user.is_active and (user.is_superuser or (user.is_staff and user.has_perm("portal.add_team")))
-
-
-@login_required
-def site_teams(request):
-    if not is_site_admin(request.user):
-        raise PermissionDenied("Only site admins create teams.")
-    form = TeamCreateForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            team, token = team_create_with_admin(**form.cleaned_data, actor=request.user)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Team {team.name} created.")
-            link = services.invitation_url(token, request=request) if token else ""
-            if token:
-                messages.info(request, f"Admin invitation for {form.cleaned_data['admin']}: {link}")
-            return redirect("site-teams")
-    teams = Team.objects.order_by("name").prefetch_related("memberships__user")
-    return render(request, "portal/site_teams.html", {"teams": teams, "form": form})
 
 
 def login_locked_out(request, original_response=None, credentials=None):

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import selectors, services
+from audit.api.schema import SESSION_FILTER_PARAMS, EventPagination
 from audit.api.serializers import (
     AcknowledgementBodySerializer,
     AcknowledgementNoteSerializer,
@@ -44,7 +45,6 @@ from governance.api.authentication import ClientTokenAuthentication
 from governance.models import EnforcementClient
 from portal.api import Pagination
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
-from portal.schema import SESSION_FILTER_PARAMS, EventPagination
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024

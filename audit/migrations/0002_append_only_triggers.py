@@ -2,18 +2,19 @@
 
 from django.db import migrations
 
-from audit import db as audit_db
+from audit.db import APPEND_ONLY_TABLES
+from portal.append_only import install_sql, uninstall_sql
 
 
 def install(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        for statement in audit_db.install_sql(schema_editor.connection.vendor):
+        for statement in install_sql(schema_editor.connection.vendor, APPEND_ONLY_TABLES):
             cursor.execute(statement)
 
 
 def uninstall(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        for statement in audit_db.uninstall_sql(schema_editor.connection.vendor):
+        for statement in uninstall_sql(schema_editor.connection.vendor, APPEND_ONLY_TABLES, drop_function=True):
             cursor.execute(statement)
 
 

@@ -392,14 +392,3 @@ def audit_verify(
                     )
                 )
     return sessions, digests, problems
-
-
-__all__ = [
-    "DIGEST_SCHEMA",
-    "Problem",
-    "audit_chains_seal",
-    "audit_verify",
-    "digest_signature_problem",
-    "verify_digests",
-    "verify_session_chain",
-]

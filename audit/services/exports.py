@@ -65,6 +65,3 @@ def audit_export_recent(*, days: int = 7, directory: Path | None = None) -> list
             if path is not None:
                 written.append(path)
     return written
-
-
-__all__ = ["audit_export_day", "audit_export_recent", "export_path"]

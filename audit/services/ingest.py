@@ -417,6 +417,3 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
         )
     metrics.events_ingested(new, received_at)
     return IngestResult(accepted=len(new), duplicates=len(duplicates), last_seq=new[-1].seq)
-
-
-__all__ = ["COPY_COLUMNS", "IngestResult", "events_ingest", "validate_batch", "validate_event"]

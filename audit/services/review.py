@@ -109,6 +109,3 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
         + (f": {ack.note}" if ack.note else ""),
     )
     return ack
-
-
-__all__ = ["failed_call_explain", "failed_call_ids", "session_acknowledge", "unexplained_failed_calls"]

@@ -205,14 +205,3 @@ def verify_copies_written(team: Team, sinks: list[str], *, now=None) -> list[Pro
         ):
             problems.append(Problem("copy_pending", f"not yet written to {sink}.", digest=number))
     return problems
-
-
-__all__ = [
-    "oldest_unsealed_at",
-    "seal_interval",
-    "seal_is_due",
-    "seal_on_commit",
-    "verify_against_copy",
-    "verify_copies_written",
-    "verify_seal_coverage",
-]

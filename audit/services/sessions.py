@@ -36,7 +36,7 @@ def control_channel(session_id) -> str:
     return f"{CONTROL_CHANNEL}{session_id}"
 
 
-def _control_versions(channels: list[str]) -> dict[str, int]:
+def control_channel_versions(channels: list[str]) -> dict[str, int]:
     """realtime source: the current control_version of each watched session (one query)."""
     ids = {}
     for ch in channels:
@@ -46,9 +46,6 @@ def _control_versions(channels: list[str]) -> dict[str, int]:
             continue
     rows = AgentSession.objects.filter(pk__in=list(ids)).values_list("pk", "control_version")
     return {ids[pk]: version for pk, version in rows}
-
-
-realtime.register_source(CONTROL_CHANNEL, _control_versions)
 
 
 # --- gateway side ------------------------------------------------------------------------------
@@ -295,15 +292,3 @@ def call_approval_decide(
     )
     realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return made
-
-
-__all__ = [
-    "CONTROL_CHANNEL",
-    "call_approval_decide",
-    "control_channel",
-    "session_control",
-    "session_end",
-    "session_open",
-    "session_release",
-    "session_report_state",
-]

@@ -245,19 +245,3 @@ def load_syslog_copy(path: Path) -> dict[str, dict[int, dict[str, Any]]]:
         except (ValueError, KeyError, TypeError):
             continue
     return copies
-
-
-__all__ = [
-    "DirectorySink",
-    "SinkError",
-    "SyslogSink",
-    "configured_sinks",
-    "digest_copies_write",
-    "digest_record",
-    "load_directory_copy",
-    "load_syslog_copy",
-    "octet_frame",
-    "parse_sink",
-    "syslog_message",
-    "syslog_tcp_send",
-]

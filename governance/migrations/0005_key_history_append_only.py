@@ -1,19 +1,21 @@
-"""The key history is append-only, enforced by the database like the audit tables (audit/db.py)."""
+"""The key history is append-only, enforced by the database like the audit tables (portal/append_only.py)."""
 
 from django.db import migrations
 
-from audit import db as audit_db
+from portal.append_only import install_sql, uninstall_sql
+
+TABLES = ("governance_signingkeyevent",)  # audit.db.KEY_HISTORY_TABLES
 
 
 def install(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        for statement in audit_db.install_sql(schema_editor.connection.vendor, audit_db.KEY_HISTORY_TABLES):
+        for statement in install_sql(schema_editor.connection.vendor, TABLES):
             cursor.execute(statement)
 
 
 def uninstall(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        for statement in audit_db.uninstall_sql(schema_editor.connection.vendor, audit_db.KEY_HISTORY_TABLES):
+        for statement in uninstall_sql(schema_editor.connection.vendor, TABLES):
             cursor.execute(statement)
 
 

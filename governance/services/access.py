@@ -18,10 +18,11 @@ from django.utils import timezone
 from governance.choices import AccessRequestStatus, RuleKind
 from governance.models import AccessRequest, AccessReview, AgentRole, Environment, McpServer
 from governance.services import notifications
-from governance.services.common import Action, change_record, policy_changed
+from governance.services.common import Action, policy_changed
 from governance.services.flags import bundles_publish_now
 from portal.models import MAX_ACCESS_WINDOW_HOURS, Team
 from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, require_team_perm
+from portal.services import change_record
 
 Status = AccessRequestStatus
 Decision = AccessReview.Decision
@@ -340,14 +341,3 @@ def live_grants(*, environment: Environment, now: datetime | None = None):
         .prefetch_related("servers")
         .order_by("starts_at", "pk")
     )
-
-
-__all__ = [
-    "access_request_approve",
-    "access_request_cancel",
-    "access_request_create",
-    "access_request_deny",
-    "access_request_revoke",
-    "access_requests_expire",
-    "live_grants",
-]

@@ -419,10 +419,6 @@ def bundles_refresh(*, now: datetime | None = None) -> list[PublishResult]:
     return results
 
 
-def latest_bundle(environment_id: int) -> PolicyBundle | None:
-    return PolicyBundle.objects.filter(environment_id=environment_id).order_by("-version").first()
-
-
 def latest_versions(environment_ids: list[int]) -> dict[int, int]:
     """{environment id: latest version} in one indexed query (the realtime fallback poll)."""
     return dict(
@@ -433,12 +429,9 @@ def latest_versions(environment_ids: list[int]) -> dict[int, int]:
     )
 
 
-def _poll_latest(channels: list[str]) -> dict[str, int]:
+def bundle_channel_versions(channels: list[str]) -> dict[str, int]:
     ids = realtime.channel_ids(channels, CHANNEL_PREFIX)
     return {ids[env_id]: version for env_id, version in latest_versions(list(ids)).items()}
-
-
-realtime.register_source(CHANNEL_PREFIX, _poll_latest)
 
 
 # --- history and diff (for the version list) -----------------------------------------------------
@@ -522,23 +515,3 @@ def bundle_diff(old: Any, new: Any, path: str = "") -> list[DiffEntry]:
     if old != new:
         return [DiffEntry("changed", path, old=old, new=new)]
     return []
-
-
-__all__ = [
-    "CHANNEL_PREFIX",
-    "BundleVersion",
-    "CompiledPolicy",
-    "DiffEntry",
-    "PublishResult",
-    "bundle_channel",
-    "bundle_compile",
-    "bundle_diff",
-    "bundle_document",
-    "bundle_publish",
-    "bundle_versions",
-    "bundles_refresh",
-    "content_hash",
-    "latest_bundle",
-    "latest_versions",
-    "team_bundles_rebuild",
-]

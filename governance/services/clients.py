@@ -31,7 +31,7 @@ def client_channel(client_id: int) -> str:
     return f"{CLIENT_CHANNEL_PREFIX}{client_id}"
 
 
-def _client_states(channels: list[str]) -> dict[str, str]:
+def client_channel_states(channels: list[str]) -> dict[str, str]:
     """Fallback poll (a lost or absent Redis message): the state of each watched client."""
     ids = realtime.channel_ids(channels, CLIENT_CHANNEL_PREFIX)
     rows = EnforcementClient.objects.filter(pk__in=ids).values_list("pk", "revoked_at", "expires_at")
@@ -41,9 +41,6 @@ def _client_states(channels: list[str]) -> dict[str, str]:
         ended = revoked_at is not None or (expires_at is not None and expires_at <= now)
         states[ids[pk]] = CLIENT_REVOKED if ended else CLIENT_ACTIVE
     return states
-
-
-realtime.register_source(CLIENT_CHANNEL_PREFIX, _client_states)
 
 
 @dataclass(frozen=True)

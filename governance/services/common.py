@@ -8,7 +8,7 @@ from django.db import models, transaction
 
 from portal.models import ChangeRecord, Team
 from portal.permissions import CHANGE_POLICY, require_team_perm
-from portal.services import change_record, diff_fields
+from portal.services import diff_fields
 
 Action = ChangeRecord.Action
 
@@ -37,6 +37,3 @@ def apply_fields(instance: models.Model, data: dict[str, Any]) -> dict[str, list
 def save_validated(instance: models.Model) -> None:
     instance.full_clean()
     instance.save()
-
-
-__all__ = ["Action", "apply_fields", "change_record", "check_policy_perm", "policy_changed", "save_validated"]

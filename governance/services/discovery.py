@@ -225,13 +225,3 @@ def _explain(
     if isinstance(exc, OSError):
         return f"Cannot reach {where}: {exc}"
     return f"Discovery from {where} failed: {type(exc).__name__}: {exc}"
-
-
-__all__ = [
-    "DiscoveryError",
-    "DiscoveryRefused",
-    "server_discover_tools",
-    "server_list_tools",
-    "stdio_discovery_enabled",
-    "tool_spec",
-]

@@ -9,15 +9,9 @@ from django.db import transaction
 
 from governance.choices import PRODUCTION
 from governance.models import Environment, McpServer, ServerBinding
-from governance.services.common import (
-    Action,
-    apply_fields,
-    change_record,
-    check_policy_perm,
-    policy_changed,
-    save_validated,
-)
+from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
 from portal.models import Team
+from portal.services import change_record
 
 ENVIRONMENT_FIELDS = (
     "name",

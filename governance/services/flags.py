@@ -19,10 +19,11 @@ from django.db.models import Count, Max
 from governance.choices import Capability
 from governance.models import Environment, Flag, FlagState, McpServer
 from governance.models.flags import validate_constraints
-from governance.services.common import Action, change_record, check_policy_perm, save_validated
+from governance.services.common import Action, check_policy_perm, save_validated
 from portal import realtime
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
+from portal.services import change_record
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,9 @@ def flag_versions(environment_ids: list[int]) -> dict[int, str]:
     return {env_id: tokens.get(env_id, "0:") for env_id in environment_ids}
 
 
-def _poll_flag_versions(channels: list[str]) -> dict[str, str]:
+def flag_channel_versions(channels: list[str]) -> dict[str, str]:
     ids = realtime.channel_ids(channels, FLAG_CHANNEL_PREFIX)
     return {ids[env_id]: token for env_id, token in flag_versions(list(ids)).items()}
-
-
-realtime.register_source(FLAG_CHANNEL_PREFIX, _poll_flag_versions)
 
 
 def default_flag_name(server: McpServer, capability: str) -> str:
@@ -156,22 +154,6 @@ def flag_create(
         summary=f"Flag {name} added for {server.slug} ({capability} calls)",
     )
     flags_changed(team, environments, f"flag {name} added")
-    return flag
-
-
-@transaction.atomic
-def flag_update(*, flag: Flag, actor=None, description: str | None = None) -> Flag:
-    check_policy_perm(actor, flag.team)
-    if description is not None and description != flag.description:
-        change_record(
-            team=flag.team,
-            actor=actor,
-            action=Action.UPDATE,
-            obj=flag,
-            changes={"description": [flag.description, description]},
-        )
-        flag.description = description
-        flag.save(update_fields=["description"])
     return flag
 
 
@@ -391,34 +373,3 @@ def flags_for_environment(*, environment: Environment) -> list[ResolvedFlag]:
             )
         )
     return out
-
-
-def flag_is_on_for(resolved: ResolvedFlag, role: str | None) -> bool:
-    """Unleash semantics: on when enabled and every role constraint matches (mirrors mcpgov.bundle.Flag)."""
-    if not resolved.enabled:
-        return False
-    for c in resolved.constraints:
-        inside = role is not None and role in c["values"]
-        if (c["operator"] == "IN") != inside:
-            return False
-    return True
-
-
-__all__ = [
-    "ResolvedFlag",
-    "bundles_publish_now",
-    "default_flag_name",
-    "flag_channel",
-    "flag_create",
-    "flag_delete",
-    "flag_disable",
-    "flag_enable",
-    "flag_is_on_for",
-    "flag_set_state",
-    "flag_state_apply",
-    "flag_update",
-    "flag_versions",
-    "flags_changed",
-    "flags_for_environment",
-    "normalise_constraints",
-]

@@ -7,15 +7,9 @@ from typing import Any
 from django.db import transaction
 
 from governance.models import GlobalRateLimit, McpServer, ServerRateLimit, TriggerSettings
-from governance.services.common import (
-    Action,
-    apply_fields,
-    change_record,
-    check_policy_perm,
-    policy_changed,
-    save_validated,
-)
+from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
 from portal.models import Team
+from portal.services import change_record
 
 GLOBAL_FIELDS = ("max_calls_per_session", "max_calls_per_minute", "pause_at_percent")
 TRIGGER_FIELDS = ("cascade_write_threshold", "large_data_bytes", "production_url_words")

@@ -185,13 +185,3 @@ def pinned_client(target: CheckedTarget, *, timeout: float, event_hooks=None) ->
         trust_env=False,
         event_hooks=event_hooks or {},
     )
-
-
-__all__ = [
-    "CheckedTarget",
-    "TargetRefused",
-    "address_refusal",
-    "allowed_networks",
-    "check_url",
-    "pinned_client",
-]

@@ -173,14 +173,3 @@ def stale_clients_notify(*, now: datetime | None = None, minutes: int | None = N
             stale_clients(team, clients, minutes=minutes)
             reported += len(clients)
     return reported
-
-
-__all__ = [
-    "access_request_decided",
-    "access_request_filed",
-    "incident_event",
-    "stale_after_minutes",
-    "stale_clients",
-    "stale_clients_notify",
-    "team_users_with_perm",
-]

@@ -175,13 +175,3 @@ def require_sandbox() -> None:
     problem = sandbox_problem()
     if problem is not None:
         raise SandboxUnavailable(problem)
-
-
-__all__ = [
-    "MODES",
-    "SANDBOX",
-    "SandboxUnavailable",
-    "require_sandbox",
-    "sandbox_problem",
-    "sandboxed_parameters",
-]

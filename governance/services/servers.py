@@ -8,15 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import McpServer, McpTool
-from governance.services.common import (
-    Action,
-    apply_fields,
-    change_record,
-    check_policy_perm,
-    policy_changed,
-    save_validated,
-)
+from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
 from portal.models import Team
+from portal.services import change_record
 
 SERVER_FIELDS = (
     "slug",

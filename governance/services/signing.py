@@ -328,19 +328,3 @@ def key_history_verify(*, pinned_head: str | None = None) -> KeyHistory:
     for key in untrusted:
         result.windows.pop(key, None)
     return result
-
-
-__all__ = [
-    "KeyHistory",
-    "KeyHistoryProblem",
-    "KeyWindow",
-    "Signer",
-    "active_signer",
-    "jwks_document",
-    "key_history_head",
-    "key_history_verify",
-    "public_key_of",
-    "signing_key_ensure",
-    "signing_key_retire",
-    "signing_key_rotate",
-]

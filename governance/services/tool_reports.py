@@ -19,8 +19,9 @@ from django.utils import timezone
 
 from governance.choices import ToolReportSource, ToolReportStatus
 from governance.models import EnforcementClient, McpServer, ToolReport
-from governance.services.common import Action, change_record, check_policy_perm
+from governance.services.common import Action, check_policy_perm
 from governance.services.servers import server_tools_record, tool_changes
+from portal.services import change_record
 
 # Pending reports kept per server; an older one is superseded when a newer one arrives.
 MAX_PENDING_PER_SERVER = 10
@@ -156,6 +157,3 @@ def tool_report_dismiss(*, report: ToolReport, actor=None) -> ToolReport:
         summary=f"Reported tool definitions dismissed (from {report.client_name})",
     )
     return report
-
-
-__all__ = ["ReportOutcome", "tool_report_approve", "tool_report_dismiss", "tool_report_submit"]

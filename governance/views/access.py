@@ -4,43 +4,36 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from governance import selectors
 from governance.choices import AccessRequestStatus as Status
-from governance.forms_access import AccessRequestForm, DecisionForm
-from governance.models import AccessRequest, AccessReview
+from governance.forms.access import AccessRequestForm, DecisionForm
+from governance.models import AccessReview
 from governance.services import access as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
-from portal.models import ChangeRecord
-from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, VIEW, has_team_perm
+from portal.pages import form_page, get_team_object, may, require_perm, team_view
+from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS
 
 
 def _requests(request):
-    return (
-        AccessRequest.objects.restrict(request.user, VIEW)
-        .for_team(request.team)
-        .select_related("requester", "environment", "role", "revoked_by")
-        .prefetch_related(
-            "servers", Prefetch("reviews", queryset=AccessReview.objects.select_related("reviewer"))
-        )
-    )
+    return selectors.access_requests_for_team(user=request.user, team=request.team)
 
 
 @team_view
 def access_list(request):
     qs = _requests(request)
     now = timezone.now()
-    can_review = has_team_perm(request.user, REVIEW_ACCESS, request.team)
+    can_review = may(request, REVIEW_ACCESS)
     return render(request, "governance/access/list.html", {
         "mine": qs.filter(requester=request.user).order_by("-created_at")[:50],
         "pending": qs.filter(status=Status.PENDING, review_deadline__gt=now).exclude(requester=request.user)
         .order_by("review_deadline") if can_review else [],
         "live": qs.filter(status=Status.APPROVED, ends_at__gt=now).order_by("ends_at"),
         "recent": qs.exclude(status__in=[Status.PENDING, Status.APPROVED]).order_by("-created_at")[:20],
-        "can_request": has_team_perm(request.user, REQUEST_ACCESS, request.team),
+        "can_request": may(request, REQUEST_ACCESS),
         "can_review": can_review,
         "now": now,
     })  # fmt: skip
@@ -49,29 +42,26 @@ def access_list(request):
 @team_view
 def access_create(request):
     require_perm(request, REQUEST_ACCESS)
-    form = AccessRequestForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, obj = submit(form, services.access_request_create, team=request.team, requester=request.user)
-        if ok:
-            messages.success(request, f"Request #{obj.pk} filed; reviewers have been notified.")
-            return redirect("governance:access-detail", pk=obj.pk)
-    return render(request, "governance/access/form.html", {"form": form})
+    return form_page(
+        request,
+        form=AccessRequestForm(request.POST or None, team=request.team),
+        service=services.access_request_create,
+        team=request.team,
+        requester=request.user,
+        template="governance/access/form.html",
+        success_message=lambda obj: f"Request #{obj.pk} filed; reviewers have been notified.",
+        success_url=lambda obj: reverse("governance:access-detail", args=[obj.pk]),
+    )
 
 
 @team_view
 def access_detail(request, pk: int):
     obj = get_team_object(request, _requests(request), pk=pk)
     user = request.user
-    can_review = has_team_perm(user, REVIEW_ACCESS, request.team)
+    can_review = may(request, REVIEW_ACCESS)
     reviewed = any(r.reviewer_id == user.pk for r in obj.reviews.all())
     pending = obj.status == Status.PENDING and obj.review_deadline > timezone.now()
-    history = (
-        ChangeRecord.objects.filter(
-            team=request.team, object_type=AccessRequest._meta.verbose_name, object_id=str(obj.pk)
-        )
-        .select_related("actor")
-        .order_by("created_at", "id")
-    )
+    history = selectors.access_request_history(team=request.team, access_request=obj)
     return render(request, "governance/access/detail.html", {
         "req": obj,
         "approvals": sum(1 for r in obj.reviews.all() if r.decision == AccessReview.Decision.APPROVE),

@@ -9,19 +9,19 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from governance.models import Environment, PolicyBundle
+from governance import selectors
 from governance.services.bundles import bundle_diff, bundle_versions, team_bundles_rebuild
-from governance.views.base import get_team_object, require_perm, team_view
+from portal.pages import get_team_object, require_perm, team_view
 from portal.permissions import CHANGE_POLICY
 
 
 def _bundles(request):
-    return PolicyBundle.objects.restrict(request.user).for_team(request.team)
+    return selectors.bundles_for_team(user=request.user, team=request.team)
 
 
 @team_view
 def bundle_list(request):
-    environments = list(Environment.objects.restrict(request.user).for_team(request.team))
+    environments = list(selectors.environments_for_team(user=request.user, team=request.team))
     selected = next((e for e in environments if str(e.pk) == request.GET.get("environment")), None)
     selected = selected or (environments[0] if environments else None)
     versions = bundle_versions(environment=selected) if selected else []

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from governance import selectors
-from governance.forms import BindingForm, EnvironmentForm
+from governance.forms.environments import BindingForm, EnvironmentForm
 from governance.services import environments as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import delete_page, form_page, get_team_object, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -29,73 +28,69 @@ def environment_detail(request, pk: int):
     return render(request, "governance/environments/detail.html", _detail_context(request, environment))
 
 
+def _environment(request, pk: int):
+    return get_team_object(
+        request,
+        selectors.environments_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
+    )
+
+
+def _environment_url(environment) -> str:
+    return reverse("governance:environment-detail", args=[environment.pk])
+
+
 @team_view
 def environment_create(request):
     require_perm(request, CHANGE_POLICY)
-    form = EnvironmentForm(request.POST or None)
-    if request.method == "POST":
-        ok, environment = submit(form, services.environment_create, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Environment {environment.name} added.")
-            return redirect("governance:environment-detail", pk=environment.pk)
-    return render(request, "governance/environments/form.html", {"form": form})
+    return form_page(
+        request,
+        form=EnvironmentForm(request.POST or None),
+        service=services.environment_create,
+        team=request.team,
+        actor=request.user,
+        template="governance/environments/form.html",
+        success_message=lambda environment: f"Environment {environment.name} added.",
+        success_url=_environment_url,
+    )
 
 
 @team_view
 def environment_edit(request, pk: int):
-    environment = get_team_object(
+    environment = _environment(request, pk)
+    return form_page(
         request,
-        selectors.environments_for_team(user=request.user, team=request.team),
-        perm=CHANGE_POLICY,
-        pk=pk,
+        form=EnvironmentForm(request.POST or None, instance=environment),
+        service=services.environment_update,
+        environment=environment,
+        actor=request.user,
+        template="governance/environments/form.html",
+        context={"environment": environment},
+        success_message=f"Environment {environment.name} saved.",
+        success_url=_environment_url(environment),
     )
-    form = EnvironmentForm(request.POST or None, instance=environment)
-    if request.method == "POST":
-        ok, _ = submit(form, services.environment_update, environment=environment, actor=request.user)
-        if ok:
-            messages.success(request, f"Environment {environment.name} saved.")
-            return redirect("governance:environment-detail", pk=environment.pk)
-    return render(request, "governance/environments/form.html", {"form": form, "environment": environment})
 
 
 @team_view
 def environment_delete(request, pk: int):
-    environment = get_team_object(
+    environment = _environment(request, pk)
+    return delete_page(
         request,
-        selectors.environments_for_team(user=request.user, team=request.team),
-        perm=CHANGE_POLICY,
-        pk=pk,
-    )
-    if request.method == "POST":
-        name = environment.name
-        try:
-            services.environment_delete(environment=environment, actor=request.user)
-        except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
-            return redirect("governance:environment-detail", pk=environment.pk)
-        messages.success(request, f"Environment {name} deleted.")
-        return redirect("governance:environment-list")
-    return render(
-        request,
-        "governance/confirm_delete.html",
-        {
-            "object": environment,
-            "kind": "environment",
-            "cancel_url": reverse("governance:environment-detail", args=[environment.pk]),
-            "consequences": "Its server bindings are removed with it; gateways running in it will be refused every server.",
-        },
+        environment,
+        delete=lambda: services.environment_delete(environment=environment, actor=request.user),
+        kind="environment",
+        success_message=f"Environment {environment.name} deleted.",
+        success_url=reverse("governance:environment-list"),
+        cancel_url=_environment_url(environment),
+        consequences="Its server bindings are removed with it; gateways running in it will be refused every server.",
     )
 
 
 @team_view
 @require_POST
 def binding_create(request, pk: int):
-    environment = get_team_object(
-        request,
-        selectors.environments_for_team(user=request.user, team=request.team),
-        perm=CHANGE_POLICY,
-        pk=pk,
-    )
+    environment = _environment(request, pk)
     form = BindingForm(request.POST, servers=_unbound_servers(request, environment))
     ok, binding = submit(form, services.binding_set, environment=environment, actor=request.user)
     if ok:

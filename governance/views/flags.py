@@ -7,70 +7,41 @@ from datetime import timedelta
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from governance.forms_access import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
-from governance.models import EnforcementClient, Environment, Flag, FlagState
+from governance import selectors
+from governance.forms.flags import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
-from governance.views.base import get_team_object, require_perm, submit, team_view
-from portal.models import ChangeRecord
-from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW, has_team_perm
+from portal.pages import delete_page, form_page, get_team_object, may, require_perm, team_view
+from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS
 
 
 def _flags(request):
-    return Flag.objects.restrict(request.user, VIEW).for_team(request.team).select_related("server")
+    return selectors.flags_for_team(user=request.user, team=request.team)
 
 
 def _environments(request):
-    return Environment.objects.restrict(request.user, VIEW).for_team(request.team).order_by("order", "name")
+    return selectors.environments_in_order(user=request.user, team=request.team)
 
 
 def stale_after() -> timedelta:
     return timedelta(minutes=stale_after_minutes())
 
 
-def gateway_rows(team, now=None):
-    """The team's active enforcement clients with whether each is stale (not seen for a while)."""
-    now = now or timezone.now()
-    limit = now - stale_after()
-    clients = (
-        EnforcementClient.objects.for_team(team).filter(revoked_at__isnull=True).select_related("environment")
-    )
-    rows = []
-    for c in clients:
-        if c.expires_at is not None and c.expires_at <= now:
-            continue
-        # Never connected is "not deployed yet", not stale (as in the stale-gateway emails).
-        rows.append({"client": c, "stale": c.last_seen_at is not None and c.last_seen_at < limit})
-    return rows
-
-
 @team_view
 def flag_panel(request):
-    environments = list(_environments(request))
-    flags = list(_flags(request).order_by("name"))
-    states = {
-        (s.flag_id, s.environment_id): s
-        for s in FlagState.objects.filter(flag__in=flags).select_related("changed_by")
-    }
-    rows = [
-        {
-            "flag": flag,
-            "cells": [{"env": env, "state": states.get((flag.pk, env.pk))} for env in environments],
-        }
-        for flag in flags
-    ]
-    can_toggle = has_team_perm(request.user, TOGGLE_FLAGS, request.team)
-    can_edit = has_team_perm(request.user, CHANGE_POLICY, request.team)
+    panel = selectors.flag_panel(user=request.user, team=request.team)
+    can_toggle = may(request, TOGGLE_FLAGS)
+    can_edit = may(request, CHANGE_POLICY)
     return render(request, "governance/flags/panel.html", {
-        "environments": environments,
-        "rows": rows,
+        "environments": panel.environments,
+        "rows": panel.rows,
         "can_toggle": can_toggle,
         "can_edit": can_edit,
         "disable_form": FlagDisableForm(),
-        "gateways": gateway_rows(request.team),
+        "gateways": selectors.gateway_rows(team=request.team, stale_after=stale_after()),
         "stale_minutes": int(stale_after().total_seconds() // 60),
     })  # fmt: skip
 
@@ -78,32 +49,33 @@ def flag_panel(request):
 @team_view
 def flag_create(request):
     require_perm(request, CHANGE_POLICY)
-    form = FlagForm(request.POST or None, team=request.team)
-    if request.method == "POST":
-        ok, flag = submit(form, services.flag_create, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Flag {flag.name} added; it is on in every environment.")
-            return redirect("governance:flag-list")
-    return render(request, "governance/flags/form.html", {"form": form})
+    return form_page(
+        request,
+        form=FlagForm(request.POST or None, team=request.team),
+        service=services.flag_create,
+        team=request.team,
+        actor=request.user,
+        template="governance/flags/form.html",
+        success_message=lambda flag: f"Flag {flag.name} added; it is on in every environment.",
+        success_url=reverse("governance:flag-list"),
+    )
 
 
 @team_view
 def flag_detail(request, pk: int):
     flag = get_team_object(request, _flags(request), pk=pk)
     environments = list(_environments(request))
-    states = {s.environment_id: s for s in flag.states.select_related("changed_by")}
-    can_toggle = has_team_perm(request.user, TOGGLE_FLAGS, request.team)
+    states = selectors.flag_states(flag=flag)
+    can_toggle = may(request, TOGGLE_FLAGS)
     cells = [
         {"env": env, "state": states.get(env.pk),
          "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
         for env in environments
     ]  # fmt: skip
-    history = ChangeRecord.objects.filter(
-        team=request.team, summary__startswith=f"Flag {flag.name} "
-    ).select_related("actor")[:50]
+    history = selectors.flag_history(team=request.team, flag=flag)
     return render(request, "governance/flags/detail.html", {
         "flag": flag, "cells": cells, "can_toggle": can_toggle,
-        "can_edit": has_team_perm(request.user, CHANGE_POLICY, request.team), "history": history,
+        "can_edit": may(request, CHANGE_POLICY), "history": history,
     })  # fmt: skip
 
 
@@ -181,14 +153,13 @@ def flag_state_edit(request, pk: int, env_pk: int):
 @team_view
 def flag_delete(request, pk: int):
     flag = get_team_object(request, _flags(request), perm=CHANGE_POLICY, pk=pk)
-    if request.method == "POST":
-        name = flag.name
-        services.flag_delete(flag=flag, actor=request.user)
-        messages.success(request, f"Flag {name} deleted.")
-        return redirect("governance:flag-list")
-    from django.urls import reverse
-
-    return render(request, "governance/confirm_delete.html", {
-        "object": flag, "kind": "flag", "cancel_url": reverse("governance:flag-detail", args=[flag.pk]),
-        "consequences": "Gateways stop evaluating it; if it is off anywhere, those calls are allowed again.",
-    })  # fmt: skip
+    return delete_page(
+        request,
+        flag,
+        delete=lambda: services.flag_delete(flag=flag, actor=request.user),
+        kind="flag",
+        success_message=f"Flag {flag.name} deleted.",
+        success_url=reverse("governance:flag-list"),
+        cancel_url=reverse("governance:flag-detail", args=[flag.pk]),
+        consequences="Gateways stop evaluating it; if it is off anywhere, those calls are allowed again.",
+    )

@@ -6,7 +6,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from governance import selectors
-from governance.views.base import team_view
+from portal.pages import team_view
 
 PAGE_SIZE = 50
 

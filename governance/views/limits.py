@@ -8,9 +8,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from governance import selectors
-from governance.forms import GlobalLimitsForm, ServerLimitsForm, TriggerSettingsForm
+from governance.forms.limits import GlobalLimitsForm, ServerLimitsForm, TriggerSettingsForm
 from governance.services import limits as services
-from governance.views.base import get_team_object, require_perm, submit, team_view
+from portal.pages import delete_page, form_page, get_team_object, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -43,60 +43,60 @@ def trigger_settings_edit(request):
     return render(request, "governance/limits/overview.html", _overview_context(request, trigger_form=form))
 
 
+def _server_limits(request, pk: int):
+    return get_team_object(
+        request,
+        selectors.server_limits_for_team(user=request.user, team=request.team),
+        perm=CHANGE_POLICY,
+        pk=pk,
+    )
+
+
 @team_view
 def server_limits_create(request):
     require_perm(request, CHANGE_POLICY)
     overview = selectors.limits_overview(user=request.user, team=request.team)
-    form = ServerLimitsForm(request.POST or None, servers=overview.servers_without_limits)
-    if request.method == "POST":
-        ok, limit = submit(form, services.server_limits_set, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Rate limits for {limit.server.slug} added.")
-            return redirect("governance:limits")
-    return render(request, "governance/limits/server_form.html", {"form": form})
+    return form_page(
+        request,
+        form=ServerLimitsForm(request.POST or None, servers=overview.servers_without_limits),
+        service=services.server_limits_set,
+        team=request.team,
+        actor=request.user,
+        template="governance/limits/server_form.html",
+        success_message=lambda limit: f"Rate limits for {limit.server.slug} added.",
+        success_url=reverse("governance:limits"),
+    )
 
 
 @team_view
 def server_limits_edit(request, pk: int):
-    limit = get_team_object(
+    limit = _server_limits(request, pk)
+    return form_page(
         request,
-        selectors.server_limits_for_team(user=request.user, team=request.team),
-        perm=CHANGE_POLICY,
-        pk=pk,
+        form=ServerLimitsForm(request.POST or None, instance=limit),
+        service=services.server_limits_set,
+        team=request.team,
+        server=limit.server,
+        actor=request.user,
+        template="governance/limits/server_form.html",
+        context={"limit": limit},
+        success_message=f"Rate limits for {limit.server.slug} saved.",
+        success_url=reverse("governance:limits"),
     )
-    form = ServerLimitsForm(request.POST or None, instance=limit)
-    if request.method == "POST":
-        ok, _ = submit(
-            form, services.server_limits_set, team=request.team, server=limit.server, actor=request.user
-        )
-        if ok:
-            messages.success(request, f"Rate limits for {limit.server.slug} saved.")
-            return redirect("governance:limits")
-    return render(request, "governance/limits/server_form.html", {"form": form, "limit": limit})
 
 
 @team_view
 def server_limits_delete(request, pk: int):
-    limit = get_team_object(
+    limit = _server_limits(request, pk)
+    return delete_page(
         request,
-        selectors.server_limits_for_team(user=request.user, team=request.team),
-        perm=CHANGE_POLICY,
-        pk=pk,
-    )
-    if request.method == "POST":
-        slug = limit.server.slug
-        services.server_limits_delete(limits=limit, actor=request.user)
-        messages.success(request, f"Rate limits for {slug} removed; only the global limits apply to it now.")
-        return redirect("governance:limits")
-    return render(
-        request,
-        "governance/confirm_delete.html",
-        {
-            "object": limit,
-            "kind": "server rate limits",
-            "cancel_url": reverse("governance:limits"),
-            "consequences": "Only the global limits will apply to this server.",
-        },
+        limit,
+        delete=lambda: services.server_limits_delete(limits=limit, actor=request.user),
+        kind="server rate limits",
+        success_message=f"Rate limits for {limit.server.slug} removed; only the global limits apply to it now.",
+        success_url=reverse("governance:limits"),
+        cancel_url=reverse("governance:limits"),
+        consequences="Only the global limits will apply to this server.",
     )
 
 

@@ -7,9 +7,9 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
-from governance.forms import PolicyImportForm, apply_service_errors
+from governance.forms.policy_io import PolicyImportForm
 from governance.services import policy_yaml
-from governance.views.base import require_perm, team_view
+from portal.pages import apply_service_errors, require_perm, team_view
 from portal.permissions import CHANGE_POLICY
 
 

@@ -10,9 +10,9 @@ from django.views.decorators.http import require_POST
 
 from governance import selectors
 from governance.choices import RuleKind
-from governance.forms import RoleForm, RoleServerForm
+from governance.forms.roles import RoleForm, RoleServerForm
 from governance.services import roles as services
-from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
+from portal.pages import delete_page, form_page, get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -28,51 +28,59 @@ def role_detail(request, pk: int):
     return render(request, "governance/roles/detail.html", _rules_context(request, role))
 
 
+def _role(request, pk: int):
+    return get_team_object(
+        request, selectors.roles_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+
+
+def _role_url(role) -> str:
+    return reverse("governance:role-detail", args=[role.pk])
+
+
 @team_view
 def role_create(request):
     require_perm(request, CHANGE_POLICY)
-    form = RoleForm(request.POST or None)
-    if request.method == "POST":
-        ok, role = submit(form, services.role_create, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Role {role.name} added.")
-            return redirect("governance:role-detail", pk=role.pk)
-    return render(request, "governance/roles/form.html", {"form": form})
+    return form_page(
+        request,
+        form=RoleForm(request.POST or None),
+        service=services.role_create,
+        team=request.team,
+        actor=request.user,
+        template="governance/roles/form.html",
+        success_message=lambda role: f"Role {role.name} added.",
+        success_url=_role_url,
+    )
 
 
 @team_view
 def role_edit(request, pk: int):
-    role = get_team_object(
-        request, selectors.roles_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    role = _role(request, pk)
+    return form_page(
+        request,
+        form=RoleForm(request.POST or None, instance=role),
+        service=services.role_update,
+        role=role,
+        actor=request.user,
+        template="governance/roles/form.html",
+        context={"role": role},
+        success_message=f"Role {role.name} saved.",
+        success_url=_role_url(role),
     )
-    form = RoleForm(request.POST or None, instance=role)
-    if request.method == "POST":
-        ok, _ = submit(form, services.role_update, role=role, actor=request.user)
-        if ok:
-            messages.success(request, f"Role {role.name} saved.")
-            return redirect("governance:role-detail", pk=role.pk)
-    return render(request, "governance/roles/form.html", {"form": form, "role": role})
 
 
 @team_view
 def role_delete(request, pk: int):
-    role = get_team_object(
-        request, selectors.roles_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
-    )
-    if request.method == "POST":
-        name = role.name
-        services.role_delete(role=role, actor=request.user)
-        messages.success(request, f"Role {name} deleted.")
-        return redirect("governance:role-list")
-    return render(
+    role = _role(request, pk)
+    return delete_page(
         request,
-        "governance/confirm_delete.html",
-        {
-            "object": role,
-            "kind": "agent role",
-            "cancel_url": reverse("governance:role-detail", args=[role.pk]),
-            "consequences": "Agents using this role will be refused every server.",
-        },
+        role,
+        delete=lambda: services.role_delete(role=role, actor=request.user),
+        kind="agent role",
+        success_message=f"Role {role.name} deleted.",
+        success_url=reverse("governance:role-list"),
+        cancel_url=_role_url(role),
+        consequences="Agents using this role will be refused every server.",
     )
 
 
@@ -80,9 +88,7 @@ def role_delete(request, pk: int):
 @require_POST
 def role_server_add(request, pk: int):
     """Add a server to the role's allowed or forbidden list (htmx swaps the lists; plain POST redirects)."""
-    role = get_team_object(
-        request, selectors.roles_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
-    )
+    role = _role(request, pk)
     if request.POST.get("kind") not in RuleKind.values:
         return HttpResponseBadRequest("Say which list: allowed or forbidden.")
     form = RoleServerForm(

@@ -11,11 +11,11 @@ from django.views.decorators.http import require_POST
 
 from governance import selectors
 from governance.choices import ToolReportStatus
-from governance.forms import ServerFilterForm, ServerForm, ToolForm
+from governance.forms.servers import ServerFilterForm, ServerForm, ToolForm
 from governance.models import ToolReport
 from governance.services import discovery, tool_reports
 from governance.services import servers as services
-from governance.views.base import get_team_object, is_htmx, require_perm, submit, team_view
+from portal.pages import delete_page, form_page, get_team_object, is_htmx, require_perm, submit, team_view
 from portal.permissions import CHANGE_POLICY
 
 
@@ -63,51 +63,59 @@ def _classified(specs: list[dict]) -> list[tuple[dict, str]]:
     ]
 
 
+def _server(request, pk: int):
+    return get_team_object(
+        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    )
+
+
+def _server_url(server) -> str:
+    return reverse("governance:server-detail", args=[server.pk])
+
+
 @team_view
 def server_create(request):
     require_perm(request, CHANGE_POLICY)
-    form = ServerForm(request.POST or None)
-    if request.method == "POST":
-        ok, server = submit(form, services.server_create, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, f"Server {server.slug} added.")
-            return redirect("governance:server-detail", pk=server.pk)
-    return render(request, "governance/servers/form.html", {"form": form})
+    return form_page(
+        request,
+        form=ServerForm(request.POST or None),
+        service=services.server_create,
+        team=request.team,
+        actor=request.user,
+        template="governance/servers/form.html",
+        success_message=lambda server: f"Server {server.slug} added.",
+        success_url=_server_url,
+    )
 
 
 @team_view
 def server_edit(request, pk: int):
-    server = get_team_object(
-        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
+    server = _server(request, pk)
+    return form_page(
+        request,
+        form=ServerForm(request.POST or None, instance=server),
+        service=services.server_update,
+        server=server,
+        actor=request.user,
+        template="governance/servers/form.html",
+        context={"server": server},
+        success_message=f"Server {server.slug} saved.",
+        success_url=_server_url(server),
     )
-    form = ServerForm(request.POST or None, instance=server)
-    if request.method == "POST":
-        ok, _ = submit(form, services.server_update, server=server, actor=request.user)
-        if ok:
-            messages.success(request, f"Server {server.slug} saved.")
-            return redirect("governance:server-detail", pk=server.pk)
-    return render(request, "governance/servers/form.html", {"form": form, "server": server})
 
 
 @team_view
 def server_delete(request, pk: int):
-    server = get_team_object(
-        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
-    )
-    if request.method == "POST":
-        slug = server.slug
-        services.server_delete(server=server, actor=request.user)
-        messages.success(request, f"Server {slug} deleted.")
-        return redirect("governance:server-list")
-    return render(
+    server = _server(request, pk)
+    return delete_page(
         request,
-        "governance/confirm_delete.html",
-        {
-            "object": server,
-            "kind": "server",
-            "cancel_url": reverse("governance:server-detail", args=[server.pk]),
-            "consequences": "Its tools, allowlist entries, environment bindings and rate limits are removed with it.",
-        },
+        server,
+        delete=lambda: services.server_delete(server=server, actor=request.user),
+        kind="server",
+        success_message=f"Server {server.slug} deleted.",
+        success_url=reverse("governance:server-list"),
+        cancel_url=_server_url(server),
+        consequences="Its tools, allowlist entries, environment bindings and rate limits are removed with it.",
     )
 
 
@@ -115,9 +123,7 @@ def server_delete(request, pk: int):
 @require_POST
 def server_discover(request, pk: int):
     """Connect to the server with the MCP client and record the tools it offers."""
-    server = get_team_object(
-        request, selectors.servers_for_team(user=request.user, team=request.team), perm=CHANGE_POLICY, pk=pk
-    )
+    server = _server(request, pk)
     try:
         report = discovery.server_discover_tools(server=server, actor=request.user)
     except discovery.DiscoveryRefused as exc:

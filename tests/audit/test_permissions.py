@@ -13,6 +13,7 @@ from django.test import Client
 
 from audit.models import Acknowledgement, AgentSession, FailedCallExplanation, SessionDecision
 from tests.audit.conftest import event, open_session, person, post_events
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -204,3 +205,20 @@ def test_an_admin_without_the_auditor_flag_sees_no_payloads(sid, team, admin, au
             full = b"".join(browser(auditor).get(f"{url}?format={fmt}").streaming_content)
             assert b"PR#1 created" in plain and argument not in plain and secret not in plain
             assert argument in full, (url, fmt)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/audit/sessions/",
+        "/audit/halted/",
+        "/audit/sessions/export/",
+        "/audit/sessions/00000000-0000-0000-0000-000000000001/",
+    ],
+)
+def test_signed_in_without_a_team_gets_the_no_team_page(sid, url):
+    """Signed in but a member of no team: the no-team page (404), never a server error."""
+    loner = UserFactory(username="loner")
+    response = browser(loner).get(url)
+    assert response.status_code == 404
+    assert "You are not a member of any team yet" in response.content.decode()

@@ -27,7 +27,7 @@ from governance.services import environments as environment_services
 from governance.services import limits as limit_services
 from governance.services import roles as role_services
 from governance.services import servers as server_services
-from governance.services.common import Action, change_record, check_policy_perm
+from governance.services.common import Action, check_policy_perm
 from governance.services.policy_yaml.document import (
     ACCESS_AUTHORIZATION,
     GLOBAL_LIMIT_KEYS,
@@ -46,6 +46,7 @@ from governance.services.policy_yaml.document import (
 from governance.services.policy_yaml.parsing import policy_parse
 from governance.services.policy_yaml.report import ImportReport
 from portal.models import Team
+from portal.services import change_record
 
 # Category of a server first met in a file, from its name: the first pattern that matches wins,
 # then any word of the name (local_filesystem, staging_database).

@@ -10,10 +10,7 @@ against the running portal.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
-
-from audit.choices import CallStatus, SessionState, Trigger
-from portal.api import Pagination
+from audit.choices import SessionState
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -40,29 +37,6 @@ ERROR_TEXT = {
     "409": "The object is in a state or in use in a way that refuses this (nothing changed).",
     "413": "The request body is too large.",
 }
-
-SESSION_FILTER_PARAMS = [
-    OpenApiParameter("team", str, description="Only sessions of this team (slug)."),
-    OpenApiParameter("role", str),
-    OpenApiParameter("environment", str, description="Environment name."),
-    OpenApiParameter("server", str, description="Sessions that called this server (slug)."),
-    OpenApiParameter("status", str, enum=list(CallStatus.values)),
-    OpenApiParameter("state", str, enum=list(SessionState.values)),
-    OpenApiParameter("trigger", str, enum=list(Trigger.values)),
-    OpenApiParameter("acknowledged", str, enum=["yes", "no"]),
-    OpenApiParameter("date_from", str, description="YYYY-MM-DD, on started_at."),
-    OpenApiParameter("date_to", str, description="YYYY-MM-DD, on started_at (inclusive)."),
-]
-
-
-class EventPagination(Pagination):
-    """The events list: a page, plus whether the payloads are shown to this person."""
-
-    def get_paginated_response_schema(self, schema):
-        paginated = super().get_paginated_response_schema(schema)
-        paginated["properties"]["payloads_visible"] = {"type": "boolean"}
-        paginated["required"] = [*paginated.get("required", []), "payloads_visible"]
-        return paginated
 
 
 def _error(description: str) -> dict:
@@ -203,6 +177,3 @@ def complete_schema(result, generator, request, public):
             for code in wanted:
                 responses.setdefault(code, _error(ERROR_TEXT[code]))
     return result
-
-
-__all__ = ["SESSION_FILTER_PARAMS", "EventPagination", "complete_schema"]

@@ -1,0 +1,25 @@
+"""Registering an enforcement client (a gateway)."""
+
+from __future__ import annotations
+
+from django import forms
+
+from governance.models import Environment
+
+
+class ClientForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Which gateway this is, e.g. ci-runner-eu-1.")
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.none(), help_text="The token reaches only this environment's bundle."
+    )
+    expires_days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=3650,
+        label="Expires after (days)",
+        help_text="Leave empty for a token that does not expire.",
+    )
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environment"].queryset = Environment.objects.for_team(team)

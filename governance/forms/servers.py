@@ -1,0 +1,56 @@
+"""The MCP server catalogue: a server, the list filter, a tool's override."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.validators import URLValidator
+
+from governance.choices import AccessClass, ServerCategory
+from governance.models import McpServer
+from portal.pages import LinesField, ParseOnlyModelForm
+
+
+class ServerForm(ParseOnlyModelForm):
+    args = LinesField(label="Arguments", help_text="stdio: one argument per line.")
+    adr_links = LinesField(
+        label="ADR links",
+        help_text="One link per line.",
+        item_validators=[URLValidator(schemes=["http", "https"])],
+    )
+
+    class Meta:
+        model = McpServer
+        fields = [
+            "slug",
+            "name",
+            "description",
+            "category",
+            "transport",
+            "command",
+            "args",
+            "url",
+            "known_risks",
+            "past_incidents",
+            "adr_links",
+            "cost_per_call",
+        ]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "known_risks": forms.Textarea(attrs={"rows": 3}),
+            "past_incidents": forms.Textarea(attrs={"rows": 3}),
+        }
+
+
+class ServerFilterForm(forms.Form):
+    category = forms.ChoiceField(choices=[("", "All categories"), *ServerCategory.choices], required=False)
+
+
+class ToolForm(forms.Form):
+    """The admin's override of a tool's class and whether each call needs approval."""
+
+    access_class_override = forms.ChoiceField(
+        label="Class",
+        choices=[("", "derived"), *AccessClass.choices],
+        required=False,
+    )
+    approval_required = forms.BooleanField(label="Approval required", required=False)
