@@ -500,10 +500,46 @@ def sessions_resume_after_flag(*, flag, environment, reviewer, reason: str = "")
     ]
 
 
+def halted_counts_by_flag(*, team) -> dict[tuple[str, int], int]:
+    """{(flag name, environment id): sessions it halted that still wait} for the kill-switch panel."""
+    counts: dict[tuple[str, int], int] = {}
+    rows = AgentSession.objects.filter(
+        team=team, state=SessionState.HALTED, trigger=Trigger.KILL_SWITCH_FLAG
+    ).values_list("environment_id", "trigger", "state_reason")
+    for env_id, trigger, reason in rows:
+        name = flag_from_reason(trigger, reason)
+        if name:
+            counts[(name, env_id)] = counts.get((name, env_id), 0) + 1
+    return counts
+
+
+@transaction.atomic
+def flag_enable_and_resume(
+    *, flag, environment, actor, reason: str = "", resume: bool = False
+) -> tuple[list, list[SessionDecision]]:
+    """Switch `flag` back on in `environment` and, when asked, release the sessions it halted there.
+
+    One transaction: each release is a SessionDecision by `actor` (who needs release_session)
+    with the reason "Flag … re-enabled in …", and the gateways see the bundle and the releases
+    after commit.
+    """
+    from governance.services.flags import flag_enable
+
+    switched = flag_enable(flag=flag, environment=environment, actor=actor, reason=reason)
+    released = (
+        sessions_resume_after_flag(flag=flag, environment=environment, reviewer=actor, reason=reason)
+        if resume
+        else []
+    )
+    return switched, released
+
+
 __all__ = [
     "CONTROL_CHANNEL",
     "call_approval_decide",
     "control_channel",
+    "flag_enable_and_resume",
+    "halted_counts_by_flag",
     "halting_flag",
     "halting_flag_still_off",
     "open_intents",

@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from audit.services.sessions import flag_enable_and_resume, halted_counts_by_flag
 from governance.forms_access import FlagConstraintsForm, FlagDisableForm, FlagEnableForm, FlagForm
 from governance.models import EnforcementClient, Environment, Flag, FlagState
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
 from governance.views.base import get_team_object, require_perm, submit, team_view
 from portal.models import ChangeRecord
-from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS, VIEW, has_team_perm
+from portal.permissions import CHANGE_POLICY, RELEASE_SESSION, TOGGLE_FLAGS, VIEW, has_team_perm
 
 
 def _flags(request):
@@ -55,10 +56,18 @@ def flag_panel(request):
         (s.flag_id, s.environment_id): s
         for s in FlagState.objects.filter(flag__in=flags).select_related("changed_by")
     }
+    halted = halted_counts_by_flag(team=request.team)
     rows = [
         {
             "flag": flag,
-            "cells": [{"env": env, "state": states.get((flag.pk, env.pk))} for env in environments],
+            "cells": [
+                {
+                    "env": env,
+                    "state": states.get((flag.pk, env.pk)),
+                    "halted": halted.get((flag.name, env.pk), 0),
+                }
+                for env in environments
+            ],
         }
         for flag in flags
     ]
@@ -69,6 +78,7 @@ def flag_panel(request):
         "rows": rows,
         "can_toggle": can_toggle,
         "can_edit": can_edit,
+        "can_release": has_team_perm(request.user, RELEASE_SESSION, request.team),
         "disable_form": FlagDisableForm(),
         "gateways": gateway_rows(request.team),
         "stale_minutes": int(stale_after().total_seconds() // 60),
@@ -93,8 +103,9 @@ def flag_detail(request, pk: int):
     environments = list(_environments(request))
     states = {s.environment_id: s for s in flag.states.select_related("changed_by")}
     can_toggle = has_team_perm(request.user, TOGGLE_FLAGS, request.team)
+    halted = halted_counts_by_flag(team=request.team)
     cells = [
-        {"env": env, "state": states.get(env.pk),
+        {"env": env, "state": states.get(env.pk), "halted": halted.get((flag.name, env.pk), 0),
          "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
         for env in environments
     ]  # fmt: skip
@@ -104,6 +115,7 @@ def flag_detail(request, pk: int):
     return render(request, "governance/flags/detail.html", {
         "flag": flag, "cells": cells, "can_toggle": can_toggle,
         "can_edit": has_team_perm(request.user, CHANGE_POLICY, request.team), "history": history,
+        "can_release": has_team_perm(request.user, RELEASE_SESSION, request.team),
     })  # fmt: skip
 
 
@@ -149,10 +161,21 @@ def flag_enable(request, pk: int, env_pk: int):
     flag, env = _flag_and_env(request, pk, env_pk)
     form = FlagEnableForm(request.POST)
     form.is_valid()
-    services.flag_enable(
-        flag=flag, environment=env, reason=form.cleaned_data.get("reason", ""), actor=request.user
-    )
-    messages.success(request, f"{flag.name} enabled in {env.name}.")
+    resume = bool(form.cleaned_data.get("resume"))
+    try:
+        _, released = flag_enable_and_resume(
+            flag=flag, environment=env, reason=form.cleaned_data.get("reason", ""), actor=request.user,
+            resume=resume,
+        )  # fmt: skip
+    except PermissionDenied:
+        messages.error(
+            request, f"{flag.name} not enabled: resuming sessions needs the release session permission."
+        )
+        return _back(request, flag)
+    done = f"{flag.name} enabled in {env.name}."
+    if released:
+        done += f" {len(released)} session{'s' if len(released) != 1 else ''} it halted may continue."
+    messages.success(request, done)
     return _back(request, flag)
 
 
