@@ -196,7 +196,7 @@ def test_control_polls_keep_a_session_alive(gateway):
 def test_backfill_gives_existing_sessions_a_history(gateway):
     import importlib
 
-    migration = importlib.import_module("audit.migrations.0005_session_state_history")
+    migration = importlib.import_module("audit.migrations.0007_session_state_history")
     sid = open_session(gateway)
     report(gateway, sid, "halted", "cascade_write_chain", "chain")
     SessionStateChange.objects.all().delete()  # as before the migration
