@@ -80,6 +80,7 @@ class ErrorCode(models.TextChoices):
     NOT_WAITING = "not_waiting", "The session is not halted or paused"
     NO_PENDING_APPROVAL = "no_pending_approval", "No call waits for approval with this call_id"
     REASON_REQUIRED = "reason_required", "A reason is required"
+    FLAG_STILL_OFF = "flag_still_off", "The flag that halted the session is still off"
 
 
 MAX_BATCH = 1000
@@ -96,3 +97,9 @@ class SinkKind(models.TextChoices):
 class SinkFormat(models.TextChoices):
     JSON = "json", "Product JSON (docs/audit.md)"
     OCSF = "ocsf", "OCSF API Activity (6003)"
+
+
+# Why the portal ended a session on its own (history reason and state_reason).
+STALE_END_REASON = "ended: gateway stopped reporting"
+# The timeline's status of an INTENT left without a RESULT when its session was stale-ended.
+OUTCOME_UNKNOWN = "unknown"

@@ -69,6 +69,7 @@ INSERT_ONLY_TABLES = (
     *KEY_HISTORY_TABLES,
     "audit_acknowledgement",
     "audit_sessiondecision",
+    "audit_sessionstatechange",
     "audit_auditdigestcopy",
 )
 # Tables the app may read but never write: migrations belong to the owner role.

@@ -68,6 +68,8 @@ class ExplanationForm(forms.Form):
 
 class DecisionForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), label="Reason")
+    # Releasing a session whose kill-switch flag is still off needs this (audit.services.session_release).
+    confirm_flag_off = forms.BooleanField(required=False)
 
 
 class ApprovalForm(forms.Form):

@@ -78,6 +78,11 @@ class AgentSession(models.Model):
         blank=True,
         help_text="Calls waiting for a person's approval: [{call_id, server, tool, …}].",
     )
+    last_seen_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The last time its gateway opened, reported, polled or shipped events for it (staleness).",
+    )
 
     objects = team_scoped_manager("team")
 
@@ -102,6 +107,14 @@ class AgentSession(models.Model):
     @property
     def is_waiting(self) -> bool:
         return self.state in (SessionState.HALTED, SessionState.PAUSED)
+
+    @property
+    def halted_then_ended(self) -> bool:
+        """Ended while halted or paused (needs `ended_from`, annotated by audit.selectors.with_end)."""
+        return self.state == SessionState.ENDED and getattr(self, "ended_from", None) in (
+            SessionState.HALTED,
+            SessionState.PAUSED,
+        )
 
     @property
     def short_id(self) -> str:
@@ -237,6 +250,56 @@ class SessionDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.session})"
+
+
+class SessionStateChange(models.Model):
+    """One step of a session's state history (active → halted by X → released by Y → ended). Insert-only.
+
+    Written in the same transaction as the state change itself (audit/services/sessions.py). A
+    person's change links the SessionDecision that carries it; `open_calls` lists the INTENTs
+    without a RESULT when the portal ended a stale session (their outcome is unknown).
+    """
+
+    class Source(models.TextChoices):
+        GATEWAY = "gateway", "Gateway report"
+        PERSON = "person", "Person"
+        PORTAL = "portal", "Portal (stale session)"
+        BACKFILL = "backfill", "Recorded from the session's state at migration"
+
+    session = models.ForeignKey(AgentSession, on_delete=models.CASCADE, related_name="state_changes")
+    from_state = models.CharField(max_length=8, choices=SessionState.choices, blank=True)
+    to_state = models.CharField(max_length=8, choices=SessionState.choices)
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, blank=True)
+    flag = models.CharField(max_length=200, blank=True, help_text="The kill-switch flag that halted it.")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decision = models.ForeignKey(
+        SessionDecision, null=True, blank=True, on_delete=models.CASCADE, related_name="state_changes"
+    )
+    reason = models.TextField(blank=True)
+    open_calls = models.JSONField(
+        default=list, blank=True, help_text="[{call_id, seq, server, tool}] whose outcome is unknown."
+    )
+    at = models.DateTimeField()
+
+    objects = team_scoped_manager("session__team")
+
+    class Meta:
+        ordering = ["session", "at", "pk"]
+        verbose_name = "session state change"
+        indexes = [models.Index(fields=["session", "at"], name="state_change_session_at")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}: {self.from_state or '∅'} → {self.to_state}"
+
+    @property
+    def by(self) -> str:
+        """Who made the change, as the history shows it."""
+        if self.actor_id:
+            return self.actor.get_username()
+        return self.get_source_display()
 
 
 class AuditDigest(models.Model):

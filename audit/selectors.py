@@ -6,11 +6,30 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
-from audit.choices import WAITING_STATES, CallStatus, Phase, SessionState
-from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from audit.choices import OUTCOME_UNKNOWN, WAITING_STATES, CallStatus, Phase, SessionState
+from audit.models import (
+    Acknowledgement,
+    AgentSession,
+    AuditEvent,
+    FailedCallExplanation,
+    SessionDecision,
+    SessionStateChange,
+)
+
+
+def with_end(qs: QuerySet) -> QuerySet:
+    """Annotate `ended_from`: the state a session was in when it ended ("halted by X, then ended")."""
+    ends = SessionStateChange.objects.filter(session=OuterRef("pk"), to_state=SessionState.ENDED).exclude(
+        from_state=SessionState.ENDED
+    )
+    first_end = ends.order_by("at", "pk")
+    return qs.annotate(
+        ended_from=Subquery(first_end.values("from_state")[:1]),
+        ended_source=Subquery(first_end.values("source")[:1]),
+    )
 
 
 def _start_of(day: date) -> datetime:
@@ -26,7 +45,7 @@ def sessions_for_review(
     acknowledged ("yes" | "no"), date_from, date_to (dates, on started_at).
     """
     qs = base if base is not None else AgentSession.objects.for_team(team)
-    qs = qs.select_related("environment", "team", "client", "acknowledgement__reviewer")
+    qs = with_end(qs.select_related("environment", "team", "client", "acknowledgement__reviewer"))
     f = {k: v for k, v in (filters or {}).items() if v not in (None, "")}
     if "role" in f:
         qs = qs.filter(role=f["role"])
@@ -70,9 +89,13 @@ class Call:
     def first(self) -> AuditEvent:
         return self.intent or self.result
 
+    outcome_unknown: bool = False
+
     @property
     def status(self) -> str:
-        return self.result.status if self.result else "pending"
+        if self.result:
+            return self.result.status
+        return OUTCOME_UNKNOWN if self.outcome_unknown else "pending"
 
     @property
     def is_failed(self) -> bool:
@@ -107,7 +130,25 @@ def session_timeline(*, session: AgentSession, limit: int | None = None) -> list
     ):
         if decision.call_id in calls:
             calls[decision.call_id].decisions.append(decision)
+    for open_calls in (
+        SessionStateChange.objects.filter(session=session)
+        .exclude(open_calls=[])
+        .values_list("open_calls", flat=True)
+    ):
+        for item in open_calls:
+            call = calls.get(item.get("call_id"))
+            if call is not None and call.result is None:
+                call.outcome_unknown = True
     return list(calls.values())
+
+
+def session_history(*, session: AgentSession) -> list[SessionStateChange]:
+    """The session's state changes in order, with who made them."""
+    return list(
+        SessionStateChange.objects.filter(session=session)
+        .select_related("actor", "decision")
+        .order_by("at", "pk")
+    )
 
 
 def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]:
@@ -123,10 +164,23 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
 
 
 def halted_queue(*, team) -> list[AgentSession]:
-    """Halted and paused sessions, and sessions with calls waiting for approval, oldest first."""
+    """Halted and paused sessions, and sessions with calls waiting for approval, oldest first.
+
+    A session that ended while halted or paused, without a person releasing or ending it, stays
+    here until it is acknowledged: the halt still needs a review.
+    """
+    unreviewed_end = (
+        Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
+        & ~Q(ended_source=SessionStateChange.Source.PERSON)
+        & ~Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
+    )
     qs = (
-        AgentSession.objects.for_team(team)
-        .filter(Q(state__in=WAITING_STATES) | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)))
+        with_end(AgentSession.objects.for_team(team))
+        .filter(
+            Q(state__in=WAITING_STATES)
+            | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED))
+            | unreviewed_end
+        )
         .select_related("environment")
         .order_by("updated_at", "id")
     )

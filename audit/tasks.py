@@ -56,3 +56,22 @@ def deliver_audit_sinks() -> list[int]:
     for pk in ids:
         deliver_audit_sink.delay(pk)
     return ids
+
+
+@shared_task(name="audit.end_stale_sessions")
+def end_stale_sessions(stale_minutes: int | None = None) -> list[str]:
+    """End sessions whose gateway stopped reporting for MCPGOV_SESSION_STALE_MINUTES (ids ended)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from audit.services.sessions import session_end_stale, stale_sessions
+
+    minutes = settings.MCPGOV_SESSION_STALE_MINUTES if stale_minutes is None else stale_minutes
+    before = timezone.now() - timedelta(minutes=minutes)
+    ended = []
+    for session_id in stale_sessions(before=before).values_list("pk", flat=True).iterator():
+        if session_end_stale(session_id=session_id, before=before) is not None:
+            ended.append(str(session_id))
+    return ended

@@ -30,10 +30,21 @@ PAGE_SIZE = 50
 
 def _session(request, session_id) -> AgentSession:
     return get_object_or_404(
-        AgentSession.objects.for_team(request.team).select_related(
+        selectors.with_end(AgentSession.objects.for_team(request.team)).select_related(
             "environment", "client", "acknowledgement__reviewer"
         ),
         pk=session_id,
+    )
+
+
+def _flag_warning(session: AgentSession) -> str:
+    """What the release form warns about when the flag that halted the session is still off."""
+    flag = services.halting_flag_still_off(session)
+    if not flag:
+        return ""
+    return (
+        f"Flag {flag} is still off in {session.environment.name}: released now, the session halts again "
+        "at its next call of that flag. Enable the flag first (Kill switch), or release anyway."
     )
 
 
@@ -80,7 +91,11 @@ def session_detail(request, session_id):
             for i, p in enumerate(session.pending_approvals)
         ],
         "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
-        "recent_calls": selectors.last_calls(session=session) if session.is_waiting else [],
+        "history": selectors.session_history(session=session),
+        "flag_warning": _flag_warning(session) if session.is_waiting else "",
+        "recent_calls": selectors.last_calls(session=session)
+        if session.is_waiting or session.halted_then_ended
+        else [],
         "export_formats": ExportFormat.choices,
     })  # fmt: skip
 
@@ -138,7 +153,7 @@ def session_explain(request, session_id):
     return _back(request, session, f"call-{form.cleaned_data['call_id']}")
 
 
-def _decision_view(service, success: str):
+def _decision_view(service, success: str, *, confirmable: bool = False):
     @team_view
     @require_POST
     def view(request, session_id):
@@ -147,9 +162,12 @@ def _decision_view(service, success: str):
         if not form.is_valid():
             messages.error(request, "A reason is required.")
             return _back(request, session)
+        extra = {"flag_off_confirmed": form.cleaned_data["confirm_flag_off"]} if confirmable else {}
         _run(
             request,
-            lambda: service(session=session, reviewer=request.user, reason=form.cleaned_data["reason"]),
+            lambda: service(
+                session=session, reviewer=request.user, reason=form.cleaned_data["reason"], **extra
+            ),
             success.format(session=session.short_id),
         )
         return _back(request, session)
@@ -157,7 +175,9 @@ def _decision_view(service, success: str):
     return view
 
 
-session_release = _decision_view(services.session_release, "Session {session} may continue.")
+session_release = _decision_view(
+    services.session_release, "Session {session} may continue.", confirmable=True
+)
 session_end = _decision_view(services.session_end, "Session {session} ended.")
 
 
@@ -182,6 +202,7 @@ def call_approval(request, session_id):
 def halted_queue(request):
     sessions = selectors.halted_queue(team=request.team)
     for session in sessions:
+        session.flag_warning = _flag_warning(session) if session.is_waiting else ""
         session.approval_forms = [
             (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
             for i, p in enumerate(session.pending_approvals)

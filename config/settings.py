@@ -266,6 +266,11 @@ MCPGOV_SINK_BACKOFF_SECONDS = float(os.environ.get("MCPGOV_SINK_BACKOFF_SECONDS"
 MCPGOV_SINK_BACKOFF_MAX_SECONDS = float(os.environ.get("MCPGOV_SINK_BACKOFF_MAX_SECONDS", "60"))
 MCPGOV_SINK_ALLOWED_NETWORKS = env_list("MCPGOV_SINK_ALLOWED_NETWORKS")
 
+# A session whose gateway has not opened, reported, polled or shipped events for it for this long is
+# ended by the portal ("ended: gateway stopped reporting"), checked every ..._STALE_CHECK_SECONDS.
+MCPGOV_SESSION_STALE_MINUTES = int(os.environ.get("MCPGOV_SESSION_STALE_MINUTES", "15"))
+MCPGOV_SESSION_STALE_CHECK_SECONDS = int(os.environ.get("MCPGOV_SESSION_STALE_CHECK_SECONDS", "60"))
+
 # Celery beat: the whole periodic schedule, in one place (`celery -A config beat`; docs/operations.md).
 # Every task is safe to run twice.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
@@ -280,6 +285,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": float(MCPGOV_SEAL_INTERVAL_SECONDS)},
     # SIEM sinks: each enabled sink past its backoff sends the events after its cursor.
     "audit-deliver-sinks": {"task": "audit.deliver_audit_sinks", "schedule": MCPGOV_SINK_INTERVAL_SECONDS},
+    # Sessions whose gateway stopped reporting end; their open calls get outcome unknown.
+    "audit-end-stale-sessions": {
+        "task": "audit.end_stale_sessions",
+        "schedule": float(MCPGOV_SESSION_STALE_CHECK_SECONDS),
+    },
     # Scheduled exports: each finished day written once per team (checked hourly).
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
 }

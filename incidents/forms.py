@@ -55,9 +55,17 @@ class ResolveForm(forms.Form):
         label="Re-enable the flags containment disabled",
     )  # fmt: skip
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Resolution note")
+    resume_sessions = forms.BooleanField(
+        required=False, initial=True, label="Let the sessions these flags halted continue",
+        help_text="Each is released by you, with the reason \"Flag … re-enabled\".",
+    )  # fmt: skip
 
-    def __init__(self, *args, candidates, **kwargs):
+    def __init__(self, *args, candidates, halted: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        if halted:
+            self.fields["resume_sessions"].label = f"Let the {halted} session(s) these flags halted continue"
+        else:
+            del self.fields["resume_sessions"]
         self.fields["reenable"].queryset = FlagState.objects.filter(
             pk__in=[s.pk for s in candidates]
         ).select_related("flag", "environment")

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AgentSession
+from audit.services.sessions import sessions_resume_after_flag
 from governance.choices import Capability
 from governance.models import Flag, FlagState, McpServer
 from governance.services import notifications
@@ -250,11 +251,18 @@ def contained_flag_states(incident: Incident) -> list[FlagState]:
 
 @transaction.atomic
 def incident_resolve(
-    *, incident: Incident, actor, reenable: Iterable[FlagState | int] = (), note: str = ""
+    *,
+    incident: Incident,
+    actor,
+    reenable: Iterable[FlagState | int] = (),
+    note: str = "",
+    resume_sessions: bool = False,
 ) -> IncidentEntry:
     """Resolve, switching back on the chosen flag states that containment disabled.
 
     Needs a recorded root cause. Only states this incident switched off can be re-enabled here.
+    With `resume_sessions`, the sessions those flags halted are released too (one decision each,
+    by `actor`, who then needs release_session).
     """
     _check(actor, incident.team)
     _lock(incident)
@@ -287,13 +295,23 @@ def incident_resolve(
             actor=actor,
         )
         enabled.append({"state": pk, "flag": state.flag.name, "environment": state.environment.name})
+    resumed = []
+    if resume_sessions:
+        for pk in sorted(wanted):
+            state = candidates[pk]
+            for decision in sessions_resume_after_flag(
+                flag=state.flag, environment=state.environment, reviewer=actor,
+                reason=f"incident #{incident.pk} resolved",
+            ):  # fmt: skip
+                resumed.append(str(decision.session_id))
     if enabled:
         _entry(
             incident,
             Kind.FLAGS_REENABLED,
             actor,
-            ", ".join(f"{d['flag']} in {d['environment']}" for d in enabled),
-            {"enabled": enabled},
+            ", ".join(f"{d['flag']} in {d['environment']}" for d in enabled)
+            + (f"; {len(resumed)} halted session(s) allowed to continue" if resumed else ""),
+            {"enabled": enabled, "sessions_resumed": resumed},
         )
         flags_changed(
             incident.team, [candidates[pk].environment for pk in wanted], f"incident #{incident.pk} resolved"
@@ -309,3 +327,10 @@ def incident_resolve(
         ),
     )
     return entry
+
+
+def sessions_halted_by(states: Iterable[FlagState]) -> int:
+    """How many waiting sessions these flag states halted (the resolve form offers to resume them)."""
+    from audit.services.sessions import sessions_halted_by_flag
+
+    return sum(len(sessions_halted_by_flag(flag=s.flag, environment=s.environment)) for s in states)

@@ -72,7 +72,7 @@ def _detail_context(request, incident, **forms):
         "root_cause_form": RootCauseForm(initial={"root_cause": incident.root_cause}),
         "note_form": NoteForm(),
         "servers_form": IncidentServersForm(team=request.team, exclude=list(incident.affected_servers.all())),
-        "resolve_form": ResolveForm(candidates=candidates),
+        "resolve_form": ResolveForm(candidates=candidates, halted=services.sessions_halted_by(candidates)),
     }
     context.update(forms)
     return context
@@ -155,5 +155,6 @@ def incident_note(request, pk: int):
 @require_POST
 def incident_resolve(request, pk: int):
     incident = get_team_object(request, _incidents(request), perm=MANAGE_INCIDENTS, pk=pk)
-    form = ResolveForm(request.POST, candidates=services.contained_flag_states(incident))
+    candidates = services.contained_flag_states(incident)
+    form = ResolveForm(request.POST, candidates=candidates, halted=services.sessions_halted_by(candidates))
     return _action(request, pk, "resolve_form", form, services.incident_resolve, "Incident resolved.")

@@ -14,7 +14,7 @@ from django.http import JsonResponse
 
 from audit.choices import ErrorCode
 from audit.models import AgentSession
-from audit.services.sessions import control_channel, session_control
+from audit.services.sessions import control_channel, session_control, session_seen
 from governance.services.clients import CLIENT_ACTIVE, TokenError, client_authenticate, client_channel
 from portal import realtime
 from portal.db import db_call
@@ -43,6 +43,8 @@ def _read(client, session_id, since: int) -> tuple[AgentSession | None, dict | N
     session = AgentSession.objects.filter(
         pk=session_id, team_id=client.team_id, environment_id=client.environment_id
     ).first()
+    if session is not None:
+        session_seen(session=session)
     if session is None or session.control_version <= since:
         return session, None
     return session, session_control(session=session, since=since)

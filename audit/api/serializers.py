@@ -154,6 +154,14 @@ class DecisionReasonSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class ReleaseInputSerializer(DecisionReasonSerializer):
+    confirm_flag_off = serializers.BooleanField(
+        default=False,
+        help_text="Release even though the kill-switch flag that halted the session is still off "
+        "(otherwise 409 flag_still_off).",
+    )
+
+
 class ApprovalInputSerializer(serializers.Serializer):
     call_id = serializers.CharField(max_length=64)
     decision = serializers.ChoiceField(choices=[(k.value, k.label) for k in CALL_DECISIONS])

@@ -30,6 +30,7 @@ from audit.api.serializers import (
     ExplanationSerializer,
     IngestResultSerializer,
     PendingApprovalsSerializer,
+    ReleaseInputSerializer,
     ReviewSessionDetailSerializer,
     ReviewSessionSerializer,
     SessionDecisionResultSerializer,
@@ -295,12 +296,13 @@ class SessionExplanationsView(AuditAPIView):
 
 
 class SessionReleaseView(AuditAPIView):
-    """POST {"reason"}: allow a halted or paused session to continue."""
+    """POST {"reason", "confirm_flag_off"?}: allow a halted or paused session to continue."""
 
     service = staticmethod(services.session_release)
+    input_serializer = ReleaseInputSerializer
 
     @extend_schema(
-        request=DecisionReasonSerializer,
+        request=ReleaseInputSerializer,
         responses=SessionDecisionResultSerializer,
         summary="Allow a halted or paused session to continue",
     )
@@ -310,8 +312,9 @@ class SessionReleaseView(AuditAPIView):
     def decide(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
-        data = _valid(DecisionReasonSerializer, request.data)
-        decision = self.service(session=session, reviewer=request.user, reason=data["reason"])
+        data = _valid(self.input_serializer, request.data)
+        extra = {"flag_off_confirmed": data["confirm_flag_off"]} if "confirm_flag_off" in data else {}
+        decision = self.service(session=session, reviewer=request.user, reason=data["reason"], **extra)
         session = self.session_for_person(session_id)
         return Response(
             {"session": ReviewSessionSerializer(session).data, "decision": DecisionSerializer(decision).data}
@@ -322,6 +325,7 @@ class SessionEndView(SessionReleaseView):
     """POST {"reason"}: end the session."""
 
     service = staticmethod(services.session_end)
+    input_serializer = DecisionReasonSerializer
 
     @extend_schema(
         request=DecisionReasonSerializer,

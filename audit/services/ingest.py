@@ -413,6 +413,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             servers_used=_tokens(session.servers_used, servers),
             triggers_seen=_tokens(session.triggers_seen, triggers),
             pending_approvals=pending,
+            last_seen_at=received_at,
             updated_at=received_at,
         )
     metrics.events_ingested(new, received_at)

@@ -3,26 +3,34 @@
 Every person's decision increases the session's `control_version`, is stored as a
 SessionDecision with a ChangeRecord in the same transaction, and wakes the gateway's control
 long poll on commit (portal.realtime channel `session-control:<uuid>`).
+
+Every state change, whoever makes it, appends a SessionStateChange in its transaction
+(audit.history). Ending never erases a halt: the trigger, the last calls and the halt's reason
+stay on the session, and the history says "halted by X, then ended".
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.choices import (
+    STALE_END_REASON,
     WAITING_STATES,
     DecisionKind,
     ErrorCode,
+    Phase,
     SessionState,
     Trigger,
 )
 from audit.errors import AuditConflict, AuditError, AuditNotFound
-from audit.models import AgentSession, SessionDecision
+from audit.history import flag_from_reason, state_change_record
+from audit.models import AgentSession, AuditEvent, SessionDecision, SessionStateChange
 from audit.services.sealing import seal_on_commit
 from portal import realtime
 from portal.models import ChangeRecord
@@ -69,14 +77,21 @@ def session_open(
             raise AuditConflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
         return existing, False
     with transaction.atomic():
+        now = timezone.now()
         session, created = AgentSession.objects.get_or_create(
             pk=id,
             defaults={
                 "team_id": client.team_id, "environment_id": client.environment_id, "client": client,
                 "role": role, "read_only": read_only, "declared_large_data": declared_large_data,
-                "agent": agent, "started_at": started_at or timezone.now(), "bundle_version": bundle_version,
+                "agent": agent, "started_at": started_at or now, "bundle_version": bundle_version,
+                "last_seen_at": now,
             },
         )  # fmt: skip
+        if created:
+            state_change_record(
+                session=session, from_state="", to_state=SessionState.ACTIVE,
+                source=SessionStateChange.Source.GATEWAY, reason="Opened", at=session.started_at,
+            )  # fmt: skip
     if not created and (session.team_id != client.team_id or session.environment_id != client.environment_id):
         raise AuditConflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
     return session, created
@@ -108,8 +123,10 @@ def session_report_state(
         raise AuditError(f"trigger: unknown trigger {trigger!r}.", field="trigger")
     with transaction.atomic():
         session = _session_for_client(client, session_id, lock=True)
+        now = timezone.now()
         if session.state == SessionState.ENDED:
             if state == SessionState.ENDED:
+                _late_end_report(session, trigger=trigger, reason=reason, last_calls=last_calls, now=now)
                 return session
             raise AuditConflict("The session has ended.", ErrorCode.SESSION_ENDED, state=session.state)
         if state == SessionState.ACTIVE and session.state in WAITING_STATES:
@@ -118,20 +135,80 @@ def session_report_state(
                 ErrorCode.NEEDS_RELEASE,
                 state=session.state,
             )
+        previous, previous_trigger = session.state, session.trigger
         session.state = state
-        if state != SessionState.ACTIVE or trigger is not None:
-            session.trigger = trigger
-        session.state_reason = reason or ""
-        if last_calls is not None:
+        # An end report does not erase how the session got there: a halt's trigger, reason and
+        # last calls stay (the gateway usually ends without a trigger and with no new calls).
+        ending = state == SessionState.ENDED
+        if ending:
+            if trigger is not None:
+                session.trigger = trigger
+            if previous not in WAITING_STATES:
+                session.state_reason = reason or ""
+        else:
+            if state != SessionState.ACTIVE or trigger is not None:
+                session.trigger = trigger
+            session.state_reason = reason or ""
+        if last_calls:
             session.last_calls = list(last_calls)[-3:]
-        if state == SessionState.ENDED:
-            session.ended_at = timezone.now()
+        elif last_calls is not None and not ending:
+            session.last_calls = []
+        if ending:
+            session.ended_at = now
+        session.last_seen_at = now
         session.save(
-            update_fields=["state", "trigger", "state_reason", "last_calls", "ended_at", "updated_at"]
-        )
+            update_fields=[
+                "state", "trigger", "state_reason", "last_calls", "ended_at", "last_seen_at", "updated_at",
+            ]
+        )  # fmt: skip
+        if previous != state or (trigger is not None and trigger != previous_trigger):
+            state_change_record(
+                session=session, from_state=previous, to_state=state, trigger=trigger,
+                source=SessionStateChange.Source.GATEWAY, reason=reason, at=now,
+            )  # fmt: skip
         # A session's end seals its chain at once; other reports seal only if a seal is due.
         seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session
+
+
+def _late_end_report(session: AgentSession, *, trigger, reason: str, last_calls, now) -> None:
+    """The gateway reports the end of a session already ended (by a person or as stale): keep everything.
+
+    Its restart recovery does this for the sessions it finds in its spool. The first such report
+    after the portal's own end is recorded in the history; what the session lacks (its last
+    calls, a trigger) is filled in, nothing stored is replaced.
+    """
+    fields = ["last_seen_at"]
+    session.last_seen_at = now
+    if last_calls and not session.last_calls:
+        session.last_calls = list(last_calls)[-3:]
+        fields.append("last_calls")
+    if trigger is not None and not session.trigger:
+        session.trigger = trigger
+        fields.append("trigger")
+    session.save(update_fields=[*fields, "updated_at"])
+    history = SessionStateChange.objects.filter(session=session)
+    if history.filter(to_state=SessionState.ENDED).exclude(
+        source=SessionStateChange.Source.GATEWAY
+    ).exists() and (
+        not history.filter(to_state=SessionState.ENDED, source=SessionStateChange.Source.GATEWAY).exists()
+    ):
+        state_change_record(
+            session=session, from_state=SessionState.ENDED, to_state=SessionState.ENDED, trigger=trigger,
+            source=SessionStateChange.Source.GATEWAY, reason="The gateway reported the end late"
+            + (f": {reason}" if reason else ""), at=now,
+        )  # fmt: skip
+
+
+SEEN_WRITE_EVERY = timedelta(seconds=30)
+
+
+def session_seen(*, session: AgentSession) -> None:
+    """The gateway polled the session's control channel: it is alive (one write per 30 s at most)."""
+    now = timezone.now()
+    if session.last_seen_at is None or now - session.last_seen_at >= SEEN_WRITE_EVERY:
+        AgentSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        session.last_seen_at = now
 
 
 def session_control(*, session: AgentSession, since: int = 0) -> dict[str, Any]:
@@ -203,23 +280,67 @@ def _reason(reason: str) -> str:
     return reason
 
 
+def halting_flag(session: AgentSession) -> str:
+    """The kill-switch flag that halted this session ("" when no flag did)."""
+    if session.state not in WAITING_STATES:
+        return ""
+    return flag_from_reason(session.trigger, session.state_reason)
+
+
+def halting_flag_still_off(session: AgentSession) -> str:
+    """The flag that halted this session when it is still off for the session's role, else "".
+
+    "Still off" is what the gateways enforce: the flag as the environment's newest bundle carries
+    it, evaluated by the enforcer's own rule (mcpgov.bundle.Flag).
+    """
+    from governance.models import PolicyBundle
+    from mcpgov.bundle import Flag
+
+    name = halting_flag(session)
+    if not name:
+        return ""
+    bundle = PolicyBundle.objects.filter(environment=session.environment).order_by("-version").first()
+    data = (bundle.content.get("flags") or {}).get(name) if bundle is not None else None
+    if data is None:
+        return ""  # the flag was deleted: nothing refuses the calls any more
+    return "" if Flag.model_validate({**data, "name": name}).is_on_for(session.role) else name
+
+
 @transaction.atomic
-def session_release(*, session: AgentSession, reviewer, reason: str) -> SessionDecision:
-    """Allow a halted or paused session to continue."""
+def session_release(
+    *, session: AgentSession, reviewer, reason: str, flag_off_confirmed: bool = False
+) -> SessionDecision:
+    """Allow a halted or paused session to continue.
+
+    A session halted by a kill-switch flag that is still off halts again at its next call to
+    that server: the release is refused (FLAG_STILL_OFF) unless the person confirmed it.
+    """
     require_team_perm(reviewer, RELEASE_SESSION, session.team)
     reason = _reason(reason)
-    session = AgentSession.objects.select_for_update().get(pk=session.pk)
+    session = AgentSession.objects.select_for_update().select_related("environment").get(pk=session.pk)
     if session.state not in WAITING_STATES:
         raise AuditConflict(
             f"The session is {session.state}, not halted or paused.",
             ErrorCode.NOT_WAITING,
             state=session.state,
         )
+    flag = halting_flag_still_off(session)
+    if flag and not flag_off_confirmed:
+        raise AuditConflict(
+            f"Flag {flag} is still off in {session.environment.name}: released, the session halts again at "
+            "its next call of that flag. Enable the flag first, or confirm the release.",
+            ErrorCode.FLAG_STILL_OFF,
+            flag=flag,
+        )
     previous = session.state
     decision = _decide(session=session, reviewer=reviewer, kind=DecisionKind.RELEASE, reason=reason)
     session.state = SessionState.ACTIVE
     session.state_reason = f"Released by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "control_version", "updated_at"])
+    state_change_record(
+        session=session, from_state=previous, to_state=SessionState.ACTIVE, source=SessionStateChange.Source.PERSON,
+        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
+    )  # fmt: skip
     change_record(
         team=session.team,
         actor=reviewer,
@@ -246,6 +367,10 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     session.ended_at = decision.decided_at
     session.state_reason = f"Ended by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "ended_at", "control_version", "updated_at"])
+    state_change_record(
+        session=session, from_state=previous, to_state=SessionState.ENDED, source=SessionStateChange.Source.PERSON,
+        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
+    )  # fmt: skip
     change_record(
         team=session.team,
         actor=reviewer,
@@ -292,3 +417,121 @@ def call_approval_decide(
     )
     realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return made
+
+
+# --- the portal's own ends and the kill switch's recovery -----------------------------------------
+
+
+def open_intents(session: AgentSession) -> list[dict[str, Any]]:
+    """INTENTs without a RESULT, in order: [{call_id, seq, server, tool}]."""
+    finished = AuditEvent.objects.filter(session=session, phase=Phase.RESULT).values("call_id")
+    rows = (
+        AuditEvent.objects.filter(session=session, phase=Phase.INTENT)
+        .exclude(call_id__in=finished)
+        .order_by("seq")
+        .values("call_id", "seq", "server", "tool")
+    )
+    return [dict(r) for r in rows]
+
+
+def stale_sessions(*, before: datetime):
+    """Sessions not ended whose gateway has not opened, reported, polled or shipped events since `before`."""
+    return AgentSession.objects.exclude(state=SessionState.ENDED).filter(
+        Q(last_seen_at__lt=before) | Q(last_seen_at__isnull=True, updated_at__lt=before)
+    )
+
+
+@transaction.atomic
+def session_end_stale(*, session_id, before: datetime) -> SessionStateChange | None:
+    """End one session whose gateway stopped reporting; its open INTENTs get outcome unknown.
+
+    Safe to run twice: a session ended or seen again meanwhile is left alone (None). Events stay
+    untouched — the unknown outcomes are listed on the history row, not appended to the chain,
+    which remains the gateway's alone (its late events are still accepted; docs/audit.md).
+    """
+    session = AgentSession.objects.select_for_update().filter(pk=session_id).first()
+    if session is None or session.state == SessionState.ENDED:
+        return None
+    if (session.last_seen_at or session.updated_at) >= before:
+        return None
+    now = timezone.now()
+    previous = session.state
+    session.state = SessionState.ENDED
+    session.ended_at = now
+    if previous not in WAITING_STATES:
+        session.state_reason = STALE_END_REASON
+    session.save(update_fields=["state", "state_reason", "ended_at", "updated_at"])
+    unknown = open_intents(session)
+    change = state_change_record(
+        session=session, from_state=previous, to_state=SessionState.ENDED,
+        source=SessionStateChange.Source.PORTAL, reason=STALE_END_REASON, open_calls=unknown, at=now,
+    )  # fmt: skip
+    change_record(
+        team=session.team,
+        actor=None,
+        actor_label="portal",
+        action=ChangeRecord.Action.ACTION,
+        obj=session,
+        summary=f"Session ended ({previous} → ended): gateway stopped reporting"
+        + (f"; {len(unknown)} call(s) with outcome unknown" if unknown else ""),
+        changes={"state": [previous, SessionState.ENDED]},
+    )
+    seal_on_commit(team_id=session.team_id, only_if_due=False)
+    realtime.notify_on_commit(control_channel(session.pk), session.control_version)
+    return change
+
+
+def sessions_halted_by_flag(*, flag, environment) -> list[AgentSession]:
+    """Sessions of `environment` halted by kill-switch flag `flag` and still waiting for a person."""
+    candidates = AgentSession.objects.filter(
+        team_id=flag.team_id,
+        environment=environment,
+        state=SessionState.HALTED,
+        trigger=Trigger.KILL_SWITCH_FLAG,
+    ).order_by("started_at", "id")
+    return [s for s in candidates if flag_from_reason(s.trigger, s.state_reason) == flag.name]
+
+
+def sessions_resume_after_flag(*, flag, environment, reviewer, reason: str = "") -> list[SessionDecision]:
+    """Release every session `flag` halted in `environment` (after it was switched back on), one decision each."""
+    why = f"Flag {flag.name} re-enabled in {environment.name}" + (
+        f": {reason.strip()}" if reason.strip() else ""
+    )
+    return [
+        session_release(session=s, reviewer=reviewer, reason=why, flag_off_confirmed=False)
+        for s in sessions_halted_by_flag(flag=flag, environment=environment)
+    ]
+
+
+def halted_counts_by_flag(*, team) -> dict[tuple[str, int], int]:
+    """{(flag name, environment id): sessions it halted that still wait} for the kill-switch panel."""
+    counts: dict[tuple[str, int], int] = {}
+    rows = AgentSession.objects.filter(
+        team=team, state=SessionState.HALTED, trigger=Trigger.KILL_SWITCH_FLAG
+    ).values_list("environment_id", "trigger", "state_reason")
+    for env_id, trigger, reason in rows:
+        name = flag_from_reason(trigger, reason)
+        if name:
+            counts[(name, env_id)] = counts.get((name, env_id), 0) + 1
+    return counts
+
+
+@transaction.atomic
+def flag_enable_and_resume(
+    *, flag, environment, actor, reason: str = "", resume: bool = False
+) -> tuple[list, list[SessionDecision]]:
+    """Switch `flag` back on in `environment` and, when asked, release the sessions it halted there.
+
+    One transaction: each release is a SessionDecision by `actor` (who needs release_session)
+    with the reason "Flag … re-enabled in …", and the gateways see the bundle and the releases
+    after commit.
+    """
+    from governance.services.flags import flag_enable
+
+    switched = flag_enable(flag=flag, environment=environment, actor=actor, reason=reason)
+    released = (
+        sessions_resume_after_flag(flag=flag, environment=environment, reviewer=actor, reason=reason)
+        if resume
+        else []
+    )
+    return switched, released

@@ -32,6 +32,7 @@ class FlagDisableForm(forms.Form):
 
 class FlagEnableForm(forms.Form):
     reason = forms.CharField(max_length=500, required=False)
+    resume = forms.BooleanField(required=False, help_text="Also release the sessions this flag halted.")
 
 
 class FlagConstraintsForm(forms.Form):

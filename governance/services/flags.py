@@ -373,3 +373,21 @@ def flags_for_environment(*, environment: Environment) -> list[ResolvedFlag]:
             )
         )
     return out
+
+
+class FlagRecovery:
+    """What the kill-switch pages ask about the sessions a flag halted.
+
+    Sessions live in the audit app, above governance; it plugs its answers in from
+    `AuditConfig.ready()`, so governance never imports audit. Without audit: no halted
+    sessions, and enabling a flag resumes nothing.
+    """
+
+    def halted_counts(self, *, team) -> dict[tuple[str, int], int]:
+        return {}
+
+    def enable_and_resume(self, *, flag, environment, actor, reason: str = "", resume: bool = False):
+        return flag_enable(flag=flag, environment=environment, actor=actor, reason=reason), []
+
+
+flag_recovery = FlagRecovery()

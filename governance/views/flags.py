@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -15,7 +15,7 @@ from governance.forms.flags import FlagConstraintsForm, FlagDisableForm, FlagEna
 from governance.services import flags as services
 from governance.services.notifications import stale_after_minutes
 from portal.pages import delete_page, form_page, get_team_object, may, require_perm, team_view
-from portal.permissions import CHANGE_POLICY, TOGGLE_FLAGS
+from portal.permissions import CHANGE_POLICY, RELEASE_SESSION, TOGGLE_FLAGS
 
 
 def _flags(request):
@@ -33,6 +33,10 @@ def stale_after() -> timedelta:
 @team_view
 def flag_panel(request):
     panel = selectors.flag_panel(user=request.user, team=request.team)
+    halted = services.flag_recovery.halted_counts(team=request.team)
+    for row in panel.rows:
+        for cell in row["cells"]:
+            cell["halted"] = halted.get((row["flag"].name, cell["env"].pk), 0)
     can_toggle = may(request, TOGGLE_FLAGS)
     can_edit = may(request, CHANGE_POLICY)
     return render(request, "governance/flags/panel.html", {
@@ -40,6 +44,7 @@ def flag_panel(request):
         "rows": panel.rows,
         "can_toggle": can_toggle,
         "can_edit": can_edit,
+        "can_release": may(request, RELEASE_SESSION),
         "disable_form": FlagDisableForm(),
         "gateways": selectors.gateway_rows(team=request.team, stale_after=stale_after()),
         "stale_minutes": int(stale_after().total_seconds() // 60),
@@ -67,8 +72,9 @@ def flag_detail(request, pk: int):
     environments = list(_environments(request))
     states = selectors.flag_states(flag=flag)
     can_toggle = may(request, TOGGLE_FLAGS)
+    halted = services.flag_recovery.halted_counts(team=request.team)
     cells = [
-        {"env": env, "state": states.get(env.pk),
+        {"env": env, "state": states.get(env.pk), "halted": halted.get((flag.name, env.pk), 0),
          "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
         for env in environments
     ]  # fmt: skip
@@ -76,6 +82,7 @@ def flag_detail(request, pk: int):
     return render(request, "governance/flags/detail.html", {
         "flag": flag, "cells": cells, "can_toggle": can_toggle,
         "can_edit": may(request, CHANGE_POLICY), "history": history,
+        "can_release": may(request, RELEASE_SESSION),
     })  # fmt: skip
 
 
@@ -121,10 +128,23 @@ def flag_enable(request, pk: int, env_pk: int):
     flag, env = _flag_and_env(request, pk, env_pk)
     form = FlagEnableForm(request.POST)
     form.is_valid()
-    services.flag_enable(
-        flag=flag, environment=env, reason=form.cleaned_data.get("reason", ""), actor=request.user
-    )
-    messages.success(request, f"{flag.name} enabled in {env.name}.")
+    try:
+        _, released = services.flag_recovery.enable_and_resume(
+            flag=flag,
+            environment=env,
+            reason=form.cleaned_data.get("reason", ""),
+            actor=request.user,
+            resume=bool(form.cleaned_data.get("resume")),
+        )
+    except PermissionDenied:
+        messages.error(
+            request, f"{flag.name} not enabled: resuming sessions needs the release session permission."
+        )
+        return _back(request, flag)
+    done = f"{flag.name} enabled in {env.name}."
+    if released:
+        done += f" {len(released)} session{'s' if len(released) != 1 else ''} it halted may continue."
+    messages.success(request, done)
     return _back(request, flag)
 
 
