@@ -290,20 +290,22 @@ def halting_flag(session: AgentSession) -> str:
 def halting_flag_still_off(session: AgentSession) -> str:
     """The flag that halted this session when it is still off for the session's role, else "".
 
-    "Still off" is what the gateways enforce: the flag as the environment's newest bundle carries
-    it, evaluated by the enforcer's own rule (mcpgov.bundle.Flag).
+    Evaluated as the next bundle will carry it (the portal's contexts resolved by the bundle
+    compiler) with the enforcer's own rule (mcpgov.bundle.Flag.is_on_for).
     """
-    from governance.models import PolicyBundle
+    from governance.services.bundles import _resolve_flag
+    from governance.services.flags import flags_for_environment
     from mcpgov.bundle import Flag
 
     name = halting_flag(session)
     if not name:
         return ""
-    bundle = PolicyBundle.objects.filter(environment=session.environment).order_by("-version").first()
-    data = (bundle.content.get("flags") or {}).get(name) if bundle is not None else None
-    if data is None:
-        return ""  # the flag was deleted: nothing refuses the calls any more
-    return "" if Flag.model_validate({**data, "name": name}).is_on_for(session.role) else name
+    for resolved in flags_for_environment(environment=session.environment):
+        if resolved.name == name:
+            passes, role_constraints = _resolve_flag(list(resolved.constraints), session.environment.name)
+            flag = Flag(name=name, enabled=resolved.enabled and passes, constraints=role_constraints)
+            return "" if flag.is_on_for(session.role) else name
+    return ""  # the flag was deleted: nothing refuses the calls any more
 
 
 @transaction.atomic
