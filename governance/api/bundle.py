@@ -26,6 +26,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from governance.api.authentication import NOT_AUTHENTICATED, client_token
 from governance.models import EnforcementClient, PolicyBundle
 from governance.services import bundles as bundle_service
 from governance.services.clients import (
@@ -51,6 +52,7 @@ class _Current:
     etag: str
     jws: str
     issued_at: datetime
+    expires_at: datetime
     fetched: float
 
 
@@ -159,7 +161,7 @@ def _read_latest(environment_id: int) -> dict | None:
     return (
         PolicyBundle.objects.filter(environment_id=environment_id)
         .order_by("-version")
-        .values("version", "etag", "jws", "issued_at")
+        .values("version", "etag", "jws", "issued_at", "expires_at")
         .first()
     )
 
@@ -186,18 +188,24 @@ async def _current(environment_id: int, *, fresh_since: float | None = None) -> 
     return current
 
 
+def _needs_reissue(client: EnforcementClient, current: _Current) -> bool:
+    return bundle_service.bundle_needs_reissue(
+        issued_at=current.issued_at,
+        expires_at=current.expires_at,
+        ttl_seconds=client.team.bundle_ttl_seconds,
+        now=timezone.now(),
+    )
+
+
 async def _fresh(client: EnforcementClient, current: _Current | None) -> _Current | None:
     """Re-issue a bundle past half its lifetime here too, so gateways never fail closed
     while the portal is up, even if the periodic refresh (Celery beat) is not running."""
-    if current is None:
-        return None
-    ttl = client.team.bundle_ttl_seconds
-    if (timezone.now() - current.issued_at).total_seconds() <= ttl / 2:
+    if current is None or not _needs_reissue(client, current):
         return current
     lock = _refresh_locks.setdefault(client.environment_id, asyncio.Lock())
     async with lock:
         current = await _current(client.environment_id, fresh_since=time.monotonic())
-        if current is not None and (timezone.now() - current.issued_at).total_seconds() > ttl / 2:
+        if current is not None and _needs_reissue(client, current):
             await _db(
                 bundle_service.bundle_publish,
                 environment=client.environment,
@@ -278,13 +286,11 @@ async def serve_bundle(
     address: str | None,
 ) -> Reply:
     """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme != "Bearer" or not token.strip():
-        return _unauthorized(
-            "This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated"
-        )
     try:
-        client = await _authenticate(token.strip())
+        token = client_token(authorization)
+        if token is None:
+            return _unauthorized(NOT_AUTHENTICATED, "not_authenticated")
+        client = await _authenticate(token)
     except TokenError as exc:
         return _unauthorized(str(exc), exc.code)
 
@@ -318,30 +324,27 @@ async def serve_bundle(
     if wait_seconds <= 0:
         return _not_modified(current)
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    async with realtime.subscribe(
-        bundle_service.bundle_channel(client.environment_id),
-        seen=current.version,
-        also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
-    ) as sub:
-        checked = time.monotonic()  # subscribed: a read from now on cannot miss a change
-        while True:
-            try:  # still a valid client? (its revocation event dropped the cached answer)
-                await _authenticate(token.strip())
-            except TokenError as exc:
-                return _unauthorized(str(exc), exc.code)
-            current = await _current(client.environment_id, fresh_since=checked)
-            if current is None:
-                return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
-            if not _matches(if_none_match, current.etag):
-                return _bundle_reply(current)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return _not_modified(current)
-            sub.seen = current.version
-            await sub.wait(remaining)
-            checked = time.monotonic()  # woken: the state must be read again, after this instant
+    async def read() -> _Current | None:
+        checked = time.monotonic()  # subscribed (or woken): read no earlier than this instant
+        await _authenticate(token)  # still a valid client? (its revocation dropped the cached answer)
+        return await _current(client.environment_id, fresh_since=checked)
+
+    try:
+        current = await realtime.long_poll(
+            bundle_service.bundle_channel(client.environment_id),
+            read=read,
+            ready=lambda current: current is None or not _matches(if_none_match, current.etag),
+            token=lambda current: current.version,
+            timeout=wait_seconds,
+            also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
+        )
+    except TokenError as exc:
+        return _unauthorized(str(exc), exc.code)
+    if current is None:
+        return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
+    if not _matches(if_none_match, current.etag):
+        return _bundle_reply(current)
+    return _not_modified(current)
 
 
 # --- the two ways in ----------------------------------------------------------------------------

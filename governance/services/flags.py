@@ -20,14 +20,12 @@ from governance.choices import Capability
 from governance.models import Environment, Flag, FlagState, McpServer
 from governance.models.flags import validate_constraints
 from governance.services.common import Action, change_record, check_policy_perm, save_validated
+from mcpgov.bundle import FLAG_CONTEXT_NAMES
 from portal import realtime
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
 
 logger = logging.getLogger(__name__)
-
-# The gateway evaluates constraints against the session's agent role only (mcpgov.bundle.FlagConstraint).
-SUPPORTED_CONTEXT_NAMES = ("role",)
 
 
 FLAG_CHANNEL_PREFIX = "flags:"
@@ -103,7 +101,7 @@ def normalise_constraints(constraints) -> list[dict]:
     validate_constraints(constraints)
     out = []
     for i, c in enumerate(constraints, 1):
-        if c["context_name"] not in SUPPORTED_CONTEXT_NAMES:
+        if c["context_name"] not in FLAG_CONTEXT_NAMES:  # what a gateway evaluates
             raise ValidationError(
                 {
                     "constraints": f"Constraint {i}: gateways evaluate flags per agent role; use context_name 'role'."
@@ -393,17 +391,6 @@ def flags_for_environment(*, environment: Environment) -> list[ResolvedFlag]:
     return out
 
 
-def flag_is_on_for(resolved: ResolvedFlag, role: str | None) -> bool:
-    """Unleash semantics: on when enabled and every role constraint matches (mirrors mcpgov.bundle.Flag)."""
-    if not resolved.enabled:
-        return False
-    for c in resolved.constraints:
-        inside = role is not None and role in c["values"]
-        if (c["operator"] == "IN") != inside:
-            return False
-    return True
-
-
 __all__ = [
     "ResolvedFlag",
     "bundles_publish_now",
@@ -413,7 +400,6 @@ __all__ = [
     "flag_delete",
     "flag_disable",
     "flag_enable",
-    "flag_is_on_for",
     "flag_set_state",
     "flag_state_apply",
     "flag_update",
