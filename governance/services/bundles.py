@@ -40,6 +40,7 @@ from governance.services.signing import active_signer
 from mcpgov.bundle import Bundle, canonical_json, constraints_resolve, tool_definition_hash
 from portal import realtime
 from portal.models import ChangeRecord
+from portal.services import real_user
 
 # Not part of the content: they change on every re-issue of the same policy.
 ENVELOPE_FIELDS = ("version", "issued_at", "expires_at")
@@ -367,7 +368,7 @@ def bundle_publish(
             issued_at=now,
             expires_at=expires_at,
             reason=(reason or "policy changed")[:500],
-            created_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
+            created_by=real_user(actor),
         )
         realtime.notify_on_commit(bundle_channel(env.pk), bundle.version)
         return PublishResult(bundle, created=True)

@@ -24,6 +24,7 @@ from mcpgov.bundle import FLAG_CONTEXT_NAMES
 from portal import realtime
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
+from portal.services import real_user
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,10 @@ def flag_create(
     save_validated(flag)
     environments = list(Environment.objects.filter(team=team))
     FlagState.objects.bulk_create(
-        [FlagState(flag=flag, environment=env, enabled=True, changed_by=_user(actor)) for env in environments]
+        [
+            FlagState(flag=flag, environment=env, enabled=True, changed_by=real_user(actor))
+            for env in environments
+        ]
     )
     change_record(
         team=team,
@@ -181,10 +185,6 @@ def flag_delete(*, flag: Flag, actor=None) -> None:
     change_record(team=team, actor=actor, action=Action.DELETE, obj=flag, summary=f"Flag {name} removed")
     flag.delete()
     flags_changed(team, environments, f"flag {name} removed")
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) and actor.pk else None
 
 
 def _check_toggle(actor, team: Team) -> None:
@@ -226,7 +226,7 @@ def flag_state_apply(
     state.enabled = enabled
     state.constraints = new_constraints
     state.reason = reason[:500]
-    state.changed_by = _user(actor)
+    state.changed_by = real_user(actor)
     save_validated(state)
     verb = ("disabled" if not enabled else "enabled") if "enabled" in changes else "constraints changed"
     change_record(
