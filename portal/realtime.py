@@ -28,6 +28,10 @@ API::
                 break
             sub.seen = current_version              # what this waiter has now seen
 
+    # or, the same loop written once (what the bundle, control and flag-stream endpoints use):
+    state = await realtime.long_poll(f"bundle:{env_id}", read=read_state, ready=changed,
+                                     token=lambda state: state.version, timeout=wait)
+
     # one waiter, woken by more than one channel (e.g. a long poll that must also notice the
     # revocation of its client); `also` maps each further channel to the token seen on it:
     async with realtime.subscribe(f"bundle:{env_id}", seen=version, also={"client:7": "active"}) as sub:

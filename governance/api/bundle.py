@@ -21,9 +21,10 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from governance.api.authentication import NOT_AUTHENTICATED, client_token
@@ -368,32 +369,71 @@ async def bundle_view(request):
     return response
 
 
+# Response middleware whose headers the route adds itself, by running it (see asgi_bundle_route).
+MIRRORED_MIDDLEWARE = ("django.middleware.security.SecurityMiddleware", "csp.middleware.CSPMiddleware")
+
+
+def _middleware_headers(path: str, *, secure: bool, status: int) -> list[tuple[bytes, bytes]]:
+    """The headers the mirrored response middleware of settings.MIDDLEWARE adds to an answer on
+    `path` (HSTS, nosniff, referrer and opener policies, CSP): computed by running that
+    middleware on a stand-in request, so the route follows every setting it reads."""
+    request = HttpRequest()
+    request.method = "GET"
+    request.path = request.path_info = path
+    request.is_secure = lambda: secure
+    response = HttpResponse(status=status)
+    del response["Content-Type"]
+    for dotted in settings.MIDDLEWARE:
+        if dotted in MIRRORED_MIDDLEWARE:
+            response = import_string(dotted)(lambda _request: None).process_response(request, response)
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+
+
+def _has_nul(query: dict[str, list[str]]) -> bool:
+    return any("\x00" in key or any("\x00" in v for v in values) for key, values in query.items())
+
+
 def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     """Wrap the Django ASGI app: GET `path` is answered by `serve_bundle` directly.
 
-    Django's ASGI handler gives every request its own thread for its sync signal receivers,
-    held until the response is sent; a long poll answered here holds none, and the hot 304
-    path skips the middleware stack. What that stack would refuse or redirect (a host not in
-    ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) is handed to Django, which does.
-    Everything else goes to Django unchanged.
+    Why this bypass exists: Django's ASGI handler gives every request its own thread for its
+    sync signal receivers and holds it until the response is sent, so a thousand gateways
+    long-polling for the next bundle would hold a thousand idle threads; answered here, a
+    waiting long poll holds none (and no database connection), and the hot `304` path (every
+    gateway's poll) skips the middleware stack — `bench/bundle_serve.py --through-django`
+    measures the difference. The price is that this route must behave like the Django path for
+    every setting that path applies to it, and it does so by handing over, not re-implementing:
+    a host not in ALLOWED_HOSTS (Django answers 400), plain HTTP under SECURE_SSL_REDIRECT
+    (Django redirects) and a NUL byte in the query (RejectNulMiddleware answers 400) go to
+    Django; the response headers of SecurityMiddleware (HSTS, nosniff, referrer and opener
+    policies) and django-csp are made by running that middleware (`_middleware_headers`).
+    The session, CSRF, authentication and clickjacking middleware do not apply to a bearer-token
+    endpoint that answers JOSE or JSON. `tests/governance/test_bundle_route.py` checks the two
+    paths answer alike for each of these settings. Everything else goes to Django unchanged.
     """
     proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     proxy_name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower() if proxy_header else ""
-    hsts = (
-        [(b"strict-transport-security", f"max-age={settings.SECURE_HSTS_SECONDS}".encode())]
-        if settings.SECURE_HSTS_SECONDS
-        else []
-    )
+    middleware_headers: dict[tuple[bool, int], list[tuple[bytes, bytes]]] = {}
 
-    def handled_by_django(scope, headers) -> bool:
+    def security_headers(secure: bool, status: int) -> list[tuple[bytes, bytes]]:
+        key = (secure, status)
+        if key not in middleware_headers:
+            middleware_headers[key] = _middleware_headers(path, secure=secure, status=status)
+        return middleware_headers[key]
+
+    def is_secure(scope, headers) -> bool:
+        return scope.get("scheme") == "https" or bool(
+            proxy_header and headers.get(proxy_name) == proxy_header[1]
+        )
+
+    def handled_by_django(scope, headers, query) -> bool:
         domain, _port = split_domain_port(headers.get("host", ""))
         allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
         if not domain or not validate_host(domain, allowed):
             return True  # Django answers 400 (DisallowedHost)
-        secure = scope.get("scheme") == "https" or (
-            proxy_header and headers.get(proxy_name) == proxy_header[1]
-        )
-        return bool(settings.SECURE_SSL_REDIRECT and not secure)
+        if _has_nul(query):
+            return True  # RejectNulMiddleware answers 400
+        return bool(settings.SECURE_SSL_REDIRECT and not is_secure(scope, headers))
 
     async def application(scope, receive, send):
         if (
@@ -405,9 +445,9 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         headers = {}
         for name, value in scope["headers"]:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        if handled_by_django(scope, headers):
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if handled_by_django(scope, headers, query):
             return await django_app(scope, receive, send)
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
         work = asyncio.ensure_future(
             serve_bundle(
@@ -431,9 +471,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
         ]
         response_headers += [
-            (b"x-content-type-options", b"nosniff"),
             (b"content-length", str(len(reply.body)).encode()),
-            *hsts,
+            *security_headers(is_secure(scope, headers), reply.status),
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})
