@@ -61,7 +61,9 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
 
 
 def one(port: int, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=60
+    )  # (a first request also loads the URL conf)
     try:
         conn.request("GET", PATH, headers=headers)
         r = conn.getresponse()
