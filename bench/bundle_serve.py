@@ -9,7 +9,10 @@ requests per second and latency for:
 - 200: no ETag, the full signed bundle in the body.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/mcpgov .venv/bin/python bench/bundle_serve.py \\
-        [--seconds 10] [--connections 64] [--workers 1]
+        [--seconds 10] [--connections 64] [--workers 1] [--through-django]
+
+`--through-django` runs the same load a second time against `config.asgi:django_application`
+(no bundle route in front: every request through Django's middleware and URL conf).
 
 Loopback only; every run is bounded in time.
 """
@@ -58,7 +61,9 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
 
 
 def one(port: int, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=60
+    )  # (a first request also loads the URL conf)
     try:
         conn.request("GET", PATH, headers=headers)
         r = conn.getresponse()
@@ -128,6 +133,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--servers", type=int, default=50, help="servers in the bundle (its size)")
+    parser.add_argument(
+        "--through-django",
+        action="store_true",
+        help="also serve the same requests through Django's own ASGI handler (config.asgi:django_application, "
+        "the whole middleware stack) to show what the route in front of Django buys",
+    )
     args = parser.parse_args()
 
     with bench_database() as url:
@@ -147,78 +158,82 @@ def main() -> int:
         bundle = bundle_publish(environment=env).bundle
         token = client_create(team=team, environment=env, name="bench-gw").token
 
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "DATABASE_URL": url,
-                "DJANGO_DEBUG": "0",
-                "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-                "MCPGOV_KEY_ENCRYPTION_KEY": os.environ.get(
-                    "MCPGOV_KEY_ENCRYPTION_KEY", "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="
-                ),
-                "DJANGO_SECURE_SSL_REDIRECT": "0",
-                "CELERY_BROKER_URL": "",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            wait_listening(port, proc)
-            auth = {"Authorization": f"Bearer {token}", "X-Mcpgov-Bundle-Version": str(bundle.version)}
-            status, headers, body = one(port, auth)
-            assert status == 200 and body.decode() == bundle.jws, (status, body[:200])
-            etag = headers["etag"]
-            status, _, _ = one(port, {**auth, "If-None-Match": etag})
-            assert status == 304, status
-            status, _, _ = one(port, {"Authorization": "Bearer mcpgov_000000000000_wrong"})
-            assert status == 401, status
-
-            tool = "wrk" if shutil.which("wrk") else "python-asyncio"
-            runner = run_wrk if tool == "wrk" else run_python_client
-            print(
-                f"server          uvicorn config.asgi:application, {args.workers} worker(s), loopback, "
-                f"DJANGO_DEBUG=0; load generator {tool}, {args.connections} connections, {args.seconds}s each"
+        targets = ["config.asgi:application"]
+        if args.through_django:
+            targets.append("config.asgi:django_application")
+        for target in targets:
+            port = free_port()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    target,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(args.workers),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                cwd=ROOT,
+                env={
+                    **os.environ,
+                    "DATABASE_URL": url,
+                    "DJANGO_DEBUG": "0",
+                    "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+                    "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+                    "MCPGOV_KEY_ENCRYPTION_KEY": os.environ.get(
+                        "MCPGOV_KEY_ENCRYPTION_KEY", "ZGV2LW9ubHkta2V5LWVuY3J5cHRpb24ta2V5LTAwMDA="
+                    ),
+                    "DJANGO_SECURE_SSL_REDIRECT": "0",
+                    "CELERY_BROKER_URL": "",
+                },
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
-            print(
-                f"bundle          v{bundle.version}, {len(body) / 1024:.1f} KiB JWS ({args.servers} servers)"
-            )
-            for name, headers_ in (
-                ("304 (If-None-Match)", {**auth, "If-None-Match": etag}),
-                ("200 (full body)", auth),
-            ):
-                r = runner(port, headers_, args.seconds, args.connections)
-                print(
-                    f"{name:20s}  {float(r['rps']):9.0f} req/s   p50 {r['p50']:>8s}   p99 {r['p99']:>8s}   "
-                    f"non-2xx/3xx {r['errors']}  {r['socket']}"
-                )
-                if name.startswith("304"):
-                    print(
-                        f"goal >= 2,000 req/s on the 304 path: {'met' if float(r['rps']) >= 2000 else 'NOT met'}"
-                    )
-        finally:
-            proc.terminate()
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                wait_listening(port, proc)
+                auth = {"Authorization": f"Bearer {token}", "X-Mcpgov-Bundle-Version": str(bundle.version)}
+                status, headers, body = one(port, auth)
+                assert status == 200 and body.decode() == bundle.jws, (status, body[:200])
+                etag = headers["etag"]
+                status, _, _ = one(port, {**auth, "If-None-Match": etag})
+                assert status == 304, status
+                status, _, _ = one(port, {"Authorization": "Bearer mcpgov_000000000000_wrong"})
+                assert status == 401, status
+
+                tool = "wrk" if shutil.which("wrk") else "python-asyncio"
+                runner = run_wrk if tool == "wrk" else run_python_client
+                print(
+                    f"server          uvicorn {target}, {args.workers} worker(s), loopback, "
+                    f"DJANGO_DEBUG=0; load generator {tool}, {args.connections} connections, {args.seconds}s each"
+                )
+                print(
+                    f"bundle          v{bundle.version}, {len(body) / 1024:.1f} KiB JWS ({args.servers} servers)"
+                )
+                for name, headers_ in (
+                    ("304 (If-None-Match)", {**auth, "If-None-Match": etag}),
+                    ("200 (full body)", auth),
+                ):
+                    r = runner(port, headers_, args.seconds, args.connections)
+                    print(
+                        f"{name:20s}  {float(r['rps']):9.0f} req/s   p50 {r['p50']:>8s}   p99 {r['p99']:>8s}   "
+                        f"non-2xx/3xx {r['errors']}  {r['socket']}"
+                    )
+                    if name.startswith("304"):
+                        print(
+                            f"goal >= 2,000 req/s on the 304 path: {'met' if float(r['rps']) >= 2000 else 'NOT met'}"
+                        )
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     return 0
 
 

@@ -27,6 +27,13 @@ DEFAULT_PRODUCTION_URL_WORDS = ("prod", "production", "live", "main")
 DEFAULT_LARGE_DATA_BYTES = 1_048_576
 DEFAULT_CASCADE_WRITE_THRESHOLD = 3
 
+# Flag constraint contexts. The gateway evaluates the agent role only; a stored constraint on
+# another Unleash context is decided by the portal when it compiles the bundle (that context
+# is known then, or absent: `IN` fails, `NOT_IN` passes), so it never reaches the gateway.
+FlagContextName = Literal["role"]
+FLAG_CONTEXT_NAMES: tuple[str, ...] = FlagContextName.__args__
+PORTAL_CONTEXT_NAMES: tuple[str, ...] = ("userId", "environment", "appName")
+
 
 class Trigger(StrEnum):
     """Why a call was refused or a session stopped: the audit event's ``trigger`` (``docs/enforcer-api.md``).
@@ -167,8 +174,31 @@ class Triggers(_Frozen):
     production_url_words: tuple[str, ...] = DEFAULT_PRODUCTION_URL_WORDS
 
 
+def constraint_matches(operator: str, values, value: str | None) -> bool:
+    """Unleash semantics of one constraint: `IN` passes when the context value is one of
+    `values`, `NOT_IN` when it is not; a context without the value fails `IN`, passes `NOT_IN`."""
+    return (operator == "IN") == (value is not None and value in values)
+
+
+def constraints_resolve(
+    constraints: list[dict[str, Any]], context: dict[str, str]
+) -> tuple[bool, list[dict[str, Any]]]:
+    """Decide what `context` (the portal's, at compile time) can decide; keep the role constraints.
+
+    Returns (every decided constraint passes, the role constraints left for the gateway).
+    """
+    remaining = []
+    for c in constraints or []:
+        name, operator, values = c.get("context_name"), c.get("operator"), list(c.get("values") or [])
+        if name in FLAG_CONTEXT_NAMES:
+            remaining.append({"context_name": name, "operator": operator, "values": sorted(values)})
+        elif not constraint_matches(operator, values, context.get(name)):
+            return False, remaining
+    return True, remaining
+
+
 class FlagConstraint(_Frozen):
-    context_name: Literal["role"] = "role"
+    context_name: FlagContextName = "role"
     operator: Literal["IN", "NOT_IN"]
     values: tuple[str, ...] = ()
 
@@ -187,11 +217,7 @@ class Flag(_Frozen):
         """Unleash semantics: on when enabled and every constraint matches the context."""
         if not self.enabled:
             return False
-        for c in self.constraints:
-            inside = role in c.values
-            if (c.operator == "IN") != inside:
-                return False
-        return True
+        return all(constraint_matches(c.operator, c.values, role) for c in self.constraints)
 
 
 class Grant(_Frozen):

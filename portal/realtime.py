@@ -28,6 +28,10 @@ API::
                 break
             sub.seen = current_version              # what this waiter has now seen
 
+    # or, the same loop written once (what the bundle, control and flag-stream endpoints use):
+    state = await realtime.long_poll(f"bundle:{env_id}", read=read_state, ready=changed,
+                                     token=lambda state: state.version, timeout=wait)
+
     # one waiter, woken by more than one channel (e.g. a long poll that must also notice the
     # revocation of its client); `also` maps each further channel to the token seen on it:
     async with realtime.subscribe(f"bundle:{env_id}", seen=version, also={"client:7": "active"}) as sub:
@@ -66,9 +70,9 @@ import logging
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -82,6 +86,7 @@ REDIS_PREFIX = "mcpgov:rt:"
 FAST_POLL = 0.15  # seconds between fallback polls without Redis
 # Seconds between fallback polls while Redis delivers notifications: settings.MCPGOV_REALTIME_SAFETY_POLL.
 
+T = TypeVar("T")
 Fetch = Callable[[list[str]], dict[str, Hashable]]
 Listener = Callable[[str, Any], None]
 
@@ -330,6 +335,37 @@ notify = _hub.notify
 notify_on_commit = _hub.notify_on_commit
 ensure_started = _hub.ensure_started
 waiting_channels = _hub.waiting_channels
+
+
+async def long_poll(
+    channel: str,
+    *,
+    read: Callable[[], Awaitable[T]],
+    ready: Callable[[T], bool],
+    token: Callable[[T], Hashable | None],
+    timeout: float,
+    also: dict[str, Hashable | None] | None = None,
+) -> T:
+    """The long-poll loop, once: subscribe to `channel` (and the `also` channels), then `read()`
+    the state; until `ready(state)` or `timeout` seconds have passed, wait for a wake-up and
+    read again. Returns the last state read.
+
+    Subscribing before the first read means a change committed in between still wakes the
+    waiter; every wake-up re-reads, so spurious ones are harmless. `token(state)` is what the
+    waiter has seen, for the fallback poll. What `read` raises (say, the revoked client's
+    TokenError) propagates to the caller. Do ORM work in `read` through `portal.db.db_call`,
+    so no connection is held while waiting.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with subscribe(channel, also=also) as sub:
+        while True:
+            state = await read()
+            remaining = deadline - loop.time()
+            if ready(state) or remaining <= 0:
+                return state
+            sub.seen = token(state)
+            await sub.wait(remaining)
 
 
 def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:

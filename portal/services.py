@@ -21,6 +21,12 @@ from portal.choices import MembershipSource, TeamRole
 from portal.models import ChangeRecord, Invitation, Membership, Team
 
 
+def real_user(actor):
+    """`actor` if it is a person's account (authenticated, saved), else None: what a `created_by`
+    or `actor` foreign key stores for writes by tasks, anonymous users or enforcement clients."""
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) and actor.pk else None
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, models.Model):
         return str(value)
@@ -53,7 +59,7 @@ def change_record(
         object_repr = object_repr or str(obj)
     return ChangeRecord.objects.create(
         team=team,
-        actor=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
+        actor=real_user(actor),
         actor_label=actor_label,
         action=action,
         object_type=object_type[:100],
@@ -204,7 +210,7 @@ def invitation_create(
         role=role,
         is_auditor=is_auditor,
         token_hash=_token_hash(token),
-        invited_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
+        invited_by=real_user(actor),
         expires_at=timezone.now() + timedelta(days=settings.MCPGOV_INVITATION_DAYS),
     )
     invitation.full_clean()

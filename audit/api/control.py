@@ -8,14 +8,13 @@ waiting; the client's revocation wakes it too, and it answers 401 at once.
 
 from __future__ import annotations
 
-import asyncio
-
 from django.http import JsonResponse
 
 from audit.choices import ErrorCode
 from audit.models import AgentSession
 from audit.services.sessions import control_channel, session_control, session_seen
-from governance.services.clients import CLIENT_ACTIVE, TokenError, client_authenticate, client_channel
+from governance.api.authentication import client_from_authorization
+from governance.services.clients import CLIENT_ACTIVE, TokenError, client_channel
 from portal import realtime
 from portal.db import db_call
 
@@ -27,15 +26,6 @@ def _error(status: int, detail: str, code: str, **extra) -> JsonResponse:
     if status == 401:
         response["WWW-Authenticate"] = "Bearer"
     return response
-
-
-def _authenticate(header: str):
-    parts = header.split()
-    if len(parts) != 2 or parts[0] != "Bearer":
-        raise TokenError(
-            "This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated"
-        )
-    return client_authenticate(parts[1])
 
 
 def _read(client, session_id, since: int) -> tuple[AgentSession | None, dict | None]:
@@ -55,7 +45,7 @@ async def session_control_view(request, session_id):
         return _error(405, f"Method {request.method} not allowed.", "method_not_allowed")
     header = request.headers.get("Authorization", "")
     try:
-        client = await db_call(_authenticate, header)
+        client = await db_call(client_from_authorization, header)
     except TokenError as exc:
         return _error(401, str(exc), exc.code)
     try:
@@ -71,26 +61,17 @@ async def session_control_view(request, session_id):
     if session is None:
         return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
     if body is None and wait > 0:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        # Subscribe first, then re-read: a decision (or a revocation) committed in between still wakes us.
-        async with realtime.subscribe(
-            control_channel(session.pk),
-            seen=session.control_version,
-            also={client_channel(client.pk): CLIENT_ACTIVE},
-        ) as sub:
-            try:
-                session, body = await db_call(_reread, header, session_id, since)
-                while session is not None and body is None:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    await sub.wait(remaining)
-                    session, body = await db_call(_reread, header, session_id, since)
-                    if session is not None:
-                        sub.seen = session.control_version
-            except TokenError as exc:  # revoked (or expired) while waiting
-                return _error(401, str(exc), exc.code)
+        try:  # a person's decision (or the client's revocation) wakes the poll
+            session, body = await realtime.long_poll(
+                control_channel(session.pk),
+                read=lambda: db_call(_reread, header, session_id, since),
+                ready=lambda state: state[0] is None or state[1] is not None,
+                token=lambda state: state[0].control_version,
+                timeout=wait,
+                also={client_channel(client.pk): CLIENT_ACTIVE},
+            )
+        except TokenError as exc:  # revoked (or expired) while waiting
+            return _error(401, str(exc), exc.code)
         if session is None:
             return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
     if body is None:
@@ -100,4 +81,4 @@ async def session_control_view(request, session_id):
 
 def _reread(header: str, session_id, since: int) -> tuple[AgentSession | None, dict | None]:
     """The client checked again (it may have been revoked meanwhile), then `_read`: one thread hop."""
-    return _read(_authenticate(header), session_id, since)
+    return _read(client_from_authorization(header), session_id, since)

@@ -293,7 +293,7 @@ def halting_flag_still_off(session: AgentSession) -> str:
     Evaluated as the next bundle will carry it (the portal's contexts resolved by the bundle
     compiler) with the enforcer's own rule (mcpgov.bundle.Flag.is_on_for).
     """
-    from governance.services.bundles import _resolve_flag
+    from governance.services.bundles import flag_constraints_resolve
     from governance.services.flags import flags_for_environment
     from mcpgov.bundle import Flag
 
@@ -302,7 +302,9 @@ def halting_flag_still_off(session: AgentSession) -> str:
         return ""
     for resolved in flags_for_environment(environment=session.environment):
         if resolved.name == name:
-            passes, role_constraints = _resolve_flag(list(resolved.constraints), session.environment.name)
+            passes, role_constraints = flag_constraints_resolve(
+                list(resolved.constraints), session.environment.name
+            )
             flag = Flag(name=name, enabled=resolved.enabled and passes, constraints=role_constraints)
             return "" if flag.is_on_for(session.role) else name
     return ""  # the flag was deleted: nothing refuses the calls any more

@@ -1,4 +1,9 @@
-"""DRF authentication for enforcement clients: `Authorization: Bearer mcpgov_…`."""
+"""Enforcement-client authentication: `Authorization: Bearer mcpgov_…`, the one front door.
+
+`client_token` reads the header, `client_from_authorization` / `client_from_request` turn it
+into the client (or TokenError saying why not); the DRF authentication classes, the bundle
+route, the control long poll and the Unleash views all go through them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,37 @@ from rest_framework import authentication, exceptions, permissions
 
 from governance.models import EnforcementClient
 from governance.services.clients import TokenError, client_authenticate
+
+NOT_AUTHENTICATED = "This endpoint needs an enforcement-client token (Authorization: Bearer …)."
+
+
+def client_token(authorization: str, *, raw: bool = False) -> str | None:
+    """The enforcement-client token of an `Authorization` value (`Bearer <token>`; with `raw`,
+    as stock Unleash SDKs send it, the bare token too), or None when it holds none.
+
+    Raises TokenError("token_malformed") for a Bearer value with more than one token.
+    """
+    parts = (authorization or "").split()
+    if raw and len(parts) == 1:
+        return parts[0]
+    if len(parts) < 2 or parts[0].lower() != "bearer":
+        return None
+    if len(parts) > 2:
+        raise TokenError("Authorization header must be 'Bearer <token>'.", "token_malformed")
+    return parts[1]
+
+
+def client_from_authorization(authorization: str, *, raw: bool = False) -> EnforcementClient:
+    """The client of an `Authorization` value, or TokenError (code `not_authenticated` when it has no token)."""
+    token = client_token(authorization, raw=raw)
+    if token is None:
+        raise TokenError(NOT_AUTHENTICATED, "not_authenticated")
+    return client_authenticate(token)
+
+
+def client_from_request(request, *, raw: bool = False) -> EnforcementClient:
+    """The enforcement client of a Django (or DRF) request; see `client_from_authorization`."""
+    return client_from_authorization(request.headers.get("Authorization", ""), raw=raw)
 
 
 class ClientUser:
@@ -34,23 +70,22 @@ class ClientUser:
 
 class ClientTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
+    raw = False  # whether a bare token (no scheme) counts
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
-        parts = header.split()
-        if parts[0] != self.keyword:
-            return None
-        if len(parts) != 2:
-            raise exceptions.AuthenticationFailed(
-                {"detail": "Authorization header must be 'Bearer <token>'.", "code": "token_malformed"}
-            )
         try:
-            client = client_authenticate(parts[1])
+            token = client_token(header, raw=self.raw)
+            if token is None:
+                return None  # not ours: another authenticator, or anonymous
+            client = client_authenticate(token)
         except TokenError as exc:
             raise exceptions.AuthenticationFailed({"detail": str(exc), "code": exc.code}) from exc
+        self.seen(request, client)
         return ClientUser(client), client
+
+    def seen(self, request, client: EnforcementClient) -> None:
+        """Hook: what a subclass records about the client on each request."""
 
     def authenticate_header(self, request) -> str:
         return self.keyword
@@ -59,7 +94,7 @@ class ClientTokenAuthentication(authentication.BaseAuthentication):
 class IsEnforcementClient(permissions.BasePermission):
     """Only a request authenticated by an enforcement-client token."""
 
-    message = "This endpoint needs an enforcement-client token (Authorization: Bearer …)."
+    message = NOT_AUTHENTICATED
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, EnforcementClient)

@@ -21,11 +21,13 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
+from governance.api.authentication import NOT_AUTHENTICATED, client_token
 from governance.models import EnforcementClient, PolicyBundle
 from governance.services import bundles as bundle_service
 from governance.services.clients import (
@@ -51,6 +53,7 @@ class _Current:
     etag: str
     jws: str
     issued_at: datetime
+    expires_at: datetime
     fetched: float
 
 
@@ -159,7 +162,7 @@ def _read_latest(environment_id: int) -> dict | None:
     return (
         PolicyBundle.objects.filter(environment_id=environment_id)
         .order_by("-version")
-        .values("version", "etag", "jws", "issued_at")
+        .values("version", "etag", "jws", "issued_at", "expires_at")
         .first()
     )
 
@@ -186,18 +189,24 @@ async def _current(environment_id: int, *, fresh_since: float | None = None) -> 
     return current
 
 
+def _needs_reissue(client: EnforcementClient, current: _Current) -> bool:
+    return bundle_service.bundle_needs_reissue(
+        issued_at=current.issued_at,
+        expires_at=current.expires_at,
+        ttl_seconds=client.team.bundle_ttl_seconds,
+        now=timezone.now(),
+    )
+
+
 async def _fresh(client: EnforcementClient, current: _Current | None) -> _Current | None:
     """Re-issue a bundle past half its lifetime here too, so gateways never fail closed
     while the portal is up, even if the periodic refresh (Celery beat) is not running."""
-    if current is None:
-        return None
-    ttl = client.team.bundle_ttl_seconds
-    if (timezone.now() - current.issued_at).total_seconds() <= ttl / 2:
+    if current is None or not _needs_reissue(client, current):
         return current
     lock = _refresh_locks.setdefault(client.environment_id, asyncio.Lock())
     async with lock:
         current = await _current(client.environment_id, fresh_since=time.monotonic())
-        if current is not None and (timezone.now() - current.issued_at).total_seconds() > ttl / 2:
+        if current is not None and _needs_reissue(client, current):
             await _db(
                 bundle_service.bundle_publish,
                 environment=client.environment,
@@ -278,13 +287,11 @@ async def serve_bundle(
     address: str | None,
 ) -> Reply:
     """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
-    scheme, _, token = authorization.partition(" ")
-    if scheme != "Bearer" or not token.strip():
-        return _unauthorized(
-            "This endpoint needs an enforcement-client token (Authorization: Bearer …).", "not_authenticated"
-        )
     try:
-        client = await _authenticate(token.strip())
+        token = client_token(authorization)
+        if token is None:
+            return _unauthorized(NOT_AUTHENTICATED, "not_authenticated")
+        client = await _authenticate(token)
     except TokenError as exc:
         return _unauthorized(str(exc), exc.code)
 
@@ -318,30 +325,27 @@ async def serve_bundle(
     if wait_seconds <= 0:
         return _not_modified(current)
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    async with realtime.subscribe(
-        bundle_service.bundle_channel(client.environment_id),
-        seen=current.version,
-        also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
-    ) as sub:
-        checked = time.monotonic()  # subscribed: a read from now on cannot miss a change
-        while True:
-            try:  # still a valid client? (its revocation event dropped the cached answer)
-                await _authenticate(token.strip())
-            except TokenError as exc:
-                return _unauthorized(str(exc), exc.code)
-            current = await _current(client.environment_id, fresh_since=checked)
-            if current is None:
-                return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
-            if not _matches(if_none_match, current.etag):
-                return _bundle_reply(current)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return _not_modified(current)
-            sub.seen = current.version
-            await sub.wait(remaining)
-            checked = time.monotonic()  # woken: the state must be read again, after this instant
+    async def read() -> _Current | None:
+        checked = time.monotonic()  # subscribed (or woken): read no earlier than this instant
+        await _authenticate(token)  # still a valid client? (its revocation dropped the cached answer)
+        return await _current(client.environment_id, fresh_since=checked)
+
+    try:
+        current = await realtime.long_poll(
+            bundle_service.bundle_channel(client.environment_id),
+            read=read,
+            ready=lambda current: current is None or not _matches(if_none_match, current.etag),
+            token=lambda current: current.version,
+            timeout=wait_seconds,
+            also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
+        )
+    except TokenError as exc:
+        return _unauthorized(str(exc), exc.code)
+    if current is None:
+        return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
+    if not _matches(if_none_match, current.etag):
+        return _bundle_reply(current)
+    return _not_modified(current)
 
 
 # --- the two ways in ----------------------------------------------------------------------------
@@ -365,32 +369,71 @@ async def bundle_view(request):
     return response
 
 
+# Response middleware whose headers the route adds itself, by running it (see asgi_bundle_route).
+MIRRORED_MIDDLEWARE = ("django.middleware.security.SecurityMiddleware", "csp.middleware.CSPMiddleware")
+
+
+def _middleware_headers(path: str, *, secure: bool, status: int) -> list[tuple[bytes, bytes]]:
+    """The headers the mirrored response middleware of settings.MIDDLEWARE adds to an answer on
+    `path` (HSTS, nosniff, referrer and opener policies, CSP): computed by running that
+    middleware on a stand-in request, so the route follows every setting it reads."""
+    request = HttpRequest()
+    request.method = "GET"
+    request.path = request.path_info = path
+    request.is_secure = lambda: secure
+    response = HttpResponse(status=status)
+    del response["Content-Type"]
+    for dotted in settings.MIDDLEWARE:
+        if dotted in MIRRORED_MIDDLEWARE:
+            response = import_string(dotted)(lambda _request: None).process_response(request, response)
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+
+
+def _has_nul(query: dict[str, list[str]]) -> bool:
+    return any("\x00" in key or any("\x00" in v for v in values) for key, values in query.items())
+
+
 def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     """Wrap the Django ASGI app: GET `path` is answered by `serve_bundle` directly.
 
-    Django's ASGI handler gives every request its own thread for its sync signal receivers,
-    held until the response is sent; a long poll answered here holds none, and the hot 304
-    path skips the middleware stack. What that stack would refuse or redirect (a host not in
-    ALLOWED_HOSTS, plain HTTP under SECURE_SSL_REDIRECT) is handed to Django, which does.
-    Everything else goes to Django unchanged.
+    Why this bypass exists: Django's ASGI handler gives every request its own thread for its
+    sync signal receivers and holds it until the response is sent, so a thousand gateways
+    long-polling for the next bundle would hold a thousand idle threads; answered here, a
+    waiting long poll holds none (and no database connection), and the hot `304` path (every
+    gateway's poll) skips the middleware stack — `bench/bundle_serve.py --through-django`
+    measures the difference. The price is that this route must behave like the Django path for
+    every setting that path applies to it, and it does so by handing over, not re-implementing:
+    a host not in ALLOWED_HOSTS (Django answers 400), plain HTTP under SECURE_SSL_REDIRECT
+    (Django redirects) and a NUL byte in the query (RejectNulMiddleware answers 400) go to
+    Django; the response headers of SecurityMiddleware (HSTS, nosniff, referrer and opener
+    policies) and django-csp are made by running that middleware (`_middleware_headers`).
+    The session, CSRF, authentication and clickjacking middleware do not apply to a bearer-token
+    endpoint that answers JOSE or JSON. `tests/governance/test_bundle_route.py` checks the two
+    paths answer alike for each of these settings. Everything else goes to Django unchanged.
     """
     proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
     proxy_name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower() if proxy_header else ""
-    hsts = (
-        [(b"strict-transport-security", f"max-age={settings.SECURE_HSTS_SECONDS}".encode())]
-        if settings.SECURE_HSTS_SECONDS
-        else []
-    )
+    middleware_headers: dict[tuple[bool, int], list[tuple[bytes, bytes]]] = {}
 
-    def handled_by_django(scope, headers) -> bool:
+    def security_headers(secure: bool, status: int) -> list[tuple[bytes, bytes]]:
+        key = (secure, status)
+        if key not in middleware_headers:
+            middleware_headers[key] = _middleware_headers(path, secure=secure, status=status)
+        return middleware_headers[key]
+
+    def is_secure(scope, headers) -> bool:
+        return scope.get("scheme") == "https" or bool(
+            proxy_header and headers.get(proxy_name) == proxy_header[1]
+        )
+
+    def handled_by_django(scope, headers, query) -> bool:
         domain, _port = split_domain_port(headers.get("host", ""))
         allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
         if not domain or not validate_host(domain, allowed):
             return True  # Django answers 400 (DisallowedHost)
-        secure = scope.get("scheme") == "https" or (
-            proxy_header and headers.get(proxy_name) == proxy_header[1]
-        )
-        return bool(settings.SECURE_SSL_REDIRECT and not secure)
+        if _has_nul(query):
+            return True  # RejectNulMiddleware answers 400
+        return bool(settings.SECURE_SSL_REDIRECT and not is_secure(scope, headers))
 
     async def application(scope, receive, send):
         if (
@@ -402,10 +445,10 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         headers = {}
         for name, value in scope["headers"]:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        if handled_by_django(scope, headers):
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if handled_by_django(scope, headers, query):
             return await django_app(scope, receive, send)
         started = time.perf_counter()
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
         work = asyncio.ensure_future(
             serve_bundle(
@@ -429,9 +472,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
         ]
         response_headers += [
-            (b"x-content-type-options", b"nosniff"),
             (b"content-length", str(len(reply.body)).encode()),
-            *hsts,
+            *security_headers(is_secure(scope, headers), reply.status),
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})

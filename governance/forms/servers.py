@@ -20,20 +20,7 @@ class ServerForm(ParseOnlyModelForm):
 
     class Meta:
         model = McpServer
-        fields = [
-            "slug",
-            "name",
-            "description",
-            "category",
-            "transport",
-            "command",
-            "args",
-            "url",
-            "known_risks",
-            "past_incidents",
-            "adr_links",
-            "cost_per_call",
-        ]
+        fields = McpServer.FIELDS
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2}),
             "known_risks": forms.Textarea(attrs={"rows": 3}),

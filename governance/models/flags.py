@@ -8,12 +8,14 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 from governance.choices import Capability, ConstraintOperator
+from mcpgov.bundle import FLAG_CONTEXT_NAMES, PORTAL_CONTEXT_NAMES
 from portal.permissions import team_scoped_manager
 
 FLAG_NAME_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$", "Flag names look like mcp.filesystem.write (lowercase, dots)."
 )
-CONSTRAINT_CONTEXT_NAMES = ("role", "userId", "environment", "appName")
+# Stored constraints may name the role (the gateway's) or a context the portal decides at compile time.
+CONSTRAINT_CONTEXT_NAMES = (*FLAG_CONTEXT_NAMES, *PORTAL_CONTEXT_NAMES)
 
 
 class Flag(models.Model):

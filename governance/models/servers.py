@@ -17,6 +17,22 @@ SERVER_SLUG_VALIDATOR = RegexValidator(
 
 
 class McpServer(models.Model):
+    # What an admin edits (the service, the form and the API serializer all use this list).
+    FIELDS = (
+        "slug",
+        "name",
+        "description",
+        "category",
+        "transport",
+        "command",
+        "args",
+        "url",
+        "known_risks",
+        "past_incidents",
+        "adr_links",
+        "cost_per_call",
+    )
+
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="servers")
     slug = models.CharField(max_length=100, validators=[SERVER_SLUG_VALIDATOR])
     name = models.CharField(max_length=200, blank=True)

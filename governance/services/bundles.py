@@ -38,9 +38,10 @@ from governance.models import (
     TriggerSettings,
 )
 from governance.services.signing import active_signer
-from mcpgov.bundle import Bundle, canonical_json, tool_definition_hash
+from mcpgov.bundle import Bundle, canonical_json, constraints_resolve, tool_definition_hash
 from portal import metrics, realtime
-from portal.models import ChangeRecord, Team
+from portal.models import ChangeRecord
+from portal.services import real_user
 
 # Not part of the content: they change on every re-issue of the same policy.
 ENVELOPE_FIELDS = ("version", "issued_at", "expires_at")
@@ -187,24 +188,13 @@ def _triggers(team_id: int) -> dict[str, Any]:
     return row or {}
 
 
-def _resolve_flag(
+def flag_constraints_resolve(
     constraints: list[dict[str, Any]], environment_name: str
 ) -> tuple[bool, list[dict[str, Any]]]:
-    """Evaluate what the portal knows now; keep the role constraints for the gateway.
-
-    Returns (constraints pass here, role constraints left). Unleash semantics for a context
-    the gateway does not have (userId, appName): `IN` fails, `NOT_IN` passes.
-    """
-    remaining = []
-    for c in constraints or []:
-        name, operator, values = c.get("context_name"), c.get("operator"), list(c.get("values") or [])
-        if name == "role":
-            remaining.append({"context_name": "role", "operator": operator, "values": sorted(values)})
-            continue
-        inside = name == "environment" and environment_name in values
-        if (operator == "IN") != inside:
-            return False, remaining
-    return True, remaining
+    """Evaluate what the portal knows now (the environment); keep the role constraints for the
+    gateway. Returns (constraints pass here, role constraints left); see
+    `mcpgov.bundle.constraints_resolve`, the one evaluator both halves use."""
+    return constraints_resolve(constraints, {"environment": environment_name})
 
 
 def _flags(team_id: int, environment: Environment) -> list[dict[str, Any]]:
@@ -223,7 +213,9 @@ def _flags(team_id: int, environment: Environment) -> list[dict[str, Any]]:
         state = states.get(pk)
         # No strategy in this environment: the flag is on (a kill switch only stops what it is set to stop).
         enabled = True if state is None else state["enabled"]
-        passes, role_constraints = _resolve_flag(state["constraints"] if state else [], environment.name)
+        passes, role_constraints = flag_constraints_resolve(
+            state["constraints"] if state else [], environment.name
+        )
         flags.append(
             {
                 "name": name,
@@ -318,10 +310,13 @@ def bundle_compile(*, environment: Environment, now: datetime | None = None) -> 
     return CompiledPolicy(bundle=bundle, content=content, content_hash=content_hash(content))
 
 
-def _needs_reissue(latest: PolicyBundle, team: Team, now: datetime) -> bool:
-    lifetime = (latest.expires_at - latest.issued_at).total_seconds()
-    half_passed = (now - latest.issued_at).total_seconds() > team.bundle_ttl_seconds / 2
-    return half_passed or int(lifetime) != team.bundle_ttl_seconds
+def bundle_needs_reissue(
+    *, issued_at: datetime, expires_at: datetime, ttl_seconds: int, now: datetime
+) -> bool:
+    """The one re-issue rule: more than half the team's bundle lifetime has passed since the
+    latest bundle was issued, or that bundle was issued with another lifetime (the TTL changed)."""
+    lifetime = (expires_at - issued_at).total_seconds()
+    return (now - issued_at).total_seconds() > ttl_seconds / 2 or int(lifetime) != ttl_seconds
 
 
 @dataclass(frozen=True)
@@ -351,7 +346,12 @@ def bundle_publish(
             .first()
         )
         if latest is not None and latest.content_hash == compiled.content_hash:
-            if not _needs_reissue(latest, team, now):
+            if not bundle_needs_reissue(
+                issued_at=latest.issued_at,
+                expires_at=latest.expires_at,
+                ttl_seconds=team.bundle_ttl_seconds,
+                now=now,
+            ):
                 metrics.bundle_built(started, created=False)
                 return PublishResult(latest, created=False)
             reason = reason if reason and reason != "policy changed" else REFRESH_REASON
@@ -371,7 +371,7 @@ def bundle_publish(
             issued_at=now,
             expires_at=expires_at,
             reason=(reason or "policy changed")[:500],
-            created_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
+            created_by=real_user(actor),
         )
         realtime.notify_on_commit(bundle_channel(env.pk), bundle.version)
         metrics.bundle_built(started, created=True)
@@ -403,12 +403,14 @@ def bundles_refresh(*, now: datetime | None = None) -> list[PublishResult]:
     )
     results = []
     for env in envs:
-        ttl = env.team.bundle_ttl_seconds
         if env.latest_issued is None:
             due, reason = True, "first bundle"
-        elif (now - env.latest_issued).total_seconds() > ttl / 2 or int(
-            (env.latest_expires - env.latest_issued).total_seconds()
-        ) != ttl:
+        elif bundle_needs_reissue(
+            issued_at=env.latest_issued,
+            expires_at=env.latest_expires,
+            ttl_seconds=env.team.bundle_ttl_seconds,
+            now=now,
+        ):
             due, reason = True, REFRESH_REASON
         elif env.pk in ended_grants and ended_grants[env.pk] > env.latest_issued:
             due, reason = True, "production-access grant ended"

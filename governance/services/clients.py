@@ -16,7 +16,7 @@ from governance.models import EnforcementClient, Environment
 from portal import realtime
 from portal.models import ChangeRecord, Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
-from portal.services import change_record
+from portal.services import change_record, real_user
 
 TOKEN_PREFIX = "mcpgov"  # noqa: S105 - a public marker, not a secret
 
@@ -87,7 +87,7 @@ def client_create(
         name=name,
         token_prefix=prefix,
         token_hash=_hash(token),
-        created_by=actor if actor is not None and actor.is_authenticated else None,
+        created_by=real_user(actor),
         expires_at=expires_at,
     )
     client.full_clean()

@@ -20,15 +20,13 @@ from governance.choices import Capability
 from governance.models import Environment, Flag, FlagState, McpServer
 from governance.models.flags import validate_constraints
 from governance.services.common import Action, check_policy_perm, save_validated
+from mcpgov.bundle import FLAG_CONTEXT_NAMES
 from portal import realtime
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
-from portal.services import change_record
+from portal.services import change_record, real_user
 
 logger = logging.getLogger(__name__)
-
-# The gateway evaluates constraints against the session's agent role only (mcpgov.bundle.FlagConstraint).
-SUPPORTED_CONTEXT_NAMES = ("role",)
 
 
 FLAG_CHANNEL_PREFIX = "flags:"
@@ -101,7 +99,7 @@ def normalise_constraints(constraints) -> list[dict]:
     validate_constraints(constraints)
     out = []
     for i, c in enumerate(constraints, 1):
-        if c["context_name"] not in SUPPORTED_CONTEXT_NAMES:
+        if c["context_name"] not in FLAG_CONTEXT_NAMES:  # what a gateway evaluates
             raise ValidationError(
                 {
                     "constraints": f"Constraint {i}: gateways evaluate flags per agent role; use context_name 'role'."
@@ -144,7 +142,10 @@ def flag_create(
     save_validated(flag)
     environments = list(Environment.objects.filter(team=team))
     FlagState.objects.bulk_create(
-        [FlagState(flag=flag, environment=env, enabled=True, changed_by=_user(actor)) for env in environments]
+        [
+            FlagState(flag=flag, environment=env, enabled=True, changed_by=real_user(actor))
+            for env in environments
+        ]
     )
     change_record(
         team=team,
@@ -165,10 +166,6 @@ def flag_delete(*, flag: Flag, actor=None) -> None:
     change_record(team=team, actor=actor, action=Action.DELETE, obj=flag, summary=f"Flag {name} removed")
     flag.delete()
     flags_changed(team, environments, f"flag {name} removed")
-
-
-def _user(actor):
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) and actor.pk else None
 
 
 def _check_toggle(actor, team: Team) -> None:
@@ -210,7 +207,7 @@ def flag_state_apply(
     state.enabled = enabled
     state.constraints = new_constraints
     state.reason = reason[:500]
-    state.changed_by = _user(actor)
+    state.changed_by = real_user(actor)
     save_validated(state)
     verb = ("disabled" if not enabled else "enabled") if "enabled" in changes else "constraints changed"
     change_record(

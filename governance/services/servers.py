@@ -12,27 +12,12 @@ from governance.services.common import Action, apply_fields, check_policy_perm, 
 from portal.models import Team
 from portal.services import change_record
 
-SERVER_FIELDS = (
-    "slug",
-    "name",
-    "description",
-    "category",
-    "transport",
-    "command",
-    "args",
-    "url",
-    "known_risks",
-    "past_incidents",
-    "adr_links",
-    "cost_per_call",
-)
-
 
 @transaction.atomic
 def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, team)
     server = McpServer(team=team)
-    apply_fields(server, {k: v for k, v in data.items() if k in SERVER_FIELDS})
+    apply_fields(server, {k: v for k, v in data.items() if k in McpServer.FIELDS})
     save_validated(server)
     change_record(
         team=team, actor=actor, action=Action.CREATE, obj=server, summary=f"Server {server.slug} added"
@@ -44,7 +29,7 @@ def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
 @transaction.atomic
 def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, server.team)
-    changes = apply_fields(server, {k: v for k, v in data.items() if k in SERVER_FIELDS})
+    changes = apply_fields(server, {k: v for k, v in data.items() if k in McpServer.FIELDS})
     if changes:
         save_validated(server)
         change_record(team=server.team, actor=actor, action=Action.UPDATE, obj=server, changes=changes)

@@ -21,7 +21,7 @@ from governance.choices import ToolReportSource, ToolReportStatus
 from governance.models import EnforcementClient, McpServer, ToolReport
 from governance.services.common import Action, check_policy_perm
 from governance.services.servers import server_tools_record, tool_changes
-from portal.services import change_record
+from portal.services import change_record, real_user
 
 # Pending reports kept per server; an older one is superseded when a newer one arrives.
 MAX_PENDING_PER_SERVER = 10
@@ -131,7 +131,7 @@ def tool_report_approve(*, report: ToolReport, actor=None) -> dict[str, list[str
     report = _pending(report)
     changes = server_tools_record(server=report.server, tools=report.tools, actor=actor)
     report.status = ToolReportStatus.APPROVED
-    report.reviewed_by = actor if actor is not None and actor.is_authenticated else None
+    report.reviewed_by = real_user(actor)
     report.reviewed_at = timezone.now()
     report.save(update_fields=["status", "reviewed_by", "reviewed_at"])
     ToolReport.objects.filter(server=report.server, status=ToolReportStatus.PENDING).update(
@@ -146,7 +146,7 @@ def tool_report_dismiss(*, report: ToolReport, actor=None) -> ToolReport:
     check_policy_perm(actor, report.server.team)
     report = _pending(report)
     report.status = ToolReportStatus.DISMISSED
-    report.reviewed_by = actor if actor is not None and actor.is_authenticated else None
+    report.reviewed_by = real_user(actor)
     report.reviewed_at = timezone.now()
     report.save(update_fields=["status", "reviewed_by", "reviewed_at"])
     change_record(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from governance.services.bundles import _resolve_flag as resolve_flag
+from governance.services.bundles import flag_constraints_resolve
 from governance.services.flags import ResolvedFlag
 from mcpgov.bundle import canonical_json
 
@@ -64,7 +64,7 @@ def feature_for(resolved: ResolvedFlag) -> dict[str, Any]:
     flag = resolved.flag
     # What the portal can decide (constraints on anything but the role) is decided here, as
     # in the bundle; the role constraints are left for the SDK, as for the gateway.
-    passes, role_constraints = resolve_flag(list(resolved.constraints), resolved.environment.name)
+    passes, role_constraints = flag_constraints_resolve(list(resolved.constraints), resolved.environment.name)
     enabled = resolved.enabled and passes
     role_rules = [(c["operator"], c["values"]) for c in role_constraints]
     return {

@@ -21,60 +21,36 @@ from collections.abc import AsyncIterator
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
-from rest_framework import authentication, exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.authentication import ClientUser, IsEnforcementClient
-from governance.models import EnforcementClient, Environment
-from governance.services.clients import (
-    CLIENT_ACTIVE,
-    TokenError,
-    client_authenticate,
-    client_channel,
-    client_seen,
+from governance.api.authentication import (
+    ClientTokenAuthentication,
+    IsEnforcementClient,
+    client_from_authorization,
 )
+from governance.models import EnforcementClient, Environment
+from governance.services.clients import CLIENT_ACTIVE, TokenError, client_channel, client_seen
 from governance.services.flags import flag_channel, flag_versions, flags_for_environment
 from governance.unleash.features import etag_matches, etag_of, features_document
 from portal import realtime
 from portal.db import db_call
 
-KEEPALIVE_SECONDS = 15.0
-RECHECK_TOKEN_SECONDS = 15.0
-
-
-def token_from_header(header: str) -> str | None:
-    """The token of `Authorization: <token>` (Unleash) or `Authorization: Bearer <token>`."""
-    parts = (header or "").split()
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2 and parts[0].lower() == "bearer":
-        return parts[1]
-    return None
+KEEPALIVE_SECONDS = 15.0  # and how often an idle stream re-checks its token (expiry has no event)
 
 
 def _address(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-class UnleashTokenAuthentication(authentication.BaseAuthentication):
+class UnleashTokenAuthentication(ClientTokenAuthentication):
     """An enforcement-client token, raw (as Unleash SDKs send it) or as a Bearer token."""
 
-    def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
-        token = token_from_header(header)
-        if token is None:
-            raise exceptions.AuthenticationFailed(
-                {"detail": "Authorization must be '<token>' or 'Bearer <token>'.", "code": "token_malformed"}
-            )
-        try:
-            client = client_authenticate(token)
-        except TokenError as exc:
-            raise exceptions.AuthenticationFailed({"detail": str(exc), "code": exc.code}) from exc
+    raw = True
+
+    def seen(self, request, client: EnforcementClient) -> None:
         client_seen(client=client, address=_address(request), bundle_version=None)
-        return ClientUser(client), client
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="mcpgov-unleash"'
@@ -148,23 +124,20 @@ def _sse(event: str, data: dict, event_id: int | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def _read(environment_id: int) -> tuple[str, dict]:
-    """(change token, features document) of one environment (through `db_call`)."""
+def _read(authorization: str, environment_id: int) -> tuple[str, dict] | None:
+    """(change token, features document) of one environment, or None once the client's token
+    is revoked or expired (one `db_call`: the token is checked on every read)."""
+    try:
+        client_from_authorization(authorization, raw=True)
+    except TokenError:
+        return None
     environment = Environment.objects.select_related("team").get(pk=environment_id)
     token = flag_versions([environment_id])[environment_id]
     return token, _features(environment)
 
 
-def _still_valid(token: str) -> bool:
-    try:
-        client_authenticate(token)
-        return True
-    except TokenError:
-        return False
-
-
-def _authenticate_sync(token: str, address: str | None) -> EnforcementClient:
-    client = client_authenticate(token)
+def _authenticate_sync(authorization: str, address: str | None) -> EnforcementClient:
+    client = client_from_authorization(authorization, raw=True)
     client_seen(client=client, address=address, bundle_version=None)
     return client
 
@@ -172,79 +145,77 @@ def _authenticate_sync(token: str, address: str | None) -> EnforcementClient:
 _END_REVOKED = _sse("end", {"reason": "token revoked or expired"})
 
 
-async def _stream(client: EnforcementClient, token: str) -> AsyncIterator[bytes]:
+async def _stream(client: EnforcementClient, authorization: str) -> AsyncIterator[bytes]:
     environment_id = client.environment_id
-    event_id = 0
-    async with realtime.subscribe(
-        flag_channel(environment_id),
-        also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation ends the stream at once
-    ) as sub:
-        sub.seen, document = await db_call(_read, environment_id)
-        sent = {f["name"]: f for f in document["features"]}
-        event_id += 1
-        yield _sse(
-            "unleash-connected",
-            {
-                "events": [
-                    {
-                        "type": "hydration",
-                        "eventId": event_id,
-                        "features": document["features"],
-                        "segments": [],
-                    }
-                ]
-            },
-            event_id,
+    sent_token: str | None = None
+
+    async def changed(timeout: float) -> tuple[str, dict] | None:
+        """The next state unlike the one sent, after at most `timeout` seconds (long poll)."""
+        return await realtime.long_poll(
+            flag_channel(environment_id),
+            read=lambda: db_call(_read, authorization, environment_id),
+            ready=lambda state: state is None or state[0] != sent_token,
+            token=lambda state: state[0],
+            timeout=timeout,
+            also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation ends the stream at once
         )
-        idle = 0.0
-        while True:
-            woke = await sub.wait(KEEPALIVE_SECONDS)
-            if not woke:
-                idle += KEEPALIVE_SECONDS
-                if idle >= RECHECK_TOKEN_SECONDS:  # (expiry has no event)
-                    idle = 0.0
-                    if not await db_call(_still_valid, token):
-                        yield _END_REVOKED
-                        return
-                yield b": keep-alive\n\n"
-                continue
-            if not await db_call(_still_valid, token):  # woken by a revocation, or a flag change
-                yield _END_REVOKED
-                return
-            sub.seen, document = await db_call(_read, environment_id)
-            current = {f["name"]: f for f in document["features"]}
-            events = []
-            for name, feature in current.items():
-                if sent.get(name) != feature:
-                    event_id += 1
-                    events.append({"type": "feature-updated", "eventId": event_id, "feature": feature})
-            for name in sent.keys() - current.keys():
+
+    state = await changed(0)
+    if state is None:
+        yield _END_REVOKED
+        return
+    sent_token, document = state
+    sent = {f["name"]: f for f in document["features"]}
+    event_id = 1
+    yield _sse(
+        "unleash-connected",
+        {
+            "events": [
+                {"type": "hydration", "eventId": event_id, "features": document["features"], "segments": []}
+            ]
+        },
+        event_id,
+    )
+    while True:
+        state = await changed(KEEPALIVE_SECONDS)  # a wake-up by a flag change, a revocation, or none
+        if state is None:
+            yield _END_REVOKED
+            return
+        if state[0] == sent_token:
+            yield b": keep-alive\n\n"
+            continue
+        sent_token, document = state
+        current = {f["name"]: f for f in document["features"]}
+        events = []
+        for name, feature in current.items():
+            if sent.get(name) != feature:
                 event_id += 1
-                events.append(
-                    {
-                        "type": "feature-removed",
-                        "eventId": event_id,
-                        "featureName": name,
-                        "project": sent[name]["project"],
-                    }
-                )
-            sent = current
-            if events:
-                yield _sse("unleash-updated", {"events": events}, event_id)
+                events.append({"type": "feature-updated", "eventId": event_id, "feature": feature})
+        for name in sent.keys() - current.keys():
+            event_id += 1
+            events.append(
+                {
+                    "type": "feature-removed",
+                    "eventId": event_id,
+                    "featureName": name,
+                    "project": sent[name]["project"],
+                }
+            )
+        sent = current
+        if events:
+            yield _sse("unleash-updated", {"events": events}, event_id)
 
 
 @require_GET
 async def streaming(request):
     """`GET /api/client/streaming`: flag changes pushed as they happen (Unleash streaming format)."""
-    token = token_from_header(request.headers.get("Authorization", ""))
-    if not token:
-        return _unauthorized("An enforcement-client token is required in Authorization.", "not_authenticated")
+    authorization = request.headers.get("Authorization", "")
     try:
-        client = await db_call(_authenticate_sync, token, _address(request))
+        client = await db_call(_authenticate_sync, authorization, _address(request))
     except TokenError as exc:
         return _unauthorized(str(exc), exc.code)
     realtime.ensure_started()
-    response = StreamingHttpResponse(_stream(client, token), content_type="text/event-stream")
+    response = StreamingHttpResponse(_stream(client, authorization), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response
