@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from oauth2_provider.models import AccessToken
+from oauth2_provider.models import AccessToken, Application
 from oauth2_provider.oauth2_validators import OAuth2Validator
-from oauth2_provider.views import OAuthServerMetadataView
+from oauth2_provider.views import AuthorizationView, OAuthServerMetadataView
 from oauthlib.oauth2.rfc6749 import errors
 
 from governance.models import Agent
@@ -143,3 +143,27 @@ def access_token_generator(request, refresh_token: bool = False) -> str:
 # RFC 8414 metadata: DOT's view; its issuer is OIDC_ISS_ENDPOINT (= MCPGOV_PORTAL_URL) or the request origin,
 # the same rule as issuer_for().
 oauth_metadata = OAuthServerMetadataView.as_view()
+
+
+class AgentAuthorizationView(AuthorizationView):
+    """DOT's authorize (login + consent) page, whose CSP lets the consent form land on the client's redirect URI.
+
+    Browsers apply `form-action` to the redirect that follows the form post; the portal's strict
+    `form-action 'self'` would stop the code from ever reaching the client.
+    """
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        client_id = request.GET.get("client_id") or request.POST.get("client_id")
+        if client_id:
+            application = Application.objects.filter(client_id=client_id).only("redirect_uris").first()
+            if application is not None:
+                origins = sorted(
+                    {
+                        "{0.scheme}://{0.netloc}".format(urlsplit(uri))
+                        for uri in application.redirect_uris.split()
+                    }
+                )
+                if origins:
+                    response._csp_update = {"form-action": origins}
+        return response

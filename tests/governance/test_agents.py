@@ -233,11 +233,13 @@ def authorize_in_browser(page, base: str, client_id: str, redirect_uri: str, use
         "resource": GATEWAY,
     }
     query = urllib.parse.urlencode(params)
+    page.set_default_timeout(60_000)  # a loaded machine: the first portal page can be slow
     page.goto(f"{base}/oauth/authorize/?{query}")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/oauth/authorize/**")
+    if "/login/" in page.url:  # the second time round the person is still signed in
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/oauth/authorize/**")
     page.click("input[name=allow]")
     page.wait_for_timeout(200)
     for _ in range(100):
