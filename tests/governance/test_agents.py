@@ -274,7 +274,10 @@ def test_authorization_code_with_pkce_through_login_and_consent_ends_in_a_token(
     )  # fmt: skip
     assert status == 200, body
     jwks = requests.get(f"{portal_server}/api/v1/keys/?team=acme", timeout=30).json()
-    claims = verify_with_jwks(body["access_token"], jwks, issuer=portal_server)
+    issuer = requests.get(f"{portal_server}/.well-known/oauth-authorization-server", timeout=30).json()[
+        "issuer"
+    ]
+    claims = verify_with_jwks(body["access_token"], jwks, issuer=issuer)
     assert claims["sub"] == f"agent:{issued.agent.pk}" and claims["roles"] == ["code_agent"]
     assert claims["aud"] == GATEWAY and claims["exp"] > time.time()
 
