@@ -10,7 +10,6 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from governance.choices import AgentAuth
 from audit.choices import (
     GENESIS_HASH,
     CallStatus,
@@ -21,6 +20,7 @@ from audit.choices import (
     SinkKind,
     Trigger,
 )
+from governance.choices import AgentAuth
 from portal.permissions import team_scoped_manager
 
 

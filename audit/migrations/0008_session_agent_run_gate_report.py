@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0005_session_refused_unknown_tool'),
+        ('audit', '0007_session_refused_unknown_tool'),
         ('governance', '0006_agents'),
     ]
 

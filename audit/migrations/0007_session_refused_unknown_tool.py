@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0004_auditdigestcopy'),
+        ('audit', '0006_audit_sinks_stream_order'),
     ]
 
     operations = [
