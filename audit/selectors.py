@@ -167,7 +167,8 @@ def halted_queue(*, team) -> list[AgentSession]:
     """Halted and paused sessions, and sessions with calls waiting for approval, oldest first.
 
     A session that ended while halted or paused, without a person releasing or ending it, stays
-    here until it is acknowledged: the halt still needs a review.
+    here until it is acknowledged: the halt still needs a review. So does a start refused at the
+    gate that nobody acknowledged yet.
     """
     unreviewed_end = (
         Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
@@ -180,6 +181,7 @@ def halted_queue(*, team) -> list[AgentSession]:
             Q(state__in=WAITING_STATES)
             | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED))
             | unreviewed_end
+            | Q(state=SessionState.REFUSED, acknowledgement__isnull=True)
         )
         .select_related("environment")
         .order_by("updated_at", "id")

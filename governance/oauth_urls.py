@@ -1,0 +1,14 @@
+"""/oauth/: authorize, token and revocation endpoints of django-oauth-toolkit (docs/enforcer-api.md)."""
+
+from django.urls import path
+from oauth2_provider import views
+
+from governance.oauth import AgentAuthorizationView
+
+app_name = "oauth2_provider"  # DOT's metadata view reverses its endpoints in this namespace
+
+urlpatterns = [
+    path("authorize/", AgentAuthorizationView.as_view(), name="authorize"),
+    path("token/", views.TokenView.as_view(), name="token"),
+    path("revoke_token/", views.RevokeTokenView.as_view(), name="revoke-token"),
+]
