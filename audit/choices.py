@@ -10,6 +10,8 @@ class SessionState(models.TextChoices):
     PAUSED = "paused", "Paused"
     HALTED = "halted", "Halted"
     ENDED = "ended", "Ended"
+    # Opened already refused: the gateway's environment gate turned the start down (the gate report says why).
+    REFUSED = "refused", "Refused at the gate"
 
 
 # States a person must decide on before the gateway may go on.
@@ -40,6 +42,7 @@ _TRIGGER_LABELS = {
     mcpgov_bundle.Trigger.APPROVAL_REQUIRED: "Approval required",
     mcpgov_bundle.Trigger.TOOL_DEFINITION_CHANGED: "Tool definition changed",
     mcpgov_bundle.Trigger.SESSION_HALTED: "Session halted",
+    mcpgov_bundle.Trigger.UNKNOWN_TOOL: "Unknown tool",
 }
 Trigger = models.TextChoices(
     "Trigger", [(t.name, (t.value, _TRIGGER_LABELS[t])) for t in mcpgov_bundle.Trigger], module=__name__

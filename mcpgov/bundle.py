@@ -45,6 +45,9 @@ class Trigger(StrEnum):
     APPROVAL_REQUIRED = "approval_required"
     TOOL_DEFINITION_CHANGED = "tool_definition_changed"
     SESSION_HALTED = "session_halted"
+    # A tool the upstream lists that the bundle's server entry does not know (added at run time or never
+    # approved): hidden from tools/list and refused, unless the server's allow_unknown_tools is "as_write".
+    UNKNOWN_TOOL = "unknown_tool"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -114,6 +117,9 @@ class ServerSpec(_Frozen):
     url: str | None = None
     tools: dict[str, ToolPolicy] = Field(default_factory=dict)
     cost_per_call: float = 0.0
+    # The tools map is the approved set. "deny": any other tool is hidden and refused (trigger unknown_tool);
+    # "as_write": other tools pass, classed write (so read-only sessions still refuse them).
+    allow_unknown_tools: Literal["deny", "as_write"] = "deny"
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ServerSpec:
@@ -208,6 +214,22 @@ class Grant(_Frozen):
         return self
 
 
+class AgentSpec(_Frozen):
+    """A registered agent of the team (``docs/enforcer-api.md``, "Agent identity").
+
+    The gateway refuses a bearer token whose ``sub`` (``agent:<id>``) is missing here or revoked, or whose
+    ``jti`` is listed in ``revoked_jti``; a static API key is accepted when its sha256 is listed.
+    """
+
+    id: str = Field(min_length=1, max_length=64)
+    slug: Slug
+    roles: tuple[Slug, ...] = ()
+    environments: tuple[Slug, ...] = ()
+    revoked: bool = False
+    api_key_sha256: tuple[Sha256Hex, ...] = ()
+    revoked_jti: tuple[str, ...] = ()
+
+
 class Bundle(_Frozen):
     bundle_schema: Literal["mcpgov.bundle/1"] = Field(SCHEMA_ID, alias="schema")
     team: Slug
@@ -222,6 +244,7 @@ class Bundle(_Frozen):
     triggers: Triggers = Field(default_factory=Triggers)
     flags: tuple[Flag, ...] = ()
     grants: tuple[Grant, ...] = ()
+    agents: tuple[AgentSpec, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Bundle:
@@ -244,6 +267,13 @@ class Bundle(_Frozen):
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> Bundle:
         return cls.model_validate_json(data)
+
+    def agent(self, agent_id: str) -> AgentSpec | None:
+        """The agent with this id (the token's ``sub`` without ``agent:``), or None."""
+        for spec in self.agents:
+            if spec.id == agent_id:
+                return spec
+        return None
 
     @property
     def production_url_words(self) -> tuple[str, ...]:

@@ -110,3 +110,57 @@ def test_production_url_words_fall_back_to_triggers():
     doc = bundle_doc()
     doc["environment_policy"]["production_url_words"] = ["prd"]
     assert Bundle.model_validate(doc).production_url_words == ("prd",)
+
+
+def test_agents_and_unknown_tool_policy_round_trip():
+    key = hashlib.sha256(b"mcpgov_agent_secret").hexdigest()
+    doc = bundle_doc(
+        agents=[
+            {
+                "id": "7",
+                "slug": "ci-bot",
+                "roles": ["code_agent"],
+                "environments": ["development"],
+                "api_key_sha256": [key],
+                "revoked_jti": ["abc"],
+            },
+            {"id": "8", "slug": "old-bot", "revoked": True},
+        ]
+    )
+    doc["servers"]["time"]["allow_unknown_tools"] = "as_write"
+    b = Bundle.model_validate(doc)
+    data = json.loads(b.canonical_bytes())
+    assert data["agents"][0] == {
+        "id": "7",
+        "slug": "ci-bot",
+        "roles": ["code_agent"],
+        "environments": ["development"],
+        "revoked": False,
+        "api_key_sha256": [key],
+        "revoked_jti": ["abc"],
+    }
+    assert data["servers"]["time"]["allow_unknown_tools"] == "as_write"
+    # the default is deny, and it is part of the signed payload
+    assert data["servers"]["filesystem"]["allow_unknown_tools"] == "deny"
+    assert b.agent("8").revoked and b.agent("7").roles == ("code_agent",) and b.agent("9") is None
+    assert Bundle.from_json_bytes(b.canonical_bytes()) == b
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"id": "1", "slug": "x", "api_key_sha256": ["not-hex"]},
+        {"id": "1", "slug": "x", "role": ["code_agent"]},  # misspelt key
+        {"id": "", "slug": "x"},
+    ],
+)
+def test_invalid_agent_entries_are_rejected(bad):
+    with pytest.raises(ValidationError):
+        Bundle.model_validate(bundle_doc(agents=[bad]))
+
+
+def test_allow_unknown_tools_accepts_only_deny_or_as_write():
+    doc = bundle_doc()
+    doc["servers"]["time"]["allow_unknown_tools"] = "allow"
+    with pytest.raises(ValidationError):
+        Bundle.model_validate(doc)
