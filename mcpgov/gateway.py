@@ -162,6 +162,7 @@ class Gateway:
             slug: Upstream(cfg, options.upstream_mode) for slug, cfg in upstream_configs.items()
         }
         self.index: dict[str, ExposedTool] = {}
+        self.unknown_reported: set[str] = set()
         self.sessions: dict[str, AgentSession] = {}
         self.tg: TaskGroup | None = None
         self.shipper: Shipper | None = None
@@ -182,6 +183,7 @@ class Gateway:
     def rebuild_index(self) -> None:
         bundle = self.verified.bundle
         index: dict[str, ExposedTool] = {}
+        new_unknown: list[str] = []
         for slug, up in self.upstreams.items():
             spec = bundle.servers.get(slug)
             for tool in up.tools:
@@ -199,7 +201,16 @@ class Gateway:
                 index[name] = ExposedTool(
                     name, slug, tool.name, up, tool.model_copy(update={"name": name}), ok, reason
                 )
+                unknown = spec is None or (pinned is None and spec.allow_unknown_tools == "deny")
+                if unknown and name not in self.index and name not in self.unknown_reported:
+                    new_unknown.append(name)
         self.index = index
+        if new_unknown:
+            # hidden and refused until approved; reported with its definition for an admin to classify
+            log.error("HIDDEN unknown tool(s), reported for review: %s", ", ".join(new_unknown))
+            self.unknown_reported.update(new_unknown)
+            if self.portal is not None and self.tg is not None and self.sessions:
+                self.tg.start_soon(report_session_tools, self.portal, self.upstreams)
 
     def report_definition_change(self, server: str, tool: str, reason: str) -> None:
         log.error("HIDDEN tool %s.%s: %s", server, tool, reason)
@@ -230,6 +241,8 @@ class Gateway:
             return False
         rule = self.policy.rule(ex.server)
         if rule.role_violation is not None or rule.env_violation is not None:
+            return False
+        if rule.unknown_denied and ex.tool not in rule.tools:
             return False
         scoped_out = sess is not None and (sess.state.read_only or rule.binding_read_only)
         return not (scoped_out and rule.tool(ex.tool).is_write)
