@@ -417,7 +417,10 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None) -> Any:
         from pydantic import AnyHttpUrl
 
         path = urlparse(auth.resource).path or "/mcp"
-        kwargs["auth"] = AuthSettings(issuer_url=auth.issuer, resource_server_url=auth.resource)
+        # the audience is checked by AgentVerifier (exact match); the SDK checks AccessToken.resource again
+        kwargs["auth"] = AuthSettings(
+            issuer_url=auth.issuer, resource_server_url=auth.resource, validate_token_resource=True
+        )
         kwargs["token_verifier"] = _SdkTokenVerifier(auth.verifier)
         # the SDK serves RFC 9728 §3.1's path-inserted URL (…/oauth-protected-resource/mcp); clients
         # that ask at the root get the same document
