@@ -69,6 +69,10 @@ class ErrorCode(models.TextChoices):
     """Machine codes in API error bodies (`{"detail", "code"}`) and service errors."""
 
     INVALID = "invalid", "Invalid request"
+    UNKNOWN_ROLE = "unknown_role", "The team has no such role"
+    ROLE_NOT_ALLOWED = "role_not_allowed", "The credential may not use this role"
+    UNKNOWN_AGENT = "unknown_agent", "No such live agent in the team"
+    CLIENT_REVOKED = "client_revoked", "The enforcement client is revoked"
     NOT_FOUND = "not_found", "Not found"
     NEEDS_RELEASE = "needs_release", "Only a person can release a halted or paused session"
     SESSION_ENDED = "session_ended", "The session has ended"

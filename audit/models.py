@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 
 from audit.choices import GENESIS_HASH, CallStatus, DecisionKind, Phase, SessionState, Trigger
+from governance.choices import AgentAuth
 from portal.permissions import team_scoped_manager
 
 
@@ -32,7 +33,16 @@ class AgentSession(models.Model):
     role = models.CharField(max_length=100)
     read_only = models.BooleanField(default=True)
     declared_large_data = models.BooleanField(default=False)
+    # Who: the label the gateway sent (agent slug, or the OS user for a local stdio gateway), the registered
+    # agent when it authenticated one, and how; run_id: the run the session belongs to (docs/enforcer-api.md).
     agent = models.CharField(max_length=500, blank=True)
+    registered_agent = models.ForeignKey(
+        "governance.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    agent_auth = models.CharField(max_length=16, blank=True, choices=AgentAuth.choices)
+    run_id = models.CharField(max_length=200, blank=True)
+    # The environment gate's report of a session refused at start (state refused).
+    gate_report = models.JSONField(null=True, blank=True)
     bundle_version = models.PositiveIntegerField(null=True, blank=True)
     state = models.CharField(max_length=8, choices=SessionState.choices, default=SessionState.ACTIVE)
     trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash

@@ -123,10 +123,15 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
 
 
 def halted_queue(*, team) -> list[AgentSession]:
-    """Halted and paused sessions, and sessions with calls waiting for approval, oldest first."""
+    """Halted and paused sessions, sessions with calls waiting for approval, and starts refused at the gate
+    that nobody acknowledged yet, oldest first."""
     qs = (
         AgentSession.objects.for_team(team)
-        .filter(Q(state__in=WAITING_STATES) | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)))
+        .filter(
+            Q(state__in=WAITING_STATES)
+            | (~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED))
+            | Q(state=SessionState.REFUSED, acknowledgement__isnull=True)
+        )
         .select_related("environment")
         .order_by("updated_at", "id")
     )

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "guardian",
     "axes",
     "csp",
+    "oauth2_provider",
     "portal",
     "governance",
     "audit",
@@ -243,6 +244,27 @@ MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", 
 MCPGOV_INVITATION_DAYS = int(os.environ.get("MCPGOV_INVITATION_DAYS", "7"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
+
+# The portal is the OAuth 2.1 authorization server for agents (django-oauth-toolkit; docs/enforcer-api.md,
+# "Agent identity"). Access tokens are EdDSA JWTs signed with the team's key; `iss` is MCPGOV_PORTAL_URL
+# (or this request's origin when it is empty).
+MCPGOV_AGENT_TOKEN_SECONDS = int(os.environ.get("MCPGOV_AGENT_TOKEN_SECONDS", "3600"))
+OAUTH2_PROVIDER = {
+    "PKCE_REQUIRED": True,
+    "ALLOWED_CODE_CHALLENGE_METHODS": ["S256"],
+    "SCOPES": {"mcp": "Call tools through the team's gateways"},
+    "DEFAULT_SCOPES": ["mcp"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": min(MCPGOV_AGENT_TOKEN_SECONDS, 3600),
+    "ACCESS_TOKEN_GENERATOR": "governance.oauth.access_token_generator",
+    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "OAUTH2_VALIDATOR_CLASS": "governance.oauth.AgentOAuth2Validator",
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials", "refresh_token"],
+    "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
+    "OAUTH2_TOKEN_ENDPOINT_AUTH_METHODS_SUPPORTED": ["client_secret_basic", "client_secret_post", "none"],
+    "OIDC_ISS_ENDPOINT": MCPGOV_PORTAL_URL.rstrip("/"),
+}
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 
 # Audit sealing cadence (docs/audit.md): the beat interval, also the age at which ingestion and
 # session reports seal opportunistically (so sealing works without beat, e.g. `make run`).

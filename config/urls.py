@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.views import dashboard
+from governance.oauth import oauth_metadata
 from portal import views
 from portal.sso import views as sso_views
 
@@ -21,6 +22,8 @@ urlpatterns = [
     path("site/teams/", views.site_teams, name="site-teams"),
     path("team/members/<int:pk>/edit/", views.member_edit, name="member-edit"),
     path("team/members/<int:pk>/remove/", views.member_remove, name="member-remove"),
+    path("oauth/", include("governance.oauth_urls")),
+    path(".well-known/oauth-authorization-server", oauth_metadata, name="oauth-metadata"),
     path("governance/", include("governance.urls")),
     path("audit/", include("audit.urls")),
     path("incidents/", include("incidents.urls")),

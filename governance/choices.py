@@ -28,6 +28,21 @@ class AccessClass(models.TextChoices):
     WRITE = "write", "Write"
 
 
+class UnknownToolPolicy(models.TextChoices):
+    """A server's `allow_unknown_tools` in the bundle: what the gateway does with a tool it does not know."""
+
+    DENY = "deny", "Hide and refuse (reported for review)"
+    AS_WRITE = "as_write", "Allow, classed as write"
+
+
+class AgentAuth(models.TextChoices):
+    """How the gateway established the agent of a session."""
+
+    OAUTH = "oauth", "OAuth access token"
+    API_KEY = "api_key", "Agent API key"
+    LOCAL = "local", "Local (stdio, the OS user who started the gateway)"
+
+
 class RuleKind(models.TextChoices):
     ALLOWED = "allowed", "Allowed"
     FORBIDDEN = "forbidden", "Forbidden"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 
 from rest_framework import serializers
 
 from audit.choices import CALL_DECISIONS, SessionState, Trigger
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from governance.choices import AgentAuth
 
 
 def rfc3339(value) -> str | None:
@@ -23,12 +25,14 @@ class AgentSessionSerializer(serializers.ModelSerializer):
     started_at = serializers.SerializerMethodField()
     ended_at = serializers.SerializerMethodField()
     calls = serializers.SerializerMethodField()
+    agent_id = serializers.CharField(source="registered_agent_id", default=None)
 
     class Meta:
         model = AgentSession
         fields = [
-            "id", "team", "environment", "role", "read_only", "declared_large_data", "agent", "state", "trigger",
-            "state_reason", "control_version", "started_at", "ended_at", "calls",
+            "id", "team", "environment", "role", "read_only", "declared_large_data", "agent", "agent_id",
+            "agent_auth", "run_id", "state", "trigger", "state_reason", "control_version", "started_at", "ended_at",
+            "calls",
         ]  # fmt: skip
 
     def get_started_at(self, obj) -> str:
@@ -53,7 +57,7 @@ class ReviewSessionSerializer(AgentSessionSerializer):
 
     class Meta(AgentSessionSerializer.Meta):
         fields = [
-            *AgentSessionSerializer.Meta.fields, "client", "bundle_version", "acknowledged", "last_calls",
+            *AgentSessionSerializer.Meta.fields, "client", "gate_report", "bundle_version", "acknowledged", "last_calls",
             "pending_approvals", "event_count", "last_seq", "last_hash",
         ]  # fmt: skip
 
@@ -119,16 +123,66 @@ class DecisionSerializer(serializers.ModelSerializer):
 # --- inputs -----------------------------------------------------------------------------------------
 
 
+class SessionAgentSerializer(serializers.Serializer):
+    """Who the gateway established: a registered agent (oauth / api_key) or the local OS user (stdio)."""
+
+    id = serializers.CharField(max_length=64, required=False, allow_null=True, allow_blank=True, default=None)
+    slug = serializers.CharField(max_length=200)
+    auth = serializers.ChoiceField(choices=AgentAuth.choices)
+
+    def validate(self, attrs):
+        if attrs["auth"] != AgentAuth.LOCAL and not attrs.get("id"):
+            raise serializers.ValidationError({"id": "A registered agent needs its id."})
+        return attrs
+
+
+class AgentField(serializers.Field):
+    """`agent`: the object above, or (older gateways) a free-text label."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if len(data) > 500:
+                raise serializers.ValidationError("At most 500 characters.")
+            return data
+        if isinstance(data, dict):
+            inner = SessionAgentSerializer(data=data)
+            inner.is_valid(raise_exception=True)
+            return dict(inner.validated_data)
+        raise serializers.ValidationError('Expected {"id", "slug", "auth"} or a string.')
+
+    def to_representation(self, value):
+        return value
+
+
+GATE_REPORT_MAX_BYTES = 16_384
+
+
 class SessionOpenSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     role = serializers.CharField(max_length=100)
     read_only = serializers.BooleanField(default=True)
     declared_large_data = serializers.BooleanField(default=False)
-    agent = serializers.CharField(max_length=500, allow_blank=True, default="")
+    agent = AgentField(required=False, default="")
+    run_id = serializers.CharField(max_length=200, allow_blank=True, default="")
     started_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     bundle_version = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, required=False, allow_null=True, default=None
     )
+    # "refused": the gateway's environment gate turned the start down; gate_report says why.
+    state = serializers.ChoiceField(
+        choices=[(SessionState.ACTIVE, "active"), (SessionState.REFUSED, "refused")],
+        default=SessionState.ACTIVE,
+    )
+    trigger = serializers.ChoiceField(choices=Trigger.choices, required=False, allow_null=True, default=None)
+    gate_report = serializers.JSONField(required=False, allow_null=True, default=None)
+
+    def validate_gate_report(self, value):
+        if value is not None:
+            if not isinstance(value, dict):
+                raise serializers.ValidationError("Expected an object.")
+            if len(json.dumps(value)) > GATE_REPORT_MAX_BYTES:
+                raise serializers.ValidationError(f"At most {GATE_REPORT_MAX_BYTES} bytes.")
+        return value
 
 
 class SessionStateSerializer(serializers.Serializer):

@@ -36,11 +36,11 @@ from audit.api.serializers import (
     SessionStateSerializer,
     acknowledgement_body,
 )
-from audit.choices import ErrorCode
+from audit.choices import ErrorCode, SessionState
 from audit.errors import AuditError
 from audit.hashing import loads
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
-from governance.api.authentication import ClientTokenAuthentication
+from governance.api.authentication import ClientDeliveryAuthentication, ClientTokenAuthentication
 from governance.models import EnforcementClient
 from portal.api import Pagination
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
@@ -108,6 +108,19 @@ class AuditAPIView(APIView):
             raise exceptions.NotFound("No such session for this enforcement client.")
         return session
 
+    def require_delivering_client(self, session_id) -> EnforcementClient:
+        """A live client, or a revoked one delivering for a session the portal opened before the revocation."""
+        client = self.require_client()
+        if client.revoked_at is not None:
+            opened_before = AgentSession.objects.filter(
+                pk=session_id, client=client, created_at__lt=client.revoked_at
+            ).exists()
+            if not opened_before:
+                raise exceptions.AuthenticationFailed(
+                    {"detail": "This enforcement-client token has been revoked.", "code": "token_revoked"}
+                )
+        return client
+
     def session(self, session_id) -> AgentSession:
         client = self.client()
         return self.session_for_client(client, session_id) if client else self.session_for_person(session_id)
@@ -169,6 +182,8 @@ class SessionListView(AuditAPIView):
 class SessionDetailView(AuditAPIView):
     """GET: the session resource. PATCH: the gateway reports a state change."""
 
+    authentication_classes = [ClientDeliveryAuthentication, SessionAuthentication]
+
     @extend_schema(
         responses=PolymorphicProxySerializer(
             component_name="SessionResource",
@@ -178,6 +193,11 @@ class SessionDetailView(AuditAPIView):
         summary="The session resource (gateways: AgentSession; people: with review fields and decisions)",
     )
     def get(self, request, session_id):
+        client = self.client()
+        if client is not None and client.revoked_at is not None:
+            raise exceptions.AuthenticationFailed(
+                {"detail": "This enforcement-client token has been revoked.", "code": "token_revoked"}
+            )
         session = self.session(session_id)
         if self.client():
             return Response(AgentSessionSerializer(session).data)
@@ -193,8 +213,13 @@ class SessionDetailView(AuditAPIView):
         summary="Report a state change (gateway)",
     )
     def patch(self, request, session_id):
-        client = self.require_client()
+        client = self.require_delivering_client(session_id)
         data = _valid(SessionStateSerializer, request.data)
+        if client.revoked_at is not None and data["state"] != SessionState.ENDED:
+            # A revoked client may only close what it had opened: report the end, nothing else.
+            raise exceptions.AuthenticationFailed(
+                {"detail": "This enforcement-client token has been revoked.", "code": "token_revoked"}
+            )
         session = services.session_report_state(client=client, session_id=session_id, **data)
         return Response(AgentSessionSerializer(self.session_for_client(client, session.pk)).data)
 
@@ -203,6 +228,7 @@ class SessionEventsView(AuditAPIView):
     """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
 
     pagination_class = EventPagination
+    authentication_classes = [ClientDeliveryAuthentication, SessionAuthentication]
 
     @extend_schema(
         responses=AuditEventSerializer(many=True),
@@ -232,7 +258,7 @@ class SessionEventsView(AuditAPIView):
         summary="Ship a batch of events (gateway)",
     )
     def post(self, request, session_id):
-        client = self.require_client()
+        client = self.require_delivering_client(session_id)
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > MAX_EVENTS_BODY_BYTES:
             raise AuditError("The request body is too large.", ErrorCode.BATCH_TOO_LARGE, status=413)

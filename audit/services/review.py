@@ -80,7 +80,7 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
     """Sign off a session's log. Refused while any failed call lacks an explanation."""
     require_team_perm(reviewer, ACKNOWLEDGE_SESSION, session.team)
     session = _lock_unacknowledged(session)
-    if session.state != SessionState.ENDED:
+    if session.state not in (SessionState.ENDED, SessionState.REFUSED):
         raise AuditConflict(
             f"The session is {session.state}; a log is acknowledged once the session has ended.",
             ErrorCode.NOT_ENDED,

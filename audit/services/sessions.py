@@ -8,7 +8,7 @@ long poll on commit (portal.realtime channel `session-control:<uuid>`).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -24,6 +24,7 @@ from audit.choices import (
 from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.models import AgentSession, SessionDecision
 from audit.services.sealing import seal_on_commit
+from governance.choices import AgentAuth
 from portal import realtime
 from portal.models import ChangeRecord
 from portal.permissions import RELEASE_SESSION, require_team_perm
@@ -54,6 +55,61 @@ realtime.register_source(CONTROL_CHANNEL, _control_versions)
 # --- gateway side ------------------------------------------------------------------------------
 
 
+# A gateway may open a session it started offline (spooled), never one from the future or from long ago.
+STARTED_AT_MAX_AHEAD = timedelta(minutes=10)
+STARTED_AT_MAX_AGE = timedelta(days=365)
+
+
+def _check_identity(*, client, role: str, agent: dict | str, started_at: datetime | None, refused: bool):
+    """Roles come from credentials (docs/enforcer-api.md, "Agent identity"): (registered agent or None)."""
+    from governance.models import Agent, AgentRole
+
+    now = timezone.now()
+    if started_at is not None and not (now - STARTED_AT_MAX_AGE <= started_at <= now + STARTED_AT_MAX_AHEAD):
+        raise AuditError(
+            "started_at: must be within the last year and at most 10 minutes ahead of the portal.",
+            field="started_at",
+        )
+    registered = None
+    if isinstance(agent, dict) and agent["auth"] != AgentAuth.LOCAL:
+        registered = (
+            Agent.objects.filter(
+                pk=agent["id"] if str(agent["id"]).isdigit() else None, team_id=client.team_id
+            )
+            .prefetch_related("roles", "environments")
+            .first()
+        )
+        if registered is None or registered.revoked_at is not None:
+            raise AuditError(
+                "agent: no such live agent in this team.", ErrorCode.UNKNOWN_AGENT, field="agent"
+            )
+    if refused:
+        # A refusal is recorded whatever the role: refusing to record it would hide the attempt.
+        return registered
+    if not AgentRole.objects.filter(team_id=client.team_id, name=role).exists():
+        raise AuditError(f"role: the team has no role {role!r}.", ErrorCode.UNKNOWN_ROLE, field="role")
+    if not client.roles.filter(name=role).exists():
+        raise AuditError(
+            f"role: this enforcement client may not enforce {role!r}.",
+            ErrorCode.ROLE_NOT_ALLOWED,
+            field="role",
+        )
+    if registered is not None:
+        if role not in {r.name for r in registered.roles.all()}:
+            raise AuditError(
+                f"role: agent {registered.slug} may not use {role!r}.",
+                ErrorCode.ROLE_NOT_ALLOWED,
+                field="role",
+            )
+        if client.environment_id not in {e.pk for e in registered.environments.all()}:
+            raise AuditError(
+                f"agent: {registered.slug} may not work in this environment.",
+                ErrorCode.ROLE_NOT_ALLOWED,
+                field="agent",
+            )
+    return registered
+
+
 def session_open(
     *,
     client,
@@ -61,23 +117,44 @@ def session_open(
     role: str,
     read_only: bool = True,
     declared_large_data: bool = False,
-    agent: str = "",
+    agent: dict | str = "",
+    run_id: str = "",
     started_at: datetime | None = None,
     bundle_version: int | None = None,
+    state: str = SessionState.ACTIVE,
+    trigger: str | None = None,
+    gate_report: dict | None = None,
 ) -> tuple[AgentSession, bool]:
-    """Open a session for `client` (its team and environment). Idempotent by id: (session, created)."""
+    """Open a session for `client` (its team and environment). Idempotent by id: (session, created).
+
+    `state="refused"` records a start the gateway's environment gate turned down, with its report.
+    """
     existing = AgentSession.objects.filter(pk=id).first()
     if existing is not None:
         if existing.team_id != client.team_id or existing.environment_id != client.environment_id:
             raise AuditConflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
         return existing, False
+    refused = state == SessionState.REFUSED
+    registered = _check_identity(
+        client=client, role=role, agent=agent, started_at=started_at, refused=refused
+    )
+    if isinstance(agent, dict):
+        label, auth = agent["slug"], agent["auth"]
+    else:
+        label, auth = agent, ""
+    now = timezone.now()
     with transaction.atomic():
         session, created = AgentSession.objects.get_or_create(
             pk=id,
             defaults={
                 "team_id": client.team_id, "environment_id": client.environment_id, "client": client,
                 "role": role, "read_only": read_only, "declared_large_data": declared_large_data,
-                "agent": agent, "started_at": started_at or timezone.now(), "bundle_version": bundle_version,
+                "agent": label, "registered_agent": registered, "agent_auth": auth, "run_id": run_id,
+                "started_at": started_at or now, "bundle_version": bundle_version,
+                "state": SessionState.REFUSED if refused else SessionState.ACTIVE,
+                "trigger": trigger if refused else None,
+                "gate_report": gate_report if refused else None,
+                "ended_at": (started_at or now) if refused else None,
             },
         )  # fmt: skip
     if not created and (session.team_id != client.team_id or session.environment_id != client.environment_id):
@@ -109,8 +186,19 @@ def session_report_state(
         raise AuditError(f"state: {state!r} is not one of {', '.join(SessionState.values)}.", field="state")
     if trigger is not None and trigger not in Trigger.values:
         raise AuditError(f"trigger: unknown trigger {trigger!r}.", field="trigger")
+    if state == SessionState.REFUSED:
+        raise AuditError(
+            "state: a session is refused when it is opened (POST /sessions/), not later.", field="state"
+        )
     with transaction.atomic():
         session = _session_for_client(client, session_id, lock=True)
+        if session.state == SessionState.REFUSED:
+            # Refused at the gate: nothing ran, and the refusal stays what the reviewers see.
+            if state == SessionState.ENDED:
+                return session
+            raise AuditConflict(
+                "The session was refused at the gate.", ErrorCode.SESSION_ENDED, state=session.state
+            )
         if session.state == SessionState.ENDED:
             if state == SessionState.ENDED:
                 return session

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from governance.api import views
 from governance.api.access import AccessRequestViewSet
+from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
 from governance.api.tool_reports import ToolReportView
 
@@ -21,10 +22,12 @@ router.register("global-limits", views.GlobalRateLimitViewSet, basename="global-
 router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trigger-settings")
 # Production-access requests (people, session auth) — governance/api/access.py.
 router.register("access-requests", AccessRequestViewSet, basename="access-request")
+router.register("agents", AgentViewSet, basename="agent")
 
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
     path("bundle/", bundle_view, name="bundle"),
+    path("client/", ClientWhoamiView.as_view(), name="client-whoami"),
     path("tool-reports/", ToolReportView.as_view(), name="tool-reports"),
     *router.urls,
 ]

@@ -1,6 +1,7 @@
 """Policy models, one module per concept."""
 
 from governance.models.access import AccessRequest, AccessReview
+from governance.models.agents import Agent, AgentApiKey, AgentRevokedToken
 from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey, SigningKeyEvent
 from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
@@ -11,6 +12,9 @@ from governance.models.servers import McpServer, McpTool, ToolReport
 __all__ = [
     "AccessRequest",
     "AccessReview",
+    "Agent",
+    "AgentApiKey",
+    "AgentRevokedToken",
     "AgentRole",
     "EnforcementClient",
     "Environment",

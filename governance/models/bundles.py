@@ -133,6 +133,8 @@ class EnforcementClient(models.Model):
     bundle_version = models.PositiveIntegerField(
         null=True, blank=True, help_text="The version it last reported."
     )
+    # The roles its gateways may enforce (a session with another role is refused).
+    roles = models.ManyToManyField("governance.AgentRole", related_name="clients", blank=True)
 
     objects = team_scoped_manager("team")
 

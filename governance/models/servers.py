@@ -7,7 +7,14 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 
-from governance.choices import AccessClass, ServerCategory, ToolReportSource, ToolReportStatus, Transport
+from governance.choices import (
+    AccessClass,
+    ServerCategory,
+    ToolReportSource,
+    ToolReportStatus,
+    Transport,
+    UnknownToolPolicy,
+)
 from portal.permissions import team_scoped_manager
 
 # Server slugs name servers in the bundle, YAML and tool names (`server__tool`).
@@ -33,6 +40,12 @@ class McpServer(models.Model):
     )
     cost_per_call = models.DecimalField(
         max_digits=10, decimal_places=4, default=0, validators=[MinValueValidator(0)]
+    )
+    allow_unknown_tools = models.CharField(
+        max_length=16,
+        choices=UnknownToolPolicy.choices,
+        default=UnknownToolPolicy.DENY,
+        help_text="Tools the upstream lists that the catalogue does not know: refused, or allowed as writes.",
     )
     tools_discovered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

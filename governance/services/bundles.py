@@ -23,6 +23,9 @@ from django.utils import timezone
 from governance.choices import AccessClass, AccessRequestStatus, RuleKind
 from governance.models import (
     AccessRequest,
+    Agent,
+    AgentApiKey,
+    AgentRevokedToken,
     AgentRole,
     Environment,
     Flag,
@@ -132,9 +135,17 @@ def _servers(team_id: int) -> dict[str, dict[str, Any]]:
         }
     servers = {}
     rows = McpServer.objects.filter(team_id=team_id).values_list(
-        "id", "slug", "category", "transport", "command", "args", "url", "cost_per_call"
+        "id",
+        "slug",
+        "category",
+        "transport",
+        "command",
+        "args",
+        "url",
+        "cost_per_call",
+        "allow_unknown_tools",
     )
-    for pk, slug, category, transport, command, args, url, cost in rows:
+    for pk, slug, category, transport, command, args, url, cost, unknown in rows:
         servers[slug] = {
             "category": category,
             "transport": transport,
@@ -143,6 +154,7 @@ def _servers(team_id: int) -> dict[str, dict[str, Any]]:
             "url": url or None,
             "tools": tools_by_server.get(pk, {}),
             "cost_per_call": float(cost),
+            "allow_unknown_tools": unknown,
         }
     return servers
 
@@ -260,6 +272,38 @@ def _grants(environment: Environment, now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def _agents(environment: Environment, now: datetime) -> list[dict[str, Any]]:
+    """The agents allowed in this environment (revoked ones flagged), with key hashes and revoked jtis."""
+    agents = list(
+        Agent.objects.filter(environments=environment)
+        .prefetch_related("roles", "environments")
+        .order_by("pk")
+    )
+    ids = [a.pk for a in agents]
+    keys: dict[int, list[str]] = defaultdict(list)
+    for agent_id, key_hash in AgentApiKey.objects.filter(
+        agent_id__in=ids, revoked_at__isnull=True
+    ).values_list("agent_id", "key_hash"):
+        keys[agent_id].append(key_hash)
+    jtis: dict[int, list[str]] = defaultdict(list)
+    for agent_id, jti in AgentRevokedToken.objects.filter(agent_id__in=ids, expires_at__gt=now).values_list(
+        "agent_id", "jti"
+    ):
+        jtis[agent_id].append(jti)
+    return [
+        {
+            "id": str(a.pk),
+            "slug": a.slug,
+            "roles": sorted(r.name for r in a.roles.all()),
+            "environments": sorted(e.name for e in a.environments.all()),
+            "revoked": a.revoked_at is not None,
+            "api_key_sha256": [] if a.revoked_at else sorted(keys[a.pk]),
+            "revoked_jti": sorted(jtis[a.pk]),
+        }
+        for a in agents
+    ]
+
+
 def bundle_document(*, environment: Environment, now: datetime | None = None) -> dict[str, Any]:
     """Everything the gateway needs for one team+environment, as an unvalidated bundle document
     (without the envelope fields)."""
@@ -276,6 +320,7 @@ def bundle_document(*, environment: Environment, now: datetime | None = None) ->
         "triggers": _triggers(team.pk),
         "flags": _flags(team.pk, environment),
         "grants": _grants(environment, now),
+        "agents": _agents(environment, now),
     }
 
 

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance.models import EnforcementClient, Environment
+from governance.models import AgentRole, EnforcementClient, Environment
 from portal import realtime
 from portal.models import ChangeRecord, Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
@@ -73,9 +73,19 @@ def _parse(token: str) -> tuple[str, str] | None:
 
 @transaction.atomic
 def client_create(
-    *, team: Team, environment: Environment, name: str, actor=None, expires_at: datetime | None = None
+    *,
+    team: Team,
+    environment: Environment,
+    name: str,
+    actor=None,
+    expires_at: datetime | None = None,
+    roles=None,
 ) -> IssuedClient:
-    """Register a gateway for one team and environment; returns the token once."""
+    """Register a gateway for one team and environment; returns the token once.
+
+    `roles`: the roles its gateways may enforce. The page and the API make people pick; None (scripts,
+    the management command) means every role the team has now, as migration 0006 gave existing clients.
+    """
     if actor is not None:
         require_team_perm(actor, MANAGE_CLIENTS, team)
     if environment.team_id != team.pk:
@@ -95,6 +105,11 @@ def client_create(
     )
     client.full_clean()
     client.save()
+    if roles is None:
+        roles = list(AgentRole.objects.filter(team=team))
+    if any(r.team_id != team.pk for r in roles):
+        raise ValidationError({"roles": "A role belongs to another team."})
+    client.roles.set(roles)
     change_record(
         team=team,
         actor=actor,
@@ -124,8 +139,12 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
     return client
 
 
-def client_authenticate(token: str) -> EnforcementClient:
-    """The client a bearer token belongs to, or TokenError saying why not."""
+def client_authenticate(token: str, *, allow_revoked: bool = False) -> EnforcementClient:
+    """The client a bearer token belongs to, or TokenError saying why not.
+
+    `allow_revoked`: only for delivering what was recorded before the revocation (events, the end report);
+    the caller checks the session was opened before `revoked_at`.
+    """
     parsed = _parse(token or "")
     if parsed is None:
         raise TokenError("Malformed enforcement-client token.", "token_malformed")
@@ -134,7 +153,7 @@ def client_authenticate(token: str) -> EnforcementClient:
     )
     if client is None or not hmac.compare_digest(client.token_hash, _hash(token)):
         raise TokenError("Unknown enforcement-client token.", "token_invalid")
-    if client.revoked_at is not None:
+    if client.revoked_at is not None and not allow_revoked:
         raise TokenError("This enforcement-client token has been revoked.", "token_revoked")
     if client.expires_at is not None and client.expires_at <= timezone.now():
         raise TokenError("This enforcement-client token has expired.", "token_expired")

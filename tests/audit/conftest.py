@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rest_framework.test import APIClient
 
+from governance.models import AgentRole
 from governance.services.clients import client_create
 from portal.choices import TeamRole
 from tests.factories import make_member
@@ -66,7 +67,16 @@ def environment(team):
     return team.environments.get(name="development")
 
 
+# A recent start: the portal refuses a started_at far in the past or ahead (docs/enforcer-api.md).
+STARTED_AT = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+STARTED_AT_TEXT = STARTED_AT.isoformat().replace("+00:00", "Z")
+TEST_ROLES = ("code_agent", "database_agent")
+
+
 def issue_client(team, environment, name: str):
+    """A client allowed to enforce the test roles (created in the team if missing)."""
+    for role in TEST_ROLES:
+        AgentRole.objects.get_or_create(team=team, name=role)
     return client_create(team=team, environment=environment, name=name)
 
 
@@ -101,7 +111,7 @@ def open_session(gateway, **fields) -> str:
         "read_only": True,
         "declared_large_data": False,
         "agent": "test",
-        "started_at": "2026-11-24T09:00:00Z",
+        "started_at": STARTED_AT_TEXT,
         "bundle_version": 3,
         **fields,
     }

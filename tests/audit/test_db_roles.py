@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from audit.models import AgentSession, AuditDigest, AuditEvent
-from tests.audit.conftest import events, issue_client
+from tests.audit.conftest import STARTED_AT_TEXT, events, issue_client
 from tests.conftest import run_portal
 
 pytestmark = [
@@ -88,7 +88,7 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
         sid = "6a0c7f33-3f2e-4b59-9b0e-7d2b1a4c5d6e"
         status, body = call(
             base, issued.token, "POST", "/api/v1/sessions/",
-            {"id": sid, "role": "code_agent", "started_at": "2026-11-24T09:00:00Z"},
+            {"id": sid, "role": "code_agent", "started_at": STARTED_AT_TEXT},
         )  # fmt: skip
         assert status == 201, body
         status, body = call(

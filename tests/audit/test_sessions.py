@@ -8,7 +8,7 @@ import pytest
 
 from audit.models import AgentSession, SessionDecision
 from portal.models import ChangeRecord
-from tests.audit.conftest import event, open_session, person, post_events
+from tests.audit.conftest import STARTED_AT_TEXT, event, open_session, person, post_events
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def test_open_is_idempotent_and_returns_the_resource(gateway, issued):
         "read_only": False,
         "declared_large_data": True,
         "agent": "claude",
-        "started_at": "2026-11-24T09:00:00Z",
+        "started_at": STARTED_AT_TEXT,
         "bundle_version": 12,
     }
     first = gateway.post("/api/v1/sessions/", body, format="json")
@@ -47,11 +47,14 @@ def test_open_is_idempotent_and_returns_the_resource(gateway, issued):
         "read_only": False,
         "declared_large_data": True,
         "agent": "claude",
+        "agent_id": None,
+        "agent_auth": "",
+        "run_id": "",
         "state": "active",
         "trigger": None,
         "state_reason": "",
         "control_version": 0,
-        "started_at": "2026-11-24T09:00:00Z",
+        "started_at": STARTED_AT_TEXT,
         "ended_at": None,
         "calls": {"total": 0, "blocked": 0, "failed": 0},
     }

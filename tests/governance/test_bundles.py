@@ -349,7 +349,7 @@ def test_compiling_a_large_policy_uses_a_fixed_number_of_queries(team, django_as
         for s in servers[i : i + 10]:
             role.rules.create(server=s, kind=RuleKind.ALLOWED)
     env = Environment.objects.select_related("team").get(team=team, name="development")
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         compiled = bundle_compile(environment=env)
     assert len(compiled.content["servers"]) == 60 and len(compiled.content["roles"]) == 20
 

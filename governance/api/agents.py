@@ -1,0 +1,169 @@
+"""/api/v1/agents/ (people: register, list, revoke agents and their keys) and /api/v1/client/ (whoami).
+
+docs/enforcer-api.md, "Agent identity". Creating, changing and revoking need manage_clients (team admins);
+lists start from the restricted queryset, so another team's agent is a 404.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.api.authentication import ClientTokenAuthentication, IsEnforcementClient
+from governance.models import Agent, AgentRole, Environment
+from governance.services import agents as agent_services
+from portal.models import Team
+from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
+
+
+class AgentSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    roles = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=False)
+    environments = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=True)
+    client_id = serializers.CharField(source="application.client_id", read_only=True, default=None)
+    grant = serializers.ChoiceField(
+        choices=[agent_services.GRANT_CLIENT_CREDENTIALS, agent_services.GRANT_AUTHORIZATION_CODE],
+        default=agent_services.GRANT_CLIENT_CREDENTIALS,
+        write_only=True,
+    )
+    public = serializers.BooleanField(default=False, write_only=True)
+    redirect_uris = serializers.CharField(allow_blank=True, default="", write_only=True)
+    revoked = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Agent
+        fields = [
+            "id", "team", "name", "slug", "roles", "environments", "client_id", "grant", "public",
+            "redirect_uris", "revoked", "created_at",
+        ]  # fmt: skip
+        read_only_fields = ["id", "created_at"]
+
+    def get_revoked(self, obj) -> bool:
+        return obj.revoked_at is not None
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["roles"] = sorted(r.name for r in instance.roles.all())
+        data["environments"] = sorted(e.name for e in instance.environments.all())
+        return data
+
+
+def _resolve(team: Team, roles: list[str], environments: list[str]):
+    found_roles = list(AgentRole.objects.filter(team=team, name__in=roles))
+    found_envs = list(Environment.objects.filter(team=team, name__in=environments))
+    missing = sorted(set(roles) - {r.name for r in found_roles})
+    if missing:
+        raise serializers.ValidationError({"roles": f"No such role in {team.slug}: {', '.join(missing)}."})
+    missing = sorted(set(environments) - {e.name for e in found_envs})
+    if missing:
+        raise serializers.ValidationError({"environments": f"No such environment: {', '.join(missing)}."})
+    return found_roles, found_envs
+
+
+def _drf(exc: DjangoValidationError) -> serializers.ValidationError:
+    return serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+
+class AgentViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Agents of the person's teams. Create returns the OAuth client secret once; revoke is a kill switch."""
+
+    serializer_class = AgentSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self):
+        qs = (
+            Agent.objects.restrict(self.request.user)
+            .select_related("team", "application")
+            .prefetch_related("roles", "environments")
+        )
+        team = self.request.query_params.get("team")
+        return qs.filter(team__slug=team) if team else qs
+
+    def _require_manage(self, team: Team) -> None:
+        if not has_team_perm(self.request.user, MANAGE_CLIENTS, team):
+            raise exceptions.PermissionDenied("Registering and revoking agents needs manage_clients.")
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        team = data["team"]
+        if not teams_for_user(request.user).filter(pk=team.pk).exists():
+            raise exceptions.NotFound("No such team.")
+        self._require_manage(team)
+        roles, envs = _resolve(team, data["roles"], data["environments"])
+        try:
+            issued = agent_services.agent_create(
+                team=team, name=data["name"], slug=data["slug"], roles=roles, environments=envs,
+                grant=data["grant"], public=data["public"], redirect_uris=data["redirect_uris"], actor=request.user,
+            )  # fmt: skip
+        except DjangoValidationError as exc:
+            raise _drf(exc) from None
+        body = AgentSerializer(self.get_queryset().get(pk=issued.agent.pk)).data
+        body["client_secret"] = issued.client_secret
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=AgentSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        """Revoke the agent: its tokens and keys stop working on every gateway at once."""
+        agent = self.get_object()
+        self._require_manage(agent.team)
+        agent_services.agent_revoke(agent=agent, actor=request.user)
+        return Response(AgentSerializer(self.get_queryset().get(pk=agent.pk)).data)
+
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "AgentApiKeyIssued", {"prefix": serializers.CharField(), "key": serializers.CharField()}
+        ),
+    )
+    @action(detail=True, methods=["post"], url_path="api-keys")
+    def api_keys(self, request, pk=None):
+        """Issue a static API key (`mcpgov_agent_…`), shown once."""
+        agent = self.get_object()
+        self._require_manage(agent.team)
+        try:
+            issued = agent_services.agent_api_key_create(agent=agent, actor=request.user)
+        except DjangoValidationError as exc:
+            raise _drf(exc) from None
+        return Response({"prefix": issued.api_key.prefix, "key": issued.key}, status=status.HTTP_201_CREATED)
+
+
+class ClientWhoamiView(APIView):
+    """GET /api/v1/client/: who this enforcement-client token is, and the roles it may enforce."""
+
+    authentication_classes = [ClientTokenAuthentication]
+    permission_classes = [IsEnforcementClient]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ClientWhoami",
+            {
+                "client": serializers.DictField(),
+                "team": serializers.CharField(),
+                "environment": serializers.CharField(),
+                "roles": serializers.ListField(child=serializers.CharField()),
+                "revoked": serializers.BooleanField(),
+            },
+        ),
+        summary="The calling enforcement client (gateway start-up checks its role against this)",
+    )
+    def get(self, request):
+        client = request.auth
+        return Response(
+            {
+                "client": {"id": client.pk, "name": client.name, "expires_at": client.expires_at},
+                "team": client.team.slug,
+                "environment": client.environment.name,
+                "roles": sorted(client.roles.values_list("name", flat=True)),
+                "revoked": client.revoked_at is not None,
+            }
+        )

@@ -1,0 +1,217 @@
+"""Agents: registration (an OAuth client each), API keys, revocation (docs/enforcer-api.md, "Agent identity").
+
+Revoking an agent, one of its keys or one of its access tokens republishes the team's bundles at once
+(like a flag): the bundle's `agents` list is what the gateways check every token and key against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from oauth2_provider.models import Application
+
+from governance.models import Agent, AgentApiKey, AgentRevokedToken, AgentRole, Environment
+from governance.services.flags import bundles_publish_now
+from portal.models import ChangeRecord, Team
+from portal.permissions import MANAGE_CLIENTS, require_team_perm
+from portal.services import change_record
+
+API_KEY_PREFIX = "mcpgov_agent_"
+
+# The two kinds of OAuth client an agent can be.
+GRANT_CLIENT_CREDENTIALS = "client_credentials"  # headless, confidential
+GRANT_AUTHORIZATION_CODE = "authorization_code"  # interactive (PKCE S256), public or confidential
+
+
+@dataclass(frozen=True)
+class IssuedAgent:
+    agent: Agent
+    client_id: str
+    client_secret: str | None  # shown once (confidential clients); DOT stores only its hash
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: AgentApiKey
+    key: str  # shown once
+
+
+def api_key_sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_bindings(team: Team, roles: Iterable[AgentRole], environments: Iterable[Environment]) -> None:
+    if any(r.team_id != team.pk for r in roles):
+        raise ValidationError({"roles": "A role belongs to another team."})
+    if any(e.team_id != team.pk for e in environments):
+        raise ValidationError({"environments": "An environment belongs to another team."})
+
+
+@transaction.atomic
+def agent_create(
+    *,
+    team: Team,
+    name: str,
+    slug: str,
+    roles: list[AgentRole],
+    environments: list[Environment],
+    grant: str = GRANT_CLIENT_CREDENTIALS,
+    public: bool = False,
+    redirect_uris: str = "",
+    actor=None,
+) -> IssuedAgent:
+    """Register an agent and its OAuth client; the client secret is returned once."""
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, team)
+    _check_bindings(team, roles, environments)
+    if not roles:
+        raise ValidationError({"roles": "Pick at least one role the agent may use."})
+    if grant == GRANT_CLIENT_CREDENTIALS:
+        if public:
+            raise ValidationError({"public": "A client-credentials agent is a confidential client."})
+        grant_type = Application.GRANT_CLIENT_CREDENTIALS
+    elif grant == GRANT_AUTHORIZATION_CODE:
+        if not redirect_uris.strip():
+            raise ValidationError({"redirect_uris": "An interactive agent needs at least one redirect URI."})
+        grant_type = Application.GRANT_AUTHORIZATION_CODE
+    else:
+        raise ValidationError({"grant": "Unknown grant."})
+    agent = Agent(
+        team=team,
+        name=name,
+        slug=slug,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    agent.full_clean()
+    secret = None if public else secrets.token_urlsafe(32)
+    application = Application(
+        name=f"{team.slug}/{slug}",
+        client_type=Application.CLIENT_PUBLIC if public else Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=grant_type,
+        redirect_uris=redirect_uris.strip(),
+        client_secret=secret or "",
+        hash_client_secret=True,
+        skip_authorization=False,
+        algorithm="",
+    )
+    application.full_clean(exclude=["user", "client_secret"])
+    application.save()
+    agent.application = application
+    agent.save()
+    agent.roles.set(roles)
+    agent.environments.set(environments)
+    change_record(
+        team=team,
+        actor=actor,
+        action=ChangeRecord.Action.CREATE,
+        obj=agent,
+        summary=f"Agent {slug} registered (roles {', '.join(sorted(r.name for r in roles))})",
+    )
+    bundles_publish_now(team=team, environments=environments, reason=f"agent {slug} registered")
+    return IssuedAgent(agent=agent, client_id=application.client_id, client_secret=secret)
+
+
+@transaction.atomic
+def agent_update(
+    *, agent: Agent, roles: list[AgentRole], environments: list[Environment], actor=None
+) -> Agent:
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    _check_bindings(agent.team, roles, environments)
+    if not roles:
+        raise ValidationError({"roles": "Pick at least one role the agent may use."})
+    before = set(agent.environments.all())
+    agent.roles.set(roles)
+    agent.environments.set(environments)
+    change_record(
+        team=agent.team,
+        actor=actor,
+        action=ChangeRecord.Action.UPDATE,
+        obj=agent,
+        summary=f"Agent {agent.slug} bindings changed",
+    )
+    bundles_publish_now(
+        team=agent.team, environments=before | set(environments), reason=f"agent {agent.slug} changed"
+    )
+    return agent
+
+
+@transaction.atomic
+def agent_revoke(*, agent: Agent, actor=None) -> Agent:
+    """A kill switch for the agent: its tokens and keys stop working on every gateway at once."""
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    if agent.revoked_at is None:
+        agent.revoked_at = timezone.now()
+        agent.save(update_fields=["revoked_at"])
+        if agent.application_id is not None:
+            # No new tokens either: the OAuth client goes too.
+            Application.objects.filter(pk=agent.application_id).delete()
+        change_record(
+            team=agent.team,
+            actor=actor,
+            action=ChangeRecord.Action.ACTION,
+            obj=agent,
+            summary=f"Agent {agent.slug} revoked",
+        )
+        bundles_publish_now(team=agent.team, environments=None, reason=f"agent {agent.slug} revoked")
+    return agent
+
+
+@transaction.atomic
+def agent_api_key_create(*, agent: Agent, actor=None) -> IssuedApiKey:
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    if agent.is_revoked:
+        raise ValidationError("The agent is revoked.")
+    prefix = secrets.token_hex(6)
+    key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    row = AgentApiKey.objects.create(agent=agent, prefix=prefix, key_hash=api_key_sha256(key))
+    change_record(
+        team=agent.team,
+        actor=actor,
+        action=ChangeRecord.Action.CREATE,
+        obj=agent,
+        summary=f"API key {prefix} issued for agent {agent.slug}",
+    )
+    bundles_publish_now(team=agent.team, environments=None, reason=f"agent {agent.slug} key issued")
+    return IssuedApiKey(api_key=row, key=key)
+
+
+@transaction.atomic
+def agent_api_key_revoke(*, api_key: AgentApiKey, actor=None) -> AgentApiKey:
+    agent = api_key.agent
+    if actor is not None:
+        require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        change_record(
+            team=agent.team,
+            actor=actor,
+            action=ChangeRecord.Action.ACTION,
+            obj=agent,
+            summary=f"API key {api_key.prefix} of agent {agent.slug} revoked",
+        )
+        bundles_publish_now(team=agent.team, environments=None, reason=f"agent {agent.slug} key revoked")
+    return api_key
+
+
+def agent_token_revoked(*, agent: Agent, jti: str, expires_at: datetime) -> None:
+    """Called by the OAuth revocation endpoint: the token's jti rides in the bundle until it expires."""
+    with transaction.atomic():
+        _, created = AgentRevokedToken.objects.get_or_create(
+            jti=jti, defaults={"agent": agent, "expires_at": expires_at}
+        )
+        if created:
+            bundles_publish_now(
+                team=agent.team, environments=None, reason=f"agent {agent.slug} token revoked"
+            )
