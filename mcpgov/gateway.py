@@ -252,7 +252,7 @@ class Gateway:
     def open_session(self, key: str, identity: AgentIdentity | None = None, run_id: str = "") -> AgentSession:
         sid = str(uuid.uuid4())
         o = self.options
-        identity = identity or local_identity()
+        identity = identity or local_identity(o.agent)
         state = SessionState(
             session_id=sid, role=o.role, read_only=o.read_only, declared_large_data=o.declared_large_data
         )
@@ -262,7 +262,6 @@ class Gateway:
             "read_only": o.read_only,
             "declared_large_data": o.declared_large_data,
             "agent": identity.as_meta(),
-            "agent_description": o.agent,
             "run_id": run_id or sid,
             "started_at": iso_ts(time.time()),
             "bundle_version": self.verified.version,
@@ -306,9 +305,10 @@ class Gateway:
             if token is not None and token.claims:
                 identity = token.claims.get("mcpgov_identity")
         if identity is None:
+            o_agent = self.options.agent
             if self.options.require_agent:
                 raise MCPError(ROLE_REFUSED, "no authenticated agent on this request")
-            identity = AgentIdentity("http", "unauthenticated (loopback, no auth configured)", "local")
+            identity = AgentIdentity("http", o_agent or "unauthenticated-loopback", "local")
         meta = ctx.meta or {}
         requested = meta.get(ROLE_META_KEY)
         try:

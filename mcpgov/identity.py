@@ -58,12 +58,15 @@ class AgentIdentity:
     def key(self) -> str:
         return f"{self.auth}:{self.id}"
 
-    def as_meta(self) -> dict[str, str]:
-        return {"id": self.id, "slug": self.slug, "auth": self.auth}
+    def as_meta(self) -> dict[str, str | None]:
+        """The session-open ``agent`` object; a local agent has no registered id."""
+        return {"id": None if self.auth == "local" else self.id, "slug": self.slug, "auth": self.auth}
 
 
-def local_identity() -> AgentIdentity:
-    """stdio: the agent is whoever started the gateway (recorded as such)."""
+def local_identity(label: str = "") -> AgentIdentity:
+    """stdio: the agent is whoever started the gateway (recorded as such), or the --agent label."""
+    if label:
+        return AgentIdentity(id=f"local:{label}", slug=label[:100], auth="local")
     try:
         user = os.getlogin()
     except OSError:

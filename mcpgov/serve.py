@@ -248,15 +248,14 @@ async def report_refused_start(
         "state": "refused",
         "read_only": True if args.read_only is None else args.read_only,
         "declared_large_data": bool(args.declare_large_data),
-        "agent": local_identity().as_meta(),
-        "agent_description": args.agent or "",
+        "agent": local_identity(args.agent or "").as_meta(),
         "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "bundle_version": verified.version,
         "gate_report": {
             "environment": args.env,
-            "servers": sorted(upstreams)[:100],
-            "violations": [{"server": v.server, "reason": v.reason[:500]} for v in violations[:100]],
-            "report": gate_report(verified.bundle, args.role, upstreams, violations)[:8000],
+            "servers": sorted(upstreams)[:50],
+            "violations": [{"server": v.server, "reason": v.reason[:300]} for v in violations[:20]],
+            "report": gate_report(verified.bundle, args.role, upstreams, violations)[:6000],
         },
     }
     try:
