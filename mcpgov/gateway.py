@@ -378,7 +378,7 @@ class Gateway:
             tools=[ex.definition for ex in self.index.values() if self.visible(ex, sess)],
             ttl_ms=LIST_TTL_MS,
             cache_scope="private",
-            _meta={RUN_META_KEY: sess.run_id},
+            _meta={RUN_META_KEY: sess.run_id} if ctx.request is not None else None,
         )
 
     async def handle_call_tool(
@@ -391,6 +391,8 @@ class Gateway:
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
         result = types.CallToolResult.model_validate(raw)
+        if ctx.request is None:  # stdio: one run, nothing to name (and the fast path's answers match)
+            return result
         meta = dict(result.meta or {})
         meta[RUN_META_KEY] = sess.run_id
         return result.model_copy(update={"meta": meta})
