@@ -32,11 +32,13 @@ upstreams: node_modules/.installed
 
 # Debian packages the suite drives for real: Chromium (browser tests; Playwright's own download
 # does not work here), bubblewrap (the sandboxed portal-side stdio discovery), rsyslog (the
-# syslog digest sink and SIEM receivers). Installed only when missing; needs root or sudo.
-SYSTEM_PACKAGES := chromium:/usr/bin/chromium bubblewrap:/usr/bin/bwrap rsyslog:/usr/sbin/rsyslogd
+# syslog digest sink and SIEM receivers) with its TLS driver (rsyslog-gnutls). Installed only when
+# missing; needs root or sudo.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium bubblewrap:/usr/bin/bwrap rsyslog:/usr/sbin/rsyslogd \
+	rsyslog-gnutls:/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do test -x "$${p#*:}" || missing="$$missing $${p%%:*}"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do test -e "$${p#*:}" || missing="$$missing $${p%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages for the tests:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \

@@ -91,3 +91,15 @@ class ErrorCode(models.TextChoices):
 
 MAX_BATCH = 1000
 GENESIS_HASH = "0" * 64
+
+
+class SinkKind(models.TextChoices):
+    """Where a team's audit stream goes (audit/services/streaming.py)."""
+
+    SYSLOG = "syslog", "Syslog (RFC 5424 over TCP)"
+    WEBHOOK = "webhook", "HTTP webhook"
+
+
+class SinkFormat(models.TextChoices):
+    JSON = "json", "Product JSON (docs/audit.md)"
+    OCSF = "ocsf", "OCSF API Activity (6003)"

@@ -49,6 +49,8 @@ def event_record(event: AuditEvent, *, include_payloads: bool) -> dict[str, Any]
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
+    if event.trace_id:  # hashed when present (docs/audit.md)
+        record["trace_id"] = event.trace_id
     if include_payloads:
         record["arguments"] = event.arguments
         record["result"] = event.result

@@ -23,7 +23,10 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 # What _encode does for a str, without the encoder's dispatch (the C function when available).
 _encode_str = json.encoder.encode_basestring
 
-# Field names, in canonical (sorted) order, of the hashed event object.
+# Field names, in canonical (sorted) order, of the hashed event object. `trace_id` (OPTIONAL_HASHED_FIELDS)
+# is hashed only when the event has one: events without a trace id, all those stored before the field
+# existed among them, hash exactly as before (docs/audit.md, "The hash chain").
+OPTIONAL_HASHED_FIELDS = ("trace_id",)
 HASHED_FIELDS = (
     "args_summary", "arguments", "bundle_version", "bytes", "call_id", "duration_ms", "phase", "result",
     "result_summary", "seq", "server", "session", "status", "tool", "trigger", "ts",
@@ -90,8 +93,12 @@ def event_canonical(
     trigger: str | None,
     bundle_version: int | None,
     result_json: str,
+    trace_id: str | None = None,
 ) -> str:
-    """Canonical JSON of one event. `arguments_json`/`result_json` are already canonical JSON text."""
+    """Canonical JSON of one event. `arguments_json`/`result_json` are already canonical JSON text.
+
+    `trace_id` (32 lowercase hex digits) is part of the object only when set.
+    """
     return (
         '{"args_summary":' + _encode_str(args_summary)
         + ',"arguments":' + arguments_json
@@ -107,6 +114,7 @@ def event_canonical(
         + ',"session":"' + session + '"'
         + ',"status":' + (_NULL if status is None else _encode_str(status))
         + ',"tool":' + _encode_str(tool)
+        + (',"trace_id":"' + trace_id + '"' if trace_id else "")
         + ',"trigger":' + (_NULL if trigger is None else _encode_str(trigger))
         + ',"ts":"' + ts + '"}'
     )  # fmt: skip
@@ -138,6 +146,7 @@ def stored_event_canonical(event, *, seq: int | None = None) -> str:
         trigger=event.trigger,
         bundle_version=event.bundle_version,
         result_json=_encode(event.result),
+        trace_id=event.trace_id or None,
     )
 
 
@@ -149,6 +158,7 @@ def recompute_hash(event, prev_hash: str | None = None) -> str:
 __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "OPTIONAL_HASHED_FIELDS",
     "chain_hash",
     "encode_json",
     "event_canonical",

@@ -10,7 +10,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from audit.choices import GENESIS_HASH, CallStatus, DecisionKind, Phase, SessionState, Trigger
+from audit.choices import (
+    GENESIS_HASH,
+    CallStatus,
+    DecisionKind,
+    Phase,
+    SessionState,
+    SinkFormat,
+    SinkKind,
+    Trigger,
+)
 from governance.choices import AgentAuth
 from portal.permissions import team_scoped_manager
 
@@ -132,15 +141,24 @@ class AuditEvent(models.Model):
     trigger = models.CharField(max_length=40, choices=Trigger.choices, null=True, blank=True)  # noqa: DJ001 - null on the wire and in the hash
     bundle_version = models.PositiveIntegerField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # the call's OpenTelemetry trace (32 hex digits), null when the gateway had none; hashed only when set.
+    # Nullable without a default: adding it is a plain ADD COLUMN on both databases (no table rewrite,
+    # and SQLite keeps the append-only triggers a table remake would drop).
+    trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 - absent on the wire and in the hash
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     received_at = models.DateTimeField(db_index=True)
+    # The inserting transaction's id on PostgreSQL (column default pg_current_xact_id(), migration
+    # 0005); 0 on SQLite and for events stored before it. (xact, id) is the order in which SIEM
+    # sinks receive a team's events: see audit/services/streaming.py for why not the id alone.
+    xact = models.BigIntegerField(db_default=0, editable=False)
 
     objects = team_scoped_manager("session__team")
 
     class Meta:
         ordering = ["session", "seq"]
         verbose_name = "audit event"
+        indexes = [models.Index(fields=["xact", "id"], name="event_stream_order")]
         constraints = [
             models.UniqueConstraint(fields=["session", "seq"], name="event_unique_session_seq"),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="event_seq_positive"),
@@ -270,3 +288,65 @@ class AuditDigestCopy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.digest} → {self.sink}"
+
+
+class AuditSink(models.Model):
+    """One stream of a team's audit events to a SIEM (syslog or webhook), with its durable cursor.
+
+    Events go out in (xact, id) order, at least once: the cursor (cursor_xact, cursor_id) is the
+    last event the receiver accepted, advanced only after it did. Secrets are Fernet tokens.
+    """
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="audit_sinks")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=SinkKind.choices)
+    format = models.CharField(max_length=8, choices=SinkFormat.choices, default=SinkFormat.JSON)
+    enabled = models.BooleanField(default=True)
+    # syslog
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    tls = models.BooleanField(default=False)
+    ca_file = models.CharField(max_length=500, blank=True, help_text="CA bundle (PEM) on the portal host.")
+    # webhook
+    url = models.URLField(max_length=1000, blank=True)
+    hec = models.BooleanField(default=False, help_text="Splunk HTTP Event Collector mode.")
+    secret_header = models.CharField(max_length=100, blank=True, default="X-Mcpgov-Token")
+    secret_encrypted = models.TextField(blank=True, help_text="Fernet token of the secret; never shown.")
+    # delivery state
+    cursor_xact = models.BigIntegerField(default=-1)
+    cursor_id = models.BigIntegerField(default=0)
+    delivered_count = models.PositiveBigIntegerField(default=0)
+    last_delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failed attempts.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["team", "name"]
+        verbose_name = "audit sink"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="sink_unique_team_name"),
+            models.CheckConstraint(
+                condition=(models.Q(kind="webhook") & ~models.Q(url=""))
+                | (models.Q(kind="syslog", port__isnull=False) & ~models.Q(host="")),
+                name="sink_target_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    @property
+    def target(self) -> str:
+        if self.kind == SinkKind.SYSLOG:
+            return f"{'syslog+tls' if self.tls else 'syslog+tcp'}://{self.host}:{self.port}"
+        return f"{self.url}{' (HEC)' if self.hec else ''}"

@@ -7,6 +7,7 @@ from celery import shared_task
 from audit.services.digests import audit_chains_seal
 from audit.services.exports import audit_export_recent
 from audit.services.sinks import digest_copies_write
+from audit.services.streaming import sink_deliver
 from portal.models import Team
 
 
@@ -33,3 +34,25 @@ def copy_digests() -> dict[str, int]:
 def export_audit_logs(days: int = 7) -> list[str]:
     """Archive each complete UTC day of the last `days` days to MCPGOV_AUDIT_EXPORT_DIR (once per day)."""
     return [str(path) for path in audit_export_recent(days=days)]
+
+
+@shared_task(name="audit.deliver_audit_sink")
+def deliver_audit_sink(sink_id: int, max_batches: int | None = None) -> dict:
+    """Send one SIEM sink's next batches after its cursor (a no-op while another run holds it)."""
+    result = sink_deliver(sink_id=sink_id, max_batches=max_batches)
+    return {"delivered": result.delivered, "outcome": result.outcome, "error": result.error}
+
+
+@shared_task(name="audit.deliver_audit_sinks")
+def deliver_audit_sinks() -> list[int]:
+    """Beat: queue a delivery for every enabled sink whose backoff has passed (ids queued)."""
+    from django.db.models import Q
+    from django.utils import timezone
+
+    from audit.models import AuditSink
+
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
+    ids = list(AuditSink.objects.filter(due, enabled=True).order_by("pk").values_list("pk", flat=True))
+    for pk in ids:
+        deliver_audit_sink.delay(pk)
+    return ids

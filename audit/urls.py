@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import views
+from audit import sink_views, views
 
 app_name = "audit"
 
@@ -17,4 +17,11 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/approval/", views.call_approval, name="call-approval"),
     path("sessions/<uuid:session_id>/export/", views.session_export, name="session-export"),
     path("halted/", views.halted_queue, name="halted-queue"),
+    # SIEM sinks (audit/sink_views.py)
+    path("sinks/", sink_views.sink_list, name="sink-list"),
+    path("sinks/new/", sink_views.sink_create_view, name="sink-create"),
+    path("sinks/<int:pk>/edit/", sink_views.sink_edit_view, name="sink-edit"),
+    path("sinks/<int:pk>/toggle/", sink_views.sink_toggle_view, name="sink-toggle"),
+    path("sinks/<int:pk>/test/", sink_views.sink_test_view, name="sink-test"),
+    path("sinks/<int:pk>/delete/", sink_views.sink_delete_view, name="sink-delete"),
 ]

@@ -3,9 +3,11 @@
 Both paths run in the same process run, with the same client settings, after a warm-up, and print
 median and p99 per path, the added latency (gateway minus direct) and the ratio.
 
-    .venv/bin/python bench/gateway_latency.py [--calls 1000] [--mode legacy|auto]
+    .venv/bin/python bench/gateway_latency.py [--calls 1000] [--mode legacy|auto] [--observe]
     .venv/bin/python bench/gateway_latency.py --http [--mode 2026-07-28]
 
+``--observe`` turns on what production monitoring would: ``--metrics`` and OTLP span export (to a
+receiver in this process), to show what they cost per call.
 ``--http``: the gateway on streamable HTTP, without auth (loopback) and with agent auth (an EdDSA
 access token verified offline on every request), against the same direct stdio baseline.
 """
@@ -13,6 +15,7 @@ access token verified offline on every request), against the same direct stdio b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -177,9 +180,19 @@ async def main() -> None:
     ap.add_argument("--mode", default="legacy")
     ap.add_argument("--durability", default="intent", choices=["process", "intent", "all"])
     ap.add_argument("--no-fast-path", action="store_true", help="let the SDK server handle tools/call too")
+    ap.add_argument("--observe", action="store_true", help="gateway with --metrics and OTLP traces on")
     ap.add_argument("--http", action="store_true", help="streamable HTTP, without and with agent auth")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
+    receiver = contextlib.nullcontext()
+    observe_args: list[str] = []
+    observe_env: dict[str, str] = {}
+    if a.observe:
+        from tests.otlp_receiver import OtlpReceiver
+
+        receiver = OtlpReceiver()
+        observe_args = ["--metrics", "127.0.0.1:0"]
+        observe_env = {**receiver.env(), "OTEL_BSP_SCHEDULE_DELAY": "1000"}
+    with receiver, tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
         d = Path(tmp)
         key = generate_key()
         (d / "keys.json").write_text(json.dumps(jwks({"bench": key.public_key()})))
@@ -191,8 +204,8 @@ async def main() -> None:
             "-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
             "--env", "development", "--role", "bench_agent", "--config", str(d / "mcp.json"),
             "--spool", str(d / "spool"), "--state-dir", str(d / "state"), "--upstream-mode", a.mode,
-            "--durability", a.durability,
-        ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1"})  # fmt: skip
+            "--durability", a.durability, *observe_args,
+        ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1", **observe_env})  # fmt: skip
         if a.http:
             await main_http(a, d, key, gateway.args)
             return
@@ -213,7 +226,7 @@ async def main() -> None:
     md, mg = statistics.median(straight), statistics.median(via)
     print(
         f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability}, "
-        f"fast path {'off' if a.no_fast_path else 'on'}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        f"fast path {'off' if a.no_fast_path else 'on'}, metrics+traces {'on' if a.observe else 'off'}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(f"direct : median {md:.3f} ms  p99 {pct(straight, 99):.3f} ms")
     print(f"gateway: median {mg:.3f} ms  p99 {pct(via, 99):.3f} ms")

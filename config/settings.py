@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "portal.metrics.RequestMetricsMiddleware",  # outermost: every response counts (docs/operations.md, "Metrics")
     "django.middleware.security.SecurityMiddleware",
     "portal.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable (long polls hold no thread)
     "portal.middleware.RejectNulMiddleware",  # NUL in a URL or query: 400 before any database lookup
@@ -276,6 +277,16 @@ MCPGOV_SEAL_GRACE_SECONDS = int(os.environ.get("MCPGOV_SEAL_GRACE_SECONDS", "300
 # Write-once copies of every digest outside the database, comma-separated:
 # dir:/var/lib/mcpgov/digests, syslog+tcp://host:6514, syslog+udp://host:514 (docs/audit.md).
 MCPGOV_DIGEST_SINKS = env_list("MCPGOV_DIGEST_SINKS")
+# SIEM sinks (per team, audit/services/streaming.py; docs/operations.md "Audit streaming"): beat
+# interval, batch size, socket timeout, backoff (doubling from BACKOFF up to BACKOFF_MAX), and the
+# networks a sink may reach besides public addresses (CIDRs; a SIEM on 10.0.0.0/8 needs listing).
+MCPGOV_SINK_INTERVAL_SECONDS = float(os.environ.get("MCPGOV_SINK_INTERVAL_SECONDS", "5"))
+MCPGOV_SINK_BATCH_SIZE = int(os.environ.get("MCPGOV_SINK_BATCH_SIZE", "500"))
+MCPGOV_SINK_MAX_BATCHES_PER_RUN = int(os.environ.get("MCPGOV_SINK_MAX_BATCHES_PER_RUN", "20"))
+MCPGOV_SINK_TIMEOUT_SECONDS = float(os.environ.get("MCPGOV_SINK_TIMEOUT_SECONDS", "10"))
+MCPGOV_SINK_BACKOFF_SECONDS = float(os.environ.get("MCPGOV_SINK_BACKOFF_SECONDS", "2"))
+MCPGOV_SINK_BACKOFF_MAX_SECONDS = float(os.environ.get("MCPGOV_SINK_BACKOFF_MAX_SECONDS", "60"))
+MCPGOV_SINK_ALLOWED_NETWORKS = env_list("MCPGOV_SINK_ALLOWED_NETWORKS")
 
 # Celery beat: the whole periodic schedule, in one place (`celery -A config beat`; docs/operations.md).
 # Every task is safe to run twice.
@@ -289,12 +300,17 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "governance-stale-clients": {"task": "governance.tasks.notify_stale_clients", "schedule": 60.0},
     # Seal the audit hash chains into signed digests (and retry digest copies to the sinks).
     "audit-seal-chains": {"task": "audit.seal_audit_chains", "schedule": float(MCPGOV_SEAL_INTERVAL_SECONDS)},
+    # SIEM sinks: each enabled sink past its backoff sends the events after its cursor.
+    "audit-deliver-sinks": {"task": "audit.deliver_audit_sinks", "schedule": MCPGOV_SINK_INTERVAL_SECONDS},
     # Scheduled exports: each finished day written once per team (checked hourly).
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
 }
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+
+# /metrics answers loopback, or `Authorization: Bearer <this>` from anywhere (docs/operations.md, "Metrics").
+MCPGOV_METRICS_TOKEN = os.environ.get("MCPGOV_METRICS_TOKEN", "")
 
 # --- Product settings --------------------------------------------------------
 # Key-encryption key for signing keys at rest (Fernet, urlsafe base64 32 bytes).

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from config.views import dashboard
 from governance.oauth import oauth_metadata
 from portal import views
+from portal.metrics import metrics_view
 from portal.sso import views as sso_views
 
 urlpatterns = [
@@ -34,4 +35,5 @@ urlpatterns = [
     path("api/v1/", include("audit.api.urls")),
     path("api/client/", include("governance.unleash.urls")),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus (portal.metrics): loopback or a bearer token
 ]

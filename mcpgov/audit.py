@@ -112,6 +112,7 @@ class AuditSpool:
         self.human = open(self.human_path, "a", encoding="utf-8")  # noqa: SIM115
         self.unsynced = False
         self.listeners: list[Callable[[], None]] = []
+        self.on_result: Callable[[dict[str, Any]], None] | None = None  # the call's span and metrics
 
     def _recover(self) -> tuple[int, dict[str, dict[str, Any]]]:
         """Last seq and INTENTs without a RESULT; a torn last line (crash mid-write) is cut off."""
@@ -163,8 +164,13 @@ class AuditSpool:
         bundle_version: int,
         trigger: str | None = None,
         now: float | None = None,
+        trace_id: str | None = None,
     ) -> dict[str, Any]:
-        """Record (durably) that a call is about to be decided/forwarded. Returns the event."""
+        """Record (durably) that a call is about to be decided/forwarded. Returns the event.
+
+        ``trace_id`` (32 hex digits, the call's OpenTelemetry trace) is written only when there is one, so
+        a portal that predates the field keeps accepting events from untraced gateways.
+        """
         now = time.time() if now is None else now
         redacted = redact(arguments or {}, max_string=MAX_STRING)
         event = {
@@ -184,6 +190,8 @@ class AuditSpool:
             "bundle_version": bundle_version,
             "result": None,
         }
+        if trace_id:
+            event["trace_id"] = trace_id
         self._append(event, sync=self.durability != DURABILITY_PROCESS)
         self.open_intents[call_id] = event
         return event
@@ -219,7 +227,11 @@ class AuditSpool:
             "bundle_version": intent["bundle_version"] if bundle_version is None else bundle_version,
             "result": result,
         }
+        if "trace_id" in intent:
+            event["trace_id"] = intent["trace_id"]
         self._append(event, sync=self.durability == DURABILITY_ALL)
+        if self.on_result is not None:
+            self.on_result(event)
         self.open_intents.pop(intent["call_id"], None)
         self.human.write(
             f"MCP_AUDIT | {event['ts']} | session={self.session_id} | server={event['server']} | "

@@ -145,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["process", "intent", "all"],
         help="process: write(2) only; intent (default): fsync each INTENT before forwarding; all: fsync every event",
     )
+    g.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        default=_env("MCPGOV_METRICS"),
+        help="serve Prometheus metrics on /metrics (env MCPGOV_METRICS; off by default; loopback only "
+        "unless --metrics-public)",
+    )
+    g.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=_env("MCPGOV_METRICS_PUBLIC") == "1",
+        help="allow --metrics on a non-loopback address (unauthenticated: firewall it)",
+    )
     g.set_defaults(func=cmd_gateway)
 
     gt = sub.add_parser("gate", help="environment gate for CI: check an MCP config against the bundle")

@@ -126,7 +126,7 @@ class FastCalls:
             response: dict[str, Any] = {
                 "jsonrpc": "2.0",
                 "id": request_id,
-                "result": await gateway.execute(sess, name, arguments),
+                "result": await gateway.execute(sess, name, arguments, request_id=request_id),
             }
         except UpstreamError as exc:
             response = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}

@@ -53,6 +53,7 @@ from mcpgov.identity import (
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
+from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
 
@@ -170,6 +171,7 @@ class Gateway:
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
+        self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
         self.server = self._build_server()
 
     # bundle changes
@@ -269,6 +271,7 @@ class Gateway:
         spool = AuditSpool(o.spool_dir, sid, durability=o.durability, meta=meta, human_log=o.human_log)
         if self.shipper is not None:
             spool.listeners.append(self.shipper.nudge)
+        spool.on_result = on_result
         sess = AgentSession(state=state, spool=spool, run_id=run_id or sid, agent=identity)
         self.sessions[key] = sess
         log.warning(
@@ -387,7 +390,7 @@ class Gateway:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
         sess = self.session_for(ctx)
         try:
-            raw = await self.execute(sess, params.name, params.arguments)
+            raw = await self.execute(sess, params.name, params.arguments, **call_context(ctx))
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
         result = types.CallToolResult.model_validate(raw)
@@ -398,17 +401,33 @@ class Gateway:
         return result.model_copy(update={"meta": meta})
 
     async def execute(
-        self, sess: AgentSession, name: str, arguments: dict[str, Any] | None
+        self,
+        sess: AgentSession,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        meta: dict[str, Any] | None = None,
+        request_id: Any = None,
+        transport_session: str | None = None,
     ) -> dict[str, Any]:
         """One tools/call: decision → INTENT → forward → RESULT → post checks. Returns the wire result.
 
-        Raises UpstreamError for a JSON-RPC error to pass back to the agent unchanged.
+        Raises UpstreamError for a JSON-RPC error to pass back to the agent unchanged. ``meta`` is the
+        request's ``_meta`` (trace context), the rest labels the call's span (:mod:`mcpgov.tracing`).
         """
         if self.portal is not None and self.portal.revoked:
             # kill switch: nothing is forwarded, nothing new is spooled (the portal takes no new
             # events from a revoked client beyond those already recorded); said loudly here
             log.error("REFUSED %s: enforcement client revoked", name)
             return error_result(REVOKED_MESSAGE)
+        with self.observer.call(
+            sess, name, meta=meta, request_id=request_id, transport_session=transport_session
+        ) as obs:
+            return await self._execute(sess, name, arguments, obs)
+
+    async def _execute(
+        self, sess: AgentSession, name: str, arguments: dict[str, Any] | None, obs: CallObservation
+    ) -> dict[str, Any]:
         ex = self.index.get(name)
         if ex is not None:
             call = ToolCall(ex.server, ex.tool, arguments, not ex.definition_ok)
@@ -426,6 +445,7 @@ class Gateway:
         now = time.time()
         policy = self.policy
         decision = decide(policy, state, call, now)
+        obs.decided(decision)
         spool = sess.spool
         intent = spool.intent(
             call_id=str(uuid.uuid4()),
@@ -435,6 +455,7 @@ class Gateway:
             bundle_version=policy.version,
             now=now,
             trigger=Trigger.APPROVAL_REQUIRED if decision.verdict == Verdict.APPROVAL else None,
+            trace_id=obs.trace_id,
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
@@ -449,7 +470,7 @@ class Gateway:
         try:
             if upstream is None:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
-            result = await upstream.call_raw(call.tool, arguments, timeout)
+            result = await obs.forward(upstream, call.tool, arguments, timeout)
         except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
             ms = (time.perf_counter() - t0) * 1000
             if isinstance(exc, UpstreamError):
@@ -531,6 +552,7 @@ class Gateway:
             st.pause(decision.pause_key or "", decision.reason)
         else:
             return
+        on_state_change(self.observer.metrics, st.state, decision.trigger)
         log.error("session %s %s (trigger %s)", st.session_id, st.state, decision.trigger)
         sess.spool.flush()
         if self.tg is not None and self.control is not None:

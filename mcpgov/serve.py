@@ -65,6 +65,15 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
     if not args.bundle_file and not (args.portal and args.token):
         print("mcpgov gateway: give --bundle-file, or --portal and --token", file=sys.stderr)
         return 2
+    from mcpgov.metrics import MetricsAddressError, parse_address
+    from mcpgov.tracing import configure_from_env
+
+    if args.metrics:
+        try:
+            parse_address(args.metrics, public=args.metrics_public)
+        except MetricsAddressError as exc:
+            print(f"mcpgov gateway: {exc}", file=sys.stderr)
+            return 2
     if not args.state_dir:
         args.state_dir = os.path.join(args.spool, "..", "state") if args.spool else "var/mcpgov/state"
     try:
@@ -72,8 +81,20 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
     except PolicySourceError as exc:
         print(f"mcpgov gateway: {exc}", file=sys.stderr)
         return 2
+    configure_from_env()  # OpenTelemetry traces when OTEL_* asks for an exporter
     # one event loop for everything: the portal client's connections belong to it
     return anyio.run(_gateway_main, args, bundles)
+
+
+def metrics_serve(gateway: Gateway, args: argparse.Namespace):
+    """``--metrics HOST:PORT``: the Prometheus endpoint (:mod:`mcpgov.metrics`); returns its stop function."""
+    if not getattr(args, "metrics", None):
+        return lambda: None
+    from mcpgov.metrics import GatewayMetrics, parse_address
+
+    host, port = parse_address(args.metrics, public=args.metrics_public)
+    gateway.observer.metrics = GatewayMetrics(gateway)
+    return gateway.observer.metrics.serve(host, port)
 
 
 async def _first_bundle(args: argparse.Namespace, bundles: BundleManager) -> VerifiedBundle | None:
@@ -155,6 +176,7 @@ async def _gateway_main(args: argparse.Namespace, bundles: BundleManager) -> int
         )
         options.require_agent = bool(args.http and (args.portal or args.issuer))
         gateway = Gateway(options, bundles, upstreams, portal)
+        stop_metrics = metrics_serve(gateway, args)
         if args.http:
             host, _, port = args.http.rpartition(":")
             host = host or "127.0.0.1"
@@ -177,6 +199,7 @@ async def _gateway_main(args: argparse.Namespace, bundles: BundleManager) -> int
             await serve_http(gateway, host, int(port), auth=auth)
         else:
             await serve_stdio(gateway)
+        stop_metrics()
         return 0
     finally:
         if portal is not None:

@@ -261,11 +261,23 @@ class Upstream:
         self.tools = tools
         return tools
 
-    async def call_raw(self, tool: str, arguments: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
-        """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout."""
+    async def call_raw(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        *,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout.
+
+        ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`).
+        """
         params: dict[str, Any] = {"name": tool}
         if arguments is not None:
             params["arguments"] = arguments
+        if meta:
+            params["_meta"] = meta
         raw = self.raw
         if raw is not None:
             msg = await raw.request("tools/call", params, timeout)
@@ -275,7 +287,9 @@ class Upstream:
         session = self.session
         if session is None:
             raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
-        request = types.CallToolRequest(params=types.CallToolRequestParams(name=tool, arguments=arguments))
+        request = types.CallToolRequest(
+            params=types.CallToolRequestParams(name=tool, arguments=arguments, _meta=meta or None)
+        )
         try:
             result = await session.send_request(
                 request, types.CallToolResult, request_read_timeout_seconds=timeout

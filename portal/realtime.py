@@ -74,6 +74,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from portal import metrics
+
 logger = logging.getLogger(__name__)
 
 REDIS_PREFIX = "mcpgov:rt:"
@@ -172,9 +174,11 @@ class _Hub:
             for ch in sub.tokens:
                 self._subs[ch].add(sub)
         self._ensure_loop_tasks(loop, polling=True)
+        metrics.waiter_added(channel, 1)
         try:
             yield sub
         finally:
+            metrics.waiter_added(channel, -1)
             with self._lock:
                 for ch in sub.tokens:
                     subs = self._subs.get(ch)

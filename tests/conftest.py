@@ -85,12 +85,17 @@ def _database_url() -> str:
 
 @contextlib.contextmanager
 def run_portal(
-    port: int | None = None, env: dict[str, str] | None = None, *, database_url: str | None = None
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    database_url: str | None = None,
+    uvicorn_args: tuple[str, ...] = (),
 ):
     """The portal served by uvicorn (a production ASGI server) in a subprocess, on the test database.
 
     Yields the base URL; `env` adds settings (e.g. single sign-on's OIDC_*); `database_url`
-    connects it otherwise (e.g. as another database role). Needs transactional_db.
+    connects it otherwise (e.g. as another database role); `uvicorn_args` e.g. ("--workers", "2").
+    Needs transactional_db.
     """
     port = port or free_port()
     env = {
@@ -114,6 +119,7 @@ def run_portal(
             "--log-level",
             "warning",
             "--no-access-log",
+            *uvicorn_args,
         ],
         cwd=ROOT,
         env=env,

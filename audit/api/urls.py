@@ -1,10 +1,15 @@
 """REST API routes (under /api/v1/): sessions, their events, control channel and review steps."""
 
 from django.urls import path
+from rest_framework.routers import SimpleRouter
 
 from audit.api import control, views
+from audit.api.sinks import AuditSinkViewSet
 
 app_name = "audit-api"
+
+router = SimpleRouter()
+router.register("audit-sinks", AuditSinkViewSet, basename="audit-sink")  # audit/api/sinks.py
 
 urlpatterns = [
     path("sessions/", views.SessionListView.as_view(), name="session-list"),
@@ -28,4 +33,5 @@ urlpatterns = [
         views.SessionApprovalsView.as_view(),
         name="session-approvals",
     ),
+    *router.urls,
 ]

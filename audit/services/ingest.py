@@ -8,6 +8,7 @@ in with one COPY; elsewhere with one bulk INSERT. Nothing of a refused batch is 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +21,17 @@ from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.hashing import encode_json, event_canonical, format_ts
 from audit.models import AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
+from audit.services.streaming import stream_ingest_lock, stream_on_commit
+from portal import metrics
 
 _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
 _TRIGGERS = frozenset(Trigger.values)
 _FIELDS = frozenset(
     {"seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-     "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result"}
+     "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id"}
 )  # fmt: skip
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_SEQ = 2**63 - 1
 _MAX_BUNDLE_VERSION = 2**31 - 1
 _NAME_MAX = 200
@@ -35,8 +39,8 @@ _CALL_ID_MAX = 64
 
 COPY_COLUMNS = (
     "session_id", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-    "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "prev_hash", "hash",
-    "received_at",
+    "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
+    "hash", "received_at",
 )  # fmt: skip
 
 
@@ -69,6 +73,7 @@ class _Event:
     bundle_version: int | None
     result: Any
     result_json: str
+    trace_id: str | None
     canonical: bytes
     prev_hash: str = ""
     hash: str = ""
@@ -169,6 +174,9 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     result_summary = _str(raw, index, "result_summary", required=False)
     size = _int(raw, index, "bytes", required=False, maximum=_MAX_SEQ)
     bundle_version = _int(raw, index, "bundle_version", required=False, maximum=_MAX_BUNDLE_VERSION)
+    trace_id = _str(raw, index, "trace_id", required=False)
+    if trace_id and (not _TRACE_ID.fullmatch(trace_id) or trace_id == "0" * 32):
+        raise _bad(index, "trace_id", "must be 32 lowercase hex digits (a W3C trace id), not all zeros.")
     try:
         arguments_json = encode_json(arguments)
     except (TypeError, ValueError) as exc:
@@ -194,6 +202,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
         trigger=trigger,
         bundle_version=bundle_version,
         result_json=result_json,
+        trace_id=trace_id or None,
     )
     if "\\u0000" in canonical:  # NUL cannot be stored in PostgreSQL text/jsonb
         for field in ("call_id", "server", "tool", "args_summary", "result_summary", "arguments", "result"):
@@ -221,6 +230,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
         bundle_version=bundle_version,
         result=result,
         result_json=result_json,
+        trace_id=trace_id or None,
         canonical=canonical_bytes,
     )
 
@@ -259,7 +269,7 @@ def _copy_rows(session_id, events: list[_Event], received_at: datetime) -> None:
                     session_id, e.seq, e.call_id, e.phase, e.ts, e.server, e.tool,
                     None if e.arguments is None else e.arguments_json, e.args_summary, e.status,
                     e.result_summary, e.bytes, e.duration_ms, e.trigger, e.bundle_version,
-                    None if e.result is None else e.result_json, e.prev_hash, e.hash, received_at,
+                    None if e.result is None else e.result_json, e.trace_id, e.prev_hash, e.hash, received_at,
                 ))  # fmt: skip
 
 
@@ -283,6 +293,7 @@ def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> Non
                 trigger=e.trigger,
                 bundle_version=e.bundle_version,
                 result=e.result,
+                trace_id=e.trace_id,
                 prev_hash=e.prev_hash,
                 hash=e.hash,
                 received_at=received_at,
@@ -313,6 +324,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
     sid = str(session_id)
     validated = validate_batch(events, sid)
     with transaction.atomic():
+        stream_ingest_lock(client.team_id)  # before this transaction has an id: see streaming.py
         session = (
             AgentSession.objects.select_for_update()
             .filter(pk=session_id, team_id=client.team_id, environment_id=client.environment_id)
@@ -387,6 +399,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             _insert_rows(session.pk, new, received_at)
         latest_ts = max(e.ts for e in new)
         seal_on_commit(team_id=session.team_id, only_if_due=True)  # sealing without beat, see sealing.py
+        stream_on_commit(team_id=session.team_id)  # SIEM sinks within seconds, see streaming.py
         AgentSession.objects.filter(pk=session.pk).update(
             last_seq=new[-1].seq,
             last_hash=prev,
@@ -402,6 +415,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             pending_approvals=pending,
             updated_at=received_at,
         )
+    metrics.events_ingested(new, received_at)
     return IngestResult(accepted=len(new), duplicates=len(duplicates), last_seq=new[-1].seq)
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,6 +103,50 @@ class DirectorySink:
             raise SinkError(f"{final} already holds a different digest; it is never rewritten.")
 
 
+def syslog_message(body: bytes, *, msgid: str, pri: int = SYSLOG_PRI, ts: datetime | None = None) -> bytes:
+    """One RFC 5424 message: <PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG (no structured data)."""
+    stamp = (
+        (ts or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
+    hostname = (socket.gethostname() or "-").split(".")[0][:255] or "-"
+    header = f"<{pri}>1 {stamp} {hostname} {SYSLOG_APP} {os.getpid()} {msgid} - "
+    return header.encode("ascii") + body
+
+
+def octet_frame(message: bytes) -> bytes:
+    """RFC 6587 octet counting: "<length> <message>", so a message may hold newlines."""
+    return str(len(message)).encode("ascii") + b" " + message
+
+
+def syslog_tcp_send(
+    host: str,
+    port: int,
+    data: bytes,
+    *,
+    address: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 5.0,
+) -> None:
+    """Send framed messages over one TCP (or TLS) connection and wait until the server has read them.
+
+    Connects to `address` when given (an address already checked), else to `host`; TLS verifies
+    `host`. Plain syslog has no acknowledgement; the strongest signal is the server closing the
+    connection after our end of stream (it read every byte). Raises OSError (ssl.SSLError too).
+    """
+    with socket.create_connection((address or host, port), timeout=timeout) as raw:
+        sock = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context is not None else raw
+        sock.settimeout(timeout)
+        sock.sendall(data)
+        if ssl_context is not None:
+            try:
+                sock = sock.unwrap()  # close_notify: the server reads up to it, then closes
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+                return  # the server closed after our close_notify: it read the stream
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(4096):
+            pass
+
+
 @dataclass(frozen=True)
 class SyslogSink:
     name: str
@@ -110,11 +155,8 @@ class SyslogSink:
     transport: str  # tcp | udp
 
     def message(self, record: dict[str, Any]) -> bytes:
-        """One RFC 5424 message: <PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG (MSG: the record's JSON)."""
-        ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        hostname = (socket.gethostname() or "-").split(".")[0][:255] or "-"
-        header = f"<{SYSLOG_PRI}>1 {ts} {hostname} {SYSLOG_APP} {os.getpid()} {SYSLOG_MSGID} - "
-        return header.encode("ascii") + record_bytes(record)
+        """One RFC 5424 message whose MSG is the record's canonical JSON."""
+        return syslog_message(record_bytes(record), msgid=SYSLOG_MSGID)
 
     def write(self, record: dict[str, Any]) -> None:
         msg = self.message(record)
@@ -123,12 +165,7 @@ class SyslogSink:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                     sock.sendto(msg, (self.host, self.port))
                 return
-            with socket.create_connection((self.host, self.port), timeout=5) as sock:
-                sock.sendall(str(len(msg)).encode("ascii") + b" " + msg)  # octet counting, RFC 6587
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(5)
-                while sock.recv(4096):  # wait for the server to close: it has read the whole frame
-                    pass
+            syslog_tcp_send(self.host, self.port, octet_frame(msg))
         except OSError as exc:
             raise SinkError(f"{self.name}: {exc}") from exc
 
@@ -219,5 +256,8 @@ __all__ = [
     "digest_record",
     "load_directory_copy",
     "load_syslog_copy",
+    "octet_frame",
     "parse_sink",
+    "syslog_message",
+    "syslog_tcp_send",
 ]

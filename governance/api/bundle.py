@@ -36,7 +36,7 @@ from governance.services.clients import (
     client_channel,
     client_seen,
 )
-from portal import realtime
+from portal import metrics, realtime
 from portal.db import db_call
 
 CLIENT_CACHE_SECONDS = 1.0
@@ -404,6 +404,7 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         if handled_by_django(scope, headers):
             return await django_app(scope, receive, send)
+        started = time.perf_counter()
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         client = scope.get("client")
         work = asyncio.ensure_future(
@@ -434,6 +435,9 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})
+        metrics.request_observed(
+            "governance-api:bundle", "GET", reply.status, started
+        )  # Django's name for it
 
     return application
 

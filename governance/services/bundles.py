@@ -10,6 +10,7 @@ is made only when the content hash changes, or to re-issue a bundle past half it
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +42,7 @@ from governance.models import (
 )
 from governance.services.signing import active_signer
 from mcpgov.bundle import Bundle, canonical_json, tool_definition_hash
-from portal import realtime
+from portal import metrics, realtime
 from portal.models import ChangeRecord, Team
 
 # Not part of the content: they change on every re-issue of the same policy.
@@ -382,6 +383,7 @@ def bundle_publish(
     Publishers of one environment are serialised by a row lock on the environment, so
     versions are gap-free and monotonic and two concurrent rebuilds make one version.
     """
+    started = time.perf_counter()
     with transaction.atomic():
         env = Environment.objects.select_for_update().select_related("team").get(pk=environment.pk)
         team = env.team
@@ -395,6 +397,7 @@ def bundle_publish(
         )
         if latest is not None and latest.content_hash == compiled.content_hash:
             if not _needs_reissue(latest, team, now):
+                metrics.bundle_built(started, created=False)
                 return PublishResult(latest, created=False)
             reason = reason if reason and reason != "policy changed" else REFRESH_REASON
         version = (latest.version if latest else 0) + 1
@@ -416,6 +419,7 @@ def bundle_publish(
             created_by=actor if actor is not None and getattr(actor, "is_authenticated", False) else None,
         )
         realtime.notify_on_commit(bundle_channel(env.pk), bundle.version)
+        metrics.bundle_built(started, created=True)
         return PublishResult(bundle, created=True)
 
 

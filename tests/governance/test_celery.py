@@ -109,13 +109,13 @@ def worker(transactional_db, settings, tmp_path):
 @pytest.mark.slow
 def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
     # Creating the team (with eager mode off) queued its first rebuild: the worker publishes v1.
-    before = wait_for(lambda: len(v := versions(team)) == 3 and v, 30, "the first bundles", worker)
+    before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
     assert before == {"development": 1, "staging": 1, "production": 1}
     server_services.server_create(team=team, slug="time", command="python")
     # Nothing ran in this process: the marker is set and the task is queued for the worker.
     assert redis.Redis.from_url(BROKER).exists(tasks._pending_key(team.pk))
     assert versions(team) == before
-    after = wait_for(lambda: all_advanced(team, before), 30, "a new version of every bundle", worker)
+    after = wait_for(lambda: all_advanced(team, before), 90, "a new version of every bundle", worker)
     assert after == {name: v + 1 for name, v in before.items()}
     latest = (
         PolicyBundle.objects.filter(team=team, environment__name="production").order_by("-version").first()
@@ -126,12 +126,12 @@ def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
 
 @pytest.mark.slow
 def test_a_burst_of_changes_makes_one_rebuild(worker, team):
-    before = wait_for(lambda: len(v := versions(team)) == 3 and v, 30, "the first bundles", worker)
+    before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
     time.sleep(0.5)
     runs = worker.read_text().count("succeeded in")
     for i in range(50):
         role_services.role_create(team=team, name=f"agent_{i:02d}")
-    after = wait_for(lambda: all_advanced(team, before), 30, "a new version of every bundle", worker)
+    after = wait_for(lambda: all_advanced(team, before), 90, "a new version of every bundle", worker)
     time.sleep(3)  # longer than the debounce: a second rebuild would show up by now
     assert versions(team) == {name: v + 1 for name, v in before.items()} == after
     latest = PolicyBundle.objects.filter(team=team, environment__name="staging").order_by("-version").first()

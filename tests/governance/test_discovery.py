@@ -429,7 +429,7 @@ def test_stdio_discovery_through_the_page_starts_no_process(client, admin, passw
     from django.urls import reverse
 
     server, marker = pwn_server
-    client.login(username=admin.username, password=password)
+    client.force_login(admin)
     before = history()
     response = client.post(reverse("governance:server-discover", args=[server.pk]), follow=True)
     [message] = [str(m) for m in get_messages(response.wsgi_request)] or [
@@ -445,7 +445,7 @@ def test_stdio_discovery_through_the_page_starts_no_process(client, admin, passw
 
 def test_stdio_discovery_through_the_api_starts_no_process(client, admin, password, pwn_server):
     server, marker = pwn_server
-    client.login(username=admin.username, password=password)
+    client.force_login(admin)
     before = history()
     response = client.post(f"/api/v1/servers/{server.pk}/discover/")
     assert response.status_code == 400

@@ -162,7 +162,7 @@ def test_people_and_revoked_clients_cannot_report(client, team, admin, password,
     server_create(team=team, slug="time", command="uvx")
     body = {"source": "gateway", "servers": [{"server": "time", "tools": [tool("x")]}]}
     assert client.post(URL, body, content_type="application/json").status_code == 401
-    client.login(username=admin.username, password=password)
+    client.force_login(admin)
     assert client.post(URL, body, content_type="application/json").status_code in (401, 403)
     client.logout()
     client_revoke(client=EnforcementClient.objects.get(name="laptop-gw"))
@@ -174,7 +174,7 @@ def test_the_admin_reviews_on_the_server_page(client, team, admin, reviewer, pas
     server = server_create(team=team, slug="time", command="uvx")
     body = {"source": "discover", "servers": [{"server": "time", "tools": [tool("get_current_time", True)]}]}
     report_id = post(client, gateway_token, body).json()["servers"][0]["report"]
-    client.login(username=reviewer.username, password=password)
+    client.force_login(reviewer)
     page = client.get(reverse("governance:server-detail", args=[server.pk])).content.decode()
     assert (
         "Reported tool definitions" in page
@@ -183,7 +183,7 @@ def test_the_admin_reviews_on_the_server_page(client, team, admin, reviewer, pas
     )
     assert client.post(reverse("governance:tool-report-approve", args=[report_id])).status_code == 403
     assert not server.tools.exists()
-    client.login(username=admin.username, password=password)
+    client.force_login(admin)
     page = client.get(reverse("governance:server-detail", args=[server.pk])).content.decode()
     assert "Approve these tools" in page and "laptop-gw" in page
     response = client.post(reverse("governance:tool-report-approve", args=[report_id]), follow=True)

@@ -124,6 +124,10 @@ class World:
         env = {"MCPGOV_LOG_LEVEL": "WARNING", "MCPGOV_FAST_PATH": "1" if fast_path else "0"}
         return StdioServerParameters(command=PY, args=self.gateway_args(*extra, **kw), cwd=str(ROOT), env=env)
 
+    def events_session(self) -> str:
+        [path] = self.spool.glob("*.jsonl")
+        return path.stem
+
     def events(self) -> list[dict[str, Any]]:
         out = []
         for f in sorted(self.spool.glob("*.jsonl")):

@@ -23,7 +23,6 @@ from governance.services.bundles import bundle_publish
 from governance.services.clients import client_create
 from portal.parsers import MAX_DEPTH, json_loads, yaml_check_depth
 from tests.audit.conftest import event, open_session
-from tests.factories import PASSWORD
 from tests.governance.access_helpers import file_request, policy
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +51,7 @@ def api(admin):
 @pytest.fixture
 def page(admin):
     browser = Client()
-    assert browser.login(username=admin.username, password=PASSWORD)
+    browser.force_login(admin)
     return browser
 
 

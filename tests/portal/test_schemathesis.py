@@ -24,7 +24,6 @@ from audit.choices import SessionState
 from audit.services import session_open
 from governance.services.bundles import bundle_publish
 from governance.services.clients import client_create
-from tests.factories import PASSWORD
 from tests.governance.access_helpers import file_request, policy
 
 pytestmark = [pytest.mark.slow]
@@ -61,7 +60,7 @@ def _st(
         "--phases",
         "examples,fuzzing",
         "--max-time",
-        os.environ.get("MCPGOV_SCHEMATHESIS_SECONDS", "300"),
+        os.environ.get("MCPGOV_SCHEMATHESIS_SECONDS", "120"),
         "--request-timeout",
         "40",
         "--workers",
@@ -96,7 +95,7 @@ def world(team, admin, requester):
 
 def _session_headers(admin) -> dict[str, str]:
     browser = Client()
-    assert browser.login(username=admin.username, password=PASSWORD)
+    browser.force_login(admin)
     csrf = _get_new_csrf_string()
     cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}; csrftoken={csrf}"
     return {"Cookie": cookie, "X-CSRFToken": csrf}
