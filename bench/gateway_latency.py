@@ -4,9 +4,12 @@ Both paths run in the same process run, with the same client settings, after a w
 median and p99 per path, the added latency (gateway minus direct) and the ratio.
 
     .venv/bin/python bench/gateway_latency.py [--calls 1000] [--mode legacy|auto] [--observe]
+    .venv/bin/python bench/gateway_latency.py --http [--mode 2026-07-28]
 
 ``--observe`` turns on what production monitoring would: ``--metrics`` and OTLP span export (to a
 receiver in this process), to show what they cost per call.
+``--http``: the gateway on streamable HTTP, without auth (loopback) and with agent auth (an EdDSA
+access token verified offline on every request), against the same direct stdio baseline.
 """
 
 from __future__ import annotations
@@ -46,7 +49,96 @@ def bench_bundle(now: datetime) -> Bundle:
                                "bindings": {"time": {"target": "local", "permission": "read_only"}}},
         "rate_limits": {"global": {"max_calls_per_session": 1_000_000, "max_calls_per_minute": 1_000_000,
                                    "pause_at_percent": 99}},
+        "agents": [{"id": "1", "slug": "bench", "roles": ["bench_agent"], "environments": ["development"]}],
     })  # fmt: skip
+
+
+ISSUER = "http://issuer.bench.invalid"
+
+
+def agent_token(key, resource: str) -> str:
+    """An access token as the portal issues it (RFC 9068 profile, EdDSA, the team key)."""
+    from mcpgov.verify import b64url_encode
+
+    now = int(time.time())
+    header = {"alg": "EdDSA", "kid": "bench", "typ": "at+jwt"}
+    claims = {"iss": ISSUER, "aud": resource, "sub": "agent:1", "client_id": "bench", "team": "bench",
+              "agent": "bench", "roles": ["bench_agent"], "environments": ["development"], "iat": now,
+              "exp": now + 3600, "jti": "bench"}  # fmt: skip
+    signing_input = ".".join(b64url_encode(json.dumps(x).encode()) for x in (header, claims))
+    return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+
+
+async def http_gateway(args: list[str], port: int, mode: str, token: str | None):
+    import socket
+    import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    proc = subprocess.Popen([PY, *args, "--http", f"127.0.0.1:{port}"], cwd=ROOT, stdin=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            await anyio.sleep(0.1)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
+    return proc, Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http), mode=mode)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def main_http(a, d: Path, key, base_args: list[str]) -> None:
+    direct = StdioServerParameters(command=PY, args=TIME_ARGS)
+    results: dict[str, list[float]] = {
+        "direct (stdio)": [],
+        "gateway HTTP, no auth": [],
+        "gateway HTTP + auth": [],
+    }
+    p1, p2 = free_port(), free_port()
+    # upstream side in legacy mode: the gateway's 2026-07-28 upstream calls are not what this measures
+    base_args = [*base_args]
+    base_args[base_args.index("--upstream-mode") + 1] = "legacy"
+    spool2 = [
+        *base_args[: base_args.index("--spool") + 1],
+        str(d / "spool2"),
+        *base_args[base_args.index("--spool") + 2 :],
+    ]
+    noauth, c1 = await http_gateway(base_args, p1, a.mode, None)
+    auth_args = [*spool2, "--issuer", ISSUER]
+    withauth, c2 = await http_gateway(auth_args, p2, a.mode, agent_token(key, f"http://127.0.0.1:{p2}/mcp"))
+    try:
+        async with Client(direct, mode=a.mode) as s, c1 as g1, c2 as g2:
+            per = a.calls // 10
+            for _ in range(10):
+                results["direct (stdio)"] += await measure(s, per, "get_current_time")
+                results["gateway HTTP, no auth"] += await measure(g1, per, "time__get_current_time")
+                results["gateway HTTP + auth"] += await measure(g2, per, "time__get_current_time")
+    finally:
+        for p in (noauth, withauth):
+            p.terminate()
+            p.wait(timeout=20)
+    base = statistics.median(results["direct (stdio)"])
+    print(
+        f"calls per path: {len(results['direct (stdio)'])} (mode={a.mode}, load average {os.getloadavg()[0]:.1f})"
+    )
+    for name, xs in results.items():
+        md = statistics.median(xs)
+        print(
+            f"{name:24}: median {md:.3f} ms  p99 {pct(xs, 99):.3f} ms  added over direct {md - base:.3f} ms"
+        )
+    auth_cost = statistics.median(results["gateway HTTP + auth"]) - statistics.median(
+        results["gateway HTTP, no auth"]
+    )
+    print(f"agent auth (token verified per request): {auth_cost:.3f} ms median")
 
 
 async def measure(client: Client, n: int, name: str) -> list[float]:
@@ -89,6 +181,7 @@ async def main() -> None:
     ap.add_argument("--durability", default="intent", choices=["process", "intent", "all"])
     ap.add_argument("--no-fast-path", action="store_true", help="let the SDK server handle tools/call too")
     ap.add_argument("--observe", action="store_true", help="gateway with --metrics and OTLP traces on")
+    ap.add_argument("--http", action="store_true", help="streamable HTTP, without and with agent auth")
     a = ap.parse_args()
     receiver = contextlib.nullcontext()
     observe_args: list[str] = []
@@ -113,6 +206,9 @@ async def main() -> None:
             "--spool", str(d / "spool"), "--state-dir", str(d / "state"), "--upstream-mode", a.mode,
             "--durability", a.durability, *observe_args,
         ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1", **observe_env})  # fmt: skip
+        if a.http:
+            await main_http(a, d, key, gateway.args)
+            return
         direct = StdioServerParameters(command=PY, args=TIME_ARGS)
         # interleave the two paths in rounds so machine noise hits both alike
         rounds = 10

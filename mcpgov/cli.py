@@ -128,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gateway", help="run the enforcement gateway (MCP server on stdio or HTTP)")
     _add_policy_source(g)
     g.add_argument("--http", metavar="HOST:PORT", default=_env("MCPGOV_HTTP"), help="serve streamable HTTP")
+    g.add_argument(
+        "--resource",
+        default=_env("MCPGOV_RESOURCE"),
+        help="this gateway's OAuth resource URL, the agent tokens' audience (default http://HOST:PORT/mcp)",
+    )
+    g.add_argument(
+        "--issuer",
+        default=_env("MCPGOV_ISSUER"),
+        help="authorization server of agent tokens (default --portal); with --bundle-file it turns HTTP auth on",
+    )
     scope = g.add_mutually_exclusive_group()
     scope.add_argument("--read-only", dest="read_only", action="store_true", default=None)
     scope.add_argument("--read-write", dest="read_only", action="store_false")

@@ -30,6 +30,8 @@ class AgentSession:
     approvals: dict[str, tuple[anyio.Event, list[str]]] = field(default_factory=dict)
     # the portal's control_version when it recorded our halt/pause: only a later decision releases it
     halt_recorded_at: int | None = None
+    run_id: str = ""
+    agent: Any = None  # mcpgov.identity.AgentIdentity
 
     @property
     def id(self) -> str:

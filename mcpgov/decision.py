@@ -114,6 +114,8 @@ class ServerRule:
     timeout: float | None
     tools: dict[str, ToolRule]
     unknown_tool: ToolRule
+    # the bundle's tools map is the approved set: any other tool is refused (allow_unknown_tools "deny")
+    unknown_denied: bool = True
 
     def tool(self, name: str) -> ToolRule:
         return self.tools.get(name) or self.unknown_tool
@@ -272,6 +274,7 @@ def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
         timeout=timeout,
         tools=tools,
         unknown_tool=ToolRule("", True, False, None, timeout),  # no class information: a write
+        unknown_denied=spec is None or spec.allow_unknown_tools == "deny",
     )
 
 
@@ -539,6 +542,17 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
                 state,
                 call,
             )
+
+    # 4b. a tool the bundle does not know (added by the upstream at run time, or never approved);
+    # refused, not halting: the agent did nothing wrong, the tool awaits an admin's review
+    if rule.unknown_denied and call.tool not in rule.tools:
+        return Decision(
+            Verdict.REFUSE,
+            Trigger.UNKNOWN_TOOL,
+            f"MCP call refused (trigger {Trigger.UNKNOWN_TOOL}): tool '{call.server}.{call.tool}' is not in the "
+            "approved tool list of the policy bundle; it was reported to the portal for review and stays hidden "
+            "until an admin approves and classifies it.\n" + _refused_line(call),
+        )
 
     # 5. write while the session or the binding is read-only (trigger 2)
     if is_write and (state.read_only or rule.binding_read_only):

@@ -42,6 +42,14 @@ from mcpgov.decision import (
     result_rows,
 )
 from mcpgov.discover import report_session_tools
+from mcpgov.identity import (
+    ROLE_META_KEY,
+    RUN_META_KEY,
+    AgentIdentity,
+    TokenRejected,
+    check_role,
+    local_identity,
+)
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
@@ -87,6 +95,18 @@ class GatewayOptions:
     durability: str = DURABILITY_INTENT
     human_log: str | None = None
     bundle_file: str | None = None
+    # HTTP with auth: every request must carry an agent credential (set by serve_http)
+    require_agent: bool = False
+
+
+# A filtered tools/list is per caller: never cached by shared caches, and stale within the long poll's
+# propagation bound (a new bundle arrives within a second), so a revoked tool does not linger.
+LIST_TTL_MS = 1000
+REVOKED_MESSAGE = (
+    "MCP call refused (kill switch): this gateway's enforcement client was revoked or its token is no "
+    "longer valid on the portal; no call is forwarded until an administrator issues a new token."
+)
+ROLE_REFUSED = -32003  # JSON-RPC server error: the credential does not allow this role or environment
 
 
 @dataclass
@@ -154,6 +174,7 @@ class Gateway:
             slug: Upstream(cfg, options.upstream_mode) for slug, cfg in upstream_configs.items()
         }
         self.index: dict[str, ExposedTool] = {}
+        self.unknown_reported: set[str] = set()
         self.sessions: dict[str, AgentSession] = {}
         self.tg: TaskGroup | None = None
         self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
@@ -176,6 +197,7 @@ class Gateway:
     def rebuild_index(self) -> None:
         bundle = self.verified.bundle
         index: dict[str, ExposedTool] = {}
+        new_unknown: list[str] = []
         for slug, up in self.upstreams.items():
             spec = bundle.servers.get(slug)
             for tool in up.tools:
@@ -193,7 +215,16 @@ class Gateway:
                 index[name] = ExposedTool(
                     name, slug, tool.name, up, tool.model_copy(update={"name": name}), ok, reason
                 )
+                unknown = spec is None or (pinned is None and spec.allow_unknown_tools == "deny")
+                if unknown and name not in self.index and name not in self.unknown_reported:
+                    new_unknown.append(name)
         self.index = index
+        if new_unknown:
+            # hidden and refused until approved; reported with its definition for an admin to classify
+            log.error("HIDDEN unknown tool(s), reported for review: %s", ", ".join(new_unknown))
+            self.unknown_reported.update(new_unknown)
+            if self.portal is not None and self.tg is not None and self.sessions:
+                self.tg.start_soon(report_session_tools, self.portal, self.upstreams)
 
     def report_definition_change(self, server: str, tool: str, reason: str) -> None:
         log.error("HIDDEN tool %s.%s: %s", server, tool, reason)
@@ -215,17 +246,27 @@ class Gateway:
                 trigger=Trigger.TOOL_DEFINITION_CHANGED,
             )
 
-    def visible(self, ex: ExposedTool) -> bool:
+    def visible(self, ex: ExposedTool, sess: AgentSession | None = None) -> bool:
+        """Listed for this session: approved definition, server allowed and bound, usable in its scope.
+
+        A hidden name can still be called: the call goes through :func:`decide` and fires its trigger.
+        """
         if not ex.definition_ok:
             return False
         rule = self.policy.rule(ex.server)
-        return rule.role_violation is None and rule.env_violation is None
+        if rule.role_violation is not None or rule.env_violation is not None:
+            return False
+        if rule.unknown_denied and ex.tool not in rule.tools:
+            return False
+        scoped_out = sess is not None and (sess.state.read_only or rule.binding_read_only)
+        return not (scoped_out and rule.tool(ex.tool).is_write)
 
     # sessions
 
-    def open_session(self, key: str) -> AgentSession:
+    def open_session(self, key: str, identity: AgentIdentity | None = None, run_id: str = "") -> AgentSession:
         sid = str(uuid.uuid4())
         o = self.options
+        identity = identity or local_identity(o.agent)
         state = SessionState(
             session_id=sid, role=o.role, read_only=o.read_only, declared_large_data=o.declared_large_data
         )
@@ -234,7 +275,8 @@ class Gateway:
             "role": o.role,
             "read_only": o.read_only,
             "declared_large_data": o.declared_large_data,
-            "agent": o.agent,
+            "agent": identity.as_meta(),
+            "run_id": run_id or sid,
             "started_at": iso_ts(time.time()),
             "bundle_version": self.verified.version,
         }
@@ -242,7 +284,7 @@ class Gateway:
         if self.shipper is not None:
             spool.listeners.append(self.shipper.nudge)
         spool.on_result = on_result
-        sess = AgentSession(state=state, spool=spool)
+        sess = AgentSession(state=state, spool=spool, run_id=run_id or sid, agent=identity)
         self.sessions[key] = sess
         log.warning(
             "session %s started: role=%s environment=%s read_only=%s declared_large_data=%s bundle=v%d",
@@ -260,15 +302,52 @@ class Gateway:
         return sess
 
     def session_for(self, ctx: ServerRequestContext[Any]) -> AgentSession:
-        key = "stdio"
+        """The governance session of this request: (authenticated agent, run id), never the transport.
+
+        Run id: the client's ``_meta["io.mcpgov/run"]``, else the trace id of ``_meta.traceparent``,
+        else the legacy ``Mcp-Session-Id``, else the agent's default run on this gateway (minted once;
+        returned in ``_meta["io.mcpgov/run"]`` of every answer so the client can reuse or vary it).
+        Raises :class:`MCPError` when the credential does not allow the role or environment.
+        """
         request = ctx.request
+        if request is None:  # stdio: one process, one agent (the OS user), one run
+            return self.sessions.get("stdio") or self.open_session("stdio")
+        identity: AgentIdentity | None = None
+        headers = getattr(request, "headers", None) if request is not None else None
         if request is not None:
-            headers = getattr(request, "headers", None)
-            if headers is not None:
-                key = headers.get("mcp-session-id") or "http"
+            user = request.scope.get("user") if hasattr(request, "scope") else None
+            token = getattr(user, "access_token", None)
+            if token is not None and token.claims:
+                identity = token.claims.get("mcpgov_identity")
+        if identity is None:
+            o_agent = self.options.agent
+            if self.options.require_agent:
+                raise MCPError(ROLE_REFUSED, "no authenticated agent on this request")
+            identity = AgentIdentity("http", o_agent or "unauthenticated-loopback", "local")
+        meta = ctx.meta or {}
+        requested = meta.get(ROLE_META_KEY)
+        try:
+            check_role(
+                identity,
+                role=self.options.role,
+                environment=self.options.environment,
+                requested=str(requested) if requested is not None else None,
+            )
+        except TokenRejected as exc:
+            log.warning("refused agent %s: %s", identity.slug, exc)
+            raise MCPError(ROLE_REFUSED, f"MCP call refused ({exc.code}): {exc.message}") from exc
+        run = meta.get(RUN_META_KEY)
+        if not run:
+            traceparent = meta.get("traceparent")
+            if isinstance(traceparent, str) and traceparent.count("-") == 3:
+                run = "trace:" + traceparent.split("-")[1]
+        if not run and headers is not None:
+            run = headers.get("mcp-session-id")
+        run = str(run)[:200] if run else ""
+        key = f"{identity.key}|{run or '*'}"
         sess = self.sessions.get(key)
         if sess is None:
-            sess = self.open_session(key)
+            sess = self.open_session(key, identity, run)
         return sess
 
     async def close_sessions(self, *, deliver_within: float = 10.0) -> None:
@@ -312,7 +391,7 @@ class Gateway:
     async def handle_list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        self.session_for(ctx)
+        sess = self.session_for(ctx)
         for up in self.upstreams.values():
             if up.session is not None:
                 try:
@@ -320,19 +399,28 @@ class Gateway:
                 except Exception as exc:
                     log.error("tools/list on upstream %s failed: %s", up.slug, exc)
         self.rebuild_index()
-        return types.ListToolsResult(tools=[ex.definition for ex in self.index.values() if self.visible(ex)])
+        return types.ListToolsResult(
+            tools=[ex.definition for ex in self.index.values() if self.visible(ex, sess)],
+            ttl_ms=LIST_TTL_MS,
+            cache_scope="private",
+            _meta={RUN_META_KEY: sess.run_id} if ctx.request is not None else None,
+        )
 
     async def handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
+        sess = self.session_for(ctx)
         try:
-            raw = await self.execute(
-                self.session_for(ctx), params.name, params.arguments, **call_context(ctx)
-            )
+            raw = await self.execute(sess, params.name, params.arguments, **call_context(ctx))
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
-        return types.CallToolResult.model_validate(raw)
+        result = types.CallToolResult.model_validate(raw)
+        if ctx.request is None:  # stdio: one run, nothing to name (and the fast path's answers match)
+            return result
+        meta = dict(result.meta or {})
+        meta[RUN_META_KEY] = sess.run_id
+        return result.model_copy(update={"meta": meta})
 
     async def execute(
         self,
@@ -349,6 +437,11 @@ class Gateway:
         Raises UpstreamError for a JSON-RPC error to pass back to the agent unchanged. ``meta`` is the
         request's ``_meta`` (trace context), the rest labels the call's span (:mod:`mcpgov.tracing`).
         """
+        if self.portal is not None and self.portal.revoked:
+            # kill switch: nothing is forwarded, nothing new is spooled (the portal takes no new
+            # events from a revoked client beyond those already recorded); said loudly here
+            log.error("REFUSED %s: enforcement client revoked", name)
+            return error_result(REVOKED_MESSAGE)
         with self.observer.call(
             sess, name, meta=meta, request_id=request_id, transport_session=transport_session
         ) as obs:

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -59,12 +60,31 @@ class PortalClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # set on the first 401 from any portal call: the token was revoked (or is wrong); the gateway
+        # refuses every call from then on (a kill switch), while events already recorded still ship
+        self.revoked = False
+        self.revoked_listeners: list[Callable[[], None]] = []
         self.http = httpx2.AsyncClient(
+            event_hooks={"response": [self._on_response]},
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"mcpgov/{__version__}"},
             timeout=httpx2.Timeout(timeout, read=timeout + LONG_POLL_SECONDS + 5),
             transport=transport,
         )
+
+    async def _on_response(self, resp: httpx2.Response) -> None:
+        if resp.status_code == 401 and not self.revoked:
+            self.revoked = True
+            log.error("the portal answered 401: this enforcement client is revoked or its token is wrong")
+            for listener in list(self.revoked_listeners):
+                listener()
+
+    async def whoami(self) -> dict[str, Any]:
+        """``GET /api/v1/client/``: this client's team, environment and the roles it may enforce."""
+        resp = await self.http.get(f"{API}/client/")
+        if resp.status_code == 200:
+            return resp.json()
+        raise _error(resp)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -8,27 +8,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import signal
 import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from mcpgov.audit import atomic_write_json
 from mcpgov.bundle_manager import BundleManager
 from mcpgov.config import ConfigError, UpstreamConfig, check_known_servers, load_mcp_config
 from mcpgov.decision import compile_policy
 from mcpgov.gate import environment_gate, gate_report
 from mcpgov.gateway import Gateway, GatewayOptions, end_session_record
-from mcpgov.portal_client import PortalClient
+from mcpgov.identity import AgentVerifier, PinnedKeys, TokenRejected, local_identity
+from mcpgov.portal_client import PortalClient, PortalError
 from mcpgov.verify import VerifiedBundle
 
 log = logging.getLogger("mcpgov.gateway")
 
+EXIT_CREDENTIALS = 2
 EXIT_GATE_FAILED = 3
 EXIT_NO_BUNDLE = 4
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def upstreams_from_bundle(verified: VerifiedBundle, role: str) -> dict[str, UpstreamConfig]:
@@ -216,6 +225,20 @@ async def _gateway_run(
     portal = PortalClient(args.portal, args.token) if not args.bundle_file else None
     bundles.client = portal
     try:
+        if portal is not None:
+            refused = await check_client(portal, args)
+            if refused:
+                print(f"mcpgov gateway: {refused}", file=sys.stderr)
+                return EXIT_CREDENTIALS
+        if args.http:
+            host = args.http.rpartition(":")[0] or "127.0.0.1"
+            if host not in LOOPBACK and not (args.portal or args.issuer):
+                print(
+                    f"mcpgov gateway: refusing to serve HTTP on {host} without agent authentication "
+                    "(give --portal, or --issuer with --bundle-file)",
+                    file=sys.stderr,
+                )
+                return EXIT_CREDENTIALS
         try:
             verified = await _first_bundle(args, bundles)
         except AuthenticationFailed as exc:
@@ -247,6 +270,8 @@ async def _gateway_run(
         print(gate_report(verified.bundle, args.role, upstreams, violations), file=sys.stderr)
         # an expired bundle alone does not stop the start: the gateway serves and fails closed on every call
         if any(v.server != "(bundle)" for v in violations):
+            if portal is not None:
+                await report_refused_start(portal, args, verified, upstreams, violations)
             return EXIT_GATE_FAILED
         options = GatewayOptions(
             environment=args.env,
@@ -262,13 +287,31 @@ async def _gateway_run(
             human_log=args.audit_log,
             bundle_file=args.bundle_file,
         )
+        options.require_agent = bool(args.http and (args.portal or args.issuer))
         gateway = Gateway(options, bundles, upstreams, portal)
         stop_metrics = metrics_serve(gateway, args)
         gateway_ref.append(gateway)
         if args.http:
             host, _, port = args.http.rpartition(":")
+            host = host or "127.0.0.1"
+            auth = None
+            if options.require_agent:
+                resource = args.resource or f"http://{host}:{port}/mcp"
+                auth = HttpAuth(
+                    issuer=args.issuer or args.portal,
+                    resource=resource,
+                    verifier=AgentVerifier(
+                        keys=PinnedKeys(args.keys, bundles.keys),
+                        issuer=args.issuer or args.portal,
+                        resource=resource,
+                        team=lambda: gateway.verified.bundle.team,
+                        agents=lambda: list(getattr(gateway.verified.bundle, "agents", None) or ()),
+                    ),
+                )
+            else:
+                log.warning("HTTP on loopback WITHOUT agent authentication (no --portal or --issuer)")
             await serve_http(
-                gateway, host or "127.0.0.1", int(port), shutdown=shutdown, idle_timeout=args.idle_timeout
+                gateway, host, int(port), auth=auth, shutdown=shutdown, idle_timeout=args.idle_timeout
             )
         else:
             await serve_stdio(gateway, shutdown=shutdown)
@@ -278,6 +321,91 @@ async def _gateway_run(
         if portal is not None:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await portal.aclose()
+
+
+async def check_client(portal: PortalClient, args: argparse.Namespace) -> str | None:
+    """Ask the portal who this enforcement client is; a refusal message, or None to go on.
+
+    A wrong or revoked token refuses the start even with a cached bundle. The role must be one the
+    client may enforce. Portal unreachable: the whoami cached by the last start with the same token
+    (its SHA-256 in ``state_dir/whoami.json``) stands in; none cached → start only if the bundle
+    cache does not exist either (the start then fails for want of a bundle) — never on trust.
+    """
+    token_hash = hashlib.sha256(args.token.encode()).hexdigest()
+    cache = Path(args.state_dir) / "whoami.json"
+    try:
+        with anyio.fail_after(10):
+            who = await portal.whoami()
+    except PortalError as exc:
+        if exc.status in (401, 403):
+            with contextlib.suppress(OSError):
+                cache.unlink()
+            return f"the portal refused this enforcement client's token ({exc.status} {exc.code}): revoked or wrong"
+        return f"the portal refused whoami: {exc}"
+    except Exception as exc:
+        try:
+            cached = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            cached = None
+        if not cached or cached.get("token_sha256") != token_hash:
+            if (Path(args.state_dir) / "bundle.jws").exists():
+                return (
+                    f"portal unreachable at start ({exc.__class__.__name__}) and no identity of this token "
+                    "cached: refusing to serve the cached bundle on an unchecked token"
+                )
+            return None
+        log.error("portal unreachable at start (%s); using the cached client identity", exc)
+        who = cached["whoami"]
+    else:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache, {"token_sha256": token_hash, "whoami": who})
+    if who.get("revoked"):
+        return "this enforcement client is revoked on the portal"
+    roles = list(who.get("roles") or ())
+    if args.role not in roles:
+        return (
+            f"this enforcement client may not enforce role {args.role!r} "
+            f"(allowed: {', '.join(roles) or 'none'})"
+        )
+    env = who.get("environment")
+    if env and args.env and env != args.env:
+        return f"this enforcement client belongs to environment {env!r}, not {args.env!r}"
+    return None
+
+
+async def report_refused_start(
+    portal: PortalClient,
+    args: argparse.Namespace,
+    verified: VerifiedBundle,
+    upstreams: dict[str, UpstreamConfig],
+    violations: list[Any],
+) -> None:
+    """A start refused at the environment gate is a session in state ``refused`` on the portal."""
+    meta = {
+        "id": str(uuid.uuid4()),
+        "role": args.role,
+        "state": "refused",
+        "read_only": True if args.read_only is None else args.read_only,
+        "declared_large_data": bool(args.declare_large_data),
+        "agent": local_identity(args.agent or "").as_meta(),
+        "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "bundle_version": verified.version,
+        "gate_report": {
+            "environment": args.env,
+            "servers": sorted(upstreams)[:50],
+            "violations": [{"server": v.server, "reason": v.reason[:300]} for v in violations[:20]],
+            "report": gate_report(verified.bundle, args.role, upstreams, violations)[:6000],
+        },
+    }
+    try:
+        with anyio.fail_after(5):
+            await portal.open_session(meta)
+    except Exception as exc:
+        log.error("could not record the refused start on the portal: %s", exc)
+    else:
+        print(
+            f"mcpgov gateway: refused start recorded on the portal as session {meta['id']}", file=sys.stderr
+        )
 
 
 async def serve_stdio(gateway: Gateway, *, shutdown: Shutdown | None = None) -> None:
@@ -313,6 +441,7 @@ async def serve_stdio(gateway: Gateway, *, shutdown: Shutdown | None = None) -> 
             gateway.stop_reason = f"gateway stopped ({signal.Signals(shutdown.signal).name})"
 
 
+@dataclass
 class _Uvicorn:
     """uvicorn's server without its own signal handlers: :class:`Shutdown` owns SIGTERM/SIGINT/SIGHUP."""
 
@@ -366,29 +495,161 @@ def _end_sessions_with_their_transport(
     manager._discard_session = discard_and_end
 
 
+class HttpAuth:
+    """The HTTP agent endpoint as an OAuth 2.1 protected resource (RFC 9728 metadata, bearer tokens)."""
+
+    issuer: str
+    resource: str
+    verifier: AgentVerifier
+
+
+class _SdkTokenVerifier:
+    """The SDK's ``TokenVerifier`` on top of :class:`AgentVerifier`: the agent rides in ``claims``.
+
+    The SDK's bearer middleware answers 401 with ``WWW-Authenticate: Bearer error=…,
+    resource_metadata="…"`` when this returns None, and binds Mcp-Session-Id sessions to the token's
+    principal. The agent's token never leaves the gateway: upstreams get the gateway's own credentials.
+    """
+
+    def __init__(self, verifier: AgentVerifier) -> None:
+        self.verifier = verifier
+
+    async def verify_token(self, token: str) -> Any:
+        from mcp.server.auth.provider import AccessToken
+
+        try:
+            ident = self.verifier.verify(token)
+        except TokenRejected as exc:
+            log.warning("agent credential refused: %s", exc)
+            return None
+        return AccessToken(
+            token="",  # not kept: nothing downstream may pass it on
+            client_id=ident.client_id or ident.id,
+            scopes=[],
+            expires_at=ident.expires_at,
+            resource=self.verifier.resource,
+            subject=f"agent:{ident.id}",
+            claims={"mcpgov_identity": ident},
+        )
+
+
+def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
+    """Policy is decided on the JSON body; a mirrored Mcp-Method / Mcp-Name header that disagrees is refused."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+    method_h, name_h = headers.get("mcp-method"), headers.get("mcp-name")
+    if method_h is None and name_h is None:
+        return None
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None  # the SDK answers the parse error
+    if not isinstance(msg, dict):
+        return None
+    if method_h is not None and method_h != msg.get("method"):
+        return "Mcp-Method header does not match the request body's method"
+    params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+    name = params.get("name") if msg.get("method") in ("tools/call", "prompts/get") else params.get("uri")
+    if name_h is not None and name is not None and name_h != name:
+        from mcp.shared.inbound import decode_header_value
+
+        if decode_header_value(name_h) != name:
+            return "Mcp-Name header does not match the request body"
+    return None
+
+
+def header_guard(app: Any, path: str) -> Any:
+    """ASGI wrapper: 400 on a header/body mismatch of a POST to the MCP endpoint; the body is replayed."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != path:
+            await app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        problem = _body_matches_headers(scope, body)
+        if problem is not None:
+            payload = json.dumps(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": problem}}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await app(scope, replay, send)
+
+    return guarded
+
+
+def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout: float | None = None) -> Any:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    security = None
+    if host not in LOOPBACK:  # the SDK's default already covers loopback
+        security = TransportSecuritySettings(
+            allowed_hosts=[host, f"{host}:*"], allowed_origins=[f"http://{host}:*"]
+        )
+    kwargs: dict[str, Any] = {"session_idle_timeout": idle_timeout}
+    path = "/mcp"
+    if auth is not None:
+        from urllib.parse import urlparse
+
+        from mcp.server.auth.routes import create_protected_resource_routes
+        from mcp.server.auth.settings import AuthSettings
+        from pydantic import AnyHttpUrl
+
+        path = urlparse(auth.resource).path or "/mcp"
+        # the audience is checked by AgentVerifier (exact match); the SDK checks AccessToken.resource again
+        kwargs["auth"] = AuthSettings(
+            issuer_url=auth.issuer, resource_server_url=auth.resource, validate_token_resource=True
+        )
+        kwargs["token_verifier"] = _SdkTokenVerifier(auth.verifier)
+        # the SDK serves RFC 9728 §3.1's path-inserted URL (…/oauth-protected-resource/mcp); clients
+        # that ask at the root get the same document
+        root = create_protected_resource_routes(AnyHttpUrl(auth.resource), [AnyHttpUrl(auth.issuer)])[0]
+        from starlette.routing import Route
+
+        kwargs["custom_starlette_routes"] = [
+            Route("/.well-known/oauth-protected-resource", endpoint=root.endpoint, methods=["GET", "OPTIONS"])
+        ]
+    app = gateway.server.streamable_http_app(
+        streamable_http_path=path, host=host, transport_security=security, **kwargs
+    )
+    return header_guard(app, path)
+
+
 async def serve_http(
     gateway: Gateway,
     host: str,
     port: int,
     *,
+    auth: HttpAuth | None = None,
     shutdown: Shutdown | None = None,
     idle_timeout: float | None = 900.0,
 ) -> None:
     import uvicorn
-    from mcp.server.transport_security import TransportSecuritySettings
 
     async with gateway.running():
-        security = None
-        if host not in ("127.0.0.1", "localhost", "::1"):  # the SDK's default already covers loopback
-            security = TransportSecuritySettings(
-                allowed_hosts=[host, f"{host}:*"], allowed_origins=[f"http://{host}:*"]
-            )
-        app = gateway.server.streamable_http_app(
-            streamable_http_path="/mcp",
-            host=host,
-            transport_security=security,
-            session_idle_timeout=idle_timeout,
-        )
+        app = http_app(gateway, host, auth, idle_timeout=idle_timeout)
         _end_sessions_with_their_transport(gateway, idle_timeout, shutdown)
         config = uvicorn.Config(
             app,

@@ -44,6 +44,12 @@ class PortalTestDouble:
         self.drop_next_event_response = False  # store the batch, then close the connection without answering
         self.acknowledged: dict[str, dict[str, Any]] = {}
         self.reported_versions: list[int] = []
+        # GET /api/v1/client/ (whoami): the roles this enforcement client may enforce
+        self.client_roles = ["code_agent", "docs_agent", "nobody"]
+        # the client's token revoked: every call answers 401 (long polls at once), except event delivery
+        # for sessions opened before the revocation
+        self.revoked = False
+        self.tool_reports: list[dict[str, Any]] = []
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -81,6 +87,11 @@ class PortalTestDouble:
                 {"call_id": call_id, "decision": decision, "by": "reviewer", "reason": "ok"}
             )
             s["control_version"] += 1
+            self.lock.notify_all()
+
+    def revoke(self) -> None:
+        with self.lock:
+            self.revoked = True
             self.lock.notify_all()
 
     def wait_for(self, predicate, timeout: float = 10.0) -> bool:
@@ -129,9 +140,12 @@ class PortalTestDouble:
                 n = int(self.headers.get("Content-Length") or 0)
                 return json.loads(self.rfile.read(n) or b"{}")
 
-            def _auth(self) -> bool:
+            def _auth(self, delivery: bool = False) -> bool:
                 if portal.outage:
                     self._send(503, {"detail": "down for maintenance", "code": "unavailable"})
+                    return False
+                if portal.revoked and not delivery:
+                    self._send(401, {"detail": "client revoked", "code": "authentication_failed"})
                     return False
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                     self._send(401, {"detail": "bad token", "code": "not_authenticated"})
@@ -144,6 +158,17 @@ class PortalTestDouble:
                 if not self._auth():
                     return
                 parts = [p for p in u.path.split("/") if p]
+                if u.path == "/api/v1/client/":
+                    return self._send(
+                        200,
+                        {
+                            "client": {"name": "double"},
+                            "team": "acme",
+                            "environment": "development",
+                            "roles": list(portal.client_roles),
+                            "revoked": False,
+                        },
+                    )
                 if u.path == "/api/v1/bundle/":
                     portal.reported_versions.append(int(self.headers.get("X-Mcpgov-Bundle-Version", "-1")))
                     inm = self.headers.get("If-None-Match")
@@ -151,6 +176,10 @@ class PortalTestDouble:
                     deadline = time.monotonic() + wait
                     with portal.lock:
                         while True:
+                            if portal.revoked:
+                                return self._send(
+                                    401, {"detail": "client revoked", "code": "authentication_failed"}
+                                )
                             if portal.jws is None:
                                 return self._send(404, {"detail": "nothing published", "code": "no_bundle"})
                             etag = f'"{hashlib.sha256(portal.jws.encode()).hexdigest()}"'
@@ -176,8 +205,16 @@ class PortalTestDouble:
                         s = portal.sessions.get(sid)
                         if s is None:
                             return self._send(404, {"detail": "no such session", "code": "not_found"})
-                        while s["control_version"] <= since and time.monotonic() < deadline:
+                        while (
+                            s["control_version"] <= since
+                            and time.monotonic() < deadline
+                            and not portal.revoked
+                        ):
                             portal.lock.wait(max(0.0, deadline - time.monotonic()))
+                        if portal.revoked:
+                            return self._send(
+                                401, {"detail": "client revoked", "code": "authentication_failed"}
+                            )
                         body = {
                             "state": s["state"],
                             "control_version": s["control_version"],
@@ -204,10 +241,16 @@ class PortalTestDouble:
                 self._send(404, {"detail": "not found", "code": "not_found"})
 
             def do_POST(self):
-                if not self._auth():
-                    return
                 parts = [p for p in urlparse(self.path).path.split("/") if p]
+                delivery = len(parts) == 5 and parts[4] == "events" and parts[3] in portal.sessions
+                if not self._auth(delivery=delivery):
+                    return
                 body = self._body()
+                if parts == ["api", "v1", "tool-reports"]:
+                    with portal.lock:
+                        portal.tool_reports.append(body)
+                        portal.lock.notify_all()
+                    return self._send(200, {"accepted": True})
                 if parts == ["api", "v1", "sessions"]:
                     with portal.lock:
                         sid = body["id"]
@@ -215,7 +258,7 @@ class PortalTestDouble:
                             return self._send(200, portal.sessions[sid])
                         portal.sessions[sid] = {
                             **body,
-                            "state": "active",
+                            "state": "refused" if body.get("state") == "refused" else "active",
                             "control_version": 0,
                             "approvals": [],
                             "trigger": None,

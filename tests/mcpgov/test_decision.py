@@ -322,9 +322,24 @@ def test_write_to_a_read_only_binding():
     assert d.trigger == "write_in_read_session" and "binding of 'filesystem'" in d.message
 
 
-def test_tool_without_class_information_counts_as_write():
-    d = run(bundle(), session(read_only=True), "filesystem", "create_directory", path="/tmp/work/new")
+def test_tool_without_class_information_counts_as_write_when_the_server_allows_unknown_tools():
+    b = doc_with(lambda d: d["servers"]["filesystem"].update(allow_unknown_tools="as_write"))
+    d = run(b, session(read_only=True), "filesystem", "create_directory", path="/tmp/work/new")
     assert d.trigger == "write_in_read_session"
+    assert run(b, session(read_only=False), "filesystem", "create_directory", path="/tmp/work/new").allowed
+
+
+def test_unknown_tool_is_refused_by_default_without_halting():
+    st = session(read_only=False)
+    d = run(bundle(), st, "filesystem", "create_directory", path="/tmp/work/new")
+    assert d.verdict == REFUSE and d.trigger == "unknown_tool" and d.new_state is None
+    assert "not in the approved tool list" in d.message
+    assert run(bundle(), st, "filesystem", "read_text_file", path="/tmp/work/a").allowed
+
+
+def test_unknown_tool_on_a_forbidden_server_fires_trigger_1_first():
+    d = run(bundle(), session(), "shell", "exec", cmd="ls")
+    assert d.trigger == "unauthorized_server"
 
 
 def test_read_only_comes_before_rate_limits():

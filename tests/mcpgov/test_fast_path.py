@@ -158,9 +158,10 @@ READ_WRITE = [
     call("filesystem__read_text_file", path="{files}/missing.txt"),  # the upstream's isError result
     call("time__get_current_time", timezone="Not/AZone"),
     call("no_separator_here"),  # the gateway's JSON-RPC error
-    call("filesystem__no_such_tool", path="{files}/x"),  # unknown tool: a write, the upstream's answer
+    call("filesystem__no_such_tool", path="{files}/x"),  # unknown tool: refused (unknown_tool), not halting
     call("filesystem__write_file", path="{files}/b.txt", content="two"),
-    call("filesystem__write_file", path="{files}/c.txt", content="three"),  # cascade write chain
+    call("filesystem__write_file", path="{files}/c.txt", content="three"),
+    call("filesystem__write_file", path="{files}/d.txt", content="four"),  # cascade write chain
     call("time__get_current_time", timezone="UTC"),  # halted
 ]
 READ_ONLY = [
@@ -177,7 +178,12 @@ UNAUTHORIZED = [
 @pytest.mark.parametrize(
     ("calls", "scope", "triggers"),
     [
-        pytest.param(READ_WRITE, "--read-write", ["cascade_write_chain", "session_halted"], id="read-write"),
+        pytest.param(
+            READ_WRITE,
+            "--read-write",
+            ["unknown_tool", "cascade_write_chain", "session_halted"],
+            id="read-write",
+        ),
         pytest.param(READ_ONLY, "--read-only", ["write_in_read_session", "session_halted"], id="read-only"),
         pytest.param(
             UNAUTHORIZED, "--read-write", ["unauthorized_server", "session_halted"], id="unauthorized"
