@@ -441,7 +441,6 @@ async def serve_stdio(gateway: Gateway, *, shutdown: Shutdown | None = None) -> 
             gateway.stop_reason = f"gateway stopped ({signal.Signals(shutdown.signal).name})"
 
 
-@dataclass
 class _Uvicorn:
     """uvicorn's server without its own signal handlers: :class:`Shutdown` owns SIGTERM/SIGINT/SIGHUP."""
 
@@ -495,6 +494,7 @@ def _end_sessions_with_their_transport(
     manager._discard_session = discard_and_end
 
 
+@dataclass
 class HttpAuth:
     """The HTTP agent endpoint as an OAuth 2.1 protected resource (RFC 9728 metadata, bearer tokens)."""
 
