@@ -194,6 +194,15 @@ class SessionStateSerializer(serializers.Serializer):
         child=serializers.DictField(), max_length=3, required=False, allow_null=True, default=None
     )
 
+    def validate_last_calls(self, value):
+        if value is not None:
+            encoded = json.dumps(value)
+            if "\\u0000" in encoded:  # PostgreSQL cannot store NUL in jsonb
+                raise serializers.ValidationError("Must not contain NUL characters.")
+            if len(encoded) > GATE_REPORT_MAX_BYTES:
+                raise serializers.ValidationError(f"At most {GATE_REPORT_MAX_BYTES} bytes.")
+        return value
+
 
 class AcknowledgementNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="")

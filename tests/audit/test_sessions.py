@@ -205,3 +205,16 @@ def test_control_poll_times_out_without_a_decision(gateway):
     body = gateway.get(f"/api/v1/sessions/{sid}/control/?since=0&wait=0.5").json()
     assert time.monotonic() - started >= 0.45  # held for the wait, then answered with the state
     assert body["control_version"] == 0 and body["state"] == "active"
+
+
+def test_a_state_report_with_nul_in_last_calls_is_400_and_changes_nothing(gateway):
+    # Found by schemathesis: PostgreSQL cannot store NUL in jsonb (it was a 500).
+    sid = open_session(gateway)
+    calls = [{"tool": "read_file", "args": {"path": "a\x00b"}, "outcome": "ok"}]
+    response = gateway.patch(
+        f"/api/v1/sessions/{sid}/",
+        {"state": "halted", "trigger": "kill_switch_flag", "last_calls": calls},
+        format="json",
+    )
+    assert response.status_code == 400 and "last_calls" in response.content.decode()
+    assert AgentSession.objects.get(pk=sid).state == "active"

@@ -24,7 +24,7 @@ PAGES = [
     "/governance/access/",
     "/governance/access/new/",
     "/governance/flags/",
-    "/governance/incidents/",
+    "/incidents/",
     "/audit/sessions/",
     "/audit/halted/",
     "/team/members/",

@@ -88,7 +88,7 @@ def test_the_django_admin_login_is_throttled_too(client, db):
 
 def test_limit_and_cool_off_come_from_the_environment():
     code = (
-        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup();"
         "from django.conf import settings as s; print(s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds())"
     )
     out = subprocess.run(

@@ -45,7 +45,7 @@ def test_a_clients_x_forwarded_proto_is_ignored_by_default(client, settings):
 
 def proxy_header(env: dict[str, str]) -> str:
     code = (
-        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'portal.settings'); django.setup();"
+        "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup();"
         "from django.conf import settings as s; print(s.SECURE_PROXY_SSL_HEADER)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MCPGOV_"))}
