@@ -102,6 +102,18 @@ def _unverified_claims(token: str) -> dict | None:
     return claims if isinstance(claims, dict) else None
 
 
+def _request_origin(request) -> str:
+    """scheme://host of the token request. DOT hands oauthlib only the path as `uri`, with Django's
+    META as headers (the host already checked against ALLOWED_HOSTS, HTTPS marked by DOT), so the
+    origin is rebuilt the way DOT's metadata view derives the issuer."""
+    parts = urlsplit(request.uri)
+    if parts.scheme and parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}"
+    headers = request.headers or {}
+    scheme = "https" if headers.get("X_DJANGO_OAUTH_TOOLKIT_SECURE") else "http"
+    return f"{scheme}://{headers.get('HTTP_HOST', '')}"
+
+
 def access_token_generator(request, refresh_token: bool = False) -> str:
     """DOT's ACCESS_TOKEN_GENERATOR: the signed JWT for the agent behind `request.client`."""
     agent = _live_agent(request.client)
@@ -118,7 +130,7 @@ def access_token_generator(request, refresh_token: bool = False) -> str:
             request=request,
         )
     now = int(time.time())
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(request.uri))
+    origin = _request_origin(request)
     claims = {
         "iss": issuer_for(origin),
         "aud": resources[0],

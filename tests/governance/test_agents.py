@@ -277,6 +277,8 @@ def test_authorization_code_with_pkce_through_login_and_consent_ends_in_a_token(
     issuer = requests.get(f"{portal_server}/.well-known/oauth-authorization-server", timeout=30).json()[
         "issuer"
     ]
+    unverified = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert unverified["iss"] == issuer, (unverified["iss"], issuer)
     claims = verify_with_jwks(body["access_token"], jwks, issuer=issuer)
     assert claims["sub"] == f"agent:{issued.agent.pk}" and claims["roles"] == ["code_agent"]
     assert claims["aud"] == GATEWAY and claims["exp"] > time.time()
