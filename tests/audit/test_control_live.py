@@ -60,9 +60,9 @@ def _long_poll_sees_release(base_url, team, reviewer):
         body["state"] == "active" and body["control_version"] == 1 and body["decided_by"] == reviewer.username
     )
     latency = result["at"] - released_at
-    # The poll waits 20 s: an answer well before that was woken by the release (no speed goal here;
-    # bench/killswitch_propagation.py measures it).
-    assert latency < 10, f"the gateway saw the release after {latency:.2f} s"
+    # control_version 1 is the release waking the poll (a timed-out poll answers version 0); the
+    # speed is bench/killswitch_propagation.py's.
+    print(f"\nrelease → control poll answer: {latency:.2f} s")
     return latency
 
 

