@@ -269,6 +269,8 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_GENERATOR": "governance.oauth.access_token_generator",
     "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
     "OAUTH2_VALIDATOR_CLASS": "governance.oauth.AgentOAuth2Validator",
+    # http only for RFC 8252 loopback redirects (native clients such as Claude Code): agent
+    # registration refuses any other http URI (governance.services.agents.check_redirect_uris).
     "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
     "OAUTH2_GRANT_TYPES_SUPPORTED": ["authorization_code", "client_credentials", "refresh_token"],
     "OAUTH2_RESPONSE_TYPES_SUPPORTED": ["code"],
@@ -276,6 +278,9 @@ OAUTH2_PROVIDER = {
     "OIDC_ISS_ENDPOINT": MCPGOV_PORTAL_URL.rstrip("/"),
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+# W008 ("http redirect URIs are allowed"): kept on purpose for RFC 8252 loopback redirects; the
+# compensating rule (http only to 127.0.0.1 / ::1) is enforced where agents are registered.
+SILENCED_SYSTEM_CHECKS = ["oauth2_provider.W008"]
 
 # Audit sealing cadence (docs/audit.md): the beat interval, also the age at which ingestion and
 # session reports seal opportunistically (so sealing works without beat, e.g. `make run`).

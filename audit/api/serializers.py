@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.choices import CALL_DECISIONS, SessionState, Trigger
@@ -137,6 +138,22 @@ class SessionAgentSerializer(serializers.Serializer):
         return attrs
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "maxLength": 64, "nullable": True},
+                    "slug": {"type": "string", "maxLength": 200},
+                    "auth": {"type": "string", "enum": [c for c, _ in AgentAuth.choices]},
+                },
+                "required": ["slug", "auth"],
+            },
+            {"type": "string", "maxLength": 500, "description": "Older gateways: a free-text label."},
+        ]
+    }
+)
 class AgentField(serializers.Field):
     """`agent`: the object above, or (older gateways) a free-text label."""
 

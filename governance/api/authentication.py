@@ -121,3 +121,21 @@ class ClientTokenScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "mcpgov_<prefix>_<secret>",
             "description": "An enforcement-client token (issued once at registration; see docs/enforcer-api.md).",
         }
+
+
+class ClientDeliveryScheme(ClientTokenScheme):
+    """The same token where a revoked client may still deliver its last events (its own scheme name)."""
+
+    target_class = "governance.api.authentication.ClientDeliveryAuthentication"
+    name = "enforcementClientDelivery"
+    match_subclasses = False
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {
+            **super().get_security_definition(auto_schema),
+            "description": (
+                "An enforcement-client token; a revoked client's token is still accepted here for "
+                "the sessions it opened before the revocation (see docs/enforcer-api.md)."
+            ),
+        }

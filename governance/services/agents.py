@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,29 @@ def api_key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# RFC 8252 §7.3: a native app's loopback redirect is plain http to an IP literal (its port chosen at
+# run time, which DOT allows for these). Every other redirect URI must be https (RFC 9700 §2.1) —
+# why config/settings.py keeps "http" in DOT's allowed schemes and silences oauth2_provider.W008.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+
+
+def check_redirect_uris(redirect_uris: str) -> None:
+    for uri in redirect_uris.split():
+        parsed = urllib.parse.urlsplit(uri)
+        if parsed.fragment:
+            raise ValidationError({"redirect_uris": f"{uri}: a redirect URI has no fragment."})
+        if parsed.scheme == "https" and parsed.hostname:
+            continue
+        if parsed.scheme == "http" and parsed.hostname in LOOPBACK_HOSTS:
+            continue
+        raise ValidationError(
+            {
+                "redirect_uris": f"{uri}: use https, or http://127.0.0.1 or http://[::1] for a native "
+                "app's loopback redirect (RFC 8252)."
+            }
+        )
+
+
 def _check_bindings(team: Team, roles: Iterable[AgentRole], environments: Iterable[Environment]) -> None:
     if any(r.team_id != team.pk for r in roles):
         raise ValidationError({"roles": "A role belongs to another team."})
@@ -80,6 +104,7 @@ def agent_create(
     elif grant == GRANT_AUTHORIZATION_CODE:
         if not redirect_uris.strip():
             raise ValidationError({"redirect_uris": "An interactive agent needs at least one redirect URI."})
+        check_redirect_uris(redirect_uris)
         grant_type = Application.GRANT_AUTHORIZATION_CODE
     else:
         raise ValidationError({"grant": "Unknown grant."})

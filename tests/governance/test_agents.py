@@ -190,6 +190,31 @@ def test_an_agent_cannot_be_bound_to_another_teams_role(team, other_team):
     assert not Agent.objects.filter(slug="x").exists()
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://evil.example/callback",  # plaintext to a remote host: the code would travel in clear
+        "http://localhost:8080/cb",  # a name, not the loopback literal RFC 8252 §7.3 asks for
+        "http://10.0.0.5/cb",
+        "javascript:alert(1)",
+        "https://app.example/cb#frag",
+        "https:///no-host",
+    ],
+)
+def test_an_interactive_agent_refuses_redirect_uris_other_than_https_or_loopback(team, uri):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        interactive_agent(team, f"https://app.example/ok {uri}")
+    assert uri in str(refused.value)
+    assert not Agent.objects.filter(slug="claude-code").exists()
+
+
+@pytest.mark.parametrize("uri", ["https://app.example/cb", "http://127.0.0.1/cb", "http://[::1]:9/cb"])
+def test_https_and_loopback_redirect_uris_are_accepted(team, uri):
+    assert interactive_agent(team, uri).agent.application.redirect_uris == uri
+
+
 # --- the interactive flow: authorization code + PKCE S256 through the real login and consent pages ----
 
 

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PROD_ENV = {
     "DJANGO_DEBUG": "0",
@@ -34,10 +32,6 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
 def test_production_settings_pass_the_deploy_check():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=PROD_ENV)
     assert result.returncode == 0, result.stderr
