@@ -456,18 +456,20 @@ class _Uvicorn:
         return Server(config)
 
 
-def end_http_session(gateway: Gateway, key: str, reason: str) -> None:
-    """An HTTP agent session is over (DELETE, closed stream, idle): record its end and hand it to the shipper.
+def end_http_session(gateway: Gateway, transport_session_id: str, reason: str) -> None:
+    """A 2025-11-25 HTTP session is over (DELETE, closed stream, idle): end the governance sessions it ran.
 
-    The spool is closed at once; the shipper delivers the rest of its events and the end report like any
-    spool no gateway holds (with the reason recorded here).
+    Those are the sessions whose run id is that ``Mcp-Session-Id`` (the run of a client that names no
+    run of its own; ``Gateway.session_for``). Runs a client names itself outlive any one transport
+    session. Each spool is closed at once; the shipper delivers the rest of its events and the end
+    report like any spool no gateway holds (with the reason recorded here).
     """
-    sess = gateway.sessions.pop(key, None)
-    if sess is None:
-        return
-    end_session_record(sess, reason)
-    sess.spool.close()
-    log.warning("session %s ended: %s", sess.id, reason)
+    suffix = f"|{transport_session_id}"
+    for key in [k for k in gateway.sessions if k.endswith(suffix)]:
+        sess = gateway.sessions.pop(key)
+        end_session_record(sess, reason)
+        sess.spool.close()
+        log.warning("session %s ended: %s", sess.id, reason)
     if gateway.shipper is not None:
         gateway.shipper.nudge()
 

@@ -300,21 +300,21 @@ def _http_gateway(world, portal, *extra: str) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.1)
 
 
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
 def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
     import httpx2
+    from mcp.client.streamable_http import streamable_http_client
 
-    portal.publish(world.signer.sign_doc(world.doc()), 1)
+    from tests.mcpgov.test_gateway_identity import AGENTS, API_KEY
+
+    portal.publish(world.signer.sign_doc(world.doc(agents=AGENTS)), 1)
     _time_only(world)
     proc, port = _http_gateway(world, portal, "--idle-timeout", "3")
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         # an SDK client that leaves: its DELETE ends the session
         async def closing_client() -> None:
-            async with Client(url, mode="legacy") as c:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+            async with Client(streamable_http_client(url, http_client=http), mode="legacy") as c:
                 assert not (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error
 
         anyio.run(closing_client)
@@ -326,7 +326,11 @@ def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
         assert next(b for s, b in portal.patches if s == first)["reason"] == "the agent closed the session"
 
         # a client that goes away without a word: the idle timeout ends it
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {API_KEY}",
+        }
         init = {
             "protocolVersion": "2025-11-25",
             "capabilities": {},
