@@ -87,11 +87,8 @@ def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
     try:
         return anyio.run(fetch)
     except PortalError as exc:
-        if exc.status in (401, 403):
-            raise PolicySourceError(
-                f"authentication failed: the portal at {args.portal} refused the enforcement client's token "
-                f"({exc.status} {exc.code}: {exc.detail}); check --token / --token-file"
-            ) from exc
+        if exc.is_auth_failure:
+            raise PolicySourceError(exc.auth_failure(args.portal)) from exc
         raise PolicySourceError(f"cannot fetch the bundle from {args.portal}: {exc}") from exc
     except httpx2.HTTPError as exc:
         raise PolicySourceError(f"cannot fetch the bundle from {args.portal}: {exc}") from exc

@@ -34,6 +34,17 @@ class PortalError(Exception):
         self.detail = detail
         self.body = body or {}
 
+    @property
+    def is_auth_failure(self) -> bool:
+        return self.status in (401, 403)
+
+    def auth_failure(self, portal_url: str) -> str:
+        """The one message for a refused enforcement-client token (gateway, gate, verify)."""
+        return (
+            f"authentication failed: the portal at {portal_url} refused the enforcement client's token "
+            f"({self.status} {self.code}: {self.detail}): the token is revoked or wrong; check --token / --token-file"
+        )
+
 
 def _error(resp: httpx2.Response) -> PortalError:
     try:
@@ -75,7 +86,8 @@ class PortalClient:
     async def _on_response(self, resp: httpx2.Response) -> None:
         if resp.status_code == 401 and not self.revoked:
             self.revoked = True
-            log.error("the portal answered 401: this enforcement client is revoked or its token is wrong")
+            if self.revoked_listeners:  # a running gateway; at start the caller reports the refusal
+                log.error("the portal answered 401: this enforcement client is revoked or its token is wrong")
             for listener in list(self.revoked_listeners):
                 listener()
 

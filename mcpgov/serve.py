@@ -182,11 +182,8 @@ async def _first_bundle(args: argparse.Namespace, bundles: BundleManager) -> Ver
     except BundleVerificationError:
         pass  # logged loudly by the manager; never used
     except PortalError as exc:
-        if exc.status in (401, 403):
-            raise AuthenticationFailed(
-                f"authentication failed: the portal at {args.portal} refused the enforcement client's token "
-                f"({exc.status} {exc.code}: {exc.detail}); check --token / --token-file"
-            ) from exc
+        if exc.is_auth_failure:
+            raise AuthenticationFailed(exc.auth_failure(args.portal)) from exc
         log.error("the portal answered %s at start; using the cached bundle if any", exc)
     except Exception as exc:
         log.error("portal unreachable at start (%s); using the cached bundle if any", exc)
@@ -337,10 +334,10 @@ async def check_client(portal: PortalClient, args: argparse.Namespace) -> str | 
         with anyio.fail_after(10):
             who = await portal.whoami()
     except PortalError as exc:
-        if exc.status in (401, 403):
+        if exc.is_auth_failure:
             with contextlib.suppress(OSError):
                 cache.unlink()
-            return f"the portal refused this enforcement client's token ({exc.status} {exc.code}): revoked or wrong"
+            return exc.auth_failure(args.portal)
         return f"the portal refused whoami: {exc}"
     except Exception as exc:
         try:
