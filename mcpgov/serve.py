@@ -320,6 +320,25 @@ async def _gateway_run(
                 await portal.aclose()
 
 
+def _cached_whoami(
+    cache: Path, token_hash: str, args: argparse.Namespace, exc: Exception
+) -> dict | str | None:
+    """The portal is down at start: the identity cached for this token, a refusal, or None (no cache at all)."""
+    try:
+        cached = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        cached = None
+    if not isinstance(cached, dict) or cached.get("token_sha256") != token_hash:
+        if (Path(args.state_dir) / "bundle.jws").exists():
+            return (
+                f"portal unreachable at start ({exc.__class__.__name__}) and no identity of this token "
+                "cached: refusing to serve the cached bundle on an unchecked token"
+            )
+        return None
+    log.error("portal unreachable at start (%s); using the cached client identity", exc)
+    return cached["whoami"]
+
+
 async def check_client(portal: PortalClient, args: argparse.Namespace) -> str | None:
     """Ask the portal who this enforcement client is; a refusal message, or None to go on.
 
@@ -338,24 +357,17 @@ async def check_client(portal: PortalClient, args: argparse.Namespace) -> str | 
             with contextlib.suppress(OSError):
                 cache.unlink()
             return exc.auth_failure(args.portal)
-        return f"the portal refused whoami: {exc}"
+        if exc.status < 500 and exc.status != 429:
+            return f"the portal refused whoami: {exc}"
+        # 5xx / 429: an outage like no answer at all (below)
+        who = _cached_whoami(cache, token_hash, args, exc)
     except Exception as exc:
-        try:
-            cached = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            cached = None
-        if not cached or cached.get("token_sha256") != token_hash:
-            if (Path(args.state_dir) / "bundle.jws").exists():
-                return (
-                    f"portal unreachable at start ({exc.__class__.__name__}) and no identity of this token "
-                    "cached: refusing to serve the cached bundle on an unchecked token"
-                )
-            return None
-        log.error("portal unreachable at start (%s); using the cached client identity", exc)
-        who = cached["whoami"]
+        who = _cached_whoami(cache, token_hash, args, exc)
     else:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(cache, {"token_sha256": token_hash, "whoami": who})
+    if isinstance(who, str) or who is None:
+        return who
     if who.get("revoked"):
         return "this enforcement client is revoked on the portal"
     roles = list(who.get("roles") or ())

@@ -72,11 +72,7 @@ def test_halt_is_reported_and_a_release_lets_the_session_continue(world, portal)
     assert portal.reported_versions and portal.reported_versions[-1] == 1
 
 
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
-def test_flag_disabled_in_the_portal_stops_writes_within_a_second(world, portal):
+def test_flag_disabled_in_the_portal_stops_writes(world, portal):
     portal.publish(world.signer.sign_doc(world.doc()), 1)
     world.write_config(("time", "filesystem"))
 
@@ -97,16 +93,21 @@ def test_flag_disabled_in_the_portal_stops_writes_within_a_second(world, portal)
                 ],
             )
             portal.publish(world.signer.sign_doc(doc), 2)
-            t0 = time.monotonic()  # the gateway's long poll picks v2 up: refused from then on
-            while not (r := await write(c, world.files / "after.txt")).is_error:
-                assert time.monotonic() - t0 < 15, "the disabled flag did not reach the gateway"
+            # the gateway's long poll picks v2 up: writes are refused from then on (a fresh file per
+            # try, so the refused one is known; the bound is generous for a loaded machine)
+            t0, tries = time.monotonic(), 0
+            while not (r := await write(c, world.files / f"after-{tries}.txt")).is_error:
+                assert time.monotonic() - t0 < 30, "the disabled flag did not reach the gateway"
+                tries += 1
                 await anyio.sleep(0.1)
-            assert r.is_error and text(r).startswith(
-                "MCP_KILL_SWITCH: mcp.filesystem.write disabled by governance flag"
-            )
+            assert text(r).startswith("MCP_KILL_SWITCH: mcp.filesystem.write disabled by governance flag")
+            refused = world.files / f"after-{tries}.txt"
+            # and it stays refused
+            assert (await write(c, world.files / "later.txt")).is_error
+            return refused
 
-    anyio.run(scenario)
-    assert not (world.files / "after.txt").exists()
+    refused = anyio.run(scenario)
+    assert not refused.exists() and not (world.files / "later.txt").exists()
     assert portal.reported_versions[-1] == 2
 
 
@@ -172,10 +173,6 @@ def test_approval_required_tool_waits_for_a_person(world, portal):
     assert not (world.files / "denied.txt").exists()
 
 
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
 def test_portal_outage_and_restarts_lose_no_event(world, portal):
     """Session B runs while the portal is down (cached bundle); a later gateway ships B's events once."""
     portal.publish(world.signer.sign_doc(world.doc()), 1)
