@@ -35,6 +35,41 @@ DURABILITY_INTENT = "intent"  # fsync INTENT before forwarding; RESULTs ride on 
 DURABILITY_ALL = "all"  # fsync every event
 
 
+NUL_STANDIN = "\u2400"  # ␀ (SYMBOL FOR NULL)
+
+
+def _storable_text(value: str) -> str:
+    """NUL as ␀ and lone surrogates as U+FFFD: what the portal can store (PostgreSQL text cannot
+    hold NUL, and UTF-8 cannot encode a lone surrogate; the portal refuses both with a 400)."""
+    value = value.replace("\x00", NUL_STANDIN)
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string (keys too) made storable: an agent or an upstream that puts NUL or a
+    lone surrogate into arguments, a tool name or a result must not make its events undeliverable."""
+    if isinstance(value, str):
+        return _storable_text(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def _event_line(event: dict[str, Any]) -> bytes:
+    text = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        line = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        line = None
+    if line is None or b"\\u0000" in line:
+        for key, value in event.items():  # in place: the open INTENT and the state report reuse it
+            event[key] = storable(value)
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return line + b"\n"
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -155,9 +190,7 @@ class AuditSpool:
     def _append(self, event: dict[str, Any], sync: bool) -> int:
         self.seq += 1
         event["seq"] = self.seq
-        line = (
-            json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
-        )
+        line = _event_line(event)
         os.write(self.fd, line)  # O_APPEND + one write: a record is never interleaved
         if sync:
             os.fsync(self.fd)

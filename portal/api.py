@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.db.models import ProtectedError, RestrictedError
-from rest_framework import exceptions, pagination, permissions
+from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.pages import protected_message
-from portal.permissions import has_team_perm
+from portal.permissions import VIEW, has_team_perm, teams_for_user
+
+log = logging.getLogger(__name__)
 
 
 def exception_handler(exc, context):
@@ -21,6 +26,13 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     elif isinstance(exc, ProtectedError | RestrictedError):
         exc = Conflict(protected_message(exc))
+    elif isinstance(exc, DataError):
+        # The database refused a value (out of range, NUL, bad encoding) that validation let through:
+        # the client's input, so a 400; logged, because a field's validation should have caught it.
+        log.warning(
+            "database refused a value from %s: %s", context.get("request") and context["request"].path, exc
+        )
+        exc = exceptions.ValidationError({"non_field_errors": ["A value in the request cannot be stored."]})
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -95,3 +107,23 @@ class TeamPermission(permissions.BasePermission):
         if request.method in permissions.SAFE_METHODS:
             return has_team_perm(request.user, getattr(view, "team_perm_read", "view_team"), team)
         return has_team_perm(request.user, getattr(view, "team_perm_write", "change_policy"), team)
+
+
+class TeamField(serializers.SlugRelatedField):
+    """The owning team by slug, among the teams the user can see (a service then checks the write).
+
+    A NUL is refused before the lookup (PostgreSQL cannot compare text holding one).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("slug_field", "slug")
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return teams_for_user(request.user if request else None, VIEW)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return super().to_internal_value(data)

@@ -24,18 +24,32 @@ def current_team(request):
     return team or teams.order_by("name").first()
 
 
-def _has_nul(request) -> bool:
-    if "\x00" in request.path:
-        return True
-    return any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists())
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _lists_have_nul(data) -> bool:
+    return any("\x00" in key or any("\x00" in str(v) for v in values) for key, values in data.lists())
+
+
+def _nul_in(request) -> str | None:
+    """Where a NUL byte is (\"URL\" or \"form\"), or None."""
+    if "\x00" in request.path or _lists_have_nul(request.GET):
+        return "URL"
+    # Reading POST here is what CSRF checking does anyway; DRF reuses the parsed form.
+    has_form = request.method not in ("GET", "HEAD", "OPTIONS") and request.content_type in FORM_TYPES
+    if has_form and (
+        _lists_have_nul(request.POST) or any("\x00" in (f.name or "") for f in request.FILES.values())
+    ):
+        return "form"
+    return None
 
 
 class RejectNulMiddleware:
-    """A NUL byte in the path or a query parameter is answered 400 before any view runs.
+    """A NUL byte in the path, a query parameter or a form field is answered 400 before any view runs.
 
-    PostgreSQL text cannot hold NUL, so a slug or a filter value carrying one would reach the
-    database driver and fail there (a 500). Form and JSON body fields are refused by their own
-    validators (Django's and DRF's CharField prohibit NUL)."""
+    PostgreSQL text cannot hold NUL, so a slug, a choice or a lookup value carrying one would reach
+    the database driver and fail there (a 500): CharFields prohibit NUL, but a related-object or
+    choice field looks its value up first. JSON bodies are checked by `portal.parsers`."""
 
     sync_capable = True
     async_capable = True
@@ -46,8 +60,8 @@ class RejectNulMiddleware:
             markcoroutinefunction(self)
 
     @staticmethod
-    def refusal(request):
-        detail = "The URL contains a NUL character."
+    def refusal(request, where: str):
+        detail = f"The {'URL' if where == 'URL' else 'form'} contains a NUL character."
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": detail, "code": "invalid"}, status=400)
         return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
@@ -55,13 +69,14 @@ class RejectNulMiddleware:
     def __call__(self, request):
         if iscoroutinefunction(self):
             return self.__acall__(request)
-        if _has_nul(request):
-            return self.refusal(request)
+        if where := _nul_in(request):
+            return self.refusal(request, where)
         return self.get_response(request)
 
     async def __acall__(self, request):
-        if _has_nul(request):
-            return self.refusal(request)
+        # the form is read in a thread: parsing a large multipart body must not block the loop
+        if where := await sync_to_async(_nul_in, thread_sensitive=False)(request):
+            return self.refusal(request, where)
         return await self.get_response(request)
 
 

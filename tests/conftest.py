@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def run_portal(
         "CELERY_BROKER_URL": "",
         **(env or {}),
     }
-    proc = subprocess.Popen(
+    proc = spawn(
         [
             sys.executable,
             "-m",
@@ -123,8 +124,6 @@ def run_portal(
         ],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -138,11 +137,29 @@ def run_portal(
             proc.kill()
 
 
+def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A server process whose stderr goes to a temporary file, never to a pipe nobody reads:
+    a pipe fills after 64 KiB of log lines (every 4xx a portal logs) and then blocks the server
+    mid-request. `stderr_tail(proc)` reads it back for an assertion message."""
+    log = tempfile.TemporaryFile(prefix="mcpgov-test-stderr-")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, **kwargs)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stderr_tail(proc: subprocess.Popen, limit: int = 2000) -> str:
+    log = getattr(proc, "log", None)
+    if log is None:
+        return proc.stderr.read().decode()[-limit:] if proc.stderr else ""
+    log.seek(0)
+    return log.read().decode(errors="replace")[-limit:]
+
+
 def wait_for_port(proc: subprocess.Popen, port: int, name: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"{name} exited: {stderr_tail(proc)}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return

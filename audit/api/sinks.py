@@ -12,21 +12,12 @@ from rest_framework.response import Response
 
 from audit.models import AuditSink
 from audit.services.streaming import sink_backlog, sink_create, sink_delete, sink_test_send, sink_update
-from portal.api import TeamPermission
-from portal.models import Team
-from portal.permissions import ACKNOWLEDGE_SESSION, MANAGE_CLIENTS, VIEW, teams_for_user
-
-
-class _TeamField(serializers.SlugRelatedField):
-    def get_queryset(self):
-        request = self.context.get("request")
-        return teams_for_user(request.user if request else None, VIEW)
+from portal.api import TeamField, TeamPermission
+from portal.permissions import ACKNOWLEDGE_SESSION, MANAGE_CLIENTS
 
 
 class AuditSinkSerializer(serializers.ModelSerializer):
-    team = _TeamField(
-        slug_field="slug", queryset=Team.objects.none(), help_text="Team slug; fixed after create."
-    )
+    team = TeamField(help_text="Team slug; fixed after create.")
     secret = serializers.CharField(
         write_only=True,
         required=False,

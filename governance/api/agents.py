@@ -17,12 +17,13 @@ from rest_framework.views import APIView
 from governance.api.authentication import ClientTokenAuthentication, IsEnforcementClient
 from governance.models import Agent, AgentRole, Environment
 from governance.services import agents as agent_services
+from portal.api import TeamField
 from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
 
 
 class AgentSerializer(serializers.ModelSerializer):
-    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
+    team = TeamField()
     roles = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=False)
     environments = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=True)
     client_id = serializers.CharField(source="application.client_id", read_only=True, default=None)

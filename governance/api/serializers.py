@@ -16,27 +16,23 @@ from governance.models import (
     TriggerSettings,
 )
 from mcpgov.bundle import tool_definition_hash
+from portal import api as portal_api
 from portal.models import Team
 from portal.permissions import CHANGE_POLICY, VIEW, teams_for_user
 
 
-class TeamField(serializers.SlugRelatedField):
+class TeamField(portal_api.TeamField):
     """The owning team by slug, among the teams the user can see (a service then checks the write).
 
     Omitted on create, it defaults to the user's only team with change_policy (or only team).
     """
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("slug_field", "slug")
         kwargs.setdefault("required", False)
         kwargs.setdefault(
             "help_text", "Team slug. Needed on create when you can change policy in several teams."
         )
         super().__init__(**kwargs)
-
-    def get_queryset(self):
-        request = self.context.get("request")
-        return teams_for_user(request.user if request else None, VIEW)
 
 
 def default_team(user) -> Team | None:

@@ -44,7 +44,7 @@ from governance.services.environments import binding_set
 from governance.services.roles import role_server_add, role_server_remove
 from governance.services.servers import server_create
 from governance.services.signing import jwks_document
-from tests.conftest import _database_url, free_port
+from tests.conftest import _database_url, free_port, spawn, stderr_tail
 from tests.e2e.portal_world import PY, ROLE, ROOT, TIME_ARGS, build_world
 
 pytestmark = [pytest.mark.slow]
@@ -98,11 +98,11 @@ class PortalProcess:
                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": ""}  # fmt: skip
         deadline = time.monotonic() + 60
         while True:  # the port may linger briefly after a stop
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                  "--port", str(self.port), "--log-level", "warning", "--no-access-log",
                  "--timeout-graceful-shutdown", "2"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd=ROOT, env=env,
             )  # fmt: skip
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -112,7 +112,7 @@ class PortalProcess:
                         return
                 except OSError:
                     time.sleep(0.1)
-            err = self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else ""
+            err = stderr_tail(self.proc) if self.proc.poll() is not None else ""
             if time.monotonic() >= deadline:
                 self.stop()
                 raise RuntimeError(f"portal did not start within 60 s: {err}")

@@ -54,6 +54,28 @@ def test_secret_looking_values_are_redacted(value):
         assert secret not in out
 
 
+def test_nul_and_lone_surrogates_never_make_an_event_undeliverable(tmp_path):
+    # an agent's arguments or an upstream's answer with NUL or a lone surrogate: the portal
+    # (PostgreSQL) refuses both, so the spool stores ␀ and U+FFFD instead; valid pairs are kept
+    spool = AuditSpool(tmp_path, str(uuid.uuid4()))
+    intent = spool.intent(
+        call_id="c1",
+        server="fs",
+        tool="write\x00file",
+        arguments={"path": "a\x00b", "k\ud800ey": ["\udc00", "smile \U0001f600"]},
+        bundle_version=1,
+    )
+    spool.result(intent, status="ok", result_summary="done\x00", nbytes=1, duration_ms=1.0)
+    spool.close()
+    raw = (tmp_path / f"{spool.session_id}.jsonl").read_bytes()
+    raw.decode("utf-8")  # strict: no surrogate survived
+    (_, first), (_, second) = read_events(tmp_path / f"{spool.session_id}.jsonl")[0]
+    assert "\\x00" not in repr(first) + repr(second)  # no NUL character anywhere
+    assert first["tool"] == "write\u2400file" and first["arguments"]["path"] == "a\u2400b"
+    assert first["arguments"]["k\ufffdey"] == ["\ufffd", "smile \U0001f600"]
+    assert "\x00" not in first["args_summary"] and second["result_summary"] == "done\u2400"
+
+
 def test_summary_is_short_and_redacted():
     s = summarize_arguments({"path": "docs/a.md", "content": "x" * 4821, "api_key": "sk-abc"})
     assert s == '{path: "docs/a.md", content: <4821 chars>, api_key: "[REDACTED]"}'

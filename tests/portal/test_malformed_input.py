@@ -112,6 +112,25 @@ def test_nul_in_a_body_slug_is_400(api, team):
     assert db_state() == before
 
 
+# Found by schemathesis: the team is looked up by slug before any CharField sees it (a 500).
+@pytest.mark.parametrize("url", ["/api/v1/servers/", "/api/v1/roles/", "/api/v1/audit-sinks/", "/api/v1/agents/"])
+@pytest.mark.parametrize("form", [True, False], ids=["form", "json"])
+def test_nul_in_the_team_of_a_create_is_400(api, team, url, form):
+    data = {"team": "ac\x00me", "slug": "x", "name": "x", "kind": "syslog", "host": "h", "port": 514}
+    before = db_state()
+    response = api.post(url, data) if form else api.post(url, data, format="json")
+    body = assert_error(response)
+    assert "NUL" in body["detail"] or "Null characters" in body["detail"]
+    assert db_state() == before
+
+
+def test_nul_in_a_page_form_is_400(page, team):
+    before = db_state()
+    response = page.post("/governance/servers/add/", {"slug": "git", "name": "a\x00b"})
+    assert response.status_code == 400 and b"NUL" in response.content
+    assert db_state() == before
+
+
 # --- ?limit= / ?offset= -----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, run_portal, wait_for_port
+from tests.conftest import ROOT, free_port, run_portal, spawn, wait_for_port
 
 PROVIDER_SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 CLIENT_ID = "mcpgov-portal"
@@ -62,9 +62,7 @@ def run_oidc_provider(tmp_path: Path, portal_base: str):
         "OIDC_TEST_USERS_FILE": str(provider.users_file),
         "NODE_NO_WARNINGS": "1",
     }
-    proc = subprocess.Popen(
-        ["node", str(PROVIDER_SCRIPT)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = spawn(["node", str(PROVIDER_SCRIPT)], cwd=ROOT, env=env)
     try:
         wait_for_port(proc, port, "oidc-provider")
         yield provider
