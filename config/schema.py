@@ -36,6 +36,7 @@ ERROR_TEXT = {
     "404": "No such object for this caller (another team's objects do not exist for you).",
     "409": "The object is in a state or in use in a way that refuses this (nothing changed).",
     "413": "The request body is too large.",
+    "502": "A server the portal asked on the caller's behalf did not answer as it should (nothing changed).",
 }
 
 
@@ -172,6 +173,8 @@ def complete_schema(result, generator, request, public):
                 wanted.append("409")
             if path.endswith("/events/") and method == "post":
                 wanted.append("413")
+            if path.endswith("/discover/"):
+                wanted.append("502")
             if path == "/api/v1/keys/":
                 wanted = []
             for code in wanted:

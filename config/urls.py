@@ -1,12 +1,13 @@
 """Root URLconf: the web UI, the REST API under /api/v1/, and the Django admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from config.views import dashboard, site_teams
 from governance.oauth import oauth_metadata
 from portal import views
+from portal.api import api_not_found
 from portal.metrics import metrics_view
 from portal.sso import views as sso_views
 
@@ -36,4 +37,6 @@ urlpatterns = [
     path("api/client/", include("governance.unleash.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),  # Prometheus (portal.metrics): loopback or a bearer token
+    path("healthz", views.healthz, name="healthz"),  # liveness/readiness for load balancers and k8s
+    re_path(r"^api/", api_not_found),  # an unknown API path is a JSON 404, like every API error
 ]

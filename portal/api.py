@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError
 from django.db.models import ProtectedError, RestrictedError
+from django.http import JsonResponse
 from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -127,3 +128,8 @@ class TeamField(serializers.SlugRelatedField):
         if isinstance(data, str) and "\x00" in data:
             raise serializers.ValidationError("Null characters are not allowed.")
         return super().to_internal_value(data)
+
+
+def api_not_found(request, *args, **kwargs):
+    """Any method on an unknown path under /api/: the API's error shape, not an HTML page."""
+    return JsonResponse({"detail": "No such API endpoint.", "code": "not_found"}, status=404)

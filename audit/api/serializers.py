@@ -26,7 +26,7 @@ class AgentSessionSerializer(serializers.ModelSerializer):
     started_at = serializers.SerializerMethodField()
     ended_at = serializers.SerializerMethodField()
     calls = serializers.SerializerMethodField()
-    agent_id = serializers.CharField(source="registered_agent_id", default=None)
+    agent_id = serializers.CharField(source="registered_agent_id", default=None, allow_null=True)
 
     class Meta:
         model = AgentSession

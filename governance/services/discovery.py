@@ -88,7 +88,7 @@ def server_list_tools(*, server: McpServer, timeout: float = 20.0) -> list[dict[
     """
     if not server.is_connectable:
         needs = "command" if server.transport == Transport.STDIO else "URL"
-        raise DiscoveryError(f"{server.slug} has no {needs} to connect to; set its transport first.")
+        raise DiscoveryRefused(f"{server.slug} has no {needs} to connect to; set its transport first.")
     target = _target(server, timeout)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-discovery") as pool:
         return pool.submit(anyio.run, _list_tools, target, timeout).result()

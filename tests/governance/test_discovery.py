@@ -390,7 +390,7 @@ def test_nothing_listening_raises(team, admin):
 
 def test_a_server_without_transport_cannot_be_discovered(team, admin):
     server = server_create(team=team, actor=admin, slug="github_api")
-    with pytest.raises(DiscoveryError, match="github_api has no command to connect to"):
+    with pytest.raises(DiscoveryRefused, match="github_api has no command to connect to"):
         server_discover_tools(server=server, actor=admin)
 
 
