@@ -286,7 +286,7 @@ class SessionAcknowledgementView(AuditAPIView):
 
     @extend_schema(
         request=AcknowledgementNoteSerializer,
-        responses=AcknowledgementBodySerializer,
+        responses={201: AcknowledgementBodySerializer},
         summary="Acknowledge the log",
     )
     def post(self, request, session_id):

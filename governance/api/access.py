@@ -98,8 +98,10 @@ def _current_team(request) -> Team:
     teams = teams_for_user(request.user, VIEW)
     slug = request.data.get("team") if request.method == "POST" else request.query_params.get("team")
     if slug:
-        team = teams.filter(slug=slug).first()
+        team = teams.filter(slug=slug).first() if isinstance(slug, str) and "\x00" not in slug else None
         if team is None:
+            if request.method == "POST":  # a field of the body: a validation error, like any other
+                raise serializers.ValidationError({"team": ["No such team."]})
             raise Http404("No such team.")
         return team
     team_id = request.session.get(SESSION_KEY) if hasattr(request, "session") else None

@@ -19,7 +19,7 @@ from governance.models import Agent, AgentRole, Environment
 from governance.services import agents as agent_services
 from portal.api import TeamField
 from portal.models import Team
-from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
+from portal.permissions import MANAGE_CLIENTS, has_team_perm
 
 
 class AgentSerializer(serializers.ModelSerializer):
@@ -95,9 +95,7 @@ class AgentViewSet(
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        team = data["team"]
-        if not teams_for_user(request.user).filter(pk=team.pk).exists():
-            raise exceptions.NotFound("No such team.")
+        team = data["team"]  # TeamField: one of the teams the caller can see
         self._require_manage(team)
         roles, envs = _resolve(team, data["roles"], data["environments"])
         try:

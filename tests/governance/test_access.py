@@ -428,8 +428,11 @@ def test_api_create_permission_matrix(team, p, viewer, outsider):
     # Another team's admin names this team's environment: it is not theirs, so it does not exist for them.
     resp = api(outsider).post(LIST, create_payload(p), format="json")
     assert resp.status_code == 400
-    # Naming the team does not help: it is not theirs (404).
-    assert api(outsider).post(LIST, create_payload(p, team="acme"), format="json").status_code == 404
+    # Naming the team does not help: it is not theirs, answered exactly like a team that does not exist.
+    theirs = api(outsider).post(LIST, create_payload(p, team="acme"), format="json")
+    nowhere = api(outsider).post(LIST, create_payload(p, team="no-such-team"), format="json")
+    assert theirs.status_code == nowhere.status_code == 400
+    assert theirs.json() == nowhere.json() and theirs.json()["errors"] == {"team": ["No such team."]}
     assert not AccessRequest.objects.exists()
 
 
