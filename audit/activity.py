@@ -44,6 +44,9 @@ METRICS = ("calls", "refusals", "halts")
 # A chart shows this many series; the rest are summed into "other" (patterns stay distinguishable).
 MAX_SERIES = 8
 OTHER = "other"
+# The series of events without a value: calls that fired no trigger, halts with no call behind them
+# (e.g. a kill switch thrown in the portal). Spaces: no slug can collide with them.
+NONE_LABELS = {"trigger": "no trigger", "server": "no call"}
 NONE_LABEL = "none"
 # On SQLite the percentiles are computed in Python over the latest this-many durations of the range.
 PERCENTILE_ROW_LIMIT = 50_000
@@ -111,9 +114,10 @@ class Series:
         return sum(self.totals.values())
 
     def rows(self) -> list[tuple[datetime, list[int]]]:
-        """The data table beside the chart: one row per bucket, one column per series."""
+        """The data table beside the chart: one row per bucket with any count, one column per series."""
         names = list(self.series)
-        return [(at, [self.series[n][i] for n in names]) for i, at in enumerate(self.labels)]
+        rows = [(at, [self.series[n][i] for n in names]) for i, at in enumerate(self.labels)]
+        return [(at, values) for at, values in rows if any(values)]
 
     def chart(self) -> dict:
         """What static/js/activity-charts.js draws (JSON types only)."""
@@ -164,7 +168,7 @@ def activity_series(*, team, rng: TimeRange, metric: str, by: str) -> Series:
     for bucket, key, n in counts:
         i = index.get(_floor(bucket, rng.bucket))
         if i is not None:
-            raw[key or NONE_LABEL][i] += n
+            raw[key or NONE_LABELS.get(by, NONE_LABEL)][i] += n
     ordered = sorted(raw.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
     series = dict(ordered)
     if len(ordered) > MAX_SERIES:
