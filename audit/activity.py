@@ -48,6 +48,8 @@ OTHER = "other"
 # (e.g. a kill switch thrown in the portal). Spaces: no slug can collide with them.
 NONE_LABELS = {"trigger": "no trigger", "server": "no call"}
 NONE_LABEL = "none"
+# The usage tables show the busiest this-many rows (a gateway reports any server and tool name it is asked for).
+USAGE_ROW_LIMIT = 200
 # On SQLite the percentiles are computed in Python over the latest this-many durations of the range.
 PERCENTILE_ROW_LIMIT = 50_000
 # Calls that reached the upstream server (and are billed): a blocked call never left the gateway.
@@ -174,8 +176,10 @@ def activity_series(*, team, rng: TimeRange, metric: str, by: str) -> Series:
     if len(ordered) > MAX_SERIES:
         head, tail = ordered[: MAX_SERIES - 1], ordered[MAX_SERIES - 1 :]
         series = dict(head)
-        # no slug holds a space or parentheses, so the label cannot collide with a real value
-        series[f"{OTHER} ({len(tail)})"] = [sum(col) for col in zip(*(v for _, v in tail), strict=True)]
+        label = f"{OTHER} ({len(tail)})"
+        while label in series:  # a reported server or tool name may be anything
+            label += "*"
+        series[label] = [sum(col) for col in zip(*(v for _, v in tail), strict=True)]
     return Series(metric=metric, by=by, bucket=rng.bucket, labels=labels, series=series)
 
 
@@ -223,6 +227,7 @@ class Usage:
 class UsageTable:
     rows: list[Usage]
     percentiles_sampled: bool = False  # SQLite: computed on the latest PERCENTILE_ROW_LIMIT durations
+    more: bool = False  # more than USAGE_ROW_LIMIT rows: the quietest are left out
 
 
 def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool | None = None) -> UsageTable:
@@ -244,7 +249,9 @@ def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool
         aggregates["p50"] = PercentileCont("duration_ms", 0.5)
         aggregates["p95"] = PercentileCont("duration_ms", 0.95)
     rows = {}
-    for r in qs.annotate(**aggregates):
+    grouped_rows = list(qs.annotate(**aggregates).order_by("-calls", *keys)[: USAGE_ROW_LIMIT + 1])
+    more = len(grouped_rows) > USAGE_ROW_LIMIT
+    for r in grouped_rows[:USAGE_ROW_LIMIT]:
         rows[tuple(r[k] for k in keys)] = Usage(
             server=r["server"], tool=r.get("tool", ""), calls=r["calls"], refusals=r["refusals"],
             errors=r["errors"], bytes=r["total_bytes"] or 0, last_used=r["last_used"],
@@ -269,7 +276,7 @@ def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool
                 rows[key].p50_ms = percentile_cont(values, 0.5)
                 rows[key].p95_ms = percentile_cont(values, 0.95)
     ordered = sorted(rows.values(), key=lambda u: (-u.calls, u.server, u.tool))
-    return UsageTable(rows=ordered, percentiles_sampled=sampled)
+    return UsageTable(rows=ordered, percentiles_sampled=sampled, more=more)
 
 
 # --- gateways -------------------------------------------------------------------------------------

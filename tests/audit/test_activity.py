@@ -149,6 +149,17 @@ def test_more_series_than_the_chart_holds_are_summed_into_other(team, gateway):
     assert series.total == sum(range(1, activity.MAX_SERIES + 3))
 
 
+def test_a_reported_server_named_like_the_other_series_keeps_its_count(team, gateway):
+    sid = open_session(gateway)
+    calls = Calls()
+    for i in range(activity.MAX_SERIES + 2):
+        for _ in range(20 if i == 0 else 1):
+            calls.add("other (3)" if i == 0 else f"srv{i:02d}", "t", at=1)
+    assert post_events(gateway, sid, calls.batch).status_code == 200
+    series = activity.activity_series(team=team, rng=RANGE, metric="calls", by="server")
+    assert series.totals["other (3)"] == 20 and series.totals["other (3)*"] == 3
+
+
 def test_usage_per_server_and_per_tool(team, world):
     table = activity.usage(team=team, rng=RANGE)
     github, time_ = table.rows
@@ -167,6 +178,16 @@ def test_usage_per_server_and_per_tool(team, world):
     tools = {(u.server, u.tool): u for u in activity.usage(team=team, rng=RANGE, per_tool=True).rows}
     assert tools["github_api", "create_pr"].calls == 3 and tools["github_api", "list_prs"].errors == 1
     assert tools["github_api", "create_pr"].p50_ms == pytest.approx(20.0)
+
+
+def test_usage_shows_the_busiest_rows_only(team, world, monkeypatch):
+    monkeypatch.setattr(activity, "USAGE_ROW_LIMIT", 1)
+    table = activity.usage(team=team, rng=RANGE, per_tool=True)
+    assert table.more and [(u.server, u.tool, u.calls) for u in table.rows] == [
+        ("github_api", "create_pr", 3)
+    ]
+    servers = activity.usage(team=team, rng=RANGE)
+    assert servers.more and [u.server for u in servers.rows] == ["github_api"]
 
 
 def test_python_percentiles_equal_the_databases(team, world):
