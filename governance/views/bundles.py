@@ -47,7 +47,9 @@ def _effective_context(request, bundle) -> dict:
     except BundleNotVerified as exc:
         return {"not_verified": str(exc), "roles": []}
     roles = sorted(enforced.roles)
-    role = request.GET.get("role") or (roles[0] if roles else "")
+    if not roles:
+        return {"roles": []}
+    role = request.GET.get("role") or roles[0]
     if role not in roles:
         raise Http404("The bundle has no such role.")
     return {"roles": roles, "role": role, "effective": effective_policy(enforced, role)}

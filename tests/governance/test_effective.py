@@ -223,6 +223,21 @@ def test_an_altered_bundle_shows_an_error_not_a_policy(client, viewer, policy):
     assert "get_current_time" not in html
 
 
+def test_a_bundle_without_roles_and_an_environment_without_a_bundle(client, viewer, team):
+    dev = Environment.objects.get(team=team, name="development")
+    client.force_login(viewer)
+    response = client.get(reverse("governance:effective-policy"), {"environment": dev.pk})
+    assert response.status_code == 200 and response.context["bundle"] is None
+    assert "No bundle has been published for this environment yet." in response.content.decode()
+    signing_key_ensure(team=team)
+    team_bundles_rebuild(team_id=team.pk, reason="empty policy")
+    response = client.get(reverse("governance:effective-policy"), {"environment": dev.pk})
+    assert response.status_code == 200 and response.context["bundle"] == latest(dev)
+    assert "The bundle defines no roles." in response.content.decode()
+    detail = client.get(reverse("governance:bundle-detail", args=[latest(dev).pk]))
+    assert detail.status_code == 200 and "The bundle defines no roles." in detail.content.decode()
+
+
 def _urls(policy):
     row = latest(policy["dev"])
     return [
