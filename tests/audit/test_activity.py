@@ -369,7 +369,9 @@ def test_the_vendored_chart_library_is_the_published_file():
     assert (path.parent / "LICENSE.md").read_text().startswith("The MIT License (MIT)")
 
 
-def test_the_page_runs_a_fixed_number_of_queries(client, viewer, world, prices, django_assert_max_num_queries):
+def test_the_page_runs_a_fixed_number_of_queries(
+    client, viewer, world, prices, django_assert_max_num_queries
+):
     client.force_login(viewer)
     with django_assert_max_num_queries(25):
         assert client.get(reverse("audit:activity"), QUERY_TO_TODAY).status_code == 200
