@@ -171,7 +171,11 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["session", "seq"]
         verbose_name = "audit event"
-        indexes = [models.Index(fields=["xact", "id"], name="event_stream_order")]
+        indexes = [
+            models.Index(fields=["xact", "id"], name="event_stream_order"),
+            # the activity page's time ranges (audit/activity.py)
+            models.Index(fields=["ts"], name="event_ts"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["session", "seq"], name="event_unique_session_seq"),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="event_seq_positive"),

@@ -63,6 +63,8 @@ urlpatterns = [
     path("clients/<int:pk>/revoke/", clients.client_revoke_view, name="client-revoke"),
     path("bundles/", bundles.bundle_list, name="bundle-list"),
     path("bundles/<int:pk>/", bundles.bundle_detail, name="bundle-detail"),
+    path("bundles/<int:pk>/raw/", bundles.bundle_raw, name="bundle-raw"),
+    path("effective/", bundles.effective_policy_view, name="effective-policy"),
     path("bundles/diff/", bundles.bundle_diff_view, name="bundle-diff"),
     path("bundles/rebuild/", bundles.bundle_rebuild, name="bundle-rebuild"),
 ]

@@ -27,6 +27,8 @@ PAGES = [
     "/incidents/",
     "/audit/sessions/",
     "/audit/halted/",
+    "/audit/activity/",
+    "/governance/effective/",
     "/team/members/",
     "/site/teams/",
     "/api/v1/docs/",
