@@ -83,6 +83,17 @@ from portal import metrics
 logger = logging.getLogger(__name__)
 
 REDIS_PREFIX = "mcpgov:rt:"
+
+
+def redis_channel_prefix(url: str) -> str:
+    """``mcpgov:rt:<db>:``: Redis pub/sub ignores the database number, so it is part of the channel
+    name; deployments (or test workers) on one Redis server with different databases stay apart."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.strip("/")
+    return f"{REDIS_PREFIX}{path if path.isdigit() else '0'}:"
+
+
 FAST_POLL = 0.15  # seconds between fallback polls without Redis
 # Seconds between fallback polls while Redis delivers notifications: settings.MCPGOV_REALTIME_SAFETY_POLL.
 
@@ -215,7 +226,7 @@ class _Hub:
                     import redis
 
                     self._redis_pub = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-                self._redis_pub.publish(REDIS_PREFIX + channel, json.dumps(token))
+                self._redis_pub.publish(redis_channel_prefix(url) + channel, json.dumps(token))
             except Exception:  # the fallback poll still wakes other processes' waiters
                 logger.warning("realtime: could not publish %s to Redis", channel, exc_info=True)
                 self._redis_pub = None
@@ -290,14 +301,15 @@ class _Hub:
         while True:
             client = aioredis.Redis.from_url(settings.REDIS_URL)
             pubsub = client.pubsub()
+            prefix = redis_channel_prefix(settings.REDIS_URL)
             try:
-                await pubsub.psubscribe(REDIS_PREFIX + "*")
+                await pubsub.psubscribe(prefix + "*")
                 state.redis_connected = True
                 delay = 0.5
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
-                    channel = message["channel"].decode()[len(REDIS_PREFIX) :]
+                    channel = message["channel"].decode()[len(prefix) :]
                     try:
                         token = json.loads(message["data"])
                     except (ValueError, TypeError):

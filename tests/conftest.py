@@ -65,6 +65,16 @@ def password():
     return PASSWORD
 
 
+def redis_test_url() -> str:
+    """This test process's own Redis database: REDIS_TEST_URL's number minus the xdist worker index
+    (gw0 → 15, gw1 → 14, …), so parallel workers never share queues, keys or realtime channels."""
+    base = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    head, _, db = base.rpartition("/")
+    return f"{head}/{(int(db or 0) - index) % 16}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -13,6 +12,7 @@ import pytest
 from audit.models import AgentSession
 from audit.services import session_release
 from tests.audit.conftest import issue_client
+from tests.conftest import redis_test_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +72,7 @@ def test_release_wakes_the_long_poll(portal_server, team, reviewer):
 
 @pytest.fixture
 def redis_url():
-    url = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    url = redis_test_url()
     import redis
 
     try:

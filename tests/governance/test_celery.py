@@ -16,9 +16,9 @@ from governance import tasks
 from governance.models import Environment, PolicyBundle
 from governance.services import roles as role_services
 from governance.services import servers as server_services
-from tests.conftest import ROOT, _database_url
+from tests.conftest import ROOT, _database_url, redis_test_url
 
-BROKER = "redis://127.0.0.1:6379/14"  # this suite's own Redis database
+BROKER = redis_test_url()  # this test process's own Redis database
 
 
 def versions(team) -> dict[str, int]:

@@ -25,6 +25,7 @@ from governance.services.bundles import bundle_publish
 from governance.services.clients import client_authenticate, client_create, client_revoke
 from mcpgov.verify import parse_jwks, verify_bundle
 from portal.choices import TeamRole
+from tests.conftest import redis_test_url
 from tests.factories import make_member
 
 URL = "/api/v1/bundle/"
@@ -253,10 +254,10 @@ def test_long_poll_is_woken_by_a_change_without_redis(portal_server, team, setti
 
 @pytest.fixture
 def redis_portal_server(request, transactional_db, monkeypatch, settings):
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/14")
+    monkeypatch.setenv("REDIS_URL", redis_test_url())
     # No fallback poll before the long poll's own 20 s timeout: only Redis can wake it earlier.
     monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")
-    settings.REDIS_URL = "redis://127.0.0.1:6379/14"
+    settings.REDIS_URL = redis_test_url()
     return request.getfixturevalue("portal_server")
 
 

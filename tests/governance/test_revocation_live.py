@@ -22,6 +22,7 @@ from governance.api import bundle as bundle_api
 from governance.models import Environment
 from governance.services.bundles import bundle_publish
 from governance.services.clients import client_create, client_revoke
+from tests.conftest import redis_test_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -38,7 +39,7 @@ def _fresh_caches():
 @pytest.fixture(params=["fallback-poll", "redis"])
 def live_portal(request, transactional_db, monkeypatch, settings):
     if request.param == "redis":
-        url = "redis://127.0.0.1:6379/6"
+        url = redis_test_url()
         monkeypatch.setenv("REDIS_URL", url)
         # No fallback poll before the polls' own timeout: only the revocation event can wake them.
         monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")

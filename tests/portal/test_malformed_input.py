@@ -113,7 +113,9 @@ def test_nul_in_a_body_slug_is_400(api, team):
 
 
 # Found by schemathesis: the team is looked up by slug before any CharField sees it (a 500).
-@pytest.mark.parametrize("url", ["/api/v1/servers/", "/api/v1/roles/", "/api/v1/audit-sinks/", "/api/v1/agents/"])
+@pytest.mark.parametrize(
+    "url", ["/api/v1/servers/", "/api/v1/roles/", "/api/v1/audit-sinks/", "/api/v1/agents/"]
+)
 @pytest.mark.parametrize("form", [True, False], ids=["form", "json"])
 def test_nul_in_the_team_of_a_create_is_400(api, team, url, form):
     data = {"team": "ac\x00me", "slug": "x", "name": "x", "kind": "syslog", "host": "h", "port": 514}
@@ -281,9 +283,7 @@ def test_deleting_an_environment_with_audited_sessions_is_409(api, team):
     staging = team.environments.get(name="staging")
     bundle_publish(environment=staging, reason="test")
     gw = APIClient()
-    gw.credentials(
-        HTTP_AUTHORIZATION=f"Bearer {issue_client(team, staging, 's').token}"
-    )
+    gw.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_client(team, staging, 's').token}")
     sid = open_session(gw)
     assert (
         gw.post(f"/api/v1/sessions/{sid}/events/", {"events": [event(1)]}, format="json").status_code == 200

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audit.models import AgentSession
 from governance.services.bundles import team_bundles_rebuild
 from tests.audit.conftest import environment, event, gateway, issued, open_session, post_events  # noqa: F401 - fixtures
+from tests.conftest import redis_test_url
 
 pytestmark = pytest.mark.django_db
 
@@ -90,7 +91,7 @@ def test_requests_bundle_builds_ingestion_and_sessions_are_counted(client, gatew
 
 
 def test_celery_queue_length_is_read_from_a_redis_broker(client, settings):
-    url = __import__("os").environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    url = redis_test_url()
     settings.CELERY_BROKER_URL = url
     r = redis.Redis.from_url(url)
     r.delete("celery")
