@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.http import Http404, HttpResponseRedirect
-from django.shortcuts import redirect
+from django.http import Http404
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from mozilla_django_oidc import views as oidc_views
 from mozilla_django_oidc.utils import absolutify
@@ -63,10 +63,23 @@ def _provider_logout_url(request) -> str | None:
 
 
 class LogoutView(auth_views.LogoutView):
+    """Logs out here, then sends the browser on to the provider's end-session endpoint.
+
+    Not with a redirect: browsers apply the page's CSP `form-action 'self'` to the redirect that
+    follows the logout form post, which would stop it at the portal. A page that navigates on
+    (meta refresh, and a link for browsers without it) is not a form action.
+    """
+
     def post(self, request, *args, **kwargs):
         provider_url = _provider_logout_url(request)  # before logout flushes the session
         response = super().post(request, *args, **kwargs)
-        return HttpResponseRedirect(provider_url) if provider_url else response
+        if not provider_url:
+            return response
+        return render(
+            request,
+            "registration/sso_logout.html",
+            {"provider_url": provider_url, "sso_provider_name": settings.OIDC_PROVIDER_NAME},
+        )
 
 
 class _SsoOnly:
