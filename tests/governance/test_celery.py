@@ -107,10 +107,6 @@ def worker(transactional_db, settings, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
 def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
     # Creating the team (with eager mode off) queued its first rebuild: the worker publishes v1.
     before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
@@ -129,10 +125,6 @@ def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="Fails on main after the merges of this stop (not yet diagnosed); listed in the closing note for the next session",
-    strict=False,
-)
 def test_a_burst_of_changes_makes_one_rebuild(worker, team):
     before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
     time.sleep(0.5)
