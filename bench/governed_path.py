@@ -181,8 +181,8 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
                "--env", "development", "--role", "bench_agent", "--upstream-mode", "legacy"]  # fmt: skip
     procs: list[subprocess.Popen] = []
 
-    def spawn(args: list[str], port: int, what: str) -> None:
-        p = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT) -> None:
+        p = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         procs.append(p)
         wait_port(port, p, what)
 
@@ -198,6 +198,12 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
            "--state-dir", str(d / "state-http"), "--issuer", ISSUER, "--http", f"127.0.0.1:{gw_port}"],
           gw_port, "mcpgov gateway --http")  # fmt: skip
     gw_url = f"http://127.0.0.1:{gw_port}/mcp"
+    if a.before:
+        before_port = free_port()
+        spawn([PY, *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-http-before"),
+               "--state-dir", str(d / "state-http-before"), "--issuer", ISSUER, "--http",
+               f"127.0.0.1:{before_port}"], before_port, "mcpgov gateway --http (before)", Path(a.before))  # fmt: skip
+        before_url = f"http://127.0.0.1:{before_port}/mcp"
 
     paths: dict[str, tuple[Client, str]] = {
         "direct stdio": (Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode), "get_current_time"),
@@ -212,17 +218,27 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
             "--state-dir", str(d / "state-s2h")]), mode=a.mode), "time__get_current_time"),
     }  # fmt: skip
 
-    def governed_stdio(durability: str) -> tuple[Client, str]:
+    if a.before:
+        paths["BEFORE mcpgov HTTP→stdio + auth"] = (
+            http_client(before_url, a.mode, agent_token(key, before_url)),
+            "time__get_current_time",
+        )
+
+    def governed_stdio(durability: str, root: Path = ROOT) -> tuple[Client, str]:
         assert portal is not None
-        return Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
+        tag = durability if root == ROOT else f"{durability}-before"
+        return Client(StdioServerParameters(command=PY, cwd=str(root), args=[
             "-m", "mcpgov", "gateway", "--portal", portal.url, "--token", portal.token, "--keys", str(portal.keys),
             "--env", "development", "--role", "time_agent", "--config", str(portal.config), "--upstream-mode",
-            "legacy", "--spool", str(d / f"spool-portal-{durability}"), "--state-dir", str(d / "state-portal"),
+            "legacy", "--spool", str(d / f"spool-portal-{tag}"), "--state-dir", str(d / f"state-portal-{tag}"),
             "--durability", durability]), mode=a.mode), "time__get_current_time"  # fmt: skip
 
     if portal is not None:
         paths["mcpgov stdio + portal"] = governed_stdio("intent")
         paths["mcpgov stdio + portal, process"] = governed_stdio("process")
+        if a.before:
+            # the same gateway from another checkout (main before this change), measured in the same run
+            paths["BEFORE mcpgov stdio + portal"] = governed_stdio("intent", Path(a.before))
     paths["mcpgov stdio, no portal"] = (Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
         *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-stdio"),
         "--state-dir", str(d / "state-stdio"), "--durability", "process"]), mode=a.mode), "time__get_current_time")  # fmt: skip
@@ -300,7 +316,11 @@ def report(a, lat, thr, load0, load1, sync) -> None:
                      f"{tput[path]:.0f}/s", f"{r:.2f}x", goal_text or (f"≥ {goal:g}x" if goal else "—"),
                      "" if goal is None else ("met" if r >= goal else "NOT met")))  # fmt: skip
 
-    for governed in ("mcpgov stdio + portal", "mcpgov stdio + portal, process"):
+    for governed in (
+        "mcpgov stdio + portal",
+        "mcpgov stdio + portal, process",
+        "BEFORE mcpgov stdio + portal",
+    ):
         if governed in lat:
             added(governed, "direct stdio", 0.5)
             added(governed, "direct stdio", 2.0, "p99")
@@ -308,9 +328,10 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     if "mcpgov stdio, no portal" in lat:
         added("mcpgov stdio, no portal", "direct stdio", None)
         ratio("mcpgov stdio, no portal", "direct stdio", None)
-    if "mcpgov HTTP→stdio + auth" in lat:
-        added("mcpgov HTTP→stdio + auth", "direct stdio", 1.0)
-        ratio("mcpgov HTTP→stdio + auth", "direct stdio", None)
+    for p in ("mcpgov HTTP→stdio + auth", "BEFORE mcpgov HTTP→stdio + auth"):
+        if p in lat:
+            added(p, "direct stdio", 1.0)
+            ratio(p, "direct stdio", None)
     if "mcp-proxy HTTP→stdio" in lat:
         added("mcp-proxy HTTP→stdio", "direct stdio", None)
         ratio("mcp-proxy HTTP→stdio", "direct stdio", None)
@@ -359,6 +380,9 @@ def main() -> None:
     ap.add_argument("--no-portal", action="store_true", help="no portal-backed gateway (no database needed)")
     ap.add_argument(
         "--paths", default="", help="only the paths whose names contain one of these (comma-separated)"
+    )
+    ap.add_argument(
+        "--before", default="", help="also run the mcpgov gateways from this checkout (e.g. main)"
     )
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     a = ap.parse_args()

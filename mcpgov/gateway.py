@@ -8,7 +8,6 @@ the stdio fast path :mod:`mcpgov.fast_stdio`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -26,20 +25,11 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcpgov import __version__
-from mcpgov.audit import (
-    DURABILITY_INTENT,
-    RESULT_PAYLOAD_LIMIT,
-    SHIPPER_LINGER,
-    AuditSpool,
-    Shipper,
-    ShipperFactory,
-    ShipperThread,
-    read_end_marker,
-)
+from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, ShipperThread, read_end_marker
 from mcpgov.bundle import Trigger, tool_definition_hash
 from mcpgov.bundle_manager import BundleManager
 from mcpgov.config import NAME_SEPARATOR, UpstreamConfig
-from mcpgov.control import AgentSession, SessionControl
+from mcpgov.control import AgentSession, SessionControl, shipper_thread
 from mcpgov.decision import (
     Decision,
     Policy,
@@ -626,8 +616,7 @@ class Gateway:
             self.tg = tg
             if self.portal is not None:
                 assert self.control is not None
-                self.shipper = ShipperThread(self._make_shipper())
-                self.shipper.start()
+                self.shipper = shipper_thread(self.portal, self.options.spool_dir)
                 # restart recovery: sessions a stopped gateway left in this spool are delivered and ended
                 # before this one serves (one bounded pass; the shipper keeps trying if the portal is away)
                 with anyio.move_on_after(10), contextlib.suppress(Exception):
@@ -657,30 +646,6 @@ class Gateway:
             for sess in list(self.sessions.values()):
                 with contextlib.suppress(OSError, ValueError):
                     await sess.spool.flush_async()
-
-    def _make_shipper(self) -> ShipperFactory:
-        """The shipper's factory: its own portal client on its own loop; a 401 there is the kill switch here."""
-        assert self.portal is not None
-        portal = self.portal
-        loop = asyncio.get_running_loop()
-
-        def revoked() -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(portal.mark_revoked)
-
-        def make() -> tuple[Shipper, Any]:
-            client = portal.sibling(revoked)
-            control = SessionControl(client)
-            shipper = Shipper(
-                self.options.spool_dir,
-                client.post_events,
-                client.open_session,
-                end_session=control.report_end,
-                linger=SHIPPER_LINGER,
-            )
-            return shipper, client.aclose
-
-        return make
 
     async def _watch_bundle_file(self, path: Path) -> None:
         """Offline mode: a re-signed bundle file dropped in place is verified and applied within a second."""

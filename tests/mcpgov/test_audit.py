@@ -131,14 +131,19 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_kill_9_loses_no_acknowledged_intent(tmp_path):
-    """A writer killed with SIGKILL mid-stream leaves a readable spool; open INTENTs get an honest RESULT."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path)],
+def _writer(script: str, directory) -> subprocess.Popen:
+    """A spool writer in its own process (to be killed), reporting on its stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(directory)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
+
+
+def test_kill_9_loses_no_acknowledged_intent(tmp_path):
+    """A writer killed with SIGKILL mid-stream leaves a readable spool; open INTENTs get an honest RESULT."""
+    proc = _writer(WRITER, tmp_path)
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -234,12 +239,7 @@ COMMITTER = textwrap.dedent(
 
 def test_sigkill_after_the_group_commit_loses_no_intent_of_a_forwarded_call(tmp_path):
     """Every call the writer was about to forward (its INTENT committed) is in the spool after SIGKILL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", COMMITTER, str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-    )
+    proc = _writer(COMMITTER, tmp_path)
     forwarded = []
     for _ in range(50):
         forwarded.append(proc.stdout.readline().split()[1])
