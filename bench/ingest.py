@@ -125,6 +125,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="uvicorn workers")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--verify", action="store_true", help="recompute every hash chain afterwards")
+    parser.add_argument(
+        "--portal-root", default="", help="serve the portal from this checkout (e.g. main, to compare)"
+    )
     args = parser.parse_args()
 
     url = fresh_database(args.database)
@@ -179,7 +182,7 @@ def main() -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        cwd=args.portal_root or ROOT, env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
