@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-GOAL = 10_000
+GOAL = 20_000  # events/s, issue #12
 
 
 def free_port() -> int:
@@ -125,6 +125,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2), help="uvicorn workers")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--verify", action="store_true", help="recompute every hash chain afterwards")
+    parser.add_argument(
+        "--portal-root", default="", help="serve the portal from this checkout (e.g. main, to compare)"
+    )
     args = parser.parse_args()
 
     url = fresh_database(args.database)
@@ -179,7 +182,7 @@ def main() -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        cwd=args.portal_root or ROOT, env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -197,6 +200,9 @@ def main() -> int:
             f"{args.warmup:g}+{args.seconds:g} s…",
             flush=True,
         )
+        from killswitch_propagation import cpu_seconds
+
+        cpu0 = cpu_seconds(server.pid)
         start = time.monotonic()
         stop_at = [start + args.warmup + args.seconds]
         gateways = [Gateway(port, issued.token, sid, bodies[sid], stop_at) for sid in sessions]
@@ -205,6 +211,7 @@ def main() -> int:
         for g in gateways:
             g.join()
         end = time.monotonic()
+        portal_cpu = cpu_seconds(server.pid) - cpu0
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -234,6 +241,12 @@ def main() -> int:
         f"count check: {stored:,} stored vs {total:,} accepted; per-session counts and chain heads "
         f"{'match' if per_session_ok else 'DO NOT match'}"
     )
+    if total:
+        print(
+            f"portal CPU (uvicorn workers, user+sys) per ingested event: {portal_cpu / total * 1e6:.1f} µs "
+            f"({portal_cpu:.1f} s for {total:,} events; PostgreSQL's own CPU not included); "
+            f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        )
     ok = not errors and stored == total and per_session_ok and total > 0
     if args.verify:
         from audit.services.digests import audit_verify

@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     "decision_time.py",
     "gateway_latency.py",
+    "governed_path.py",
     "bundle_build.py",
     "bundle_serve.py",
     "ingest.py",

@@ -1,24 +1,29 @@
 """The audit trail: an append-only JSONL spool per session, a human-readable log, and the shipper.
 
-Every call gets an INTENT event before it is forwarded (durable on disk first) and a RESULT event
-after. The shipper sends spooled events, in order, to the portal (``POST /api/v1/sessions/<id>/events/``)
-and keeps a durable cursor of what the portal acknowledged, so an outage or a restart loses nothing
-and sends nothing twice. Choices and their costs are explained in ``docs/gateway.md``.
+Every call gets an INTENT event before it is forwarded (on disk first: group commit, one ``fdatasync``
+for every call in flight together) and a RESULT event after. The shipper sends spooled events, in
+order, to the portal (``POST /api/v1/sessions/<id>/events/``) from its own thread and event loop
+(:class:`ShipperThread`), batching by time and count, and keeps a cursor of what the portal
+acknowledged; the cursor is not fsynced (after an OS crash a stale cursor resends events the portal
+already holds, and it drops those by ``(session, seq)``), so an outage or a restart loses nothing.
+Choices and their costs are explained in ``docs/gateway.md``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -78,12 +83,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` in one rename; ``fsync=False`` where a stale or lost copy is harmless."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -165,6 +172,8 @@ class AuditSpool:
         # the human-readable log is a view of the spool, not the record: buffered, flushed with the spool
         self.human = open(self.human_path, "a", encoding="utf-8")  # noqa: SIM115
         self.unsynced = False
+        self.synced = self.seq  # every event up to this seq is on disk (fdatasync returned after it)
+        self._commit: anyio.Event | None = None  # the group commit in progress, if any
         self.listeners: list[Callable[[], None]] = []
         self.on_result: Callable[[dict[str, Any]], None] | None = None  # the call's span and metrics
         _OPEN_SPOOLS[self.path] = self
@@ -193,7 +202,8 @@ class AuditSpool:
         line = _event_line(event)
         os.write(self.fd, line)  # O_APPEND + one write: a record is never interleaved
         if sync:
-            os.fsync(self.fd)
+            os.fdatasync(self.fd)
+            self.synced = self.seq
             self.unsynced = False
         else:
             self.unsynced = True
@@ -204,8 +214,45 @@ class AuditSpool:
     def flush(self) -> None:
         self.human.flush()
         if self.unsynced:
-            os.fsync(self.fd)
-            self.unsynced = False
+            seq = self.seq
+            os.fdatasync(self.fd)
+            self.synced = max(self.synced, seq)
+            self.unsynced = self.seq > self.synced
+
+    async def commit(self, seq: int | None = None) -> None:
+        """Return once every event up to ``seq`` (default: all written so far) is on disk.
+
+        Group commit: one ``fdatasync`` in a worker thread covers every event written before it started,
+        so calls in flight together share it, and the event loop keeps serving while the disk works.
+        A caller whose event came after the running sync started waits for it, then starts the next.
+        ``durability=process`` never syncs (a gateway crash loses nothing; an OS crash may).
+        """
+        seq = self.seq if seq is None else seq
+        if self.durability == DURABILITY_PROCESS:
+            return
+        await self._sync_through(seq)
+
+    async def _sync_through(self, seq: int) -> None:
+        while self.synced < seq:
+            if self._commit is not None:
+                await self._commit.wait()
+                continue
+            self._commit = done = anyio.Event()
+            target = self.seq
+            try:
+                await anyio.to_thread.run_sync(os.fdatasync, self.fd)
+                self.synced = max(self.synced, target)
+                self.unsynced = self.seq > self.synced
+            finally:
+                self._commit = None
+                done.set()
+
+    async def flush_async(self) -> None:
+        """:meth:`flush` with the disk work off the event loop: the periodic flush (every 0.5 s) that bounds
+        what an OS crash can take to the last half second of RESULTs, in every durability mode."""
+        self.human.flush()
+        if self.unsynced:
+            await self._sync_through(self.seq)
 
     def intent(
         self,
@@ -218,11 +265,14 @@ class AuditSpool:
         trigger: str | None = None,
         now: float | None = None,
         trace_id: str | None = None,
+        defer_sync: bool = False,
     ) -> dict[str, Any]:
         """Record (durably) that a call is about to be decided/forwarded. Returns the event.
 
         ``trace_id`` (32 hex digits, the call's OpenTelemetry trace) is written only when there is one, so
         a portal that predates the field keeps accepting events from untraced gateways.
+        ``defer_sync``: written but not yet synced; the caller must ``await spool.commit(event["seq"])``
+        before it forwards the call (group commit). Without it the INTENT is on disk when this returns.
         """
         now = time.time() if now is None else now
         redacted = redact(arguments or {}, max_string=MAX_STRING)
@@ -245,7 +295,7 @@ class AuditSpool:
         }
         if trace_id:
             event["trace_id"] = trace_id
-        self._append(event, sync=self.durability != DURABILITY_PROCESS)
+        self._append(event, sync=self.durability != DURABILITY_PROCESS and not defer_sync)
         self.open_intents[call_id] = event
         return event
 
@@ -397,7 +447,9 @@ class Cursor:
             return cls()
 
     def save(self, path: Path) -> None:
-        atomic_write_json(path, {"seq": self.seq, "offset": self.offset})
+        # not fsynced: the cursor is a hint; behind after an OS crash, it resends what the portal
+        # already holds and the portal drops those duplicates by (session, seq)
+        atomic_write_json(path, {"seq": self.seq, "offset": self.offset}, fsync=False)
 
 
 class ShipError(Exception):
@@ -435,8 +487,15 @@ class Shipper:
         batch_size: int = MAX_BATCH,
         poll_interval: float = 1.0,
         end_session: EndSession | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.end_session = end_session
+        # time batching: after a nudge, events written in the next ``linger`` seconds ride in the same
+        # batch (up to ``batch_size``: count batching), instead of one POST per event
+        self.linger = linger
+        # what the portal acknowledged, per spool this process holds (an orphan's is read from disk:
+        # another gateway may have shipped it meanwhile)
+        self.cursors: dict[str, Cursor] = {}
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.post_batch = post_batch
@@ -468,11 +527,23 @@ class Shipper:
                 out[sid] = len(events)
         return out
 
+    def cursor(self, session_id: str) -> Cursor:
+        cursor = self.cursors.get(session_id)
+        if cursor is None:
+            cursor = Cursor.load(self.cursor_path(session_id))
+            if _OPEN_SPOOLS.get(self.dir / f"{session_id}.jsonl") is not None:
+                self.cursors[session_id] = cursor
+        return cursor
+
+    def _save_cursor(self, session_id: str, cursor: Cursor) -> None:
+        cursor.save(self.cursor_path(session_id))
+        if session_id in self.cursors:
+            self.cursors[session_id] = cursor
+
     async def ship_session(self, session_id: str) -> int:
         """Ship one session's unacknowledged events; returns how many the portal accepted."""
         path = self.dir / f"{session_id}.jsonl"
-        cpath = self.cursor_path(session_id)
-        cursor = Cursor.load(cpath)
+        cursor = self.cursor(session_id)
         sent = 0
         while True:
             events, _ = read_events(path, start_offset=cursor.offset)
@@ -492,7 +563,7 @@ class Shipper:
                 if exc.last_seq is not None:
                     # sequence gap: the portal holds up to last_seq; move our cursor there and resend
                     cursor = self._cursor_at(path, exc.last_seq)
-                    cursor.save(cpath)
+                    self._save_cursor(session_id, cursor)
                     log.warning(
                         "portal reports last_seq=%s for session %s; resuming from there",
                         exc.last_seq,
@@ -501,7 +572,7 @@ class Shipper:
                     continue
                 raise
             cursor = self._cursor_at(path, last_seq, hint=batch)
-            cursor.save(cpath)
+            self._save_cursor(session_id, cursor)
             sent += len(batch)
 
     @staticmethod
@@ -542,8 +613,9 @@ class Shipper:
             sid = path.stem
             own = _OPEN_SPOOLS.get(path)
             if own is not None:
-                total += await self._ship_and_end(sid, path)
+                total += await self._ship_and_end(sid, path, own)
                 continue
+            self.cursors.pop(sid, None)  # no longer ours (ended): its cursor is read from disk again
             if sid in self.finished:
                 continue
             # left behind by a gateway that stopped: hold its lock while shipping it, so that of several
@@ -565,9 +637,12 @@ class Shipper:
                 orphan.close()
         return total
 
-    async def _ship_and_end(self, sid: str, path: Path) -> int:
+    async def _ship_and_end(self, sid: str, path: Path, own: AuditSpool | None = None) -> int:
         sent = 0
-        if Cursor.load(self.cursor_path(sid)).offset < path.stat().st_size:
+        cursor = self.cursor(sid)
+        # a spool we hold: its seq says whether there is anything new, without touching the disk
+        behind = own.seq > cursor.seq if own is not None else cursor.offset < path.stat().st_size
+        if behind:
             sent = await self.ship_session(sid)
         marker = read_end_marker(self.dir, sid)
         if marker is not None and not marker.get("reported") and self.end_session is not None:
@@ -609,7 +684,137 @@ class Shipper:
             self.failures = 0
             with anyio.move_on_after(self.poll_interval):
                 await self.wakeup.wait()
+            if self.linger and self.wakeup.is_set():
+                await anyio.sleep(self.linger)
 
     def _failed(self, exc: BaseException, delay: float) -> None:
         self.failures += 1
         log.warning("audit shipping failed (%s); retrying in %.1fs", exc, delay)
+
+
+T = TypeVar("T")
+# runs on the shipper's own event loop: (the shipper, an async close for what it opened, e.g. its client)
+ShipperFactory = Callable[[], tuple[Shipper, Callable[[], Awaitable[None]]]]
+SHIPPER_LINGER = (
+    0.05  # seconds: time batching of the threaded shipper (events reach the portal within ~50 ms)
+)
+
+
+class ShipperThread:
+    """A :class:`Shipper` on its own event loop in its own thread: shipping is off the call path.
+
+    The gateway's event loop only writes the spool; reading it back, JSON, HTTP to the portal, cursor
+    files and retries with backoff while the portal is slow or away all happen here. ``factory`` runs on
+    the shipper's loop (the portal client's connections belong to that loop). :meth:`nudge` is safe from
+    any thread and cheap enough for every spooled event: wake-ups are coalesced, and after one the shipper
+    lingers ``SHIPPER_LINGER`` so the events of that window ship as one batch (at most ``MAX_BATCH``).
+    ``ship_all`` and ``drain`` run on the shipper's loop and are awaited from the caller's.
+    """
+
+    def __init__(self, factory: ShipperFactory) -> None:
+        self._factory = factory
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shipper: Shipper | None = None
+        self._close: Callable[[], Awaitable[None]] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._woken = False
+        self._thread = threading.Thread(target=self._main, name="mcpgov-audit-shipper", daemon=True)
+
+    @property
+    def failures(self) -> int:
+        return self._shipper.failures if self._shipper is not None else 0
+
+    @property
+    def shipper(self) -> Shipper:
+        assert self._shipper is not None, "ShipperThread.start() first"
+        return self._shipper
+
+    def start(self) -> None:
+        """Start the thread and its shipper (not yet running: :meth:`run` does that)."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+
+            async def setup() -> None:
+                self._shipper, self._close = self._factory()
+
+            loop.run_until_complete(setup())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _wake(self) -> None:  # on the shipper's loop
+        self._woken = False
+        if self._shipper is not None:
+            self._shipper.nudge()
+
+    def nudge(self) -> None:
+        """Ship soon (thread-safe). One loop wake-up per batch, however many events are written meanwhile."""
+        if self._woken or self._loop is None or self._loop.is_closed():
+            return
+        self._woken = True
+        with contextlib.suppress(RuntimeError):  # the loop is stopping
+            self._loop.call_soon_threadsafe(self._wake)
+
+    async def _on_loop(self, make: Callable[[Shipper], Awaitable[T]]) -> T:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(make(self.shipper), self._loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    def run(self) -> None:
+        """Ship forever on the shipper's loop (:meth:`Shipper.run`), until :meth:`stop`."""
+        assert self._loop is not None
+
+        def begin() -> None:
+            self._runner = asyncio.ensure_future(self.shipper.run())
+
+        self._loop.call_soon_threadsafe(begin)
+
+    async def ship_all(self) -> int:
+        return await self._on_loop(lambda s: s.ship_all())
+
+    async def drain(self, within: float) -> bool:
+        return await self._on_loop(lambda s: s.drain(within))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop shipping (what is not delivered stays in the spool), close the client, end the thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not self._thread.is_alive():
+            return
+
+        async def finish() -> None:
+            if self._runner is not None:
+                self._runner.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._runner
+            if self._close is not None:
+                with contextlib.suppress(Exception):
+                    await self._close()
+
+        def begin() -> None:
+            task = asyncio.ensure_future(finish())
+            task.add_done_callback(lambda _: loop.stop())
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(begin)
+        self._thread.join(timeout)

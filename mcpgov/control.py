@@ -7,14 +7,17 @@ session is ended when the gateway stops. Every request is retried while the port
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 
-from mcpgov.audit import AuditSpool, ShipError
+from mcpgov.audit import SHIPPER_LINGER, AuditSpool, ShipError, Shipper, ShipperThread
 from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
 from mcpgov.retry import retry
 from mcpgov.session import SessionState, SessionStatus
@@ -153,3 +156,31 @@ def apply_control(sess: AgentSession, resp: dict[str, Any]) -> None:
     elif state == SessionStatus.ENDED and st.state != SessionStatus.ENDED:
         log.warning("session %s ended by %s", st.session_id, resp.get("decided_by"))
         st.end(str(resp.get("reason") or "ended by a reviewer"))
+
+
+def shipper_thread(portal: PortalClient, spool_dir: Path) -> ShipperThread:
+    """The audit shipper of a gateway, started in its own thread (call from the gateway's event loop).
+
+    It gets its own portal client on its own loop (same token); a 401 that client sees is the kill
+    switch of the gateway's client too, handed over to the gateway's loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    def revoked() -> None:
+        with contextlib.suppress(RuntimeError):  # the gateway's loop is closing
+            loop.call_soon_threadsafe(portal.mark_revoked)
+
+    def make() -> tuple[Shipper, Any]:
+        client = portal.sibling(revoked)
+        shipper = Shipper(
+            spool_dir,
+            client.post_events,
+            client.open_session,
+            end_session=SessionControl(client).report_end,
+            linger=SHIPPER_LINGER,
+        )
+        return shipper, client.aclose
+
+    thread = ShipperThread(make)
+    thread.start()
+    return thread

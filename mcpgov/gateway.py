@@ -25,11 +25,11 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcpgov import __version__
-from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, Shipper, read_end_marker
+from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, ShipperThread, read_end_marker
 from mcpgov.bundle import Trigger, tool_definition_hash
 from mcpgov.bundle_manager import BundleManager
 from mcpgov.config import NAME_SEPARATOR, UpstreamConfig
-from mcpgov.control import AgentSession, SessionControl
+from mcpgov.control import AgentSession, SessionControl, shipper_thread
 from mcpgov.decision import (
     Decision,
     Policy,
@@ -178,7 +178,7 @@ class Gateway:
         self.sessions: dict[str, AgentSession] = {}
         self.tg: TaskGroup | None = None
         self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
-        self.shipper: Shipper | None = None
+        self.shipper: ShipperThread | None = None
         self.control = SessionControl(portal) if portal is not None else None
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
@@ -478,6 +478,7 @@ class Gateway:
             now=now,
             trigger=Trigger.APPROVAL_REQUIRED if decision.verdict == Verdict.APPROVAL else None,
             trace_id=obs.trace_id,
+            defer_sync=True,
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
@@ -488,6 +489,7 @@ class Gateway:
         tool_rule = policy.rule(call.server).tool(call.tool)
         state.record_forwarded(call.server, tool_rule.is_write, call_resource(call.server, arguments), now)
         timeout = decision.timeout or self.options.default_timeout
+        await spool.commit(intent["seq"])  # never forwarded before its INTENT is on disk (group commit)
         t0 = time.perf_counter()
         try:
             if upstream is None:
@@ -614,17 +616,12 @@ class Gateway:
             self.tg = tg
             if self.portal is not None:
                 assert self.control is not None
-                self.shipper = Shipper(
-                    self.options.spool_dir,
-                    self.portal.post_events,
-                    self._shipper_open,
-                    end_session=self.control.report_end,
-                )
+                self.shipper = shipper_thread(self.portal, self.options.spool_dir)
                 # restart recovery: sessions a stopped gateway left in this spool are delivered and ended
                 # before this one serves (one bounded pass; the shipper keeps trying if the portal is away)
                 with anyio.move_on_after(10), contextlib.suppress(Exception):
                     await self.shipper.ship_all()
-                tg.start_soon(self.shipper.run)
+                self.shipper.run()
                 tg.start_soon(self.bundles.run)
             elif self.options.bundle_file:
                 tg.start_soon(self._watch_bundle_file, Path(self.options.bundle_file))
@@ -638,6 +635,8 @@ class Gateway:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.close_sessions()
+                    if self.shipper is not None:
+                        await anyio.to_thread.run_sync(self.shipper.stop)
                 tg.cancel_scope.cancel()
 
     async def _flush_spools(self) -> None:
@@ -646,11 +645,7 @@ class Gateway:
             await anyio.sleep(0.5)
             for sess in list(self.sessions.values()):
                 with contextlib.suppress(OSError, ValueError):
-                    sess.spool.flush()
-
-    async def _shipper_open(self, meta: dict[str, Any]) -> None:
-        assert self.portal is not None
-        await self.portal.open_session(meta)
+                    await sess.spool.flush_async()
 
     async def _watch_bundle_file(self, path: Path) -> None:
         """Offline mode: a re-signed bundle file dropped in place is verified and applied within a second."""

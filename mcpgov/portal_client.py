@@ -71,6 +71,8 @@ class PortalClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._token = token
+        self._transport = transport
         # set on the first 401 from any portal call: the token was revoked (or is wrong); the gateway
         # refuses every call from then on (a kill switch), while events already recorded still ship
         self.revoked = False
@@ -84,12 +86,27 @@ class PortalClient:
         )
 
     async def _on_response(self, resp: httpx2.Response) -> None:
-        if resp.status_code == 401 and not self.revoked:
-            self.revoked = True
-            if self.revoked_listeners:  # a running gateway; at start the caller reports the refusal
-                log.error("the portal answered 401: this enforcement client is revoked or its token is wrong")
-            for listener in list(self.revoked_listeners):
-                listener()
+        if resp.status_code == 401:
+            self.mark_revoked()
+
+    def mark_revoked(self) -> None:
+        if self.revoked:
+            return
+        self.revoked = True
+        if self.revoked_listeners:  # a running gateway; at start the caller reports the refusal
+            log.error("the portal answered 401: this enforcement client is revoked or its token is wrong")
+        for listener in list(self.revoked_listeners):
+            listener()
+
+    def sibling(self, on_revoked: Callable[[], None]) -> PortalClient:
+        """A second client for the same token, for another event loop (the audit shipper's thread).
+
+        Its connections belong to the loop that first uses it; a 401 it sees calls ``on_revoked``
+        (which hands the kill switch to this client's loop).
+        """
+        other = PortalClient(self.base_url, self._token, timeout=self.timeout, transport=self._transport)
+        other.revoked_listeners.append(on_revoked)
+        return other
 
     async def whoami(self) -> dict[str, Any]:
         """``GET /api/v1/client/``: this client's team, environment and the roles it may enforce."""

@@ -568,8 +568,11 @@ def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
     return None
 
 
-def header_guard(app: Any, path: str) -> Any:
-    """ASGI wrapper: 400 on a header/body mismatch of a POST to the MCP endpoint; the body is replayed."""
+def header_guard(app: Any, path: str, fast: Any = None) -> Any:
+    """ASGI wrapper: 400 on a header/body mismatch of a POST to the MCP endpoint; the body is replayed.
+
+    ``fast`` (:class:`mcpgov.fast_http.FastHttpCalls`) may answer the POST itself; otherwise the SDK does.
+    """
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != path:
@@ -597,6 +600,8 @@ def header_guard(app: Any, path: str) -> Any:
             )
             await send({"type": "http.response.body", "body": payload})
             return
+        if fast is not None and await fast.handle(scope, body, send):
+            return
         sent = False
 
         async def replay() -> dict[str, Any]:
@@ -621,6 +626,7 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout
         )
     kwargs: dict[str, Any] = {"session_idle_timeout": idle_timeout}
     path = "/mcp"
+    resource = None
     if auth is not None:
         from urllib.parse import urlparse
 
@@ -634,6 +640,7 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout
             issuer_url=auth.issuer, resource_server_url=auth.resource, validate_token_resource=True
         )
         kwargs["token_verifier"] = _SdkTokenVerifier(auth.verifier)
+        resource = auth.resource
         # the SDK serves RFC 9728 §3.1's path-inserted URL (…/oauth-protected-resource/mcp); clients
         # that ask at the root get the same document
         root = create_protected_resource_routes(AnyHttpUrl(auth.resource), [AnyHttpUrl(auth.issuer)])[0]
@@ -645,7 +652,10 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout
     app = gateway.server.streamable_http_app(
         streamable_http_path=path, host=host, transport_security=security, **kwargs
     )
-    return header_guard(app, path)
+    from mcpgov.fast_http import FastHttpCalls
+
+    fast = FastHttpCalls(gateway, token_verifier=kwargs.get("token_verifier"), resource=resource)
+    return header_guard(app, path, fast)
 
 
 async def serve_http(

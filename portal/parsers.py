@@ -22,10 +22,6 @@ from rest_framework.exceptions import ParseError
 # shallower than the interpreter's recursion limit.
 MAX_DEPTH = 100
 
-# A string token (skipped as a whole, so its brackets do not count) or one bracket.
-_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.DOTALL)
-_OPENERS = frozenset("[{")
-_CLOSERS = frozenset("]}")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -34,22 +30,25 @@ class InputError(ValueError):
     """A body refused before use; `str(exc)` is the sentence shown to the client."""
 
 
-def json_depth_check(text: str, max_depth: int = MAX_DEPTH) -> None:
-    """Raise InputError when JSON `text` nests arrays/objects deeper than `max_depth`.
+def json_depth_check(value: Any, max_depth: int = MAX_DEPTH) -> None:
+    """Raise InputError when a parsed JSON `value` nests arrays/objects deeper than `max_depth`.
 
-    A linear pre-scan that ignores brackets inside strings; malformed text is left to the
-    parser to report."""
-    if text.count("[") + text.count("{") <= max_depth:
-        return  # cannot be deeper (the common case, no scan)
+    Walks the containers level by level, without recursion; strings are never scanned."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
     depth = 0
-    for match in _TOKENS.finditer(text):
-        part = match.group()
-        if part in _OPENERS:
-            depth += 1
-            if depth > max_depth:
-                raise InputError(f"The JSON document nests deeper than {max_depth} levels.")
-        elif part in _CLOSERS:
-            depth -= 1
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise InputError(f"The JSON document nests deeper than {max_depth} levels.")
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, _CONTAINERS)
+        ]
+
+
+_CONTAINERS = (dict, list)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -73,11 +72,17 @@ def surrogate_check(value: Any) -> None:
 
 
 def json_loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, **kwargs) -> Any:
-    """json.loads after the depth check; lone surrogates refused. Raises ValueError (InputError
+    """json.loads, then the depth check; lone surrogates refused. Raises ValueError (InputError
     for depth and surrogates, json.JSONDecodeError or UnicodeDecodeError for the rest)."""
     text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-    json_depth_check(text, max_depth)
-    value = json.loads(text, **kwargs)
+    try:
+        # the C parser guards its own recursion (RecursionError, caught here, long before the
+        # interpreter's stack is at risk); the limit itself is checked on what it built
+        value = json.loads(text, **kwargs)
+    except RecursionError:
+        raise InputError(f"The JSON document nests deeper than {max_depth} levels.") from None
+    if isinstance(value, dict | list) and text.count("[") + text.count("{") > max_depth:
+        json_depth_check(value, max_depth)  # else it cannot be deeper (the common case, no walk)
     # A lone surrogate can only come from a \uD8xx..\uDFxx escape (UTF-8 cannot encode one).
     if _SURROGATE_ESCAPE.search(text):
         surrogate_check(value)

@@ -42,6 +42,10 @@ class PortalTestDouble:
         self.duplicates = 0
         self.outage = False  # every request answers 503
         self.drop_next_event_response = False  # store the batch, then close the connection without answering
+        # a slow portal: while cleared, every event POST waits (unstored, unanswered) until it is set
+        self.events_flowing = threading.Event()
+        self.events_flowing.set()
+        self.event_posts_waiting = 0
         self.acknowledged: dict[str, dict[str, Any]] = {}
         self.reported_versions: list[int] = []
         # GET /api/v1/client/ (whoami): the roles this enforcement client may enforce
@@ -269,6 +273,13 @@ class PortalTestDouble:
                 if len(parts) == 5 and parts[4] == "events":
                     sid = parts[3]
                     events = body.get("events", [])
+                    if not portal.events_flowing.is_set():
+                        with portal.lock:
+                            portal.event_posts_waiting += 1
+                            portal.lock.notify_all()
+                        portal.events_flowing.wait()
+                        with portal.lock:
+                            portal.event_posts_waiting -= 1
                     with portal.lock:
                         portal.posts += 1
                         if sid not in portal.sessions:

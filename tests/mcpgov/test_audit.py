@@ -12,7 +12,7 @@ import uuid
 import anyio
 import pytest
 
-from mcpgov.audit import AuditSpool, Cursor, Shipper, read_events, spool_is_live
+from mcpgov.audit import AuditSpool, Cursor, Shipper, ShipperThread, read_events, spool_is_live
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import REDACTED, redact, summarize_arguments
 from tests.mcpgov.portal_double import TOKEN
@@ -153,14 +153,19 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_kill_9_loses_no_acknowledged_intent(tmp_path):
-    """A writer killed with SIGKILL mid-stream leaves a readable spool; open INTENTs get an honest RESULT."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path)],
+def _writer(script: str, directory) -> subprocess.Popen:
+    """A spool writer in its own process (to be killed), reporting on its stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(directory)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
+
+
+def test_kill_9_loses_no_acknowledged_intent(tmp_path):
+    """A writer killed with SIGKILL mid-stream leaves a readable spool; open INTENTs get an honest RESULT."""
+    proc = _writer(WRITER, tmp_path)
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -179,6 +184,93 @@ def test_kill_9_loses_no_acknowledged_intent(tmp_path):
         if e["phase"] == "result" and e["result_summary"].startswith("outcome unknown")
     }
     assert set(closed) == set(open_before) and all(e["status"] == "fail" for e in closed.values())
+
+
+def test_calls_in_flight_together_share_one_disk_sync(tmp_path, monkeypatch):
+    """Group commit: eight INTENTs written before a sync starts are made durable by that one sync."""
+    syncs = []
+    real = os.fdatasync
+
+    def counted(fd):
+        syncs.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    spool = AuditSpool(tmp_path, "s1")
+
+    async def go():
+        events = [
+            spool.intent(
+                call_id=str(uuid.uuid4()),
+                server="fs",
+                tool="read",
+                arguments={},
+                bundle_version=1,
+                defer_sync=True,
+            )
+            for _ in range(8)
+        ]
+        assert spool.synced == 0 and not syncs  # written, not yet synced: nothing forwarded yet
+        async with anyio.create_task_group() as tg:
+            for ev in events:
+                tg.start_soon(spool.commit, ev["seq"])
+        assert spool.synced == 8
+        # a later event needs a sync of its own; one already durable needs none
+        late = _intent(spool, 9)  # not deferred: synced before intent() returns
+        assert spool.synced == late["seq"] == 9
+        await spool.commit(3)
+
+    anyio.run(go)
+    spool.close()
+    assert len(syncs) == 2
+
+
+def test_durability_process_never_waits_for_the_disk_before_forwarding(tmp_path, monkeypatch):
+    syncs = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    spool = AuditSpool(tmp_path, "s1", durability="process")
+    ev = spool.intent(call_id="c", server="fs", tool="read", arguments={}, bundle_version=1, defer_sync=True)
+    anyio.run(spool.commit, ev["seq"])
+    assert syncs == [] and spool.synced == 0  # forwarded without waiting for the disk
+    anyio.run(spool.flush_async)  # the periodic flush, off the event loop, still bounds an OS crash's loss
+    assert len(syncs) == 1 and spool.synced == 1
+    spool.close()
+    assert [e["call_id"] for _, e in read_events(tmp_path / "s1.jsonl")[0]] == ["c"]
+
+
+COMMITTER = textwrap.dedent(
+    """
+    import sys, anyio
+    from mcpgov.audit import AuditSpool
+    spool = AuditSpool(sys.argv[1], "killed")
+
+    async def main():
+        i = 0
+        while True:
+            ev = spool.intent(call_id=f"c{i}", server="fs", tool="write_file", arguments={"i": i},
+                              bundle_version=1, defer_sync=True)
+            await spool.commit(ev["seq"])
+            print(f"forward {ev['call_id']}", flush=True)  # what the gateway would forward now
+            i += 1
+
+    anyio.run(main)
+    """
+)
+
+
+def test_sigkill_after_the_group_commit_loses_no_intent_of_a_forwarded_call(tmp_path):
+    """Every call the writer was about to forward (its INTENT committed) is in the spool after SIGKILL."""
+    proc = _writer(COMMITTER, tmp_path)
+    forwarded = []
+    for _ in range(50):
+        forwarded.append(proc.stdout.readline().split()[1])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    events = [e for _, e in read_events(tmp_path / "killed.jsonl")[0]]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert set(forwarded) <= {e["call_id"] for e in events if e["phase"] == "intent"}
 
 
 # --- the shipper ----------------------------------------------------------------------------------------------------
@@ -408,3 +500,74 @@ def test_upstream_that_never_answers_times_out():
             await proc.wait()
 
     anyio.run(go)
+
+
+def test_the_threaded_shipper_delivers_a_live_spool_off_the_callers_loop(tmp_path, portal):
+    """Events of a spool this process holds reach the portal from the shipper's own thread, in order."""
+    client = PortalClient(portal.url, TOKEN, timeout=5)
+    loop_threads = []
+
+    def make():
+        import threading
+
+        loop_threads.append(threading.current_thread().name)
+        own = client.sibling(lambda: None)
+        return Shipper(
+            tmp_path, own.post_events, own.open_session, poll_interval=0.05, linger=0.01
+        ), own.aclose
+
+    shipping = ShipperThread(make)
+    shipping.start()
+    spool = AuditSpool(tmp_path, "live", meta={"id": "live", "role": "code_agent"})
+    spool.listeners.append(shipping.nudge)
+
+    async def go():
+        shipping.run()
+        for i in range(20):
+            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+        with anyio.fail_after(30):
+            while len(portal.events.get("live", [])) < 40:
+                await anyio.sleep(0.02)
+        assert await shipping.drain(10)
+
+    try:
+        anyio.run(go)
+    finally:
+        spool.close()
+        shipping.stop()
+    assert loop_threads == ["mcpgov-audit-shipper"]
+    assert [e["seq"] for e in portal.events["live"]] == list(range(1, 41))
+    assert portal.duplicates == 0
+    assert portal.posts < 40  # batched: never one POST per event
+    assert Cursor.load(tmp_path / "live.ack").seq == 40
+
+
+def test_a_401_seen_by_the_shipper_is_the_kill_switch_of_the_gateways_client(tmp_path, portal):
+    """The shipper's own client sees the revocation first: the gateway's client refuses from then on."""
+    _fill(tmp_path, "late", 1)  # a session the portal has not seen yet: opening it answers 401
+    portal.revoke()
+    client = PortalClient(portal.url, TOKEN, timeout=5)
+
+    async def go():
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+
+        def make():
+            own = client.sibling(lambda: loop.call_soon_threadsafe(client.mark_revoked))
+            return Shipper(tmp_path, own.post_events, own.open_session), own.aclose
+
+        shipping = ShipperThread(make)
+        shipping.start()
+        try:
+            with pytest.raises(Exception):  # noqa: B017 - the portal's 401 on opening the session
+                await shipping.ship_all()
+            with anyio.fail_after(10):
+                while not client.revoked:
+                    await anyio.sleep(0.01)
+        finally:
+            shipping.stop()
+            await client.aclose()
+
+    anyio.run(go)
+    assert portal.events.get("late") is None

@@ -207,3 +207,34 @@ def test_portal_outage_and_restarts_lose_no_event(world, portal):
         (4, "result"),
     ]
     assert portal.duplicates == 0
+
+
+def test_a_portal_that_stalls_event_delivery_never_holds_up_a_call(world, portal):
+    """The shipper waits on the portal in its own thread: calls are decided, recorded and answered
+    while its POST hangs unanswered, and everything is delivered, once and in order, when it answers."""
+    portal.publish(world.signer.sign_doc(world.doc()), 1)
+    world.write_config(("time",))
+
+    async def scenario():
+        async with Client(world.gateway("--read-only", portal=portal), mode="legacy") as c:
+            assert not (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error
+            sid = await in_thread(only_session, portal)
+            assert await in_thread(portal.wait_for, lambda: len(portal.events.get(sid, [])) == 2, 60)
+            portal.events_flowing.clear()  # the portal stops answering event deliveries
+            assert not (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error
+            assert await in_thread(portal.wait_for, lambda: portal.event_posts_waiting == 1, 60)
+            for _ in range(30):  # answered while the shipper's POST still hangs
+                r = await c.call_tool("time__get_current_time", {"timezone": "UTC"})
+                assert not r.is_error
+            assert portal.event_posts_waiting == 1 and len(portal.events[sid]) == 2
+            assert len([e for e in world.events() if e["phase"] == "result"]) == 32  # all on disk
+            portal.events_flowing.set()
+            assert await in_thread(portal.wait_for, lambda: len(portal.events[sid]) == 64, 60)
+
+    try:
+        anyio.run(scenario)
+    finally:
+        portal.events_flowing.set()
+    sid = next(iter(portal.events))
+    assert [e["seq"] for e in portal.events[sid]] == list(range(1, 65))
+    assert portal.duplicates == 0

@@ -8,6 +8,7 @@ header, and deletes refused by a PROTECT foreign key.
 from __future__ import annotations
 
 import json
+import random
 import uuid
 
 import pytest
@@ -166,6 +167,40 @@ def test_depth_limit_counts_only_brackets_outside_strings():
         json_loads('{"k": "\\"[' + '"' + ', "v": ' + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "}")
     with pytest.raises(ValueError, match="deeper than"):
         yaml_check_depth("a:\n" + "".join("  " * i + "- \n" for i in range(1, MAX_DEPTH + 2)))
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _nested(rng: random.Random, depth: int):
+    """A document exactly `depth` deep, with brackets, quotes and escapes inside its strings."""
+    if depth == 0:
+        return rng.choice(["plain", '[{"x": 1}]', 'q\\"[', "]]}}", 3, None, True])
+    inner = _nested(rng, depth - 1)
+    siblings = [rng.choice(["{[", 'a"b', 7]) for _ in range(rng.randrange(3))]
+    if rng.random() < 0.5:
+        return {"k": inner, **{f"s{i}": v for i, v in enumerate(siblings)}}
+    return [*siblings, inner]
+
+
+def test_depth_check_agrees_with_the_parsed_documents_depth():
+    """The bracket scan refuses exactly the documents the parser sees nested deeper than the limit."""
+    rng = random.Random(12)
+    for _ in range(300):
+        depth = rng.randrange(MAX_DEPTH - 5, MAX_DEPTH + 6)
+        doc = [_nested(rng, depth - 1) for _ in range(rng.randrange(1, 3))]  # many brackets: the scan runs
+        text = json.dumps(doc)
+        assert _depth(json.loads(text)) == depth
+        if depth > MAX_DEPTH:
+            with pytest.raises(ValueError, match="deeper than"):
+                json_loads(text)
+        else:
+            assert json_loads(text) == doc
 
 
 @pytest.mark.parametrize(

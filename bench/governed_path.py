@@ -1,0 +1,408 @@
+"""The governed MCP path against its baselines and its peers, every path interleaved in one run (#12).
+
+Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy handshake):
+
+- ``direct stdio``: the client spawns the upstream itself (baseline of every stdio→stdio and HTTP→stdio
+  figure);
+- ``mcpgov stdio + portal``: ``mcpgov gateway`` with ``--portal`` (the real Django portal under uvicorn
+  on its own PostgreSQL database), default durability ``intent``, the audit shipper delivering every
+  event while the calls run;
+- ``mcpgov HTTP→stdio + auth``: the gateway on streamable HTTP with agent auth (an EdDSA access token
+  verified on every request), upstream on stdio;
+- ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
+  virtualenv under ``var/``), the same upstream;
+- ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
+  HTTP→stdio in front of ``mcp-server-time``: the baseline of the stdio→HTTP figures);
+- ``mcp-proxy stdio→HTTP`` and ``mcpgov stdio→HTTP``: each on stdio in front of that HTTP upstream.
+
+Latency: calls one at a time, the paths taking turns in rounds so machine noise hits all alike.
+Throughput: 16 calls in flight on one session, again in turns. Prints a table of every figure with
+its baseline, ratio, the goal of issue #12 and the load average; asserts nothing about speed.
+
+    .venv/bin/python bench/governed_path.py [--calls 1000] [--rounds 10] [--inflight 16] [--no-portal]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from gateway_latency import ISSUER, agent_token, bench_bundle, pct  # noqa: E402
+from peers import mcp_proxy  # noqa: E402
+
+from mcpgov.verify import generate_key, jwks, sign_bundle  # noqa: E402
+
+PY = sys.executable
+TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/mcpgov_bench_governed"
+CALL = {"timezone": "UTC"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on :{port} within {within:g} s")
+
+
+def http_client(url: str, mode: str, token: str | None = None) -> Client:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)
+
+
+class Portal:
+    """The real portal (uvicorn, production settings off) on a fresh database, with a `time` world."""
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        from killswitch_propagation import fresh_database, start_portal
+
+        self.database_url = database_url
+        fresh_database(database_url)
+        env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
+               "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
+               "REDIS_URL": "", "DJANGO_LOG_LEVEL": "WARNING"}  # fmt: skip
+        os.environ.update({k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG")})
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        call_command("migrate", verbosity=0)
+        from governance.services.bundles import team_bundles_rebuild
+        from governance.services.limits import global_limits_set
+        from tests.e2e.portal_world import build_world, write_gateway_files
+
+        world = build_world("bench")
+        global_limits_set(team=world.team, actor=world.admin, max_calls_per_session=10_000_000,
+                          max_calls_per_minute=10_000_000, pause_at_percent=100)  # fmt: skip
+        team_bundles_rebuild(team_id=world.team.pk, reason="bench limits")
+        self.team_pk = world.team.pk
+        self.token = world.issue("development", 1, prefix="bench")[0]
+        self.keys, self.config = write_gateway_files(workdir, "bench")
+        connections.close_all()
+        self.proc, self.url = start_portal(env, 1)
+
+    def events_stored(self) -> int:
+        from django.db import connections
+
+        from audit.models import AuditEvent
+
+        n = AuditEvent.objects.filter(session__team_id=self.team_pk).count()
+        connections.close_all()
+        return n
+
+    def stop(self) -> None:
+        from killswitch_propagation import fresh_database
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        from django.db import connections
+
+        connections.close_all()
+        fresh_database(self.database_url, create=False)
+
+
+async def latency(client: Client, name: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = await client.call_tool(name, CALL)
+        out.append((time.perf_counter() - t0) * 1000)
+        if r.is_error:
+            raise SystemExit(f"{name} failed: {r.content[0].text}")
+    return out
+
+
+async def throughput(client: Client, name: str, total: int, inflight: int) -> float:
+    """Calls per second with ``inflight`` calls outstanding on one session."""
+    left = [total]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            r = await client.call_tool(name, CALL)
+            if r.is_error:
+                raise SystemExit(f"{name} failed: {r.content[0].text}")
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(inflight):
+            tg.start_soon(worker)
+    return total / (time.perf_counter() - t0)
+
+
+async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
+    from contextlib import AsyncExitStack
+
+    key = generate_key()
+    (d / "keys.json").write_text(json.dumps(jwks({"bench": key.public_key()})))
+    (d / "bundle.jws").write_text(
+        sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
+    )
+    (d / "stdio.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
+    offline = ["-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
+               "--env", "development", "--role", "bench_agent", "--upstream-mode", "legacy"]  # fmt: skip
+    procs: list[subprocess.Popen] = []
+
+    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT) -> None:
+        p = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        procs.append(p)
+        wait_port(port, p, what)
+
+    proxy = mcp_proxy()
+    # mcp-proxy HTTP→stdio (a peer), and a second one as the HTTP upstream of the stdio→HTTP paths
+    up_port, peer_port, gw_port = free_port(), free_port(), free_port()
+    for port in (up_port, peer_port):
+        spawn([proxy, "--port", str(port), "--log-level", "WARNING", "--", PY, *TIME_ARGS], port,
+              "mcp-proxy")  # fmt: skip
+    upstream_url = f"http://127.0.0.1:{up_port}/mcp"
+    (d / "http.json").write_text(json.dumps({"mcpServers": {"time": {"url": upstream_url}}}))
+    spawn([PY, *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-http"),
+           "--state-dir", str(d / "state-http"), "--issuer", ISSUER, "--http", f"127.0.0.1:{gw_port}"],
+          gw_port, "mcpgov gateway --http")  # fmt: skip
+    gw_url = f"http://127.0.0.1:{gw_port}/mcp"
+    if a.before:
+        before_port = free_port()
+        spawn([PY, *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-http-before"),
+               "--state-dir", str(d / "state-http-before"), "--issuer", ISSUER, "--http",
+               f"127.0.0.1:{before_port}"], before_port, "mcpgov gateway --http (before)", Path(a.before))  # fmt: skip
+        before_url = f"http://127.0.0.1:{before_port}/mcp"
+
+    paths: dict[str, tuple[Client, str]] = {
+        "direct stdio": (Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode), "get_current_time"),
+        "mcp-proxy HTTP→stdio": (http_client(f"http://127.0.0.1:{peer_port}/mcp", a.mode), "get_current_time"),
+        "mcpgov HTTP→stdio + auth": (http_client(gw_url, a.mode, agent_token(key, gw_url)), "time__get_current_time"),
+        "direct HTTP": (http_client(upstream_url, a.mode), "get_current_time"),
+        "mcp-proxy stdio→HTTP": (Client(StdioServerParameters(
+            command=proxy, args=["--transport", "streamablehttp", "--log-level", "WARNING", upstream_url]),
+            mode=a.mode), "get_current_time"),
+        "mcpgov stdio→HTTP": (Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
+            *offline, "--config", str(d / "http.json"), "--spool", str(d / "spool-s2h"),
+            "--state-dir", str(d / "state-s2h")]), mode=a.mode), "time__get_current_time"),
+    }  # fmt: skip
+
+    if a.before:
+        paths["BEFORE mcpgov HTTP→stdio + auth"] = (
+            http_client(before_url, a.mode, agent_token(key, before_url)),
+            "time__get_current_time",
+        )
+
+    def governed_stdio(durability: str, root: Path = ROOT) -> tuple[Client, str]:
+        assert portal is not None
+        tag = durability if root == ROOT else f"{durability}-before"
+        return Client(StdioServerParameters(command=PY, cwd=str(root), args=[
+            "-m", "mcpgov", "gateway", "--portal", portal.url, "--token", portal.token, "--keys", str(portal.keys),
+            "--env", "development", "--role", "time_agent", "--config", str(portal.config), "--upstream-mode",
+            "legacy", "--spool", str(d / f"spool-portal-{tag}"), "--state-dir", str(d / f"state-portal-{tag}"),
+            "--durability", durability]), mode=a.mode), "time__get_current_time"  # fmt: skip
+
+    if portal is not None:
+        paths["mcpgov stdio + portal"] = governed_stdio("intent")
+        paths["mcpgov stdio + portal, process"] = governed_stdio("process")
+        if a.before:
+            # the same gateway from another checkout (main before this change), measured in the same run
+            paths["BEFORE mcpgov stdio + portal"] = governed_stdio("intent", Path(a.before))
+    paths["mcpgov stdio, no portal"] = (Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
+        *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-stdio"),
+        "--state-dir", str(d / "state-stdio"), "--durability", "process"]), mode=a.mode), "time__get_current_time")  # fmt: skip
+    if a.paths:
+        wanted = [w.strip() for w in a.paths.split(",")]
+        paths = {
+            p: c
+            for p, c in paths.items()
+            if p == "direct stdio" or p == "direct HTTP" or any(w in p for w in wanted)
+        }
+    lat: dict[str, list[float]] = {p: [] for p in paths}
+    thr: dict[str, list[float]] = {p: [] for p in paths}
+    load0 = os.getloadavg()
+    try:
+        async with AsyncExitStack() as stack:
+            sessions = {p: await stack.enter_async_context(c) for p, (c, _) in paths.items()}
+            for p, s in sessions.items():
+                await latency(s, paths[p][1], 50)  # warm-up
+            per = max(1, a.calls // a.rounds)
+            for _ in range(a.rounds):
+                for p, s in sessions.items():
+                    lat[p] += await latency(s, paths[p][1], per)
+            for _ in range(a.tput_rounds):
+                for p, s in sessions.items():
+                    thr[p].append(await throughput(s, paths[p][1], a.tput_calls, a.inflight))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    load1 = os.getloadavg()
+    sync = await anyio.to_thread.run_sync(disk_sync_floor, d)
+    return lat, thr, load0, load1, sync
+
+
+def disk_sync_floor(d: Path, n: int = 200) -> list[float]:
+    """fdatasync after a 600-byte append on the spool's file system: the floor of ``durability=intent``."""
+    fd = os.open(d / "sync-floor", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 599 + b"\n")
+            os.fdatasync(fd)
+            out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+    return out
+
+
+def report(a, lat, thr, load0, load1, sync) -> None:
+    med = {p: statistics.median(xs) for p, xs in lat.items()}
+    p99 = {p: pct(xs, 99) for p, xs in lat.items()}
+    tput = {p: statistics.median(xs) for p, xs in thr.items()}
+    print(f"\ncalls per path: {len(lat['direct stdio'])} one at a time ({a.rounds} rounds, interleaved), "
+          f"then {a.tput_rounds}x{a.tput_calls} with {a.inflight} in flight; {os.cpu_count()} CPUs, "
+          f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end")  # fmt: skip
+    print(f"{'path':28} {'median ms':>10} {'p99 ms':>9} {'calls/s':>9}")
+    for p in lat:
+        print(f"{p:28} {med[p]:10.3f} {p99[p]:9.3f} {tput[p]:9.0f}")
+    rows = []  # (figure, baseline, value, ratio or added, goal, met)
+
+    def added(path: str, base: str, goal_ms: float | None, what: str = "median") -> None:
+        v, b = (med[path], med[base]) if what == "median" else (p99[path], p99[base])
+        rows.append((f"{path}: added {what}", f"{base} {b:.3f} ms", f"+{v - b:.3f} ms", f"{v / b:.2f}x",
+                     f"≤ {goal_ms:g} ms" if goal_ms is not None else "—",
+                     "" if goal_ms is None else ("met" if v - b <= goal_ms else "NOT met")))  # fmt: skip
+
+    def ratio(path: str, base: str, goal: float | None, goal_text: str | None = None) -> None:
+        r = tput[path] / tput[base]
+        rows.append((f"{path}: throughput, {a.inflight} in flight", f"{base} {tput[base]:.0f}/s",
+                     f"{tput[path]:.0f}/s", f"{r:.2f}x", goal_text or (f"≥ {goal:g}x" if goal else "—"),
+                     "" if goal is None else ("met" if r >= goal else "NOT met")))  # fmt: skip
+
+    for governed in (
+        "mcpgov stdio + portal",
+        "mcpgov stdio + portal, process",
+        "BEFORE mcpgov stdio + portal",
+    ):
+        if governed in lat:
+            added(governed, "direct stdio", 0.5)
+            added(governed, "direct stdio", 2.0, "p99")
+            ratio(governed, "direct stdio", 0.7)
+    if "mcpgov stdio, no portal" in lat:
+        added("mcpgov stdio, no portal", "direct stdio", None)
+        ratio("mcpgov stdio, no portal", "direct stdio", None)
+    for p in ("mcpgov HTTP→stdio + auth", "BEFORE mcpgov HTTP→stdio + auth"):
+        if p in lat:
+            added(p, "direct stdio", 1.0)
+            ratio(p, "direct stdio", None)
+    if "mcp-proxy HTTP→stdio" in lat:
+        added("mcp-proxy HTTP→stdio", "direct stdio", None)
+        ratio("mcp-proxy HTTP→stdio", "direct stdio", None)
+    if "mcp-proxy HTTP→stdio" in lat and "mcpgov HTTP→stdio + auth" in lat:
+        r = tput["mcpgov HTTP→stdio + auth"] / tput["mcp-proxy HTTP→stdio"]
+        rows.append(("mcpgov HTTP+auth vs mcp-proxy: throughput", f"mcp-proxy {tput['mcp-proxy HTTP→stdio']:.0f}/s",
+                     f"{tput['mcpgov HTTP→stdio + auth']:.0f}/s", f"{r:.2f}x", "≥ 1x",
+                     "met" if r >= 1 else "NOT met"))  # fmt: skip
+    for p in ("mcpgov stdio→HTTP", "mcp-proxy stdio→HTTP"):
+        if p in lat:
+            added(p, "direct HTTP", None)
+            ratio(p, "direct HTTP", None)
+    rows.append(("disk: append + fdatasync (the INTENT floor)", "—", f"{statistics.median(sync):.3f} ms",
+                 f"p99 {pct(sync, 99):.3f} ms", "—", ""))  # fmt: skip
+    print()
+    widths = [max(len(str(r[i])) for r in rows) for i in range(6)]
+    head = ("figure", "baseline (same run)", "value", "ratio", "goal #12", "")
+    widths = [max(w, len(h)) for w, h in zip(widths, head, strict=True)]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print(f"load average (1 min) {load0[0]:.2f} → {load1[0]:.2f} on {os.cpu_count()} CPUs")
+
+
+def check_delivery(portal: Portal, d: Path) -> None:
+    """Every event the portal-backed gateways spooled is stored by the portal (0 lost)."""
+    spooled = sum(1 for f in d.glob("spool-portal-*/*.jsonl") for _ in f.open())
+    deadline = time.monotonic() + 60
+    stored = portal.events_stored()
+    while stored < spooled and time.monotonic() < deadline:
+        time.sleep(0.5)
+        stored = portal.events_stored()
+    print(f"audit events: {spooled} spooled by the portal-backed gateway, {stored} stored by the portal "
+          f"({'0 lost' if stored >= spooled else f'{spooled - stored} MISSING'})")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=1000, help="sequential calls per path")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--inflight", type=int, default=16)
+    ap.add_argument("--tput-calls", type=int, default=800, help="calls per throughput round")
+    ap.add_argument("--tput-rounds", type=int, default=3)
+    ap.add_argument("--mode", default="legacy")
+    ap.add_argument("--no-portal", action="store_true", help="no portal-backed gateway (no database needed)")
+    ap.add_argument(
+        "--paths", default="", help="only the paths whose names contain one of these (comma-separated)"
+    )
+    ap.add_argument(
+        "--before", default="", help="also run the mcpgov gateways from this checkout (e.g. main)"
+    )
+    ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    a = ap.parse_args()
+    import logging
+
+    for name in ("mcpgov", "httpx2", "httpx", "httpcore", "mcp"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
+        d = Path(tmp)
+        (d / "portal").mkdir()
+        portal = None if a.no_portal else Portal(a.database_url, d / "portal")
+        try:
+            lat, thr, load0, load1, sync = anyio.run(run, a, d, portal)
+            report(a, lat, thr, load0, load1, sync)
+            if portal is not None:
+                check_delivery(portal, d)
+        finally:
+            if portal is not None:
+                portal.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The streamable HTTP fast path: ``tools/call`` POSTs of an established session answered past the SDK.
+
+Why it bypasses the SDK: for every POST the SDK's streamable HTTP transport runs Starlette routing and
+middleware, validates the JSON-RPC message into pydantic models, hands it through memory streams to the
+server's message loop and back, and answers on a Server-Sent Events stream; together several
+milliseconds per call on a loaded 2-core machine, far more than the policy decision and the audit
+(``bench/governed_path.py`` measures both paths). The fast path answers one kind of request itself: a
+single plain ``tools/call`` (no ``_meta``) on a legacy (handshake) session the SDK already holds,
+from the credential that opened it. It applies the SDK's own checks in the SDK's order with the SDK's
+own code where the SDK exposes it (transport security, Accept / Content-Type, the bearer backend with
+its expiry and resource checks, the session owner), then runs the very same
+:meth:`mcpgov.gateway.Gateway.session_for` and :meth:`~mcpgov.gateway.Gateway.execute` as the SDK
+path, and answers ``application/json`` (a server may answer a POST either way). Whenever any check
+would not pass, or the request is anything else, the request goes to the SDK unchanged, so every
+refusal (401, 404, 406, 400, a role refused) is the SDK's own. ``tests/mcpgov/test_fast_http.py``
+proves both paths give the same results, audit events and refusals; ``MCPGOV_FAST_PATH=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    BearerAuthBackend,
+    authorization_context,
+)
+from mcp.server.streamable_http import CONTENT_TYPE_JSON, MCP_SESSION_ID_HEADER, check_accept_headers
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import HTTPConnection, Request
+
+from mcpgov.identity import RUN_META_KEY
+from mcpgov.upstream import UpstreamError
+
+if TYPE_CHECKING:
+    from mcpgov.gateway import Gateway
+
+log = logging.getLogger("mcpgov.gateway")
+
+_REQUEST_KEYS = frozenset({"jsonrpc", "id", "method", "params"})
+
+
+def plain_tools_call(body: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC message when ``body`` is one plain ``tools/call`` request the fast path may take."""
+    if b'"tools/call"' not in body or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
+        return None
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict) or msg.get("method") != "tools/call" or msg.get("jsonrpc") != "2.0":
+        return None
+    if not _REQUEST_KEYS.issuperset(msg) or type(msg.get("id")) not in (int, str):
+        return None
+    params = msg.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("name"), str) or "_meta" in params:
+        return None  # progress tokens, run ids, role requests, trace context: the SDK path handles those
+    if not {"name", "arguments"}.issuperset(params):
+        return None
+    arguments = params.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        return None
+    return msg
+
+
+class FastHttpCalls:
+    """Answers plain ``tools/call`` POSTs of live SDK sessions; :meth:`handle` False means "the SDK's"."""
+
+    def __init__(self, gateway: Gateway, *, token_verifier: Any = None, resource: str | None = None) -> None:
+        self.gateway = gateway
+        self.manager = gateway.server._session_manager
+        self.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
+        self.backend: BearerAuthBackend | None = None
+        if token_verifier is not None:
+            from pydantic import AnyHttpUrl
+
+            # the SDK's own bearer backend, set up as Server.streamable_http_app sets it up
+            self.backend = BearerAuthBackend(
+                token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
+            )
+
+    async def handle(self, scope: dict[str, Any], body: bytes, send: Any) -> bool:
+        if not self.enabled:
+            return False
+        msg = plain_tools_call(body)
+        if msg is None:
+            return False
+        request = Request(scope)
+        headers = request.headers
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        sid = headers.get(MCP_SESSION_ID_HEADER)
+        if version is None or version not in HANDSHAKE_PROTOCOL_VERSIONS or sid is None:
+            return False
+        transport = self.manager._server_instances.get(sid)
+        if transport is None or transport.is_terminated or transport.is_json_response_enabled:
+            return False
+        idle = transport.idle_scope
+        if idle is not None and idle.cancel_called:
+            return False
+        # the transport's checks, in its order: DNS-rebinding protection, Accept, Content-Type
+        if await transport._security.validate_request(request, is_post=True) is not None:
+            return False
+        has_json, has_sse = check_accept_headers(request)
+        if not (has_json and has_sse):
+            return False
+        content_type = headers.get("content-type", "")
+        if CONTENT_TYPE_JSON not in (p.strip() for p in content_type.split(";")[0].split(",")):
+            return False
+        user = None
+        if self.backend is not None:
+            auth = await self.backend.authenticate(HTTPConnection(scope))
+            if auth is None:
+                return False  # the SDK answers 401 with its WWW-Authenticate challenge
+            user = auth[1]
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if requestor != self.manager._session_owners.get(sid):
+            return False  # the SDK answers 404, as if the session did not exist
+        ctx = SimpleNamespace(
+            request=SimpleNamespace(scope={**scope, "user": user}, headers=headers), meta=None
+        )
+        try:
+            sess = self.gateway.session_for(ctx)  # type: ignore[arg-type]
+        except MCPError:
+            return False  # refused role or environment: the SDK path refuses it the same way
+        # a request in flight holds the session, as in StreamableHTTPServerTransport.handle_request
+        if idle is not None:
+            transport._requests_in_flight += 1
+            idle.deadline = math.inf
+        try:
+            response = await self._call(sess, msg, sid)
+        finally:
+            if idle is not None:
+                transport._requests_in_flight -= 1
+                if not transport._requests_in_flight and transport._idle_timeout is not None:
+                    idle.deadline = anyio.current_time() + transport._idle_timeout
+        payload = json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (MCP_SESSION_ID_HEADER.encode(), sid.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        return True
+
+    async def _call(self, sess: Any, msg: dict[str, Any], sid: str) -> dict[str, Any]:
+        request_id = msg["id"]
+        params = msg["params"]
+        name = params["name"]
+        log.debug("HTTP fast path: tools/call %s", name)
+        try:
+            result = await self.gateway.execute(
+                sess, name, params.get("arguments"), meta=None, request_id=request_id, transport_session=sid
+            )
+        except UpstreamError as exc:
+            error = {k: v for k, v in exc.error.items() if k in ("code", "message", "data")}
+            error.setdefault("message", "")
+            return {"jsonrpc": "2.0", "id": request_id, "error": error}
+        except Exception as exc:  # never leave the agent without an answer
+            log.exception("tools/call %s failed inside the gateway", name)
+            return {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {"code": types.INTERNAL_ERROR, "message": str(exc)},
+            }
+        meta = dict(result.get("_meta") or {})
+        meta[RUN_META_KEY] = sess.run_id
+        return {"jsonrpc": "2.0", "id": request_id, "result": {**result, "_meta": meta}}
