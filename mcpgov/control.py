@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class AgentSession:
     halt_recorded_at: int | None = None
     run_id: str = ""
     agent: Any = None  # mcpgov.identity.AgentIdentity
+    last_active: float = field(default_factory=time.monotonic)  # the last request of this session
 
     @property
     def id(self) -> str:

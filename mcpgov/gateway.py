@@ -348,6 +348,7 @@ class Gateway:
         sess = self.sessions.get(key)
         if sess is None:
             sess = self.open_session(key, identity, run)
+        sess.last_active = time.monotonic()
         return sess
 
     async def close_sessions(self, *, deliver_within: float = 10.0) -> None:

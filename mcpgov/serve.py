@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -483,6 +484,25 @@ def end_http_session(gateway: Gateway, transport_session_id: str, reason: str) -
         gateway.shipper.nudge()
 
 
+async def _end_idle_runs(gateway: Gateway, idle_timeout: float) -> None:
+    """End governance sessions no request has used for ``idle_timeout`` seconds.
+
+    A 2026-07-28 client is stateless: no transport session ends, so without this its runs (and their
+    spools) would stay open until the gateway stops. Legacy sessions end with their transport too.
+    """
+    while True:
+        await anyio.sleep(max(0.5, min(30.0, idle_timeout / 3)))
+        cutoff = time.monotonic() - idle_timeout
+        for key, sess in list(gateway.sessions.items()):
+            if key != "stdio" and sess.last_active < cutoff and not sess.approvals:
+                gateway.sessions.pop(key, None)
+                end_session_record(sess, f"idle for {idle_timeout:g}s")
+                sess.spool.close()
+                log.warning("session %s ended: idle for %gs", sess.id, idle_timeout)
+        if gateway.shipper is not None:
+            gateway.shipper.nudge()
+
+
 def _end_sessions_with_their_transport(
     gateway: Gateway, idle_timeout: float | None, shutdown: Shutdown | None
 ) -> None:
@@ -672,6 +692,8 @@ async def serve_http(
     async with gateway.running():
         app = http_app(gateway, host, auth, idle_timeout=idle_timeout)
         _end_sessions_with_their_transport(gateway, idle_timeout, shutdown)
+        if idle_timeout is not None:
+            gateway.tg.start_soon(_end_idle_runs, gateway, idle_timeout)
         config = uvicorn.Config(
             app,
             host=host,

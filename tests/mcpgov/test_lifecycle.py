@@ -357,10 +357,32 @@ def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
         second = next(s for s in portal.sessions if s != first)
         assert next(b for s, b in portal.patches if s == second)["reason"] == "idle for 3s"
         assert [e["phase"] for e in portal.events[second]] == ["intent", "result"]
+
+        # a 2026-07-28 client is stateless (no transport session ends): its run ends when idle
+        async def stateless_client() -> None:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
+            async with Client(streamable_http_client(url, http_client=http), mode="2026-07-28") as c:
+                r = await c.call_tool(
+                    "time__get_current_time", {"timezone": "UTC"}, meta={"io.mcpgov/run": "r1"}
+                )
+                assert not r.is_error
+
+        anyio.run(stateless_client)
+
+        def run_r1() -> str | None:
+            return next((sid for sid, meta in portal.sessions.items() if meta.get("run_id") == "r1"), None)
+
+        assert portal.wait_for(lambda: run_r1() is not None and _session_ended(portal, run_r1()), BOUND), (
+            portal.sessions,
+            (world.base / "http.err").read_text()[-3000:],
+        )
+        third = run_r1()
+        assert next(b for s, b in portal.patches if s == third)["reason"] == "idle for 3s"
+        assert [e["phase"] for e in portal.events[third]] == ["intent", "result"]
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=BOUND) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert len([1 for _, b in portal.patches if b["state"] == "ended"]) == 2
+    assert all(_session_ended(portal, sid) for sid in portal.sessions)
