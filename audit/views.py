@@ -18,11 +18,10 @@ from django.views.decorators.http import require_POST
 
 from audit import selectors, services
 from audit.choices import ExportFormat
-from audit.errors import AuditError
 from audit.exports import CONTENT_TYPES, EXTENSIONS, export_chunks
 from audit.forms import AcknowledgeForm, ApprovalForm, DecisionForm, ExplanationForm, SessionFilterForm
 from audit.models import AgentSession, AuditEvent, SessionDecision
-from portal.pages import may, team_view
+from portal.pages import may, run_action, team_view
 from portal.permissions import ACKNOWLEDGE_SESSION, RELEASE_SESSION, VIEW_PAYLOADS
 
 PAGE_SIZE = 50
@@ -107,26 +106,13 @@ def _back(request, session: AgentSession, anchor: str = ""):
     return redirect(reverse("audit:session-detail", args=[session.pk]) + (f"#{anchor}" if anchor else ""))
 
 
-def _run(request, action, success: str) -> bool:
-    try:
-        action()
-    except AuditError as exc:
-        detail = exc.message
-        if exc.extra.get("call_ids"):
-            detail += " Unexplained: " + ", ".join(exc.extra["call_ids"]) + "."
-        messages.error(request, detail)
-        return False
-    messages.success(request, success)
-    return True
-
-
 @team_view
 @require_POST
 def session_acknowledge(request, session_id):
     session = _session(request, session_id)
     form = AcknowledgeForm(request.POST)
     if form.is_valid():
-        _run(
+        run_action(
             request,
             lambda: services.session_acknowledge(
                 session=session, reviewer=request.user, note=form.cleaned_data["note"]
@@ -145,7 +131,7 @@ def session_explain(request, session_id):
     if not form.is_valid():
         messages.error(request, "Write what the failed call attempted and why it failed.")
         return _back(request, session, "timeline")
-    _run(
+    run_action(
         request,
         lambda: services.failed_call_explain(session=session, reviewer=request.user, **form.cleaned_data),
         "Explanation saved.",
@@ -163,7 +149,7 @@ def _decision_view(service, success: str, *, confirmable: bool = False):
             messages.error(request, "A reason is required.")
             return _back(request, session)
         extra = {"flag_off_confirmed": form.cleaned_data["confirm_flag_off"]} if confirmable else {}
-        _run(
+        run_action(
             request,
             lambda: service(
                 session=session, reviewer=request.user, reason=form.cleaned_data["reason"], **extra
@@ -190,7 +176,7 @@ def call_approval(request, session_id):
         messages.error(request, "Choose approve or deny and give a reason.")
         return _back(request, session)
     data = form.cleaned_data
-    _run(
+    run_action(
         request,
         lambda: services.call_approval_decide(session=session, reviewer=request.user, **data),
         f"Call {data['call_id']} {'approved' if data['decision'] == 'approve' else 'denied'}.",

@@ -39,12 +39,12 @@ from audit.api.serializers import (
     acknowledgement_body,
 )
 from audit.choices import ErrorCode, SessionState
-from audit.errors import AuditError
 from audit.hashing import loads
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
 from governance.api.authentication import ClientDeliveryAuthentication, ClientTokenAuthentication
 from governance.models import EnforcementClient
 from portal.api import Pagination
+from portal.errors import ServiceError
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
@@ -65,11 +65,6 @@ SESSION_FILTERS = (
 class AuditAPIView(APIView):
     authentication_classes = [ClientTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
-
-    def handle_exception(self, exc):
-        if isinstance(exc, AuditError):
-            return Response(exc.as_body(), status=exc.status)
-        return super().handle_exception(exc)
 
     # --- who is calling ----------------------------------------------------------------------
     def client(self) -> EnforcementClient | None:
@@ -158,7 +153,7 @@ class SessionListView(AuditAPIView):
                 except ValueError:  # well formed, not a date (2026-02-30)
                     parsed = None
                 if parsed is None or parsed.year >= 9999:
-                    raise AuditError(f"{key}: use YYYY-MM-DD.", field=key)
+                    raise ServiceError(f"{key}: use YYYY-MM-DD.", field=key)
                 filters[key] = parsed
         qs = selectors.sessions_for_review(base=base, filters=filters)
         paginator = Pagination()
@@ -243,7 +238,7 @@ class SessionEventsView(AuditAPIView):
         after = request.query_params.get("after_seq")
         if after:
             if not after.isdigit():
-                raise AuditError("after_seq: must be an integer.", field="after_seq")
+                raise ServiceError("after_seq: must be an integer.", field="after_seq")
             qs = qs.filter(seq__gt=int(after))
         include_payloads = has_team_perm(request.user, VIEW_PAYLOADS, session.team)
         paginator = Pagination()
@@ -262,15 +257,15 @@ class SessionEventsView(AuditAPIView):
         client = self.require_delivering_client(session_id)
         length = request.META.get("CONTENT_LENGTH") or "0"
         if length.isdigit() and int(length) > MAX_EVENTS_BODY_BYTES:
-            raise AuditError("The request body is too large.", ErrorCode.BATCH_TOO_LARGE, status=413)
+            raise ServiceError("The request body is too large.", ErrorCode.BATCH_TOO_LARGE, status=413)
         try:
             django_request = request._request
             raw = django_request.body if hasattr(django_request, "_body") else django_request.read()
             body = loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise AuditError(f"The body is not valid JSON ({exc}).", field="") from None
+            raise ServiceError(f"The body is not valid JSON ({exc}).", field="") from None
         if not isinstance(body, dict) or "events" not in body:
-            raise AuditError('events: the body must be {"events": [...]}.', field="events")
+            raise ServiceError('events: the body must be {"events": [...]}.', field="events")
         result = services.events_ingest(session_id=session_id, client=client, events=body["events"])
         return Response(result.as_dict())
 

@@ -103,13 +103,7 @@ class ServerViewSet(TeamScopedViewSet):
     @action(detail=True, methods=["post"])
     def discover(self, request, pk=None):
         server = self.get_object()  # POST: change_policy on the server's team (TeamPermission)
-        try:
-            report = discovery.server_discover_tools(server=server, actor=request.user)
-        except discovery.DiscoveryRefused as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
-        except discovery.DiscoveryError as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_502_BAD_GATEWAY)
-        return Response(report)
+        return Response(discovery.server_discover_tools(server=server, actor=request.user))
 
 
 @extend_schema(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from governance.models import AgentRole, EnforcementClient, Environment
 from governance.services.common import token_issue, token_sha256
 from portal import realtime
+from portal.errors import Unauthenticated
 from portal.models import ChangeRecord, Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record, real_user
@@ -48,12 +49,8 @@ class IssuedClient:
     token: str  # shown once; only its hash is stored
 
 
-class TokenError(Exception):
-    """A token that does not authenticate. `code` is the machine-readable reason."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
+class TokenError(Unauthenticated):
+    """A token that does not authenticate (401). `code` is the machine-readable reason."""
 
 
 def _parse(token: str) -> tuple[str, str] | None:

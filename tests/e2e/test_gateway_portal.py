@@ -32,7 +32,6 @@ import pytest
 from django.db import connections
 from mcp import Client, StdioServerParameters
 
-from audit.errors import AuditConflict
 from audit.models import AgentSession, AuditEvent
 from audit.services.digests import audit_verify
 from audit.services.review import failed_call_explain, session_acknowledge
@@ -44,6 +43,7 @@ from governance.services.environments import binding_set
 from governance.services.roles import role_server_add, role_server_remove
 from governance.services.servers import server_create
 from governance.services.signing import jwks_document
+from portal.errors import Conflict
 from tests.conftest import _database_url, free_port
 from tests.e2e.portal_world import PY, ROLE, ROOT, TIME_ARGS, build_world
 
@@ -440,7 +440,7 @@ def test_audit_check_passes_only_after_a_reviewer_explains_failures_and_acknowle
     proc = audit_check(portal_server, sid, token)
     assert proc.returncode != 0, proc.stdout + proc.stderr
 
-    with pytest.raises(AuditConflict) as exc:  # a failure nobody explained blocks the acknowledgement
+    with pytest.raises(Conflict) as exc:  # a failure nobody explained blocks the acknowledgement
         session_acknowledge(session=session, reviewer=reviewer, note="looked fine")
     assert exc.value.code == "unexplained_failures" and exc.value.extra["call_ids"] == [failed["call_id"]]
     assert audit_check(portal_server, sid, token).returncode != 0
