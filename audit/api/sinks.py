@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from audit.models import AuditSink
 from audit.services.streaming import sink_backlog, sink_create, sink_delete, sink_test_send, sink_update
 from portal.api import TeamPermission
+from portal.filtersets import TeamFilterSet
 from portal.models import Team
 from portal.permissions import ACKNOWLEDGE_SESSION, MANAGE_CLIENTS, VIEW, teams_for_user
 
@@ -77,10 +78,10 @@ class AuditSinkViewSet(viewsets.ModelViewSet):
     team_perm_read = ACKNOWLEDGE_SESSION
     team_perm_write = MANAGE_CLIENTS
 
+    filterset_class = TeamFilterSet
+
     def get_queryset(self):
-        queryset = AuditSink.objects.restrict(self.request.user, ACKNOWLEDGE_SESSION).select_related("team")
-        team = self.request.query_params.get("team")
-        return queryset.filter(team__slug=team) if team else queryset
+        return AuditSink.objects.restrict(self.request.user, ACKNOWLEDGE_SESSION).select_related("team")
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)

@@ -7,15 +7,15 @@ The control long poll is an async view in audit/api/control.py.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit import selectors, services
-from audit.api.schema import SESSION_FILTER_PARAMS, EventPagination
+from audit import services
+from audit.api.schema import EventPagination
 from audit.api.serializers import (
     AcknowledgementBodySerializer,
     AcknowledgementNoteSerializer,
@@ -39,27 +39,18 @@ from audit.api.serializers import (
     acknowledgement_body,
 )
 from audit.choices import ErrorCode, SessionState
+from audit.filtersets import EventFilterSet, SessionFilterSet
 from audit.hashing import loads
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
 from governance.api.authentication import ClientDeliveryAuthentication, ClientTokenAuthentication
 from governance.models import EnforcementClient
 from portal.api import Pagination
 from portal.errors import ServiceError
+from portal.filtersets import ListFilters
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
 
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024
-SESSION_FILTERS = (
-    "role",
-    "environment",
-    "server",
-    "status",
-    "state",
-    "trigger",
-    "acknowledged",
-    "date_from",
-    "date_to",
-)
 
 
 class AuditAPIView(APIView):
@@ -128,34 +119,20 @@ def _valid(serializer_class, data):
     return serializer.validated_data
 
 
-class SessionListView(AuditAPIView):
+class SessionListView(ListFilters, AuditAPIView):
     """GET: reviewers list their teams' sessions (filters as query parameters). POST: a gateway opens one."""
 
     pagination_class = Pagination  # (documents the paginated list; get() pages by hand)
+    queryset = AgentSession.objects.none()  # (names the model for the schema's filter parameters)
+    filterset_class = SessionFilterSet
 
     @extend_schema(
         responses=ReviewSessionSerializer(many=True),
-        parameters=SESSION_FILTER_PARAMS,
         summary="Sessions of the person's teams",
     )
     def get(self, request):
         self.require_person()
-        base = AgentSession.objects.restrict(request.user)
-        if request.query_params.get("team"):
-            base = base.filter(team__slug=request.query_params["team"])
-        filters = {k: request.query_params.get(k) for k in SESSION_FILTERS}
-        for key in ("date_from", "date_to"):
-            if filters[key]:
-                from django.utils.dateparse import parse_date
-
-                try:
-                    parsed = parse_date(filters[key])
-                except ValueError:  # well formed, not a date (2026-02-30)
-                    parsed = None
-                if parsed is None or parsed.year >= 9999:
-                    raise ServiceError(f"{key}: use YYYY-MM-DD.", field=key)
-                filters[key] = parsed
-        qs = selectors.sessions_for_review(base=base, filters=filters)
+        qs = self.filtered(AgentSession.objects.restrict(request.user))
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(ReviewSessionSerializer(page, many=True).data)
@@ -220,26 +197,22 @@ class SessionDetailView(AuditAPIView):
         return Response(AgentSessionSerializer(self.session_for_client(client, session.pk)).data)
 
 
-class SessionEventsView(AuditAPIView):
+class SessionEventsView(ListFilters, AuditAPIView):
     """POST: a gateway ships a batch of events. GET: reviewers page through a session's events."""
 
     pagination_class = EventPagination
+    queryset = AuditEvent.objects.none()  # (names the model for the schema's filter parameters)
+    filterset_class = EventFilterSet
     authentication_classes = [ClientDeliveryAuthentication, SessionAuthentication]
 
     @extend_schema(
         responses=AuditEventSerializer(many=True),
-        parameters=[OpenApiParameter("after_seq", int, description="Only events after this seq.")],
         summary="A session's events (payloads for auditors)",
     )
     def get(self, request, session_id):
         self.require_person()
         session = self.session_for_person(session_id)
-        qs = AuditEvent.objects.filter(session=session).order_by("seq")
-        after = request.query_params.get("after_seq")
-        if after:
-            if not after.isdigit():
-                raise ServiceError("after_seq: must be an integer.", field="after_seq")
-            qs = qs.filter(seq__gt=int(after))
+        qs = self.filtered(AuditEvent.objects.filter(session=session).order_by("seq"))
         include_payloads = has_team_perm(request.user, VIEW_PAYLOADS, session.team)
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)

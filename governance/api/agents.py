@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from governance.api.authentication import ClientTokenAuthentication, IsEnforcementClient
 from governance.models import Agent, AgentRole, Environment
 from governance.services import agents as agent_services
+from portal.filtersets import TeamFilterSet
 from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
 
@@ -77,14 +78,14 @@ class AgentViewSet(
     serializer_class = AgentSerializer
     permission_classes = [IsAuthenticated]
 
+    filterset_class = TeamFilterSet
+
     def get_queryset(self):
-        qs = (
+        return (
             Agent.objects.restrict(self.request.user)
             .select_related("team", "application")
             .prefetch_related("roles", "environments")
         )
-        team = self.request.query_params.get("team")
-        return qs.filter(team__slug=team) if team else qs
 
     def _require_manage(self, team: Team) -> None:
         if not has_team_perm(self.request.user, MANAGE_CLIENTS, team):
