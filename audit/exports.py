@@ -24,9 +24,23 @@ CONTENT_TYPES = {
 EXTENSIONS = {ExportFormat.JSONL: "jsonl", ExportFormat.CSV: "csv", ExportFormat.MCP_AUDIT: "log"}
 
 SUMMARY_COLUMNS = (
-    "session", "seq", "call_id", "phase", "ts", "server", "tool", "args_summary", "status", "result_summary",
-    "bytes", "duration_ms", "trigger", "bundle_version", "prev_hash", "hash",
-)  # fmt: skip
+    "session",
+    "seq",
+    "call_id",
+    "phase",
+    "ts",
+    "server",
+    "tool",
+    "args_summary",
+    "status",
+    "result_summary",
+    "bytes",
+    "duration_ms",
+    "trigger",
+    "bundle_version",
+    "prev_hash",
+    "hash",
+)
 PAYLOAD_COLUMNS = ("arguments", "result")
 
 

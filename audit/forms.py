@@ -15,9 +15,15 @@ class SessionFilterForm(forms.Form):
     environment = forms.ChoiceField(required=False)
     server = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
-        required=False, label="Calls",
-        choices=[*_BLANK, (CallStatus.FAIL, "with failed calls"), (CallStatus.BLOCKED, "with blocked calls"), (CallStatus.SUCCESS, "all successful")],
-    )  # fmt: skip
+        required=False,
+        label="Calls",
+        choices=[
+            *_BLANK,
+            (CallStatus.FAIL, "with failed calls"),
+            (CallStatus.BLOCKED, "with blocked calls"),
+            (CallStatus.SUCCESS, "all successful"),
+        ],
+    )
     state = forms.ChoiceField(required=False, choices=_BLANK + list(SessionState.choices))
     trigger = forms.ChoiceField(required=False, choices=_BLANK + list(Trigger.choices))
     acknowledged = forms.ChoiceField(

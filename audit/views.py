@@ -54,10 +54,18 @@ def session_list(request):
     qs = selectors.sessions_for_review(team=request.team, filters=filters)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = {k: v for k, v in request.GET.items() if k != "page" and v}
-    return render(request, "audit/session_list.html", {
-        "form": form, "page": page, "sessions": page.object_list, "query": urlencode(query),
-        "export_formats": ExportFormat.choices, "filtered": bool(filters),
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/session_list.html",
+        {
+            "form": form,
+            "page": page,
+            "sessions": page.object_list,
+            "query": urlencode(query),
+            "export_formats": ExportFormat.choices,
+            "filtered": bool(filters),
+        },
+    )
 
 
 @team_view
@@ -70,33 +78,42 @@ def session_detail(request, session_id):
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
-            ExplanationForm(initial={"call_id": call.call_id,
-                                     "explanation": call.explanation.explanation if call.explanation else ""},
-                            prefix=f"x{call.first.seq}")
-            if call.is_failed and can_ack else None
-        )  # fmt: skip
-    return render(request, "audit/session_detail.html", {
-        "session": session,
-        "calls": calls,
-        "acknowledgement": acknowledgement,
-        "unexplained": unexplained,
-        "show_payloads": may(request, VIEW_PAYLOADS),
-        "can_ack": can_ack,
-        "can_release": may(request, RELEASE_SESSION),
-        "ack_form": AcknowledgeForm(),
-        "decision_form": DecisionForm(),
-        "approval_forms": [
-            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
-            for i, p in enumerate(session.pending_approvals)
-        ],
-        "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
-        "history": selectors.session_history(session=session),
-        "flag_warning": _flag_warning(session) if session.is_waiting else "",
-        "recent_calls": selectors.last_calls(session=session)
-        if session.is_waiting or session.halted_then_ended
-        else [],
-        "export_formats": ExportFormat.choices,
-    })  # fmt: skip
+            ExplanationForm(
+                initial={
+                    "call_id": call.call_id,
+                    "explanation": call.explanation.explanation if call.explanation else "",
+                },
+                prefix=f"x{call.first.seq}",
+            )
+            if call.is_failed and can_ack
+            else None
+        )
+    return render(
+        request,
+        "audit/session_detail.html",
+        {
+            "session": session,
+            "calls": calls,
+            "acknowledgement": acknowledgement,
+            "unexplained": unexplained,
+            "show_payloads": may(request, VIEW_PAYLOADS),
+            "can_ack": can_ack,
+            "can_release": may(request, RELEASE_SESSION),
+            "ack_form": AcknowledgeForm(),
+            "decision_form": DecisionForm(),
+            "approval_forms": [
+                (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+                for i, p in enumerate(session.pending_approvals)
+            ],
+            "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
+            "history": selectors.session_history(session=session),
+            "flag_warning": _flag_warning(session) if session.is_waiting else "",
+            "recent_calls": selectors.last_calls(session=session)
+            if session.is_waiting or session.halted_then_ended
+            else [],
+            "export_formats": ExportFormat.choices,
+        },
+    )
 
 
 def _back(request, session: AgentSession, anchor: str = ""):
@@ -193,9 +210,15 @@ def halted_queue(request):
             (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
             for i, p in enumerate(session.pending_approvals)
         ]
-    return render(request, "audit/halted_queue.html", {
-        "sessions": sessions, "can_release": may(request, RELEASE_SESSION), "decision_form": DecisionForm(),
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/halted_queue.html",
+        {
+            "sessions": sessions,
+            "can_release": may(request, RELEASE_SESSION),
+            "decision_form": DecisionForm(),
+        },
+    )
 
 
 def _export_response(events, fmt: str, include_payloads: bool, filename: str) -> StreamingHttpResponse:

@@ -300,9 +300,11 @@ def incident_resolve(
         for pk in sorted(wanted):
             state = candidates[pk]
             for decision in sessions_resume_after_flag(
-                flag=state.flag, environment=state.environment, reviewer=actor,
+                flag=state.flag,
+                environment=state.environment,
+                reviewer=actor,
                 reason=f"incident #{incident.pk} resolved",
-            ):  # fmt: skip
+            ):
                 resumed.append(str(decision.session_id))
     if enabled:
         _entry(

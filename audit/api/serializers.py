@@ -30,10 +30,24 @@ class AgentSessionSerializer(serializers.ModelSerializer):
     class Meta:
         model = AgentSession
         fields = [
-            "id", "team", "environment", "role", "read_only", "declared_large_data", "agent", "agent_id",
-            "agent_auth", "run_id", "state", "trigger", "state_reason", "control_version", "started_at", "ended_at",
+            "id",
+            "team",
+            "environment",
+            "role",
+            "read_only",
+            "declared_large_data",
+            "agent",
+            "agent_id",
+            "agent_auth",
+            "run_id",
+            "state",
+            "trigger",
+            "state_reason",
+            "control_version",
+            "started_at",
+            "ended_at",
             "calls",
-        ]  # fmt: skip
+        ]
 
     def get_started_at(self, obj) -> str:
         return rfc3339(obj.started_at)
@@ -57,9 +71,17 @@ class ReviewSessionSerializer(AgentSessionSerializer):
 
     class Meta(AgentSessionSerializer.Meta):
         fields = [
-            *AgentSessionSerializer.Meta.fields, "client", "gate_report", "bundle_version", "acknowledged", "last_calls",
-            "pending_approvals", "event_count", "last_seq", "last_hash",
-        ]  # fmt: skip
+            *AgentSessionSerializer.Meta.fields,
+            "client",
+            "gate_report",
+            "bundle_version",
+            "acknowledged",
+            "last_calls",
+            "pending_approvals",
+            "event_count",
+            "last_seq",
+            "last_hash",
+        ]
 
     def get_acknowledged(self, obj) -> bool:
         return hasattr(obj, "acknowledgement")
@@ -74,10 +96,26 @@ class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = [
-            "session", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-            "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
+            "session",
+            "seq",
+            "call_id",
+            "phase",
+            "ts",
+            "server",
+            "tool",
+            "arguments",
+            "args_summary",
+            "status",
+            "result_summary",
+            "bytes",
+            "duration_ms",
+            "trigger",
+            "bundle_version",
+            "result",
+            "trace_id",
+            "prev_hash",
             "hash",
-        ]  # fmt: skip
+        ]
 
     def get_ts(self, obj) -> str:
         return rfc3339(obj.ts)

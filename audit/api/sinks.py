@@ -46,15 +46,45 @@ class AuditSinkSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditSink
         fields = [
-            "id", "team", "name", "kind", "format", "enabled", "host", "port", "tls", "ca_file", "url", "hec",
-            "secret_header", "secret", "clear_secret", "from_start", "has_secret", "target", "delivered_count",
-            "last_delivered_at", "last_error", "last_error_at", "failures", "next_attempt_at",
-            "backlog_events", "backlog_oldest_age_seconds", "created_at", "updated_at",
-        ]  # fmt: skip
+            "id",
+            "team",
+            "name",
+            "kind",
+            "format",
+            "enabled",
+            "host",
+            "port",
+            "tls",
+            "ca_file",
+            "url",
+            "hec",
+            "secret_header",
+            "secret",
+            "clear_secret",
+            "from_start",
+            "has_secret",
+            "target",
+            "delivered_count",
+            "last_delivered_at",
+            "last_error",
+            "last_error_at",
+            "failures",
+            "next_attempt_at",
+            "backlog_events",
+            "backlog_oldest_age_seconds",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = [
-            "delivered_count", "last_delivered_at", "last_error", "last_error_at", "failures", "next_attempt_at",
-            "created_at", "updated_at",
-        ]  # fmt: skip
+            "delivered_count",
+            "last_delivered_at",
+            "last_error",
+            "last_error_at",
+            "failures",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ]
 
     def _backlog(self, sink):
         cache = self.context.setdefault("_backlogs", {})
@@ -99,10 +129,11 @@ class AuditSinkViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=None,
-        responses=inline_serializer("SinkTestResult", {"accepted": serializers.BooleanField(),
-                                                        "error": serializers.CharField()}),
+        responses=inline_serializer(
+            "SinkTestResult", {"accepted": serializers.BooleanField(), "error": serializers.CharField()}
+        ),
         description="Send one synthetic event to the sink (the cursor stays). 200 either way; see `accepted`.",
-    )  # fmt: skip
+    )
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         sink = self.get_object()  # POST: manage_clients on the sink's team (TeamPermission)

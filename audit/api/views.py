@@ -273,10 +273,12 @@ class SessionExplanationsView(AuditAPIView):
         self.require_person()
         session = self.session_for_person(session_id)
         items = FailedCallExplanation.objects.filter(session=session).select_related("author")
-        return Response({
-            "explanations": ExplanationSerializer(items, many=True).data,
-            "unexplained": services.unexplained_failed_calls(session),
-        })  # fmt: skip
+        return Response(
+            {
+                "explanations": ExplanationSerializer(items, many=True).data,
+                "unexplained": services.unexplained_failed_calls(session),
+            }
+        )
 
     @extend_schema(
         request=ExplanationInputSerializer, responses=ExplanationSerializer, summary="Explain a failed call"

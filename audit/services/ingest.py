@@ -28,9 +28,25 @@ _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
 _TRIGGERS = frozenset(Trigger.values)
 _FIELDS = frozenset(
-    {"seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-     "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id"}
-)  # fmt: skip
+    {
+        "seq",
+        "call_id",
+        "phase",
+        "ts",
+        "server",
+        "tool",
+        "arguments",
+        "args_summary",
+        "status",
+        "result_summary",
+        "bytes",
+        "duration_ms",
+        "trigger",
+        "bundle_version",
+        "result",
+        "trace_id",
+    }
+)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_SEQ = 2**63 - 1
 _MAX_BUNDLE_VERSION = 2**31 - 1
@@ -38,10 +54,27 @@ _NAME_MAX = 200
 _CALL_ID_MAX = 64
 
 COPY_COLUMNS = (
-    "session_id", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-    "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
-    "hash", "received_at",
-)  # fmt: skip
+    "session_id",
+    "seq",
+    "call_id",
+    "phase",
+    "ts",
+    "server",
+    "tool",
+    "arguments",
+    "args_summary",
+    "status",
+    "result_summary",
+    "bytes",
+    "duration_ms",
+    "trigger",
+    "bundle_version",
+    "result",
+    "trace_id",
+    "prev_hash",
+    "hash",
+    "received_at",
+)
 
 
 @dataclass(frozen=True)
@@ -265,12 +298,30 @@ def _copy_rows(session_id, events: list[_Event], received_at: datetime) -> None:
         with raw.copy(f"COPY {AuditEvent._meta.db_table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
             write = copy.write_row
             for e in events:
-                write((
-                    session_id, e.seq, e.call_id, e.phase, e.ts, e.server, e.tool,
-                    None if e.arguments is None else e.arguments_json, e.args_summary, e.status,
-                    e.result_summary, e.bytes, e.duration_ms, e.trigger, e.bundle_version,
-                    None if e.result is None else e.result_json, e.trace_id, e.prev_hash, e.hash, received_at,
-                ))  # fmt: skip
+                write(
+                    (
+                        session_id,
+                        e.seq,
+                        e.call_id,
+                        e.phase,
+                        e.ts,
+                        e.server,
+                        e.tool,
+                        None if e.arguments is None else e.arguments_json,
+                        e.args_summary,
+                        e.status,
+                        e.result_summary,
+                        e.bytes,
+                        e.duration_ms,
+                        e.trigger,
+                        e.bundle_version,
+                        None if e.result is None else e.result_json,
+                        e.trace_id,
+                        e.prev_hash,
+                        e.hash,
+                        received_at,
+                    )
+                )
 
 
 def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> None:
@@ -387,10 +438,16 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
                     pending = [p for p in pending if p["call_id"] != e.call_id]
                     pending_ids.discard(e.call_id)
             elif e.trigger == Trigger.APPROVAL_REQUIRED and e.call_id not in pending_ids:
-                pending.append({
-                    "call_id": e.call_id, "seq": e.seq, "ts": format_ts(e.ts), "server": e.server, "tool": e.tool,
-                    "args_summary": e.args_summary[:500],
-                })  # fmt: skip
+                pending.append(
+                    {
+                        "call_id": e.call_id,
+                        "seq": e.seq,
+                        "ts": format_ts(e.ts),
+                        "server": e.server,
+                        "tool": e.tool,
+                        "args_summary": e.args_summary[:500],
+                    }
+                )
                 pending_ids.add(e.call_id)
         received_at = timezone.now()
         if _use_copy():

@@ -74,11 +74,14 @@ def failed_call_explain(
         item.explanation, item.author = explanation, reviewer
         item.save(update_fields=["explanation", "author", "updated_at"])
     change_record(
-        team=session.team, actor=reviewer,
-        action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE, obj=item,
+        team=session.team,
+        actor=reviewer,
+        action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE,
+        obj=item,
         object_repr=f"failed call {call_id} of session {session.short_id}",
-        summary="Failed call explained", changes={"explanation": [old, explanation]},
-    )  # fmt: skip
+        summary="Failed call explained",
+        changes={"explanation": [old, explanation]},
+    )
     return item
 
 

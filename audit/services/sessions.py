@@ -153,22 +153,34 @@ def session_open(
         session, created = AgentSession.objects.get_or_create(
             pk=id,
             defaults={
-                "team_id": client.team_id, "environment_id": client.environment_id, "client": client,
-                "role": role, "read_only": read_only, "declared_large_data": declared_large_data,
-                "agent": label, "registered_agent": registered, "agent_auth": auth, "run_id": run_id,
-                "started_at": started_at or now, "bundle_version": bundle_version,
+                "team_id": client.team_id,
+                "environment_id": client.environment_id,
+                "client": client,
+                "role": role,
+                "read_only": read_only,
+                "declared_large_data": declared_large_data,
+                "agent": label,
+                "registered_agent": registered,
+                "agent_auth": auth,
+                "run_id": run_id,
+                "started_at": started_at or now,
+                "bundle_version": bundle_version,
                 "state": SessionState.REFUSED if refused else SessionState.ACTIVE,
                 "trigger": trigger if refused else None,
                 "gate_report": gate_report if refused else None,
                 "ended_at": (started_at or now) if refused else None,
                 "last_seen_at": now,
             },
-        )  # fmt: skip
+        )
         if created:
             state_change_record(
-                session=session, from_state="", to_state=SessionState.ACTIVE,
-                source=SessionStateChange.Source.GATEWAY, reason="Opened", at=session.started_at,
-            )  # fmt: skip
+                session=session,
+                from_state="",
+                to_state=SessionState.ACTIVE,
+                source=SessionStateChange.Source.GATEWAY,
+                reason="Opened",
+                at=session.started_at,
+            )
     if not created and (session.team_id != client.team_id or session.environment_id != client.environment_id):
         raise Conflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
     return session, created
@@ -246,14 +258,25 @@ def session_report_state(
         session.last_seen_at = now
         session.save(
             update_fields=[
-                "state", "trigger", "state_reason", "last_calls", "ended_at", "last_seen_at", "updated_at",
+                "state",
+                "trigger",
+                "state_reason",
+                "last_calls",
+                "ended_at",
+                "last_seen_at",
+                "updated_at",
             ]
-        )  # fmt: skip
+        )
         if previous != state or (trigger is not None and trigger != previous_trigger):
             state_change_record(
-                session=session, from_state=previous, to_state=state, trigger=trigger,
-                source=SessionStateChange.Source.GATEWAY, reason=reason, at=now,
-            )  # fmt: skip
+                session=session,
+                from_state=previous,
+                to_state=state,
+                trigger=trigger,
+                source=SessionStateChange.Source.GATEWAY,
+                reason=reason,
+                at=now,
+            )
         # A session's end seals its chain at once; other reports seal only if a seal is due.
         seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session
@@ -282,10 +305,14 @@ def _late_end_report(session: AgentSession, *, trigger, reason: str, last_calls,
         not history.filter(to_state=SessionState.ENDED, source=SessionStateChange.Source.GATEWAY).exists()
     ):
         state_change_record(
-            session=session, from_state=SessionState.ENDED, to_state=SessionState.ENDED, trigger=trigger,
-            source=SessionStateChange.Source.GATEWAY, reason="The gateway reported the end late"
-            + (f": {reason}" if reason else ""), at=now,
-        )  # fmt: skip
+            session=session,
+            from_state=SessionState.ENDED,
+            to_state=SessionState.ENDED,
+            trigger=trigger,
+            source=SessionStateChange.Source.GATEWAY,
+            reason="The gateway reported the end late" + (f": {reason}" if reason else ""),
+            at=now,
+        )
 
 
 SEEN_WRITE_EVERY = timedelta(seconds=30)
@@ -430,9 +457,15 @@ def session_release(
     session.state_reason = f"Released by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "control_version", "updated_at"])
     state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ACTIVE, source=SessionStateChange.Source.PERSON,
-        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ACTIVE,
+        source=SessionStateChange.Source.PERSON,
+        actor=reviewer,
+        decision=decision,
+        reason=reason,
+        at=decision.decided_at,
+    )
     change_record(
         team=session.team,
         actor=reviewer,
@@ -460,9 +493,15 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     session.state_reason = f"Ended by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "ended_at", "control_version", "updated_at"])
     state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ENDED, source=SessionStateChange.Source.PERSON,
-        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ENDED,
+        source=SessionStateChange.Source.PERSON,
+        actor=reviewer,
+        decision=decision,
+        reason=reason,
+        at=decision.decided_at,
+    )
     change_record(
         team=session.team,
         actor=reviewer,
@@ -555,9 +594,14 @@ def session_end_stale(*, session_id, before: datetime) -> SessionStateChange | N
     session.save(update_fields=["state", "state_reason", "ended_at", "updated_at"])
     unknown = open_intents(session)
     change = state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ENDED,
-        source=SessionStateChange.Source.PORTAL, reason=STALE_END_REASON, open_calls=unknown, at=now,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ENDED,
+        source=SessionStateChange.Source.PORTAL,
+        reason=STALE_END_REASON,
+        open_calls=unknown,
+        at=now,
+    )
     change_record(
         team=session.team,
         actor=None,

@@ -39,9 +39,19 @@ class AgentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Agent
         fields = [
-            "id", "team", "name", "slug", "roles", "environments", "client_id", "grant", "public",
-            "redirect_uris", "revoked", "created_at",
-        ]  # fmt: skip
+            "id",
+            "team",
+            "name",
+            "slug",
+            "roles",
+            "environments",
+            "client_id",
+            "grant",
+            "public",
+            "redirect_uris",
+            "revoked",
+            "created_at",
+        ]
         read_only_fields = ["id", "created_at"]
 
     def get_revoked(self, obj) -> bool:
@@ -102,9 +112,16 @@ class AgentViewSet(
         roles, envs = _resolve(team, data["roles"], data["environments"])
         try:
             issued = agent_services.agent_create(
-                team=team, name=data["name"], slug=data["slug"], roles=roles, environments=envs,
-                grant=data["grant"], public=data["public"], redirect_uris=data["redirect_uris"], actor=request.user,
-            )  # fmt: skip
+                team=team,
+                name=data["name"],
+                slug=data["slug"],
+                roles=roles,
+                environments=envs,
+                grant=data["grant"],
+                public=data["public"],
+                redirect_uris=data["redirect_uris"],
+                actor=request.user,
+            )
         except DjangoValidationError as exc:
             raise _drf(exc) from None
         body = AgentSerializer(self.get_queryset().get(pk=issued.agent.pk)).data

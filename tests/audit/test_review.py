@@ -18,8 +18,16 @@ pytestmark = pytest.mark.django_db
 def ended(gateway):
     """An ended session with two failed calls (call-2, call-4) and one blocked call."""
     sid = open_session(gateway)
-    batch = [event(1), event(2), event(3), event(4, status="fail"), event(5), event(6, status="blocked",
-             trigger="write_in_read_session"), event(7), event(8, status="fail")]  # fmt: skip
+    batch = [
+        event(1),
+        event(2),
+        event(3),
+        event(4, status="fail"),
+        event(5),
+        event(6, status="blocked", trigger="write_in_read_session"),
+        event(7),
+        event(8, status="fail"),
+    ]
     assert post_events(gateway, sid, batch).status_code == 200
     assert gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 200
     return AgentSession.objects.get(pk=sid)

@@ -14,8 +14,16 @@ pytestmark = pytest.mark.django_db
 
 
 def halt(gateway, sid, state="halted", trigger="cascade_write_chain"):
-    last = [{"ts": "2026-11-24T09:00:01Z", "server": "fs", "tool": "write_file", "args": f"path=/tmp/{i}",
-             "outcome": "success"} for i in range(3)]  # fmt: skip
+    last = [
+        {
+            "ts": "2026-11-24T09:00:01Z",
+            "server": "fs",
+            "tool": "write_file",
+            "args": f"path=/tmp/{i}",
+            "outcome": "success",
+        }
+        for i in range(3)
+    ]
     response = gateway.patch(
         f"/api/v1/sessions/{sid}/",
         {"state": state, "trigger": trigger, "reason": "3 writes in a row", "last_calls": last},

@@ -20,10 +20,15 @@ from tests.audit.test_verify import verify
 pytestmark = pytest.mark.django_db
 
 LAST = [
-    {"ts": f"2026-11-24T09:00:0{i}Z", "server": "filesystem", "tool": "write_file", "args": f"path=/tmp/{i}",
-     "outcome": "success"}
+    {
+        "ts": f"2026-11-24T09:00:0{i}Z",
+        "server": "filesystem",
+        "tool": "write_file",
+        "args": f"path=/tmp/{i}",
+        "outcome": "success",
+    }
     for i in range(3)
-]  # fmt: skip
+]
 
 
 def report(gateway, sid, state, trigger=None, reason="", last_calls=None, status=200):

@@ -231,9 +231,23 @@ def test_ten_gateways_in_one_directory_survive_twenty_bundle_changes(world, port
     version = 1
     world.publish(portal, world.doc(version=version))
     args = [
-        "-m", "mcpgov", "gateway", "--portal", portal.url, "--token", TOKEN, "--keys", str(world.keys),
-        "--env", "development", "--role", "code_agent", "--read-only", "--config", ".mcp.json",
-    ]  # fmt: skip
+        "-m",
+        "mcpgov",
+        "gateway",
+        "--portal",
+        portal.url,
+        "--token",
+        TOKEN,
+        "--keys",
+        str(world.keys),
+        "--env",
+        "development",
+        "--role",
+        "code_agent",
+        "--read-only",
+        "--config",
+        ".mcp.json",
+    ]
 
     def doc_for(v: int) -> dict[str, Any]:
         d = world.doc(version=v)
