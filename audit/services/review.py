@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from audit.choices import CallStatus, ErrorCode, Phase, SessionState
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation
+from portal.choices import ChangeEventType
 from portal.errors import Conflict, ServiceError
-from portal.models import ChangeRecord
 from portal.permissions import ACKNOWLEDGE_SESSION, require_team_perm
 from portal.services import change_record
 
@@ -76,7 +76,9 @@ def failed_call_explain(
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE,
+        event_type=ChangeEventType.FAILED_CALL_EXPLAINED
+        if created
+        else ChangeEventType.FAILED_CALL_EXPLANATION_CHANGED,
         obj=item,
         object_repr=f"failed call {call_id} of session {session.short_id}",
         summary="Failed call explained",
@@ -113,7 +115,7 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_ACKNOWLEDGED,
         obj=session,
         summary=f"Session log acknowledged (events 1..{session.last_seq})"
         + (f": {ack.note}" if ack.note else ""),

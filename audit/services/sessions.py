@@ -33,8 +33,8 @@ from audit.models import AgentSession, AuditEvent, SessionDecision, SessionState
 from audit.services.sealing import seal_on_commit
 from governance.choices import AgentAuth
 from portal import realtime
+from portal.choices import ChangeEventType
 from portal.errors import Conflict, NotFound, ServiceError
-from portal.models import ChangeRecord
 from portal.permissions import RELEASE_SESSION, require_team_perm
 from portal.services import change_record
 
@@ -469,7 +469,7 @@ def session_release(
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_RELEASED,
         obj=session,
         summary=f"Session allowed to continue ({previous} → active): {reason}",
         changes={"state": [previous, SessionState.ACTIVE]},
@@ -505,7 +505,7 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_ENDED,
         obj=session,
         summary=f"Session ended by a reviewer ({previous} → ended): {reason}",
         changes={"state": [previous, SessionState.ENDED]},
@@ -542,7 +542,9 @@ def call_approval_decide(
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.CALL_APPROVED
+        if decision == DecisionKind.APPROVE
+        else ChangeEventType.CALL_DENIED,
         obj=session,
         summary=f"Call {call.get('server')}.{call.get('tool')} ({call_id}) {verb}: {reason}",
     )
@@ -606,7 +608,7 @@ def session_end_stale(*, session_id, before: datetime) -> SessionStateChange | N
         team=session.team,
         actor=None,
         actor_label="portal",
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_TIMED_OUT,
         obj=session,
         summary=f"Session ended ({previous} → ended): gateway stopped reporting"
         + (f"; {len(unknown)} call(s) with outcome unknown" if unknown else ""),

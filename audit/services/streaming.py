@@ -53,7 +53,8 @@ from audit.models import AuditEvent, AuditSink
 from audit.services.sinks import SYSLOG_APP, octet_frame, syslog_message, syslog_tcp_send
 from governance.services.netguard import address_refusal
 from governance.services.signing import _fernet as key_encryption  # one key-encryption key
-from portal.models import ChangeRecord, Team
+from portal.choices import ChangeEventType
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
 
@@ -597,7 +598,7 @@ def sink_create(*, team: Team, actor, secret: str = "", from_start: bool = False
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.SINK_CREATED,
         obj=sink,
         summary=f"Audit sink {sink.name} created: {sink.target}, {sink.format}"
         + (", from the start of the trail" if from_start else ""),
@@ -631,7 +632,7 @@ def sink_update(
         change_record(
             team=sink.team,
             actor=actor,
-            action=ChangeRecord.Action.UPDATE,
+            event_type=ChangeEventType.SINK_UPDATED,
             obj=sink,
             summary=f"Audit sink {sink.name} changed: {', '.join(sorted(changes))}",
             changes=changes,
@@ -647,7 +648,7 @@ def sink_delete(*, sink: AuditSink, actor) -> None:
     change_record(
         team=sink.team,
         actor=actor,
-        action=ChangeRecord.Action.DELETE,
+        event_type=ChangeEventType.SINK_DELETED,
         obj=sink,
         summary=f"Audit sink {sink.name} deleted",
     )

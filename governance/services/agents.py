@@ -20,7 +20,8 @@ from governance.models import Agent, AgentApiKey, AgentRevokedToken, AgentRole, 
 from governance.services.common import token_issue, token_sha256
 from governance.services.flags import bundles_publish_now
 from mcpgov.identity import API_KEY_PREFIX
-from portal.models import ChangeRecord, Team
+from portal.choices import ChangeEventType
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
 
@@ -110,7 +111,7 @@ def agent_create(
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.AGENT_CREATED,
         obj=agent,
         summary=f"Agent {slug} registered (roles {', '.join(sorted(r.name for r in roles))})",
     )
@@ -133,7 +134,7 @@ def agent_update(
     change_record(
         team=agent.team,
         actor=actor,
-        action=ChangeRecord.Action.UPDATE,
+        event_type=ChangeEventType.AGENT_UPDATED,
         obj=agent,
         summary=f"Agent {agent.slug} bindings changed",
     )
@@ -158,7 +159,7 @@ def agent_revoke(*, agent: Agent, actor=None) -> Agent:
         change_record(
             team=agent.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.AGENT_REVOKED,
             obj=agent,
             summary=f"Agent {agent.slug} revoked",
         )
@@ -178,7 +179,7 @@ def agent_api_key_create(*, agent: Agent, actor=None) -> IssuedApiKey:
     change_record(
         team=agent.team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.AGENT_KEY_ISSUED,
         obj=agent,
         summary=f"API key {prefix} issued for agent {agent.slug}",
     )
@@ -197,7 +198,7 @@ def agent_api_key_revoke(*, api_key: AgentApiKey, actor=None) -> AgentApiKey:
         change_record(
             team=agent.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.AGENT_KEY_REVOKED,
             obj=agent,
             summary=f"API key {api_key.prefix} of agent {agent.slug} revoked",
         )

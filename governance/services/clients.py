@@ -13,8 +13,9 @@ from django.utils import timezone
 from governance.models import AgentRole, EnforcementClient, Environment
 from governance.services.common import token_issue, token_sha256
 from portal import realtime
+from portal.choices import ChangeEventType
 from portal.errors import Unauthenticated
-from portal.models import ChangeRecord, Team
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record, real_user
 
@@ -101,7 +102,7 @@ def client_create(
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.CLIENT_CREATED,
         obj=client,
         summary=f"Enforcement client {name} registered for {environment.name}",
     )
@@ -118,7 +119,7 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
         change_record(
             team=client.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.CLIENT_REVOKED,
             obj=client,
             summary=f"Enforcement client {client.name} revoked",
         )

@@ -9,11 +9,9 @@ from typing import Any
 
 from django.db import models, transaction
 
-from portal.models import ChangeRecord, Team
+from portal.models import Team
 from portal.permissions import CHANGE_POLICY, require_team_perm
 from portal.services import diff_fields
-
-Action = ChangeRecord.Action
 
 
 def check_policy_perm(actor, team: Team) -> None:

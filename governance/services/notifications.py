@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from portal.choices import ChangeEventType
 from portal.models import Membership, Team
 from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
 
@@ -171,7 +172,7 @@ def stale_clients_notify(*, now: datetime | None = None, minutes: int | None = N
                 change_record(
                     team=team,
                     actor_label="stale-gateway check",
-                    action=ChangeRecord.Action.ACTION,
+                    event_type=ChangeEventType.CLIENT_STALE,
                     obj=client,
                     summary=f"{STALE_SUMMARY}: not seen for {minutes} minutes (last seen "
                     f"{client.last_seen_at:%Y-%m-%d %H:%M} UTC); reviewers emailed",
