@@ -106,7 +106,7 @@ class Gateway(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        path = f"/api/v1/sessions/{self.session_id}/events/"
+        path = f"/api/v1/gateway/sessions/{self.session_id}/events/"
         try:
             for body in self.bodies:
                 if time.monotonic() >= self.stop_at[0]:

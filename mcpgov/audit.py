@@ -1,7 +1,7 @@
 """The audit trail: an append-only JSONL spool per session, a human-readable log, and the shipper.
 
 Every call gets an INTENT event before it is forwarded (durable on disk first) and a RESULT event
-after. The shipper sends spooled events, in order, to the portal (``POST /api/v1/sessions/<id>/events/``)
+after. The shipper sends spooled events, in order, to the portal (``POST /api/v1/gateway/sessions/<id>/events/``)
 and keeps a durable cursor of what the portal acknowledged, so an outage or a restart loses nothing
 and sends nothing twice. Choices and their costs are explained in ``docs/gateway.md``.
 """

@@ -8,7 +8,14 @@ from datetime import UTC
 from rest_framework import serializers
 
 from audit.choices import CALL_DECISIONS, SessionState, Trigger
-from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from audit.models import (
+    EVENT_WIRE_FIELDS,
+    Acknowledgement,
+    AgentSession,
+    AuditEvent,
+    FailedCallExplanation,
+    SessionDecision,
+)
 from governance.choices import AgentAuth
 
 
@@ -95,27 +102,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = [
-            "session",
-            "seq",
-            "call_id",
-            "phase",
-            "ts",
-            "server",
-            "tool",
-            "arguments",
-            "args_summary",
-            "status",
-            "result_summary",
-            "bytes",
-            "duration_ms",
-            "trigger",
-            "bundle_version",
-            "result",
-            "trace_id",
-            "prev_hash",
-            "hash",
-        ]
+        fields = ["session", *EVENT_WIRE_FIELDS, "prev_hash", "hash"]
 
     def get_ts(self, obj) -> str:
         return rfc3339(obj.ts)
@@ -128,8 +115,15 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return data
 
 
+def valid(serializer_class, data) -> dict:
+    """The validated input of a request body, or a 400 naming the fields."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 def acknowledgement_body(ack: Acknowledgement | None) -> dict:
-    """`GET /sessions/<id>/acknowledgement/` for `mcpgov audit-check`."""
+    """`GET …/sessions/<id>/acknowledgement/`: for people, and for `mcpgov audit-check` (gateway set)."""
     return {
         "acknowledged": ack is not None,
         "acknowledged_by": ack.reviewer.get_username() if ack else None,

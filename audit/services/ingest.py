@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from audit.choices import MAX_BATCH, CallStatus, ErrorCode, Phase, Trigger
 from audit.hashing import encode_json, event_canonical, format_ts
-from audit.models import AgentSession, AuditEvent
+from audit.models import EVENT_WIRE_FIELDS, AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
 from audit.services.streaming import stream_ingest_lock, stream_on_commit
 from portal import metrics
@@ -27,54 +27,14 @@ from portal.errors import Conflict, NotFound, ServiceError
 _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
 _TRIGGERS = frozenset(Trigger.values)
-_FIELDS = frozenset(
-    {
-        "seq",
-        "call_id",
-        "phase",
-        "ts",
-        "server",
-        "tool",
-        "arguments",
-        "args_summary",
-        "status",
-        "result_summary",
-        "bytes",
-        "duration_ms",
-        "trigger",
-        "bundle_version",
-        "result",
-        "trace_id",
-    }
-)
+_FIELDS = frozenset(EVENT_WIRE_FIELDS)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_SEQ = 2**63 - 1
 _MAX_BUNDLE_VERSION = 2**31 - 1
 _NAME_MAX = 200
 _CALL_ID_MAX = 64
 
-COPY_COLUMNS = (
-    "session_id",
-    "seq",
-    "call_id",
-    "phase",
-    "ts",
-    "server",
-    "tool",
-    "arguments",
-    "args_summary",
-    "status",
-    "result_summary",
-    "bytes",
-    "duration_ms",
-    "trigger",
-    "bundle_version",
-    "result",
-    "trace_id",
-    "prev_hash",
-    "hash",
-    "received_at",
-)
+COPY_COLUMNS = ("session_id", *EVENT_WIRE_FIELDS, "prev_hash", "hash", "received_at")
 
 
 @dataclass(frozen=True)

@@ -90,15 +90,17 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
             base,
             issued.token,
             "POST",
-            "/api/v1/sessions/",
+            "/api/v1/gateway/sessions/",
             {"id": sid, "role": "code_agent", "started_at": STARTED_AT_TEXT},
         )
         assert status == 201, body
         status, body = call(
-            base, issued.token, "POST", f"/api/v1/sessions/{sid}/events/", {"events": events(1, 6)}
+            base, issued.token, "POST", f"/api/v1/gateway/sessions/{sid}/events/", {"events": events(1, 6)}
         )
         assert status == 200 and body["accepted"] == 6, body
-        status, body = call(base, issued.token, "PATCH", f"/api/v1/sessions/{sid}/", {"state": "ended"})
+        status, body = call(
+            base, issued.token, "PATCH", f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}
+        )
         assert status == 200, body
 
     assert AuditEvent.objects.filter(session_id=sid).count() == 6

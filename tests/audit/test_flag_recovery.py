@@ -34,7 +34,7 @@ def halt_by_flag(gateway, flag: Flag, reason="suspected misuse") -> str:
     sid = open_session(gateway)
     line = kill_switch_line(mcpgov_bundle.Flag(name=flag.name, enabled=False, reason=reason))
     response = gateway.patch(
-        f"/api/v1/sessions/{sid}/",
+        f"/api/v1/gateway/sessions/{sid}/",
         {"state": "halted", "trigger": "kill_switch_flag", "reason": line},
         format="json",
     )

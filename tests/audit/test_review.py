@@ -29,7 +29,10 @@ def ended(gateway):
         event(8, status="fail"),
     ]
     assert post_events(gateway, sid, batch).status_code == 200
-    assert gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 200
+    assert (
+        gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}, format="json").status_code
+        == 200
+    )
     return AgentSession.objects.get(pk=sid)
 
 
@@ -109,7 +112,7 @@ def test_api_enforces_the_same_rules(ended, reviewer, gateway):
     late = api.post(url + "explanations/", {"call_id": "call-2", "explanation": "edited"}, format="json")
     assert late.status_code == 409
     # mcpgov audit-check reads it with the gateway's token.
-    check = gateway.get(url + "acknowledgement/").json()
+    check = gateway.get(f"/api/v1/gateway/sessions/{ended.pk}/acknowledgement/").json()
     assert (
         check["acknowledged"] is True
         and check["acknowledged_by"] == reviewer.username
@@ -119,7 +122,7 @@ def test_api_enforces_the_same_rules(ended, reviewer, gateway):
 
 
 def test_acknowledgement_check_before_acknowledgement(ended, gateway, other_gateway):
-    url = f"/api/v1/sessions/{ended.pk}/acknowledgement/"
+    url = f"/api/v1/gateway/sessions/{ended.pk}/acknowledgement/"
     assert gateway.get(url).json() == {
         "acknowledged": False,
         "acknowledged_by": None,

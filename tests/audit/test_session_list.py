@@ -28,10 +28,12 @@ def sessions(gateway, team):
             event(2, server="database_read_only", tool="query", status="blocked", trigger="rate_limit"),
         ],
     )
-    gateway.patch(f"/api/v1/sessions/{b}/", {"state": "halted", "trigger": "rate_limit"}, format="json")
+    gateway.patch(
+        f"/api/v1/gateway/sessions/{b}/", {"state": "halted", "trigger": "rate_limit"}, format="json"
+    )
     c = open_session(gateway, role="code_agent", started_at="2026-11-24T10:00:00Z")
     post_events(gateway, c, [event(1), event(2)])
-    gateway.patch(f"/api/v1/sessions/{c}/", {"state": "ended"}, format="json")
+    gateway.patch(f"/api/v1/gateway/sessions/{c}/", {"state": "ended"}, format="json")
     staging = team.environments.get(name="staging")
     d = AgentSession.objects.create(
         id="00000000-0000-4000-8000-000000000004",

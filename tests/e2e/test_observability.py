@@ -182,7 +182,7 @@ def test_a_gateway_session_moves_both_metrics_endpoints_and_its_trace_reaches_th
                 posted = total(
                     after,
                     "mcpgov_portal_http_requests_total",
-                    view="audit-api:session-events",
+                    view="audit-api:gateway-events",
                     method="POST",
                     status="200",
                 )

@@ -113,7 +113,7 @@ def test_revoked_clients_session_control_long_poll_is_answered_401(live_portal, 
     )
     thread, result = _in_background(
         lambda: requests.get(
-            f"{live_portal}/api/v1/sessions/{session.pk}/control/?since=0&wait={WAIT}",
+            f"{live_portal}/api/v1/gateway/sessions/{session.pk}/control/?since=0&wait={WAIT}",
             headers={"Authorization": f"Bearer {issued.token}"},
             timeout=WAIT + 10,
         )

@@ -122,7 +122,7 @@ def _client(target: LoadTarget, kind: str, index: int, deadline: float, max_requ
                 resp = http.get(f"{target.base_url}/governance/flags/", cookies=target.cookies, timeout=30)
             elif kind == "ingest":
                 resp = http.post(
-                    f"{target.base_url}/api/v1/sessions/{session_id}/events/",
+                    f"{target.base_url}/api/v1/gateway/sessions/{session_id}/events/",
                     data=_events(session_id, seq, 10),
                     headers={**bearer, "Content-Type": "application/json"},
                     timeout=30,
@@ -138,7 +138,7 @@ def _client(target: LoadTarget, kind: str, index: int, deadline: float, max_requ
                 etag = resp.headers.get("ETag", etag)
             elif kind == "control_poll":
                 resp = http.get(
-                    f"{target.base_url}/api/v1/sessions/{session_id}/control/?since=0&wait=2",
+                    f"{target.base_url}/api/v1/gateway/sessions/{session_id}/control/?since=0&wait=2",
                     headers=bearer,
                     timeout=30,
                 )
