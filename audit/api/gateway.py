@@ -20,12 +20,12 @@ from audit.api.serializers import (
     IngestResultSerializer,
     SessionOpenSerializer,
     SessionStateSerializer,
-    acknowledgement_body,
+    session_acknowledgement_body,
     valid,
 )
 from audit.choices import ErrorCode, SessionState
 from audit.hashing import loads
-from audit.models import Acknowledgement, AgentSession
+from audit.models import AgentSession
 from governance.api.authentication import (
     ClientDeliveryAuthentication,
     ClientTokenAuthentication,
@@ -142,5 +142,4 @@ class GatewayAcknowledgementView(GatewayAPIView):
     @extend_schema(responses=AcknowledgementBodySerializer, summary="Is the session acknowledged?")
     def get(self, request, session_id):
         session = self.session(session_id)
-        ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
-        return Response(acknowledgement_body(ack))
+        return Response(session_acknowledgement_body(session))

@@ -122,6 +122,13 @@ def valid(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+def session_acknowledgement_body(session: AgentSession) -> dict:
+    """The acknowledgement check of `session` (both API sets answer it the same way)."""
+    return acknowledgement_body(
+        Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
+    )
+
+
 def acknowledgement_body(ack: Acknowledgement | None) -> dict:
     """`GET …/sessions/<id>/acknowledgement/`: for people, and for `mcpgov audit-check` (gateway set)."""
     return {

@@ -30,10 +30,11 @@ from audit.api.serializers import (
     ReviewSessionSerializer,
     SessionDecisionResultSerializer,
     acknowledgement_body,
+    session_acknowledgement_body,
     valid,
 )
 from audit.filtersets import EventFilterSet, SessionFilterSet
-from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from audit.models import AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
 from portal.api import Pagination
 from portal.filtersets import ListFilters
 from portal.permissions import VIEW_PAYLOADS, has_team_perm
@@ -119,8 +120,7 @@ class SessionAcknowledgementView(AuditAPIView):
     @extend_schema(responses=AcknowledgementBodySerializer, summary="Is the session acknowledged?")
     def get(self, request, session_id):
         session = self.session_for_person(session_id)
-        ack = Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
-        return Response(acknowledgement_body(ack))
+        return Response(session_acknowledgement_body(session))
 
     @extend_schema(
         request=AcknowledgementNoteSerializer,
