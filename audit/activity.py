@@ -155,8 +155,12 @@ def activity_series(*, team, rng: TimeRange, metric: str, by: str) -> Series:
         raise ValueError(f"unknown metric or dimension: {metric}, {by}")
     if metric == "halts":
         qs = _halts(team, rng)
-        key = {"environment": F("session__environment__name"), "role": F("session__role"),
-               "trigger": F("trigger"), "server": _halt_server()}[by]  # fmt: skip
+        key = {
+            "environment": F("session__environment__name"),
+            "role": F("session__role"),
+            "trigger": F("trigger"),
+            "server": _halt_server(),
+        }[by]
         qs = qs.annotate(key=key, bucket=_trunc("at", rng.bucket))
     else:
         qs = _results(team, rng)
@@ -253,10 +257,16 @@ def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool
     more = len(grouped_rows) > USAGE_ROW_LIMIT
     for r in grouped_rows[:USAGE_ROW_LIMIT]:
         rows[tuple(r[k] for k in keys)] = Usage(
-            server=r["server"], tool=r.get("tool", ""), calls=r["calls"], refusals=r["refusals"],
-            errors=r["errors"], bytes=r["total_bytes"] or 0, last_used=r["last_used"],
-            p50_ms=r.get("p50"), p95_ms=r.get("p95"),
-        )  # fmt: skip
+            server=r["server"],
+            tool=r.get("tool", ""),
+            calls=r["calls"],
+            refusals=r["refusals"],
+            errors=r["errors"],
+            bytes=r["total_bytes"] or 0,
+            last_used=r["last_used"],
+            p50_ms=r.get("p50"),
+            p95_ms=r.get("p95"),
+        )
     sampled = False
     if not in_sql:
         durations = (

@@ -44,18 +44,34 @@ def activity_page(request):
     charts = []
     for metric in activity.METRICS:
         series = activity.activity_series(team=request.team, rng=rng, metric=metric, by=by)
-        charts.append({"id": f"chart-{metric}", "data_id": f"chart-{metric}-data", "title": METRIC_TITLES[metric], "series": series,
-                       "data": series.chart()})  # fmt: skip
+        charts.append(
+            {
+                "id": f"chart-{metric}",
+                "data_id": f"chart-{metric}-data",
+                "title": METRIC_TITLES[metric],
+                "series": series,
+                "data": series.chart(),
+            }
+        )
     stale_after = timedelta(minutes=settings.MCPGOV_STALE_CLIENT_MINUTES)
     status = 400 if form.is_bound and not form.is_valid() else 200
-    return render(request, "audit/activity.html", {
-        "form": form, "range": rng, "by": by, "charts": charts,
-        "servers": activity.usage(team=request.team, rng=rng),
-        "tools": activity.usage(team=request.team, rng=rng, per_tool=True),
-        "gateways": activity.gateways(team=request.team, stale_after=stale_after, now=now),
-        "cost": activity.cost_by_month(team=request.team, rng=rng),
-        "query": _query(form), "stale_minutes": settings.MCPGOV_STALE_CLIENT_MINUTES,
-    }, status=status)  # fmt: skip
+    return render(
+        request,
+        "audit/activity.html",
+        {
+            "form": form,
+            "range": rng,
+            "by": by,
+            "charts": charts,
+            "servers": activity.usage(team=request.team, rng=rng),
+            "tools": activity.usage(team=request.team, rng=rng, per_tool=True),
+            "gateways": activity.gateways(team=request.team, stale_after=stale_after, now=now),
+            "cost": activity.cost_by_month(team=request.team, rng=rng),
+            "query": _query(form),
+            "stale_minutes": settings.MCPGOV_STALE_CLIENT_MINUTES,
+        },
+        status=status,
+    )
 
 
 def _cost(request):

@@ -14,7 +14,7 @@ from typing import Any
 
 from audit.choices import ExportFormat, Phase
 from audit.hashing import format_ts
-from audit.models import AuditEvent
+from audit.models import EVENT_WIRE_FIELDS, AuditEvent
 
 CONTENT_TYPES = {
     ExportFormat.JSONL: "application/x-ndjson; charset=utf-8",
@@ -23,11 +23,14 @@ CONTENT_TYPES = {
 }
 EXTENSIONS = {ExportFormat.JSONL: "jsonl", ExportFormat.CSV: "csv", ExportFormat.MCP_AUDIT: "log"}
 
-SUMMARY_COLUMNS = (
-    "session", "seq", "call_id", "phase", "ts", "server", "tool", "args_summary", "status", "result_summary",
-    "bytes", "duration_ms", "trigger", "bundle_version", "prev_hash", "hash",
-)  # fmt: skip
 PAYLOAD_COLUMNS = ("arguments", "result")
+# Every recorded field but the payloads and the trace id, with the session and the chain.
+SUMMARY_COLUMNS = (
+    "session",
+    *(f for f in EVENT_WIRE_FIELDS if f not in (*PAYLOAD_COLUMNS, "trace_id")),
+    "prev_hash",
+    "hash",
+)
 
 
 def event_record(event: AuditEvent, *, include_payloads: bool) -> dict[str, Any]:

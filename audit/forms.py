@@ -18,9 +18,15 @@ class SessionFilterForm(forms.Form):
     environment = forms.ChoiceField(required=False)
     server = forms.ChoiceField(required=False)
     status = forms.ChoiceField(
-        required=False, label="Calls",
-        choices=[*_BLANK, (CallStatus.FAIL, "with failed calls"), (CallStatus.BLOCKED, "with blocked calls"), (CallStatus.SUCCESS, "all successful")],
-    )  # fmt: skip
+        required=False,
+        label="Calls",
+        choices=[
+            *_BLANK,
+            (CallStatus.FAIL, "with failed calls"),
+            (CallStatus.BLOCKED, "with blocked calls"),
+            (CallStatus.SUCCESS, "all successful"),
+        ],
+    )
     state = forms.ChoiceField(required=False, choices=_BLANK + list(SessionState.choices))
     trigger = forms.ChoiceField(required=False, choices=_BLANK + list(Trigger.choices))
     acknowledged = forms.ChoiceField(
@@ -81,8 +87,12 @@ class ApprovalForm(forms.Form):
     reason = forms.CharField(label="Reason")
 
 
-ACTIVITY_RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30),
-                   "90d": timedelta(days=90)}  # fmt: skip
+ACTIVITY_RANGES = {
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
 ACTIVITY_MAX_DAYS = 366
 
 
@@ -90,16 +100,29 @@ class ActivityForm(forms.Form):
     """The activity page's time-range picker and the dimension its charts split by."""
 
     range = forms.ChoiceField(
-        required=False, initial="7d",
-        choices=[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
-                 ("90d", "Last 90 days"), ("custom", "From - to (dates, UTC)")],
-    )  # fmt: skip
+        required=False,
+        initial="7d",
+        choices=[
+            ("24h", "Last 24 hours"),
+            ("7d", "Last 7 days"),
+            ("30d", "Last 30 days"),
+            ("90d", "Last 90 days"),
+            ("custom", "From - to (dates, UTC)"),
+        ],
+    )
     start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
     by = forms.ChoiceField(
-        required=False, initial="environment", label="Split by",
-        choices=[("environment", "Environment"), ("server", "Server"), ("role", "Role"), ("trigger", "Trigger")],
-    )  # fmt: skip
+        required=False,
+        initial="environment",
+        label="Split by",
+        choices=[
+            ("environment", "Environment"),
+            ("server", "Server"),
+            ("role", "Role"),
+            ("trigger", "Trigger"),
+        ],
+    )
 
     def clean(self):
         data = super().clean()

@@ -94,24 +94,42 @@ def event_canonical(
     `trace_id` (32 lowercase hex digits) is part of the object only when set.
     """
     return (
-        '{"args_summary":' + _encode_str(args_summary)
-        + ',"arguments":' + arguments_json
-        + ',"bundle_version":' + (_NULL if bundle_version is None else str(bundle_version))
-        + ',"bytes":' + (_NULL if bytes_ is None else str(bytes_))
-        + ',"call_id":' + _encode_str(call_id)
-        + ',"duration_ms":' + (_NULL if duration_ms is None else repr(float(duration_ms)))
-        + ',"phase":' + _encode_str(phase)
-        + ',"result":' + result_json
-        + ',"result_summary":' + _encode_str(result_summary)
-        + ',"seq":' + str(seq)
-        + ',"server":' + _encode_str(server)
-        + ',"session":"' + session + '"'
-        + ',"status":' + (_NULL if status is None else _encode_str(status))
-        + ',"tool":' + _encode_str(tool)
+        '{"args_summary":'
+        + _encode_str(args_summary)
+        + ',"arguments":'
+        + arguments_json
+        + ',"bundle_version":'
+        + (_NULL if bundle_version is None else str(bundle_version))
+        + ',"bytes":'
+        + (_NULL if bytes_ is None else str(bytes_))
+        + ',"call_id":'
+        + _encode_str(call_id)
+        + ',"duration_ms":'
+        + (_NULL if duration_ms is None else repr(float(duration_ms)))
+        + ',"phase":'
+        + _encode_str(phase)
+        + ',"result":'
+        + result_json
+        + ',"result_summary":'
+        + _encode_str(result_summary)
+        + ',"seq":'
+        + str(seq)
+        + ',"server":'
+        + _encode_str(server)
+        + ',"session":"'
+        + session
+        + '"'
+        + ',"status":'
+        + (_NULL if status is None else _encode_str(status))
+        + ',"tool":'
+        + _encode_str(tool)
         + (',"trace_id":"' + trace_id + '"' if trace_id else "")
-        + ',"trigger":' + (_NULL if trigger is None else _encode_str(trigger))
-        + ',"ts":"' + ts + '"}'
-    )  # fmt: skip
+        + ',"trigger":'
+        + (_NULL if trigger is None else _encode_str(trigger))
+        + ',"ts":"'
+        + ts
+        + '"}'
+    )
 
 
 def chain_hash(prev_hash: str, canonical: str) -> str:

@@ -135,6 +135,28 @@ class AgentSession(models.Model):
         return self.servers_used.split()
 
 
+# What a gateway sends of one event (docs/enforcer-api.md), in the record's order; the portal adds
+# the session and the chain (`prev_hash`, `hash`).
+EVENT_WIRE_FIELDS = (
+    "seq",
+    "call_id",
+    "phase",
+    "ts",
+    "server",
+    "tool",
+    "arguments",
+    "args_summary",
+    "status",
+    "result_summary",
+    "bytes",
+    "duration_ms",
+    "trigger",
+    "bundle_version",
+    "result",
+    "trace_id",
+)
+
+
 class AuditEvent(models.Model):
     """One phase of one call. Append-only and hash-chained; never updated or deleted."""
 

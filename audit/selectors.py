@@ -157,10 +157,15 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
         return list(session.last_calls)[-count:]
     results = list(AuditEvent.objects.filter(session=session, phase=Phase.RESULT).order_by("-seq")[:count])
     return [
-        {"ts": e.ts.isoformat(), "server": e.server, "tool": e.tool, "args": e.args_summary,
-         "outcome": e.status + (f" ({e.result_summary})" if e.result_summary else "")}
+        {
+            "ts": e.ts.isoformat(),
+            "server": e.server,
+            "tool": e.tool,
+            "args": e.args_summary,
+            "outcome": e.status + (f" ({e.result_summary})" if e.result_summary else ""),
+        }
         for e in reversed(results)
-    ]  # fmt: skip
+    ]
 
 
 def halted_queue(*, team) -> list[AgentSession]:

@@ -70,9 +70,14 @@ def _sinks(request):
 def sink_list(request):
     require_perm(request, ACKNOWLEDGE_SESSION)
     rows = [{"sink": sink, "backlog": sink_backlog(sink)} for sink in _sinks(request).order_by("name")]
-    return render(request, "audit/sinks/list.html", {
-        "rows": rows, "can_manage": has_team_perm(request.user, MANAGE_CLIENTS, request.team),
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/sinks/list.html",
+        {
+            "rows": rows,
+            "can_manage": has_team_perm(request.user, MANAGE_CLIENTS, request.team),
+        },
+    )
 
 
 @team_view

@@ -18,11 +18,10 @@ from django.views.decorators.http import require_POST
 
 from audit import selectors, services
 from audit.choices import ExportFormat
-from audit.errors import AuditError
 from audit.exports import CONTENT_TYPES, EXTENSIONS, export_chunks
 from audit.forms import AcknowledgeForm, ApprovalForm, DecisionForm, ExplanationForm, SessionFilterForm
 from audit.models import AgentSession, AuditEvent, SessionDecision
-from portal.pages import may, team_view
+from portal.pages import may, run_action, team_view
 from portal.permissions import ACKNOWLEDGE_SESSION, RELEASE_SESSION, VIEW_PAYLOADS
 
 PAGE_SIZE = 50
@@ -55,10 +54,18 @@ def session_list(request):
     qs = selectors.sessions_for_review(team=request.team, filters=filters)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = {k: v for k, v in request.GET.items() if k != "page" and v}
-    return render(request, "audit/session_list.html", {
-        "form": form, "page": page, "sessions": page.object_list, "query": urlencode(query),
-        "export_formats": ExportFormat.choices, "filtered": bool(filters),
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/session_list.html",
+        {
+            "form": form,
+            "page": page,
+            "sessions": page.object_list,
+            "query": urlencode(query),
+            "export_formats": ExportFormat.choices,
+            "filtered": bool(filters),
+        },
+    )
 
 
 @team_view
@@ -71,33 +78,42 @@ def session_detail(request, session_id):
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
-            ExplanationForm(initial={"call_id": call.call_id,
-                                     "explanation": call.explanation.explanation if call.explanation else ""},
-                            prefix=f"x{call.first.seq}")
-            if call.is_failed and can_ack else None
-        )  # fmt: skip
-    return render(request, "audit/session_detail.html", {
-        "session": session,
-        "calls": calls,
-        "acknowledgement": acknowledgement,
-        "unexplained": unexplained,
-        "show_payloads": may(request, VIEW_PAYLOADS),
-        "can_ack": can_ack,
-        "can_release": may(request, RELEASE_SESSION),
-        "ack_form": AcknowledgeForm(),
-        "decision_form": DecisionForm(),
-        "approval_forms": [
-            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
-            for i, p in enumerate(session.pending_approvals)
-        ],
-        "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
-        "history": selectors.session_history(session=session),
-        "flag_warning": _flag_warning(session) if session.is_waiting else "",
-        "recent_calls": selectors.last_calls(session=session)
-        if session.is_waiting or session.halted_then_ended
-        else [],
-        "export_formats": ExportFormat.choices,
-    })  # fmt: skip
+            ExplanationForm(
+                initial={
+                    "call_id": call.call_id,
+                    "explanation": call.explanation.explanation if call.explanation else "",
+                },
+                prefix=f"x{call.first.seq}",
+            )
+            if call.is_failed and can_ack
+            else None
+        )
+    return render(
+        request,
+        "audit/session_detail.html",
+        {
+            "session": session,
+            "calls": calls,
+            "acknowledgement": acknowledgement,
+            "unexplained": unexplained,
+            "show_payloads": may(request, VIEW_PAYLOADS),
+            "can_ack": can_ack,
+            "can_release": may(request, RELEASE_SESSION),
+            "ack_form": AcknowledgeForm(),
+            "decision_form": DecisionForm(),
+            "approval_forms": [
+                (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+                for i, p in enumerate(session.pending_approvals)
+            ],
+            "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
+            "history": selectors.session_history(session=session),
+            "flag_warning": _flag_warning(session) if session.is_waiting else "",
+            "recent_calls": selectors.last_calls(session=session)
+            if session.is_waiting or session.halted_then_ended
+            else [],
+            "export_formats": ExportFormat.choices,
+        },
+    )
 
 
 def _back(request, session: AgentSession, anchor: str = ""):
@@ -107,26 +123,13 @@ def _back(request, session: AgentSession, anchor: str = ""):
     return redirect(reverse("audit:session-detail", args=[session.pk]) + (f"#{anchor}" if anchor else ""))
 
 
-def _run(request, action, success: str) -> bool:
-    try:
-        action()
-    except AuditError as exc:
-        detail = exc.message
-        if exc.extra.get("call_ids"):
-            detail += " Unexplained: " + ", ".join(exc.extra["call_ids"]) + "."
-        messages.error(request, detail)
-        return False
-    messages.success(request, success)
-    return True
-
-
 @team_view
 @require_POST
 def session_acknowledge(request, session_id):
     session = _session(request, session_id)
     form = AcknowledgeForm(request.POST)
     if form.is_valid():
-        _run(
+        run_action(
             request,
             lambda: services.session_acknowledge(
                 session=session, reviewer=request.user, note=form.cleaned_data["note"]
@@ -145,7 +148,7 @@ def session_explain(request, session_id):
     if not form.is_valid():
         messages.error(request, "Write what the failed call attempted and why it failed.")
         return _back(request, session, "timeline")
-    _run(
+    run_action(
         request,
         lambda: services.failed_call_explain(session=session, reviewer=request.user, **form.cleaned_data),
         "Explanation saved.",
@@ -163,7 +166,7 @@ def _decision_view(service, success: str, *, confirmable: bool = False):
             messages.error(request, "A reason is required.")
             return _back(request, session)
         extra = {"flag_off_confirmed": form.cleaned_data["confirm_flag_off"]} if confirmable else {}
-        _run(
+        run_action(
             request,
             lambda: service(
                 session=session, reviewer=request.user, reason=form.cleaned_data["reason"], **extra
@@ -190,7 +193,7 @@ def call_approval(request, session_id):
         messages.error(request, "Choose approve or deny and give a reason.")
         return _back(request, session)
     data = form.cleaned_data
-    _run(
+    run_action(
         request,
         lambda: services.call_approval_decide(session=session, reviewer=request.user, **data),
         f"Call {data['call_id']} {'approved' if data['decision'] == 'approve' else 'denied'}.",
@@ -207,9 +210,15 @@ def halted_queue(request):
             (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
             for i, p in enumerate(session.pending_approvals)
         ]
-    return render(request, "audit/halted_queue.html", {
-        "sessions": sessions, "can_release": may(request, RELEASE_SESSION), "decision_form": DecisionForm(),
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/halted_queue.html",
+        {
+            "sessions": sessions,
+            "can_release": may(request, RELEASE_SESSION),
+            "decision_form": DecisionForm(),
+        },
+    )
 
 
 def _export_response(events, fmt: str, include_payloads: bool, filename: str) -> StreamingHttpResponse:

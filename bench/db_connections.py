@@ -66,12 +66,16 @@ def run_once(args, env: dict[str, str], target_args: tuple, label: str, pool_tot
     statuses: dict[int, int] = {}
     for (_kind, status), n in result.answers.items():
         statuses[status] = statuses.get(status, 0) + n
-    print(f"[{label}] {args.clients} clients for {elapsed:.1f} s, {sum(statuses.values())} answers "
-          f"({kinds} succeeded); statuses {dict(sorted(statuses.items()))}")  # fmt: skip
+    print(
+        f"[{label}] {args.clients} clients for {elapsed:.1f} s, {sum(statuses.values())} answers "
+        f"({kinds} succeeded); statuses {dict(sorted(statuses.items()))}"
+    )
     limit = f" (pool {args.pool} x {args.workers} workers = {pool_total})" if pool_total else ""
-    print(f"[{label}] peak PostgreSQL connections of the portal: {peak}{limit}; "
-          f"5xx answers: {result.server_errors}; transport errors: {len(result.errors)} "
-          f"({sampler.samples} samples of pg_stat_activity)")  # fmt: skip
+    print(
+        f"[{label}] peak PostgreSQL connections of the portal: {peak}{limit}; "
+        f"5xx answers: {result.server_errors}; transport errors: {len(result.errors)} "
+        f"({sampler.samples} samples of pg_stat_activity)"
+    )
     if pool_total is None:
         return True
     met = peak <= pool_total and result.server_errors == 0 and not result.errors
@@ -94,10 +98,20 @@ def main() -> int:
     from tests.portal.db_load import PORTAL_APP_NAME
 
     fresh_database(args.database_url)
-    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
-           "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
-           "REDIS_URL": args.redis, "DJANGO_LOG_LEVEL": "WARNING", "PGAPPNAME": PORTAL_APP_NAME,
-           "DATABASE_POOL": "1", "DATABASE_POOL_MAX_SIZE": str(args.pool), "DATABASE_POOL_TIMEOUT": "20"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "1",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CELERY_BROKER_URL": "",
+        "REDIS_URL": args.redis,
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "PGAPPNAME": PORTAL_APP_NAME,
+        "DATABASE_POOL": "1",
+        "DATABASE_POOL_MAX_SIZE": str(args.pool),
+        "DATABASE_POOL_TIMEOUT": "20",
+    }
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG")})
     os.environ["REDIS_URL"] = args.redis
     import django
@@ -123,8 +137,10 @@ def main() -> int:
         cursor.execute("SHOW max_connections")
         max_connections = cursor.fetchone()[0]
     connections.close_all()
-    print(f"PostgreSQL max_connections {max_connections}; portal: uvicorn --workers {args.workers}, "
-          f"DATABASE_POOL_MAX_SIZE={args.pool}" + (f", REDIS_URL={args.redis}" if args.redis else ""))  # fmt: skip
+    print(
+        f"PostgreSQL max_connections {max_connections}; portal: uvicorn --workers {args.workers}, "
+        f"DATABASE_POOL_MAX_SIZE={args.pool}" + (f", REDIS_URL={args.redis}" if args.redis else "")
+    )
     met = run_once(args, env, target_args, "pool", args.pool * args.workers)
     if args.baseline:
         unpooled = {**env, "DATABASE_POOL": "0", "DATABASE_CONN_MAX_AGE": "60"}

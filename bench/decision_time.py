@@ -25,26 +25,50 @@ from mcpgov.session import SessionState, call_resource
 
 def bench_bundle(now: datetime) -> Bundle:
     servers = {
-        f"srv{i}": {"transport": "stdio", "command": "x",
-                    "tools": {f"read{j}": {"class": "read"} for j in range(10)} | {"write0": {"class": "write"}}}
+        f"srv{i}": {
+            "transport": "stdio",
+            "command": "x",
+            "tools": {f"read{j}": {"class": "read"} for j in range(10)} | {"write0": {"class": "write"}},
+        }
         for i in range(20)
-    }  # fmt: skip
-    return Bundle.model_validate({
-        "team": "bench", "environment": "development", "version": 1,
-        "issued_at": (now - timedelta(minutes=1)).isoformat(), "expires_at": (now + timedelta(hours=2)).isoformat(),
-        "roles": {"agent": {"allowed_servers": list(servers), "forbidden_servers": ["shell"]}},
-        "servers": servers,
-        "environment_policy": {"name": "development", "forbidden_patterns": ["*prod*", "*live*"],
-                               "bindings": {s: {"target": f"/srv/{s}", "permission": "read_write"} for s in servers}},
-        "rate_limits": {"global": {"max_calls_per_session": 10_000_000, "max_calls_per_minute": 10_000_000,
-                                   "pause_at_percent": 99},
-                        "per_server": {s: {"max_calls_per_session": 10_000_000, "max_read_calls_per_session": 10_000_000,
-                                           "max_write_calls_per_session": 10_000_000, "max_calls_per_minute": 10_000_000}
-                                       for s in servers}},
-        "flags": [{"name": f"mcp.srv{i}.write", "server": f"srv{i}", "capability": "write", "enabled": True}
-                  for i in range(20)],
-        "triggers": {"cascade_write_threshold": 1_000_000},
-    })  # fmt: skip
+    }
+    return Bundle.model_validate(
+        {
+            "team": "bench",
+            "environment": "development",
+            "version": 1,
+            "issued_at": (now - timedelta(minutes=1)).isoformat(),
+            "expires_at": (now + timedelta(hours=2)).isoformat(),
+            "roles": {"agent": {"allowed_servers": list(servers), "forbidden_servers": ["shell"]}},
+            "servers": servers,
+            "environment_policy": {
+                "name": "development",
+                "forbidden_patterns": ["*prod*", "*live*"],
+                "bindings": {s: {"target": f"/srv/{s}", "permission": "read_write"} for s in servers},
+            },
+            "rate_limits": {
+                "global": {
+                    "max_calls_per_session": 10_000_000,
+                    "max_calls_per_minute": 10_000_000,
+                    "pause_at_percent": 99,
+                },
+                "per_server": {
+                    s: {
+                        "max_calls_per_session": 10_000_000,
+                        "max_read_calls_per_session": 10_000_000,
+                        "max_write_calls_per_session": 10_000_000,
+                        "max_calls_per_minute": 10_000_000,
+                    }
+                    for s in servers
+                },
+            },
+            "flags": [
+                {"name": f"mcp.srv{i}.write", "server": f"srv{i}", "capability": "write", "enabled": True}
+                for i in range(20)
+            ],
+            "triggers": {"cascade_write_threshold": 1_000_000},
+        }
+    )
 
 
 def run(n: int) -> None:
@@ -77,8 +101,10 @@ def run(n: int) -> None:
     samples.sort()
     us = [s / 1000 for s in samples]
     print(f"decide(): {n} calls, policy compiled once (20 servers x 11 tools, limits, flags, patterns)")
-    print(f"p50 {statistics.median(us):.2f} µs   p99 {us[int(0.99 * n)]:.2f} µs   p99.9 {us[int(0.999 * n)]:.2f} µs   "
-          f"max {us[-1]:.1f} µs")  # fmt: skip
+    print(
+        f"p50 {statistics.median(us):.2f} µs   p99 {us[int(0.99 * n)]:.2f} µs   p99.9 {us[int(0.999 * n)]:.2f} µs   "
+        f"max {us[-1]:.1f} µs"
+    )
     t0 = time.perf_counter()
     for _ in range(100):
         bundle2 = bench_bundle(now)

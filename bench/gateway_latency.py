@@ -39,18 +39,39 @@ TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
 
 
 def bench_bundle(now: datetime) -> Bundle:
-    return Bundle.model_validate({
-        "team": "bench", "environment": "development", "version": 1,
-        "issued_at": (now - timedelta(minutes=1)).isoformat(), "expires_at": (now + timedelta(hours=2)).isoformat(),
-        "roles": {"bench_agent": {"allowed_servers": ["time"]}},
-        "servers": {"time": {"transport": "stdio", "command": "python", "args": TIME_ARGS,
-                             "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}}}},
-        "environment_policy": {"name": "development", "forbidden_patterns": ["*prod*"],
-                               "bindings": {"time": {"target": "local", "permission": "read_only"}}},
-        "rate_limits": {"global": {"max_calls_per_session": 1_000_000, "max_calls_per_minute": 1_000_000,
-                                   "pause_at_percent": 99}},
-        "agents": [{"id": "1", "slug": "bench", "roles": ["bench_agent"], "environments": ["development"]}],
-    })  # fmt: skip
+    return Bundle.model_validate(
+        {
+            "team": "bench",
+            "environment": "development",
+            "version": 1,
+            "issued_at": (now - timedelta(minutes=1)).isoformat(),
+            "expires_at": (now + timedelta(hours=2)).isoformat(),
+            "roles": {"bench_agent": {"allowed_servers": ["time"]}},
+            "servers": {
+                "time": {
+                    "transport": "stdio",
+                    "command": "python",
+                    "args": TIME_ARGS,
+                    "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}},
+                }
+            },
+            "environment_policy": {
+                "name": "development",
+                "forbidden_patterns": ["*prod*"],
+                "bindings": {"time": {"target": "local", "permission": "read_only"}},
+            },
+            "rate_limits": {
+                "global": {
+                    "max_calls_per_session": 1_000_000,
+                    "max_calls_per_minute": 1_000_000,
+                    "pause_at_percent": 99,
+                }
+            },
+            "agents": [
+                {"id": "1", "slug": "bench", "roles": ["bench_agent"], "environments": ["development"]}
+            ],
+        }
+    )
 
 
 ISSUER = "http://issuer.bench.invalid"
@@ -62,9 +83,19 @@ def agent_token(key, resource: str) -> str:
 
     now = int(time.time())
     header = {"alg": "EdDSA", "kid": "bench", "typ": "at+jwt"}
-    claims = {"iss": ISSUER, "aud": resource, "sub": "agent:1", "client_id": "bench", "team": "bench",
-              "agent": "bench", "roles": ["bench_agent"], "environments": ["development"], "iat": now,
-              "exp": now + 3600, "jti": "bench"}  # fmt: skip
+    claims = {
+        "iss": ISSUER,
+        "aud": resource,
+        "sub": "agent:1",
+        "client_id": "bench",
+        "team": "bench",
+        "agent": "bench",
+        "roles": ["bench_agent"],
+        "environments": ["development"],
+        "iat": now,
+        "exp": now + 3600,
+        "jti": "bench",
+    }
     signing_input = ".".join(b64url_encode(json.dumps(x).encode()) for x in (header, claims))
     return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
 
@@ -200,12 +231,35 @@ async def main() -> None:
             sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
         )
         (d / "mcp.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
-        gateway = StdioServerParameters(command=PY, cwd=str(ROOT), args=[
-            "-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
-            "--env", "development", "--role", "bench_agent", "--config", str(d / "mcp.json"),
-            "--spool", str(d / "spool"), "--state-dir", str(d / "state"), "--upstream-mode", a.mode,
-            "--durability", a.durability, *observe_args,
-        ], env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1", **observe_env})  # fmt: skip
+        gateway = StdioServerParameters(
+            command=PY,
+            cwd=str(ROOT),
+            args=[
+                "-m",
+                "mcpgov",
+                "gateway",
+                "--bundle-file",
+                str(d / "bundle.jws"),
+                "--keys",
+                str(d / "keys.json"),
+                "--env",
+                "development",
+                "--role",
+                "bench_agent",
+                "--config",
+                str(d / "mcp.json"),
+                "--spool",
+                str(d / "spool"),
+                "--state-dir",
+                str(d / "state"),
+                "--upstream-mode",
+                a.mode,
+                "--durability",
+                a.durability,
+                *observe_args,
+            ],
+            env={"MCPGOV_FAST_PATH": "0" if a.no_fast_path else "1", **observe_env},
+        )
         if a.http:
             await main_http(a, d, key, gateway.args)
             return

@@ -91,9 +91,16 @@ class Portal:
 
         self.database_url = database_url
         fresh_database(database_url)
-        env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
-               "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
-               "REDIS_URL": "", "DJANGO_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DJANGO_DEBUG": "1",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CELERY_BROKER_URL": "",
+            "REDIS_URL": "",
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
         os.environ.update({k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG")})
         import django
 
@@ -107,8 +114,13 @@ class Portal:
         from tests.e2e.portal_world import build_world, write_gateway_files
 
         world = build_world("bench")
-        global_limits_set(team=world.team, actor=world.admin, max_calls_per_session=10_000_000,
-                          max_calls_per_minute=10_000_000, pause_at_percent=100)  # fmt: skip
+        global_limits_set(
+            team=world.team,
+            actor=world.admin,
+            max_calls_per_session=10_000_000,
+            max_calls_per_minute=10_000_000,
+            pause_at_percent=100,
+        )
         team_bundles_rebuild(team_id=world.team.pk, reason="bench limits")
         self.team_pk = world.team.pk
         self.token = world.issue("development", 1, prefix="bench")[0]
@@ -177,8 +189,21 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
     )
     (d / "stdio.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
-    offline = ["-m", "mcpgov", "gateway", "--bundle-file", str(d / "bundle.jws"), "--keys", str(d / "keys.json"),
-               "--env", "development", "--role", "bench_agent", "--upstream-mode", "legacy"]  # fmt: skip
+    offline = [
+        "-m",
+        "mcpgov",
+        "gateway",
+        "--bundle-file",
+        str(d / "bundle.jws"),
+        "--keys",
+        str(d / "keys.json"),
+        "--env",
+        "development",
+        "--role",
+        "bench_agent",
+        "--upstream-mode",
+        "legacy",
+    ]
     procs: list[subprocess.Popen] = []
 
     def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT) -> None:
@@ -190,33 +215,95 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     # mcp-proxy HTTP→stdio (a peer), and a second one as the HTTP upstream of the stdio→HTTP paths
     up_port, peer_port, gw_port = free_port(), free_port(), free_port()
     for port in (up_port, peer_port):
-        spawn([proxy, "--port", str(port), "--log-level", "WARNING", "--", PY, *TIME_ARGS], port,
-              "mcp-proxy")  # fmt: skip
+        spawn([proxy, "--port", str(port), "--log-level", "WARNING", "--", PY, *TIME_ARGS], port, "mcp-proxy")
     upstream_url = f"http://127.0.0.1:{up_port}/mcp"
     (d / "http.json").write_text(json.dumps({"mcpServers": {"time": {"url": upstream_url}}}))
-    spawn([PY, *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-http"),
-           "--state-dir", str(d / "state-http"), "--issuer", ISSUER, "--http", f"127.0.0.1:{gw_port}"],
-          gw_port, "mcpgov gateway --http")  # fmt: skip
+    spawn(
+        [
+            PY,
+            *offline,
+            "--config",
+            str(d / "stdio.json"),
+            "--spool",
+            str(d / "spool-http"),
+            "--state-dir",
+            str(d / "state-http"),
+            "--issuer",
+            ISSUER,
+            "--http",
+            f"127.0.0.1:{gw_port}",
+        ],
+        gw_port,
+        "mcpgov gateway --http",
+    )
     gw_url = f"http://127.0.0.1:{gw_port}/mcp"
     if a.before:
         before_port = free_port()
-        spawn([PY, *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-http-before"),
-               "--state-dir", str(d / "state-http-before"), "--issuer", ISSUER, "--http",
-               f"127.0.0.1:{before_port}"], before_port, "mcpgov gateway --http (before)", Path(a.before))  # fmt: skip
+        spawn(
+            [
+                PY,
+                *offline,
+                "--config",
+                str(d / "stdio.json"),
+                "--spool",
+                str(d / "spool-http-before"),
+                "--state-dir",
+                str(d / "state-http-before"),
+                "--issuer",
+                ISSUER,
+                "--http",
+                f"127.0.0.1:{before_port}",
+            ],
+            before_port,
+            "mcpgov gateway --http (before)",
+            Path(a.before),
+        )
         before_url = f"http://127.0.0.1:{before_port}/mcp"
 
     paths: dict[str, tuple[Client, str]] = {
-        "direct stdio": (Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode), "get_current_time"),
-        "mcp-proxy HTTP→stdio": (http_client(f"http://127.0.0.1:{peer_port}/mcp", a.mode), "get_current_time"),
-        "mcpgov HTTP→stdio + auth": (http_client(gw_url, a.mode, agent_token(key, gw_url)), "time__get_current_time"),
+        "direct stdio": (
+            Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode),
+            "get_current_time",
+        ),
+        "mcp-proxy HTTP→stdio": (
+            http_client(f"http://127.0.0.1:{peer_port}/mcp", a.mode),
+            "get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth": (
+            http_client(gw_url, a.mode, agent_token(key, gw_url)),
+            "time__get_current_time",
+        ),
         "direct HTTP": (http_client(upstream_url, a.mode), "get_current_time"),
-        "mcp-proxy stdio→HTTP": (Client(StdioServerParameters(
-            command=proxy, args=["--transport", "streamablehttp", "--log-level", "WARNING", upstream_url]),
-            mode=a.mode), "get_current_time"),
-        "mcpgov stdio→HTTP": (Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
-            *offline, "--config", str(d / "http.json"), "--spool", str(d / "spool-s2h"),
-            "--state-dir", str(d / "state-s2h")]), mode=a.mode), "time__get_current_time"),
-    }  # fmt: skip
+        "mcp-proxy stdio→HTTP": (
+            Client(
+                StdioServerParameters(
+                    command=proxy,
+                    args=["--transport", "streamablehttp", "--log-level", "WARNING", upstream_url],
+                ),
+                mode=a.mode,
+            ),
+            "get_current_time",
+        ),
+        "mcpgov stdio→HTTP": (
+            Client(
+                StdioServerParameters(
+                    command=PY,
+                    cwd=str(ROOT),
+                    args=[
+                        *offline,
+                        "--config",
+                        str(d / "http.json"),
+                        "--spool",
+                        str(d / "spool-s2h"),
+                        "--state-dir",
+                        str(d / "state-s2h"),
+                    ],
+                ),
+                mode=a.mode,
+            ),
+            "time__get_current_time",
+        ),
+    }
 
     if a.before:
         paths["BEFORE mcpgov HTTP→stdio + auth"] = (
@@ -227,11 +314,38 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     def governed_stdio(durability: str, root: Path = ROOT) -> tuple[Client, str]:
         assert portal is not None
         tag = durability if root == ROOT else f"{durability}-before"
-        return Client(StdioServerParameters(command=PY, cwd=str(root), args=[
-            "-m", "mcpgov", "gateway", "--portal", portal.url, "--token", portal.token, "--keys", str(portal.keys),
-            "--env", "development", "--role", "time_agent", "--config", str(portal.config), "--upstream-mode",
-            "legacy", "--spool", str(d / f"spool-portal-{tag}"), "--state-dir", str(d / f"state-portal-{tag}"),
-            "--durability", durability]), mode=a.mode), "time__get_current_time"  # fmt: skip
+        return Client(
+            StdioServerParameters(
+                command=PY,
+                cwd=str(root),
+                args=[
+                    "-m",
+                    "mcpgov",
+                    "gateway",
+                    "--portal",
+                    portal.url,
+                    "--token",
+                    portal.token,
+                    "--keys",
+                    str(portal.keys),
+                    "--env",
+                    "development",
+                    "--role",
+                    "time_agent",
+                    "--config",
+                    str(portal.config),
+                    "--upstream-mode",
+                    "legacy",
+                    "--spool",
+                    str(d / f"spool-portal-{tag}"),
+                    "--state-dir",
+                    str(d / f"state-portal-{tag}"),
+                    "--durability",
+                    durability,
+                ],
+            ),
+            mode=a.mode,
+        ), "time__get_current_time"
 
     if portal is not None:
         paths["mcpgov stdio + portal"] = governed_stdio("intent")
@@ -239,9 +353,27 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         if a.before:
             # the same gateway from another checkout (main before this change), measured in the same run
             paths["BEFORE mcpgov stdio + portal"] = governed_stdio("intent", Path(a.before))
-    paths["mcpgov stdio, no portal"] = (Client(StdioServerParameters(command=PY, cwd=str(ROOT), args=[
-        *offline, "--config", str(d / "stdio.json"), "--spool", str(d / "spool-stdio"),
-        "--state-dir", str(d / "state-stdio"), "--durability", "process"]), mode=a.mode), "time__get_current_time")  # fmt: skip
+    paths["mcpgov stdio, no portal"] = (
+        Client(
+            StdioServerParameters(
+                command=PY,
+                cwd=str(ROOT),
+                args=[
+                    *offline,
+                    "--config",
+                    str(d / "stdio.json"),
+                    "--spool",
+                    str(d / "spool-stdio"),
+                    "--state-dir",
+                    str(d / "state-stdio"),
+                    "--durability",
+                    "process",
+                ],
+            ),
+            mode=a.mode,
+        ),
+        "time__get_current_time",
+    )
     if a.paths:
         wanted = [w.strip() for w in a.paths.split(",")]
         paths = {
@@ -296,9 +428,11 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     med = {p: statistics.median(xs) for p, xs in lat.items()}
     p99 = {p: pct(xs, 99) for p, xs in lat.items()}
     tput = {p: statistics.median(xs) for p, xs in thr.items()}
-    print(f"\ncalls per path: {len(lat['direct stdio'])} one at a time ({a.rounds} rounds, interleaved), "
-          f"then {a.tput_rounds}x{a.tput_calls} with {a.inflight} in flight; {os.cpu_count()} CPUs, "
-          f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end")  # fmt: skip
+    print(
+        f"\ncalls per path: {len(lat['direct stdio'])} one at a time ({a.rounds} rounds, interleaved), "
+        f"then {a.tput_rounds}x{a.tput_calls} with {a.inflight} in flight; {os.cpu_count()} CPUs, "
+        f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end"
+    )
     print(f"{'path':28} {'median ms':>10} {'p99 ms':>9} {'calls/s':>9}")
     for p in lat:
         print(f"{p:28} {med[p]:10.3f} {p99[p]:9.3f} {tput[p]:9.0f}")
@@ -306,15 +440,29 @@ def report(a, lat, thr, load0, load1, sync) -> None:
 
     def added(path: str, base: str, goal_ms: float | None, what: str = "median") -> None:
         v, b = (med[path], med[base]) if what == "median" else (p99[path], p99[base])
-        rows.append((f"{path}: added {what}", f"{base} {b:.3f} ms", f"+{v - b:.3f} ms", f"{v / b:.2f}x",
-                     f"≤ {goal_ms:g} ms" if goal_ms is not None else "—",
-                     "" if goal_ms is None else ("met" if v - b <= goal_ms else "NOT met")))  # fmt: skip
+        rows.append(
+            (
+                f"{path}: added {what}",
+                f"{base} {b:.3f} ms",
+                f"+{v - b:.3f} ms",
+                f"{v / b:.2f}x",
+                f"≤ {goal_ms:g} ms" if goal_ms is not None else "—",
+                "" if goal_ms is None else ("met" if v - b <= goal_ms else "NOT met"),
+            )
+        )
 
     def ratio(path: str, base: str, goal: float | None, goal_text: str | None = None) -> None:
         r = tput[path] / tput[base]
-        rows.append((f"{path}: throughput, {a.inflight} in flight", f"{base} {tput[base]:.0f}/s",
-                     f"{tput[path]:.0f}/s", f"{r:.2f}x", goal_text or (f"≥ {goal:g}x" if goal else "—"),
-                     "" if goal is None else ("met" if r >= goal else "NOT met")))  # fmt: skip
+        rows.append(
+            (
+                f"{path}: throughput, {a.inflight} in flight",
+                f"{base} {tput[base]:.0f}/s",
+                f"{tput[path]:.0f}/s",
+                f"{r:.2f}x",
+                goal_text or (f"≥ {goal:g}x" if goal else "—"),
+                "" if goal is None else ("met" if r >= goal else "NOT met"),
+            )
+        )
 
     for governed in (
         "mcpgov stdio + portal",
@@ -337,15 +485,30 @@ def report(a, lat, thr, load0, load1, sync) -> None:
         ratio("mcp-proxy HTTP→stdio", "direct stdio", None)
     if "mcp-proxy HTTP→stdio" in lat and "mcpgov HTTP→stdio + auth" in lat:
         r = tput["mcpgov HTTP→stdio + auth"] / tput["mcp-proxy HTTP→stdio"]
-        rows.append(("mcpgov HTTP+auth vs mcp-proxy: throughput", f"mcp-proxy {tput['mcp-proxy HTTP→stdio']:.0f}/s",
-                     f"{tput['mcpgov HTTP→stdio + auth']:.0f}/s", f"{r:.2f}x", "≥ 1x",
-                     "met" if r >= 1 else "NOT met"))  # fmt: skip
+        rows.append(
+            (
+                "mcpgov HTTP+auth vs mcp-proxy: throughput",
+                f"mcp-proxy {tput['mcp-proxy HTTP→stdio']:.0f}/s",
+                f"{tput['mcpgov HTTP→stdio + auth']:.0f}/s",
+                f"{r:.2f}x",
+                "≥ 1x",
+                "met" if r >= 1 else "NOT met",
+            )
+        )
     for p in ("mcpgov stdio→HTTP", "mcp-proxy stdio→HTTP"):
         if p in lat:
             added(p, "direct HTTP", None)
             ratio(p, "direct HTTP", None)
-    rows.append(("disk: append + fdatasync (the INTENT floor)", "—", f"{statistics.median(sync):.3f} ms",
-                 f"p99 {pct(sync, 99):.3f} ms", "—", ""))  # fmt: skip
+    rows.append(
+        (
+            "disk: append + fdatasync (the INTENT floor)",
+            "—",
+            f"{statistics.median(sync):.3f} ms",
+            f"p99 {pct(sync, 99):.3f} ms",
+            "—",
+            "",
+        )
+    )
     print()
     widths = [max(len(str(r[i])) for r in rows) for i in range(6)]
     head = ("figure", "baseline (same run)", "value", "ratio", "goal #12", "")
@@ -365,8 +528,10 @@ def check_delivery(portal: Portal, d: Path) -> None:
     while stored < spooled and time.monotonic() < deadline:
         time.sleep(0.5)
         stored = portal.events_stored()
-    print(f"audit events: {spooled} spooled by the portal-backed gateway, {stored} stored by the portal "
-          f"({'0 lost' if stored >= spooled else f'{spooled - stored} MISSING'})")  # fmt: skip
+    print(
+        f"audit events: {spooled} spooled by the portal-backed gateway, {stored} stored by the portal "
+        f"({'0 lost' if stored >= spooled else f'{spooled - stored} MISSING'})"
+    )
 
 
 def main() -> None:

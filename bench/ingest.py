@@ -60,12 +60,22 @@ def make_batches(session_id: str, count: int, size: int) -> list[bytes]:
             call = (seq + 1) // 2
             ts = (t0 + timedelta(microseconds=seq * 1500)).isoformat().replace("+00:00", "Z")
             ev = {
-                "seq": seq, "call_id": f"{session_id[:8]}-{call}", "phase": "intent" if seq % 2 else "result",
-                "ts": ts, "server": "github_api", "tool": "create_pr",
+                "seq": seq,
+                "call_id": f"{session_id[:8]}-{call}",
+                "phase": "intent" if seq % 2 else "result",
+                "ts": ts,
+                "server": "github_api",
+                "tool": "create_pr",
                 "arguments": {"title": f"feat: change {call}", "base": "main", "head": f"feature/{call}"},
-                "args_summary": f'title="feat: change {call}", base=main', "status": None, "result_summary": "",
-                "bytes": None, "duration_ms": None, "trigger": None, "bundle_version": 7, "result": None,
-            }  # fmt: skip
+                "args_summary": f'title="feat: change {call}", base=main',
+                "status": None,
+                "result_summary": "",
+                "bytes": None,
+                "duration_ms": None,
+                "trigger": None,
+                "bundle_version": 7,
+                "result": None,
+            }
             if seq % 2 == 0:
                 ev.update(
                     status="success" if call % 50 else "fail",
@@ -96,7 +106,7 @@ class Gateway(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        path = f"/api/v1/sessions/{self.session_id}/events/"
+        path = f"/api/v1/gateway/sessions/{self.session_id}/events/"
         try:
             for body in self.bodies:
                 if time.monotonic() >= self.stop_at[0]:
@@ -132,11 +142,17 @@ def main() -> int:
 
     url = fresh_database(args.database)
     env = {
-        **os.environ, "DATABASE_URL": url, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_SECURE_SSL_REDIRECT": "0", "CELERY_BROKER_URL": "",
-        "MCPGOV_KEY_ENCRYPTION_KEY": "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXktMDA=", "DATABASE_CONN_MAX_AGE": "600",
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "CELERY_BROKER_URL": "",
+        "MCPGOV_KEY_ENCRYPTION_KEY": "YmVuY2gtb25seS1rZXktZW5jcnlwdGlvbi1rZXktMDA=",
+        "DATABASE_CONN_MAX_AGE": "600",
         "DJANGO_LOG_LEVEL": "WARNING",
-    }  # fmt: skip
+    }
     os.environ.update(env)
     print(f"database {args.database}: migrating…", flush=True)
     subprocess.run(
@@ -180,10 +196,24 @@ def main() -> int:
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
-        cwd=args.portal_root or ROOT, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

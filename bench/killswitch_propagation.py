@@ -67,10 +67,26 @@ def start_portal(
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -203,18 +219,28 @@ async def run(
     )
     print(f"portal: uvicorn --workers {args.workers}" + (f", REDIS_URL={args.redis}" if args.redis else ""))
     print(f"toggles: {args.toggles} disable + {args.toggles} enable, samples per direction: {len(refusal)}")
-    print(f"admin POST (write + sign + publish): median {statistics.median(posts) * ms:.1f} ms, "
-          f"max {max(posts) * ms:.1f} ms")  # fmt: skip
-    print(f"toggle → refusal : p50 {pct(refusal, 50) * ms:.1f} ms  p90 {pct(refusal, 90) * ms:.1f} ms  "
-          f"p99 {pct(refusal, 99) * ms:.1f} ms  max {max(refusal) * ms:.1f} ms")  # fmt: skip
-    print(f"enable → allowed : p50 {pct(reenable, 50) * ms:.1f} ms  p90 {pct(reenable, 90) * ms:.1f} ms  "
-          f"p99 {pct(reenable, 99) * ms:.1f} ms  max {max(reenable) * ms:.1f} ms")  # fmt: skip
-    print(f"  of which the portal's answer arrived: p50 {pct(delivered, 50) * ms:.1f} ms  "
-          f"p99 {pct(delivered, 99) * ms:.1f} ms (the rest is JWS verification + install in the gateway)")  # fmt: skip
+    print(
+        f"admin POST (write + sign + publish): median {statistics.median(posts) * ms:.1f} ms, "
+        f"max {max(posts) * ms:.1f} ms"
+    )
+    print(
+        f"toggle → refusal : p50 {pct(refusal, 50) * ms:.1f} ms  p90 {pct(refusal, 90) * ms:.1f} ms  "
+        f"p99 {pct(refusal, 99) * ms:.1f} ms  max {max(refusal) * ms:.1f} ms"
+    )
+    print(
+        f"enable → allowed : p50 {pct(reenable, 50) * ms:.1f} ms  p90 {pct(reenable, 90) * ms:.1f} ms  "
+        f"p99 {pct(reenable, 99) * ms:.1f} ms  max {max(reenable) * ms:.1f} ms"
+    )
+    print(
+        f"  of which the portal's answer arrived: p50 {pct(delivered, 50) * ms:.1f} ms  "
+        f"p99 {pct(delivered, 99) * ms:.1f} ms (the rest is JWS verification + install in the gateway)"
+    )
     toggles = args.toggles * 2
-    print(f"CPU per toggle: portal {portal_cpu / toggles * ms:.0f} ms, the {len(gateways)} gateways "
-          f"{own_cpu / toggles * ms:.0f} ms (this host: {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; {wall:.1f} s of toggling)")  # fmt: skip
+    print(
+        f"CPU per toggle: portal {portal_cpu / toggles * ms:.0f} ms, the {len(gateways)} gateways "
+        f"{own_cpu / toggles * ms:.0f} ms (this host: {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; {wall:.1f} s of toggling)"
+    )
     print(f"goal p99 < 1000 ms: {'met' if pct(refusal, 99) < 1.0 else 'NOT met'}")
 
 
@@ -231,9 +257,16 @@ def main() -> None:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 
     fresh_database(args.database_url)
-    env = {**os.environ, "DATABASE_URL": args.database_url, "DJANGO_SETTINGS_MODULE": "config.settings",
-           "DJANGO_DEBUG": "1", "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": "",
-           "REDIS_URL": args.redis, "DJANGO_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "1",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "CELERY_BROKER_URL": "",
+        "REDIS_URL": args.redis,
+        "DJANGO_LOG_LEVEL": "WARNING",
+    }
     os.environ.update(
         {k: env[k] for k in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "REDIS_URL", "DJANGO_DEBUG")}
     )
@@ -260,8 +293,17 @@ def main() -> None:
     proc, base_url = start_portal(env, args.workers, args.app)
     admin = PortalBrowser(base_url, world.admin.username, PASSWORD)
     try:
-        anyio.run(run, args, base_url, tokens, keys_path, world.flag.pk, world.env("development").pk, admin,
-                  proc.pid)  # fmt: skip
+        anyio.run(
+            run,
+            args,
+            base_url,
+            tokens,
+            keys_path,
+            world.flag.pk,
+            world.env("development").pk,
+            admin,
+            proc.pid,
+        )
     finally:
         admin.close()
         proc.terminate()

@@ -119,7 +119,7 @@ CONTROL_SCHEMA = {
 }
 
 CONTROL_OPERATION = {
-    "operationId": "sessions_control_retrieve",
+    "operationId": "gateway_sessions_control_retrieve",
     "summary": "The session's control channel: a person's decisions (gateway long poll)",
     "description": (
         "Answers at once when the session's control_version is above `since`, else when a "
@@ -157,7 +157,7 @@ def complete_schema(result, generator, request, public):
     schemas["SessionControl"] = CONTROL_SCHEMA
     paths = result.setdefault("paths", {})
     paths["/api/v1/bundle/"] = {"get": BUNDLE_OPERATION}
-    paths["/api/v1/sessions/{session_id}/control/"] = {"get": CONTROL_OPERATION}
+    paths["/api/v1/gateway/sessions/{session_id}/control/"] = {"get": CONTROL_OPERATION}
 
     for path, item in paths.items():
         for method, operation in item.items():

@@ -17,3 +17,8 @@ class GovernanceConfig(AppConfig):
         realtime.register_source(bundles.CHANNEL_PREFIX, bundles.bundle_channel_versions)
         realtime.register_source(flags.FLAG_CHANNEL_PREFIX, flags.flag_channel_versions)
         realtime.register_source(clients.CLIENT_CHANNEL_PREFIX, clients.client_channel_states)
+        # The bundle route's in-process caches drop what a change on those channels made stale.
+        from governance.api import bundle as bundle_route
+
+        realtime.add_listener(bundles.CHANNEL_PREFIX, bundle_route.drop_cached_bundle)
+        realtime.add_listener(clients.CLIENT_CHANNEL_PREFIX, bundle_route.drop_cached_client)

@@ -122,16 +122,23 @@ class EffectivePolicy:
     @property
     def global_limits(self) -> tuple[tuple[str, int], ...]:
         g = self.bundle.rate_limits.global_limits
-        items = (("calls per session", g.max_calls_per_session), ("calls per minute", g.max_calls_per_minute),
-                 ("pause at percent", g.pause_at_percent))  # fmt: skip
+        items = (
+            ("calls per session", g.max_calls_per_session),
+            ("calls per minute", g.max_calls_per_minute),
+            ("pause at percent", g.pause_at_percent),
+        )
         return tuple((k, v) for k, v in items if v is not None)
 
 
 def _verdict(
     bundle: Bundle, policy: Policy, role: str, server: str, tool: str, *, read_only: bool, now: float
 ):
-    decision = decide(policy, SessionState(session_id="effective-policy", role=role, read_only=read_only),
-                      ToolCall(server=server, tool=tool), now)  # fmt: skip
+    decision = decide(
+        policy,
+        SessionState(session_id="effective-policy", role=role, read_only=read_only),
+        ToolCall(server=server, tool=tool),
+        now,
+    )
     if decision.verdict == Verdict.ALLOW:
         return Outcome("allowed")
     kind = "approval" if decision.verdict == Verdict.APPROVAL else "refused"
@@ -154,12 +161,15 @@ def effective_policy(bundle: Bundle, role: str, *, at: datetime | None = None) -
     policy = Policy(bundle, role)
     role_policy = bundle.roles.get(role)
     out = EffectivePolicy(
-        bundle=bundle, role=role, evaluated_at=at, defined=role_policy is not None,
+        bundle=bundle,
+        role=role,
+        evaluated_at=at,
+        defined=role_policy is not None,
         allowed_servers=role_policy.allowed_servers if role_policy else (),
         forbidden_servers=role_policy.forbidden_servers if role_policy else (),
         flags_off=[f for f in bundle.flags if not f.is_on_for(role)],
         grants=[(g, g.starts_at <= at < g.ends_at) for g in bundle.grants if g.role == role],
-    )  # fmt: skip
+    )
     for slug in sorted(policy.rules):
         rule = policy.rules[slug]
         spec = bundle.servers.get(slug)
@@ -168,22 +178,35 @@ def effective_policy(bundle: Bundle, role: str, *, at: datetime | None = None) -
         names = sorted(spec.tools) if spec else []
         for name in [*names, UNLISTED_TOOL]:
             tp = spec.tools.get(name) if spec else None
-            tools.append(EffectiveTool(
-                name=name, tool_class=tp.tool_class if tp else "write",
-                approval_required=bool(tp and tp.approval_required), pinned=bool(tp and tp.definition_hash),
-                listed=tp is not None,
-                read_only=_verdict(bundle, policy, role, slug, name, read_only=True, now=now),
-                read_write=_verdict(bundle, policy, role, slug, name, read_only=False, now=now),
-            ))  # fmt: skip
+            tools.append(
+                EffectiveTool(
+                    name=name,
+                    tool_class=tp.tool_class if tp else "write",
+                    approval_required=bool(tp and tp.approval_required),
+                    pinned=bool(tp and tp.definition_hash),
+                    listed=tp is not None,
+                    read_only=_verdict(bundle, policy, role, slug, name, read_only=True, now=now),
+                    read_write=_verdict(bundle, policy, role, slug, name, read_only=False, now=now),
+                )
+            )
         server = EffectiveServer(
-            slug=slug, category=spec.category if spec else "", transport=spec.transport if spec else "",
-            binding_target=rule.binding_target, permission=binding.permission if binding else "",
+            slug=slug,
+            category=spec.category if spec else "",
+            transport=spec.transport if spec else "",
+            binding_target=rule.binding_target,
+            permission=binding.permission if binding else "",
             production_reason=rule.production_reason,
-            grants=tuple((g, g.starts_at <= at < g.ends_at) for g in bundle.grants
-                         if g.role == role and slug in g.servers),
-            flag_off_read=rule.flag_off_read, flag_off_write=rule.flag_off_write, limits=_limits(rule.limits),
+            grants=tuple(
+                (g, g.starts_at <= at < g.ends_at)
+                for g in bundle.grants
+                if g.role == role and slug in g.servers
+            ),
+            flag_off_read=rule.flag_off_read,
+            flag_off_write=rule.flag_off_write,
+            limits=_limits(rule.limits),
             cost_per_call=spec.cost_per_call if spec else 0.0,
-            unknown_tools=spec.allow_unknown_tools if spec else "deny", tools=tuple(tools),
-        )  # fmt: skip
+            unknown_tools=spec.allow_unknown_tools if spec else "deny",
+            tools=tuple(tools),
+        )
         (out.servers if server.usable else out.refused).append(server)
     return out

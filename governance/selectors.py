@@ -28,7 +28,7 @@ from governance.models import (
 )
 from governance.services.bundles import latest_versions
 from portal.models import ChangeRecord, Team
-from portal.permissions import MANAGE_CLIENTS, VIEW
+from portal.permissions import MANAGE_CLIENTS, VIEW, teams_for_user
 
 
 def servers_for_team(*, user, team: Team) -> QuerySet[McpServer]:
@@ -178,8 +178,20 @@ def server_limits_for_team(*, user, team: Team) -> QuerySet[ServerRateLimit]:
     return ServerRateLimit.objects.restrict(user, VIEW).for_team(team).select_related("server", "team")
 
 
-def change_history(*, team: Team) -> QuerySet[ChangeRecord]:
-    return ChangeRecord.objects.filter(team=team).select_related("actor").order_by("-created_at", "-id")
+def change_history(*, team: Team, event_types: list[str] | None = None) -> QuerySet[ChangeRecord]:
+    qs = ChangeRecord.objects.filter(team=team)
+    if event_types:
+        qs = qs.filter(event_type__in=event_types)
+    return qs.select_related("actor").order_by("-created_at", "-id")
+
+
+def changes_for_user(*, user) -> QuerySet[ChangeRecord]:
+    """The change history of every team `user` may see (the API's list)."""
+    return (
+        ChangeRecord.objects.filter(team__in=teams_for_user(user, VIEW))
+        .select_related("actor", "team")
+        .order_by("-created_at", "-id")
+    )
 
 
 # --- production access ----------------------------------------------------------------------------

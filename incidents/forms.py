@@ -12,9 +12,12 @@ class IncidentForm(forms.Form):
     title = forms.CharField(max_length=300)
     severity = forms.ChoiceField(choices=Severity.choices, initial=Severity.SEV2)
     servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
-        label="Affected servers", help_text="Containment disables every flag of these servers.",
-    )  # fmt: skip
+        queryset=McpServer.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Affected servers",
+        help_text="Containment disables every flag of these servers.",
+    )
     description = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}), label="What happened"
     )
@@ -51,14 +54,18 @@ class NoteForm(forms.Form):
 
 class ResolveForm(forms.Form):
     reenable = forms.ModelMultipleChoiceField(
-        queryset=FlagState.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
+        queryset=FlagState.objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         label="Re-enable the flags containment disabled",
-    )  # fmt: skip
+    )
     note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Resolution note")
     resume_sessions = forms.BooleanField(
-        required=False, initial=True, label="Let the sessions these flags halted continue",
-        help_text="Each is released by you, with the reason \"Flag … re-enabled\".",
-    )  # fmt: skip
+        required=False,
+        initial=True,
+        label="Let the sessions these flags halted continue",
+        help_text='Each is released by you, with the reason "Flag … re-enabled".',
+    )
 
     def __init__(self, *args, candidates, halted: int = 0, **kwargs):
         super().__init__(*args, **kwargs)

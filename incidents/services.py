@@ -19,10 +19,10 @@ from audit.services.sessions import sessions_resume_after_flag
 from governance.choices import Capability
 from governance.models import Flag, FlagState, McpServer
 from governance.services import notifications
-from governance.services.common import Action
 from governance.services.flags import default_flag_name, flag_state_apply, flags_changed
 from incidents.choices import IncidentStatus, Severity
 from incidents.models import Incident, IncidentEntry
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.permissions import MANAGE_INCIDENTS, TOGGLE_FLAGS, require_team_perm
 from portal.services import change_record
@@ -47,7 +47,7 @@ def _entry(incident: Incident, kind: str, actor, text: str = "", detail: dict | 
     change_record(
         team=incident.team,
         actor=actor,
-        action=Action.ACTION,
+        event_type=ChangeEventType(f"incident_{kind}"),
         obj=incident,
         summary=f"{entry.get_kind_display()}" + (f": {text}" if text else ""),
     )
@@ -142,7 +142,7 @@ def incident_contain(*, incident: Incident, actor) -> IncidentEntry:
             change_record(
                 team=team,
                 actor=actor,
-                action=Action.CREATE,
+                event_type=ChangeEventType.INCIDENT_FLAG_CREATED,
                 obj=flag,
                 summary=f"Flag {flag.name} added to contain incident #{incident.pk}",
             )
@@ -300,9 +300,11 @@ def incident_resolve(
         for pk in sorted(wanted):
             state = candidates[pk]
             for decision in sessions_resume_after_flag(
-                flag=state.flag, environment=state.environment, reviewer=actor,
+                flag=state.flag,
+                environment=state.environment,
+                reviewer=actor,
                 reason=f"incident #{incident.pk} resolved",
-            ):  # fmt: skip
+            ):
                 resumed.append(str(decision.session_id))
     if enabled:
         _entry(

@@ -36,12 +36,16 @@ def _incidents(request):
 @team_view
 def incident_list(request):
     status = request.GET.get("status", "")
-    return render(request, "incidents/list.html", {
-        "incidents": selectors.incident_list(user=request.user, team=request.team, status=status),
-        "status": status,
-        "statuses": IncidentStatus.choices,
-        "can_manage": may(request, MANAGE_INCIDENTS),
-    })  # fmt: skip
+    return render(
+        request,
+        "incidents/list.html",
+        {
+            "incidents": selectors.incident_list(user=request.user, team=request.team, status=status),
+            "status": status,
+            "statuses": IncidentStatus.choices,
+            "can_manage": may(request, MANAGE_INCIDENTS),
+        },
+    )
 
 
 @team_view
@@ -99,25 +103,35 @@ def _action(request, pk: int, form_name: str, form, service, success: str, **kwa
             else:
                 apply_service_errors(form, exc)
                 return render(
-                    request, "incidents/detail.html",
-                    _detail_context(request, incident, **{form_name: form}), status=400,
-                )  # fmt: skip
+                    request,
+                    "incidents/detail.html",
+                    _detail_context(request, incident, **{form_name: form}),
+                    status=400,
+                )
         else:
             messages.success(request, success)
             return redirect("incidents:incident-detail", pk=incident.pk)
     else:
         return render(
-            request, "incidents/detail.html", _detail_context(request, incident, **{form_name: form}),
+            request,
+            "incidents/detail.html",
+            _detail_context(request, incident, **{form_name: form}),
             status=400,
-        )  # fmt: skip
+        )
     return redirect("incidents:incident-detail", pk=incident.pk)
 
 
 @team_view
 @require_POST
 def incident_contain(request, pk: int):
-    return _action(request, pk, "", None, services.incident_contain,
-                   "Contained: the affected servers' flags are off in every environment.")  # fmt: skip
+    return _action(
+        request,
+        pk,
+        "",
+        None,
+        services.incident_contain,
+        "Contained: the affected servers' flags are off in every environment.",
+    )
 
 
 @team_view
@@ -132,15 +146,27 @@ def incident_add_servers(request, pk: int):
 @team_view
 @require_POST
 def incident_link_session(request, pk: int):
-    return _action(request, pk, "session_form", SessionLinkForm(request.POST), services.incident_link_session,
-                   "Session linked.")  # fmt: skip
+    return _action(
+        request,
+        pk,
+        "session_form",
+        SessionLinkForm(request.POST),
+        services.incident_link_session,
+        "Session linked.",
+    )
 
 
 @team_view
 @require_POST
 def incident_root_cause(request, pk: int):
-    return _action(request, pk, "root_cause_form", RootCauseForm(request.POST),
-                   services.incident_record_root_cause, "Root cause recorded.")  # fmt: skip
+    return _action(
+        request,
+        pk,
+        "root_cause_form",
+        RootCauseForm(request.POST),
+        services.incident_record_root_cause,
+        "Root cause recorded.",
+    )
 
 
 @team_view

@@ -2,7 +2,7 @@
 
 Every call gets an INTENT event before it is forwarded (on disk first: group commit, one ``fdatasync``
 for every call in flight together) and a RESULT event after. The shipper sends spooled events, in
-order, to the portal (``POST /api/v1/sessions/<id>/events/``) from its own thread and event loop
+order, to the portal (``POST /api/v1/gateway/sessions/<id>/events/``) from its own thread and event loop
 (:class:`ShipperThread`), batching by time and count, and keeps a cursor of what the portal
 acknowledged; the cursor is not fsynced (after an OS crash a stale cursor resends events the portal
 already holds, and it drops those by ``(session, seq)``), so an outage or a restart loses nothing.

@@ -142,7 +142,7 @@ class PortalClient:
     # sessions
 
     async def open_session(self, meta: dict[str, Any]) -> dict[str, Any]:
-        resp = await self.http.post(f"{API}/sessions/", json=meta)
+        resp = await self.http.post(f"{API}/gateway/sessions/", json=meta)
         if resp.status_code in (200, 201):
             return resp.json()
         raise _error(resp)
@@ -159,14 +159,14 @@ class PortalClient:
         body: dict[str, Any] = {"state": state, "trigger": trigger, "reason": reason}
         if last_calls is not None:  # absent: the portal keeps the last calls it has
             body["last_calls"] = last_calls[-3:]
-        resp = await self.http.patch(f"{API}/sessions/{session_id}/", json=body)
+        resp = await self.http.patch(f"{API}/gateway/sessions/{session_id}/", json=body)
         if resp.status_code == 200:
             return resp.json()
         raise _error(resp)
 
     async def control(self, session_id: str, *, since: int, wait: int = LONG_POLL_SECONDS) -> dict[str, Any]:
         resp = await self.http.get(
-            f"{API}/sessions/{session_id}/control/",
+            f"{API}/gateway/sessions/{session_id}/control/",
             params={"since": str(since), "wait": str(max(0, min(30, wait)))},
         )
         if resp.status_code == 200:
@@ -176,7 +176,9 @@ class PortalClient:
     async def post_events(self, session_id: str, events: list[dict[str, Any]]) -> int:
         """Post one batch; returns the portal's ``last_seq``. Raises :class:`ShipError` when not taken."""
         try:
-            resp = await self.http.post(f"{API}/sessions/{session_id}/events/", json={"events": events})
+            resp = await self.http.post(
+                f"{API}/gateway/sessions/{session_id}/events/", json={"events": events}
+            )
         except httpx2.HTTPError as exc:
             raise ShipError(f"portal unreachable: {exc.__class__.__name__}: {exc}") from exc
         if resp.status_code == 200:
@@ -190,7 +192,7 @@ class PortalClient:
         raise ShipError(str(err))
 
     async def acknowledgement(self, session_id: str) -> dict[str, Any]:
-        resp = await self.http.get(f"{API}/sessions/{session_id}/acknowledgement/")
+        resp = await self.http.get(f"{API}/gateway/sessions/{session_id}/acknowledgement/")
         if resp.status_code == 200:
             return resp.json()
         raise _error(resp)

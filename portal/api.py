@@ -10,8 +10,10 @@ from django.db import DataError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import JsonResponse
 from rest_framework import exceptions, pagination, permissions, serializers
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from portal.errors import ServiceError
 from portal.pages import protected_message
 from portal.permissions import VIEW, has_team_perm, teams_for_user
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 def exception_handler(exc, context):
     """Every API error is `{"detail": "...", "code": "..."}` plus field errors when there are some."""
+    if isinstance(exc, ServiceError):  # the application's own refusals (portal/errors.py)
+        return Response(exc.as_body(), status=exc.status)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)

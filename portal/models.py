@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from portal.choices import MembershipSource, TeamRole
+from portal.choices import ChangeEventType, MembershipSource, TeamRole
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*$", "Use lowercase letters, digits, '_' and '-', starting with a letter or digit."
@@ -130,6 +130,11 @@ class ChangeRecord(models.Model):
     )
     actor_label = models.CharField(max_length=200, blank=True, help_text="Who, when no user did it (a task).")
     action = models.CharField(max_length=16, choices=Action.choices)
+    event_type = models.CharField(
+        max_length=40,
+        choices=ChangeEventType.choices,
+        help_text="What happened (the action follows from it).",
+    )
     object_type = models.CharField(max_length=100)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=300)
@@ -139,7 +144,10 @@ class ChangeRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["team", "-created_at"], name="change_team_recent")]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="change_team_recent"),
+            models.Index(fields=["team", "event_type", "-created_at"], name="change_team_event"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} {self.object_type} {self.object_repr}"

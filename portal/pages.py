@@ -1,6 +1,6 @@
 """The page toolkit every app's views share: the team check, object lookup (404 before 403),
-turning a service's ValidationError into form errors, the shared form fields, and the generic
-edit and delete pages of a team object."""
+a service's ValidationError or ServiceError shown on the form or the page, the shared form
+fields, and the generic edit and delete pages of a team object."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from django.db.models import Model, ProtectedError, QuerySet, RestrictedError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from portal.errors import ServiceError
 from portal.permissions import has_team_perm
 
 # --- the team check and lookups -------------------------------------------------------------------
@@ -76,8 +77,8 @@ def apply_service_errors(form: forms.BaseForm, exc: ValidationError) -> None:
 def submit(form: forms.BaseForm, service: Callable, /, **kwargs: Any) -> tuple[bool, Any]:
     """If the form is valid, call `service(**form.cleaned_data, **kwargs)`.
 
-    Returns (True, result), or (False, None) with the errors — the form's own or the
-    service's ValidationError — shown on the form.
+    Returns (True, result), or (False, None) with the errors — the form's own, or the
+    service's ValidationError or ServiceError — shown on the form.
     """
     if not form.is_valid():
         return False, None
@@ -85,7 +86,20 @@ def submit(form: forms.BaseForm, service: Callable, /, **kwargs: Any) -> tuple[b
         return True, service(**form.cleaned_data, **kwargs)
     except ValidationError as exc:
         apply_service_errors(form, exc)
-        return False, None
+    except ServiceError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.page_message())
+    return False, None
+
+
+def run_action(request, action: Callable[[], Any], success: str) -> bool:
+    """Run a page's workflow step (a service call); a ServiceError becomes the page's error message."""
+    try:
+        action()
+    except ServiceError as exc:
+        messages.error(request, exc.page_message())
+        return False
+    messages.success(request, success)
+    return True
 
 
 def protected_message(exc: ProtectedError | RestrictedError) -> str:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from portal import permissions
-from portal.choices import MembershipSource, TeamRole
+from portal.choices import ChangeEventType, MembershipSource, TeamRole
 from portal.models import ChangeRecord, Invitation, Membership, Team
 
 
@@ -43,7 +43,7 @@ def change_record(
     *,
     team: Team,
     actor=None,
-    action: str,
+    event_type: ChangeEventType,
     obj: Any = None,
     object_type: str = "",
     object_id: str = "",
@@ -52,7 +52,10 @@ def change_record(
     changes: dict[str, Any] | None = None,
     actor_label: str = "",
 ) -> ChangeRecord:
-    """Record one write in the team's change history. Call inside the write's transaction."""
+    """Record one write in the team's change history. Call inside the write's transaction.
+
+    `event_type` says what happened (portal.choices.ChangeEventType); the coarse `action` follows from it."""
+    event_type = ChangeEventType(event_type)
     if obj is not None:
         object_type = object_type or obj._meta.verbose_name
         object_id = object_id or str(obj.pk or "")
@@ -61,7 +64,8 @@ def change_record(
         team=team,
         actor=real_user(actor),
         actor_label=actor_label,
-        action=action,
+        action=event_type.action,
+        event_type=event_type,
         object_type=object_type[:100],
         object_id=object_id[:64],
         object_repr=object_repr[:300],
@@ -85,7 +89,9 @@ def team_create(*, slug: str, name: str, actor=None, **team_settings: Any) -> Te
     team = Team(slug=slug, name=name, **team_settings)
     team.full_clean()
     team.save()
-    change_record(team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=team, summary="Team created")
+    change_record(
+        team=team, actor=actor, event_type=ChangeEventType.TEAM_CREATED, obj=team, summary="Team created"
+    )
     return team
 
 
@@ -149,7 +155,7 @@ def membership_set(
             team=team,
             actor=actor,
             actor_label=actor_label,
-            action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE,
+            event_type=ChangeEventType.MEMBER_ADDED if created else ChangeEventType.MEMBER_ROLE_CHANGED,
             obj=membership,
             summary=f"{user.get_username()} is {role}" + (" (auditor)" if is_auditor else ""),
             changes=changes,
@@ -168,7 +174,7 @@ def membership_remove(*, membership: Membership, actor=None, actor_label: str = 
         team=team,
         actor=actor,
         actor_label=actor_label,
-        action=ChangeRecord.Action.DELETE,
+        event_type=ChangeEventType.MEMBER_REMOVED,
         obj=membership,
         summary=f"{user.get_username()} removed from the team",
     )
@@ -218,7 +224,7 @@ def invitation_create(
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.INVITATION_SENT,
         obj=invitation,
         object_type="invitation",
         summary=f"{email} invited as {role}" + (" (auditor)" if is_auditor else ""),
@@ -289,7 +295,7 @@ def invitation_accept(*, token: str, user) -> Membership:
     change_record(
         team=invitation.team,
         actor=user,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.INVITATION_ACCEPTED,
         obj=invitation,
         object_type="invitation",
         summary=f"{user.get_username()} accepted the invitation as {invitation.role}",
@@ -325,7 +331,7 @@ def invitation_revoke(*, invitation: Invitation, actor=None) -> None:
     change_record(
         team=invitation.team,
         actor=actor,
-        action=ChangeRecord.Action.DELETE,
+        event_type=ChangeEventType.INVITATION_REVOKED,
         obj=invitation,
         object_type="invitation",
         summary=f"Invitation of {invitation.email} revoked",

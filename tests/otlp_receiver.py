@@ -42,17 +42,19 @@ class OtlpReceiver:
                         resource = {a.key: _value(a.value) for a in rs.resource.attributes}
                         for ss in rs.scope_spans:
                             for s in ss.spans:
-                                receiver.spans.append({
-                                    "name": s.name,
-                                    "trace_id": s.trace_id.hex(),
-                                    "span_id": s.span_id.hex(),
-                                    "parent_span_id": s.parent_span_id.hex(),
-                                    "kind": s.kind,
-                                    "status": s.status.code,
-                                    "attributes": {a.key: _value(a.value) for a in s.attributes},
-                                    "resource": resource,
-                                    "scope": ss.scope.name,
-                                })  # fmt: skip
+                                receiver.spans.append(
+                                    {
+                                        "name": s.name,
+                                        "trace_id": s.trace_id.hex(),
+                                        "span_id": s.span_id.hex(),
+                                        "parent_span_id": s.parent_span_id.hex(),
+                                        "kind": s.kind,
+                                        "status": s.status.code,
+                                        "attributes": {a.key: _value(a.value) for a in s.attributes},
+                                        "resource": resource,
+                                        "scope": ss.scope.name,
+                                    }
+                                )
                 payload = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")

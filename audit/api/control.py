@@ -17,15 +17,13 @@ from governance.api.authentication import client_from_authorization
 from governance.services.clients import CLIENT_ACTIVE, TokenError, client_channel
 from portal import realtime
 from portal.db import db_call
+from portal.errors import ServiceError, error_response
 
 MAX_WAIT = 30.0
 
 
-def _error(status: int, detail: str, code: str, **extra) -> JsonResponse:
-    response = JsonResponse({"detail": detail, "code": code, **extra}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = "Bearer"
-    return response
+def _error(status: int, detail: str, code: str) -> JsonResponse:
+    return error_response(ServiceError(detail, code, status=status))
 
 
 def _read(client, session_id, since: int) -> tuple[AgentSession | None, dict | None]:
@@ -47,7 +45,7 @@ async def session_control_view(request, session_id):
     try:
         client = await db_call(client_from_authorization, header)
     except TokenError as exc:
-        return _error(401, str(exc), exc.code)
+        return error_response(exc)
     try:
         since = int(request.GET.get("since", "0"))
         wait = float(request.GET.get("wait", "0"))
@@ -71,7 +69,7 @@ async def session_control_view(request, session_id):
                 also={client_channel(client.pk): CLIENT_ACTIVE},
             )
         except TokenError as exc:  # revoked (or expired) while waiting
-            return _error(401, str(exc), exc.code)
+            return error_response(exc)
         if session is None:
             return _error(404, "No such session for this enforcement client.", ErrorCode.NOT_FOUND)
     if body is None:

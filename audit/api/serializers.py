@@ -9,7 +9,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from audit.choices import CALL_DECISIONS, SessionState, Trigger
-from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation, SessionDecision
+from audit.models import (
+    EVENT_WIRE_FIELDS,
+    Acknowledgement,
+    AgentSession,
+    AuditEvent,
+    FailedCallExplanation,
+    SessionDecision,
+)
 from governance.choices import AgentAuth
 
 
@@ -31,10 +38,24 @@ class AgentSessionSerializer(serializers.ModelSerializer):
     class Meta:
         model = AgentSession
         fields = [
-            "id", "team", "environment", "role", "read_only", "declared_large_data", "agent", "agent_id",
-            "agent_auth", "run_id", "state", "trigger", "state_reason", "control_version", "started_at", "ended_at",
+            "id",
+            "team",
+            "environment",
+            "role",
+            "read_only",
+            "declared_large_data",
+            "agent",
+            "agent_id",
+            "agent_auth",
+            "run_id",
+            "state",
+            "trigger",
+            "state_reason",
+            "control_version",
+            "started_at",
+            "ended_at",
             "calls",
-        ]  # fmt: skip
+        ]
 
     def get_started_at(self, obj) -> str:
         return rfc3339(obj.started_at)
@@ -58,9 +79,17 @@ class ReviewSessionSerializer(AgentSessionSerializer):
 
     class Meta(AgentSessionSerializer.Meta):
         fields = [
-            *AgentSessionSerializer.Meta.fields, "client", "gate_report", "bundle_version", "acknowledged", "last_calls",
-            "pending_approvals", "event_count", "last_seq", "last_hash",
-        ]  # fmt: skip
+            *AgentSessionSerializer.Meta.fields,
+            "client",
+            "gate_report",
+            "bundle_version",
+            "acknowledged",
+            "last_calls",
+            "pending_approvals",
+            "event_count",
+            "last_seq",
+            "last_hash",
+        ]
 
     def get_acknowledged(self, obj) -> bool:
         return hasattr(obj, "acknowledgement")
@@ -74,11 +103,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditEvent
-        fields = [
-            "session", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-            "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
-            "hash",
-        ]  # fmt: skip
+        fields = ["session", *EVENT_WIRE_FIELDS, "prev_hash", "hash"]
 
     def get_ts(self, obj) -> str:
         return rfc3339(obj.ts)
@@ -91,8 +116,22 @@ class AuditEventSerializer(serializers.ModelSerializer):
         return data
 
 
+def valid(serializer_class, data) -> dict:
+    """The validated input of a request body, or a 400 naming the fields."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def session_acknowledgement_body(session: AgentSession) -> dict:
+    """The acknowledgement check of `session` (both API sets answer it the same way)."""
+    return acknowledgement_body(
+        Acknowledgement.objects.filter(session=session).select_related("reviewer").first()
+    )
+
+
 def acknowledgement_body(ack: Acknowledgement | None) -> dict:
-    """`GET /sessions/<id>/acknowledgement/` for `mcpgov audit-check`."""
+    """`GET …/sessions/<id>/acknowledgement/`: for people, and for `mcpgov audit-check` (gateway set)."""
     return {
         "acknowledged": ack is not None,
         "acknowledged_by": ack.reviewer.get_username() if ack else None,

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from audit.models import AuditSink
 from audit.services.streaming import sink_backlog, sink_create, sink_delete, sink_test_send, sink_update
 from portal.api import TeamField, TeamPermission
+from portal.filtersets import TeamFilterSet
 from portal.permissions import ACKNOWLEDGE_SESSION, MANAGE_CLIENTS
 
 
@@ -36,15 +37,45 @@ class AuditSinkSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditSink
         fields = [
-            "id", "team", "name", "kind", "format", "enabled", "host", "port", "tls", "ca_file", "url", "hec",
-            "secret_header", "secret", "clear_secret", "from_start", "has_secret", "target", "delivered_count",
-            "last_delivered_at", "last_error", "last_error_at", "failures", "next_attempt_at",
-            "backlog_events", "backlog_oldest_age_seconds", "created_at", "updated_at",
-        ]  # fmt: skip
+            "id",
+            "team",
+            "name",
+            "kind",
+            "format",
+            "enabled",
+            "host",
+            "port",
+            "tls",
+            "ca_file",
+            "url",
+            "hec",
+            "secret_header",
+            "secret",
+            "clear_secret",
+            "from_start",
+            "has_secret",
+            "target",
+            "delivered_count",
+            "last_delivered_at",
+            "last_error",
+            "last_error_at",
+            "failures",
+            "next_attempt_at",
+            "backlog_events",
+            "backlog_oldest_age_seconds",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = [
-            "delivered_count", "last_delivered_at", "last_error", "last_error_at", "failures", "next_attempt_at",
-            "created_at", "updated_at",
-        ]  # fmt: skip
+            "delivered_count",
+            "last_delivered_at",
+            "last_error",
+            "last_error_at",
+            "failures",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ]
 
     def _backlog(self, sink):
         cache = self.context.setdefault("_backlogs", {})
@@ -68,10 +99,10 @@ class AuditSinkViewSet(viewsets.ModelViewSet):
     team_perm_read = ACKNOWLEDGE_SESSION
     team_perm_write = MANAGE_CLIENTS
 
+    filterset_class = TeamFilterSet
+
     def get_queryset(self):
-        queryset = AuditSink.objects.restrict(self.request.user, ACKNOWLEDGE_SESSION).select_related("team")
-        team = self.request.query_params.get("team")
-        return queryset.filter(team__slug=team) if team else queryset
+        return AuditSink.objects.restrict(self.request.user, ACKNOWLEDGE_SESSION).select_related("team")
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
@@ -89,10 +120,11 @@ class AuditSinkViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=None,
-        responses=inline_serializer("SinkTestResult", {"accepted": serializers.BooleanField(),
-                                                        "error": serializers.CharField()}),
+        responses=inline_serializer(
+            "SinkTestResult", {"accepted": serializers.BooleanField(), "error": serializers.CharField()}
+        ),
         description="Send one synthetic event to the sink (the cursor stays). 200 either way; see `accepted`.",
-    )  # fmt: skip
+    )
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         sink = self.get_object()  # POST: manage_clients on the sink's team (TeamPermission)

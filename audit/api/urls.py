@@ -1,9 +1,10 @@
-"""REST API routes (under /api/v1/): sessions, their events, control channel and review steps."""
+"""REST API routes (under /api/v1/), one audience each: people at `sessions/…` (reviews, reads) and
+enforcement clients at `gateway/sessions/…` (open, report, ship events, control, audit-check)."""
 
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from audit.api import control, views
+from audit.api import control, gateway, views
 from audit.api.sinks import AuditSinkViewSet
 
 app_name = "audit-api"
@@ -11,11 +12,23 @@ app_name = "audit-api"
 router = SimpleRouter()
 router.register("audit-sinks", AuditSinkViewSet, basename="audit-sink")  # audit/api/sinks.py
 
+GATEWAY = "gateway/sessions/"
+
 urlpatterns = [
+    # --- enforcement clients (audit/api/gateway.py, audit/api/control.py) ---------------------
+    path(GATEWAY, gateway.GatewaySessionsView.as_view(), name="gateway-sessions"),
+    path(f"{GATEWAY}<uuid:session_id>/", gateway.GatewaySessionView.as_view(), name="gateway-session"),
+    path(f"{GATEWAY}<uuid:session_id>/events/", gateway.GatewayEventsView.as_view(), name="gateway-events"),
+    path(f"{GATEWAY}<uuid:session_id>/control/", control.session_control_view, name="gateway-control"),
+    path(
+        f"{GATEWAY}<uuid:session_id>/acknowledgement/",
+        gateway.GatewayAcknowledgementView.as_view(),
+        name="gateway-acknowledgement",
+    ),
+    # --- people (audit/api/views.py) ----------------------------------------------------------
     path("sessions/", views.SessionListView.as_view(), name="session-list"),
     path("sessions/<uuid:session_id>/", views.SessionDetailView.as_view(), name="session-detail"),
     path("sessions/<uuid:session_id>/events/", views.SessionEventsView.as_view(), name="session-events"),
-    path("sessions/<uuid:session_id>/control/", control.session_control_view, name="session-control"),
     path(
         "sessions/<uuid:session_id>/acknowledgement/",
         views.SessionAcknowledgementView.as_view(),

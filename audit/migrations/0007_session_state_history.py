@@ -15,13 +15,13 @@ def backfill(apps, schema_editor):
         rows.append(SessionStateChange(
             session_id=s.pk, from_state="", to_state="active", source="backfill", at=s.started_at,
             reason="Opened (recorded at migration)",
-        ))  # fmt: skip
+        ))
         if s.state != "active":
             rows.append(SessionStateChange(
                 session_id=s.pk, from_state="active", to_state=s.state, trigger=s.trigger or "",
                 flag=_flag_of(s.trigger, s.state_reason), source="backfill",
                 at=s.ended_at or s.updated_at or s.started_at, reason=s.state_reason or "",
-            ))  # fmt: skip
+            ))
         if len(rows) >= 2000:
             SessionStateChange.objects.bulk_create(rows)
             rows = []

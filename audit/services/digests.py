@@ -24,7 +24,8 @@ from audit.models import AgentSession, AuditDigest, AuditEvent
 from governance.services.signing import KeyHistory, active_signer, key_history_verify, public_key_of
 from mcpgov.bundle import canonical_json
 from mcpgov.verify import b64url_decode, b64url_encode
-from portal.models import ChangeRecord, Team
+from portal.choices import ChangeEventType
+from portal.models import Team
 from portal.services import change_record
 
 DIGEST_SCHEMA = "mcpgov.audit-digest/1"
@@ -93,7 +94,7 @@ def audit_chains_seal(*, team: Team) -> AuditDigest | None:
             team=team,
             actor=None,
             actor_label="seal_audit_chains",
-            action=ChangeRecord.Action.CREATE,
+            event_type=ChangeEventType.DIGEST_SEALED,
             obj=digest,
             summary=f"Audit digest #{digest.number} sealed {len(heads)} session chain(s)",
         )

@@ -17,31 +17,24 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.choices import MAX_BATCH, CallStatus, ErrorCode, Phase, Trigger
-from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.hashing import encode_json, event_canonical, format_ts
-from audit.models import AgentSession, AuditEvent
+from audit.models import EVENT_WIRE_FIELDS, AgentSession, AuditEvent
 from audit.services.sealing import seal_on_commit
 from audit.services.streaming import stream_ingest_lock, stream_on_commit
 from portal import metrics
+from portal.errors import Conflict, NotFound, ServiceError
 
 _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
 _TRIGGERS = frozenset(Trigger.values)
-_FIELDS = frozenset(
-    {"seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-     "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id"}
-)  # fmt: skip
+_FIELDS = frozenset(EVENT_WIRE_FIELDS)
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_SEQ = 2**63 - 1
 _MAX_BUNDLE_VERSION = 2**31 - 1
 _NAME_MAX = 200
 _CALL_ID_MAX = 64
 
-COPY_COLUMNS = (
-    "session_id", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-    "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
-    "hash", "received_at",
-)  # fmt: skip
+COPY_COLUMNS = ("session_id", *EVENT_WIRE_FIELDS, "prev_hash", "hash", "received_at")
 
 
 @dataclass(frozen=True)
@@ -79,8 +72,8 @@ class _Event:
     hash: str = ""
 
 
-def _bad(index: int, field: str, message: str) -> AuditError:
-    return AuditError(f"events[{index}].{field}: {message}", ErrorCode.INVALID, index=index, field=field)
+def _bad(index: int, field: str, message: str) -> ServiceError:
+    return ServiceError(f"events[{index}].{field}: {message}", ErrorCode.INVALID, index=index, field=field)
 
 
 def _str(raw: dict, index: int, field: str, *, required: bool, max_length: int | None = None) -> str:
@@ -132,9 +125,9 @@ def _parse_ts(value: Any, index: int) -> datetime:
 
 
 def validate_event(raw: Any, index: int, session_id: str) -> _Event:
-    """One event of a batch, checked and canonicalised; AuditError names the field and index."""
+    """One event of a batch, checked and canonicalised; ServiceError names the field and index."""
     if type(raw) is not dict:
-        raise AuditError(f"events[{index}]: must be an object.", ErrorCode.INVALID, index=index, field="")
+        raise ServiceError(f"events[{index}]: must be an object.", ErrorCode.INVALID, index=index, field="")
     unknown = raw.keys() - _FIELDS
     if unknown:
         field = sorted(unknown)[0]
@@ -237,9 +230,9 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
 
 def validate_batch(events: Any, session_id: str) -> list[_Event]:
     if not isinstance(events, list):
-        raise AuditError("events: must be a list of events.", ErrorCode.INVALID, field="events")
+        raise ServiceError("events: must be a list of events.", ErrorCode.INVALID, field="events")
     if len(events) > MAX_BATCH:
-        raise AuditError(
+        raise ServiceError(
             f"A batch holds at most {MAX_BATCH} events; this one has {len(events)}.",
             ErrorCode.BATCH_TOO_LARGE,
             status=413,
@@ -248,7 +241,7 @@ def validate_batch(events: Any, session_id: str) -> list[_Event]:
     validated = [validate_event(raw, i, session_id) for i, raw in enumerate(events)]
     for i in range(1, len(validated)):
         if validated[i].seq != validated[i - 1].seq + 1:
-            raise AuditConflict(
+            raise Conflict(
                 f"events[{i}].seq: {validated[i].seq} does not follow {validated[i - 1].seq}; "
                 "a batch must hold contiguous sequence numbers.",
                 ErrorCode.SEQUENCE_GAP,
@@ -265,12 +258,30 @@ def _copy_rows(session_id, events: list[_Event], received_at: datetime) -> None:
         with raw.copy(f"COPY {AuditEvent._meta.db_table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
             write = copy.write_row
             for e in events:
-                write((
-                    session_id, e.seq, e.call_id, e.phase, e.ts, e.server, e.tool,
-                    None if e.arguments is None else e.arguments_json, e.args_summary, e.status,
-                    e.result_summary, e.bytes, e.duration_ms, e.trigger, e.bundle_version,
-                    None if e.result is None else e.result_json, e.trace_id, e.prev_hash, e.hash, received_at,
-                ))  # fmt: skip
+                write(
+                    (
+                        session_id,
+                        e.seq,
+                        e.call_id,
+                        e.phase,
+                        e.ts,
+                        e.server,
+                        e.tool,
+                        None if e.arguments is None else e.arguments_json,
+                        e.args_summary,
+                        e.status,
+                        e.result_summary,
+                        e.bytes,
+                        e.duration_ms,
+                        e.trigger,
+                        e.bundle_version,
+                        None if e.result is None else e.result_json,
+                        e.trace_id,
+                        e.prev_hash,
+                        e.hash,
+                        received_at,
+                    )
+                )
 
 
 def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> None:
@@ -320,7 +331,7 @@ def _tokens(existing: str, new: set[str]) -> str:
 
 
 def events_ingest(*, session_id, client, events: Any) -> IngestResult:
-    """Store a gateway's batch for one of its sessions. Raises AuditError (400/404/409/413)."""
+    """Store a gateway's batch for one of its sessions. Raises ServiceError (400/404/409/413)."""
     sid = str(session_id)
     validated = validate_batch(events, sid)
     with transaction.atomic():
@@ -331,12 +342,12 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             .first()
         )
         if session is None:
-            raise AuditNotFound("No such session for this enforcement client.")
+            raise NotFound("No such session for this enforcement client.")
         last_seq = session.last_seq
         if not validated:
             return IngestResult(accepted=0, duplicates=0, last_seq=last_seq)
         if validated[0].seq > last_seq + 1:
-            raise AuditConflict(
+            raise Conflict(
                 f"events[0].seq is {validated[0].seq} but the session's last stored seq is {last_seq}; "
                 f"send from seq {last_seq + 1}.",
                 ErrorCode.SEQUENCE_GAP,
@@ -355,7 +366,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             for index, e in enumerate(duplicates):
                 prev, digest = stored.get(e.seq, ("", ""))
                 if hashlib.sha256(prev.encode() + e.canonical).hexdigest() != digest:
-                    raise AuditConflict(
+                    raise Conflict(
                         f"events[{index}]: seq {e.seq} is already stored with different content.",
                         ErrorCode.SEQUENCE_CONFLICT,
                         index=index,
@@ -387,10 +398,16 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
                     pending = [p for p in pending if p["call_id"] != e.call_id]
                     pending_ids.discard(e.call_id)
             elif e.trigger == Trigger.APPROVAL_REQUIRED and e.call_id not in pending_ids:
-                pending.append({
-                    "call_id": e.call_id, "seq": e.seq, "ts": format_ts(e.ts), "server": e.server, "tool": e.tool,
-                    "args_summary": e.args_summary[:500],
-                })  # fmt: skip
+                pending.append(
+                    {
+                        "call_id": e.call_id,
+                        "seq": e.seq,
+                        "ts": format_ts(e.ts),
+                        "server": e.server,
+                        "tool": e.tool,
+                        "args_summary": e.args_summary[:500],
+                    }
+                )
                 pending_ids.add(e.call_id)
         received_at = timezone.now()
         if _use_copy():

@@ -12,11 +12,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.choices import CallStatus, ErrorCode, Phase, SessionState
-from audit.errors import AuditConflict, AuditError
 from audit.models import Acknowledgement, AgentSession, AuditEvent, FailedCallExplanation
-from portal.models import ChangeRecord
+from portal.choices import ChangeEventType
+from portal.errors import Conflict, ServiceError
 from portal.permissions import ACKNOWLEDGE_SESSION, require_team_perm
 from portal.services import change_record
+
+
+class UnexplainedFailures(Conflict):
+    """The page names the calls to explain; the API lists them in `call_ids`."""
+
+    def page_message(self) -> str:
+        return f"{self.message} Unexplained: {', '.join(self.extra['call_ids'])}."
 
 
 def failed_call_ids(session: AgentSession) -> list[str]:
@@ -37,7 +44,7 @@ def unexplained_failed_calls(session: AgentSession) -> list[str]:
 def _lock_unacknowledged(session: AgentSession) -> AgentSession:
     session = AgentSession.objects.select_for_update().get(pk=session.pk)
     if Acknowledgement.objects.filter(session=session).exists():
-        raise AuditConflict(
+        raise Conflict(
             "This session is acknowledged; its review is read-only.", ErrorCode.ALREADY_ACKNOWLEDGED
         )
     return session
@@ -51,10 +58,10 @@ def failed_call_explain(
     require_team_perm(reviewer, ACKNOWLEDGE_SESSION, session.team)
     explanation = (explanation or "").strip()
     if not explanation:
-        raise AuditError("explanation: say what the call attempted and why it failed.", field="explanation")
+        raise ServiceError("explanation: say what the call attempted and why it failed.", field="explanation")
     session = _lock_unacknowledged(session)
     if call_id not in failed_call_ids(session):
-        raise AuditError(
+        raise ServiceError(
             "call_id: no failed call of this session has this call_id.",
             ErrorCode.NOT_A_FAILED_CALL,
             field="call_id",
@@ -67,11 +74,16 @@ def failed_call_explain(
         item.explanation, item.author = explanation, reviewer
         item.save(update_fields=["explanation", "author", "updated_at"])
     change_record(
-        team=session.team, actor=reviewer,
-        action=ChangeRecord.Action.CREATE if created else ChangeRecord.Action.UPDATE, obj=item,
+        team=session.team,
+        actor=reviewer,
+        event_type=ChangeEventType.FAILED_CALL_EXPLAINED
+        if created
+        else ChangeEventType.FAILED_CALL_EXPLANATION_CHANGED,
+        obj=item,
         object_repr=f"failed call {call_id} of session {session.short_id}",
-        summary="Failed call explained", changes={"explanation": [old, explanation]},
-    )  # fmt: skip
+        summary="Failed call explained",
+        changes={"explanation": [old, explanation]},
+    )
     return item
 
 
@@ -81,14 +93,14 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
     require_team_perm(reviewer, ACKNOWLEDGE_SESSION, session.team)
     session = _lock_unacknowledged(session)
     if session.state not in (SessionState.ENDED, SessionState.REFUSED):
-        raise AuditConflict(
+        raise Conflict(
             f"The session is {session.state}; a log is acknowledged once the session has ended.",
             ErrorCode.NOT_ENDED,
             state=session.state,
         )
     missing = unexplained_failed_calls(session)
     if missing:
-        raise AuditConflict(
+        raise UnexplainedFailures(
             f"{len(missing)} failed call(s) need an explanation before the session can be acknowledged.",
             ErrorCode.UNEXPLAINED_FAILURES,
             call_ids=missing,
@@ -103,7 +115,7 @@ def session_acknowledge(*, session: AgentSession, reviewer, note: str = "") -> A
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_ACKNOWLEDGED,
         obj=session,
         summary=f"Session log acknowledged (events 1..{session.last_seq})"
         + (f": {ack.note}" if ack.note else ""),

@@ -28,13 +28,13 @@ from audit.choices import (
     SessionState,
     Trigger,
 )
-from audit.errors import AuditConflict, AuditError, AuditNotFound
 from audit.history import flag_from_reason, state_change_record
 from audit.models import AgentSession, AuditEvent, SessionDecision, SessionStateChange
 from audit.services.sealing import seal_on_commit
 from governance.choices import AgentAuth
 from portal import realtime
-from portal.models import ChangeRecord
+from portal.choices import ChangeEventType
+from portal.errors import Conflict, NotFound, ServiceError
 from portal.permissions import RELEASE_SESSION, require_team_perm
 from portal.services import change_record
 
@@ -71,7 +71,7 @@ def _check_identity(*, client, role: str, agent: dict | str, started_at: datetim
 
     now = timezone.now()
     if started_at is not None and not (now - STARTED_AT_MAX_AGE <= started_at <= now + STARTED_AT_MAX_AHEAD):
-        raise AuditError(
+        raise ServiceError(
             "started_at: must be within the last year and at most 10 minutes ahead of the portal.",
             field="started_at",
         )
@@ -85,29 +85,29 @@ def _check_identity(*, client, role: str, agent: dict | str, started_at: datetim
             .first()
         )
         if registered is None or registered.revoked_at is not None:
-            raise AuditError(
+            raise ServiceError(
                 "agent: no such live agent in this team.", ErrorCode.UNKNOWN_AGENT, field="agent"
             )
     if refused:
         # A refusal is recorded whatever the role: refusing to record it would hide the attempt.
         return registered
     if not AgentRole.objects.filter(team_id=client.team_id, name=role).exists():
-        raise AuditError(f"role: the team has no role {role!r}.", ErrorCode.UNKNOWN_ROLE, field="role")
+        raise ServiceError(f"role: the team has no role {role!r}.", ErrorCode.UNKNOWN_ROLE, field="role")
     if not client.roles.filter(name=role).exists():
-        raise AuditError(
+        raise ServiceError(
             f"role: this enforcement client may not enforce {role!r}.",
             ErrorCode.ROLE_NOT_ALLOWED,
             field="role",
         )
     if registered is not None:
         if role not in {r.name for r in registered.roles.all()}:
-            raise AuditError(
+            raise ServiceError(
                 f"role: agent {registered.slug} may not use {role!r}.",
                 ErrorCode.ROLE_NOT_ALLOWED,
                 field="role",
             )
         if client.environment_id not in {e.pk for e in registered.environments.all()}:
-            raise AuditError(
+            raise ServiceError(
                 f"agent: {registered.slug} may not work in this environment.",
                 ErrorCode.ROLE_NOT_ALLOWED,
                 field="agent",
@@ -137,7 +137,7 @@ def session_open(
     existing = AgentSession.objects.filter(pk=id).first()
     if existing is not None:
         if existing.team_id != client.team_id or existing.environment_id != client.environment_id:
-            raise AuditConflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
+            raise Conflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
         return existing, False
     refused = state == SessionState.REFUSED
     registered = _check_identity(
@@ -153,24 +153,36 @@ def session_open(
         session, created = AgentSession.objects.get_or_create(
             pk=id,
             defaults={
-                "team_id": client.team_id, "environment_id": client.environment_id, "client": client,
-                "role": role, "read_only": read_only, "declared_large_data": declared_large_data,
-                "agent": label, "registered_agent": registered, "agent_auth": auth, "run_id": run_id,
-                "started_at": started_at or now, "bundle_version": bundle_version,
+                "team_id": client.team_id,
+                "environment_id": client.environment_id,
+                "client": client,
+                "role": role,
+                "read_only": read_only,
+                "declared_large_data": declared_large_data,
+                "agent": label,
+                "registered_agent": registered,
+                "agent_auth": auth,
+                "run_id": run_id,
+                "started_at": started_at or now,
+                "bundle_version": bundle_version,
                 "state": SessionState.REFUSED if refused else SessionState.ACTIVE,
                 "trigger": trigger if refused else None,
                 "gate_report": gate_report if refused else None,
                 "ended_at": (started_at or now) if refused else None,
                 "last_seen_at": now,
             },
-        )  # fmt: skip
+        )
         if created:
             state_change_record(
-                session=session, from_state="", to_state=SessionState.ACTIVE,
-                source=SessionStateChange.Source.GATEWAY, reason="Opened", at=session.started_at,
-            )  # fmt: skip
+                session=session,
+                from_state="",
+                to_state=SessionState.ACTIVE,
+                source=SessionStateChange.Source.GATEWAY,
+                reason="Opened",
+                at=session.started_at,
+            )
     if not created and (session.team_id != client.team_id or session.environment_id != client.environment_id):
-        raise AuditConflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
+        raise Conflict("This session id is already in use.", ErrorCode.SESSION_CONFLICT)
     return session, created
 
 
@@ -180,7 +192,7 @@ def _session_for_client(client, session_id, *, lock: bool = False) -> AgentSessi
     )
     session = (qs.select_for_update() if lock else qs).first()
     if session is None:
-        raise AuditNotFound("No such session for this enforcement client.")
+        raise NotFound("No such session for this enforcement client.")
     return session
 
 
@@ -195,11 +207,11 @@ def session_report_state(
 ) -> AgentSession:
     """The gateway reports a state change. It may halt, pause or end, never release itself."""
     if state not in SessionState.values:
-        raise AuditError(f"state: {state!r} is not one of {', '.join(SessionState.values)}.", field="state")
+        raise ServiceError(f"state: {state!r} is not one of {', '.join(SessionState.values)}.", field="state")
     if trigger is not None and trigger not in Trigger.values:
-        raise AuditError(f"trigger: unknown trigger {trigger!r}.", field="trigger")
+        raise ServiceError(f"trigger: unknown trigger {trigger!r}.", field="trigger")
     if state == SessionState.REFUSED:
-        raise AuditError(
+        raise ServiceError(
             "state: a session is refused when it is opened (POST /sessions/), not later.", field="state"
         )
     with transaction.atomic():
@@ -208,7 +220,7 @@ def session_report_state(
             # Refused at the gate: nothing ran, and the refusal stays what the reviewers see.
             if state == SessionState.ENDED:
                 return session
-            raise AuditConflict(
+            raise Conflict(
                 "The session was refused at the gate.", ErrorCode.SESSION_ENDED, state=session.state
             )
         now = timezone.now()
@@ -216,9 +228,9 @@ def session_report_state(
             if state == SessionState.ENDED:
                 _late_end_report(session, trigger=trigger, reason=reason, last_calls=last_calls, now=now)
                 return session
-            raise AuditConflict("The session has ended.", ErrorCode.SESSION_ENDED, state=session.state)
+            raise Conflict("The session has ended.", ErrorCode.SESSION_ENDED, state=session.state)
         if state == SessionState.ACTIVE and session.state in WAITING_STATES:
-            raise AuditConflict(
+            raise Conflict(
                 f"The session is {session.state}; only a person can let it continue.",
                 ErrorCode.NEEDS_RELEASE,
                 state=session.state,
@@ -246,14 +258,25 @@ def session_report_state(
         session.last_seen_at = now
         session.save(
             update_fields=[
-                "state", "trigger", "state_reason", "last_calls", "ended_at", "last_seen_at", "updated_at",
+                "state",
+                "trigger",
+                "state_reason",
+                "last_calls",
+                "ended_at",
+                "last_seen_at",
+                "updated_at",
             ]
-        )  # fmt: skip
+        )
         if previous != state or (trigger is not None and trigger != previous_trigger):
             state_change_record(
-                session=session, from_state=previous, to_state=state, trigger=trigger,
-                source=SessionStateChange.Source.GATEWAY, reason=reason, at=now,
-            )  # fmt: skip
+                session=session,
+                from_state=previous,
+                to_state=state,
+                trigger=trigger,
+                source=SessionStateChange.Source.GATEWAY,
+                reason=reason,
+                at=now,
+            )
         # A session's end seals its chain at once; other reports seal only if a seal is due.
         seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session
@@ -282,10 +305,14 @@ def _late_end_report(session: AgentSession, *, trigger, reason: str, last_calls,
         not history.filter(to_state=SessionState.ENDED, source=SessionStateChange.Source.GATEWAY).exists()
     ):
         state_change_record(
-            session=session, from_state=SessionState.ENDED, to_state=SessionState.ENDED, trigger=trigger,
-            source=SessionStateChange.Source.GATEWAY, reason="The gateway reported the end late"
-            + (f": {reason}" if reason else ""), at=now,
-        )  # fmt: skip
+            session=session,
+            from_state=SessionState.ENDED,
+            to_state=SessionState.ENDED,
+            trigger=trigger,
+            source=SessionStateChange.Source.GATEWAY,
+            reason="The gateway reported the end late" + (f": {reason}" if reason else ""),
+            at=now,
+        )
 
 
 SEEN_WRITE_EVERY = timedelta(seconds=30)
@@ -364,7 +391,7 @@ def _decide(*, session: AgentSession, reviewer, kind: str, reason: str, call_id:
 def _reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise AuditError("A reason is required.", ErrorCode.REASON_REQUIRED, field="reason")
+        raise ServiceError("A reason is required.", ErrorCode.REASON_REQUIRED, field="reason")
     return reason
 
 
@@ -411,14 +438,14 @@ def session_release(
     reason = _reason(reason)
     session = AgentSession.objects.select_for_update().select_related("environment").get(pk=session.pk)
     if session.state not in WAITING_STATES:
-        raise AuditConflict(
+        raise Conflict(
             f"The session is {session.state}, not halted or paused.",
             ErrorCode.NOT_WAITING,
             state=session.state,
         )
     flag = halting_flag_still_off(session)
     if flag and not flag_off_confirmed:
-        raise AuditConflict(
+        raise Conflict(
             f"Flag {flag} is still off in {session.environment.name}: released, the session halts again at "
             "its next call of that flag. Enable the flag first, or confirm the release.",
             ErrorCode.FLAG_STILL_OFF,
@@ -430,13 +457,19 @@ def session_release(
     session.state_reason = f"Released by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "control_version", "updated_at"])
     state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ACTIVE, source=SessionStateChange.Source.PERSON,
-        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ACTIVE,
+        source=SessionStateChange.Source.PERSON,
+        actor=reviewer,
+        decision=decision,
+        reason=reason,
+        at=decision.decided_at,
+    )
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_RELEASED,
         obj=session,
         summary=f"Session allowed to continue ({previous} → active): {reason}",
         changes={"state": [previous, SessionState.ACTIVE]},
@@ -452,7 +485,7 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     reason = _reason(reason)
     session = AgentSession.objects.select_for_update().get(pk=session.pk)
     if session.state == SessionState.ENDED:
-        raise AuditConflict("The session has already ended.", ErrorCode.SESSION_ENDED, state=session.state)
+        raise Conflict("The session has already ended.", ErrorCode.SESSION_ENDED, state=session.state)
     previous = session.state
     decision = _decide(session=session, reviewer=reviewer, kind=DecisionKind.END, reason=reason)
     session.state = SessionState.ENDED
@@ -460,13 +493,19 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     session.state_reason = f"Ended by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "ended_at", "control_version", "updated_at"])
     state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ENDED, source=SessionStateChange.Source.PERSON,
-        actor=reviewer, decision=decision, reason=reason, at=decision.decided_at,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ENDED,
+        source=SessionStateChange.Source.PERSON,
+        actor=reviewer,
+        decision=decision,
+        reason=reason,
+        at=decision.decided_at,
+    )
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_ENDED,
         obj=session,
         summary=f"Session ended by a reviewer ({previous} → ended): {reason}",
         changes={"state": [previous, SessionState.ENDED]},
@@ -483,18 +522,18 @@ def call_approval_decide(
     """Approve or deny one approval-required call the gateway holds back."""
     require_team_perm(reviewer, RELEASE_SESSION, session.team)
     if decision not in (DecisionKind.APPROVE, DecisionKind.DENY):
-        raise AuditError("decision: must be 'approve' or 'deny'.", field="decision")
+        raise ServiceError("decision: must be 'approve' or 'deny'.", field="decision")
     reason = _reason(reason)
     session = AgentSession.objects.select_for_update().get(pk=session.pk)
     pending = [p for p in session.pending_approvals if p.get("call_id") == call_id]
     if not pending:
-        raise AuditConflict(
+        raise Conflict(
             "No call of this session waits for approval with this call_id.",
             ErrorCode.NO_PENDING_APPROVAL,
             call_id=call_id,
         )
     if session.state == SessionState.ENDED:
-        raise AuditConflict("The session has ended.", ErrorCode.SESSION_ENDED, state=session.state)
+        raise Conflict("The session has ended.", ErrorCode.SESSION_ENDED, state=session.state)
     made = _decide(session=session, reviewer=reviewer, kind=decision, reason=reason, call_id=call_id)
     session.pending_approvals = [p for p in session.pending_approvals if p.get("call_id") != call_id]
     session.save(update_fields=["pending_approvals", "control_version", "updated_at"])
@@ -503,7 +542,9 @@ def call_approval_decide(
     change_record(
         team=session.team,
         actor=reviewer,
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.CALL_APPROVED
+        if decision == DecisionKind.APPROVE
+        else ChangeEventType.CALL_DENIED,
         obj=session,
         summary=f"Call {call.get('server')}.{call.get('tool')} ({call_id}) {verb}: {reason}",
     )
@@ -555,14 +596,19 @@ def session_end_stale(*, session_id, before: datetime) -> SessionStateChange | N
     session.save(update_fields=["state", "state_reason", "ended_at", "updated_at"])
     unknown = open_intents(session)
     change = state_change_record(
-        session=session, from_state=previous, to_state=SessionState.ENDED,
-        source=SessionStateChange.Source.PORTAL, reason=STALE_END_REASON, open_calls=unknown, at=now,
-    )  # fmt: skip
+        session=session,
+        from_state=previous,
+        to_state=SessionState.ENDED,
+        source=SessionStateChange.Source.PORTAL,
+        reason=STALE_END_REASON,
+        open_calls=unknown,
+        at=now,
+    )
     change_record(
         team=session.team,
         actor=None,
         actor_label="portal",
-        action=ChangeRecord.Action.ACTION,
+        event_type=ChangeEventType.SESSION_TIMED_OUT,
         obj=session,
         summary=f"Session ended ({previous} → ended): gateway stopped reporting"
         + (f"; {len(unknown)} call(s) with outcome unknown" if unknown else ""),

@@ -53,7 +53,8 @@ from audit.models import AuditEvent, AuditSink
 from audit.services.sinks import SYSLOG_APP, octet_frame, syslog_message, syslog_tcp_send
 from governance.services.netguard import address_refusal
 from governance.services.signing import _fernet as key_encryption  # one key-encryption key
-from portal.models import ChangeRecord, Team
+from portal.choices import ChangeEventType
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
 
@@ -463,10 +464,15 @@ def sink_deliver(*, sink_id: int, max_batches: int | None = None) -> DeliveryRes
             sink.next_attempt_at = None
             sink.save(
                 update_fields=[
-                    "cursor_xact", "cursor_id", "delivered_count", "last_delivered_at", "failures",
-                    "next_attempt_at", "updated_at",
+                    "cursor_xact",
+                    "cursor_id",
+                    "delivered_count",
+                    "last_delivered_at",
+                    "failures",
+                    "next_attempt_at",
+                    "updated_at",
                 ]
-            )  # fmt: skip
+            )
             delivered += len(events)
             if len(events) < batch_size:
                 return DeliveryResult(delivered, "caught_up")
@@ -479,9 +485,12 @@ def sink_test_send(*, sink: AuditSink, actor) -> str:
     from audit.models import AgentSession
 
     session = AgentSession(
-        id="00000000-0000-4000-8000-000000000000", team=sink.team, role="test", agent="mcpgov-test-send",
+        id="00000000-0000-4000-8000-000000000000",
+        team=sink.team,
+        role="test",
+        agent="mcpgov-test-send",
         started_at=timezone.now(),
-    )  # fmt: skip
+    )
     session.environment = sink.team.environments.first()
     if session.environment is None:
         from governance.models import Environment
@@ -489,10 +498,20 @@ def sink_test_send(*, sink: AuditSink, actor) -> str:
         session.environment = Environment(name="test", team=sink.team)
     now = timezone.now()
     event = AuditEvent(
-        id=0, session=session, seq=0, call_id="test-send", phase=Phase.RESULT, ts=now, server="mcpgov",
-        tool="test_send", status=CallStatus.SUCCESS, result_summary="Test event from the portal",
-        prev_hash="0" * 64, hash="0" * 64, received_at=now,
-    )  # fmt: skip
+        id=0,
+        session=session,
+        seq=0,
+        call_id="test-send",
+        phase=Phase.RESULT,
+        ts=now,
+        server="mcpgov",
+        tool="test_send",
+        status=CallStatus.SUCCESS,
+        result_summary="Test event from the portal",
+        prev_hash="0" * 64,
+        hash="0" * 64,
+        received_at=now,
+    )
     try:
         _send(sink, [event])
     except DeliveryError as exc:
@@ -577,10 +596,13 @@ def sink_create(*, team: Team, actor, secret: str = "", from_start: bool = False
     sink.cursor_xact, sink.cursor_id = (-1, 0) if from_start else _start_cursor(team.pk)
     sink.save()
     change_record(
-        team=team, actor=actor, action=ChangeRecord.Action.CREATE, obj=sink,
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.SINK_CREATED,
+        obj=sink,
         summary=f"Audit sink {sink.name} created: {sink.target}, {sink.format}"
         + (", from the start of the trail" if from_start else ""),
-    )  # fmt: skip
+    )
     return sink
 
 
@@ -610,7 +632,7 @@ def sink_update(
         change_record(
             team=sink.team,
             actor=actor,
-            action=ChangeRecord.Action.UPDATE,
+            event_type=ChangeEventType.SINK_UPDATED,
             obj=sink,
             summary=f"Audit sink {sink.name} changed: {', '.join(sorted(changes))}",
             changes=changes,
@@ -624,9 +646,12 @@ def sink_update(
 def sink_delete(*, sink: AuditSink, actor) -> None:
     require_team_perm(actor, MANAGE_CLIENTS, sink.team)
     change_record(
-        team=sink.team, actor=actor, action=ChangeRecord.Action.DELETE, obj=sink,
+        team=sink.team,
+        actor=actor,
+        event_type=ChangeEventType.SINK_DELETED,
+        obj=sink,
         summary=f"Audit sink {sink.name} deleted",
-    )  # fmt: skip
+    )
     sink.delete()
 
 

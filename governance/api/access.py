@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from governance.choices import AccessRequestStatus
+from governance.filtersets import AccessRequestFilterSet
 from governance.models import AccessRequest, AccessReview, AgentRole, Environment, McpServer
 from governance.services import access as services
 from portal.middleware import SESSION_KEY
@@ -123,21 +124,15 @@ class AccessRequestViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vie
     """
 
     serializer_class = AccessRequestSerializer
+    filterset_class = AccessRequestFilterSet
 
     def get_queryset(self):
-        qs = (
+        return (
             AccessRequest.objects.restrict(self.request.user, VIEW)
             .select_related("team", "requester", "environment", "role", "revoked_by")
             .prefetch_related("servers", "reviews__reviewer")
+            .order_by("-created_at", "-pk")
         )
-        params = self.request.query_params
-        if params.get("status"):
-            qs = qs.filter(status=params["status"])
-        if params.get("team"):
-            qs = qs.filter(team__slug=params["team"])
-        if params.get("mine") in ("1", "true", "yes"):
-            qs = qs.filter(requester=self.request.user)
-        return qs.order_by("-created_at", "-pk")
 
     def _respond(self, obj, code=status.HTTP_200_OK) -> Response:
         obj = self.get_queryset().get(pk=obj.pk)

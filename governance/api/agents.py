@@ -18,6 +18,7 @@ from governance.api.authentication import ClientTokenAuthentication, IsEnforceme
 from governance.models import Agent, AgentRole, Environment
 from governance.services import agents as agent_services
 from portal.api import TeamField
+from portal.filtersets import TeamFilterSet
 from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, has_team_perm
 
@@ -39,9 +40,19 @@ class AgentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Agent
         fields = [
-            "id", "team", "name", "slug", "roles", "environments", "client_id", "grant", "public",
-            "redirect_uris", "revoked", "created_at",
-        ]  # fmt: skip
+            "id",
+            "team",
+            "name",
+            "slug",
+            "roles",
+            "environments",
+            "client_id",
+            "grant",
+            "public",
+            "redirect_uris",
+            "revoked",
+            "created_at",
+        ]
         read_only_fields = ["id", "created_at"]
 
     def get_revoked(self, obj) -> bool:
@@ -78,14 +89,14 @@ class AgentViewSet(
     serializer_class = AgentSerializer
     permission_classes = [IsAuthenticated]
 
+    filterset_class = TeamFilterSet
+
     def get_queryset(self):
-        qs = (
+        return (
             Agent.objects.restrict(self.request.user)
             .select_related("team", "application")
             .prefetch_related("roles", "environments")
         )
-        team = self.request.query_params.get("team")
-        return qs.filter(team__slug=team) if team else qs
 
     def _require_manage(self, team: Team) -> None:
         if not has_team_perm(self.request.user, MANAGE_CLIENTS, team):
@@ -100,9 +111,16 @@ class AgentViewSet(
         roles, envs = _resolve(team, data["roles"], data["environments"])
         try:
             issued = agent_services.agent_create(
-                team=team, name=data["name"], slug=data["slug"], roles=roles, environments=envs,
-                grant=data["grant"], public=data["public"], redirect_uris=data["redirect_uris"], actor=request.user,
-            )  # fmt: skip
+                team=team,
+                name=data["name"],
+                slug=data["slug"],
+                roles=roles,
+                environments=envs,
+                grant=data["grant"],
+                public=data["public"],
+                redirect_uris=data["redirect_uris"],
+                actor=request.user,
+            )
         except DjangoValidationError as exc:
             raise _drf(exc) from None
         body = AgentSerializer(self.get_queryset().get(pk=issued.agent.pk)).data

@@ -94,25 +94,21 @@ async def _shared_read(key: tuple[str, object], fn, *args, fresh_since: float):
     return flight.started, await asyncio.shield(flight.task)
 
 
-def _drop_bundle(channel: str, token) -> None:
+def drop_cached_bundle(channel: str, token) -> None:
+    """Listener (registered in GovernanceConfig.ready): a new bundle version empties its cache entry."""
     tail = channel[len(bundle_service.CHANNEL_PREFIX) :]
     if tail.isdigit():
         _bundles.pop(int(tail), None)
 
 
-realtime.add_listener(bundle_service.CHANNEL_PREFIX, _drop_bundle)
-
-
-def _drop_client(channel: str, token) -> None:
+def drop_cached_client(channel: str, token) -> None:
+    """Listener (registered in GovernanceConfig.ready): a revoked or changed client is authenticated afresh."""
     tail = channel[len(CLIENT_CHANNEL_PREFIX) :]
     if tail.isdigit():
         client_id = int(tail)
         for key, (_at, result) in list(_clients.items()):
             if isinstance(result, EnforcementClient) and result.pk == client_id:
                 _clients.pop(key, None)
-
-
-realtime.add_listener(CLIENT_CHANNEL_PREFIX, _drop_client)
 
 
 async def _db(fn, /, *args, **kwargs):

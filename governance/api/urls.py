@@ -7,6 +7,7 @@ from governance.api import views
 from governance.api.access import AccessRequestViewSet
 from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
+from governance.api.history import ChangeRecordViewSet
 from governance.api.tool_reports import ToolReportView
 
 app_name = "governance-api"
@@ -23,6 +24,7 @@ router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trig
 # Production-access requests (people, session auth) — governance/api/access.py.
 router.register("access-requests", AccessRequestViewSet, basename="access-request")
 router.register("agents", AgentViewSet, basename="agent")
+router.register("changes", ChangeRecordViewSet, basename="change")  # the change history (read-only)
 
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from governance.api import serializers as s
 from governance.choices import DEFAULT_PRODUCTION_URL_WORDS
+from governance.filtersets import BindingFilterSet, ToolFilterSet
 from governance.models import (
     AgentRole,
     Environment,
@@ -35,30 +36,24 @@ from governance.services import roles as role_services
 from governance.services import servers as server_services
 from governance.services.signing import jwks_document
 from portal.api import TeamPermission
+from portal.filtersets import TeamFilterSet
 from portal.models import Team
 from portal.permissions import VIEW, teams_for_user
 
-TEAM_PARAM = OpenApiParameter("team", str, description="Only objects of this team (slug).")
-
 
 class TeamScopedViewSet(viewsets.ModelViewSet):
-    """CRUD on one team-owned model; subclasses name the services in perform_*."""
+    """CRUD on one team-owned model; subclasses name the services in perform_*. `?team=<slug>` filters."""
 
     permission_classes = [IsAuthenticated, TeamPermission]
-    team_lookup = "team__slug"
+    filterset_class = TeamFilterSet
 
     def base_queryset(self):
         raise NotImplementedError
 
     def get_queryset(self):
-        queryset = self.base_queryset()
-        team = self.request.query_params.get("team")
-        if team:
-            queryset = queryset.filter(**{self.team_lookup: team})
-        return queryset
+        return self.base_queryset()
 
 
-@extend_schema(parameters=[TEAM_PARAM])
 class ServerViewSet(TeamScopedViewSet):
     """MCP servers of the catalogue, with their tools (read-only here; see /tools/)."""
 
@@ -103,18 +98,9 @@ class ServerViewSet(TeamScopedViewSet):
     @action(detail=True, methods=["post"])
     def discover(self, request, pk=None):
         server = self.get_object()  # POST: change_policy on the server's team (TeamPermission)
-        try:
-            report = discovery.server_discover_tools(server=server, actor=request.user)
-        except discovery.DiscoveryRefused as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
-        except discovery.DiscoveryError as exc:
-            return Response({"detail": str(exc), "code": exc.code}, status=status.HTTP_502_BAD_GATEWAY)
-        return Response(report)
+        return Response(discovery.server_discover_tools(server=server, actor=request.user))
 
 
-@extend_schema(
-    parameters=[TEAM_PARAM, OpenApiParameter("server", int, description="Only this server's tools.")]
-)
 class ToolViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
 ):
@@ -122,15 +108,10 @@ class ToolViewSet(
 
     permission_classes = [IsAuthenticated, TeamPermission]
     serializer_class = s.ToolSerializer
+    filterset_class = ToolFilterSet
 
     def get_queryset(self):
-        queryset = McpTool.objects.restrict(self.request.user).select_related("server__team")
-        params = self.request.query_params
-        if params.get("team"):
-            queryset = queryset.filter(server__team__slug=params["team"])
-        if params.get("server", "").isdigit():
-            queryset = queryset.filter(server_id=int(params["server"]))
-        return queryset
+        return McpTool.objects.restrict(self.request.user).select_related("server__team")
 
     def get_object_team(self, tool):
         return tool.server.team
@@ -144,7 +125,6 @@ class ToolViewSet(
         return Response(s.ToolSerializer(tool, context=self.get_serializer_context()).data)
 
 
-@extend_schema(parameters=[TEAM_PARAM])
 class RoleViewSet(TeamScopedViewSet):
     """Agent roles with their allowed and forbidden servers (default deny)."""
 
@@ -209,7 +189,6 @@ class RoleViewSet(TeamScopedViewSet):
         return Response(self._fresh(role))
 
 
-@extend_schema(parameters=[TEAM_PARAM])
 class EnvironmentViewSet(TeamScopedViewSet):
     """Environments, their forbidden patterns and whether access needs authorization."""
 
@@ -237,21 +216,14 @@ class EnvironmentViewSet(TeamScopedViewSet):
         environment_services.environment_delete(environment=instance, actor=self.request.user)
 
 
-@extend_schema(
-    parameters=[TEAM_PARAM, OpenApiParameter("environment", int, description="Only this environment.")]
-)
 class BindingViewSet(TeamScopedViewSet):
     """Which servers an environment allows, pointing where, read-only or read-write."""
 
     serializer_class = s.BindingSerializer
-    team_lookup = "environment__team__slug"
+    filterset_class = BindingFilterSet
 
     def base_queryset(self):
-        queryset = ServerBinding.objects.restrict(self.request.user).select_related(
-            "environment__team", "server"
-        )
-        env = self.request.query_params.get("environment", "")
-        return queryset.filter(environment_id=int(env)) if env.isdigit() else queryset
+        return ServerBinding.objects.restrict(self.request.user).select_related("environment__team", "server")
 
     def get_object_team(self, binding):
         return binding.environment.team
@@ -275,7 +247,6 @@ class BindingViewSet(TeamScopedViewSet):
         environment_services.binding_delete(binding=instance, actor=self.request.user)
 
 
-@extend_schema(parameters=[TEAM_PARAM])
 class ServerRateLimitViewSet(TeamScopedViewSet):
     """Per-server rate limits (hard stops, enforced before the call)."""
 

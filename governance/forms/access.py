@@ -29,9 +29,10 @@ class AccessRequestForm(forms.Form):
         help_text="The role whose agents get the access.",
     )
     servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(), widget=forms.CheckboxSelectMultiple,
+        queryset=McpServer.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
         help_text="Only servers on the role's allowlist can be granted.",
-    )  # fmt: skip
+    )
     starts_at = forms.DateTimeField(
         label="Start (UTC)", widget=UtcDateTimeInput(), input_formats=[DATETIME_INPUT]
     )

@@ -25,9 +25,10 @@ class FlagForm(forms.Form):
 
 class FlagDisableForm(forms.Form):
     reason = forms.CharField(
-        max_length=500, widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Every agent the flag stops sees this reason.",
-    )  # fmt: skip
+    )
 
 
 class FlagEnableForm(forms.Form):

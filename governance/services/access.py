@@ -18,8 +18,9 @@ from django.utils import timezone
 from governance.choices import AccessRequestStatus, RuleKind
 from governance.models import AccessRequest, AccessReview, AgentRole, Environment, McpServer
 from governance.services import notifications
-from governance.services.common import Action, policy_changed
+from governance.services.common import policy_changed
 from governance.services.flags import bundles_publish_now
+from portal.choices import ChangeEventType
 from portal.models import MAX_ACCESS_WINDOW_HOURS, Team
 from portal.permissions import REQUEST_ACCESS, REVIEW_ACCESS, require_team_perm
 from portal.services import change_record
@@ -138,7 +139,7 @@ def access_request_create(
     change_record(
         team=team,
         actor=requester,
-        action=Action.CREATE,
+        event_type=ChangeEventType.ACCESS_REQUESTED,
         obj=access_request,
         summary=f"{requester.get_username()} requested {environment.name} access for {role.name} to "
         f"{_servers_label(servers)}: {access_request.reason}",
@@ -185,7 +186,7 @@ def access_request_approve(*, access_request: AccessRequest, reviewer, reason: s
     change_record(
         team=access_request.team,
         actor=reviewer,
-        action=Action.ACTION,
+        event_type=ChangeEventType.ACCESS_APPROVED,
         obj=access_request,
         summary=(
             f"Approved ({approvals} of {access_request.approvals_required})"
@@ -223,7 +224,7 @@ def access_request_deny(*, access_request: AccessRequest, reviewer, reason: str)
     change_record(
         team=access_request.team,
         actor=reviewer,
-        action=Action.ACTION,
+        event_type=ChangeEventType.ACCESS_DENIED,
         obj=access_request,
         summary=f"Denied: {reason}",
         changes={"status": [Status.PENDING, Status.DENIED]},
@@ -253,7 +254,7 @@ def access_request_revoke(*, access_request: AccessRequest, reviewer, reason: st
     change_record(
         team=access_request.team,
         actor=reviewer,
-        action=Action.ACTION,
+        event_type=ChangeEventType.ACCESS_REVOKED,
         obj=access_request,
         summary=f"Revoked: {reason}",
         changes={"status": [Status.APPROVED, Status.REVOKED]},
@@ -279,7 +280,7 @@ def access_request_cancel(*, access_request: AccessRequest, requester, reason: s
     change_record(
         team=access_request.team,
         actor=requester,
-        action=Action.ACTION,
+        event_type=ChangeEventType.ACCESS_CANCELLED,
         obj=access_request,
         summary="Cancelled by the requester" + (f": {reason}" if reason else ""),
         changes={"status": [was, Status.CANCELLED]},
@@ -318,7 +319,7 @@ def access_requests_expire(*, now: datetime | None = None) -> int:
             change_record(
                 team=access_request.team,
                 actor_label="expiry task",
-                action=Action.ACTION,
+                event_type=ChangeEventType.ACCESS_EXPIRED,
                 obj=access_request,
                 summary=f"Expired ({what})",
                 changes={"status": [was, Status.EXPIRED]},

@@ -6,7 +6,6 @@ Revoking an agent, one of its keys or one of its access tokens republishes the t
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import urllib.parse
 from collections.abc import Iterable
@@ -19,12 +18,15 @@ from django.utils import timezone
 from oauth2_provider.models import Application
 
 from governance.models import Agent, AgentApiKey, AgentRevokedToken, AgentRole, Environment
+from governance.services.common import token_issue, token_sha256
 from governance.services.flags import bundles_publish_now
-from portal.models import ChangeRecord, Team
+from mcpgov.identity import API_KEY_PREFIX
+from portal.choices import ChangeEventType
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
 
-API_KEY_PREFIX = "mcpgov_agent_"
+API_KEY_MARKER = API_KEY_PREFIX.removesuffix("_")  # the gateway tells keys by the prefix
 
 # The two kinds of OAuth client an agent can be.
 GRANT_CLIENT_CREDENTIALS = "client_credentials"  # headless, confidential
@@ -44,8 +46,7 @@ class IssuedApiKey:
     key: str  # shown once
 
 
-def api_key_sha256(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+api_key_sha256 = token_sha256  # what the bundle lists of each key
 
 
 # RFC 8252 §7.3: a native app's loopback redirect is plain http to an IP literal (its port chosen at
@@ -135,7 +136,7 @@ def agent_create(
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.AGENT_CREATED,
         obj=agent,
         summary=f"Agent {slug} registered (roles {', '.join(sorted(r.name for r in roles))})",
     )
@@ -158,7 +159,7 @@ def agent_update(
     change_record(
         team=agent.team,
         actor=actor,
-        action=ChangeRecord.Action.UPDATE,
+        event_type=ChangeEventType.AGENT_UPDATED,
         obj=agent,
         summary=f"Agent {agent.slug} bindings changed",
     )
@@ -183,7 +184,7 @@ def agent_revoke(*, agent: Agent, actor=None) -> Agent:
         change_record(
             team=agent.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.AGENT_REVOKED,
             obj=agent,
             summary=f"Agent {agent.slug} revoked",
         )
@@ -197,18 +198,18 @@ def agent_api_key_create(*, agent: Agent, actor=None) -> IssuedApiKey:
         require_team_perm(actor, MANAGE_CLIENTS, agent.team)
     if agent.is_revoked:
         raise ValidationError("The agent is revoked.")
-    prefix = secrets.token_hex(6)
-    key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    row = AgentApiKey.objects.create(agent=agent, prefix=prefix, key_hash=api_key_sha256(key))
+    new = token_issue(API_KEY_MARKER)
+    prefix = new.prefix
+    row = AgentApiKey.objects.create(agent=agent, prefix=prefix, key_hash=new.sha256)
     change_record(
         team=agent.team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.AGENT_KEY_ISSUED,
         obj=agent,
         summary=f"API key {prefix} issued for agent {agent.slug}",
     )
     bundles_publish_now(team=agent.team, environments=None, reason=f"agent {agent.slug} key issued")
-    return IssuedApiKey(api_key=row, key=key)
+    return IssuedApiKey(api_key=row, key=new.token)
 
 
 @transaction.atomic
@@ -222,7 +223,7 @@ def agent_api_key_revoke(*, api_key: AgentApiKey, actor=None) -> AgentApiKey:
         change_record(
             team=agent.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.AGENT_KEY_REVOKED,
             obj=agent,
             summary=f"API key {api_key.prefix} of agent {agent.slug} revoked",
         )

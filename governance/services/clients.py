@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,8 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import AgentRole, EnforcementClient, Environment
+from governance.services.common import token_issue, token_sha256
 from portal import realtime
-from portal.models import ChangeRecord, Team
+from portal.choices import ChangeEventType
+from portal.errors import Unauthenticated
+from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record, real_user
 
@@ -49,16 +50,8 @@ class IssuedClient:
     token: str  # shown once; only its hash is stored
 
 
-class TokenError(Exception):
-    """A token that does not authenticate. `code` is the machine-readable reason."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+class TokenError(Unauthenticated):
+    """A token that does not authenticate (401). `code` is the machine-readable reason."""
 
 
 def _parse(token: str) -> tuple[str, str] | None:
@@ -89,14 +82,13 @@ def client_create(
         raise ValidationError({"environment": "The environment belongs to another team."})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
-    prefix = secrets.token_hex(6)
-    token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    new = token_issue(TOKEN_PREFIX)
     client = EnforcementClient(
         team=team,
         environment=environment,
         name=name,
-        token_prefix=prefix,
-        token_hash=_hash(token),
+        token_prefix=new.prefix,
+        token_hash=new.sha256,
         created_by=real_user(actor),
         expires_at=expires_at,
     )
@@ -110,11 +102,11 @@ def client_create(
     change_record(
         team=team,
         actor=actor,
-        action=ChangeRecord.Action.CREATE,
+        event_type=ChangeEventType.CLIENT_CREATED,
         obj=client,
         summary=f"Enforcement client {name} registered for {environment.name}",
     )
-    return IssuedClient(client=client, token=token)
+    return IssuedClient(client=client, token=new.token)
 
 
 @transaction.atomic
@@ -127,7 +119,7 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
         change_record(
             team=client.team,
             actor=actor,
-            action=ChangeRecord.Action.ACTION,
+            event_type=ChangeEventType.CLIENT_REVOKED,
             obj=client,
             summary=f"Enforcement client {client.name} revoked",
         )
@@ -148,7 +140,7 @@ def client_authenticate(token: str, *, allow_revoked: bool = False) -> Enforceme
     client = (
         EnforcementClient.objects.select_related("team", "environment").filter(token_prefix=parsed[0]).first()
     )
-    if client is None or not hmac.compare_digest(client.token_hash, _hash(token)):
+    if client is None or not hmac.compare_digest(client.token_hash, token_sha256(token)):
         raise TokenError("Unknown enforcement-client token.", "token_invalid")
     if client.revoked_at is not None and not allow_revoked:
         raise TokenError("This enforcement-client token has been revoked.", "token_revoked")

@@ -34,6 +34,7 @@ from governance.services import netguard, sandbox
 from governance.services.common import check_policy_perm
 from governance.services.servers import server_tools_record
 from mcpgov.discover import ToolListError, collect_tools, tool_definition
+from portal.errors import UpstreamFailed
 
 log = logging.getLogger("governance.discovery")
 STDERR_TAIL = 2000  # logged on the portal host, never shown on the page
@@ -46,16 +47,17 @@ STDIO_REFUSED = (
 )
 
 
-class DiscoveryError(Exception):
-    """The server could not be asked for its tools; nothing was written."""
+class DiscoveryError(UpstreamFailed):
+    """The server could not be asked for its tools (502); nothing was written."""
 
-    code = "discovery_failed"
+    default_code = "discovery_failed"
 
 
 class DiscoveryRefused(DiscoveryError):
-    """The portal does not connect to this server (a stdio command, or a refused address)."""
+    """The portal does not connect to this server (400: a stdio command, or a refused address)."""
 
-    code = "discovery_refused"
+    status = 400
+    default_code = "discovery_refused"
 
 
 def stdio_discovery_enabled() -> bool:

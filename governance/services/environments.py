@@ -9,7 +9,8 @@ from django.db import transaction
 
 from governance.choices import PRODUCTION
 from governance.models import Environment, McpServer, ServerBinding
-from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
@@ -54,7 +55,11 @@ def environment_create(*, team: Team, actor=None, **data: Any) -> Environment:
     _guard_production(env)
     save_validated(env)
     change_record(
-        team=team, actor=actor, action=Action.CREATE, obj=env, summary=f"Environment {env.name} added"
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.ENVIRONMENT_CREATED,
+        obj=env,
+        summary=f"Environment {env.name} added",
     )
     policy_changed(team=team, reason=f"environment {env.name} added")
     return env
@@ -68,7 +73,11 @@ def environment_update(*, environment: Environment, actor=None, **data: Any) -> 
     if changes:
         save_validated(environment)
         change_record(
-            team=environment.team, actor=actor, action=Action.UPDATE, obj=environment, changes=changes
+            team=environment.team,
+            actor=actor,
+            event_type=ChangeEventType.ENVIRONMENT_UPDATED,
+            obj=environment,
+            changes=changes,
         )
         policy_changed(team=environment.team, reason=f"environment {environment.name} changed")
     return environment
@@ -80,7 +89,7 @@ def environment_delete(*, environment: Environment, actor=None) -> None:
     if environment.is_production:
         raise ValidationError("The production environment cannot be deleted.")
     team = environment.team
-    change_record(team=team, actor=actor, action=Action.DELETE, obj=environment)
+    change_record(team=team, actor=actor, event_type=ChangeEventType.ENVIRONMENT_DELETED, obj=environment)
     environment.delete()
     policy_changed(team=team, reason=f"environment {environment.name} removed")
 
@@ -101,7 +110,7 @@ def binding_set(*, environment: Environment, server: McpServer, actor=None, **da
         change_record(
             team=environment.team,
             actor=actor,
-            action=Action.CREATE if created else Action.UPDATE,
+            event_type=ChangeEventType.BINDING_CREATED if created else ChangeEventType.BINDING_UPDATED,
             obj=binding,
             summary=f"{server.slug} bound in {environment.name} ({binding.permission})",
             changes=changes,
@@ -117,7 +126,7 @@ def binding_delete(*, binding: ServerBinding, actor=None) -> None:
     change_record(
         team=env.team,
         actor=actor,
-        action=Action.DELETE,
+        event_type=ChangeEventType.BINDING_DELETED,
         obj=binding,
         summary=f"{binding.server.slug} unbound from {env.name}",
     )

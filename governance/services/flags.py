@@ -19,9 +19,10 @@ from django.db.models import Count, Max
 from governance.choices import Capability
 from governance.models import Environment, Flag, FlagState, McpServer
 from governance.models.flags import validate_constraints
-from governance.services.common import Action, check_policy_perm, save_validated
+from governance.services.common import check_policy_perm, save_validated
 from mcpgov.bundle import FLAG_CONTEXT_NAMES
 from portal import realtime
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.permissions import TOGGLE_FLAGS, require_team_perm
 from portal.services import change_record, real_user
@@ -150,7 +151,7 @@ def flag_create(
     change_record(
         team=team,
         actor=actor,
-        action=Action.CREATE,
+        event_type=ChangeEventType.FLAG_CREATED,
         obj=flag,
         summary=f"Flag {name} added for {server.slug} ({capability} calls)",
     )
@@ -163,7 +164,13 @@ def flag_delete(*, flag: Flag, actor=None) -> None:
     check_policy_perm(actor, flag.team)
     team, name = flag.team, flag.name
     environments = list(Environment.objects.filter(team=team))
-    change_record(team=team, actor=actor, action=Action.DELETE, obj=flag, summary=f"Flag {name} removed")
+    change_record(
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.FLAG_DELETED,
+        obj=flag,
+        summary=f"Flag {name} removed",
+    )
     flag.delete()
     flags_changed(team, environments, f"flag {name} removed")
 
@@ -210,11 +217,15 @@ def flag_state_apply(
     state.changed_by = real_user(actor)
     save_validated(state)
     verb = ("disabled" if not enabled else "enabled") if "enabled" in changes else "constraints changed"
+    if "enabled" in changes:
+        event_type = ChangeEventType.FLAG_ENABLED if enabled else ChangeEventType.FLAG_DISABLED
+    else:
+        event_type = ChangeEventType.FLAG_CONSTRAINTS_CHANGED
     change_record(
         team=flag.team,
         actor=actor,
         actor_label=actor_label,
-        action=Action.UPDATE,
+        event_type=event_type,
         obj=state,
         summary=f"Flag {flag.name} {verb} in {environment.name}" + (f": {reason}" if reason else ""),
         changes=changes,

@@ -7,7 +7,8 @@ from typing import Any
 from django.db import transaction
 
 from governance.models import GlobalRateLimit, McpServer, ServerRateLimit, TriggerSettings
-from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
@@ -22,7 +23,13 @@ def global_limits_set(*, team: Team, actor=None, **data: Any) -> GlobalRateLimit
     changes = apply_fields(limits, {k: data[k] for k in GLOBAL_FIELDS if k in data})
     if changes or created:
         save_validated(limits)
-        change_record(team=team, actor=actor, action=Action.UPDATE, obj=limits, changes=changes)
+        change_record(
+            team=team,
+            actor=actor,
+            event_type=ChangeEventType.GLOBAL_LIMITS_UPDATED,
+            obj=limits,
+            changes=changes,
+        )
         policy_changed(team=team, reason="global rate limits changed")
     return limits
 
@@ -40,7 +47,9 @@ def server_limits_set(*, team: Team, server: McpServer, actor=None, **data: Any)
         change_record(
             team=team,
             actor=actor,
-            action=Action.CREATE if created else Action.UPDATE,
+            event_type=ChangeEventType.SERVER_LIMITS_CREATED
+            if created
+            else ChangeEventType.SERVER_LIMITS_UPDATED,
             obj=limits,
             changes=changes,
         )
@@ -51,7 +60,7 @@ def server_limits_set(*, team: Team, server: McpServer, actor=None, **data: Any)
 @transaction.atomic
 def server_limits_delete(*, limits: ServerRateLimit, actor=None) -> None:
     check_policy_perm(actor, limits.team)
-    change_record(team=limits.team, actor=actor, action=Action.DELETE, obj=limits)
+    change_record(team=limits.team, actor=actor, event_type=ChangeEventType.SERVER_LIMITS_DELETED, obj=limits)
     limits.delete()
     policy_changed(team=limits.team, reason=f"rate limits of {limits.server.slug} removed")
 
@@ -63,6 +72,12 @@ def trigger_settings_set(*, team: Team, actor=None, **data: Any) -> TriggerSetti
     changes = apply_fields(settings_, {k: data[k] for k in TRIGGER_FIELDS if k in data})
     if changes:
         save_validated(settings_)
-        change_record(team=team, actor=actor, action=Action.UPDATE, obj=settings_, changes=changes)
+        change_record(
+            team=team,
+            actor=actor,
+            event_type=ChangeEventType.TRIGGER_SETTINGS_UPDATED,
+            obj=settings_,
+            changes=changes,
+        )
         policy_changed(team=team, reason="trigger settings changed")
     return settings_

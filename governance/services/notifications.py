@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from portal.choices import ChangeEventType
 from portal.models import Membership, Team
 from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
 
@@ -157,19 +158,25 @@ def stale_clients_notify(*, now: datetime | None = None, minutes: int | None = N
         by_team: dict[int, list] = {}
         for client in quiet:
             already = ChangeRecord.objects.filter(
-                team_id=client.team_id, object_type=client._meta.verbose_name, object_id=str(client.pk),
-                summary__startswith=STALE_SUMMARY, created_at__gte=client.last_seen_at,
-            ).exists()  # fmt: skip
+                team_id=client.team_id,
+                object_type=client._meta.verbose_name,
+                object_id=str(client.pk),
+                summary__startswith=STALE_SUMMARY,
+                created_at__gte=client.last_seen_at,
+            ).exists()
             if not already:
                 by_team.setdefault(client.team_id, []).append(client)
         for clients in by_team.values():
             team = clients[0].team
             for client in clients:
                 change_record(
-                    team=team, actor_label="stale-gateway check", action=ChangeRecord.Action.ACTION, obj=client,
+                    team=team,
+                    actor_label="stale-gateway check",
+                    event_type=ChangeEventType.CLIENT_STALE,
+                    obj=client,
                     summary=f"{STALE_SUMMARY}: not seen for {minutes} minutes (last seen "
                     f"{client.last_seen_at:%Y-%m-%d %H:%M} UTC); reviewers emailed",
-                )  # fmt: skip
+                )
             stale_clients(team, clients, minutes=minutes)
             reported += len(clients)
     return reported

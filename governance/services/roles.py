@@ -9,7 +9,8 @@ from django.db import transaction
 
 from governance.choices import RuleKind
 from governance.models import AgentRole, McpServer, RoleServerRule
-from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
@@ -19,7 +20,13 @@ def role_create(*, team: Team, name: str, description: str = "", actor=None) -> 
     check_policy_perm(actor, team)
     role = AgentRole(team=team, name=name, description=description)
     save_validated(role)
-    change_record(team=team, actor=actor, action=Action.CREATE, obj=role, summary=f"Role {name} added")
+    change_record(
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.ROLE_CREATED,
+        obj=role,
+        summary=f"Role {name} added",
+    )
     policy_changed(team=team, reason=f"role {name} added")
     return role
 
@@ -30,7 +37,9 @@ def role_update(*, role: AgentRole, actor=None, **data: Any) -> AgentRole:
     changes = apply_fields(role, {k: v for k, v in data.items() if k in ("name", "description")})
     if changes:
         save_validated(role)
-        change_record(team=role.team, actor=actor, action=Action.UPDATE, obj=role, changes=changes)
+        change_record(
+            team=role.team, actor=actor, event_type=ChangeEventType.ROLE_UPDATED, obj=role, changes=changes
+        )
         policy_changed(team=role.team, reason=f"role {role.name} changed")
     return role
 
@@ -39,7 +48,13 @@ def role_update(*, role: AgentRole, actor=None, **data: Any) -> AgentRole:
 def role_delete(*, role: AgentRole, actor=None) -> None:
     check_policy_perm(actor, role.team)
     team = role.team
-    change_record(team=team, actor=actor, action=Action.DELETE, obj=role, summary=f"Role {role.name} removed")
+    change_record(
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.ROLE_DELETED,
+        obj=role,
+        summary=f"Role {role.name} removed",
+    )
     role.delete()
     policy_changed(team=team, reason=f"role {role.name} removed")
 
@@ -68,7 +83,7 @@ def role_server_add(*, role: AgentRole, server: McpServer, kind: str, actor=None
     change_record(
         team=role.team,
         actor=actor,
-        action=Action.UPDATE,
+        event_type=ChangeEventType.ROLE_SERVER_ADDED,
         obj=role,
         summary=f"{server.slug} added to {kind} servers of {role.name}",
         changes={f"{kind}_servers": [None, server.slug]},
@@ -85,7 +100,7 @@ def role_server_remove(*, rule: RoleServerRule, actor=None) -> None:
     change_record(
         team=role.team,
         actor=actor,
-        action=Action.UPDATE,
+        event_type=ChangeEventType.ROLE_SERVER_REMOVED,
         obj=role,
         summary=f"{server.slug} removed from {kind} servers of {role.name}",
         changes={f"{kind}_servers": [server.slug, None]},

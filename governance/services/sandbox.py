@@ -109,9 +109,15 @@ def bwrap_argv(command: str, args: list[str], *, timeout: float) -> list[str]:
     if _privileged():
         identity = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         drop = [
-            "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-        ]  # fmt: skip
+            "/usr/bin/setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
     else:
         identity = ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--disable-userns"]
         drop = []
@@ -119,10 +125,17 @@ def bwrap_argv(command: str, args: list[str], *, timeout: float) -> list[str]:
     cpu = int(getattr(settings, "MCPGOV_SANDBOX_CPU_SECONDS", 30))
     wall = max(1, int(timeout + WALL_SLACK_SECONDS))
     limits = [
-        "/usr/bin/prlimit", f"--as={memory}", f"--cpu={cpu}", f"--nofile={MAX_OPEN_FILES}",
-        f"--fsize={MAX_FILE_BYTES}", "--core=0", "--",
-        "/usr/bin/timeout", "--signal=KILL", f"{wall}s",
-    ]  # fmt: skip
+        "/usr/bin/prlimit",
+        f"--as={memory}",
+        f"--cpu={cpu}",
+        f"--nofile={MAX_OPEN_FILES}",
+        f"--fsize={MAX_FILE_BYTES}",
+        "--core=0",
+        "--",
+        "/usr/bin/timeout",
+        "--signal=KILL",
+        f"{wall}s",
+    ]
     return [
         bwrap,
         *namespaces,
@@ -130,19 +143,31 @@ def bwrap_argv(command: str, args: list[str], *, timeout: float) -> list[str]:
         "--die-with-parent",
         "--new-session",
         "--clearenv",
-        "--setenv", "PATH", SANDBOX_PATH,
-        "--setenv", "HOME", SANDBOX_TMP,
-        "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", SANDBOX_TMP,
+        "--setenv",
+        "PATH",
+        SANDBOX_PATH,
+        "--setenv",
+        "HOME",
+        SANDBOX_TMP,
+        "--perms",
+        "1777",
+        "--size",
+        str(TMP_BYTES),
+        "--tmpfs",
+        SANDBOX_TMP,
         *_mount_args(read_only_paths()),  # after the tmpfs: a path under /tmp stays visible
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--chdir", SANDBOX_TMP,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--chdir",
+        SANDBOX_TMP,
         "--",
         *drop,
         *limits,
         command,
         *args,
-    ]  # fmt: skip
+    ]
 
 
 def sandboxed_parameters(command: str, args: list[str], *, timeout: float) -> StdioServerParameters:

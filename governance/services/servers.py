@@ -8,7 +8,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import McpServer, McpTool
-from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
@@ -20,7 +21,11 @@ def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     apply_fields(server, {k: v for k, v in data.items() if k in McpServer.FIELDS})
     save_validated(server)
     change_record(
-        team=team, actor=actor, action=Action.CREATE, obj=server, summary=f"Server {server.slug} added"
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.SERVER_CREATED,
+        obj=server,
+        summary=f"Server {server.slug} added",
     )
     policy_changed(team=team, reason=f"server {server.slug} added")
     return server
@@ -32,7 +37,13 @@ def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     changes = apply_fields(server, {k: v for k, v in data.items() if k in McpServer.FIELDS})
     if changes:
         save_validated(server)
-        change_record(team=server.team, actor=actor, action=Action.UPDATE, obj=server, changes=changes)
+        change_record(
+            team=server.team,
+            actor=actor,
+            event_type=ChangeEventType.SERVER_UPDATED,
+            obj=server,
+            changes=changes,
+        )
         policy_changed(team=server.team, reason=f"server {server.slug} changed")
     return server
 
@@ -42,7 +53,11 @@ def server_delete(*, server: McpServer, actor=None) -> None:
     check_policy_perm(actor, server.team)
     team = server.team
     change_record(
-        team=team, actor=actor, action=Action.DELETE, obj=server, summary=f"Server {server.slug} removed"
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.SERVER_DELETED,
+        obj=server,
+        summary=f"Server {server.slug} removed",
     )
     server.delete()
     policy_changed(team=team, reason=f"server {server.slug} removed")
@@ -119,7 +134,7 @@ def server_tools_record(
     change_record(
         team=server.team,
         actor=actor,
-        action=Action.ACTION,
+        event_type=ChangeEventType.TOOLS_DISCOVERED,
         obj=server,
         summary=f"Tools discovered ({summary})",
         changes={k: v for k, v in report.items() if v},
@@ -148,6 +163,8 @@ def tool_update(
     changes = apply_fields(tool, data)
     if changes:
         save_validated(tool)
-        change_record(team=team, actor=actor, action=Action.UPDATE, obj=tool, changes=changes)
+        change_record(
+            team=team, actor=actor, event_type=ChangeEventType.TOOL_UPDATED, obj=tool, changes=changes
+        )
         policy_changed(team=team, reason=f"tool {tool} changed")
     return tool

@@ -19,8 +19,9 @@ from django.utils import timezone
 
 from governance.choices import ToolReportSource, ToolReportStatus
 from governance.models import EnforcementClient, McpServer, ToolReport
-from governance.services.common import Action, check_policy_perm
+from governance.services.common import check_policy_perm
 from governance.services.servers import server_tools_record, tool_changes
+from portal.choices import ChangeEventType
 from portal.services import change_record, real_user
 
 # Pending reports kept per server; an older one is superseded when a newer one arrives.
@@ -152,7 +153,7 @@ def tool_report_dismiss(*, report: ToolReport, actor=None) -> ToolReport:
     change_record(
         team=report.server.team,
         actor=actor,
-        action=Action.ACTION,
+        event_type=ChangeEventType.TOOL_REPORT_DISMISSED,
         obj=report.server,
         summary=f"Reported tool definitions dismissed (from {report.client_name})",
     )

@@ -27,16 +27,23 @@ def access_list(request):
     qs = _requests(request)
     now = timezone.now()
     can_review = may(request, REVIEW_ACCESS)
-    return render(request, "governance/access/list.html", {
-        "mine": qs.filter(requester=request.user).order_by("-created_at")[:50],
-        "pending": qs.filter(status=Status.PENDING, review_deadline__gt=now).exclude(requester=request.user)
-        .order_by("review_deadline") if can_review else [],
-        "live": qs.filter(status=Status.APPROVED, ends_at__gt=now).order_by("ends_at"),
-        "recent": qs.exclude(status__in=[Status.PENDING, Status.APPROVED]).order_by("-created_at")[:20],
-        "can_request": may(request, REQUEST_ACCESS),
-        "can_review": can_review,
-        "now": now,
-    })  # fmt: skip
+    return render(
+        request,
+        "governance/access/list.html",
+        {
+            "mine": qs.filter(requester=request.user).order_by("-created_at")[:50],
+            "pending": qs.filter(status=Status.PENDING, review_deadline__gt=now)
+            .exclude(requester=request.user)
+            .order_by("review_deadline")
+            if can_review
+            else [],
+            "live": qs.filter(status=Status.APPROVED, ends_at__gt=now).order_by("ends_at"),
+            "recent": qs.exclude(status__in=[Status.PENDING, Status.APPROVED]).order_by("-created_at")[:20],
+            "can_request": may(request, REQUEST_ACCESS),
+            "can_review": can_review,
+            "now": now,
+        },
+    )
 
 
 @team_view
@@ -62,17 +69,21 @@ def access_detail(request, pk: int):
     reviewed = any(r.reviewer_id == user.pk for r in obj.reviews.all())
     pending = obj.status == Status.PENDING and obj.review_deadline > timezone.now()
     history = selectors.access_request_history(team=request.team, access_request=obj)
-    return render(request, "governance/access/detail.html", {
-        "req": obj,
-        "approvals": sum(1 for r in obj.reviews.all() if r.decision == AccessReview.Decision.APPROVE),
-        "can_decide": can_review and pending and obj.requester_id != user.pk and not reviewed,
-        "own": obj.requester_id == user.pk,
-        "can_revoke": can_review and obj.status == Status.APPROVED and obj.ends_at > timezone.now(),
-        "can_cancel": obj.requester_id == user.pk and obj.status in services.OPEN_STATES,
-        "form": DecisionForm(),
-        "history": history,
-        "now": timezone.now(),
-    })  # fmt: skip
+    return render(
+        request,
+        "governance/access/detail.html",
+        {
+            "req": obj,
+            "approvals": sum(1 for r in obj.reviews.all() if r.decision == AccessReview.Decision.APPROVE),
+            "can_decide": can_review and pending and obj.requester_id != user.pk and not reviewed,
+            "own": obj.requester_id == user.pk,
+            "can_revoke": can_review and obj.status == Status.APPROVED and obj.ends_at > timezone.now(),
+            "can_cancel": obj.requester_id == user.pk and obj.status in services.OPEN_STATES,
+            "form": DecisionForm(),
+            "history": history,
+            "now": timezone.now(),
+        },
+    )
 
 
 def _decide(request, pk: int, perm: str, service, success: str, actor_kw: str = "reviewer"):

@@ -39,16 +39,20 @@ def flag_panel(request):
             cell["halted"] = halted.get((row["flag"].name, cell["env"].pk), 0)
     can_toggle = may(request, TOGGLE_FLAGS)
     can_edit = may(request, CHANGE_POLICY)
-    return render(request, "governance/flags/panel.html", {
-        "environments": panel.environments,
-        "rows": panel.rows,
-        "can_toggle": can_toggle,
-        "can_edit": can_edit,
-        "can_release": may(request, RELEASE_SESSION),
-        "disable_form": FlagDisableForm(),
-        "gateways": selectors.gateway_rows(team=request.team, stale_after=stale_after()),
-        "stale_minutes": int(stale_after().total_seconds() // 60),
-    })  # fmt: skip
+    return render(
+        request,
+        "governance/flags/panel.html",
+        {
+            "environments": panel.environments,
+            "rows": panel.rows,
+            "can_toggle": can_toggle,
+            "can_edit": can_edit,
+            "can_release": may(request, RELEASE_SESSION),
+            "disable_form": FlagDisableForm(),
+            "gateways": selectors.gateway_rows(team=request.team, stale_after=stale_after()),
+            "stale_minutes": int(stale_after().total_seconds() // 60),
+        },
+    )
 
 
 @team_view
@@ -74,16 +78,27 @@ def flag_detail(request, pk: int):
     can_toggle = may(request, TOGGLE_FLAGS)
     halted = services.flag_recovery.halted_counts(team=request.team)
     cells = [
-        {"env": env, "state": states.get(env.pk), "halted": halted.get((flag.name, env.pk), 0),
-         "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}")}
+        {
+            "env": env,
+            "state": states.get(env.pk),
+            "halted": halted.get((flag.name, env.pk), 0),
+            "form": FlagConstraintsForm.for_state(states.get(env.pk), prefix=f"env{env.pk}"),
+        }
         for env in environments
-    ]  # fmt: skip
+    ]
     history = selectors.flag_history(team=request.team, flag=flag)
-    return render(request, "governance/flags/detail.html", {
-        "flag": flag, "cells": cells, "can_toggle": can_toggle,
-        "can_edit": may(request, CHANGE_POLICY), "history": history,
-        "can_release": may(request, RELEASE_SESSION),
-    })  # fmt: skip
+    return render(
+        request,
+        "governance/flags/detail.html",
+        {
+            "flag": flag,
+            "cells": cells,
+            "can_toggle": can_toggle,
+            "can_edit": may(request, CHANGE_POLICY),
+            "history": history,
+            "can_release": may(request, RELEASE_SESSION),
+        },
+    )
 
 
 def _flag_and_env(request, pk: int, env_pk: int):
@@ -157,9 +172,13 @@ def flag_state_edit(request, pk: int, env_pk: int):
     if form.is_valid():
         try:
             services.flag_set_state(
-                flag=flag, environment=env, enabled=form.cleaned_data["enabled"],
-                constraints=form.cleaned_data["constraints"], reason=form.cleaned_data["reason"], actor=request.user,
-            )  # fmt: skip
+                flag=flag,
+                environment=env,
+                enabled=form.cleaned_data["enabled"],
+                constraints=form.cleaned_data["constraints"],
+                reason=form.cleaned_data["reason"],
+                actor=request.user,
+            )
         except ValidationError as exc:
             messages.error(request, f"{flag.name} in {env.name} not changed: {' '.join(exc.messages)}")
         else:

@@ -115,13 +115,13 @@ def open_session(gateway, **fields) -> str:
         "bundle_version": 3,
         **fields,
     }
-    response = gateway.post("/api/v1/sessions/", body, format="json")
+    response = gateway.post("/api/v1/gateway/sessions/", body, format="json")
     assert response.status_code == 201, response.content
     return sid
 
 
 def post_events(gateway, sid: str, batch: list[dict]):
-    return gateway.post(f"/api/v1/sessions/{sid}/events/", {"events": batch}, format="json")
+    return gateway.post(f"/api/v1/gateway/sessions/{sid}/events/", {"events": batch}, format="json")
 
 
 @pytest.fixture

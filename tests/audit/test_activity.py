@@ -49,8 +49,11 @@ class Calls:
         seq = len(self.batch) + 1
         common = {"server": server, "tool": tool, "call": seq, "ts": ts(at)}
         self.batch.append(event(seq, phase="intent", **common))
-        self.batch.append(event(seq + 1, phase="result", status=status, duration_ms=ms, bytes=size,
-                                trigger=trigger, **common))  # fmt: skip
+        self.batch.append(
+            event(
+                seq + 1, phase="result", status=status, duration_ms=ms, bytes=size, trigger=trigger, **common
+            )
+        )
         return self
 
 
@@ -74,16 +77,22 @@ def world(team, other_team, gateway, other_gateway):
         .add("time", "get_current_time", at=25, status="blocked", trigger="write_in_read_session", size=None)
     )
     assert post_events(gateway, dev_sid, dev.batch).status_code == 200
-    r = gateway.patch(f"/api/v1/sessions/{dev_sid}/", {"state": "halted", "trigger": "write_in_read_session",
-                                                      "reason": "write in a read-only session"}, format="json")  # fmt: skip
+    r = gateway.patch(
+        f"/api/v1/sessions/{dev_sid}/",
+        {"state": "halted", "trigger": "write_in_read_session", "reason": "write in a read-only session"},
+        format="json",
+    )
     assert r.status_code == 200, r.content
 
     stg_sid = open_session(stg, role="database_agent")
     calls = Calls().add("time", "get_current_time", at=4, ms=5.0, size=50)
     calls.add("time", "get_current_time", at=26, status="blocked", trigger="rate_limit", size=None)
     assert post_events(stg, stg_sid, calls.batch).status_code == 200
-    r = stg.patch(f"/api/v1/sessions/{stg_sid}/", {"state": "halted", "trigger": "rate_limit",
-                                                  "reason": "limit"}, format="json")  # fmt: skip
+    r = stg.patch(
+        f"/api/v1/sessions/{stg_sid}/",
+        {"state": "halted", "trigger": "rate_limit", "reason": "limit"},
+        format="json",
+    )
     assert r.status_code == 200, r.content
 
     other_sid = open_session(other_gateway, role="code_agent")
@@ -223,12 +232,22 @@ def test_percentile_aggregate_refuses_a_fraction_outside_0_1():
 
 @pytest.fixture
 def prices(team, other_team):
-    server_create(team=team, slug="github_api", transport="http", url="https://api.github.com/mcp",
-                  cost_per_call=Decimal("0.0050"))  # fmt: skip
+    server_create(
+        team=team,
+        slug="github_api",
+        transport="http",
+        url="https://api.github.com/mcp",
+        cost_per_call=Decimal("0.0050"),
+    )
     server_create(team=team, slug="time", transport="stdio", command="mcp-server-time")  # free: not listed
     # globex bills the same slug at another price: never mixed with acme's
-    server_create(team=other_team, slug="github_api", transport="http", url="https://api.github.com/mcp",
-                  cost_per_call=Decimal("9.0000"))  # fmt: skip
+    server_create(
+        team=other_team,
+        slug="github_api",
+        transport="http",
+        url="https://api.github.com/mcp",
+        cost_per_call=Decimal("9.0000"),
+    )
 
 
 def test_cost_counts_calls_that_reached_the_server_at_the_catalogue_price(team, world, prices, gateway):

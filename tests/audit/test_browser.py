@@ -17,11 +17,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(trans
 
 def _session(client, *, state: str, trigger: str | None = None, batch=()) -> AgentSession:
     session = AgentSession.objects.create(
-        id=uuid.uuid4(), team=client.team, environment=client.environment, client=client, role="code_agent",
-        started_at=timezone.now(), state=state, trigger=trigger,
-        last_calls=[{"ts": f"2026-11-24T09:00:0{i}Z", "server": "filesystem", "tool": "write_file",
-                     "args": f"path=src/{i}.py", "outcome": "success"} for i in range(3)],
-    )  # fmt: skip
+        id=uuid.uuid4(),
+        team=client.team,
+        environment=client.environment,
+        client=client,
+        role="code_agent",
+        started_at=timezone.now(),
+        state=state,
+        trigger=trigger,
+        last_calls=[
+            {
+                "ts": f"2026-11-24T09:00:0{i}Z",
+                "server": "filesystem",
+                "tool": "write_file",
+                "args": f"path=src/{i}.py",
+                "outcome": "success",
+            }
+            for i in range(3)
+        ],
+    )
     if batch:
         events_ingest(session_id=session.pk, client=client, events=list(batch))
     return session
@@ -29,8 +43,16 @@ def _session(client, *, state: str, trigger: str | None = None, batch=()) -> Age
 
 def test_reviewer_explains_acknowledges_and_releases(live_server, page, team, reviewer):
     client = issue_client(team, team.environments.get(name="development"), "gw-browser").client
-    ended = _session(client, state="ended", batch=[event(1), event(2), event(3), event(4, status="fail",
-                     result_summary="403: branch is protected")])  # fmt: skip
+    ended = _session(
+        client,
+        state="ended",
+        batch=[
+            event(1),
+            event(2),
+            event(3),
+            event(4, status="fail", result_summary="403: branch is protected"),
+        ],
+    )
     halted = _session(client, state="halted", trigger="cascade_write_chain")
 
     login(page, live_server.url, reviewer.username)

@@ -21,14 +21,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(trans
 def test_release_warns_while_the_flag_is_off_and_asks_for_confirmation(live_server, page, team, reviewer):
     env = team.environments.get(name="development")
     client = issue_client(team, env, "gw-browser").client
-    flag = flag_create(team=team, server=server_create(team=team, slug="filesystem", category="filesystem"),
-                       capability="write")  # fmt: skip
+    flag = flag_create(
+        team=team,
+        server=server_create(team=team, slug="filesystem", category="filesystem"),
+        capability="write",
+    )
     flag_disable(flag=flag, environment=env, reason="suspected misuse", actor=reviewer)
     session, _ = session_open(client=client, id=uuid.uuid4(), role="code_agent")
     session_report_state(
-        client=client, session_id=session.pk, state="halted", trigger="kill_switch_flag",
+        client=client,
+        session_id=session.pk,
+        state="halted",
+        trigger="kill_switch_flag",
         reason=kill_switch_line(mcpgov_bundle.Flag(name=flag.name, enabled=False, reason="suspected misuse")),
-    )  # fmt: skip
+    )
 
     login(page, live_server.url, reviewer.username)
     page.goto(f"{live_server.url}/audit/sessions/{session.pk}/")

@@ -38,7 +38,7 @@ def _halted_session(team):
 
 def _long_poll_sees_release(base_url, team, reviewer):
     token, session = _halted_session(team)
-    url = f"{base_url}/api/v1/sessions/{session.pk}/control/?since=0&wait=20"
+    url = f"{base_url}/api/v1/gateway/sessions/{session.pk}/control/?since=0&wait=20"
     result = {}
 
     def poll():

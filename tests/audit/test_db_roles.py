@@ -87,15 +87,20 @@ def test_app_role_cannot_lift_the_protection_and_the_portal_ingests_as_it(team, 
     with run_portal(database_url=_dsn(app_role)) as base:
         sid = "6a0c7f33-3f2e-4b59-9b0e-7d2b1a4c5d6e"
         status, body = call(
-            base, issued.token, "POST", "/api/v1/sessions/",
+            base,
+            issued.token,
+            "POST",
+            "/api/v1/gateway/sessions/",
             {"id": sid, "role": "code_agent", "started_at": STARTED_AT_TEXT},
-        )  # fmt: skip
+        )
         assert status == 201, body
         status, body = call(
-            base, issued.token, "POST", f"/api/v1/sessions/{sid}/events/", {"events": events(1, 6)}
+            base, issued.token, "POST", f"/api/v1/gateway/sessions/{sid}/events/", {"events": events(1, 6)}
         )
         assert status == 200 and body["accepted"] == 6, body
-        status, body = call(base, issued.token, "PATCH", f"/api/v1/sessions/{sid}/", {"state": "ended"})
+        status, body = call(
+            base, issued.token, "PATCH", f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}
+        )
         assert status == 200, body
 
     assert AuditEvent.objects.filter(session_id=sid).count() == 6

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from audit.errors import AuditConflict
 from audit.models import AgentSession, SessionStateChange
 from audit.services import session_release
 from governance.models import Flag
@@ -14,6 +13,7 @@ from governance.services.servers import server_create
 from incidents.services import incident_contain, incident_open, incident_record_root_cause, incident_resolve
 from mcpgov import bundle as mcpgov_bundle
 from mcpgov.decision import kill_switch_line
+from portal.errors import Conflict
 from tests.audit.conftest import open_session, person
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,7 @@ def halt_by_flag(gateway, flag: Flag, reason="suspected misuse") -> str:
     sid = open_session(gateway)
     line = kill_switch_line(mcpgov_bundle.Flag(name=flag.name, enabled=False, reason=reason))
     response = gateway.patch(
-        f"/api/v1/sessions/{sid}/",
+        f"/api/v1/gateway/sessions/{sid}/",
         {"state": "halted", "trigger": "kill_switch_flag", "reason": line},
         format="json",
     )
@@ -84,7 +84,7 @@ def test_releasing_while_the_flag_is_off_needs_confirmation(gateway, reviewer, w
     flag_disable(flag=write_flag, environment=environment, reason="suspected misuse", actor=reviewer)
     sid = halt_by_flag(gateway, write_flag)
     session = AgentSession.objects.get(pk=sid)
-    with pytest.raises(AuditConflict) as refused:
+    with pytest.raises(Conflict) as refused:
         session_release(session=session, reviewer=reviewer, reason="go on")
     assert refused.value.code == "flag_still_off"
     api = person(reviewer)

@@ -141,7 +141,7 @@ def test_batch_of_more_than_1000_is_413(gateway):
 
 def test_malformed_bodies_are_400(gateway):
     sid = open_session(gateway)
-    url = f"/api/v1/sessions/{sid}/events/"
+    url = f"/api/v1/gateway/sessions/{sid}/events/"
     assert gateway.post(url, data=b"{not json", content_type="application/json").status_code == 400
     assert (
         gateway.post(url, data=b'{"events": [{"seq": NaN}]}', content_type="application/json").status_code
@@ -225,7 +225,7 @@ def test_numbers_round_trip_through_the_database_unchanged(gateway):
         '"e": 1E5, "int": 12345678901234567890}}]}'
     )
     response = gateway.post(
-        f"/api/v1/sessions/{sid}/events/", data=body.encode(), content_type="application/json"
+        f"/api/v1/gateway/sessions/{sid}/events/", data=body.encode(), content_type="application/json"
     )
     assert response.status_code == 200, response.content
     row = AuditEvent.objects.get(session_id=sid, seq=1)

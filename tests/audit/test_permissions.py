@@ -25,7 +25,7 @@ def sid(gateway):
     batch = [event(1), event(2, status="fail"), event(3, trigger="approval_required")]
     assert post_events(gateway, sid, batch).status_code == 200
     gateway.patch(
-        f"/api/v1/sessions/{sid}/",
+        f"/api/v1/gateway/sessions/{sid}/",
         {"state": "halted", "trigger": "rate_limit", "reason": "limit"},
         format="json",
     )
@@ -77,7 +77,7 @@ def test_page_writes_matrix(sid, action, data, viewer, requester, outsider, revi
 def test_page_acknowledge_matrix(gateway, viewer, outsider, reviewer):
     sid = open_session(gateway)
     post_events(gateway, sid, [event(1), event(2)])
-    gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json")
+    gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}, format="json")
     url = f"/audit/sessions/{sid}/acknowledge/"
     assert "/login/" in browser().post(url, {"note": "x"})["Location"]
     assert browser(viewer).post(url, {"note": "x"}).status_code == 403

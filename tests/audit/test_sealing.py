@@ -55,7 +55,7 @@ def test_a_gateway_ending_its_session_seals_it_and_a_later_rewrite_is_detected(
         assert post_events(gateway, sid, events(1, 6)).status_code == 200
     assert not AuditDigest.objects.exists()  # not due yet: the interval has not passed
     with django_capture_on_commit_callbacks(execute=True):
-        response = gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json")
+        response = gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}, format="json")
     assert response.status_code == 200
     digest = AuditDigest.objects.get()
     assert digest.heads[0]["seq"] == 6

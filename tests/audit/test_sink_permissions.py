@@ -122,8 +122,14 @@ def test_api_reads_matrix(sink, admin, reviewer, viewer, outsider):
 
 def test_api_writes_matrix(sink, admin, reviewer, viewer, outsider):
     url = "/api/v1/audit-sinks/"
-    body = {"team": "acme", "name": "hec", "kind": "webhook", "url": "https://splunk.example.test/x", "hec": True,
-            "secret": "hec-token"}  # fmt: skip
+    body = {
+        "team": "acme",
+        "name": "hec",
+        "kind": "webhook",
+        "url": "https://splunk.example.test/x",
+        "hec": True,
+        "secret": "hec-token",
+    }
     before = snapshot()
     assert APIClient().post(url, body, format="json").status_code in (401, 403)
     assert person(reviewer).post(url, body, format="json").status_code == 403
@@ -146,7 +152,8 @@ def test_api_writes_matrix(sink, admin, reviewer, viewer, outsider):
 def test_another_admin_of_another_team_cannot_create_in_this_team(team, other_team):
     globex_admin = make_member(other_team, TeamRole.ADMIN, username="globex-2")
     response = person(globex_admin).post(
-        "/api/v1/audit-sinks/", {"team": "acme", "name": "x", "kind": "webhook", "url": "https://a.test/"},
+        "/api/v1/audit-sinks/",
+        {"team": "acme", "name": "x", "kind": "webhook", "url": "https://a.test/"},
         format="json",
-    )  # fmt: skip
+    )
     assert response.status_code == 400 and not AuditSink.objects.exists()

@@ -20,17 +20,22 @@ from tests.audit.test_verify import verify
 pytestmark = pytest.mark.django_db
 
 LAST = [
-    {"ts": f"2026-11-24T09:00:0{i}Z", "server": "filesystem", "tool": "write_file", "args": f"path=/tmp/{i}",
-     "outcome": "success"}
+    {
+        "ts": f"2026-11-24T09:00:0{i}Z",
+        "server": "filesystem",
+        "tool": "write_file",
+        "args": f"path=/tmp/{i}",
+        "outcome": "success",
+    }
     for i in range(3)
-]  # fmt: skip
+]
 
 
 def report(gateway, sid, state, trigger=None, reason="", last_calls=None, status=200):
     body = {"state": state, "trigger": trigger, "reason": reason}
     if last_calls is not None:
         body["last_calls"] = last_calls
-    response = gateway.patch(f"/api/v1/sessions/{sid}/", body, format="json")
+    response = gateway.patch(f"/api/v1/gateway/sessions/{sid}/", body, format="json")
     assert response.status_code == status, response.content
     return response.json()
 
@@ -188,7 +193,7 @@ def test_a_stale_halted_session_stays_in_the_queue_with_its_halt(gateway, team):
 def test_control_polls_keep_a_session_alive(gateway):
     sid = open_session(gateway)
     _stale(sid)
-    assert gateway.get(f"/api/v1/sessions/{sid}/control/?since=0&wait=0").status_code == 200
+    assert gateway.get(f"/api/v1/gateway/sessions/{sid}/control/?since=0&wait=0").status_code == 200
     assert end_stale_sessions(stale_minutes=15) == []
     assert AgentSession.objects.get(pk=sid).state == "active"
 

@@ -243,9 +243,14 @@ def test_syslog_down_for_30_seconds_loses_nothing_and_the_backlog_drains(gateway
 
 def test_webhook_batches_are_json_arrays_with_the_secret_header(gateway, team, admin, receiver):
     sink = sink_create(
-        team=team, actor=admin, name="hook", kind="webhook", url=receiver.url, secret="s3cret-value",
+        team=team,
+        actor=admin,
+        name="hook",
+        kind="webhook",
+        url=receiver.url,
+        secret="s3cret-value",
         secret_header="X-Siem-Token",
-    )  # fmt: skip
+    )
     assert "s3cret-value" not in sink.secret_encrypted
     sid = open_session(gateway)
     post_events(gateway, sid, events(1, 6))
@@ -263,9 +268,15 @@ def test_webhook_batches_are_json_arrays_with_the_secret_header(gateway, team, a
 @pytest.mark.slow
 def test_hec_mode_with_ocsf_and_the_receiver_down_for_30_seconds(gateway, team, admin, receiver):
     sink = sink_create(
-        team=team, actor=admin, name="splunk", kind="webhook", url=receiver.url, hec=True, format="ocsf",
+        team=team,
+        actor=admin,
+        name="splunk",
+        kind="webhook",
+        url=receiver.url,
+        hec=True,
+        format="ocsf",
         secret="hec-token-1",
-    )  # fmt: skip
+    )
     sid = open_session(gateway)
     post_events(gateway, sid, events(1, 4))
     drain(sink, until=lambda: len(hec_records(receiver)) >= 4)
@@ -324,9 +335,12 @@ print(sink_deliver(sink_id=int(sys.argv[1]), max_batches=1).delivered)
 @pytest.fixture
 def live_env():
     return {
-        **os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "1", "CELERY_BROKER_URL": "",
-    }  # fmt: skip
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_DEBUG": "1",
+        "CELERY_BROKER_URL": "",
+    }
 
 
 def test_the_cursor_survives_a_restart_of_the_delivery(gateway, team, admin, receiver, settings, live_env):
@@ -336,9 +350,13 @@ def test_the_cursor_survives_a_restart_of_the_delivery(gateway, team, admin, rec
     sink = sink_create(team=team, actor=admin, name="hook", kind="webhook", url=receiver.url, from_start=True)
     env = {**live_env, "MCPGOV_SINK_BATCH_SIZE": "5", "MCPGOV_SINK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     out = subprocess.run(
-        [sys.executable, "-c", DELIVER_ONCE, str(sink.pk)], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", DELIVER_ONCE, str(sink.pk)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5"
     assert backlog(sink).events == 7
@@ -419,25 +437,45 @@ def make_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mcpgov test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -473,9 +511,16 @@ def test_syslog_over_tls_through_rsyslog_gtls(gateway, team, admin, tmp_path):
             team=team, actor=admin, name="no-ca", kind="syslog", host="127.0.0.1", port=server.port, tls=True
         )
         sink = sink_create(
-            team=team, actor=admin, name="tls", kind="syslog", host="127.0.0.1", port=server.port, tls=True,
-            ca_file=str(ca_file), format="ocsf",
-        )  # fmt: skip
+            team=team,
+            actor=admin,
+            name="tls",
+            kind="syslog",
+            host="127.0.0.1",
+            port=server.port,
+            tls=True,
+            ca_file=str(ca_file),
+            format="ocsf",
+        )
         sid = open_session(gateway)
         post_events(gateway, sid, events(1, 6))
         drain(sink, until=lambda: len(server.records()) >= 6)

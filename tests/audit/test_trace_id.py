@@ -20,8 +20,24 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 def documented_hash(prev: str, raw: dict, sid: str) -> str:
     """docs/audit.md's recipe: the fixed keys, plus trace_id when the event has one."""
-    keys = ["args_summary", "arguments", "bundle_version", "bytes", "call_id", "duration_ms", "phase", "result",
-            "result_summary", "seq", "server", "session", "status", "tool", "trigger", "ts"]  # fmt: skip
+    keys = [
+        "args_summary",
+        "arguments",
+        "bundle_version",
+        "bytes",
+        "call_id",
+        "duration_ms",
+        "phase",
+        "result",
+        "result_summary",
+        "seq",
+        "server",
+        "session",
+        "status",
+        "tool",
+        "trigger",
+        "ts",
+    ]
     e = {**raw, "session": sid, "ts": datetime.fromisoformat(raw["ts"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
     doc = {k: e[k] for k in keys}
     if doc["duration_ms"] is not None:

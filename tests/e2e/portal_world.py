@@ -52,8 +52,11 @@ class PortalWorld:
         tokens = []
         start = len(self.tokens.get(env_name, []))
         for i in range(count):
-            issued = client_create(team=self.team, environment=self.env(env_name),
-                                   name=f"{prefix}-{env_name[:3]}-{start + i:04d}")  # fmt: skip
+            issued = client_create(
+                team=self.team,
+                environment=self.env(env_name),
+                name=f"{prefix}-{env_name[:3]}-{start + i:04d}",
+            )
             tokens.append(issued.token)
         self.tokens.setdefault(env_name, []).extend(tokens)
         return tokens
@@ -64,8 +67,9 @@ def build_world(slug: str = "acme") -> PortalWorld:
     admin = make_member(team, TeamRole.ADMIN)
     reviewer = make_member(team, TeamRole.REVIEWER)
     requester = make_member(team, TeamRole.REQUESTER)
-    server = server_create(team=team, actor=admin, slug="time", category="other", transport="stdio",
-                           command=PY, args=TIME_ARGS)  # fmt: skip
+    server = server_create(
+        team=team, actor=admin, slug="time", category="other", transport="stdio", command=PY, args=TIME_ARGS
+    )
     # The tools as the server declares them (readOnlyHint), not pinned: calls are reads.
     for name in ("get_current_time", "convert_time"):
         McpTool.objects.create(server=server, name=name, read_only_hint=True, destructive_hint=False)
@@ -77,8 +81,16 @@ def build_world(slug: str = "acme") -> PortalWorld:
     flag = flag_create(team=team, server=server, capability="all", name=FLAG, actor=admin)
     signing_key_ensure(team=team)
     team_bundles_rebuild(team_id=team.pk, reason="e2e set-up")
-    return PortalWorld(team=team, admin=admin, reviewer=reviewer, requester=requester, flag=flag, server=server,
-                       role=role, environments=environments)  # fmt: skip
+    return PortalWorld(
+        team=team,
+        admin=admin,
+        reviewer=reviewer,
+        requester=requester,
+        flag=flag,
+        server=server,
+        role=role,
+        environments=environments,
+    )
 
 
 def write_gateway_files(base: Path, team_slug: str = "acme") -> tuple[Path, Path]:
@@ -91,9 +103,27 @@ def write_gateway_files(base: Path, team_slug: str = "acme") -> tuple[Path, Path
 
 
 def gateway_args(*, portal: str, token: str, keys: Path, config: Path, env: str, workdir: Path) -> list[str]:
-    return ["-m", "mcpgov", "gateway", "--portal", portal, "--token", token, "--keys", str(keys), "--env", env,
-            "--role", ROLE, "--config", str(config), "--spool", str(workdir / "spool"),
-            "--state-dir", str(workdir / "state")]  # fmt: skip
+    return [
+        "-m",
+        "mcpgov",
+        "gateway",
+        "--portal",
+        portal,
+        "--token",
+        token,
+        "--keys",
+        str(keys),
+        "--env",
+        env,
+        "--role",
+        ROLE,
+        "--config",
+        str(config),
+        "--spool",
+        str(workdir / "spool"),
+        "--state-dir",
+        str(workdir / "state"),
+    ]
 
 
 class PortalBrowser:
@@ -112,8 +142,10 @@ class PortalBrowser:
         resp = self.http.post(
             f"{self.base}/login/",
             data={"username": username, "password": password, "csrfmiddlewaretoken": self.csrf},
-            headers={"Referer": f"{self.base}/login/"}, timeout=10, allow_redirects=False,
-        )  # fmt: skip
+            headers={"Referer": f"{self.base}/login/"},
+            timeout=10,
+            allow_redirects=False,
+        )
         if resp.status_code != 302:
             raise RuntimeError(f"login as {username} failed: {resp.status_code}")
 
@@ -123,9 +155,12 @@ class PortalBrowser:
 
     def post(self, path: str, data: dict) -> int:
         resp = self.http.post(
-            f"{self.base}{path}", data={**data, "csrfmiddlewaretoken": self.csrf},
-            headers={"Referer": f"{self.base}{path}"}, timeout=10, allow_redirects=False,
-        )  # fmt: skip
+            f"{self.base}{path}",
+            data={**data, "csrfmiddlewaretoken": self.csrf},
+            headers={"Referer": f"{self.base}{path}"},
+            timeout=10,
+            allow_redirects=False,
+        )
         if resp.status_code not in (200, 302):
             raise RuntimeError(f"POST {path} answered {resp.status_code}")
         return resp.status_code

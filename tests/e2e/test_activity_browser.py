@@ -73,8 +73,9 @@ def test_the_activity_chart_draws_a_real_gateway_session(portal_server, workdir,
     McpServer.objects.filter(pk=world.server.pk).update(cost_per_call="0.0020")
     [token] = world.issue("development")
     keys, config = write_gateway_files(workdir)
-    args = gateway_args(portal=portal_server, token=token, keys=keys, config=config, env="development",
-                        workdir=workdir)  # fmt: skip
+    args = gateway_args(
+        portal=portal_server, token=token, keys=keys, config=config, env="development", workdir=workdir
+    )
     gw = Wire(args, cwd=ROOT, stderr=workdir / "gw.err")
     admin = PortalBrowser(portal_server, world.admin.username, PASSWORD)
     try:
@@ -83,18 +84,27 @@ def test_the_activity_chart_draws_a_real_gateway_session(portal_server, workdir,
             r = gw.call_time()
             assert not r["result"].get("isError"), r
         for tz in ("Europe/Paris", "Asia/Tokyo"):
-            r = gw.request("tools/call", {"name": "time__convert_time", "arguments": {
-                "source_timezone": "UTC", "time": "12:00", "target_timezone": tz}})  # fmt: skip
+            r = gw.request(
+                "tools/call",
+                {
+                    "name": "time__convert_time",
+                    "arguments": {"source_timezone": "UTC", "time": "12:00", "target_timezone": tz},
+                },
+            )
             assert not r["result"].get("isError"), r
-        admin.post(f"/governance/flags/{world.flag.pk}/{world.env('development').pk}/disable/",
-                   {"reason": "INC-9: time server suspended"})  # fmt: skip
+        admin.post(
+            f"/governance/flags/{world.flag.pk}/{world.env('development').pk}/disable/",
+            {"reason": "INC-9: time server suspended"},
+        )
         _poll(lambda: gw.call_time()["result"].get("isError"), "the kill switch reached the gateway")
         _poll(
             lambda: SessionStateChange.objects.filter(to_state="halted").exists(),
             "the halt reached the portal",
         )
-        _poll(lambda: AuditEvent.objects.filter(phase="result", status="blocked").exists(),
-              "the refusal reached the portal")  # fmt: skip
+        _poll(
+            lambda: AuditEvent.objects.filter(phase="result", status="blocked").exists(),
+            "the refusal reached the portal",
+        )
         gw.proc.stdin.close()
         assert gw.wait() == 0, gw.stderr()
     finally:

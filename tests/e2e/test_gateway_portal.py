@@ -32,7 +32,6 @@ import pytest
 from django.db import connections
 from mcp import Client, StdioServerParameters
 
-from audit.errors import AuditConflict
 from audit.models import AgentSession, AuditEvent
 from audit.services.digests import audit_verify
 from audit.services.review import failed_call_explain, session_acknowledge
@@ -44,6 +43,7 @@ from governance.services.environments import binding_set
 from governance.services.roles import role_server_add, role_server_remove
 from governance.services.servers import server_create
 from governance.services.signing import jwks_document
+from portal.errors import Conflict
 from tests.conftest import _database_url, free_port, spawn, stderr_tail
 from tests.e2e.portal_world import PY, ROLE, ROOT, TIME_ARGS, build_world
 
@@ -94,16 +94,34 @@ class PortalProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_DEBUG": "1",
-               "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "CELERY_BROKER_URL": ""}  # fmt: skip
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "DJANGO_DEBUG": "1",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CELERY_BROKER_URL": "",
+        }
         deadline = time.monotonic() + 60
         while True:  # the port may linger briefly after a stop
             self.proc = spawn(
-                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--log-level", "warning", "--no-access-log",
-                 "--timeout-graceful-shutdown", "2"],
-                cwd=ROOT, env=env,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "2",
+                ],
+                cwd=ROOT,
+                env=env,
+            )
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
@@ -174,9 +192,28 @@ class Team:
     def gateway(self, portal_url: str, token: str, name: str, *flags: str) -> StdioServerParameters:
         gw = self.workdir / name
         gw.mkdir()
-        args = ["-m", "mcpgov", "gateway", "--portal", portal_url, "--token", token, "--keys", str(self.keys),
-                "--env", "development", "--role", ROLE, "--config", str(self.config),
-                "--spool", str(gw / "spool"), "--state-dir", str(gw / "state"), *flags]  # fmt: skip
+        args = [
+            "-m",
+            "mcpgov",
+            "gateway",
+            "--portal",
+            portal_url,
+            "--token",
+            token,
+            "--keys",
+            str(self.keys),
+            "--env",
+            "development",
+            "--role",
+            ROLE,
+            "--config",
+            str(self.config),
+            "--spool",
+            str(gw / "spool"),
+            "--state-dir",
+            str(gw / "state"),
+            *flags,
+        ]
         return StdioServerParameters(command=PY, args=args, cwd=str(ROOT), env={"MCPGOV_LOG_LEVEL": "ERROR"})
 
     def spool(self, name: str) -> list[dict]:
@@ -193,35 +230,63 @@ class Team:
 def team(transactional_db, workdir) -> Team:
     world = build_world()
     t = Team(world, workdir)
-    fs = server_create(team=world.team, actor=world.admin, slug="filesystem", category="filesystem",
-                       transport="stdio", command=str(FILESYSTEM_SERVER), args=[str(t.files)])  # fmt: skip
+    fs = server_create(
+        team=world.team,
+        actor=world.admin,
+        slug="filesystem",
+        category="filesystem",
+        transport="stdio",
+        command=str(FILESYSTEM_SERVER),
+        args=[str(t.files)],
+    )
     McpTool.objects.create(server=fs, name="read_text_file", read_only_hint=True, destructive_hint=False)
     McpTool.objects.create(server=fs, name="write_file", read_only_hint=False, destructive_hint=False)
     role_server_add(role=world.role, server=fs, kind=RuleKind.ALLOWED, actor=world.admin)
-    binding_set(environment=world.env("development"), server=fs, actor=world.admin, target=str(t.files),
-                permission="read_write")  # fmt: skip
+    binding_set(
+        environment=world.env("development"),
+        server=fs,
+        actor=world.admin,
+        target=str(t.files),
+        permission="read_write",
+    )
     team_bundles_rebuild(team_id=world.team.pk, reason="e2e set-up: filesystem")
     t.filesystem = fs
     t.keys.write_text(json.dumps(jwks_document(team=world.team)))  # pinned out of band, as an operator would
-    t.config.write_text(json.dumps({"mcpServers": {
-        "time": {"command": PY, "args": TIME_ARGS},
-        "filesystem": {"command": str(FILESYSTEM_SERVER), "args": [str(t.files)]},
-    }}))  # fmt: skip
+    t.config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "time": {"command": PY, "args": TIME_ARGS},
+                    "filesystem": {"command": str(FILESYSTEM_SERVER), "args": [str(t.files)]},
+                }
+            }
+        )
+    )
     return t
 
 
 # --- portal-side reads ---------------------------------------------------------------------------
 
 
-COMPARED = ("seq", "call_id", "phase", "server", "tool", "status", "trigger", "arguments", "args_summary",
-            "result_summary", "bytes", "bundle_version", "result")  # fmt: skip
+COMPARED = (
+    "seq",
+    "call_id",
+    "phase",
+    "server",
+    "tool",
+    "status",
+    "trigger",
+    "arguments",
+    "args_summary",
+    "result_summary",
+    "bytes",
+    "bundle_version",
+    "result",
+)
 
 
 def stored(sid: str) -> list[dict]:
-    return list(
-        AuditEvent.objects.filter(session_id=sid).order_by("seq")
-        .values(*COMPARED)
-    )  # fmt: skip
+    return list(AuditEvent.objects.filter(session_id=sid).order_by("seq").values(*COMPARED))
 
 
 def delivered(sid: str, count: int) -> bool:
@@ -260,8 +325,9 @@ def assert_spool_equals_portal(spooled: list[dict], sid: str) -> None:
 
 def verify_audit_command() -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": ""}
-    return subprocess.run([PY, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [PY, "manage.py", "verify_audit"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 # --- 1. audit delivery ---------------------------------------------------------------------------
@@ -403,8 +469,10 @@ def test_halt_shows_in_the_portal_and_a_reviewers_release_lets_the_gateway_conti
     assert not (team.files / "w.txt").exists() and not (team.files / "w2.txt").exists()
     assert_spool_equals_portal(spooled, sid)
     statuses = [(e["tool"], e["status"], e["trigger"]) for e in spooled if e["phase"] == "result"]
-    assert statuses[:2] == [("get_current_time", "success", None),
-                            ("write_file", "blocked", "write_in_read_session")]  # fmt: skip
+    assert statuses[:2] == [
+        ("get_current_time", "success", None),
+        ("write_file", "blocked", "write_in_read_session"),
+    ]
     assert statuses[-1] == ("write_file", "blocked", "write_in_read_session")
 
 
@@ -414,8 +482,11 @@ def test_halt_shows_in_the_portal_and_a_reviewers_release_lets_the_gateway_conti
 def audit_check(portal_url: str, sid: str, token: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PY, "-m", "mcpgov", "audit-check", "--session", sid, "--portal", portal_url, "--token", token],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_audit_check_passes_only_after_a_reviewer_explains_failures_and_acknowledges(portal_server, team):
@@ -440,13 +511,17 @@ def test_audit_check_passes_only_after_a_reviewer_explains_failures_and_acknowle
     proc = audit_check(portal_server, sid, token)
     assert proc.returncode != 0, proc.stdout + proc.stderr
 
-    with pytest.raises(AuditConflict) as exc:  # a failure nobody explained blocks the acknowledgement
+    with pytest.raises(Conflict) as exc:  # a failure nobody explained blocks the acknowledgement
         session_acknowledge(session=session, reviewer=reviewer, note="looked fine")
     assert exc.value.code == "unexplained_failures" and exc.value.extra["call_ids"] == [failed["call_id"]]
     assert audit_check(portal_server, sid, token).returncode != 0
 
-    failed_call_explain(session=session, reviewer=reviewer, call_id=failed["call_id"],
-                        explanation="read a file that was never created; harmless")  # fmt: skip
+    failed_call_explain(
+        session=session,
+        reviewer=reviewer,
+        call_id=failed["call_id"],
+        explanation="read a file that was never created; harmless",
+    )
     assert audit_check(portal_server, sid, token).returncode != 0  # explained, not yet acknowledged
     session_acknowledge(session=session, reviewer=reviewer, note="reviewed for the e2e test")
 

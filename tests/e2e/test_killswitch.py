@@ -107,9 +107,10 @@ def test_flag_disabled_in_the_portal_stops_every_gateway(portal_server, world, w
             start = time.monotonic()
             # The admin throws the switch in the portal (the disable form of the kill-switch panel).
             await anyio.to_thread.run_sync(
-                admin.post, f"/governance/flags/{world.flag.pk}/{world.env('development').pk}/disable/",
+                admin.post,
+                f"/governance/flags/{world.flag.pk}/{world.env('development').pk}/disable/",
                 {"reason": reason},
-            )  # fmt: skip
+            )
             results = [None] * len(clients)
 
             async def watch(i, c):
@@ -124,8 +125,10 @@ def test_flag_disabled_in_the_portal_stops_every_gateway(portal_server, world, w
 
     results = run_async(scenario)
     delays = [d for d, _ in results]
-    print(f"\nkill switch → refusal on {len(delays)} gateways: "
-          f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"\nkill switch → refusal on {len(delays)} gateways: "
+        f"median {statistics.median(delays) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms"
+    )
     for _, message in results:
         assert f"reason: {reason}" in message and "since " in message
     # refused_after bounds each wait (a lost change fails); the speed goal is bench/killswitch_propagation.py's.
@@ -139,10 +142,15 @@ def test_grant_stops_at_its_end_on_the_gateway_and_revocation_reaches_it(portal_
     def file_and_approve(seconds: float) -> AccessRequest:
         now = timezone.now()
         req = access_request_create(
-            team=world.team, requester=world.requester, environment=prod, role=world.role,
-            servers=[world.server], reason="e2e: read the production clock",
-            starts_at=now, ends_at=now + timedelta(seconds=seconds),
-        )  # fmt: skip
+            team=world.team,
+            requester=world.requester,
+            environment=prod,
+            role=world.role,
+            servers=[world.server],
+            reason="e2e: read the production clock",
+            starts_at=now,
+            ends_at=now + timedelta(seconds=seconds),
+        )
         return access_request_approve(access_request=req, reviewer=world.reviewer, reason="ok for the test")
 
     def latest_version() -> int:

@@ -37,8 +37,9 @@ def _poll(predicate, what: str):
 
 def _args(world, portal_server, workdir, token):
     keys, config = write_gateway_files(workdir)
-    return gateway_args(portal=portal_server, token=token, keys=keys, config=config, env="development",
-                        workdir=workdir)  # fmt: skip
+    return gateway_args(
+        portal=portal_server, token=token, keys=keys, config=config, env="development", workdir=workdir
+    )
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "EOF"])

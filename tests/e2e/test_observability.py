@@ -113,17 +113,24 @@ def test_a_gateway_session_moves_both_metrics_endpoints_and_its_trace_reaches_th
         ):
             portal_metrics = f"{portal}/metrics"
             before = scrape(portal_metrics)
-            args = [*gateway_args(portal=portal, token=token, keys=keys, config=config, env="development",
-                                  workdir=base), "--metrics", f"127.0.0.1:{gw_port}"]  # fmt: skip
-            params = StdioServerParameters(command=PY, args=args, cwd=str(ROOT),
-                                           env={"MCPGOV_LOG_LEVEL": "ERROR", **otlp.env()})  # fmt: skip
+            args = [
+                *gateway_args(
+                    portal=portal, token=token, keys=keys, config=config, env="development", workdir=base
+                ),
+                "--metrics",
+                f"127.0.0.1:{gw_port}",
+            ]
+            params = StdioServerParameters(
+                command=PY, args=args, cwd=str(ROOT), env={"MCPGOV_LOG_LEVEL": "ERROR", **otlp.env()}
+            )
 
             async def session():
                 async with Client(params, mode="legacy") as c:
                     r = await c.call_tool(
-                        "time__get_current_time", {"timezone": "UTC"},
+                        "time__get_current_time",
+                        {"timezone": "UTC"},
                         meta={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
-                    )  # fmt: skip
+                    )
                     assert not r.is_error
                     # the spool drains to the portal; the gateway's long polls wait in some portal worker
                     gateway_now = await anyio.to_thread.run_sync(
@@ -143,10 +150,22 @@ def test_a_gateway_session_moves_both_metrics_endpoints_and_its_trace_reaches_th
 
             gateway_now, portal_now, halted = anyio.run(session)
 
-            sid = db(lambda: poll(lambda: AgentSession.objects.filter(team=world.team).values_list("pk", flat=True)
-                                  .first(), what="the session"))  # fmt: skip
-            stored = db(lambda: poll(lambda: list(AuditEvent.objects.filter(session_id=sid, tool="get_current_time")
-                                                  .values_list("trace_id", flat=True)), what="the events"))  # fmt: skip
+            sid = db(
+                lambda: poll(
+                    lambda: AgentSession.objects.filter(team=world.team).values_list("pk", flat=True).first(),
+                    what="the session",
+                )
+            )
+            stored = db(
+                lambda: poll(
+                    lambda: list(
+                        AuditEvent.objects.filter(session_id=sid, tool="get_current_time").values_list(
+                            "trace_id", flat=True
+                        )
+                    ),
+                    what="the events",
+                )
+            )
             db(
                 lambda: poll(
                     lambda: AuditEvent.objects.filter(session_id=sid).count() == 4, what="all 4 events"
@@ -160,8 +179,13 @@ def test_a_gateway_session_moves_both_metrics_endpoints_and_its_trace_reaches_th
                     before, "mcpgov_portal_audit_events_ingested_total"
                 )
                 assert ingested == 4
-                posted = total(after, "mcpgov_portal_http_requests_total", view="audit-api:session-events",
-                               method="POST", status="200")  # fmt: skip
+                posted = total(
+                    after,
+                    "mcpgov_portal_http_requests_total",
+                    view="audit-api:gateway-events",
+                    method="POST",
+                    status="200",
+                )
                 assert posted >= 1
                 assert total(after, "mcpgov_portal_audit_ingest_lag_seconds_count") >= 4
                 assert total(after, "mcpgov_portal_bundle_builds_total") >= 0
@@ -179,8 +203,17 @@ def test_a_gateway_session_moves_both_metrics_endpoints_and_its_trace_reaches_th
         shutil.rmtree(base, ignore_errors=True)
 
     # the gateway, during the session
-    assert total(gateway_now, "mcpgov_gateway_calls_total", server="time", tool="get_current_time",
-                 verdict="allow", outcome="success") == 1  # fmt: skip
+    assert (
+        total(
+            gateway_now,
+            "mcpgov_gateway_calls_total",
+            server="time",
+            tool="get_current_time",
+            verdict="allow",
+            outcome="success",
+        )
+        == 1
+    )
     assert total(gateway_now, "mcpgov_gateway_bundle_version") == version
     assert total(gateway_now, "mcpgov_gateway_bundle_expires_in_seconds") > 0
     assert total(halted, "mcpgov_gateway_session_state_changes_total", state="halted") == 1

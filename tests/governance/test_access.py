@@ -452,11 +452,17 @@ def test_pages_file_a_ticket_and_review_it(client, team, p, requester, reviewer)
     client.force_login(requester)
     assert client.get("/governance/access/new/").status_code == 200
     now = timezone.now()
-    resp = client.post("/governance/access/new/", {
-        "environment": p["production"].pk, "role": p["role"].pk, "servers": [p["database"].pk],
-        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
-        "reason": "INC-42",
-    })  # fmt: skip
+    resp = client.post(
+        "/governance/access/new/",
+        {
+            "environment": p["production"].pk,
+            "role": p["role"].pk,
+            "servers": [p["database"].pk],
+            "starts_at": now.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
+            "reason": "INC-42",
+        },
+    )
     req = AccessRequest.objects.get()
     assert resp.status_code == 302 and resp["Location"].endswith(f"/governance/access/{req.pk}/")
     html = client.get(f"/governance/access/{req.pk}/").content.decode()
@@ -476,11 +482,17 @@ def test_pages_file_a_ticket_and_review_it(client, team, p, requester, reviewer)
 def test_page_form_shows_the_services_errors(client, team, p, requester):
     client.force_login(requester)
     now = timezone.now()
-    resp = client.post("/governance/access/new/", {
-        "environment": p["production"].pk, "role": p["role"].pk, "servers": [p["database"].pk],
-        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M"),
-        "reason": "x",
-    })  # fmt: skip
+    resp = client.post(
+        "/governance/access/new/",
+        {
+            "environment": p["production"].pk,
+            "role": p["role"].pk,
+            "servers": [p["database"].pk],
+            "starts_at": now.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (now + timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M"),
+            "reason": "x",
+        },
+    )
     assert resp.status_code == 200 and "longer than this team allows" in resp.content.decode()
     assert not AccessRequest.objects.exists()
 
@@ -503,8 +515,15 @@ def test_pages_permission_matrix(client, team, p, requester, viewer, outsider, r
     assert status_of(req) == before
     client.force_login(requester if action == "cancel" else reviewer)
     assert client.post(url, {"reason": "x"}).status_code == 302
-    assert status_of(req) == {"approve": Status.APPROVED, "deny": Status.DENIED, "revoke": Status.REVOKED,
-                              "cancel": Status.CANCELLED}[action]  # fmt: skip
+    assert (
+        status_of(req)
+        == {
+            "approve": Status.APPROVED,
+            "deny": Status.DENIED,
+            "revoke": Status.REVOKED,
+            "cancel": Status.CANCELLED,
+        }[action]
+    )
 
 
 def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requester):
@@ -514,8 +533,10 @@ def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requ
     from governance.tasks import expire_access_requests, notify_stale_clients
 
     schedule = settings.CELERY_BEAT_SCHEDULE
-    for entry, task in [("governance-expire-access", "governance.tasks.expire_access_requests"),
-                        ("governance-stale-clients", "governance.tasks.notify_stale_clients")]:  # fmt: skip
+    for entry, task in [
+        ("governance-expire-access", "governance.tasks.expire_access_requests"),
+        ("governance-stale-clients", "governance.tasks.notify_stale_clients"),
+    ]:
         assert schedule[entry] == {"task": task, "schedule": 60.0}
         assert task in app.tasks
     # The task calls the service: a request past its deadline expires when it runs.

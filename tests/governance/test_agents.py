@@ -287,16 +287,26 @@ def test_authorization_code_with_pkce_through_login_and_consent_ends_in_a_token(
     # Without the verifier the code is refused (PKCE), with it the public client gets its token.
     status, body = _post_form(
         f"{portal_server}/oauth/token/",
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-         "client_id": issued.client_id, "code_verifier": "x" * 50},
-    )  # fmt: skip
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": issued.client_id,
+            "code_verifier": "x" * 50,
+        },
+    )
     assert status == 400, body
     code, verifier = authorize_in_browser(page, portal_server, issued.client_id, redirect_uri, admin.username)
     status, body = _post_form(
         f"{portal_server}/oauth/token/",
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-         "client_id": issued.client_id, "code_verifier": verifier},
-    )  # fmt: skip
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": issued.client_id,
+            "code_verifier": verifier,
+        },
+    )
     assert status == 200, body
     jwks = requests.get(f"{portal_server}/api/v1/keys/?team=acme", timeout=30).json()
     issuer = requests.get(f"{portal_server}/.well-known/oauth-authorization-server", timeout=30).json()[
@@ -318,7 +328,12 @@ def test_a_member_of_another_team_cannot_authorize_the_agent(portal_server, page
     )
     status, body = _post_form(
         f"{portal_server}/oauth/token/",
-        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-         "client_id": issued.client_id, "code_verifier": verifier},
-    )  # fmt: skip
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": issued.client_id,
+            "code_verifier": verifier,
+        },
+    )
     assert status in (400, 401) and "access_token" not in body

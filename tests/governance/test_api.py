@@ -373,3 +373,29 @@ def test_openapi_schema_and_docs_are_served_without_a_cdn(api, admin):
     docs = api.get("/api/v1/docs/")
     html = docs.content.decode()
     assert docs.status_code == 200 and "drf_spectacular_sidecar" in html and "cdn" not in html.lower()
+
+
+def test_list_filters_select_and_a_bad_value_is_a_400_naming_it(api, team, other_team, admin):
+    git, fs = _server(team), _server(team, "fs")
+    for server, name in ((git, "git_log"), (fs, "read_file")):
+        server_services.server_tools_record(
+            server=server, tools=[{"name": name, "description": "", "input_schema": {}, "annotations": {}}]
+        )
+    env_services.binding_set(environment=dev(team), server=git, target="/srv/repo", actor=None)
+    api.force_authenticate(admin)
+    assert [t["name"] for t in api.get(f"/api/v1/tools/?server={fs.pk}").json()["results"]] == ["read_file"]
+    assert api.get("/api/v1/tools/?team=globex").json()["results"] == []
+    bindings = api.get(f"/api/v1/bindings/?environment={dev(team).pk}").json()["results"]
+    assert [b["server"] for b in bindings] == ["git"]
+    for url, field in [
+        ("/api/v1/tools/?server=git", "server"),
+        ("/api/v1/tools/?server=-1", "server"),
+        (f"/api/v1/tools/?server={2**63}", "server"),
+        ("/api/v1/bindings/?environment=1.5", "environment"),
+        ("/api/v1/access-requests/?status=granted", "status"),
+        ("/api/v1/access-requests/?mine=maybe", "mine"),
+    ]:
+        response = api.get(url)
+        assert response.status_code == 400, url
+        body = response.json()
+        assert body["code"] == "invalid" and body["detail"].startswith(f"{field}: "), body

@@ -62,9 +62,10 @@ def test_requester_files_reviewer_approves_requester_sees_the_countdown_tick(
     first = countdown.inner_text()
     assert re.search(r"\d+h \d\dm \d\ds left|\d\dm \d\ds left", first), first
     page.wait_for_function(
-        "previous => document.querySelector('#countdown .countdown').textContent !== previous", arg=first,
+        "previous => document.querySelector('#countdown .countdown').textContent !== previous",
+        arg=first,
         timeout=3000,
-    )  # fmt: skip
+    )
     second = countdown.inner_text()
     assert second != first and second.endswith("left")
     # And in the list of their tickets.

@@ -8,8 +8,6 @@ endpoint. Both apps are built inside the settings override, as a server process 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
@@ -19,6 +17,7 @@ from governance.api.bundle import asgi_bundle_route
 from governance.models import Environment
 from governance.services.bundles import bundle_publish
 from governance.services.clients import client_create
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the route reads in its own thread
 
@@ -28,36 +27,8 @@ URL = "/api/v1/bundle/"
 NOT_MIRRORED = {b"x-frame-options", b"vary"}
 
 
-def _call(app, *, host="127.0.0.1", scheme="http", query=b"", headers=()):
-    sent, calls = [], []
-
-    async def receive():
-        calls.append(1)
-        if len(calls) == 1:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client never disconnects
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": scheme,
-        "path": URL,
-        "raw_path": URL.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [(b"host", host.encode()), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(app(scope, receive, send))
-    start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], {k.lower(): v for k, v in start["headers"]}, body
+def _call(app, **request):
+    return asgi_get(app, URL, **request)
 
 
 def _both(**request):

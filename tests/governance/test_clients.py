@@ -25,6 +25,7 @@ from governance.services.bundles import bundle_publish
 from governance.services.clients import client_authenticate, client_create, client_revoke
 from mcpgov.verify import parse_jwks, verify_bundle
 from portal.choices import TeamRole
+from tests.asgi import asgi_get
 from tests.conftest import redis_test_url
 from tests.factories import make_member
 
@@ -413,44 +414,16 @@ def test_create_client_command_refuses_bad_input(team):
     assert EnforcementClient.objects.filter(name="dup").count() == 1
 
 
-def _asgi_get(host: str, token: str) -> list[dict]:
-    import asyncio
-
+def _asgi_get(host: str, token: str):
     from config.asgi import application
 
-    sent, calls = [], []
-
-    async def receive():
-        calls.append(1)
-        if len(calls) == 1:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Event().wait()  # the client never disconnects
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", host.encode()), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    asyncio.run(application(scope, receive, send))
-    return sent
+    return asgi_get(application, URL, host=host, headers=[(b"authorization", f"Bearer {token}".encode())])
 
 
 def test_the_asgi_fast_path_answers_the_bundle_path_and_leaves_bad_hosts_to_django():
-    fast = _asgi_get("127.0.0.1:8000", "not-a-token")
-    assert fast[0]["status"] == 401
-    assert b"x-frame-options" not in dict(fast[0]["headers"])  # answered in front of Django's middleware
-    assert json.loads(fast[1]["body"])["code"] == "token_malformed"
-    refused = _asgi_get("evil.example", "not-a-token")
-    assert refused[0]["status"] == 400  # Django's DisallowedHost
+    status, headers, body = _asgi_get("127.0.0.1:8000", "not-a-token")
+    assert status == 401
+    assert b"x-frame-options" not in headers  # answered in front of Django's middleware
+    assert json.loads(body)["code"] == "token_malformed"
+    refused_status, _headers, _body = _asgi_get("evil.example", "not-a-token")
+    assert refused_status == 400  # Django's DisallowedHost

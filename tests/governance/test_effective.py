@@ -29,8 +29,9 @@ pytestmark = pytest.mark.django_db
 
 
 def _tool(server, name, *, read: bool, approval: bool = False):
-    McpTool.objects.create(server=server, name=name, read_only_hint=read, destructive_hint=not read,
-                           approval_required=approval)  # fmt: skip
+    McpTool.objects.create(
+        server=server, name=name, read_only_hint=read, destructive_hint=not read, approval_required=approval
+    )
 
 
 @pytest.fixture
@@ -40,8 +41,14 @@ def policy(team, admin, reviewer, requester):
     time_ = server_create(team=team, actor=admin, slug="time", transport="stdio", command="mcp-server-time")
     _tool(time_, "get_current_time", read=True)
     _tool(time_, "set_clock", read=False)
-    github = server_create(team=team, actor=admin, slug="github_api", transport="http",
-                           url="https://api.github.com/mcp", cost_per_call="0.0050")  # fmt: skip
+    github = server_create(
+        team=team,
+        actor=admin,
+        slug="github_api",
+        transport="http",
+        url="https://api.github.com/mcp",
+        cost_per_call="0.0050",
+    )
     _tool(github, "list_prs", read=True)
     _tool(github, "create_pr", read=False)
     _tool(github, "merge_pr", read=False, approval=True)
@@ -57,8 +64,13 @@ def policy(team, admin, reviewer, requester):
     dev = Environment.objects.get(team=team, name="development")
     prod = Environment.objects.get(team=team, name="production")
     binding_set(environment=dev, server=time_, actor=admin, target="local clock", permission="read_only")
-    binding_set(environment=dev, server=github, actor=admin, target="https://api.github.com/mcp",
-                permission="read_write")  # fmt: skip
+    binding_set(
+        environment=dev,
+        server=github,
+        actor=admin,
+        target="https://api.github.com/mcp",
+        permission="read_write",
+    )
     binding_set(environment=dev, server=shell, actor=admin, target="/bin/sh", permission="read_write")
     binding_set(environment=prod, server=time_, actor=admin, target="local clock", permission="read_only")
     server_limits_set(
@@ -68,8 +80,15 @@ def policy(team, admin, reviewer, requester):
     flag_disable(flag=flag, reason="incident 12", actor=admin, environment=dev)
     signing_key_ensure(team=team)
     team_bundles_rebuild(team_id=team.pk, reason="test")
-    return {"dev": dev, "prod": prod, "role": role, "time": time_, "admin": admin, "reviewer": reviewer,
-            "requester": requester}  # fmt: skip
+    return {
+        "dev": dev,
+        "prod": prod,
+        "role": role,
+        "time": time_,
+        "admin": admin,
+        "reviewer": reviewer,
+        "requester": requester,
+    }
 
 
 def latest(env) -> PolicyBundle:
@@ -78,8 +97,10 @@ def latest(env) -> PolicyBundle:
 
 def verdicts(effective, server):
     servers = {s.slug: s for s in effective.servers + effective.refused}
-    return {t.name: (t.read_only.kind, t.read_only.trigger, t.read_write.kind, t.read_write.trigger)
-            for t in servers[server].tools}  # fmt: skip
+    return {
+        t.name: (t.read_only.kind, t.read_only.trigger, t.read_write.kind, t.read_write.trigger)
+        for t in servers[server].tools
+    }
 
 
 def test_the_effective_policy_is_what_the_gateways_engine_decides(policy):
@@ -116,8 +137,12 @@ def test_a_write_allowed_in_a_read_write_session_and_an_approval_tool(policy, te
     from governance.models import Flag
     from governance.services.flags import flag_enable
 
-    flag_enable(flag=Flag.objects.get(team=team, name="mcp.github.write"), actor=admin,
-                environment=policy["dev"], reason="resolved")  # fmt: skip
+    flag_enable(
+        flag=Flag.objects.get(team=team, name="mcp.github.write"),
+        actor=admin,
+        environment=policy["dev"],
+        reason="resolved",
+    )
     team_bundles_rebuild(team_id=team.pk, reason="flag on")  # (the service publishes on commit)
     e = effective_policy(bundle_enforced(latest(policy["dev"])), "code_agent")
     assert verdicts(e, "github_api")["create_pr"] == ("refused", "write_in_read_session", "allowed", "")
@@ -135,9 +160,16 @@ def test_production_needs_a_live_grant(policy, team):
     assert e.servers == [] and "time" in {s.slug for s in e.refused}
     assert verdicts(e, "time")["get_current_time"][3] == "production_environment"
     now = timezone.now()
-    ticket = access_request_create(team=team, requester=policy["requester"], environment=prod, role=policy["role"],
-                                   servers=[policy["time"]], reason="deploy", starts_at=now - timedelta(minutes=1),
-                                   ends_at=now + timedelta(hours=1))  # fmt: skip
+    ticket = access_request_create(
+        team=team,
+        requester=policy["requester"],
+        environment=prod,
+        role=policy["role"],
+        servers=[policy["time"]],
+        reason="deploy",
+        starts_at=now - timedelta(minutes=1),
+        ends_at=now + timedelta(hours=1),
+    )
     access_request_approve(access_request=ticket, reviewer=policy["reviewer"], reason="ok")
     assert AccessRequest.objects.get(pk=ticket.pk).status == "approved"
     team_bundles_rebuild(team_id=team.pk, reason="grant")
@@ -207,8 +239,9 @@ def test_effective_policy_page_per_environment_and_role(client, viewer, policy):
     assert response.status_code == 200
     assert response.context["bundle"] == latest(policy["prod"])
     assert response.context["effective"].servers == []
-    response = client.get(reverse("governance:effective-policy"),
-                          {"environment": policy["dev"].pk, "role": "code_agent"})  # fmt: skip
+    response = client.get(
+        reverse("governance:effective-policy"), {"environment": policy["dev"].pk, "role": "code_agent"}
+    )
     assert [s.slug for s in response.context["effective"].servers] == ["github_api", "time"]
     assert "get_current_time" in response.content.decode()
 

@@ -113,14 +113,30 @@ def test_disable_everywhere_and_record_who_when_why(team, flag, admin):
 
 def test_constraints_are_validated_and_normalised(team, flag, admin):
     with pytest.raises(ValidationError, match="per agent role"):
-        flag_set_state(flag=flag, environment=env(team), enabled=True, actor=admin,
-                       constraints=[{"context_name": "userId", "operator": "IN", "values": ["x"]}])  # fmt: skip
+        flag_set_state(
+            flag=flag,
+            environment=env(team),
+            enabled=True,
+            actor=admin,
+            constraints=[{"context_name": "userId", "operator": "IN", "values": ["x"]}],
+        )
     with pytest.raises(ValidationError, match="IN or NOT_IN"):
-        flag_set_state(flag=flag, environment=env(team), enabled=True, actor=admin,
-                       constraints=[{"context_name": "role", "operator": "EQ", "values": ["x"]}])  # fmt: skip
-    s = flag_set_state(flag=flag, environment=env(team), enabled=True, actor=admin,
-                       constraints=[{"context_name": "role", "operator": "NOT_IN",
-                                     "values": [" db_agent ", "code_agent", "db_agent"]}])  # fmt: skip
+        flag_set_state(
+            flag=flag,
+            environment=env(team),
+            enabled=True,
+            actor=admin,
+            constraints=[{"context_name": "role", "operator": "EQ", "values": ["x"]}],
+        )
+    s = flag_set_state(
+        flag=flag,
+        environment=env(team),
+        enabled=True,
+        actor=admin,
+        constraints=[
+            {"context_name": "role", "operator": "NOT_IN", "values": [" db_agent ", "code_agent", "db_agent"]}
+        ],
+    )
     assert s.constraints == [
         {"context_name": "role", "operator": "NOT_IN", "values": ["code_agent", "db_agent"]}
     ]
@@ -272,8 +288,10 @@ def test_strategy_form_sets_role_constraints(client, team, flag, admin):
     prod = env(team)
     client.force_login(admin)
     p = f"env{prod.pk}"
-    client.post(f"/governance/flags/{flag.pk}/{prod.pk}/strategy/",
-                {f"{p}-enabled": "on", f"{p}-operator": "NOT_IN", f"{p}-roles": "database_agent, code_agent"})  # fmt: skip
+    client.post(
+        f"/governance/flags/{flag.pk}/{prod.pk}/strategy/",
+        {f"{p}-enabled": "on", f"{p}-operator": "NOT_IN", f"{p}-roles": "database_agent, code_agent"},
+    )
     s = state(flag, prod)
     assert s.enabled and s.constraints == [
         {"context_name": "role", "operator": "NOT_IN", "values": ["code_agent", "database_agent"]}

@@ -103,12 +103,18 @@ def test_revoked_clients_bundle_long_poll_is_answered_401(live_portal, team):
 def test_revoked_clients_session_control_long_poll_is_answered_401(live_portal, team):
     issued = _client(team)
     session = AgentSession.objects.create(
-        id=uuid.uuid4(), team=team, environment=issued.client.environment, client=issued.client,
-        role="code_agent", started_at=timezone.now(), state="halted", trigger="cascade_write_chain",
-    )  # fmt: skip
+        id=uuid.uuid4(),
+        team=team,
+        environment=issued.client.environment,
+        client=issued.client,
+        role="code_agent",
+        started_at=timezone.now(),
+        state="halted",
+        trigger="cascade_write_chain",
+    )
     thread, result = _in_background(
         lambda: requests.get(
-            f"{live_portal}/api/v1/sessions/{session.pk}/control/?since=0&wait={WAIT}",
+            f"{live_portal}/api/v1/gateway/sessions/{session.pk}/control/?since=0&wait={WAIT}",
             headers={"Authorization": f"Bearer {issued.token}"},
             timeout=WAIT + 10,
         )

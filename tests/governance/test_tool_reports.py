@@ -207,10 +207,24 @@ def test_mcpgov_discover_reports_a_real_stdio_server_to_a_real_portal(portal_ser
         json.dumps({"mcpServers": {"time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]}}})
     )
     done = subprocess.run(
-        [sys.executable, "-m", "mcpgov", "discover", "--portal", portal_server, "--token", token,
-         "--config", str(config), "--server", "time"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mcpgov",
+            "discover",
+            "--portal",
+            portal_server,
+            "--token",
+            token,
+            "--config",
+            str(config),
+            "--server",
+            "time",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert (
         "time: 2 tools reported, waiting for an admin's review (added: get_current_time, convert_time)"

@@ -72,9 +72,12 @@ def test_unleash_engine_agrees_with_the_gateway(team, flag, token, enabled, cons
     engine = UnleashEngine()
     assert engine.take_state(json.dumps(body)) is None  # no parse warnings
     gateway_flag = BundleFlag(
-        name=flag.name, server="database", capability="write", enabled=enabled,
+        name=flag.name,
+        server="database",
+        capability="write",
+        enabled=enabled,
         constraints=tuple(FlagConstraint(**c) for c in constraints),
-    )  # fmt: skip
+    )
     for role, context in CONTEXTS:
         ctx = {**context}
         if "role" in ctx:
@@ -137,11 +140,20 @@ def test_a_person_session_is_not_an_unleash_client(team, flag, admin):
 
 def test_register_and_metrics_are_accepted(team, token):
     c = client_for(token)
-    register = {"appName": "gw", "instanceId": "i-1", "sdkVersion": "unleash-python-sdk:6.9.1",
-                "strategies": ["default"], "started": "2026-11-24T09:00:00Z", "interval": 15000}  # fmt: skip
+    register = {
+        "appName": "gw",
+        "instanceId": "i-1",
+        "sdkVersion": "unleash-python-sdk:6.9.1",
+        "strategies": ["default"],
+        "started": "2026-11-24T09:00:00Z",
+        "interval": 15000,
+    }
     assert c.post("/api/client/register", register, format="json").status_code == 202
-    metrics = {"appName": "gw", "instanceId": "i-1",
-               "bucket": {"start": "2026-11-24T09:00:00Z", "stop": "2026-11-24T09:01:00Z", "toggles": {}}}  # fmt: skip
+    metrics = {
+        "appName": "gw",
+        "instanceId": "i-1",
+        "bucket": {"start": "2026-11-24T09:00:00Z", "stop": "2026-11-24T09:01:00Z", "toggles": {}},
+    }
     assert c.post("/api/client/metrics", metrics, format="json").status_code == 202
     assert c.post("/api/client/metrics", {"nope": 1}, format="json").status_code == 400
     assert APIClient().post("/api/client/register", register, format="json").status_code == 401
@@ -161,10 +173,16 @@ def _sdk(base_url: str, token: str, **kwargs):
     from UnleashClient import UnleashClient
 
     client = UnleashClient(
-        url=f"{base_url}/api", app_name="mcp-governance-check", instance_id=f"test-{uuid.uuid4().hex[:8]}",
-        environment="staging", custom_headers={"Authorization": token}, refresh_interval=1,
-        disable_metrics=True, cache_directory=None, **kwargs,
-    )  # fmt: skip
+        url=f"{base_url}/api",
+        app_name="mcp-governance-check",
+        instance_id=f"test-{uuid.uuid4().hex[:8]}",
+        environment="staging",
+        custom_headers={"Authorization": token},
+        refresh_interval=1,
+        disable_metrics=True,
+        cache_directory=None,
+        **kwargs,
+    )
     client.initialize_client()
     return client
 
@@ -181,9 +199,13 @@ def _eventually(predicate, timeout: float = 10.0) -> float:
 @pytest.mark.slow
 def test_official_sdk_evaluates_flags_and_rereads_after_a_change(portal_server, team, flag, token):
     env = _env(team)
-    flag_set_state(flag=flag, environment=env, enabled=True,
-                   constraints=[{"context_name": "role", "operator": "NOT_IN", "values": ["database_agent"]}],
-                   reason="database writes suspended for the database agent")  # fmt: skip
+    flag_set_state(
+        flag=flag,
+        environment=env,
+        enabled=True,
+        constraints=[{"context_name": "role", "operator": "NOT_IN", "values": ["database_agent"]}],
+        reason="database writes suspended for the database agent",
+    )
     sdk = _sdk(portal_server, token)
     try:
         assert sdk.is_enabled("mcp.database.write", {"userId": "database_agent"}) is False
@@ -193,8 +215,12 @@ def test_official_sdk_evaluates_flags_and_rereads_after_a_change(portal_server, 
         flag_disable(flag=flag, environment=env, reason="INC-9: all database writes stopped")
         _eventually(lambda: sdk.is_enabled("mcp.database.write", {"userId": "code_agent"}) is False)
         flag_enable(flag=flag, environment=env)
-        flag_set_state(flag=flag, environment=env, enabled=True, constraints=[
-            {"context_name": "role", "operator": "IN", "values": ["database_agent"]}])  # fmt: skip
+        flag_set_state(
+            flag=flag,
+            environment=env,
+            enabled=True,
+            constraints=[{"context_name": "role", "operator": "IN", "values": ["database_agent"]}],
+        )
         _eventually(lambda: sdk.is_enabled("mcp.database.write", {"userId": "database_agent"}) is True)
         assert sdk.is_enabled("mcp.database.write", {"userId": "code_agent"}) is False
     finally:
@@ -225,8 +251,9 @@ def test_official_sdk_streaming_receives_a_kill_switch(portal_server, team, flag
 
 @pytest.mark.slow
 def test_streaming_endpoint_speaks_server_sent_events(portal_server, team, flag, token):
-    with requests.get(f"{portal_server}/api/client/streaming", headers={"Authorization": token},
-                      stream=True, timeout=10) as resp:  # fmt: skip
+    with requests.get(
+        f"{portal_server}/api/client/streaming", headers={"Authorization": token}, stream=True, timeout=10
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         lines = resp.iter_lines(decode_unicode=True)

@@ -79,16 +79,26 @@ def matrix(team):
     database = server_create(team=team, slug="database", category="database")
     seed_flag = flag_create(team=team, server=database, capability="write", name="mcp.database.write")
     for env_name, (enabled, constraints) in SEED_DATABASE_WRITE.items():
-        flag_set_state(flag=seed_flag, environment=environments[env_name], enabled=enabled,
-                       constraints=constraints, reason="seed")  # fmt: skip
+        flag_set_state(
+            flag=seed_flag,
+            environment=environments[env_name],
+            enabled=enabled,
+            constraints=constraints,
+            reason="seed",
+        )
     names.append(seed_flag.name)
     for k in range(len(STRATEGIES)):
         server = server_create(team=team, slug=f"server_{k}", category="api")
         flag = flag_create(team=team, server=server, capability="write", name=f"mcp.server{k}.write")
         for i, env_name in enumerate(ENVIRONMENTS):
             enabled, constraints = STRATEGIES[(k + i) % len(STRATEGIES)]
-            flag_set_state(flag=flag, environment=environments[env_name], enabled=enabled,
-                           constraints=constraints, reason=f"matrix {k}/{i}")  # fmt: skip
+            flag_set_state(
+                flag=flag,
+                environment=environments[env_name],
+                enabled=enabled,
+                constraints=constraints,
+                reason=f"matrix {k}/{i}",
+            )
         names.append(flag.name)
     tokens = {
         env_name: client_create(team=team, environment=env, name=f"gw-{env_name}").token
@@ -106,10 +116,15 @@ def python_sdk_answers(base_url: str, token: str, flags: list[str], contexts: li
     from UnleashClient import UnleashClient
 
     sdk = UnleashClient(
-        url=f"{base_url}/api", app_name="mcp-governance-check", instance_id=f"py-{uuid.uuid4().hex[:8]}",
-        custom_headers={"Authorization": token}, refresh_interval=60, disable_metrics=True,
-        disable_registration=True, cache_directory=None,
-    )  # fmt: skip
+        url=f"{base_url}/api",
+        app_name="mcp-governance-check",
+        instance_id=f"py-{uuid.uuid4().hex[:8]}",
+        custom_headers={"Authorization": token},
+        refresh_interval=60,
+        disable_metrics=True,
+        disable_registration=True,
+        cache_directory=None,
+    )
     sdk.initialize_client()
     try:
         assert sdk.is_initialized
@@ -121,9 +136,14 @@ def python_sdk_answers(base_url: str, token: str, flags: list[str], contexts: li
 def node_sdk_answers(base_url: str, token: str, flags: list[str], contexts: list[dict]) -> list[list[bool]]:
     request = {"url": f"{base_url}/api/", "token": token, "flags": flags, "contexts": contexts}
     done = subprocess.run(
-        ["node", str(NODE_SCRIPT)], input=json.dumps(request), capture_output=True, text=True,
-        cwd=ROOT, timeout=60, check=False,
-    )  # fmt: skip
+        ["node", str(NODE_SCRIPT)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -149,10 +169,18 @@ def test_official_sdks_agree_with_the_gateway_on_every_cell(portal_server, team,
     assert mismatches == 0, mismatch_list[:10]
     assert cells == len(ENVIRONMENTS) * len(flags) * sum(len(contexts_for(r)) for r in ROLES)
     # The seed's example, spelled out: the kill switch holds for both SDKs.
-    staging = answers_of(portal_server, tokens["staging"], ["mcp.database.write"],
-                         [{"userId": "database_agent"}, {"properties": {"role": "code_agent"}}])  # fmt: skip
-    production = answers_of(portal_server, tokens["production"], ["mcp.database.write"],
-                            [{"properties": {"role": "database_agent"}}])  # fmt: skip
+    staging = answers_of(
+        portal_server,
+        tokens["staging"],
+        ["mcp.database.write"],
+        [{"userId": "database_agent"}, {"properties": {"role": "code_agent"}}],
+    )
+    production = answers_of(
+        portal_server,
+        tokens["production"],
+        ["mcp.database.write"],
+        [{"properties": {"role": "database_agent"}}],
+    )
     assert staging == [[True], [False]] and production == [[False]]
 
 

@@ -61,9 +61,14 @@ def test_full_workflow_every_step_on_the_timeline(
     team, servers, reviewer, admin, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        incident = incident_open(team=team, title="Agent wrote to prod files", severity="sev1",
-                                 servers=[servers["fs"], servers["db"]], actor=reviewer,
-                                 description="Noticed at 14:02")  # fmt: skip
+        incident = incident_open(
+            team=team,
+            title="Agent wrote to prod files",
+            severity="sev1",
+            servers=[servers["fs"], servers["db"]],
+            actor=reviewer,
+            description="Noticed at 14:02",
+        )
     assert incident.status == IncidentStatus.OPEN
     assert sorted(m.to[0] for m in mail.outbox) == sorted([reviewer.email, admin.email])
     assert "opened" in mail.outbox[0].subject and "Agent wrote to prod files" in mail.outbox[0].subject
@@ -109,9 +114,14 @@ def test_full_workflow_every_step_on_the_timeline(
     assert "resolved" in mail.outbox[0].subject and "left off" in mail.outbox[0].body
 
     assert kinds(incident) == [
-        Kind.OPENED, Kind.CONTAINED, Kind.SESSION_LINKED, Kind.NOTE, Kind.ROOT_CAUSE, Kind.RESOLVED,
+        Kind.OPENED,
+        Kind.CONTAINED,
+        Kind.SESSION_LINKED,
+        Kind.NOTE,
+        Kind.ROOT_CAUSE,
+        Kind.RESOLVED,
         Kind.FLAGS_REENABLED,
-    ]  # fmt: skip
+    ]
     entries = list(incident.timeline.all())
     assert [e.actor for e in entries] == [reviewer] * 5 + [admin] * 2
     assert all(e.created_at is not None for e in entries)
@@ -223,8 +233,10 @@ def test_pages_permission_matrix(client, team, servers, admin, viewer, outsider,
 
 def test_open_form_creates_an_incident(client, team, servers, reviewer):
     client.force_login(reviewer)
-    resp = client.post("/incidents/new/", {"title": "DB writes", "severity": "sev2",
-                                                        "servers": [servers["db"].pk], "description": "x"})  # fmt: skip
+    resp = client.post(
+        "/incidents/new/",
+        {"title": "DB writes", "severity": "sev2", "servers": [servers["db"].pk], "description": "x"},
+    )
     incident = Incident.objects.get()
     assert resp.status_code == 302 and resp["Location"].endswith(f"/incidents/{incident.pk}/")
     assert list(incident.affected_servers.all()) == [servers["db"]]

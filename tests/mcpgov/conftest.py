@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 from mcp import StdioServerParameters
 
+from tests.conftest import free_port
 from tests.mcpgov.helpers import Signer, bundle_doc, iso
 from tests.mcpgov.portal_double import PortalTestDouble
 
@@ -69,6 +73,11 @@ class World:
         tmp.write_text(jws)
         tmp.replace(self.bundle_path)
         return jws
+
+    def publish(self, portal: PortalTestDouble, doc: dict[str, Any] | None = None) -> None:
+        """Sign `doc` (default: this world's bundle) and let the portal double serve it."""
+        doc = self.doc() if doc is None else doc
+        portal.publish(self.signer.sign_doc(doc), doc.get("version", self.version))
 
     def next_version(self) -> int:
         self.version += 1
@@ -133,6 +142,40 @@ class World:
         for f in sorted(self.spool.glob("*.jsonl")):
             out += [json.loads(line) for line in f.read_text().splitlines()]
         return out
+
+
+@dataclass
+class HttpGateway:
+    """A gateway process on the HTTP transport; its stderr goes to a file of the world."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+def start_http_gateway(world: World, portal: PortalTestDouble, *extra: str, role: str = "code_agent"):
+    """Start ``mcpgov gateway --http`` on a free port and return once it listens (60 s at most)."""
+    port = free_port()
+    stderr = world.base / f"http-{port}.err"
+    proc = subprocess.Popen(
+        [PY, *world.gateway_args(*extra, "--http", f"127.0.0.1:{port}", role=role, portal=portal)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(stderr, "w"),  # noqa: SIM115 (closed with the process)
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return HttpGateway(proc, port, stderr)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text()
+            time.sleep(0.1)
 
 
 @pytest.fixture

@@ -20,6 +20,16 @@ from urllib.parse import parse_qs, urlparse
 TOKEN = "test-token"
 
 
+def _gateway_parts(parts: list[str]) -> list[str]:
+    """Sessions are served on the gateway-facing set (/api/v1/gateway/sessions/…), as by the portal; the
+    people-facing /api/v1/sessions/… is not for gateways, and matches nothing here (404)."""
+    if parts[:4] == ["api", "v1", "gateway", "sessions"]:
+        return ["api", "v1", "sessions", *parts[4:]]
+    if parts[:3] == ["api", "v1", "sessions"]:
+        return ["api", "v1", "people", *parts[3:]]
+    return parts
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -161,7 +171,7 @@ class PortalTestDouble:
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 if not self._auth():
                     return
-                parts = [p for p in u.path.split("/") if p]
+                parts = _gateway_parts([p for p in u.path.split("/") if p])
                 if u.path == "/api/v1/client/":
                     return self._send(
                         200,
@@ -245,7 +255,7 @@ class PortalTestDouble:
                 self._send(404, {"detail": "not found", "code": "not_found"})
 
             def do_POST(self):
-                parts = [p for p in urlparse(self.path).path.split("/") if p]
+                parts = _gateway_parts([p for p in urlparse(self.path).path.split("/") if p])
                 delivery = len(parts) == 5 and parts[4] == "events" and parts[3] in portal.sessions
                 if not self._auth(delivery=delivery):
                     return
@@ -326,7 +336,7 @@ class PortalTestDouble:
             def do_PATCH(self):
                 if not self._auth():
                     return
-                parts = [p for p in urlparse(self.path).path.split("/") if p]
+                parts = _gateway_parts([p for p in urlparse(self.path).path.split("/") if p])
                 body = self._body()
                 with portal.lock:
                     s = portal.sessions.get(parts[3]) if len(parts) == 4 else None

@@ -79,8 +79,25 @@ def test_metrics_address_is_loopback_unless_made_public(address, public, ok):
 
 def test_gateway_refuses_public_metrics_without_the_flag(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "mcpgov", "gateway", "--role", "r", "--env", "development", "--bundle-file",
-         str(tmp_path / "b.jws"), "--keys", str(tmp_path / "k.json"), "--metrics", "0.0.0.0:9464"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mcpgov",
+            "gateway",
+            "--role",
+            "r",
+            "--env",
+            "development",
+            "--bundle-file",
+            str(tmp_path / "b.jws"),
+            "--keys",
+            str(tmp_path / "k.json"),
+            "--metrics",
+            "0.0.0.0:9464",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "--metrics-public" in r.stderr and r.stdout == ""

@@ -30,15 +30,35 @@ PROJECT = "/home/dev/main/prod-tools"
 @pytest.mark.parametrize(
     ("command", "args", "env", "targets"),
     [
-        (PY, [f"{PROJECT}/server.py", "--db", "postgres://db.prod.internal/x"], {}, ["postgres://db.prod.internal/x"]),
+        (
+            PY,
+            [f"{PROJECT}/server.py", "--db", "postgres://db.prod.internal/x"],
+            {},
+            ["postgres://db.prod.internal/x"],
+        ),
         (PY, ["-m", "mcp_server_time", "--local-timezone", "UTC"], {}, ["UTC"]),
-        (NODE, [f"{PROJECT}/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js", "/srv/docs"], {}, ["/srv/docs"]),
+        (
+            NODE,
+            [f"{PROJECT}/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js", "/srv/docs"],
+            {},
+            ["/srv/docs"],
+        ),
         ("npx", ["-y", "@acme/prod-mcp", "/srv/docs"], {}, ["/srv/docs"]),
-        ("uv", ["run", "--directory", PROJECT, "server.py", "--dsn=mysql://live-db/x"], {}, ["mysql://live-db/x"]),
+        (
+            "uv",
+            ["run", "--directory", PROJECT, "server.py", "--dsn=mysql://live-db/x"],
+            {},
+            ["mysql://live-db/x"],
+        ),
         ("uvx", ["--from", "prod-tools", "mcp-server-git", "--repository", "/srv/repo"], {}, ["/srv/repo"]),
-        (f"{PROJECT}/bin/server", ["/data/production"], {"DATABASE_URL": "postgres://main.db/x", "TOKEN": "main"}, ["/data/production", "postgres://main.db/x"]),
+        (
+            f"{PROJECT}/bin/server",
+            ["/data/production"],
+            {"DATABASE_URL": "postgres://main.db/x", "TOKEN": "main"},
+            ["/data/production", "postgres://main.db/x"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_targets_are_what_the_server_reaches(command, args, env, targets):
     assert server_targets(command, tuple(args), env, None, None) == targets
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,10 +21,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from tests.conftest import free_port
+from tests.mcpgov.conftest import PY, ROOT, start_http_gateway
 from tests.mcpgov.portal_double import TOKEN, PortalTestDouble
 
-PY = sys.executable
-ROOT = Path(__file__).resolve().parents[2]
 LATE_SERVER = Path(__file__).with_name("late_tool_server.py")
 API_KEY = "mcpgov_agent_" + "k" * 32
 
@@ -42,45 +40,22 @@ AGENTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Http:
     """One gateway process on HTTP with auth, against the portal double."""
 
     def __init__(self, world, portal: PortalTestDouble, *extra: str, role: str = "code_agent") -> None:
         self.world, self.portal = world, portal
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.proc = subprocess.Popen(
-            [PY, *world.gateway_args(*extra, "--http", f"127.0.0.1:{self.port}", role=role, portal=portal)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise AssertionError(self.proc.stderr.read().decode()) from None
-                time.sleep(0.1)
-        raise AssertionError("gateway did not listen")
+        started = start_http_gateway(world, portal, *extra, role=role)
+        self.proc, self.port, self.url, self.stderr = started.proc, started.port, started.url, started.stderr
 
     def stop(self) -> str:
         self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()
+            self.proc.wait()
+        return self.stderr.read_text(errors="replace")
 
     def token(self, agent: str = "11", **claims: Any) -> str:
         now = int(time.time())
@@ -112,10 +87,6 @@ class Http:
         return Client(streamable_http_client(self.url, http_client=http), mode=mode)
 
 
-def publish(world, portal: PortalTestDouble, doc: dict[str, Any]) -> None:
-    portal.publish(world.signer.sign_doc(doc), doc["version"])
-
-
 def base_doc(world, **overrides: Any) -> dict[str, Any]:
     doc = world.doc(agents=AGENTS)
     doc["roles"]["code_agent"]["allowed_servers"].append("late")
@@ -133,7 +104,7 @@ def base_doc(world, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def gw(world, portal):
-    publish(world, portal, base_doc(world))
+    world.publish(portal, base_doc(world))
     world.write_config(("time", "filesystem"), extra={"late": {"command": PY, "args": [str(LATE_SERVER)]}})
     started: list[Http] = []
 
@@ -226,7 +197,7 @@ def test_agent_revoked_in_a_new_bundle_is_refused_at_once(gw, world, portal):
 
     run(ok)
     revoked = [dict(AGENTS[0], revoked=True), AGENTS[1]]
-    publish(world, portal, base_doc(world, version=world.next_version(), agents=revoked))
+    world.publish(portal, base_doc(world, version=world.next_version(), agents=revoked))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         r = httpx2.post(g.url, json=post, headers={"Authorization": f"Bearer {token}"})
@@ -238,7 +209,7 @@ def test_agent_revoked_in_a_new_bundle_is_refused_at_once(gw, world, portal):
     jti_token = g.token("22")
     jti = jwt.decode(jti_token, options={"verify_signature": False})["jti"]
     agents = [dict(AGENTS[0], revoked=True), dict(AGENTS[1], revoked_jti=[jti])]
-    publish(world, portal, base_doc(world, version=world.next_version(), agents=agents))
+    world.publish(portal, base_doc(world, version=world.next_version(), agents=agents))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         r = httpx2.post(g.url, json=post, headers={"Authorization": f"Bearer {jti_token}"})
@@ -403,7 +374,7 @@ def test_gate_refusal_is_a_refused_session_in_the_portal(world, portal):
     doc = base_doc(world)
     doc["roles"]["code_agent"]["forbidden_servers"] = ["time"]
     doc["roles"]["code_agent"]["allowed_servers"].remove("time")
-    publish(world, portal, doc)
+    world.publish(portal, doc)
     world.write_config(("time",))
     r = subprocess.run(
         [PY, *world.gateway_args("--read-only", portal=portal)],
@@ -459,7 +430,7 @@ def test_tool_added_at_run_time_is_hidden_refused_reported_then_approved(gw, wor
     assert portal.wait_for(reported)
     doc = base_doc(world, version=world.next_version())
     doc["servers"]["late"]["tools"]["late_tool"] = {"class": "read"}
-    publish(world, portal, doc)
+    world.publish(portal, doc)
 
     async def approved():
         async with g.client(token) as c:

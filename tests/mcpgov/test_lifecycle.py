@@ -21,7 +21,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.mcpgov.conftest import PY, ROOT, TIME_ARGS
+from tests.mcpgov.conftest import PY, ROOT, TIME_ARGS, start_http_gateway
 from tests.mcpgov.portal_double import TOKEN
 
 pytestmark = pytest.mark.slow
@@ -88,18 +88,14 @@ def _gateway_args(world, portal, *extra: str) -> list[str]:
     return world.gateway_args(*extra, portal=portal)
 
 
-def _time_only(world) -> None:
-    world.config_path.write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
-
-
 def _session_ended(portal, sid: str) -> bool:
     return portal.sessions.get(sid, {}).get("state") == "ended"
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "EOF"])
 def test_a_stopped_gateway_ends_its_session_with_its_events_delivered(world, portal, how):
-    portal.publish(world.signer.sign_doc(world.doc()), 1)
-    _time_only(world)
+    world.publish(portal)
+    world.write_config(("time",))
     gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
     try:
         gw.handshake()
@@ -125,7 +121,7 @@ def test_a_stopped_gateway_ends_its_session_with_its_events_delivered(world, por
 
 
 def test_a_halted_session_keeps_its_trigger_and_last_calls_in_its_end_report(world, portal):
-    portal.publish(world.signer.sign_doc(world.doc()), 1)
+    world.publish(portal)
     world.write_config(("time", "filesystem"))
     gw = Wire(_gateway_args(world, portal, "--read-only"), cwd=ROOT, stderr=world.base / "gw.err")
     try:
@@ -148,8 +144,8 @@ def test_a_halted_session_keeps_its_trigger_and_last_calls_in_its_end_report(wor
 
 
 def test_a_second_signal_exits_at_once_and_the_next_gateway_delivers_what_was_left(world, portal):
-    portal.publish(world.signer.sign_doc(world.doc()), 1)
-    _time_only(world)
+    world.publish(portal)
+    world.write_config(("time",))
     gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
     try:
         gw.handshake()
@@ -184,8 +180,8 @@ def test_a_second_signal_exits_at_once_and_the_next_gateway_delivers_what_was_le
 
 
 def test_restart_recovery_ends_the_sessions_of_a_killed_gateway_before_serving(world, portal):
-    portal.publish(world.signer.sign_doc(world.doc()), 1)
-    _time_only(world)
+    world.publish(portal)
+    world.write_config(("time",))
     gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
     try:
         gw.handshake()
@@ -233,11 +229,25 @@ def test_ten_gateways_in_one_directory_survive_twenty_bundle_changes(world, port
     config = workdir / ".mcp.json"
     config.write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
     version = 1
-    portal.publish(world.signer.sign_doc(world.doc(version=version)), version)
+    world.publish(portal, world.doc(version=version))
     args = [
-        "-m", "mcpgov", "gateway", "--portal", portal.url, "--token", TOKEN, "--keys", str(world.keys),
-        "--env", "development", "--role", "code_agent", "--read-only", "--config", ".mcp.json",
-    ]  # fmt: skip
+        "-m",
+        "mcpgov",
+        "gateway",
+        "--portal",
+        portal.url,
+        "--token",
+        TOKEN,
+        "--keys",
+        str(world.keys),
+        "--env",
+        "development",
+        "--role",
+        "code_agent",
+        "--read-only",
+        "--config",
+        ".mcp.json",
+    ]
 
     def doc_for(v: int) -> dict[str, Any]:
         d = world.doc(version=v)
@@ -254,7 +264,7 @@ def test_ten_gateways_in_one_directory_survive_twenty_bundle_changes(world, port
                 params = StdioServerParameters(command=PY, args=args, cwd=str(workdir))
                 clients.append(await stack.enter_async_context(Client(params, mode="legacy")))
             for v in range(2, 22):
-                portal.publish(world.signer.sign_doc(doc_for(v)), v)
+                world.publish(portal, doc_for(v))
                 want_time = v % 2 == 1
                 for c in clients:
                     deadline = time.monotonic() + BOUND
@@ -277,39 +287,16 @@ def test_ten_gateways_in_one_directory_survive_twenty_bundle_changes(world, port
     assert portal.duplicates == 0
 
 
-def _http_gateway(world, portal, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [PY, *_gateway_args(world, portal, "--http", f"127.0.0.1:{port}", *extra)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(world.base / "http.err", "w"),  # noqa: SIM115 (closed with the process)
-    )
-    deadline = time.monotonic() + BOUND
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (world.base / "http.err").read_text()
-            time.sleep(0.1)
-
-
 def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
     from tests.mcpgov.test_gateway_identity import AGENTS, API_KEY
 
-    portal.publish(world.signer.sign_doc(world.doc(agents=AGENTS)), 1)
-    _time_only(world)
-    proc, port = _http_gateway(world, portal, "--idle-timeout", "3")
-    url = f"http://127.0.0.1:{port}/mcp"
+    world.publish(portal, world.doc(agents=AGENTS))
+    world.write_config(("time",))
+    gateway = start_http_gateway(world, portal, "--idle-timeout", "3")
+    proc, url = gateway.proc, gateway.url
     try:
         # an SDK client that leaves: its DELETE ends the session
         async def closing_client() -> None:
@@ -374,7 +361,7 @@ def test_http_sessions_end_when_the_client_closes_or_goes_idle(world, portal):
 
         assert portal.wait_for(lambda: run_r1() is not None and _session_ended(portal, run_r1()), BOUND), (
             portal.sessions,
-            (world.base / "http.err").read_text()[-3000:],
+            gateway.stderr.read_text()[-3000:],
         )
         third = run_r1()
         assert next(b for s, b in portal.patches if s == third)["reason"] == "idle for 3s"

@@ -35,8 +35,13 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 def echo_world(world):
     doc = world.doc()
     doc["roles"]["code_agent"]["allowed_servers"].append("echo")
-    doc["servers"]["echo"] = {"category": "other", "transport": "stdio", "command": PY, "args": [str(ECHO)],
-                              "tools": {"echo_meta": {"class": "read"}}}  # fmt: skip
+    doc["servers"]["echo"] = {
+        "category": "other",
+        "transport": "stdio",
+        "command": PY,
+        "args": [str(ECHO)],
+        "tools": {"echo_meta": {"class": "read"}},
+    }
     doc["environment_policy"]["bindings"]["echo"] = {"target": "local", "permission": "read_only"}
     world.write_bundle(doc)
     world.write_config(("time",), extra={"echo": {"command": PY, "args": [str(ECHO)]}})
@@ -44,9 +49,11 @@ def echo_world(world):
 
 def gateway(world, *extra: str, env: dict[str, str] | None = None) -> StdioServerParameters:
     return StdioServerParameters(
-        command=PY, args=world.gateway_args(*extra), cwd=str(ROOT),
+        command=PY,
+        args=world.gateway_args(*extra),
+        cwd=str(ROOT),
         env={"MCPGOV_LOG_LEVEL": "WARNING", **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -110,8 +117,15 @@ def test_gateway_metrics_and_spans_follow_the_agents_trace(world):
         # names the agent makes up are not label values of their own
         labelled = {dict(labels).get("server") for (name, labels) in after if name == calls}
         assert labelled == {"echo", "time", "shell", "(unknown)"}
-        assert sample(after, "mcpgov_gateway_session_state_changes_total", state="halted",
-                      trigger="unauthorized_server") == 1  # fmt: skip
+        assert (
+            sample(
+                after,
+                "mcpgov_gateway_session_state_changes_total",
+                state="halted",
+                trigger="unauthorized_server",
+            )
+            == 1
+        )
         assert sample(after, "mcpgov_gateway_sessions", state="halted") == 1
 
         # spans: flushed by the exporter when the gateway exits

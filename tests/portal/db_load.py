@@ -59,9 +59,16 @@ def prepare(team, admin, flag, environment, sessions: int) -> tuple[str, list[st
     ids = []
     for i in range(sessions):
         session = AgentSession.objects.create(
-            id=uuid.uuid4(), team=team, environment=environment, client=issued.client, role="code_agent",
-            agent=f"load-{i}", started_at=datetime.now(UTC), state="halted", trigger="cascade_write_chain",
-        )  # fmt: skip
+            id=uuid.uuid4(),
+            team=team,
+            environment=environment,
+            client=issued.client,
+            role="code_agent",
+            agent=f"load-{i}",
+            started_at=datetime.now(UTC),
+            state="halted",
+            trigger="cascade_write_chain",
+        )
         ids.append(str(session.pk))
     browser = Client()
     browser.force_login(admin)
@@ -75,14 +82,25 @@ def _events(session_id: str, first_seq: int, count: int) -> bytes:
     for seq in range(first_seq, first_seq + count):
         call = (seq + 1) // 2
         result = seq % 2 == 0
-        events.append({
-            "seq": seq, "call_id": f"{session_id[:8]}-{call}", "phase": "result" if result else "intent",
-            "ts": (t0 + timedelta(milliseconds=seq)).isoformat().replace("+00:00", "Z"),
-            "server": "github_api", "tool": "create_pr", "arguments": {"title": f"PR {call}"},
-            "args_summary": f"title=PR {call}", "status": "success" if result else None,
-            "result_summary": "ok" if result else "", "bytes": 12 if result else None,
-            "duration_ms": 3.0 if result else None, "trigger": None, "bundle_version": 1, "result": None,
-        })  # fmt: skip
+        events.append(
+            {
+                "seq": seq,
+                "call_id": f"{session_id[:8]}-{call}",
+                "phase": "result" if result else "intent",
+                "ts": (t0 + timedelta(milliseconds=seq)).isoformat().replace("+00:00", "Z"),
+                "server": "github_api",
+                "tool": "create_pr",
+                "arguments": {"title": f"PR {call}"},
+                "args_summary": f"title=PR {call}",
+                "status": "success" if result else None,
+                "result_summary": "ok" if result else "",
+                "bytes": 12 if result else None,
+                "duration_ms": 3.0 if result else None,
+                "trigger": None,
+                "bundle_version": 1,
+                "result": None,
+            }
+        )
     return json.dumps({"events": events}).encode()
 
 
@@ -104,18 +122,26 @@ def _client(target: LoadTarget, kind: str, index: int, deadline: float, max_requ
                 resp = http.get(f"{target.base_url}/governance/flags/", cookies=target.cookies, timeout=30)
             elif kind == "ingest":
                 resp = http.post(
-                    f"{target.base_url}/api/v1/sessions/{session_id}/events/", data=_events(session_id, seq, 10),
-                    headers={**bearer, "Content-Type": "application/json"}, timeout=30,
-                )  # fmt: skip
+                    f"{target.base_url}/api/v1/gateway/sessions/{session_id}/events/",
+                    data=_events(session_id, seq, 10),
+                    headers={**bearer, "Content-Type": "application/json"},
+                    timeout=30,
+                )
                 if resp.status_code == 200:
                     seq += 10
             elif kind == "bundle_poll":
-                resp = http.get(f"{target.base_url}/api/v1/bundle/?wait=2",
-                                headers={**bearer, "If-None-Match": etag}, timeout=30)  # fmt: skip
+                resp = http.get(
+                    f"{target.base_url}/api/v1/bundle/?wait=2",
+                    headers={**bearer, "If-None-Match": etag},
+                    timeout=30,
+                )
                 etag = resp.headers.get("ETag", etag)
             elif kind == "control_poll":
-                resp = http.get(f"{target.base_url}/api/v1/sessions/{session_id}/control/?since=0&wait=2",
-                                headers=bearer, timeout=30)  # fmt: skip
+                resp = http.get(
+                    f"{target.base_url}/api/v1/gateway/sessions/{session_id}/control/?since=0&wait=2",
+                    headers=bearer,
+                    timeout=30,
+                )
             else:  # toggle: the kill-switch panel's form, as an admin's click sends it
                 path = f"/governance/flags/{target.flag_pk}/{target.environment_id}/"
                 path += "enable/" if disabled else "disable/"
@@ -123,10 +149,13 @@ def _client(target: LoadTarget, kind: str, index: int, deadline: float, max_requ
                     http.get(f"{target.base_url}/governance/flags/", cookies=target.cookies, timeout=30)
                 csrf = http.cookies.get("csrftoken", "")
                 resp = http.post(
-                    f"{target.base_url}{path}", data={"reason": "load test", "csrfmiddlewaretoken": csrf},
-                    cookies=target.cookies, headers={"Referer": f"{target.base_url}{path}"},
-                    allow_redirects=False, timeout=30,
-                )  # fmt: skip
+                    f"{target.base_url}{path}",
+                    data={"reason": "load test", "csrfmiddlewaretoken": csrf},
+                    cookies=target.cookies,
+                    headers={"Referer": f"{target.base_url}{path}"},
+                    allow_redirects=False,
+                    timeout=30,
+                )
                 disabled = not disabled
                 time.sleep(0.2)
             record(resp.status_code)

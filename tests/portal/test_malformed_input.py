@@ -218,7 +218,9 @@ def test_deep_json_to_audit_ingestion_is_400(gateway):
     sid = open_session(gateway)
     before = db_state()
     raw = '{"events": [' + json.dumps(event(1))[:-1] + ', "arguments": ' + DEEP_JSON + "}]}"
-    body = assert_error(gateway.post(f"/api/v1/sessions/{sid}/events/", raw, content_type="application/json"))
+    body = assert_error(
+        gateway.post(f"/api/v1/gateway/sessions/{sid}/events/", raw, content_type="application/json")
+    )
     assert "deeper than" in body["detail"]
     assert db_state() == before and not AuditEvent.objects.exists()
 
@@ -260,7 +262,9 @@ def test_lone_surrogate_in_json_is_400(api, team, gateway):
     sid = open_session(gateway)
     before = db_state()
     raw = '{"events": [' + json.dumps(event(1))[:-1] + ', "args_summary": "\\udc00"}]}'
-    body = assert_error(gateway.post(f"/api/v1/sessions/{sid}/events/", raw, content_type="application/json"))
+    body = assert_error(
+        gateway.post(f"/api/v1/gateway/sessions/{sid}/events/", raw, content_type="application/json")
+    )
     assert "surrogate" in body["detail"]
     assert db_state() == before
 
@@ -321,7 +325,8 @@ def test_deleting_an_environment_with_audited_sessions_is_409(api, team):
     gw.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_client(team, staging, 's').token}")
     sid = open_session(gw)
     assert (
-        gw.post(f"/api/v1/sessions/{sid}/events/", {"events": [event(1)]}, format="json").status_code == 200
+        gw.post(f"/api/v1/gateway/sessions/{sid}/events/", {"events": [event(1)]}, format="json").status_code
+        == 200
     )
     before = db_state()
     body = assert_error(api.delete(f"/api/v1/environments/{staging.pk}/"), 409)

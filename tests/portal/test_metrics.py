@@ -75,7 +75,7 @@ def test_requests_bundle_builds_ingestion_and_sessions_are_counted(client, gatew
     # the test events are dated 2026-11-24 09:00: their lag is days, in the top bucket only
     assert moved("mcpgov_portal_audit_ingest_lag_seconds_bucket", le="3600.0") == 0
     assert moved("mcpgov_portal_audit_ingest_lag_seconds_bucket", le="+Inf") == 2
-    events_view = {"view": "audit-api:session-events", "method": "POST", "status": "200"}
+    events_view = {"view": "audit-api:gateway-events", "method": "POST", "status": "200"}
     assert moved("mcpgov_portal_http_requests_total", **events_view) == 2
     assert moved("mcpgov_portal_http_requests_total", view="metrics", method="GET", status="200") == 1
     built = moved("mcpgov_portal_bundle_builds_total", outcome="published") + moved(

@@ -117,7 +117,7 @@ def test_gateway_operations_as_enforcement_client(portal_server, world, tmp_path
         portal_server,
         {"Authorization": f"Bearer {world['token']}"},
         "--include-path-regex",
-        "^/api/v1/(bundle|sessions)",
+        "^/api/v1/(bundle|gateway/sessions)",
         report=tmp_path / "client.xml",
         examples="8",  # the long polls (?wait= up to 30 s) make each example slow
     )

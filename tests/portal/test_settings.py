@@ -102,9 +102,13 @@ def _database_settings(env: dict[str, str]) -> dict:
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_"))}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -35,8 +35,15 @@ def teams(db):
 
 
 def claims(sub="u-1", username="alice", groups=(), **extra):
-    return {"iss": ISSUER, "sub": sub, "preferred_username": username, "email": f"{username}@corp.example",
-            "email_verified": True, "groups": list(groups), **extra}  # fmt: skip
+    return {
+        "iss": ISSUER,
+        "sub": sub,
+        "preferred_username": username,
+        "email": f"{username}@corp.example",
+        "email_verified": True,
+        "groups": list(groups),
+        **extra,
+    }
 
 
 def roles(user) -> dict[str, tuple[str, str]]:

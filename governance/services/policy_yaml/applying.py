@@ -27,7 +27,7 @@ from governance.services import environments as environment_services
 from governance.services import limits as limit_services
 from governance.services import roles as role_services
 from governance.services import servers as server_services
-from governance.services.common import Action, check_policy_perm
+from governance.services.common import check_policy_perm
 from governance.services.policy_yaml.document import (
     ACCESS_AUTHORIZATION,
     GLOBAL_LIMIT_KEYS,
@@ -45,6 +45,7 @@ from governance.services.policy_yaml.document import (
 )
 from governance.services.policy_yaml.parsing import policy_parse
 from governance.services.policy_yaml.report import ImportReport
+from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
@@ -375,7 +376,7 @@ def policy_import(*, team: Team, text: str, actor=None, dry_run: bool = False) -
             change_record(
                 team=team,
                 actor=actor,
-                action=Action.IMPORT,
+                event_type=ChangeEventType.POLICY_IMPORTED,
                 object_type="policy",
                 object_repr=", ".join(doc.blocks),
                 summary=f"Policy imported from YAML: {report.count('added')} added, "
