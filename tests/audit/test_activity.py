@@ -78,7 +78,7 @@ def world(team, other_team, gateway, other_gateway):
     )
     assert post_events(gateway, dev_sid, dev.batch).status_code == 200
     r = gateway.patch(
-        f"/api/v1/sessions/{dev_sid}/",
+        f"/api/v1/gateway/sessions/{dev_sid}/",
         {"state": "halted", "trigger": "write_in_read_session", "reason": "write in a read-only session"},
         format="json",
     )
@@ -89,7 +89,7 @@ def world(team, other_team, gateway, other_gateway):
     calls.add("time", "get_current_time", at=26, status="blocked", trigger="rate_limit", size=None)
     assert post_events(stg, stg_sid, calls.batch).status_code == 200
     r = stg.patch(
-        f"/api/v1/sessions/{stg_sid}/",
+        f"/api/v1/gateway/sessions/{stg_sid}/",
         {"state": "halted", "trigger": "rate_limit", "reason": "limit"},
         format="json",
     )
