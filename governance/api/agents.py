@@ -23,8 +23,14 @@ from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
 
 class AgentSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
-    roles = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=False)
-    environments = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=True)
+    # Names in, names out; written as input fields only, rendered in to_representation (a many-to-many
+    # manager is not a list: rendering it through ListField was a 500 on every list and detail).
+    roles = serializers.ListField(
+        child=serializers.CharField(max_length=100), allow_empty=False, write_only=True
+    )
+    environments = serializers.ListField(
+        child=serializers.CharField(max_length=100), allow_empty=True, write_only=True
+    )
     client_id = serializers.CharField(source="application.client_id", read_only=True, default=None)
     grant = serializers.ChoiceField(
         choices=[agent_services.GRANT_CLIENT_CREDENTIALS, agent_services.GRANT_AUTHORIZATION_CODE],

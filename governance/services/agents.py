@@ -118,16 +118,61 @@ def agent_create(
     return IssuedAgent(agent=agent, client_id=application.client_id, client_secret=secret)
 
 
+def _names(objs) -> list[str]:
+    return sorted(o.name for o in objs)
+
+
 @transaction.atomic
 def agent_update(
-    *, agent: Agent, roles: list[AgentRole], environments: list[Environment], actor=None
+    *,
+    agent: Agent,
+    roles: list[AgentRole],
+    environments: list[Environment],
+    name: str | None = None,
+    redirect_uris: str | None = None,
+    actor=None,
 ) -> Agent:
+    """Change what the agent may use (roles, environments), its name, or an interactive client's redirect URIs.
+
+    The bundles of every environment it was or is now allowed in are republished at once: a role or
+    environment taken away stops working on the next request.
+    """
     if actor is not None:
         require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    agent = Agent.objects.select_for_update().select_related("application", "team").get(pk=agent.pk)
+    if agent.is_revoked:
+        raise ValidationError("The agent is revoked: register a new one instead.")
     _check_bindings(agent.team, roles, environments)
     if not roles:
         raise ValidationError({"roles": "Pick at least one role the agent may use."})
-    before = set(agent.environments.all())
+    old_roles, before = list(agent.roles.all()), set(agent.environments.all())
+    changes: dict[str, list] = {}
+    if _names(old_roles) != _names(roles):
+        changes["roles"] = [_names(old_roles), _names(roles)]
+    if _names(before) != _names(environments):
+        changes["environments"] = [_names(before), _names(environments)]
+    if name is not None and name != agent.name:
+        changes["name"] = [agent.name, name]
+        agent.name = name
+        agent.full_clean()
+        agent.save(update_fields=["name"])
+    application = agent.application
+    if redirect_uris is not None and application is not None:
+        uris = " ".join(redirect_uris.split())
+        if uris != " ".join(application.redirect_uris.split()):
+            if application.authorization_grant_type != Application.GRANT_AUTHORIZATION_CODE:
+                raise ValidationError({"redirect_uris": "Only an interactive agent has redirect URIs."})
+            if not uris:
+                raise ValidationError(
+                    {"redirect_uris": "An interactive agent needs at least one redirect URI."}
+                )
+            changes["redirect_uris"] = [application.redirect_uris.split(), uris.split()]
+            application.redirect_uris = uris
+            try:
+                application.full_clean(exclude=["user", "client_secret"])
+            except ValidationError as exc:
+                raise ValidationError({"redirect_uris": exc.messages}) from None
+            application.save(update_fields=["redirect_uris"])
     agent.roles.set(roles)
     agent.environments.set(environments)
     change_record(
@@ -135,7 +180,8 @@ def agent_update(
         actor=actor,
         action=ChangeRecord.Action.UPDATE,
         obj=agent,
-        summary=f"Agent {agent.slug} bindings changed",
+        summary=f"Agent {agent.slug} changed",
+        changes=changes,
     )
     bundles_publish_now(
         team=agent.team, environments=before | set(environments), reason=f"agent {agent.slug} changed"

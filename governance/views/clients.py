@@ -17,9 +17,11 @@ from portal.pages import get_team_object, require_perm, submit, team_view
 from portal.permissions import MANAGE_CLIENTS
 
 
-def _register(*, name, environment, expires_days, team, actor):
+def _register(*, name, environment, roles, expires_days, team, actor):
     expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
-    return client_create(team=team, environment=environment, name=name, actor=actor, expires_at=expires_at)
+    return client_create(
+        team=team, environment=environment, name=name, actor=actor, expires_at=expires_at, roles=list(roles)
+    )
 
 
 @team_view
