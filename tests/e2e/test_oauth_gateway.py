@@ -76,7 +76,9 @@ class LoopbackCallback:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                queries.append(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query)))
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/callback":  # not the browser's /favicon.ico
+                    queries.append(dict(urllib.parse.parse_qsl(url.query)))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
