@@ -139,7 +139,10 @@ def agent_update(
     """
     if actor is not None:
         require_team_perm(actor, MANAGE_CLIENTS, agent.team)
-    agent = Agent.objects.select_for_update().select_related("application", "team").get(pk=agent.pk)
+    # "of": only the agent row is locked (its OAuth client is the nullable side of an outer join)
+    agent = (
+        Agent.objects.select_for_update(of=("self",)).select_related("application", "team").get(pk=agent.pk)
+    )
     if agent.is_revoked:
         raise ValidationError("The agent is revoked: register a new one instead.")
     _check_bindings(agent.team, roles, environments)
