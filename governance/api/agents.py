@@ -21,16 +21,20 @@ from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, has_team_perm, teams_for_user
 
 
+class NameListField(serializers.ListField):
+    """Names in, sorted names out. Renders a many-to-many manager (a plain ListField cannot: every
+    list and detail of agents was a 500)."""
+
+    def to_representation(self, data):
+        if hasattr(data, "all"):
+            return sorted(obj.name for obj in data.all())
+        return super().to_representation(data)
+
+
 class AgentSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all())
-    # Names in, names out; written as input fields only, rendered in to_representation (a many-to-many
-    # manager is not a list: rendering it through ListField was a 500 on every list and detail).
-    roles = serializers.ListField(
-        child=serializers.CharField(max_length=100), allow_empty=False, write_only=True
-    )
-    environments = serializers.ListField(
-        child=serializers.CharField(max_length=100), allow_empty=True, write_only=True
-    )
+    roles = NameListField(child=serializers.CharField(max_length=100), allow_empty=False)
+    environments = NameListField(child=serializers.CharField(max_length=100), allow_empty=True)
     client_id = serializers.CharField(source="application.client_id", read_only=True, default=None)
     grant = serializers.ChoiceField(
         choices=[agent_services.GRANT_CLIENT_CREDENTIALS, agent_services.GRANT_AUTHORIZATION_CODE],
@@ -51,12 +55,6 @@ class AgentSerializer(serializers.ModelSerializer):
 
     def get_revoked(self, obj) -> bool:
         return obj.revoked_at is not None
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["roles"] = sorted(r.name for r in instance.roles.all())
-        data["environments"] = sorted(e.name for e in instance.environments.all())
-        return data
 
 
 def _resolve(team: Team, roles: list[str], environments: list[str]):

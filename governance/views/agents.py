@@ -13,7 +13,7 @@ from governance import selectors
 from governance.forms.agents import AgentEditForm, AgentForm
 from governance.models import AgentApiKey
 from governance.services import agents as services
-from portal.pages import form_page, get_team_object, require_perm, submit, team_view
+from portal.pages import form_page, get_team_object, require_perm, secret_page, submit, team_view
 from portal.permissions import MANAGE_CLIENTS
 
 
@@ -21,13 +21,6 @@ def _agent(request, pk: int, *, perm: str | None = None):
     return get_team_object(
         request, selectors.agents_for_team(user=request.user, team=request.team), perm=perm, pk=pk
     )
-
-
-def _shown_once(request, template: str, context: dict):
-    # Rendered, not redirected: the secret exists only in this response.
-    response = render(request, template, context)
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 def _endpoints(request) -> dict:
@@ -62,7 +55,7 @@ def agent_create(request):
         ok, issued = submit(form, services.agent_create, team=request.team, actor=request.user)
         if ok:
             context = {"agent": issued.agent, "issued": issued, **_endpoints(request)}
-            return _shown_once(request, "governance/agents/created.html", context)
+            return secret_page(request, "governance/agents/created.html", context)
     return render(request, "governance/agents/form.html", {"form": form})
 
 
@@ -105,7 +98,7 @@ def agent_api_key_create(request, pk: int):
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("governance:agent-detail", pk=agent.pk)
-    return _shown_once(request, "governance/agents/key_created.html", {"agent": agent, "issued": issued})
+    return secret_page(request, "governance/agents/key_created.html", {"agent": agent, "issued": issued})
 
 
 @team_view
