@@ -12,6 +12,8 @@ from governance.choices import DEFAULT_PRODUCTION_URL_WORDS, RuleKind
 from governance.models import (
     AccessRequest,
     AccessReview,
+    Agent,
+    AgentApiKey,
     AgentRole,
     EnforcementClient,
     Environment,
@@ -288,11 +290,12 @@ def bundles_for_team(*, user, team: Team) -> QuerySet[PolicyBundle]:
 
 
 def client_rows(*, user, team: Team, now: datetime | None = None) -> list[dict]:
-    """The team's enforcement clients with their state and whether they run an old bundle (two queries)."""
+    """The team's enforcement clients with their state, roles and whether they run an old bundle (three queries)."""
     clients = list(
         EnforcementClient.objects.restrict(user, MANAGE_CLIENTS)
         .for_team(team)
         .select_related("environment", "created_by")
+        .prefetch_related("roles")
     )
     latest = latest_versions(list({c.environment_id for c in clients}))
     now = now or timezone.now()
@@ -313,3 +316,13 @@ def client_rows(*, user, team: Team, now: datetime | None = None) -> list[dict]:
             }
         )
     return rows
+
+
+def agents_for_team(*, user, team: Team) -> QuerySet[Agent]:
+    """The team's agents with their OAuth client, roles, environments and keys (four queries for a list)."""
+    return (
+        Agent.objects.restrict(user, VIEW)
+        .for_team(team)
+        .select_related("application", "created_by")
+        .prefetch_related("roles", "environments", Prefetch("api_keys", queryset=AgentApiKey.objects.all()))
+    )

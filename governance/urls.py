@@ -4,6 +4,7 @@ from django.urls import path
 
 from governance.views import (
     access,
+    agents,
     bundles,
     clients,
     environments,
@@ -61,6 +62,18 @@ urlpatterns = [
     path("clients/", clients.client_list, name="client-list"),
     path("clients/add/", clients.client_create_view, name="client-create"),
     path("clients/<int:pk>/revoke/", clients.client_revoke_view, name="client-revoke"),
+    # Agents: who calls tools (OAuth clients of the portal, static API keys)
+    path("agents/", agents.agent_list, name="agent-list"),
+    path("agents/add/", agents.agent_create, name="agent-create"),
+    path("agents/<int:pk>/", agents.agent_detail, name="agent-detail"),
+    path("agents/<int:pk>/edit/", agents.agent_edit, name="agent-edit"),
+    path("agents/<int:pk>/revoke/", agents.agent_revoke, name="agent-revoke"),
+    path("agents/<int:pk>/api-keys/", agents.agent_api_key_create, name="agent-api-key-create"),
+    path(
+        "agents/<int:pk>/api-keys/<int:key_pk>/revoke/",
+        agents.agent_api_key_revoke,
+        name="agent-api-key-revoke",
+    ),
     path("bundles/", bundles.bundle_list, name="bundle-list"),
     path("bundles/<int:pk>/", bundles.bundle_detail, name="bundle-detail"),
     path("bundles/<int:pk>/raw/", bundles.bundle_raw, name="bundle-raw"),

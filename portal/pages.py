@@ -102,6 +102,14 @@ def run_action(request, action: Callable[[], Any], success: str) -> bool:
     return True
 
 
+def secret_page(request, template: str, context: dict) -> HttpResponse:
+    """The one page that shows a new secret (a token, a client secret, a key): rendered, never
+    redirected to, and never cached, so the secret exists only in this response."""
+    response = render(request, template, context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def protected_message(exc: ProtectedError | RestrictedError) -> str:
     """Which kinds of objects still refer to it (the service's transaction rolled back)."""
     kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.args[1]}) if len(exc.args) > 1 else []

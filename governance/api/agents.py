@@ -23,10 +23,20 @@ from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, has_team_perm
 
 
+class NameListField(serializers.ListField):
+    """Names in, sorted names out. Renders a many-to-many manager (a plain ListField cannot: every
+    list and detail of agents was a 500)."""
+
+    def to_representation(self, data):
+        if hasattr(data, "all"):
+            return sorted(obj.name for obj in data.all())
+        return super().to_representation(data)
+
+
 class AgentSerializer(serializers.ModelSerializer):
     team = TeamField()
-    roles = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=False)
-    environments = serializers.ListField(child=serializers.CharField(max_length=100), allow_empty=True)
+    roles = NameListField(child=serializers.CharField(max_length=100), allow_empty=False)
+    environments = NameListField(child=serializers.CharField(max_length=100), allow_empty=True)
     client_id = serializers.CharField(source="application.client_id", read_only=True, default=None)
     grant = serializers.ChoiceField(
         choices=[agent_services.GRANT_CLIENT_CREDENTIALS, agent_services.GRANT_AUTHORIZATION_CODE],
@@ -57,12 +67,6 @@ class AgentSerializer(serializers.ModelSerializer):
 
     def get_revoked(self, obj) -> bool:
         return obj.revoked_at is not None
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["roles"] = sorted(r.name for r in instance.roles.all())
-        data["environments"] = sorted(e.name for e in instance.environments.all())
-        return data
 
 
 def _resolve(team: Team, roles: list[str], environments: list[str]):

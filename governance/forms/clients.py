@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from django import forms
 
-from governance.models import Environment
+from governance.models import AgentRole, Environment
 
 
 class ClientForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="Which gateway this is, e.g. ci-runner-eu-1.")
     environment = forms.ModelChoiceField(
         queryset=Environment.objects.none(), help_text="The token reaches only this environment's bundle."
+    )
+    roles = forms.ModelMultipleChoiceField(
+        queryset=AgentRole.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The roles its gateways may enforce: the portal refuses a session with any other role.",
     )
     expires_days = forms.IntegerField(
         required=False,
@@ -23,3 +28,4 @@ class ClientForm(forms.Form):
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["environment"].queryset = Environment.objects.for_team(team)
+        self.fields["roles"].queryset = AgentRole.objects.for_team(team).order_by("name")

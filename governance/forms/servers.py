@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.validators import URLValidator
 
-from governance.choices import AccessClass, ServerCategory
+from governance.choices import AccessClass, ServerCategory, UnknownToolPolicy
 from governance.models import McpServer
 from portal.pages import LinesField, ParseOnlyModelForm
 
@@ -17,6 +17,13 @@ class ServerForm(ParseOnlyModelForm):
         help_text="One link per line.",
         item_validators=[URLValidator(schemes=["http", "https"])],
     )
+    allow_unknown_tools = forms.ChoiceField(
+        label="Unknown tools",
+        choices=UnknownToolPolicy.choices,
+        required=False,
+        help_text="Tools the upstream lists that the catalogue does not know (added at run time, never "
+        "approved): hidden, refused and reported for review, or allowed and counted as writes.",
+    )
 
     class Meta:
         model = McpServer
@@ -26,6 +33,10 @@ class ServerForm(ParseOnlyModelForm):
             "known_risks": forms.Textarea(attrs={"rows": 3}),
             "past_incidents": forms.Textarea(attrs={"rows": 3}),
         }
+
+    def clean_allow_unknown_tools(self) -> str:
+        # A post without the field (scripts, older pages) keeps the safe default: deny.
+        return self.cleaned_data.get("allow_unknown_tools") or UnknownToolPolicy.DENY
 
 
 class ServerFilterForm(forms.Form):

@@ -46,6 +46,13 @@ class Agent(models.Model):
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
 
+    @property
+    def is_interactive(self) -> bool:
+        """An authorization code (+ PKCE) client, used by a person; otherwise a headless one."""
+        return (
+            self.application is not None and self.application.authorization_grant_type == "authorization-code"
+        )
+
 
 class AgentApiKey(models.Model):
     """A static per-agent key (`mcpgov_agent_<prefix>_<secret>`); only its sha256 is stored."""

@@ -38,6 +38,7 @@ class McpServer(models.Model):
         "past_incidents",
         "adr_links",
         "cost_per_call",
+        "allow_unknown_tools",
     )
 
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="servers")

@@ -49,10 +49,12 @@ class IssuedApiKey:
 api_key_sha256 = token_sha256  # what the bundle lists of each key
 
 
-# RFC 8252 §7.3: a native app's loopback redirect is plain http to an IP literal (its port chosen at
-# run time, which DOT allows for these). Every other redirect URI must be https (RFC 9700 §2.1) —
-# why config/settings.py keeps "http" in DOT's allowed schemes and silences oauth2_provider.W008.
-LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+# RFC 8252 §7.3: a native app's loopback redirect is plain http to the loopback interface — an IP
+# literal (its port may be chosen at run time, which DOT allows for these) or, NOT RECOMMENDED but
+# used by real MCP clients (the MCP Inspector), "localhost" with its exact port. Every other redirect
+# URI must be https (RFC 9700 §2.1) — why config/settings.py keeps "http" in DOT's allowed schemes
+# and silences oauth2_provider.W008.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def check_redirect_uris(redirect_uris: str) -> None:
@@ -66,8 +68,8 @@ def check_redirect_uris(redirect_uris: str) -> None:
             continue
         raise ValidationError(
             {
-                "redirect_uris": f"{uri}: use https, or http://127.0.0.1 or http://[::1] for a native "
-                "app's loopback redirect (RFC 8252)."
+                "redirect_uris": f"{uri}: use https, or http://127.0.0.1, http://[::1] or "
+                "http://localhost for a native app's loopback redirect (RFC 8252)."
             }
         )
 
@@ -144,16 +146,64 @@ def agent_create(
     return IssuedAgent(agent=agent, client_id=application.client_id, client_secret=secret)
 
 
+def _names(objs) -> list[str]:
+    return sorted(o.name for o in objs)
+
+
 @transaction.atomic
 def agent_update(
-    *, agent: Agent, roles: list[AgentRole], environments: list[Environment], actor=None
+    *,
+    agent: Agent,
+    roles: list[AgentRole],
+    environments: list[Environment],
+    name: str | None = None,
+    redirect_uris: str | None = None,
+    actor=None,
 ) -> Agent:
+    """Change what the agent may use (roles, environments), its name, or an interactive client's redirect URIs.
+
+    The bundles of every environment it was or is now allowed in are republished at once: a role or
+    environment taken away stops working on the next request.
+    """
     if actor is not None:
         require_team_perm(actor, MANAGE_CLIENTS, agent.team)
+    # "of": only the agent row is locked (its OAuth client is the nullable side of an outer join)
+    agent = (
+        Agent.objects.select_for_update(of=("self",)).select_related("application", "team").get(pk=agent.pk)
+    )
+    if agent.is_revoked:
+        raise ValidationError("The agent is revoked: register a new one instead.")
     _check_bindings(agent.team, roles, environments)
     if not roles:
         raise ValidationError({"roles": "Pick at least one role the agent may use."})
-    before = set(agent.environments.all())
+    old_roles, before = list(agent.roles.all()), set(agent.environments.all())
+    changes: dict[str, list] = {}
+    if _names(old_roles) != _names(roles):
+        changes["roles"] = [_names(old_roles), _names(roles)]
+    if _names(before) != _names(environments):
+        changes["environments"] = [_names(before), _names(environments)]
+    if name is not None and name != agent.name:
+        changes["name"] = [agent.name, name]
+        agent.name = name
+        agent.full_clean()
+        agent.save(update_fields=["name"])
+    application = agent.application
+    if redirect_uris is not None and application is not None:
+        uris = " ".join(redirect_uris.split())
+        if uris != " ".join(application.redirect_uris.split()):
+            if application.authorization_grant_type != Application.GRANT_AUTHORIZATION_CODE:
+                raise ValidationError({"redirect_uris": "Only an interactive agent has redirect URIs."})
+            if not uris:
+                raise ValidationError(
+                    {"redirect_uris": "An interactive agent needs at least one redirect URI."}
+                )
+            changes["redirect_uris"] = [application.redirect_uris.split(), uris.split()]
+            application.redirect_uris = uris
+            try:
+                application.full_clean(exclude=["user", "client_secret"])
+            except ValidationError as exc:
+                raise ValidationError({"redirect_uris": exc.messages}) from None
+            application.save(update_fields=["redirect_uris"])
     agent.roles.set(roles)
     agent.environments.set(environments)
     change_record(
@@ -161,7 +211,8 @@ def agent_update(
         actor=actor,
         event_type=ChangeEventType.AGENT_UPDATED,
         obj=agent,
-        summary=f"Agent {agent.slug} bindings changed",
+        summary=f"Agent {agent.slug} changed",
+        changes=changes,
     )
     bundles_publish_now(
         team=agent.team, environments=before | set(environments), reason=f"agent {agent.slug} changed"

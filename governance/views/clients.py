@@ -13,13 +13,15 @@ from governance import selectors
 from governance.forms.clients import ClientForm
 from governance.models import EnforcementClient
 from governance.services.clients import client_create, client_revoke
-from portal.pages import get_team_object, require_perm, submit, team_view
+from portal.pages import get_team_object, require_perm, secret_page, submit, team_view
 from portal.permissions import MANAGE_CLIENTS
 
 
-def _register(*, name, environment, expires_days, team, actor):
+def _register(*, name, environment, roles, expires_days, team, actor):
     expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
-    return client_create(team=team, environment=environment, name=name, actor=actor, expires_at=expires_at)
+    return client_create(
+        team=team, environment=environment, name=name, actor=actor, expires_at=expires_at, roles=list(roles)
+    )
 
 
 @team_view
@@ -36,12 +38,9 @@ def client_create_view(request):
     if request.method == "POST":
         ok, issued = submit(form, _register, team=request.team, actor=request.user)
         if ok:
-            # Rendered, not redirected: the token exists only in this response.
-            response = render(
+            return secret_page(
                 request, "governance/clients/created.html", {"client": issued.client, "token": issued.token}
             )
-            response["Cache-Control"] = "no-store"
-            return response
     return render(request, "governance/clients/form.html", {"form": form})
 
 

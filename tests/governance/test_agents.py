@@ -194,7 +194,7 @@ def test_an_agent_cannot_be_bound_to_another_teams_role(team, other_team):
     "uri",
     [
         "http://evil.example/callback",  # plaintext to a remote host: the code would travel in clear
-        "http://localhost:8080/cb",  # a name, not the loopback literal RFC 8252 §7.3 asks for
+        "http://localhost.evil.example/cb",  # a name that merely starts like the loopback one
         "http://10.0.0.5/cb",
         "javascript:alert(1)",
         "https://app.example/cb#frag",
@@ -210,7 +210,9 @@ def test_an_interactive_agent_refuses_redirect_uris_other_than_https_or_loopback
     assert not Agent.objects.filter(slug="claude-code").exists()
 
 
-@pytest.mark.parametrize("uri", ["https://app.example/cb", "http://127.0.0.1/cb", "http://[::1]:9/cb"])
+@pytest.mark.parametrize(
+    "uri", ["https://app.example/cb", "http://127.0.0.1/cb", "http://[::1]:9/cb", "http://localhost:6274/cb"]
+)
 def test_https_and_loopback_redirect_uris_are_accepted(team, uri):
     assert interactive_agent(team, uri).agent.application.redirect_uris == uri
 

@@ -19,7 +19,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from governance.api import bundle as bundle_api
-from governance.models import EnforcementClient, Environment, PolicyBundle
+from governance.models import AgentRole, EnforcementClient, Environment, PolicyBundle
 from governance.services import servers as server_services
 from governance.services.bundles import bundle_publish
 from governance.services.clients import client_authenticate, client_create, client_revoke
@@ -313,15 +313,17 @@ def test_clients_page_needs_manage_clients(client, team, viewer, reviewer, passw
 def test_admin_registers_a_client_and_sees_the_token_once(client, team, admin):
     bundle_publish(environment=env(team))
     client.force_login(admin)
-    page = client.post(
-        "/governance/clients/add/", {"name": "ci-runner", "environment": env(team).pk, "expires_days": "30"}
-    )
+    code_agent = AgentRole.objects.create(team=team, name="code_agent")
+    AgentRole.objects.create(team=team, name="database_agent")
+    form = {"name": "ci-runner", "environment": env(team).pk, "expires_days": "30", "roles": [code_agent.pk]}
+    page = client.post("/governance/clients/add/", form)
     assert page.status_code == 200 and page["Cache-Control"] == "no-store"
     token = page.context["token"]
     assert token.encode() in page.content
     gw = EnforcementClient.objects.get(name="ci-runner")
     assert token not in gw.token_hash and gw.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert timedelta(days=29) < gw.expires_at - timezone.now() <= timedelta(days=30)
+    assert [r.name for r in gw.roles.all()] == ["code_agent"]  # only the role picked
     listing = client.get("/governance/clients/")
     assert b"ci-runner" in listing.content and token.encode() not in listing.content
     client.logout()

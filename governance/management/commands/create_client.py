@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from governance.models import Environment
+from governance.models import AgentRole, Environment
 from governance.services.clients import client_create
 from portal.models import Team
 
@@ -23,8 +23,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--expires-days", type=int, default=None, help="Token lifetime in days (default: none)."
         )
+        parser.add_argument(
+            "--role",
+            action="append",
+            dest="roles",
+            default=None,
+            help="A role its gateways may enforce (repeat for several; default: every role the team has).",
+        )
 
-    def handle(self, *args, team, env, name, expires_days, **options):
+    def handle(self, *args, team, env, name, expires_days, roles=None, **options):
         team_obj = Team.objects.filter(slug=team).first()
         if team_obj is None:
             raise CommandError(f"No team {team!r}.")
@@ -35,8 +42,19 @@ class Command(BaseCommand):
         if expires_days is not None and expires_days < 1:
             raise CommandError("--expires-days must be at least 1.")
         expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
+        role_objs = None
+        if roles is not None:
+            role_objs = list(AgentRole.objects.filter(team=team_obj, name__in=roles))
+            missing = sorted(set(roles) - {r.name for r in role_objs})
+            if missing:
+                have = ", ".join(AgentRole.objects.filter(team=team_obj).values_list("name", flat=True))
+                raise CommandError(
+                    f"Team {team} has no role {', '.join(missing)} (it has: {have or 'none'})."
+                )
         try:
-            issued = client_create(team=team_obj, environment=environment, name=name, expires_at=expires_at)
+            issued = client_create(
+                team=team_obj, environment=environment, name=name, expires_at=expires_at, roles=role_objs
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         self.stderr.write(
