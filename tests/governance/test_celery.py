@@ -89,6 +89,7 @@ def worker(transactional_db, settings, tmp_path):
     settings.MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS = 2.0
     app.conf.task_always_eager = False
     app.conf.broker_url = BROKER
+    app.close()  # a producer pool made earlier in this process would still point at the old broker
     try:
         wait_for(
             lambda: proc.poll() is not None or "ready." in log.read_text(), 60, "the worker to start", log
@@ -98,6 +99,7 @@ def worker(transactional_db, settings, tmp_path):
     finally:
         app.conf.task_always_eager = saved["task_always_eager"]
         app.conf.broker_url = saved["broker_url"]
+        app.close()
         proc.terminate()
         try:
             proc.wait(timeout=15)
