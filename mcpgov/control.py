@@ -32,6 +32,12 @@ class AgentSession:
     halt_recorded_at: int | None = None
     run_id: str = ""
     agent: Any = None  # mcpgov.identity.AgentIdentity
+    # the wider MCP surface (mcpgov.surface): the agent's connection, for notifications and the requests
+    # upstreams make of it; its logging level; its resource subscriptions; the tool names it was last shown
+    peer: Any = None  # mcp.server.session.ServerSession
+    log_level: str | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    listed_tools: frozenset[str] | None = None
 
     @property
     def id(self) -> str:
