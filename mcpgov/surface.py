@@ -178,8 +178,7 @@ class Surface(UpstreamHandler):
 
     def session(self, ctx: ServerRequestContext[Any]) -> AgentSession:
         sess = self.gateway.session_for(ctx)
-        if ctx.request is None or sess.peer is None:
-            sess.peer = ctx.session
+        sess.peer = ctx.session  # the agent's newest connection: where notifications for it go
         return sess
 
     @contextlib.contextmanager
@@ -552,8 +551,8 @@ class Surface(UpstreamHandler):
     async def forward_log(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
         """To the agents the upstream is working for now, else to those that set a level; logger prefixed."""
         targets: list[tuple[Any, Any]] = [(c.session, c) for c in upstream.callers]
-        if not targets:
-            targets = [(s, None) for s in self.gateway.sessions.values() if s.log_level or s.peer is not None]
+        if not targets:  # never to every agent of an HTTP gateway: only those that asked for logs
+            targets = [(s, None) for key, s in self.gateway.sessions.items() if s.log_level or key == "stdio"]
         seen: set[str] = set()
         logger = upstream.slug + (f".{params.logger}" if params.logger else "")
         note = types.LoggingMessageNotification(
@@ -578,27 +577,36 @@ class Surface(UpstreamHandler):
 
     # what upstreams ask of the agent's side
 
-    def _asked(self, upstream: Upstream) -> tuple[AgentSession | None, Caller | None]:
-        if upstream.callers:
-            caller = upstream.callers[-1]
-            return caller.session, caller
-        return self.gateway.sessions.get("stdio"), None
+    def _asked(self, upstream: Upstream) -> tuple[AgentSession | None, Caller | None, str]:
+        """Whom the upstream asks: the agent whose request it serves (on stdio: the one agent), or nobody.
+
+        A legacy server-to-client request does not say which request it belongs to: when the upstream
+        serves several agent sessions at once, it is refused rather than put to a possibly other agent.
+        """
+        callers = upstream.callers
+        if callers:
+            caller = callers[-1]
+            if any(c.session is not caller.session for c in callers):
+                return caller.session, None, "the upstream is serving several agent sessions at once"
+            return caller.session, caller, ""
+        sess = self.gateway.sessions.get("stdio")
+        return sess, None, "" if sess is not None else "no agent session to ask"
 
     async def server_request(self, upstream: Upstream, method: str, params: Any, context: Any) -> Any:
         """A sampling, elicitation or roots request of an upstream: the bundle decides, the audit records it."""
         gw = self.gateway
         wire = params.model_dump(by_alias=True, mode="json", exclude_none=True) if params is not None else {}
-        sess, caller = self._asked(upstream)
+        sess, caller, unclear = self._asked(upstream)
+        if sess is None or (gw.portal is not None and gw.portal.revoked):
+            # revoked: nothing new is spooled (as for tools/call)
+            why = unclear or "this gateway's enforcement client is revoked"
+            log.warning("REFUSED %s from %s: %s", method, upstream.slug, why)
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"MCP request refused: {why}")
         now = time.time()
-        peer = (
-            caller.peer if caller is not None and caller.peer is not None else (sess.peer if sess else None)
-        )
-        decision = decide_server_request(
-            gw.policy, sess.state if sess else None, upstream.slug, method, wire, now
-        )
-        if sess is None:
-            log.warning("REFUSED %s from %s: no agent session to ask", method, upstream.slug)
-            return types.ErrorData(code=types.INVALID_REQUEST, message=f"{method}: no agent session to ask")
+        peer = caller.peer if caller is not None and caller.peer is not None else sess.peer
+        decision = decide_server_request(gw.policy, sess.state, upstream.slug, method, wire, now)
+        if decision.allowed and unclear:
+            decision.allowed, decision.reason = False, unclear
         intent = sess.spool.intent(
             call_id=str(uuid.uuid4()),
             server=upstream.slug,

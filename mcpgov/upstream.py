@@ -371,8 +371,13 @@ class Upstream:
         raw = self.raw
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
         if raw is not None and (caller is None or caller.progress is None):
-            with self.serving(caller):
+            if (
+                caller is None
+            ):  # the stdio fast path: nothing to register (no context manager on the hot path)
                 msg = await raw.request("tools/call", params, timeout)
+            else:
+                with self.serving(caller):
+                    msg = await raw.request("tools/call", params, timeout)
             if "error" in msg:
                 raise UpstreamError(msg["error"])
             return msg["result"]

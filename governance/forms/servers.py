@@ -17,6 +17,10 @@ class ServerForm(ParseOnlyModelForm):
         help_text="One link per line.",
         item_validators=[URLValidator(schemes=["http", "https"])],
     )
+    elicitation_url_domains = LinesField(
+        label="URL elicitation domains",
+        help_text="One domain per line (example.com also covers login.example.com); https only.",
+    )
 
     class Meta:
         model = McpServer

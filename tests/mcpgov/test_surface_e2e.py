@@ -416,3 +416,60 @@ def test_server_everything_sampling_and_url_elicitation_follow_the_policy(world:
         assert "evil.example.net" in results[1]["result_summary"]
 
     anyio.run(main)
+
+
+def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_request(world: World) -> None:
+    """On HTTP each agent request has its own stream: progress and the upstream's sampling request reach
+    the agent on the stream of the call that caused them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    surface_world(world, server_requests={"sampling": True})
+    port = free_port()
+    proc = subprocess.Popen(
+        [PY, *world.gateway_args("--http", f"127.0.0.1:{port}")],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=sys.stderr,
+    )
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def main() -> None:
+        url = f"http://127.0.0.1:{port}/mcp"
+        with anyio.fail_after(WAIT):
+            while True:
+                try:
+                    async with Client(url, mode="legacy") as probe:
+                        await probe.send_ping()
+                    break
+                except Exception:
+                    assert proc.poll() is None, "the gateway exited"
+                    await anyio.sleep(0.2)
+        async with Client(url, mode="legacy", sampling_callback=_sampling_agent(asked)) as g:
+            read = await g.read_resource("surface+test://item/7")
+            assert read.contents[0].text == "item 7" and read.meta["io.mcpgov/run"]
+            progress: list[float] = []
+
+            async def cb(p: float, total: float | None, message: str | None) -> None:
+                progress.append(p)
+
+            await g.call_tool("surface__slow_progress", {"n": 3}, progress_callback=cb)
+            assert progress == [1, 2, 3]
+            sampled = await g.call_tool("surface__ask_model", {"n": 20})
+            assert sampled.content[0].text == "model said: 4 (model=agent-model)"
+            assert len(asked) == 1
+            with pytest.raises(MCPError) as refused:
+                await g.read_resource("surface+test://secret/prod-keys")
+            assert refused.value.error.data == {"trigger": "production_environment"}
+
+    try:
+        anyio.run(main)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"] == [
+        "success"
+    ]
