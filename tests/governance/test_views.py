@@ -962,10 +962,18 @@ def test_server_form_sets_what_the_server_may_ask_of_the_agent(admin_client, p):
     assert not server.sampling_tools_allowed and not server.roots_allowed  # unchecked boxes
     assert server.elicitation_url_domains == ["login.example.com", "example.org"]
     html = admin_client.get(reverse("governance:server-detail", args=[server.pk])).content.decode()
-    assert "sampling allowed (≤ 300 tokens)" in html and "URL elicitation to login.example.com, example.org" in html
+    assert (
+        "sampling allowed (≤ 300 tokens)" in html
+        and "URL elicitation to login.example.com, example.org" in html
+    )
     # a URL instead of a domain, or a zero cap: refused with the field's message, nothing saved
     bad = server_data(p, elicitation_url_domains="https://evil.example.net/x", sampling_max_tokens="0")
-    response = admin_client.post(reverse("governance:server-edit", args=[server.pk]), {**bad, "slug": "acme_new"})
+    response = admin_client.post(
+        reverse("governance:server-edit", args=[server.pk]), {**bad, "slug": "acme_new"}
+    )
     assert "is not a domain such as example.com" in response.content.decode()
     server.refresh_from_db()
-    assert server.elicitation_url_domains == ["login.example.com", "example.org"] and server.sampling_max_tokens == 300
+    assert (
+        server.elicitation_url_domains == ["login.example.com", "example.org"]
+        and server.sampling_max_tokens == 300
+    )
