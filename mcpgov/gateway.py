@@ -58,6 +58,7 @@ from mcpgov.surface import (
     GatewayServer,
     Surface,
     exposed_name,
+    prefix_resource_uris,
     result_size,
     split_name,
 )
@@ -496,6 +497,9 @@ class Gateway:
         )
         if post is not None:
             return error_result(self._withhold(sess, intent, call, post, nbytes, ms))
+        content = result.get("content")
+        if content:  # a link to follow names the server, as every URI the agent reads does
+            prefix_resource_uris(call.server, content)
         text = result_text(result, RESULT_PAYLOAD_LIMIT)
         status = "fail" if result.get("isError") else "success"
         summary = redact_text(text[:200].replace("\n", " ")) if text else f"{nbytes} bytes"

@@ -109,6 +109,24 @@ def split_uri(uri: str) -> tuple[str, str] | None:
     return (server, rest) if sep and rest and _SLUG.match(server) else None
 
 
+def prefix_resource_uris(server: str, content: Any) -> None:
+    """``resource_link`` and embedded ``resource`` URIs in a result, as the agent must name them to read them."""
+    if not isinstance(content, list):
+        return
+    for c in content:
+        if not isinstance(c, dict):
+            continue
+        kind = c.get("type")
+        if kind == "resource_link" and isinstance(c.get("uri"), str):
+            c["uri"] = exposed_uri(server, c["uri"])
+        elif (
+            kind == "resource"
+            and isinstance(c.get("resource"), dict)
+            and isinstance(c["resource"].get("uri"), str)
+        ):
+            c["resource"]["uri"] = exposed_uri(server, c["resource"]["uri"])
+
+
 def contents_size(result: dict[str, Any]) -> int:
     """Bytes of a ``resources/read`` result: text (UTF-8) and blobs (base64 length)."""
     n = 0
@@ -342,6 +360,9 @@ class Surface(UpstreamHandler):
 
         with self.caller(ctx, sess):
             result = await self.governed(sess, call, forward, prompt_size)
+        for message in result.get("messages") or ():
+            if isinstance(message, dict):
+                prefix_resource_uris(slug, [message.get("content")])
         result.pop("resultType", None)
         if ctx.request is not None:
             result.setdefault("_meta", {})[RUN_META_KEY] = sess.run_id

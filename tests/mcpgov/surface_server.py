@@ -42,6 +42,8 @@ def _text(text: str, error: bool = False) -> types.CallToolResult:
 
 
 async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+    STATE["lists"] = STATE.get("lists", 0) + 1
+    (MARKERS / "lists").write_text(str(STATE["lists"]))
     names = TOOLS + (["late_tool"] if STATE["late"] else [])
     return types.ListToolsResult(tools=[_tool(n) for n in names])
 

@@ -8,6 +8,7 @@ carry the server prefix); each governed one is refused when the bundle says so, 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,7 @@ def everything_world(world: World, server_requests: dict[str, Any]) -> None:
             name: {"class": "read"}
             for name in (
                 "echo",
+                "get-resource-links",
                 "trigger-sampling-request",
                 "trigger-elicitation-request",
                 "trigger-url-elicitation",
@@ -473,3 +475,59 @@ def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_reques
     assert [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"] == [
         "success"
     ]
+
+
+def test_resource_links_in_tool_results_name_the_server_and_following_one_is_a_governed_read(
+    world: World,
+) -> None:
+    if not EVERYTHING.exists():
+        pytest.fail(f"{EVERYTHING} is missing: run `npm install`")
+    everything_world(world, {})
+
+    async def main() -> None:
+        everything = StdioServerParameters(command=str(EVERYTHING), args=["stdio"])
+        async with Client(everything, mode="legacy") as d:
+            d_links = [
+                c
+                for c in (await d.call_tool("get-resource-links", {"count": 2})).content
+                if c.type == "resource_link"
+            ]
+            d_read = await d.read_resource(d_links[0].uri)
+        async with Client(world.gateway(), mode="legacy") as g:
+            result = await g.call_tool("everything__get-resource-links", {"count": 2})
+            links = [c for c in result.content if c.type == "resource_link"]
+            assert [link.uri for link in links] == [f"everything+{link.uri}" for link in d_links]
+            read = await g.read_resource(links[0].uri)
+        # the dynamic resource embeds its creation time: same shape, same resource
+        got, want = (
+            read.contents[0].model_dump(exclude={"uri"}),
+            d_read.contents[0].model_dump(exclude={"uri"}),
+        )
+        assert got.keys() == want.keys() and got["mime_type"] == want["mime_type"]
+        assert (
+            base64.b64decode(got["blob"]).split(b" created")[0]
+            == base64.b64decode(want["blob"]).split(b" created")[0]
+        )
+        assert read.contents[0].uri == f"everything+{d_read.contents[0].uri}"
+        reads = audit(world, "resources/read")
+        assert [(e["phase"], e["status"]) for e in reads] == [("intent", None), ("result", "success")]
+        assert d_links[0].uri in reads[0]["args_summary"]
+
+    anyio.run(main)
+
+
+def test_an_upstream_that_announces_list_changes_is_not_listed_again_at_every_tools_list(
+    world: World,
+) -> None:
+    surface_world(world)
+    lists = markers(world) / "lists"
+
+    async def main() -> None:
+        async with Client(world.gateway(), mode="legacy") as g:
+            for _ in range(3):
+                assert "surface__hello" in {t.name for t in (await g.list_tools()).tools}
+            assert lists.read_text() == "1"  # at connect only: the cached list serves the agent
+            await g.call_tool("surface__add_tool", {})  # list_changed: listed again
+            await wait_for(lambda: lists.read_text() == "2", "the gateway listing the upstream again")
+
+    anyio.run(main)
