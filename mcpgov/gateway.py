@@ -560,22 +560,35 @@ class Gateway:
         self._apply_state(sess, post)
         return post.message
 
-    def _refuse(
-        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, decision: Decision, now: float
-    ) -> dict[str, Any]:
+    def _record_blocked(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        server: str,
+        tool: str,
+        summary: str,
+        trigger: Trigger | None,
+        now: float,
+    ) -> None:
+        """RESULT ``blocked`` of a refused call (never forwarded), and its line in the last calls."""
         sess.spool.result(
             intent,
             status="blocked",
-            result_summary=decision.message.splitlines()[0][:300],
+            result_summary=summary[:300],
             nbytes=0,
             duration_ms=0.0,
-            trigger=decision.trigger,
+            trigger=trigger,
             now=now,
         )
         sess.state.record_outcome(
-            CallRecord(
-                intent["ts"], call.server, call.tool, intent["args_summary"], f"blocked ({decision.trigger})"
-            )
+            CallRecord(intent["ts"], server, tool, intent["args_summary"], f"blocked ({trigger})")
+        )
+
+    def _refuse(
+        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, decision: Decision, now: float
+    ) -> dict[str, Any]:
+        self._record_blocked(
+            sess, intent, call.server, call.tool, decision.message.splitlines()[0], decision.trigger, now
         )
         self._apply_state(sess, decision)
         log.warning("BLOCKED %s.%s: %s", call.server, call.tool, decision.message.splitlines()[0])

@@ -258,50 +258,62 @@ class Surface(UpstreamHandler):
             )
             return items
 
+    async def _listing(
+        self,
+        ctx: ServerRequestContext[Any],
+        capability: str,
+        request_type: Any,
+        result_type: Any,
+        field: str,
+        rename: Callable[[str, Any], Any | None],
+    ) -> Any:
+        """One list of the wider surface: every upstream's pages, renamed (None: hidden), per caller."""
+        sess = self.session(ctx)
+        out = []
+        for up in self._upstreams(capability):
+            for item in await self._pages(up, request_type, result_type, field):
+                renamed = rename(up.slug, item)
+                if renamed is not None:
+                    out.append(renamed)
+        return result_type(
+            **{field: out}, ttl_ms=LIST_TTL_MS, cache_scope="private", _meta=self._meta(ctx, sess)
+        )
+
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        sess = self.session(ctx)
-        out = []
-        for up in self._upstreams("resources"):
-            for r in await self._pages(
-                up, types.ListResourcesRequest, types.ListResourcesResult, "resources"
-            ):
-                if not self.uri_forbidden(r.uri):
-                    out.append(r.model_copy(update={"uri": exposed_uri(up.slug, r.uri)}))
-        return types.ListResourcesResult(
-            resources=out, ttl_ms=LIST_TTL_MS, cache_scope="private", _meta=self._meta(ctx, sess)
+        def rename(slug: str, r: types.Resource) -> types.Resource | None:
+            if self.uri_forbidden(r.uri):
+                return None
+            return r.model_copy(update={"uri": exposed_uri(slug, r.uri)})
+
+        return await self._listing(
+            ctx, "resources", types.ListResourcesRequest, types.ListResourcesResult, "resources", rename
         )
 
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        sess = self.session(ctx)
-        out = []
-        for up in self._upstreams("resources"):
-            templates = await self._pages(
-                up,
-                types.ListResourceTemplatesRequest,
-                types.ListResourceTemplatesResult,
-                "resource_templates",
-            )
-            out += [
-                t.model_copy(update={"uri_template": exposed_uri(up.slug, t.uri_template)}) for t in templates
-            ]
-        return types.ListResourceTemplatesResult(
-            resource_templates=out, ttl_ms=LIST_TTL_MS, cache_scope="private", _meta=self._meta(ctx, sess)
+        def rename(slug: str, t: types.ResourceTemplate) -> types.ResourceTemplate:
+            return t.model_copy(update={"uri_template": exposed_uri(slug, t.uri_template)})
+
+        return await self._listing(
+            ctx,
+            "resources",
+            types.ListResourceTemplatesRequest,
+            types.ListResourceTemplatesResult,
+            "resource_templates",
+            rename,
         )
 
     async def list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        sess = self.session(ctx)
-        out = []
-        for up in self._upstreams("prompts"):
-            prompts = await self._pages(up, types.ListPromptsRequest, types.ListPromptsResult, "prompts")
-            out += [p.model_copy(update={"name": exposed_name(up.slug, p.name)}) for p in prompts]
-        return types.ListPromptsResult(
-            prompts=out, ttl_ms=LIST_TTL_MS, cache_scope="private", _meta=self._meta(ctx, sess)
+        def rename(slug: str, p: types.Prompt) -> types.Prompt:
+            return p.model_copy(update={"name": exposed_name(slug, p.name)})
+
+        return await self._listing(
+            ctx, "prompts", types.ListPromptsRequest, types.ListPromptsResult, "prompts", rename
         )
 
     # governed reads
@@ -643,23 +655,8 @@ class Surface(UpstreamHandler):
             decision.allowed, decision.reason = False, f"the agent did not declare the {method} capability"
         if not decision.allowed:
             reason = decision.reason
-            sess.spool.result(
-                intent,
-                status="blocked",
-                result_summary=reason[:300],
-                nbytes=0,
-                duration_ms=0.0,
-                trigger=Trigger.SERVER_REQUEST_DENIED,
-                now=now,
-            )
-            sess.state.record_outcome(
-                CallRecord(
-                    intent["ts"],
-                    upstream.slug,
-                    method,
-                    summary_args,
-                    f"blocked ({Trigger.SERVER_REQUEST_DENIED})",
-                )
+            gw._record_blocked(
+                sess, intent, upstream.slug, method, reason, Trigger.SERVER_REQUEST_DENIED, now
             )
             log.warning("REFUSED %s from %s: %s", method, upstream.slug, reason)
             return types.ErrorData(
