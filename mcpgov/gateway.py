@@ -156,6 +156,7 @@ class Gateway:
         bundles.listeners.append(self.on_bundle)
         self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
         self.surface = Surface(self)  # resources, prompts, notifications, server-to-client requests
+        self.surface.start()
         self.server = self._build_server()
 
     # bundle changes

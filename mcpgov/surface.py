@@ -168,11 +168,15 @@ class Surface(UpstreamHandler):
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.listed_servers: frozenset[str] = frozenset()
+        self.listed_servers: frozenset[str] = frozenset()  # set once the policy is known (start)
         # (server, upstream URI) -> the agent sessions subscribed (one upstream subscription for all)
         self.subscribers: dict[tuple[str, str], set[str]] = {}
         for up in gateway.upstreams.values():
             up.handler = self
+
+    def start(self) -> None:
+        """The gateway has its policy: the servers listed now are what later list changes compare with."""
+        self.listed_servers = frozenset(slug for slug in self.gateway.upstreams if self.server_listed(slug))
 
     def register(self, server: Server[Any]) -> None:
         for method, params_type, handler in (
@@ -190,6 +194,9 @@ class Surface(UpstreamHandler):
             server.add_request_handler(method, params_type, handler)
         server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self.initialized
+        )
+        server.add_notification_handler(
+            "notifications/roots/list_changed", types.NotificationParams, self.roots_changed
         )
 
     # who is asking
@@ -215,6 +222,18 @@ class Surface(UpstreamHandler):
     async def initialized(self, ctx: ServerRequestContext[Any], params: Any) -> None:
         if ctx.request is None:  # stdio: the one agent's connection, known before its first request
             self.session(ctx)
+
+    async def roots_changed(self, ctx: ServerRequestContext[Any], params: Any) -> None:
+        """The agent's roots changed: told to the upstreams that may list them (``server_requests.roots``)."""
+        policy = self.gateway.policy
+        for up in self.gateway.upstreams.values():
+            if (
+                up.session is not None
+                and self.server_listed(up.slug)
+                and policy.rule(up.slug).server_requests.roots
+            ):
+                with contextlib.suppress(Exception):
+                    await up.session.send_notification(types.RootsListChangedNotification())
 
     async def ping(self, ctx: ServerRequestContext[Any], params: Any) -> types.EmptyResult:
         return types.EmptyResult()

@@ -34,7 +34,16 @@ def _tool(name: str, read: bool = True) -> types.Tool:
     )
 
 
-TOOLS = ["hello", "slow_progress", "add_tool", "ask_model", "log_something", "touch", "wait_forever"]
+TOOLS = [
+    "hello",
+    "slow_progress",
+    "add_tool",
+    "ask_model",
+    "log_something",
+    "touch",
+    "wait_forever",
+    "my_roots",
+]
 
 
 def _text(text: str, error: bool = False) -> types.CallToolResult:
@@ -89,6 +98,16 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     if name == "touch":
         await ctx.session.send_resource_updated(str(args.get("uri") or "test://static/readme"))
         return _text("touched")
+    if name == "my_roots":
+        try:
+            roots = await ctx.session.send_request(
+                types.ListRootsRequest(),
+                types.ListRootsResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+        except MCPError as exc:
+            return _text(f"roots refused: {exc.error.message}", error=True)
+        return _text(" ".join(str(r.uri) for r in roots.roots))
     if name == "wait_forever":
         try:
             await anyio.sleep(3600)
@@ -195,6 +214,13 @@ server: Server[Any] = Server(
     on_completion=complete,
 )
 server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+
+async def roots_changed(ctx: Any, params: Any) -> None:
+    (MARKERS / "roots_changed").write_text("yes")
+
+
+server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams, roots_changed)
 
 
 async def main() -> None:

@@ -25,7 +25,16 @@ pytestmark = pytest.mark.slow
 
 SURFACE = Path(__file__).with_name("surface_server.py")
 EVERYTHING = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
-SURFACE_TOOLS = ["hello", "slow_progress", "add_tool", "ask_model", "log_something", "touch", "wait_forever"]
+SURFACE_TOOLS = [
+    "hello",
+    "slow_progress",
+    "add_tool",
+    "ask_model",
+    "log_something",
+    "touch",
+    "wait_forever",
+    "my_roots",
+]
 WAIT = 60  # generous bound for "it happens" on a loaded machine; never asserted as a duration
 
 
@@ -529,5 +538,30 @@ def test_an_upstream_that_announces_list_changes_is_not_listed_again_at_every_to
             assert lists.read_text() == "1"  # at connect only: the cached list serves the agent
             await g.call_tool("surface__add_tool", {})  # list_changed: listed again
             await wait_for(lambda: lists.read_text() == "2", "the gateway listing the upstream again")
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize("roots", [True, False], ids=["roots-allowed", "roots-off"])
+def test_roots_are_listed_to_the_server_only_when_its_policy_allows(world: World, roots: bool) -> None:
+    surface_world(world, server_requests={"roots": roots})
+    asked: list[bool] = []
+
+    async def list_roots(ctx: Any) -> types.ListRootsResult:
+        asked.append(True)
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+    async def main() -> None:
+        async with Client(world.gateway(), mode="legacy", list_roots_callback=list_roots) as g:
+            result = await g.call_tool("surface__my_roots", {})
+            await g.send_roots_list_changed()
+            await g.send_ping()
+        if roots:
+            assert result.content[0].text == "file:///work/project" and asked
+            await wait_for(lambda: (markers(world) / "roots_changed").exists(), "roots list_changed upstream")
+        else:
+            assert result.is_error and "roots is off" in result.content[0].text and not asked
+        statuses = [(e["status"], e["trigger"]) for e in audit(world, "roots/list") if e["phase"] == "result"]
+        assert statuses == ([("success", None)] if roots else [("blocked", "server_request_denied")])
 
     anyio.run(main)
