@@ -9,7 +9,11 @@ carry the server prefix); each governed one is refused when the bundle says so, 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
+from tests.conftest import free_port
 from tests.mcpgov.conftest import PY, ROOT, World
 
 pytestmark = pytest.mark.slow
@@ -429,15 +434,9 @@ def test_server_everything_sampling_and_url_elicitation_follow_the_policy(world:
     anyio.run(main)
 
 
-def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_request(world: World) -> None:
-    """On HTTP each agent request has its own stream: progress and the upstream's sampling request reach
-    the agent on the stream of the call that caused them."""
-    import subprocess
-    import sys
-
-    from tests.conftest import free_port
-
-    surface_world(world, server_requests={"sampling": True})
+@contextlib.contextmanager
+def http_gateway(world: World) -> Iterator[str]:
+    """The gateway serving streamable HTTP on loopback (no agent auth); yields its endpoint URL."""
     port = free_port()
     proc = subprocess.Popen(
         [PY, *world.gateway_args("--http", f"127.0.0.1:{port}")],
@@ -446,19 +445,34 @@ def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_reques
         stdout=subprocess.DEVNULL,
         stderr=sys.stderr,
     )
-    asked: list[types.CreateMessageRequestParams] = []
+    url = f"http://127.0.0.1:{port}/mcp"
 
-    async def main() -> None:
-        url = f"http://127.0.0.1:{port}/mcp"
+    async def serving() -> None:
         with anyio.fail_after(WAIT):
             while True:
                 try:
                     async with Client(url, mode="legacy") as probe:
                         await probe.send_ping()
-                    break
+                    return
                 except Exception:
                     assert proc.poll() is None, "the gateway exited"
                     await anyio.sleep(0.2)
+
+    try:
+        anyio.run(serving)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_request(world: World) -> None:
+    """On HTTP each agent request has its own stream: progress and the upstream's sampling request reach
+    the agent on the stream of the call that caused them."""
+    surface_world(world, server_requests={"sampling": True})
+    asked: list[types.CreateMessageRequestParams] = []
+
+    async def main(url: str) -> None:
         async with Client(url, mode="legacy", sampling_callback=_sampling_agent(asked)) as g:
             read = await g.read_resource("surface+test://item/7")
             assert read.contents[0].text == "item 7" and read.meta["io.mcpgov/run"]
@@ -476,14 +490,37 @@ def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_reques
                 await g.read_resource("surface+test://secret/prod-keys")
             assert refused.value.error.data == {"trigger": "production_environment"}
 
-    try:
-        anyio.run(main)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with http_gateway(world) as url:
+        anyio.run(main, url)
     assert [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"] == [
         "success"
     ]
+
+
+def test_a_server_request_is_never_put_to_another_agent(world: World) -> None:
+    """Two agents on one HTTP gateway share the upstream: while it serves both, its sampling request cannot
+    be told apart (2025-11-25 requests name no call) and is refused, never asked of the other agent."""
+    surface_world(world, server_requests={"sampling": True})
+    asked_a: list[types.CreateMessageRequestParams] = []
+    asked_b: list[types.CreateMessageRequestParams] = []
+
+    async def main(url: str) -> None:
+        async with (
+            Client(url, mode="legacy", sampling_callback=_sampling_agent(asked_a)) as a,
+            Client(url, mode="legacy", sampling_callback=_sampling_agent(asked_b)) as b,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(a.call_tool, "surface__wait_forever", {})
+            await wait_for(lambda: audit(world, "wait_forever"), "agent A's call in flight")
+            refused = await b.call_tool("surface__ask_model", {"n": 20})
+            assert refused.is_error and "serving several agent sessions" in refused.content[0].text
+            tg.cancel_scope.cancel()
+        assert asked_a == [] and asked_b == []
+
+    with http_gateway(world) as url:
+        anyio.run(main, url)
+    results = [e for e in audit(world, "sampling/createMessage") if e["phase"] == "result"]
+    assert [(e["status"], e["trigger"]) for e in results] == [("blocked", "server_request_denied")]
 
 
 def test_resource_links_in_tool_results_name_the_server_and_following_one_is_a_governed_read(
