@@ -171,6 +171,9 @@ class Surface(UpstreamHandler):
         self.listed_servers: frozenset[str] = frozenset()  # set once the policy is known (start)
         # (server, upstream URI) -> the agent sessions subscribed (one upstream subscription for all)
         self.subscribers: dict[tuple[str, str], set[str]] = {}
+        # upstreams whose tools are being listed again; a list_changed meanwhile asks for one more round
+        # (a flood of list_changed from an upstream costs one listing at a time, not one each)
+        self._refreshing: dict[str, bool] = {}
         for up in gateway.upstreams.values():
             up.handler = self
 
@@ -553,7 +556,11 @@ class Surface(UpstreamHandler):
     async def notification(self, upstream: Upstream, message: Any) -> None:
         slug = upstream.slug
         if isinstance(message, types.ToolListChangedNotification):
-            await self.refresh_tools(upstream)
+            # listed again from the gateway's own task group: never inside the upstream's receive path
+            if self.gateway.tg is not None:
+                self.gateway.tg.start_soon(self.refresh_tools, upstream)
+            else:
+                await self.refresh_tools(upstream)
         elif isinstance(message, types.ResourceListChangedNotification | types.PromptListChangedNotification):
             if self.server_listed(slug):
                 await self.broadcast(message)
@@ -570,13 +577,23 @@ class Surface(UpstreamHandler):
 
     async def refresh_tools(self, upstream: Upstream) -> None:
         """An upstream's tools changed: list them again, re-pin, and tell the agents whose list changed."""
-        try:
-            await upstream.list_tools()
-        except Exception as exc:
-            log.error("tools/list on upstream %s failed after list_changed: %s", upstream.slug, exc)
+        slug = upstream.slug
+        if slug in self._refreshing:
+            self._refreshing[slug] = True
             return
-        self.gateway.rebuild_index()
-        await self.announce()
+        self._refreshing[slug] = True
+        try:
+            while self._refreshing[slug]:
+                self._refreshing[slug] = False
+                try:
+                    await upstream.list_tools()
+                except Exception as exc:
+                    log.error("tools/list on upstream %s failed after list_changed: %s", slug, exc)
+                    return
+                self.gateway.rebuild_index()
+                await self.announce()
+        finally:
+            del self._refreshing[slug]
 
     async def announce(self) -> None:
         """Tell each agent whose visible tools (or listed servers) changed since it last looked."""
