@@ -345,7 +345,8 @@ def test_sampling_is_denied_by_default_and_audited(world: World) -> None:
     anyio.run(main)
 
 
-def test_sampling_allowed_by_policy_is_capped_and_answered(world: World) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "sdk-path"])
+def test_sampling_allowed_by_policy_is_capped_and_answered(world: World, fast_path: bool) -> None:
     surface_world(world, server_requests={"sampling": True, "sampling_max_tokens": 100})
     asked: list[types.CreateMessageRequestParams] = []
 
@@ -353,7 +354,7 @@ def test_sampling_allowed_by_policy_is_capped_and_answered(world: World) -> None
         async with Client(direct(world), mode="legacy", sampling_callback=_sampling_agent(asked)) as d:
             d_result = await d.call_tool("ask_model", {"n": 500})
         assert asked[-1].max_tokens == 500
-        async with Client(world.gateway(), mode="legacy", sampling_callback=_sampling_agent(asked)) as g:
+        async with Client(world.gateway(fast_path=fast_path), mode="legacy", sampling_callback=_sampling_agent(asked)) as g:
             result = await g.call_tool("surface__ask_model", {"n": 500})
         assert result.content == d_result.content
         assert result.content[0].text == "model said: 4 (model=agent-model)"
