@@ -489,7 +489,8 @@ class Gateway:
                 raise
             return error_result(f"MCP call failed: {summary} (recorded as status=fail; not retried)")
         except anyio.get_cancelled_exc_class():
-            self._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
+            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
+                self._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
             raise
         ms = (time.perf_counter() - t0) * 1000
         nbytes = result_size(result)

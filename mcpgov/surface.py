@@ -442,7 +442,8 @@ class Surface(UpstreamHandler):
                 types.INTERNAL_ERROR, f"MCP call failed: {summary} (recorded as status=fail)"
             ) from exc
         except anyio.get_cancelled_exc_class():
-            gw._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
+            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
+                gw._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
             raise
         ms = (time.perf_counter() - t0) * 1000
         nbytes = size(result)
