@@ -354,7 +354,9 @@ def test_sampling_allowed_by_policy_is_capped_and_answered(world: World, fast_pa
         async with Client(direct(world), mode="legacy", sampling_callback=_sampling_agent(asked)) as d:
             d_result = await d.call_tool("ask_model", {"n": 500})
         assert asked[-1].max_tokens == 500
-        async with Client(world.gateway(fast_path=fast_path), mode="legacy", sampling_callback=_sampling_agent(asked)) as g:
+        async with Client(
+            world.gateway(fast_path=fast_path), mode="legacy", sampling_callback=_sampling_agent(asked)
+        ) as g:
             result = await g.call_tool("surface__ask_model", {"n": 500})
         assert result.content == d_result.content
         assert result.content[0].text == "model said: 4 (model=agent-model)"
