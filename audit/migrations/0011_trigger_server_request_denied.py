@@ -4,25 +4,80 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0010_state_change_choices'),
+        ("audit", "0010_state_change_choices"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='agentsession',
-            name='trigger',
-            field=models.CharField(blank=True, choices=[('unauthorized_server', 'Unauthorized server'), ('write_in_read_session', 'Write in a read-only session'), ('production_environment', 'Production environment detected'), ('rate_limit', 'Rate limit hit'), ('large_data_return', 'Large data return'), ('cascade_write_chain', 'Cascade write chain'), ('kill_switch_flag', 'Kill-switch flag'), ('bundle_expired', 'Bundle expired'), ('approval_required', 'Approval required'), ('tool_definition_changed', 'Tool definition changed'), ('session_halted', 'Session halted'), ('unknown_tool', 'Unknown tool'), ('server_request_denied', 'Server request denied')], max_length=40, null=True),
+            model_name="agentsession",
+            name="trigger",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("unauthorized_server", "Unauthorized server"),
+                    ("write_in_read_session", "Write in a read-only session"),
+                    ("production_environment", "Production environment detected"),
+                    ("rate_limit", "Rate limit hit"),
+                    ("large_data_return", "Large data return"),
+                    ("cascade_write_chain", "Cascade write chain"),
+                    ("kill_switch_flag", "Kill-switch flag"),
+                    ("bundle_expired", "Bundle expired"),
+                    ("approval_required", "Approval required"),
+                    ("tool_definition_changed", "Tool definition changed"),
+                    ("session_halted", "Session halted"),
+                    ("unknown_tool", "Unknown tool"),
+                    ("server_request_denied", "Server request denied"),
+                ],
+                max_length=40,
+                null=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='auditevent',
-            name='trigger',
-            field=models.CharField(blank=True, choices=[('unauthorized_server', 'Unauthorized server'), ('write_in_read_session', 'Write in a read-only session'), ('production_environment', 'Production environment detected'), ('rate_limit', 'Rate limit hit'), ('large_data_return', 'Large data return'), ('cascade_write_chain', 'Cascade write chain'), ('kill_switch_flag', 'Kill-switch flag'), ('bundle_expired', 'Bundle expired'), ('approval_required', 'Approval required'), ('tool_definition_changed', 'Tool definition changed'), ('session_halted', 'Session halted'), ('unknown_tool', 'Unknown tool'), ('server_request_denied', 'Server request denied')], max_length=40, null=True),
+            model_name="auditevent",
+            name="trigger",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("unauthorized_server", "Unauthorized server"),
+                    ("write_in_read_session", "Write in a read-only session"),
+                    ("production_environment", "Production environment detected"),
+                    ("rate_limit", "Rate limit hit"),
+                    ("large_data_return", "Large data return"),
+                    ("cascade_write_chain", "Cascade write chain"),
+                    ("kill_switch_flag", "Kill-switch flag"),
+                    ("bundle_expired", "Bundle expired"),
+                    ("approval_required", "Approval required"),
+                    ("tool_definition_changed", "Tool definition changed"),
+                    ("session_halted", "Session halted"),
+                    ("unknown_tool", "Unknown tool"),
+                    ("server_request_denied", "Server request denied"),
+                ],
+                max_length=40,
+                null=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='sessionstatechange',
-            name='trigger',
-            field=models.CharField(blank=True, choices=[('unauthorized_server', 'Unauthorized server'), ('write_in_read_session', 'Write in a read-only session'), ('production_environment', 'Production environment detected'), ('rate_limit', 'Rate limit hit'), ('large_data_return', 'Large data return'), ('cascade_write_chain', 'Cascade write chain'), ('kill_switch_flag', 'Kill-switch flag'), ('bundle_expired', 'Bundle expired'), ('approval_required', 'Approval required'), ('tool_definition_changed', 'Tool definition changed'), ('session_halted', 'Session halted'), ('unknown_tool', 'Unknown tool'), ('server_request_denied', 'Server request denied')], max_length=40),
+            model_name="sessionstatechange",
+            name="trigger",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("unauthorized_server", "Unauthorized server"),
+                    ("write_in_read_session", "Write in a read-only session"),
+                    ("production_environment", "Production environment detected"),
+                    ("rate_limit", "Rate limit hit"),
+                    ("large_data_return", "Large data return"),
+                    ("cascade_write_chain", "Cascade write chain"),
+                    ("kill_switch_flag", "Kill-switch flag"),
+                    ("bundle_expired", "Bundle expired"),
+                    ("approval_required", "Approval required"),
+                    ("tool_definition_changed", "Tool definition changed"),
+                    ("session_halted", "Session halted"),
+                    ("unknown_tool", "Unknown tool"),
+                    ("server_request_denied", "Server request denied"),
+                ],
+                max_length=40,
+            ),
         ),
     ]

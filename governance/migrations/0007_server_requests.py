@@ -5,40 +5,66 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governance', '0006_agents'),
+        ("governance", "0006_agents"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mcpserver',
-            name='elicitation_allowed',
-            field=models.BooleanField(default=True, help_text='The server may ask the user questions in a form.', verbose_name='Form elicitation allowed'),
+            model_name="mcpserver",
+            name="elicitation_allowed",
+            field=models.BooleanField(
+                default=True,
+                help_text="The server may ask the user questions in a form.",
+                verbose_name="Form elicitation allowed",
+            ),
         ),
         migrations.AddField(
-            model_name='mcpserver',
-            name='elicitation_url_domains',
-            field=models.JSONField(blank=True, default=list, help_text='The server may send the user to https URLs on these domains (and their subdomains) only.', verbose_name='URL elicitation domains'),
+            model_name="mcpserver",
+            name="elicitation_url_domains",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="The server may send the user to https URLs on these domains (and their subdomains) only.",
+                verbose_name="URL elicitation domains",
+            ),
         ),
         migrations.AddField(
-            model_name='mcpserver',
-            name='roots_allowed',
-            field=models.BooleanField(default=True, help_text="The server may list the agent's roots (roots/list).", verbose_name='Roots allowed'),
+            model_name="mcpserver",
+            name="roots_allowed",
+            field=models.BooleanField(
+                default=True,
+                help_text="The server may list the agent's roots (roots/list).",
+                verbose_name="Roots allowed",
+            ),
         ),
         migrations.AddField(
-            model_name='mcpserver',
-            name='sampling_allowed',
-            field=models.BooleanField(default=False, help_text="The server may ask the agent's model to generate text (sampling/createMessage). Off by default.", verbose_name='Sampling allowed'),
+            model_name="mcpserver",
+            name="sampling_allowed",
+            field=models.BooleanField(
+                default=False,
+                help_text="The server may ask the agent's model to generate text (sampling/createMessage). Off by default.",
+                verbose_name="Sampling allowed",
+            ),
         ),
         migrations.AddField(
-            model_name='mcpserver',
-            name='sampling_max_tokens',
-            field=models.PositiveIntegerField(blank=True, help_text="A sampling request's maxTokens above this is lowered to it. Empty: no cap.", null=True, validators=[django.core.validators.MinValueValidator(1)], verbose_name='Sampling token cap'),
+            model_name="mcpserver",
+            name="sampling_max_tokens",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="A sampling request's maxTokens above this is lowered to it. Empty: no cap.",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(1)],
+                verbose_name="Sampling token cap",
+            ),
         ),
         migrations.AddField(
-            model_name='mcpserver',
-            name='sampling_tools_allowed',
-            field=models.BooleanField(default=False, help_text='A sampling request may offer the model tools.', verbose_name='Tools inside sampling'),
+            model_name="mcpserver",
+            name="sampling_tools_allowed",
+            field=models.BooleanField(
+                default=False,
+                help_text="A sampling request may offer the model tools.",
+                verbose_name="Tools inside sampling",
+            ),
         ),
     ]

@@ -25,21 +25,12 @@ from mcp.shared.exceptions import MCPError
 
 from tests.conftest import free_port
 from tests.mcpgov.conftest import PY, ROOT, World
+from tests.mcpgov.surface_server import TOOLS as SURFACE_TOOLS
 
 pytestmark = pytest.mark.slow
 
 SURFACE = Path(__file__).with_name("surface_server.py")
 EVERYTHING = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
-SURFACE_TOOLS = [
-    "hello",
-    "slow_progress",
-    "add_tool",
-    "ask_model",
-    "log_something",
-    "touch",
-    "wait_forever",
-    "my_roots",
-]
 WAIT = 60  # generous bound for "it happens" on a loaded machine; never asserted as a duration
 
 
