@@ -43,6 +43,7 @@ _TRIGGER_LABELS = {
     mcpgov_bundle.Trigger.TOOL_DEFINITION_CHANGED: "Tool definition changed",
     mcpgov_bundle.Trigger.SESSION_HALTED: "Session halted",
     mcpgov_bundle.Trigger.UNKNOWN_TOOL: "Unknown tool",
+    mcpgov_bundle.Trigger.SERVER_REQUEST_DENIED: "Server request denied",
 }
 Trigger = models.TextChoices(
     "Trigger", [(t.name, (t.value, _TRIGGER_LABELS[t])) for t in mcpgov_bundle.Trigger], module=__name__

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    model_serializer,
     model_validator,
 )
 
@@ -55,6 +56,9 @@ class Trigger(StrEnum):
     # A tool the upstream lists that the bundle's server entry does not know (added at run time or never
     # approved): hidden from tools/list and refused, unless the server's allow_unknown_tools is "as_write".
     UNKNOWN_TOOL = "unknown_tool"
+    # A request an upstream server made of the agent's side (sampling, elicitation, roots) that the
+    # server's server_requests policy refuses; the agent session goes on (the server asked, not the agent).
+    SERVER_REQUEST_DENIED = "server_request_denied"
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -114,6 +118,26 @@ class ToolPolicy(_Frozen):
     definition_hash: Sha256Hex | None = None
 
 
+class ServerRequestPolicy(_Frozen):
+    """What an upstream server may ask of the agent's side: MCP server-to-client requests.
+
+    Sampling (the agent's own model answering the server) is off unless allowed; ``maxTokens`` above the
+    cap is lowered to it; tools inside a sampling request need ``sampling_tools``. Form-mode elicitation
+    and roots are allowed unless turned off; URL-mode elicitation only to the listed domains (a domain
+    also covers its subdomains), over https.
+    """
+
+    sampling: bool = False
+    sampling_max_tokens: PositiveInt | None = None
+    sampling_tools: bool = False
+    elicitation: bool = True
+    elicitation_url_domains: tuple[str, ...] = ()
+    roots: bool = True
+
+
+_DEFAULT_SERVER_REQUESTS = ServerRequestPolicy()
+
+
 class ServerSpec(_Frozen):
     category: Literal[
         "filesystem", "shell_execution", "database", "api", "cloud_infrastructure", "web", "other"
@@ -127,6 +151,15 @@ class ServerSpec(_Frozen):
     # The tools map is the approved set. "deny": any other tool is hidden and refused (trigger unknown_tool);
     # "as_write": other tools pass, classed write (so read-only sessions still refuse them).
     allow_unknown_tools: Literal["deny", "as_write"] = "deny"
+    # absent from the bundle when it is the default (so gateways that predate it accept the bundle)
+    server_requests: ServerRequestPolicy = Field(default_factory=ServerRequestPolicy)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_server_requests(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.server_requests == _DEFAULT_SERVER_REQUESTS:
+            data.pop("server_requests", None)
+        return data
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ServerSpec:

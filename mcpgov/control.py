@@ -37,6 +37,12 @@ class AgentSession:
     run_id: str = ""
     agent: Any = None  # mcpgov.identity.AgentIdentity
     last_active: float = field(default_factory=time.monotonic)  # the last request of this session
+    # the wider MCP surface (mcpgov.surface): the agent's connection, for notifications and the requests
+    # upstreams make of it; its logging level; its resource subscriptions; the tool names it was last shown
+    peer: Any = None  # mcp.server.session.ServerSession
+    log_level: str | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    listed_tools: frozenset[str] | None = None
 
     @property
     def id(self) -> str:

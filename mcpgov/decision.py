@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import urlsplit
 
-from mcpgov.bundle import Bundle, Flag, ServerLimits, Trigger
+from mcpgov.bundle import Bundle, Flag, ServerLimits, ServerRequestPolicy, Trigger
 from mcpgov.redact import summarize_arguments
 from mcpgov.session import MINUTE, CallRecord, SessionState, SessionStatus, call_resource
 
@@ -80,6 +81,10 @@ class ToolCall:
     tool: str
     arguments: dict[str, Any] | None = None
     definition_changed: bool = False
+    # None: a tools/call. Otherwise the read method of the wider MCP surface (``resources/read``,
+    # ``prompts/get``) that is governed as a read call on its server: no tool pinning, never a write.
+    method: str | None = None
+    uri: str | None = None  # resources/read: the upstream URI, checked against forbidden patterns
 
 
 @dataclass(slots=True)
@@ -114,6 +119,8 @@ class ServerRule:
     timeout: float | None
     tools: dict[str, ToolRule]
     unknown_tool: ToolRule
+    read_rule: ToolRule  # resources/read and prompts/get on this server: a read, never approval-bound
+    server_requests: ServerRequestPolicy  # what the server may ask of the agent's side
     # the bundle's tools map is the approved set: any other tool is refused (allow_unknown_tools "deny")
     unknown_denied: bool = True
 
@@ -129,6 +136,7 @@ class Policy:
         "cascade_threshold",
         "environment",
         "expires_at",
+        "forbidden_patterns",
         "global_limits",
         "has_global_limits",
         "large_data_bytes",
@@ -143,6 +151,7 @@ class Policy:
         self._bundle_ref = weakref.ref(bundle)
         self.role = role
         self.environment = bundle.environment
+        self.forbidden_patterns = bundle.environment_policy.forbidden_patterns
         self.version = bundle.version
         self.expires_at = bundle.expires_at.timestamp()
         gl = bundle.rate_limits.global_limits
@@ -274,6 +283,8 @@ def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
         timeout=timeout,
         tools=tools,
         unknown_tool=ToolRule("", True, False, None, timeout),  # no class information: a write
+        read_rule=ToolRule("", False, False, None, timeout),
+        server_requests=spec.server_requests if spec else ServerRequestPolicy(),
         unknown_denied=spec is None or spec.allow_unknown_tools == "deny",
     )
 
@@ -496,7 +507,7 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
         )
 
     rule = policy.rules.get(call.server) or policy.rule(call.server)
-    tool = rule.tools.get(call.tool) or rule.unknown_tool
+    tool = (rule.tools.get(call.tool) or rule.unknown_tool) if call.method is None else rule.read_rule
     is_write = tool.is_write
 
     # 1b. a tool whose live definition differs from the approved one (hidden from tools/list)
@@ -530,6 +541,16 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
     # 4. environment binding, forbidden patterns, production without a live grant (trigger 3)
     if rule.env_violation is not None:
         return _halt(Trigger.PRODUCTION_ENVIRONMENT, rule.env_violation.capitalize() + ".", state, call)
+    if call.uri is not None:
+        hit = forbidden_pattern_hit([call.uri], policy.forbidden_patterns)
+        if hit:
+            return _halt(
+                Trigger.PRODUCTION_ENVIRONMENT,
+                f"Resource '{hit[1]}' of '{rule.slug}' matches forbidden pattern '{hit[0]}' of environment "
+                f"'{policy.environment}'.",
+                state,
+                call,
+            )
     if rule.production:
         for start, end in rule.grant_windows:
             if start <= now < end:
@@ -545,7 +566,7 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
 
     # 4b. a tool the bundle does not know (added by the upstream at run time, or never approved);
     # refused, not halting: the agent did nothing wrong, the tool awaits an admin's review
-    if rule.unknown_denied and call.tool not in rule.tools:
+    if rule.unknown_denied and call.method is None and call.tool not in rule.tools:
         return Decision(
             Verdict.REFUSE,
             Trigger.UNKNOWN_TOOL,
@@ -652,3 +673,88 @@ def check_result(
     text = trigger_message(Trigger.LARGE_DATA_RETURN, reason + " The result was withheld.", state, call)
     text = text.replace("Refused call:", "Withheld call:", 1)
     return Decision(Verdict.REFUSE, Trigger.LARGE_DATA_RETURN, text, SessionStatus.HALTED, reason=reason)
+
+
+# --- requests an upstream server makes of the agent's side (sampling, elicitation, roots) ----------------
+
+
+@dataclass(slots=True)
+class ServerRequestDecision:
+    """Whether a server-to-client request reaches the agent; ``changes`` are applied to its params first."""
+
+    allowed: bool
+    reason: str = ""
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+def url_domain_allowed(url: str, domains: tuple[str, ...]) -> bool:
+    """An https URL whose host is one of ``domains`` or a subdomain of one."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if parts.scheme != "https" or not host:
+        return False
+    for domain in domains:
+        d = domain.strip().lstrip("*.").rstrip(".").lower()
+        if d and (host == d or host.endswith("." + d)):
+            return True
+    return False
+
+
+def decide_server_request(
+    policy: Policy, state: SessionState | None, server: str, method: str, params: dict[str, Any], now: float
+) -> ServerRequestDecision:
+    """Decide a server-to-client request by the server's ``server_requests`` policy (default deny sampling).
+
+    ``params`` are the request's wire params (camelCase). A server the role may not use here, an expired
+    bundle or a session that is not active gets nothing from the agent.
+    """
+    if now >= policy.expires_at:
+        return ServerRequestDecision(False, f"policy bundle v{policy.version} expired")
+    if state is not None and state.state != SessionStatus.ACTIVE:
+        return ServerRequestDecision(False, f"the agent session is {state.state}")
+    rule = policy.rule(server)
+    if rule.role_violation is not None:
+        return ServerRequestDecision(False, rule.role_violation)
+    if rule.env_violation is not None:
+        return ServerRequestDecision(False, rule.env_violation)
+    sr = rule.server_requests
+    if method == "sampling/createMessage":
+        if not sr.sampling:
+            return ServerRequestDecision(
+                False, f"server '{server}' may not ask the agent's model (sampling is off)"
+            )
+        if params.get("tools") and not sr.sampling_tools:
+            return ServerRequestDecision(
+                False, f"server '{server}' may not give tools to a sampling request (sampling_tools is off)"
+            )
+        changes: dict[str, Any] = {}
+        cap = sr.sampling_max_tokens
+        max_tokens = params.get("maxTokens")
+        if cap is not None and (not isinstance(max_tokens, int) or max_tokens > cap):
+            changes["maxTokens"] = cap
+        return ServerRequestDecision(True, changes=changes)
+    if method == "elicitation/create":
+        if params.get("mode") == "url":
+            url = str(params.get("url") or "")
+            if not url_domain_allowed(url, sr.elicitation_url_domains):
+                return ServerRequestDecision(
+                    False,
+                    f"server '{server}' may not send the user to {url[:200]!r}: not an https URL on an "
+                    "allowlisted domain (elicitation_url_domains)",
+                )
+            return ServerRequestDecision(True)
+        if not sr.elicitation:
+            return ServerRequestDecision(
+                False, f"server '{server}' may not ask the user questions (elicitation is off)"
+            )
+        return ServerRequestDecision(True)
+    if method == "roots/list":
+        if not sr.roots:
+            return ServerRequestDecision(
+                False, f"server '{server}' may not list the agent's roots (roots is off)"
+            )
+        return ServerRequestDecision(True)
+    return ServerRequestDecision(False, f"{method} is not a request the gateway forwards")

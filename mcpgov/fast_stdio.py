@@ -95,11 +95,19 @@ class FastCalls:
         self.gateway = gateway
         self.enabled = False  # set once a legacy-handshake agent is initialized on stdio
         self.wire: asyncio.StreamWriter | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[Any, asyncio.Task[None]] = {}  # by JSON-RPC request id
 
     def intercept(self, line: bytes) -> bool:
-        """Take a ``tools/call`` request line off the SDK's hands; False leaves the line to the SDK."""
-        if not self.enabled or b'"tools/call"' not in line:
+        """Take a ``tools/call`` request line off the SDK's hands; False leaves the line to the SDK.
+
+        A ``notifications/cancelled`` naming one of those calls is taken too: the call is cancelled as the
+        SDK cancels its handlers (the upstream is told, the RESULT says so, and no answer is written).
+        """
+        if not self.enabled:
+            return False
+        if b'"notifications/cancelled"' in line and self._tasks:
+            return self._cancel(line)
+        if b'"tools/call"' not in line:
             return False
         try:
             msg = json.loads(line)
@@ -113,9 +121,28 @@ class FastCalls:
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             return False
-        task = asyncio.get_running_loop().create_task(self._call(msg["id"], params["name"], arguments))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        request_id = msg["id"]
+        if not isinstance(request_id, str | int) or request_id in self._tasks:
+            return False  # the SDK answers a malformed or duplicate id
+        task = asyncio.get_running_loop().create_task(self._call(request_id, params["name"], arguments))
+        self._tasks[request_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(request_id, None))
+        return True
+
+    def _cancel(self, line: bytes) -> bool:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return False
+        params = msg.get("params") if isinstance(msg, dict) else None
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if msg.get("method") != "notifications/cancelled" or not isinstance(request_id, str | int):
+            return False
+        task = self._tasks.get(request_id)
+        if task is None:
+            return False
+        log.debug("fast path: tools/call %r cancelled by the agent", request_id)
+        task.cancel()
         return True
 
     async def _call(self, request_id: Any, name: str, arguments: dict[str, Any] | None) -> None:
@@ -128,6 +155,8 @@ class FastCalls:
                 "id": request_id,
                 "result": await gateway.execute(sess, name, arguments, request_id=request_id),
             }
+        except asyncio.CancelledError:
+            return  # cancelled by the agent: a cancelled request is never answered
         except UpstreamError as exc:
             response = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
         except Exception as exc:  # never leave the agent without an answer

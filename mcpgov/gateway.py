@@ -9,7 +9,6 @@ the stdio fast path :mod:`mcpgov.fast_stdio`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -28,7 +27,7 @@ from mcpgov import __version__
 from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, ShipperThread, read_end_marker
 from mcpgov.bundle import Trigger, tool_definition_hash
 from mcpgov.bundle_manager import BundleManager
-from mcpgov.config import NAME_SEPARATOR, UpstreamConfig
+from mcpgov.config import UpstreamConfig
 from mcpgov.control import AgentSession, SessionControl, shipper_thread
 from mcpgov.decision import (
     Decision,
@@ -53,21 +52,21 @@ from mcpgov.identity import (
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
+from mcpgov.surface import (
+    LIST_TTL_MS,
+    REVOKED_MESSAGE,
+    GatewayServer,
+    Surface,
+    exposed_name,
+    prefix_resource_uris,
+    result_size,
+    split_name,
+)
 from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
 
 log = logging.getLogger("mcpgov.gateway")
-
-
-def exposed_name(server: str, tool: str) -> str:
-    """The name the agent sees: ``<server>__<tool>`` (server slugs may not contain ``__``)."""
-    return f"{server}{NAME_SEPARATOR}{tool}"
-
-
-def split_name(name: str) -> tuple[str, str] | None:
-    server, sep, tool = name.partition(NAME_SEPARATOR)
-    return (server, tool) if sep and server and tool else None
 
 
 def end_session_record(sess: AgentSession, reason: str) -> None:
@@ -99,13 +98,6 @@ class GatewayOptions:
     require_agent: bool = False
 
 
-# A filtered tools/list is per caller: never cached by shared caches, and stale within the long poll's
-# propagation bound (a new bundle arrives within a second), so a revoked tool does not linger.
-LIST_TTL_MS = 1000
-REVOKED_MESSAGE = (
-    "MCP call refused (kill switch): this gateway's enforcement client was revoked or its token is no "
-    "longer valid on the portal; no call is forwarded until an administrator issues a new token."
-)
 ROLE_REFUSED = -32003  # JSON-RPC server error: the credential does not allow this role or environment
 
 
@@ -118,27 +110,6 @@ class ExposedTool:
     definition: types.Tool  # renamed for the agent
     definition_ok: bool = True
     reason: str = ""
-
-
-def result_size(result: dict[str, Any]) -> int:
-    """Bytes of payload the agent would receive: text, binary data, resources; structured content if no text."""
-    n = 0
-    for c in result.get("content") or ():
-        text = c.get("text")
-        if text is not None:
-            n += len(text) if text.isascii() else len(text.encode("utf-8"))
-            continue
-        data = c.get("data")
-        if data is not None:
-            n += len(data)
-            continue
-        resource = c.get("resource")
-        if isinstance(resource, dict):
-            n += len(resource.get("text") or resource.get("blob") or "")
-    structured = result.get("structuredContent")
-    if n == 0 and structured is not None:
-        n = len(json.dumps(structured, separators=(",", ":"), default=str))
-    return n
 
 
 def result_text(result: dict[str, Any], limit: int) -> str:
@@ -184,6 +155,8 @@ class Gateway:
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
         self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
+        self.surface = Surface(self)  # resources, prompts, notifications, server-to-client requests
+        self.surface.start()
         self.server = self._build_server()
 
     # bundle changes
@@ -193,6 +166,17 @@ class Gateway:
         self.policy = compile_policy(verified.bundle, self.options.role)
         self.rebuild_index()
         log.warning("now enforcing bundle v%d", verified.version)
+        if self.tg is not None:
+            self.tg.start_soon(self._bundle_changed)
+
+    async def _bundle_changed(self) -> None:
+        """A new bundle: list the upstreams' tools again (re-pin), then tell agents whose lists changed."""
+        for up in self.upstreams.values():
+            if up.session is not None:
+                with contextlib.suppress(Exception):
+                    await up.list_tools()
+        self.rebuild_index()
+        await self.surface.announce()
 
     def rebuild_index(self) -> None:
         bundle = self.verified.bundle
@@ -373,7 +357,7 @@ class Gateway:
     # MCP handlers
 
     def _build_server(self) -> Server[Any]:
-        server: Server[Any] = Server(
+        server: Server[Any] = GatewayServer(
             "mcpgov-gateway",
             version=__version__,
             instructions="MCP governance gateway: tools are named <server>__<tool>; every call is checked against "
@@ -383,6 +367,7 @@ class Gateway:
             get_tool_input_schema=self.input_schema,
         )
         server.middleware = []  # no per-message tracing span on the hot path
+        self.surface.register(server)
         return server
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
@@ -392,16 +377,20 @@ class Gateway:
     async def handle_list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        sess = self.session_for(ctx)
+        sess = self.surface.session(ctx)
         for up in self.upstreams.values():
-            if up.session is not None:
+            # an upstream that announces list changes is listed at connect, on its list_changed and on a
+            # new bundle (cached in between); one that does not is asked again at every tools/list
+            if up.session is not None and not up.announces_tool_changes:
                 try:
                     await up.list_tools()
                 except Exception as exc:
                     log.error("tools/list on upstream %s failed: %s", up.slug, exc)
         self.rebuild_index()
+        tools = [ex.definition for ex in self.index.values() if self.visible(ex, sess)]
+        sess.listed_tools = frozenset(t.name for t in tools)
         return types.ListToolsResult(
-            tools=[ex.definition for ex in self.index.values() if self.visible(ex, sess)],
+            tools=tools,
             ttl_ms=LIST_TTL_MS,
             cache_scope="private",
             _meta={RUN_META_KEY: sess.run_id} if ctx.request is not None else None,
@@ -411,9 +400,10 @@ class Gateway:
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
-        sess = self.session_for(ctx)
+        sess = self.surface.session(ctx)
         try:
-            raw = await self.execute(sess, params.name, params.arguments, **call_context(ctx))
+            with self.surface.caller(ctx, sess):
+                raw = await self.execute(sess, params.name, params.arguments, **call_context(ctx))
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
         result = types.CallToolResult.model_validate(raw)
@@ -497,43 +487,24 @@ class Gateway:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
             result = await obs.forward(upstream, call.tool, arguments, timeout)
         except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
-            ms = (time.perf_counter() - t0) * 1000
-            if isinstance(exc, UpstreamError):
-                summary = f"error {exc.code}: {exc.error.get('message', '')}"
-            else:
-                summary = str(exc)
-            spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=ms)
-            state.record_outcome(
-                CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], f"fail ({summary})")
-            )
+            summary = self._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
             if isinstance(exc, UpstreamError):
                 raise
             return error_result(f"MCP call failed: {summary} (recorded as status=fail; not retried)")
+        except anyio.get_cancelled_exc_class():
+            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
+                self._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
+            raise
         ms = (time.perf_counter() - t0) * 1000
         nbytes = result_size(result)
         post = check_result(
             policy, state, call, result_bytes=nbytes, rows=result_rows(result.get("structuredContent"))
         )
         if post is not None:
-            spool.result(
-                intent,
-                status="blocked",
-                result_summary=f"result withheld ({nbytes} bytes)",
-                nbytes=nbytes,
-                duration_ms=ms,
-                trigger=post.trigger,
-            )
-            state.record_outcome(
-                CallRecord(
-                    intent["ts"],
-                    call.server,
-                    call.tool,
-                    intent["args_summary"],
-                    f"blocked ({post.trigger}, result withheld)",
-                )
-            )
-            self._apply_state(sess, post)
-            return error_result(post.message)
+            return error_result(self._withhold(sess, intent, call, post, nbytes, ms))
+        content = result.get("content")
+        if content:  # a link to follow names the server, as every URI the agent reads does
+            prefix_resource_uris(call.server, content)
         text = result_text(result, RESULT_PAYLOAD_LIMIT)
         status = "fail" if result.get("isError") else "success"
         summary = redact_text(text[:200].replace("\n", " ")) if text else f"{nbytes} bytes"
@@ -548,22 +519,81 @@ class Gateway:
         state.record_outcome(CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], status))
         return result
 
-    def _refuse(
-        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, decision: Decision, now: float
-    ) -> dict[str, Any]:
+    def _forward_failed(
+        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, exc: Exception | None, ms: float
+    ) -> str:
+        """RESULT ``fail`` of a forwarded call that got no answer (``exc`` None: cancelled); returns the summary."""
+        if exc is None:
+            summary = "cancelled before the upstream answered (by the agent, or the gateway stopped)"
+        elif isinstance(exc, UpstreamError):
+            summary = f"error {exc.code}: {exc.error.get('message', '')}"
+        else:
+            summary = str(exc)
+        sess.spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=ms)
+        sess.state.record_outcome(
+            CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], f"fail ({summary})")
+        )
+        return summary
+
+    def _withhold(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        post: Decision,
+        nbytes: int,
+        ms: float,
+    ) -> str:
+        """RESULT ``blocked`` of a result over a limit: withheld, the session halts; returns the agent's message."""
         sess.spool.result(
             intent,
             status="blocked",
-            result_summary=decision.message.splitlines()[0][:300],
-            nbytes=0,
-            duration_ms=0.0,
-            trigger=decision.trigger,
-            now=now,
+            result_summary=f"result withheld ({nbytes} bytes)",
+            nbytes=nbytes,
+            duration_ms=ms,
+            trigger=post.trigger,
         )
         sess.state.record_outcome(
             CallRecord(
-                intent["ts"], call.server, call.tool, intent["args_summary"], f"blocked ({decision.trigger})"
+                intent["ts"],
+                call.server,
+                call.tool,
+                intent["args_summary"],
+                f"blocked ({post.trigger}, result withheld)",
             )
+        )
+        self._apply_state(sess, post)
+        return post.message
+
+    def _record_blocked(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        server: str,
+        tool: str,
+        summary: str,
+        trigger: Trigger | None,
+        now: float,
+    ) -> None:
+        """RESULT ``blocked`` of a refused call (never forwarded), and its line in the last calls."""
+        sess.spool.result(
+            intent,
+            status="blocked",
+            result_summary=summary[:300],
+            nbytes=0,
+            duration_ms=0.0,
+            trigger=trigger,
+            now=now,
+        )
+        sess.state.record_outcome(
+            CallRecord(intent["ts"], server, tool, intent["args_summary"], f"blocked ({trigger})")
+        )
+
+    def _refuse(
+        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, decision: Decision, now: float
+    ) -> dict[str, Any]:
+        self._record_blocked(
+            sess, intent, call.server, call.tool, decision.message.splitlines()[0], decision.trigger, now
         )
         self._apply_state(sess, decision)
         log.warning("BLOCKED %s.%s: %s", call.server, call.tool, decision.message.splitlines()[0])

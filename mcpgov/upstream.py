@@ -21,7 +21,9 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -39,6 +41,35 @@ log = logging.getLogger("mcpgov.upstream")
 
 RAW_ID_PREFIX = "mcpgov-"
 MAX_LINE = 256 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Caller:
+    """The agent request a forwarded request serves: where its progress goes, whom the upstream may ask.
+
+    Set by the gateway's SDK handlers (:data:`CALLER`); the stdio fast path sets none (its calls carry no
+    ``_meta``, so no progress token), and server-to-client requests then go to the stdio session.
+    """
+
+    session: Any  # mcpgov.control.AgentSession
+    peer: Any = None  # the SDK ServerSession of the agent's connection
+    request_id: Any = None
+    progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
+
+
+CALLER: ContextVar[Caller | None] = ContextVar("mcpgov_caller", default=None)
+
+
+class UpstreamHandler:
+    """What an upstream's notifications and server-to-client requests are handed to (the gateway's surface)."""
+
+    async def notification(self, upstream: Upstream, message: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def server_request(
+        self, upstream: Upstream, method: str, params: Any, context: Any
+    ) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 class UpstreamError(Exception):
@@ -103,6 +134,8 @@ class RawChannel:
                 return await fut
             except asyncio.CancelledError:
                 if not timed_out:
+                    # the agent cancelled (or the gateway stops): the upstream should stop its work too
+                    self._cancel(rid, "cancelled by the caller")
                     raise
                 self._cancel(rid, f"timed out after {timeout:g}s")
                 raise UpstreamTimeout(f"timed out after {timeout:g}s") from None
@@ -243,6 +276,10 @@ class Upstream:
         self.session: ClientSession | None = None
         self.raw: RawChannel | None = None
         self.tools: list[types.Tool] = []
+        self.handler: UpstreamHandler | None = None
+        # the agent requests being served by this upstream right now, newest last: a server-to-client
+        # request (sampling, elicitation, roots) is asked of the agent behind the newest one
+        self.callers: list[Caller] = []
         self.ready = anyio.Event()
         self.broken = anyio.Event()
         self.last_error = "not connected yet"
@@ -261,6 +298,58 @@ class Upstream:
         self.tools = tools
         return tools
 
+    @property
+    def announces_tool_changes(self) -> bool:
+        caps = self.capabilities
+        return bool(caps is not None and caps.tools is not None and caps.tools.list_changed)
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities | None:
+        session = self.session
+        return session.server_capabilities if session is not None else None
+
+    @contextlib.contextmanager
+    def serving(self, caller: Caller | None) -> Iterator[None]:
+        if caller is None:
+            yield
+            return
+        self.callers.append(caller)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                self.callers.remove(caller)
+
+    async def request(self, request: Any, result_type: Any, timeout: float) -> dict[str, Any]:
+        """Any request of the wider surface (resources, prompts, completion, logging, ping) as a wire dict.
+
+        Progress the upstream reports goes to the agent request in :data:`CALLER`; a cancelled caller
+        cancels the upstream request (the SDK sends ``notifications/cancelled``).
+        """
+        session = self.session
+        if session is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        caller = CALLER.get()
+        with self.serving(caller):
+            try:
+                result = await session.send_request(
+                    request,
+                    result_type,
+                    request_read_timeout_seconds=timeout,
+                    progress_callback=caller.progress if caller is not None else None,
+                )
+            except MCPError as exc:
+                raise self._error(exc, timeout) from exc
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    def _error(self, exc: MCPError, timeout: float) -> Exception:
+        if exc.code == types.CONNECTION_CLOSED:
+            self.broken.set()
+            return UpstreamClosed(exc.message)
+        if exc.code == types.REQUEST_TIMEOUT:
+            return UpstreamTimeout(f"timed out after {timeout:g}s")
+        return UpstreamError(exc.error.model_dump(exclude_none=True))
+
     async def call_raw(
         self,
         tool: str,
@@ -278,9 +367,17 @@ class Upstream:
             params["arguments"] = arguments
         if meta:
             params["_meta"] = meta
+        caller = CALLER.get()
         raw = self.raw
-        if raw is not None:
-            msg = await raw.request("tools/call", params, timeout)
+        # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
+        if raw is not None and (caller is None or caller.progress is None):
+            if (
+                caller is None
+            ):  # the stdio fast path: nothing to register (no context manager on the hot path)
+                msg = await raw.request("tools/call", params, timeout)
+            else:
+                with self.serving(caller):
+                    msg = await raw.request("tools/call", params, timeout)
             if "error" in msg:
                 raise UpstreamError(msg["error"])
             return msg["result"]
@@ -290,30 +387,59 @@ class Upstream:
         request = types.CallToolRequest(
             params=types.CallToolRequestParams(name=tool, arguments=arguments, _meta=meta or None)
         )
-        try:
-            result = await session.send_request(
-                request, types.CallToolResult, request_read_timeout_seconds=timeout
-            )
-        except MCPError as exc:
-            if exc.code == types.CONNECTION_CLOSED:
-                self.broken.set()
-                raise UpstreamClosed(exc.message) from exc
-            if exc.code == types.REQUEST_TIMEOUT:
-                raise UpstreamTimeout(f"timed out after {timeout:g}s") from exc
-            raise UpstreamError(exc.error.model_dump(exclude_none=True)) from exc
+        with self.serving(caller):
+            try:
+                result = await session.send_request(
+                    request,
+                    types.CallToolResult,
+                    request_read_timeout_seconds=timeout,
+                    progress_callback=caller.progress if caller is not None else None,
+                )
+            except MCPError as exc:
+                raise self._error(exc, timeout) from exc
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    def _callbacks(self) -> dict[str, Any]:
+        """The SDK client callbacks: every notification and server-to-client request goes to the handler.
+
+        Declaring them makes the gateway advertise sampling, elicitation and roots upstream; whether a
+        request reaches the agent is the bundle's decision (:mod:`mcpgov.surface`), default deny.
+        """
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, Exception):
+                log.error("upstream %s: transport error: %s", self.slug, message)
+                return
+            if self.handler is not None:
+                await self.handler.notification(self, message)
+
+        def asker(method: str) -> Any:
+            async def ask(context: Any, params: Any = None) -> Any:
+                if self.handler is None:
+                    return types.ErrorData(code=types.INVALID_REQUEST, message=f"{method} is not supported")
+                return await self.handler.server_request(self, method, params, context)
+
+            return ask
+
+        return {
+            "message_handler": on_message,
+            "sampling_callback": asker("sampling/createMessage"),
+            "elicitation_callback": asker("elicitation/create"),
+            "list_roots_callback": asker("roots/list"),
+            "sampling_capabilities": types.SamplingCapability(tools=types.SamplingToolsCapability()),
+        }
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[None]:
         c = self.config
         if c.url:
-            async with Client(c.url, mode=self.mode, cache=None) as client:  # type: ignore[arg-type]
+            async with Client(c.url, mode=self.mode, cache=None, **self._callbacks()) as client:  # type: ignore[arg-type]
                 self.session, self.raw = client.session, None
                 yield
             return
         async with (
             stdio_transport(c) as (read_stream, write_stream, raw),
-            ClientSession(read_stream, write_stream) as session,
+            ClientSession(read_stream, write_stream, **self._callbacks()) as session,
         ):
             if self.mode == "legacy":
                 await session.initialize()

@@ -24,6 +24,10 @@ class ServerForm(ParseOnlyModelForm):
         help_text="Tools the upstream lists that the catalogue does not know (added at run time, never "
         "approved): hidden, refused and reported for review, or allowed and counted as writes.",
     )
+    elicitation_url_domains = LinesField(
+        label="URL elicitation domains",
+        help_text="One domain per line (example.com also covers login.example.com); https only.",
+    )
 
     class Meta:
         model = McpServer

@@ -7,9 +7,10 @@ from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
 from governance.models.roles import AgentRole, RoleServerRule
-from governance.models.servers import McpServer, McpTool, ToolReport
+from governance.models.servers import SERVER_REQUEST_FIELDS, McpServer, McpTool, ToolReport
 
 __all__ = [
+    "SERVER_REQUEST_FIELDS",
     "AccessRequest",
     "AccessReview",
     "Agent",

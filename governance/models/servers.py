@@ -23,6 +23,22 @@ SERVER_SLUG_VALIDATOR = RegexValidator(
 )
 
 
+# What the server may ask of the agent's side (MCP server-to-client requests): the bundle's
+# `server_requests` (mcpgov.bundle.ServerRequestPolicy), one field each.
+SERVER_REQUEST_FIELDS = (
+    "sampling_allowed",
+    "sampling_max_tokens",
+    "sampling_tools_allowed",
+    "elicitation_allowed",
+    "elicitation_url_domains",
+    "roots_allowed",
+)
+DOMAIN_VALIDATOR = RegexValidator(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+    "Enter a domain such as example.com.",
+)
+
+
 class McpServer(models.Model):
     # What an admin edits (the service, the form and the API serializer all use this list).
     FIELDS = (
@@ -39,6 +55,7 @@ class McpServer(models.Model):
         "adr_links",
         "cost_per_call",
         "allow_unknown_tools",
+        *SERVER_REQUEST_FIELDS,
     )
 
     team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="servers")
@@ -64,6 +81,33 @@ class McpServer(models.Model):
         default=UnknownToolPolicy.DENY,
         help_text="Tools the upstream lists that the catalogue does not know: refused, or allowed as writes.",
     )
+    sampling_allowed = models.BooleanField(
+        "Sampling allowed",
+        default=False,
+        help_text="The server may ask the agent's model to generate text (sampling/createMessage). Off by default.",
+    )
+    sampling_max_tokens = models.PositiveIntegerField(
+        "Sampling token cap",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="A sampling request's maxTokens above this is lowered to it. Empty: no cap.",
+    )
+    sampling_tools_allowed = models.BooleanField(
+        "Tools inside sampling", default=False, help_text="A sampling request may offer the model tools."
+    )
+    elicitation_allowed = models.BooleanField(
+        "Form elicitation allowed", default=True, help_text="The server may ask the user questions in a form."
+    )
+    elicitation_url_domains = models.JSONField(
+        "URL elicitation domains",
+        default=list,
+        blank=True,
+        help_text="The server may send the user to https URLs on these domains (and their subdomains) only.",
+    )
+    roots_allowed = models.BooleanField(
+        "Roots allowed", default=True, help_text="The server may list the agent's roots (roots/list)."
+    )
     tools_discovered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -87,6 +131,18 @@ class McpServer(models.Model):
             errors["args"] = "Arguments must be a list of strings."
         if not isinstance(self.adr_links, list) or not all(isinstance(a, str) for a in self.adr_links):
             errors["adr_links"] = "ADR links must be a list of URLs."
+        domains = self.elicitation_url_domains
+        if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+            errors["elicitation_url_domains"] = "URL elicitation domains must be a list of domains."
+        else:
+            for domain in domains:
+                try:
+                    DOMAIN_VALIDATOR(domain)
+                except ValidationError:
+                    errors["elicitation_url_domains"] = (
+                        f"{domain[:100]!r} is not a domain such as example.com."
+                    )
+                    break
         if self.transport == Transport.HTTP and self.command:
             errors["command"] = "An HTTP server has a URL, not a command."
         if self.transport == Transport.STDIO and self.url:

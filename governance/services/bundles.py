@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from governance.choices import AccessClass, AccessRequestStatus, RuleKind
 from governance.models import (
+    SERVER_REQUEST_FIELDS,
     AccessRequest,
     Agent,
     AgentApiKey,
@@ -146,8 +147,10 @@ def _servers(team_id: int) -> dict[str, dict[str, Any]]:
         "url",
         "cost_per_call",
         "allow_unknown_tools",
+        *SERVER_REQUEST_FIELDS,
     )
-    for pk, slug, category, transport, command, args, url, cost, unknown in rows:
+    for pk, slug, category, transport, command, args, url, cost, unknown, *asks in rows:
+        sampling, max_tokens, sampling_tools, elicitation, url_domains, roots = asks
         servers[slug] = {
             "category": category,
             "transport": transport,
@@ -157,6 +160,15 @@ def _servers(team_id: int) -> dict[str, dict[str, Any]]:
             "tools": tools_by_server.get(pk, {}),
             "cost_per_call": float(cost),
             "allow_unknown_tools": unknown,
+            # left out of the signed bundle when it is the default (mcpgov.bundle.ServerSpec)
+            "server_requests": {
+                "sampling": sampling,
+                "sampling_max_tokens": max_tokens,
+                "sampling_tools": sampling_tools,
+                "elicitation": elicitation,
+                "elicitation_url_domains": sorted(url_domains or []),
+                "roots": roots,
+            },
         }
     return servers
 

@@ -233,3 +233,22 @@ def test_numbers_round_trip_through_the_database_unchanged(gateway):
         hashlib.sha256(row.prev_hash.encode() + stored_event_canonical(row).encode()).hexdigest() == row.hash
     )
     assert row.arguments == loads(body)["events"][0]["arguments"]
+
+
+def test_events_of_the_wider_surface_are_taken_as_they_are(gateway):
+    """The gateway names the MCP method in `tool` for resource reads and the requests a server makes of
+    the agent; a refused server request carries `server_request_denied` (docs/enforcer-api.md)."""
+    sid = open_session(gateway)
+    batch = [
+        event(1, server="filesystem", tool="resources/read", arguments={"uri": "file:///tmp/a"}),
+        event(2, server="filesystem", tool="resources/read", bytes=12),
+        event(3, tool="sampling/createMessage", arguments={"output_limit": 500, "messages": 1}),
+        event(4, tool="sampling/createMessage", status="blocked", trigger="server_request_denied"),
+    ]
+    assert post_events(gateway, sid, batch).status_code == 200
+    rows = stored(sid)
+    assert [(e.tool, e.status, e.trigger) for e in rows[1::2]] == [
+        ("resources/read", "success", None),
+        ("sampling/createMessage", "blocked", "server_request_denied"),
+    ]
+    assert "server_request_denied" in AgentSession.objects.get(pk=sid).triggers_seen

@@ -224,6 +224,23 @@ def test_server_lists_its_tools_read_only_and_tools_take_overrides(api, team, ad
     )
 
 
+def test_server_requests_policy_through_the_api(api, team, admin, viewer):
+    git = _server(team)
+    url = f"/api/v1/servers/{git.pk}/"
+    api.force_authenticate(viewer)
+    assert api.get(url).json()["sampling_allowed"] is False
+    assert api.patch(url, {"sampling_allowed": True}, format="json").status_code == 403
+    api.force_authenticate(admin)
+    response = api.patch(
+        url, {"sampling_allowed": True, "elicitation_url_domains": ["example.com"]}, format="json"
+    )
+    assert response.status_code == 200 and response.json()["elicitation_url_domains"] == ["example.com"]
+    for bad in ({"elicitation_url_domains": "example.com"}, {"elicitation_url_domains": ["*.evil"]}):
+        assert api.patch(url, bad, format="json").status_code == 400
+    git.refresh_from_db()
+    assert git.sampling_allowed and git.elicitation_url_domains == ["example.com"]
+
+
 def test_role_allowlist_add_and_remove(api, team, admin, viewer):
     role = role_services.role_create(team=team, name="code_agent")
     _server(team, "git"), _server(team, "shell")

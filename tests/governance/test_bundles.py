@@ -569,3 +569,31 @@ def test_a_rediscovered_definition_changes_its_pinned_hash(team, policy):
     assert again["definition_hash"] == tool_definition_hash(
         "git_status", changed[0]["description"], {"type": "object"}
     )
+
+
+def test_server_requests_policy_reaches_the_bundle_only_when_it_differs_from_the_default(team, policy):
+    """A server's server-to-client policy is in the signed bundle as the gateway reads it; the default is
+    left out, so servers without one keep the payload (and hash) gateways that predate the field accept."""
+    v1 = bundle_publish(environment=policy["prod"]).bundle
+    assert all("server_requests" not in s for s in v1.content["servers"].values())
+    server_services.server_update(
+        server=policy["git"],
+        sampling_allowed=True,
+        sampling_max_tokens=256,
+        elicitation_url_domains=["login.example.com", "example.org"],
+        roots_allowed=False,
+    )
+    v2 = bundle_publish(environment=policy["prod"]).bundle
+    assert v2.version == v1.version + 1
+    assert v2.content["servers"]["git"]["server_requests"] == {
+        "sampling": True,
+        "sampling_max_tokens": 256,
+        "sampling_tools": False,
+        "elicitation": True,
+        "elicitation_url_domains": ["example.org", "login.example.com"],
+        "roots": False,
+    }
+    signed = Bundle.from_json_bytes(b64url_decode(v2.jws.split(".")[1]))  # what the gateway enforces
+    spec = signed.servers["git"].server_requests
+    assert spec.sampling and spec.sampling_max_tokens == 256 and not spec.roots
+    assert "server_requests" not in v2.content["servers"]["github_api"]

@@ -947,3 +947,34 @@ def test_policy_export_downloads_the_teams_yaml(client, p, viewer):
     assert response["Content-Disposition"] == 'attachment; filename="acme-policy.yaml"'
     text = response.content.decode()
     assert "acme_code_agent:" in text and "acme_github" in text and "globex" not in text
+
+
+def test_server_form_sets_what_the_server_may_ask_of_the_agent(admin_client, p):
+    data = server_data(
+        p,
+        sampling_allowed="on",
+        sampling_max_tokens="300",
+        elicitation_allowed="on",
+        elicitation_url_domains="login.example.com\n\nexample.org\n",
+    )
+    admin_client.post(reverse("governance:server-create"), data)
+    server = McpServer.objects.get(team=p.team, slug="acme_new")
+    assert server.sampling_allowed and server.sampling_max_tokens == 300
+    assert not server.sampling_tools_allowed and not server.roots_allowed  # unchecked boxes
+    assert server.elicitation_url_domains == ["login.example.com", "example.org"]
+    html = admin_client.get(reverse("governance:server-detail", args=[server.pk])).content.decode()
+    assert (
+        "sampling allowed (≤ 300 tokens)" in html
+        and "URL elicitation to login.example.com, example.org" in html
+    )
+    # a URL instead of a domain, or a zero cap: refused with the field's message, nothing saved
+    bad = server_data(p, elicitation_url_domains="https://evil.example.net/x", sampling_max_tokens="0")
+    response = admin_client.post(
+        reverse("governance:server-edit", args=[server.pk]), {**bad, "slug": "acme_new"}
+    )
+    assert "is not a domain such as example.com" in response.content.decode()
+    server.refresh_from_db()
+    assert (
+        server.elicitation_url_domains == ["login.example.com", "example.org"]
+        and server.sampling_max_tokens == 300
+    )

@@ -580,3 +580,118 @@ def test_trigger_codes_match_the_enforcer_api_contract():
     start = api.index('"trigger": null |')
     block = api[start : api.index('"bundle_version": 12', start)]
     assert set(re.findall(r'"([a-z_]+)"', block)) - {"trigger"} == set(Trigger)
+
+
+# --- the wider surface: resources/read and prompts/get as reads; requests of a server to the agent ---------
+
+
+def resource_read(server: str, uri: str) -> ToolCall:
+    return ToolCall(server, "resources/read", {"uri": uri}, method="resources/read", uri=uri)
+
+
+def test_a_resource_read_is_a_read_of_its_server_never_an_unknown_tool():
+    b = bundle()
+    st = session(read_only=True)
+    assert decide(b, st, resource_read("filesystem", "file:///tmp/work/a.md"), T).verdict == ALLOW
+    # the same name as a tools/call is an unknown tool, refused
+    assert decide(b, st, ToolCall("filesystem", "resources/read", {"uri": "x"}), T).trigger == "unknown_tool"
+    prompt = ToolCall("filesystem", "prompts/get", {"name": "p"}, method="prompts/get")
+    assert decide(b, st, prompt, T).verdict == ALLOW
+
+
+@pytest.mark.parametrize(
+    ("server", "uri", "trigger"),
+    [
+        ("filesystem", "file:///srv/prod/db.env", "production_environment"),  # forbidden pattern on the URI
+        ("shell", "file:///etc/passwd", "unauthorized_server"),
+        ("unknown_server", "x://y", "unauthorized_server"),
+    ],
+)
+def test_resource_reads_fire_the_triggers_of_their_server_and_uri(server, uri, trigger):
+    d = decide(bundle(), session(), resource_read(server, uri), T)
+    assert (d.verdict, d.trigger, d.new_state) == (REFUSE, trigger, HALTED)
+
+
+def test_resource_reads_count_as_reads_against_the_limits_and_flags():
+    b = doc_with(
+        lambda d: d["rate_limits"]["per_server"].update({"filesystem": {"max_read_calls_per_session": 1}})
+    )
+    st = session()
+    assert decide(b, st, resource_read("filesystem", "file:///tmp/work/a"), T).verdict == ALLOW
+    st.record_forwarded("filesystem", False, ("filesystem", "file:///tmp/work/a"), T)
+    assert decide(b, st, resource_read("filesystem", "file:///tmp/work/b"), T).trigger == "rate_limit"
+    flagged = doc_with(
+        lambda d: d["flags"].append(
+            {
+                "name": "mcp.filesystem.read",
+                "server": "filesystem",
+                "capability": "read",
+                "enabled": False,
+                "changed_at": FLAG_CHANGED,
+            }
+        )
+    )
+    assert (
+        decide(flagged, session(), resource_read("filesystem", "file:///tmp/work/a"), T).trigger
+        == "kill_switch_flag"
+    )
+
+
+def _sr(**policy):
+    from mcpgov.decision import decide_server_request
+
+    def ask(method, params, state=None, server="time"):
+        b = doc_with(lambda d: d["servers"][server].update({"server_requests": policy}))
+        return decide_server_request(compile_policy(b, "code_agent"), state, server, method, params, T)
+
+    return ask
+
+
+def test_sampling_is_refused_by_default_and_capped_when_allowed():
+    sampling = {"messages": [], "maxTokens": 5000}
+    assert not _sr()("sampling/createMessage", sampling).allowed
+    allowed = _sr(sampling=True, sampling_max_tokens=100)("sampling/createMessage", sampling)
+    assert allowed.allowed and allowed.changes == {"maxTokens": 100}
+    assert (
+        _sr(sampling=True, sampling_max_tokens=100)("sampling/createMessage", {"maxTokens": 50}).changes == {}
+    )
+    with_tools = {"maxTokens": 10, "tools": [{"name": "rm"}]}
+    assert "sampling_tools" in _sr(sampling=True)("sampling/createMessage", with_tools).reason
+    assert _sr(sampling=True, sampling_tools=True)("sampling/createMessage", with_tools).allowed
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://example.com/a", True),
+        ("https://login.example.com/a", True),
+        ("https://LOGIN.Example.COM./a", True),
+        ("http://example.com/a", False),  # https only
+        ("https://example.com.evil.net/a", False),
+        ("https://notexample.com/a", False),
+        ("https://user@evil.net/?u=example.com", False),
+        ("javascript:alert(1)", False),
+        ("https://[::1/", False),
+    ],
+)
+def test_url_elicitation_only_to_allowlisted_https_domains(url, allowed):
+    ask = _sr(elicitation_url_domains=["example.com"])
+    assert ask("elicitation/create", {"mode": "url", "url": url, "message": "m"}).allowed is allowed
+    assert not _sr()(
+        "elicitation/create", {"mode": "url", "url": "https://example.com/", "message": "m"}
+    ).allowed
+
+
+def test_form_elicitation_and_roots_follow_their_switches_and_the_server_rules():
+    form = {"mode": "form", "message": "name?", "requestedSchema": {}}
+    assert _sr()("elicitation/create", form).allowed and _sr()("roots/list", {}).allowed
+    assert not _sr(elicitation=False)("elicitation/create", form).allowed
+    assert not _sr(roots=False)("roots/list", {}).allowed
+    # a server the role may not use, or a session that is not active, gets nothing from the agent
+    assert (
+        "forbidden" in _sr(sampling=True)("sampling/createMessage", {"maxTokens": 1}, server="shell").reason
+    )
+    halted = session()
+    halted.halt("rate_limit", "r")
+    assert not _sr(sampling=True)("sampling/createMessage", {"maxTokens": 1}, state=halted).allowed
+    assert not _sr()("tasks/get", {}).allowed
