@@ -7,3 +7,30 @@ document.addEventListener("submit", function (event) {
   var message = event.target.dataset ? event.target.dataset.confirm : null;
   if (message && !window.confirm(message)) { event.preventDefault(); }
 });
+
+/* The one time format: the server writes <time datetime="…Z" title="… UTC">…</time> (portal_tags
+   `when`); here it is shown in the viewer's time zone, the UTC value staying on hover. Also for
+   fragments htmx swaps in. */
+(function () {
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function zone(d) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(d);
+      for (var i = 0; i < parts.length; i++) { if (parts[i].type === "timeZoneName") { return parts[i].value; } }
+    } catch (e) { /* no Intl: fall through */ }
+    return "";
+  }
+  function localise(root) {
+    var nodes = (root || document).querySelectorAll("time[datetime]:not([data-local])");
+    for (var i = 0; i < nodes.length; i++) {
+      var el = nodes[i], d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d.getTime())) { continue; }
+      var clock = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+      var day = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate());
+      el.textContent = (el.dataset.style === "time" ? clock : day + " " + clock) + " " + zone(d);
+      el.setAttribute("data-local", "");
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { localise(event.target); });
+})();
