@@ -245,6 +245,9 @@ MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", 
 MCPGOV_INVITATION_DAYS = int(os.environ.get("MCPGOV_INVITATION_DAYS", "7"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
+# The gateway command the "client registered" page puts in its ready-to-paste .mcp.json and command
+# line (`make run` sets the checkout's .venv/bin/mcpgov).
+MCPGOV_GATEWAY_COMMAND = os.environ.get("MCPGOV_GATEWAY_COMMAND", "mcpgov")
 
 # The portal is the OAuth 2.1 authorization server for agents (django-oauth-toolkit; docs/enforcer-api.md,
 # "Agent identity"). Access tokens are EdDSA JWTs signed with the team's key; `iss` is MCPGOV_PORTAL_URL

@@ -34,3 +34,29 @@ document.addEventListener("submit", function (event) {
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
   document.addEventListener("htmx:afterSettle", function (event) { localise(event.target); });
 })();
+
+/* <button data-copy="#id"> copies that element's text; the page's [role=status] says so. */
+document.addEventListener("click", function (event) {
+  var button = event.target.closest ? event.target.closest("button[data-copy]") : null;
+  if (!button) { return; }
+  var source = document.querySelector(button.dataset.copy);
+  if (!source) { return; }
+  var status = document.querySelector(".copy-status");
+  function said(text) { if (status) { status.textContent = text; } }
+  function select() {
+    var range = document.createRange();
+    range.selectNodeContents(source);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+  if (navigator.clipboard && navigator.clipboard.writeText) {
+    navigator.clipboard.writeText(source.textContent).then(
+      function () { button.textContent = "Copied"; said("Copied to the clipboard."); },
+      function () { select(); said("Selected: press Ctrl+C (⌘C) to copy."); }
+    );
+  } else {
+    select();
+    said("Selected: press Ctrl+C (⌘C) to copy.");
+  }
+});
