@@ -60,3 +60,12 @@ document.addEventListener("click", function (event) {
     said("Selected: press Ctrl+C (⌘C) to copy.");
   }
 });
+
+/* The nav collapses behind a Menu button on narrow screens (portal.css); the button opens it. */
+document.addEventListener("click", function (event) {
+  var toggle = event.target.closest ? event.target.closest(".nav-toggle") : null;
+  if (!toggle) { return; }
+  var open = toggle.getAttribute("aria-expanded") !== "true";
+  toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  document.body.classList.toggle("nav-open", open);
+});
