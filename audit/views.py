@@ -61,13 +61,51 @@ def session_list(request):
     })  # fmt: skip
 
 
+CALLS_PER_PAGE = 50
+CALL_FILTERS = ("status", "server", "tool")
+
+
+def collapse_repeats(calls: list) -> list:
+    """Consecutive refused calls of the same tool with the same trigger shown once, with how many
+    more there were (an agent retrying a refused call 40 times is one line, not 40)."""
+    out: list = []
+    for call in calls:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and call.is_blocked
+            and prev.is_blocked
+            and (call.first.server, call.first.tool, call.trigger)
+            == (prev.first.server, prev.first.tool, prev.trigger)
+        ):
+            prev.repeats.append(call)
+            continue
+        call.repeats = []
+        out.append(call)
+    return out
+
+
+def _call_filters(request, calls: list) -> tuple[dict[str, str], list]:
+    chosen = {k: request.GET.get(k, "").strip() for k in CALL_FILTERS if request.GET.get(k, "").strip()}
+    if "status" in chosen:
+        calls = [c for c in calls if c.status == chosen["status"]]
+    if "server" in chosen:
+        calls = [c for c in calls if c.first.server == chosen["server"]]
+    if "tool" in chosen:
+        calls = [c for c in calls if c.first.tool == chosen["tool"]]
+    return chosen, calls
+
+
 @team_view
 def session_detail(request, session_id):
     session = _session(request, session_id)
-    calls = selectors.session_timeline(session=session)
+    every_call = selectors.session_timeline(session=session)
     acknowledgement = getattr(session, "acknowledgement", None)
     unexplained = set(services.unexplained_failed_calls(session))
     can_ack = may(request, ACKNOWLEDGE_SESSION) and acknowledgement is None
+    chosen, calls = _call_filters(request, every_call)
+    page = Paginator(collapse_repeats(calls), CALLS_PER_PAGE).get_page(request.GET.get("page"))
+    calls = page.object_list
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
@@ -76,9 +114,19 @@ def session_detail(request, session_id):
                             prefix=f"x{call.first.seq}")
             if call.is_failed and can_ack else None
         )  # fmt: skip
+    call_choices = {
+        "status": sorted({c.status for c in every_call}),
+        "server": sorted({c.first.server for c in every_call}),
+        "tool": sorted({c.first.tool for c in every_call}),
+    }
     return render(request, "audit/session_detail.html", {
         "session": session,
         "calls": calls,
+        "page": page,
+        "call_filters": chosen,
+        "call_choices": call_choices,
+        "call_query": urlencode(chosen),
+        "calls_shown": len(every_call),
         "acknowledgement": acknowledgement,
         "unexplained": unexplained,
         "show_payloads": may(request, VIEW_PAYLOADS),

@@ -59,6 +59,16 @@ def needs_context(request) -> dict:
     return {"needs": needs, "needs_token": needs_token(needs), "nav_badges": badges}
 
 
+@team_view
+def search_view(request):
+    from config.search import search
+
+    query = request.GET.get("q", "")[:200]
+    return render(
+        request, "portal/search.html", {"query": query, "hits": search(team=request.team, query=query)}
+    )
+
+
 # --- the inbox -----------------------------------------------------------------------------------
 
 

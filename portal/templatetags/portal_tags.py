@@ -87,3 +87,9 @@ def when(value: Any, style: str = "datetime") -> str:
         style,
         shown,
     )
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    """`mapping|get_item:key` (a dict looked up by a variable)."""
+    return mapping.get(key, "") if isinstance(mapping, dict) else ""
