@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.choices import OUTCOME_UNKNOWN, WAITING_STATES, CallStatus, Phase, SessionState
@@ -163,6 +163,37 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
     ]  # fmt: skip
 
 
+def _unreviewed_end() -> Q:
+    """Ended while halted or paused, not by a person, not acknowledged: the halt still needs a
+    review. Needs `with_end`'s annotations."""
+    return (
+        Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
+        & ~Q(ended_source=SessionStateChange.Source.PERSON)
+        & ~Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
+    )
+
+
+def waiting_counts(*, team) -> dict[str, int]:
+    """What the halted queue holds, counted (one query): halted and paused sessions (also those that
+    ended so, unreviewed), calls waiting for approval, and ended sessions nobody acknowledged."""
+    qs = with_end(AgentSession.objects.for_team(team)).annotate(
+        acknowledged=Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
+    )
+    unreviewed = Q(state=SessionState.ENDED, acknowledged=False) & ~Q(
+        ended_source=SessionStateChange.Source.PERSON
+    )
+    return qs.aggregate(
+        halted=Count(
+            "pk", filter=Q(state=SessionState.HALTED) | unreviewed & Q(ended_from=SessionState.HALTED)
+        ),
+        paused=Count(
+            "pk", filter=Q(state=SessionState.PAUSED) | unreviewed & Q(ended_from=SessionState.PAUSED)
+        ),
+        approvals=Count("pk", filter=~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)),
+        acknowledge=Count("pk", filter=Q(state=SessionState.ENDED, acknowledged=False)),
+    )
+
+
 def halted_queue(*, team) -> list[AgentSession]:
     """Halted and paused sessions, and sessions with calls waiting for approval, oldest first.
 
@@ -170,11 +201,7 @@ def halted_queue(*, team) -> list[AgentSession]:
     here until it is acknowledged: the halt still needs a review. So does a start refused at the
     gate that nobody acknowledged yet.
     """
-    unreviewed_end = (
-        Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
-        & ~Q(ended_source=SessionStateChange.Source.PERSON)
-        & ~Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
-    )
+    unreviewed_end = _unreviewed_end()
     qs = (
         with_end(AgentSession.objects.for_team(team))
         .filter(

@@ -15,8 +15,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from audit.choices import SessionState
-from audit.models import Acknowledgement, AgentSession
+from audit.selectors import waiting_counts
 from governance.choices import AccessRequestStatus, ToolReportStatus
 from governance.models import AccessRequest, AccessReview, EnforcementClient, ToolReport
 from governance.services.notifications import stale_after_minutes
@@ -51,15 +50,7 @@ def needs_for(*, user, team, perms: set[str]) -> list[Need]:
     now = timezone.now()
     out: list[Need] = []
     if RELEASE_SESSION in perms or ACKNOWLEDGE_SESSION in perms:
-        unacknowledged = Q(state=SessionState.ENDED) & ~Exists(
-            Acknowledgement.objects.filter(session=OuterRef("pk"))
-        )
-        counts = AgentSession.objects.for_team(team).aggregate(
-            halted=Count("pk", filter=Q(state=SessionState.HALTED)),
-            paused=Count("pk", filter=Q(state=SessionState.PAUSED)),
-            approvals=Count("pk", filter=~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)),
-            acknowledge=Count("pk", filter=unacknowledged),
-        )
+        counts = waiting_counts(team=team)
         if RELEASE_SESSION in perms:
             halted = reverse("audit:halted-queue")
             out += [

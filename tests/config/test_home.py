@@ -326,3 +326,18 @@ def test_a_real_worker_retries_the_webhook_until_the_receiver_takes_it(worker, t
     log = worker.read_text()
     assert log.count("Retry in") == 2 and "deliver_team_webhook" in log, log[-3000:]
     assert receiver.bodies[0]["json"]["text"].startswith(f"[{team.name}] Session {sid[:8]}")
+
+
+def test_a_halt_stays_counted_after_the_gateway_ends_the_session_until_reviewed(client, team, gateway, reviewer):
+    """As in the halted queue: a session that ended while halted still needs a person."""
+    sid = open_session(gateway)
+    halt(gateway, sid)
+    assert gateway.patch(f"/api/v1/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 200
+    client.force_login(reviewer)
+    needs = needs_of(client.get("/").content.decode())
+    assert needs["halted"] == "1" and needs["acknowledge"] == "1"
+    from audit.services.review import session_acknowledge
+
+    session_acknowledge(session=AgentSession.objects.get(pk=sid), reviewer=reviewer, note="seen")
+    needs = needs_of(client.get("/").content.decode())
+    assert needs["halted"] == "0" and needs["acknowledge"] == "0"
