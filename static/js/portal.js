@@ -69,3 +69,21 @@ document.addEventListener("click", function (event) {
   toggle.setAttribute("aria-expanded", open ? "true" : "false");
   document.body.classList.toggle("nav-open", open);
 });
+
+/* A region that scrolls (a wide table, a long payload) can be scrolled from the keyboard: it
+   takes focus when, and only when, it overflows. */
+(function () {
+  function focusable(root) {
+    var nodes = (root || document).querySelectorAll(".table-scroll, main .table, main pre");
+    for (var i = 0; i < nodes.length; i++) {
+      var el = nodes[i];
+      var scrolls = el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1;
+      var style = window.getComputedStyle(el);
+      var can = /(auto|scroll)/.test(style.overflowX + " " + style.overflowY + " " + style.overflow);
+      if (scrolls && can && !el.hasAttribute("tabindex")) { el.setAttribute("tabindex", "0"); }
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () { focusable(document); });
+  window.addEventListener("resize", function () { focusable(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { focusable(event.target); });
+})();

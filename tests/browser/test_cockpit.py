@@ -47,7 +47,9 @@ def demo_world(workspace: Path) -> None:
 
     from django.utils import timezone
 
-    call_command("seed_demo", "--no-discover", workspace=workspace, stdout=io.StringIO(), stderr=io.StringIO())
+    call_command(
+        "seed_demo", "--no-discover", workspace=workspace, stdout=io.StringIO(), stderr=io.StringIO()
+    )
     team = Team.objects.get(slug="demo")
     dev = team.environments.get(name="development")
     client = client_create(team=team, environment=dev, name="laptop").client
@@ -91,7 +93,11 @@ def crawl(page, base: str, *, limit: int = MAX_PAGES) -> list[str]:
             continue
         seen_shapes.add(shape)
         response = page.goto(url)
-        if response is None or response.status >= 400 or "text/html" not in (response.headers.get("content-type") or ""):
+        if (
+            response is None
+            or response.status >= 400
+            or "text/html" not in (response.headers.get("content-type") or "")
+        ):
             continue
         visited.append(url)
         yield url
@@ -131,7 +137,7 @@ def test_every_page_as_each_demo_user_fits_390px_and_has_no_axe_violations(porta
         context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
         page = context.new_page()
         page.set_default_timeout(20_000)
-        login(page, portal_server, username)
+        login(page, portal_server, username, "demo-password-1")
         n = 0
         for url in crawl(page, portal_server):
             n += 1
@@ -140,7 +146,9 @@ def test_every_page_as_each_demo_user_fits_390px_and_has_no_axe_violations(porta
                 problems.append(f"{username} {url}: scrollWidth {width} > innerWidth {inner}")
             page.add_script_tag(path=str(AXE))
             for v in page.evaluate(AXE_RUN):
-                problems.append(f"{username} {url}: axe {v['id']} ({v['impact']}): {v['help']} — {v['nodes']}")
+                problems.append(
+                    f"{username} {url}: axe {v['id']} ({v['impact']}): {v['help']} — {v['nodes']}"
+                )
         counts[username] = n
         context.close()
     print(f"\npages crawled per user: {counts}")

@@ -328,7 +328,9 @@ def test_a_real_worker_retries_the_webhook_until_the_receiver_takes_it(worker, t
     assert receiver.bodies[0]["json"]["text"].startswith(f"[{team.name}] Session {sid[:8]}")
 
 
-def test_a_halt_stays_counted_after_the_gateway_ends_the_session_until_reviewed(client, team, gateway, reviewer):
+def test_a_halt_stays_counted_after_the_gateway_ends_the_session_until_reviewed(
+    client, team, gateway, reviewer
+):
     """As in the halted queue: a session that ended while halted still needs a person."""
     sid = open_session(gateway)
     halt(gateway, sid)
