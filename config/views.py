@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from config.needs import nav_badges, needs_for, needs_token
@@ -20,7 +21,7 @@ from governance.services.webhooks import team_webhook_set, webhook_shown
 from portal import services
 from portal.forms import TeamCreateForm
 from portal.models import ChangeRecord, Notification, Team
-from portal.pages import apply_service_errors, require_perm, submit, team_view
+from portal.pages import apply_service_errors, form_page, require_perm, team_view
 from portal.permissions import MANAGE_MEMBERS
 
 
@@ -107,14 +108,16 @@ class WebhookForm(forms.Form):
 @team_view
 def team_webhook(request):
     require_perm(request, MANAGE_MEMBERS)
-    form = WebhookForm(request.POST or None)
-    if request.method == "POST":
-        ok, _ = submit(form, team_webhook_set, team=request.team, actor=request.user)
-        if ok:
-            messages.success(request, "Webhook saved.")
-            return redirect("team-webhook")
-    return render(
-        request, "portal/webhook.html", {"form": form, "current": webhook_shown(request.team.webhook_url)}
+    return form_page(
+        request,
+        form=WebhookForm(request.POST or None),
+        service=team_webhook_set,
+        template="portal/webhook.html",
+        success_message="Webhook saved.",
+        success_url=reverse("team-webhook"),
+        context={"current": webhook_shown(request.team.webhook_url)},
+        team=request.team,
+        actor=request.user,
     )
 
 
