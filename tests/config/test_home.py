@@ -23,8 +23,6 @@ from tests.audit.conftest import open_session
 from tests.factories import ServerFactory, UserFactory, make_member
 from tests.governance.access_helpers import file_request, policy
 
-pytest_plugins = ["tests.audit.conftest"]
-
 
 def needs_of(html: str) -> dict[str, str]:
     """{key: count} of the home's "Needs you" list."""

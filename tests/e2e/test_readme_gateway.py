@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from django.core.management import call_command
 from django.test import Client as DjangoClient
@@ -83,7 +83,7 @@ def test_the_readme_snippet_runs_real_calls_on_the_demo_data(transactional_db, a
     server = snippet["mcpServers"]["governed"]
     assert server["command"] == ".venv/bin/mcpgov"
     with run_portal() as base:
-        keys = httpx.get(f"{base}/api/v1/keys/?team=demo", timeout=30)
+        keys = httpx2.get(f"{base}/api/v1/keys/?team=demo", timeout=30)
         keys.raise_for_status()
         (agent_dir / "keys.json").write_bytes(keys.content)
         args = [base if a == README_PORTAL else a for a in server["args"]]
