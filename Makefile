@@ -47,11 +47,12 @@ system-deps:
 # Kept for muscle memory: both install every system package the suite needs.
 chromium bubblewrap: system-deps
 
-run: deps
+# upstreams: npm's filesystem server, one of the demo's runnable servers (seed_demo).
+run: deps upstreams
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py seed_demo
 	@echo "Portal: http://$(HOST):$(PORT)/  (demo logins are in README.md)"
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	MCPGOV_GATEWAY_COMMAND=$(CURDIR)/$(BIN)/mcpgov $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 test: deps upstreams system-deps
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.choices import OUTCOME_UNKNOWN, WAITING_STATES, CallStatus, Phase, SessionState
@@ -168,6 +168,37 @@ def last_calls(*, session: AgentSession, count: int = 3) -> list[dict[str, Any]]
     ]
 
 
+def _unreviewed_end() -> Q:
+    """Ended while halted or paused, not by a person, not acknowledged: the halt still needs a
+    review. Needs `with_end`'s annotations."""
+    return (
+        Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
+        & ~Q(ended_source=SessionStateChange.Source.PERSON)
+        & ~Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
+    )
+
+
+def waiting_counts(*, team) -> dict[str, int]:
+    """What the halted queue holds, counted (one query): halted and paused sessions (also those that
+    ended so, unreviewed), calls waiting for approval, and ended sessions nobody acknowledged."""
+    qs = with_end(AgentSession.objects.for_team(team)).annotate(
+        acknowledged=Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
+    )
+    unreviewed = Q(state=SessionState.ENDED, acknowledged=False) & ~Q(
+        ended_source=SessionStateChange.Source.PERSON
+    )
+    return qs.aggregate(
+        halted=Count(
+            "pk", filter=Q(state=SessionState.HALTED) | unreviewed & Q(ended_from=SessionState.HALTED)
+        ),
+        paused=Count(
+            "pk", filter=Q(state=SessionState.PAUSED) | unreviewed & Q(ended_from=SessionState.PAUSED)
+        ),
+        approvals=Count("pk", filter=~Q(pending_approvals=[]) & ~Q(state=SessionState.ENDED)),
+        acknowledge=Count("pk", filter=Q(state=SessionState.ENDED, acknowledged=False)),
+    )
+
+
 def halted_queue(*, team) -> list[AgentSession]:
     """Halted and paused sessions, and sessions with calls waiting for approval, oldest first.
 
@@ -175,11 +206,7 @@ def halted_queue(*, team) -> list[AgentSession]:
     here until it is acknowledged: the halt still needs a review. So does a start refused at the
     gate that nobody acknowledged yet.
     """
-    unreviewed_end = (
-        Q(state=SessionState.ENDED, ended_from__in=WAITING_STATES)
-        & ~Q(ended_source=SessionStateChange.Source.PERSON)
-        & ~Exists(Acknowledgement.objects.filter(session=OuterRef("pk")))
-    )
+    unreviewed_end = _unreviewed_end()
     qs = (
         with_end(AgentSession.objects.for_team(team))
         .filter(
@@ -209,3 +236,72 @@ def session_events(*, sessions: QuerySet | list, date_from: date | None = None, 
     if date_to:
         qs = qs.filter(ts__lt=_start_of(date_to) + timedelta(days=1))
     return qs
+
+
+SHORT_ID_MIN = 6  # the pages show 8 characters; 6 or more are accepted where a session id is typed
+
+
+class SessionIdError(LookupError):
+    """The typed id names no session of the team, or more than one."""
+
+
+def uuid_prefix(compact: str) -> str:
+    """'1a2b3c4d5e' → '1a2b3c4d-5e': a hex prefix laid out the way a UUID is written."""
+    out, at = [], 0
+    for width in (8, 4, 4, 4, 12):
+        if at >= len(compact):
+            break
+        out.append(compact[at : at + width])
+        at += width
+    return "-".join(out)
+
+
+def sessions_with_id_prefix(*, team, text: str) -> QuerySet | None:
+    """The team's sessions whose id starts with `text` (SHORT_ID_MIN or more hex characters, with or
+    without hyphens), newest first; None when `text` is no such prefix."""
+    import re
+
+    from django.db import connection
+    from django.db.models import CharField
+    from django.db.models.functions import Cast
+
+    compact = (text or "").strip().lower().replace("-", "")
+    if not re.fullmatch(rf"[0-9a-f]{{{SHORT_ID_MIN},32}}", compact):
+        return None
+    # PostgreSQL writes a uuid as text with hyphens; SQLite stores 32 hex characters.
+    prefix = compact if connection.vendor == "sqlite" else uuid_prefix(compact)
+    return (
+        AgentSession.objects.for_team(team)
+        .annotate(id_text=Cast("id", CharField()))
+        .filter(id_text__startswith=prefix)
+        .order_by("-started_at")
+    )
+
+
+def session_by_typed_id(*, team, text: str) -> AgentSession:
+    """The team's session named by a full UUID or by its first characters (at least SHORT_ID_MIN,
+    with or without hyphens), as people copy them from pages. Raises SessionIdError when the id
+    names none of the team's sessions, or more than one."""
+    import uuid
+
+    raw = (text or "").strip().lower()
+    try:
+        exact = uuid.UUID(raw)
+    except ValueError:
+        exact = None
+    if exact is not None:
+        found = AgentSession.objects.for_team(team).filter(pk=exact).first()
+    else:
+        candidates = sessions_with_id_prefix(team=team, text=raw)
+        if candidates is None:
+            raise SessionIdError(
+                f"A session id is its UUID or its first {SHORT_ID_MIN} or more characters, as pages show them "
+                "(e.g. 1a2b3c4d)."
+            )
+        matches = list(candidates[:2])
+        if len(matches) > 1:
+            raise SessionIdError(f"More than one session starts with {raw}: type more characters.")
+        found = matches[0] if matches else None
+    if found is None:
+        raise SessionIdError("No agent session with this id in this team.")
+    return found

@@ -68,52 +68,91 @@ def session_list(request):
     )
 
 
+CALLS_PER_PAGE = 50
+CALL_FILTERS = ("status", "server", "tool")
+
+
+def collapse_repeats(calls: list) -> list:
+    """Consecutive refused calls of the same tool with the same trigger shown once, with how many
+    more there were (an agent retrying a refused call 40 times is one line, not 40)."""
+    out: list = []
+    for call in calls:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and call.is_blocked
+            and prev.is_blocked
+            and (call.first.server, call.first.tool, call.trigger)
+            == (prev.first.server, prev.first.tool, prev.trigger)
+        ):
+            prev.repeats.append(call)
+            continue
+        call.repeats = []
+        out.append(call)
+    return out
+
+
+def _call_filters(request, calls: list) -> tuple[dict[str, str], list]:
+    chosen = {k: request.GET.get(k, "").strip() for k in CALL_FILTERS if request.GET.get(k, "").strip()}
+    if "status" in chosen:
+        calls = [c for c in calls if c.status == chosen["status"]]
+    if "server" in chosen:
+        calls = [c for c in calls if c.first.server == chosen["server"]]
+    if "tool" in chosen:
+        calls = [c for c in calls if c.first.tool == chosen["tool"]]
+    return chosen, calls
+
+
 @team_view
 def session_detail(request, session_id):
     session = _session(request, session_id)
-    calls = selectors.session_timeline(session=session)
+    every_call = selectors.session_timeline(session=session)
     acknowledgement = getattr(session, "acknowledgement", None)
     unexplained = set(services.unexplained_failed_calls(session))
     can_ack = may(request, ACKNOWLEDGE_SESSION) and acknowledgement is None
+    chosen, calls = _call_filters(request, every_call)
+    page = Paginator(collapse_repeats(calls), CALLS_PER_PAGE).get_page(request.GET.get("page"))
+    calls = page.object_list
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
-            ExplanationForm(
-                initial={
-                    "call_id": call.call_id,
-                    "explanation": call.explanation.explanation if call.explanation else "",
-                },
-                prefix=f"x{call.first.seq}",
-            )
-            if call.is_failed and can_ack
-            else None
-        )
-    return render(
-        request,
-        "audit/session_detail.html",
-        {
-            "session": session,
-            "calls": calls,
-            "acknowledgement": acknowledgement,
-            "unexplained": unexplained,
-            "show_payloads": may(request, VIEW_PAYLOADS),
-            "can_ack": can_ack,
-            "can_release": may(request, RELEASE_SESSION),
-            "ack_form": AcknowledgeForm(),
-            "decision_form": DecisionForm(),
-            "approval_forms": [
-                (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
-                for i, p in enumerate(session.pending_approvals)
-            ],
-            "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
-            "history": selectors.session_history(session=session),
-            "flag_warning": _flag_warning(session) if session.is_waiting else "",
-            "recent_calls": selectors.last_calls(session=session)
-            if session.is_waiting or session.halted_then_ended
-            else [],
-            "export_formats": ExportFormat.choices,
-        },
-    )
+            ExplanationForm(initial={"call_id": call.call_id,
+                                     "explanation": call.explanation.explanation if call.explanation else ""},
+                            prefix=f"x{call.first.seq}")
+            if call.is_failed and can_ack else None
+        )  # fmt: skip
+    call_choices = {
+        "status": sorted({c.status for c in every_call}),
+        "server": sorted({c.first.server for c in every_call}),
+        "tool": sorted({c.first.tool for c in every_call}),
+    }
+    return render(request, "audit/session_detail.html", {
+        "session": session,
+        "calls": calls,
+        "page": page,
+        "call_filters": chosen,
+        "call_choices": call_choices,
+        "call_query": urlencode(chosen),
+        "calls_shown": len(every_call),
+        "acknowledgement": acknowledgement,
+        "unexplained": unexplained,
+        "show_payloads": may(request, VIEW_PAYLOADS),
+        "can_ack": can_ack,
+        "can_release": may(request, RELEASE_SESSION),
+        "ack_form": AcknowledgeForm(),
+        "decision_form": DecisionForm(),
+        "approval_forms": [
+            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+            for i, p in enumerate(session.pending_approvals)
+        ],
+        "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
+        "history": selectors.session_history(session=session),
+        "flag_warning": _flag_warning(session) if session.is_waiting else "",
+        "recent_calls": selectors.last_calls(session=session)
+        if session.is_waiting or session.halted_then_ended
+        else [],
+        "export_formats": ExportFormat.choices,
+    })  # fmt: skip
 
 
 def _back(request, session: AgentSession, anchor: str = ""):

@@ -90,6 +90,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.team",
+                "config.context_processors.needs",
             ],
         },
     },
@@ -248,6 +249,12 @@ MCPGOV_STALE_CLIENT_MINUTES = int(os.environ.get("MCPGOV_STALE_CLIENT_MINUTES", 
 MCPGOV_INVITATION_DAYS = int(os.environ.get("MCPGOV_INVITATION_DAYS", "7"))
 # Base URL for links in notification emails (e.g. https://governance.example.com); empty: no links.
 MCPGOV_PORTAL_URL = os.environ.get("MCPGOV_PORTAL_URL", "")
+# The gateway command the "client registered" page puts in its ready-to-paste .mcp.json and command
+# line (`make run` sets the checkout's .venv/bin/mcpgov).
+MCPGOV_GATEWAY_COMMAND = os.environ.get("MCPGOV_GATEWAY_COMMAND", "mcpgov")
+# The Celery queue of team webhook deliveries (outbound HTTP that may wait on a slow receiver);
+# empty: the default queue. A worker must consume it (`celery worker -Q celery,webhooks`).
+MCPGOV_WEBHOOK_QUEUE = os.environ.get("MCPGOV_WEBHOOK_QUEUE", "")
 
 # The portal is the OAuth 2.1 authorization server for agents (django-oauth-toolkit; docs/enforcer-api.md,
 # "Agent identity"). Access tokens are EdDSA JWTs signed with the team's key; `iss` is MCPGOV_PORTAL_URL

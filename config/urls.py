@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from config.views import dashboard, site_teams
+from config.views import dashboard, inbox, inbox_read, needs_poll, search_view, site_teams, team_webhook
 from governance.oauth import oauth_metadata
 from portal import views
 from portal.api import api_not_found
@@ -13,6 +13,11 @@ from portal.sso import views as sso_views
 
 urlpatterns = [
     path("", dashboard, name="dashboard"),
+    path("needs/", needs_poll, name="needs-poll"),
+    path("inbox/", inbox, name="inbox"),
+    path("search/", search_view, name="search"),
+    path("inbox/read/", inbox_read, name="inbox-read"),
+    path("team/webhook/", team_webhook, name="team-webhook"),
     path("login/", sso_views.LoginView.as_view(), name="login"),
     path("logout/", sso_views.LogoutView.as_view(), name="logout"),
     path("sso/", include("portal.sso.urls")),

@@ -326,3 +326,23 @@ def agents_for_team(*, user, team: Team) -> QuerySet[Agent]:
         .select_related("application", "created_by")
         .prefetch_related("roles", "environments", Prefetch("api_keys", queryset=AgentApiKey.objects.all()))
     )
+
+
+def client_suggested_role(*, client: EnforcementClient) -> tuple[AgentRole | None, list[str]]:
+    """The role the "client registered" page writes into its gateway snippet, and the other choices.
+
+    The client's own roles when it is restricted to some; otherwise the team's roles. Preferred:
+    the first (by name) with an allowed server bound in the client's environment, so the snippet
+    runs something.
+    """
+    roles = list(client.roles.order_by("name")) or list(
+        AgentRole.objects.for_team(client.team).order_by("name")
+    )
+    bound = set(
+        RoleServerRule.objects.filter(
+            role__in=roles, kind=RuleKind.ALLOWED, server__bindings__environment=client.environment
+        ).values_list("role_id", flat=True)
+    )
+    runnable = [r for r in roles if r.pk in bound]
+    chosen = (runnable or roles or [None])[0]
+    return chosen, [r.name for r in roles if r != chosen]

@@ -139,3 +139,29 @@ def notify_stale_clients() -> int:
     from governance.services.notifications import stale_clients_notify
 
     return stale_clients_notify()
+
+
+# --- the team's outgoing webhook (service: governance/services/webhooks.py) --------------------
+
+
+@shared_task(
+    name="governance.tasks.deliver_team_webhook",
+    bind=True,
+    max_retries=8,
+    acks_late=True,
+)
+def deliver_team_webhook(self, team_id: int, kind: str, payload: dict) -> int | None:
+    """Deliver one message; a failure the receiver may recover from is retried with backoff
+    (2 s doubling to 10 minutes, with jitter), a refusal is logged and dropped."""
+    import random
+
+    from governance.services.webhooks import WebhookFailed, WebhookRefused, webhook_deliver
+
+    try:
+        return webhook_deliver(team_id=team_id, payload=payload)
+    except WebhookRefused as exc:
+        logger.warning("Webhook %s of team %s not delivered: %s", kind, team_id, exc)
+        return None
+    except WebhookFailed as exc:
+        delay = min(2 * 2**self.request.retries, 600)
+        raise self.retry(exc=exc, countdown=delay * random.uniform(0.5, 1.0)) from exc  # noqa: S311 - jitter

@@ -40,7 +40,11 @@ class IncidentServersForm(forms.Form):
 
 
 class SessionLinkForm(forms.Form):
-    session_id = forms.CharField(max_length=64, label="Session id")
+    session_id = forms.CharField(
+        max_length=64,
+        label="Session id",
+        help_text="Its id, or its first 8 characters as the session pages show them.",
+    )
     note = forms.CharField(required=False, max_length=500)
 
 

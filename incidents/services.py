@@ -7,14 +7,13 @@ to switch those — and only those — back on.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from audit.models import AgentSession
+from audit.selectors import SessionIdError, session_by_typed_id
 from audit.services.sessions import sessions_resume_after_flag
 from governance.choices import Capability
 from governance.models import Flag, FlagState, McpServer
@@ -194,12 +193,9 @@ def incident_link_session(*, incident: Incident, session_id: str, actor, note: s
     _check(actor, incident.team)
     _lock(incident)
     try:
-        session_uuid = uuid.UUID(str(session_id).strip())
-    except ValueError as exc:
-        raise ValidationError({"session_id": "A session id is a UUID, as shown in the audit trail."}) from exc
-    session = AgentSession.objects.filter(pk=session_uuid, team_id=incident.team_id).first()
-    if session is None:
-        raise ValidationError({"session_id": "No agent session with this id in this team."})
+        session = session_by_typed_id(team=incident.team, text=str(session_id))
+    except SessionIdError as exc:
+        raise ValidationError({"session_id": str(exc)}) from exc
     if incident.sessions.filter(pk=session.pk).exists():
         raise ValidationError({"session_id": "This session is already linked."})
     incident.sessions.add(session)

@@ -454,8 +454,8 @@ def _limits(
             if point is not None and count >= point and key not in state.pauses_passed:
                 text = (
                     "MCP RATE LIMIT ALERT\n"
-                    f"Paused at {count}/{limit} {what} ({100 * count / limit:.0f}% — past the pause threshold of "
-                    f"{policy.pause_percent}%).\n"
+                    f"Paused at {count}/{limit} {what} ({100 * count / limit:.0f}%): the next call would take "
+                    f"it past the pause threshold of {policy.pause_percent}%.\n"
                     f"{rate_limit_summary(policy, state)}\n"
                     f"{_refused_line(call)}\n"
                     "Session paused: review the calls so far; no MCP call will run until a person allows this "

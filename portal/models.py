@@ -37,6 +37,12 @@ class Team(models.Model):
         help_text="A production-access request nobody reviews expires after this long.",
     )
     production_requires_two_approvers = models.BooleanField(default=False)
+    webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text='Incoming-webhook URL (Slack, Mattermost, Teams workflows: JSON with a "text" field) for '
+        "halts, approvals and incidents; empty: none.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -189,3 +195,22 @@ class Invitation(models.Model):
 
     def is_open(self, now) -> bool:
         return self.accepted_at is None and self.revoked_at is None and self.expires_at > now
+
+
+class Notification(models.Model):
+    """One person's in-app notice (the inbox), written beside the email of the same event."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=40)
+    text = models.CharField(max_length=500)
+    url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "team", "read_at"], name="notification_unread")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.text[:60]}"

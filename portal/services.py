@@ -336,3 +336,27 @@ def invitation_revoke(*, invitation: Invitation, actor=None) -> None:
         object_type="invitation",
         summary=f"Invitation of {invitation.email} revoked",
     )
+
+
+def notifications_add(*, team: Team, users, kind: str, text: str, url: str = "") -> int:
+    """Put one notice in each person's inbox (inside the caller's transaction). Returns how many."""
+    from portal.models import Notification
+
+    rows = [
+        Notification(team=team, user=user, kind=kind[:40], text=text[:500], url=url[:500])
+        for user in {u.pk: u for u in users}.values()
+    ]
+    Notification.objects.bulk_create(rows)
+    return len(rows)
+
+
+def notifications_mark_read(*, team: Team, user, pk: int | None = None) -> int:
+    """Mark one notice (`pk`) or all of the person's notices in `team` read. Returns how many changed."""
+    from django.utils import timezone
+
+    from portal.models import Notification
+
+    qs = Notification.objects.filter(team=team, user=user, read_at__isnull=True)
+    if pk is not None:
+        qs = qs.filter(pk=pk)
+    return qs.update(read_at=timezone.now())

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.choices import (
@@ -32,6 +33,7 @@ from audit.history import flag_from_reason, state_change_record
 from audit.models import AgentSession, AuditEvent, SessionDecision, SessionStateChange
 from audit.services.sealing import seal_on_commit
 from governance.choices import AgentAuth
+from governance.services.webhooks import webhook_notify
 from portal import realtime
 from portal.choices import ChangeEventType
 from portal.errors import Conflict, NotFound, ServiceError
@@ -269,14 +271,17 @@ def session_report_state(
         )
         if previous != state or (trigger is not None and trigger != previous_trigger):
             state_change_record(
-                session=session,
-                from_state=previous,
-                to_state=state,
-                trigger=trigger,
-                source=SessionStateChange.Source.GATEWAY,
-                reason=reason,
-                at=now,
-            )
+                session=session, from_state=previous, to_state=state, trigger=trigger,
+                source=SessionStateChange.Source.GATEWAY, reason=reason, at=now,
+            )  # fmt: skip
+            if state in WAITING_STATES and previous != state:
+                webhook_notify(
+                    team=session.team, kind=f"session_{state}",
+                    text=f"Session {str(session.pk)[:8]} ({session.role} in {session.environment.name}) {state}"
+                    + (f" by {trigger}" if trigger else "") + (f": {reason}" if reason else "")
+                    + ". It waits for a person to let it continue.",
+                    url=reverse("audit:session-detail", args=[session.pk]),
+                )  # fmt: skip
         # A session's end seals its chain at once; other reports seal only if a seal is due.
         seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session

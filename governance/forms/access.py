@@ -7,6 +7,7 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from governance.choices import RuleKind
 from governance.models import AgentRole, Environment, McpServer
 from portal.pages import DATETIME_INPUT, UtcDateTimeInput
 
@@ -29,10 +30,9 @@ class AccessRequestForm(forms.Form):
         help_text="The role whose agents get the access.",
     )
     servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(),
-        widget=forms.CheckboxSelectMultiple,
-        help_text="Only servers on the role's allowlist can be granted.",
-    )
+        queryset=McpServer.objects.none(), widget=forms.CheckboxSelectMultiple,
+        help_text="The servers on the chosen role's allowlist: only those can be granted.",
+    )  # fmt: skip
     starts_at = forms.DateTimeField(
         label="Start (UTC)", widget=UtcDateTimeInput(), input_formats=[DATETIME_INPUT]
     )
@@ -47,11 +47,38 @@ class AccessRequestForm(forms.Form):
     def __init__(self, *args, team, **kwargs):
         super().__init__(*args, **kwargs)
         _team_choices(self, team)
+        self._servers_of_chosen_role()
         if not self.is_bound:
             now = timezone.now().replace(second=0, microsecond=0)
             self.initial.setdefault("starts_at", now)
             self.initial.setdefault("ends_at", now + timedelta(hours=min(team.max_access_window_hours, 2)))
         self.fields["ends_at"].help_text = f"At most {team.max_access_window_hours} hours after the start."
+
+    def _servers_of_chosen_role(self) -> None:
+        """Only the chosen role's allowed servers are offered (and accepted); the role select
+        reloads this field with htmx when it changes (`?role=` on the page without a script)."""
+        roles = self.fields["role"].queryset
+        chosen = self.data.get("role") if self.is_bound else self.initial.get("role")
+        role = None
+        if chosen not in (None, ""):
+            try:
+                role = roles.filter(pk=int(chosen)).first()
+            except (TypeError, ValueError):
+                role = None
+        if role is None and not self.is_bound:
+            role = roles.first()
+            if role is not None:
+                self.initial["role"] = role.pk
+        servers = self.fields["servers"].queryset
+        self.fields["servers"].queryset = (
+            servers.filter(role_rules__role=role, role_rules__kind=RuleKind.ALLOWED)
+            if role
+            else servers.none()
+        )
+        self.fields["role"].widget.attrs.update(
+            {"hx-get": "", "hx-trigger": "change", "hx-target": "#field-servers", "hx-select": "#field-servers",
+             "hx-swap": "outerHTML"}
+        )  # fmt: skip
 
 
 class DecisionForm(forms.Form):

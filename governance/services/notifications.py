@@ -1,7 +1,10 @@
-"""Email notifications for access requests, incidents and stale enforcement clients.
+"""Notifications for access requests, incidents and stale enforcement clients: an email, a notice in
+each recipient's in-app inbox (portal.Notification, the subject line and a link), and for the
+events a team's channel should hear of, its outgoing webhook (governance/services/webhooks.py).
 
-Services call these inside their transaction; the mail goes out once it commits, so a
-rolled-back write never notifies anyone. Templates live in templates/email/.
+Services call these inside their transaction; the inbox rows commit with the write and the mail
+goes out once it commits, so a rolled-back write never notifies anyone. Templates live in
+templates/email/.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 
+from governance.services.webhooks import webhook_notify
 from portal.choices import ChangeEventType
 from portal.models import Membership, Team
 from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
+from portal.services import notifications_add
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +34,10 @@ SUBJECT_PREFIX = "[MCP Governance] "
 
 
 def team_users_with_perm(team: Team, perm: str, *, exclude=None) -> list:
-    """Active members of `team` whose role holds `perm` (and who have an email address)."""
+    """Active members of `team` whose role holds `perm` (the email goes to those with an address)."""
     roles = [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
     user_ids = Membership.objects.filter(team=team, role__in=roles).values_list("user_id", flat=True)
-    users = get_user_model().objects.filter(pk__in=user_ids, is_active=True).exclude(email="").order_by("pk")
+    users = get_user_model().objects.filter(pk__in=user_ids, is_active=True).order_by("pk")
     if exclude is not None:
         users = users.exclude(pk=exclude.pk)
     return list(users)
@@ -43,13 +49,18 @@ def _render(template: str, context: dict) -> tuple[str, str]:
     return subject.strip().removeprefix("Subject:").strip(), body.strip() + "\n"
 
 
-def _send(template: str, context: dict, recipients: Iterable) -> None:
-    """Render now (the objects are at hand), send after commit, one message per recipient."""
-    addresses = sorted({u.email for u in recipients if getattr(u, "email", "")})
-    if not addresses:
+def _send(template: str, context: dict, recipients: Iterable, *, team: Team, url: str = "") -> None:
+    """Render now (the objects are at hand): the inbox notices now, the mail after commit, one
+    message per recipient. `url` is the page the notice links to (a path)."""
+    recipients = list(recipients)
+    if not recipients:
         return
     portal_url = getattr(settings, "MCPGOV_PORTAL_URL", "").rstrip("/")
     subject, body = _render(template, {**context, "portal_url": portal_url})
+    notifications_add(team=team, users=recipients, kind=template, text=subject, url=url)
+    addresses = sorted({u.email for u in recipients if getattr(u, "email", "")})
+    if not addresses:
+        return
 
     def deliver() -> None:
         messages = [
@@ -69,7 +80,16 @@ def _send(template: str, context: dict, recipients: Iterable) -> None:
 
 def access_request_filed(access_request) -> None:
     reviewers = team_users_with_perm(access_request.team, REVIEW_ACCESS, exclude=access_request.requester)
-    _send("access_request_filed", {"req": access_request}, reviewers)
+    _send("access_request_filed", {"req": access_request}, reviewers, team=access_request.team,
+          url=_access_url(access_request))  # fmt: skip
+    webhook_notify(team=access_request.team, kind="approval_requested",
+                   text=f"{access_request.requester} asks for {access_request.environment.name} access "
+                   f"(ticket #{access_request.pk}); it needs a reviewer's approval.",
+                   url=_access_url(access_request))  # fmt: skip
+
+
+def _access_url(access_request) -> str:
+    return reverse("governance:access-detail", args=[access_request.pk])
 
 
 ACCESS_EVENT_LABELS = {
@@ -99,7 +119,14 @@ def access_request_decided(access_request, *, event: str, actor=None, reason: st
             "reason": reason,
         },
         recipients,
+        team=access_request.team,
+        url=_access_url(access_request),
     )
+    if event in ("approved", "denied", "revoked"):
+        webhook_notify(team=access_request.team, kind=f"access_{event}",
+                       text=f"Ticket #{access_request.pk} ({access_request.environment.name} access for "
+                       f"{access_request.requester}) {ACCESS_EVENT_LABELS[event]}" + (f" by {actor}" if actor else "")
+                       + ".", url=_access_url(access_request))  # fmt: skip
 
 
 # --- incidents ----------------------------------------------------------------
@@ -111,7 +138,12 @@ def incident_event(incident, *, event: str, actor=None, detail: str = "") -> Non
         "incident_event",
         {"incident": incident, "event": event, "actor": actor, "detail": detail},
         team_users_with_perm(incident.team, MANAGE_INCIDENTS),
+        team=incident.team,
+        url=reverse("incidents:incident-detail", args=[incident.pk]),
     )
+    webhook_notify(team=incident.team, kind=f"incident_{event}",
+                   text=f"Incident #{incident.pk} {event}: {incident}" + (f" ({actor})" if actor else "") + ".",
+                   url=reverse("incidents:incident-detail", args=[incident.pk]))  # fmt: skip
 
 
 # --- enforcement clients ------------------------------------------------------
@@ -128,6 +160,8 @@ def stale_clients(team: Team, clients: list, *, minutes: int) -> None:
         "stale_clients",
         {"team": team, "clients": clients, "minutes": minutes},
         team_users_with_perm(team, REVIEW_ACCESS),
+        team=team,
+        url=reverse("governance:flag-list"),
     )
 
 

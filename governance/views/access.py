@@ -51,7 +51,9 @@ def access_create(request):
     require_perm(request, REQUEST_ACCESS)
     return form_page(
         request,
-        form=AccessRequestForm(request.POST or None, team=request.team),
+        form=AccessRequestForm(
+            request.POST or None, team=request.team, initial={"role": request.GET.get("role")}
+        ),
         service=services.access_request_create,
         team=request.team,
         requester=request.user,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -24,6 +27,31 @@ def _register(*, name, environment, roles, expires_days, team, actor):
     )
 
 
+TOKEN_FILE, KEYS_FILE = ".mcpgov-token", "mcpgov-keys.json"
+
+
+def gateway_setup(request, *, client: EnforcementClient, token: str) -> dict:
+    """What the "client registered" page offers to paste: the token and keys saved to files, the
+    agent's `.mcp.json` and the same gateway as a command line (the token never in an argument)."""
+    portal = (settings.MCPGOV_PORTAL_URL or request.build_absolute_uri("/")).rstrip("/")
+    role, other_roles = selectors.client_suggested_role(client=client)
+    command = settings.MCPGOV_GATEWAY_COMMAND
+    args = ["gateway", "--portal", portal, "--token-file", TOKEN_FILE, "--keys", KEYS_FILE,
+            "--env", client.environment.name, "--role", role.name if role else "ROLE", "--read-only"]  # fmt: skip
+    keys_url = f"{portal}/api/v1/keys/?team={client.team.slug}"
+    return {
+        "save": (
+            f"(umask 077 && printf '%s\\n' {shlex.quote(token)} > {TOKEN_FILE})\n"
+            f"curl -fsS {shlex.quote(keys_url)} -o {KEYS_FILE}"
+        ),
+        "mcp_json": json.dumps({"mcpServers": {"governed": {"command": command, "args": args}}}, indent=2),
+        "command_line": shlex.join([command, *args]),
+        "role": role,
+        "other_roles": other_roles,
+        "keys_url": keys_url,
+    }
+
+
 @team_view
 def client_list(request):
     require_perm(request, MANAGE_CLIENTS)
@@ -38,8 +66,11 @@ def client_create_view(request):
     if request.method == "POST":
         ok, issued = submit(form, _register, team=request.team, actor=request.user)
         if ok:
+            setup = gateway_setup(request, client=issued.client, token=issued.token)
             return secret_page(
-                request, "governance/clients/created.html", {"client": issued.client, "token": issued.token}
+                request,
+                "governance/clients/created.html",
+                {"client": issued.client, "token": issued.token, "setup": setup},
             )
     return render(request, "governance/clients/form.html", {"form": form})
 

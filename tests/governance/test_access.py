@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from governance.choices import AccessRequestStatus as Status
+from governance.choices import RuleKind
 from governance.models import AccessRequest, AccessReview, Environment
 from governance.services.access import (
     access_request_approve,
@@ -546,3 +548,37 @@ def test_expiry_and_stale_gateway_tasks_are_scheduled_every_minute(team, p, requ
     assert status_of(req) == Status.EXPIRED
     assert expire_access_requests.apply().get() == 0
     assert notify_stale_clients.apply().get() == 0
+
+
+def test_request_form_lists_only_the_chosen_roles_servers(client, team, p, requester):
+    """The servers offered are the chosen role's allowlist: never a forbidden or unrelated server,
+    and a posted server outside it is refused with nothing filed."""
+    from governance.services.roles import role_create, role_server_add
+    from governance.services.servers import server_create
+
+    other_role = role_create(team=team, name="web_agent")
+    web = server_create(team=team, slug="web_search", category="web")
+    role_server_add(role=other_role, server=web, kind=RuleKind.ALLOWED)
+    client.force_login(requester)
+
+    def offered(html: str) -> set[str]:
+        return set(re.findall(r'name="servers" value="\d+" id="id_servers_\d+">\s*(\w+)</label>', html))
+
+    first = client.get("/governance/access/new/").content.decode()  # roles by name: database_agent first
+    assert offered(first) == {"database", "filesystem"}
+    assert 'hx-get=""' in first and 'hx-select="#field-servers"' in first
+    switched = client.get("/governance/access/new/", {"role": other_role.pk}).content.decode()
+    assert offered(switched) == {"web_search"}
+    now = timezone.now()
+    resp = client.post("/governance/access/new/", {
+        "environment": p["production"].pk, "role": other_role.pk, "servers": [p["database"].pk],
+        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+        "reason": "INC-7",
+    })  # fmt: skip
+    assert resp.status_code == 200 and "is not one of the available choices" in resp.content.decode()
+    assert not AccessRequest.objects.exists()
+    # Another team's role id is not a choice either (the team's queryset), and offers nothing.
+    assert offered(client.get("/governance/access/new/", {"role": 10**9}).content.decode()) == {
+        "database",
+        "filesystem",
+    }

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -179,12 +181,24 @@ def test_discover_tools_failure_is_a_command_error(team):
 # --- seed_demo --------------------------------------------------------------------------------
 
 
-def test_seed_demo_twice_is_idempotent(db):
-    first = run("seed_demo", "--no-discover")
+@pytest.fixture
+def workspace():
+    # a neutral prefix: the development environment refuses paths with "live" or "prod" in them
+    base = Path(tempfile.mkdtemp(prefix="mcpgov-demo-"))
+    yield base / "workspace"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_seed_demo_twice_is_idempotent(db, workspace):
+    first = run("seed_demo", "--no-discover", "--workspace", str(workspace))
     state = everything()
-    second = run("seed_demo", "--no-discover")
+    second = run("seed_demo", "--no-discover", "--workspace", str(workspace))
     assert everything() == state
-    assert first.splitlines()[0] == "Seed policy: In all: 23 added, 4 changed, 0 removed."
+    runnable = 3 if (ROOT / "node_modules" / ".bin" / "mcp-server-filesystem").exists() else 2
+    # the seed's 23 additions, plus each runnable server on code_agent's list and bound in development
+    assert (
+        first.splitlines()[0] == f"Seed policy: In all: {23 + 2 * runnable - 1} added, 4 changed, 0 removed."
+    )
     assert second.splitlines()[0] == "Seed policy: No changes: the team's policy already matches the file."
     for username in ("demo-admin", "demo-reviewer", "demo-requester", "demo-viewer"):
         assert f"  {username}" in second
@@ -203,8 +217,18 @@ def test_seed_demo_twice_is_idempotent(db):
         authenticate(RequestFactory().post("/login/"), username="demo-viewer", password="demo-password-1")
         is not None
     )
-    # The team's policy is exactly the seed's.
-    assert body(run("export_policy", "--team", "demo")) == SEED_BLOCKS
+    # The team's policy is the seed's, plus the runnable servers for code_agent in development.
+    exported = yaml.safe_load(body(run("export_policy", "--team", "demo")))
+    expected = yaml.safe_load(SEED_BLOCKS)
+    slugs = ["time", "git", "filesystem"][:runnable]
+    expected["mcp_access"]["roles"]["code_agent"]["allowed_servers"] += slugs
+    expected["environments"]["development"]["allowed_servers"] += [
+        {"name": slug, "path": "local clock" if slug == "time" else str(workspace.resolve()),
+         "permissions": "read_write" if slug == "filesystem" else "read_only"}
+        for slug in slugs
+    ]  # fmt: skip
+    assert exported == expected
+    assert (workspace / "README.md").exists() and (workspace / ".git").is_dir()
     # Catalogue details and a runnable transport for the time server.
     github = gm.McpServer.objects.get(team=team, slug="github_api")
     assert github.category == "api" and github.known_risks and github.description
@@ -228,12 +252,12 @@ def test_seed_demo_twice_is_idempotent(db):
     assert gm.FlagState.objects.filter(flag__team=team, enabled=True).count() == 5 * 3
 
 
-def test_seed_demo_repairs_a_changed_demo_password(db):
-    run("seed_demo", "--no-discover")
+def test_seed_demo_repairs_a_changed_demo_password(db, workspace):
+    run("seed_demo", "--no-discover", "--workspace", str(workspace))
     user = get_user_model().objects.get(username="demo-reviewer")
     user.set_password("something-else")
     user.save()
-    run("seed_demo", "--no-discover")
+    run("seed_demo", "--no-discover", "--workspace", str(workspace))
     assert (
         authenticate(RequestFactory().post("/login/"), username="demo-reviewer", password="demo-password-1")
         is not None
@@ -241,16 +265,19 @@ def test_seed_demo_repairs_a_changed_demo_password(db):
 
 
 @pytest.mark.slow
-def test_seed_demo_discovers_the_runnable_servers_once(db):
-    out = run("seed_demo")
+def test_seed_demo_discovers_the_runnable_servers_once(db, workspace):
+    out = run("seed_demo", "--workspace", str(workspace))
     assert "Discovered 2 tools of time." in out
     team = Team.objects.get(slug="demo")
     assert set(
         gm.McpTool.objects.filter(server__team=team, server__slug="time").values_list("name", flat=True)
     ) == {"get_current_time", "convert_time"}
-    if Path(ROOT, ".git").exists():
-        assert gm.McpTool.objects.filter(server__team=team, server__slug="git", name="git_commit").exists()
+    commit = gm.McpTool.objects.get(server__team=team, server__slug="git", name="git_commit")
+    assert commit.access_class == "write"
+    write = gm.McpTool.objects.get(server__team=team, server__slug="filesystem", name="write_file")
+    read = gm.McpTool.objects.get(server__team=team, server__slug="filesystem", name="read_text_file")
+    assert (write.access_class, read.access_class) == ("write", "read")
     state = everything()
-    out = run("seed_demo")
+    out = run("seed_demo", "--workspace", str(workspace))
     assert "Discovered" not in out
     assert everything() == state

@@ -249,3 +249,28 @@ def test_resolve_without_root_cause_shows_the_error(client, team, servers, revie
     assert resp.status_code == 400 and "Record the root cause" in resp.content.decode()
     incident.refresh_from_db()
     assert incident.status == IncidentStatus.OPEN
+
+
+def test_a_session_is_linked_by_the_short_id_the_pages_show(team, other_team, admin):
+    """The 8 characters of the session pages (or 6+, with or without hyphens) name the session; a
+    prefix two sessions share is refused, and another team's session is never found by prefix."""
+    from audit.models import AgentSession
+
+    incident = incident_open(team=team, title="T", severity="sev4", actor=admin)
+    sid = agent_session(team)
+    entry = incident_link_session(incident=incident, session_id=f"  {sid[:8].upper()} ", actor=admin)
+    assert entry.detail == {"session_id": sid} and list(incident.sessions.values_list("pk", flat=True)) == [
+        uuid.UUID(sid)
+    ]
+    twin_a, twin_b = (uuid.UUID("abcdef01-2345-4000-8000-00000000000" + n) for n in "12")
+    for twin in (twin_a, twin_b):
+        AgentSession.objects.filter(pk=agent_session(team)).update(id=twin)
+    with pytest.raises(ValidationError, match="More than one session starts with abcdef01"):
+        incident_link_session(incident=incident, session_id="abcdef01", actor=admin)
+    incident_link_session(incident=incident, session_id=str(twin_b).replace("-", ""), actor=admin)
+    foreign = agent_session(other_team)
+    with pytest.raises(ValidationError, match="No agent session"):
+        incident_link_session(incident=incident, session_id=foreign[:8], actor=admin)
+    with pytest.raises(ValidationError, match="first 6 or more"):
+        incident_link_session(incident=incident, session_id=sid[:5], actor=admin)
+    assert incident.sessions.count() == 2

@@ -383,6 +383,20 @@ def test_pause_at_percent_then_release_then_halt():
     assert read(b, st).new_state == HALTED  # 10/10: the hard stop, no second pause
 
 
+def test_pause_message_never_contradicts_its_numbers():
+    """4 calls at 80%: the pause comes after 3 (75%), the call that would pass 80% is refused and
+    the message says so, not "75% — past the pause threshold of 80%"."""
+    b, st = limits({"max_calls_per_session": 4, "pause_at_percent": 80}), session()
+    assert all(read(b, st).allowed for _ in range(3))
+    d = read(b, st)
+    assert d.new_state == PAUSED
+    assert (
+        "Paused at 3/4 session calls (75%): the next call would take it past the pause threshold of 80%."
+        in (d.message)
+    )
+    assert "past the pause threshold of 80%)" not in d.message
+
+
 def test_pause_point_boundaries():
     assert pause_point(200, 80) == 160
     assert pause_point(3, 80) == 2

@@ -9,18 +9,26 @@ Demo logins (password `demo-password-1` for all, team "Demo Team", slug `demo`):
 
 The policy is governance/fixtures/seed_policy.yaml (the seed's mcp_access, environments and
 rate_limits blocks) imported through policy_import; the catalogue gets descriptions and known
-risks, and two servers that really run here (mcp-server-time, mcp-server-git) get a stdio command
-and have their tools discovered once.
+risks. So that the README's gateway example runs as shipped, the servers that really run here
+(mcp-server-time, mcp-server-git, and npm's server-filesystem once `make` installed it) get a stdio
+command, are added to `code_agent`'s allowlist and bound in `development` on a demo workspace
+(`var/demo-workspace`, a git repository of its own, never the portal's checkout): time read-only,
+git read-only (its commit and branch tools halt the session: write in a read-only binding),
+filesystem read-write (its write tools halt a `--read-only` session; the seed's per-server limits
+apply). Their tools are discovered once.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
+import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -53,6 +61,57 @@ USERS = (
     ("demo-viewer", TeamRole.VIEWER, False),
 )
 POLICY_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "seed_policy.yaml"
+DEMO_ROLE, DEMO_ENV = "code_agent", "development"
+# The runnable servers' development bindings: (permission, target); None = the workspace path.
+DEMO_BINDINGS = {
+    "time": ("read_only", "local clock"),
+    "git": ("read_only", None),
+    "filesystem": ("read_write", None),
+}
+
+
+def default_workspace() -> Path:
+    return Path(settings.BASE_DIR) / "var" / "demo-workspace"
+
+
+def workspace_ensure(workspace: Path) -> None:
+    """The directory the demo's filesystem and git servers work on: a file to read, and a git
+    repository with one commit (made once; an existing workspace is left as it is)."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    readme = workspace / "README.md"
+    if not readme.exists():
+        readme.write_text(
+            "# Demo workspace\n\nThe demo's filesystem and git MCP servers work here. Ask an agent to read this "
+            "file (allowed), then to write one (halts a read-only session).\n",
+            encoding="utf-8",
+        )
+    git = shutil.which("git")
+    if git and not (workspace / ".git").exists():
+        who = [
+            "-c",
+            "user.name=MCP Governance demo",
+            "-c",
+            "user.email=demo@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ]
+        for command in (["init", "-q"], ["add", "README.md"], [*who, "commit", "-q", "-m", "Demo workspace"]):
+            subprocess.run([git, "-C", str(workspace), *command], check=True, capture_output=True, timeout=30)
+
+
+def demo_policy_text(runnable: dict[str, dict[str, Any]], workspace: Path) -> str:
+    """The seed's policy plus what makes the README's example run: the runnable servers on
+    code_agent's allowlist and bound in development."""
+    doc = yaml.safe_load(POLICY_FILE.read_text(encoding="utf-8"))
+    slugs = [slug for slug in DEMO_BINDINGS if slug in runnable]
+    role = doc["mcp_access"]["roles"][DEMO_ROLE]
+    role["allowed_servers"] = [*role["allowed_servers"], *slugs]
+    bindings = doc["environments"][DEMO_ENV]["allowed_servers"]
+    for slug in slugs:
+        permission, target = DEMO_BINDINGS[slug]
+        bindings.append({"name": slug, "path": target or str(workspace), "permissions": permission})
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
 
 # Catalogue details the YAML shape does not carry.
 CATALOGUE: dict[str, dict[str, Any]] = {
@@ -122,8 +181,10 @@ CATALOGUE: dict[str, dict[str, Any]] = {
 }
 
 
-def runnable_servers() -> dict[str, dict[str, Any]]:
-    """Servers installed in this virtualenv, started with this interpreter (portable, no uvx)."""
+def runnable_servers(workspace: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Servers installed here: the PyPI ones started with this interpreter (portable, no uvx), npm's
+    filesystem server when `make` installed node_modules. git and filesystem work on `workspace`."""
+    workspace = workspace or default_workspace()
     servers = {
         "time": {
             "category": "other",
@@ -135,17 +196,27 @@ def runnable_servers() -> dict[str, dict[str, Any]]:
             "args": ["-m", "mcp_server_time"],
         },
     }
-    repo = Path(settings.BASE_DIR)
-    if (repo / ".git").exists():
+    if shutil.which("git"):
         servers["git"] = {
             "category": "other",
             "name": "Git",
-            "description": f"Git on this portal's own checkout ({repo}) via mcp-server-git from PyPI.",
+            "description": f"Git on the demo workspace ({workspace}) via mcp-server-git from PyPI.",
             "known_risks": "git_add, git_commit, git_checkout and git_create_branch change the repository; "
-            "git_reset discards staged work. No seed role allows it.",
+            "git_reset discards staged work. Bound read-only in development: those tools halt the session.",
             "transport": "stdio",
             "command": sys.executable,
-            "args": ["-m", "mcp_server_git", "--repository", str(repo)],
+            "args": ["-m", "mcp_server_git", "--repository", str(workspace)],
+        }
+    filesystem = Path(settings.BASE_DIR) / "node_modules" / ".bin" / "mcp-server-filesystem"
+    if filesystem.exists() and shutil.which("node"):
+        servers["filesystem"] = {
+            **CATALOGUE["filesystem"],
+            "name": "Filesystem",
+            "description": f"Reads and writes files in the demo workspace ({workspace}) via npm's "
+            "@modelcontextprotocol/server-filesystem; reads and writes are counted separately by the rate limits.",
+            "transport": "stdio",
+            "command": str(filesystem),
+            "args": [str(workspace)],
         }
     return servers
 
@@ -168,20 +239,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
+            "--workspace",
+            type=Path,
+            default=None,
+            help="Directory the demo's git and filesystem servers work on (default var/demo-workspace).",
+        )
+        parser.add_argument(
             "--no-discover",
             action="store_true",
             help="Do not connect to the runnable demo servers for their tools.",
         )
 
-    def handle(self, *args, no_discover: bool = False, **options):
+    def handle(self, *args, no_discover: bool = False, workspace: Path | None = None, **options):
+        workspace = (workspace or default_workspace()).resolve()
+        workspace_ensure(workspace)
+        runnable = runnable_servers(workspace)
         with transaction.atomic():
             team = Team.objects.filter(slug=TEAM_SLUG).first() or team_bootstrap(
                 slug=TEAM_SLUG, name=TEAM_NAME
             )
             for username, role, is_auditor in USERS:
                 membership_set(team=team, user=self.demo_user(username), role=role, is_auditor=is_auditor)
-            report = policy_import(team=team, text=POLICY_FILE.read_text(encoding="utf-8"))
-            catalogue = {**CATALOGUE, **runnable_servers()}
+            report = policy_import(team=team, text=demo_policy_text(runnable, workspace))
+            catalogue = {**CATALOGUE, **runnable}
             for slug, details in catalogue.items():
                 server = McpServer.objects.filter(team=team, slug=slug).first()
                 if server is None:
@@ -207,7 +287,7 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Seed policy: {report.lines[-1]}")
         if not no_discover:
-            self.discover(team, list(runnable_servers()))
+            self.discover(team, runnable)
         self.stdout.write(self.style.SUCCESS(f'Demo team "{team.name}" ({team.slug}) is ready. Logins:'))
         for username, role, is_auditor in USERS:
             self.stdout.write(f"  {username:<15} {PASSWORD}  {role}{' + auditor' if is_auditor else ''}")
@@ -222,22 +302,24 @@ class Command(BaseCommand):
             user.save(update_fields=["password", "is_active"])
         return user
 
-    def discover(self, team: Team, slugs: list[str]) -> None:
+    def discover(self, team: Team, runnable: dict[str, dict[str, Any]]) -> None:
         """Tools of the runnable servers, once: outside the transaction, and a failure only warns."""
-        for server in McpServer.objects.filter(team=team, slug__in=slugs, tools_discovered_at__isnull=True):
+        for server in McpServer.objects.filter(
+            team=team, slug__in=list(runnable), tools_discovered_at__isnull=True
+        ):
             try:
-                report = _discover_own_command(server)
+                report = _discover_own_command(server, runnable[server.slug])
             except DiscoveryError as exc:
                 self.stderr.write(f"Warning: could not discover the tools of {server.slug}: {exc}")
                 continue
             self.stdout.write(f"Discovered {len(report['added'])} tools of {server.slug}.")
 
 
-def _discover_own_command(server: McpServer) -> dict[str, list[str]]:
+def _discover_own_command(server: McpServer, own: dict[str, Any]) -> dict[str, list[str]]:
     """The demo servers' commands are this module's own (runnable_servers), not a team's: the
     operator's `seed_demo` lists them here the way `mcpgov discover` does on the enforcement side.
     (A team's stdio command is never started by the portal; see governance/services/discovery.py.)"""
-    own = runnable_servers()[server.slug]  # never the stored command, which a team admin may edit
+    # `own` is runnable_servers()' entry, never the stored command, which a team admin may edit.
     config = UpstreamConfig(slug=server.slug, command=own["command"], args=tuple(own["args"]))
     try:
         tools = anyio.run(lambda: list_server_tools(config, timeout=30))
