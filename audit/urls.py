@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import sink_views, views
+from audit import simulation_views, sink_views, views
 
 app_name = "audit"
 
@@ -17,6 +17,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/approval/", views.call_approval, name="call-approval"),
     path("sessions/<uuid:session_id>/export/", views.session_export, name="session-export"),
     path("halted/", views.halted_queue, name="halted-queue"),
+    path("simulation/", simulation_views.draft_simulation, name="draft-simulation"),
     # SIEM sinks (audit/sink_views.py)
     path("sinks/", sink_views.sink_list, name="sink-list"),
     path("sinks/new/", sink_views.sink_create_view, name="sink-create"),

@@ -6,9 +6,10 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError, RestrictedError
 from rest_framework import exceptions, pagination, permissions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from portal.pages import protected_message
+from portal.pages import ChangeDeferred, protected_message
 from portal.permissions import has_team_perm
 
 
@@ -21,6 +22,9 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     elif isinstance(exc, ProtectedError | RestrictedError):
         exc = Conflict(protected_message(exc))
+    elif isinstance(exc, ChangeDeferred):
+        # Accepted, not applied: the edit is in the team's draft (202, with where to review it).
+        return Response({"detail": exc.message, "code": "drafted", "draft": exc.url}, status=202)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -9,10 +9,12 @@ from django.utils import timezone
 
 from governance.models import McpServer, McpTool
 from governance.services.common import Action, apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.drafts import draftable
 from portal.models import Team
 from portal.services import change_record
 
 
+@draftable
 @transaction.atomic
 def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, team)
@@ -26,6 +28,7 @@ def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     return server
 
 
+@draftable
 @transaction.atomic
 def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, server.team)
@@ -37,6 +40,7 @@ def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     return server
 
 
+@draftable
 @transaction.atomic
 def server_delete(*, server: McpServer, actor=None) -> None:
     check_policy_perm(actor, server.team)
@@ -129,6 +133,7 @@ def server_tools_record(
     return report
 
 
+@draftable
 @transaction.atomic
 def tool_update(
     *,

@@ -28,6 +28,7 @@ from governance.services import limits as limit_services
 from governance.services import roles as role_services
 from governance.services import servers as server_services
 from governance.services.common import Action, check_policy_perm
+from governance.services.drafts import draftable
 from governance.services.policy_yaml.document import (
     ACCESS_AUTHORIZATION,
     GLOBAL_LIMIT_KEYS,
@@ -357,6 +358,7 @@ class _Applier:
                 self.report.add("changed", "server rate limits", spec.server, _diff(current, wanted))
 
 
+@draftable
 def policy_import(*, team: Team, text: str, actor=None, dry_run: bool = False) -> ImportReport:
     """Make the team's policy for each block in `text` what the file says (a replace, not a merge).
 
