@@ -20,7 +20,7 @@ from governance import models as gm
 from governance.services.servers import server_create
 from portal.models import ChangeRecord, Membership, Team
 from tests.conftest import ROOT, _database_url
-from tests.governance.test_policy_yaml import SEED, SEED_BLOCKS, SEED_FILE, body, snapshot
+from tests.governance.test_policy_yaml import SEED, SEED_BLOCKS, SEED_FILE, body, canonical, snapshot
 
 
 def run(*args: str) -> str:
@@ -70,7 +70,8 @@ def test_import_policy_prints_the_report_and_imports(team):
     assert out.splitlines()[0] == "Imported mcp_access, environments, rate_limits into team acme."
     assert "+ role code_agent: allowed_servers [filesystem_read_only, github_api]; " in out
     assert out.splitlines()[-1] == "In all: 23 added, 4 changed, 0 removed."
-    assert body(policy_text := run("export_policy", "--team", "acme")) == SEED_BLOCKS
+    policy_text = run("export_policy", "--team", "acme")
+    assert yaml.safe_load(body(policy_text)) == canonical(yaml.safe_load(SEED_BLOCKS))  # canonical order
     assert policy_text.startswith("# MCP governance policy of team acme")
     # Imported by the system (no user): the history says so.
     assert ChangeRecord.objects.get(team=team, action="import").who == "system"
@@ -135,8 +136,8 @@ def test_commands_exit_codes_and_streams(transactional_db, team, tmp_path):
 
     result = manage("export_policy", "--team", "acme")
     assert (result.returncode, result.stderr) == (0, "")
-    assert body(result.stdout) == SEED_BLOCKS
-    assert yaml.safe_load(result.stdout) == yaml.safe_load(SEED)
+    assert yaml.safe_load(body(result.stdout)) == canonical(yaml.safe_load(SEED_BLOCKS))
+    assert yaml.safe_load(result.stdout) == canonical(yaml.safe_load(SEED))
 
     result = manage("export_policy", "--team", "nope")
     assert result.returncode == 1 and result.stdout == ""
@@ -204,7 +205,9 @@ def test_seed_demo_twice_is_idempotent(db):
         is not None
     )
     # The team's policy is exactly the seed's.
-    assert body(run("export_policy", "--team", "demo")) == SEED_BLOCKS
+    assert yaml.safe_load(body(run("export_policy", "--team", "demo"))) == canonical(
+        yaml.safe_load(SEED_BLOCKS)
+    )
     # Catalogue details and a runnable transport for the time server.
     github = gm.McpServer.objects.get(team=team, slug="github_api")
     assert github.category == "api" and github.known_risks and github.description
