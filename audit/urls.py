@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import activity_views, sink_views, views
+from audit import activity_views, simulation_views, sink_views, views
 
 app_name = "audit"
 
@@ -21,6 +21,7 @@ urlpatterns = [
     path("activity/", activity_views.activity_page, name="activity"),
     path("activity/cost.csv", activity_views.cost_csv, name="activity-cost-csv"),
     path("activity/COST_LOG.md", activity_views.cost_log, name="activity-cost-log"),
+    path("simulation/", simulation_views.draft_simulation, name="draft-simulation"),
     # SIEM sinks (audit/sink_views.py)
     path("sinks/", sink_views.sink_list, name="sink-list"),
     path("sinks/new/", sink_views.sink_create_view, name="sink-create"),

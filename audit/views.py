@@ -116,43 +116,52 @@ def session_detail(request, session_id):
     for call in calls:
         call.needs_explanation = call.call_id in unexplained
         call.explain_form = (
-            ExplanationForm(initial={"call_id": call.call_id,
-                                     "explanation": call.explanation.explanation if call.explanation else ""},
-                            prefix=f"x{call.first.seq}")
-            if call.is_failed and can_ack else None
-        )  # fmt: skip
+            ExplanationForm(
+                initial={
+                    "call_id": call.call_id,
+                    "explanation": call.explanation.explanation if call.explanation else "",
+                },
+                prefix=f"x{call.first.seq}",
+            )
+            if call.is_failed and can_ack
+            else None
+        )
     call_choices = {
         "status": sorted({c.status for c in every_call}),
         "server": sorted({c.first.server for c in every_call}),
         "tool": sorted({c.first.tool for c in every_call}),
     }
-    return render(request, "audit/session_detail.html", {
-        "session": session,
-        "calls": calls,
-        "page": page,
-        "call_filters": chosen,
-        "call_choices": call_choices,
-        "call_query": urlencode(chosen),
-        "calls_shown": len(every_call),
-        "acknowledgement": acknowledgement,
-        "unexplained": unexplained,
-        "show_payloads": may(request, VIEW_PAYLOADS),
-        "can_ack": can_ack,
-        "can_release": may(request, RELEASE_SESSION),
-        "ack_form": AcknowledgeForm(),
-        "decision_form": DecisionForm(),
-        "approval_forms": [
-            (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
-            for i, p in enumerate(session.pending_approvals)
-        ],
-        "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
-        "history": selectors.session_history(session=session),
-        "flag_warning": _flag_warning(session) if session.is_waiting else "",
-        "recent_calls": selectors.last_calls(session=session)
-        if session.is_waiting or session.halted_then_ended
-        else [],
-        "export_formats": ExportFormat.choices,
-    })  # fmt: skip
+    return render(
+        request,
+        "audit/session_detail.html",
+        {
+            "session": session,
+            "calls": calls,
+            "page": page,
+            "call_filters": chosen,
+            "call_choices": call_choices,
+            "call_query": urlencode(chosen),
+            "calls_shown": len(every_call),
+            "acknowledgement": acknowledgement,
+            "unexplained": unexplained,
+            "show_payloads": may(request, VIEW_PAYLOADS),
+            "can_ack": can_ack,
+            "can_release": may(request, RELEASE_SESSION),
+            "ack_form": AcknowledgeForm(),
+            "decision_form": DecisionForm(),
+            "approval_forms": [
+                (p, ApprovalForm(initial={"call_id": p["call_id"]}, prefix=f"a{i}"))
+                for i, p in enumerate(session.pending_approvals)
+            ],
+            "decisions": SessionDecision.objects.filter(session=session).select_related("decided_by"),
+            "history": selectors.session_history(session=session),
+            "flag_warning": _flag_warning(session) if session.is_waiting else "",
+            "recent_calls": selectors.last_calls(session=session)
+            if session.is_waiting or session.halted_then_ended
+            else [],
+            "export_formats": ExportFormat.choices,
+        },
+    )
 
 
 def _back(request, session: AgentSession, anchor: str = ""):

@@ -65,23 +65,55 @@ def needs_for(*, user, team, perms: set[str]) -> list[Need]:
                 ),
             ]
         if ACKNOWLEDGE_SESSION in perms:
-            out.append(Need("acknowledge", "Sessions to acknowledge", counts["acknowledge"],
-                            reverse("audit:session-list") + "?state=ended&acknowledged=no", "audit:session-list"))  # fmt: skip
+            out.append(
+                Need(
+                    "acknowledge",
+                    "Sessions to acknowledge",
+                    counts["acknowledge"],
+                    reverse("audit:session-list") + "?state=ended&acknowledged=no",
+                    "audit:session-list",
+                )
+            )
     if REVIEW_ACCESS in perms or REQUEST_ACCESS in perms:
         reviewed = Exists(AccessReview.objects.filter(request=OuterRef("pk"), reviewer=user))
         counts = AccessRequest.objects.for_team(team).aggregate(
-            tickets=Count("pk", filter=Q(status=AccessRequestStatus.PENDING, review_deadline__gt=now)
-                          & ~Q(requester=user) & ~reviewed),
-            expiring=Count("pk", filter=Q(requester=user, status=AccessRequestStatus.APPROVED, ends_at__gt=now,
-                                          ends_at__lte=now + EXPIRING_WITHIN)),
-        )  # fmt: skip
+            tickets=Count(
+                "pk",
+                filter=Q(status=AccessRequestStatus.PENDING, review_deadline__gt=now)
+                & ~Q(requester=user)
+                & ~reviewed,
+            ),
+            expiring=Count(
+                "pk",
+                filter=Q(
+                    requester=user,
+                    status=AccessRequestStatus.APPROVED,
+                    ends_at__gt=now,
+                    ends_at__lte=now + EXPIRING_WITHIN,
+                ),
+            ),
+        )
         access = reverse("governance:access-list")
         if REVIEW_ACCESS in perms:
-            out.append(Need("tickets", "Tickets to review", counts["tickets"], access + "#pending-requests",
-                            "governance:access-list"))  # fmt: skip
+            out.append(
+                Need(
+                    "tickets",
+                    "Tickets to review",
+                    counts["tickets"],
+                    access + "#pending-requests",
+                    "governance:access-list",
+                )
+            )
         if REQUEST_ACCESS in perms:
-            out.append(Need("expiring", "My grants ending within the hour", counts["expiring"],
-                            access + "#live-grants", "governance:access-list"))  # fmt: skip
+            out.append(
+                Need(
+                    "expiring",
+                    "My grants ending within the hour",
+                    counts["expiring"],
+                    access + "#live-grants",
+                    "governance:access-list",
+                )
+            )
     if MANAGE_CLIENTS in perms or TOGGLE_FLAGS in perms:
         stale = (
             EnforcementClient.objects.for_team(team)
@@ -102,8 +134,15 @@ def needs_for(*, user, team, perms: set[str]) -> list[Need]:
             if len(per_server) == 1
             else reverse("governance:server-list")
         )
-        out.append(Need("tools", "Tool definitions to approve", sum(per_server.values()), url,
-                        "governance:server-list"))  # fmt: skip
+        out.append(
+            Need(
+                "tools",
+                "Tool definitions to approve",
+                sum(per_server.values()),
+                url,
+                "governance:server-list",
+            )
+        )
     unread = Notification.objects.filter(team=team, user=user, read_at__isnull=True).count()
     out.append(Need("inbox", "Unread notifications", unread, reverse("inbox"), "inbox"))
     return out

@@ -60,17 +60,35 @@ def search(*, team, query: str) -> list[Hit]:
     sessions = sessions_with_id_prefix(team=team, text=q)
     if sessions is not None:
         for s in sessions.select_related("environment")[:PER_KIND]:
-            hits.append(Hit("Session", s.short_id, f"{s.role} in {s.environment.name}, {s.get_state_display().lower()}",
-                            reverse("audit:session-detail", args=[s.pk])))  # fmt: skip
+            hits.append(
+                Hit(
+                    "Session",
+                    s.short_id,
+                    f"{s.role} in {s.environment.name}, {s.get_state_display().lower()}",
+                    reverse("audit:session-detail", args=[s.pk]),
+                )
+            )
     number = q.lstrip("#")
     tickets = AccessRequest.objects.for_team(team).select_related("requester")
     tickets = tickets.filter(pk=int(number)) if number.isdigit() else tickets.filter(reason__icontains=q)
     for a in tickets.order_by("-created_at")[:PER_KIND]:
-        hits.append(Hit("Ticket", f"#{a.pk}", f"{a.get_status_display()}: {a.reason[:80]}",
-                        reverse("governance:access-detail", args=[a.pk])))  # fmt: skip
+        hits.append(
+            Hit(
+                "Ticket",
+                f"#{a.pk}",
+                f"{a.get_status_display()}: {a.reason[:80]}",
+                reverse("governance:access-detail", args=[a.pk]),
+            )
+        )
     incidents = Incident.objects.filter(team=team)
     incidents = incidents.filter(pk=int(number)) if number.isdigit() else incidents.filter(title__icontains=q)
     for i in incidents.order_by("-pk")[:PER_KIND]:
-        hits.append(Hit("Incident", f"#{i.pk} {i.title}", i.get_severity_display(),
-                        reverse("incidents:incident-detail", args=[i.pk])))  # fmt: skip
+        hits.append(
+            Hit(
+                "Incident",
+                f"#{i.pk} {i.title}",
+                i.get_severity_display(),
+                reverse("incidents:incident-detail", args=[i.pk]),
+            )
+        )
     return hits

@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "portal.middleware.CurrentTeamMiddleware",
+    "portal.middleware.DeferredChangeMiddleware",  # a policy edit kept in a draft: to the draft page
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]
 

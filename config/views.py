@@ -99,9 +99,12 @@ def inbox_read(request):
 
 class WebhookForm(forms.Form):
     webhook_url = forms.URLField(
-        required=False, max_length=500, label="Webhook URL", assume_scheme="https",
+        required=False,
+        max_length=500,
+        label="Webhook URL",
+        assume_scheme="https",
         help_text="An incoming-webhook URL (Slack, Mattermost, Teams workflows). Leave empty to keep the current one.",
-    )  # fmt: skip
+    )
     clear = forms.BooleanField(required=False, label="Remove the webhook")
 
 

@@ -106,3 +106,9 @@ class ToolReportStatus(models.TextChoices):
     APPROVED = "approved", "Approved"
     DISMISSED = "dismissed", "Dismissed"
     SUPERSEDED = "superseded", "Superseded"
+
+
+class DraftStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    PUBLISHED = "published", "Published"
+    DISCARDED = "discarded", "Discarded"

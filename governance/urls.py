@@ -7,6 +7,7 @@ from governance.views import (
     agents,
     bundles,
     clients,
+    drafts,
     environments,
     flags,
     history,
@@ -53,6 +54,12 @@ urlpatterns = [
     path("limits/servers/add/", limits.server_limits_create, name="server-limits-create"),
     path("limits/servers/<int:pk>/edit/", limits.server_limits_edit, name="server-limits-edit"),
     path("limits/servers/<int:pk>/delete/", limits.server_limits_delete, name="server-limits-delete"),
+    # The policy draft (edits collected, previewed, approved, published as one version)
+    path("draft/", drafts.draft_detail, name="draft-detail"),
+    path("draft/publish/", drafts.draft_publish, name="draft-publish"),
+    path("draft/approve/", drafts.draft_approve, name="draft-approve"),
+    path("draft/discard/", drafts.draft_discard, name="draft-discard"),
+    path("draft/changes/<int:position>/remove/", drafts.draft_change_remove, name="draft-change-remove"),
     # Policy YAML import and export
     path("policy/import/", policy_io.policy_import, name="policy-import"),
     path("policy/export/", policy_io.policy_export, name="policy-export"),

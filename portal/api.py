@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from portal.errors import ServiceError
-from portal.pages import protected_message
+from portal.pages import ChangeDeferred, protected_message
 from portal.permissions import VIEW, has_team_perm, teams_for_user
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def exception_handler(exc, context):
             "database refused a value from %s: %s", context.get("request") and context["request"].path, exc
         )
         exc = exceptions.ValidationError({"non_field_errors": ["A value in the request cannot be stored."]})
+    elif isinstance(exc, ChangeDeferred):
+        # Accepted, not applied: the edit is in the team's draft (202, with where to review it).
+        return Response({"detail": exc.message, "code": "drafted", "draft": exc.url}, status=202)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

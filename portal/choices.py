@@ -31,6 +31,13 @@ class ChangeEventType(models.TextChoices):
     INVITATION_SENT = "invitation_sent", "Invitation sent"
     INVITATION_ACCEPTED = "invitation_accepted", "Invitation accepted"
     INVITATION_REVOKED = "invitation_revoked", "Invitation revoked"
+    TEAM_SETTINGS_UPDATED = "team_settings_updated", "Team settings changed"
+    # governance: the policy lifecycle (drafts)
+    DRAFT_CHANGE_ADDED = "draft_change_added", "Change added to the policy draft"
+    DRAFT_CHANGE_REMOVED = "draft_change_removed", "Change taken out of the policy draft"
+    DRAFT_APPROVED = "draft_approved", "Policy draft approved"
+    DRAFT_DISCARDED = "draft_discarded", "Policy draft discarded"
+    DRAFT_PUBLISHED = "draft_published", "Policy draft published"
     # governance: catalogue, roles, environments, limits
     SERVER_CREATED = "server_created", "Server added"
     SERVER_UPDATED = "server_updated", "Server changed"
@@ -122,12 +129,14 @@ _EVENT_ACTIONS = {
         [E.MEMBER_ROLE_CHANGED, E.SERVER_UPDATED, E.TOOL_UPDATED, E.ROLE_UPDATED, E.ROLE_SERVER_ADDED,
          E.ROLE_SERVER_REMOVED, E.ENVIRONMENT_UPDATED, E.BINDING_UPDATED, E.GLOBAL_LIMITS_UPDATED,
          E.SERVER_LIMITS_UPDATED, E.TRIGGER_SETTINGS_UPDATED, E.FLAG_DISABLED, E.FLAG_ENABLED,
-         E.FLAG_CONSTRAINTS_CHANGED, E.AGENT_UPDATED, E.FAILED_CALL_EXPLANATION_CHANGED, E.SINK_UPDATED],
+         E.FLAG_CONSTRAINTS_CHANGED, E.AGENT_UPDATED, E.FAILED_CALL_EXPLANATION_CHANGED, E.SINK_UPDATED,
+         E.TEAM_SETTINGS_UPDATED, E.DRAFT_CHANGE_ADDED, E.DRAFT_CHANGE_REMOVED, E.DRAFT_APPROVED,
+         E.DRAFT_PUBLISHED],
         "update",
     ),
     **dict.fromkeys(
         [E.MEMBER_REMOVED, E.INVITATION_REVOKED, E.SERVER_DELETED, E.ROLE_DELETED, E.ENVIRONMENT_DELETED,
-         E.BINDING_DELETED, E.SERVER_LIMITS_DELETED, E.FLAG_DELETED, E.SINK_DELETED],
+         E.BINDING_DELETED, E.SERVER_LIMITS_DELETED, E.FLAG_DELETED, E.SINK_DELETED, E.DRAFT_DISCARDED],
         "delete",
     ),
     E.POLICY_IMPORTED: "import",

@@ -126,3 +126,39 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve)(static_file, request)
         return await self.get_response(request)
+
+
+class DeferredChangeMiddleware:
+    """A page whose write was kept in a draft (`ChangeDeferred`) redirects to the draft with a notice.
+
+    Async-capable like the rest of the stack (only `process_exception` does anything; Django adapts it)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        return await self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.contrib import messages
+        from django.http import HttpResponse
+        from django.shortcuts import redirect
+
+        from portal.pages import ChangeDeferred
+
+        if not isinstance(exception, ChangeDeferred):
+            return None
+        messages.info(request, exception.message)
+        if request.headers.get("HX-Request"):
+            return HttpResponse(status=204, headers={"HX-Redirect": exception.url})
+        return redirect(exception.url)

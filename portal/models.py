@@ -43,6 +43,16 @@ class Team(models.Model):
         help_text='Incoming-webhook URL (Slack, Mattermost, Teams workflows: JSON with a "text" field) for '
         "halts, approvals and incidents; empty: none.",
     )
+    policy_edits_immediate = models.BooleanField(
+        default=True,
+        help_text="Policy edits publish at once. Off: they collect in a draft that is reviewed and published "
+        "as one version (docs/policy-lifecycle.md).",
+    )
+    policy_drafts_require_second_approver = models.BooleanField(
+        default=False,
+        help_text="A draft that changes a production bundle needs the approval of an admin who did not "
+        "author it before it can be published.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

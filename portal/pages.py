@@ -244,3 +244,16 @@ def delete_page(
         "portal/confirm_delete.html",
         {"object": obj, "kind": kind, "cancel_url": cancel_url, "consequences": consequences},
     )
+
+
+class ChangeDeferred(Exception):
+    """A write was accepted but not applied yet (a policy edit kept in the team's draft).
+
+    Raised by the service instead of returning the object, so no caller can mistake the result for
+    a saved change; `DeferredChangeMiddleware` and the API's exception handler answer it in one place.
+    """
+
+    def __init__(self, message: str, url: str):
+        super().__init__(message)
+        self.message = message
+        self.url = url

@@ -271,17 +271,24 @@ def session_report_state(
         )
         if previous != state or (trigger is not None and trigger != previous_trigger):
             state_change_record(
-                session=session, from_state=previous, to_state=state, trigger=trigger,
-                source=SessionStateChange.Source.GATEWAY, reason=reason, at=now,
-            )  # fmt: skip
+                session=session,
+                from_state=previous,
+                to_state=state,
+                trigger=trigger,
+                source=SessionStateChange.Source.GATEWAY,
+                reason=reason,
+                at=now,
+            )
             if state in WAITING_STATES and previous != state:
                 webhook_notify(
-                    team=session.team, kind=f"session_{state}",
+                    team=session.team,
+                    kind=f"session_{state}",
                     text=f"Session {str(session.pk)[:8]} ({session.role} in {session.environment.name}) {state}"
-                    + (f" by {trigger}" if trigger else "") + (f": {reason}" if reason else "")
+                    + (f" by {trigger}" if trigger else "")
+                    + (f": {reason}" if reason else "")
                     + ". It waits for a person to let it continue.",
                     url=reverse("audit:session-detail", args=[session.pk]),
-                )  # fmt: skip
+                )
         # A session's end seals its chain at once; other reports seal only if a seal is due.
         seal_on_commit(team_id=session.team_id, only_if_due=state != SessionState.ENDED)
     return session

@@ -307,3 +307,34 @@ __all__ = [
     "ToolUpdateSerializer",
     "TriggerSettingsSerializer",
 ]
+
+
+class TeamPolicySettingsSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="slug", read_only=True)
+
+    class Meta:
+        model = Team
+        fields = [
+            "team",
+            "bundle_ttl_seconds",
+            "policy_edits_immediate",
+            "policy_drafts_require_second_approver",
+        ]
+
+
+class PolicyDiffInputSerializer(serializers.Serializer):
+    team = TeamField(required=True)
+    yaml = serializers.CharField(
+        trim_whitespace=False, max_length=2_000_000, help_text="The policy file (docs/policy-yaml.md)."
+    )
+
+
+class PolicyDiffSerializer(serializers.Serializer):
+    team = serializers.CharField()
+    changed = serializers.BooleanField(help_text="Importing the file would change the live policy.")
+    changes = serializers.ListField(
+        child=serializers.CharField(), help_text="One line per object: + added, ~ changed, - removed."
+    )
+    report = serializers.ListField(
+        child=serializers.CharField(), help_text="The import report, line by line."
+    )

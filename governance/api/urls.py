@@ -7,6 +7,7 @@ from governance.api import views
 from governance.api.access import AccessRequestViewSet
 from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
+from governance.api.flags import FlagViewSet
 from governance.api.history import ChangeRecordViewSet
 from governance.api.tool_reports import ToolReportView
 
@@ -25,11 +26,14 @@ router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trig
 router.register("access-requests", AccessRequestViewSet, basename="access-request")
 router.register("agents", AgentViewSet, basename="agent")
 router.register("changes", ChangeRecordViewSet, basename="change")  # the change history (read-only)
+router.register("flags", FlagViewSet, basename="flag")
+router.register("team-policy-settings", views.TeamPolicySettingsViewSet, basename="team-policy-settings")
 
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
     path("bundle/", bundle_view, name="bundle"),
     path("client/", ClientWhoamiView.as_view(), name="client-whoami"),
+    path("policy/diff/", views.PolicyDiffView.as_view(), name="policy-diff"),
     path("tool-reports/", ToolReportView.as_view(), name="tool-reports"),
     *router.urls,
 ]

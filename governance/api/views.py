@@ -29,11 +29,12 @@ from governance.models import (
     ServerRateLimit,
     TriggerSettings,
 )
-from governance.services import discovery
+from governance.services import discovery, policy_yaml
 from governance.services import environments as environment_services
 from governance.services import limits as limit_services
 from governance.services import roles as role_services
 from governance.services import servers as server_services
+from governance.services import teams as team_services
 from governance.services.signing import jwks_document
 from portal.api import TeamPermission
 from portal.filtersets import TeamFilterSet
@@ -330,6 +331,42 @@ class TriggerSettingsViewSet(TeamSettingViewSet):
         if row.pk is None:
             row.production_url_words = list(DEFAULT_PRODUCTION_URL_WORDS)
         return row
+
+
+class TeamPolicySettingsViewSet(TeamSettingViewSet):
+    """The team's bundle lifetime and how policy edits reach the bundle (at once, or through a draft)."""
+
+    serializer_class = s.TeamPolicySettingsSerializer
+    service = staticmethod(team_services.team_policy_settings_set)
+
+    def setting_of(self, team):
+        return team
+
+
+class PolicyDiffView(APIView):
+    """What importing a policy file would change against the live policy (a dry-run import).
+
+    Nothing is written. For a GitOps job: `changed` is false when the repository matches the portal."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=s.PolicyDiffInputSerializer, responses=s.PolicyDiffSerializer)
+    def post(self, request):
+        data = s.PolicyDiffInputSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        team = data.validated_data["team"]  # among the teams the user can see
+        try:
+            report = policy_yaml.policy_import(team=team, text=data.validated_data["yaml"], dry_run=True)
+        except policy_yaml.PolicyImportError as exc:
+            raise serializers.ValidationError({"yaml": [str(p) for p in exc.problems]}) from exc
+        return Response(
+            {
+                "team": team.slug,
+                "changed": report.changed,
+                "changes": [str(c) for c in report.changes],
+                "report": report.lines,
+            }
+        )
 
 
 class KeysView(APIView):

@@ -30,9 +30,10 @@ class AccessRequestForm(forms.Form):
         help_text="The role whose agents get the access.",
     )
     servers = forms.ModelMultipleChoiceField(
-        queryset=McpServer.objects.none(), widget=forms.CheckboxSelectMultiple,
+        queryset=McpServer.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
         help_text="The servers on the chosen role's allowlist: only those can be granted.",
-    )  # fmt: skip
+    )
     starts_at = forms.DateTimeField(
         label="Start (UTC)", widget=UtcDateTimeInput(), input_formats=[DATETIME_INPUT]
     )
@@ -76,9 +77,14 @@ class AccessRequestForm(forms.Form):
             else servers.none()
         )
         self.fields["role"].widget.attrs.update(
-            {"hx-get": "", "hx-trigger": "change", "hx-target": "#field-servers", "hx-select": "#field-servers",
-             "hx-swap": "outerHTML"}
-        )  # fmt: skip
+            {
+                "hx-get": "",
+                "hx-trigger": "change",
+                "hx-target": "#field-servers",
+                "hx-select": "#field-servers",
+                "hx-swap": "outerHTML",
+            }
+        )
 
 
 class DecisionForm(forms.Form):

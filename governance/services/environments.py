@@ -10,6 +10,7 @@ from django.db import transaction
 from governance.choices import PRODUCTION
 from governance.models import Environment, McpServer, ServerBinding
 from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.drafts import draftable
 from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
@@ -45,6 +46,7 @@ def _guard_production(env: Environment) -> None:
             )
 
 
+@draftable
 @transaction.atomic
 def environment_create(*, team: Team, actor=None, **data: Any) -> Environment:
     check_policy_perm(actor, team)
@@ -65,6 +67,7 @@ def environment_create(*, team: Team, actor=None, **data: Any) -> Environment:
     return env
 
 
+@draftable
 @transaction.atomic
 def environment_update(*, environment: Environment, actor=None, **data: Any) -> Environment:
     check_policy_perm(actor, environment.team)
@@ -83,6 +86,7 @@ def environment_update(*, environment: Environment, actor=None, **data: Any) -> 
     return environment
 
 
+@draftable
 @transaction.atomic
 def environment_delete(*, environment: Environment, actor=None) -> None:
     check_policy_perm(actor, environment.team)
@@ -94,6 +98,7 @@ def environment_delete(*, environment: Environment, actor=None) -> None:
     policy_changed(team=team, reason=f"environment {environment.name} removed")
 
 
+@draftable
 @transaction.atomic
 def binding_set(*, environment: Environment, server: McpServer, actor=None, **data: Any) -> ServerBinding:
     """Bind `server` in `environment` (create or update) with its target and permission."""
@@ -119,6 +124,7 @@ def binding_set(*, environment: Environment, server: McpServer, actor=None, **da
     return binding
 
 
+@draftable
 @transaction.atomic
 def binding_delete(*, binding: ServerBinding, actor=None) -> None:
     env = binding.environment

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from governance.models import GlobalRateLimit, McpServer, ServerRateLimit, TriggerSettings
 from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.drafts import draftable
 from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
@@ -16,6 +17,7 @@ GLOBAL_FIELDS = ("max_calls_per_session", "max_calls_per_minute", "pause_at_perc
 TRIGGER_FIELDS = ("cascade_write_threshold", "large_data_bytes", "production_url_words")
 
 
+@draftable
 @transaction.atomic
 def global_limits_set(*, team: Team, actor=None, **data: Any) -> GlobalRateLimit:
     check_policy_perm(actor, team)
@@ -34,6 +36,7 @@ def global_limits_set(*, team: Team, actor=None, **data: Any) -> GlobalRateLimit
     return limits
 
 
+@draftable
 @transaction.atomic
 def server_limits_set(*, team: Team, server: McpServer, actor=None, **data: Any) -> ServerRateLimit:
     check_policy_perm(actor, team)
@@ -57,6 +60,7 @@ def server_limits_set(*, team: Team, server: McpServer, actor=None, **data: Any)
     return limits
 
 
+@draftable
 @transaction.atomic
 def server_limits_delete(*, limits: ServerRateLimit, actor=None) -> None:
     check_policy_perm(actor, limits.team)
@@ -65,6 +69,7 @@ def server_limits_delete(*, limits: ServerRateLimit, actor=None) -> None:
     policy_changed(team=limits.team, reason=f"rate limits of {limits.server.slug} removed")
 
 
+@draftable
 @transaction.atomic
 def trigger_settings_set(*, team: Team, actor=None, **data: Any) -> TriggerSettings:
     check_policy_perm(actor, team)

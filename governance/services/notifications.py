@@ -80,12 +80,20 @@ def _send(template: str, context: dict, recipients: Iterable, *, team: Team, url
 
 def access_request_filed(access_request) -> None:
     reviewers = team_users_with_perm(access_request.team, REVIEW_ACCESS, exclude=access_request.requester)
-    _send("access_request_filed", {"req": access_request}, reviewers, team=access_request.team,
-          url=_access_url(access_request))  # fmt: skip
-    webhook_notify(team=access_request.team, kind="approval_requested",
-                   text=f"{access_request.requester} asks for {access_request.environment.name} access "
-                   f"(ticket #{access_request.pk}); it needs a reviewer's approval.",
-                   url=_access_url(access_request))  # fmt: skip
+    _send(
+        "access_request_filed",
+        {"req": access_request},
+        reviewers,
+        team=access_request.team,
+        url=_access_url(access_request),
+    )
+    webhook_notify(
+        team=access_request.team,
+        kind="approval_requested",
+        text=f"{access_request.requester} asks for {access_request.environment.name} access "
+        f"(ticket #{access_request.pk}); it needs a reviewer's approval.",
+        url=_access_url(access_request),
+    )
 
 
 def _access_url(access_request) -> str:
@@ -123,10 +131,15 @@ def access_request_decided(access_request, *, event: str, actor=None, reason: st
         url=_access_url(access_request),
     )
     if event in ("approved", "denied", "revoked"):
-        webhook_notify(team=access_request.team, kind=f"access_{event}",
-                       text=f"Ticket #{access_request.pk} ({access_request.environment.name} access for "
-                       f"{access_request.requester}) {ACCESS_EVENT_LABELS[event]}" + (f" by {actor}" if actor else "")
-                       + ".", url=_access_url(access_request))  # fmt: skip
+        webhook_notify(
+            team=access_request.team,
+            kind=f"access_{event}",
+            text=f"Ticket #{access_request.pk} ({access_request.environment.name} access for "
+            f"{access_request.requester}) {ACCESS_EVENT_LABELS[event]}"
+            + (f" by {actor}" if actor else "")
+            + ".",
+            url=_access_url(access_request),
+        )
 
 
 # --- incidents ----------------------------------------------------------------
@@ -141,9 +154,12 @@ def incident_event(incident, *, event: str, actor=None, detail: str = "") -> Non
         team=incident.team,
         url=reverse("incidents:incident-detail", args=[incident.pk]),
     )
-    webhook_notify(team=incident.team, kind=f"incident_{event}",
-                   text=f"Incident #{incident.pk} {event}: {incident}" + (f" ({actor})" if actor else "") + ".",
-                   url=reverse("incidents:incident-detail", args=[incident.pk]))  # fmt: skip
+    webhook_notify(
+        team=incident.team,
+        kind=f"incident_{event}",
+        text=f"Incident #{incident.pk} {event}: {incident}" + (f" ({actor})" if actor else "") + ".",
+        url=reverse("incidents:incident-detail", args=[incident.pk]),
+    )
 
 
 # --- enforcement clients ------------------------------------------------------

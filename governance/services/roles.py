@@ -10,11 +10,13 @@ from django.db import transaction
 from governance.choices import RuleKind
 from governance.models import AgentRole, McpServer, RoleServerRule
 from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.drafts import draftable
 from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
 
+@draftable
 @transaction.atomic
 def role_create(*, team: Team, name: str, description: str = "", actor=None) -> AgentRole:
     check_policy_perm(actor, team)
@@ -31,6 +33,7 @@ def role_create(*, team: Team, name: str, description: str = "", actor=None) -> 
     return role
 
 
+@draftable
 @transaction.atomic
 def role_update(*, role: AgentRole, actor=None, **data: Any) -> AgentRole:
     check_policy_perm(actor, role.team)
@@ -44,6 +47,7 @@ def role_update(*, role: AgentRole, actor=None, **data: Any) -> AgentRole:
     return role
 
 
+@draftable
 @transaction.atomic
 def role_delete(*, role: AgentRole, actor=None) -> None:
     check_policy_perm(actor, role.team)
@@ -59,6 +63,7 @@ def role_delete(*, role: AgentRole, actor=None) -> None:
     policy_changed(team=team, reason=f"role {role.name} removed")
 
 
+@draftable
 @transaction.atomic
 def role_server_add(*, role: AgentRole, server: McpServer, kind: str, actor=None) -> RoleServerRule:
     """Put `server` on the role's allowed or forbidden list. A server is never on both."""
@@ -92,6 +97,7 @@ def role_server_add(*, role: AgentRole, server: McpServer, kind: str, actor=None
     return rule
 
 
+@draftable
 @transaction.atomic
 def role_server_remove(*, rule: RoleServerRule, actor=None) -> None:
     role, server, kind = rule.role, rule.server, rule.kind

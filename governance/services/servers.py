@@ -9,11 +9,13 @@ from django.utils import timezone
 
 from governance.models import McpServer, McpTool
 from governance.services.common import apply_fields, check_policy_perm, policy_changed, save_validated
+from governance.services.drafts import draftable
 from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.services import change_record
 
 
+@draftable
 @transaction.atomic
 def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, team)
@@ -31,6 +33,7 @@ def server_create(*, team: Team, actor=None, **data: Any) -> McpServer:
     return server
 
 
+@draftable
 @transaction.atomic
 def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     check_policy_perm(actor, server.team)
@@ -48,6 +51,7 @@ def server_update(*, server: McpServer, actor=None, **data: Any) -> McpServer:
     return server
 
 
+@draftable
 @transaction.atomic
 def server_delete(*, server: McpServer, actor=None) -> None:
     check_policy_perm(actor, server.team)
@@ -144,6 +148,7 @@ def server_tools_record(
     return report
 
 
+@draftable
 @transaction.atomic
 def tool_update(
     *,

@@ -7,11 +7,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from governance.choices import DEFAULT_ENVIRONMENTS, PRODUCTION
-from governance.models import Environment, TriggerSettings
+from governance.models import Environment, PolicyDraft, TriggerSettings
+from governance.services.common import apply_fields, check_policy_perm, policy_changed
 from governance.services.environments import environment_create
-from portal.choices import TeamRole
+from portal.choices import ChangeEventType, TeamRole
 from portal.models import Team
-from portal.services import invitation_create, membership_set, team_create
+from portal.services import change_record, invitation_create, membership_set, team_create
 
 
 @transaction.atomic
@@ -58,3 +59,39 @@ def team_create_with_admin(*, slug: str, name: str, admin: str, actor=None) -> t
         return team, None
     _, token = invitation_create(team=team, email=admin, role=TeamRole.ADMIN, actor=actor)
     return team, token
+
+
+TEAM_POLICY_SETTINGS = (
+    "bundle_ttl_seconds",
+    "policy_edits_immediate",
+    "policy_drafts_require_second_approver",
+)
+
+
+@transaction.atomic
+def team_policy_settings_set(*, team: Team, actor=None, **data) -> Team:
+    """The team's policy settings: bundle lifetime and how edits reach the bundle (drafts or at once).
+
+    A new lifetime re-issues every bundle (the re-issue rule sees a bundle signed with another
+    lifetime). Edits cannot be switched back to "publish at once" while a draft is open: its
+    changes would be stranded.
+    """
+    check_policy_perm(actor, team)
+    team = Team.objects.select_for_update().get(pk=team.pk)
+    changes = apply_fields(team, {k: data[k] for k in TEAM_POLICY_SETTINGS if k in data})
+    if not changes:
+        return team
+    if changes.get("policy_edits_immediate", [None, False])[1] and PolicyDraft.objects.open_for(team):
+        raise ValidationError(
+            {
+                "policy_edits_immediate": "Publish or discard the open draft before edits publish at once again."
+            }
+        )
+    team.full_clean()
+    team.save(update_fields=list(changes))
+    change_record(
+        team=team, actor=actor, event_type=ChangeEventType.TEAM_SETTINGS_UPDATED, obj=team, changes=changes
+    )
+    if "bundle_ttl_seconds" in changes:
+        policy_changed(team=team, reason=f"bundle lifetime {team.bundle_ttl_seconds} s")
+    return team

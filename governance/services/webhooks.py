@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from governance.services import netguard
+from portal.choices import ChangeEventType
 from portal.models import Team
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,11 @@ async def _post(url: str, payload: dict[str, Any]) -> int:
     try:
         target = netguard.check_url(url)
     except netguard.TargetRefused as exc:
-        raise WebhookRefused(str(exc).replace("Discover this server from the enforcement side (mcpgov discover), or ask",
-                                              "Ask")) from exc  # fmt: skip
+        raise WebhookRefused(
+            str(exc).replace(
+                "Discover this server from the enforcement side (mcpgov discover), or ask", "Ask"
+            )
+        ) from exc
     async with netguard.pinned_client(target, timeout=TIMEOUT_SECONDS) as client:
         try:
             response = await client.post(url, json=payload)
@@ -103,7 +107,6 @@ def team_webhook_set(*, team: Team, actor, webhook_url: str = "", clear: bool = 
     checked again at every delivery); the history records that it changed, never the URL."""
     from django.core.exceptions import ValidationError
 
-    from portal.models import ChangeRecord
     from portal.permissions import MANAGE_MEMBERS, require_team_perm
     from portal.services import change_record
 
@@ -126,8 +129,11 @@ def team_webhook_set(*, team: Team, actor, webhook_url: str = "", clear: bool = 
     team.full_clean(validate_unique=False, validate_constraints=False)
     team.save(update_fields=["webhook_url"])
     change_record(
-        team=team, actor=actor, action=ChangeRecord.Action.UPDATE, obj=team,
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.TEAM_SETTINGS_UPDATED,
+        obj=team,
         summary="Team webhook " + ("removed" if not new else "set"),
         changes={"webhook": [was, webhook_shown(new) or "(none)"]},
-    )  # fmt: skip
+    )
     return team

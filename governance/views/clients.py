@@ -36,8 +36,20 @@ def gateway_setup(request, *, client: EnforcementClient, token: str) -> dict:
     portal = (settings.MCPGOV_PORTAL_URL or request.build_absolute_uri("/")).rstrip("/")
     role, other_roles = selectors.client_suggested_role(client=client)
     command = settings.MCPGOV_GATEWAY_COMMAND
-    args = ["gateway", "--portal", portal, "--token-file", TOKEN_FILE, "--keys", KEYS_FILE,
-            "--env", client.environment.name, "--role", role.name if role else "ROLE", "--read-only"]  # fmt: skip
+    args = [
+        "gateway",
+        "--portal",
+        portal,
+        "--token-file",
+        TOKEN_FILE,
+        "--keys",
+        KEYS_FILE,
+        "--env",
+        client.environment.name,
+        "--role",
+        role.name if role else "ROLE",
+        "--read-only",
+    ]
     keys_url = f"{portal}/api/v1/keys/?team={client.team.slug}"
     return {
         "save": (

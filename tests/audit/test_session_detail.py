@@ -24,8 +24,11 @@ def test_a_long_session_is_paginated_with_repeats_folded_and_a_timeline(client, 
     )
     batch += calls(101, 102, server="time", tool="now")  # … 40 identical refusals, then 2 calls
     assert post_events(gateway, sid, batch).status_code in (200, 201)
-    r = gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "halted", "trigger": "unauthorized_server",
-                                                    "reason": "shell"}, format="json")  # fmt: skip
+    r = gateway.patch(
+        f"/api/v1/gateway/sessions/{sid}/",
+        {"state": "halted", "trigger": "unauthorized_server", "reason": "shell"},
+        format="json",
+    )
     assert r.status_code == 200
     client.force_login(reviewer)
     first = client.get(f"/audit/sessions/{sid}/").content.decode()

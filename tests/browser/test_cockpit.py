@@ -59,23 +59,34 @@ def demo_world(workspace: Path) -> None:
     for halted in (False, True):
         session, _ = session_open(client=client, id=uuid.uuid4(), role="code_agent")
         batch = [event(seq, server="time", tool="get_current_time") for seq in range(1, 7)]
-        batch += [event(seq, server="shell_execution", tool="run", status="blocked", trigger="unauthorized_server")
-                  for seq in range(7, 13)]  # fmt: skip
+        batch += [
+            event(seq, server="shell_execution", tool="run", status="blocked", trigger="unauthorized_server")
+            for seq in range(7, 13)
+        ]
         events_ingest(session_id=session.pk, client=client, events=batch)
         if halted:
-            session_report_state(client=client, session_id=session.pk, state="halted",
-                                 trigger="unauthorized_server", reason="shell_execution is not allowed")  # fmt: skip
+            session_report_state(
+                client=client,
+                session_id=session.pk,
+                state="halted",
+                trigger="unauthorized_server",
+                reason="shell_execution is not allowed",
+            )
         else:
             session_report_state(client=client, session_id=session.pk, state="ended", reason="done")
     from governance.models import AgentRole, McpServer
 
     now = timezone.now()
     access_request_create(
-        team=team, requester=users["demo-requester"], environment=team.environments.get(name="production"),
+        team=team,
+        requester=users["demo-requester"],
+        environment=team.environments.get(name="production"),
         role=AgentRole.objects.get(team=team, name="code_agent"),
-        servers=[McpServer.objects.get(team=team, slug="github_api")], reason="INC-7 hotfix",
-        starts_at=now, ends_at=now + timedelta(hours=1),
-    )  # fmt: skip
+        servers=[McpServer.objects.get(team=team, slug="github_api")],
+        reason="INC-7 hotfix",
+        starts_at=now,
+        ends_at=now + timedelta(hours=1),
+    )
     incident_open(team=team, title="Token leaked in a PR", severity="sev2", actor=users["demo-admin"])
 
 
@@ -162,10 +173,12 @@ def test_the_reviewers_home_shows_a_real_gateways_halt_without_a_reload(portal_s
     try:
         [token] = world.issue("development")
         keys, config = write_gateway_files(workdir)
-        args = gateway_args(portal=portal_server, token=token, keys=keys, config=config, env="development",
-                            workdir=workdir)  # fmt: skip
-        params = StdioServerParameters(command=sys.executable, args=args, cwd=str(ROOT),
-                                       env={"MCPGOV_LOG_LEVEL": "ERROR"})  # fmt: skip
+        args = gateway_args(
+            portal=portal_server, token=token, keys=keys, config=config, env="development", workdir=workdir
+        )
+        params = StdioServerParameters(
+            command=sys.executable, args=args, cwd=str(ROOT), env={"MCPGOV_LOG_LEVEL": "ERROR"}
+        )
         login(page, portal_server, world.reviewer.username)
         halted = page.locator('[data-need="halted"] .num')
         assert halted.inner_text() == "0"
@@ -179,8 +192,12 @@ def test_the_reviewers_home_shows_a_real_gateways_halt_without_a_reload(portal_s
 
                 def switch_off():
                     try:
-                        flag_disable(flag=world.flag, environment=world.env("development"),
-                                     reason="INC-9: suspended", actor=world.admin)  # fmt: skip
+                        flag_disable(
+                            flag=world.flag,
+                            environment=world.env("development"),
+                            reason="INC-9: suspended",
+                            actor=world.admin,
+                        )
                     finally:
                         connections.close_all()
 

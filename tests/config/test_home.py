@@ -32,8 +32,11 @@ def needs_of(html: str) -> dict[str, str]:
 
 
 def halt(gateway, sid, trigger="rate_limit"):
-    r = gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "halted", "trigger": trigger, "reason": "limit"},
-                      format="json")  # fmt: skip
+    r = gateway.patch(
+        f"/api/v1/gateway/sessions/{sid}/",
+        {"state": "halted", "trigger": trigger, "reason": "limit"},
+        format="json",
+    )
     assert r.status_code == 200, r.content
 
 
@@ -83,8 +86,16 @@ def test_tickets_to_review_exclude_my_own_and_my_grants_ending_soon_count(
 
 def test_pending_tool_reports_and_stale_gateways_reach_the_admin(client, team, admin, issued):
     server = ServerFactory(team=team, slug="time")
-    ToolReport.objects.create(server=server, client=issued.client, client_name="gw-dev", source="discover", tools=[], content_hash="x" * 64, last_reported_at=timezone.now(),
-                              status=ToolReportStatus.PENDING)  # fmt: skip
+    ToolReport.objects.create(
+        server=server,
+        client=issued.client,
+        client_name="gw-dev",
+        source="discover",
+        tools=[],
+        content_hash="x" * 64,
+        last_reported_at=timezone.now(),
+        status=ToolReportStatus.PENDING,
+    )
     type(issued.client).objects.filter(pk=issued.client.pk).update(
         last_seen_at=timezone.now() - timedelta(hours=3)
     )
@@ -263,14 +274,40 @@ def worker(transactional_db, settings, tmp_path):
     broker = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
     queue = f"webhook-test-{uuid.uuid4().hex[:12]}"
     log = tmp_path / "worker.log"
-    env = {**os.environ, "DATABASE_URL": _database_url(), "CELERY_BROKER_URL": broker, "REDIS_URL": "",
-           "DJANGO_DEBUG": "1", "MCPGOV_DISCOVERY_ALLOWED_NETWORKS": "127.0.0.0/8"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": broker,
+        "REDIS_URL": "",
+        "DJANGO_DEBUG": "1",
+        "MCPGOV_DISCOVERY_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", queue, "-n", f"{queue}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     saved = (app.conf.task_always_eager, app.conf.broker_url)
     settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.MCPGOV_WEBHOOK_QUEUE = queue
@@ -332,7 +369,10 @@ def test_a_halt_stays_counted_after_the_gateway_ends_the_session_until_reviewed(
     """As in the halted queue: a session that ended while halted still needs a person."""
     sid = open_session(gateway)
     halt(gateway, sid)
-    assert gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}, format="json").status_code == 200
+    assert (
+        gateway.patch(f"/api/v1/gateway/sessions/{sid}/", {"state": "ended"}, format="json").status_code
+        == 200
+    )
     client.force_login(reviewer)
     needs = needs_of(client.get("/").content.decode())
     assert needs["halted"] == "1" and needs["acknowledge"] == "1"

@@ -28,11 +28,21 @@ def test_search_finds_each_kind_in_the_team_only(client, team, other_team, admin
     ticket = file_request(team, requester, p, reason="Hotfix for the github outage")
     incident = incident_open(team=team, title="GitHub token leaked", severity="sev2", actor=admin)
     sid = uuid.uuid4()
-    AgentSession.objects.create(id=sid, team=team, environment=team.environments.get(name="development"),
-                                role="code_agent", started_at=timezone.now())  # fmt: skip
+    AgentSession.objects.create(
+        id=sid,
+        team=team,
+        environment=team.environments.get(name="development"),
+        role="code_agent",
+        started_at=timezone.now(),
+    )
     foreign = uuid.uuid4()
-    AgentSession.objects.create(id=foreign, team=other_team, environment=other_team.environments.get(name="development"),
-                                role="code_agent", started_at=timezone.now())  # fmt: skip
+    AgentSession.objects.create(
+        id=foreign,
+        team=other_team,
+        environment=other_team.environments.get(name="development"),
+        role="code_agent",
+        started_at=timezone.now(),
+    )
     client.force_login(admin)
     found = hits(client, "github")
     assert ("Server", "github_api") in found and ("Agent role", "github_agent") in found

@@ -570,11 +570,17 @@ def test_request_form_lists_only_the_chosen_roles_servers(client, team, p, reque
     switched = client.get("/governance/access/new/", {"role": other_role.pk}).content.decode()
     assert offered(switched) == {"web_search"}
     now = timezone.now()
-    resp = client.post("/governance/access/new/", {
-        "environment": p["production"].pk, "role": other_role.pk, "servers": [p["database"].pk],
-        "starts_at": now.strftime("%Y-%m-%dT%H:%M"), "ends_at": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
-        "reason": "INC-7",
-    })  # fmt: skip
+    resp = client.post(
+        "/governance/access/new/",
+        {
+            "environment": p["production"].pk,
+            "role": other_role.pk,
+            "servers": [p["database"].pk],
+            "starts_at": now.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "reason": "INC-7",
+        },
+    )
     assert resp.status_code == 200 and "is not one of the available choices" in resp.content.decode()
     assert not AccessRequest.objects.exists()
     # Another team's role id is not a choice either (the team's queryset), and offers nothing.

@@ -22,7 +22,7 @@ from governance import models as gm
 from governance.services.servers import server_create
 from portal.models import ChangeRecord, Membership, Team
 from tests.conftest import ROOT, _database_url
-from tests.governance.test_policy_yaml import SEED, SEED_BLOCKS, SEED_FILE, body, snapshot
+from tests.governance.test_policy_yaml import SEED, SEED_BLOCKS, SEED_FILE, body, canonical, snapshot
 
 
 def run(*args: str) -> str:
@@ -72,7 +72,8 @@ def test_import_policy_prints_the_report_and_imports(team):
     assert out.splitlines()[0] == "Imported mcp_access, environments, rate_limits into team acme."
     assert "+ role code_agent: allowed_servers [filesystem_read_only, github_api]; " in out
     assert out.splitlines()[-1] == "In all: 23 added, 4 changed, 0 removed."
-    assert body(policy_text := run("export_policy", "--team", "acme")) == SEED_BLOCKS
+    policy_text = run("export_policy", "--team", "acme")
+    assert yaml.safe_load(body(policy_text)) == canonical(yaml.safe_load(SEED_BLOCKS))  # canonical order
     assert policy_text.startswith("# MCP governance policy of team acme")
     # Imported by the system (no user): the history says so.
     assert ChangeRecord.objects.get(team=team, action="import").who == "system"
@@ -137,8 +138,8 @@ def test_commands_exit_codes_and_streams(transactional_db, team, tmp_path):
 
     result = manage("export_policy", "--team", "acme")
     assert (result.returncode, result.stderr) == (0, "")
-    assert body(result.stdout) == SEED_BLOCKS
-    assert yaml.safe_load(result.stdout) == yaml.safe_load(SEED)
+    assert yaml.safe_load(body(result.stdout)) == canonical(yaml.safe_load(SEED_BLOCKS))
+    assert yaml.safe_load(result.stdout) == canonical(yaml.safe_load(SEED))
 
     result = manage("export_policy", "--team", "nope")
     assert result.returncode == 1 and result.stdout == ""
@@ -217,17 +218,21 @@ def test_seed_demo_twice_is_idempotent(db, workspace):
         authenticate(RequestFactory().post("/login/"), username="demo-viewer", password="demo-password-1")
         is not None
     )
-    # The team's policy is the seed's, plus the runnable servers for code_agent in development.
+    # The team's policy is the seed's (in canonical order), plus the runnable servers for code_agent
+    # in development.
     exported = yaml.safe_load(body(run("export_policy", "--team", "demo")))
     expected = yaml.safe_load(SEED_BLOCKS)
     slugs = ["time", "git", "filesystem"][:runnable]
     expected["mcp_access"]["roles"]["code_agent"]["allowed_servers"] += slugs
     expected["environments"]["development"]["allowed_servers"] += [
-        {"name": slug, "path": "local clock" if slug == "time" else str(workspace.resolve()),
-         "permissions": "read_write" if slug == "filesystem" else "read_only"}
+        {
+            "name": slug,
+            "path": "local clock" if slug == "time" else str(workspace.resolve()),
+            "permissions": "read_write" if slug == "filesystem" else "read_only",
+        }
         for slug in slugs
-    ]  # fmt: skip
-    assert exported == expected
+    ]
+    assert exported == canonical(expected)
     assert (workspace / "README.md").exists() and (workspace / ".git").is_dir()
     # Catalogue details and a runnable transport for the time server.
     github = gm.McpServer.objects.get(team=team, slug="github_api")

@@ -983,11 +983,23 @@ def test_server_form_sets_what_the_server_may_ask_of_the_agent(admin_client, p):
 def test_history_shows_list_changes_as_lists_and_list_fields_as_added_and_removed(admin_client, team):
     """A discovery report's names are a list ("added: a, b"), not an [old, new] pair; a list field's
     change says what was added and removed; a plain field stays old → new."""
-    ChangeRecord.objects.create(team=team, action="action", object_type="MCP server", object_repr="time",
-                                changes={"added": ["get_current_time", "convert_time"], "removed": ["tick"]})  # fmt: skip
-    ChangeRecord.objects.create(team=team, action="update", object_type="environment", object_repr="dev",
-                                changes={"forbidden_patterns": [["*prod*", "*live*"], ["*prod*", "*main*"]],
-                                         "name": ["dev", "development"]})  # fmt: skip
+    ChangeRecord.objects.create(
+        team=team,
+        action="action",
+        object_type="MCP server",
+        object_repr="time",
+        changes={"added": ["get_current_time", "convert_time"], "removed": ["tick"]},
+    )
+    ChangeRecord.objects.create(
+        team=team,
+        action="update",
+        object_type="environment",
+        object_repr="dev",
+        changes={
+            "forbidden_patterns": [["*prod*", "*live*"], ["*prod*", "*main*"]],
+            "name": ["dev", "development"],
+        },
+    )
     html = admin_client.get(reverse("governance:history")).content.decode()
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
     assert "added : get_current_time, convert_time" in text and "removed : tick" in text

@@ -28,6 +28,7 @@ from governance.services import limits as limit_services
 from governance.services import roles as role_services
 from governance.services import servers as server_services
 from governance.services.common import check_policy_perm
+from governance.services.drafts import draftable
 from governance.services.policy_yaml.document import (
     ACCESS_AUTHORIZATION,
     GLOBAL_LIMIT_KEYS,
@@ -176,33 +177,26 @@ class _Applier:
                 )
                 continue
             current = {kind: [r for r in role.rules.all() if r.kind == kind] for kind in KIND_KEYS}
-            before = {KIND_KEYS[k]: [r.server.slug for r in rules] for k, rules in current.items()}
+            before = {KIND_KEYS[k]: sorted(r.server.slug for r in rules) for k, rules in current.items()}
             if self.role_rules(role, spec, current=current):
-                after = {KIND_KEYS[k]: spec.servers(k) for k in KIND_KEYS}
+                after = {KIND_KEYS[k]: sorted(spec.servers(k)) for k in KIND_KEYS}
                 self.report.add("changed", "role", spec.name, _diff(before, after))
 
     def role_rules(
         self, role: AgentRole, spec: RoleSpec, *, current: dict[str, list[RoleServerRule]]
     ) -> bool:
-        """Make the role's lists what the file says, in its order. Returns whether anything changed.
+        """Make the role's lists what the file says. Returns whether anything changed.
 
-        Rules keep the order they were added in, so a list that changes order past some point is
-        rebuilt from there; every removal comes before any addition, so a server can move between lists.
+        The lists are sets (the bundle sorts them), so only membership counts, never the order;
+        every removal comes before any addition, so a server can move between lists.
         """
         additions: list[tuple[str, str]] = []
         removals: list[RoleServerRule] = []
         for kind in KIND_KEYS:
-            have = [rule.server.slug for rule in current[kind]]
+            have = {rule.server.slug for rule in current[kind]}
             want = spec.servers(kind)
-            if have == want:
-                continue
-            kept = [slug for slug in have if slug in want]
-            prefix = 0
-            while prefix < len(kept) and kept[prefix] == want[prefix]:
-                prefix += 1
-            staying = set(kept[:prefix])
-            removals += [rule for rule in current[kind] if rule.server.slug not in staying]
-            additions += [(kind, slug) for slug in want[prefix:]]
+            removals += [rule for rule in current[kind] if rule.server.slug not in want]
+            additions += [(kind, slug) for slug in want if slug not in have]
         for rule in removals:
             with self.at(spec.at):
                 role_services.role_server_remove(rule=rule, actor=self.actor)
@@ -281,6 +275,13 @@ class _Applier:
                 with self.at(spec.where("allowed_servers"), doing=f"{slug} cannot be unbound"):
                     environment_services.binding_delete(binding=binding, actor=self.actor)
                 self.report.add("removed", "binding", f"{env.name}/{slug}")
+        # The export lists bindings by (position, server); a file in that sequence moves none of them.
+        ranked = sorted(
+            (b for slug, b in current.items() if slug in wanted), key=lambda b: (b.order, b.server.slug)
+        )
+        in_sequence = [b.server.slug for b in ranked] == [
+            b.server for b in spec.bindings if b.server in current
+        ]
         for order, bspec in enumerate(spec.bindings):
             binding = current.get(bspec.server)
             kind = bspec.target_kind or (binding.target_kind if binding else TargetKind.PATH)
@@ -288,7 +289,7 @@ class _Applier:
                 "target_kind": kind,
                 "target": bspec.target,
                 "permission": bspec.permission,
-                "order": order,
+                "order": binding.order if binding is not None and in_sequence else order,
             }
             target_where = bspec.where(bspec.target_kind or "name")
             fields = {
@@ -358,6 +359,7 @@ class _Applier:
                 self.report.add("changed", "server rate limits", spec.server, _diff(current, wanted))
 
 
+@draftable
 def policy_import(*, team: Team, text: str, actor=None, dry_run: bool = False) -> ImportReport:
     """Make the team's policy for each block in `text` what the file says (a replace, not a merge).
 

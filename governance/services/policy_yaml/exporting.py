@@ -1,4 +1,8 @@
-"""Writing a team's policy as YAML in the seed's shape and style (policy_import reads it back unchanged)."""
+"""Writing a team's policy as YAML in the seed's shape and style (policy_import reads it back unchanged).
+
+The output is canonical: roles, allowlists and per-server limits sorted by name, environments and
+their bindings in their position order (then by name), so the same policy always exports to the same
+bytes and a policy repository diffs cleanly in git."""
 
 from __future__ import annotations
 
@@ -49,8 +53,10 @@ def _flow(values: list[str]) -> str:
 
 
 def _export_access(team: Team) -> list[str]:
-    rules = Prefetch("rules", queryset=RoleServerRule.objects.select_related("server").order_by("pk"))
-    roles = list(AgentRole.objects.filter(team=team).order_by("pk").prefetch_related(rules))
+    rules = Prefetch(
+        "rules", queryset=RoleServerRule.objects.select_related("server").order_by("server__slug")
+    )
+    roles = list(AgentRole.objects.filter(team=team).order_by("name").prefetch_related(rules))
     lines = ["mcp_access:", f"  default: {DEFAULT_DENY}", ""]
     if not roles:
         return [*lines, "  roles: {}"]
@@ -66,9 +72,9 @@ def _export_access(team: Team) -> list[str]:
 
 def _export_environments(team: Team) -> list[str]:
     bindings = Prefetch(
-        "bindings", queryset=ServerBinding.objects.select_related("server").order_by("order", "pk")
+        "bindings", queryset=ServerBinding.objects.select_related("server").order_by("order", "server__slug")
     )
-    envs = list(Environment.objects.filter(team=team).prefetch_related(bindings))
+    envs = list(Environment.objects.filter(team=team).order_by("order", "name").prefetch_related(bindings))
     if not envs:
         return ["environments: {}"]
     lines = ["environments:"]
@@ -96,7 +102,9 @@ def _export_environments(team: Team) -> list[str]:
 def _export_rate_limits(team: Team) -> list[str]:
     limits = GlobalRateLimit.objects.filter(team=team).first()
     global_values = {k: getattr(limits, k) for k in GLOBAL_LIMIT_KEYS} if limits else {}
-    per_server = list(ServerRateLimit.objects.filter(team=team).select_related("server").order_by("pk"))
+    per_server = list(
+        ServerRateLimit.objects.filter(team=team).select_related("server").order_by("server__slug")
+    )
     lines = ["rate_limits:"]
     if any(v is not None for v in global_values.values()):
         lines.append("  global:")
