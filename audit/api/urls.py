@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from audit.api import control, views
+from audit.api.simulation import DraftSimulationView
 from audit.api.sinks import AuditSinkViewSet
 
 app_name = "audit-api"
@@ -32,6 +33,9 @@ urlpatterns = [
         "sessions/<uuid:session_id>/approvals/",
         views.SessionApprovalsView.as_view(),
         name="session-approvals",
+    ),
+    path(  # audit/api/simulation.py: the draft lives in governance, the recorded calls here
+        "policy-drafts/<int:pk>/simulation/", DraftSimulationView.as_view(), name="draft-simulation"
     ),
     *router.urls,
 ]

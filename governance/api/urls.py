@@ -7,6 +7,7 @@ from governance.api import views
 from governance.api.access import AccessRequestViewSet
 from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
+from governance.api.drafts import PolicyDraftViewSet
 from governance.api.flags import FlagViewSet
 from governance.api.tool_reports import ToolReportView
 
@@ -25,6 +26,7 @@ router.register("trigger-settings", views.TriggerSettingsViewSet, basename="trig
 router.register("access-requests", AccessRequestViewSet, basename="access-request")
 router.register("agents", AgentViewSet, basename="agent")
 router.register("flags", FlagViewSet, basename="flag")
+router.register("policy-drafts", PolicyDraftViewSet, basename="policy-draft")  # governance/api/drafts.py
 router.register("team-policy-settings", views.TeamPolicySettingsViewSet, basename="team-policy-settings")
 
 urlpatterns = [
