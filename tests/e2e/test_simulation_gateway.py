@@ -17,16 +17,13 @@ from audit.models import AuditEvent
 from audit.services.simulation import draft_simulate
 from governance.models import PolicyDraft, ServerBinding
 from governance.services.teams import team_policy_settings_set
+from tests.e2e import test_gateway_portal as journeys
 from tests.e2e.portal_world import PortalBrowser
-from tests.e2e.test_gateway_portal import (  # noqa: F401  (team and workdir are fixtures)
-    NOW_UTC,
-    in_thread,
-    team,
-    text,
-    wait_delivered,
-    workdir,
-)
+from tests.e2e.test_gateway_portal import NOW_UTC, in_thread, text, wait_delivered
 from tests.factories import PASSWORD
+
+# The team of the gateway-portal journeys (time and filesystem upstreams), fixtures shared as they are.
+team, workdir = journeys.team, journeys.workdir
 
 pytestmark = [pytest.mark.slow]
 
