@@ -325,6 +325,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     # Scheduled exports: each finished day written once per team (checked hourly).
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
+    # The quarterly allowlist review (Layer 7): each team's review of the last quarter, opened once.
+    "audit-quarterly-reviews": {"task": "audit.open_quarterly_reviews", "schedule": 3600.0},
 }
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
