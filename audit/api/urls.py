@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from audit.api import control, views
+from audit.api.reviews import PolicyReviewViewSet
 from audit.api.simulation import DraftSimulationView
 from audit.api.sinks import AuditSinkViewSet
 
@@ -11,6 +12,7 @@ app_name = "audit-api"
 
 router = SimpleRouter()
 router.register("audit-sinks", AuditSinkViewSet, basename="audit-sink")  # audit/api/sinks.py
+router.register("policy-reviews", PolicyReviewViewSet, basename="policy-review")  # audit/api/reviews.py
 
 urlpatterns = [
     path("sessions/", views.SessionListView.as_view(), name="session-list"),

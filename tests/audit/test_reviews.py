@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from audit.choices import ReviewStatus, SuggestionStatus
 from audit.models import PolicyReview
+from audit.models import ReviewSuggestion as ReviewSuggestionModel
 from audit.services import reviews
 from audit.tasks import open_quarterly_reviews
 from governance.choices import DraftStatus, RuleKind
@@ -187,3 +188,96 @@ def test_an_accepted_suggestion_whose_object_is_gone_says_so(team, admin, histor
     with pytest.raises(ValidationError, match="no longer exists"):
         reviews.review_suggestion_accept(suggestion=tool, actor=admin)
     assert review.suggestions.get(pk=tool.pk).status == "open"
+
+
+def review_state():
+    return (
+        list(PolicyReview.objects.order_by("pk").values_list("pk", "status")),
+        list(ReviewSuggestionModel.objects.order_by("pk").values_list("pk", "status", "reason")),
+        list(PolicyDraft.objects.values_list("pk", "status")),
+    )
+
+
+def test_review_pages_who_may_read_and_decide(client, team, admin, viewer, reviewer, outsider, history):
+    from django.test import Client
+
+    review = reviews.review_open(team=team, actor=None, period_start=datetime(2026, 10, 1, tzinfo=UTC),
+                                 period_end=JAN_2027)  # fmt: skip
+    suggestion = review.suggestions.get(kind="role_unused_server")
+    pages = ["/audit/reviews/", f"/audit/reviews/{review.pk}/"]
+    writes = [
+        (f"/audit/reviews/suggestions/{suggestion.pk}/accept/", {}),
+        (f"/audit/reviews/suggestions/{suggestion.pk}/dismiss/", {"reason": "no"}),
+        (f"/audit/reviews/{review.pk}/sign-off/", {"note": "x"}),
+        ("/audit/reviews/open/", {}),
+    ]
+
+    def as_(user=None):
+        c = Client()
+        if user is not None:
+            c.force_login(user)
+        return c
+
+    before = review_state()
+    for url in pages:
+        assert "/login/" in as_().get(url)["Location"]
+    for url, data in writes:
+        assert "/login/" in as_().post(url, data)["Location"]
+        for user in (viewer, reviewer):
+            assert as_(user).post(url, data).status_code == 403, (url, user)
+        if "/open/" not in url:  # another team's admin: the review is not theirs
+            assert as_(outsider).post(url, data).status_code == 404, url
+    assert as_(outsider).get(pages[1]).status_code == 404
+    assert "database_agent" not in as_(outsider).get(pages[0]).content.decode()
+    assert review_state() == before
+    page = as_(viewer).get(pages[1]).content.decode()
+    assert "database_agent never called fs" in page and "Accept into the draft" not in page
+
+    admin_client = as_(admin)
+    page = admin_client.get(pages[1]).content.decode()
+    assert page.count("Accept into the draft") == review.suggestions.count()
+    response = admin_client.post(writes[0][0], follow=True)
+    assert "Accepted into the policy draft." in response.content.decode()
+    assert PolicyDraft.objects.get(team=team).changes.get().operation == "role_server_remove"
+    again = admin_client.post(writes[1][0], {"reason": "late"}, follow=True).content.decode()
+    assert "already accepted into the draft" in again
+    opened = admin_client.post("/audit/reviews/open/", follow=True)
+    assert "Review opened" in opened.content.decode()
+    assert PolicyReview.objects.filter(team=team, quarter="").count() == 2
+
+
+def test_review_api(team, admin, viewer, outsider, history):
+    from tests.audit.conftest import person
+
+    review = reviews.review_open(team=team, actor=None, period_start=datetime(2026, 10, 1, tzinfo=UTC),
+                                 period_end=JAN_2027)  # fmt: skip
+    suggestion = review.suggestions.get(kind="write_unused", server="fs")
+    base = f"/api/v1/policy-reviews/{review.pk}/"
+    listed = person(viewer).get("/api/v1/policy-reviews/?status=open").json()
+    assert [r["id"] for r in listed["results"]] == [review.pk]
+    assert person(viewer).get("/api/v1/policy-reviews/?status=bogus").status_code == 400
+    assert person(outsider).get("/api/v1/policy-reviews/").json()["count"] == 0
+    assert person(outsider).get(base).status_code == 404
+    before = review_state()
+    accept = f"{base}suggestions/{suggestion.pk}/accept/"
+    assert person(viewer).post(accept).status_code == 403
+    assert person(outsider).post(accept).status_code == 404
+    assert person(viewer).post("/api/v1/policy-reviews/", {"team": "acme"}, format="json").status_code == 403
+    assert (
+        person(outsider).post("/api/v1/policy-reviews/", {"team": "acme"}, format="json").status_code == 400
+    )
+    assert review_state() == before
+    body = person(admin).post(accept).json()
+    [accepted] = [s for s in body["suggestions"] if s["id"] == suggestion.pk]
+    assert accepted["status"] == "accepted" and accepted["draft_positions"] == [1]
+    assert PolicyDraft.objects.get(team=team).changes.get().operation == "binding_set"
+    other = review.suggestions.exclude(pk=suggestion.pk).first()
+    dismiss = f"{base}suggestions/{other.pk}/dismiss/"
+    assert person(admin).post(dismiss, {}, format="json").status_code == 400
+    assert person(admin).post(f"{base}suggestions/999999/accept/").status_code == 404
+    sign = person(admin).post(f"{base}sign-off/", {"note": "done"}, format="json")
+    assert sign.status_code == 400 and "still open" in sign.json()["detail"]
+    created = person(admin).post("/api/v1/policy-reviews/", {"team": "acme"}, format="json")
+    assert created.status_code == 201 and created.json()["quarter"] == ""
+    schema = person(admin).get("/api/v1/schema/?format=json").json()["paths"]
+    assert "/api/v1/policy-reviews/{id}/suggestions/{suggestion_id}/accept/" in schema
