@@ -53,6 +53,7 @@ from mcpgov.identity import (
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
+from mcpgov.shadow import Shadow
 from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
@@ -180,6 +181,8 @@ class Gateway:
         self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
         self.shipper: Shipper | None = None
         self.control = SessionControl(portal) if portal is not None else None
+        # a draft the portal publishes as a shadow bundle is decided beside this one, never enforced
+        self.shadow = Shadow(bundles, options.role, portal) if portal is not None else None
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
@@ -468,6 +471,11 @@ class Gateway:
         policy = self.policy
         decision = decide(policy, state, call, now)
         obs.decided(decision)
+        shadow = (
+            self.shadow.verdict(state, call, now, forwarded=decision.verdict != Verdict.REFUSE)
+            if self.shadow is not None
+            else None
+        )
         spool = sess.spool
         intent = spool.intent(
             call_id=str(uuid.uuid4()),
@@ -478,6 +486,7 @@ class Gateway:
             now=now,
             trigger=Trigger.APPROVAL_REQUIRED if decision.verdict == Verdict.APPROVAL else None,
             trace_id=obs.trace_id,
+            shadow=shadow,
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
@@ -626,6 +635,10 @@ class Gateway:
                     await self.shipper.ship_all()
                 tg.start_soon(self.shipper.run)
                 tg.start_soon(self.bundles.run)
+                if self.shadow is not None:  # a shadow already published is evaluated from the first call
+                    with anyio.move_on_after(5), contextlib.suppress(Exception):
+                        await self.shadow.refresh()
+                    tg.start_soon(self.shadow.run)
             elif self.options.bundle_file:
                 tg.start_soon(self._watch_bundle_file, Path(self.options.bundle_file))
             tg.start_soon(self._flush_spools)

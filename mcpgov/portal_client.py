@@ -110,6 +110,19 @@ class PortalClient:
             return 404, None, None
         raise _error(resp)
 
+    async def fetch_shadow(self, *, etag: str | None) -> tuple[int, str | None, str | None]:
+        """``GET /api/v1/bundle/shadow/``: ``(status, jws, etag)``; 404 when no shadow is published
+        (also from a portal that predates shadows)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = await self.http.get(f"{API}/bundle/shadow/", headers=headers)
+        if resp.status_code == 304:
+            return 304, None, etag
+        if resp.status_code == 200:
+            return 200, resp.text, resp.headers.get("ETag")
+        if resp.status_code == 404:
+            return 404, None, None
+        raise _error(resp)
+
     # sessions
 
     async def open_session(self, meta: dict[str, Any]) -> dict[str, Any]:
