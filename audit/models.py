@@ -161,6 +161,8 @@ class AuditEvent(models.Model):
     # Nullable without a default: adding it is a plain ADD COLUMN on both databases (no table rewrite,
     # and SQLite keeps the append-only triggers a table remake would drop).
     trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 - absent on the wire and in the hash
+    # What a shadow bundle would have decided ({decision, trigger, bundle_version}); null: no shadow.
+    shadow = models.JSONField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     received_at = models.DateTimeField(db_index=True)

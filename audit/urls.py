@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import review_views, simulation_views, sink_views, views
+from audit import review_views, shadow_views, simulation_views, sink_views, views
 
 app_name = "audit"
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/export/", views.session_export, name="session-export"),
     path("halted/", views.halted_queue, name="halted-queue"),
     path("simulation/", simulation_views.draft_simulation, name="draft-simulation"),
+    path("shadow/", shadow_views.shadow_detail, name="shadow-detail"),
     # The quarterly allowlist review (audit/review_views.py)
     path("reviews/", review_views.review_list, name="review-list"),
     path("reviews/open/", review_views.review_open, name="review-open"),

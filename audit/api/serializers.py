@@ -75,8 +75,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
         model = AuditEvent
         fields = [
             "session", "seq", "call_id", "phase", "ts", "server", "tool", "arguments", "args_summary", "status",
-            "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "prev_hash",
-            "hash",
+            "result_summary", "bytes", "duration_ms", "trigger", "bundle_version", "result", "trace_id", "shadow",
+            "prev_hash", "hash",
         ]  # fmt: skip
 
     def get_ts(self, obj) -> str:

@@ -50,8 +50,16 @@ class PolicyDraftSerializer(serializers.ModelSerializer):
             "close_reason",
             "published_versions",
             "changes",
+            "shadow_environments",
         ]
         read_only_fields = fields
+
+    shadow_environments = serializers.SerializerMethodField(
+        help_text="Environments where this draft is being evaluated in shadow."
+    )
+
+    def get_shadow_environments(self, draft) -> list[str]:
+        return sorted(s.environment.name for s in draft.shadow_bundles.all())
 
 
 class EnvironmentPreviewSerializer(serializers.Serializer):
@@ -132,7 +140,7 @@ class PolicyDraftViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         return (
             PolicyDraft.objects.restrict(self.request.user)
             .select_related("team", "created_by", "approved_by", "closed_by")
-            .prefetch_related("changes__author")
+            .prefetch_related("changes__author", "shadow_bundles__environment")
             .order_by("-created_at", "-pk")
         )
 
@@ -161,6 +169,18 @@ class PolicyDraftViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
         draft = services.draft_discard(
             draft=self.get_object(), actor=request.user, reason=data.validated_data.get("reason", "")
         )
+        return self._done(draft)
+
+    @extend_schema(request=None, responses=PolicyDraftDetailSerializer)
+    @action(detail=True, methods=["post", "delete"])
+    def shadow(self, request, pk=None):
+        """POST: publish the draft as a shadow bundle (gateways decide each call with it too and record
+        what it would have done, without enforcing it). DELETE: drop the team's shadow."""
+        draft = self.get_object()
+        if request.method == "DELETE":
+            services.shadow_drop(team=draft.team, actor=request.user)
+        else:
+            services.draft_shadow_publish(draft=draft, actor=request.user)
         return self._done(draft)
 
     @extend_schema(request=None, responses=PolicyDraftDetailSerializer)

@@ -9,6 +9,7 @@ from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
 from governance.api.drafts import PolicyDraftViewSet
 from governance.api.flags import FlagViewSet
+from governance.api.shadow import ShadowBundleView
 from governance.api.tool_reports import ToolReportView
 
 app_name = "governance-api"
@@ -32,6 +33,7 @@ router.register("team-policy-settings", views.TeamPolicySettingsViewSet, basenam
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
     path("bundle/", bundle_view, name="bundle"),
+    path("bundle/shadow/", ShadowBundleView.as_view(), name="bundle-shadow"),  # governance/api/shadow.py
     path("client/", ClientWhoamiView.as_view(), name="client-whoami"),
     path("policy/diff/", views.PolicyDiffView.as_view(), name="policy-diff"),
     path("tool-reports/", ToolReportView.as_view(), name="tool-reports"),

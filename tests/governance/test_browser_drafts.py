@@ -22,15 +22,9 @@ from portal.choices import TeamRole
 from tests.audit.conftest import event, issue_client, open_session
 from tests.conftest import login
 from tests.factories import make_member
+from tests.governance.test_drafts import versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def versions(team) -> dict[str, int]:
-    return {
-        e.name: PolicyBundle.objects.filter(environment=e).count()
-        for e in Environment.objects.filter(team=team)
-    }
 
 
 @pytest.fixture

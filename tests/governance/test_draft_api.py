@@ -8,7 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from governance.choices import DraftStatus, RuleKind
-from governance.models import Environment, PolicyBundle, PolicyDraft, RoleServerRule
+from governance.models import Environment, PolicyDraft, RoleServerRule
 from governance.services import drafts
 from governance.services import environments as env_services
 from governance.services import roles as role_services
@@ -17,6 +17,7 @@ from governance.services.bundles import team_bundles_rebuild
 from governance.services.teams import team_policy_settings_set
 from portal.choices import TeamRole
 from tests.factories import make_member
+from tests.governance.test_drafts import versions
 
 
 def api_as(user=None) -> APIClient:
@@ -24,13 +25,6 @@ def api_as(user=None) -> APIClient:
     if user is not None:
         api.force_login(user)
     return api
-
-
-def versions(team):
-    return {
-        e.name: PolicyBundle.objects.filter(environment=e).count()
-        for e in Environment.objects.filter(team=team)
-    }
 
 
 @pytest.fixture

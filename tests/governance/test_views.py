@@ -25,6 +25,7 @@ from governance.models import (
     RoleServerRule,
     ServerBinding,
     ServerRateLimit,
+    ShadowBundle,
     TriggerSettings,
 )
 from governance.services.environments import binding_set, environment_create
@@ -108,6 +109,7 @@ def db_state() -> dict[str, list[dict[str, Any]]]:
         ChangeRecord,
         PolicyDraft,
         PolicyDraftChange,
+        ShadowBundle,
     ]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
@@ -486,6 +488,7 @@ DRAFT_WRITES = [
         perm="change_policy",
         draft=True,
     ),
+    Case("draft-shadow", "governance:draft-shadow", method="post", perm="change_policy", draft=True),
     Case(
         "draft-change-remove",
         "governance:draft-change-remove",
