@@ -220,7 +220,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Session states appear as `state` and `from_state`: one enum in the schema.
-    "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "audit.choices.SessionState"},
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStateEnum": "audit.choices.SessionState",
+        "PolicyDraftStatusEnum": "governance.choices.DraftStatus",
+        "ReviewStatusEnum": "audit.choices.ReviewStatus",
+        "SuggestionStatusEnum": "audit.choices.SuggestionStatus",
+    },
     # Error responses on every operation, and the bundle and control endpoints served outside DRF.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

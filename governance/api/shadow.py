@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,11 +24,13 @@ class ShadowBundleView(APIView):
 
     @extend_schema(
         responses={
-            200: OpenApiResponse(OpenApiTypes.STR, description="The shadow JWS (application/jose)."),
+            (200, "application/jose"): OpenApiResponse(OpenApiTypes.STR, description="The shadow JWS."),
             304: OpenApiResponse(description="If-None-Match matches the current shadow."),
-            404: OpenApiResponse(description="No shadow is published (code no_shadow)."),
+            404: inline_serializer(
+                "NoShadow", {"detail": serializers.CharField(), "code": serializers.CharField()}
+            ),
         },
-        summary="The shadow bundle to evaluate beside the live one (never enforced)",
+        summary="The shadow bundle to evaluate beside the live one (never enforced); 404 no_shadow: none",
     )
     def get(self, request):
         client = request.auth

@@ -124,7 +124,7 @@ def test_admin_drafts_two_edits_sees_diff_and_simulation_second_admin_approves_t
 
     # The author alone cannot publish a production change.
     page.click("text=Back to the draft")
-    page.click("button:has-text('Publish')")
+    page.get_by_role("button", name="Publish", exact=True).click()
     page.wait_for_url(f"{base}/governance/draft/")
     assert "another admin must approve it before it is published" in page.inner_text("body")
     assert versions(team) == before
@@ -143,7 +143,7 @@ def test_admin_drafts_two_edits_sees_diff_and_simulation_second_admin_approves_t
 
     page.reload()
     assert "Approved by acme-admin2" in page.inner_text("body")
-    page.click("button:has-text('Publish')")
+    page.get_by_role("button", name="Publish", exact=True).click()
     page.wait_for_selector("text=Draft published.")
     assert "No open draft." in page.inner_text("body")
     draft = PolicyDraft.objects.get(team=team)
