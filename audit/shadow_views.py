@@ -36,8 +36,10 @@ def shadow_detail(request):
         .select_related("environment", "draft", "created_by")
         .order_by("environment__order", "environment__name")
     )
-    differences, evaluated = [], 0
+    differences, evaluated, stale = [], 0, False
     if shadows:
+        # a hint, not a proof: the draft gained or lost changes since it was shadowed
+        stale = shadows[0].draft.changes.count() != shadows[0].draft_changes
         since = min(s.issued_at for s in shadows)
         differences = list(shadow_differences(team=request.team, since=since)[:MAX_LISTED])
         evaluated = AuditEvent.objects.filter(
@@ -51,5 +53,6 @@ def shadow_detail(request):
             "draft": shadows[0].draft if shadows else None,
             "differences": differences,
             "evaluated": evaluated,
+            "stale": stale,
         },
     )

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from audit.hashing import event_canonical
 from governance.choices import DraftStatus, RuleKind
-from governance.models import Environment, PolicyBundle, PolicyDraft, ShadowBundle
+from governance.models import AgentRole, Environment, PolicyBundle, PolicyDraft, ShadowBundle
 from governance.services import drafts
 from governance.services import environments as env_services
 from governance.services import roles as role_services
@@ -130,6 +130,11 @@ def test_discarding_the_draft_drops_its_shadow_and_the_pages(client, team, admin
     assert "Published as a shadow" in page and ShadowBundle.objects.count() == 3
     shadow_page = client.get("/audit/shadow/").content.decode()
     assert "Promote: publish the draft" in shadow_page and "Drop the shadow" in shadow_page
+    assert "The draft has changed since" not in shadow_page
+    with pytest.raises(drafts.DraftChangeRecorded):
+        role_services.role_update(role=AgentRole.objects.get(team=team, name="code_agent"),
+                                  description="more", actor=admin)  # fmt: skip
+    assert "The draft has changed since" in client.get("/audit/shadow/").content.decode()
     client.force_login(viewer)
     viewer_page = client.get("/audit/shadow/").content.decode()
     assert "No difference yet." in viewer_page and "Drop the shadow" not in viewer_page
