@@ -111,3 +111,24 @@ class SinkFormat(models.TextChoices):
 STALE_END_REASON = "ended: gateway stopped reporting"
 # The timeline's status of an INTENT left without a RESULT when its session was stale-ended.
 OUTCOME_UNKNOWN = "unknown"
+
+
+class ReviewStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    SIGNED_OFF = "signed_off", "Signed off"
+
+
+class SuggestionKind(models.TextChoices):
+    """What the quarterly review (Layer 7) suggests, each from the audit data of the period."""
+
+    SERVER_UNUSED = "server_unused", "Allowlisted server nobody called"
+    ROLE_UNUSED_SERVER = "role_unused_server", "Role with a server it never called"
+    WRITE_UNUSED = "write_unused", "Write binding never used to write"
+    INCIDENT_SERVER = "incident_server", "Server involved in an incident"
+    TOOL_UNCLASSIFIED = "tool_unclassified", "Tool pending classification"
+
+
+class SuggestionStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    ACCEPTED = "accepted", "Accepted into the draft"
+    DISMISSED = "dismissed", "Dismissed"

@@ -54,6 +54,8 @@ def event_record(event: AuditEvent, *, include_payloads: bool) -> dict[str, Any]
     }
     if event.trace_id:  # hashed when present (docs/audit.md)
         record["trace_id"] = event.trace_id
+    if event.shadow is not None:  # likewise
+        record["shadow"] = event.shadow
     if include_payloads:
         record["arguments"] = event.arguments
         record["result"] = event.result

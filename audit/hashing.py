@@ -24,7 +24,8 @@ _encode_str = json.encoder.encode_basestring
 
 # The hashed event object's fields are in canonical (sorted) order; `trace_id` is hashed only when
 # the event has one: events without a trace id, all those stored before the field existed among
-# them, hash exactly as before (docs/audit.md, "The hash chain").
+# them, hash exactly as before (docs/audit.md, "The hash chain"). `shadow` (a shadow bundle's verdict)
+# likewise.
 
 _NULL = "null"
 
@@ -88,6 +89,7 @@ def event_canonical(
     bundle_version: int | None,
     result_json: str,
     trace_id: str | None = None,
+    shadow: dict[str, Any] | None = None,
 ) -> str:
     """Canonical JSON of one event. `arguments_json`/`result_json` are already canonical JSON text.
 
@@ -119,6 +121,7 @@ def event_canonical(
         + ',"session":"'
         + session
         + '"'
+        + (',"shadow":' + _encode(shadow) if shadow is not None else "")
         + ',"status":'
         + (_NULL if status is None else _encode_str(status))
         + ',"tool":'
@@ -159,4 +162,5 @@ def stored_event_canonical(event, *, seq: int | None = None) -> str:
         bundle_version=event.bundle_version,
         result_json=_encode(event.result),
         trace_id=event.trace_id or None,
+        shadow=event.shadow,
     )

@@ -15,9 +15,12 @@ from audit.choices import (
     CallStatus,
     DecisionKind,
     Phase,
+    ReviewStatus,
     SessionState,
     SinkFormat,
     SinkKind,
+    SuggestionKind,
+    SuggestionStatus,
     Trigger,
 )
 from governance.choices import AgentAuth
@@ -154,6 +157,7 @@ EVENT_WIRE_FIELDS = (
     "bundle_version",
     "result",
     "trace_id",
+    "shadow",
 )
 
 
@@ -180,6 +184,8 @@ class AuditEvent(models.Model):
     # Nullable without a default: adding it is a plain ADD COLUMN on both databases (no table rewrite,
     # and SQLite keeps the append-only triggers a table remake would drop).
     trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001 - absent on the wire and in the hash
+    # What a shadow bundle would have decided ({decision, trigger, bundle_version}); null: no shadow.
+    shadow = models.JSONField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
     received_at = models.DateTimeField(db_index=True)
@@ -439,3 +445,73 @@ class AuditSink(models.Model):
         if self.kind == SinkKind.SYSLOG:
             return f"{'syslog+tls' if self.tls else 'syslog+tcp'}://{self.host}:{self.port}"
         return f"{self.url}{' (HEC)' if self.hec else ''}"
+
+
+class PolicyReview(models.Model):
+    """The quarterly allowlist review (the seed's Layer 7): suggestions built from the period's audit data,
+    each accepted into the policy draft or dismissed with a reason, then signed off and kept.
+
+    `quarter` ("2026-Q3") is set on the scheduled reviews, one per team and quarter; on-demand reviews
+    leave it blank."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="policy_reviews")
+    quarter = models.CharField(max_length=7, blank=True)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.OPEN)
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    opened_at = models.DateTimeField(auto_now_add=True)
+    calls = models.PositiveBigIntegerField(default=0, help_text="Calls recorded in the period.")
+    signed_off_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    signed_off_at = models.DateTimeField(null=True, blank=True)
+    sign_off_note = models.TextField(blank=True)
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["-period_end", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "quarter"],
+                condition=~models.Q(quarter=""),
+                name="one_review_per_team_quarter",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(period_start__lt=models.F("period_end")), name="review_period"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Review {self.quarter or self.pk} of {self.team_id}"
+
+
+class ReviewSuggestion(models.Model):
+    """One suggestion of a review; objects named as the policy names them (role, server slug, tool, environment)."""
+
+    review = models.ForeignKey(PolicyReview, on_delete=models.CASCADE, related_name="suggestions")
+    kind = models.CharField(max_length=24, choices=SuggestionKind.choices)
+    role = models.CharField(max_length=100, blank=True)
+    server = models.CharField(max_length=200, blank=True)
+    tool = models.CharField(max_length=200, blank=True)
+    environment = models.CharField(max_length=100, blank=True)
+    detail = models.CharField(max_length=500)
+    status = models.CharField(max_length=10, choices=SuggestionStatus.choices, default=SuggestionStatus.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    draft = models.ForeignKey(
+        "governance.PolicyDraft", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    draft_positions = models.JSONField(default=list, blank=True, help_text="The draft changes it made.")
+
+    class Meta:
+        ordering = ["review", "pk"]
+
+    def __str__(self) -> str:
+        return self.detail

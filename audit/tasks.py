@@ -75,3 +75,12 @@ def end_stale_sessions(stale_minutes: int | None = None) -> list[str]:
         if session_end_stale(session_id=session_id, before=before) is not None:
             ended.append(str(session_id))
     return ended
+
+
+@shared_task(name="audit.open_quarterly_reviews")
+def open_quarterly_reviews() -> list[int]:
+    """Open each team's allowlist review of the quarter that ended last (at most one per team and quarter,
+    so the hourly beat opens it in the first hour of a quarter and does nothing after)."""
+    from audit.services.reviews import reviews_open_quarterly
+
+    return [review.pk for review in reviews_open_quarterly()]

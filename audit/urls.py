@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import activity_views, simulation_views, sink_views, views
+from audit import activity_views, review_views, shadow_views, simulation_views, sink_views, views
 
 app_name = "audit"
 
@@ -22,6 +22,14 @@ urlpatterns = [
     path("activity/cost.csv", activity_views.cost_csv, name="activity-cost-csv"),
     path("activity/COST_LOG.md", activity_views.cost_log, name="activity-cost-log"),
     path("simulation/", simulation_views.draft_simulation, name="draft-simulation"),
+    path("shadow/", shadow_views.shadow_detail, name="shadow-detail"),
+    # The quarterly allowlist review (audit/review_views.py)
+    path("reviews/", review_views.review_list, name="review-list"),
+    path("reviews/open/", review_views.review_open, name="review-open"),
+    path("reviews/<int:pk>/", review_views.review_detail, name="review-detail"),
+    path("reviews/<int:pk>/sign-off/", review_views.review_sign_off, name="review-sign-off"),
+    path("reviews/suggestions/<int:pk>/accept/", review_views.suggestion_accept, name="suggestion-accept"),
+    path("reviews/suggestions/<int:pk>/dismiss/", review_views.suggestion_dismiss, name="suggestion-dismiss"),
     # SIEM sinks (audit/sink_views.py)
     path("sinks/", sink_views.sink_list, name="sink-list"),
     path("sinks/new/", sink_views.sink_create_view, name="sink-create"),

@@ -224,7 +224,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Session states appear as `state` and `from_state`: one enum in the schema.
-    "ENUM_NAME_OVERRIDES": {"SessionStateEnum": "audit.choices.SessionState"},
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStateEnum": "audit.choices.SessionState",
+        "PolicyDraftStatusEnum": "governance.choices.DraftStatus",
+        "ReviewStatusEnum": "audit.choices.ReviewStatus",
+        "SuggestionStatusEnum": "audit.choices.SuggestionStatus",
+    },
     # Error responses on every operation, and the bundle and control endpoints served outside DRF.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -340,6 +345,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     # Scheduled exports: each finished day written once per team (checked hourly).
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
+    # The quarterly allowlist review (Layer 7): each team's review of the last quarter, opened once.
+    "audit-quarterly-reviews": {"task": "audit.open_quarterly_reviews", "schedule": 3600.0},
 }
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.

@@ -59,6 +59,8 @@ urlpatterns = [
     path("draft/publish/", drafts.draft_publish, name="draft-publish"),
     path("draft/approve/", drafts.draft_approve, name="draft-approve"),
     path("draft/discard/", drafts.draft_discard, name="draft-discard"),
+    path("draft/shadow/", drafts.draft_shadow, name="draft-shadow"),
+    path("draft/shadow/drop/", drafts.shadow_drop, name="shadow-drop"),
     path("draft/changes/<int:position>/remove/", drafts.draft_change_remove, name="draft-change-remove"),
     # Policy YAML import and export
     path("policy/import/", policy_io.policy_import, name="policy-import"),

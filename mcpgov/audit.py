@@ -266,6 +266,7 @@ class AuditSpool:
         now: float | None = None,
         trace_id: str | None = None,
         defer_sync: bool = False,
+        shadow: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record (durably) that a call is about to be decided/forwarded. Returns the event.
 
@@ -295,6 +296,8 @@ class AuditSpool:
         }
         if trace_id:
             event["trace_id"] = trace_id
+        if shadow is not None:  # what a shadow bundle would have decided (mcpgov/shadow.py); only then
+            event["shadow"] = shadow
         self._append(event, sync=self.durability != DURABILITY_PROCESS and not defer_sync)
         self.open_intents[call_id] = event
         return event
@@ -332,6 +335,8 @@ class AuditSpool:
         }
         if "trace_id" in intent:
             event["trace_id"] = intent["trace_id"]
+        if "shadow" in intent:
+            event["shadow"] = intent["shadow"]
         self._append(event, sync=self.durability == DURABILITY_ALL)
         if self.on_result is not None:
             self.on_result(event)

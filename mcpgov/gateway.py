@@ -52,6 +52,7 @@ from mcpgov.identity import (
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
+from mcpgov.shadow import Shadow
 from mcpgov.surface import (
     LIST_TTL_MS,
     REVOKED_MESSAGE,
@@ -151,6 +152,8 @@ class Gateway:
         self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
         self.shipper: ShipperThread | None = None
         self.control = SessionControl(portal) if portal is not None else None
+        # a draft the portal publishes as a shadow bundle is decided beside this one, never enforced
+        self.shadow = Shadow(bundles, options.role, portal) if portal is not None else None
         self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
@@ -459,6 +462,11 @@ class Gateway:
         policy = self.policy
         decision = decide(policy, state, call, now)
         obs.decided(decision)
+        shadow = (
+            self.shadow.verdict(state, call, now, forwarded=decision.verdict != Verdict.REFUSE)
+            if self.shadow is not None
+            else None
+        )
         spool = sess.spool
         intent = spool.intent(
             call_id=str(uuid.uuid4()),
@@ -470,6 +478,7 @@ class Gateway:
             trigger=Trigger.APPROVAL_REQUIRED if decision.verdict == Verdict.APPROVAL else None,
             trace_id=obs.trace_id,
             defer_sync=True,
+            shadow=shadow,
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
@@ -654,6 +663,10 @@ class Gateway:
                     await self.shipper.ship_all()
                 self.shipper.run()
                 tg.start_soon(self.bundles.run)
+                if self.shadow is not None:  # a shadow already published is evaluated from the first call
+                    with anyio.move_on_after(5), contextlib.suppress(Exception):
+                        await self.shadow.refresh()
+                    tg.start_soon(self.shadow.run)
             elif self.options.bundle_file:
                 tg.start_soon(self._watch_bundle_file, Path(self.options.bundle_file))
             tg.start_soon(self._flush_spools)

@@ -58,6 +58,17 @@ def _error(resp: httpx2.Response) -> PortalError:
     )
 
 
+def _jws_answer(resp: httpx2.Response, etag: str | None) -> tuple[int, str | None, str | None]:
+    """A bundle endpoint's answer: 200 with the JWS and its ETag, 304 unchanged, 404 none."""
+    if resp.status_code == 304:
+        return 304, None, etag
+    if resp.status_code == 200:
+        return 200, resp.text, resp.headers.get("ETag")
+    if resp.status_code == 404:
+        return 404, None, None
+    raise _error(resp)
+
+
 class PortalClient:
     """Async client for one enforcement client token (one team, one environment)."""
 
@@ -131,13 +142,14 @@ class PortalClient:
             if wait:
                 params["wait"] = str(max(0, min(30, int(wait))))
         resp = await self.http.get(f"{API}/bundle/", headers=headers, params=params)
-        if resp.status_code == 304:
-            return 304, None, etag
-        if resp.status_code == 200:
-            return 200, resp.text, resp.headers.get("ETag")
-        if resp.status_code == 404:
-            return 404, None, None
-        raise _error(resp)
+        return _jws_answer(resp, etag)
+
+    async def fetch_shadow(self, *, etag: str | None) -> tuple[int, str | None, str | None]:
+        """``GET /api/v1/bundle/shadow/``: ``(status, jws, etag)``; 404 when no shadow is published
+        (also from a portal that predates shadows)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        resp = await self.http.get(f"{API}/bundle/shadow/", headers=headers)
+        return _jws_answer(resp, etag)
 
     # sessions
 

@@ -28,6 +28,10 @@ from pydantic import ValidationError
 from mcpgov.bundle import Bundle, canonical_json
 
 JWS_TYPE = "mcpgov-bundle+jws"
+# A shadow bundle (a draft evaluated beside the live one, never enforced) is signed with the same key
+# under its own type, so a shadow can never be installed as the live bundle: the live path accepts
+# only JWS_TYPE, the shadow path only this.
+SHADOW_JWS_TYPE = "mcpgov-shadow-bundle+jws"
 JWS_ALG = "EdDSA"
 
 
@@ -168,11 +172,15 @@ def load_jwks(path: str | os.PathLike[str]) -> dict[str, Ed25519PublicKey]:
 # --- signing -------------------------------------------------------------------------------------------
 
 
-def sign_bundle(payload_bytes: bytes, private_key: Ed25519PrivateKey, kid: str) -> str:
+def sign_bundle(
+    payload_bytes: bytes, private_key: Ed25519PrivateKey, kid: str, *, typ: str = JWS_TYPE
+) -> str:
     """JWS compact serialization of ``payload_bytes`` (normally ``Bundle.canonical_bytes()``)."""
     if not kid:
         raise ValueError("kid is required")
-    header = canonical_json({"alg": JWS_ALG, "kid": kid, "typ": JWS_TYPE})
+    if typ not in (JWS_TYPE, SHADOW_JWS_TYPE):
+        raise ValueError(f"unknown bundle JWS type {typ!r}")
+    header = canonical_json({"alg": JWS_ALG, "kid": kid, "typ": typ})
     signing_input = f"{b64url_encode(header)}.{b64url_encode(payload_bytes)}".encode("ascii")
     return f"{signing_input.decode('ascii')}.{b64url_encode(private_key.sign(signing_input))}"
 
@@ -214,13 +222,13 @@ def _split(jws: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
     return header, payload, signature, f"{parts[0]}.{parts[1]}".encode("ascii")
 
 
-def verify_jws(jws: str, keys: Mapping[str, Ed25519PublicKey]) -> tuple[str, bytes]:
+def verify_jws(jws: str, keys: Mapping[str, Ed25519PublicKey], *, typ: str = JWS_TYPE) -> tuple[str, bytes]:
     """Check the envelope and signature only; return ``(kid, payload bytes)``."""
     header, payload, signature, signing_input = _split(jws)
     if header.get("alg") != JWS_ALG:
         raise MalformedBundle(f"alg must be {JWS_ALG}, got {header.get('alg')!r}")
-    if header.get("typ") != JWS_TYPE:
-        raise MalformedBundle(f"typ must be {JWS_TYPE}, got {header.get('typ')!r}")
+    if header.get("typ") != typ:
+        raise MalformedBundle(f"typ must be {typ}, got {header.get('typ')!r}")
     if "crit" in header:
         raise MalformedBundle("critical header extensions are not supported")
     kid = header.get("kid")
@@ -311,6 +319,7 @@ def verify_bundle(
     state: BundleState | None = None,
     now: datetime | None = None,
     allow_expired: bool = False,
+    typ: str = JWS_TYPE,
 ) -> VerifiedBundle:
     """Verify ``jws`` and return the bundle; raise a :class:`BundleVerificationError` subclass otherwise.
 
@@ -321,7 +330,7 @@ def verify_bundle(
     """
     if not isinstance(jws, str):
         raise MalformedBundle("a JWS compact serialization is text")
-    kid, payload = verify_jws(jws, keys)
+    kid, payload = verify_jws(jws, keys, typ=typ)
     try:
         bundle = Bundle.from_json_bytes(payload)
     except ValidationError as exc:

@@ -38,6 +38,13 @@ class ChangeEventType(models.TextChoices):
     DRAFT_APPROVED = "draft_approved", "Policy draft approved"
     DRAFT_DISCARDED = "draft_discarded", "Policy draft discarded"
     DRAFT_PUBLISHED = "draft_published", "Policy draft published"
+    SHADOW_PUBLISHED = "shadow_published", "Policy draft published as a shadow"
+    SHADOW_DROPPED = "shadow_dropped", "Shadow bundle dropped"
+    # audit: the quarterly review (Layer 7)
+    REVIEW_OPENED = "review_opened", "Policy review opened"
+    REVIEW_SUGGESTION_ACCEPTED = "review_suggestion_accepted", "Review suggestion accepted"
+    REVIEW_SUGGESTION_DISMISSED = "review_suggestion_dismissed", "Review suggestion dismissed"
+    REVIEW_SIGNED_OFF = "review_signed_off", "Policy review signed off"
     # governance: catalogue, roles, environments, limits
     SERVER_CREATED = "server_created", "Server added"
     SERVER_UPDATED = "server_updated", "Server changed"
@@ -122,7 +129,7 @@ _EVENT_ACTIONS = {
         [E.TEAM_CREATED, E.MEMBER_ADDED, E.INVITATION_SENT, E.SERVER_CREATED, E.ROLE_CREATED,
          E.ENVIRONMENT_CREATED, E.BINDING_CREATED, E.SERVER_LIMITS_CREATED, E.FLAG_CREATED,
          E.ACCESS_REQUESTED, E.AGENT_CREATED, E.AGENT_KEY_ISSUED, E.CLIENT_CREATED,
-         E.FAILED_CALL_EXPLAINED, E.DIGEST_SEALED, E.SINK_CREATED, E.INCIDENT_FLAG_CREATED],
+         E.FAILED_CALL_EXPLAINED, E.DIGEST_SEALED, E.SINK_CREATED, E.INCIDENT_FLAG_CREATED, E.REVIEW_OPENED],
         "create",
     ),
     **dict.fromkeys(
@@ -131,12 +138,14 @@ _EVENT_ACTIONS = {
          E.SERVER_LIMITS_UPDATED, E.TRIGGER_SETTINGS_UPDATED, E.FLAG_DISABLED, E.FLAG_ENABLED,
          E.FLAG_CONSTRAINTS_CHANGED, E.AGENT_UPDATED, E.FAILED_CALL_EXPLANATION_CHANGED, E.SINK_UPDATED,
          E.TEAM_SETTINGS_UPDATED, E.DRAFT_CHANGE_ADDED, E.DRAFT_CHANGE_REMOVED, E.DRAFT_APPROVED,
-         E.DRAFT_PUBLISHED],
+         E.DRAFT_PUBLISHED, E.SHADOW_PUBLISHED, E.REVIEW_SUGGESTION_ACCEPTED, E.REVIEW_SUGGESTION_DISMISSED,
+         E.REVIEW_SIGNED_OFF],
         "update",
     ),
     **dict.fromkeys(
         [E.MEMBER_REMOVED, E.INVITATION_REVOKED, E.SERVER_DELETED, E.ROLE_DELETED, E.ENVIRONMENT_DELETED,
-         E.BINDING_DELETED, E.SERVER_LIMITS_DELETED, E.FLAG_DELETED, E.SINK_DELETED, E.DRAFT_DISCARDED],
+         E.BINDING_DELETED, E.SERVER_LIMITS_DELETED, E.FLAG_DELETED, E.SINK_DELETED, E.DRAFT_DISCARDED,
+         E.SHADOW_DROPPED],
         "delete",
     ),
     E.POLICY_IMPORTED: "import",

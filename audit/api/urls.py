@@ -5,12 +5,15 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from audit.api import control, gateway, views
+from audit.api.reviews import PolicyReviewViewSet
+from audit.api.simulation import DraftSimulationView
 from audit.api.sinks import AuditSinkViewSet
 
 app_name = "audit-api"
 
 router = SimpleRouter()
 router.register("audit-sinks", AuditSinkViewSet, basename="audit-sink")  # audit/api/sinks.py
+router.register("policy-reviews", PolicyReviewViewSet, basename="policy-review")  # audit/api/reviews.py
 
 GATEWAY = "gateway/sessions/"
 
@@ -45,6 +48,9 @@ urlpatterns = [
         "sessions/<uuid:session_id>/approvals/",
         views.SessionApprovalsView.as_view(),
         name="session-approvals",
+    ),
+    path(  # audit/api/simulation.py: the draft lives in governance, the recorded calls here
+        "policy-drafts/<int:pk>/simulation/", DraftSimulationView.as_view(), name="draft-simulation"
     ),
     *router.urls,
 ]

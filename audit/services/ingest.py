@@ -28,6 +28,8 @@ _PHASES = frozenset(Phase.values)
 _STATUSES = frozenset(CallStatus.values)
 _TRIGGERS = frozenset(Trigger.values)
 _FIELDS = frozenset(EVENT_WIRE_FIELDS)
+_SHADOW_DECISIONS = frozenset({"allow", "approval", "refuse"})
+_SHADOW_KEYS = frozenset({"decision", "trigger", "bundle_version"})
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_SEQ = 2**63 - 1
 _MAX_BUNDLE_VERSION = 2**31 - 1
@@ -67,6 +69,7 @@ class _Event:
     result: Any
     result_json: str
     trace_id: str | None
+    shadow: dict[str, Any] | None
     canonical: bytes
     prev_hash: str = ""
     hash: str = ""
@@ -124,6 +127,24 @@ def _parse_ts(value: Any, index: int) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def _shadow(raw: dict, index: int) -> dict[str, Any] | None:
+    """What a shadow bundle would have decided (docs/enforcer-api.md): absent, or exactly
+    {decision, trigger, bundle_version}."""
+    shadow = raw.get("shadow")
+    if shadow is None:
+        return None
+    if type(shadow) is not dict or shadow.keys() != _SHADOW_KEYS:
+        raise _bad(index, "shadow", "must be an object with decision, trigger and bundle_version.")
+    if shadow["decision"] not in _SHADOW_DECISIONS:
+        raise _bad(index, "shadow", "decision must be 'allow', 'approval' or 'refuse'.")
+    if shadow["trigger"] is not None and shadow["trigger"] not in _TRIGGERS:
+        raise _bad(index, "shadow", f"unknown trigger {shadow['trigger']!r}.")
+    version = shadow["bundle_version"]
+    if version is not None and (type(version) is not int or not 0 <= version <= _MAX_BUNDLE_VERSION):
+        raise _bad(index, "shadow", f"bundle_version must be an integer between 0 and {_MAX_BUNDLE_VERSION}.")
+    return {"decision": shadow["decision"], "trigger": shadow["trigger"], "bundle_version": version}
+
+
 def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     """One event of a batch, checked and canonicalised; ServiceError names the field and index."""
     if type(raw) is not dict:
@@ -170,6 +191,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     trace_id = _str(raw, index, "trace_id", required=False)
     if trace_id and (not _TRACE_ID.fullmatch(trace_id) or trace_id == "0" * 32):
         raise _bad(index, "trace_id", "must be 32 lowercase hex digits (a W3C trace id), not all zeros.")
+    shadow = _shadow(raw, index)
     try:
         arguments_json = encode_json(arguments)
     except (TypeError, ValueError) as exc:
@@ -196,6 +218,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
         bundle_version=bundle_version,
         result_json=result_json,
         trace_id=trace_id or None,
+        shadow=shadow,
     )
     if "\\u0000" in canonical:  # NUL cannot be stored in PostgreSQL text/jsonb
         for field in ("call_id", "server", "tool", "args_summary", "result_summary", "arguments", "result"):
@@ -224,6 +247,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
         result=result,
         result_json=result_json,
         trace_id=trace_id or None,
+        shadow=shadow,
         canonical=canonical_bytes,
     )
 
@@ -277,6 +301,7 @@ def _copy_rows(session_id, events: list[_Event], received_at: datetime) -> None:
                         e.bundle_version,
                         None if e.result is None else e.result_json,
                         e.trace_id,
+                        None if e.shadow is None else encode_json(e.shadow),
                         e.prev_hash,
                         e.hash,
                         received_at,
@@ -305,6 +330,7 @@ def _insert_rows(session_id, events: list[_Event], received_at: datetime) -> Non
                 bundle_version=e.bundle_version,
                 result=e.result,
                 trace_id=e.trace_id,
+                shadow=e.shadow,
                 prev_hash=e.prev_hash,
                 hash=e.hash,
                 received_at=received_at,

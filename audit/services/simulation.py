@@ -23,8 +23,9 @@ from governance.models import Environment, PolicyDraft
 from governance.services.bundles import bundle_compile
 from governance.services.drafts import draft_preview
 from mcpgov.bundle import Bundle
-from mcpgov.decision import Policy, ToolCall, Verdict, check_result, compile_policy, decide
-from mcpgov.session import SessionState, SessionStatus, call_resource
+from mcpgov.decision import Policy, ToolCall, check_result, compile_policy
+from mcpgov.session import SessionState, SessionStatus
+from mcpgov.shadow import shadow_decide
 
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_LISTED = 200  # differences listed per kind and environment (all are counted)
@@ -95,21 +96,15 @@ class _Side:
     def call(self, call: ToolCall, now: float, nbytes: int | None) -> tuple[str, str]:
         state = self.state
         policy = self.policy(state.role)
-        decision = decide(policy, state, call, now)
-        if decision.verdict == Verdict.REFUSE:
-            if decision.new_state == SessionStatus.HALTED:
-                state.halt(decision.trigger, decision.reason)
-            elif decision.new_state == SessionStatus.PAUSED:
-                state.pause(decision.pause_key or "", decision.reason)
-            return f"refuse ({decision.trigger})", decision.reason
-        rule = policy.rule(call.server).tool(call.tool)
-        state.record_forwarded(call.server, rule.is_write, call_resource(call.server, call.arguments), now)
+        verdict, trigger, reason = shadow_decide(policy, state, call, now)  # the gateways' shadow step
+        if verdict == "refuse":
+            return f"refuse ({trigger})", reason
         if nbytes is not None:
             post = check_result(policy, state, call, result_bytes=nbytes)
             if post is not None:
                 state.halt(post.trigger, post.reason)
                 return f"refuse ({post.trigger})", post.reason
-        return ("approval" if decision.verdict == Verdict.APPROVAL else "allow"), ""
+        return verdict, ""
 
 
 def _simulate_environment(

@@ -7,8 +7,10 @@ from governance.api import views
 from governance.api.access import AccessRequestViewSet
 from governance.api.agents import AgentViewSet, ClientWhoamiView
 from governance.api.bundle import bundle_view
+from governance.api.drafts import PolicyDraftViewSet
 from governance.api.flags import FlagViewSet
 from governance.api.history import ChangeRecordViewSet
+from governance.api.shadow import ShadowBundleView
 from governance.api.tool_reports import ToolReportView
 
 app_name = "governance-api"
@@ -27,11 +29,13 @@ router.register("access-requests", AccessRequestViewSet, basename="access-reques
 router.register("agents", AgentViewSet, basename="agent")
 router.register("changes", ChangeRecordViewSet, basename="change")  # the change history (read-only)
 router.register("flags", FlagViewSet, basename="flag")
+router.register("policy-drafts", PolicyDraftViewSet, basename="policy-draft")  # governance/api/drafts.py
 router.register("team-policy-settings", views.TeamPolicySettingsViewSet, basename="team-policy-settings")
 
 urlpatterns = [
     path("keys/", views.KeysView.as_view(), name="keys"),
     path("bundle/", bundle_view, name="bundle"),
+    path("bundle/shadow/", ShadowBundleView.as_view(), name="bundle-shadow"),  # governance/api/shadow.py
     path("client/", ClientWhoamiView.as_view(), name="client-whoami"),
     path("policy/diff/", views.PolicyDiffView.as_view(), name="policy-diff"),
     path("tool-reports/", ToolReportView.as_view(), name="tool-reports"),

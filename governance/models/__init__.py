@@ -3,7 +3,7 @@
 from governance.models.access import AccessRequest, AccessReview
 from governance.models.agents import Agent, AgentApiKey, AgentRevokedToken
 from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey, SigningKeyEvent
-from governance.models.drafts import PolicyDraft, PolicyDraftChange
+from governance.models.drafts import PolicyDraft, PolicyDraftChange, ShadowBundle
 from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
 from governance.models.limits import GlobalRateLimit, ServerRateLimit, TriggerSettings
@@ -31,6 +31,7 @@ __all__ = [
     "RoleServerRule",
     "ServerBinding",
     "ServerRateLimit",
+    "ShadowBundle",
     "SigningKey",
     "SigningKeyEvent",
     "ToolReport",

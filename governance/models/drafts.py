@@ -79,3 +79,36 @@ class PolicyDraftChange(models.Model):
 
     def __str__(self) -> str:
         return self.summary or self.operation
+
+
+class ShadowBundle(models.Model):
+    """A draft's bundle of one environment, signed like the live one (its own JWS type) and served beside it:
+    gateways decide every call with it too and record what it would have done, without enforcing it.
+
+    At most one per environment; the team's shadow comes from one draft and goes when that draft is
+    published (promoted) or discarded, or when an admin drops it."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="shadow_bundles")
+    environment = models.OneToOneField(
+        "governance.Environment", on_delete=models.CASCADE, related_name="shadow_bundle"
+    )
+    draft = models.ForeignKey(PolicyDraft, on_delete=models.CASCADE, related_name="shadow_bundles")
+    draft_changes = models.PositiveIntegerField(help_text="The draft's changes when it was shadowed.")
+    version = models.PositiveIntegerField(help_text="The live version it was compiled beside.")
+    content = models.JSONField()
+    jws = models.TextField()
+    etag = models.CharField(max_length=64)
+    kid = models.CharField(max_length=100)
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = models.Manager.from_queryset(PolicyDraftQuerySet)()
+
+    class Meta:
+        ordering = ["team", "environment"]
+
+    def __str__(self) -> str:
+        return f"Shadow of draft {self.draft_id} in {self.environment_id}"

@@ -11,10 +11,12 @@ real, through the same services, in one transaction. See docs/policy-lifecycle.m
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +37,7 @@ from governance.models import (
     RoleServerRule,
     ServerBinding,
     ServerRateLimit,
+    ShadowBundle,
 )
 from governance.services.common import check_policy_perm
 from portal.choices import ChangeEventType
@@ -301,6 +304,7 @@ class EnvironmentPreview:
     live_content: dict[str, Any] | None
     draft_content: dict[str, Any] | None
     draft_bundle: Any = None  # mcpgov.bundle.Bundle compiled from the draft (None: the draft breaks it)
+    draft_compiled: Any = None  # its CompiledPolicy (what a shadow bundle signs)
 
     @property
     def changed(self) -> bool:
@@ -368,6 +372,7 @@ def draft_preview(*, draft: PolicyDraft) -> DraftPreview:
                 live_content=live_content,
                 draft_content=draft_content,
                 draft_bundle=result.bundle if result else None,
+                draft_compiled=result,
             )
         )
     # Environments the draft adds have no live bundle: everything in them is new.
@@ -460,6 +465,7 @@ def draft_discard(*, draft: PolicyDraft, actor, reason: str = "") -> PolicyDraft
     draft.status, draft.closed_by, draft.closed_at = DraftStatus.DISCARDED, real_user(actor), timezone.now()
     draft.close_reason = (reason or "").strip()[:500]
     draft.save()
+    ShadowBundle.objects.filter(draft=draft).delete()  # a shadow of a discarded draft is dropped with it
     change_record(
         team=draft.team,
         actor=actor,
@@ -515,6 +521,7 @@ def draft_publish(*, draft: PolicyDraft, actor) -> PolicyDraft:
         )
         draft.published_versions = versions
         draft.save()
+        ShadowBundle.objects.filter(draft=draft).delete()  # promoted: the live bundle now says what it said
         change_record(
             team=team,
             actor=actor,
@@ -525,3 +532,82 @@ def draft_publish(*, draft: PolicyDraft, actor) -> PolicyDraft:
             + (", ".join(f"{name} v{v}" for name, v in versions.items()) or "no bundle changed"),
         )
     return draft
+
+
+# --- shadow mode: the draft decided beside the live bundle by the gateways, never enforced ------------
+
+SHADOW_LIFETIME = timedelta(days=7)  # a shadow is evaluated for a week unless shadowed again or promoted
+
+
+def draft_shadow_publish(*, draft: PolicyDraft, actor, now=None) -> list[ShadowBundle]:
+    """Sign the draft's bundle of every existing environment as a shadow (same team key, the shadow JWS
+    type) and serve it beside the live one; any earlier shadow of the team is replaced."""
+    from governance.services.signing import active_signer
+    from mcpgov.verify import SHADOW_JWS_TYPE
+
+    check_policy_perm(actor, draft.team)
+    with transaction.atomic():
+        draft = _locked(draft)
+        team = draft.team
+        changes = draft.changes.count()
+        if not changes:
+            raise ValidationError("The draft is empty: there is nothing to evaluate in shadow.")
+        preview = draft_preview(draft=draft)
+        if preview.error:
+            raise ValidationError(f"The draft no longer applies: {preview.error}")
+        now = now or timezone.now()
+        signer = active_signer(team=team)
+        ShadowBundle.objects.filter(team=team).delete()
+        made = []
+        for env_preview in preview.environments:
+            env, compiled = env_preview.environment, env_preview.draft_compiled
+            if env.pk is None or compiled is None:
+                continue  # an environment the draft adds has no gateways yet
+            version = env_preview.live_version or 0
+            payload = compiled.payload(
+                version=max(version, 1), issued_at=now, expires_at=now + SHADOW_LIFETIME
+            )
+            jws = signer.sign(payload, typ=SHADOW_JWS_TYPE)
+            made.append(
+                ShadowBundle.objects.create(
+                    team=team,
+                    environment=env,
+                    draft=draft,
+                    draft_changes=changes,
+                    version=version,
+                    content=compiled.content,
+                    jws=jws,
+                    etag=hashlib.sha256(jws.encode("ascii")).hexdigest(),
+                    kid=signer.kid,
+                    issued_at=now,
+                    expires_at=now + SHADOW_LIFETIME,
+                    created_by=real_user(actor),
+                )
+            )
+        change_record(
+            team=team,
+            actor=actor,
+            event_type=ChangeEventType.SHADOW_PUBLISHED,
+            obj=draft,
+            object_type="policy draft",
+            summary=f"Policy draft published as a shadow ({changes} changes, "
+            f"{', '.join(s.environment.name for s in made)}): decided beside the live bundle, not enforced",
+        )
+    return made
+
+
+@transaction.atomic
+def shadow_drop(*, team: Team, actor) -> int:
+    """Stop the team's shadow evaluation (gateways notice at their next shadow poll)."""
+    check_policy_perm(actor, team)
+    dropped, _ = ShadowBundle.objects.filter(team=team).delete()
+    if not dropped:
+        raise ValidationError("There is no shadow to drop.")
+    change_record(
+        team=team,
+        actor=actor,
+        event_type=ChangeEventType.SHADOW_DROPPED,
+        object_type="policy draft",
+        summary="Shadow bundle dropped: gateways stop evaluating it",
+    )
+    return dropped

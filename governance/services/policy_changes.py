@@ -30,6 +30,12 @@ def _show(value: Any) -> str:
 def _line(env: str, kind: str, path: str, old: Any, new: Any) -> str | None:
     parts = path.split(".")
     head = parts[0]
+    if len(parts) == 1 and head not in ("flags", "grants", "agents"):  # a whole section (or a scalar)
+        return (
+            f"{head.replace('_', ' ')} {kind}"
+            if kind != "changed"
+            else f"{head}: {_show(old)} -> {_show(new)}"
+        )
     if head == "roles":
         role = parts[1]
         if len(parts) == 2:
@@ -91,6 +97,15 @@ def _line(env: str, kind: str, path: str, old: Any, new: Any) -> str | None:
     return f"{path}: {_show(old)} -> {_show(new)}"
 
 
+_NESTED_SECTIONS = ("environment_policy", "rate_limits")  # sections whose members are sections too
+
+
+def _fill_sections(a: dict[str, Any], b: dict[str, Any]) -> None:
+    for key, value in b.items():
+        if key not in a and isinstance(value, dict | list):
+            a[key] = type(value)()
+
+
 def describe_bundle_changes(env: str, live: dict[str, Any], draft: dict[str, Any]) -> list[str]:
     """One line per change a person would notice, access first; [] when the policy is the same."""
     lines: list[str] = []
@@ -100,10 +115,16 @@ def describe_bundle_changes(env: str, live: dict[str, Any], draft: dict[str, Any
             lines.append(f"{role} gains {server} in {env}")
         for server in sorted(before.get(role, set()) - after.get(role, set())):
             lines.append(f"{role} loses {server} in {env}")
-    for entry in bundle_diff(
-        {k: v for k, v in live.items() if k not in ("flags", "grants", "agents")},
-        {k: v for k, v in draft.items() if k not in ("flags", "grants", "agents")},
-    ):
+    old = {k: v for k, v in live.items() if k not in ("flags", "grants", "agents")}
+    new = {k: v for k, v in draft.items() if k not in ("flags", "grants", "agents")}
+    # A section one side lacks (nothing published yet) is compared as empty, so its entries are named.
+    for a, b in ((old, new), (new, old)):
+        _fill_sections(a, b)
+        for key in _NESTED_SECTIONS:
+            if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+                a[key] = dict(a[key])
+                _fill_sections(a[key], b[key])
+    for entry in bundle_diff(old, new):
         line = _line(env, entry.kind, entry.path, entry.old, entry.new)
         if line and line not in lines:
             lines.append(line)

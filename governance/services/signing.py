@@ -25,7 +25,7 @@ from django.utils import timezone
 from governance.choices import SigningKeyEventType, SigningKeyStatus
 from governance.keyhistory import GENESIS_HASH, stored_key_event_hash
 from governance.models import SigningKey, SigningKeyEvent
-from mcpgov.verify import b64url_decode, b64url_encode, jwk_thumbprint, public_jwk, sign_bundle
+from mcpgov.verify import JWS_TYPE, b64url_decode, b64url_encode, jwk_thumbprint, public_jwk, sign_bundle
 from portal.models import Team
 
 KEY_HISTORY_LOCK = 0x6D6370676F76  # pg_advisory_xact_lock id of the key history ("mcpgov")
@@ -38,9 +38,9 @@ class Signer:
     kid: str
     _private_key: Ed25519PrivateKey
 
-    def sign(self, payload: bytes) -> str:
-        """A JWS compact serialization of `payload` (the bundle envelope)."""
-        return sign_bundle(payload, self._private_key, self.kid)
+    def sign(self, payload: bytes, *, typ: str = JWS_TYPE) -> str:
+        """A JWS compact serialization of `payload` (the bundle envelope; `typ` SHADOW_JWS_TYPE: a shadow)."""
+        return sign_bundle(payload, self._private_key, self.kid, typ=typ)
 
     def sign_detached(self, payload: bytes) -> bytes:
         """A raw Ed25519 signature of `payload` (audit digests), verifiable with the JWKS key `kid`."""

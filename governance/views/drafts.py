@@ -83,3 +83,26 @@ def draft_change_remove(request, position: int):
         lambda d: services.draft_change_remove(draft=d, position=position, actor=request.user),
         f"Change {position} taken out of the draft.",
     )
+
+
+@require_POST
+@team_view
+def draft_shadow(request):
+    return _step(
+        request,
+        lambda d: services.draft_shadow_publish(draft=d, actor=request.user),
+        "Published as a shadow: gateways decide every call with it too and record what it would have done.",
+    )
+
+
+@require_POST
+@team_view
+def shadow_drop(request):
+    require_perm(request, CHANGE_POLICY)
+    try:
+        services.shadow_drop(team=request.team, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "Shadow dropped: gateways stop evaluating it.")
+    return redirect("governance:draft-detail")

@@ -110,3 +110,53 @@ def test_simulation_page_needs_change_policy(team, admin, viewer, outsider, envi
     page = client.get("/audit/simulation/?days=30")
     assert page.status_code == 200
     assert 'data-environment="development"' in page.content.decode()
+
+
+def test_simulation_api_names_the_calls_and_follows_the_page_rules(
+    team, admin, viewer, reviewer, outsider, environment, recorded
+):
+    from rest_framework.test import APIClient
+
+    from tests.audit.conftest import person
+
+    with pytest.raises(drafts.DraftChangeRecorded):
+        env_services.binding_set(
+            environment=environment, server=recorded["git"], permission="read_only", actor=admin
+        )
+    draft = drafts.draft_open(team=team)
+    url = f"/api/v1/policy-drafts/{draft.pk}/simulation/"
+    window = {
+        "since": (T0 - timedelta(hours=1)).isoformat(),
+        "until": (T0 + timedelta(hours=1)).isoformat(),
+        "environment": "development",
+    }
+    assert APIClient().get(url, window).status_code == 403
+    for user in (viewer, reviewer):  # they may read the draft, not replay every session
+        assert person(user).get(url, window).status_code == 403
+    assert person(outsider).get(url, window).status_code == 404
+    response = person(admin).get(url, window)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [e["environment"] for e in body["environments"]] == ["development"]
+    dev = body["environments"][0]
+    writer = recorded["writer"]
+    assert [(c["session_id"], c["seq"], c["tool"], c["draft"]) for c in dev["newly_refused"]] == [
+        (writer, 3, "write_file", "refuse (write_in_read_session)"),
+        (writer, 5, "write_file", "refuse (session_halted)"),
+        (writer, 7, "log", "refuse (session_halted)"),
+    ]
+    assert dev["newly_refused"][0]["session_url"] == f"/audit/sessions/{writer}/"
+    assert (dev["calls"], dev["halted_sessions"]) == (6, [writer])
+    # bad windows and names are a 400 that says what is wrong
+    for bad, field in (
+        ({"days": "0"}, "days"),
+        ({"days": "7", "since": window["since"]}, "non_field_errors"),
+        ({"since": window["until"], "until": window["since"]}, "since"),
+        ({"days": "400"}, "days"),
+        ({"environment": "moon"}, "environment"),
+    ):
+        answer = person(admin).get(url, bad)
+        assert answer.status_code == 400 and field in answer.json()["errors"], (bad, answer.content)
+    drafts.draft_discard(draft=draft, actor=admin)
+    closed = person(admin).get(url)
+    assert closed.status_code == 400 and "discarded" in closed.json()["detail"]

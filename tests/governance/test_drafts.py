@@ -311,3 +311,16 @@ def test_api_edit_answers_202_and_pages_redirect_to_the_draft(team, admin, outsi
     client.force_login(admin)
     assert client.post("/governance/draft/publish/").status_code == 302
     assert AgentRole.objects.filter(name="docs_agent").exists()
+
+
+def test_the_diff_of_an_environment_never_published_names_its_entries(team, admin, live):
+    """An environment with no live bundle yet (created in immediate mode, never compiled) is previewed
+    against nothing: each server, binding and setting is named, and the preview does not break."""
+    from governance.services.policy_changes import describe_bundle_changes
+
+    staging = PolicyBundle.objects.filter(environment=env(team, "staging")).order_by("-version").first()
+    lines = describe_bundle_changes("qa", {}, staging.content)
+    assert "code_agent gains git in qa" in lines
+    assert "server git added to the catalogue" in lines
+    assert "github_api bound in qa (read_only)" in lines
+    assert describe_bundle_changes("qa", staging.content, staging.content) == []

@@ -20,9 +20,12 @@ from governance.models import (
     GlobalRateLimit,
     McpServer,
     McpTool,
+    PolicyDraft,
+    PolicyDraftChange,
     RoleServerRule,
     ServerBinding,
     ServerRateLimit,
+    ShadowBundle,
     TriggerSettings,
 )
 from governance.services.environments import binding_set, environment_create
@@ -104,6 +107,9 @@ def db_state() -> dict[str, list[dict[str, Any]]]:
         Membership,
         Invitation,
         ChangeRecord,
+        PolicyDraft,
+        PolicyDraftChange,
+        ShadowBundle,
     ]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
@@ -117,6 +123,7 @@ class Case:
     data: Callable[[SimpleNamespace], dict] = lambda p: {}
     object_page: bool = False  # names one of the team's objects: another team gets 404
     perm: str = "view_team"
+    draft: bool = False  # the team edits through drafts and has an open draft (another admin's change)
 
     def url(self, p: SimpleNamespace) -> str:
         return reverse(self.url_name, kwargs=self.kwargs(p))
@@ -175,6 +182,12 @@ PAGES = [
     Case("policy-export", "governance:policy-export"),
     Case("members", "members"),
     Case("effective-policy", "governance:effective-policy"),
+    Case("draft-detail", "governance:draft-detail", draft=True),
+]
+
+# GET pages that need a permission and show no form to post (the simulation replays every session).
+GUARDED_PAGES = [
+    Case("draft-simulation", "audit:draft-simulation", perm="change_policy", draft=True),
 ]
 
 FORM_PAGES = [
@@ -465,7 +478,30 @@ WRITES = [
     ),
 ]
 
-ALL = PAGES + FORM_PAGES + WRITES
+DRAFT_WRITES = [
+    Case("draft-publish", "governance:draft-publish", method="post", perm="change_policy", draft=True),
+    Case("draft-approve", "governance:draft-approve", method="post", perm="change_policy", draft=True),
+    Case(
+        "draft-discard",
+        "governance:draft-discard",
+        method="post",
+        data=lambda p: {"reason": "not now"},
+        perm="change_policy",
+        draft=True,
+    ),
+    Case("draft-shadow", "governance:draft-shadow", method="post", perm="change_policy", draft=True),
+    Case(
+        "draft-change-remove",
+        "governance:draft-change-remove",
+        lambda p: {"position": 1},
+        "post",
+        perm="change_policy",
+        draft=True,
+    ),
+]
+WRITES += DRAFT_WRITES
+
+ALL = PAGES + GUARDED_PAGES + FORM_PAGES + WRITES
 OBJECT_CASES = [c for c in ALL if c.object_page]
 
 
@@ -478,9 +514,29 @@ def call(client, case: Case, p: SimpleNamespace, **extra):
     return client.post(url, case.data(p), **extra) if case.method == "post" else client.get(url, **extra)
 
 
+def open_draft(team) -> PolicyDraft:
+    """Switch the team to drafts; another admin (so `admin` may approve) drafts a role change."""
+    from governance.services.drafts import DraftChangeRecorded
+    from governance.services.roles import role_update
+    from governance.services.teams import team_policy_settings_set
+    from tests.factories import make_member
+
+    team_policy_settings_set(team=team, policy_edits_immediate=False)
+    drafter = make_member(team, TeamRole.ADMIN, username="acme-drafter")
+    with pytest.raises(DraftChangeRecorded) as info:
+        role_update(
+            role=AgentRole.objects.get(team=team, name="acme_code_agent"), description="D.", actor=drafter
+        )
+    return info.value.draft
+
+
 @pytest.fixture
-def p(policy, team, viewer):
+def p(policy, team, viewer, request):
     policy.viewer_membership = Membership.objects.get(team=team, user=viewer)
+    callspec = getattr(request.node, "callspec", None)
+    case = callspec.params.get("case") if callspec else None
+    if isinstance(case, Case) and case.draft:
+        policy.draft = open_draft(team)
     return policy
 
 
@@ -544,8 +600,11 @@ def test_admin_sees_edit_controls(client, p, admin, case):
         assert edit_controls(response.content.decode()), "the admin should see something to edit"
 
 
+REFUSED = GUARDED_PAGES + FORM_PAGES + WRITES
+
+
 @pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER])
-@pytest.mark.parametrize("case", FORM_PAGES + WRITES, ids=ids(FORM_PAGES + WRITES))
+@pytest.mark.parametrize("case", REFUSED, ids=ids(REFUSED))
 def test_member_without_permission_is_refused_and_nothing_changes(client, p, team, case, role):
     from tests.factories import make_member
 
@@ -600,6 +659,25 @@ def test_admin_opens_form_pages(client, p, admin, case):
     response = call(client, case, p)
     assert response.status_code == 200
     assert POST_FORM.search(response.content.decode())
+
+
+@pytest.mark.parametrize("case", GUARDED_PAGES, ids=ids(GUARDED_PAGES))
+def test_admin_opens_guarded_pages(client, p, admin, case):
+    client.force_login(admin)
+    response = call(client, case, p)
+    assert response.status_code == 200
+    assert 'data-environment="acme_sandbox"' in response.content.decode()
+
+
+@pytest.mark.parametrize("case", DRAFT_WRITES + GUARDED_PAGES, ids=ids(DRAFT_WRITES + GUARDED_PAGES))
+def test_other_teams_admin_never_reaches_the_teams_draft(client, p, outsider, case):
+    """The draft pages are the signed-in team's: another team's admin acts on (its own) nothing."""
+    client.force_login(outsider)
+    before = db_state()
+    response = call(client, case, p, follow=True)
+    assert response.status_code == 200
+    assert db_state() == before
+    assert "acme_code_agent" not in response.content.decode()
 
 
 # --- each screen's behaviour --------------------------------------------------------------------
