@@ -24,10 +24,11 @@ CONTENT_TYPES = {
 EXTENSIONS = {ExportFormat.JSONL: "jsonl", ExportFormat.CSV: "csv", ExportFormat.MCP_AUDIT: "log"}
 
 PAYLOAD_COLUMNS = ("arguments", "result")
-# Every recorded field but the payloads and the trace id, with the session and the chain.
+# Every recorded field but the payloads and the optional trace id and shadow verdict, with the
+# session and the chain (the two optional ones are in JSONL only, when present).
 SUMMARY_COLUMNS = (
     "session",
-    *(f for f in EVENT_WIRE_FIELDS if f not in (*PAYLOAD_COLUMNS, "trace_id")),
+    *(f for f in EVENT_WIRE_FIELDS if f not in (*PAYLOAD_COLUMNS, "trace_id", "shadow")),
     "prev_hash",
     "hash",
 )
