@@ -40,6 +40,41 @@ ERROR_TEXT = {
 }
 
 
+# Policy edits that a team with drafts (Team.policy_edits_immediate off) keeps in its draft: 202.
+DRAFTABLE_PREFIXES = tuple(
+    f"/api/v1/{name}/"
+    for name in (
+        "servers",
+        "tools",
+        "roles",
+        "environments",
+        "bindings",
+        "server-limits",
+        "global-limits",
+        "trigger-settings",
+    )
+)
+DRAFTED_RESPONSE = {
+    "description": (
+        "Accepted, not applied: the team collects policy edits in a draft (docs/policy-lifecycle.md); "
+        "code `drafted`, `draft` the page to review and publish it."
+    ),
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "detail": {"type": "string"},
+                    "code": {"type": "string"},
+                    "draft": {"type": "string"},
+                },
+                "required": ["detail", "code", "draft"],
+            }
+        }
+    },
+}
+
+
 def _error(description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
 
@@ -179,4 +214,6 @@ def complete_schema(result, generator, request, public):
                 wanted = []
             for code in wanted:
                 responses.setdefault(code, _error(ERROR_TEXT[code]))
+            if method in {"post", "put", "patch", "delete"} and path.startswith(DRAFTABLE_PREFIXES):
+                responses.setdefault("202", DRAFTED_RESPONSE)
     return result

@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -117,6 +119,7 @@ class TeamPermission(permissions.BasePermission):
         return has_team_perm(request.user, getattr(view, "team_perm_write", "change_policy"), team)
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class TeamField(serializers.SlugRelatedField):
     """The owning team by slug, among the teams the user can see (a service then checks the write).
 

@@ -24,6 +24,29 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--serial-only",
+        action="store_true",
+        help="run only the tests marked serial (make test's second pass)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """`serial` tests run in a process of their own: deselected in xdist workers and kept alone by
+    --serial-only (make test runs both passes; a plain `pytest` runs everything in one)."""
+    if config.getoption("--serial-only"):
+        keep = [i for i in items if i.get_closest_marker("serial")]
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        keep = [i for i in items if not i.get_closest_marker("serial")]
+    else:
+        return
+    dropped = [i for i in items if i not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture
 def team(db):
     return make_team("acme", "Acme")

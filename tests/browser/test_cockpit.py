@@ -117,8 +117,8 @@ def crawl(page, base: str, *, limit: int = MAX_PAGES) -> list[str]:
             parts = urlsplit(target)
             if f"{parts.scheme}://{parts.netloc}" != base or any(s in parts.path for s in SKIP):
                 continue
-            if "format=" in parts.query:
-                continue
+            if "format=" in parts.query or parts.path.endswith((".csv", ".md", ".jsonl", ".log")):
+                continue  # downloads (exports, the cost table), not pages
             queue.append(target)
 
 

@@ -26,6 +26,7 @@ from django.test import Client as DjangoClient
 from mcp import Client, StdioServerParameters
 
 from audit.models import AgentSession, AuditEvent
+from governance.models import AgentRole
 from portal.models import Team
 from tests.conftest import ROOT, run_portal
 from tests.e2e.test_gateway_portal import in_thread, poll, text
@@ -178,7 +179,10 @@ def test_the_readme_snippet_runs_real_calls_on_the_demo_data(transactional_db, a
     admin = DjangoClient()
     admin.force_login(team.memberships.get(user__username="demo-admin").user)
     env = team.environments.get(name="development")
-    page = admin.post("/governance/clients/add/", {"name": "laptop-2", "environment": env.pk})
+    code_agent = AgentRole.objects.get(team=team, name="code_agent")
+    page = admin.post(
+        "/governance/clients/add/", {"name": "laptop-2", "environment": env.pk, "roles": [code_agent.pk]}
+    )
     html = page.content.decode()
     assert page.status_code == 200 and page["Cache-Control"] == "no-store", html[:500]
     mcp_json = re.search(r'<pre id="setup-mcp-json" tabindex="0">(.*?)</pre>', html, re.S).group(1)

@@ -31,8 +31,10 @@ def test_requester_files_reviewer_approves_requester_sees_the_countdown_tick(
     login(page, base, requester.username)
     page.click("nav >> text=Production access")
     page.click("text=Request access")
-    page.select_option("#id_role", label="database_agent")
-    page.check("input[name=servers] >> nth=0")  # database (servers are listed by slug)
+    # choosing the role reloads the server list (htmx): wait for that answer before ticking a server
+    with page.expect_response(lambda r: "/governance/access/new/" in r.url and r.request.method == "GET"):
+        page.select_option("#id_role", label="database_agent")
+    page.check("#field-servers input[name=servers] >> nth=0")  # database (servers are listed by slug)
     page.fill("#id_reason", "INC-42: repair the orders table index")
     page.click("button:has-text('File the request')")
     page.wait_for_url(re.compile(r"/governance/access/\d+/$"))

@@ -109,6 +109,7 @@ def worker(transactional_db, settings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
     # Creating the team (with eager mode off) queued its first rebuild: the worker publishes v1.
     before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
@@ -127,6 +128,7 @@ def test_a_policy_change_reaches_a_new_bundle_through_the_worker(worker, team):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_burst_of_changes_makes_one_rebuild(worker, team):
     before = wait_for(lambda: len(v := versions(team)) == 3 and v, 90, "the first bundles", worker)
     time.sleep(0.5)

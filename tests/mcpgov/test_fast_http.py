@@ -23,7 +23,7 @@ import pytest
 from tests.mcpgov.conftest import World
 from tests.mcpgov.portal_double import PortalTestDouble
 from tests.mcpgov.test_fast_path import ISO_TS, audit_events
-from tests.mcpgov.test_gateway_identity import Http, base_doc, publish
+from tests.mcpgov.test_gateway_identity import Http, base_doc
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("filesystem_server")]
 
@@ -146,7 +146,7 @@ def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch
         monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
         world = World(Path(tempfile.mkdtemp(prefix="mcpgov-e2e-")))
         try:
-            publish(world, portal, base_doc(world))
+            world.publish(portal, base_doc(world))
             world.write_config(("time", "filesystem"))
             (world.files / "existing.txt").write_text("hello")
             g = Http(world, portal, "--read-write")

@@ -52,7 +52,7 @@ def test_halt_is_reported_and_a_release_lets_the_session_continue(world, portal)
             portal.release(sid)
             t0 = time.monotonic()
             while (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error:
-                assert time.monotonic() - t0 < 15, "release did not reach the gateway"
+                assert time.monotonic() - t0 < 45, "release did not reach the gateway"
                 await anyio.sleep(0.05)
             # released, still read-only: the next write halts again
             assert "write_in_read_session" in text(await write(c, world.files / "w2.txt"))
@@ -200,12 +200,10 @@ def test_portal_outage_and_restarts_lose_no_event(world, portal):
         timeout=15,
     )
     b = next(sid for sid in spooled if sid != next(iter(portal.sessions)))
-    assert [(e["seq"], e["phase"]) for e in portal.events[b]] == [
-        (1, "intent"),
-        (2, "result"),
-        (3, "intent"),
-        (4, "result"),
-    ]
+    events = portal.events[b]  # B's two calls, and any request its servers made of the agent (roots/list)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    calls = [(e["tool"], e["phase"]) for e in events if "/" not in e["tool"]]
+    assert calls == [("get_current_time", "intent"), ("get_current_time", "result")] * 2
     assert portal.duplicates == 0
 
 
