@@ -89,11 +89,28 @@ class FastHttpCalls:
                 token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
             )
 
+    def _may_ask_the_agent(self, name: str) -> bool:
+        """Whether the tool's server may send the agent a sampling or elicitation request mid-call.
+
+        Such a request travels on the SSE stream of the agent's request, which only the SDK path
+        opens (this path answers application/json): those calls go to the SDK.
+        """
+        from mcpgov.surface import split_name
+
+        parts = split_name(name)
+        if parts is None:
+            return False  # unknown name: refused the same way on both paths
+        policy = self.gateway.policy
+        if policy is None:
+            return False
+        asks = policy.rule(parts[0]).server_requests
+        return bool(asks.sampling or asks.elicitation or asks.elicitation_url_domains)
+
     async def handle(self, scope: dict[str, Any], body: bytes, send: Any) -> bool:
         if not self.enabled:
             return False
         msg = plain_tools_call(body)
-        if msg is None:
+        if msg is None or self._may_ask_the_agent(msg["params"]["name"]):
             return False
         request = Request(scope)
         headers = request.headers

@@ -21,7 +21,7 @@ from portal.permissions import teams_for_user
 
 
 class ReviewSuggestionSerializer(serializers.ModelSerializer):
-    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    decided_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = ReviewSuggestion
@@ -45,8 +45,8 @@ class ReviewSuggestionSerializer(serializers.ModelSerializer):
 
 class PolicyReviewSerializer(serializers.ModelSerializer):
     team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    opened_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    signed_off_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    opened_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    signed_off_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     suggestions = ReviewSuggestionSerializer(many=True, read_only=True)
 
     class Meta:
@@ -81,7 +81,7 @@ class ReviewOpenSerializer(serializers.Serializer):
         return fields
 
 
-class ReasonSerializer(serializers.Serializer):
+class DismissReasonSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, help_text="Why (kept with the review).")
 
 
@@ -144,11 +144,11 @@ class PolicyReviewViewSet(
         )
         return self._fresh(review)
 
-    @extend_schema(request=ReasonSerializer, responses=PolicyReviewSerializer)
+    @extend_schema(request=DismissReasonSerializer, responses=PolicyReviewSerializer)
     @action(detail=True, methods=["post"], url_path=r"suggestions/(?P<suggestion_id>[0-9]{1,12})/dismiss")
     def dismiss(self, request, pk=None, suggestion_id=None):
         review = self.get_object()
-        data = ReasonSerializer(data=request.data)
+        data = DismissReasonSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.review_suggestion_dismiss(
             suggestion=self._suggestion(review, suggestion_id),

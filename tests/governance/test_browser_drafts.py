@@ -61,7 +61,8 @@ def world(transactional_db, team, admin):
             ts = (recent + timedelta(seconds=seq)).isoformat()
             batch.append(event(seq, call=n, server="git", tool=tool, arguments={"path": "/srv/a"}, ts=ts))
     assert (
-        gateway.post(f"/api/v1/sessions/{sid}/events/", {"events": batch}, format="json").status_code == 200
+        gateway.post(f"/api/v1/gateway/sessions/{sid}/events/", {"events": batch}, format="json").status_code
+        == 200
     )
     team_policy_settings_set(
         team=team, policy_edits_immediate=False, policy_drafts_require_second_approver=True
