@@ -138,6 +138,14 @@ def normalized(world: World, data: Any) -> Any:
     return json.loads(ISO_TS.sub("<ts>", text))
 
 
+def asking_nothing(doc: dict) -> dict:
+    """The fast path serves only servers that may not sample or elicit mid-call (their request would
+    ride the call's SSE stream, which only the SDK path opens)."""
+    for spec in doc["servers"].values():
+        spec["server_requests"] = {"sampling": False, "elicitation": False, "roots": True}
+    return doc
+
+
 def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch):
     runs = {}
     for fast in (True, False):
@@ -146,7 +154,7 @@ def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch
         monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
         world = World(Path(tempfile.mkdtemp(prefix="mcpgov-e2e-")))
         try:
-            world.publish(portal, base_doc(world))
+            world.publish(portal, asking_nothing(base_doc(world)))
             world.write_config(("time", "filesystem"))
             (world.files / "existing.txt").write_text("hello")
             g = Http(world, portal, "--read-write")
@@ -185,3 +193,23 @@ def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch
         "not JSON": 400,
     }
     assert refusals["no token"][1].startswith("Bearer")
+
+
+def test_a_call_to_a_server_that_may_ask_the_agent_takes_the_sdk_path(monkeypatch, world, portal):
+    # the default policy lets a server elicit: the same plain call the fast path takes above goes to
+    # the SDK, whose SSE answer can carry the server's request to the agent
+    monkeypatch.setenv("MCPGOV_FAST_PATH", "1")
+    monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
+    world.publish(portal, base_doc(world))
+    world.write_config(("time",))
+    g = Http(world, portal, "--read-write")
+    try:
+        with httpx2.Client(timeout=30) as http:
+            headers = open_session(http, g.url, g.token())
+            r = http.post(
+                g.url, json=tools_call(1, "time__get_current_time", {"timezone": "UTC"}), headers=headers
+            )
+            assert r.status_code == 200 and "result" in message(r), r.text
+    finally:
+        log = g.stop()
+    assert "HTTP fast path: tools/call" not in log
