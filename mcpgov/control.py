@@ -109,8 +109,8 @@ class SessionControl:
                 stop=lambda: sess.state.state == SessionStatus.ENDED,
                 logger=log,
             )
-            if resp is not None:
-                apply_control(sess, resp)
+            if resp is not None and apply_control(sess, resp):
+                await anyio.sleep(0.2)  # the halt report's answer decides it; ask again shortly
 
     async def report_end(self, session_id: str, marker: dict[str, Any]) -> None:
         """PATCH ``ended`` from a spool's end record (:meth:`mcpgov.audit.AuditSpool.mark_end`).
@@ -138,8 +138,10 @@ class SessionControl:
             raise ShipError(f"portal unreachable: {exc.__class__.__name__}: {exc}") from exc
 
 
-def apply_control(sess: AgentSession, resp: dict[str, Any]) -> None:
-    """Apply one control answer: wake the calls waiting for approval; release or end the session."""
+def apply_control(sess: AgentSession, resp: dict[str, Any]) -> bool:
+    """Apply one control answer: wake the calls waiting for approval; release or end the session.
+
+    True when the answer was left for later (a release that may predate our own halt report)."""
     st = sess.state
     version = int(resp.get("control_version") or 0)
     for approval in resp.get("approvals") or ():
@@ -149,21 +151,28 @@ def apply_control(sess: AgentSession, resp: dict[str, Any]) -> None:
             pending[1].append(f"{approval.get('by') or 'a reviewer'}: {approval.get('reason') or ''}")
             pending[0].set()
     if version <= st.control_version:
-        return
-    st.control_version = version
+        return False
     state = resp.get("state")
     if state == SessionStatus.ACTIVE and st.state in (SessionStatus.HALTED, SessionStatus.PAUSED):
+        if sess.halt_recorded_at is None:
+            # our halt report is still on its way: whether this decision came after it is not known
+            # yet, so it is not consumed (the next poll returns it again, once the report is answered)
+            return True
+        st.control_version = version
         # a decision made before the portal recorded this halt is not a release of it
-        if sess.halt_recorded_at is None or version <= sess.halt_recorded_at:
-            return
+        if version <= sess.halt_recorded_at:
+            return False
         log.warning(
             "session %s released by %s: %s", st.session_id, resp.get("decided_by"), resp.get("reason")
         )
         sess.halt_recorded_at = None
         st.release()
-    elif state == SessionStatus.ENDED and st.state != SessionStatus.ENDED:
+        return False
+    st.control_version = version
+    if state == SessionStatus.ENDED and st.state != SessionStatus.ENDED:
         log.warning("session %s ended by %s", st.session_id, resp.get("decided_by"))
         st.end(str(resp.get("reason") or "ended by a reviewer"))
+    return False
 
 
 def shipper_thread(portal: PortalClient, spool_dir: Path) -> ShipperThread:
