@@ -98,6 +98,78 @@ def redis_test_url() -> str:
     return f"{head}/{(int(db or 0) - index) % 16}"
 
 
+@contextlib.contextmanager
+def celery_worker(settings, log: Path, *, queue: str | None = None, env: dict[str, str] | None = None):
+    """`celery -A config worker` in a subprocess on this test process's Redis database and the test
+    database (needs transactional_db), with this process's Celery app pointed at the same broker and
+    eager mode off; yields the broker URL. `queue`: a queue of the worker's own, else Celery's default.
+
+    The app's connection and producer pools are dropped on the way in and out: pools made for an
+    earlier broker URL would otherwise keep sending there.
+    """
+    from config.celery import app
+
+    broker = redis_test_url()
+    name = queue or f"worker-{os.getpid()}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                *(["-Q", queue] if queue else []),
+                "-n",
+                f"{name}@%h",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DATABASE_URL": _database_url(),
+                "CELERY_BROKER_URL": broker,
+                "REDIS_URL": "",
+                "DJANGO_DEBUG": "1",
+                **(env or {}),
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def reset_pools() -> None:
+        app.close()
+        app.amqp._producer_pool = None
+
+    saved = (app.conf.task_always_eager, app.conf.broker_url)
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.CELERY_BROKER_URL = broker
+    settings.REDIS_URL = ""
+    app.conf.task_always_eager, app.conf.broker_url = False, broker
+    reset_pools()
+    try:
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and "ready." not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None and "ready." in log.read_text(), log.read_text()[-3000:]
+        yield broker
+    finally:
+        app.conf.task_always_eager, app.conf.broker_url = saved
+        reset_pools()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -260,80 +260,25 @@ def test_only_a_team_admin_sets_the_webhook(client, team, admin, reviewer, outsi
 
 @pytest.fixture
 def worker(transactional_db, settings, tmp_path):
-    """`celery -A config worker` in a subprocess on Redis and the test database, on a queue of its
-    own (safe beside other workers and tests); eager mode off here."""
-    import os
-    import subprocess
-    import sys
-    import time
+    """A real Celery worker on a queue of its own (safe beside other workers and tests)."""
     import uuid
 
-    from config.celery import app
-    from tests.conftest import ROOT, _database_url
+    import redis
 
-    broker = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/15")
+    from tests.conftest import celery_worker
+
     queue = f"webhook-test-{uuid.uuid4().hex[:12]}"
     log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": broker,
-        "REDIS_URL": "",
-        "DJANGO_DEBUG": "1",
-        "MCPGOV_DISCOVERY_ALLOWED_NETWORKS": "127.0.0.0/8",
-    }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                queue,
-                "-n",
-                f"{queue}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    saved = (app.conf.task_always_eager, app.conf.broker_url)
-    settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.MCPGOV_WEBHOOK_QUEUE = queue
-    app.conf.task_always_eager, app.conf.broker_url = False, broker
-    app.close()  # connections made for an earlier broker URL are not reused
-    app.amqp._producer_pool = None
-    try:
-        deadline = time.monotonic() + 90
-        while proc.poll() is None and "ready." not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert proc.poll() is None and "ready." in log.read_text(), log.read_text()[-3000:]
-        yield log
-    finally:
-        app.conf.task_always_eager, app.conf.broker_url = saved
-        app.close()
-        app.amqp._producer_pool = None
-        proc.terminate()
+    with celery_worker(
+        settings, log, queue=queue, env={"MCPGOV_DISCOVERY_ALLOWED_NETWORKS": "127.0.0.0/8"}
+    ) as broker:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        import redis
-
-        redis.Redis.from_url(broker).delete(
-            queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
-        )
+            yield log
+        finally:
+            redis.Redis.from_url(broker).delete(
+                queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
+            )
 
 
 @pytest.mark.slow

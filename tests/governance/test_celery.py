@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from governance import tasks
 from governance.models import Environment, PolicyBundle
 from governance.services import roles as role_services
 from governance.services import servers as server_services
-from tests.conftest import ROOT, _database_url, redis_test_url
+from tests.conftest import celery_worker, redis_test_url
 
 BROKER = redis_test_url()  # this test process's own Redis database
 
@@ -47,64 +44,16 @@ def wait_for(predicate, timeout: float, what: str, log: Path | None = None):
 
 @pytest.fixture
 def worker(transactional_db, settings, tmp_path):
-    """`celery -A config worker` in a subprocess on Redis and the test database; eager mode off here."""
+    """`celery -A config worker` on Redis and the test database (Celery's default queue, so this
+    process's Redis database is emptied around it); eager mode off here."""
     broker = redis.Redis.from_url(BROKER)
     broker.flushdb()
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "CELERY_BROKER_URL": BROKER,
-        "REDIS_URL": "",
-        "DJANGO_DEBUG": "1",
-    }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"bundles-test-{os.getpid()}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    saved = {"task_always_eager": app.conf.task_always_eager, "broker_url": app.conf.broker_url}
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    settings.CELERY_BROKER_URL = BROKER
-    settings.REDIS_URL = ""
     settings.MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS = 2.0
-    app.conf.task_always_eager = False
-    app.conf.broker_url = BROKER
-    app.close()  # a producer pool made earlier in this process would still point at the old broker
+    log = tmp_path / "worker.log"
     try:
-        wait_for(
-            lambda: proc.poll() is not None or "ready." in log.read_text(), 60, "the worker to start", log
-        )
-        assert proc.poll() is None, log.read_text()[-3000:]
-        yield log
+        with celery_worker(settings, log):
+            yield log
     finally:
-        app.conf.task_always_eager = saved["task_always_eager"]
-        app.conf.broker_url = saved["broker_url"]
-        app.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         broker.flushdb()
 
 
