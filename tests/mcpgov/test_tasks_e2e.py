@@ -19,9 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from tests.mcpgov.conftest import PY, ROOT, World
+from tests.mcpgov.portal_double import PortalTestDouble
+from tests.mcpgov.test_fast_http import message, open_session
+from tests.mcpgov.test_gateway_identity import Http, base_doc
 
 TASK_SERVER = Path(__file__).with_name("task_server.py")
 EVERYTHING = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
@@ -117,9 +121,8 @@ def eventually(predicate, what: str, timeout: float = WAIT) -> Any:
         time.sleep(0.05)
 
 
-def task_world(world: World, *, rate_limits: dict[str, Any] | None = None, flags: list | None = None) -> dict:
-    """The bundle knows ``task`` (task_server.py, ``job`` a read) and ``everything`` (server-everything)."""
-    doc = world.doc()
+def task_doc(world: World, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` knows ``task`` (task_server.py, ``job`` a read) and ``everything`` (server-everything)."""
     doc["servers"]["task"] = {
         "category": "other",
         "transport": "stdio",
@@ -137,11 +140,6 @@ def task_world(world: World, *, rate_limits: dict[str, Any] | None = None, flags
     for slug in ("task", "everything"):
         doc["environment_policy"]["bindings"][slug] = {"target": "local", "permission": "read_only"}
         doc["roles"]["code_agent"]["allowed_servers"].append(slug)
-    if rate_limits is not None:
-        doc["rate_limits"] = rate_limits
-    if flags is not None:
-        doc["flags"] = flags
-    world.write_bundle(doc)
     world.write_config(
         servers=(),
         extra={
@@ -153,6 +151,15 @@ def task_world(world: World, *, rate_limits: dict[str, Any] | None = None, flags
             "everything": {"command": str(EVERYTHING), "args": ["stdio"]},
         },
     )
+    return doc
+
+
+def task_world(world: World, *, rate_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The offline world of these tests: the bundle file and the config with both task servers."""
+    doc = task_doc(world, world.doc())
+    if rate_limits is not None:
+        doc["rate_limits"] = rate_limits
+    world.write_bundle(doc)
     return doc
 
 
@@ -386,3 +393,76 @@ def test_unknown_and_made_up_task_ids_get_the_same_answer(world: World) -> None:
         assert answers == [{"code": INVALID_PARAMS, "message": "Failed to retrieve task: Task not found"}] * 9
     finally:
         agent.close()
+
+
+def test_another_session_or_agent_cannot_see_poll_or_cancel_a_task(
+    world: World, portal: PortalTestDouble
+) -> None:
+    """HTTP, one gateway, one upstream: the task belongs to the governance session that created it."""
+    doc = task_doc(world, base_doc(world))
+    doc["agents"].append(
+        {"id": "33", "slug": "helper", "roles": ["code_agent"], "environments": ["development"]}
+    )
+    world.publish(portal, doc)
+    g = Http(world, portal)
+    try:
+        with httpx2.Client(timeout=60) as http:
+
+            def post(headers: dict[str, str], method: str, params: dict[str, Any]) -> dict[str, Any]:
+                r = http.post(
+                    g.url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                    headers=headers,
+                )
+                assert r.status_code == 200, r.text
+                return message(r)
+
+            owner = open_session(http, g.url, g.token("11"))
+            init = http.post(
+                g.url,
+                json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS},
+                headers={
+                    k: v for k, v in owner.items() if k not in ("Mcp-Session-Id", "Mcp-Protocol-Version")
+                },
+            )
+            assert message(init)["result"]["capabilities"]["tasks"]["requests"] == {"tools": {"call": {}}}
+            created = post(
+                owner,
+                "tools/call",
+                {"name": "task__job", "arguments": {"label": "mine", "seconds": 60}, "task": {"ttl": 60000}},
+            )
+            gid = created["result"]["task"]["taskId"]
+            run = created["result"]["_meta"]["io.mcpgov/run"]
+            assert post(owner, "tasks/get", {"taskId": gid})["result"]["status"] == "working"
+            upstream_id = upstream_saw(world, "tasks/get")[-1]["taskId"]
+            same_agent_other_session = open_session(http, g.url, g.token("11"))
+            other_agent = open_session(
+                http, g.url, g.token("11", sub="agent:33", client_id="client-33")
+            )
+            other_role = open_session(http, g.url, g.token("22"))  # an agent the gateway's role refuses
+            same_agent_other_run = {**owner}  # the owner's transport session, another run id in _meta
+            for headers, meta in (
+                (same_agent_other_session, None),
+                (other_agent, None),
+                (same_agent_other_run, {"io.mcpgov/run": "another-run"}),
+            ):
+                for tid in (gid, upstream_id):
+                    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+                        params: dict[str, Any] = {"taskId": tid}
+                        if meta:
+                            params["_meta"] = meta
+                        assert post(headers, method, params)["error"] == {
+                            "code": INVALID_PARAMS,
+                            "message": "Failed to retrieve task: Task not found",
+                        }
+                listed = post(headers, "tasks/list", {"_meta": meta} if meta else {})["result"]
+                assert listed["tasks"] == [] and listed["_meta"]["io.mcpgov/run"] != run
+            refused = post(other_role, "tasks/get", {"taskId": gid})["error"]
+            assert refused["code"] == -32003 and "role_not_allowed" in refused["message"]
+            # the owner still has it, untouched
+            [mine] = post(owner, "tasks/list", {})["result"]["tasks"]
+            assert (mine["taskId"], mine["status"]) == (gid, "working")
+            assert post(owner, "tasks/cancel", {"taskId": gid})["result"]["status"] == "cancelled"
+    finally:
+        g.stop()
+    assert [c["taskId"] for c in upstream_saw(world, "tasks/cancel")] == [upstream_id]  # only the owner's
