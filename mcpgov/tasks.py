@@ -409,6 +409,9 @@ class TaskRegistry:
         else:
             summary = f"task result withheld by governance: {reason}"
         rec.task = {**rec.task, "status": "cancelled", "statusMessage": reason}
+        portal = self.gateway.portal
+        if portal is not None and portal.revoked:
+            return  # a revoked client spools nothing new (the portal would not take it)
         if rec.open and sess.state.state != SessionStatus.ENDED:
             with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
                 self._record_end(rec, "blocked", summary, trigger=trigger)

@@ -174,10 +174,10 @@ def upstream_saw(world: World, method: str) -> list[dict[str, Any]]:
     return [m["params"] for m in map(json.loads, path.read_text().splitlines()) if m["method"] == method]
 
 
-def gateway_agent(world: World, *extra: str) -> RawAgent:
+def gateway_agent(world: World, *extra: str, fast_path: bool = True) -> RawAgent:
     return RawAgent(
         [PY, *world.gateway_args(*extra)],
-        env={"MCPGOV_LOG_LEVEL": "INFO"},
+        env={"MCPGOV_LOG_LEVEL": "INFO", "MCPGOV_FAST_PATH": "1" if fast_path else "0"},
         errlog=world.base / f"gateway-{time.monotonic_ns()}.err",
     )
 
@@ -283,9 +283,13 @@ def test_status_notifications_carry_the_gateways_id(world: World) -> None:
     ]
 
 
-def test_halt_by_trigger_cancels_the_task_upstream_and_refuses_its_polls(world: World) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "sdk-path"])
+def test_halt_by_trigger_cancels_the_task_upstream_and_refuses_its_polls(
+    world: World, fast_path: bool
+) -> None:
+    """The same on both stdio paths: task messages are the gateway's either way, the halting call is not."""
     task_world(world)
-    agent = gateway_agent(world)
+    agent = gateway_agent(world, fast_path=fast_path)
     try:
         agent.initialize()
         gid = task_call(agent, "task__job", {"label": "long", "seconds": 120})["result"]["task"]["taskId"]
@@ -436,9 +440,7 @@ def test_another_session_or_agent_cannot_see_poll_or_cancel_a_task(
             assert post(owner, "tasks/get", {"taskId": gid})["result"]["status"] == "working"
             upstream_id = upstream_saw(world, "tasks/get")[-1]["taskId"]
             same_agent_other_session = open_session(http, g.url, g.token("11"))
-            other_agent = open_session(
-                http, g.url, g.token("11", sub="agent:33", client_id="client-33")
-            )
+            other_agent = open_session(http, g.url, g.token("11", sub="agent:33", client_id="client-33"))
             other_role = open_session(http, g.url, g.token("22"))  # an agent the gateway's role refuses
             same_agent_other_run = {**owner}  # the owner's transport session, another run id in _meta
             for headers, meta in (
@@ -466,3 +468,63 @@ def test_another_session_or_agent_cannot_see_poll_or_cancel_a_task(
     finally:
         g.stop()
     assert [c["taskId"] for c in upstream_saw(world, "tasks/cancel")] == [upstream_id]  # only the owner's
+
+
+def test_without_a_task_upstream_nothing_is_advertised_and_a_task_call_runs_plainly(world: World) -> None:
+    doc = world.doc()
+    world.write_bundle(doc)
+    world.write_config(servers=("time",))
+    agent = gateway_agent(world)
+    try:
+        assert "tasks" not in agent.initialize()["capabilities"]
+        answer = task_call(agent, "time__get_current_time", {"timezone": "UTC"})["result"]
+        assert "task" not in answer and not answer.get("isError")
+        assert '"timezone": "UTC"' in answer["content"][0]["text"]
+    finally:
+        agent.close()
+    assert [(e["phase"], e["status"]) for e in audit(world, "get_current_time")] == [
+        ("intent", None),
+        ("result", "success"),
+    ]
+
+
+def test_a_task_result_over_the_limit_is_withheld_and_halts(world: World) -> None:
+    task_world(world, rate_limits={"global": {}, "per_server": {"task": {"max_response_bytes": 5}}})
+    agent = gateway_agent(world)
+    try:
+        agent.initialize()
+        gid = task_call(agent, "task__job", {"label": "a long label", "seconds": 0})["result"]["task"][
+            "taskId"
+        ]
+        withheld = agent.request("tasks/result", {"taskId": gid})["result"]
+        assert withheld["isError"] and "large_data_return" in withheld["content"][0]["text"]
+        assert "done: a long label" not in json.dumps(withheld)  # the result itself is withheld
+        assert withheld["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": gid}
+        again = agent.request("tasks/result", {"taskId": gid})["error"]
+        assert again["code"] == POLICY_REFUSED and "halted by trigger large_data_return" in again["message"]
+    finally:
+        agent.close()
+    assert [(e["phase"], e["status"], e["trigger"]) for e in audit(world, "job")] == [
+        ("intent", None, None),
+        ("result", "blocked", "large_data_return"),
+    ]
+
+
+def test_a_revoked_client_cancels_its_tasks_upstream(world: World, portal: PortalTestDouble) -> None:
+    """The enforcement client's revocation is the gateway's kill switch: its tasks stop too."""
+    world.publish(portal, task_doc(world, world.doc()))
+    agent = RawAgent(
+        [PY, *world.gateway_args(portal=portal)],
+        env={"MCPGOV_LOG_LEVEL": "INFO"},
+        errlog=world.base / "gateway-portal.err",
+    )
+    try:
+        agent.initialize()
+        gid = task_call(agent, "task__job", {"label": "long", "seconds": 120})["result"]["task"]["taskId"]
+        assert agent.request("tasks/get", {"taskId": gid})["result"]["status"] == "working"
+        portal.revoke()
+        eventually(lambda: upstream_saw(world, "tasks/cancel"), "the upstream's tasks/cancel")
+        refused = agent.request("tasks/result", {"taskId": gid})["error"]
+        assert refused["code"] == POLICY_REFUSED and "enforcement client was revoked" in refused["message"]
+    finally:
+        agent.close()
