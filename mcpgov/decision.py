@@ -478,33 +478,53 @@ def _rate_halt(policy: Policy, state: SessionState, call: ToolCall, reason: str)
     return _halt(Trigger.RATE_LIMIT, f"{reason}\n{rate_limit_summary(policy, state)}", state, call)
 
 
+def _expired(policy: Policy, call: ToolCall) -> Decision:
+    return Decision(
+        Verdict.REFUSE,
+        Trigger.BUNDLE_EXPIRED,
+        f"MCP call refused: policy bundle v{policy.version} expired at {iso_ts(policy.expires_at)} and no newer "
+        "verified bundle is available (the gateway fails closed until one arrives).\n" + _refused_line(call),
+    )
+
+
+def _not_active(state: SessionState, call: ToolCall) -> Decision:
+    if state.state == SessionStatus.PAUSED:
+        why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason}"
+    elif state.state == SessionStatus.HALTED:
+        why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason}"
+    else:
+        why = "This session has ended."
+    return Decision(
+        Verdict.REFUSE,
+        Trigger.SESSION_HALTED,
+        f"MCP call refused. {why}\n{CONTINUE_HINT}\n{_refused_line(call)}",
+    )
+
+
+def _flag_off(flag: Flag, state: SessionState, call: ToolCall) -> Decision:
+    return Decision(
+        Verdict.REFUSE,
+        Trigger.KILL_SWITCH_FLAG,
+        kill_switch_line(flag)
+        + "\n"
+        + trigger_message(
+            Trigger.KILL_SWITCH_FLAG, f"Flag '{flag.name}' is off for role '{state.role}'.", state, call
+        ),
+        SessionStatus.HALTED,
+    )
+
+
 def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: float) -> Decision:
     """Decide one ``tools/call``. ``now`` is a Unix timestamp (``time.time()``)."""
     policy = bundle if type(bundle) is Policy else compile_policy(bundle, state.role)  # type: ignore[arg-type]
 
     # 0. a bundle past its expiry is never enforced: fail closed
     if now >= policy.expires_at:
-        return Decision(
-            Verdict.REFUSE,
-            Trigger.BUNDLE_EXPIRED,
-            f"MCP call refused: policy bundle v{policy.version} expired at {iso_ts(policy.expires_at)} and no newer "
-            "verified bundle is available (the gateway fails closed until one arrives).\n"
-            + _refused_line(call),
-        )
+        return _expired(policy, call)
 
     # 1. halted or paused session
     if state.state != SessionStatus.ACTIVE:
-        if state.state == SessionStatus.PAUSED:
-            why = f"This session is paused ({state.trigger or 'rate_limit'}): {state.state_reason}"
-        elif state.state == SessionStatus.HALTED:
-            why = f"This session is halted by trigger {state.trigger or 'unknown'}: {state.state_reason}"
-        else:
-            why = "This session has ended."
-        return Decision(
-            Verdict.REFUSE,
-            Trigger.SESSION_HALTED,
-            f"MCP call refused. {why}\n{CONTINUE_HINT}\n{_refused_line(call)}",
-        )
+        return _not_active(state, call)
 
     rule = policy.rules.get(call.server) or policy.rule(call.server)
     tool = (rule.tools.get(call.tool) or rule.unknown_tool) if call.method is None else rule.read_rule
@@ -523,16 +543,7 @@ def decide(bundle: Bundle | Policy, state: SessionState, call: ToolCall, now: fl
     # 2. governance flags (kill switch)
     flag = rule.flag_off_write if is_write else rule.flag_off_read
     if flag is not None:
-        return Decision(
-            Verdict.REFUSE,
-            Trigger.KILL_SWITCH_FLAG,
-            kill_switch_line(flag)
-            + "\n"
-            + trigger_message(
-                Trigger.KILL_SWITCH_FLAG, f"Flag '{flag.name}' is off for role '{state.role}'.", state, call
-            ),
-            SessionStatus.HALTED,
-        )
+        return _flag_off(flag, state, call)
 
     # 3. role allowlist (trigger 1)
     if rule.role_violation is not None:
@@ -758,3 +769,23 @@ def decide_server_request(
             )
         return ServerRequestDecision(True)
     return ServerRequestDecision(False, f"{method} is not a request the gateway forwards")
+
+
+def decide_task(policy: Policy, state: SessionState, call: ToolCall, now: float) -> Decision:
+    """Decide whether a task the session created may go on, and be polled (``tasks/get``, ``tasks/result``).
+
+    The call that created the task was decided in full when it was made (:func:`decide`); a poll is not a
+    new call (no rate limit, no cascade), but the rules that stop calls already made stop the task too:
+    an expired bundle, a halted or ended session (a paused one keeps its tasks: the calls were allowed),
+    and a kill-switch flag now off for the task's server and capability, which halts the session as the
+    next call would. Anything refused here is cancelled upstream by the gateway (:mod:`mcpgov.tasks`).
+    """
+    if now >= policy.expires_at:
+        return _expired(policy, call)
+    if state.state in (SessionStatus.HALTED, SessionStatus.ENDED):
+        return _not_active(state, call)
+    rule = policy.rules.get(call.server) or policy.rule(call.server)
+    flag = rule.flag_off_write if rule.tool(call.tool).is_write else rule.flag_off_read
+    if flag is not None:
+        return _flag_off(flag, state, call)
+    return rule.tool(call.tool).allow

@@ -40,6 +40,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import HTTPConnection, Request
 
 from mcpgov.identity import RUN_META_KEY
+from mcpgov.tasks import is_task_message
 from mcpgov.upstream import UpstreamError
 
 if TYPE_CHECKING:
@@ -73,6 +74,17 @@ def plain_tools_call(body: bytes) -> dict[str, Any] | None:
     return msg
 
 
+def task_message(body: bytes) -> dict[str, Any] | None:
+    """The JSON-RPC message when ``body`` is one task request (``tasks/*``, task-augmented ``tools/call``)."""
+    if (b'"tasks/' not in body and b'"task"' not in body) or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
+        return None
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None
+    return msg if is_task_message(msg) and _REQUEST_KEYS.issuperset(msg) else None
+
+
 class FastHttpCalls:
     """Answers plain ``tools/call`` POSTs of live SDK sessions; :meth:`handle` False means "the SDK's"."""
 
@@ -80,6 +92,7 @@ class FastHttpCalls:
         self.gateway = gateway
         self.manager = gateway.server._session_manager
         self.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
+        gateway.tasks.served = True  # task messages are answered here (on both settings)
         self.backend: BearerAuthBackend | None = None
         if token_verifier is not None:
             from pydantic import AnyHttpUrl
@@ -107,11 +120,18 @@ class FastHttpCalls:
         return bool(asks.sampling or asks.elicitation or asks.elicitation_url_domains)
 
     async def handle(self, scope: dict[str, Any], body: bytes, send: Any) -> bool:
-        if not self.enabled:
-            return False
-        msg = plain_tools_call(body)
-        if msg is None or self._may_ask_the_agent(msg["params"]["name"]):
-            return False
+        task = task_message(body)  # always ours: the SDK 2.3 cannot carry tasks (mcpgov.tasks)
+        if task is not None:
+            msg = task
+            meta = msg.get("params", {}).get("_meta") if isinstance(msg.get("params"), dict) else None
+            meta = meta if isinstance(meta, dict) else None
+        else:
+            if not self.enabled:
+                return False
+            msg = plain_tools_call(body)
+            if msg is None or self._may_ask_the_agent(msg["params"]["name"]):
+                return False
+            meta = None
         request = Request(scope)
         headers = request.headers
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
@@ -143,23 +163,39 @@ class FastHttpCalls:
         if requestor != self.manager._session_owners.get(sid):
             return False  # the SDK answers 404, as if the session did not exist
         ctx = SimpleNamespace(
-            request=SimpleNamespace(scope={**scope, "user": user}, headers=headers), meta=None
+            request=SimpleNamespace(scope={**scope, "user": user}, headers=headers), meta=meta
         )
         try:
             sess = self.gateway.session_for(ctx)  # type: ignore[arg-type]
-        except MCPError:
-            return False  # refused role or environment: the SDK path refuses it the same way
+        except MCPError as exc:
+            if task is None:
+                return False  # refused role or environment: the SDK path refuses it the same way
+            # the SDK would answer "method not found" before the role: the refusal is said here
+            error = {"code": exc.error.code, "message": exc.error.message}
+            await self._answer(send, sid, {"jsonrpc": "2.0", "id": msg["id"], "error": error})
+            return True
         # a request in flight holds the session, as in StreamableHTTPServerTransport.handle_request
         if idle is not None:
             transport._requests_in_flight += 1
             idle.deadline = math.inf
         try:
-            response = await self._call(sess, msg, sid)
+            if task is not None:
+                response = await self.gateway.tasks.handle(sess, msg)
+                if isinstance(response.get("result"), dict):
+                    result = response["result"]
+                    result["_meta"] = {**(result.get("_meta") or {}), RUN_META_KEY: sess.run_id}
+            else:
+                response = await self._call(sess, msg, sid)
         finally:
             if idle is not None:
                 transport._requests_in_flight -= 1
                 if not transport._requests_in_flight and transport._idle_timeout is not None:
                     idle.deadline = anyio.current_time() + transport._idle_timeout
+        await self._answer(send, sid, response)
+        return True
+
+    @staticmethod
+    async def _answer(send: Any, sid: str, response: dict[str, Any]) -> None:
         payload = json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         await send(
             {
@@ -173,7 +209,6 @@ class FastHttpCalls:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        return True
 
     async def _call(self, sess: Any, msg: dict[str, Any], sid: str) -> dict[str, Any]:
         request_id = msg["id"]

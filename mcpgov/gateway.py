@@ -63,6 +63,7 @@ from mcpgov.surface import (
     result_size,
     split_name,
 )
+from mcpgov.tasks import TaskRegistry
 from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
@@ -160,6 +161,7 @@ class Gateway:
         self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
         self.surface = Surface(self)  # resources, prompts, notifications, server-to-client requests
         self.surface.start()
+        self.tasks = TaskRegistry(self)  # task-augmented calls and tasks/* (mcpgov.tasks)
         self.server = self._build_server()
 
     # bundle changes
@@ -169,6 +171,7 @@ class Gateway:
         self.policy = compile_policy(verified.bundle, self.options.role)
         self.rebuild_index()
         log.warning("now enforcing bundle v%d", verified.version)
+        self.tasks.nudge()  # a flag turned off stops the tasks it covers
         if self.tg is not None:
             self.tg.start_soon(self._bundle_changed)
 
@@ -370,6 +373,7 @@ class Gateway:
             get_tool_input_schema=self.input_schema,
         )
         server.middleware = []  # no per-message tracing span on the hot path
+        server.tasks_capability = self.tasks.capability  # type: ignore[attr-defined]
         self.surface.register(server)
         return server
 
@@ -425,11 +429,14 @@ class Gateway:
         meta: dict[str, Any] | None = None,
         request_id: Any = None,
         transport_session: str | None = None,
+        task: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One tools/call: decision → INTENT → forward → RESULT → post checks. Returns the wire result.
 
         Raises UpstreamError for a JSON-RPC error to pass back to the agent unchanged. ``meta`` is the
         request's ``_meta`` (trace context), the rest labels the call's span (:mod:`mcpgov.tracing`).
+        ``task``: the agent's task augmentation (:mod:`mcpgov.tasks`); when the upstream answers with a
+        task, the answer is the agent's ``CreateTaskResult`` and the RESULT waits for the task's end.
         """
         if self.portal is not None and self.portal.revoked:
             # kill switch: nothing is forwarded, nothing new is spooled (the portal takes no new
@@ -439,10 +446,15 @@ class Gateway:
         with self.observer.call(
             sess, name, meta=meta, request_id=request_id, transport_session=transport_session
         ) as obs:
-            return await self._execute(sess, name, arguments, obs)
+            return await self._execute(sess, name, arguments, obs, task)
 
     async def _execute(
-        self, sess: AgentSession, name: str, arguments: dict[str, Any] | None, obs: CallObservation
+        self,
+        sess: AgentSession,
+        name: str,
+        arguments: dict[str, Any] | None,
+        obs: CallObservation,
+        task: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         ex = self.index.get(name)
         if ex is not None:
@@ -494,7 +506,7 @@ class Gateway:
         try:
             if upstream is None:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
-            result = await obs.forward(upstream, call.tool, arguments, timeout)
+            result = await obs.forward(upstream, call.tool, arguments, timeout, task)
         except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
             summary = self._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
             if isinstance(exc, UpstreamError):
@@ -505,6 +517,17 @@ class Gateway:
                 self._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
             raise
         ms = (time.perf_counter() - t0) * 1000
+        if task is not None and isinstance(result.get("task"), dict):
+            return self.tasks.created(sess, intent, call, upstream, result, timeout=timeout, started=t0)
+        return self.complete_call(sess, intent, call, result, ms)
+
+    def complete_call(
+        self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, result: dict[str, Any], ms: float
+    ) -> dict[str, Any]:
+        """A forwarded call's answer: post checks (withheld + halt over a limit), then its RESULT."""
+        state = sess.state
+        policy = self.policy
+        spool = sess.spool
         nbytes = result_size(result)
         post = check_result(
             policy, state, call, result_bytes=nbytes, rows=result_rows(result.get("structuredContent"))
@@ -618,6 +641,7 @@ class Gateway:
             return
         on_state_change(self.observer.metrics, st.state, decision.trigger)
         log.error("session %s %s (trigger %s)", st.session_id, st.state, decision.trigger)
+        self.tasks.nudge()  # a halted session's tasks are cancelled upstream
         sess.spool.flush()
         if self.tg is not None and self.control is not None:
             self.tg.start_soon(self.control.report_state, sess, decision.trigger, decision.reason)
@@ -670,6 +694,7 @@ class Gateway:
             elif self.options.bundle_file:
                 tg.start_soon(self._watch_bundle_file, Path(self.options.bundle_file))
             tg.start_soon(self._flush_spools)
+            tg.start_soon(self.tasks.run)
             with anyio.fail_after(60):
                 for up in self.upstreams.values():
                     await tg.start(up.run)

@@ -423,6 +423,7 @@ async def serve_stdio(gateway: Gateway, *, shutdown: Shutdown | None = None) -> 
     from mcp.server.stdio import stdio_server
 
     from mcpgov import fast_stdio
+    from mcpgov.tasks import StdioTasks
 
     serving = anyio.CancelScope()
     async with gateway.running():
@@ -436,12 +437,18 @@ async def serve_stdio(gateway: Gateway, *, shutdown: Shutdown | None = None) -> 
         with serving:
             if fast_stdio.available():
                 fast = fast_stdio.FastCalls(gateway)
+                # task messages are the gateway's on every path: the SDK 2.3 cannot carry them (mcpgov.tasks)
+                tasks = StdioTasks(gateway)
 
                 def initialized() -> None:
                     fast.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
+                    tasks.enabled = True
 
-                async with fast_stdio.pipe_stdio(fast.intercept, initialized) as (stdin, stdout):
-                    fast.wire = stdout.writer
+                def intercept(line: bytes) -> bool:
+                    return tasks.intercept(line) or fast.intercept(line)
+
+                async with fast_stdio.pipe_stdio(intercept, initialized) as (stdin, stdout):
+                    fast.wire = tasks.wire = stdout.writer
                     async with stdio_server(stdin, stdout) as (r, w):  # type: ignore[arg-type]
                         await server.run(r, w, server.create_initialization_options())
             else:  # stdin or stdout is a regular file: the SDK's threaded streams

@@ -162,6 +162,16 @@ class GatewayServer(Server[Any]):
         )
         return super().create_initialization_options(options, *args, **kwargs)
 
+    # set by the gateway: whether task-augmented tools/call can be relayed (mcpgov.tasks)
+    tasks_capability: Callable[[], types.ServerTasksCapability | None] | None = None
+
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        caps = super().get_capabilities(*args, **kwargs)
+        tasks = self.tasks_capability() if self.tasks_capability is not None else None
+        if tasks is not None and kwargs.get("protocol_version") is None:  # 2025-11-25 handshake sessions
+            caps = caps.model_copy(update={"tasks": tasks})
+        return caps
+
 
 class Surface(UpstreamHandler):
     """The handlers of the wider surface for one gateway, and what its upstreams send or ask."""

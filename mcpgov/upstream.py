@@ -102,6 +102,9 @@ class RawChannel:
         self.closed = False
         self.closed_event = asyncio.Event()
         self._prefix = RAW_ID_PREFIX
+        # notifications/tasks/status lines: the SDK 2.3 tables have no such notification at 2025-11-25,
+        # so they are taken off the pipe here and handed to the gateway's tasks (mcpgov.tasks)
+        self.on_task_status: Callable[[dict[str, Any]], None] | None = None
 
     async def request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.closed:
@@ -192,6 +195,14 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
                     line = await proc.stdout.readline()
                     if not line:
                         break
+                    if b'"notifications/tasks/status"' in line and raw.on_task_status is not None:
+                        try:
+                            note = json.loads(line)
+                        except ValueError:
+                            note = None
+                        if isinstance(note, dict) and note.get("method") == "notifications/tasks/status":
+                            raw.on_task_status(note)
+                            continue
                     # fast check first: only our raw responses carry the reserved prefix right after "id"
                     if prefix in line:
                         try:
@@ -283,6 +294,8 @@ class Upstream:
         self.ready = anyio.Event()
         self.broken = anyio.Event()
         self.last_error = "not connected yet"
+        # where this upstream's notifications/tasks/status go (the gateway's TaskRegistry)
+        self.on_task_status: Callable[[Upstream, dict[str, Any]], None] | None = None
 
     async def list_tools(self) -> list[types.Tool]:
         session = self.session
@@ -307,6 +320,33 @@ class Upstream:
     def capabilities(self) -> types.ServerCapabilities | None:
         session = self.session
         return session.server_capabilities if session is not None else None
+
+    @property
+    def supports_tasks(self) -> bool:
+        """Task-augmented ``tools/call`` can be relayed: the server says so and the raw channel carries it.
+
+        The SDK 2.3 client refuses a ``CreateTaskResult`` answer and has no ``tasks/*`` methods at
+        2025-11-25, so tasks ride the raw stdio channel only (HTTP upstreams: not yet).
+        """
+        caps = self.capabilities
+        tasks = caps.tasks if caps is not None else None
+        return bool(
+            self.raw is not None
+            and tasks is not None
+            and tasks.requests is not None
+            and tasks.requests.tools is not None
+            and tasks.requests.tools.call is not None
+        )
+
+    async def task_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A ``tasks/*`` request on the raw channel; the result as the upstream sent it, or UpstreamError."""
+        raw = self.raw
+        if raw is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        msg = await raw.request(method, params, timeout)
+        if "error" in msg:
+            raise UpstreamError(msg["error"])
+        return msg["result"]
 
     @contextlib.contextmanager
     def serving(self, caller: Caller | None) -> Iterator[None]:
@@ -357,10 +397,13 @@ class Upstream:
         timeout: float,
         *,
         meta: dict[str, Any] | None = None,
+        task: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout.
 
-        ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`).
+        ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`); ``task``
+        the task augmentation (answered with a ``CreateTaskResult``: raw channel only, see
+        :attr:`supports_tasks`).
         """
         params: dict[str, Any] = {"name": tool}
         if arguments is not None:
@@ -369,8 +412,12 @@ class Upstream:
             params["_meta"] = meta
         caller = CALLER.get()
         raw = self.raw
+        if task is not None:
+            if raw is None:
+                raise UpstreamClosed(f"upstream {self.slug} cannot run tasks through the gateway")
+            params["task"] = task
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
-        if raw is not None and (caller is None or caller.progress is None):
+        if raw is not None and (caller is None or caller.progress is None or task is not None):
             if (
                 caller is None
             ):  # the stdio fast path: nothing to register (no context manager on the hot path)
@@ -429,6 +476,10 @@ class Upstream:
             "sampling_capabilities": types.SamplingCapability(tools=types.SamplingToolsCapability()),
         }
 
+    def _task_status(self, note: dict[str, Any]) -> None:
+        if self.on_task_status is not None:
+            self.on_task_status(self, note)
+
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[None]:
         c = self.config
@@ -448,6 +499,7 @@ class Upstream:
 
                 await negotiate_auto(session)
             self.session, self.raw = session, raw
+            raw.on_task_status = self._task_status
             async with anyio.create_task_group() as tg:
 
                 async def watch() -> None:  # the process died or closed its stdout

@@ -14,6 +14,7 @@ from mcpgov.decision import (
     check_result,
     compile_policy,
     decide,
+    decide_task,
     pause_point,
     result_rows,
 )
@@ -709,3 +710,50 @@ def test_form_elicitation_and_roots_follow_their_switches_and_the_server_rules()
     halted.halt("rate_limit", "r")
     assert not _sr(sampling=True)("sampling/createMessage", {"maxTokens": 1}, state=halted).allowed
     assert not _sr()("tasks/get", {}).allowed
+
+
+# --- tasks: what a poll of a task already created may do ------------------------------------------------
+
+
+def task_poll(b, st, server="filesystem", tool="write_file", now=T):
+    return decide_task(compile_policy(b, st.role), st, ToolCall(server, tool, {"path": "/tmp/work/a"}), now)
+
+
+def test_task_polls_are_not_calls_rate_limits_and_cascades_do_not_apply():
+    b = bundle(rate_limits={"global": {"max_calls_per_session": 1}, "per_server": {}})
+    st = session()
+    assert write(b, st).allowed  # the call that created the task used the one call
+    for _ in range(5):
+        assert task_poll(b, st).allowed
+    assert st.total_calls == 1
+    assert write(b, st, path="/tmp/work/b").trigger == "rate_limit"
+
+
+def test_task_polls_refused_when_halted_or_ended_but_not_when_paused():
+    b = bundle()
+    st = session()
+    st.halt("unauthorized_server", "Server 'shell' is forbidden")
+    d = task_poll(b, st)
+    assert d.verdict == REFUSE and d.trigger == "session_halted" and d.new_state is None
+    assert "halted by trigger unauthorized_server" in d.message
+    st = session()
+    st.end("bye")
+    assert task_poll(b, st).verdict == REFUSE
+    st = session()
+    st.pause("global", "80% of the calls")
+    assert task_poll(b, st).allowed  # the call was allowed before the pause; a person decides the next one
+
+
+def test_task_polls_stop_on_a_kill_switch_flag_for_the_tasks_capability_and_halt():
+    st = session()
+    d = task_poll(bundle(flags=[_flag()]), st)
+    assert d.verdict == REFUSE and d.trigger == "kill_switch_flag" and d.new_state == HALTED
+    assert d.message.startswith("MCP_KILL_SWITCH: mcp.filesystem.write disabled by governance flag")
+    # a write flag does not stop a read task
+    assert task_poll(bundle(flags=[_flag()]), session(), "filesystem", "read_text_file").allowed
+
+
+def test_task_polls_fail_closed_on_an_expired_bundle():
+    b = bundle()
+    later = compile_policy(b, "code_agent").expires_at + 1
+    assert task_poll(b, session(), now=later).trigger == "bundle_expired"

@@ -1,0 +1,511 @@
+"""MCP tasks (2025-11-25 ``tasks``) through the gateway: task-augmented ``tools/call``, ``tasks/*``, status notes.
+
+Why its own wire handling: the SDK 2.3 message tables have no ``tasks/*`` methods and no
+``notifications/tasks/status`` at 2025-11-25, and its client and server both refuse a ``CreateTaskResult``
+as the answer to ``tools/call``. So these few messages are taken off the agent's wire before the SDK sees
+them (stdio: :class:`StdioTasks`; HTTP: :mod:`mcpgov.fast_http`, after the SDK's own transport and auth
+checks) and relayed on the upstream's raw stdio channel (:mod:`mcpgov.upstream`). Everything else keeps
+the SDK's validation.
+
+Governance: the call that creates a task is decided and audited like any call (INTENT before it is
+forwarded, rate limits counted once); its RESULT is written when the task's result is fetched
+(``tasks/result``, with the large-data checks) or when it ends otherwise (failed, cancelled). Task ids the
+agent sees are minted here (``<server>:<random>``) and bound to the governance session that created the
+task: any other session gets the answer of an unknown task. Polls are not calls (no rate limit), but each
+is checked by :func:`mcpgov.decision.decide_task`; a halt, an ended session, a kill-switch flag or a
+revoked client cancels the session's in-flight tasks upstream (``tasks/cancel``), audits it, and refuses
+every later poll with the halt's refusal. See ``docs/gateway.md``, "Tasks".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import mcp_types as types
+
+from mcpgov.bundle import Trigger
+from mcpgov.decision import Decision, ToolCall, Verdict, decide_task
+from mcpgov.session import CallRecord, SessionStatus
+from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, split_name
+from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from mcpgov.control import AgentSession
+    from mcpgov.gateway import Gateway
+
+log = logging.getLogger("mcpgov.gateway")
+
+TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/list", "tasks/cancel"})
+RELATED_TASK = "io.modelcontextprotocol/related-task"
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TASK_NOT_FOUND = "Failed to retrieve task: Task not found"
+POLL_TIMEOUT = 30.0  # tasks/get, tasks/cancel, tasks/list on the upstream
+SWEEP_INTERVAL = 0.5  # how often in-flight tasks are checked against the session and the bundle
+
+
+def is_task_message(msg: Any) -> bool:
+    """A request for this module: ``tasks/*``, or a ``tools/call`` carrying ``params.task``."""
+    if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or type(msg.get("id")) not in (int, str):
+        return False
+    method = msg.get("method")
+    if method in TASK_METHODS:
+        return True
+    params = msg.get("params")
+    return method == "tools/call" and isinstance(params, dict) and "task" in params
+
+
+class TaskError(Exception):
+    """A JSON-RPC error answered to the agent."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.error: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            self.error["data"] = data
+
+
+def _not_found() -> TaskError:
+    # the same answer for a task that never existed, expired, or belongs to another session or agent
+    return TaskError(types.INVALID_PARAMS, TASK_NOT_FOUND)
+
+
+def _refusal(decision: Decision) -> TaskError:
+    return TaskError(POLICY_REFUSED, decision.message, {"trigger": str(decision.trigger)})
+
+
+@dataclass(eq=False)
+class GatewayTask:
+    """One upstream task as the gateway holds it for the session that created it."""
+
+    id: str  # what the agent sees
+    session: AgentSession
+    upstream: Upstream
+    upstream_id: str
+    call: ToolCall
+    intent: dict[str, Any]
+    started: float  # perf_counter at forwarding
+    timeout: float  # the call's execution timeout: how long a tasks/result may wait upstream
+    expires: float  # monotonic; the task's ttl from its creation (inf when unlimited)
+    task: dict[str, Any] = field(default_factory=dict)  # the last state seen, with the gateway's id
+    refusal: Decision | None = None  # governance stopped it: every poll gets this refusal
+
+    @property
+    def status(self) -> str:
+        return str(self.task.get("status") or "working")
+
+    @property
+    def open(self) -> bool:
+        """Its RESULT is not written yet."""
+        return self.intent["call_id"] in self.session.spool.open_intents
+
+
+class TaskRegistry:
+    """The tasks of every session of one gateway, and the sweep that stops them when governance says so."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.tasks: dict[str, GatewayTask] = {}
+        self.by_upstream: dict[tuple[str, str], GatewayTask] = {}
+        # where the agent's notifications go, set by the transport that carries tasks: stdio has one agent
+        self.notify: Callable[[AgentSession, dict[str, Any]], None] | None = None
+        self.served = False  # a transport takes the task messages off the wire (else nothing is advertised)
+        self._wake = anyio.Event()
+        for up in gateway.upstreams.values():
+            up.on_task_status = self.on_status
+
+    # capability
+
+    def capability(self) -> types.ServerTasksCapability | None:
+        """``tasks`` for the agent: only when a transport relays them and an upstream runs task calls."""
+        if not self.served or not any(up.supports_tasks for up in self.gateway.upstreams.values()):
+            return None
+        return types.ServerTasksCapability(
+            list=types.TasksListCapability(),
+            cancel=types.TasksCancelCapability(),
+            requests=types.ServerTasksRequestsCapability(
+                tools=types.TasksToolsCapability(call=types.TasksCallCapability())
+            ),
+        )
+
+    # the wire
+
+    async def handle(self, sess: AgentSession, msg: dict[str, Any]) -> dict[str, Any]:
+        """Answer one task message (:func:`is_task_message`) of ``sess``: the JSON-RPC response."""
+        request_id = msg["id"]
+        params = msg.get("params")
+        if params is None:
+            params = {}
+        try:
+            if not isinstance(params, dict):
+                raise TaskError(types.INVALID_PARAMS, "params must be an object")
+            method = msg["method"]
+            if method == "tools/call":
+                result = await self._call(sess, params, request_id)
+            elif method == "tasks/list":
+                result = await self._list(sess, params)
+            else:
+                rec = self._find(sess, params)
+                if method == "tasks/get":
+                    result = await self._get(rec)
+                elif method == "tasks/result":
+                    result = await self._result(rec)
+                else:
+                    result = await self._cancel(rec)
+        except TaskError as exc:
+            return {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
+        except UpstreamError as exc:
+            error = {k: v for k, v in exc.error.items() if k in ("code", "message", "data")}
+            error.setdefault("code", types.INTERNAL_ERROR)
+            error.setdefault("message", "")
+            return {"jsonrpc": "2.0", "id": request_id, "error": error}
+        except Exception as exc:  # never leave the agent without an answer
+            log.exception("%s failed inside the gateway", msg.get("method"))
+            return {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "error": {"code": types.INTERNAL_ERROR, "message": str(exc)},
+            }
+        return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+    async def _call(self, sess: AgentSession, params: dict[str, Any], request_id: Any) -> dict[str, Any]:
+        name, arguments, task = params.get("name"), params.get("arguments"), params.get("task")
+        if not isinstance(name, str) or (arguments is not None and not isinstance(arguments, dict)):
+            raise TaskError(types.INVALID_PARAMS, "tools/call needs a name and object arguments")
+        if not isinstance(task, dict):
+            raise TaskError(types.INVALID_PARAMS, 'task must be an object ({"ttl": ms})')
+        gw = self.gateway
+        ex = gw.index.get(name)
+        parts = (ex.server, ex.tool) if ex is not None else split_name(name)
+        upstream = gw.upstreams.get(parts[0]) if parts is not None else None
+        meta = params.get("_meta")
+        trace = (
+            {k: meta[k] for k in ("traceparent", "tracestate") if k in meta}
+            if isinstance(meta, dict)
+            else None
+        )
+        # a server that does not run tasks gets the call as a plain one (the spec's rule for a receiver
+        # without the capability); the agent then gets the tool's result itself
+        augment = {"ttl": task["ttl"]} if isinstance(task.get("ttl"), int) else {}
+        return await gw.execute(
+            sess,
+            name,
+            arguments,
+            meta=trace or None,
+            request_id=request_id,
+            task=augment if upstream is not None and upstream.supports_tasks else None,
+        )
+
+    def created(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        upstream: Upstream,
+        result: dict[str, Any],
+        *,
+        timeout: float,
+        started: float,
+    ) -> dict[str, Any]:
+        """The upstream made a task of an allowed call: mint the agent's id; the RESULT waits for its end."""
+        up_task = result["task"]
+        upstream_id = up_task.get("taskId")
+        if not isinstance(upstream_id, str) or not upstream_id:
+            summary = "the upstream answered with a task without a taskId"
+            sess.spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=0.0)
+            raise TaskError(types.INTERNAL_ERROR, summary)
+        gid = f"{upstream.slug}:{secrets.token_urlsafe(18)}"
+        ttl = up_task.get("ttl")
+        expires = time.monotonic() + ttl / 1000 if isinstance(ttl, int | float) and ttl >= 0 else math.inf
+        rec = GatewayTask(gid, sess, upstream, upstream_id, call, intent, started, timeout, expires)
+        rec.task = self._translate(rec, up_task)
+        self.tasks[gid] = rec
+        self.by_upstream[(upstream.slug, upstream_id)] = rec
+        log.info(
+            "task %s created on %s for %s.%s (upstream id %s)",
+            gid,
+            upstream.slug,
+            call.server,
+            call.tool,
+            upstream_id,
+        )
+        self.nudge()
+        answer = self._translate(rec, result)
+        answer["task"] = dict(rec.task)
+        return answer
+
+    def _find(self, sess: AgentSession, params: dict[str, Any]) -> GatewayTask:
+        rec = self.tasks.get(params.get("taskId")) if isinstance(params.get("taskId"), str) else None
+        if rec is None or rec.session is not sess:
+            raise _not_found()
+        if time.monotonic() >= rec.expires:
+            self._forget(rec)
+            raise _not_found()
+        return rec
+
+    def _check(self, rec: GatewayTask) -> Decision | None:
+        """The refusal that stops this task now, if any (:func:`decide_task`; a revoked client)."""
+        if rec.refusal is not None:
+            return rec.refusal
+        gw = self.gateway
+        if gw.portal is not None and gw.portal.revoked:
+            return Decision(Verdict.REFUSE, Trigger.KILL_SWITCH_FLAG, REVOKED_MESSAGE)
+        decision = decide_task(gw.policy, rec.session.state, rec.call, time.time())
+        return None if decision.allowed else decision
+
+    async def _admit(self, rec: GatewayTask) -> None:
+        """A poll goes on only while the task may: otherwise it is stopped (cancelled upstream) and refused."""
+        decision = self._check(rec)
+        if decision is not None:
+            await self.stop(rec, decision)
+            raise _refusal(rec.refusal or decision)
+
+    async def _get(self, rec: GatewayTask) -> dict[str, Any]:
+        await self._admit(rec)
+        result = await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
+        self._seen(rec, result)
+        await self._admit(rec)  # a halt while the upstream answered
+        return self._translate(rec, result)
+
+    async def _result(self, rec: GatewayTask) -> dict[str, Any]:
+        await self._admit(rec)
+        try:
+            result = await rec.upstream.task_request("tasks/result", {"taskId": rec.upstream_id}, rec.timeout)
+        except UpstreamTimeout:
+            raise TaskError(
+                types.INTERNAL_ERROR, f"the task's result did not come within {rec.timeout:g}s; ask again"
+            ) from None
+        except (UpstreamError, UpstreamClosed) as exc:
+            await self._admit(rec)
+            if rec.open:
+                self.gateway._forward_failed(rec.session, rec.intent, rec.call, exc, self._ms(rec))
+            if isinstance(exc, UpstreamClosed):
+                raise TaskError(
+                    types.INTERNAL_ERROR, f"MCP call failed: {exc} (recorded as status=fail)"
+                ) from exc
+            raise
+        await self._admit(rec)  # halted while the result was on its way: it is not delivered
+        if rec.task.get("status") not in TERMINAL:
+            rec.task = {**rec.task, "status": "failed" if result.get("isError") else "completed"}
+        answer = self._translate(rec, result)
+        if rec.open:
+            meta = answer.get("_meta")
+            answer = self.gateway.complete_call(rec.session, rec.intent, rec.call, answer, self._ms(rec))
+            if meta is not None:
+                answer.setdefault("_meta", meta)
+        else:
+            content = answer.get("content")
+            if content:
+                from mcpgov.surface import prefix_resource_uris
+
+                prefix_resource_uris(rec.call.server, content)
+        answer.setdefault("_meta", {})[RELATED_TASK] = {"taskId": rec.id}
+        return answer
+
+    async def _cancel(self, rec: GatewayTask) -> dict[str, Any]:
+        await self._admit(rec)
+        result = await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
+        self._seen(rec, result)
+        if rec.open:
+            self._record_end(rec, "fail", "task cancelled by the agent")
+        return self._translate(rec, result)
+
+    async def _list(self, sess: AgentSession, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("cursor") is not None:
+            raise TaskError(types.INVALID_PARAMS, "Invalid cursor")  # one page: this gateway never gives one
+        now = time.monotonic()
+        out = []
+        for rec in [r for r in self.tasks.values() if r.session is sess]:
+            if now >= rec.expires:
+                self._forget(rec)
+                continue
+            if rec.refusal is None and rec.status not in TERMINAL and self._check(rec) is None:
+                with contextlib.suppress(Exception):  # the last state seen stands in for an upstream away
+                    self._seen(
+                        rec, await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, 5.0)
+                    )
+            out.append(dict(rec.task))
+        return {"tasks": out}
+
+    # upstream notifications
+
+    def on_status(self, upstream: Upstream, note: dict[str, Any]) -> None:
+        """``notifications/tasks/status`` from an upstream: to the session that owns the task, translated."""
+        params = note.get("params")
+        upstream_id = params.get("taskId") if isinstance(params, dict) else None
+        rec = self.by_upstream.get((upstream.slug, upstream_id)) if isinstance(upstream_id, str) else None
+        if rec is None or rec.refusal is not None:
+            return  # not a task of ours, or one governance stopped (its agent is told by its polls)
+        self._seen(rec, params)
+        if self.notify is not None and rec.session.state.state != SessionStatus.ENDED:
+            self.notify(
+                rec.session,
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/tasks/status",
+                    "params": self._translate(rec, params),
+                },
+            )
+
+    # governance
+
+    def nudge(self) -> None:
+        """Check the in-flight tasks now (a halt, a new bundle)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The sweep: stop every task that may not go on, within ``SWEEP_INTERVAL`` of the reason."""
+        while True:
+            with anyio.move_on_after(SWEEP_INTERVAL):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            now = time.monotonic()
+            for rec in list(self.tasks.values()):
+                if now >= rec.expires:
+                    self._forget(rec)
+                    continue
+                if rec.refusal is not None or (rec.status in TERMINAL and not rec.open):
+                    continue
+                decision = self._check(rec)
+                if decision is not None:
+                    with contextlib.suppress(Exception):
+                        await self.stop(rec, decision)
+
+    async def stop(self, rec: GatewayTask, decision: Decision) -> None:
+        """Governance stops a task: cancelled upstream (if still running), audited, its polls refused."""
+        if rec.refusal is not None:
+            return
+        rec.refusal = decision
+        sess = rec.session
+        if decision.new_state is not None and not sess.state.blocked:
+            self.gateway._apply_state(sess, decision)  # a flag turned off halts the session, as a call would
+            rec.refusal = Decision(Verdict.REFUSE, decision.trigger, decision.message)
+        trigger = decision.trigger
+        if trigger == Trigger.SESSION_HALTED and sess.state.trigger is not None:
+            trigger = sess.state.trigger  # the halt's own trigger names why the task stopped
+        reason = (decision.reason or decision.message.splitlines()[0])[:200]
+        running = rec.status not in TERMINAL
+        if running:
+            log.warning(
+                "task %s (%s.%s): cancelling upstream: %s", rec.id, rec.call.server, rec.call.tool, reason
+            )
+            try:
+                result = await rec.upstream.task_request(
+                    "tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT
+                )
+                self._seen(rec, result)
+                summary = f"task cancelled upstream by governance: {reason}"
+            except Exception as exc:  # the upstream is away or the task just ended: still refused here
+                summary = f"task stopped by governance (upstream cancel failed: {exc}): {reason}"
+        else:
+            summary = f"task result withheld by governance: {reason}"
+        rec.task = {**rec.task, "status": "cancelled", "statusMessage": reason}
+        portal = self.gateway.portal
+        if portal is not None and portal.revoked:
+            return  # a revoked client spools nothing new (the portal would not take it)
+        if rec.open and sess.state.state != SessionStatus.ENDED:
+            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
+                self._record_end(rec, "blocked", summary, trigger=trigger)
+        elif rec.open:
+            with contextlib.suppress(Exception):
+                self._record_end(rec, "fail", summary)
+
+    # helpers
+
+    def _seen(self, rec: GatewayTask, upstream_task: dict[str, Any]) -> None:
+        """An upstream task state (tasks/get, cancel, a notification): kept, and a failure/cancel ends it."""
+        if rec.refusal is not None:
+            return
+        fields = {k: v for k, v in upstream_task.items() if k != "_meta"}
+        rec.task = {**rec.task, **self._translate(rec, fields)}
+        status = rec.status
+        if status in ("failed", "cancelled") and rec.open:
+            why = rec.task.get("statusMessage") or status
+            self._record_end(rec, "fail", f"task {status} upstream: {why}"[:300])
+
+    def _record_end(self, rec: GatewayTask, status: str, summary: str, *, trigger: Any = None) -> None:
+        sess = rec.session
+        sess.spool.result(
+            rec.intent,
+            status=status,
+            result_summary=summary[:300],
+            nbytes=0,
+            duration_ms=self._ms(rec),
+            trigger=trigger,
+        )
+        outcome = f"{status} ({trigger})" if trigger else f"{status} ({summary[:80]})"
+        sess.state.record_outcome(
+            CallRecord(rec.intent["ts"], rec.call.server, rec.call.tool, rec.intent["args_summary"], outcome)
+        )
+
+    @staticmethod
+    def _ms(rec: GatewayTask) -> float:
+        return (time.perf_counter() - rec.started) * 1000
+
+    def _translate(self, rec: GatewayTask, data: dict[str, Any]) -> dict[str, Any]:
+        """A copy of an upstream answer with the upstream's task id replaced by the agent's, wherever it shows."""
+        out = copy.deepcopy(data)
+        if out.get("taskId") == rec.upstream_id:
+            out["taskId"] = rec.id
+        meta = out.get("_meta")
+        if isinstance(meta, dict) and isinstance(meta.get(RELATED_TASK), dict):
+            meta[RELATED_TASK] = {**meta[RELATED_TASK], "taskId": rec.id}
+        return out
+
+    def _forget(self, rec: GatewayTask) -> None:
+        self.tasks.pop(rec.id, None)
+        self.by_upstream.pop((rec.upstream.slug, rec.upstream_id), None)
+
+
+class StdioTasks:
+    """Task messages taken off the stdio wire before the SDK sees them (one agent session: ``stdio``)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.registry = gateway.tasks
+        self.enabled = False  # once the legacy handshake completed
+        self.wire: Any = None  # asyncio.StreamWriter
+        self._pending: set[Any] = set()
+        self.registry.served = True
+        self.registry.notify = self._notify
+
+    def intercept(self, line: bytes) -> bool:
+        if not self.enabled or (b'"tasks/' not in line and b'"task"' not in line):
+            return False
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return False
+        if not is_task_message(msg):
+            return False
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(self._answer(msg))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return True
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        gw = self.gateway
+        sess = gw.sessions.get("stdio") or gw.open_session("stdio")
+        self._write(await self.registry.handle(sess, msg))
+
+    def _notify(self, sess: AgentSession, note: dict[str, Any]) -> None:
+        if self.gateway.sessions.get("stdio") is sess:
+            self._write(note)
+
+    def _write(self, msg: dict[str, Any]) -> None:
+        if self.wire is not None:
+            with contextlib.suppress(Exception):
+                self.wire.write(
+                    json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+                )
