@@ -648,7 +648,19 @@ def main() -> None:
         (d / "portal").mkdir()
         portal = None if a.no_portal else Portal(a.database_url, d / "portal")
         try:
-            lat, thr, load0, load1, sync = anyio.run(run, a, d, portal)
+            try:
+                lat, thr, load0, load1, sync = anyio.run(run, a, d, portal)
+            except BaseExceptionGroup as group:  # the SDK nests task groups past the traceback's depth
+                leaves = [group]
+                while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+                    leaves = [
+                        x
+                        for e in leaves
+                        for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e])
+                    ]
+                raise SystemExit(
+                    f"benchmark failed: {'; '.join(f'{type(e).__name__}: {e}' for e in leaves)}"
+                ) from group
             report(a, lat, thr, load0, load1, sync)
             if portal is not None:
                 check_delivery(portal, d)
