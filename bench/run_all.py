@@ -25,6 +25,7 @@ from summary import parse  # noqa: E402
 # (script, its arguments): the gateway's latency figures first, then the portal's
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("decision_time.py", []),
+    ("spool_sync.py", []),
     ("gateway_latency.py", []),
     ("gateway_latency.py", ["--http"]),
     ("tools_list.py", []),
