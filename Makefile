@@ -77,8 +77,10 @@ fmt: deps
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format config portal governance audit incidents mcpgov tests bench
 
+# Every issue-#12 figure in one table (bench/run_all.py); BENCH_QUICK=1 make bench for shorter runs,
+# BENCH_ARGS="--only governed_path,tools_list" for some of them.
 bench: deps upstreams
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 var

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -17,6 +18,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from summary import load_text, summary
 
 from mcpgov.bundle import Bundle
 from mcpgov.decision import ToolCall, Verdict, compile_policy, decide
@@ -86,6 +90,7 @@ def run(n: int) -> None:
             c.server, c.tool == "write0", call_resource(c.server, c.arguments), t - 30 + i / 1000
         )
     samples = []
+    load0 = os.getloadavg()
     clock = time.perf_counter_ns
     gc.disable()
     try:
@@ -110,9 +115,11 @@ def run(n: int) -> None:
         bundle2 = bench_bundle(now)
         compile_policy(bundle2, "agent")
     print(f"bundle parse + compile for one role: {(time.perf_counter() - t0) * 10:.2f} ms")
+    p99 = us[int(0.99 * n)]
+    summary("decide() p99", p99, "µs", goal="< 20 µs", met=p99 < 20, load=load_text(load0))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--calls", type=int, default=50_000 if os.environ.get("BENCH_QUICK") == "1" else 200_000)
     run(ap.parse_args().calls)

@@ -30,7 +30,11 @@ from mcp import Client, StdioServerParameters
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from summary import load_text, summary  # noqa: E402
+
+from mcpgov.audit import read_events  # noqa: E402
 from mcpgov.bundle import Bundle  # noqa: E402
 from mcpgov.verify import generate_key, jwks, sign_bundle  # noqa: E402
 
@@ -38,7 +42,18 @@ PY = sys.executable
 TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
 
 
-def bench_bundle(now: datetime) -> Bundle:
+def bench_bundle(now: datetime, *, asks_nothing: bool = True) -> Bundle:
+    """The benchmark's bundle. ``asks_nothing``: the upstream may neither sample nor elicit (the HTTP fast
+    path takes only such calls; ``False`` is the default server policy, form elicitation allowed, whose
+    HTTP calls take the SDK path)."""
+    time_server: dict = {
+        "transport": "stdio",
+        "command": "python",
+        "args": TIME_ARGS,
+        "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}},
+    }
+    if asks_nothing:
+        time_server["server_requests"] = {"elicitation": False}
     return Bundle.model_validate(
         {
             "team": "bench",
@@ -47,14 +62,7 @@ def bench_bundle(now: datetime) -> Bundle:
             "issued_at": (now - timedelta(minutes=1)).isoformat(),
             "expires_at": (now + timedelta(hours=2)).isoformat(),
             "roles": {"bench_agent": {"allowed_servers": ["time"]}},
-            "servers": {
-                "time": {
-                    "transport": "stdio",
-                    "command": "python",
-                    "args": TIME_ARGS,
-                    "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}},
-                }
-            },
+            "servers": {"time": time_server},
             "environment_policy": {
                 "name": "development",
                 "forbidden_patterns": ["*prod*"],
@@ -134,6 +142,7 @@ async def main_http(a, d: Path, key, base_args: list[str]) -> None:
         "gateway HTTP, no auth": [],
         "gateway HTTP + auth": [],
     }
+    load0 = os.getloadavg()
     p1, p2 = free_port(), free_port()
     # upstream side in legacy mode: the gateway's 2026-07-28 upstream calls are not what this measures
     base_args = [*base_args]
@@ -170,6 +179,19 @@ async def main_http(a, d: Path, key, base_args: list[str]) -> None:
         results["gateway HTTP, no auth"]
     )
     print(f"agent auth (token verified per request): {auth_cost:.3f} ms median")
+    load = load_text(load0)
+    for name in ("gateway HTTP, no auth", "gateway HTTP + auth"):
+        md = statistics.median(results[name])
+        summary(
+            f"{name} (fast path; upstream asks nothing): added median",
+            md - base,
+            "ms",
+            baseline=f"direct stdio {base:.2f} ms",
+            ratio=md / base,
+            goal="≤ 1 ms added" if "auth" in name and "no auth" not in name else None,
+            met=(md - base <= 1.0) if "no auth" not in name else None,
+            load=load,
+        )
 
 
 async def measure(client: Client, n: int, name: str) -> list[float]:
@@ -207,7 +229,7 @@ def pct(xs: list[float], p: float) -> float:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--calls", type=int, default=300 if os.environ.get("BENCH_QUICK") == "1" else 1000)
     ap.add_argument("--mode", default="legacy")
     ap.add_argument("--durability", default="intent", choices=["process", "intent", "all"])
     ap.add_argument("--no-fast-path", action="store_true", help="let the SDK server handle tools/call too")
@@ -270,13 +292,14 @@ async def main() -> None:
         via: list[float] = []
         straight: list[float] = []
         gateway_cpu = 0.0
+        load0 = os.getloadavg()
         async with Client(gateway, mode=a.mode) as g, Client(direct, mode=a.mode) as s:
             for _ in range(rounds):
                 straight += await measure(s, per, "get_current_time")
                 cpu0 = child_cpu_seconds("mcpgov gateway")
                 via += await measure(g, per, "time__get_current_time")
                 gateway_cpu += child_cpu_seconds("mcpgov gateway") - cpu0
-        spool_lines = sum(1 for f in (d / "spool").glob("*.jsonl") for _ in f.open())
+        spool_lines = sum(len(read_events(f)[0]) for f in (d / "spool").glob("*.jsonl"))
     md, mg = statistics.median(straight), statistics.median(via)
     print(
         f"calls per path: {len(straight)} (mcp-server-time over stdio, mode={a.mode}, durability={a.durability}, "
@@ -288,6 +311,22 @@ async def main() -> None:
     print(f"ratio  : median {mg / md:.2f}x  p99 {pct(via, 99) / pct(straight, 99):.2f}x")
     print(f"gateway process CPU (user+sys) per call: {gateway_cpu / (len(via) + 50 * rounds) * 1000:.3f} ms")
     print(f"audit events spooled by the gateway: {spool_lines}")
+    path = f"stdio {'SDK' if a.no_fast_path else 'fast'} path, no portal, {a.durability}"
+    load = load_text(load0)
+    summary(
+        f"gateway {path}: added median",
+        mg - md,
+        "ms",
+        baseline=f"direct stdio {md:.2f} ms",
+        ratio=mg / md,
+        load=load,
+    )
+    summary(
+        f"gateway {path}: gateway CPU per call",
+        gateway_cpu / (len(via) + 50 * rounds) * 1000,
+        "ms",
+        load=load,
+    )
 
 
 if __name__ == "__main__":

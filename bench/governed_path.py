@@ -8,7 +8,10 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
   on its own PostgreSQL database), default durability ``intent``, the audit shipper delivering every
   event while the calls run;
 - ``mcpgov HTTP→stdio + auth``: the gateway on streamable HTTP with agent auth (an EdDSA access token
-  verified on every request), upstream on stdio;
+  verified on every request), upstream on stdio, whose server policy lets it neither sample nor elicit
+  (the HTTP fast path takes those calls);
+- ``mcpgov HTTP→stdio + auth, default policy``: the same with the default server policy (form
+  elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the SDK path);
 - ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
   virtualenv under ``var/``), the same upstream;
 - ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
@@ -46,7 +49,9 @@ sys.path.insert(0, str(HERE))
 
 from gateway_latency import ISSUER, agent_token, bench_bundle, pct  # noqa: E402
 from peers import mcp_proxy  # noqa: E402
+from summary import load_text, summary  # noqa: E402
 
+from mcpgov.audit import read_events  # noqa: E402
 from mcpgov.verify import generate_key, jwks, sign_bundle  # noqa: E402
 
 PY = sys.executable
@@ -188,6 +193,9 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     (d / "bundle.jws").write_text(
         sign_bundle(bench_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
     )
+    (d / "bundle-default.jws").write_text(
+        sign_bundle(bench_bundle(datetime.now(UTC), asks_nothing=False).canonical_bytes(), key, "bench")
+    )
     (d / "stdio.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
     offline = [
         "-m",
@@ -237,6 +245,28 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         "mcpgov gateway --http",
     )
     gw_url = f"http://127.0.0.1:{gw_port}/mcp"
+    default_port = free_port()
+    default_offline = [*offline]
+    default_offline[default_offline.index("--bundle-file") + 1] = str(d / "bundle-default.jws")
+    spawn(
+        [
+            PY,
+            *default_offline,
+            "--config",
+            str(d / "stdio.json"),
+            "--spool",
+            str(d / "spool-http-default"),
+            "--state-dir",
+            str(d / "state-http-default"),
+            "--issuer",
+            ISSUER,
+            "--http",
+            f"127.0.0.1:{default_port}",
+        ],
+        default_port,
+        "mcpgov gateway --http (default server policy)",
+    )
+    default_url = f"http://127.0.0.1:{default_port}/mcp"
     if a.before:
         before_port = free_port()
         spawn(
@@ -271,6 +301,10 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         ),
         "mcpgov HTTP→stdio + auth": (
             http_client(gw_url, a.mode, agent_token(key, gw_url)),
+            "time__get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth, default policy": (
+            http_client(default_url, a.mode, agent_token(key, default_url)),
             "time__get_current_time",
         ),
         "direct HTTP": (http_client(upstream_url, a.mode), "get_current_time"),
@@ -409,18 +443,30 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     return lat, thr, load0, load1, sync
 
 
-def disk_sync_floor(d: Path, n: int = 200) -> list[float]:
-    """fdatasync after a 600-byte append on the spool's file system: the floor of ``durability=intent``."""
-    fd = os.open(d / "sync-floor", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-    out = []
+def disk_sync_floor(d: Path, n: int = 200) -> dict[str, list[float]]:
+    """A 600-byte record + ``fdatasync`` on the spool's file system, the floor of ``durability=intent``:
+    appended (the file grows at every sync) and written with ``pwrite`` into preallocated space (the
+    spool's way), taking turns."""
+    record = b"x" * 599 + b"\n"
+    append = os.open(d / "sync-append", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    prealloc = os.open(d / "sync-prealloc", os.O_RDWR | os.O_CREAT, 0o600)
+    os.posix_fallocate(prealloc, 0, (n + 1) * len(record))
+    os.fsync(prealloc)
+    out: dict[str, list[float]] = {"append": [], "pwrite": []}
     try:
-        for _ in range(n):
+        for i in range(n):
             t0 = time.perf_counter()
-            os.write(fd, b"x" * 599 + b"\n")
-            os.fdatasync(fd)
-            out.append((time.perf_counter() - t0) * 1000)
+            os.write(append, record)
+            os.fdatasync(append)
+            t1 = time.perf_counter()
+            os.pwrite(prealloc, record, i * len(record))
+            os.fdatasync(prealloc)
+            t2 = time.perf_counter()
+            out["append"].append((t1 - t0) * 1000)
+            out["pwrite"].append((t2 - t1) * 1000)
     finally:
-        os.close(fd)
+        os.close(append)
+        os.close(prealloc)
     return out
 
 
@@ -428,40 +474,54 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     med = {p: statistics.median(xs) for p, xs in lat.items()}
     p99 = {p: pct(xs, 99) for p, xs in lat.items()}
     tput = {p: statistics.median(xs) for p, xs in thr.items()}
+    load = load_text(load0, load1)
     print(
         f"\ncalls per path: {len(lat['direct stdio'])} one at a time ({a.rounds} rounds, interleaved), "
         f"then {a.tput_rounds}x{a.tput_calls} with {a.inflight} in flight; {os.cpu_count()} CPUs, "
         f"load average {load0[0]:.2f} at start, {load1[0]:.2f} at end"
     )
-    print(f"{'path':28} {'median ms':>10} {'p99 ms':>9} {'calls/s':>9}")
+    print(f"{'path':42} {'median ms':>10} {'p99 ms':>9} {'calls/s':>9}")
     for p in lat:
-        print(f"{p:28} {med[p]:10.3f} {p99[p]:9.3f} {tput[p]:9.0f}")
-    rows = []  # (figure, baseline, value, ratio or added, goal, met)
+        print(f"{p:42} {med[p]:10.3f} {p99[p]:9.3f} {tput[p]:9.0f}")
+    rows = []  # (figure, baseline, value, ratio or added, goal, met); each also a SUMMARY line
+
+    def row(figure, value, unit, text, baseline, ratio_, goal, met) -> None:
+        rows.append(
+            (
+                figure,
+                baseline or "—",
+                text,
+                "" if ratio_ is None else f"{ratio_:.2f}x",
+                goal or "—",
+                "" if met is None else ("met" if met else "NOT met"),
+            )
+        )
+        summary(figure, value, unit, baseline=baseline, ratio=ratio_, goal=goal, met=met, load=load)
 
     def added(path: str, base: str, goal_ms: float | None, what: str = "median") -> None:
         v, b = (med[path], med[base]) if what == "median" else (p99[path], p99[base])
-        rows.append(
-            (
-                f"{path}: added {what}",
-                f"{base} {b:.3f} ms",
-                f"+{v - b:.3f} ms",
-                f"{v / b:.2f}x",
-                f"≤ {goal_ms:g} ms" if goal_ms is not None else "—",
-                "" if goal_ms is None else ("met" if v - b <= goal_ms else "NOT met"),
-            )
+        row(
+            f"{path}: added {what}",
+            v - b,
+            "ms",
+            f"{v - b:+.3f} ms",
+            f"{base} {b:.3f} ms",
+            v / b,
+            f"≤ {goal_ms:g} ms added" if goal_ms is not None else None,
+            None if goal_ms is None else v - b <= goal_ms,
         )
 
-    def ratio(path: str, base: str, goal: float | None, goal_text: str | None = None) -> None:
+    def ratio(path: str, base: str, goal: float | None) -> None:
         r = tput[path] / tput[base]
-        rows.append(
-            (
-                f"{path}: throughput, {a.inflight} in flight",
-                f"{base} {tput[base]:.0f}/s",
-                f"{tput[path]:.0f}/s",
-                f"{r:.2f}x",
-                goal_text or (f"≥ {goal:g}x" if goal else "—"),
-                "" if goal is None else ("met" if r >= goal else "NOT met"),
-            )
+        row(
+            f"{path}: throughput, {a.inflight} in flight",
+            tput[path],
+            "calls/s",
+            f"{tput[path]:.0f}/s",
+            f"{base} {tput[base]:.0f}/s",
+            r,
+            f"≥ {goal:g}x" if goal else None,
+            None if goal is None else r >= goal,
         )
 
     for governed in (
@@ -476,38 +536,55 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     if "mcpgov stdio, no portal" in lat:
         added("mcpgov stdio, no portal", "direct stdio", None)
         ratio("mcpgov stdio, no portal", "direct stdio", None)
-    for p in ("mcpgov HTTP→stdio + auth", "BEFORE mcpgov HTTP→stdio + auth"):
+    http_paths = (
+        "mcpgov HTTP→stdio + auth",
+        "mcpgov HTTP→stdio + auth, default policy",
+        "BEFORE mcpgov HTTP→stdio + auth",
+    )
+    for p in http_paths:
         if p in lat:
             added(p, "direct stdio", 1.0)
             ratio(p, "direct stdio", None)
     if "mcp-proxy HTTP→stdio" in lat:
         added("mcp-proxy HTTP→stdio", "direct stdio", None)
         ratio("mcp-proxy HTTP→stdio", "direct stdio", None)
-    if "mcp-proxy HTTP→stdio" in lat and "mcpgov HTTP→stdio + auth" in lat:
-        r = tput["mcpgov HTTP→stdio + auth"] / tput["mcp-proxy HTTP→stdio"]
-        rows.append(
-            (
-                "mcpgov HTTP+auth vs mcp-proxy: throughput",
-                f"mcp-proxy {tput['mcp-proxy HTTP→stdio']:.0f}/s",
-                f"{tput['mcpgov HTTP→stdio + auth']:.0f}/s",
-                f"{r:.2f}x",
-                "≥ 1x",
-                "met" if r >= 1 else "NOT met",
-            )
-        )
+        for p in http_paths:
+            if p in lat:
+                r = tput[p] / tput["mcp-proxy HTTP→stdio"]
+                row(
+                    f"{p} vs mcp-proxy: throughput",
+                    tput[p],
+                    "calls/s",
+                    f"{tput[p]:.0f}/s",
+                    f"mcp-proxy HTTP→stdio {tput['mcp-proxy HTTP→stdio']:.0f}/s",
+                    r,
+                    "≥ 1x mcp-proxy",
+                    r >= 1,
+                )
     for p in ("mcpgov stdio→HTTP", "mcp-proxy stdio→HTTP"):
         if p in lat:
             added(p, "direct HTTP", None)
             ratio(p, "direct HTTP", None)
-    rows.append(
-        (
-            "disk: append + fdatasync (the INTENT floor)",
-            "—",
-            f"{statistics.median(sync):.3f} ms",
-            f"p99 {pct(sync, 99):.3f} ms",
-            "—",
-            "",
-        )
+    append, prealloc = statistics.median(sync["append"]), statistics.median(sync["pwrite"])
+    row(
+        "disk: 600 B append + fdatasync (median)",
+        append,
+        "ms",
+        f"{append:.3f} ms (p99 {pct(sync['append'], 99):.3f})",
+        None,
+        None,
+        None,
+        None,
+    )
+    row(
+        "disk: 600 B pwrite into preallocated space + fdatasync (the INTENT floor, median)",
+        prealloc,
+        "ms",
+        f"{prealloc:.3f} ms (p99 {pct(sync['pwrite'], 99):.3f})",
+        f"append + fdatasync {append:.3f} ms",
+        prealloc / append,
+        None,
+        None,
     )
     print()
     widths = [max(len(str(r[i])) for r in rows) for i in range(6)]
@@ -522,7 +599,7 @@ def report(a, lat, thr, load0, load1, sync) -> None:
 
 def check_delivery(portal: Portal, d: Path) -> None:
     """Every event the portal-backed gateways spooled is stored by the portal (0 lost)."""
-    spooled = sum(1 for f in d.glob("spool-portal-*/*.jsonl") for _ in f.open())
+    spooled = sum(len(read_events(f)[0]) for f in d.glob("spool-portal-*/*.jsonl"))
     deadline = time.monotonic() + 60
     stored = portal.events_stored()
     while stored < spooled and time.monotonic() < deadline:
@@ -532,15 +609,26 @@ def check_delivery(portal: Portal, d: Path) -> None:
         f"audit events: {spooled} spooled by the portal-backed gateway, {stored} stored by the portal "
         f"({'0 lost' if stored >= spooled else f'{spooled - stored} MISSING'})"
     )
+    summary(
+        "audit events lost (spooled by the portal-backed gateways, not stored by the portal)",
+        max(spooled - stored, 0),
+        "events",
+        baseline=f"{spooled} spooled",
+        goal="0 lost",
+        met=stored >= spooled,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=1000, help="sequential calls per path")
+    quick = os.environ.get("BENCH_QUICK") == "1"  # make bench BENCH_QUICK=1: fewer calls, same figures
+    ap.add_argument("--calls", type=int, default=300 if quick else 1000, help="sequential calls per path")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--inflight", type=int, default=16)
-    ap.add_argument("--tput-calls", type=int, default=800, help="calls per throughput round")
-    ap.add_argument("--tput-rounds", type=int, default=3)
+    ap.add_argument(
+        "--tput-calls", type=int, default=300 if quick else 800, help="calls per throughput round"
+    )
+    ap.add_argument("--tput-rounds", type=int, default=1 if quick else 3)
     ap.add_argument("--mode", default="legacy")
     ap.add_argument("--no-portal", action="store_true", help="no portal-backed gateway (no database needed)")
     ap.add_argument(
@@ -560,7 +648,19 @@ def main() -> None:
         (d / "portal").mkdir()
         portal = None if a.no_portal else Portal(a.database_url, d / "portal")
         try:
-            lat, thr, load0, load1, sync = anyio.run(run, a, d, portal)
+            try:
+                lat, thr, load0, load1, sync = anyio.run(run, a, d, portal)
+            except BaseExceptionGroup as group:  # the SDK nests task groups past the traceback's depth
+                leaves = [group]
+                while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+                    leaves = [
+                        x
+                        for e in leaves
+                        for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e])
+                    ]
+                raise SystemExit(
+                    f"benchmark failed: {'; '.join(f'{type(e).__name__}: {e}' for e in leaves)}"
+                ) from group
             report(a, lat, thr, load0, load1, sync)
             if portal is not None:
                 check_delivery(portal, d)

@@ -12,6 +12,7 @@ Choices and their costs are explained in ``docs/gateway.md``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -38,6 +39,16 @@ RESULT_PAYLOAD_LIMIT = 16_384  # characters of result text kept in the RESULT ev
 DURABILITY_PROCESS = "process"  # write(2) only: survives a gateway crash, not an OS crash / power loss
 DURABILITY_INTENT = "intent"  # fsync INTENT before forwarding; RESULTs ride on the next fsync
 DURABILITY_ALL = "all"  # fsync every event
+# The spool file is preallocated ahead of the writer (docs/gateway.md, "Losing none"): records are
+# written with pwrite(2) into space the file already has, so a sync flushes data only, not a new file
+# size (ext4/xfs then need no journal commit). The writer grows the file by SPOOL_CHUNK in a worker
+# thread when fewer than SPOOL_LOW_WATER bytes are left; readers stop at the first NUL byte (an event
+# line never holds one: JSON escapes it).
+SPOOL_CHUNK = 256 * 1024
+SPOOL_LOW_WATER = 64 * 1024
+# one thread grows every spool of the process: a growth is a fallocate + fsync, rare (every few hundred
+# events of a session) and never awaited by a call
+_GROWER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcpgov-spool-grow")
 
 
 NUL_STANDIN = "\u2400"  # ␀ (SYMBOL FOR NULL)
@@ -94,15 +105,24 @@ def atomic_write_json(path: Path, data: Any, *, fsync: bool = True) -> None:
     os.replace(tmp, path)
 
 
-def read_events(path: Path, *, start_offset: int = 0) -> tuple[list[tuple[int, dict[str, Any]]], int]:
-    """Complete events from ``start_offset`` as ``[(end offset, event)]``; a torn last line is ignored."""
+def read_events(
+    path: Path, *, start_offset: int = 0, end: int | None = None
+) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+    """Complete events from ``start_offset`` as ``[(end offset, event)]`` and the offset after the last one.
+
+    Reading stops at the first NUL byte (the spool's preallocated, not yet written space) and before a
+    torn last line; ``end`` (the writer's own end of data, when known) bounds the read.
+    """
     out: list[tuple[int, dict[str, Any]]] = []
     try:
         with open(path, "rb") as fh:
             fh.seek(start_offset)
-            data = fh.read()
+            data = fh.read() if end is None else fh.read(max(end - start_offset, 0))
     except FileNotFoundError:
         return out, start_offset
+    nul = data.find(b"\0")
+    if nul >= 0:
+        data = data[:nul]
     offset = start_offset
     for line in data.splitlines(keepends=True):
         if not line.endswith(b"\n"):
@@ -136,8 +156,11 @@ def read_end_marker(directory: Path, session_id: str) -> dict[str, Any] | None:
 class AuditSpool:
     """One session's append-only event file ``<dir>/<session>.jsonl`` (+ ``.log`` for humans).
 
-    The writer holds an exclusive ``flock`` on the file for its lifetime, so a shipper can tell a live
-    spool from one left behind by a gateway that stopped. When the session ends, ``<session>.end.json``
+    Events are written one ``pwrite`` each at the end of the data, into space preallocated ahead of the
+    writer (``preallocate=False`` for a spool only opened to be closed, such as an orphan); the unwritten
+    rest reads as NUL bytes and is cut off when the spool is closed or reopened. The writer holds an
+    exclusive ``flock`` on the file for its lifetime, so a shipper can tell a live spool from one left
+    behind by a gateway that stopped. When the session ends, ``<session>.end.json``
     records why (``mark_end``) until the portal has the end report (``reported: true``); a spool whose
     session never got that far is ended by the next gateway that ships it (restart recovery).
     """
@@ -150,6 +173,7 @@ class AuditSpool:
         durability: str = DURABILITY_INTENT,
         meta: dict[str, Any] | None = None,
         human_log: str | os.PathLike[str] | None = None,
+        preallocate: bool = True,
     ) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -157,13 +181,19 @@ class AuditSpool:
         self.durability = durability
         self.path = self.dir / f"{session_id}.jsonl"
         new_file = not self.path.exists()
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        # not O_APPEND: Linux's pwrite(2) ignores the offset on an O_APPEND descriptor
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
             raise RuntimeError(f"audit spool {self.path} is in use by another gateway") from None
-        self.seq, self.open_intents = self._recover()
+        self.seq, self.open_intents, self.end = self._recover()
+        self.allocated = self.end  # the file's size: data up to ``end``, NUL bytes after it
+        self._grow: concurrent.futures.Future[None] | None = None
+        self.preallocate = preallocate
+        if preallocate:
+            self._extend(self.end + SPOOL_CHUNK)  # at session start, before any call
         if new_file:
             _fsync_dir(self.dir)
         if meta is not None:
@@ -178,12 +208,18 @@ class AuditSpool:
         self.on_result: Callable[[dict[str, Any]], None] | None = None  # the call's span and metrics
         _OPEN_SPOOLS[self.path] = self
 
-    def _recover(self) -> tuple[int, dict[str, dict[str, Any]]]:
-        """Last seq and INTENTs without a RESULT; a torn last line (crash mid-write) is cut off."""
+    def _recover(self) -> tuple[int, dict[str, dict[str, Any]], int]:
+        """Last seq, INTENTs without a RESULT and the end of the data; what follows it is cut off.
+
+        That is the preallocated space a writer left (NUL bytes), and a torn record of a crash mid-write
+        (or records after an unsynced gap, which a power loss can leave: none was synced, so none had
+        been forwarded or promised).
+        """
         events, good = read_events(self.path)
         size = os.fstat(self.fd).st_size
         if good < size:
-            log.warning("audit spool %s: cutting a torn record (%d bytes)", self.path, size - good)
+            if os.pread(self.fd, size - good, good).strip(b"\0"):
+                log.warning("audit spool %s: cutting a torn record (%d bytes)", self.path, size - good)
             os.ftruncate(self.fd, good)
             os.fsync(self.fd)
         seq = 0
@@ -194,13 +230,47 @@ class AuditSpool:
                 intents[ev["call_id"]] = ev
             else:
                 intents.pop(ev.get("call_id"), None)
-        return seq, intents
+        return seq, intents, good
+
+    def _extend(self, size: int) -> None:
+        """Make the file ``size`` bytes long (NUL-filled past the data) and put that on disk, so the syncs of
+        the records written into it flush data only. Runs in ``_GROWER`` except at open."""
+        try:
+            os.posix_fallocate(self.fd, self.allocated, size - self.allocated)
+            os.fsync(self.fd)
+        except OSError as exc:  # no space, or a filesystem without it: records extend the file instead
+            log.warning("audit spool %s: cannot preallocate (%s); appending instead", self.path, exc)
+            self.preallocate = False
+        else:
+            self.allocated = max(self.allocated, size)
+
+    def _grown(self, _: concurrent.futures.Future[None]) -> None:
+        self._grow = None
+
+    def _write(self, line: bytes) -> None:
+        # one writer (the flock) and one pwrite per record at the end of the data: records never
+        # interleave; a reader sees a record whole or a prefix of it followed by NUL bytes
+        grow = self._grow
+        if grow is not None and self.end + len(line) > self.allocated:
+            # the writer outran a growth in flight: never write into the range it is allocating (a
+            # filesystem without fallocate gets glibc's emulation, which writes zeros there)
+            with contextlib.suppress(Exception):
+                grow.result()
+        view = memoryview(line)
+        while view:
+            n = os.pwrite(self.fd, view, self.end)
+            self.end += n
+            view = view[n:]
+        if self.end > self.allocated:  # written past the preallocated space (growth not done, or none)
+            self.allocated = self.end
+        if self.preallocate and self._grow is None and self.allocated - self.end < SPOOL_LOW_WATER:
+            self._grow = _GROWER.submit(self._extend, self.allocated + SPOOL_CHUNK)
+            self._grow.add_done_callback(self._grown)
 
     def _append(self, event: dict[str, Any], sync: bool) -> int:
         self.seq += 1
         event["seq"] = self.seq
-        line = _event_line(event)
-        os.write(self.fd, line)  # O_APPEND + one write: a record is never interleaved
+        self._write(_event_line(event))
         if sync:
             os.fdatasync(self.fd)
             self.synced = self.seq
@@ -379,6 +449,15 @@ class AuditSpool:
     def close(self) -> None:
         if _OPEN_SPOOLS.get(self.path) is self:
             del _OPEN_SPOOLS[self.path]
+        grow = self._grow
+        if grow is not None:
+            with contextlib.suppress(Exception):
+                grow.result()
+        self.preallocate = False
+        if self.allocated > self.end:  # a closed spool is its data only (a crash leaves NULs: also read fine)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.end)
+                self.allocated = self.end
         with contextlib.suppress(OSError):
             self.flush()
         with contextlib.suppress(OSError):
@@ -409,7 +488,7 @@ def claim_orphan(directory: Path, session_id: str) -> AuditSpool | None:
     Its INTENTs without RESULT get one (outcome unknown). The caller ships it and closes it.
     """
     try:
-        spool = AuditSpool(directory, session_id)
+        spool = AuditSpool(directory, session_id, preallocate=False)
     except RuntimeError:
         return None
     try:
@@ -551,7 +630,10 @@ class Shipper:
         cursor = self.cursor(session_id)
         sent = 0
         while True:
-            events, _ = read_events(path, start_offset=cursor.offset)
+            own = _OPEN_SPOOLS.get(path)  # ours: read up to its end, not through its preallocated space
+            events, _ = read_events(
+                path, start_offset=cursor.offset, end=own.end if own is not None else None
+            )
             if not events:
                 return sent
             batch = events[: self.batch_size]

@@ -126,6 +126,10 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return ()
 
 
+# how many verified token signatures an AgentVerifier remembers (a few hundred bytes each)
+VERIFIED_TOKENS_KEPT = 4096
+
+
 class AgentVerifier:
     """Turns a bearer credential into an :class:`AgentIdentity`, or raises :class:`TokenRejected`.
 
@@ -149,6 +153,12 @@ class AgentVerifier:
         self.team = team
         self.agents = agents
         self.clock = clock
+        # token -> (the pinned key that verified its signature, header, claims): the Ed25519 check is the
+        # costly step of every authenticated request, and a token's signature does not change. Only the
+        # signature is remembered: every claim (issuer, audience, expiry, team) and the bundle's word
+        # (agent known, not revoked, token not revoked) is checked again on each request, and a key
+        # rotated out of the pinned file (another key object) makes the token verify from scratch.
+        self._verified: dict[str, tuple[Ed25519PublicKey, dict[str, Any], dict[str, Any]]] = {}
 
     def _agent_entry(self, agent_id: str) -> Any:
         for entry in self.agents() or ():
@@ -176,7 +186,12 @@ class AgentVerifier:
                 )
         raise TokenRejected("unknown_api_key", "this API key belongs to no agent of the current bundle")
 
-    def _jwt(self, token: str) -> AgentIdentity:
+    def _signed_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose header is acceptable and whose signature a pinned key verifies."""
+        keys = self.keys.current()
+        known = self._verified.get(token)
+        if known is not None and keys.get(str(known[1].get("kid"))) is known[0]:
+            return known[2]
         header, claims, signature, signing_input = _jwt_parts(token)
         if header.get("alg") != "EdDSA":
             raise TokenRejected("malformed", f"alg must be EdDSA, got {header.get('alg')!r}")
@@ -184,13 +199,20 @@ class AgentVerifier:
             raise TokenRejected("malformed", f"typ must be {ACCESS_TOKEN_TYPE}")
         if "crit" in header:
             raise TokenRejected("malformed", "critical header extensions are not supported")
-        key = self.keys.current().get(str(header.get("kid")))
+        key = keys.get(str(header.get("kid")))
         if key is None:
             raise TokenRejected("unknown_kid", f"kid {header.get('kid')!r} is not among the pinned keys")
         try:
             key.verify(signature, signing_input)
         except InvalidSignature as exc:
             raise TokenRejected("bad_signature", "the token signature does not verify") from exc
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:  # bounded: forget the oldest
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (key, header, claims)
+        return claims
+
+    def _jwt(self, token: str) -> AgentIdentity:
+        claims = self._signed_claims(token)
         if str(claims.get("iss", "")).rstrip("/") != self.issuer:
             raise TokenRejected("wrong_issuer", f"iss {claims.get('iss')!r} is not {self.issuer!r}")
         aud = claims.get("aud")

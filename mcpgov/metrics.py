@@ -185,17 +185,19 @@ def spool_backlog(gateway: Gateway) -> tuple[int, int]:
     live = {s.spool.session_id: s.spool for s in list(gateway.sessions.values())}
     events = nbytes = 0
     for path in directory.glob("*.jsonl"):
+        spool = live.get(path.stem)
         try:
-            size = path.stat().st_size
+            # a live spool is preallocated past its data: its writer knows where the data ends
+            size = spool.end if spool is not None else path.stat().st_size
         except FileNotFoundError:
             continue
         cursor = Cursor.load(directory / f"{path.stem}.ack")
         if size <= cursor.offset:
             continue
-        nbytes += size - cursor.offset
-        spool = live.get(path.stem)
         if spool is not None:
             events += max(spool.seq - cursor.seq, 0)
-        else:
-            events += len(read_events(path, start_offset=cursor.offset)[0])
+        else:  # left behind (a killed gateway's may end in preallocated NUL bytes): read to its data's end
+            backlog, size = read_events(path, start_offset=cursor.offset)
+            events += len(backlog)
+        nbytes += size - cursor.offset
     return events, nbytes

@@ -43,6 +43,7 @@ from governance.services.environments import binding_set
 from governance.services.roles import role_server_add, role_server_remove
 from governance.services.servers import server_create
 from governance.services.signing import jwks_document
+from mcpgov.audit import read_events
 from portal.errors import Conflict
 from tests.conftest import _database_url, free_port, spawn, stderr_tail
 from tests.e2e.portal_world import PY, ROLE, ROOT, TIME_ARGS, build_world
@@ -218,7 +219,7 @@ class Team:
 
     def spool(self, name: str) -> list[dict]:
         [path] = (self.workdir / name / "spool").glob("*.jsonl")
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return [event for _, event in read_events(path)[0]]  # a live spool ends in preallocated NULs
 
     def session_id(self, name: str) -> str:
         paths = poll(lambda: list((self.workdir / name / "spool").glob("*.jsonl")), what="the spool file")

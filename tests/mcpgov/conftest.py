@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from mcp import StdioServerParameters
 
+from mcpgov.audit import read_events
 from tests.conftest import free_port
 from tests.mcpgov.helpers import Signer, bundle_doc, iso
 from tests.mcpgov.portal_double import PortalTestDouble
@@ -140,7 +141,7 @@ class World:
     def events(self) -> list[dict[str, Any]]:
         out = []
         for f in sorted(self.spool.glob("*.jsonl")):
-            out += [json.loads(line) for line in f.read_text().splitlines()]
+            out += [event for _, event in read_events(f)[0]]  # a live spool ends in preallocated NULs
         return out
 
 

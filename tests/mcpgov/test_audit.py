@@ -12,7 +12,15 @@ import uuid
 import anyio
 import pytest
 
-from mcpgov.audit import AuditSpool, Cursor, Shipper, ShipperThread, read_events, spool_is_live
+from mcpgov.audit import (
+    SPOOL_CHUNK,
+    AuditSpool,
+    Cursor,
+    Shipper,
+    ShipperThread,
+    read_events,
+    spool_is_live,
+)
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import REDACTED, redact, summarize_arguments
 from tests.mcpgov.portal_double import TOKEN
@@ -268,9 +276,68 @@ def test_sigkill_after_the_group_commit_loses_no_intent_of_a_forwarded_call(tmp_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-    events = [e for _, e in read_events(tmp_path / "killed.jsonl")[0]]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert set(forwarded) <= {e["call_id"] for e in events if e["phase"] == "intent"}
+    path = tmp_path / "killed.jsonl"
+    events, end = read_events(path)
+    assert [e["seq"] for _, e in events] == list(range(1, len(events) + 1))
+    assert set(forwarded) <= {e["call_id"] for _, e in events if e["phase"] == "intent"}
+    # the writer was killed inside its preallocated space: the rest of the file is NUL bytes
+    assert path.stat().st_size > end and not path.read_bytes()[end:].strip(b"\0")
+    # the next writer (restart recovery) cuts that space off and carries on right after the data
+    spool = AuditSpool(tmp_path, "killed")
+    assert spool.seq == len(events) and spool.end == end
+    spool.close_open_intents("the gateway stopped before recording the result")
+    spool.close()
+    after, end_after = read_events(path)
+    assert [e["seq"] for _, e in after] == list(range(1, len(after) + 1)) and len(after) > len(events)
+    assert path.stat().st_size == end_after  # closed: its data only
+
+
+def test_a_live_spool_is_preallocated_and_read_up_to_its_data(tmp_path):
+    """Records go into space the file already has (no size change per sync); readers stop at its NULs;
+    the file grows by chunks ahead of the writer, off the call path; a closed spool is its data only."""
+    spool = AuditSpool(tmp_path, "s1")
+    path = tmp_path / "s1.jsonl"
+    assert path.stat().st_size >= SPOOL_CHUNK and spool.end == 0
+    first = _intent(spool)
+    size = path.stat().st_size
+    assert size >= SPOOL_CHUNK > spool.end  # the INTENT's sync did not change the file's size
+    [(end, event)] = read_events(path)[0]
+    assert end == spool.end and event["call_id"] == first["call_id"]
+    # write well past several chunks: every record reads back, in order, none torn by a growth
+    big = {"content": "x" * 3000}
+    for i in range(3 * SPOOL_CHUNK // 3000):
+        ev = spool.intent(call_id=f"c{i}", server="fs", tool="write", arguments=big, bundle_version=1)
+        spool.result(ev, status="success", result_summary="", nbytes=0, duration_ms=0)
+    events, data_end = read_events(path)
+    assert data_end == spool.end > 3 * SPOOL_CHUNK
+    assert [e["seq"] for _, e in events] == list(range(1, spool.seq + 1))
+    assert path.stat().st_size >= spool.end  # grown ahead of (or, at worst, by) the writer
+    spool.close()
+    assert path.stat().st_size == data_end
+    assert [e["seq"] for _, e in read_events(path)[0]] == list(range(1, len(events) + 1))
+
+
+def test_a_torn_record_and_unsynced_records_after_a_gap_are_cut_at_reopen(tmp_path, caplog):
+    """A power loss can leave a record's prefix before NULs, or a later (unsynced) record's page on disk
+    while an earlier one's is not: reading stops at the first NUL, and the reopened spool cuts the rest,
+    so new records follow the last whole one."""
+    spool = AuditSpool(tmp_path, "s1")
+    for i in range(3):
+        _intent(spool, i)
+    end = spool.end
+    spool.close()
+    path = tmp_path / "s1.jsonl"
+    with open(path, "r+b") as fh:
+        fh.seek(end)
+        fh.write(b'{"seq":4,"phase":"inte' + b"\0" * 5000 + b'{"seq":5,"phase":"intent"}\n' + b"\0" * 5000)
+    assert [e["seq"] for _, e in read_events(path)[0]] == [1, 2, 3]
+    spool = AuditSpool(tmp_path, "s1")
+    assert "cutting a torn record" in caplog.text
+    assert spool.seq == 3 and spool.end == end
+    _intent(spool, 9)
+    spool.close()
+    assert [e["seq"] for _, e in read_events(path)[0]] == [1, 2, 3, 4]
+    assert b'"seq":5' not in path.read_bytes()
 
 
 # --- the shipper ----------------------------------------------------------------------------------------------------

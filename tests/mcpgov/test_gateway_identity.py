@@ -6,7 +6,6 @@ double. Tokens are minted with PyJWT (an independent JWS implementation), as the
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import time
 import uuid
@@ -21,6 +20,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from mcpgov.audit import read_events
 from tests.conftest import free_port
 from tests.mcpgov.conftest import PY, ROOT, start_http_gateway
 from tests.mcpgov.portal_double import TOKEN, PortalTestDouble
@@ -332,7 +332,7 @@ def test_revoked_client_is_a_kill_switch_and_recorded_events_still_arrive(gw, wo
 
     run(after)
     err = g.stop()
-    spooled = sum(len(Path(f).read_text().splitlines()) for f in world.spool.glob("*.jsonl"))
+    spooled = sum(len(read_events(f)[0]) for f in world.spool.glob("*.jsonl"))
     assert sum(len(v) for v in portal.events.values()) == spooled >= recorded, err
     # restart with the revoked token and the cached bundle: refuses to start
     r = subprocess.run(
@@ -447,9 +447,9 @@ def test_tool_added_at_run_time_is_hidden_refused_reported_then_approved(gw, wor
 
     run(approved)
     blocked = [
-        json.loads(line)
+        event
         for f in world.spool.glob("*.jsonl")
-        for line in f.read_text().splitlines()
-        if '"unknown_tool"' in line
+        for _, event in read_events(f)[0]
+        if event["trigger"] == "unknown_tool"
     ]
     assert blocked and all(e["tool"] == "late_tool" for e in blocked)
