@@ -19,6 +19,26 @@ from typing import Any
 from portal.parsers import json_loads
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _not_json(value: Any):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+# JSONEncoder.encode builds a new C encoder on every call; ingestion encodes two values per event,
+# so the same C encoder (same settings as `_encode`: sorted keys, no whitespace, UTF-8, NaN
+# refused) is built once. No circular-reference markers: what is encoded here was parsed from JSON
+# or read from jsonb, so it cannot hold a cycle.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _c_encode = _c_make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+
+    def _encode(value: Any, _join="".join) -> str:  # the C encoder when there is one
+        return _join(_c_encode(value, 0))
+
+
 # What _encode does for a str, without the encoder's dispatch (the C function when available).
 _encode_str = json.encoder.encode_basestring
 
