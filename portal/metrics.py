@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -112,9 +113,31 @@ def events_ingested(events: list[Any], received_at: Any) -> None:
     """One count and one lag observation per stored event (µs each; a batch holds at most 1,000)."""
     EVENTS_INGESTED.inc(len(events))
     received = received_at.timestamp()
-    observe = INGEST_LAG.observe
-    for e in events:
-        observe(max(received - e.ts.timestamp(), 0.0))
+    histogram_observe_many(INGEST_LAG, [max(received - e.ts.timestamp(), 0.0) for e in events])
+
+
+def histogram_observe_many(histogram: Histogram, values: list[float]) -> None:
+    """`histogram.observe(v)` for each value, with one increment per bucket instead of per value.
+
+    Ingestion observes up to 1,000 lags a batch; `observe` takes the value lock and walks the
+    buckets each time (~2 µs). This reaches into prometheus_client's Histogram (`_upper_bounds`,
+    `_buckets`, `_sum`, stable since 0.4); without them it falls back to `observe`.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    histogram._raise_if_not_observable()
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe() picks it
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(values))
 
 
 class RequestMetricsMiddleware:

@@ -50,12 +50,38 @@ def seal_is_due(team_id: int) -> bool:
     return oldest is not None and oldest <= timezone.now() - seal_interval()
 
 
+# The ingestion backstop (3) asks "is a seal due?" after every batch. The answer can only move
+# later between two seals (new events are newer than the oldest unsealed one), so each process
+# remembers, per team, what the last check found and skips the query until a seal can be due:
+# the earlier of `oldest` (the oldest unsealed event's received_at) and the check time - _IN_FLIGHT,
+# plus the interval (an event still in a transaction at the check time, invisible to it, was
+# received at most _IN_FLIGHT before it). Only `only_if_due` callers use it; a seal drops it.
+_IN_FLIGHT = timedelta(seconds=10)
+_due_checks: dict[int, tuple[Any, Any]] = {}  # team id -> (oldest unsealed or None, check time)
+
+
+def _not_due_yet(team_id: int, now) -> bool:
+    cached = _due_checks.get(team_id)
+    if cached is None:
+        return False
+    oldest, checked_at = cached
+    basis = checked_at - _IN_FLIGHT if oldest is None else min(oldest, checked_at - _IN_FLIGHT)
+    return now < basis + seal_interval()
+
+
 def _seal_now(team_id: int, *, only_if_due: bool) -> None:
     from audit.tasks import seal_audit_chains
 
     try:
-        if only_if_due and not seal_is_due(team_id):
-            return
+        if only_if_due:
+            now = timezone.now()
+            if _not_due_yet(team_id, now):
+                return
+            oldest = oldest_unsealed_at(team_id)
+            if oldest is None or oldest > now - seal_interval():
+                _due_checks[team_id] = (oldest, now)
+                return
+        _due_checks.pop(team_id, None)
         seal_audit_chains.delay(team_id)
     except Exception:  # the caller's data is committed; beat or the next batch seals instead
         logger.exception("Sealing team %s after commit failed; the next run will seal.", team_id)

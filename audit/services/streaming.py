@@ -70,11 +70,16 @@ _NEXT_XACT_SQL = "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint
 STREAM_LOCK_CLASS = 0x6D637367  # pg advisory lock (class, team id) of a team's audit stream ("mcsg")
 
 
+# Ingestion sends it in the same round trip as its session lock (audit/services/ingest.py), still
+# as the transaction's first statement.
+STREAM_INGEST_LOCK_SQL = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
+
+
 def stream_ingest_lock(team_id: int) -> None:
     """First statement of an ingestion transaction: the team's stream lock, shared (see above)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", [STREAM_LOCK_CLASS, team_id])
+            cursor.execute(STREAM_INGEST_LOCK_SQL, [STREAM_LOCK_CLASS, team_id])
 
 
 def _horizon(team_id: int) -> int:

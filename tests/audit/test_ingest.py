@@ -252,3 +252,95 @@ def test_events_of_the_wider_surface_are_taken_as_they_are(gateway):
         ("sampling/createMessage", "blocked", "server_request_denied"),
     ]
     assert "server_request_denied" in AgentSession.objects.get(pk=sid).triggers_seen
+
+
+AWKWARD = 'tab\there\nnew line\r\\back\\slash \\N \\. "quoted" é 😀 \u2028'
+
+
+def test_awkward_text_is_stored_exactly_as_sent_and_its_chain_recomputes(gateway):
+    """Rows go to PostgreSQL as one pre-encoded COPY text buffer: every COPY special character
+    (tab, newline, carriage return, backslash, a literal \\N) must come back as sent."""
+    sid = open_session(gateway)
+    batch = events(1, 4)
+    batch[0].update(call_id="c\t1\\", args_summary=AWKWARD, arguments={AWKWARD: [AWKWARD, {"k\\": "\\N"}]})
+    batch[1].update(
+        call_id="c\t1\\", server="srv\\x", tool="t\nool", result_summary=AWKWARD, result={"text": AWKWARD}
+    )
+    batch[2].update(
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        shadow={"decision": "refuse", "trigger": None, "bundle_version": 2},
+    )
+    assert post_events(gateway, sid, batch).status_code == 200
+    rows = stored(sid)
+    assert (rows[0].call_id, rows[0].args_summary, rows[0].arguments) == (
+        "c\t1\\",
+        AWKWARD,
+        {AWKWARD: [AWKWARD, {"k\\": "\\N"}]},
+    )
+    assert (rows[1].server, rows[1].tool, rows[1].result_summary, rows[1].result) == (
+        "srv\\x",
+        "t\nool",
+        AWKWARD,
+        {"text": AWKWARD},
+    )
+    assert rows[2].trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and rows[2].shadow["decision"] == "refuse"
+    assert rows[3].arguments == batch[3]["arguments"] and rows[3].duration_ms == 34.5
+    prev = GENESIS_HASH
+    for row in rows:  # from the stored values, as verify_audit does
+        assert row.prev_hash == prev
+        prev = hashlib.sha256(prev.encode() + stored_event_canonical(row).encode()).hexdigest()
+        assert row.hash == prev
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-11-24T09:00:00.123456Z",  # what gateways send: kept as the canonical text
+        "2026-11-24T09:00:00.123456+00:00",
+        "2026-11-24 09:00:00.123456Z",  # same length as the canonical form, not canonical
+        "2026-11-24T10:00:00.123456+01:00",
+    ],
+)
+def test_every_spelling_of_a_time_is_stored_and_hashed_in_the_canonical_form(gateway, ts):
+    sid = open_session(gateway)
+    assert post_events(gateway, sid, [event(1, ts=ts)]).status_code == 200, ts
+    row = AuditEvent.objects.get(session_id=sid)
+    assert row.ts == datetime.fromisoformat("2026-11-24T09:00:00.123456+00:00")
+    assert '"ts":"2026-11-24T09:00:00.123456Z"' in stored_event_canonical(row)
+    assert (
+        hashlib.sha256(row.prev_hash.encode() + stored_event_canonical(row).encode()).hexdigest() == row.hash
+    )
+
+
+def test_a_duration_beyond_a_double_is_refused_not_a_500(gateway):
+    sid = open_session(gateway)
+    batch = events(1, 2)
+    batch[1]["duration_ms"] = 10**400
+    response = post_events(gateway, sid, batch)
+    assert response.status_code == 400 and response.json()["field"] == "duration_ms"
+    assert not AuditEvent.objects.filter(session_id=sid).exists()
+
+
+def test_ingest_lag_histogram_counts_each_event_as_observe_would():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from portal.metrics import histogram_observe_many
+
+    values = [0.0, 0.1, 0.1000001, 0.3, 5.0, 7.5, 86400.0, 1e9]
+    one, many = (
+        Histogram(f"lag_{name}", "x", buckets=(0.1, 0.25, 5.0, 86400.0), registry=CollectorRegistry())
+        for name in ("one", "many")
+    )
+    for v in values:
+        one.observe(v)
+    histogram_observe_many(many, values)
+    samples = [
+        [
+            (s.name.split("_", 2)[-1], s.labels, s.value)
+            for s in m.collect()[0].samples
+            if not s.name.endswith("_created")  # when each histogram was made
+        ]
+        for m in (one, many)
+    ]
+    assert samples[0] == samples[1]
+    assert ("bucket", {"le": "+Inf"}, 8.0) in samples[1]

@@ -154,3 +154,24 @@ def test_the_due_check_per_batch_is_one_query(gateway, django_assert_max_num_que
     team_id = AgentSession.objects.get(pk=sid).team_id
     with django_assert_max_num_queries(1):
         assert seal_is_due(team_id) is False
+
+
+def test_a_seal_check_that_found_nothing_due_is_not_repeated_until_one_can_be(gateway, settings):
+    """Ingestion remembers the last seal check per team; a later batch skips the query until the
+    oldest unsealed event can be older than the interval, and then seals."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from audit.services import sealing
+
+    settings.MCPGOV_SEAL_INTERVAL_SECONDS = 3600
+    sid = open_session(gateway)
+    team_id = AgentSession.objects.get(pk=sid).team_id
+    sealing._seal_now(team_id, only_if_due=True)  # remembers: nothing due for an hour
+    with CaptureQueriesContext(connection) as queries:
+        sealing._seal_now(team_id, only_if_due=True)
+    assert len(queries) == 0
+    post_events(gateway, sid, events(1, 2))
+    settings.MCPGOV_SEAL_INTERVAL_SECONDS = 0  # now every unsealed event is overdue
+    sealing._seal_now(team_id, only_if_due=True)
+    assert AuditDigest.objects.get().heads[0]["seq"] == 2
