@@ -215,7 +215,12 @@ class CallObservation:
             m.decision_seconds.labels(self.verdict).observe(time.perf_counter() - self.t0)
 
     async def forward(
-        self, upstream: Upstream, tool: str, arguments: dict[str, Any] | None, timeout: float
+        self,
+        upstream: Upstream,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        timeout: float,
+        rounds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``upstream.call_raw`` inside a CLIENT span, its context passed on in ``_meta.traceparent``."""
         t0 = time.perf_counter()
@@ -224,7 +229,7 @@ class CallObservation:
                 meta = None
                 if self.parent is not None and self.meta is not None:  # pass the agent's context on unchanged
                     meta = {k: self.meta[k] for k in ("traceparent", "tracestate") if k in self.meta}
-                return await upstream.call_raw(tool, arguments, timeout, meta=meta)
+                return await upstream.call_raw(tool, arguments, timeout, meta=meta, rounds=rounds)
             with self.observer.tracer.start_as_current_span(
                 f"tools/call {tool}",
                 kind=SpanKind.CLIENT,
@@ -237,7 +242,7 @@ class CallObservation:
             ) as span:
                 meta = {}
                 _propagator.inject(meta)
-                result = await upstream.call_raw(tool, arguments, timeout, meta=meta)
+                result = await upstream.call_raw(tool, arguments, timeout, meta=meta, rounds=rounds)
                 if result.get("isError"):
                     span.set_attribute("error.type", "tool_error")
                     span.set_status(StatusCode.ERROR)

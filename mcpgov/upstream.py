@@ -33,6 +33,7 @@ from mcp import Client, ClientSession
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from pydantic import TypeAdapter
 
 from mcpgov.config import UpstreamConfig
 from mcpgov.retry import Backoff
@@ -40,6 +41,10 @@ from mcpgov.retry import Backoff
 log = logging.getLogger("mcpgov.upstream")
 
 RAW_ID_PREFIX = "mcpgov-"
+# a tools/call answer: its result, or (2026-07-28) a request for the agent's input first
+CALL_RESULT: TypeAdapter[types.CallToolResult | types.InputRequiredResult] = TypeAdapter(
+    types.CallToolResult | types.InputRequiredResult
+)
 MAX_LINE = 256 * 1024 * 1024
 
 
@@ -357,16 +362,21 @@ class Upstream:
         timeout: float,
         *,
         meta: dict[str, Any] | None = None,
+        rounds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout.
 
-        ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`).
+        ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`). ``rounds``:
+        the ``inputResponses`` / ``requestState`` of a 2026-07-28 retry (:mod:`mcpgov.mrtr`); the result may
+        then, as on any call to a 2026-07-28 server, be an ``InputRequiredResult`` (``resultType``).
         """
         params: dict[str, Any] = {"name": tool}
         if arguments is not None:
             params["arguments"] = arguments
         if meta:
             params["_meta"] = meta
+        if rounds:
+            params.update(rounds)
         caller = CALLER.get()
         raw = self.raw
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
@@ -384,14 +394,12 @@ class Upstream:
         session = self.session
         if session is None:
             raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
-        request = types.CallToolRequest(
-            params=types.CallToolRequestParams(name=tool, arguments=arguments, _meta=meta or None)
-        )
+        request = types.CallToolRequest(params=types.CallToolRequestParams.model_validate(params))
         with self.serving(caller):
             try:
                 result = await session.send_request(
                     request,
-                    types.CallToolResult,
+                    CALL_RESULT,
                     request_read_timeout_seconds=timeout,
                     progress_callback=caller.progress if caller is not None else None,
                 )
