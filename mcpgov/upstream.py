@@ -33,6 +33,7 @@ from mcp import Client, ClientSession
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
 from mcpgov.config import UpstreamConfig
@@ -309,6 +310,12 @@ class Upstream:
         return bool(caps is not None and caps.tools is not None and caps.tools.list_changed)
 
     @property
+    def modern(self) -> bool:
+        """The upstream speaks 2026-07-28 (stateless requests with their ``_meta`` envelope)."""
+        session = self.session
+        return session is not None and session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    @property
     def capabilities(self) -> types.ServerCapabilities | None:
         session = self.session
         return session.server_capabilities if session is not None else None
@@ -379,8 +386,9 @@ class Upstream:
             params.update(rounds)
         caller = CALLER.get()
         raw = self.raw
-        # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
-        if raw is not None and (caller is None or caller.progress is None):
+        # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session;
+        # nor does it write the per-request envelope (_meta version and capabilities) a 2026-07-28 server needs
+        if raw is not None and (caller is None or caller.progress is None) and not self.modern:
             if (
                 caller is None
             ):  # the stdio fast path: nothing to register (no context manager on the hot path)
