@@ -19,11 +19,20 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from tests.mcpgov.conftest import PY, World
+from tests.mcpgov.test_surface_e2e import http_gateway
 
 pytestmark = pytest.mark.slow
 
 MRTR = Path(__file__).with_name("mrtr_server.py")
-TOOLS = ["ask_model", "ask_model_with_tools", "ask_user", "open_url", "ask_form_and_model", "my_roots", "plain"]
+TOOLS = [
+    "ask_model",
+    "ask_model_with_tools",
+    "ask_user",
+    "open_url",
+    "ask_form_and_model",
+    "my_roots",
+    "plain",
+]
 MODERN = "2026-07-28"
 
 
@@ -50,7 +59,8 @@ def mrtr_world(
     doc["roles"]["code_agent"]["allowed_servers"].append("mrtr")
     world.write_bundle(doc)
     world.write_config(
-        servers=(), extra={"mrtr": {"command": PY, "args": [str(MRTR)], "env": {"MRTR_MARKERS": str(markers(world))}}}
+        servers=(),
+        extra={"mrtr": {"command": PY, "args": [str(MRTR)], "env": {"MRTR_MARKERS": str(markers(world))}}},
     )
     return doc
 
@@ -71,7 +81,9 @@ class Agent:
 
     async def sampling(self, ctx: Any, params: types.CreateMessageRequestParams) -> Any:
         self.asked.append(("sampling", params))
-        return types.CreateMessageResult(role="assistant", content=types.TextContent(text="4"), model="agent-model")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(text="4"), model="agent-model"
+        )
 
     async def elicitation(self, ctx: Any, params: Any) -> types.ElicitResult:
         self.asked.append(("elicitation", params))
@@ -119,7 +131,11 @@ def test_rounds_work_through_the_gateway_as_directly_and_are_audited(world: Worl
                 (await g.call_tool("mrtr__ask_user", {"message": "who?"})).content[0].text,
                 (await g.call_tool("mrtr__ask_form_and_model", {"question": "q"})).content[0].text,
             ]
-        assert got == want == ["model said: 4 (state=asked:2+2?)", "user ann; model said: 4", "who=accept:ann model=4"]
+        assert (
+            got
+            == want
+            == ["model said: 4 (state=asked:2+2?)", "user ann; model said: 4", "who=accept:ann model=4"]
+        )
         # the cap of the policy reached the agent's model: maxTokens 500 asked, 100 put to the agent
         assert agent.asked[0][0] == "sampling" and agent.asked[0][1].max_tokens == 100
 
@@ -144,3 +160,125 @@ def test_rounds_work_through_the_gateway_as_directly_and_are_audited(world: Worl
         "success",
         "success",
     ]
+
+
+def test_refused_requests_never_reach_the_agent_and_the_upstream_hears_the_refusal(world: World) -> None:
+    """Default policy: no sampling (the call ends, not retried upstream); URL elicitation only to allowlisted
+    domains (declined by the gateway, the upstream carries on); roots off refuses roots."""
+    mrtr_world(world, server_requests={"elicitation_url_domains": ["example.com"], "roots": False})
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(gateway(world)) as g:
+            sampled = await g.call_tool("mrtr__ask_model", {"question": "2+2?"})
+            assert sampled.is_error
+            text = sampled.content[0].text
+            assert (
+                "refused by governance policy (server_request_denied)" in text and "sampling is off" in text
+            )
+            away = await g.call_tool("mrtr__open_url", {"url": "https://evil.test/login"})
+            assert away.content[0].text == "user action: decline"
+            allowed = await g.call_tool("mrtr__open_url", {"url": "https://login.example.com/x"})
+            assert allowed.content[0].text == "user action: accept"
+            roots = await g.call_tool("mrtr__my_roots", {})
+            assert roots.is_error and "roots is off" in roots.content[0].text
+        # the agent was asked only the allowlisted URL
+        assert [(kind, getattr(p, "url", None)) for kind, p in agent.asked] == [
+            ("elicitation", "https://login.example.com/x")
+        ]
+
+    anyio.run(main)
+    assert len(upstream_rounds(world, "ask_model")) == 1  # refused: the upstream is not asked again
+    assert [r["answers"] for r in upstream_rounds(world, "open_url")] == [
+        {},
+        {"visit": {"action": "decline"}},
+        {},
+        {"visit": {"action": "accept", "content": {"name": "ann"}}},
+    ]
+    results = [e for e in world.events() if e["phase"] == "result" and "/" in e["tool"]]
+    assert [(e["tool"], e["status"], e["trigger"]) for e in results] == [
+        ("sampling/createMessage", "blocked", "server_request_denied"),
+        ("elicitation/create", "blocked", "server_request_denied"),
+        ("elicitation/create", "success", None),
+        ("roots/list", "blocked", "server_request_denied"),
+    ]
+
+
+def test_a_2025_agent_is_asked_in_the_legacy_form_and_the_gateway_retries_the_upstream(world: World) -> None:
+    mrtr_world(world, server_requests={"sampling": True})
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(gateway(world), mode="legacy") as g:
+            assert (await g.call_tool("mrtr__ask_user", {"message": "who?"})).content[0].text == (
+                "user ann; model said: 4"
+            )
+            assert (await g.call_tool("mrtr__my_roots", {})).content[0].text == "roots: file:///work/a"
+        assert [kind for kind, _ in agent.asked] == ["elicitation", "sampling", "roots"]
+
+    anyio.run(main)
+    assert [r["state"] for r in upstream_rounds(world, "ask_user")] == [None, "round1", "round2:ann"]
+
+
+def test_a_retry_is_the_same_call_and_does_not_count_against_rate_limits(world: World) -> None:
+    doc = mrtr_world(world, server_requests={"sampling": True})
+    doc["rate_limits"]["per_server"]["mrtr"] = {"max_calls_per_session": 2}
+    world.write_bundle(doc)
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(gateway(world)) as g:
+            # three rounds (two retries) and a one-round call: two calls, within the limit of two
+            assert not (await g.call_tool("mrtr__ask_user", {"message": "who?"})).is_error
+            assert not (await g.call_tool("mrtr__plain", {})).is_error
+            third = await g.call_tool("mrtr__plain", {"n": 3})
+            assert third.is_error and "rate_limit" in third.content[0].text
+
+    anyio.run(main)
+
+
+def test_the_gateways_state_cannot_be_tampered_with_replayed_or_moved(world: World) -> None:
+    mrtr_world(world, server_requests={"sampling": True})
+    answer = {"model": {"role": "assistant", "content": {"type": "text", "text": "4"}, "model": "m"}}
+    run_a, run_b = {"io.mcpgov/run": "run-a"}, {"io.mcpgov/run": "run-b"}
+
+    async def refused(s: Any, name: str, args: dict[str, Any], state: str, meta: dict[str, Any]) -> None:
+        with pytest.raises(MCPError) as exc:
+            await s.call_tool(
+                name, args, input_responses=answer, request_state=state, meta=meta, allow_input_required=True
+            )
+        assert exc.value.error.code == types.INVALID_PARAMS
+        assert exc.value.error.message == "Invalid or expired requestState"
+
+    async def main(url: str) -> None:
+        async with Agent().client(url) as g:
+            s = g.session
+            first = await s.call_tool(
+                "mrtr__ask_model", {"question": "a"}, meta=run_a, allow_input_required=True
+            )
+            assert isinstance(first, types.InputRequiredResult)
+            state = first.request_state
+            assert state and "asked:a" not in state  # the upstream's state travels sealed
+            tampered = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
+            await refused(s, "mrtr__ask_model", {"question": "a"}, tampered, run_a)
+            # another tool, other arguments, another governance session: refused
+            await refused(s, "mrtr__ask_model_with_tools", {"question": "a"}, state, run_a)
+            await refused(s, "mrtr__ask_model", {"question": "rm -rf /"}, state, run_a)
+            await refused(s, "mrtr__ask_model", {"question": "a"}, state, run_b)
+            done = await s.call_tool(
+                "mrtr__ask_model",
+                {"question": "a"},
+                input_responses=answer,
+                request_state=state,
+                meta=run_a,
+                allow_input_required=True,
+            )
+            assert done.content[0].text == "model said: 4 (state=asked:a)"
+            await refused(s, "mrtr__ask_model", {"question": "a"}, state, run_a)  # redeemed once
+
+    with http_gateway(world, "--upstream-mode", MODERN) as url:
+        anyio.run(main, url)
+    assert [r["answers"] != {} for r in upstream_rounds(world, "ask_model")] == [False, True]
+    refusals = [e for e in world.events() if e["status"] == "blocked"]
+    assert [e["tool"] for e in refusals] == ["ask_model", "ask_model_with_tools"] + ["ask_model"] * 3
+    assert all(e["result_summary"].startswith("retry refused: requestState") for e in refusals)
