@@ -282,3 +282,72 @@ def test_the_gateways_state_cannot_be_tampered_with_replayed_or_moved(world: Wor
     refusals = [e for e in world.events() if e["status"] == "blocked"]
     assert sorted(e["tool"] for e in refusals) == ["ask_model"] * 4 + ["ask_model_with_tools"]
     assert all(e["result_summary"].startswith("retry refused: requestState") for e in refusals)
+
+
+def test_an_approval_wait_is_asked_as_rounds_of_a_2026_agent_not_held_open(world: World, portal) -> None:
+    doc = mrtr_world(world, tools={"plain": {"class": "read", "approval_required": True}})
+    world.publish(portal, doc)
+    asked: list[str] = []
+
+    def decide_when_asked(decision: str) -> None:
+        def pending() -> list[dict[str, Any]]:
+            return [
+                e
+                for evs in portal.events.values()
+                for e in evs
+                if e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in done
+            ]
+
+        assert portal.wait_for(lambda: bool(pending()), timeout=30)
+        ev = pending()[0]
+        done.add(ev["call_id"])
+        portal.approve(next(iter(portal.sessions)), ev["call_id"], decision)
+
+    done: set[str] = set()
+
+    async def in_thread(fn: Any, *args: Any) -> None:
+        await anyio.to_thread.run_sync(fn, *args)
+
+    async def main() -> None:
+        agent = Agent()
+
+        async def user(ctx: Any, params: Any) -> types.ElicitResult:
+            asked.append(params.message)
+            return types.ElicitResult(action="decline" if "withdraw-me" in str(asked[-1:]) else "accept")
+
+        agent.elicitation = user  # type: ignore[method-assign]
+        async with agent.client(gateway(world, portal=portal)) as g:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(in_thread, decide_when_asked, "approve")
+                approved = await g.call_tool("mrtr__plain", {"n": 7})
+            assert approved.content[0].text == "plain 7"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(in_thread, decide_when_asked, "deny")
+                denied = await g.call_tool("mrtr__plain", {"n": 8})
+            assert denied.is_error and "Approval denied by" in denied.content[0].text
+            # with the round in hand, the agent retries as it likes: the state is the call's, once
+            first = await g.session.call_tool("mrtr__plain", {"n": 9}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            assert (
+                "needs the approval of a person" in first.input_requests["io.mcpgov/approval"].params.message
+            )
+            withdrawn = await g.session.call_tool(
+                "mrtr__plain",
+                {"n": 9},
+                input_responses={"io.mcpgov/approval": types.ElicitResult(action="decline")},
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+            assert withdrawn.is_error and "Withdrawn by the agent's user" in withdrawn.content[0].text
+        assert asked and all("needs the approval of a person in the governance portal" in m for m in asked)
+
+    anyio.run(main)
+    results = [e for e in audit(world, "plain") if e["phase"] == "result"]
+    assert [(e["status"], e["trigger"], e["result_summary"]) for e in results][0] == ("success", None, "plain 7")
+    assert [(e["status"], e["trigger"]) for e in results] == [
+        ("success", None),
+        ("blocked", "approval_required"),
+        ("blocked", "approval_required"),
+    ]
+    intents = [e for e in audit(world, "plain") if e["phase"] == "intent"]
+    assert len(intents) == 3  # one INTENT per call, however many rounds it took
