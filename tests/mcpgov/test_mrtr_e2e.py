@@ -343,7 +343,7 @@ def test_an_approval_wait_is_asked_as_rounds_of_a_2026_agent_not_held_open(world
 
     anyio.run(main)
     results = [e for e in audit(world, "plain") if e["phase"] == "result"]
-    assert [(e["status"], e["trigger"], e["result_summary"]) for e in results][0] == ("success", None, "plain 7")
+    assert results[0]["result_summary"] == "plain 7"
     assert [(e["status"], e["trigger"]) for e in results] == [
         ("success", None),
         ("blocked", "approval_required"),
