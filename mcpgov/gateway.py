@@ -50,7 +50,7 @@ from mcpgov.identity import (
     check_role,
     local_identity,
 )
-from mcpgov.mrtr import Rounds, agent_rounds, retry_params
+from mcpgov.mrtr import FlightRound, Rounds, agent_rounds, retry_params
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
@@ -519,10 +519,12 @@ class Gateway:
         now: float | None = None,
         rounds: dict[str, Any] | None = None,
         round_no: int = 1,
+        relay: Any = None,
     ) -> dict[str, Any]:
         """Forward an allowed call and record its outcome; ``now`` set: the call counts (its first round).
 
         A retry of a call that asked for input (``rounds``) does not count again: it is the same call.
+        ``relay``: the retry of a call still in flight upstream (:class:`mcpgov.mrtr.Flight`), awaited instead.
         """
         ex = self.index.get(name)
         arguments = call.arguments
@@ -540,7 +542,18 @@ class Gateway:
         try:
             if upstream is None:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
-            result = await obs.forward(upstream, call.tool, arguments, timeout, rounds)
+            if relay is not None:
+                result = await relay()
+            elif (flight := self.rounds.flight(sess, intent, upstream)) is not None:
+                result = await flight.start(
+                    lambda: obs.forward(upstream, call.tool, arguments, timeout, rounds)
+                )
+            else:
+                result = await obs.forward(upstream, call.tool, arguments, timeout, rounds)
+            if isinstance(
+                result, FlightRound
+            ):  # the upstream asked mid-call: the agent is asked, the call goes on
+                return result.answer
         except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
             summary = self._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
             if isinstance(exc, UpstreamError):

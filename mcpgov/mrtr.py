@@ -117,6 +117,100 @@ class _Waiting:
     deadline: float
 
 
+@dataclass(slots=True)
+class FlightRound:
+    """What the agent is answered while its call is still in flight upstream: an ``InputRequiredResult``."""
+
+    answer: dict[str, Any]
+
+
+class Flight:
+    """A 2026-07-28 agent's call to a 2025-11-25 upstream that asks (sampling, elicitation, roots) mid-call.
+
+    The legacy request cannot ride a stateless agent request, so the upstream call runs on in the
+    gateway's task group, its request is parked and put to the agent as a round; the agent's retry
+    brings the answer and waits for the call's result (or the next question) again.
+    """
+
+    def __init__(self, rounds: Rounds, sess: AgentSession, intent: dict[str, Any]) -> None:
+        self.rounds, self.sess, self.intent = rounds, sess, intent
+        self.id = uuid.uuid4().hex
+        self.events_in, self.events = anyio.create_memory_object_stream[tuple[str, Any]](16)
+        # key -> (server, method, screened, the event the parked request waits on, where its answer goes)
+        self.parked: dict[str, tuple[str, str, Any, anyio.Event, list[Any]]] = {}
+        self.name = ""
+        self.arguments: dict[str, Any] | None = None
+
+    async def start(self, forward: Any) -> Any:
+        caller = CALLER.get()
+        if caller is not None:
+            caller.flight = self  # the parked requests find their flight through the upstream's caller
+        gw = self.rounds.gateway
+        assert gw.tg is not None
+
+        async def run() -> None:
+            try:
+                outcome: tuple[str, Any] = ("done", await forward())
+            except Exception as exc:  # handed to the agent request that waits for the result
+                outcome = ("failed", exc)
+            self.rounds.flights.pop(self.id, None)
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self.events_in.send(outcome)
+
+        self.rounds.flights[self.id] = self
+        gw.tg.start_soon(run)
+        return await self.next()
+
+    async def next(self) -> Any:
+        kind, value = await self.events.receive()
+        if kind == "failed":
+            raise value
+        if kind == "done":
+            return value
+        key, _server, method, screened = value
+        token = self.rounds.seal(
+            self.sess, self.name, self.arguments, kind="flight", flight=self.id, keys={key: method}
+        )
+        return FlightRound(
+            {
+                "resultType": "input_required",
+                "inputRequests": {key: {"method": method, "params": screened.wire}},
+                "requestState": token,
+            }
+        )
+
+    async def ask(self, server: str, method: str, screened: Any) -> Any:
+        """A parked request of the upstream: answered by the agent's retry, or refused when none comes."""
+        key = f"{method}#{len(self.parked) + 1}"
+        event, answer = anyio.Event(), []
+        self.parked[key] = (server, method, screened, event, answer)
+        await self.events_in.send(("ask", (key, server, method, screened)))
+        with anyio.move_on_after(self.rounds.ttl):
+            await event.wait()
+        surface = self.rounds.gateway.surface
+        if not answer:
+            surface.server_request_failed(
+                self.sess, screened.intent, server, method, "the agent did not retry", time.perf_counter()
+            )
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"{method}: the agent did not answer")
+        surface.answered(self.sess, screened.intent, server, method, answer[0], 0.0)
+        model = _ANSWER_TYPES[method][
+            -1 if method == "sampling/createMessage" and screened.wire.get("tools") else 0
+        ]
+        return model.model_validate(answer[0])
+
+    async def resume(self, keys: dict[str, str], responses: dict[str, Any]) -> Any:
+        for key, method in keys.items():
+            parked = self.parked.pop(key, None)
+            if parked is None:
+                continue
+            answer = responses.get(key)
+            if answer is not None and _valid_answer(method, answer):
+                parked[4].append(answer)
+            parked[3].set()
+        return await self.next()
+
+
 class Rounds:
     """The gateway's side of multi-round-trip requests: its sealed state, the rounds, their audit."""
 
@@ -132,6 +226,22 @@ class Rounds:
             str, dict[str, dict[str, Any]]
         ] = {}  # nonce -> key -> INTENT of what the agent was asked
         self.waiting: dict[str, _Waiting] = {}  # call id -> an approval wait between rounds
+        self.flights: dict[str, Flight] = {}  # a 2026-07-28 agent's call in flight to a legacy upstream
+
+    def flight(self, sess: AgentSession, intent: dict[str, Any], upstream: Upstream) -> Flight | None:
+        """A flight for this call when a 2026-07-28 agent calls a legacy upstream that may ask it something."""
+        agent = AGENT.get()
+        if agent is None or not agent.modern or upstream.modern or self.gateway.tg is None:
+            return None
+        sr = self.gateway.policy.rule(upstream.slug).server_requests
+        if not (sr.sampling or sr.elicitation or sr.elicitation_url_domains or sr.roots):
+            return None
+        flight = Flight(self, sess, intent)
+        flight.name, flight.arguments = (
+            _exposed(self.gateway, upstream.slug, intent["tool"]),
+            intent["arguments"],
+        )
+        return flight
 
     # the sealed state
 
@@ -341,6 +451,8 @@ class Rounds:
             )
             log.warning("REFUSED retry of %s: requestState %s", name, exc)
             raise UpstreamError({**INVALID_STATE, "data": {"reason": "invalid_request_state"}}) from exc
+        if claims.get("kind") == "flight":
+            return await self._flight_retry(sess, name, call, claims, rounds, obs, now)
         waiting = self.waiting.get(str(claims.get("call"))) if claims.get("kind") == "approval" else None
         if claims.get("kind") == "approval" and waiting is None:
             raise UpstreamError({**INVALID_STATE, "data": {"reason": "invalid_request_state"}})
@@ -376,6 +488,36 @@ class Rounds:
             up["requestState"] = claims["up"]
         return await gw.forward(
             sess, intent, name, call, claims.get("to"), obs, rounds=up, round_no=int(claims.get("r", 1)) + 1
+        )
+
+    async def _flight_retry(
+        self,
+        sess: AgentSession,
+        name: str,
+        call: ToolCall,
+        claims: dict[str, Any],
+        rounds: dict[str, Any],
+        obs: CallObservation,
+        now: float,
+    ) -> dict[str, Any]:
+        gw = self.gateway
+        flight = self.flights.get(str(claims.get("flight")))
+        if flight is None:  # the call ended meanwhile (its timeout): nothing to continue
+            raise UpstreamError({**INVALID_STATE, "data": {"reason": "invalid_request_state"}})
+        decision = decide(gw.policy, sess.state, call, now)
+        if decision.verdict == Verdict.REFUSE and decision.trigger in RECHECKED:
+            for parked in flight.parked.values():
+                parked[3].set()  # unanswered: the upstream is told no
+            return gw._refuse(sess, flight.intent, call, decision, now)
+        responses = rounds.get("inputResponses") or {}
+        return await gw.forward(
+            sess,
+            flight.intent,
+            name,
+            call,
+            None,
+            obs,
+            relay=lambda: flight.resume(dict(claims.get("keys") or {}), responses),
         )
 
     # the gateway's own approval wait, as rounds
@@ -506,3 +648,9 @@ def _refusal(reason: str, *, denied: bool = True) -> dict[str, Any]:
         else "MCP call failed"
     )
     return {"content": [{"type": "text", "text": f"{head}: {reason}"}], "isError": True}
+
+
+def _exposed(gateway: Gateway, server: str, tool: str) -> str:
+    from mcpgov.surface import exposed_name
+
+    return exposed_name(server, tool)

@@ -688,6 +688,8 @@ class Surface(UpstreamHandler):
         screened = self.screen_server_request(sess, upstream.slug, method, wire, peer, unclear)
         if not screened.allowed:
             return types.ErrorData(code=types.INVALID_REQUEST, message=screened.message)
+        if caller is not None and caller.flight is not None:  # a 2026-07-28 agent: asked in a round
+            return await caller.flight.ask(upstream.slug, method, screened)
         return await self.ask_agent(sess, caller, peer, upstream.slug, method, screened)
 
     def screen_server_request(

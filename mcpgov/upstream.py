@@ -61,6 +61,7 @@ class Caller:
     peer: Any = None  # the SDK ServerSession of the agent's connection
     request_id: Any = None
     progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
+    flight: Any = None  # mcpgov.mrtr.Flight: a 2026-07-28 agent, asked in rounds while the call is in flight
 
 
 CALLER: ContextVar[Caller | None] = ContextVar("mcpgov_caller", default=None)

@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from tests.mcpgov.conftest import PY, World
-from tests.mcpgov.test_surface_e2e import http_gateway
+from tests.mcpgov.test_surface_e2e import http_gateway, surface_world
 
 pytestmark = pytest.mark.slow
 
@@ -351,3 +351,36 @@ def test_an_approval_wait_is_asked_as_rounds_of_a_2026_agent_not_held_open(world
     ]
     intents = [e for e in audit(world, "plain") if e["phase"] == "intent"]
     assert len(intents) == 3  # one INTENT per call, however many rounds it took
+
+
+def test_a_2026_agent_is_asked_in_rounds_what_a_legacy_upstream_asks_mid_call(world: World) -> None:
+    """The legacy upstream's sampling request cannot ride a stateless request: the call stays in flight at the
+    gateway, the request is put to the agent as a round, and the agent's retry brings the answer back."""
+    surface_world(world, server_requests={"sampling": True, "sampling_max_tokens": 100})
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(world.gateway()) as g:
+            sampled = await g.call_tool("surface__ask_model", {"n": 500})
+            assert sampled.content[0].text == "model said: 4 (model=agent-model)"
+            assert (await g.call_tool("surface__hello", {})).content[0].text.startswith("hello")
+        assert [(kind, p.max_tokens) for kind, p in agent.asked] == [("sampling", 100)]
+
+    anyio.run(main)
+    calls = audit(world, "ask_model")
+    assert [(e["phase"], e["status"]) for e in calls] == [("intent", None), ("result", "success")]
+    sampling = [(e["phase"], e["status"]) for e in audit(world, "sampling/createMessage")]
+    assert sampling == [("intent", None), ("result", "success")]
+
+
+def test_a_legacy_upstreams_refused_request_never_reaches_a_2026_agent(world: World) -> None:
+    surface_world(world)  # default: no sampling
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(world.gateway()) as g:
+            result = await g.call_tool("surface__ask_model", {"n": 5})
+        assert result.is_error and "sampling is off" in result.content[0].text
+        assert agent.asked == []
+
+    anyio.run(main)
