@@ -384,3 +384,32 @@ def test_a_legacy_upstreams_refused_request_never_reaches_a_2026_agent(world: Wo
         assert agent.asked == []
 
     anyio.run(main)
+
+
+def test_a_retry_after_the_session_halted_is_refused_and_never_reaches_the_upstream(world: World) -> None:
+    mrtr_world(world, server_requests={"sampling": True})
+    answer = {
+        "model": types.CreateMessageResult(role="assistant", content=types.TextContent(text="4"), model="m")
+    }
+
+    async def main() -> None:
+        async with Agent().client(gateway(world)) as g:
+            first = await g.session.call_tool("mrtr__ask_model", {"question": "a"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            halted = await g.call_tool("shell__run", {"cmd": "ls"})  # trigger 1: the session halts
+            assert halted.is_error and "unauthorized_server" in halted.content[0].text
+            retry = await g.session.call_tool(
+                "mrtr__ask_model",
+                {"question": "a"},
+                input_responses=answer,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+            assert retry.is_error and "This session is halted" in retry.content[0].text
+
+    anyio.run(main)
+    assert len(upstream_rounds(world, "ask_model")) == 1
+    assert [(e["status"], e["trigger"]) for e in audit(world, "ask_model") if e["phase"] == "result"] == [
+        ("success", None),
+        ("blocked", "session_halted"),
+    ]
