@@ -31,7 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcpgov.bundle import Trigger
 from mcpgov.decision import Decision, ToolCall, Verdict, decide
 from mcpgov.session import CallRecord
-from mcpgov.upstream import CALLER, UpstreamError
+from mcpgov.upstream import CALLER, UpstreamClosed, UpstreamError
 
 if TYPE_CHECKING:
     from mcpgov.control import AgentSession
@@ -140,6 +140,7 @@ class Flight:
         self.parked: dict[str, tuple[str, str, Any, anyio.Event, list[Any]]] = {}
         self.name = ""
         self.arguments: dict[str, Any] | None = None
+        self.scope = anyio.CancelScope()
 
     async def start(self, forward: Any) -> Any:
         caller = CALLER.get()
@@ -149,10 +150,12 @@ class Flight:
         assert gw.tg is not None
 
         async def run() -> None:
-            try:
-                outcome: tuple[str, Any] = ("done", await forward())
-            except Exception as exc:  # handed to the agent request that waits for the result
-                outcome = ("failed", exc)
+            outcome: tuple[str, Any] = ("failed", UpstreamClosed("cancelled before the upstream answered"))
+            with self.scope:
+                try:
+                    outcome = ("done", await forward())
+                except Exception as exc:  # handed to the agent request that waits for the result
+                    outcome = ("failed", exc)
             self.rounds.flights.pop(self.id, None)
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await self.events_in.send(outcome)
@@ -162,7 +165,12 @@ class Flight:
         return await self.next()
 
     async def next(self) -> Any:
-        kind, value = await self.events.receive()
+        try:
+            kind, value = await self.events.receive()
+        except anyio.get_cancelled_exc_class():
+            if not self.parked:  # the agent cancelled its call (not a round): the upstream is told, as before
+                self.scope.cancel()
+            raise
         if kind == "failed":
             raise value
         if kind == "done":

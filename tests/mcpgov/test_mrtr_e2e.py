@@ -413,3 +413,26 @@ def test_a_retry_after_the_session_halted_is_refused_and_never_reaches_the_upstr
         ("success", None),
         ("blocked", "session_halted"),
     ]
+
+
+def test_progress_and_cancellation_of_a_2026_agents_call_in_flight_reach_as_before(world: World) -> None:
+    surface_world(world)  # the default policy lets the legacy upstream elicit: its calls are in flight
+
+    async def main() -> None:
+        async with Agent().client(world.gateway()) as g:
+            progress: list[float] = []
+
+            async def cb(p: float, total: float | None, message: str | None) -> None:
+                progress.append(p)
+
+            result = await g.call_tool("surface__slow_progress", {"n": 3}, progress_callback=cb)
+            assert not result.is_error and progress == [1, 2, 3]
+            with anyio.move_on_after(2):
+                await g.call_tool("surface__wait_forever", {})
+            with anyio.fail_after(60):
+                while not (world.base / "markers" / "cancelled").exists():
+                    await anyio.sleep(0.05)
+
+    anyio.run(main)
+    waits = audit(world, "wait_forever")
+    assert [(e["phase"], e["status"]) for e in waits] == [("intent", None), ("result", "fail")]
