@@ -126,6 +126,25 @@ async def ask_form_and_model(question: str, ctx: Context = None) -> Any:  # type
 
 
 @server.tool()
+async def url_and_form(url: str, ctx: Context = None) -> Any:  # type: ignore[assignment]
+    """One round with a URL-mode elicitation and a form question; answers with what it got for each."""
+    answers = _seen("url_and_form", ctx)
+    if not ctx.request_state:
+        visit = types.ElicitRequest.model_validate(
+            {
+                "method": "elicitation/create",
+                "params": {"mode": "url", "message": "sign in", "url": url, "elicitationId": "e2"},
+            }
+        )
+        return types.InputRequiredResult(
+            input_requests={"visit": visit, "who": _form("name?")}, request_state="uf"
+        )
+    return (
+        f"visit={(answers.get('visit') or {}).get('action')} who={(answers.get('who') or {}).get('action')}"
+    )
+
+
+@server.tool()
 async def my_roots(ctx: Context = None) -> Any:  # type: ignore[assignment]
     """Lists the agent's roots."""
     answers = _seen("my_roots", ctx)

@@ -30,6 +30,7 @@ TOOLS = [
     "ask_user",
     "open_url",
     "ask_form_and_model",
+    "url_and_form",
     "my_roots",
     "plain",
 ]
@@ -436,3 +437,36 @@ def test_progress_and_cancellation_of_a_2026_agents_call_in_flight_reach_as_befo
     anyio.run(main)
     waits = audit(world, "wait_forever")
     assert [(e["phase"], e["status"]) for e in waits] == [("intent", None), ("result", "fail")]
+
+
+def test_an_agent_cannot_answer_a_question_the_gateway_declined_for_it(world: World) -> None:
+    """A round with a refused URL elicitation and an allowed form question: the agent is shown the form only,
+    and an answer it adds for the refused one is dropped (the upstream hears the gateway's decline)."""
+    mrtr_world(world)
+
+    async def main() -> None:
+        async with Agent().client(gateway(world)) as g:
+            first = await g.session.call_tool(
+                "mrtr__url_and_form", {"url": "https://evil.test/x"}, allow_input_required=True
+            )
+            assert isinstance(first, types.InputRequiredResult), first
+            assert list(first.input_requests) == ["who"]
+            smuggled = {
+                "who": types.ElicitResult(action="accept", content={"name": "ann"}),
+                "visit": types.ElicitResult(action="accept"),
+                "extra": types.ElicitResult(action="accept"),
+            }
+            done = await g.session.call_tool(
+                "mrtr__url_and_form",
+                {"url": "https://evil.test/x"},
+                input_responses=smuggled,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+            assert done.content[0].text == "visit=decline who=accept"
+
+    anyio.run(main)
+    assert upstream_rounds(world, "url_and_form")[1]["answers"] == {
+        "visit": {"action": "decline"},
+        "who": {"action": "accept", "content": {"name": "ann"}},
+    }
