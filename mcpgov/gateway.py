@@ -22,6 +22,7 @@ import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
+from mcp_types.methods import is_input_required
 
 from mcpgov import __version__
 from mcpgov.audit import DURABILITY_INTENT, RESULT_PAYLOAD_LIMIT, AuditSpool, ShipperThread, read_end_marker
@@ -49,6 +50,7 @@ from mcpgov.identity import (
     check_role,
     local_identity,
 )
+from mcpgov.mrtr import FlightRound, Rounds, agent_rounds, retry_params
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
@@ -160,6 +162,7 @@ class Gateway:
         bundles.listeners.append(self.on_bundle)
         self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
         self.surface = Surface(self)  # resources, prompts, notifications, server-to-client requests
+        self.rounds = Rounds(self)  # 2026-07-28 multi-round-trip requests (InputRequiredResult), governed
         self.surface.start()
         self.tasks = TaskRegistry(self)  # task-augmented calls and tasks/* (mcpgov.tasks)
         self.server = self._build_server()
@@ -408,12 +411,19 @@ class Gateway:
     ) -> types.CallToolResult:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
         sess = self.surface.session(ctx)
+        retry = retry_params(params)
         try:
-            with self.surface.caller(ctx, sess):
-                raw = await self.execute(sess, params.name, params.arguments, **call_context(ctx))
+            with self.surface.caller(ctx, sess), agent_rounds(ctx):
+                raw = await self.execute(
+                    sess, params.name, params.arguments, rounds=retry, **call_context(ctx)
+                )
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
-        result = types.CallToolResult.model_validate(raw)
+        result = (
+            types.InputRequiredResult.model_validate(raw)
+            if is_input_required(raw)
+            else types.CallToolResult.model_validate(raw)
+        )
         if ctx.request is None:  # stdio: one run, nothing to name (and the fast path's answers match)
             return result
         meta = dict(result.meta or {})
@@ -430,6 +440,7 @@ class Gateway:
         request_id: Any = None,
         transport_session: str | None = None,
         task: dict[str, Any] | None = None,
+        rounds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """One tools/call: decision → INTENT → forward → RESULT → post checks. Returns the wire result.
 
@@ -437,6 +448,8 @@ class Gateway:
         request's ``_meta`` (trace context), the rest labels the call's span (:mod:`mcpgov.tracing`).
         ``task``: the agent's task augmentation (:mod:`mcpgov.tasks`); when the upstream answers with a
         task, the answer is the agent's ``CreateTaskResult`` and the RESULT waits for the task's end.
+        ``rounds``: the agent's ``inputResponses`` / ``requestState``: the retry of a call that asked for
+        input, continued under its first decision (:mod:`mcpgov.mrtr`).
         """
         if self.portal is not None and self.portal.revoked:
             # kill switch: nothing is forwarded, nothing new is spooled (the portal takes no new
@@ -446,7 +459,24 @@ class Gateway:
         with self.observer.call(
             sess, name, meta=meta, request_id=request_id, transport_session=transport_session
         ) as obs:
+            if rounds is not None:
+                return await self.rounds.resume(sess, name, arguments, rounds, obs)
             return await self._execute(sess, name, arguments, obs, task)
+
+    def call_of(self, name: str, arguments: dict[str, Any] | None) -> tuple[ExposedTool | None, ToolCall]:
+        """The exposed tool (if listed) and the call the decision sees; a name without ``__`` is -32602."""
+        ex = self.index.get(name)
+        if ex is not None:
+            return ex, ToolCall(ex.server, ex.tool, arguments, not ex.definition_ok)
+        parts = split_name(name)
+        if parts is None:
+            raise UpstreamError(
+                {
+                    "code": types.INVALID_PARAMS,
+                    "message": f"Unknown tool: {name} (tools are named <server>__<tool>)",
+                }
+            )
+        return None, ToolCall(parts[0], parts[1], arguments)
 
     async def _execute(
         self,
@@ -456,19 +486,7 @@ class Gateway:
         obs: CallObservation,
         task: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        ex = self.index.get(name)
-        if ex is not None:
-            call = ToolCall(ex.server, ex.tool, arguments, not ex.definition_ok)
-        else:
-            parts = split_name(name)
-            if parts is None:
-                raise UpstreamError(
-                    {
-                        "code": types.INVALID_PARAMS,
-                        "message": f"Unknown tool: {name} (tools are named <server>__<tool>)",
-                    }
-                )
-            call = ToolCall(parts[0], parts[1], arguments)
+        _, call = self.call_of(name, arguments)
         state = sess.state
         now = time.time()
         policy = self.policy
@@ -494,19 +512,61 @@ class Gateway:
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
+                if self.rounds.approval_as_round(sess):  # a 2026-07-28 agent: asked again, not held open
+                    return await self.rounds.approval_round(sess, intent, name, call, decision)
                 decision = await self._await_approval(sess, intent, call, decision)
             if decision.verdict == Verdict.REFUSE:
                 return self._refuse(sess, intent, call, decision, now)
+        return await self.forward(sess, intent, name, call, decision.timeout, obs, now=now, task=task)
+
+    async def forward(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        name: str,
+        call: ToolCall,
+        timeout: float | None,
+        obs: CallObservation,
+        *,
+        now: float | None = None,
+        rounds: dict[str, Any] | None = None,
+        round_no: int = 1,
+        relay: Any = None,
+        task: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Forward an allowed call and record its outcome; ``now`` set: the call counts (its first round).
+
+        A retry of a call that asked for input (``rounds``) does not count again: it is the same call.
+        ``relay``: the retry of a call still in flight upstream (:class:`mcpgov.mrtr.Flight`), awaited instead.
+        """
+        ex = self.index.get(name)
+        arguments = call.arguments
+        policy = self.policy
+        state, spool = sess.state, sess.spool
         upstream = ex.upstream if ex is not None else self.upstreams.get(call.server)
-        tool_rule = policy.rule(call.server).tool(call.tool)
-        state.record_forwarded(call.server, tool_rule.is_write, call_resource(call.server, arguments), now)
-        timeout = decision.timeout or self.options.default_timeout
+        if now is not None:
+            tool_rule = policy.rule(call.server).tool(call.tool)
+            state.record_forwarded(
+                call.server, tool_rule.is_write, call_resource(call.server, arguments), now
+            )
+        timeout = timeout or self.options.default_timeout
         await spool.commit(intent["seq"])  # never forwarded before its INTENT is on disk (group commit)
         t0 = time.perf_counter()
         try:
             if upstream is None:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
-            result = await obs.forward(upstream, call.tool, arguments, timeout, task)
+            if relay is not None:
+                result = await relay()
+            elif (flight := self.rounds.flight(sess, intent, upstream)) is not None:
+                result = await flight.start(
+                    lambda: obs.forward(upstream, call.tool, arguments, timeout, rounds=rounds)
+                )
+            else:
+                result = await obs.forward(upstream, call.tool, arguments, timeout, task=task, rounds=rounds)
+            if isinstance(
+                result, FlightRound
+            ):  # the upstream asked mid-call: the agent is asked, the call goes on
+                return result.answer
         except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
             summary = self._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
             if isinstance(exc, UpstreamError):
@@ -519,6 +579,10 @@ class Gateway:
         ms = (time.perf_counter() - t0) * 1000
         if task is not None and isinstance(result.get("task"), dict):
             return self.tasks.created(sess, intent, call, upstream, result, timeout=timeout, started=t0)
+        if is_input_required(result):  # a 2026-07-28 upstream asks the agent's side first
+            return await self.rounds.upstream_asked(
+                sess, intent, name, call, upstream, result, ms, round_no, obs, timeout
+            )
         return self.complete_call(sess, intent, call, result, ms)
 
     def complete_call(

@@ -17,6 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -151,6 +152,17 @@ def _summary_text(result: dict[str, Any]) -> str:
         content = m.get("content") or {}
         parts.append(content.get("text") or f"<{content.get('type', 'content')}>")
     return "\n".join(parts)[:RESULT_PAYLOAD_LIMIT]
+
+
+@dataclass(slots=True)
+class ScreenedRequest:
+    """A request of an upstream of the agent's side, decided and its INTENT recorded (RESULT if refused)."""
+
+    allowed: bool
+    intent: dict[str, Any]
+    wire: dict[str, Any]  # its params as they go to the agent (maxTokens capped)
+    reason: str = ""
+    message: str = ""  # the refusal the upstream (or the agent) is told
 
 
 class GatewayServer(Server[Any]):
@@ -682,35 +694,71 @@ class Surface(UpstreamHandler):
             why = unclear or "this gateway's enforcement client is revoked"
             log.warning("REFUSED %s from %s: %s", method, upstream.slug, why)
             return types.ErrorData(code=types.INVALID_REQUEST, message=f"MCP request refused: {why}")
-        now = time.time()
         peer = caller.peer if caller is not None and caller.peer is not None else sess.peer
-        decision = decide_server_request(gw.policy, sess.state, upstream.slug, method, wire, now)
+        screened = self.screen_server_request(sess, upstream.slug, method, wire, peer, unclear)
+        if not screened.allowed:
+            return types.ErrorData(code=types.INVALID_REQUEST, message=screened.message)
+        if caller is not None and caller.flight is not None:  # a 2026-07-28 agent: asked in a round
+            return await caller.flight.ask(upstream.slug, method, screened)
+        return await self.ask_agent(sess, caller, peer, upstream.slug, method, screened)
+
+    def screen_server_request(
+        self,
+        sess: AgentSession,
+        server: str,
+        method: str,
+        wire: dict[str, Any],
+        peer: Any,
+        unclear: str = "",
+        capabilities: types.ClientCapabilities | None = None,
+    ) -> ScreenedRequest:
+        """Decide one request of ``server`` of the agent's side and record its INTENT (and RESULT if refused).
+
+        The one copy of the rule for both forms: the legacy server-to-client request and an input request
+        of a 2026-07-28 ``InputRequiredResult`` (:mod:`mcpgov.mrtr`). ``capabilities``: what the agent
+        declared on the request (2026-07-28), else asked of its connection ``peer``.
+        """
+        gw = self.gateway
+        now = time.time()
+        decision = decide_server_request(gw.policy, sess.state, server, method, wire, now)
         if decision.allowed and unclear:
             decision.allowed, decision.reason = False, unclear
         intent = sess.spool.intent(
             call_id=str(uuid.uuid4()),
-            server=upstream.slug,
+            server=server,
             tool=method,
             arguments=_request_arguments(method, wire),
             bundle_version=gw.policy.version,
             now=now,
         )
-        summary_args = intent["args_summary"]
-        if decision.allowed and peer is None:
+        if decision.allowed and capabilities is None and peer is None:
             decision.allowed, decision.reason = False, "the agent's connection is not known yet"
-        if decision.allowed and not _agent_supports(peer, method, wire):
+        if decision.allowed and not _agent_supports(peer, method, wire, capabilities):
             decision.allowed, decision.reason = False, f"the agent did not declare the {method} capability"
         if not decision.allowed:
             reason = decision.reason
-            gw._record_blocked(
-                sess, intent, upstream.slug, method, reason, Trigger.SERVER_REQUEST_DENIED, now
+            gw._record_blocked(sess, intent, server, method, reason, Trigger.SERVER_REQUEST_DENIED, now)
+            log.warning("REFUSED %s from %s: %s", method, server, reason)
+            return ScreenedRequest(
+                False,
+                intent,
+                wire,
+                reason,
+                f"MCP request refused by governance policy ({Trigger.SERVER_REQUEST_DENIED}): {reason}",
             )
-            log.warning("REFUSED %s from %s: %s", method, upstream.slug, reason)
-            return types.ErrorData(
-                code=types.INVALID_REQUEST,
-                message=f"MCP request refused by governance policy ({Trigger.SERVER_REQUEST_DENIED}): {reason}",
-            )
-        wire.update(decision.changes)
+        return ScreenedRequest(True, intent, {**wire, **decision.changes})
+
+    async def ask_agent(
+        self,
+        sess: AgentSession,
+        caller: Caller | None,
+        peer: Any,
+        server: str,
+        method: str,
+        screened: ScreenedRequest,
+    ) -> Any:
+        """Put an allowed request to the agent's connection (legacy form); its answer or failure is audited."""
+        intent, wire = screened.intent, screened.wire
         request, result_type = _server_request_model(method, wire)
         metadata = None
         if caller is not None and caller.request_id is not None:
@@ -721,27 +769,37 @@ class Surface(UpstreamHandler):
                 request, result_type, request_read_timeout_seconds=SERVER_REQUEST_TIMEOUT, metadata=metadata
             )
         except MCPError as exc:
-            self._server_request_failed(sess, intent, upstream.slug, method, exc.error.message, t0)
+            self.server_request_failed(sess, intent, server, method, exc.error.message, t0)
             return exc.error
         except Exception as exc:
-            self._server_request_failed(
-                sess, intent, upstream.slug, method, f"{exc.__class__.__name__}: {exc}", t0
-            )
+            self.server_request_failed(sess, intent, server, method, f"{exc.__class__.__name__}: {exc}", t0)
             return types.ErrorData(code=types.INTERNAL_ERROR, message=f"{method} failed at the gateway")
         answer = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        self.answered(sess, intent, server, method, answer, (time.perf_counter() - t0) * 1000)
+        return result
+
+    def answered(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        server: str,
+        method: str,
+        answer: dict[str, Any],
+        ms: float,
+    ) -> None:
+        """RESULT of a request the agent answered (either form): what it answered, redacted and summarised."""
         text = _answer_text(method, answer)
         sess.spool.result(
             intent,
             status="success",
             result_summary=redact_text(text[:200].replace("\n", " ")),
             nbytes=len(text.encode("utf-8")),
-            duration_ms=(time.perf_counter() - t0) * 1000,
+            duration_ms=ms,
             result={"text": redact_text(text[:RESULT_PAYLOAD_LIMIT]), "is_error": False},
         )
-        sess.state.record_outcome(CallRecord(intent["ts"], upstream.slug, method, summary_args, "success"))
-        return result
+        sess.state.record_outcome(CallRecord(intent["ts"], server, method, intent["args_summary"], "success"))
 
-    def _server_request_failed(
+    def server_request_failed(
         self, sess: AgentSession, intent: dict[str, Any], server: str, method: str, summary: str, t0: float
     ) -> None:
         sess.spool.result(
@@ -779,7 +837,9 @@ def _request_arguments(method: str, wire: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _agent_supports(peer: Any, method: str, wire: dict[str, Any]) -> bool:
+def _agent_supports(
+    peer: Any, method: str, wire: dict[str, Any], declared: types.ClientCapabilities | None = None
+) -> bool:
     if method == "sampling/createMessage":
         sampling = types.SamplingCapability(
             tools=types.SamplingToolsCapability() if wire.get("tools") else None
@@ -789,6 +849,14 @@ def _agent_supports(peer: Any, method: str, wire: dict[str, Any]) -> bool:
         capability = types.ClientCapabilities(elicitation=types.ElicitationCapability())
     else:
         capability = types.ClientCapabilities(roots=types.RootsCapability())
+    if declared is not None:  # 2026-07-28: what the request's _meta declared
+        if method == "sampling/createMessage":
+            return declared.sampling is not None and (
+                not wire.get("tools") or declared.sampling.tools is not None
+            )
+        if method == "elicitation/create":
+            return declared.elicitation is not None
+        return declared.roots is not None
     try:
         return bool(peer.check_client_capability(capability))
     except Exception:

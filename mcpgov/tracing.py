@@ -221,6 +221,7 @@ class CallObservation:
         arguments: dict[str, Any] | None,
         timeout: float,
         task: dict[str, Any] | None = None,
+        rounds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``upstream.call_raw`` inside a CLIENT span, its context passed on in ``_meta.traceparent``."""
         t0 = time.perf_counter()
@@ -229,7 +230,7 @@ class CallObservation:
                 meta = None
                 if self.parent is not None and self.meta is not None:  # pass the agent's context on unchanged
                     meta = {k: self.meta[k] for k in ("traceparent", "tracestate") if k in self.meta}
-                return await upstream.call_raw(tool, arguments, timeout, meta=meta, task=task)
+                return await upstream.call_raw(tool, arguments, timeout, meta=meta, task=task, rounds=rounds)
             with self.observer.tracer.start_as_current_span(
                 f"tools/call {tool}",
                 kind=SpanKind.CLIENT,
@@ -242,7 +243,9 @@ class CallObservation:
             ) as span:
                 meta = {}
                 _propagator.inject(meta)
-                result = await upstream.call_raw(tool, arguments, timeout, meta=meta, task=task)
+                result = await upstream.call_raw(
+                    tool, arguments, timeout, meta=meta, task=task, rounds=rounds
+                )
                 if result.get("isError"):
                     span.set_attribute("error.type", "tool_error")
                     span.set_status(StatusCode.ERROR)

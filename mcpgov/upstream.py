@@ -33,6 +33,8 @@ from mcp import Client, ClientSession
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
 from mcpgov.config import UpstreamConfig
 from mcpgov.retry import Backoff
@@ -40,6 +42,10 @@ from mcpgov.retry import Backoff
 log = logging.getLogger("mcpgov.upstream")
 
 RAW_ID_PREFIX = "mcpgov-"
+# a tools/call answer: its result, or (2026-07-28) a request for the agent's input first
+CALL_RESULT: TypeAdapter[types.CallToolResult | types.InputRequiredResult] = TypeAdapter(
+    types.CallToolResult | types.InputRequiredResult
+)
 MAX_LINE = 256 * 1024 * 1024
 
 
@@ -55,6 +61,7 @@ class Caller:
     peer: Any = None  # the SDK ServerSession of the agent's connection
     request_id: Any = None
     progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
+    flight: Any = None  # mcpgov.mrtr.Flight: a 2026-07-28 agent, asked in rounds while the call is in flight
 
 
 CALLER: ContextVar[Caller | None] = ContextVar("mcpgov_caller", default=None)
@@ -317,6 +324,12 @@ class Upstream:
         return bool(caps is not None and caps.tools is not None and caps.tools.list_changed)
 
     @property
+    def modern(self) -> bool:
+        """The upstream speaks 2026-07-28 (stateless requests with their ``_meta`` envelope)."""
+        session = self.session
+        return session is not None and session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    @property
     def capabilities(self) -> types.ServerCapabilities | None:
         session = self.session
         return session.server_capabilities if session is not None else None
@@ -332,6 +345,7 @@ class Upstream:
         tasks = caps.tasks if caps is not None else None
         return bool(
             self.raw is not None
+            and not self.modern
             and tasks is not None
             and tasks.requests is not None
             and tasks.requests.tools is not None
@@ -398,26 +412,34 @@ class Upstream:
         *,
         meta: dict[str, Any] | None = None,
         task: dict[str, Any] | None = None,
+        rounds: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout.
 
         ``meta`` becomes the request's ``_meta`` (the trace context, :mod:`mcpgov.tracing`); ``task``
-        the task augmentation (answered with a ``CreateTaskResult``: raw channel only, see
-        :attr:`supports_tasks`).
+        the task augmentation (answered with a ``CreateTaskResult``: raw channel of a 2025-11-25 server
+        only, see :attr:`supports_tasks`). ``rounds``: the ``inputResponses`` / ``requestState`` of a
+        2026-07-28 retry (:mod:`mcpgov.mrtr`); the result may then, as on any call to a 2026-07-28
+        server, be an ``InputRequiredResult`` (``resultType``).
         """
         params: dict[str, Any] = {"name": tool}
         if arguments is not None:
             params["arguments"] = arguments
         if meta:
             params["_meta"] = meta
+        if rounds:
+            params.update(rounds)
         caller = CALLER.get()
         raw = self.raw
+        modern = self.modern
         if task is not None:
-            if raw is None:
+            if raw is None or modern:
                 raise UpstreamClosed(f"upstream {self.slug} cannot run tasks through the gateway")
             params["task"] = task
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
-        if raw is not None and (caller is None or caller.progress is None or task is not None):
+        # (a task rides the raw channel whatever it asked); nor does the raw channel write the per-request
+        # envelope (_meta version and capabilities) a 2026-07-28 server needs
+        if raw is not None and (caller is None or caller.progress is None or task is not None) and not modern:
             if (
                 caller is None
             ):  # the stdio fast path: nothing to register (no context manager on the hot path)
@@ -431,14 +453,12 @@ class Upstream:
         session = self.session
         if session is None:
             raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
-        request = types.CallToolRequest(
-            params=types.CallToolRequestParams(name=tool, arguments=arguments, _meta=meta or None)
-        )
+        request = types.CallToolRequest(params=types.CallToolRequestParams.model_validate(params))
         with self.serving(caller):
             try:
                 result = await session.send_request(
                     request,
-                    types.CallToolResult,
+                    CALL_RESULT,
                     request_read_timeout_seconds=timeout,
                     progress_callback=caller.progress if caller is not None else None,
                 )

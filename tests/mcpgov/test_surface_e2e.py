@@ -429,11 +429,11 @@ def test_server_everything_sampling_and_url_elicitation_follow_the_policy(world:
 
 
 @contextlib.contextmanager
-def http_gateway(world: World) -> Iterator[str]:
+def http_gateway(world: World, *extra: str) -> Iterator[str]:
     """The gateway serving streamable HTTP on loopback (no agent auth); yields its endpoint URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [PY, *world.gateway_args("--http", f"127.0.0.1:{port}")],
+        [PY, *world.gateway_args("--http", f"127.0.0.1:{port}", *extra)],
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
