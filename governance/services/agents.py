@@ -197,6 +197,7 @@ def agent_update(
                 raise ValidationError(
                     {"redirect_uris": "An interactive agent needs at least one redirect URI."}
                 )
+            check_redirect_uris(uris)  # the registration's rule (RFC 8252 loopback or https), on edits too
             changes["redirect_uris"] = [application.redirect_uris.split(), uris.split()]
             application.redirect_uris = uris
             try:
