@@ -1,4 +1,4 @@
-"""/api/v1/agents/ (people: register, list, change, revoke agents and their keys) and /api/v1/client/ (whoami).
+"""/api/v1/agents/ (people: register, list, change, revoke agents and keys) and /api/v1/client/ (whoami).
 
 docs/enforcer-api.md, "Agent identity". Creating, changing and revoking need manage_clients (team admins);
 lists start from the restricted queryset, so another team's agent is a 404. The same services as the
@@ -36,7 +36,7 @@ class NameListField(serializers.ListField):
 
 
 class AgentApiKeySerializer(serializers.ModelSerializer):
-    """A static key as listed: its prefix (the secret is shown once, when issued) and whether it is revoked."""
+    """A static key as listed: its prefix (the secret is shown once, when issued), whether it is revoked."""
 
     revoked = serializers.SerializerMethodField()
 
