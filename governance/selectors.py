@@ -29,6 +29,7 @@ from governance.models import (
     TriggerSettings,
 )
 from governance.services.bundles import latest_versions
+from portal.choices import ChangeEventType
 from portal.models import ChangeRecord, Team
 from portal.permissions import MANAGE_CLIENTS, VIEW, teams_for_user
 
@@ -260,10 +261,31 @@ def flag_states(*, flag: Flag) -> dict[int, FlagState]:
     return {s.environment_id: s for s in flag.states.select_related("changed_by")}
 
 
+# The rows of one flag's history, by what they record: the flag itself, or one of its environment states.
+_FLAG_EVENTS = (
+    ChangeEventType.FLAG_CREATED,
+    ChangeEventType.FLAG_DELETED,
+    ChangeEventType.INCIDENT_FLAG_CREATED,
+)
+_FLAG_STATE_EVENTS = (
+    ChangeEventType.FLAG_DISABLED,
+    ChangeEventType.FLAG_ENABLED,
+    ChangeEventType.FLAG_CONSTRAINTS_CHANGED,
+)
+
+
 def flag_history(*, team: Team, flag: Flag) -> QuerySet[ChangeRecord]:
-    return ChangeRecord.objects.filter(team=team, summary__startswith=f"Flag {flag.name} ").select_related(
-        "actor"
-    )[:50]
+    """The flag's change history, newest first (by event type and object, never by summary text: a
+    flag of the same name deleted earlier, or a summary that happens to start alike, is not this flag's)."""
+    state_ids = [str(pk) for pk in flag.states.values_list("pk", flat=True)]
+    return (
+        ChangeRecord.objects.filter(team=team)
+        .filter(
+            Q(event_type__in=_FLAG_EVENTS, object_id=str(flag.pk))
+            | Q(event_type__in=_FLAG_STATE_EVENTS, object_id__in=state_ids)
+        )
+        .select_related("actor")[:50]
+    )
 
 
 def gateway_rows(*, team: Team, stale_after: timedelta, now: datetime | None = None) -> list[dict]:

@@ -40,6 +40,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import HTTPConnection, Request
 
 from mcpgov.identity import RUN_META_KEY
+from mcpgov.surface import split_name
 from mcpgov.tasks import is_task_message
 from mcpgov.upstream import UpstreamError
 
@@ -108,8 +109,6 @@ class FastHttpCalls:
         Such a request travels on the SSE stream of the agent's request, which only the SDK path
         opens (this path answers application/json): those calls go to the SDK.
         """
-        from mcpgov.surface import split_name
-
         parts = split_name(name)
         if parts is None:
             return False  # unknown name: refused the same way on both paths

@@ -121,7 +121,8 @@ class TeamPermission(permissions.BasePermission):
 
 @extend_schema_field(OpenApiTypes.STR)
 class TeamField(serializers.SlugRelatedField):
-    """The owning team by slug, among the teams the user can see (a service then checks the write).
+    """The owning team by slug, among the teams the user can see (a service then checks the write), or
+    among `queryset` when one is given.
 
     A NUL is refused before the lookup (PostgreSQL cannot compare text holding one).
     """
@@ -131,6 +132,8 @@ class TeamField(serializers.SlugRelatedField):
         super().__init__(**kwargs)
 
     def get_queryset(self):
+        if self.queryset is not None:  # a public read that names any team (the signing keys)
+            return self.queryset.all()
         request = self.context.get("request")
         return teams_for_user(request.user if request else None, VIEW)
 

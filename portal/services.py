@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from portal import permissions
 from portal.choices import ChangeEventType, MembershipSource, TeamRole
 from portal.models import ChangeRecord, Invitation, Membership, Team
+from portal.tokens import token_sha256
 
 
 def real_user(actor):
@@ -193,10 +193,6 @@ def user_create(*, username: str, password: str, email: str = "", **extra: Any):
 # --- invitations ---------------------------------------------------------------------------------
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @transaction.atomic
 def invitation_create(
     *, team: Team, email: str, role: str, is_auditor: bool = False, actor=None
@@ -215,7 +211,7 @@ def invitation_create(
         email=email,
         role=role,
         is_auditor=is_auditor,
-        token_hash=_token_hash(token),
+        token_hash=token_sha256(token),
         invited_by=real_user(actor),
         expires_at=timezone.now() + timedelta(days=settings.MCPGOV_INVITATION_DAYS),
     )
@@ -257,7 +253,7 @@ def invitation_for_token(token: str) -> Invitation | None:
     """The open invitation this token names, or None (unknown, used, revoked or expired alike)."""
     if not token or len(token) > 200:
         return None
-    invitation = Invitation.objects.select_related("team").filter(token_hash=_token_hash(token)).first()
+    invitation = Invitation.objects.select_related("team").filter(token_hash=token_sha256(token)).first()
     if invitation is None or not invitation.is_open(timezone.now()):
         return None
     return invitation

@@ -8,7 +8,7 @@ checked by the service (DRF does not apply object permissions to creates).
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -36,7 +36,7 @@ from governance.services import roles as role_services
 from governance.services import servers as server_services
 from governance.services import teams as team_services
 from governance.services.signing import jwks_document
-from portal.api import TeamPermission
+from portal.api import TeamField, TeamPermission
 from portal.filtersets import TeamFilterSet
 from portal.models import Team
 from portal.permissions import VIEW, teams_for_user
@@ -369,6 +369,11 @@ class PolicyDiffView(APIView):
         )
 
 
+class KeysQuerySerializer(serializers.Serializer):
+    # Public keys are public: any team by slug (TeamField otherwise offers the caller's teams only).
+    team = TeamField(queryset=Team.objects.all(), help_text="The team's slug; only its keys are listed.")
+
+
 class KeysView(APIView):
     """One team's JWKS: its bundle- and digest-signing keys (active and published). No authentication.
 
@@ -379,11 +384,7 @@ class KeysView(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "team", str, required=True, description="The team's slug; only its keys are listed."
-            )
-        ],
+        parameters=[KeysQuerySerializer],
         responses={
             200: inline_serializer("Jwks", {"keys": serializers.ListField(child=serializers.DictField())}),
             400: inline_serializer(
@@ -395,20 +396,23 @@ class KeysView(APIView):
         },
     )
     def get(self, request):
-        slug = request.query_params.get("team", "")
-        if not slug:
-            return Response(
-                {
-                    "detail": "Signing keys are per team: ask for /api/v1/keys/?team=<slug>.",
-                    "code": "team_required",
-                },
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        team = Team.objects.filter(slug=slug).first() if "\x00" not in slug else None
-        if team is None:
-            return Response(
-                {"detail": "No such team.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
-            )
+        query = KeysQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            [error] = query.errors["team"]
+            if error.code == "does_not_exist":
+                return Response(
+                    {"detail": "No such team.", "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
+                )
+            if error.code in ("required", "null"):  # absent, or empty ("" is None to a related field)
+                return Response(
+                    {
+                        "detail": "Signing keys are per team: ask for /api/v1/keys/?team=<slug>.",
+                        "code": "team_required",
+                    },
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+            raise serializers.ValidationError(query.errors)  # a NUL, a malformed value: the API's 400
+        team = query.validated_data["team"]
         response = Response(jwks_document(team=team), status=status.HTTP_200_OK)
         response["Cache-Control"] = "public, max-age=60"
         return response

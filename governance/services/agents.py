@@ -18,13 +18,13 @@ from django.utils import timezone
 from oauth2_provider.models import Application
 
 from governance.models import Agent, AgentApiKey, AgentRevokedToken, AgentRole, Environment
-from governance.services.common import token_issue, token_sha256
 from governance.services.flags import bundles_publish_now
 from mcpgov.identity import API_KEY_PREFIX
 from portal.choices import ChangeEventType
 from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record
+from portal.tokens import token_issue, token_sha256
 
 API_KEY_MARKER = API_KEY_PREFIX.removesuffix("_")  # the gateway tells keys by the prefix
 
@@ -197,6 +197,7 @@ def agent_update(
                 raise ValidationError(
                     {"redirect_uris": "An interactive agent needs at least one redirect URI."}
                 )
+            check_redirect_uris(uris)  # the registration's rule (RFC 8252 loopback or https), on edits too
             changes["redirect_uris"] = [application.redirect_uris.split(), uris.split()]
             application.redirect_uris = uris
             try:

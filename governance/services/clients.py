@@ -11,13 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import AgentRole, EnforcementClient, Environment
-from governance.services.common import token_issue, token_sha256
 from portal import realtime
 from portal.choices import ChangeEventType
 from portal.errors import Unauthenticated
 from portal.models import Team
 from portal.permissions import MANAGE_CLIENTS, require_team_perm
 from portal.services import change_record, real_user
+from portal.tokens import token_issue, token_sha256
 
 TOKEN_PREFIX = "mcpgov"  # noqa: S105 - a public marker, not a secret
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import models, transaction
@@ -38,21 +35,3 @@ def apply_fields(instance: models.Model, data: dict[str, Any]) -> dict[str, list
 def save_validated(instance: models.Model) -> None:
     instance.full_clean()
     instance.save()
-
-
-@dataclass(frozen=True)
-class NewToken:
-    prefix: str  # stored in clear: finds the row
-    token: str  # shown once
-    sha256: str  # all that is stored of the secret
-
-
-def token_sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def token_issue(marker: str) -> NewToken:
-    """A bearer secret `<marker>_<prefix>_<random>`: enforcement-client tokens and agent API keys."""
-    prefix = secrets.token_hex(6)
-    token = f"{marker}_{prefix}_{secrets.token_urlsafe(32)}"
-    return NewToken(prefix=prefix, token=token, sha256=token_sha256(token))

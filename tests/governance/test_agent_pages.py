@@ -1,5 +1,5 @@
-"""The Agents pages and /api/v1/agents/, tried by every kind of user (the shared-case table of
-tests/governance/test_views.py: anonymous, signed in without a team, each team role, another team's
+"""The Agents pages and /api/v1/agents/, tried by every kind of user (the shared cases of
+tests/helpers/permission_matrix.py: anonymous, signed in without a team, each team role, another team's
 admin, the admin), then what an admin does there; and the two credential settings on other forms:
 the roles an enforcement client may enforce, a server's unknown-tools policy."""
 
@@ -24,11 +24,12 @@ from governance.services.agents import (
 )
 from governance.services.bundles import bundle_publish
 from governance.services.servers import server_create
-from portal.choices import TeamRole
+from mcpgov.identity import AgentVerifier, PinnedKeys, TokenRejected
+from portal.choices import ChangeEventType, TeamRole
 from portal.models import ChangeRecord
 from tests.factories import UserFactory, make_member
 from tests.governance.test_agents import current_bundle, token_request
-from tests.governance.test_views import POST_FORM, Case, call, edit_controls, ids
+from tests.helpers.permission_matrix import Case, PageMatrix, edit_controls
 
 pytestmark = pytest.mark.django_db
 
@@ -158,55 +159,23 @@ WRITES = [
         perm="manage_clients",
     ),
 ]
-ALL = PAGES + FORM_PAGES + WRITES
 OUR_NAMES = ["acme-ci", "acme-claude", "Acme CI", "acme_code_agent"]
 
 
-@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
-def test_anonymous_user_is_sent_to_login_and_nothing_changes(client, ag, case):
-    before = db_state()
-    response = call(client, case, ag)
-    assert response.status_code == 302 and response.url.startswith(reverse("login") + "?next=")
-    assert db_state() == before
+class TestAgentPages(PageMatrix):
+    pages = PAGES
+    form_pages = FORM_PAGES
+    writes = WRITES
+    read_page_shows = ("acme-ci", "acme_code_agent")
+    our_names = tuple(OUR_NAMES)
+    silent_writes = ("agent-create", "agent-api-key-create")  # the page that shows the secret once
 
+    @pytest.fixture
+    def objects(self, ag):
+        return ag
 
-@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
-def test_signed_in_user_without_a_team_gets_404_and_nothing_changes(client, ag, case):
-    client.force_login(UserFactory(username="no-team-user"))
-    before = db_state()
-    response = call(client, case, ag)
-    assert response.status_code == 404
-    assert "You are not a member of any team yet" in response.content.decode()
-    assert db_state() == before
-
-
-@pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER, TeamRole.REQUESTER])
-@pytest.mark.parametrize("case", PAGES, ids=ids(PAGES))
-def test_members_read_the_agents_without_edit_controls(client, ag, team, case, role):
-    client.force_login(make_member(team, role, username=f"reader-{role}"))
-    response = call(client, case, ag)
-    html = response.content.decode()
-    assert response.status_code == 200 and "acme-ci" in html and "acme_code_agent" in html
-    assert edit_controls(html) == []
-
-
-@pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER, TeamRole.REQUESTER])
-@pytest.mark.parametrize("case", FORM_PAGES + WRITES, ids=ids(FORM_PAGES + WRITES))
-def test_members_without_manage_clients_are_refused_and_nothing_changes(client, ag, team, case, role):
-    client.force_login(make_member(team, role, username=f"refused-{role}"))
-    before = db_state()
-    assert call(client, case, ag).status_code == 403
-    assert db_state() == before
-
-
-@pytest.mark.parametrize(
-    "case", [c for c in ALL if c.object_page], ids=ids([c for c in ALL if c.object_page])
-)
-def test_another_teams_admin_gets_404_and_nothing_changes(client, ag, outsider, case):
-    client.force_login(outsider)
-    before = db_state()
-    assert call(client, case, ag).status_code == 404
-    assert db_state() == before
+    def db_state(self):
+        return db_state()
 
 
 def test_another_teams_admin_never_sees_the_agents_and_cannot_bind_to_them(client, ag, outsider):
@@ -218,19 +187,6 @@ def test_another_teams_admin_never_sees_the_agents_and_cannot_bind_to_them(clien
     response = client.post(reverse("governance:agent-create"), create_data(ag, slug="sneaky"))
     assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
     assert db_state() == before
-
-
-@pytest.mark.parametrize("case", PAGES, ids=ids(PAGES))
-def test_admin_sees_edit_controls(client, ag, admin, case):
-    client.force_login(admin)
-    assert edit_controls(call(client, case, ag).content.decode())
-
-
-@pytest.mark.parametrize("case", FORM_PAGES, ids=ids(FORM_PAGES))
-def test_admin_opens_the_forms(client, ag, admin, case):
-    client.force_login(admin)
-    response = call(client, case, ag)
-    assert response.status_code == 200 and POST_FORM.search(response.content.decode())
 
 
 def test_nav_links_the_agents_page_for_every_member(client, ag, viewer):
@@ -408,35 +364,47 @@ NEW = {
 def api_writes(p) -> list[tuple[str, str, dict | None]]:
     return [
         ("post", "/api/v1/agents/", NEW),
+        ("patch", f"/api/v1/agents/{p.agent.pk}/", {"name": "Renamed", "roles": ["acme_docs_agent"]}),
         ("post", f"/api/v1/agents/{p.agent.pk}/revoke/", None),
         ("post", f"/api/v1/agents/{p.agent.pk}/api-keys/", None),
+        ("post", f"/api/v1/agents/{p.agent.pk}/api-keys/{p.key.pk}/revoke/", None),
     ]
 
 
-def test_api_anonymous_and_no_team_users_get_nothing(ag):
-    for api, listing in ((api_as(), 403), (api_as(UserFactory(username="no-team")), 200)):
-        before = db_state()
-        response = api.get("/api/v1/agents/")
-        assert response.status_code == listing
-        if listing == 200:
-            assert response.json()["results"] == [] if "results" in response.json() else response.json() == []
-        assert api.get(f"/api/v1/agents/{ag.agent.pk}/").status_code in (403, 404)
-        for method, url, body in api_writes(ag):
-            # a create naming a team not theirs is refused on the team field (400), like every create
-            assert getattr(api, method)(url, body, format="json").status_code in (400, 403, 404), url
-        assert db_state() == before
+def test_api_anonymous_gets_nothing_and_changes_nothing(ag):
+    api = api_as()
+    before = db_state()
+    assert api.get("/api/v1/agents/").status_code == 403
+    assert api.get(f"/api/v1/agents/{ag.agent.pk}/").status_code == 403
+    for method, url, body in api_writes(ag):
+        response = getattr(api, method)(url, body, format="json")
+        assert response.status_code == 403 and response.json()["code"] == "not_authenticated", url
+    assert db_state() == before
+
+
+def test_api_signed_in_without_a_team_sees_no_agent_and_changes_nothing(ag):
+    api = api_as(UserFactory(username="no-team"))
+    before = db_state()
+    assert api.get("/api/v1/agents/").json()["results"] == []
+    assert api.get(f"/api/v1/agents/{ag.agent.pk}/").status_code == 404
+    for method, url, body in api_writes(ag):
+        expected = 400 if url == "/api/v1/agents/" else 404  # a create: the team field refuses "acme"
+        assert getattr(api, method)(url, body, format="json").status_code == expected, url
+    assert db_state() == before
 
 
 @pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER, TeamRole.REQUESTER])
 def test_api_members_read_but_every_write_is_403(ag, team, role):
     api = api_as(make_member(team, role, username=f"api-{role}"))
-    body = api.get("/api/v1/agents/").json()
-    rows = body["results"] if isinstance(body, dict) else body
+    rows = api.get("/api/v1/agents/").json()["results"]
     assert sorted(r["slug"] for r in rows) == ["acme-ci", "acme-claude"]
-    assert "client_secret" not in str(rows)
+    assert "client_secret" not in str(rows) and "key_hash" not in str(rows)
     before = db_state()
     for method, url, data in api_writes(ag):
-        assert getattr(api, method)(url, data, format="json").status_code == 403, url
+        response = getattr(api, method)(url, data, format="json")
+        assert response.status_code == 403 and response.json()["code"] == "permission_denied", url
+    # A body that would not validate is refused for the permission too, before it is read.
+    assert api.patch(f"/api/v1/agents/{ag.agent.pk}/", {"team": "globex"}, format="json").status_code == 403
     assert db_state() == before
 
 
@@ -446,10 +414,16 @@ def test_api_another_team_gets_404_and_cannot_register_in_this_team(ag, outsider
     assert api.get(f"/api/v1/agents/{ag.agent.pk}/").status_code == 404
     for method, url, data in api_writes(ag):
         expected = 400 if url == "/api/v1/agents/" else 404  # a create: the team field refuses it
-        assert getattr(api, method)(url, data, format="json").status_code == expected, url
+        response = getattr(api, method)(url, data, format="json")
+        assert response.status_code == expected, url
+        assert "acme-ci" not in response.content.decode()
     # Their own team, with our role: refused, nothing made.
     response = api.post("/api/v1/agents/", {**NEW, "team": "globex"}, format="json")
     assert response.status_code == 400 and "acme_code_agent" in str(response.json())
+    # Their own agent, rebound to our role, or our key revoked through their agent: refused.
+    theirs = f"/api/v1/agents/{ag.foreign.pk}/"
+    assert api.patch(theirs, {"roles": ["acme_code_agent"]}, format="json").status_code == 400
+    assert api.post(f"{theirs}api-keys/{ag.key.pk}/revoke/").status_code == 404
     assert db_state() == before
 
 
@@ -461,8 +435,156 @@ def test_api_admin_registers_revokes_and_issues_keys(ag, admin):
     assert api.get(f"/api/v1/agents/{pk}/").json()["roles"] == ["acme_code_agent"]
     key = api.post(f"/api/v1/agents/{pk}/api-keys/").json()
     assert key["key"].startswith(f"mcpgov_agent_{key['prefix']}_")
+    listed = api.get(f"/api/v1/agents/{pk}/").json()["api_keys"]
+    assert [(k["id"], k["prefix"], k["revoked"]) for k in listed] == [(key["id"], key["prefix"], False)]
+    assert key["key"] not in str(listed)
     assert api.post(f"/api/v1/agents/{pk}/revoke/").json()["revoked"] is True
     assert api.post(f"/api/v1/agents/{pk}/api-keys/").status_code == 400  # a revoked agent gets none
+
+
+def test_api_patch_changes_what_the_edit_page_changes_through_the_same_service(
+    ag, admin, django_capture_on_commit_callbacks
+):
+    api = api_as(admin)
+    url = f"/api/v1/agents/{ag.agent.pk}/"
+    bundle_publish(environment=ag.dev)
+    before = current_bundle(ag.team).version
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.patch(
+            url,
+            {"name": "Acme CI (main)", "roles": ["acme_docs_agent"], "environments": ["staging"]},
+            format="json",
+        )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["name"], body["roles"], body["environments"]) == (
+        "Acme CI (main)",
+        ["acme_docs_agent"],
+        ["staging"],
+    )
+    assert (body["slug"], body["team"]) == ("acme-ci", "acme")
+    # The same history row as the page writes, and the bundles republished at once.
+    change = ChangeRecord.objects.get(event_type=ChangeEventType.AGENT_UPDATED, object_id=str(ag.agent.pk))
+    assert change.actor == admin and change.changes["roles"] == [["acme_code_agent"], ["acme_docs_agent"]]
+    assert change.changes["name"] == ["Acme CI", "Acme CI (main)"]
+    assert current_bundle(ag.team).version > before
+    assert current_bundle(ag.team).agent(str(ag.agent.pk)) is None
+    assert current_bundle(ag.team, "staging").agent(str(ag.agent.pk)).roles == ("acme_docs_agent",)
+    # A field left out keeps its value.
+    assert api.patch(url, {"name": "Acme CI"}, format="json").json()["roles"] == ["acme_docs_agent"]
+    # An interactive agent's redirect URIs, under the registration's rules.
+    claude = f"/api/v1/agents/{ag.claude.pk}/"
+    assert api.patch(claude, {"redirect_uris": "http://127.0.0.1:40000/cb"}, format="json").status_code == 200
+    ag.claude.application.refresh_from_db()
+    assert ag.claude.application.redirect_uris == "http://127.0.0.1:40000/cb"
+
+
+@pytest.mark.parametrize(
+    "agent_attr, body, message",
+    [
+        ("agent", {"team": "globex"}, "Cannot be changed"),
+        ("agent", {"slug": "other"}, "Cannot be changed"),
+        ("agent", {"client_id": "x"}, "Cannot be changed"),
+        ("agent", {"public": True}, "Cannot be changed"),
+        ("agent", {"is_staff": True}, "Unknown field"),
+        ("agent", {"roles": []}, "roles"),
+        ("agent", {"roles": ["globex_agent"]}, "No such role in acme: globex_agent"),
+        ("agent", {"environments": ["nowhere"]}, "No such environment: nowhere"),
+        ("agent", {"name": "x" * 201}, "name"),
+        ("agent", {"name": "a\x00b"}, "Null characters"),
+        ("agent", {"redirect_uris": "http://127.0.0.1:1/cb"}, "Only an interactive agent"),
+        ("claude", {"redirect_uris": ""}, "at least one redirect URI"),
+        ("claude", {"redirect_uris": "http://evil.example/cb"}, "use https"),
+        ("claude", {"redirect_uris": "https://app.example/cb#frag"}, "no fragment"),
+    ],
+)
+def test_api_patch_refusals_say_why_and_change_nothing(ag, admin, agent_attr, body, message):
+    api = api_as(admin)
+    before = db_state()
+    response = api.patch(f"/api/v1/agents/{getattr(ag, agent_attr).pk}/", body, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "invalid", response.content
+    assert message in str(response.json()), response.json()
+    assert db_state() == before
+
+
+def test_api_patch_of_a_revoked_agent_is_refused(ag, admin):
+    api = api_as(admin)
+    api.post(f"/api/v1/agents/{ag.agent.pk}/revoke/")
+    before = db_state()
+    response = api.patch(f"/api/v1/agents/{ag.agent.pk}/", {"name": "back"}, format="json")
+    assert response.status_code == 400 and "revoked" in response.json()["detail"]
+    assert db_state() == before
+    assert api.put(f"/api/v1/agents/{ag.agent.pk}/", {"name": "x"}, format="json").status_code == 405
+
+
+def test_api_revokes_a_key_as_the_page_does(ag, admin, django_capture_on_commit_callbacks):
+    api = api_as(admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        issued = api.post(f"/api/v1/agents/{ag.agent.pk}/api-keys/").json()
+    hashes = current_bundle(ag.team).agent(str(ag.agent.pk)).api_key_sha256
+    assert api_key_sha256(issued["key"]) in hashes and len(hashes) == 2
+    url = f"/api/v1/agents/{ag.agent.pk}/api-keys/{issued['id']}/revoke/"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(url)
+    assert response.status_code == 200 and response.json()["revoked"] is True
+    assert response.json()["prefix"] == issued["prefix"] and "key" not in response.json()
+    assert AgentApiKey.objects.get(pk=issued["id"]).revoked_at is not None
+    assert current_bundle(ag.team).agent(str(ag.agent.pk)).api_key_sha256 == (ag.key.key_hash,)
+    change = ChangeRecord.objects.get(event_type=ChangeEventType.AGENT_KEY_REVOKED)
+    assert change.actor == admin and issued["prefix"] in change.summary
+    # Again: nothing more happens. A key of another agent, or no such key: 404.
+    before = db_state()
+    assert api.post(url).status_code == 200
+    assert api.post(f"/api/v1/agents/{ag.claude.pk}/api-keys/{ag.key.pk}/revoke/").status_code == 404
+    assert api.post(f"/api/v1/agents/{ag.agent.pk}/api-keys/999999999999999999/revoke/").status_code == 404
+    assert db_state() == before
+
+
+def _key_at_the_gateway(team, key: str):
+    """What a gateway makes of `key` with the team's current bundle (mcpgov's own verifier)."""
+    verifier = AgentVerifier(
+        keys=PinnedKeys(None, {}),
+        issuer="http://testserver",
+        resource="http://127.0.0.1:8765/mcp",
+        team=lambda: team.slug,
+        agents=lambda: list(current_bundle(team).agents),
+    )
+    try:
+        return verifier.verify(key).slug
+    except TokenRejected as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("where", ["page", "api"])
+def test_a_key_revoked_on_the_page_or_over_the_api_stops_working_at_the_gateway(
+    admin_client, ag, admin, where, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        issued = agent_api_key_create(agent=ag.agent)
+    assert _key_at_the_gateway(ag.team, issued.key) == "acme-ci"
+    with django_capture_on_commit_callbacks(execute=True):
+        if where == "page":
+            url = reverse("governance:agent-api-key-revoke", args=[ag.agent.pk, issued.api_key.pk])
+            assert admin_client.post(url).status_code == 302
+        else:
+            url = f"/api/v1/agents/{ag.agent.pk}/api-keys/{issued.api_key.pk}/revoke/"
+            assert api_as(admin).post(url).status_code == 200
+    assert _key_at_the_gateway(ag.team, issued.key) == "unknown_api_key"
+    # The agent's other key still works: only the one key was revoked.
+    assert current_bundle(ag.team).agent(str(ag.agent.pk)).api_key_sha256 == (ag.key.key_hash,)
+
+
+def test_the_openapi_schema_documents_patch_and_key_revocation(admin):
+    api = api_as(admin)
+    paths = api.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+    patch = paths["/api/v1/agents/{id}/"]["patch"]
+    assert "put" not in paths["/api/v1/agents/{id}/"]
+    props = patch["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert props.endswith("/PatchedAgentUpdate") or props.endswith("/AgentUpdate")
+    revoke = paths["/api/v1/agents/{id}/api-keys/{key_pk}/revoke/"]["post"]
+    assert revoke["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/AgentApiKey"
+    )
 
 
 # --- the roles an enforcement client may enforce ----------------------------------------------------

@@ -7,8 +7,10 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
 from django.utils import timezone
 
+from governance import selectors
 from governance.models import EnforcementClient, Environment, Flag, FlagState, PolicyBundle
 from governance.services.clients import client_create
 from governance.services.flags import (
@@ -310,3 +312,24 @@ def test_stale_gateway_is_flagged_on_the_panel(client, team, admin):
     quiet_row = html[html.index("gw-quiet") :].split("</tr>")[0]
     fresh_row = html[html.index("gw-fresh") :].split("</tr>")[0]
     assert "stale" in quiet_row and "stale" not in fresh_row
+
+
+def test_a_flags_history_is_its_own_rows_by_event_type_not_by_summary_text(client, team, server, admin):
+    """The flag page's history: this flag and its states, never a deleted flag of the same name nor a row
+    whose summary merely starts with "Flag <name> "."""
+    old = flag_create(team=team, server=server, capability="write", name="acme.fs.write", actor=admin)
+    flag_set_state(flag=old, environment=env(team), enabled=False, reason="old incident", actor=admin)
+    flag_delete(flag=old, actor=admin)
+    new = flag_create(team=team, server=server, capability="write", name="acme.fs.write", actor=admin)
+    flag_set_state(
+        flag=new, environment=env(team, "staging"), enabled=False, reason="new incident", actor=admin
+    )
+    ChangeRecord.objects.create(
+        team=team, action="action", event_type="other", object_type="note", summary="Flag acme.fs.write noted"
+    )
+    history = list(selectors.flag_history(team=team, flag=new))
+    assert [r.event_type for r in history] == ["flag_disabled", "flag_created"]
+    assert "new incident" in history[0].summary
+    client.force_login(admin)
+    html = client.get(reverse("governance:flag-detail", args=[new.pk])).content.decode()
+    assert "new incident" in html and "old incident" not in html and "noted" not in html

@@ -95,8 +95,13 @@ def test_jwks_endpoint_is_per_team(client, team, other_team):
     assert acme_key.kid not in response.content.decode()
     missing = client.get("/api/v1/keys/")
     assert missing.status_code == 400 and missing.json()["code"] == "team_required"
+    assert client.get("/api/v1/keys/?team=").json()["code"] == "team_required"
     assert client.get("/api/v1/keys/?team=nobody").status_code == 404
     assert client.get("/api/v1/keys/?team=a%00b").status_code == 400  # NUL: refused before any lookup
+    # The query is declared (a serializer with the shared TeamField), so the schema says so.
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()
+    [param] = schema["paths"]["/api/v1/keys/"]["get"]["parameters"]
+    assert (param["name"], param["in"], param["required"]) == ("team", "query", True)
 
 
 @pytest.mark.django_db

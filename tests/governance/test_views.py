@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,6 +33,7 @@ from governance.services.servers import server_create, server_tools_record
 from portal.choices import TeamRole
 from portal.models import ChangeRecord, Invitation, Membership
 from tests.factories import UserFactory
+from tests.helpers.permission_matrix import Case, PageMatrix, call, ids
 
 
 @pytest.fixture(autouse=True)
@@ -112,21 +111,6 @@ def db_state() -> dict[str, list[dict[str, Any]]]:
         ShadowBundle,
     ]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
-
-
-@dataclass
-class Case:
-    id: str
-    url_name: str
-    kwargs: Callable[[SimpleNamespace], dict] = lambda p: {}
-    method: str = "get"
-    data: Callable[[SimpleNamespace], dict] = lambda p: {}
-    object_page: bool = False  # names one of the team's objects: another team gets 404
-    perm: str = "view_team"
-    draft: bool = False  # the team edits through drafts and has an open draft (another admin's change)
-
-    def url(self, p: SimpleNamespace) -> str:
-        return reverse(self.url_name, kwargs=self.kwargs(p))
 
 
 POLICY_YAML = """\
@@ -501,18 +485,6 @@ DRAFT_WRITES = [
 ]
 WRITES += DRAFT_WRITES
 
-ALL = PAGES + GUARDED_PAGES + FORM_PAGES + WRITES
-OBJECT_CASES = [c for c in ALL if c.object_page]
-
-
-def ids(cases):
-    return [c.id for c in cases]
-
-
-def call(client, case: Case, p: SimpleNamespace, **extra):
-    url = case.url(p)
-    return client.post(url, case.data(p), **extra) if case.method == "post" else client.get(url, **extra)
-
 
 def open_draft(team) -> PolicyDraft:
     """Switch the team to drafts; another admin (so `admin` may approve) drafts a role change."""
@@ -540,125 +512,33 @@ def p(policy, team, viewer, request):
     return policy
 
 
-# --- the shared cases ---------------------------------------------------------------------------
+# --- the shared cases (tests/helpers/permission_matrix.py) -------------------------------------------
 
 
-@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
-def test_anonymous_user_is_sent_to_login_and_nothing_changes(client, p, case):
-    before = db_state()
-    response = call(client, case, p)
-    assert response.status_code == 302
-    assert response.url.startswith(reverse("login") + "?next=")
-    assert db_state() == before
+class TestPolicyPages(PageMatrix):
+    pages = PAGES
+    guarded_pages = GUARDED_PAGES
+    form_pages = FORM_PAGES
+    writes = WRITES
+    refused_roles = (TeamRole.VIEWER, TeamRole.REVIEWER)
+    no_team_status = {"dashboard": 200}
+    pages_without_edit_controls = ("history", "policy-export", "effective-policy")
+    our_names = (
+        "acme_github",
+        "acme_spare",
+        "acme_code_agent",
+        "acme_sandbox",
+        "/srv/acme",
+        "acme-admin",
+        "acme-viewer",
+    )
 
+    @pytest.fixture
+    def objects(self, p):
+        return p
 
-@pytest.mark.parametrize("case", ALL, ids=ids(ALL))
-def test_signed_in_user_without_a_team_gets_404_and_nothing_changes(client, p, case):
-    client.force_login(UserFactory(username="no-team-user"))
-    before = db_state()
-    response = call(client, case, p)
-    assert response.status_code == (200 if case.id == "dashboard" else 404)
-    assert "You are not a member of any team yet" in response.content.decode()
-    assert db_state() == before
-
-
-POST_FORM = re.compile(r"<form\b[^>]*\bmethod=\"post\"[^>]*>", re.I)
-ACTION = re.compile(r"\baction=\"([^\"]*)\"")
-
-
-def edit_controls(html: str) -> list[str]:
-    """The page's write controls: POST forms other than the shell's (team switcher, log out), htmx posts,
-    and links to create/edit/delete pages."""
-    shell = {reverse("team-switch"), reverse("logout")}
-    found = []
-    for form in POST_FORM.findall(html):
-        action = ACTION.search(form)
-        if not action or action.group(1) not in shell:
-            found.append(form)
-    found += re.findall(r"hx-(?:post|put|delete)=\"[^\"]*\"", html)
-    found += re.findall(r"href=\"[^\"]*/(?:add|edit|delete)/\"", html)
-    return found
-
-
-@pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER, TeamRole.REQUESTER])
-@pytest.mark.parametrize("case", PAGES, ids=ids(PAGES))
-def test_member_without_permission_reads_pages_without_edit_controls(client, p, team, case, role):
-    from tests.factories import make_member
-
-    client.force_login(make_member(team, role, username=f"reader-{role}"))
-    response = call(client, case, p)
-    assert response.status_code == 200
-    assert edit_controls(response.content.decode()) == []
-
-
-@pytest.mark.parametrize("case", PAGES, ids=ids(PAGES))
-def test_admin_sees_edit_controls(client, p, admin, case):
-    client.force_login(admin)
-    response = call(client, case, p)
-    assert response.status_code == 200
-    if case.id not in ("history", "policy-export", "effective-policy"):
-        assert edit_controls(response.content.decode()), "the admin should see something to edit"
-
-
-REFUSED = GUARDED_PAGES + FORM_PAGES + WRITES
-
-
-@pytest.mark.parametrize("role", [TeamRole.VIEWER, TeamRole.REVIEWER])
-@pytest.mark.parametrize("case", REFUSED, ids=ids(REFUSED))
-def test_member_without_permission_is_refused_and_nothing_changes(client, p, team, case, role):
-    from tests.factories import make_member
-
-    client.force_login(make_member(team, role, username=f"refused-{role}"))
-    before = db_state()
-    response = call(client, case, p)
-    assert response.status_code == 403
-    assert db_state() == before
-
-
-@pytest.mark.parametrize("case", OBJECT_CASES, ids=ids(OBJECT_CASES))
-def test_other_team_gets_404_for_the_teams_objects_and_nothing_changes(client, p, outsider, case):
-    client.force_login(outsider)
-    before = db_state()
-    response = call(client, case, p)
-    assert response.status_code == 404
-    assert db_state() == before
-
-
-LISTS = [c for c in PAGES if not c.object_page]
-OUR_NAMES = [
-    "acme_github",
-    "acme_spare",
-    "acme_code_agent",
-    "acme_sandbox",
-    "/srv/acme",
-    "acme-admin",
-    "acme-viewer",
-]
-
-
-@pytest.mark.parametrize("case", LISTS, ids=ids(LISTS))
-def test_other_teams_pages_never_list_the_teams_objects(client, p, outsider, case):
-    client.force_login(outsider)
-    html = call(client, case, p).content.decode()
-    assert [name for name in OUR_NAMES if name in html] == []
-
-
-@pytest.mark.parametrize("case", WRITES, ids=ids(WRITES))
-def test_admin_write_changes_the_policy_and_says_so(client, p, admin, case):
-    client.force_login(admin)
-    before = db_state()
-    response = call(client, case, p, follow=True)
-    assert response.status_code == 200
-    assert db_state() != before
-    assert re.search(r'class="msg-success"', response.content.decode()), "a success message is shown"
-
-
-@pytest.mark.parametrize("case", [c for c in FORM_PAGES], ids=ids(FORM_PAGES))
-def test_admin_opens_form_pages(client, p, admin, case):
-    client.force_login(admin)
-    response = call(client, case, p)
-    assert response.status_code == 200
-    assert POST_FORM.search(response.content.decode())
+    def db_state(self):
+        return db_state()
 
 
 @pytest.mark.parametrize("case", GUARDED_PAGES, ids=ids(GUARDED_PAGES))

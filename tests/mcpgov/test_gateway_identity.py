@@ -186,37 +186,40 @@ def test_agent_token_for_the_role_works_and_other_roles_or_bad_tokens_are_refuse
     assert {s["agent"]["id"] for s in portal.sessions.values()} == {"11"}
 
 
+def _status_once_refused(g, credential: str) -> int:
+    """tools/list with `credential`, asked again until it is 401 (a new bundle applies within the bound)."""
+    post = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx2.post(g.url, json=post, headers={"Authorization": f"Bearer {credential}"})
+        if r.status_code == 401 or time.monotonic() > deadline:
+            return r.status_code
+        time.sleep(0.1)
+
+
 def test_agent_revoked_in_a_new_bundle_is_refused_at_once(gw, world, portal):
     g = gw("--read-only")
     token = g.token("11")
-    post = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
 
-    async def ok():
-        async with g.client(token) as c:
+    async def ok(credential: str):
+        async with g.client(credential) as c:
             assert not (await c.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error
 
-    run(ok)
+    run(lambda: ok(API_KEY))
+    # a revoked API key alone: the bundle no longer lists its hash (the portal's key revocation)
+    keyless = [dict(AGENTS[0], api_key_sha256=[]), AGENTS[1]]
+    world.publish(portal, base_doc(world, version=world.next_version(), agents=keyless))
+    assert _status_once_refused(g, API_KEY) == 401
+    run(lambda: ok(token))  # the agent's token still works
     revoked = [dict(AGENTS[0], revoked=True), AGENTS[1]]
     world.publish(portal, base_doc(world, version=world.next_version(), agents=revoked))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = httpx2.post(g.url, json=post, headers={"Authorization": f"Bearer {token}"})
-        if r.status_code == 401:
-            break
-        time.sleep(0.1)
-    assert r.status_code == 401
+    assert _status_once_refused(g, token) == 401
     # a revoked token id (jti) alone
     jti_token = g.token("22")
     jti = jwt.decode(jti_token, options={"verify_signature": False})["jti"]
     agents = [dict(AGENTS[0], revoked=True), dict(AGENTS[1], revoked_jti=[jti])]
     world.publish(portal, base_doc(world, version=world.next_version(), agents=agents))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = httpx2.post(g.url, json=post, headers={"Authorization": f"Bearer {jti_token}"})
-        if r.status_code == 401:
-            break
-        time.sleep(0.1)
-    assert r.status_code == 401
+    assert _status_once_refused(g, jti_token) == 401
 
 
 def test_two_stateless_clients_get_separate_governance_sessions(gw, world, portal):
@@ -335,26 +338,19 @@ def test_revoked_client_is_a_kill_switch_and_recorded_events_still_arrive(gw, wo
     spooled = sum(len(read_events(f)[0]) for f in world.spool.glob("*.jsonl"))
     assert sum(len(v) for v in portal.events.values()) == spooled >= recorded, err
     # restart with the revoked token and the cached bundle: refuses to start
-    r = subprocess.run(
-        [PY, *world.gateway_args("--read-only", portal=portal)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
+    r = _run_to_exit(world.gateway_args("--read-only", portal=portal))
     assert r.returncode == 2 and b"revoked or wrong" in r.stderr
     assert (world.state / "bundle.jws").exists()
 
 
+def _run_to_exit(args: list[str]) -> subprocess.CompletedProcess:
+    """A gateway expected to refuse to start or to stop at its gate: it exits on its own (60 s: a bound)."""
+    return subprocess.run([PY, *args], cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+
+
 def test_start_refused_with_a_role_the_client_may_not_enforce(gw, world, portal):
     portal.client_roles = ["docs_agent"]
-    r = subprocess.run(
-        [PY, *world.gateway_args("--read-only", portal=portal)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
+    r = _run_to_exit(world.gateway_args("--read-only", portal=portal))
     assert r.returncode == 2
     assert b"may not enforce role 'code_agent' (allowed: docs_agent)" in r.stderr
     assert portal.sessions == {}
@@ -366,7 +362,7 @@ def test_wrong_token_with_a_cached_bundle_refuses_to_start(gw, world, portal):
     assert (world.state / "bundle.jws").exists()
     args = world.gateway_args("--read-only", portal=portal)
     args[args.index(TOKEN)] = "wrong-token"
-    r = subprocess.run([PY, *args], cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    r = _run_to_exit(args)
     assert r.returncode == 2 and b"revoked or wrong" in r.stderr
 
 
@@ -376,13 +372,7 @@ def test_gate_refusal_is_a_refused_session_in_the_portal(world, portal):
     doc["roles"]["code_agent"]["allowed_servers"].remove("time")
     world.publish(portal, doc)
     world.write_config(("time",))
-    r = subprocess.run(
-        [PY, *world.gateway_args("--read-only", portal=portal)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
+    r = _run_to_exit(world.gateway_args("--read-only", portal=portal))
     assert r.returncode == 3, r.stderr
     (refused,) = portal.sessions.values()
     assert refused["state"] == "refused" and refused["role"] == "code_agent"
@@ -394,13 +384,7 @@ def test_gate_refusal_is_a_refused_session_in_the_portal(world, portal):
 def test_non_loopback_http_without_auth_refuses_to_start(world):
     world.write_bundle(world.doc())
     world.write_config(("time",))
-    r = subprocess.run(
-        [PY, *world.gateway_args("--http", f"0.0.0.0:{free_port()}")],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-    )
+    r = _run_to_exit(world.gateway_args("--http", f"0.0.0.0:{free_port()}"))
     assert r.returncode == 2 and b"without agent authentication" in r.stderr
 
 

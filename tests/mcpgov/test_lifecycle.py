@@ -30,7 +30,20 @@ BOUND = 60  # seconds: "it happens", never a duration claim
 
 
 class Wire:
-    """A gateway process and its JSON-RPC stdio wire."""
+    """A gateway process and its JSON-RPC stdio wire; as a context manager, killed on the way out if it
+    is still running (a failed assertion must not leave it behind)."""
+
+    @classmethod
+    def gateway(cls, world, portal, *extra: str, name: str = "gw") -> Wire:
+        return cls(world.gateway_args(*extra, portal=portal), cwd=ROOT, stderr=world.base / f"{name}.err")
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=BOUND)
 
     def __init__(self, args: list[str], *, cwd: Path, stderr: Path) -> None:
         self.stderr_path = stderr
@@ -77,15 +90,18 @@ class Wire:
             "tools/call", {"name": "time__get_current_time", "arguments": {"timezone": "UTC"}}
         )
 
+    def open_session(self, portal) -> str:
+        """Handshake, one governed call, and the session id the portal got."""
+        self.handshake()
+        assert not self.call_time()["result"].get("isError")
+        assert portal.wait_for(lambda: len(portal.sessions) == 1, timeout=BOUND)
+        return next(iter(portal.sessions))
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
     def wait(self) -> int:
         return self.proc.wait(timeout=BOUND)
-
-
-def _gateway_args(world, portal, *extra: str) -> list[str]:
-    return world.gateway_args(*extra, portal=portal)
 
 
 def _session_ended(portal, sid: str) -> bool:
@@ -96,20 +112,13 @@ def _session_ended(portal, sid: str) -> bool:
 def test_a_stopped_gateway_ends_its_session_with_its_events_delivered(world, portal, how):
     world.publish(portal)
     world.write_config(("time",))
-    gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
-    try:
-        gw.handshake()
-        assert not gw.call_time()["result"].get("isError")
-        assert portal.wait_for(lambda: len(portal.sessions) == 1, timeout=BOUND)
-        sid = next(iter(portal.sessions))
+    with Wire.gateway(world, portal) as gw:
+        sid = gw.open_session(portal)
         if how == "EOF":
             gw.proc.stdin.close()
         else:
             gw.proc.send_signal(getattr(signal, how))
         assert gw.wait() == 0, gw.stderr()
-    finally:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
     # the portal has the end and every event, INTENT and RESULT, before the process exited
     assert _session_ended(portal, sid), gw.stderr()
     assert [(e["seq"], e["phase"]) for e in portal.events[sid]] == [(1, "intent"), (2, "result")]
@@ -123,8 +132,7 @@ def test_a_stopped_gateway_ends_its_session_with_its_events_delivered(world, por
 def test_a_halted_session_keeps_its_trigger_and_last_calls_in_its_end_report(world, portal):
     world.publish(portal)
     world.write_config(("time", "filesystem"))
-    gw = Wire(_gateway_args(world, portal, "--read-only"), cwd=ROOT, stderr=world.base / "gw.err")
-    try:
+    with Wire.gateway(world, portal, "--read-only") as gw:
         gw.handshake()
         r = gw.request(
             "tools/call",
@@ -134,9 +142,6 @@ def test_a_halted_session_keeps_its_trigger_and_last_calls_in_its_end_report(wor
         assert portal.wait_for(lambda: any(b["state"] == "halted" for _, b in portal.patches), timeout=BOUND)
         gw.proc.send_signal(signal.SIGTERM)
         assert gw.wait() == 0, gw.stderr()
-    finally:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
     sid = next(iter(portal.sessions))
     end = next(b for s, b in portal.patches if s == sid and b["state"] == "ended")
     assert end["trigger"] == "write_in_read_session"
@@ -146,27 +151,19 @@ def test_a_halted_session_keeps_its_trigger_and_last_calls_in_its_end_report(wor
 def test_a_second_signal_exits_at_once_and_the_next_gateway_delivers_what_was_left(world, portal):
     world.publish(portal)
     world.write_config(("time",))
-    gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
-    try:
-        gw.handshake()
-        assert not gw.call_time()["result"].get("isError")
-        assert portal.wait_for(lambda: len(portal.sessions) == 1, timeout=BOUND)
-        sid = next(iter(portal.sessions))
+    with Wire.gateway(world, portal) as gw:
+        sid = gw.open_session(portal)
         portal.outage = True  # the clean stop cannot deliver: it would wait its bounded time
         gw.proc.send_signal(signal.SIGTERM)
         assert "ending the sessions" in _wait_for_text(gw, "ending the sessions")
         gw.proc.send_signal(signal.SIGTERM)
         assert gw.wait() == 128 + signal.SIGTERM, gw.stderr()
-    finally:
-        if gw.proc.poll() is None:
-            gw.proc.kill()
     assert not _session_ended(portal, sid)
     marker = json.loads((world.spool / f"{sid}.end.json").read_text())
     assert marker["reported"] is False and marker["reason"] == "gateway stopped (SIGTERM)"
 
     portal.outage = False
-    nxt = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw2.err")
-    try:
+    with Wire.gateway(world, portal, name="gw2") as nxt:
         nxt.handshake()  # restart recovery runs before the gateway serves
         assert _session_ended(portal, sid), nxt.stderr()
         end = next(b for s, b in portal.patches if s == sid and b["state"] == "ended")
@@ -174,27 +171,18 @@ def test_a_second_signal_exits_at_once_and_the_next_gateway_delivers_what_was_le
         assert [e["phase"] for e in portal.events[sid]] == ["intent", "result"]
         nxt.proc.stdin.close()
         assert nxt.wait() == 0
-    finally:
-        if nxt.proc.poll() is None:
-            nxt.proc.kill()
 
 
 def test_restart_recovery_ends_the_sessions_of_a_killed_gateway_before_serving(world, portal):
     world.publish(portal)
     world.write_config(("time",))
-    gw = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw.err")
-    try:
-        gw.handshake()
-        assert not gw.call_time()["result"].get("isError")
-        assert portal.wait_for(lambda: len(portal.sessions) == 1, timeout=BOUND)
-        sid = next(iter(portal.sessions))
-    finally:
+    with Wire.gateway(world, portal) as gw:
+        sid = gw.open_session(portal)
         gw.proc.kill()  # SIGKILL: no end report, no clean anything
         gw.proc.wait(timeout=BOUND)
     assert not _session_ended(portal, sid)
 
-    nxt = Wire(_gateway_args(world, portal), cwd=ROOT, stderr=world.base / "gw2.err")
-    try:
+    with Wire.gateway(world, portal, name="gw2") as nxt:
         nxt.handshake()
         assert _session_ended(portal, sid), nxt.stderr()
         end = next(b for s, b in portal.patches if s == sid and b["state"] == "ended")
@@ -203,9 +191,6 @@ def test_restart_recovery_ends_the_sessions_of_a_killed_gateway_before_serving(w
         assert not nxt.call_time()["result"].get("isError")
         nxt.proc.send_signal(signal.SIGTERM)
         assert nxt.wait() == 0
-    finally:
-        if nxt.proc.poll() is None:
-            nxt.proc.kill()
     assert len(portal.sessions) == 2 and all(s["state"] == "ended" for s in portal.sessions.values())
     # ended once each: the second gateway did not report the first session's end again at its own stop
     ends = [s for s, b in portal.patches if b["state"] == "ended"]
