@@ -3,7 +3,8 @@
 An async Django view, served by uvicorn: a long poll (`?wait=`) holds no thread while it
 waits on `portal.realtime`. A gateway that says which flags update it has
 (`X-Mcpgov-Flags-Revision`) is answered a newer signed flags update (`mcpgov-flags+jws`, issued
-once per toggle, its reply built once per process) instead of waiting for a whole bundle. The hot path (an unchanged bundle, answered 304) touches the
+once per toggle, its reply built once per process) instead of waiting for a whole bundle.
+The hot path (an unchanged bundle, answered 304) touches the
 database only through two short in-process caches: token → client (re-checked every
 `CLIENT_CACHE_SECONDS`, and dropped on the client's revocation event, so an open long poll is
 answered 401 as soon as its client is revoked) and environment →
