@@ -200,9 +200,22 @@ async def phase(
     limiter = anyio.CapacityLimiter(50)
 
     async def first(g: Gateway) -> None:
+        import httpx2
+
         async with limiter:
-            await g.manager.refresh()
-            await g.manager.refresh()  # a flags update newer than the bundle, as a gateway does at start
+            for attempt in range(
+                5
+            ):  # a loaded portal may drop a connection; the gateway's own loop retries too
+                try:
+                    await g.manager.refresh()
+                    await (
+                        g.manager.refresh()
+                    )  # a flags update newer than the bundle, as a gateway does at start
+                    return
+                except httpx2.HTTPError:
+                    if attempt == 4:
+                        raise
+                    await anyio.sleep(1.0)
 
     async with anyio.create_task_group() as tg:
         for g in gateways:
@@ -300,11 +313,12 @@ async def run(
     keys = load_jwks(keys_path)
     common = (base_url, tokens, keys, flag_pk, env_pk, admin, portal_pid)
     results = {}
+    n = len(tokens)
     if args.mode in ("both", "bundle"):  # the same-run baseline: gateways that take whole bundles only
         results["bundle"] = await phase(args, "full bundle per toggle (baseline)", False, *common)
+        report(args, results["bundle"], n)  # at once: a later failure must not lose it
     if args.mode in ("both", "flags"):
         results["flags"] = await phase(args, "signed flags update", True, *common)
-    n = len(tokens)
     print(
         f"gateways: {n} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified), "
         f"portal: uvicorn --workers {args.workers}" + (f", REDIS_URL={args.redis}" if args.redis else "")
