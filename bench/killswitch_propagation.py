@@ -409,8 +409,11 @@ def main() -> None:
 
     connections.close_all()
     proc, base_url = start_portal(env, args.workers, args.app)
-    admin = PortalBrowser(base_url, world.admin.username, PASSWORD)
+    admin = None
     try:
+        admin = PortalBrowser(
+            base_url, world.admin.username, PASSWORD
+        )  # inside: a failed login still stops the portal
         anyio.run(
             run,
             args,
@@ -423,7 +426,8 @@ def main() -> None:
             proc.pid,
         )
     finally:
-        admin.close()
+        if admin is not None:
+            admin.close()
         proc.terminate()
         try:
             proc.wait(timeout=10)
