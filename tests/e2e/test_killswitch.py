@@ -140,7 +140,7 @@ def test_a_kill_switch_reaches_a_running_gateway_as_a_flags_update_without_a_new
     """No rebuild runs (queued, no worker): the running gateway refuses the next call on the signed
     flags update alone, and the portal still serves the bundle it had."""
     from governance.models import EnforcementClient, FlagsUpdate
-    from governance.services.flags import flag_disable, flag_enable
+    from governance.services.flags import flag_disable
     from tests.conftest import rebuilds_queued_not_run
 
     [token] = world.issue("development", 1)
@@ -174,12 +174,6 @@ def test_a_kill_switch_reaches_a_running_gateway_as_a_flags_update_without_a_new
                 revision = await in_thread(
                     lambda: FlagsUpdate.objects.filter(environment=dev).latest().revision
                 )
-                # switched on again: the next update lets the calls through, still on the same bundle
-                await in_thread(flag_enable, flag=world.flag, environment=dev, actor=world.admin)
-                deadline = time.monotonic() + 15
-                while (await client.call_tool(*CALL)).is_error:
-                    assert time.monotonic() < deadline, "still refused 15 s after the flag was enabled"
-                    await anyio.sleep(0.05)
             return versions, after, reported, revision, message
 
     versions, after, reported, revision, message = run_async(scenario)
