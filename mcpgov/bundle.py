@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 SCHEMA_ID = "mcpgov.bundle/1"
+FLAGS_SCHEMA_ID = "mcpgov.flags/1"
 DEFAULT_PRODUCTION_URL_WORDS = ("prod", "production", "live", "main")
 DEFAULT_LARGE_DATA_BYTES = 1_048_576
 DEFAULT_CASCADE_WRITE_THRESHOLD = 3
@@ -337,3 +338,38 @@ class Bundle(_Frozen):
     @property
     def production_url_words(self) -> tuple[str, ...]:
         return self.environment_policy.production_url_words or self.triggers.production_url_words
+
+
+class FlagsUpdate(_Frozen):
+    """A signed flags update (``mcpgov.flags/1``): every flag of one team+environment, as the bundle
+    would carry them, delivered on a toggle without a new bundle (``docs/flags.md``).
+
+    ``bundle_version`` is the latest bundle when the portal issued it: the update applies to a gateway
+    running that version or an older one; a bundle with a higher version was built after it and
+    carries these flags (or newer) itself. ``revision`` increases by one per update of the
+    environment, so an older or replayed update is refused. It never outlives its bundle
+    (``expires_at`` is that bundle's).
+    """
+
+    flags_schema: Literal["mcpgov.flags/1"] = Field(FLAGS_SCHEMA_ID, alias="schema")
+    team: Slug
+    environment: Slug
+    bundle_version: Annotated[int, Field(ge=1)]
+    revision: Annotated[int, Field(ge=1)]
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime
+    flags: tuple[Flag, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlagsUpdate:
+        if self.expires_at <= self.issued_at:
+            raise ValueError("expires_at must be after issued_at")
+        return self
+
+    def canonical_bytes(self) -> bytes:
+        """The payload the portal signs: canonical JSON of every field, defaults included."""
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> FlagsUpdate:
+        return cls.model_validate_json(data)

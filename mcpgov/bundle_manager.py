@@ -1,12 +1,14 @@
 """The bundle manager: the bundle being enforced, and the only door a new bundle comes in through.
 
 The last verified bundle is cached on disk, the long poll installs new ones within a second, and a
-bundle failing verification is never used.
+bundle failing verification is never used. A signed flags update (a toggle, delivered on the same long
+poll without a new bundle) replaces the flags of the bundle in force until a newer bundle arrives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,9 +26,12 @@ from mcpgov.verify import (
     BundleExpired,
     BundleState,
     BundleVerificationError,
+    SupersededUpdate,
     VerifiedBundle,
+    VerifiedFlagsUpdate,
     jws_sha256,
     verify_bundle,
+    verify_flags_update,
 )
 
 log = logging.getLogger("mcpgov.portal")
@@ -48,8 +53,11 @@ class BundleManager:
         team: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         client: PortalClient | None = None,
+        flags_updates: bool = True,
     ) -> None:
         self.keys = keys
+        # False: ask the portal for whole bundles only (what a gateway predating flags updates does)
+        self.flags_updates = flags_updates
         self.environment = environment
         self.team = team
         self.client = client
@@ -57,14 +65,22 @@ class BundleManager:
         if self.state_dir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state = BundleState(self.state_dir / "bundle-state.json" if self.state_dir else None)
-        self.current: VerifiedBundle | None = None
+        self.current: VerifiedBundle | None = None  # the signed bundle, as verified
+        self.flags: VerifiedFlagsUpdate | None = None  # the flags update applied on top of it, if any
+        self.enforced: VerifiedBundle | None = None  # `current` with the update's flags: what is enforced
+        self.flags_seen = 0  # the newest flags revision the portal sent (applied or refused): not asked again
         self.etag: str | None = None
+        # called with `enforced` whenever it changes (a new bundle, or new flags on the same bundle)
         self.listeners: list[Callable[[VerifiedBundle], None]] = []
         self.rejected = 0
 
     @property
     def cache_path(self) -> Path | None:
         return self.state_dir / "bundle.jws" if self.state_dir else None
+
+    @property
+    def flags_cache_path(self) -> Path | None:
+        return self.state_dir / "flags.jws" if self.state_dir else None
 
     @contextlib.contextmanager
     def _cache_lock(self) -> Iterator[None]:
@@ -82,16 +98,17 @@ class BundleManager:
         finally:
             os.close(fd)  # releases the lock
 
-    def _write_cache(self, jws: str) -> None:
+    def _write_cache(self, jws: str, path: Path | None = None) -> None:
         """Atomic replace through a temporary file of this process's own (never a shared fixed name)."""
-        assert self.cache_path is not None
-        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".bundle-", suffix=".tmp")
+        path = path or self.cache_path
+        assert path is not None
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bundle-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="ascii") as fh:
                 fh.write(jws)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.cache_path)
+            os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -121,6 +138,10 @@ class BundleManager:
         changed = self.current is None or self.current.sha256 != verified.sha256
         self.current = verified
         self.etag = f'"{verified.sha256}"'
+        if self.flags is not None and self.flags.update.bundle_version < verified.version:
+            # built after the update was issued: the bundle's own flags are at least as new
+            log.info("flags update r%d superseded by bundle v%d", self.flags.revision, verified.version)
+            self.flags = None
         if changed:
             log.warning(
                 "enforcing bundle v%d of %s/%s from %s (expires %s)",
@@ -130,8 +151,75 @@ class BundleManager:
                 source,
                 verified.bundle.expires_at.isoformat(),
             )
-            for listener in self.listeners:
-                listener(verified)
+            self._enforce()
+        return verified
+
+    def _enforce(self) -> None:
+        """`enforced` = the bundle in force with the flags of the update in force; tell the listeners."""
+        assert self.current is not None
+        if self.flags is None:
+            self.enforced = self.current
+        else:
+            bundle = self.current.bundle.model_copy(update={"flags": self.flags.update.flags})
+            self.enforced = dataclasses.replace(
+                self.current, bundle=bundle, flags_revision=self.flags.revision
+            )
+        for listener in self.listeners:
+            listener(self.enforced)
+
+    def install_flags(self, jws: str, *, source: str) -> VerifiedFlagsUpdate | None:
+        """Verify a signed flags update and apply its flags to the bundle in force at once.
+
+        Returns the update, or None when it was already applied. On failure nothing changes, the
+        error is logged and raised (``superseded``: the bundle in force is newer than the update).
+        """
+        if self.current is None:
+            raise SupersededUpdate("no bundle in force to apply a flags update to")
+        try:
+            verified = verify_flags_update(
+                jws,
+                self.keys,
+                team=self.current.bundle.team,
+                environment=self.environment,
+                state=self.state,
+                bundle_version=self.current.version,
+            )
+        except SupersededUpdate as exc:
+            log.info("flags update from %s not applied: %s", source, exc.message)
+            raise
+        except BundleVerificationError as exc:
+            self.rejected += 1
+            keep = (
+                f"keeping the flags of r{self.flags.revision}" if self.flags else "keeping the bundle's flags"
+            )
+            log.error(
+                "REJECTED flags update from %s: %s: %s (%s, bundle v%d)",
+                source,
+                exc.code,
+                exc.message,
+                keep,
+                self.current.version,
+            )
+            raise
+        self.flags_seen = max(self.flags_seen, verified.revision)
+        if self.flags is not None and self.flags.payload_sha256 == verified.payload_sha256:
+            return None
+        with self._cache_lock():
+            newest = self.state.accept_flags(verified.update, verified.payload_sha256)
+            if self.flags_cache_path and source != "cache" and newest:
+                self._write_cache(verified.jws, self.flags_cache_path)
+        self.flags = verified
+        off = [f.name for f in verified.update.flags if not f.enabled]
+        log.warning(
+            "applying flags update r%d of %s/%s from %s on bundle v%d (off: %s)",
+            verified.revision,
+            verified.update.team,
+            verified.update.environment,
+            source,
+            self.current.version,
+            ", ".join(off) or "none",
+        )
+        self._enforce()
         return verified
 
     def load_file(self, path: str | os.PathLike[str]) -> VerifiedBundle:
@@ -140,22 +228,38 @@ class BundleManager:
         return self.install(jws, source=str(path), allow_expired=True)
 
     def load_cache(self) -> VerifiedBundle | None:
+        """The cached bundle, and the cached flags update on top of it (a kill switch survives a restart)."""
         if not self.cache_path or not self.cache_path.exists():
             return None
         try:
-            return self.install(
-                self.cache_path.read_text(encoding="ascii"), source="cache", allow_expired=True
-            )
+            self.install(self.cache_path.read_text(encoding="ascii"), source="cache", allow_expired=True)
         except BundleVerificationError:
             return None
+        if self.flags_cache_path and self.flags_cache_path.exists():
+            with contextlib.suppress(BundleVerificationError, OSError):
+                self.install_flags(self.flags_cache_path.read_text(encoding="ascii"), source="cache")
+        return self.current
 
     async def refresh(self, *, wait: int = 0) -> bool:
-        """One (long-poll) request; True when a new bundle was installed."""
+        """One (long-poll) request; True when a new bundle or flags update was installed."""
         assert self.client is not None
         version = self.current.version if self.current else 0
-        status, jws, etag = await self.client.fetch_bundle(etag=self.etag, current_version=version, wait=wait)
+        answer = await self.client.poll_bundle(
+            etag=self.etag,
+            current_version=version,
+            wait=wait,
+            flags_revision=self.flags_seen if self.flags_updates and self.current else None,
+        )
+        status, jws, etag = answer.status, answer.jws, answer.etag
         if status != 200 or jws is None:
             return False
+        if answer.flags_revision is not None:
+            try:
+                return self.install_flags(jws, source="portal") is not None
+            except BundleVerificationError:
+                # never used; ask again only when the portal has a newer revision
+                self.flags_seen = max(self.flags_seen, answer.flags_revision)
+                return False
         if self.current and jws_sha256(jws) == self.current.sha256:
             self.etag = etag or self.etag
             return False

@@ -157,7 +157,7 @@ class Gateway:
         self.control = SessionControl(portal) if portal is not None else None
         # a draft the portal publishes as a shadow bundle is decided beside this one, never enforced
         self.shadow = Shadow(bundles, options.role, portal) if portal is not None else None
-        self.verified: VerifiedBundle = bundles.current  # type: ignore[assignment]
+        self.verified: VerifiedBundle = bundles.enforced  # type: ignore[assignment]
         self.policy: Policy = compile_policy(self.verified.bundle, options.role)
         bundles.listeners.append(self.on_bundle)
         self.observer = CallObserver(self)  # traces (OTEL_*) and metrics (--metrics): mcpgov.tracing
@@ -170,8 +170,13 @@ class Gateway:
     # bundle changes
 
     def on_bundle(self, verified: VerifiedBundle) -> None:
+        flags_only = verified.sha256 == self.verified.sha256  # a flags update on the same signed bundle
         self.verified = verified
         self.policy = compile_policy(verified.bundle, self.options.role)
+        if flags_only:
+            # flags decide calls, not what is listed: no re-listing, the next call sees them
+            log.warning("now enforcing bundle v%d with flags r%d", verified.version, verified.flags_revision)
+            return
         self.rebuild_index()
         log.warning("now enforcing bundle v%d", verified.version)
         self.tasks.nudge()  # a flag turned off stops the tasks it covers

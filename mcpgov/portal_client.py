@@ -10,6 +10,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -67,6 +68,20 @@ def _jws_answer(resp: httpx2.Response, etag: str | None) -> tuple[int, str | Non
     if resp.status_code == 404:
         return 404, None, None
     raise _error(resp)
+
+
+@dataclass(frozen=True)
+class BundlePoll:
+    """One answer of the bundle endpoint: ``status`` 200 (``jws``), 304 unchanged, 404 none.
+
+    ``flags_revision`` is set when the 200 carries a signed flags update instead of a bundle (the
+    portal's ``X-Mcpgov-Flags-Revision``; routing only: the JWS type is checked when it is verified).
+    """
+
+    status: int
+    jws: str | None
+    etag: str | None
+    flags_revision: int | None = None
 
 
 class PortalClient:
@@ -135,14 +150,27 @@ class PortalClient:
         self, *, etag: str | None, current_version: int, wait: int = 0
     ) -> tuple[int, str | None, str | None]:
         """``(status, jws, etag)``: 200 with a new bundle, 304 unchanged, 404 none published."""
+        answer = await self.poll_bundle(etag=etag, current_version=current_version, wait=wait)
+        return answer.status, answer.jws, answer.etag
+
+    async def poll_bundle(
+        self, *, etag: str | None, current_version: int, wait: int = 0, flags_revision: int | None = None
+    ) -> BundlePoll:
+        """The bundle (long) poll. With ``flags_revision`` (the last flags update revision this gateway
+        has, 0 for none) the portal may answer a newer signed flags update instead of a whole bundle."""
         headers = {"X-Mcpgov-Bundle-Version": str(current_version)}
+        if flags_revision is not None:
+            headers["X-Mcpgov-Flags-Revision"] = str(flags_revision)
         params = {}
         if etag:
             headers["If-None-Match"] = etag
             if wait:
                 params["wait"] = str(max(0, min(30, int(wait))))
         resp = await self.http.get(f"{API}/bundle/", headers=headers, params=params)
-        return _jws_answer(resp, etag)
+        revision = resp.headers.get("X-Mcpgov-Flags-Revision") if resp.status_code == 200 else None
+        if revision is not None:
+            return BundlePoll(200, resp.text, None, int(revision) if revision.isdigit() else 0)
+        return BundlePoll(*_jws_answer(resp, etag))
 
     async def fetch_shadow(self, *, etag: str | None) -> tuple[int, str | None, str | None]:
         """``GET /api/v1/bundle/shadow/``: ``(status, jws, etag)``; 404 when no shadow is published

@@ -175,11 +175,13 @@ async def _first_bundle(args: argparse.Namespace, bundles: BundleManager) -> Ver
 
     if args.bundle_file:
         bundles.load_file(args.bundle_file)  # raises BundleVerificationError / OSError
-        return bundles.current
+        return bundles.enforced
     bundles.load_cache()
     try:
         with anyio.move_on_after(10):
             await bundles.refresh()
+            if bundles.current is not None:
+                await bundles.refresh()  # a flags update newer than that bundle, if the portal has one
     except BundleVerificationError:
         pass  # logged loudly by the manager; never used
     except PortalError as exc:
@@ -188,7 +190,7 @@ async def _first_bundle(args: argparse.Namespace, bundles: BundleManager) -> Ver
         log.error("the portal answered %s at start; using the cached bundle if any", exc)
     except Exception as exc:
         log.error("portal unreachable at start (%s); using the cached bundle if any", exc)
-    return bundles.current
+    return bundles.enforced
 
 
 async def _gateway_main(

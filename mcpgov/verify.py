@@ -25,13 +25,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
-from mcpgov.bundle import Bundle, canonical_json
+from mcpgov.bundle import Bundle, FlagsUpdate, canonical_json
 
 JWS_TYPE = "mcpgov-bundle+jws"
 # A shadow bundle (a draft evaluated beside the live one, never enforced) is signed with the same key
 # under its own type, so a shadow can never be installed as the live bundle: the live path accepts
 # only JWS_TYPE, the shadow path only this.
 SHADOW_JWS_TYPE = "mcpgov-shadow-bundle+jws"
+# A flags update (every flag of the environment, sent on a toggle instead of a whole bundle) has a type
+# of its own too: it can never be taken for a bundle or a shadow, nor they for it.
+FLAGS_JWS_TYPE = "mcpgov-flags+jws"
 JWS_ALG = "EdDSA"
 
 
@@ -78,6 +81,12 @@ class ReplayedBundle(BundleVerificationError):
 
 class SchemaInvalid(BundleVerificationError):
     code = "schema_invalid"
+
+
+class SupersededUpdate(BundleVerificationError):
+    """A flags update for an older bundle than the one enforced: that bundle already carries newer flags."""
+
+    code = "superseded"
 
 
 class KeyFileError(Exception):
@@ -178,7 +187,7 @@ def sign_bundle(
     """JWS compact serialization of ``payload_bytes`` (normally ``Bundle.canonical_bytes()``)."""
     if not kid:
         raise ValueError("kid is required")
-    if typ not in (JWS_TYPE, SHADOW_JWS_TYPE):
+    if typ not in (JWS_TYPE, SHADOW_JWS_TYPE, FLAGS_JWS_TYPE):
         raise ValueError(f"unknown bundle JWS type {typ!r}")
     header = canonical_json({"alg": JWS_ALG, "kid": kid, "typ": typ})
     signing_input = f"{b64url_encode(header)}.{b64url_encode(payload_bytes)}".encode("ascii")
@@ -195,6 +204,9 @@ class VerifiedBundle:
     kid: str
     sha256: str  # of the JWS text: the portal's ETag
     payload_sha256: str  # of the payload bytes: the bundle's content hash
+    # 0: ``bundle.flags`` are the signed bundle's own; else the revision of the signed flags update
+    # whose flags replaced them (``BundleManager.enforced``)
+    flags_revision: int = 0
 
     @property
     def version(self) -> int:
@@ -268,6 +280,16 @@ class BundleState:
         entry = self._data.get(self._key(team, environment)) or {}
         return int(entry.get("version", 0)), entry.get("payload_sha256")
 
+    @staticmethod
+    def _flags_key(team: str, environment: str) -> str:
+        # its own entry, merged like a bundle's ("version" is the flags revision)
+        return f"{team}/{environment}#flags"
+
+    def last_flags(self, team: str, environment: str) -> tuple[int, str | None]:
+        """The last accepted flags update revision (0: none) and its payload sha256."""
+        entry = self._data.get(self._flags_key(team, environment)) or {}
+        return int(entry.get("version", 0)), entry.get("payload_sha256")
+
     def _merge_from_disk(self) -> None:
         """Keep the newer entries other gateways sharing this file wrote since we read it (callers lock)."""
         assert self.path is not None
@@ -290,15 +312,19 @@ class BundleState:
         Gateways sharing a state directory call this under :class:`mcpgov.bundle_manager.BundleManager`'s
         lock, so re-reading the file first never loses a sibling's newer entry.
         """
+        return self._accept(self._key(bundle.team, bundle.environment), bundle.version, payload_sha256)
+
+    def accept_flags(self, update: FlagsUpdate, payload_sha256: str) -> bool:
+        """Record a flags update's revision; False when a newer one is already recorded (here or on disk)."""
+        return self._accept(self._flags_key(update.team, update.environment), update.revision, payload_sha256)
+
+    def _accept(self, key: str, version: int, payload_sha256: str) -> bool:
         if self.path and self.path.exists():
             self._merge_from_disk()
-        version, _ = self.last(bundle.team, bundle.environment)
-        if bundle.version < version:
+        entry = self._data.get(key) or {}
+        if version < int(entry.get("version", 0)):
             return False
-        self._data[self._key(bundle.team, bundle.environment)] = {
-            "version": bundle.version,
-            "payload_sha256": payload_sha256,
-        }
+        self._data[key] = {"version": version, "payload_sha256": payload_sha256}
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".bundle-state-")
@@ -361,6 +387,77 @@ def verify_bundle(
     return VerifiedBundle(
         bundle=bundle, jws=jws.strip(), kid=kid, sha256=jws_sha256(jws), payload_sha256=payload_sha
     )
+
+
+@dataclass(frozen=True)
+class VerifiedFlagsUpdate:
+    update: FlagsUpdate
+    jws: str
+    kid: str
+    payload_sha256: str
+
+    @property
+    def revision(self) -> int:
+        return self.update.revision
+
+
+def verify_flags_update(
+    jws: str,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    team: str | None = None,
+    environment: str | None = None,
+    state: BundleState | None = None,
+    bundle_version: int | None = None,
+    now: datetime | None = None,
+) -> VerifiedFlagsUpdate:
+    """Verify a flags update; raise a :class:`BundleVerificationError` subclass otherwise.
+
+    The bundle's steps with the flags type, in the same order — envelope with ``typ``
+    ``mcpgov-flags+jws`` (malformed) → key (unknown_kid) → signature (bad_signature) → schema
+    (schema_invalid) → team (wrong_team) → environment (wrong_environment) → expiry (expired) →
+    revision against ``state`` (replayed: older, or the same revision with other content) — then
+    ``bundle_version`` below the enforced bundle's version (superseded: that bundle is newer).
+    ``state`` is read, not updated: call ``state.accept_flags(...)`` once the update is applied.
+    """
+    if not isinstance(jws, str):
+        raise MalformedBundle("a JWS compact serialization is text")
+    kid, payload = verify_jws(jws, keys, typ=FLAGS_JWS_TYPE)
+    try:
+        update = FlagsUpdate.from_json_bytes(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise SchemaInvalid(
+            f"{exc.error_count()} schema error(s) in the flags update; first at {where}: {first.get('msg')}"
+        ) from exc
+    if team is not None and update.team != team:
+        raise WrongTeam(f"flags update is for team {update.team!r}, this gateway serves {team!r}")
+    if environment is not None and update.environment != environment:
+        raise WrongEnvironment(
+            f"flags update is for environment {update.environment!r}, this gateway enforces {environment!r}"
+        )
+    now = now or datetime.now(UTC)
+    if update.expires_at <= now:
+        raise BundleExpired(f"flags update r{update.revision} expired at {update.expires_at.isoformat()}")
+    payload_sha = hashlib.sha256(payload).hexdigest()
+    if state is not None:
+        last_revision, last_sha = state.last_flags(update.team, update.environment)
+        if update.revision < last_revision:
+            raise ReplayedBundle(
+                f"flags update r{update.revision} is older than r{last_revision}, already applied for "
+                f"{update.team}/{update.environment}"
+            )
+        if update.revision == last_revision and last_sha and last_sha != payload_sha:
+            raise ReplayedBundle(
+                f"flags update r{update.revision} was already applied with different content"
+            )
+    if bundle_version is not None and update.bundle_version < bundle_version:
+        raise SupersededUpdate(
+            f"flags update r{update.revision} applies to bundle v{update.bundle_version}; "
+            f"v{bundle_version} is enforced and carries newer flags"
+        )
+    return VerifiedFlagsUpdate(update=update, jws=jws.strip(), kid=kid, payload_sha256=payload_sha)
 
 
 def generate_key() -> Ed25519PrivateKey:

@@ -68,6 +68,7 @@ import contextvars
 import json
 import logging
 import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -121,6 +122,9 @@ class Subscription:
         self.tokens: dict[str, Hashable | None] = {**(also or {}), channel: seen}
         self.loop = loop
         self._event = asyncio.Event()
+        # when the last wake-up was delivered (time.monotonic()): a state read started after it sees
+        # the change, so every waiter woken by one notification can share one read (long_poll's `fresh`)
+        self.woken_at = 0.0
 
     @property
     def seen(self) -> Hashable | None:
@@ -130,10 +134,12 @@ class Subscription:
     def seen(self, value: Hashable | None) -> None:
         self.tokens[self.channel] = value
 
-    def _wake(self) -> None:
+    def _wake(self, at: float | None = None) -> None:
+        self.woken_at = time.monotonic() if at is None else at
         self._event.set()
 
-    def wake_threadsafe(self) -> None:
+    def wake_threadsafe(self, at: float | None = None) -> None:
+        self.woken_at = time.monotonic() if at is None else at
         if not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
                 self.loop.call_soon_threadsafe(self._event.set)
@@ -244,8 +250,9 @@ class _Hub:
                         logger.exception("realtime: listener for %s failed", prefix)
         with self._lock:
             subs = list(self._subs.get(channel, ()))
+        at = time.monotonic()
         for sub in subs:
-            sub.wake_threadsafe()
+            sub.wake_threadsafe(at)
 
     # --- background work per event loop ------------------------------------------------------
     def _ensure_loop_tasks(self, loop: asyncio.AbstractEventLoop, *, polling: bool) -> None:
@@ -352,11 +359,12 @@ waiting_channels = _hub.waiting_channels
 async def long_poll(
     channel: str,
     *,
-    read: Callable[[], Awaitable[T]],
+    read: Callable[..., Awaitable[T]],
     ready: Callable[[T], bool],
     token: Callable[[T], Hashable | None],
     timeout: float,
     also: dict[str, Hashable | None] | None = None,
+    fresh: bool = False,
 ) -> T:
     """The long-poll loop, once: subscribe to `channel` (and the `also` channels), then `read()`
     the state; until `ready(state)` or `timeout` seconds have passed, wait for a wake-up and
@@ -367,17 +375,24 @@ async def long_poll(
     waiter has seen, for the fallback poll. What `read` raises (say, the revoked client's
     TokenError) propagates to the caller. Do ORM work in `read` through `portal.db.db_call`,
     so no connection is held while waiting.
+
+    With `fresh`, `read(since)` is told the instant (time.monotonic()) its state must be no older
+    than: the subscription for the first read, then the delivery of the wake-up. Every waiter woken
+    by one notification gets the same instant, so they can share one read of the state instead of
+    making one each (`governance.api.bundle._shared_read`).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with subscribe(channel, also=also) as sub:
+        since = time.monotonic()
         while True:
-            state = await read()
+            state = await (read(since) if fresh else read())
             remaining = deadline - loop.time()
             if ready(state) or remaining <= 0:
                 return state
             sub.seen = token(state)
-            await sub.wait(remaining)
+            woke = await sub.wait(remaining)
+            since = sub.woken_at if woke and sub.woken_at else time.monotonic()
 
 
 def channel_ids(channels: Iterable[str], prefix: str) -> dict[int, str]:

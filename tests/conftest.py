@@ -170,6 +170,32 @@ def celery_worker(settings, log: Path, *, queue: str | None = None, env: dict[st
             proc.kill()
 
 
+@contextlib.contextmanager
+def rebuilds_queued_not_run(settings):
+    """Bundle rebuilds are queued (on this process's Redis database, a queue of its own) and no worker
+    runs them: what a toggle delivers before the debounced rebuild, with no rebuild at all."""
+    import redis
+
+    from config.celery import app
+
+    broker, queue = redis_test_url(), f"no-worker-{os.getpid()}"
+    saved = (app.conf.task_always_eager, app.conf.broker_url, app.conf.task_default_queue)
+    saved_settings = (settings.CELERY_TASK_ALWAYS_EAGER, settings.CELERY_BROKER_URL)
+    settings.CELERY_TASK_ALWAYS_EAGER, settings.CELERY_BROKER_URL = False, broker
+    app.conf.task_always_eager, app.conf.broker_url, app.conf.task_default_queue = False, broker, queue
+    app.close()
+    app.amqp._producer_pool = None
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager, app.conf.broker_url, app.conf.task_default_queue = saved
+        settings.CELERY_TASK_ALWAYS_EAGER, settings.CELERY_BROKER_URL = saved_settings
+        app.close()
+        app.amqp._producer_pool = None
+        r = redis.Redis.from_url(broker)
+        r.delete(queue, *r.keys("mcpgov:bundle-rebuild:*"))  # the debounce markers of this database
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,10 @@
 """GET /api/v1/bundle/ — the signed bundle for an enforcement client (see docs/enforcer-api.md).
 
 An async Django view, served by uvicorn: a long poll (`?wait=`) holds no thread while it
-waits on `portal.realtime`. The hot path (an unchanged bundle, answered 304) touches the
+waits on `portal.realtime`. A gateway that says which flags update it has
+(`X-Mcpgov-Flags-Revision`) is answered a newer signed flags update (`mcpgov-flags+jws`, issued
+once per toggle, its reply built once per process) instead of waiting for a whole bundle.
+The hot path (an unchanged bundle, answered 304) touches the
 database only through two short in-process caches: token → client (re-checked every
 `CLIENT_CACHE_SECONDS`, and dropped on the client's revocation event, so an open long poll is
 answered 401 as soon as its client is revoked) and environment →
@@ -28,8 +31,9 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from governance.api.authentication import NOT_AUTHENTICATED, client_token
-from governance.models import EnforcementClient, PolicyBundle
+from governance.models import EnforcementClient, FlagsUpdate, PolicyBundle
 from governance.services import bundles as bundle_service
+from governance.services import flag_updates
 from governance.services.clients import (
     CLIENT_ACTIVE,
     CLIENT_CHANNEL_PREFIX,
@@ -57,8 +61,28 @@ class _Current:
     fetched: float
 
 
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class _Update:
+    """The latest flags update of an environment, with its reply ready to send to every gateway."""
+
+    revision: int
+    bundle_version: int
+    expires_at: datetime
+    reply: Reply
+    fetched: float
+
+
 _clients: dict[str, tuple[float, EnforcementClient | TokenError]] = {}
 _bundles: dict[int, _Current | None] = {}
+_updates: dict[int, _Update] = {}
+_NO_UPDATE = -1  # `_updates` placeholder revision: the environment has none
 _refresh_locks: dict[int, asyncio.Lock] = {}
 
 
@@ -101,6 +125,13 @@ def drop_cached_bundle(channel: str, token) -> None:
         _bundles.pop(int(tail), None)
 
 
+def drop_cached_update(channel: str, token) -> None:
+    """Listener (registered in GovernanceConfig.ready): a new flags update empties its cache entry."""
+    tail = channel[len(flag_updates.FLAGS_UPDATE_CHANNEL_PREFIX) :]
+    if tail.isdigit():
+        _updates.pop(int(tail), None)
+
+
 def drop_cached_client(channel: str, token) -> None:
     """Listener (registered in GovernanceConfig.ready): a revoked or changed client is authenticated afresh."""
     tail = channel[len(CLIENT_CHANNEL_PREFIX) :]
@@ -123,6 +154,7 @@ def _clear_caches() -> None:
     """For tests: forget cached clients and bundles."""
     _clients.clear()
     _bundles.clear()
+    _updates.clear()
     _flights.clear()
 
 
@@ -133,11 +165,14 @@ def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
         return exc
 
 
-async def _authenticate(token: str, *, fresh_since: float | None = None) -> EnforcementClient:
-    """The token's client, from the cache or — with `fresh_since` — read no earlier than that."""
+async def _authenticate(
+    token: str, *, fresh_since: float | None = None, max_age: float = CLIENT_CACHE_SECONDS
+) -> EnforcementClient:
+    """The token's client, from the cache (at most `max_age` seconds old) or — with `fresh_since` —
+    read no earlier than that."""
     key = hashlib.sha256(token.encode()).hexdigest()
     now = time.monotonic()
-    needed = now - CLIENT_CACHE_SECONDS if fresh_since is None else fresh_since
+    needed = now - max_age if fresh_since is None else fresh_since
     cached = _clients.get(key)
     if cached is None or cached[0] < needed:
         started, result = await _shared_read(
@@ -183,6 +218,55 @@ async def _current(environment_id: int, *, fresh_since: float | None = None) -> 
     if previous is None or previous.fetched <= started:
         _bundles[environment_id] = current
     return current
+
+
+def _read_latest_update(environment_id: int) -> dict | None:
+    return (
+        FlagsUpdate.objects.filter(environment_id=environment_id)
+        .order_by("-revision")
+        .values("revision", "bundle_version", "jws", "expires_at")
+        .first()
+    )
+
+
+def _update_reply(revision: int, jws: str) -> Reply:
+    headers = {
+        "Content-Type": "application/jose",
+        "X-Mcpgov-Flags-Revision": str(revision),
+        "Cache-Control": "no-cache",
+    }
+    return Reply(200, headers, jws.encode("ascii"))
+
+
+async def _update(environment_id: int, *, fresh_since: float | None = None) -> _Update | None:
+    """The latest flags update, as `_current` reads the latest bundle (cache dropped on every issue)."""
+    now = time.monotonic()
+    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
+    cached = _updates.get(environment_id)
+    if cached is None or cached.fetched < needed:
+        started, row = await _shared_read(
+            ("update", environment_id), _read_latest_update, environment_id, fresh_since=needed
+        )
+        if row is None:
+            cached = _Update(_NO_UPDATE, 0, timezone.now(), Reply(404, {}), started)
+        else:
+            reply = _update_reply(row["revision"], row["jws"])
+            cached = _Update(row["revision"], row["bundle_version"], row["expires_at"], reply, started)
+        if len(_updates) >= _CACHE_LIMIT:
+            _updates.clear()
+        previous = _updates.get(environment_id)
+        if previous is None or previous.fetched <= started:
+            _updates[environment_id] = cached
+    return None if cached.revision == _NO_UPDATE else cached
+
+
+def _update_for(update: _Update | None, current: _Current, flags_seen: int) -> Reply | None:
+    """The flags update's reply if the gateway lacks it and it applies to the bundle it runs (`current`)."""
+    if update is None or update.revision <= flags_seen or update.bundle_version < current.version:
+        return None
+    if update.expires_at <= timezone.now():
+        return None
+    return update.reply
 
 
 def _needs_reissue(client: EnforcementClient, current: _Current) -> bool:
@@ -232,19 +316,20 @@ def _seen_needed(client: EnforcementClient, address: str | None, version: int | 
     )
 
 
+def _reported_revision(header: str | None) -> int | None:
+    """The gateway's flags revision; None when absent (a gateway that takes whole bundles only); -1 malformed."""
+    if header is None or not header.strip(" \t"):
+        return None
+    value = _reported_version(header)
+    return -1 if value is None else value
+
+
 def _reported_version(header: str) -> int | None:
     """The header's version, or None unless it is ASCII digits within the stored integer's range."""
     value = header.strip(" \t")
     if not (value.isascii() and value.isdigit() and len(value) <= 10):
         return None
     return int(value) if int(value) <= 2**31 - 1 else None
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
 
 
 def _error(status: int, detail: str, code: str, **headers: str) -> Reply:
@@ -281,6 +366,7 @@ async def serve_bundle(
     wait: str | None,
     reported_version: str | None,
     address: str | None,
+    flags_revision: str | None = None,
 ) -> Reply:
     """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
     try:
@@ -309,6 +395,13 @@ async def serve_bundle(
                 "X-Mcpgov-Bundle-Version must be the bundle version the gateway runs (ASCII digits).",
                 "invalid_bundle_version",
             )
+    flags_seen = _reported_revision(flags_revision)
+    if flags_seen == -1:
+        return _error(
+            400,
+            "X-Mcpgov-Flags-Revision must be the flags update revision the gateway has (ASCII digits).",
+            "invalid_flags_revision",
+        )
     if _seen_needed(client, address, running):
         await _db(client_seen, client=client, address=address, bundle_version=running)
 
@@ -318,30 +411,50 @@ async def serve_bundle(
         return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
     if not if_none_match or not _matches(if_none_match, current.etag):
         return _bundle_reply(current)
+    also: dict = {client_channel(client.pk): CLIENT_ACTIVE}  # revocation wakes the poll too
+    if flags_seen is not None:
+        update = await _update(client.environment_id)
+        reply = _update_for(update, current, flags_seen)
+        if reply is not None:
+            return reply
+        also[flag_updates.flags_update_channel(client.environment_id)] = update.revision if update else 0
     if wait_seconds <= 0:
         return _not_modified(current)
 
-    async def read() -> _Current | None:
-        checked = time.monotonic()  # subscribed (or woken): read no earlier than this instant
-        await _authenticate(token)  # still a valid client? (its revocation dropped the cached answer)
-        return await _current(client.environment_id, fresh_since=checked)
+    def answer(state: tuple[_Current | None, _Update | None]) -> Reply | None:
+        current, update = state
+        if current is None:
+            return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
+        if not _matches(if_none_match, current.etag):
+            return _bundle_reply(current)
+        return None if flags_seen is None else _update_for(update, current, flags_seen)
+
+    async def read(since: float) -> tuple[_Current | None, _Update | None]:
+        # `since`: subscribed, or the wake-up delivered; every waiter woken by one change shares one read
+        state = (
+            await _current(client.environment_id, fresh_since=since),
+            await _update(client.environment_id, fresh_since=since) if flags_seen is not None else None,
+        )
+        # Still a valid client? Its revocation drops the cached answer (and wakes this poll), so with
+        # something to send the answer cached when this poll began will do: a thousand gateways woken
+        # by one toggle are not re-authenticated one database read each. Woken with nothing to send
+        # (the revocation's fallback poll, a spurious wake-up): checked as on every request.
+        await _authenticate(token, max_age=MAX_WAIT_SECONDS + 5 if answer(state) else CLIENT_CACHE_SECONDS)
+        return state
 
     try:
-        current = await realtime.long_poll(
+        current, update = await realtime.long_poll(
             bundle_service.bundle_channel(client.environment_id),
             read=read,
-            ready=lambda current: current is None or not _matches(if_none_match, current.etag),
-            token=lambda current: current.version,
+            ready=lambda state: answer(state) is not None,
+            token=lambda state: state[0].version if state[0] else None,
             timeout=wait_seconds,
-            also={client_channel(client.pk): CLIENT_ACTIVE},  # revocation wakes the poll too
+            also=also,
+            fresh=True,
         )
     except TokenError as exc:
         return _unauthorized(str(exc), exc.code)
-    if current is None:
-        return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
-    if not _matches(if_none_match, current.etag):
-        return _bundle_reply(current)
-    return _not_modified(current)
+    return answer((current, update)) or _not_modified(current)
 
 
 # --- the two ways in ----------------------------------------------------------------------------
@@ -356,6 +469,7 @@ async def bundle_view(request):
         wait=request.GET.get("wait"),
         reported_version=request.headers.get("X-Mcpgov-Bundle-Version"),
         address=request.META.get("REMOTE_ADDR") or None,
+        flags_revision=request.headers.get("X-Mcpgov-Flags-Revision"),
     )
     response = HttpResponse(
         reply.body, status=reply.status, content_type=reply.headers.pop("Content-Type", None)
@@ -453,6 +567,7 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
                 wait=query["wait"][-1] if "wait" in query else None,
                 reported_version=headers.get("x-mcpgov-bundle-version"),
                 address=client[0] if client else None,
+                flags_revision=headers.get("x-mcpgov-flags-revision"),
             )
         )
         disconnected = asyncio.ensure_future(_until_disconnect(receive))

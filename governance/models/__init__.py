@@ -2,7 +2,13 @@
 
 from governance.models.access import AccessRequest, AccessReview
 from governance.models.agents import Agent, AgentApiKey, AgentRevokedToken
-from governance.models.bundles import EnforcementClient, PolicyBundle, SigningKey, SigningKeyEvent
+from governance.models.bundles import (
+    EnforcementClient,
+    FlagsUpdate,
+    PolicyBundle,
+    SigningKey,
+    SigningKeyEvent,
+)
 from governance.models.drafts import PolicyDraft, PolicyDraftChange, ShadowBundle
 from governance.models.environments import Environment, ServerBinding
 from governance.models.flags import Flag, FlagState
@@ -22,6 +28,7 @@ __all__ = [
     "Environment",
     "Flag",
     "FlagState",
+    "FlagsUpdate",
     "GlobalRateLimit",
     "McpServer",
     "McpTool",

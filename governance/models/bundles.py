@@ -108,6 +108,41 @@ class PolicyBundle(models.Model):
         return f"{self.team.slug}/{self.environment.name} v{self.version}"
 
 
+class FlagsUpdate(models.Model):
+    """A signed flags update (`mcpgov.flags/1`): every flag of one environment, issued on a toggle and
+    served on the bundle long poll, so gateways switch without downloading a bundle (docs/flags.md).
+
+    `revision` increases by one per environment; `bundle_version` is the latest bundle when it was
+    issued (issuing holds the environment's row lock, as publishing does, so a bundle with a higher
+    version was built after this update and carries its flags)."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="flags_updates")
+    environment = models.ForeignKey(
+        "governance.Environment", on_delete=models.CASCADE, related_name="flags_updates"
+    )
+    revision = models.PositiveIntegerField()
+    bundle_version = models.PositiveIntegerField()
+    jws = models.TextField(help_text="JWS compact serialization (typ mcpgov-flags+jws).")
+    kid = models.CharField(max_length=64)
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    reason = models.CharField(max_length=500, blank=True)
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        ordering = ["environment__order", "-revision"]
+        get_latest_by = "revision"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "revision"], name="flags_update_unique_environment_revision"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}/{self.environment.name} flags r{self.revision}"
+
+
 class EnforcementClient(models.Model):
     """A registered gateway: its token reaches only its own team's and environment's bundle."""
 

@@ -221,7 +221,8 @@ def flag_constraints_resolve(
     return constraints_resolve(constraints, {"environment": environment_name})
 
 
-def _flags(team_id: int, environment: Environment) -> list[dict[str, Any]]:
+def flags_section(team_id: int, environment: Environment) -> list[dict[str, Any]]:
+    """The bundle's `flags`: every flag of the team resolved for `environment` (also what a flags update carries)."""
     states = {
         row["flag_id"]: row
         for row in FlagState.objects.filter(environment_id=environment.pk).values(
@@ -323,7 +324,7 @@ def bundle_document(*, environment: Environment, now: datetime | None = None) ->
         "environment_policy": _environment_policy(environment),
         "rate_limits": _rate_limits(team.pk),
         "triggers": _triggers(team.pk),
-        "flags": _flags(team.pk, environment),
+        "flags": flags_section(team.pk, environment),
         "grants": _grants(environment, now),
         "agents": _agents(environment, now),
     }

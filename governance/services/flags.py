@@ -1,8 +1,9 @@
 """Kill-switch flags: create, toggle per environment, disable with a reason.
 
-A toggle must reach every gateway within a second, so flag writes rebuild the bundle
-immediately on commit (no debounce) and announce the change on the real-time channel
-that the Unleash streaming endpoint listens to.
+A toggle must reach every gateway at once, so a flag write signs a small flags update in its own
+transaction (`governance.services.flag_updates`), which the bundle long polls deliver on commit; the
+bundle itself is rebuilt with the debounce of every policy change. The change is also announced on
+the real-time channel that the Unleash streaming endpoint listens to.
 """
 
 from __future__ import annotations
@@ -86,12 +87,25 @@ def bundles_publish_now(*, team: Team, environments: Iterable[Environment] | Non
 
 
 def flags_changed(team: Team, environments: Iterable[Environment], reason: str) -> None:
-    """After commit: wake the flag streams of these environments and publish their bundles now."""
-    environments = list(environments)
-    for env_id in sorted({e.pk for e in environments}):
+    """Inside the write's transaction: sign a flags update of each environment (delivered to the
+    gateways' long polls on commit), wake the flag streams, and schedule the bundle rebuild.
+
+    An environment without a live bundle gets its bundle published now instead (nothing to update).
+    """
+    from governance import tasks
+    from governance.services.flag_updates import flags_update_issue
+
+    without_bundle = []
+    # in id order: issuing locks each environment's row, as publishing does
+    for env in sorted({e.pk: e for e in environments}.values(), key=lambda e: e.pk):
         # The token is not known before commit; waiters re-read the flags when woken.
-        realtime.notify_on_commit(flag_channel(env_id))
-    bundles_publish_now(team=team, environments=environments, reason=reason)
+        realtime.notify_on_commit(flag_channel(env.pk))
+        if flags_update_issue(environment=env, reason=reason) is None:
+            without_bundle.append(env)
+    if without_bundle:
+        bundles_publish_now(team=team, environments=without_bundle, reason=reason)
+    # the bundle carries the flags too (new gateways, the signed record): rebuilt like any policy change
+    transaction.on_commit(lambda: tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason))
 
 
 def normalise_constraints(constraints) -> list[dict]:

@@ -134,6 +134,54 @@ def test_flag_disabled_in_the_portal_stops_every_gateway(portal_server, world, w
     # refused_after bounds each wait (a lost change fails); the speed goal is bench/killswitch_propagation.py's.
 
 
+def test_a_kill_switch_reaches_a_running_gateway_as_a_flags_update_without_a_new_bundle(
+    portal_server, world, workdir, settings
+):
+    """No rebuild runs (queued, no worker): the running gateway refuses the next call on the signed
+    flags update alone, and the portal still serves the bundle it had."""
+    from governance.models import EnforcementClient, FlagsUpdate
+    from governance.services.flags import flag_disable
+    from tests.conftest import rebuilds_queued_not_run
+
+    [token] = world.issue("development", 1)
+    dev = world.env("development")
+    PortalBrowser(portal_server, world.admin.username, PASSWORD).close()  # the portal has served a page
+    server = gateway(portal_server, world, workdir, "development", token, "gw-flags")
+    reason = "INC-81: time server suspended"
+
+    async def scenario():
+        async with Client(server, mode="legacy") as client:
+            result = await client.call_tool(*CALL)
+            assert not result.is_error, text(result)
+            versions = await in_thread(
+                lambda: list(PolicyBundle.objects.filter(environment=dev).values_list("version", flat=True))
+            )
+            with rebuilds_queued_not_run(settings):
+                await in_thread(
+                    flag_disable, flag=world.flag, environment=dev, reason=reason, actor=world.admin
+                )
+                _, message = await refused_after(
+                    client, time.monotonic(), "MCP_KILL_SWITCH: mcp.time.all disabled by governance flag"
+                )
+                after = await in_thread(
+                    lambda: list(
+                        PolicyBundle.objects.filter(environment=dev).values_list("version", flat=True)
+                    )
+                )
+                reported = await in_thread(
+                    lambda: EnforcementClient.objects.get(environment=dev).bundle_version
+                )
+                revision = await in_thread(
+                    lambda: FlagsUpdate.objects.filter(environment=dev).latest().revision
+                )
+            return versions, after, reported, revision, message
+
+    versions, after, reported, revision, message = run_async(scenario)
+    assert f"reason: {reason}" in message
+    assert after == versions and reported == max(versions)  # no bundle built, none downloaded
+    assert revision >= 1
+
+
 def test_grant_stops_at_its_end_on_the_gateway_and_revocation_reaches_it(portal_server, world, workdir):
     [token_a, token_b] = world.issue("production", 2)
     reviewer = PortalBrowser(portal_server, world.reviewer.username, PASSWORD)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mcpgov.bundle import Bundle
-from mcpgov.verify import generate_key, jwks, sign_bundle
+from mcpgov.bundle import Bundle, FlagsUpdate
+from mcpgov.verify import FLAGS_JWS_TYPE, generate_key, jwks, sign_bundle
 
 NOW = datetime(2026, 11, 24, 9, 0, 0, tzinfo=UTC)
 
@@ -89,6 +89,31 @@ def bundle_doc(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
+def flags_doc(**overrides: Any) -> dict[str, Any]:
+    """A valid flags update for :func:`bundle_doc`'s bundle: ``mcp.time.all`` off, revision 1 on v3."""
+    doc: dict[str, Any] = {
+        "schema": "mcpgov.flags/1",
+        "team": "acme",
+        "environment": "development",
+        "bundle_version": 3,
+        "revision": 1,
+        "issued_at": iso(NOW - timedelta(minutes=1)),
+        "expires_at": iso(NOW + timedelta(hours=1)),
+        "flags": [
+            {
+                "name": "mcp.time.all",
+                "server": "time",
+                "capability": "all",
+                "enabled": False,
+                "reason": "INC-9: clock drift",
+                "changed_at": iso(NOW - timedelta(minutes=1)),
+            }
+        ],
+    }
+    doc.update(copy.deepcopy(overrides))
+    return doc
+
+
 def make_bundle(**overrides: Any) -> Bundle:
     return Bundle.model_validate(bundle_doc(**overrides))
 
@@ -116,3 +141,8 @@ class Signer:
 
     def sign(self, **overrides: Any) -> str:
         return self.sign_doc(bundle_doc(**overrides))
+
+    def sign_flags(self, **overrides: Any) -> str:
+        """A signed flags update (typ mcpgov-flags+jws) of :func:`flags_doc` with ``overrides``."""
+        payload = FlagsUpdate.model_validate(flags_doc(**overrides)).canonical_bytes()
+        return sign_bundle(payload, self.key, self.kid, typ=FLAGS_JWS_TYPE)
