@@ -34,9 +34,8 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce, TruncDay, TruncHour, TruncMonth
+from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 
 from audit.choices import CallStatus, Phase, SessionState
 from audit.models import ActivityHour, ActivityRollupWatermark, AuditEvent, SessionStateChange
@@ -226,10 +225,10 @@ def call_tallies(
         # the partial hours at both ends, every event
         take(raw_rows(Q(ts__gte=start, ts__lt=first) | Q(ts__gte=last, ts__lt=end)), from_rollup=False)
         # the whole hours: the events above the watermark from the raw table ...
+        # (read first, as a value: the planner then sees that few events are above it and takes
+        # the stream-order index instead of scanning the range by ts)
         column = "xact" if connection.vendor == "postgresql" else "event_id"
-        mark = Coalesce(
-            Subquery(ActivityRollupWatermark.objects.filter(team=team).values(column)[:1]), Value(0)
-        )
+        mark = ActivityRollupWatermark.objects.filter(team=team).values_list(column, flat=True).first() or 0
         above = Q(xact__gte=mark) if column == "xact" else Q(id__gt=mark)
         take(raw_rows(above & Q(ts__gte=first, ts__lt=last)), from_rollup=False)
         # ... and the rest from the rollup

@@ -93,6 +93,8 @@ TEMPLATES = [
                 "portal.context_processors.team",
                 "config.context_processors.needs",
             ],
+            # `{% when %}`, the one time format, on every page without a {% load %} to forget.
+            "builtins": ["portal.templatetags.portal_tags"],
         },
     },
 ]
