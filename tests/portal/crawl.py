@@ -76,6 +76,9 @@ def demo_world(workspace: Path) -> None:
         ends_at=now + timedelta(hours=1),
     )
     incident_open(team=team, title="Token leaked in a PR", severity="sev2", actor=users["demo-admin"])
+    from governance.services.bundles import team_bundles_rebuild
+
+    team_bundles_rebuild(team_id=team.pk, reason="crawl")  # a bundle version to show
     flag = Flag.objects.filter(team=team).order_by("pk").first()
     if flag is not None:
         flag_disable(
