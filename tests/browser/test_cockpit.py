@@ -130,7 +130,7 @@ def test_every_page_as_each_demo_user_fits_390px_and_has_no_axe_violations(porta
         # bypass_csp: axe is injected as a script the portal's CSP would (rightly) refuse.
         context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
         page = context.new_page()
-        page.set_default_timeout(20_000)
+        page.set_default_timeout(60_000)  # a loaded machine; nothing here is timed
         login(page, portal_server, username, DEMO_PASSWORD)
         n = 0
         for url in crawl(page, portal_server):
