@@ -5,42 +5,73 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0014_auditevent_shadow'),
-        ('governance', '0009_shadow_bundles'),
-        ('portal', '0008_change_event_types_shadow_reviews'),
+        ("audit", "0014_auditevent_shadow"),
+        ("governance", "0009_shadow_bundles"),
+        ("portal", "0008_change_event_types_shadow_reviews"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ActivityRollupWatermark',
+            name="ActivityRollupWatermark",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('xact', models.BigIntegerField(default=0)),
-                ('event_id', models.BigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(blank=True, null=True)),
-                ('team', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='portal.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("xact", models.BigIntegerField(default=0)),
+                ("event_id", models.BigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "team",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="portal.team"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ActivityHour',
+            name="ActivityHour",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('role', models.CharField(max_length=100)),
-                ('server', models.CharField(max_length=200)),
-                ('tool', models.CharField(max_length=200)),
-                ('status', models.CharField(blank=True, max_length=8)),
-                ('trigger', models.CharField(blank=True, max_length=40)),
-                ('calls', models.PositiveBigIntegerField(default=0)),
-                ('bytes', models.BigIntegerField(default=0)),
-                ('last_ts', models.DateTimeField()),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='governance.environment')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='portal.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("role", models.CharField(max_length=100)),
+                ("server", models.CharField(max_length=200)),
+                ("tool", models.CharField(max_length=200)),
+                ("status", models.CharField(blank=True, max_length=8)),
+                ("trigger", models.CharField(blank=True, max_length=40)),
+                ("calls", models.PositiveBigIntegerField(default=0)),
+                ("bytes", models.BigIntegerField(default=0)),
+                ("last_ts", models.DateTimeField()),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="governance.environment",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="portal.team"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('team', 'hour', 'environment', 'role', 'server', 'tool', 'status', 'trigger'), name='activity_hour_unique_key')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("team", "hour", "environment", "role", "server", "tool", "status", "trigger"),
+                        name="activity_hour_unique_key",
+                    )
+                ],
             },
         ),
     ]
