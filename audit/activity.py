@@ -5,17 +5,24 @@ Every query starts from the team's restricted queryset (`for_team`). Counting, b
 (`Trunc*`, UTC) and sums run in the database on PostgreSQL and SQLite alike; the duration
 percentiles use PostgreSQL's `percentile_cont` and, on SQLite, the same linear interpolation in
 Python over at most `PERCENTILE_ROW_LIMIT` values.
+
+Call counts, bytes and last use come from the hourly rollup (`ActivityHour`, kept by
+audit/services/rollup.py) for the whole hours inside the range, plus, from the raw events, the
+partial hours at the range's ends and the events the rollup does not hold yet (above its
+watermark), all read in one snapshot: the same figures as counting the raw events
+(`call_tallies(..., rollup=False)`), at any moment.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     Count,
@@ -31,7 +38,7 @@ from django.db.models import (
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth
 
 from audit.choices import CallStatus, Phase, SessionState
-from audit.models import AuditEvent, SessionStateChange
+from audit.models import ActivityHour, ActivityRollupWatermark, AuditEvent, SessionStateChange
 
 # Dimensions a chart can split by, and the lookup of each on an audit event.
 DIMENSIONS = {
@@ -96,6 +103,163 @@ def _results(team, rng: TimeRange) -> QuerySet:
     return AuditEvent.objects.for_team(team).filter(phase=Phase.RESULT, ts__gte=rng.start, ts__lt=rng.end)
 
 
+# --- call counts: the rollup plus the raw events it does not hold ----------------------------------
+
+# A tally's grouping keys: the lookup on a raw event, and on a rollup row.
+TALLY_KEYS = {
+    "environment": ("session__environment__name", "environment__name"),
+    "role": ("session__role", "role"),
+    "server": ("server", "server"),
+    "tool": ("tool", "tool"),
+    "trigger": ("trigger", "trigger"),
+    "status": ("status", "status"),
+}
+_TRUNC = {"hour": TruncHour, "day": TruncDay, "month": TruncMonth}
+
+
+@dataclass
+class Tally:
+    calls: int = 0
+    refusals: int = 0
+    errors: int = 0
+    bytes: int = 0
+    last_used: datetime | None = None
+
+    def add(self, calls: int, refusals: int, errors: int, size: int | None, last: datetime | None) -> None:
+        self.calls += calls
+        self.refusals += refusals
+        self.errors += errors
+        self.bytes += size or 0
+        if last is not None and (self.last_used is None or last > self.last_used):
+            self.last_used = last
+
+
+def _ceil_hour(value: datetime) -> datetime:
+    floor = _floor(value, "hour")
+    return floor if floor == value else floor + timedelta(hours=1)
+
+
+class _Snapshot:
+    """One snapshot for the rollup, its watermark and the raw events (REPEATABLE READ on
+    PostgreSQL): a rollup run committing between two of the reads could otherwise count a batch
+    twice or not at all. Inside a caller's transaction, that transaction's snapshot rules."""
+
+    def __enter__(self):
+        self._atomic = None
+        if connection.vendor == "postgresql" and not connection.in_atomic_block:
+            self._atomic = transaction.atomic()
+            self._atomic.__enter__()
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return self
+
+    def __exit__(self, *exc):
+        if self._atomic is not None:
+            return self._atomic.__exit__(*exc)
+        return False
+
+
+def _grouped(
+    qs: QuerySet, *, keys: tuple[str, ...], lookups: dict[str, str], bucket: str | None, at: str, counts: dict
+) -> Iterable[dict]:
+    named = {f"k_{k}": F(lookups[k]) for k in keys}
+    if bucket is not None:
+        named["k_bucket"] = _TRUNC[bucket](at, tzinfo=UTC)
+    return qs.order_by().annotate(**named).values(*named).annotate(**counts)
+
+
+def call_tallies(
+    *,
+    team,
+    start: datetime,
+    end: datetime,
+    keys: tuple[str, ...],
+    bucket: str | None = None,
+    statuses: Iterable[str] | None = None,
+    servers: Iterable[str] | None = None,
+    rollup: bool = True,
+) -> dict[tuple, Tally]:
+    """RESULT events of [start, end) counted per `keys` (TALLY_KEYS) and, with `bucket` (hour, day,
+    month; UTC), per time bucket first: {(bucket?, *key values): Tally}. `rollup=False` counts the
+    raw events only (the reference the rollup must equal)."""
+    statuses = list(statuses) if statuses is not None else None
+    servers = list(servers) if servers is not None else None
+    out: dict[tuple, Tally] = defaultdict(Tally)
+    raw_lookups = {k: TALLY_KEYS[k][0] for k in keys}
+    raw_counts = {
+        "n": Count("pk"),
+        "n_blocked": Count("pk", filter=Q(status=CallStatus.BLOCKED)),
+        "n_fail": Count("pk", filter=Q(status=CallStatus.FAIL)),
+        "n_bytes": Sum("bytes"),
+        "n_last": Max("ts"),
+    }
+
+    def raw(extra: Q) -> QuerySet:
+        qs = AuditEvent.objects.for_team(team).filter(extra, phase=Phase.RESULT)
+        if statuses is not None:
+            qs = qs.filter(status__in=statuses)
+        if servers is not None:
+            qs = qs.filter(server__in=servers)
+        return qs
+
+    def take(rows: Iterable[dict], *, from_rollup: bool) -> None:
+        for r in rows:
+            key = tuple(r[f"k_{k}"] for k in keys)
+            if from_rollup:  # the rollup keeps an event's null status and trigger as ""
+                key = tuple(
+                    None if k in ("status", "trigger") and v == "" else v
+                    for k, v in zip(keys, key, strict=True)
+                )
+            if bucket is not None:
+                key = (_floor_to(r["k_bucket"], bucket), *key)
+            out[key].add(r["n"], r["n_blocked"], r["n_fail"], r["n_bytes"], r["n_last"])
+
+    def raw_rows(extra: Q) -> Iterable[dict]:
+        return _grouped(raw(extra), keys=keys, lookups=raw_lookups, bucket=bucket, at="ts", counts=raw_counts)
+
+    first, last = _ceil_hour(start), _floor(end, "hour")
+    with _Snapshot():
+        if not rollup or first >= last:
+            take(raw_rows(Q(ts__gte=start, ts__lt=end)), from_rollup=False)
+            return dict(out)
+        # the partial hours at both ends, every event
+        take(raw_rows(Q(ts__gte=start, ts__lt=first) | Q(ts__gte=last, ts__lt=end)), from_rollup=False)
+        # the whole hours: the events above the watermark from the raw table ...
+        # (read first, as a value: the planner then sees that few events are above it and takes
+        # the stream-order index instead of scanning the range by ts)
+        column = "xact" if connection.vendor == "postgresql" else "event_id"
+        mark = ActivityRollupWatermark.objects.filter(team=team).values_list(column, flat=True).first() or 0
+        above = Q(xact__gte=mark) if column == "xact" else Q(id__gt=mark)
+        take(raw_rows(above & Q(ts__gte=first, ts__lt=last)), from_rollup=False)
+        # ... and the rest from the rollup
+        hours = ActivityHour.objects.for_team(team).filter(hour__gte=first, hour__lt=last)
+        if statuses is not None:
+            hours = hours.filter(status__in=statuses)
+        if servers is not None:
+            hours = hours.filter(server__in=servers)
+        rollup_counts = {
+            "n": Sum("calls"),
+            "n_blocked": Sum("calls", filter=Q(status=CallStatus.BLOCKED), default=0),
+            "n_fail": Sum("calls", filter=Q(status=CallStatus.FAIL), default=0),
+            "n_bytes": Sum("bytes"),
+            "n_last": Max("last_ts"),
+        }
+        rollup_lookups = {k: TALLY_KEYS[k][1] for k in keys}
+        take(
+            _grouped(
+                hours, keys=keys, lookups=rollup_lookups, bucket=bucket, at="hour", counts=rollup_counts
+            ),
+            from_rollup=True,
+        )
+    return dict(out)
+
+
+def _floor_to(value: datetime, bucket: str) -> datetime:
+    if bucket == "month":
+        return _month_start(value)
+    return _floor(value, bucket)
+
+
 # --- series over time -----------------------------------------------------------------------------
 
 
@@ -149,7 +313,7 @@ def _halt_server():
     )
 
 
-def activity_series(*, team, rng: TimeRange, metric: str, by: str) -> Series:
+def activity_series(*, team, rng: TimeRange, metric: str, by: str, rollup: bool = True) -> Series:
     """Counts of `metric` (calls | refusals | halts) per time bucket, split by `by` (DIMENSIONS)."""
     if metric not in METRICS or by not in DIMENSIONS:
         raise ValueError(f"unknown metric or dimension: {metric}, {by}")
@@ -162,12 +326,20 @@ def activity_series(*, team, rng: TimeRange, metric: str, by: str) -> Series:
             "server": _halt_server(),
         }[by]
         qs = qs.annotate(key=key, bucket=_trunc("at", rng.bucket))
+        counts = (
+            qs.order_by().values("bucket", "key").annotate(n=Count("pk")).values_list("bucket", "key", "n")
+        )
     else:
-        qs = _results(team, rng)
-        if metric == "refusals":
-            qs = qs.filter(status=CallStatus.BLOCKED)
-        qs = qs.annotate(key=F(DIMENSIONS[by]), bucket=_trunc("ts", rng.bucket))
-    counts = qs.order_by().values("bucket", "key").annotate(n=Count("pk")).values_list("bucket", "key", "n")
+        tallies = call_tallies(
+            team=team,
+            start=rng.start,
+            end=rng.end,
+            keys=(by,),
+            bucket=rng.bucket,
+            statuses=[CallStatus.BLOCKED] if metric == "refusals" else None,
+            rollup=rollup,
+        )
+        counts = [(bucket, key, t.calls) for (bucket, key), t in tallies.items()]
     labels = rng.buckets()
     index = {at: i for i, at in enumerate(labels)}
     raw: dict[str, list[int]] = defaultdict(lambda: [0] * len(labels))
@@ -234,39 +406,43 @@ class UsageTable:
     more: bool = False  # more than USAGE_ROW_LIMIT rows: the quietest are left out
 
 
-def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool | None = None) -> UsageTable:
+def usage(
+    *,
+    team,
+    rng: TimeRange,
+    per_tool: bool = False,
+    sql_percentiles: bool | None = None,
+    rollup: bool = True,
+    percentiles: dict[tuple, tuple[float | None, float | None]] | None = None,
+) -> UsageTable:
     """Calls, refusals, errors, bytes, last use and p50/p95 duration per server (or per server and tool).
 
     `sql_percentiles`: None picks by database (PostgreSQL: in SQL); False forces the Python path.
+    `percentiles`: the SQL percentiles already computed (`usage_tables` computes both tables' at once).
     """
     keys = ("server", "tool") if per_tool else ("server",)
-    qs = _results(team, rng).order_by().values(*keys)
-    aggregates = {
-        "calls": Count("pk"),
-        "refusals": Count("pk", filter=Q(status=CallStatus.BLOCKED)),
-        "errors": Count("pk", filter=Q(status=CallStatus.FAIL)),
-        "total_bytes": Sum("bytes"),
-        "last_used": Max("ts"),
+    tallies = call_tallies(team=team, start=rng.start, end=rng.end, keys=keys, rollup=rollup)
+    busiest = sorted(tallies.items(), key=lambda kv: (-kv[1].calls, *kv[0]))
+    more = len(busiest) > USAGE_ROW_LIMIT
+    rows = {
+        key: Usage(
+            server=key[0],
+            tool=key[1] if per_tool else "",
+            calls=t.calls,
+            refusals=t.refusals,
+            errors=t.errors,
+            bytes=t.bytes,
+            last_used=t.last_used,
+        )
+        for key, t in busiest[:USAGE_ROW_LIMIT]
     }
     in_sql = connection.vendor == "postgresql" if sql_percentiles is None else sql_percentiles
-    if in_sql:
-        aggregates["p50"] = PercentileCont("duration_ms", 0.5)
-        aggregates["p95"] = PercentileCont("duration_ms", 0.95)
-    rows = {}
-    grouped_rows = list(qs.annotate(**aggregates).order_by("-calls", *keys)[: USAGE_ROW_LIMIT + 1])
-    more = len(grouped_rows) > USAGE_ROW_LIMIT
-    for r in grouped_rows[:USAGE_ROW_LIMIT]:
-        rows[tuple(r[k] for k in keys)] = Usage(
-            server=r["server"],
-            tool=r.get("tool", ""),
-            calls=r["calls"],
-            refusals=r["refusals"],
-            errors=r["errors"],
-            bytes=r["total_bytes"] or 0,
-            last_used=r["last_used"],
-            p50_ms=r.get("p50"),
-            p95_ms=r.get("p95"),
-        )
+    if in_sql and rows:
+        if percentiles is None:
+            percentiles = _sql_percentiles(team, rng, per_server=not per_tool, per_tool=per_tool)
+        for key, (p50, p95) in percentiles.items():
+            if key in rows:
+                rows[key].p50_ms, rows[key].p95_ms = p50, p95
     sampled = False
     if not in_sql:
         durations = (
@@ -287,6 +463,41 @@ def usage(*, team, rng: TimeRange, per_tool: bool = False, sql_percentiles: bool
                 rows[key].p95_ms = percentile_cont(values, 0.95)
     ordered = sorted(rows.values(), key=lambda u: (-u.calls, u.server, u.tool))
     return UsageTable(rows=ordered, percentiles_sampled=sampled, more=more)
+
+
+_PERCENTILES_SQL = """
+SELECT e.server, {tool},
+       PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY e.duration_ms),
+       PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY e.duration_ms)
+FROM audit_auditevent e JOIN audit_agentsession s ON s.id = e.session_id
+WHERE s.team_id = %s AND e.phase = 'result' AND e.ts >= %s AND e.ts < %s AND e.duration_ms IS NOT NULL
+GROUP BY GROUPING SETS ({sets})
+"""
+
+
+def _sql_percentiles(team, rng: TimeRange, *, per_server: bool, per_tool: bool) -> dict[tuple, tuple]:
+    """p50/p95 of `duration_ms` per server (keys (server,)) and/or per tool ((server, tool)), exact
+    (PostgreSQL's percentile_cont) and in one scan of the range's events: they cannot be rolled up.
+    The one read of raw events the activity page still makes over the whole range."""
+    sets = ", ".join(s for s, on in (("(e.server)", per_server), ("(e.server, e.tool)", per_tool)) if on)
+    tool = "e.tool, GROUPING(e.tool)" if per_tool else "'', 1"
+    with connection.cursor() as cursor:
+        cursor.execute(_PERCENTILES_SQL.format(sets=sets, tool=tool), [team.pk, rng.start, rng.end])
+        return {
+            ((server,) if whole_server else (server, tool)): (p50, p95)
+            for server, tool, whole_server, p50, p95 in cursor.fetchall()
+        }
+
+
+def usage_tables(*, team, rng: TimeRange, rollup: bool = True) -> tuple[UsageTable, UsageTable]:
+    """The page's two usage tables, per server and per tool; on PostgreSQL their percentiles in one scan."""
+    shared = None
+    if connection.vendor == "postgresql":
+        shared = _sql_percentiles(team, rng, per_server=True, per_tool=True)
+    return (
+        usage(team=team, rng=rng, rollup=rollup, percentiles=shared),
+        usage(team=team, rng=rng, per_tool=True, rollup=rollup, percentiles=shared),
+    )
 
 
 # --- gateways -------------------------------------------------------------------------------------
@@ -349,7 +560,7 @@ def _next_month(value: datetime) -> datetime:
     return (value.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def cost_by_month(*, team, rng: TimeRange) -> CostReport:
+def cost_by_month(*, team, rng: TimeRange, rollup: bool = True) -> CostReport:
     """Billed calls (those that reached the server) times the catalogue's cost per call, per server and
     calendar month (UTC), for the months the range touches and the servers billed per call."""
     from governance.models import McpServer
@@ -362,17 +573,17 @@ def cost_by_month(*, team, rng: TimeRange) -> CostReport:
     report = CostReport(start=start.date(), end=end.date())
     if not prices:
         return report
-    counts = (
-        AuditEvent.objects.for_team(team)
-        .filter(
-            phase=Phase.RESULT, status__in=BILLED_STATUSES, server__in=list(prices), ts__gte=start, ts__lt=end
-        )
-        .annotate(month=TruncMonth("ts", tzinfo=UTC))
-        .order_by()
-        .values("month", "server")
-        .annotate(n=Count("pk"))
-        .values_list("month", "server", "n")
+    tallies = call_tallies(
+        team=team,
+        start=start,
+        end=end,
+        keys=("server",),
+        bucket="month",
+        statuses=BILLED_STATUSES,
+        servers=list(prices),
+        rollup=rollup,
     )
+    counts = [(month, server, t.calls) for (month, server), t in tallies.items()]
     for month, server, n in counts:
         price = prices[server]
         report.rows.append(

@@ -344,6 +344,53 @@ class SessionStateChange(models.Model):
         return self.get_source_display()
 
 
+class ActivityHour(models.Model):
+    """The activity page's hourly rollup of RESULT events (audit/services/rollup.py): one row per
+    team, UTC hour, environment, role, server, tool, status and trigger. It holds exactly the events
+    below the watermark (`ActivityRollupWatermark`); the pages add the events above it from the raw
+    table, so the figures equal those counted from raw events at any moment."""
+
+    team = models.ForeignKey("portal.Team", on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    environment = models.ForeignKey("governance.Environment", on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=100)
+    server = models.CharField(max_length=200)
+    tool = models.CharField(max_length=200)
+    # "" for none (an event's null status or trigger): a unique key treats NULLs as distinct.
+    status = models.CharField(max_length=8, blank=True)
+    trigger = models.CharField(max_length=40, blank=True)
+    calls = models.PositiveBigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    last_ts = models.DateTimeField()
+
+    objects = team_scoped_manager("team")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "hour", "environment", "role", "server", "tool", "status", "trigger"],
+                name="activity_hour_unique_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.server}.{self.tool} {self.status}: {self.calls}"
+
+
+class ActivityRollupWatermark(models.Model):
+    """Which of a team's events `ActivityHour` holds. PostgreSQL: those with `xact` below `xact`
+    (the team's stream horizon when the rollup read them); SQLite (writers serialised, xact 0):
+    those with `id` up to `event_id`."""
+
+    team = models.OneToOneField("portal.Team", on_delete=models.CASCADE, related_name="+")
+    xact = models.BigIntegerField(default=0)
+    event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"team {self.team_id}: activity rollup below xact {self.xact} / id {self.event_id}"
+
+
 class AuditDigest(models.Model):
     """A signed seal of a team's chain heads, chained to the team's previous digest. Append-only."""
 

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from audit.services.digests import audit_chains_seal
 from audit.services.exports import audit_export_recent
+from audit.services.rollup import activity_rollup_advance_all
 from audit.services.sinks import digest_copies_write
 from audit.services.streaming import sink_deliver
 from portal.models import Team
@@ -84,3 +85,9 @@ def open_quarterly_reviews() -> list[int]:
     from audit.services.reviews import reviews_open_quarterly
 
     return [review.pk for review in reviews_open_quarterly()]
+
+
+@shared_task(name="audit.roll_up_activity")
+def roll_up_activity() -> int:
+    """Add the events stored since the last run to the activity page's hourly rollup (every team)."""
+    return sum(advance.rows for advance in activity_rollup_advance_all())

@@ -93,6 +93,8 @@ TEMPLATES = [
                 "portal.context_processors.team",
                 "config.context_processors.needs",
             ],
+            # `{% when %}`, the one time format, on every page without a {% load %} to forget.
+            "builtins": ["portal.templatetags.portal_tags"],
         },
     },
 ]
@@ -347,6 +349,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "audit-export-logs": {"task": "audit.export_audit_logs", "schedule": 3600.0},
     # The quarterly allowlist review (Layer 7): each team's review of the last quarter, opened once.
     "audit-quarterly-reviews": {"task": "audit.open_quarterly_reviews", "schedule": 3600.0},
+    # The activity page's hourly rollup (audit/services/rollup.py): the events stored since the
+    # last run. Pages stay exact in between (they count the rest from the raw events).
+    "audit-roll-up-activity": {"task": "audit.roll_up_activity", "schedule": 60.0},
 }
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.

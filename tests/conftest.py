@@ -258,7 +258,7 @@ def run_portal(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_port(proc, port, "portal")
+        wait_for_port(proc, port, "portal", timeout=90)  # a loaded machine imports slowly
         yield base
     finally:
         proc.terminate()

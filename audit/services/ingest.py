@@ -27,6 +27,7 @@ from audit.services.streaming import (
     stream_ingest_lock,
     stream_on_commit,
 )
+from governance.services.notifications import call_approvals_waiting
 from portal import metrics
 from portal.errors import Conflict, NotFound, ServiceError
 
@@ -609,5 +610,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             last_seen_at=received_at,
             updated_at=received_at,
         )
+        if pending != session.pending_approvals:  # calls held for approval: tell who may decide
+            call_approvals_waiting(session, before=session.pending_approvals, after=pending)
     metrics.events_ingested(new, received_at)
     return IngestResult(accepted=len(new), duplicates=len(duplicates), last_seq=new[-1].seq)

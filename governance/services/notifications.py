@@ -25,7 +25,7 @@ from django.utils import timezone
 from governance.services.webhooks import webhook_notify
 from portal.choices import ChangeEventType
 from portal.models import Membership, Team
-from portal.permissions import MANAGE_INCIDENTS, REVIEW_ACCESS, ROLE_PERMISSIONS
+from portal.permissions import MANAGE_INCIDENTS, RELEASE_SESSION, REVIEW_ACCESS, ROLE_PERMISSIONS
 from portal.services import notifications_add
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,45 @@ def incident_event(incident, *, event: str, actor=None, detail: str = "") -> Non
         text=f"Incident #{incident.pk} {event}: {incident}" + (f" ({actor})" if actor else "") + ".",
         url=reverse("incidents:incident-detail", args=[incident.pk]),
     )
+
+
+# --- calls waiting for approval -----------------------------------------------
+
+
+def call_approvals_waiting(session, *, before: list[dict], after: list[dict]) -> int:
+    """The gateway holds back calls that need a person's approval (trigger approval_required):
+    for each one new in `after` (the session's pending approvals; `before`: as they were), an
+    inbox notice to those who may approve and one team-webhook message, linking to the approval
+    queue. Called by ingestion inside its transaction. Returns how many calls were announced."""
+    known = {p.get("call_id") for p in before}
+    new = [p for p in after if p.get("call_id") not in known]
+    if not new:
+        return 0
+    team = session.team
+    queue = reverse("audit:halted-queue")
+    calls = ", ".join(f"{p.get('server')}.{p.get('tool')}" for p in new[:5]) + (
+        f" and {len(new) - 5} more" if len(new) > 5 else ""
+    )
+    what = f"{len(new)} call{'s' if len(new) > 1 else ''}" if len(new) > 1 else "A call"
+    text = (
+        f"{what} waiting for approval in session {str(session.pk)[:8]} "
+        f"({session.role} in {session.environment.name}): {calls}"
+    )
+    notifications_add(
+        team=team,
+        users=team_users_with_perm(team, RELEASE_SESSION),
+        kind="call_approval",
+        text=text,
+        url=queue,
+    )
+    # Only names: the arguments stay in the portal (a channel may be wider than the team).
+    webhook_notify(
+        team=team,
+        kind="call_approval",
+        text=text + ". The gateway holds it until someone decides.",
+        url=queue,
+    )
+    return len(new)
 
 
 # --- enforcement clients ------------------------------------------------------

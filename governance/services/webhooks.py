@@ -1,5 +1,6 @@
 """A team's outgoing webhook: one Slack-compatible JSON message (`{"text": …}`, which Slack,
-Mattermost, Rocket.Chat and Teams workflows accept) for halts, approvals and incidents.
+Mattermost, Rocket.Chat and Teams workflows accept) for halts, calls waiting for approval, access
+approvals and incidents.
 
 `webhook_notify` runs inside the event's transaction and enqueues the delivery on commit;
 the Celery task (`governance.tasks.deliver_team_webhook`) retries a failed delivery with backoff.
@@ -35,11 +36,17 @@ class WebhookRefused(Exception):
     """Never worth retrying: the URL is refused by the guard, or the receiver answered 4xx."""
 
 
+def slack_escape(text: str) -> str:
+    """Slack's three control characters escaped: a gateway-reported name or reason (an agent's
+    words) cannot make a link or a mention (`<https://evil|Approve here>`, `<!channel>`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def webhook_payload(*, team: Team, text: str, url: str = "") -> dict[str, Any]:
     """The message: the team's name, what happened and, when the portal's address is known, a link."""
     base = getattr(settings, "MCPGOV_PORTAL_URL", "").rstrip("/")
     link = f" <{base}{url}|Open in the portal>" if base and url else ""
-    return {"text": f"[{team.name}] {text}{link}"}
+    return {"text": slack_escape(f"[{team.name}] {text}") + link}
 
 
 def webhook_notify(*, team: Team, kind: str, text: str, url: str = "") -> bool:

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import mark_safe
 
 register = template.Library()
+
+# A recorded moment: "2026-12-01T16:20:29.684009+00:00" or "2026-12-01 16:20:29Z" (dates alone stay as they are).
+ISO_MOMENT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d")
 
 # Keys whose value is a list of names (a discovery report, a YAML import), never an [old, new] pair.
 LIST_KEYS = frozenset({"added", "removed", "updated", "changed", "unchanged", "dismissed"})
 
 
 def _text(value: Any) -> str:
+    """A recorded value as the page shows it; a moment (an ISO string in the JSON) in the one time format."""
     if value is None or value == "":
         return "—"
     if isinstance(value, list | tuple):
-        return ", ".join(_text(v) for v in value) or "—"
+        return mark_safe(", ".join(conditional_escape(_text(v)) for v in value)) or "—"  # noqa: S308 - parts escaped
+    if isinstance(value, datetime) or (isinstance(value, str) and ISO_MOMENT.match(value)):
+        shown = when(value)
+        if shown != "—":
+            return shown
     return str(value)
 
 
@@ -71,15 +81,19 @@ def _aware(value: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+STYLES = {"datetime": "%Y-%m-%d %H:%M:%S", "time": "%H:%M:%S", "date": "%Y-%m-%d"}
+
+
 @register.simple_tag
 def when(value: Any, style: str = "datetime") -> str:
     """The one time format: `<time>` in UTC (ISO in `datetime`, "UTC" on hover); portal.js shows
-    it in the viewer's time zone. `style`: "datetime" (YYYY-MM-DD HH:MM:SS), "time" (HH:MM:SS).
+    it in the viewer's time zone. `style`: "datetime" (YYYY-MM-DD HH:MM:SS), "time" (HH:MM:SS),
+    "date" (YYYY-MM-DD).
     """
     moment = _aware(value)
     if moment is None:
         return "—"
-    shown = moment.strftime("%H:%M:%S" if style == "time" else "%Y-%m-%d %H:%M:%S")
+    shown = moment.strftime(STYLES.get(style, STYLES["datetime"]))
     return format_html(
         '<time datetime="{}" title="{} UTC" data-style="{}">{} UTC</time>',
         moment.isoformat(timespec="seconds").replace("+00:00", "Z"),

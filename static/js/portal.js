@@ -27,7 +27,8 @@ document.addEventListener("submit", function (event) {
       if (isNaN(d.getTime())) { continue; }
       var clock = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
       var day = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate());
-      el.textContent = (el.dataset.style === "time" ? clock : day + " " + clock) + " " + zone(d);
+      var style = el.dataset.style;
+      el.textContent = style === "date" ? day : (style === "time" ? clock : day + " " + clock) + " " + zone(d);
       el.setAttribute("data-local", "");
     }
   }

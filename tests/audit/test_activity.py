@@ -392,5 +392,5 @@ def test_the_page_runs_a_fixed_number_of_queries(
     client, viewer, world, prices, django_assert_max_num_queries
 ):
     client.force_login(viewer)
-    with django_assert_max_num_queries(25):
+    with django_assert_max_num_queries(40):  # a count per chart and table, not per row
         assert client.get(reverse("audit:activity"), QUERY_TO_TODAY).status_code == 200

@@ -4,105 +4,48 @@ gateway's halt without a reload."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import sys
 import tempfile
 import threading
-import uuid
 from collections import deque
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlsplit
 
 import anyio
 import pytest
-from django.core.management import call_command
 from django.db import connections
 from mcp import Client, StdioServerParameters
 
-from audit.services import session_open, session_report_state
-from audit.services.ingest import events_ingest
-from governance.services.access import access_request_create
-from governance.services.clients import client_create
 from governance.services.flags import flag_disable
-from incidents.services import incident_open
-from portal.models import Team
-from tests.audit.conftest import event
 from tests.conftest import ROOT, login
 from tests.e2e.portal_world import build_world, gateway_args, write_gateway_files
+from tests.portal.crawl import (
+    DEMO_PASSWORD,
+    DEMO_USERS,
+    FORM_GETS,
+    MAX_PAGES,
+    demo_world,
+    link_target,
+    raw_times,
+    shape,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
-DEMO_USERS = ("demo-admin", "demo-reviewer", "demo-requester", "demo-viewer")
-MAX_PAGES = 70  # per user: every kind of page, not every object
-# Not pages: downloads, the API, the Django admin, actions behind a GET that leave the page.
-SKIP = ("/logout/", "/api/", "/admin/", "/metrics", "/export/", "/oauth/", "/sso/", "/.well-known/")
-
-
-def demo_world(workspace: Path) -> None:
-    """The demo data plus what makes every page show something: sessions with calls, a halt, a
-    refused repeat, a ticket, an incident, a gateway."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    call_command(
-        "seed_demo", "--no-discover", workspace=workspace, stdout=io.StringIO(), stderr=io.StringIO()
-    )
-    team = Team.objects.get(slug="demo")
-    dev = team.environments.get(name="development")
-    client = client_create(team=team, environment=dev, name="laptop").client
-    from django.contrib.auth import get_user_model
-
-    users = {u.username: u for u in get_user_model().objects.filter(username__in=DEMO_USERS)}
-    for halted in (False, True):
-        session, _ = session_open(client=client, id=uuid.uuid4(), role="code_agent")
-        batch = [event(seq, server="time", tool="get_current_time") for seq in range(1, 7)]
-        batch += [
-            event(seq, server="shell_execution", tool="run", status="blocked", trigger="unauthorized_server")
-            for seq in range(7, 13)
-        ]
-        events_ingest(session_id=session.pk, client=client, events=batch)
-        if halted:
-            session_report_state(
-                client=client,
-                session_id=session.pk,
-                state="halted",
-                trigger="unauthorized_server",
-                reason="shell_execution is not allowed",
-            )
-        else:
-            session_report_state(client=client, session_id=session.pk, state="ended", reason="done")
-    from governance.models import AgentRole, McpServer
-
-    now = timezone.now()
-    access_request_create(
-        team=team,
-        requester=users["demo-requester"],
-        environment=team.environments.get(name="production"),
-        role=AgentRole.objects.get(team=team, name="code_agent"),
-        servers=[McpServer.objects.get(team=team, slug="github_api")],
-        reason="INC-7 hotfix",
-        starts_at=now,
-        ends_at=now + timedelta(hours=1),
-    )
-    incident_open(team=team, title="Token leaked in a PR", severity="sev2", actor=users["demo-admin"])
 
 
 def crawl(page, base: str, *, limit: int = MAX_PAGES) -> list[str]:
-    """Pages reachable by links from the home, breadth first; one per path shape (ids → one)."""
-    import re
-
+    """Pages reachable by links from the home (and the GET forms' results), breadth first; one
+    per path shape (ids → one)."""
     seen_shapes: set[str] = set()
-    queue, visited = deque([f"{base}/"]), []
+    starts = [f"{base}/", *(f"{base}{u}" for u in FORM_GETS)]
+    queue, visited = deque(starts), []
     while queue and len(visited) < limit:
         url = queue.popleft()
-        path = urlsplit(url).path
-        shape = re.sub(r"/[0-9a-f-]{8,}/|/\d+/", "/ID/", path) + ("?" if urlsplit(url).query else "")
-        if shape in seen_shapes:
+        if shape(url) in seen_shapes and url not in starts:
             continue
-        seen_shapes.add(shape)
+        seen_shapes.add(shape(url))
         response = page.goto(url)
         if (
             response is None
@@ -113,13 +56,43 @@ def crawl(page, base: str, *, limit: int = MAX_PAGES) -> list[str]:
         visited.append(url)
         yield url
         for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))"):
-            target, _ = urldefrag(urljoin(url, href))
-            parts = urlsplit(target)
-            if f"{parts.scheme}://{parts.netloc}" != base or any(s in parts.path for s in SKIP):
-                continue
-            if "format=" in parts.query or parts.path.endswith((".csv", ".md", ".jsonl", ".log")):
-                continue  # downloads (exports, the cost table), not pages
-            queue.append(target)
+            target = link_target(base, url, href)
+            if target:
+                queue.append(target)
+
+
+def behind_a_form(page, base: str, username: str):
+    """The pages only a POST reaches, reached the way a person does (fill in, submit): the
+    client-registered page (one-time token, .mcp.json), the new agent's one-time secret, the
+    policy import preview, the invitation link. Yields a label for each, on that page."""
+    if username != "demo-admin":
+        return
+    page.goto(f"{base}/governance/clients/add/")
+    page.fill("#id_name", "crawl-laptop")
+    page.select_option("#id_environment", label="development")
+    page.check("input[name=roles] >> nth=0")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("text=.mcp.json")
+    yield "client registered"
+    page.goto(f"{base}/governance/agents/add/")
+    page.fill("#id_name", "Crawl bot")
+    page.fill("#id_slug", "crawl-bot")
+    page.check("input[name=roles] >> nth=0")
+    page.click("main button[type=submit]")
+    page.wait_for_selector("text=crawl-bot")
+    assert "/agents/add/" in page.url and page.locator("#id_name").count() == 0, page.url
+    yield "agent registered"
+    yaml = page.request.get(f"{base}/governance/policy/export/").text()
+    page.goto(f"{base}/governance/policy/import/")
+    page.fill("#id_text", yaml)
+    page.click("button[value=preview]")
+    page.wait_for_selector("#import-preview")
+    yield "import preview"
+    page.goto(f"{base}/team/members/")
+    page.fill("#id_email", "newcomer@example.test")
+    page.click("form[action$='/team/members/invite/'] button[type=submit]")
+    page.wait_for_selector("text=shown only once")
+    yield "invitation created"
 
 
 AXE_RUN = """async () => {
@@ -142,28 +115,35 @@ def test_every_page_as_each_demo_user_fits_390px_and_has_no_axe_violations(porta
         pytest.fail("node_modules/axe-core is missing: run `make upstreams` (npm install)")
     demo_world(workspace)
     problems: list[str] = []
-    counts = {}
+    counts, formed = {}, []
+
+    def check(page, username: str, where: str) -> None:
+        width, inner = page.evaluate(SIDEWAYS)
+        if width > inner:
+            problems.append(f"{username} {where}: scrollWidth {width} > innerWidth {inner}")
+        problems.extend(f"{username} {where}: {p}" for p in raw_times(page.content()))
+        page.add_script_tag(path=str(AXE))
+        for v in page.evaluate(AXE_RUN):
+            problems.append(f"{username} {where}: axe {v['id']} ({v['impact']}): {v['help']} — {v['nodes']}")
+
     for username in DEMO_USERS:
         # bypass_csp: axe is injected as a script the portal's CSP would (rightly) refuse.
         context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
         page = context.new_page()
-        page.set_default_timeout(20_000)
-        login(page, portal_server, username, "demo-password-1")
+        page.set_default_timeout(60_000)  # a loaded machine; nothing here is timed
+        login(page, portal_server, username, DEMO_PASSWORD)
         n = 0
         for url in crawl(page, portal_server):
             n += 1
-            width, inner = page.evaluate(SIDEWAYS)
-            if width > inner:
-                problems.append(f"{username} {url}: scrollWidth {width} > innerWidth {inner}")
-            page.add_script_tag(path=str(AXE))
-            for v in page.evaluate(AXE_RUN):
-                problems.append(
-                    f"{username} {url}: axe {v['id']} ({v['impact']}): {v['help']} — {v['nodes']}"
-                )
+            check(page, username, url)
+        for label in behind_a_form(page, portal_server, username):
+            formed.append(label)
+            check(page, username, f"{label} ({page.url})")
         counts[username] = n
         context.close()
-    print(f"\npages crawled per user: {counts}")
+    print(f"\npages crawled per user: {counts}; behind a form: {formed}")
     assert all(n >= 10 for n in counts.values()), counts
+    assert formed == ["client registered", "agent registered", "import preview", "invitation created"]
     assert not problems, "\n".join(problems)
 
 

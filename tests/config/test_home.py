@@ -326,3 +326,50 @@ def test_a_halt_stays_counted_after_the_gateway_ends_the_session_until_reviewed(
     session_acknowledge(session=AgentSession.objects.get(pk=sid), reviewer=reviewer, note="seen")
     needs = needs_of(client.get("/").content.decode())
     assert needs["halted"] == "0" and needs["acknowledge"] == "0"
+
+
+def test_a_call_waiting_for_approval_posts_to_the_webhook_and_the_inbox_of_who_may_approve(
+    team, admin, reviewer, viewer, gateway, loopback_allowed, settings, django_capture_on_commit_callbacks
+):
+    from tests.audit.conftest import event, post_events
+
+    settings.MCPGOV_PORTAL_URL = "https://portal.example.test"
+    with Receiver() as receiver:
+        team_webhook_set(team=team, actor=admin, webhook_url=receiver.url)
+        team.refresh_from_db()
+        sid = open_session(gateway)
+        held = event(1, trigger="approval_required", server="db", tool="drop_table")
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post_events(gateway, sid, [held]).status_code in (200, 201)
+        # The same batch again (a gateway's retry), then the rest of the session: no second notice.
+        with django_capture_on_commit_callbacks(execute=True):
+            post_events(gateway, sid, [held])
+            post_events(gateway, sid, [event(2, call=7, phase="intent"), event(3, call=7, phase="result")])
+        [delivered] = receiver.bodies
+        # An agent's words cannot become a link or a mention in the channel.
+        evil = event(
+            4,
+            call=8,
+            phase="intent",
+            trigger="approval_required",
+            server="db",
+            tool="<https://evil.test|Approve>",
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            post_events(gateway, sid, [evil])
+        assert len(receiver.bodies) == 2
+    text = delivered["json"]["text"]
+    assert set(delivered["json"]) == {"text"}
+    assert text.startswith(
+        f"[{team.name}] A call waiting for approval in session {sid[:8]} (code_agent in development): db.drop_table"
+    )
+    assert text.endswith("<https://portal.example.test/audit/halted/|Open in the portal>")
+    assert "title=PR" not in text  # names only: the arguments stay in the portal
+    second = receiver.bodies[1]["json"]["text"]
+    assert "db.&lt;https://evil.test|Approve&gt;" in second
+    assert second.count("<") == 1  # only the portal's own link
+    # The inbox: who may approve (admin, reviewer), not a viewer; each links to the queue.
+    notices = Notification.objects.filter(team=team, kind="call_approval")
+    assert sorted(n.user.username for n in notices) == sorted([admin.username, reviewer.username] * 2)
+    assert {n.url for n in notices} == {"/audit/halted/"}
+    assert not notices.filter(user=viewer).exists()
