@@ -555,7 +555,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
         results = blocked = failed = 0
         servers: set[str] = set()
         triggers: set[str] = set()
-        pending = session.pending_approvals
+        pending = list(session.pending_approvals)  # a copy: compared with the stored list below
         pending_ids = {p["call_id"] for p in pending}
         for e in new:
             e.prev_hash = prev
@@ -611,6 +611,7 @@ def events_ingest(*, session_id, client, events: Any) -> IngestResult:
             updated_at=received_at,
         )
         if pending != session.pending_approvals:  # calls held for approval: tell who may decide
-            call_approvals_waiting(session, before=session.pending_approvals, after=pending)
+            full = AgentSession.objects.select_related("team", "environment").get(pk=session.pk)
+            call_approvals_waiting(full, before=session.pending_approvals, after=pending)
     metrics.events_ingested(new, received_at)
     return IngestResult(accepted=len(new), duplicates=len(duplicates), last_seq=new[-1].seq)
