@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,6 +336,44 @@ class BundleState:
         return True
 
 
+def _signed_document(
+    jws: str,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    typ: str,
+    parse: Callable[[bytes], Any],
+    what: str,
+    label: Callable[[Any], str],
+    team: str | None,
+    environment: str | None,
+    now: datetime | None,
+    allow_expired: bool = False,
+) -> tuple[str, bytes, Any]:
+    """The steps a bundle and a flags update share, in order: envelope with ``typ`` (malformed) → key
+    (unknown_kid) → signature (bad_signature) → schema (schema_invalid) → team (wrong_team) →
+    environment (wrong_environment) → expiry (expired). Returns the kid, the payload and the document."""
+    if not isinstance(jws, str):
+        raise MalformedBundle("a JWS compact serialization is text")
+    kid, payload = verify_jws(jws, keys, typ=typ)
+    try:
+        doc = parse(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise SchemaInvalid(
+            f"{exc.error_count()} schema error(s) in the {what}; first at {where}: {first.get('msg')}"
+        ) from exc
+    if team is not None and doc.team != team:
+        raise WrongTeam(f"{what} is for team {doc.team!r}, this gateway serves {team!r}")
+    if environment is not None and doc.environment != environment:
+        raise WrongEnvironment(
+            f"{what} is for environment {doc.environment!r}, this gateway enforces {environment!r}"
+        )
+    if not allow_expired and doc.expires_at <= (now or datetime.now(UTC)):
+        raise BundleExpired(f"{what} {label(doc)} expired at {doc.expires_at.isoformat()}")
+    return kid, payload, doc
+
+
 def verify_bundle(
     jws: str,
     keys: Mapping[str, Ed25519PublicKey],
@@ -354,26 +392,18 @@ def verify_bundle(
     anti-replay against ``state`` (replayed). ``state`` is read, not updated: call
     ``state.accept(...)`` once the bundle is actually installed.
     """
-    if not isinstance(jws, str):
-        raise MalformedBundle("a JWS compact serialization is text")
-    kid, payload = verify_jws(jws, keys, typ=typ)
-    try:
-        bundle = Bundle.from_json_bytes(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        raise SchemaInvalid(
-            f"{exc.error_count()} schema error(s); first at {where}: {first.get('msg')}"
-        ) from exc
-    if team is not None and bundle.team != team:
-        raise WrongTeam(f"bundle is for team {bundle.team!r}, this gateway serves {team!r}")
-    if environment is not None and bundle.environment != environment:
-        raise WrongEnvironment(
-            f"bundle is for environment {bundle.environment!r}, this gateway enforces {environment!r}"
-        )
-    now = now or datetime.now(UTC)
-    if not allow_expired and bundle.expires_at <= now:
-        raise BundleExpired(f"bundle v{bundle.version} expired at {bundle.expires_at.isoformat()}")
+    kid, payload, bundle = _signed_document(
+        jws,
+        keys,
+        typ=typ,
+        parse=Bundle.from_json_bytes,
+        what="bundle",
+        label=lambda b: f"v{b.version}",
+        team=team,
+        environment=environment,
+        now=now,
+        allow_expired=allow_expired,
+    )
     payload_sha = hashlib.sha256(payload).hexdigest()
     if state is not None:
         last_version, last_sha = state.last(bundle.team, bundle.environment)
@@ -420,26 +450,17 @@ def verify_flags_update(
     ``bundle_version`` below the enforced bundle's version (superseded: that bundle is newer).
     ``state`` is read, not updated: call ``state.accept_flags(...)`` once the update is applied.
     """
-    if not isinstance(jws, str):
-        raise MalformedBundle("a JWS compact serialization is text")
-    kid, payload = verify_jws(jws, keys, typ=FLAGS_JWS_TYPE)
-    try:
-        update = FlagsUpdate.from_json_bytes(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        raise SchemaInvalid(
-            f"{exc.error_count()} schema error(s) in the flags update; first at {where}: {first.get('msg')}"
-        ) from exc
-    if team is not None and update.team != team:
-        raise WrongTeam(f"flags update is for team {update.team!r}, this gateway serves {team!r}")
-    if environment is not None and update.environment != environment:
-        raise WrongEnvironment(
-            f"flags update is for environment {update.environment!r}, this gateway enforces {environment!r}"
-        )
-    now = now or datetime.now(UTC)
-    if update.expires_at <= now:
-        raise BundleExpired(f"flags update r{update.revision} expired at {update.expires_at.isoformat()}")
+    kid, payload, update = _signed_document(
+        jws,
+        keys,
+        typ=FLAGS_JWS_TYPE,
+        parse=FlagsUpdate.from_json_bytes,
+        what="flags update",
+        label=lambda u: f"r{u.revision}",
+        team=team,
+        environment=environment,
+        now=now,
+    )
     payload_sha = hashlib.sha256(payload).hexdigest()
     if state is not None:
         last_revision, last_sha = state.last_flags(update.team, update.environment)
