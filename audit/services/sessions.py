@@ -384,7 +384,7 @@ def _rfc3339(value: datetime) -> str:
 
 
 def _decide(*, session: AgentSession, reviewer, kind: str, reason: str, call_id: str = "") -> SessionDecision:
-    """Store one decision, bump control_version, record the change, wake the gateway on commit."""
+    """Store one decision and bump control_version (the caller saves the session)."""
     now = timezone.now()
     session.control_version += 1
     decision = SessionDecision.objects.create(
@@ -398,6 +398,32 @@ def _decide(*, session: AgentSession, reviewer, kind: str, reason: str, call_id:
         from_state=session.state,
     )
     return decision
+
+
+def _record_person_move(
+    session: AgentSession, decision: SessionDecision, *, previous: str, event_type, summary: str
+):
+    """A person's decision moved `session` from `previous` to its (saved) state: its state-history
+    row, its change-history row, and the gateway woken on commit."""
+    state_change_record(
+        session=session,
+        from_state=previous,
+        to_state=session.state,
+        source=SessionStateChange.Source.PERSON,
+        actor=decision.decided_by,
+        decision=decision,
+        reason=decision.reason,
+        at=decision.decided_at,
+    )
+    change_record(
+        team=session.team,
+        actor=decision.decided_by,
+        event_type=event_type,
+        obj=session,
+        summary=summary,
+        changes={"state": [previous, session.state]},
+    )
+    realtime.notify_on_commit(control_channel(session.pk), session.control_version)
 
 
 def _reason(reason: str) -> str:
@@ -468,25 +494,13 @@ def session_release(
     session.state = SessionState.ACTIVE
     session.state_reason = f"Released by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "control_version", "updated_at"])
-    state_change_record(
-        session=session,
-        from_state=previous,
-        to_state=SessionState.ACTIVE,
-        source=SessionStateChange.Source.PERSON,
-        actor=reviewer,
-        decision=decision,
-        reason=reason,
-        at=decision.decided_at,
-    )
-    change_record(
-        team=session.team,
-        actor=reviewer,
+    _record_person_move(
+        session,
+        decision,
+        previous=previous,
         event_type=ChangeEventType.SESSION_RELEASED,
-        obj=session,
         summary=f"Session allowed to continue ({previous} → active): {reason}",
-        changes={"state": [previous, SessionState.ACTIVE]},
     )
-    realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return decision
 
 
@@ -504,26 +518,14 @@ def session_end(*, session: AgentSession, reviewer, reason: str) -> SessionDecis
     session.ended_at = decision.decided_at
     session.state_reason = f"Ended by {reviewer.get_username()}: {reason}"
     session.save(update_fields=["state", "state_reason", "ended_at", "control_version", "updated_at"])
-    state_change_record(
-        session=session,
-        from_state=previous,
-        to_state=SessionState.ENDED,
-        source=SessionStateChange.Source.PERSON,
-        actor=reviewer,
-        decision=decision,
-        reason=reason,
-        at=decision.decided_at,
-    )
-    change_record(
-        team=session.team,
-        actor=reviewer,
+    _record_person_move(
+        session,
+        decision,
+        previous=previous,
         event_type=ChangeEventType.SESSION_ENDED,
-        obj=session,
         summary=f"Session ended by a reviewer ({previous} → ended): {reason}",
-        changes={"state": [previous, SessionState.ENDED]},
     )
     seal_on_commit(team_id=session.team_id, only_if_due=False)
-    realtime.notify_on_commit(control_channel(session.pk), session.control_version)
     return decision
 
 
