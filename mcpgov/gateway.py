@@ -781,6 +781,7 @@ class Gateway:
         """RESULTs written since the last fsync, and the human-readable logs, reach the disk within 0.5 s."""
         while True:
             await anyio.sleep(0.5)
+            self.rounds.sweep(time.time())  # rounds the agent never retried: their INTENTs closed at expiry
             for sess in list(self.sessions.values()):
                 with contextlib.suppress(OSError, ValueError):
                     await sess.spool.flush_async()
