@@ -1,12 +1,13 @@
 """MCP 2026-07-28 multi-round-trip requests (``InputRequiredResult``) through the gateway, governed.
 
-A 2026-07-28 upstream that needs the agent's side (sampling, elicitation, roots) answers ``tools/call``
-with an ``InputRequiredResult``; the agent retries with ``inputResponses`` and the echoed opaque
-``requestState``. Each input request is decided by the same rule as a legacy server-to-client request
-(:meth:`mcpgov.surface.Surface.screen_server_request`), each round is audited, and the retry is the
-same logical call: the gateway wraps the upstream's ``requestState`` in its own sealed state bound to
-the governance session, the tool name and a digest of the arguments, redeemable once. The gateway's
-own approval wait is offered to a 2026-07-28 agent the same way. See ``docs/gateway.md``.
+A 2026-07-28 upstream that needs the agent's side (sampling, elicitation, roots) answers ``tools/call``,
+``resources/read`` or ``prompts/get`` with an ``InputRequiredResult``; the agent retries with
+``inputResponses`` and the echoed opaque ``requestState``. Each input request is decided by the same
+rule as a legacy server-to-client request (:meth:`mcpgov.surface.Surface.screen_server_request`), each
+round is audited, and the retry is the same logical request: the gateway wraps the upstream's
+``requestState`` in its own sealed state bound to the governance session, the method, the tool, URI or
+prompt name and a digest of the arguments, redeemable once (:class:`RedeemedStates`). The gateway's own
+approval wait is offered to a 2026-07-28 agent the same way. See ``docs/gateway.md``.
 """
 
 from __future__ import annotations
@@ -587,9 +588,7 @@ class Rounds:
         """The next round to the upstream: its own INTENT, not counted again (the same call)."""
         gw = self.gateway
         intent = self._round_intent(sess, call, obs)
-        rounds: dict[str, Any] = {"inputResponses": answers}
-        if up_state is not None:
-            rounds["requestState"] = up_state
+        rounds = _upstream_round(answers, up_state)
         return await gw.forward(sess, intent, name, call, timeout, obs, rounds=rounds, round_no=round_no + 1)
 
     def _round_intent(self, sess: AgentSession, call: ToolCall, obs: CallObservation) -> dict[str, Any]:
@@ -643,9 +642,7 @@ class Rounds:
         upstream = gw.index[name].upstream if name in gw.index else gw.upstreams.get(call.server)
         server = upstream.slug if upstream is not None else call.server
         answers = self._collect_answers(sess, server, claims, responses)
-        up: dict[str, Any] = {"inputResponses": answers}
-        if claims.get("up") is not None:
-            up["requestState"] = claims["up"]
+        up = _upstream_round(answers, claims.get("up"))
         return await gw.forward(
             sess, intent, name, call, claims.get("to"), obs, rounds=up, round_no=int(claims.get("r", 1)) + 1
         )

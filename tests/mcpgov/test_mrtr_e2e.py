@@ -684,19 +684,25 @@ def test_a_reads_state_cannot_be_tampered_with_replayed_or_moved(world: World) -
             )
             assert isinstance(call, types.InputRequiredResult)
             await refused(read(GREETING, call.request_state))
-            # a prompt's state is bound to its arguments
+            # a prompt's state is bound to its arguments, and each round's state opens once: the first
+            # round's state replayed while the prompt waits in its second round is refused
             p1 = await s.get_prompt("mrtr__interview", {"topic": "t"}, meta=run_a, allow_input_required=True)
             assert isinstance(p1, types.InputRequiredResult)
-            await refused(
-                s.get_prompt(
+
+            def prompt(topic: str, state: str) -> Any:
+                return s.get_prompt(
                     "mrtr__interview",
-                    {"topic": "other"},
+                    {"topic": topic},
                     input_responses=FORM_ANSWER,
-                    request_state=p1.request_state,
+                    request_state=state,
                     meta=run_a,
                     allow_input_required=True,
                 )
-            )
+
+            await refused(prompt("other", p1.request_state))
+            p2 = await prompt("t", p1.request_state)
+            assert isinstance(p2, types.InputRequiredResult) and list(p2.input_requests) == ["model"]
+            await refused(prompt("t", p1.request_state))
 
     with http_gateway(world, "--upstream-mode", MODERN) as url:
         anyio.run(main, url)
@@ -706,10 +712,8 @@ def test_a_reads_state_cannot_be_tampered_with_replayed_or_moved(world: World) -
     assert len(upstream_rounds(world, "interview/other")) == 0
     refusals = [e for e in world.events() if e["status"] == "blocked"]
     assert all(e["result_summary"].startswith("retry refused: requestState") for e in refusals)
-    assert (
-        sorted(e["tool"] for e in refusals)
-        == ["ask_model", "prompts/get", "prompts/get"] + ["resources/read"] * 5
-    )
+    assert sorted(e["tool"] for e in refusals) == ["ask_model"] + ["prompts/get"] * 3 + ["resources/read"] * 5
+    assert [r["state"] for r in upstream_rounds(world, "interview/t")] == [None, "p1"]
 
 
 def test_a_2025_agent_reads_in_one_request_the_gateway_asks_it_and_retries(world: World) -> None:
@@ -753,3 +757,29 @@ def test_a_reads_retry_after_the_session_halted_is_refused_and_never_reaches_the
     anyio.run(main)
     assert len(upstream_rounds(world, "greeting/bob")) == 1
     assert reads(world) == [("intent", None, None), ("result", "blocked", "session_halted")]
+
+
+def test_a_legacy_upstreams_request_during_a_read_reaches_a_2025_agent_and_is_refused_clearly_for_a_2026_one(
+    world: World,
+) -> None:
+    """Only a tools/call of a 2026-07-28 agent is kept in flight as rounds; a 2025-11-25 server's sampling
+    request during its read has no way to the agent and is refused with a reason, never sent to it."""
+    surface_world(world, server_requests={"sampling": True})
+
+    async def main() -> None:
+        legacy = Agent()
+        async with legacy.client(world.gateway(), mode="legacy") as g:
+            assert (await g.read_resource("surface+test://asks")).contents[0].text == "model said: 4"
+        assert [kind for kind, _ in legacy.asked] == ["sampling"]
+        modern = Agent()
+        async with modern.client(world.gateway()) as g:
+            text = (await g.read_resource("surface+test://asks")).contents[0].text
+        assert text.startswith(
+            "sampling refused: MCP request refused by governance policy (server_request_denied)"
+        )
+        assert "cannot be put to the agent" in text
+        assert modern.asked == []
+
+    anyio.run(main)
+    sampling = [(e["phase"], e["status"]) for e in audit(world, "sampling/createMessage")]
+    assert sampling == [("intent", None), ("result", "success"), ("intent", None), ("result", "blocked")]
