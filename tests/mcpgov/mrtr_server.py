@@ -54,6 +54,14 @@ def _form(message: str) -> types.ElicitRequest:
     )
 
 
+def _who(answers: dict[str, Any]) -> str:
+    """The name the user gave to the form question ``who``, or ``<action>`` when they did not accept."""
+    who = answers.get("who") or {}
+    return (
+        (who.get("content") or {}).get("name") if who.get("action") == "accept" else f"<{who.get('action')}>"
+    )
+
+
 def _text(answer: dict[str, Any]) -> str:
     content = answer.get("content")
     return content.get("text", "") if isinstance(content, dict) else str(content)
@@ -87,12 +95,7 @@ async def ask_user(message: str, ctx: Context = None) -> Any:  # type: ignore[as
     if not state:
         return types.InputRequiredResult(input_requests={"who": _form(message)}, request_state="round1")
     if state == "round1":
-        who = answers.get("who") or {}
-        name = (
-            (who.get("content") or {}).get("name")
-            if who.get("action") == "accept"
-            else f"<{who.get('action')}>"
-        )
+        name = _who(answers)
         return types.InputRequiredResult(
             input_requests={"greet": _sampling(f"greet {name}", 30)}, request_state=f"round2:{name}"
         )
@@ -175,11 +178,7 @@ async def greeting(name: str, ctx: Context) -> Any:
         return types.InputRequiredResult(
             input_requests={"who": _form("who reads?")}, request_state=f"g:{name}"
         )
-    who = answers["who"]
-    reader = (
-        (who.get("content") or {}).get("name") if who.get("action") == "accept" else f"<{who.get('action')}>"
-    )
-    return f"hello {name}, read by {reader} (state={ctx.request_state})"
+    return f"hello {name}, read by {_who(answers)} (state={ctx.request_state})"
 
 
 @server.resource("mrtr://summary/{topic}")
@@ -210,12 +209,7 @@ async def interview(topic: str, ctx: Context) -> Any:
     if not state:
         return types.InputRequiredResult(input_requests={"who": _form("who?")}, request_state="p1")
     if state == "p1":
-        who = answers.get("who") or {}
-        name = (
-            (who.get("content") or {}).get("name")
-            if who.get("action") == "accept"
-            else f"<{who.get('action')}>"
-        )
+        name = _who(answers)
         return types.InputRequiredResult(
             input_requests={"model": _sampling(f"questions on {topic} for {name}", 30)},
             request_state=f"p2:{name}",
