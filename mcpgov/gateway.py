@@ -50,7 +50,7 @@ from mcpgov.identity import (
     check_role,
     local_identity,
 )
-from mcpgov.mrtr import FlightRound, Rounds, agent_rounds, retry_params
+from mcpgov.mrtr import FlightRound, Rounds, agent_rounds
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
@@ -63,6 +63,7 @@ from mcpgov.surface import (
     exposed_name,
     prefix_resource_uris,
     result_size,
+    retry_params,
     split_name,
 )
 from mcpgov.tasks import TaskRegistry

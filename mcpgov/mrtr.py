@@ -92,19 +92,6 @@ def agent_rounds(ctx: Any) -> Iterator[None]:
         AGENT.reset(token)
 
 
-def retry_params(
-    params: types.CallToolRequestParams | types.ReadResourceRequestParams | types.GetPromptRequestParams,
-) -> dict[str, Any] | None:
-    """The agent's ``inputResponses`` / ``requestState`` as wire values, or None for a first call."""
-    if params.request_state is None and not params.input_responses:
-        return None
-    responses = {
-        str(k): v.model_dump(by_alias=True, mode="json", exclude_none=True)
-        for k, v in (params.input_responses or {}).items()
-    }
-    return {"inputResponses": responses, "requestState": params.request_state}
-
-
 def arguments_digest(arguments: dict[str, Any] | None) -> str:
     canonical = json.dumps(arguments or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -800,8 +787,13 @@ class Rounds:
         result: dict[str, Any],
         round_no: int,
         timeout: float,
+        modern: bool,
+        peer: Any,
     ) -> dict[str, Any]:
         """A read's upstream answered ``InputRequiredResult``: each input request decided and audited.
+
+        ``modern``: the agent's request is 2026-07-28 (it may be answered with a round); ``peer``: its
+        connection (what it declared, where a 2025-11-25 agent is asked).
 
         Returns the agent's ``InputRequiredResult`` (a 2026-07-28 agent), or the ``inputResponses`` /
         ``requestState`` of the next upstream round when the gateway answers itself (a 2025-11-25 agent
@@ -816,12 +808,10 @@ class Rounds:
         log.info("%s %s asks for input (round %d; %s)", call.method, target, round_no, methods)
         if round_no >= MAX_ROUNDS:
             self._end_read(sess, intent, call, f"the server asked for input more than {MAX_ROUNDS} times")
-        agent = AGENT.get()
-        peer = self._peer(sess)
         shown, answers, refused = self._screen_round(sess, call.server, requests, peer)
         if refused:
             self._end_read(sess, intent, call, refused)
-        if agent is None or not agent.modern:
+        if not modern:
             failed = await self._legacy_answers(sess, call.server, shown, answers, peer)
             if failed:
                 gw._forward_failed(sess, intent, call, RuntimeError(failed), 0.0)

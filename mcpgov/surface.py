@@ -111,6 +111,20 @@ def result_size(result: dict[str, Any]) -> int:
     return n
 
 
+def retry_params(
+    params: types.CallToolRequestParams | types.ReadResourceRequestParams | types.GetPromptRequestParams,
+) -> dict[str, Any] | None:
+    """The agent's ``inputResponses`` / ``requestState`` as wire values, or None for a first request
+    (a 2026-07-28 retry of ``tools/call``, ``resources/read`` or ``prompts/get``: :mod:`mcpgov.mrtr`)."""
+    if params.request_state is None and not params.input_responses:
+        return None
+    responses = {
+        str(k): v.model_dump(by_alias=True, mode="json", exclude_none=True)
+        for k, v in (params.input_responses or {}).items()
+    }
+    return {"inputResponses": responses, "requestState": params.request_state}
+
+
 def exposed_uri(server: str, uri: str) -> str:
     return f"{server}{URI_SEPARATOR}{uri}"
 
@@ -466,12 +480,10 @@ class Surface(UpstreamHandler):
         ``target`` is what the agent named (``<server>+<uri>``, ``<server>__<prompt>``): what a
         round's sealed state is bound to, with the method, the arguments and the session.
         """
-        from mcpgov.mrtr import agent_rounds, retry_params  # mcpgov.mrtr imports this module
-
         gw = self.gateway
         if gw.portal is not None and gw.portal.revoked:
             raise MCPError(POLICY_REFUSED, REVOKED_MESSAGE)
-        with self.caller(ctx, sess), agent_rounds(ctx):
+        with self.caller(ctx, sess) as caller:
             retry = retry_params(params)
             if retry is not None:  # the agent's retry of a round: the same read, not decided or counted again
                 intent, up_rounds, round_no, timeout = gw.rounds.resume_read(sess, call, target, retry)
@@ -499,7 +511,9 @@ class Surface(UpstreamHandler):
                 result = await self._forward_read(sess, intent, call, forward, timeout, up_rounds, t0)
                 if not is_input_required(result):
                     break
-                asked = await gw.rounds.read_asked(sess, intent, call, target, result, round_no, timeout)
+                asked = await gw.rounds.read_asked(
+                    sess, intent, call, target, result, round_no, timeout, caller.modern, ctx.session
+                )
                 if is_input_required(asked):  # the agent's round; its retry continues this read
                     return asked
                 up_rounds, round_no = asked, round_no + 1  # answered by the gateway: the next upstream round

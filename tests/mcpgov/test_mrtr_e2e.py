@@ -781,5 +781,6 @@ def test_a_legacy_upstreams_request_during_a_read_reaches_a_2025_agent_and_is_re
         assert modern.asked == []
 
     anyio.run(main)
-    sampling = [(e["phase"], e["status"]) for e in audit(world, "sampling/createMessage")]
-    assert sampling == [("intent", None), ("result", "success"), ("intent", None), ("result", "blocked")]
+    # two sessions (two spools): the legacy agent's request answered, the 2026-07-28 agent's refused
+    results = [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"]
+    assert sorted(results) == ["blocked", "success"]
