@@ -92,6 +92,24 @@ def agent_rounds(ctx: Any) -> Iterator[None]:
         AGENT.reset(token)
 
 
+def state_ttl() -> float:
+    """How long a round's state may be redeemed: ``MCPGOV_STATE_TTL`` seconds (1 to 600; shorter only,
+    the record of redeemed states is sized for the default), else 600."""
+    raw = os.environ.get("MCPGOV_STATE_TTL")
+    if not raw:
+        return STATE_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 1.0 <= value <= STATE_TTL:
+        log.error(
+            "MCPGOV_STATE_TTL=%r is not a number of seconds from 1 to %g: using %g", raw, STATE_TTL, STATE_TTL
+        )
+        return STATE_TTL
+    return value
+
+
 def arguments_digest(arguments: dict[str, Any] | None) -> str:
     canonical = json.dumps(arguments or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -275,13 +293,13 @@ class Flight:
 class Rounds:
     """The gateway's side of multi-round-trip requests: its sealed state, the rounds, their audit."""
 
-    def __init__(self, gateway: Gateway, *, ttl: float = STATE_TTL) -> None:
+    def __init__(self, gateway: Gateway, *, ttl: float | None = None) -> None:
         self.gateway = gateway
         # AES-256-GCM (the SDK's codec): the agent can neither read nor alter the state. The key is the
         # process's own unless MCPGOV_STATE_KEY is shared by the instances behind one HTTP endpoint.
         key = os.environ.get("MCPGOV_STATE_KEY")
         self.codec = AESGCMRequestStateCodec([key.encode() if key else os.urandom(32)])
-        self.ttl = ttl
+        self.ttl = ttl if ttl is not None else state_ttl()
         self.redeemed = RedeemedStates()  # each state is redeemed once
         self.asked: dict[str, _Asked] = {}  # nonce -> what the agent was asked (expiry order)
         self.reads: dict[str, _PendingRead] = {}  # call id -> a read between its rounds (expiry order)

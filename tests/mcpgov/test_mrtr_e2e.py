@@ -784,3 +784,56 @@ def test_a_legacy_upstreams_request_during_a_read_reaches_a_2025_agent_and_is_re
     # two sessions (two spools): the legacy agent's request answered, the 2026-07-28 agent's refused
     results = [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"]
     assert sorted(results) == ["blocked", "success"]
+
+
+def test_an_expired_state_is_refused_and_a_round_never_retried_is_closed_in_the_audit(world: World) -> None:
+    """MCPGOV_STATE_TTL shortens the states' lifetime (here 1 s): a round the agent leaves is closed when
+    its state expires (the read's one INTENT and the asked requests' INTENTs get RESULT fail), and the
+    late retry is refused, for a read as for a call."""
+    mrtr_world(world, server_requests={"sampling": True})
+    params = gateway(world)
+    params.env = {**(params.env or {}), "MCPGOV_STATE_TTL": "1"}
+
+    def closed() -> list[dict[str, Any]]:
+        return [
+            e for e in world.events() if e["phase"] == "result" and "did not retry" in e["result_summary"]
+        ]
+
+    async def main() -> None:
+        async with Agent().client(params) as g:
+            read = await g.session.read_resource(GREETING, allow_input_required=True)
+            call = await g.session.call_tool("mrtr__ask_model", {"question": "a"}, allow_input_required=True)
+            assert isinstance(read, types.InputRequiredResult) and isinstance(call, types.InputRequiredResult)
+            with anyio.fail_after(60):  # the gateway's sweep runs every half second
+                while len(closed()) < 3:
+                    await anyio.sleep(0.2)
+            with pytest.raises(MCPError) as late_read:
+                await g.session.read_resource(
+                    GREETING,
+                    input_responses=FORM_ANSWER,
+                    request_state=read.request_state,
+                    allow_input_required=True,
+                )
+            assert late_read.value.error.message == "Invalid or expired requestState"
+            with pytest.raises(MCPError) as late_call:
+                await g.session.call_tool(
+                    "mrtr__ask_model",
+                    {"question": "a"},
+                    input_responses=SAMPLING_ANSWER,
+                    request_state=call.request_state,
+                    allow_input_required=True,
+                )
+            assert late_call.value.error.message == "Invalid or expired requestState"
+
+    anyio.run(main)
+    assert sorted((e["tool"], e["status"]) for e in closed()) == [
+        ("elicitation/create", "fail"),
+        ("resources/read", "fail"),
+        ("sampling/createMessage", "fail"),
+    ]
+    refused = [e for e in world.events() if e["status"] == "blocked"]
+    assert sorted((e["tool"], e["result_summary"]) for e in refused) == [
+        ("ask_model", "retry refused: requestState expired"),
+        ("resources/read", "retry refused: requestState expired"),
+    ]
+    assert len(upstream_rounds(world, "greeting/bob")) == 1 and len(upstream_rounds(world, "ask_model")) == 1
