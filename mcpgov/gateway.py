@@ -50,7 +50,7 @@ from mcpgov.identity import (
     check_role,
     local_identity,
 )
-from mcpgov.mrtr import FlightRound, Rounds, agent_rounds, retry_params
+from mcpgov.mrtr import FlightRound, Rounds, agent_rounds
 from mcpgov.portal_client import PortalClient
 from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, SessionState, SessionStatus, call_resource
@@ -63,6 +63,7 @@ from mcpgov.surface import (
     exposed_name,
     prefix_resource_uris,
     result_size,
+    retry_params,
     split_name,
 )
 from mcpgov.tasks import TaskRegistry
@@ -781,6 +782,7 @@ class Gateway:
         """RESULTs written since the last fsync, and the human-readable logs, reach the disk within 0.5 s."""
         while True:
             await anyio.sleep(0.5)
+            self.rounds.sweep(time.time())  # rounds the agent never retried: their INTENTs closed at expiry
             for sess in list(self.sessions.values()):
                 with contextlib.suppress(OSError, ValueError):
                     await sess.spool.flush_async()

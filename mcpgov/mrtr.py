@@ -1,18 +1,20 @@
 """MCP 2026-07-28 multi-round-trip requests (``InputRequiredResult``) through the gateway, governed.
 
-A 2026-07-28 upstream that needs the agent's side (sampling, elicitation, roots) answers ``tools/call``
-with an ``InputRequiredResult``; the agent retries with ``inputResponses`` and the echoed opaque
-``requestState``. Each input request is decided by the same rule as a legacy server-to-client request
-(:meth:`mcpgov.surface.Surface.screen_server_request`), each round is audited, and the retry is the
-same logical call: the gateway wraps the upstream's ``requestState`` in its own sealed state bound to
-the governance session, the tool name and a digest of the arguments, redeemable once. The gateway's
-own approval wait is offered to a 2026-07-28 agent the same way. See ``docs/gateway.md``.
+A 2026-07-28 upstream that needs the agent's side (sampling, elicitation, roots) answers ``tools/call``,
+``resources/read`` or ``prompts/get`` with an ``InputRequiredResult``; the agent retries with
+``inputResponses`` and the echoed opaque ``requestState``. Each input request is decided by the same
+rule as a legacy server-to-client request (:meth:`mcpgov.surface.Surface.screen_server_request`), each
+round is audited, and the retry is the same logical request: the gateway wraps the upstream's
+``requestState`` in its own sealed state bound to the governance session, the method, the tool, URI or
+prompt name and a digest of the arguments, redeemable once (:class:`RedeemedStates`). The gateway's own
+approval wait is offered to a 2026-07-28 agent the same way. See ``docs/gateway.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -21,16 +23,18 @@ import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import mcp_types as types
 from mcp.server.request_state import AESGCMRequestStateCodec, InvalidRequestState
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcpgov.bundle import Trigger
 from mcpgov.decision import Decision, ToolCall, Verdict, decide
 from mcpgov.session import CallRecord
+from mcpgov.surface import POLICY_REFUSED
 from mcpgov.upstream import CALLER, UpstreamClosed, UpstreamError
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpgov.mrtr")
 
 STATE_TTL = 600.0  # seconds a round's state may be redeemed (the spec asks for a short expiry)
+MAX_REDEEMED = 100_000  # redeemed states remembered at once (:class:`RedeemedStates`)
 MAX_ROUNDS = 10  # rounds of one logical call (the SDK clients' own default cap)
 APPROVAL_KEY = "io.mcpgov/approval"  # the input request of the gateway's own approval round
 APPROVAL_ROUND_WAIT = 20.0  # a retry of an approval round waits this long for the decision, then asks again
@@ -87,15 +92,22 @@ def agent_rounds(ctx: Any) -> Iterator[None]:
         AGENT.reset(token)
 
 
-def retry_params(params: types.CallToolRequestParams) -> dict[str, Any] | None:
-    """The agent's ``inputResponses`` / ``requestState`` as wire values, or None for a first call."""
-    if params.request_state is None and not params.input_responses:
-        return None
-    responses = {
-        str(k): v.model_dump(by_alias=True, mode="json", exclude_none=True)
-        for k, v in (params.input_responses or {}).items()
-    }
-    return {"inputResponses": responses, "requestState": params.request_state}
+def state_ttl() -> float:
+    """How long a round's state may be redeemed: ``MCPGOV_STATE_TTL`` seconds (1 to 600; shorter only,
+    the record of redeemed states is sized for the default), else 600."""
+    raw = os.environ.get("MCPGOV_STATE_TTL")
+    if not raw:
+        return STATE_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 1.0 <= value <= STATE_TTL:
+        log.error(
+            "MCPGOV_STATE_TTL=%r is not a number of seconds from 1 to %g: using %g", raw, STATE_TTL, STATE_TTL
+        )
+        return STATE_TTL
+    return value
 
 
 def arguments_digest(arguments: dict[str, Any] | None) -> str:
@@ -105,6 +117,65 @@ def arguments_digest(arguments: dict[str, Any] | None) -> str:
 
 class StateRefused(Exception):
     """A retry's ``requestState`` is not one this gateway minted for this session and call (log-only reason)."""
+
+
+class RedeemedStates:
+    """The nonces of the sealed states redeemed in this process: each state opens once within its lifetime.
+
+    An entry is needed only until its state's own expiry (after which the seal refuses it anyway), so
+    entries leave in expiry order (a heap). Memory is bounded by ``limit``: when that many unexpired
+    states are held, the one closest to expiry is dropped and :attr:`floor` rises to its expiry: every
+    state expiring no later than that is then refused as expired, so a dropped entry can never be
+    redeemed a second time (under a flood, older states expire early instead).
+    """
+
+    def __init__(self, limit: int = MAX_REDEEMED) -> None:
+        self.limit = limit
+        self.floor = 0.0
+        self._heap: list[tuple[float, str]] = []
+        self._nonces: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._nonces)
+
+    def live(self, exp: float, now: float) -> bool:
+        """Whether a state expiring at ``exp`` may still be redeemed (its expiry, and the record's floor)."""
+        return now < exp and exp > self.floor
+
+    def redeem(self, nonce: str, exp: float, now: float) -> bool:
+        """Record ``nonce`` as redeemed; False when it already was (a replay)."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            self._nonces.discard(heapq.heappop(heap)[1])
+        if nonce in self._nonces:
+            return False
+        while len(self._nonces) >= self.limit:
+            dropped, old = heapq.heappop(heap)
+            self._nonces.discard(old)
+            self.floor = max(self.floor, dropped)
+        heapq.heappush(heap, (exp, nonce))
+        self._nonces.add(nonce)
+        return True
+
+
+@dataclass(slots=True)
+class _Asked:
+    """What the agent was shown in one round (its INTENTs), until the retry or the state's expiry."""
+
+    exp: float
+    sess: AgentSession
+    server: str
+    intents: dict[str, dict[str, Any]]  # key -> INTENT of the input request
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    """A ``resources/read`` or ``prompts/get`` between its rounds: its one INTENT, open until its RESULT."""
+
+    exp: float
+    sess: AgentSession
+    call: ToolCall
+    intent: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -222,17 +293,16 @@ class Flight:
 class Rounds:
     """The gateway's side of multi-round-trip requests: its sealed state, the rounds, their audit."""
 
-    def __init__(self, gateway: Gateway, *, ttl: float = STATE_TTL) -> None:
+    def __init__(self, gateway: Gateway, *, ttl: float | None = None) -> None:
         self.gateway = gateway
         # AES-256-GCM (the SDK's codec): the agent can neither read nor alter the state. The key is the
         # process's own unless MCPGOV_STATE_KEY is shared by the instances behind one HTTP endpoint.
         key = os.environ.get("MCPGOV_STATE_KEY")
         self.codec = AESGCMRequestStateCodec([key.encode() if key else os.urandom(32)])
-        self.ttl = ttl
-        self.redeemed: dict[str, float] = {}  # nonce -> expiry: each state is redeemed once
-        self.asked: dict[
-            str, dict[str, dict[str, Any]]
-        ] = {}  # nonce -> key -> INTENT of what the agent was asked
+        self.ttl = ttl if ttl is not None else state_ttl()
+        self.redeemed = RedeemedStates()  # each state is redeemed once
+        self.asked: dict[str, _Asked] = {}  # nonce -> what the agent was asked (expiry order)
+        self.reads: dict[str, _PendingRead] = {}  # call id -> a read between its rounds (expiry order)
         self.waiting: dict[str, _Waiting] = {}  # call id -> an approval wait between rounds
         self.flights: dict[str, Flight] = {}  # a 2026-07-28 agent's call in flight to a legacy upstream
 
@@ -253,12 +323,23 @@ class Rounds:
 
     # the sealed state
 
-    def seal(self, sess: AgentSession, name: str, arguments: dict[str, Any] | None, **claims: Any) -> str:
+    def seal(
+        self,
+        sess: AgentSession,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        method: str = "tools/call",
+        **claims: Any,
+    ) -> str:
+        """A state bound to the session, the request's method, its target (tool, URI or prompt name) and
+        a digest of its arguments, with a nonce (redeemed once) and an expiry."""
         nonce = uuid.uuid4().hex
         body = {
             "v": 1,
             "exp": time.time() + self.ttl,
             "sid": sess.id,
+            "m": method,
             "name": name,
             "args": arguments_digest(arguments),
             "n": nonce,
@@ -267,9 +348,16 @@ class Rounds:
         return self.codec.seal(json.dumps(body, separators=(",", ":")).encode())
 
     def open(
-        self, sess: AgentSession, name: str, arguments: dict[str, Any] | None, token: Any
+        self,
+        sess: AgentSession,
+        name: str,
+        arguments: dict[str, Any] | None,
+        token: Any,
+        *,
+        method: str = "tools/call",
     ) -> dict[str, Any]:
-        """The claims of a retry's state; raises :class:`StateRefused` unless minted here for this very call."""
+        """The claims of a retry's state; raises :class:`StateRefused` unless minted here for this very
+        request (session, method, target, arguments) and not redeemed before."""
         if not isinstance(token, str):
             raise StateRefused("no requestState")
         try:
@@ -277,22 +365,43 @@ class Rounds:
         except (InvalidRequestState, ValueError) as exc:
             raise StateRefused(f"not sealed by this gateway ({exc})") from exc
         now = time.time()
-        self._prune(now)
-        if not isinstance(claims, dict) or claims.get("v") != 1 or not now < float(claims.get("exp", 0)):
+        self.sweep(now)
+        if not isinstance(claims, dict) or claims.get("v") != 1:
+            raise StateRefused("not a state of this gateway's format")
+        exp = float(claims.get("exp", 0))
+        if not self.redeemed.live(exp, now):
             raise StateRefused("expired")
         if claims.get("sid") != sess.id:
             raise StateRefused("minted for another governance session")
+        if claims.get("m") != method:
+            raise StateRefused(f"minted for {claims.get('m')}, not {method}")
         if claims.get("name") != name or claims.get("args") != arguments_digest(arguments):
-            raise StateRefused("minted for another tool or other arguments")
-        nonce = str(claims.get("n"))
-        if nonce in self.redeemed:
+            raise StateRefused("minted for another tool, resource or prompt, or other arguments")
+        if not self.redeemed.redeem(str(claims.get("n")), exp, now):
             raise StateRefused("already redeemed")
-        self.redeemed[nonce] = float(claims["exp"])
         return claims
 
-    def _prune(self, now: float) -> None:
-        for nonce in [n for n, exp in self.redeemed.items() if exp <= now]:
-            del self.redeemed[nonce]
+    def sweep(self, now: float) -> None:
+        """Rounds whose state expired unredeemed: their open INTENTs get a RESULT ``fail`` (the agent did
+        not retry), and they are forgotten. Both records are in expiry order (one TTL): stops at the first live."""
+        why = f"the agent did not retry within {self.ttl:g}s (its requestState expired)"
+        while self.asked:
+            nonce, asked = next(iter(self.asked.items()))
+            if asked.exp > now:
+                break
+            del self.asked[nonce]
+            for intent in asked.intents.values():
+                with contextlib.suppress(Exception):  # a session ended meanwhile (its spool closed)
+                    self.gateway.surface.server_request_failed(
+                        asked.sess, intent, asked.server, intent["tool"], why, time.perf_counter()
+                    )
+        while self.reads:
+            call_id, read = next(iter(self.reads.items()))
+            if read.exp > now:
+                break
+            del self.reads[call_id]
+            with contextlib.suppress(Exception):
+                self.gateway._forward_failed(read.sess, read.intent, read.call, RuntimeError(why), 0.0)
 
     # an upstream asked for input
 
@@ -310,7 +419,6 @@ class Rounds:
         timeout: float | None,
     ) -> dict[str, Any]:
         """This round's RESULT; then each input request decided, and the agent asked (or told the refusal)."""
-        gw = self.gateway
         requests: dict[str, Any] = result.get("inputRequests") or {}
         up_state = result.get("requestState")
         methods = ", ".join(f"{k}: {(r or {}).get('method')}" for k, r in requests.items()) or "state only"
@@ -327,35 +435,10 @@ class Rounds:
         if round_no >= MAX_ROUNDS:
             return _refusal(f"the server asked for input more than {MAX_ROUNDS} times in one call")
         agent = AGENT.get()
-        caller = CALLER.get()
-        peer = agent.peer if agent is not None else (caller.peer if caller is not None else sess.peer)
-        shown: dict[str, Any] = {}
-        answers: dict[str, Any] = {}  # the gateway's own answers (a refused question is declined)
-        refused: list[str] = []
-        for key, request in requests.items():
-            method = str((request or {}).get("method"))
-            wire = dict((request or {}).get("params") or {})
-            screened = gw.surface.screen_server_request(sess, upstream.slug, method, wire, peer)
-            if screened.allowed:
-                shown[key] = (method, screened)
-            elif method == "elicitation/create":
-                answers[key] = {
-                    "action": "decline"
-                }  # the spec's refusal of a question: never shown to the user
-            else:
-                refused.append(screened.reason)
+        peer = self._peer(sess)
+        shown, answers, refused = self._screen_round(sess, upstream.slug, requests, peer)
         if refused:
-            # sampling or roots refused: the spec's client that declines does not retry, so the call ends
-            for method, screened in shown.values():
-                gw.surface.server_request_failed(
-                    sess,
-                    screened.intent,
-                    upstream.slug,
-                    method,
-                    "not asked: the call ended (a request was refused)",
-                    time.perf_counter(),
-                )
-            return _refusal("; ".join(refused))
+            return _refusal(refused)
         if agent is None or not agent.modern:
             return await self._ask_legacy_agent(
                 sess, name, call, upstream, shown, answers, up_state, round_no, obs, timeout, peer
@@ -373,13 +456,106 @@ class Rounds:
             gw=answers,
             to=timeout,
         )
+        return self._ask_in_round(sess, upstream.slug, shown, token)
+
+    # one round's input requests, the same for every request that may ask (tools/call, resources/read,
+    # prompts/get)
+
+    @staticmethod
+    def _peer(sess: AgentSession) -> Any:
+        agent = AGENT.get()
+        caller = CALLER.get()
+        return agent.peer if agent is not None else (caller.peer if caller is not None else sess.peer)
+
+    def _screen_round(
+        self, sess: AgentSession, server: str, requests: dict[str, Any], peer: Any
+    ) -> tuple[dict[str, tuple[str, Any]], dict[str, Any], str]:
+        """Each input request decided (:meth:`Surface.screen_server_request`, audited): those shown to
+        the agent, the gateway's own answers (a refused question is declined), and why the request
+        must end ("" if it goes on): a refused sampling or roots request."""
+        surface = self.gateway.surface
+        shown: dict[str, tuple[str, Any]] = {}
+        answers: dict[str, Any] = {}
+        refused: list[str] = []
+        for key, request in requests.items():
+            method = str((request or {}).get("method"))
+            wire = dict((request or {}).get("params") or {})
+            screened = surface.screen_server_request(sess, server, method, wire, peer)
+            if screened.allowed:
+                shown[key] = (method, screened)
+            elif method == "elicitation/create":
+                answers[key] = {
+                    "action": "decline"
+                }  # the spec's refusal of a question: never shown to the user
+            else:
+                refused.append(screened.reason)
+        if refused:
+            # sampling or roots refused: the spec's client that declines does not retry, so the request ends
+            for method, screened in shown.values():
+                surface.server_request_failed(
+                    sess,
+                    screened.intent,
+                    server,
+                    method,
+                    "not asked: the request ended (a request was refused)",
+                    time.perf_counter(),
+                )
+        return shown, answers, "; ".join(refused)
+
+    def _ask_in_round(
+        self, sess: AgentSession, server: str, shown: dict[str, tuple[str, Any]], token: str
+    ) -> dict[str, Any]:
+        """The agent's ``InputRequiredResult``; what it was shown is remembered until the retry or expiry."""
         claims = json.loads(self.codec.unseal(token))
-        self.asked[claims["n"]] = {k: s.intent for k, (_, s) in shown.items()}
+        intents = {k: screened.intent for k, (_, screened) in shown.items()}
+        self.asked[claims["n"]] = _Asked(float(claims["exp"]), sess, server, intents)
         return {
             "resultType": "input_required",
-            "inputRequests": {k: {"method": m, "params": s.wire} for k, (m, s) in shown.items()},
+            "inputRequests": {k: {"method": m, "params": sc.wire} for k, (m, sc) in shown.items()},
             "requestState": token,
         }
+
+    async def _legacy_answers(
+        self,
+        sess: AgentSession,
+        server: str,
+        shown: dict[str, tuple[str, Any]],
+        answers: dict[str, Any],
+        peer: Any,
+    ) -> str:
+        """A 2025-11-25 agent asked each shown request in the legacy form; answers added to ``answers``.
+        Returns why the request must end ("" when every request was answered)."""
+        caller = CALLER.get()
+        for key, (method, screened) in shown.items():
+            answer = await self.gateway.surface.ask_agent(sess, caller, peer, server, method, screened)
+            if isinstance(answer, types.ErrorData):
+                return f"the agent did not answer {method}: {answer.message}"
+            answers[key] = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return ""
+
+    def _collect_answers(
+        self, sess: AgentSession, server: str, claims: dict[str, Any], responses: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What goes back upstream on a retry: the gateway's own answers and the agent's answers to what
+        it was shown (each audited); anything else the agent sent is not passed on."""
+        gw = self.gateway
+        asked = self.asked.pop(str(claims["n"]), None)
+        intents = asked.intents if asked is not None else {}
+        answers = dict(claims.get("gw") or {})
+        for key, method in (claims.get("keys") or {}).items():
+            asked_intent = intents.get(key)
+            answer = responses.get(key)
+            if answer is None or not _valid_answer(method, answer):
+                if asked_intent is not None:
+                    why = "no answer in the retry" if answer is None else "not a valid answer"
+                    gw.surface.server_request_failed(
+                        sess, asked_intent, server, method, why, time.perf_counter()
+                    )
+                continue
+            if asked_intent is not None:
+                gw.surface.answered(sess, asked_intent, server, method, answer, 0.0)
+            answers[key] = answer
+        return answers
 
     async def _ask_legacy_agent(
         self,
@@ -396,12 +572,9 @@ class Rounds:
         peer: Any,
     ) -> dict[str, Any]:
         """A 2025-11-25 agent: the gateway asks it in the legacy form and retries the upstream itself."""
-        caller = CALLER.get()
-        for key, (method, screened) in shown.items():
-            answer = await self.gateway.surface.ask_agent(sess, caller, peer, upstream.slug, method, screened)
-            if isinstance(answer, types.ErrorData):
-                return _refusal(f"the agent did not answer {method}: {answer.message}", denied=False)
-            answers[key] = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+        failed = await self._legacy_answers(sess, upstream.slug, shown, answers, peer)
+        if failed:
+            return _refusal(failed, denied=False)
         if not answers and up_state is not None:
             await anyio.sleep(min(0.05 * 2**round_no, 1.0))  # state only: the server wants to be asked again
         return await self._retry(sess, name, call, answers, up_state, round_no, obs, timeout)
@@ -420,9 +593,7 @@ class Rounds:
         """The next round to the upstream: its own INTENT, not counted again (the same call)."""
         gw = self.gateway
         intent = self._round_intent(sess, call, obs)
-        rounds: dict[str, Any] = {"inputResponses": answers}
-        if up_state is not None:
-            rounds["requestState"] = up_state
+        rounds = _upstream_round(answers, up_state)
         return await gw.forward(sess, intent, name, call, timeout, obs, rounds=rounds, round_no=round_no + 1)
 
     def _round_intent(self, sess: AgentSession, call: ToolCall, obs: CallObservation) -> dict[str, Any]:
@@ -475,25 +646,8 @@ class Rounds:
             return await self._approval_retry(sess, name, call, claims, waiting, responses, obs)
         upstream = gw.index[name].upstream if name in gw.index else gw.upstreams.get(call.server)
         server = upstream.slug if upstream is not None else call.server
-        asked = self.asked.pop(str(claims["n"]), {})
-        answers = dict(claims.get("gw") or {})
-        for key, method in (claims.get("keys") or {}).items():
-            asked_intent = asked.get(key)
-            answer = responses.get(key)
-            if answer is None or not _valid_answer(method, answer):
-                if asked_intent is not None:
-                    why = "no answer in the retry" if answer is None else "not a valid answer"
-                    gw.surface.server_request_failed(
-                        sess, asked_intent, server, method, why, time.perf_counter()
-                    )
-                continue
-            if asked_intent is not None:
-                gw.surface.answered(sess, asked_intent, server, method, answer, 0.0)
-            answers[key] = answer
-        # anything else the agent sent (an answer to a question it was never shown) is not passed on
-        up: dict[str, Any] = {"inputResponses": answers}
-        if claims.get("up") is not None:
-            up["requestState"] = claims["up"]
+        answers = self._collect_answers(sess, server, claims, responses)
+        up = _upstream_round(answers, claims.get("up"))
         return await gw.forward(
             sess, intent, name, call, claims.get("to"), obs, rounds=up, round_no=int(claims.get("r", 1)) + 1
         )
@@ -639,6 +793,119 @@ class Rounds:
         self.waiting.pop(call_id, None)
         sess.approvals.pop(call_id, None)
 
+    # rounds of resources/read and prompts/get (the spec's other requests that may answer
+    # InputRequiredResult): one logical read per INTENT, counted once, its RESULT at its end
+
+    async def read_asked(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        target: str,
+        result: dict[str, Any],
+        round_no: int,
+        timeout: float,
+        modern: bool,
+        peer: Any,
+    ) -> dict[str, Any]:
+        """A read's upstream answered ``InputRequiredResult``: each input request decided and audited.
+
+        ``modern``: the agent's request is 2026-07-28 (it may be answered with a round); ``peer``: its
+        connection (what it declared, where a 2025-11-25 agent is asked).
+
+        Returns the agent's ``InputRequiredResult`` (a 2026-07-28 agent), or the ``inputResponses`` /
+        ``requestState`` of the next upstream round when the gateway answers itself (a 2025-11-25 agent
+        asked in the legacy form, or nothing left but its own declines). Raises :class:`MCPError` when
+        the read ends here (a refused sampling or roots request, too many rounds, an unanswered request),
+        its RESULT written.
+        """
+        gw = self.gateway
+        requests: dict[str, Any] = result.get("inputRequests") or {}
+        up_state = result.get("requestState")
+        methods = ", ".join(f"{k}: {(r or {}).get('method')}" for k, r in requests.items()) or "state only"
+        log.info("%s %s asks for input (round %d; %s)", call.method, target, round_no, methods)
+        if round_no >= MAX_ROUNDS:
+            self._end_read(sess, intent, call, f"the server asked for input more than {MAX_ROUNDS} times")
+        shown, answers, refused = self._screen_round(sess, call.server, requests, peer)
+        if refused:
+            self._end_read(sess, intent, call, refused)
+        if not modern:
+            failed = await self._legacy_answers(sess, call.server, shown, answers, peer)
+            if failed:
+                gw._forward_failed(sess, intent, call, RuntimeError(failed), 0.0)
+                raise MCPError(types.INTERNAL_ERROR, f"MCP call failed: {failed}")
+            if not answers and up_state is not None:
+                await anyio.sleep(
+                    min(0.05 * 2**round_no, 1.0)
+                )  # state only: the server wants to be asked again
+            return _upstream_round(answers, up_state)
+        if not shown and answers:  # nothing for the agent: the upstream hears the refusal at once
+            return _upstream_round(answers, up_state)
+        token = self.seal(
+            sess,
+            target,
+            call.arguments,
+            method=call.method or "",
+            kind="read",
+            call=intent["call_id"],
+            r=round_no,
+            up=up_state,
+            keys={k: m for k, (m, _) in shown.items()},
+            gw=answers,
+            to=timeout,
+        )
+        self.reads.pop(intent["call_id"], None)  # re-inserted: the records stay in expiry order
+        self.reads[intent["call_id"]] = _PendingRead(time.time() + self.ttl, sess, call, intent)
+        return self._ask_in_round(sess, call.server, shown, token)
+
+    def resume_read(
+        self, sess: AgentSession, call: ToolCall, target: str, rounds: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], int, float]:
+        """A 2026-07-28 retry of a read's round: (its INTENT, the next upstream round, its number, the
+        timeout), under its first decision. Raises :class:`MCPError` when refused: a state not minted
+        here for this session, method, target and arguments, or already redeemed (``-32602``, audited
+        ``blocked`` "retry refused"); or a halt, kill switch or revocation since (its RESULT ``blocked``)."""
+        gw = self.gateway
+        now = time.time()
+        try:
+            claims = self.open(
+                sess, target, call.arguments, rounds.get("requestState"), method=call.method or ""
+            )
+            read = self.reads.pop(str(claims.get("call")), None) if claims.get("kind") == "read" else None
+            if read is None or read.sess is not sess:
+                raise StateRefused("its read is no longer waiting (expired or ended)")
+        except StateRefused as exc:
+            intent = sess.spool.intent(
+                call_id=str(uuid.uuid4()),
+                server=call.server,
+                tool=call.tool,
+                arguments=call.arguments,
+                bundle_version=gw.policy.version,
+                now=now,
+            )
+            gw._record_blocked(
+                sess, intent, call.server, call.tool, f"retry refused: requestState {exc}", None, now
+            )
+            log.warning("REFUSED retry of %s %s: requestState %s", call.method, target, exc)
+            raise MCPError(
+                INVALID_STATE["code"], INVALID_STATE["message"], {"reason": "invalid_request_state"}
+            ) from exc
+        decision = decide(gw.policy, sess.state, call, now)
+        if decision.verdict == Verdict.REFUSE and decision.trigger in RECHECKED:
+            gw._refuse(sess, read.intent, call, decision, now)
+            raise MCPError(POLICY_REFUSED, decision.message, {"trigger": str(decision.trigger)})
+        answers = self._collect_answers(sess, call.server, claims, rounds.get("inputResponses") or {})
+        timeout = claims.get("to") or gw.options.default_timeout
+        return read.intent, _upstream_round(answers, claims.get("up")), int(claims.get("r", 1)) + 1, timeout
+
+    def _end_read(self, sess: AgentSession, intent: dict[str, Any], call: ToolCall, reason: str) -> NoReturn:
+        """The read ends because its server's request was refused: RESULT ``blocked``, the agent's error."""
+        message = _refusal(reason)["content"][0]["text"]
+        self.gateway._record_blocked(
+            sess, intent, call.server, call.tool, message, Trigger.SERVER_REQUEST_DENIED, time.time()
+        )
+        raise MCPError(POLICY_REFUSED, message, {"trigger": str(Trigger.SERVER_REQUEST_DENIED)})
+
 
 def _valid_answer(method: str, answer: Any) -> bool:
     for model in _ANSWER_TYPES.get(method, ()):
@@ -646,6 +913,14 @@ def _valid_answer(method: str, answer: Any) -> bool:
             model.model_validate(answer)
             return True
     return False
+
+
+def _upstream_round(answers: dict[str, Any], up_state: str | None) -> dict[str, Any]:
+    """The ``inputResponses`` (and the upstream's own ``requestState``) of the next round to the upstream."""
+    out: dict[str, Any] = {"inputResponses": answers}
+    if up_state is not None:
+        out["requestState"] = up_state
+    return out
 
 
 def _refusal(reason: str, *, denied: bool = True) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp_types.methods import is_input_required
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
 from mcpgov.audit import RESULT_PAYLOAD_LIMIT
 from mcpgov.bundle import Trigger
@@ -59,6 +62,13 @@ _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # how long the agent's side may take to answer a server's sampling / elicitation / roots request
 SERVER_REQUEST_TIMEOUT = 600.0
+# a resources/read or prompts/get answer: its result, or (2026-07-28) a request for the agent's input first
+READ_RESULT: TypeAdapter[types.ReadResourceResult | types.InputRequiredResult] = TypeAdapter(
+    types.ReadResourceResult | types.InputRequiredResult
+)
+PROMPT_RESULT: TypeAdapter[types.GetPromptResult | types.InputRequiredResult] = TypeAdapter(
+    types.GetPromptResult | types.InputRequiredResult
+)
 
 
 # A filtered tools/list is per caller: never cached by shared caches, and stale within the long poll's
@@ -99,6 +109,20 @@ def result_size(result: dict[str, Any]) -> int:
     if n == 0 and structured is not None:
         n = len(json.dumps(structured, separators=(",", ":"), default=str))
     return n
+
+
+def retry_params(
+    params: types.CallToolRequestParams | types.ReadResourceRequestParams | types.GetPromptRequestParams,
+) -> dict[str, Any] | None:
+    """The agent's ``inputResponses`` / ``requestState`` as wire values, or None for a first request
+    (a 2026-07-28 retry of ``tools/call``, ``resources/read`` or ``prompts/get``: :mod:`mcpgov.mrtr`)."""
+    if params.request_state is None and not params.input_responses:
+        return None
+    responses = {
+        str(k): v.model_dump(by_alias=True, mode="json", exclude_none=True)
+        for k, v in (params.input_responses or {}).items()
+    }
+    return {"inputResponses": responses, "requestState": params.request_state}
 
 
 def exposed_uri(server: str, uri: str) -> str:
@@ -237,7 +261,8 @@ class Surface(UpstreamHandler):
         meta = ctx.meta or {}
         wants = meta.get("progress_token", meta.get("progressToken"))  # the SDK's parsed _meta is snake_case
         progress = ctx.session.report_progress if wants is not None else None
-        caller = Caller(sess, ctx.session, ctx.request_id, progress)
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        caller = Caller(sess, ctx.session, ctx.request_id, progress, modern=modern)
         token = CALLER.set(caller)
         try:
             yield caller
@@ -364,7 +389,7 @@ class Surface(UpstreamHandler):
 
     async def read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult:
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
         sess = self.session(ctx)
         parts = split_uri(params.uri)
         if parts is None:
@@ -375,14 +400,17 @@ class Surface(UpstreamHandler):
         call = ToolCall(slug, "resources/read", {"uri": uri}, method="resources/read", uri=uri)
         up = self.gateway.upstreams.get(slug)
 
-        def forward(timeout: float) -> Awaitable[dict[str, Any]]:
+        def forward(timeout: float, rounds: dict[str, Any] | None) -> Awaitable[dict[str, Any]]:
             if up is None:
                 raise UpstreamClosed(f"server {slug} is not configured on this gateway")
-            request = types.ReadResourceRequest(params=types.ReadResourceRequestParams(uri=uri))
-            return up.request(request, types.ReadResourceResult, timeout)
+            request = types.ReadResourceRequest(
+                params=types.ReadResourceRequestParams.model_validate({"uri": uri, **(rounds or {})})
+            )
+            return up.request(request, READ_RESULT, timeout)
 
-        with self.caller(ctx, sess):
-            result = await self.governed(sess, call, forward, contents_size)
+        result = await self.governed(ctx, sess, call, params.uri, params, forward, contents_size)
+        if is_input_required(result):
+            return self._round_answer(ctx, sess, result)
         for c in result.get("contents") or ():
             if isinstance(c.get("uri"), str):
                 c["uri"] = exposed_uri(slug, c["uri"])
@@ -393,7 +421,7 @@ class Surface(UpstreamHandler):
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         sess = self.session(ctx)
         parts = split_name(params.name)
         if parts is None:
@@ -406,16 +434,19 @@ class Surface(UpstreamHandler):
         )
         up = self.gateway.upstreams.get(slug)
 
-        def forward(timeout: float) -> Awaitable[dict[str, Any]]:
+        def forward(timeout: float, rounds: dict[str, Any] | None) -> Awaitable[dict[str, Any]]:
             if up is None:
                 raise UpstreamClosed(f"server {slug} is not configured on this gateway")
             request = types.GetPromptRequest(
-                params=types.GetPromptRequestParams(name=name, arguments=params.arguments)
+                params=types.GetPromptRequestParams.model_validate(
+                    {"name": name, "arguments": params.arguments, **(rounds or {})}
+                )
             )
-            return up.request(request, types.GetPromptResult, timeout)
+            return up.request(request, PROMPT_RESULT, timeout)
 
-        with self.caller(ctx, sess):
-            result = await self.governed(sess, call, forward, prompt_size)
+        result = await self.governed(ctx, sess, call, params.name, params, forward, prompt_size)
+        if is_input_required(result):
+            return self._round_answer(ctx, sess, result)
         for message in result.get("messages") or ():
             if isinstance(message, dict):
                 prefix_resource_uris(slug, [message.get("content")])
@@ -424,50 +455,70 @@ class Surface(UpstreamHandler):
             result.setdefault("_meta", {})[RUN_META_KEY] = sess.run_id
         return types.GetPromptResult.model_validate(result)
 
+    def _round_answer(
+        self, ctx: ServerRequestContext[Any], sess: AgentSession, result: dict[str, Any]
+    ) -> types.InputRequiredResult:
+        if ctx.request is not None:
+            result.setdefault("_meta", {})[RUN_META_KEY] = sess.run_id
+        return types.InputRequiredResult.model_validate(result)
+
     async def governed(
         self,
+        ctx: ServerRequestContext[Any],
         sess: AgentSession,
         call: ToolCall,
-        forward: Callable[[float], Awaitable[dict[str, Any]]],
+        target: str,
+        params: Any,
+        forward: Callable[[float, dict[str, Any] | None], Awaitable[dict[str, Any]]],
         size: Callable[[dict[str, Any]], int],
     ) -> dict[str, Any]:
         """A read of the wider surface on the tools' call path: decide → INTENT → forward → RESULT → post checks.
 
         A refusal is a JSON-RPC error (these methods have no ``isError`` result) naming the trigger.
+        A 2026-07-28 upstream may answer ``InputRequiredResult`` first (:mod:`mcpgov.mrtr`): the rounds
+        are one logical read under its first decision: one INTENT, counted once, one RESULT at its end.
+        ``target`` is what the agent named (``<server>+<uri>``, ``<server>__<prompt>``): what a
+        round's sealed state is bound to, with the method, the arguments and the session.
         """
         gw = self.gateway
         if gw.portal is not None and gw.portal.revoked:
             raise MCPError(POLICY_REFUSED, REVOKED_MESSAGE)
-        now = time.time()
-        policy = gw.policy
-        decision = decide(policy, sess.state, call, now)
-        intent = sess.spool.intent(
-            call_id=str(uuid.uuid4()),
-            server=call.server,
-            tool=call.tool,
-            arguments=call.arguments,
-            bundle_version=policy.version,
-            now=now,
-        )
-        if not decision.allowed:
-            gw._refuse(sess, intent, call, decision, now)
-            raise MCPError(POLICY_REFUSED, decision.message, {"trigger": str(decision.trigger)})
-        sess.state.record_forwarded(call.server, False, call_resource(call.server, call.arguments), now)
-        t0 = time.perf_counter()
-        try:
-            result = await forward(decision.timeout or gw.options.default_timeout)
-        except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
-            summary = gw._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
-            if isinstance(exc, UpstreamError):
-                raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
-            raise MCPError(
-                types.INTERNAL_ERROR, f"MCP call failed: {summary} (recorded as status=fail)"
-            ) from exc
-        except anyio.get_cancelled_exc_class():
-            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
-                gw._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
-            raise
+        with self.caller(ctx, sess) as caller:
+            retry = retry_params(params)
+            if retry is not None:  # the agent's retry of a round: the same read, not decided or counted again
+                intent, up_rounds, round_no, timeout = gw.rounds.resume_read(sess, call, target, retry)
+            else:
+                now = time.time()
+                policy = gw.policy
+                decision = decide(policy, sess.state, call, now)
+                intent = sess.spool.intent(
+                    call_id=str(uuid.uuid4()),
+                    server=call.server,
+                    tool=call.tool,
+                    arguments=call.arguments,
+                    bundle_version=policy.version,
+                    now=now,
+                )
+                if not decision.allowed:
+                    gw._refuse(sess, intent, call, decision, now)
+                    raise MCPError(POLICY_REFUSED, decision.message, {"trigger": str(decision.trigger)})
+                sess.state.record_forwarded(
+                    call.server, False, call_resource(call.server, call.arguments), now
+                )
+                up_rounds, round_no, timeout = None, 1, decision.timeout or gw.options.default_timeout
+            while True:
+                t0 = time.perf_counter()
+                result = await self._forward_read(sess, intent, call, forward, timeout, up_rounds, t0)
+                if not is_input_required(result):
+                    break
+                asked = await gw.rounds.read_asked(
+                    sess, intent, call, target, result, round_no, timeout, caller.modern, ctx.session
+                )
+                if is_input_required(asked):  # the agent's round; its retry continues this read
+                    return asked
+                up_rounds, round_no = asked, round_no + 1  # answered by the gateway: the next upstream round
         ms = (time.perf_counter() - t0) * 1000
+        policy = gw.policy
         nbytes = size(result)
         post = check_result(policy, sess.state, call, result_bytes=nbytes)
         if post is not None:
@@ -486,6 +537,32 @@ class Surface(UpstreamHandler):
             CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], "success")
         )
         return result
+
+    async def _forward_read(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        forward: Callable[[float, dict[str, Any] | None], Awaitable[dict[str, Any]]],
+        timeout: float,
+        rounds: dict[str, Any] | None,
+        t0: float,
+    ) -> dict[str, Any]:
+        """One upstream round of a governed read; a failure is its RESULT ``fail`` and the agent's error."""
+        gw = self.gateway
+        try:
+            return await forward(timeout, rounds)
+        except (UpstreamClosed, UpstreamTimeout, UpstreamError) as exc:
+            summary = gw._forward_failed(sess, intent, call, exc, (time.perf_counter() - t0) * 1000)
+            if isinstance(exc, UpstreamError):
+                raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
+            raise MCPError(
+                types.INTERNAL_ERROR, f"MCP call failed: {summary} (recorded as status=fail)"
+            ) from exc
+        except anyio.get_cancelled_exc_class():
+            with contextlib.suppress(Exception):  # a spool closed by the session's end meanwhile
+                gw._forward_failed(sess, intent, call, None, (time.perf_counter() - t0) * 1000)
+            raise
 
     # not audited: they return nothing of the server's data beyond names, or only change the agent's view
 
@@ -695,6 +772,13 @@ class Surface(UpstreamHandler):
             log.warning("REFUSED %s from %s: %s", method, upstream.slug, why)
             return types.ErrorData(code=types.INVALID_REQUEST, message=f"MCP request refused: {why}")
         peer = caller.peer if caller is not None and caller.peer is not None else sess.peer
+        if caller is not None and caller.modern and caller.flight is None and not unclear:
+            # a 2026-07-28 agent's request has no channel for a legacy server-to-client request; only a
+            # tools/call in flight turns one into a round (mcpgov.mrtr.Flight)
+            unclear = (
+                f"a 2025-11-25 server's {method} during a 2026-07-28 agent's request other than tools/call "
+                "cannot be put to the agent"
+            )
         screened = self.screen_server_request(sess, upstream.slug, method, wire, peer, unclear)
         if not screened.allowed:
             return types.ErrorData(code=types.INVALID_REQUEST, message=screened.message)

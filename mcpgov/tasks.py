@@ -19,6 +19,7 @@ every later poll with the halt's refusal. See ``docs/gateway.md``, "Tasks".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
@@ -487,8 +488,6 @@ class StdioTasks:
             return False
         if not is_task_message(msg):
             return False
-        import asyncio
-
         task = asyncio.get_running_loop().create_task(self._answer(msg))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

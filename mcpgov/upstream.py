@@ -62,6 +62,7 @@ class Caller:
     request_id: Any = None
     progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
     flight: Any = None  # mcpgov.mrtr.Flight: a 2026-07-28 agent, asked in rounds while the call is in flight
+    modern: bool = False  # a 2026-07-28 agent request: no channel for a legacy server-to-client request
 
 
 CALLER: ContextVar[Caller | None] = ContextVar("mcpgov_caller", default=None)

@@ -374,6 +374,26 @@ def _signed_document(
     return kid, payload, doc
 
 
+def _not_replayed(
+    last: tuple[int, str | None],
+    number: int,
+    payload_sha: str,
+    *,
+    what: str,
+    label: str,
+    done: str,
+    scope: str,
+) -> None:
+    """The anti-replay step of a bundle and a flags update: ``last`` is the (version or revision, payload
+    sha256) recorded in :class:`BundleState`; an older number, or the same one with other content, is
+    :class:`ReplayedBundle`."""
+    last_number, last_sha = last
+    if number < last_number:
+        raise ReplayedBundle(f"{what} is older than {label}{last_number}, already {done} for {scope}")
+    if number == last_number and last_sha and last_sha != payload_sha:
+        raise ReplayedBundle(f"{what} was already {done} with different content")
+
+
 def verify_bundle(
     jws: str,
     keys: Mapping[str, Ed25519PublicKey],
@@ -406,14 +426,15 @@ def verify_bundle(
     )
     payload_sha = hashlib.sha256(payload).hexdigest()
     if state is not None:
-        last_version, last_sha = state.last(bundle.team, bundle.environment)
-        if bundle.version < last_version:
-            raise ReplayedBundle(
-                f"bundle v{bundle.version} is older than v{last_version}, already accepted for "
-                f"{bundle.team}/{bundle.environment}"
-            )
-        if bundle.version == last_version and last_sha and last_sha != payload_sha:
-            raise ReplayedBundle(f"bundle v{bundle.version} was already accepted with different content")
+        _not_replayed(
+            state.last(bundle.team, bundle.environment),
+            bundle.version,
+            payload_sha,
+            what=f"bundle v{bundle.version}",
+            label="v",
+            done="accepted",
+            scope=f"{bundle.team}/{bundle.environment}",
+        )
     return VerifiedBundle(
         bundle=bundle, jws=jws.strip(), kid=kid, sha256=jws_sha256(jws), payload_sha256=payload_sha
     )
@@ -463,16 +484,15 @@ def verify_flags_update(
     )
     payload_sha = hashlib.sha256(payload).hexdigest()
     if state is not None:
-        last_revision, last_sha = state.last_flags(update.team, update.environment)
-        if update.revision < last_revision:
-            raise ReplayedBundle(
-                f"flags update r{update.revision} is older than r{last_revision}, already applied for "
-                f"{update.team}/{update.environment}"
-            )
-        if update.revision == last_revision and last_sha and last_sha != payload_sha:
-            raise ReplayedBundle(
-                f"flags update r{update.revision} was already applied with different content"
-            )
+        _not_replayed(
+            state.last_flags(update.team, update.environment),
+            update.revision,
+            payload_sha,
+            what=f"flags update r{update.revision}",
+            label="r",
+            done="applied",
+            scope=f"{update.team}/{update.environment}",
+        )
     if bundle_version is not None and update.bundle_version < bundle_version:
         raise SupersededUpdate(
             f"flags update r{update.revision} applies to bundle v{update.bundle_version}; "

@@ -1,8 +1,10 @@
 """A stdio MCP upstream that asks the agent's side for input the 2026-07-28 way (multi-round-trip requests):
-its tools answer ``InputRequiredResult`` with sampling, elicitation (form and URL) and roots requests, and
-finish on the retry that carries the answers and its echoed ``requestState``.
+its tools, resource templates (``mrtr://greeting/{name}``, ``mrtr://summary/{topic}``, ``mrtr://big/{n}``)
+and prompt (``interview``) answer ``InputRequiredResult`` with sampling, elicitation (form and URL) and
+roots requests, and finish on the retry that carries the answers and its echoed ``requestState``.
 
-It counts the calls it sees in ``$MRTR_MARKERS/calls`` (one line per round: tool, round, the answers it got).
+It records the requests it sees in ``$MRTR_MARKERS/calls`` (one line per round: tool, or resource/prompt
+as ``greeting/<name>``, its state, the answers it got).
 """
 
 from __future__ import annotations
@@ -52,6 +54,14 @@ def _form(message: str) -> types.ElicitRequest:
     )
 
 
+def _who(answers: dict[str, Any]) -> str:
+    """The name the user gave to the form question ``who``, or ``<action>`` when they did not accept."""
+    who = answers.get("who") or {}
+    return (
+        (who.get("content") or {}).get("name") if who.get("action") == "accept" else f"<{who.get('action')}>"
+    )
+
+
 def _text(answer: dict[str, Any]) -> str:
     content = answer.get("content")
     return content.get("text", "") if isinstance(content, dict) else str(content)
@@ -85,12 +95,7 @@ async def ask_user(message: str, ctx: Context = None) -> Any:  # type: ignore[as
     if not state:
         return types.InputRequiredResult(input_requests={"who": _form(message)}, request_state="round1")
     if state == "round1":
-        who = answers.get("who") or {}
-        name = (
-            (who.get("content") or {}).get("name")
-            if who.get("action") == "accept"
-            else f"<{who.get('action')}>"
-        )
+        name = _who(answers)
         return types.InputRequiredResult(
             input_requests={"greet": _sampling(f"greet {name}", 30)}, request_state=f"round2:{name}"
         )
@@ -160,6 +165,57 @@ async def my_roots(ctx: Context = None) -> Any:  # type: ignore[assignment]
 async def plain(n: int = 1) -> str:
     """Asks nothing."""
     return f"plain {n}"
+
+
+# resources/read and prompts/get may answer InputRequiredResult too (spec: Multi Round-Trip Requests)
+
+
+@server.resource("mrtr://greeting/{name}")
+async def greeting(name: str, ctx: Context) -> Any:
+    """Asks the user who is reading (form elicitation) before the text."""
+    answers = _seen(f"greeting/{name}", ctx)
+    if "who" not in answers:
+        return types.InputRequiredResult(
+            input_requests={"who": _form("who reads?")}, request_state=f"g:{name}"
+        )
+    return f"hello {name}, read by {_who(answers)} (state={ctx.request_state})"
+
+
+@server.resource("mrtr://summary/{topic}")
+async def summary(topic: str, ctx: Context) -> Any:
+    """Asks the agent's model (sampling) for a summary before the text."""
+    answers = _seen(f"summary/{topic}", ctx)
+    if "model" not in answers:
+        return types.InputRequiredResult(
+            input_requests={"model": _sampling(f"summarise {topic}", 500)}, request_state=f"s:{topic}"
+        )
+    return f"summary of {topic}: {_text(answers['model'])}"
+
+
+@server.resource("mrtr://big/{n}")
+async def big(n: str, ctx: Context) -> Any:
+    """Asks a form question, then returns ``n`` bytes."""
+    answers = _seen(f"big/{n}", ctx)
+    if "who" not in answers:
+        return types.InputRequiredResult(input_requests={"who": _form("who?")}, request_state="big")
+    return "x" * int(n)
+
+
+@server.prompt()
+async def interview(topic: str, ctx: Context) -> Any:
+    """Two rounds: asks the user who (form), then the model (sampling); then the prompt's message."""
+    answers = _seen(f"interview/{topic}", ctx)
+    state = ctx.request_state or ""
+    if not state:
+        return types.InputRequiredResult(input_requests={"who": _form("who?")}, request_state="p1")
+    if state == "p1":
+        name = _who(answers)
+        return types.InputRequiredResult(
+            input_requests={"model": _sampling(f"questions on {topic} for {name}", 30)},
+            request_state=f"p2:{name}",
+        )
+    name = state.split(":", 1)[1]
+    return f"Interview {name} about {topic}: {_text(answers.get('model') or {})}"
 
 
 if __name__ == "__main__":

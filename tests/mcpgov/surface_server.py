@@ -141,7 +141,23 @@ async def list_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesRe
 
 async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
     uri = params.uri
-    if uri.startswith("test://item/"):
+    if uri == "test://asks":  # not listed: a read that asks the agent's model mid-read (legacy form)
+        request = types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams(
+                messages=[types.SamplingMessage(role="user", content=types.TextContent(text="What is 2+2?"))],
+                max_tokens=50,
+            )
+        )
+        try:
+            answer = await ctx.session.send_request(
+                request,
+                types.CreateMessageResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+            text = f"model said: {answer.content.text}"
+        except MCPError as exc:
+            text = f"sampling refused: {exc.error.message}"
+    elif uri.startswith("test://item/"):
         text = f"item {uri.rsplit('/', 1)[-1]}"
     elif uri in RESOURCES:
         text = RESOURCES[uri]

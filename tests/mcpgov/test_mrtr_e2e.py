@@ -470,3 +470,370 @@ def test_an_agent_cannot_answer_a_question_the_gateway_declined_for_it(world: Wo
         "visit": {"action": "decline"},
         "who": {"action": "accept", "content": {"name": "ann"}},
     }
+
+
+# resources/read and prompts/get in rounds: one governed read, its rounds bound to it by the sealed state
+
+GREETING, SUMMARY = "mrtr+mrtr://greeting/bob", "mrtr+mrtr://summary/tides"
+SAMPLING_ANSWER = {"model": {"role": "assistant", "content": {"type": "text", "text": "4"}, "model": "m"}}
+FORM_ANSWER = {"who": {"action": "accept", "content": {"name": "ann"}}}
+
+
+def reads(world: World) -> list[tuple[str, str | None, str | None]]:
+    """The governed reads' audit events: (phase, status, trigger)."""
+    return [
+        (e["phase"], e["status"], e["trigger"])
+        for e in world.events()
+        if e["tool"] in ("resources/read", "prompts/get")
+    ]
+
+
+def test_resource_and_prompt_rounds_work_through_the_gateway_as_directly_and_are_audited(
+    world: World,
+) -> None:
+    mrtr_world(world, server_requests={"sampling": True, "sampling_max_tokens": 100})
+
+    async def texts(c: Client, prefix: str, sep: str) -> list[str]:
+        greeting = await c.read_resource(f"{prefix}mrtr://greeting/bob")
+        summary = await c.read_resource(f"{prefix}mrtr://summary/tides")
+        prompt = await c.get_prompt(f"{sep}interview", {"topic": "tides"})
+        return [greeting.contents[0].text, summary.contents[0].text, prompt.messages[0].content.text]
+
+    async def main() -> None:
+        async with Agent().client(direct(world)) as d:
+            want = await texts(d, "", "")
+        agent = Agent()
+        async with agent.client(gateway(world)) as g:
+            got = await texts(g, "mrtr+", "mrtr__")
+        assert (
+            got
+            == want
+            == [
+                "hello bob, read by ann (state=g:bob)",
+                "summary of tides: 4",
+                "Interview ann about tides: 4",
+            ]
+        )
+        # what the agent was asked, in order, with the policy's cap on the model's output
+        assert [kind for kind, _ in agent.asked] == ["elicitation", "sampling", "elicitation", "sampling"]
+        assert agent.asked[1][1].max_tokens == 100
+
+    anyio.run(main)
+    # one INTENT and one RESULT per logical read, however many rounds it took (the prompt: three)
+    assert reads(world) == [("intent", None, None), ("result", "success", None)] * 3
+    summaries = [e for e in world.events() if e["tool"] == "resources/read" and e["phase"] == "result"]
+    assert summaries[0]["result_summary"] == "hello bob, read by ann (state=g:bob)"
+    # each round's request audited as its own event, under the asking server
+    asked = [
+        (e["tool"], e["phase"], e["status"], e["server"])
+        for e in world.events()
+        if e["tool"] in ("elicitation/create", "sampling/createMessage")
+    ]
+    assert asked == [
+        ("elicitation/create", "intent", None, "mrtr"),
+        ("elicitation/create", "result", "success", "mrtr"),
+        ("sampling/createMessage", "intent", None, "mrtr"),
+        ("sampling/createMessage", "result", "success", "mrtr"),
+        ("elicitation/create", "intent", None, "mrtr"),
+        ("elicitation/create", "result", "success", "mrtr"),
+        ("sampling/createMessage", "intent", None, "mrtr"),
+        ("sampling/createMessage", "result", "success", "mrtr"),
+    ]
+    # directly, then through the gateway: the same three rounds
+    assert [r["state"] for r in upstream_rounds(world, "interview/tides")] == [None, "p1", "p2:ann"] * 2
+
+
+def test_a_refused_request_ends_the_read_and_never_reaches_the_agent(world: World) -> None:
+    """Default policy: no sampling. The read ends with the refusal (a JSON-RPC error naming the trigger), the
+    upstream is not asked again, the session goes on; a declined question lets the read carry on."""
+    mrtr_world(world, server_requests={"elicitation": False})
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(gateway(world)) as g:
+            with pytest.raises(MCPError) as refused:
+                await g.read_resource(SUMMARY)
+            assert refused.value.error.code == -32004
+            assert "refused by governance policy (server_request_denied)" in refused.value.error.message
+            assert "sampling is off" in refused.value.error.message
+            assert (refused.value.error.data or {}).get("trigger") == "server_request_denied"
+            # elicitation off: the gateway declines on the user's behalf, the upstream finishes the read
+            declined = await g.read_resource(GREETING)
+            assert declined.contents[0].text == "hello bob, read by <decline> (state=g:bob)"
+            with pytest.raises(MCPError) as prompt:
+                await g.get_prompt("mrtr__interview", {"topic": "tides"})  # declined, then sampling: refused
+            assert "sampling is off" in prompt.value.error.message
+        assert agent.asked == []
+
+    anyio.run(main)
+    assert len(upstream_rounds(world, "summary/tides")) == 1
+    assert [r["answers"] for r in upstream_rounds(world, "greeting/bob")] == [
+        {},
+        {"who": {"action": "decline"}},
+    ]
+    assert reads(world) == [
+        ("intent", None, None),
+        ("result", "blocked", "server_request_denied"),
+        ("intent", None, None),
+        ("result", "success", None),
+        ("intent", None, None),
+        ("result", "blocked", "server_request_denied"),
+    ]
+
+
+def test_a_read_in_rounds_counts_once_and_its_large_result_is_withheld_at_its_end(world: World) -> None:
+    doc = mrtr_world(world, server_requests={"sampling": True})
+    doc["rate_limits"]["per_server"]["mrtr"] = {"max_calls_per_session": 3}
+    world.write_bundle(doc)
+
+    async def main() -> None:
+        async with Agent().client(gateway(world)) as g:
+            # a two-round read and a three-round prompt: two requests of the limit of three
+            assert (await g.read_resource(GREETING)).contents[0].text.startswith("hello bob")
+            assert (await g.get_prompt("mrtr__interview", {"topic": "t"})).messages
+            with pytest.raises(MCPError) as big:  # the third: its result, after its round, is over the limit
+                await g.read_resource("mrtr+mrtr://big/1100000")
+            assert "large_data_return" in big.value.error.message
+            with pytest.raises(MCPError) as halted:
+                await g.read_resource(GREETING)
+            assert "halted" in halted.value.error.message
+
+    anyio.run(main)
+    results = [(s, t) for p, s, t in reads(world) if p == "result"]
+    assert results == [
+        ("success", None),
+        ("success", None),
+        ("blocked", "large_data_return"),
+        ("blocked", "session_halted"),
+    ]
+
+
+def test_a_rate_limit_counts_a_read_in_rounds_once(world: World) -> None:
+    doc = mrtr_world(world, server_requests={"sampling": True})
+    doc["rate_limits"]["per_server"]["mrtr"] = {"max_calls_per_session": 1}
+    world.write_bundle(doc)
+
+    async def main() -> None:
+        async with Agent().client(gateway(world)) as g:
+            assert (
+                await g.get_prompt("mrtr__interview", {"topic": "t"})
+            ).messages  # three rounds, one request
+            with pytest.raises(MCPError) as limited:
+                await g.read_resource(GREETING)
+            assert "rate_limit" in limited.value.error.message
+
+    anyio.run(main)
+    assert len(upstream_rounds(world, "greeting/bob")) == 0
+
+
+def test_a_reads_state_cannot_be_tampered_with_replayed_or_moved(world: World) -> None:
+    """The state of a read's round opens once, for that session, method, URI (or prompt and arguments)."""
+    mrtr_world(world, server_requests={"sampling": True})
+    run_a, run_b = {"io.mcpgov/run": "run-a"}, {"io.mcpgov/run": "run-b"}
+
+    async def refused(call: Any) -> None:
+        with pytest.raises(MCPError) as exc:
+            await call
+        assert exc.value.error.code == types.INVALID_PARAMS
+        assert exc.value.error.message == "Invalid or expired requestState"
+
+    async def main(url: str) -> None:
+        async with Agent().client(url) as g:
+            s = g.session
+
+            def read(uri: str, state: str, meta: dict[str, Any] = run_a, answer: Any = FORM_ANSWER) -> Any:
+                return s.read_resource(
+                    uri, input_responses=answer, request_state=state, meta=meta, allow_input_required=True
+                )
+
+            first = await s.read_resource(GREETING, meta=run_a, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            state = first.request_state
+            assert state and "g:bob" not in state  # the upstream's state travels sealed
+            await refused(read(GREETING, state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")))
+            await refused(
+                read("mrtr+mrtr://greeting/prod-admin", state)
+            )  # another URI (even a forbidden one)
+            await refused(read(GREETING, state, run_b))  # another governance session
+            await refused(  # another method: a tools/call, a prompts/get
+                s.call_tool(
+                    "mrtr__ask_model",
+                    {"question": "a"},
+                    input_responses=SAMPLING_ANSWER,
+                    request_state=state,
+                    meta=run_a,
+                    allow_input_required=True,
+                )
+            )
+            await refused(
+                s.get_prompt(
+                    "mrtr__interview",
+                    {"topic": "t"},
+                    input_responses=FORM_ANSWER,
+                    request_state=state,
+                    meta=run_a,
+                    allow_input_required=True,
+                )
+            )
+            done = await read(GREETING, state)
+            assert done.contents[0].text == "hello bob, read by ann (state=g:bob)"
+            await refused(read(GREETING, state))  # redeemed once: a replay (or a copy) is refused
+            # and a call's state cannot continue a read
+            call = await s.call_tool(
+                "mrtr__ask_model", {"question": "a"}, meta=run_a, allow_input_required=True
+            )
+            assert isinstance(call, types.InputRequiredResult)
+            await refused(read(GREETING, call.request_state))
+            # a prompt's state is bound to its arguments, and each round's state opens once: the first
+            # round's state replayed while the prompt waits in its second round is refused
+            p1 = await s.get_prompt("mrtr__interview", {"topic": "t"}, meta=run_a, allow_input_required=True)
+            assert isinstance(p1, types.InputRequiredResult)
+
+            def prompt(topic: str, state: str) -> Any:
+                return s.get_prompt(
+                    "mrtr__interview",
+                    {"topic": topic},
+                    input_responses=FORM_ANSWER,
+                    request_state=state,
+                    meta=run_a,
+                    allow_input_required=True,
+                )
+
+            await refused(prompt("other", p1.request_state))
+            p2 = await prompt("t", p1.request_state)
+            assert isinstance(p2, types.InputRequiredResult) and list(p2.input_requests) == ["model"]
+            await refused(prompt("t", p1.request_state))
+
+    with http_gateway(world, "--upstream-mode", MODERN) as url:
+        anyio.run(main, url)
+    # the upstream saw the first round and the one good retry of the read, nothing of the refused ones
+    assert [r["answers"] != {} for r in upstream_rounds(world, "greeting/bob")] == [False, True]
+    assert upstream_rounds(world, "greeting/prod-admin") == []
+    assert len(upstream_rounds(world, "interview/other")) == 0
+    refusals = [e for e in world.events() if e["status"] == "blocked"]
+    assert all(e["result_summary"].startswith("retry refused: requestState") for e in refusals)
+    assert sorted(e["tool"] for e in refusals) == ["ask_model"] + ["prompts/get"] * 3 + ["resources/read"] * 5
+    assert [r["state"] for r in upstream_rounds(world, "interview/t")] == [None, "p1"]
+
+
+def test_a_2025_agent_reads_in_one_request_the_gateway_asks_it_and_retries(world: World) -> None:
+    mrtr_world(world, server_requests={"sampling": True})
+
+    async def main() -> None:
+        agent = Agent()
+        async with agent.client(gateway(world), mode="legacy") as g:
+            assert (await g.read_resource(GREETING)).contents[
+                0
+            ].text == "hello bob, read by ann (state=g:bob)"
+            prompt = await g.get_prompt("mrtr__interview", {"topic": "tides"})
+            assert prompt.messages[0].content.text == "Interview ann about tides: 4"
+        assert [kind for kind, _ in agent.asked] == ["elicitation", "elicitation", "sampling"]
+
+    anyio.run(main)
+    assert reads(world) == [("intent", None, None), ("result", "success", None)] * 2
+    assert [r["state"] for r in upstream_rounds(world, "interview/tides")] == [None, "p1", "p2:ann"]
+
+
+def test_a_reads_retry_after_the_session_halted_is_refused_and_never_reaches_the_upstream(
+    world: World,
+) -> None:
+    mrtr_world(world)
+
+    async def main() -> None:
+        async with Agent().client(gateway(world)) as g:
+            first = await g.session.read_resource(GREETING, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            halted = await g.call_tool("shell__run", {"cmd": "ls"})  # trigger 1: the session halts
+            assert halted.is_error and "unauthorized_server" in halted.content[0].text
+            with pytest.raises(MCPError) as retry:
+                await g.session.read_resource(
+                    GREETING,
+                    input_responses=FORM_ANSWER,
+                    request_state=first.request_state,
+                    allow_input_required=True,
+                )
+            assert "This session is halted" in retry.value.error.message
+
+    anyio.run(main)
+    assert len(upstream_rounds(world, "greeting/bob")) == 1
+    assert reads(world) == [("intent", None, None), ("result", "blocked", "session_halted")]
+
+
+def test_a_legacy_upstreams_request_during_a_read_reaches_a_2025_agent_and_is_refused_clearly_for_a_2026_one(
+    world: World,
+) -> None:
+    """Only a tools/call of a 2026-07-28 agent is kept in flight as rounds; a 2025-11-25 server's sampling
+    request during its read has no way to the agent and is refused with a reason, never sent to it."""
+    surface_world(world, server_requests={"sampling": True})
+
+    async def main() -> None:
+        legacy = Agent()
+        async with legacy.client(world.gateway(), mode="legacy") as g:
+            assert (await g.read_resource("surface+test://asks")).contents[0].text == "model said: 4"
+        assert [kind for kind, _ in legacy.asked] == ["sampling"]
+        modern = Agent()
+        async with modern.client(world.gateway()) as g:
+            text = (await g.read_resource("surface+test://asks")).contents[0].text
+        assert text.startswith(
+            "sampling refused: MCP request refused by governance policy (server_request_denied)"
+        )
+        assert "cannot be put to the agent" in text
+        assert modern.asked == []
+
+    anyio.run(main)
+    # two sessions (two spools): the legacy agent's request answered, the 2026-07-28 agent's refused
+    results = [e["status"] for e in audit(world, "sampling/createMessage") if e["phase"] == "result"]
+    assert sorted(results) == ["blocked", "success"]
+
+
+def test_an_expired_state_is_refused_and_a_round_never_retried_is_closed_in_the_audit(world: World) -> None:
+    """MCPGOV_STATE_TTL shortens the states' lifetime (here 1 s): a round the agent leaves is closed when
+    its state expires (the read's one INTENT and the asked requests' INTENTs get RESULT fail), and the
+    late retry is refused, for a read as for a call."""
+    mrtr_world(world, server_requests={"sampling": True})
+    params = gateway(world)
+    params.env = {**(params.env or {}), "MCPGOV_STATE_TTL": "1"}
+
+    def closed() -> list[dict[str, Any]]:
+        return [
+            e for e in world.events() if e["phase"] == "result" and "did not retry" in e["result_summary"]
+        ]
+
+    async def main() -> None:
+        async with Agent().client(params) as g:
+            read = await g.session.read_resource(GREETING, allow_input_required=True)
+            call = await g.session.call_tool("mrtr__ask_model", {"question": "a"}, allow_input_required=True)
+            assert isinstance(read, types.InputRequiredResult) and isinstance(call, types.InputRequiredResult)
+            with anyio.fail_after(60):  # the gateway's sweep runs every half second
+                while len(closed()) < 3:
+                    await anyio.sleep(0.2)
+            with pytest.raises(MCPError) as late_read:
+                await g.session.read_resource(
+                    GREETING,
+                    input_responses=FORM_ANSWER,
+                    request_state=read.request_state,
+                    allow_input_required=True,
+                )
+            assert late_read.value.error.message == "Invalid or expired requestState"
+            with pytest.raises(MCPError) as late_call:
+                await g.session.call_tool(
+                    "mrtr__ask_model",
+                    {"question": "a"},
+                    input_responses=SAMPLING_ANSWER,
+                    request_state=call.request_state,
+                    allow_input_required=True,
+                )
+            assert late_call.value.error.message == "Invalid or expired requestState"
+
+    anyio.run(main)
+    assert sorted((e["tool"], e["status"]) for e in closed()) == [
+        ("elicitation/create", "fail"),
+        ("resources/read", "fail"),
+        ("sampling/createMessage", "fail"),
+    ]
+    refused = [e for e in world.events() if e["status"] == "blocked"]
+    assert sorted((e["tool"], e["result_summary"]) for e in refused) == [
+        ("ask_model", "retry refused: requestState expired"),
+        ("resources/read", "retry refused: requestState expired"),
+    ]
+    assert len(upstream_rounds(world, "greeting/bob")) == 1 and len(upstream_rounds(world, "ask_model")) == 1
