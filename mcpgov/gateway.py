@@ -65,7 +65,7 @@ from mcpgov.surface import (
     result_size,
     split_name,
 )
-from mcpgov.tasks import TaskRegistry
+from mcpgov.tasks import TaskError, TaskRegistry, task_agent
 from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
@@ -382,7 +382,9 @@ class Gateway:
         )
         server.middleware = []  # no per-message tracing span on the hot path
         server.tasks_capability = self.tasks.capability  # type: ignore[attr-defined]
+        server.tasks_extension = self.tasks.extension  # type: ignore[attr-defined]
         self.surface.register(server)
+        self.tasks.register(server)
         return server
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
@@ -413,17 +415,25 @@ class Gateway:
 
     async def handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
         sess = self.surface.session(ctx)
         retry = retry_params(params)
         try:
-            with self.surface.caller(ctx, sess), agent_rounds(ctx):
+            with self.surface.caller(ctx, sess), agent_rounds(ctx), task_agent(ctx):
                 raw = await self.execute(
                     sess, params.name, params.arguments, rounds=retry, **call_context(ctx)
                 )
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
+        except TaskError as exc:
+            raise MCPError(exc.error["code"], exc.error["message"], exc.error.get("data")) from exc
+        if (
+            raw.get("resultType") == "task"
+        ):  # a 2026-07-28 CreateTaskResult (mcpgov.tasks): the extension's shape
+            if ctx.request is not None:
+                raw["_meta"] = {**(raw.get("_meta") or {}), RUN_META_KEY: sess.run_id}
+            return raw
         result = (
             types.InputRequiredResult.model_validate(raw)
             if is_input_required(raw)
@@ -584,6 +594,10 @@ class Gateway:
         ms = (time.perf_counter() - t0) * 1000
         if task is not None and isinstance(result.get("task"), dict):
             return self.tasks.created(sess, intent, call, upstream, result, timeout=timeout, started=t0)
+        if result.get("resultType") == "task":  # a 2026-07-28 upstream made a task of the call
+            return await self.tasks.created_ext(
+                sess, intent, call, upstream, result, timeout=timeout, started=t0
+            )
         if is_input_required(result):  # a 2026-07-28 upstream asks the agent's side first
             return await self.rounds.upstream_asked(
                 sess, intent, name, call, upstream, result, ms, round_no, obs, timeout

@@ -36,6 +36,7 @@ from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, call_resource
 from mcpgov.upstream import (
     CALLER,
+    TASKS_EXTENSION,
     Caller,
     Upstream,
     UpstreamClosed,
@@ -176,12 +177,17 @@ class GatewayServer(Server[Any]):
 
     # set by the gateway: whether task-augmented tools/call can be relayed (mcpgov.tasks)
     tasks_capability: Callable[[], types.ServerTasksCapability | None] | None = None
+    # and whether the 2026-07-28 tasks extension is (an upstream runs it)
+    tasks_extension: Callable[[], bool] | None = None
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         caps = super().get_capabilities(*args, **kwargs)
-        tasks = self.tasks_capability() if self.tasks_capability is not None else None
-        if tasks is not None and kwargs.get("protocol_version") is None:  # 2025-11-25 handshake sessions
-            caps = caps.model_copy(update={"tasks": tasks})
+        if kwargs.get("protocol_version") is None:  # 2025-11-25 handshake sessions
+            tasks = self.tasks_capability() if self.tasks_capability is not None else None
+            if tasks is not None:
+                caps = caps.model_copy(update={"tasks": tasks})
+        elif self.tasks_extension is not None and self.tasks_extension():  # 2026-07-28 server/discover
+            caps = caps.model_copy(update={"extensions": {**(caps.extensions or {}), TASKS_EXTENSION: {}}})
         return caps
 
 

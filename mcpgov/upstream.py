@@ -24,12 +24,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client, ClientSession
+from mcp.client.extension import advertise
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -47,6 +48,17 @@ CALL_RESULT: TypeAdapter[types.CallToolResult | types.InputRequiredResult] = Typ
     types.CallToolResult | types.InputRequiredResult
 )
 MAX_LINE = 256 * 1024 * 1024
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"  # 2026-07-28 tasks (SEP-2663), declared to upstreams
+WIRE_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+class TaskRequest(types.Request[dict[str, Any], str]):
+    """``tasks/get``, ``tasks/update``, ``tasks/cancel`` of the 2026-07-28 extension (not in the SDK's tables).
+
+    ``name_param``: the extension routes these by ``Mcp-Name: <taskId>`` over streamable HTTP.
+    """
+
+    name_param: ClassVar[str | None] = "taskId"
 
 
 @dataclass(slots=True)
@@ -352,8 +364,29 @@ class Upstream:
             and tasks.requests.tools.call is not None
         )
 
+    @property
+    def supports_task_extension(self) -> bool:
+        """A 2026-07-28 server with the tasks extension (``resultType: "task"``; SDK session, stdio or HTTP)."""
+        caps = self.capabilities
+        return bool(self.modern and caps is not None and TASKS_EXTENSION in (caps.extensions or {}))
+
     async def task_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """A ``tasks/*`` request on the raw channel; the result as the upstream sent it, or UpstreamError."""
+        """A ``tasks/*`` request; the result as the upstream sent it, or UpstreamError.
+
+        2025-11-25: on the raw channel (the SDK has no such methods there); 2026-07-28 (the extension's
+        ``tasks/get``, ``tasks/update``, ``tasks/cancel``): through the SDK session, which writes the
+        per-request envelope and the ``Mcp-Name`` routing header.
+        """
+        if self.modern:
+            session = self.session
+            if session is None:
+                raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+            try:
+                return await session.send_request(
+                    TaskRequest(method=method, params=params), WIRE_DICT, request_read_timeout_seconds=timeout
+                )
+            except MCPError as exc:
+                raise self._error(exc, timeout) from exc
         raw = self.raw
         if raw is None:
             raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
@@ -456,14 +489,19 @@ class Upstream:
         request = types.CallToolRequest(params=types.CallToolRequestParams.model_validate(params))
         with self.serving(caller):
             try:
-                result = await session.send_request(
+                wire = await session.send_request(
                     request,
-                    CALL_RESULT,
+                    WIRE_DICT,
                     request_read_timeout_seconds=timeout,
                     progress_callback=caller.progress if caller is not None else None,
                 )
             except MCPError as exc:
                 raise self._error(exc, timeout) from exc
+        if modern and wire.get("resultType") == "task":
+            # a 2026-07-28 task (the gateway declares the extension): its shape is the extension's
+            # (mcpgov.tasks checks it); the SDK already checked the envelope
+            return wire
+        result = CALL_RESULT.validate_python(wire, by_name=False)
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     def _callbacks(self) -> dict[str, Any]:
@@ -502,15 +540,25 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[None]:
+        """The SDK session; it declares the 2026-07-28 tasks extension, which the gateway runs for its agents
+        (:mod:`mcpgov.tasks`): a 2026-07-28 server may then answer any call with a task."""
         c = self.config
         if c.url:
-            async with Client(c.url, mode=self.mode, cache=None, **self._callbacks()) as client:  # type: ignore[arg-type]
+            async with Client(
+                c.url,
+                mode=self.mode,  # type: ignore[arg-type]
+                cache=None,
+                extensions=[advertise(TASKS_EXTENSION)],
+                **self._callbacks(),
+            ) as client:
                 self.session, self.raw = client.session, None
                 yield
             return
         async with (
             stdio_transport(c) as (read_stream, write_stream, raw),
-            ClientSession(read_stream, write_stream, **self._callbacks()) as session,
+            ClientSession(
+                read_stream, write_stream, extensions={TASKS_EXTENSION: {}}, **self._callbacks()
+            ) as session,
         ):
             if self.mode == "legacy":
                 await session.initialize()

@@ -120,7 +120,9 @@ class Tasks(Extension):
             key = f"q-{uuid.uuid4().hex[:8]}"
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self.answers[f"{tid}/{key}"] = fut
-            self._set(tid, status="input_required", statusMessage="waiting", inputRequests={key: _questions(ask)})
+            self._set(
+                tid, status="input_required", statusMessage="waiting", inputRequests={key: _questions(ask)}
+            )
             said = f" ({json.dumps(await fut, sort_keys=True)})"
             self._set(tid, status="working", statusMessage="answered")
         await asyncio.sleep(seconds / 2)
@@ -128,7 +130,12 @@ class Tasks(Extension):
             self._set(tid, status="failed", error={"code": -32603, "message": "the job broke"})
             return
         text = f"done: {args.get('label', '')}{said}" + "x" * int(args.get("pad", 0))
-        self._set(tid, status="completed", statusMessage="done", result={"content": [{"type": "text", "text": text}]})
+        self._set(
+            tid,
+            status="completed",
+            statusMessage="done",
+            result={"content": [{"type": "text", "text": text}]},
+        )
 
     def _task(self, params: TaskParams) -> dict[str, Any]:
         task = self.tasks.get(params.task_id)
