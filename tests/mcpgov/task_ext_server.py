@@ -130,12 +130,9 @@ class Tasks(Extension):
             self._set(tid, status="failed", error={"code": -32603, "message": "the job broke"})
             return
         text = f"done: {args.get('label', '')}{said}" + "x" * int(args.get("pad", 0))
-        self._set(
-            tid,
-            status="completed",
-            statusMessage="done",
-            result={"content": [{"type": "text", "text": text}]},
-        )
+        # the shape the tool answers when called plainly (its output schema: {"result": str})
+        result = {"content": [{"type": "text", "text": text}], "structuredContent": {"result": text}}
+        self._set(tid, status="completed", statusMessage="done", result=result)
 
     def _task(self, params: TaskParams) -> dict[str, Any]:
         task = self.tasks.get(params.task_id)

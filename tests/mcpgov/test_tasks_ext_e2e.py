@@ -70,7 +70,11 @@ def ext_world(world: World, *, url: str | None = None, server_requests: dict[str
     doc["environment_policy"]["bindings"]["ext"] = {"target": "local", "permission": "read_only"}
     doc["roles"]["code_agent"]["allowed_servers"].append("ext")
     world.write_bundle(doc)
-    entry = {"url": url} if url else {"command": PY, "args": [str(SERVER)], "env": {"TASK_SERVER_LOG": str(log_path(world))}}
+    entry = (
+        {"url": url}
+        if url
+        else {"command": PY, "args": [str(SERVER)], "env": {"TASK_SERVER_LOG": str(log_path(world))}}
+    )
     world.write_config(servers=(), extra={"ext": entry})
     return doc
 
@@ -106,7 +110,9 @@ def http_upstream(world: World) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-async def _never(ctx: Any, params: Any) -> Any:  # declared, so the agent may be asked; answered by tasks/update
+async def _never(
+    ctx: Any, params: Any
+) -> Any:  # declared, so the agent may be asked; answered by tasks/update
     raise AssertionError("a task's input request is answered with tasks/update, not asked on the wire")
 
 
@@ -122,7 +128,9 @@ def agent(target: Any, *, tasks: bool = True, mode: str = "auto") -> Client:
 
 
 async def call(c: Client, name: str, arguments: dict[str, Any], run: str | None = None) -> dict[str, Any]:
-    params = types.CallToolRequestParams(name=name, arguments=arguments, _meta={"io.mcpgov/run": run} if run else None)
+    params = types.CallToolRequestParams(
+        name=name, arguments=arguments, _meta={"io.mcpgov/run": run} if run else None
+    )
     return await c.session.send_request(types.CallToolRequest(params=params), WIRE)
 
 
@@ -141,10 +149,17 @@ async def until(c: Client, tid: str, statuses: tuple[str, ...], run: str | None 
             await anyio.sleep(0.05)
 
 
-async def answer_and_finish(c: Client, tid: str, run: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+async def answer_and_finish(
+    c: Client, tid: str, run: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     asked = await until(c, tid, ("input_required", *TERMINAL), run)
     [(key, request)] = asked["inputRequests"].items()
-    await task(c, "tasks/update", {"taskId": tid, "inputResponses": {key: {"action": "accept", "content": {"colour": "red"}}}}, run)
+    await task(
+        c,
+        "tasks/update",
+        {"taskId": tid, "inputResponses": {key: {"action": "accept", "content": {"colour": "red"}}}},
+        run,
+    )
     return request, await until(c, tid, TERMINAL, run)
 
 
@@ -169,13 +184,18 @@ def test_a_task_with_an_input_request_answers_as_directly_and_is_audited(world: 
 
     direct = StdioServerParameters(command=PY, args=[str(SERVER)])
     d_created, d_request, d_done, d_caps = anyio.run(run, direct, "job")
-    g_created, g_request, g_done, g_caps = anyio.run(run, world.gateway("--upstream-mode", MODERN), "ext__job")
+    g_created, g_request, g_done, g_caps = anyio.run(
+        run, world.gateway("--upstream-mode", MODERN), "ext__job"
+    )
     assert TASKS in (d_caps.extensions or {}) and TASKS in (g_caps.extensions or {})
     assert d_created["resultType"] == g_created["resultType"] == "task"
     assert g_request == d_request  # the question as the server asked it
     assert g_done["status"] == d_done["status"] == "completed"
     assert g_done["result"]["content"] == d_done["result"]["content"]
-    assert g_done["result"]["content"][0]["text"] == 'done: a ({"action": "accept", "content": {"colour": "red"}})'
+    assert (
+        g_done["result"]["content"][0]["text"]
+        == 'done: a ({"action": "accept", "content": {"colour": "red"}})'
+    )
     # the agent sees the gateway's id, never the upstream's
     [upstream_call] = upstream_saw(world, "tools/call")
     assert upstream_call["_meta"]["io.modelcontextprotocol/clientCapabilities"]["extensions"] == {TASKS: {}}
@@ -291,17 +311,22 @@ def test_answers_to_questions_never_shown_are_not_passed_on(world: World) -> Non
             asked = await until(c, gid, ("input_required",))
             [key] = asked["inputRequests"]
             forged = {"not-asked": {"action": "accept", "content": {"colour": "blue"}}}
-            assert (await task(c, "tasks/update", {"taskId": gid, "inputResponses": forged}))["resultType"] == "complete"
+            assert (await task(c, "tasks/update", {"taskId": gid, "inputResponses": forged}))[
+                "resultType"
+            ] == "complete"
             real = {key: {"action": "accept", "content": {"colour": "red"}}, **forged}
             await task(c, "tasks/update", {"taskId": gid, "inputResponses": real})
-            await task(c, "tasks/update", {"taskId": gid, "inputResponses": {key: {"action": "decline"}}})  # twice
+            await task(
+                c, "tasks/update", {"taskId": gid, "inputResponses": {key: {"action": "decline"}}}
+            )  # twice
             done = await until(c, gid, TERMINAL)
             assert "red" in done["result"]["content"][0]["text"]
 
     anyio.run(main)
-    updates = upstream_saw(world, "tasks/update")
-    assert [list(u["inputResponses"]) for u in updates] == [[list(u["inputResponses"])[0]]]
-    assert list(updates[0]["inputResponses"].values()) == [{"action": "accept", "content": {"colour": "red"}}]
+    # one update reached the upstream: the first answer to the question asked, nothing else
+    [update] = upstream_saw(world, "tasks/update")
+    assert list(update["inputResponses"].values()) == [{"action": "accept", "content": {"colour": "red"}}]
+    assert list(update["inputResponses"]) != ["not-asked"]
 
 
 def test_agents_without_the_extension_get_the_plain_result(world: World) -> None:
