@@ -60,6 +60,7 @@ from mcpgov.surface import (
     REVOKED_MESSAGE,
     GatewayServer,
     Surface,
+    error_result,
     exposed_name,
     prefix_resource_uris,
     result_size,
@@ -128,10 +129,6 @@ def result_text(result: dict[str, Any], limit: int) -> str:
         if size >= limit:
             break
     return "\n".join(parts)[:limit]
-
-
-def error_result(message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
 class Gateway:

@@ -76,6 +76,11 @@ def exposed_name(server: str, tool: str) -> str:
     return f"{server}{NAME_SEPARATOR}{tool}"
 
 
+def error_result(message: str) -> dict[str, Any]:
+    """A tool result the agent reads as an error (``isError``): refusals, failed forwards."""
+    return {"content": [{"type": "text", "text": message}], "isError": True}
+
+
 def split_name(name: str) -> tuple[str, str] | None:
     server, sep, tool = name.partition(NAME_SEPARATOR)
     return (server, tool) if sep and server and tool else None

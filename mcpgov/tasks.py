@@ -41,7 +41,7 @@ from mcpgov.bundle import Trigger
 from mcpgov.decision import Decision, ToolCall, Verdict, decide_task
 from mcpgov.mrtr import _valid_answer
 from mcpgov.session import CallRecord, SessionStatus
-from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, ScreenedRequest, split_name
+from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, ScreenedRequest, error_result, split_name
 from mcpgov.upstream import TASKS_EXTENSION, Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -704,8 +704,6 @@ class TaskRegistry:
         put to this agent: an elicitation is declined on the user's behalf, a sampling or roots request stops
         the task and fails the call (said in the answer and the RESULT).
         """
-        from mcpgov.gateway import error_result  # the gateway imports this module
-
         gw = self.gateway
         up: dict[str, Any] = created
         try:

@@ -348,15 +348,15 @@ class Upstream:
 
     @property
     def supports_tasks(self) -> bool:
-        """Task-augmented ``tools/call`` can be relayed: the server says so and the raw channel carries it.
+        """Task-augmented ``tools/call`` (2025-11-25) can be relayed: the server says it runs them.
 
         The SDK 2.3 client refuses a ``CreateTaskResult`` answer and has no ``tasks/*`` methods at
-        2025-11-25, so tasks ride the raw stdio channel only (HTTP upstreams: not yet).
+        2025-11-25, so tasks ride the raw stdio channel, or on HTTP :meth:`_send_wire`.
         """
         caps = self.capabilities
         tasks = caps.tasks if caps is not None else None
         return bool(
-            self.raw is not None
+            (self.raw is not None or self.config.url)
             and not self.modern
             and tasks is not None
             and tasks.requests is not None
@@ -389,11 +389,32 @@ class Upstream:
                 raise self._error(exc, timeout) from exc
         raw = self.raw
         if raw is None:
-            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+            return await self._send_wire(method, params, timeout)
         msg = await raw.request(method, params, timeout)
         if "error" in msg:
             raise UpstreamError(msg["error"])
         return msg["result"]
+
+    async def _send_wire(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A 2025-11-25 request whose answer the SDK session would refuse: a task-augmented ``tools/call``
+        (answered ``CreateTaskResult``) or ``tasks/*`` to an HTTP upstream.
+
+        Why below ``ClientSession.send_request``: it checks every ``tools/call`` answer against the
+        2025-11-25 ``CallToolResult`` (``content`` required), which a ``CreateTaskResult`` is not. This
+        takes the same steps without that check: the session's envelope stamp (protocol-version header),
+        its dispatcher (the transport, the session id, the timeout), the JSON-RPC error as ``MCPError``.
+        ``tests/mcpgov/test_tasks_e2e.py`` runs server-everything's tasks over HTTP through it.
+        """
+        session = self.session
+        if session is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        data: dict[str, Any] = {"method": method, "params": params}
+        opts: Any = {"timeout": timeout}
+        session._stamp(data, opts)
+        try:
+            return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+        except MCPError as exc:
+            raise self._error(exc, timeout) from exc
 
     @contextlib.contextmanager
     def serving(self, caller: Caller | None) -> Iterator[None]:
@@ -466,9 +487,12 @@ class Upstream:
         raw = self.raw
         modern = self.modern
         if task is not None:
-            if raw is None or modern:
+            if modern:
                 raise UpstreamClosed(f"upstream {self.slug} cannot run tasks through the gateway")
             params["task"] = task
+            if raw is None:  # HTTP: the SDK session would refuse the CreateTaskResult
+                with self.serving(caller):
+                    return await self._send_wire("tools/call", params, timeout)
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
         # (a task rides the raw channel whatever it asked); nor does the raw channel write the per-request
         # envelope (_meta version and capabilities) a 2026-07-28 server needs
