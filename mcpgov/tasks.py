@@ -410,6 +410,24 @@ class TaskRegistry:
                 },
             )
 
+    def notify_peer(self, sess: AgentSession, note: dict[str, Any]) -> None:
+        """HTTP (2025-11-25 sessions): a status notification on the agent's standalone GET stream.
+
+        The call's own SSE stream has ended with its ``CreateTaskResult``; an agent without a GET stream
+        (or whose connection the gateway has not seen on the SDK path yet) polls, as the spec expects.
+        """
+        peer, tg = sess.peer, self.gateway.tg
+        if peer is None or tg is None:
+            return
+        try:
+            message = types.TaskStatusNotification.model_validate(
+                {"method": note["method"], "params": note["params"]}, by_name=False
+            )
+        except ValueError:
+            log.info("task status notification not relayed: not a 2025-11-25 task status")
+            return
+        tg.start_soon(self.gateway.surface._send, peer, message)
+
     # governance
 
     def nudge(self) -> None:

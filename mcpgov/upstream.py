@@ -30,7 +30,7 @@ import anyio
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client, ClientSession
-from mcp.client.extension import advertise
+from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -50,6 +50,29 @@ CALL_RESULT: TypeAdapter[types.CallToolResult | types.InputRequiredResult] = Typ
 MAX_LINE = 256 * 1024 * 1024
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"  # 2026-07-28 tasks (SEP-2663), declared to upstreams
 WIRE_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+class _AnyParams(types.NotificationParams):
+    model_config = {**types.NotificationParams.model_config, "extra": "allow"}
+
+
+class GatewayTasks(ClientExtension):
+    """What the gateway declares to an HTTP upstream's SDK client: the tasks extension, and a binding for the
+    2025-11-25 ``notifications/tasks/status`` (not in the SDK's tables), handed to the gateway's tasks."""
+
+    identifier = TASKS_EXTENSION
+
+    def __init__(self, on_status: Callable[[dict[str, Any]], None]) -> None:
+        self.on_status = on_status
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        async def deliver(params: types.NotificationParams) -> None:
+            fields = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+            self.on_status({"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": fields})
+
+        return [
+            NotificationBinding(method="notifications/tasks/status", params_type=_AnyParams, handler=deliver)
+        ]
 
 
 class TaskRequest(types.Request[dict[str, Any], str]):
@@ -572,7 +595,7 @@ class Upstream:
                 c.url,
                 mode=self.mode,  # type: ignore[arg-type]
                 cache=None,
-                extensions=[advertise(TASKS_EXTENSION)],
+                extensions=[GatewayTasks(self._task_status)],
                 **self._callbacks(),
             ) as client:
                 self.session, self.raw = client.session, None

@@ -20,14 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
+import mcp_types
 import pytest
+from mcp import Client
+from mcp.client.extension import ClientExtension, NotificationBinding
 
 from tests.mcpgov.conftest import PY, ROOT, World
 from tests.mcpgov.portal_double import PortalTestDouble
 from tests.mcpgov.test_fast_http import message, open_session
 from tests.mcpgov.test_gateway_identity import Http, base_doc
-from tests.mcpgov.test_surface_e2e import free_port
+from tests.mcpgov.test_surface_e2e import free_port, http_gateway
 
 TASK_SERVER = Path(__file__).with_name("task_server.py")
 EVERYTHING = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
@@ -585,6 +589,12 @@ def test_tasks_to_an_http_upstream_answer_as_directly_and_halts_cancel_them(
         assert agent.request("tasks/get", {"taskId": gid})["result"]["taskId"] == gid
         result = agent.request("tasks/result", {"taskId": gid})["result"]
         assert "Research Report: tide pools" in result["content"][0]["text"]
+        # the upstream's status notifications (on its HTTP streams) reach the agent with the gateway's id
+        notes = eventually(
+            lambda: [n for n in agent.notes if n["method"] == "notifications/tasks/status"],
+            "a status notification",
+        )
+        assert {n["params"]["taskId"] for n in notes} == {gid}
         assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": gid}
         # a second task, then a halt: cancelled upstream, its polls refused
         second = task_call(agent, name, {"topic": "reefs", "depth": 5})["result"]["task"]["taskId"]
@@ -610,3 +620,56 @@ def test_tasks_to_an_http_upstream_answer_as_directly_and_halts_cancel_them(
         ("result", "blocked", "unauthorized_server"),
     ]
     assert events[3]["result_summary"].startswith("task cancelled upstream by governance")
+
+
+class StatusNotes(ClientExtension):
+    """The agent's side of 2025-11-25 status notifications (the SDK 2.3 tables have none): kept."""
+
+    identifier = "com.example/task-status-notes"
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        async def keep(params: Any) -> None:
+            self.seen.append(params.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+        return [
+            NotificationBinding(method="notifications/tasks/status", params_type=StatusParams, handler=keep)
+        ]
+
+
+class StatusParams(mcp_types.NotificationParams):
+    model_config = {**mcp_types.NotificationParams.model_config, "extra": "allow"}
+
+
+def test_over_http_status_notifications_reach_the_agents_get_stream(world: World) -> None:
+    """A 2025-11-25 HTTP session (the SDK client, which opens the standalone GET stream): the upstream's
+    status notifications reach it with the gateway's id."""
+    task_world(world)
+    notes = StatusNotes()
+
+    async def main(url: str) -> None:
+        async with Client(url, mode="legacy", extensions=[notes]) as c:
+            await c.list_tools()
+            # the SDK client refuses a CreateTaskResult: the task call goes below its result check
+            session = c.session
+            data: dict[str, Any] = {
+                "method": "tools/call",
+                "params": {
+                    "name": "task__job",
+                    "arguments": {"label": "n", "seconds": 0.5},
+                    "task": {"ttl": 60000},
+                },
+            }
+            opts: Any = {"timeout": WAIT}
+            session._stamp(data, opts)
+            created = await session._dispatcher.send_raw_request("tools/call", data["params"], opts)
+            gid = created["task"]["taskId"]
+            with anyio.fail_after(WAIT):
+                while not any(n.get("status") == "completed" for n in notes.seen):
+                    await anyio.sleep(0.05)
+            assert {n["taskId"] for n in notes.seen} == {gid}
+
+    with http_gateway(world) as url:
+        anyio.run(main, url)
