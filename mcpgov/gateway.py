@@ -524,6 +524,8 @@ class Gateway:
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
+                if self.tasks.approval_as_task(sess):  # a 2026-07-28 agent with tasks: a gateway task
+                    return await self.tasks.approval_task(sess, intent, name, call, decision)
                 if self.rounds.approval_as_round(sess):  # a 2026-07-28 agent: asked again, not held open
                     return await self.rounds.approval_round(sess, intent, name, call, decision)
                 decision = await self._await_approval(sess, intent, call, decision)

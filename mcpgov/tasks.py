@@ -38,7 +38,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from mcpgov.bundle import Trigger
-from mcpgov.decision import Decision, ToolCall, Verdict, decide_task
+from mcpgov.decision import Decision, ToolCall, Verdict, decide_task, iso_ts
 from mcpgov.mrtr import _valid_answer
 from mcpgov.session import CallRecord, SessionStatus
 from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, ScreenedRequest, error_result, split_name
@@ -149,6 +149,9 @@ class GatewayTask:
     # 2026-07-28 extension (upstream and agent): its input requests as screened, the keys answered or
     # declined by the gateway, and the terminal payload shown once the RESULT is written
     modern: bool = False
+    approval: bool = False  # the gateway's own task: an approval wait, then the forwarded call
+    forwarding: bool = False  # (approval) approved and forwarded: it runs to its end
+    scope: anyio.CancelScope | None = None  # (approval) the wait, withdrawn by a cancel or a halt
     asked: dict[str, tuple[str, ScreenedRequest]] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
     final: dict[str, Any] | None = None
@@ -466,6 +469,16 @@ class TaskRegistry:
             trigger = sess.state.trigger  # the halt's own trigger names why the task stopped
         reason = (decision.reason or decision.message.splitlines()[0])[:200]
         running = rec.status not in TERMINAL
+        if rec.approval:
+            if self._approval_stop(rec) and sess.state.state != SessionStatus.ENDED:
+                with contextlib.suppress(Exception):
+                    self._record_end(
+                        rec, "blocked", f"approval wait stopped by governance: {reason}", trigger=trigger
+                    )
+            elif rec.open:
+                with contextlib.suppress(Exception):
+                    self._record_end(rec, "fail", f"approval wait ended with the session: {reason}")
+            return
         if running:
             log.warning(
                 "task %s (%s.%s): cancelling upstream: %s", rec.id, rec.call.server, rec.call.tool, reason
@@ -583,6 +596,8 @@ class TaskRegistry:
 
     async def _ext_get(self, rec: GatewayTask, caps: types.ClientCapabilities) -> dict[str, Any]:
         await self._admit(rec)
+        if rec.approval:
+            return {**rec.task, **(rec.final or {})}
         up = await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
         await self._admit(rec)  # a halt while the upstream answered: nothing more reaches the agent
         return await self._ext_view(rec, up, caps)
@@ -680,6 +695,8 @@ class TaskRegistry:
     async def _ext_update(self, rec: GatewayTask, responses: dict[str, Any] | None) -> dict[str, Any]:
         """The agent's answers: only to questions it was shown and has not answered, each audited."""
         await self._admit(rec)
+        if rec.approval:
+            return {}  # the gateway's approval task asks nothing of the agent
         if not isinstance(responses, dict):
             raise TaskError(types.INVALID_PARAMS, "inputResponses must be an object")
         gw = self.gateway
@@ -710,6 +727,15 @@ class TaskRegistry:
 
     async def _ext_cancel(self, rec: GatewayTask) -> dict[str, Any]:
         await self._admit(rec)
+        if rec.approval:
+            if rec.status not in TERMINAL and self._approval_stop(rec):
+                self._record_end(
+                    rec,
+                    "blocked",
+                    "approval wait withdrawn by the agent (tasks/cancel)",
+                    trigger=Trigger.APPROVAL_REQUIRED,
+                )
+            return {}
         await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
         if rec.open:
             self._record_end(rec, "fail", "task cancelled by the agent")
@@ -772,6 +798,89 @@ class TaskRegistry:
         """A terminal 2026-07-28 task stays pollable (the same answer) until its ttl; at most 10 minutes."""
         rec.expires = min(rec.expires, time.monotonic() + 600.0)
 
+    # the gateway's own task: a long approval wait (2026-07-28 agents that declared the extension)
+
+    def approval_as_task(self, sess: AgentSession) -> bool:
+        return TASK_AGENT.get() and self.gateway.portal is not None
+
+    async def approval_task(
+        self, sess: AgentSession, intent: dict[str, Any], name: str, call: ToolCall, decision: Decision
+    ) -> dict[str, Any]:
+        """An approval-required call answered with a gateway-hosted task: ``working`` while a person decides
+        in the portal, then the forwarded call's result (or the refusal) as the task's ``result``."""
+        gw = self.gateway
+        gid = f"{call.server}:{secrets.token_urlsafe(18)}"
+        upstream = gw.upstreams.get(call.server)
+        timeout = decision.timeout or gw.options.default_timeout
+        rec = GatewayTask(gid, sess, upstream, "", call, intent, time.perf_counter(), timeout, math.inf)  # type: ignore[arg-type]
+        rec.modern = rec.approval = True
+        stamp = iso_ts(time.time())
+        rec.task = {
+            "taskId": gid,
+            "status": "working",
+            "statusMessage": f"waiting for the approval of a person in the governance portal (call {intent['call_id']})",
+            "createdAt": stamp,
+            "lastUpdatedAt": stamp,
+            "ttlMs": None,
+            "pollIntervalMs": 1000,
+        }
+        self.tasks[gid] = rec
+        assert gw.tg is not None
+        gw.tg.start_soon(self._approve_then_forward, rec, name, decision)
+        log.warning(
+            "call %s (%s.%s) waits for approval (as task %s)", intent["call_id"], call.server, call.tool, gid
+        )
+        return {"resultType": "task", **rec.task}
+
+    async def _approve_then_forward(self, rec: GatewayTask, name: str, decision: Decision) -> None:
+        gw, sess, call = self.gateway, rec.session, rec.call
+        with anyio.CancelScope() as scope:
+            rec.scope = scope
+            verdict = await gw._await_approval(sess, rec.intent, call, decision)
+            if rec.refusal is not None:
+                return
+            if verdict.verdict != Verdict.ALLOW:
+                self._approval_end(rec, {"result": gw._refuse(sess, rec.intent, call, verdict, time.time())})
+                return
+            rec.forwarding = True
+            rec.task = {
+                **rec.task,
+                "statusMessage": "approved; running",
+                "lastUpdatedAt": iso_ts(time.time()),
+            }
+            token = TASK_AGENT.set(False)  # a task the upstream makes of it is driven here, not shown
+            try:
+                with gw.observer.call(sess, name) as obs:
+                    result = await gw.forward(
+                        sess, rec.intent, name, call, verdict.timeout, obs, now=time.time()
+                    )
+                self._approval_end(rec, {"result": result})
+            except UpstreamError as exc:  # its RESULT written by forward
+                error = {k: v for k, v in exc.error.items() if k in ("code", "message", "data")}
+                self._approval_end(rec, {"error": error}, status="failed")
+            finally:
+                TASK_AGENT.reset(token)
+
+    def _approval_end(self, rec: GatewayTask, final: dict[str, Any], status: str = "completed") -> None:
+        rec.final = final
+        rec.task = {**rec.task, "status": status, "lastUpdatedAt": iso_ts(time.time())}
+        rec.task.pop("statusMessage", None)
+        rec.expires = time.monotonic() + 600.0
+
+    def _approval_stop(self, rec: GatewayTask) -> bool:
+        """Stop a gateway-hosted approval task; True when its RESULT is still to be written by the caller.
+
+        While the person has not decided, the wait is withdrawn; once the call was forwarded it runs to
+        its end (the forward writes its RESULT) and only its result is withheld.
+        """
+        if rec.forwarding:
+            return False
+        if rec.scope is not None:
+            rec.scope.cancel()
+        rec.task = {**rec.task, "status": "cancelled", "lastUpdatedAt": iso_ts(time.time())}
+        rec.final = {}
+        return rec.open
+
     # helpers
 
     def _seen(self, rec: GatewayTask, upstream_task: dict[str, Any]) -> None:
@@ -816,7 +925,8 @@ class TaskRegistry:
 
     def _forget(self, rec: GatewayTask) -> None:
         self.tasks.pop(rec.id, None)
-        self.by_upstream.pop((rec.upstream.slug, rec.upstream_id), None)
+        if rec.upstream is not None:
+            self.by_upstream.pop((rec.upstream.slug, rec.upstream_id), None)
 
 
 class StdioTasks:

@@ -385,3 +385,86 @@ def test_a_cancel_racing_the_result_leaves_one_result(world: World) -> None:
     events = audit(world, "job")
     assert [e["phase"] for e in events] == ["intent", "result"] * 4
     assert len({e["call_id"] for e in events}) == 4
+
+
+def test_a_long_approval_wait_is_a_gateway_task(world: World, portal: Any) -> None:
+    """An approval-required call of an agent with the extension: a task of the gateway's, ``working`` while
+    a person decides in the portal; approved → the forwarded call's result; denied → the refusal; a
+    cancel withdraws the wait (nothing reaches the upstream)."""
+    doc = ext_world(world)
+    doc["servers"]["ext"]["tools"]["job"]["approval_required"] = True
+    world.publish(portal, doc)
+    decided: set[str] = set()
+
+    def decide_when_asked(decision: str) -> None:
+        def pending() -> list[dict[str, Any]]:
+            return [
+                e
+                for evs in portal.events.values()
+                for e in evs
+                if e["trigger"] == "approval_required"
+                and e["phase"] == "intent"
+                and e["call_id"] not in decided
+            ]
+
+        assert portal.wait_for(lambda: bool(pending()), timeout=WAIT)
+        ev = pending()[0]
+        decided.add(ev["call_id"])
+        portal.approve(next(iter(portal.sessions)), ev["call_id"], decision)
+
+    async def main() -> None:
+        async with agent(world.gateway("--upstream-mode", MODERN, portal=portal)) as c:
+            outcomes = []
+            for label, decision in (("yes", "approve"), ("no", "deny")):
+                created = await call(c, "ext__job", {"label": label, "seconds": 0})
+                assert created["resultType"] == "task" and created["status"] == "working"
+                assert "waiting for the approval of a person" in created["statusMessage"]
+                assert (await task(c, "tasks/get", {"taskId": created["taskId"]}))["status"] == "working"
+                await anyio.to_thread.run_sync(decide_when_asked, decision)
+                outcomes.append((await until(c, created["taskId"], TERMINAL))["result"])
+            assert outcomes[0]["content"][0]["text"] == "done: yes" and not outcomes[0].get("isError")
+            assert outcomes[1]["isError"] and "Approval denied by" in outcomes[1]["content"][0]["text"]
+            withdrawn = await call(c, "ext__job", {"label": "later", "seconds": 0})
+            await task(c, "tasks/cancel", {"taskId": withdrawn["taskId"]})
+            assert (await task(c, "tasks/get", {"taskId": withdrawn["taskId"]}))["status"] == "cancelled"
+
+    anyio.run(main)
+    assert [c["arguments"]["label"] for c in upstream_saw(world, "tools/call")] == ["yes"]
+    events = audit(world, "job")
+    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
+        ("intent", None, "approval_required"),
+        ("result", "success", None),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+    ]
+    assert events[5]["result_summary"] == "approval wait withdrawn by the agent (tasks/cancel)"
+
+
+def test_a_halt_withdraws_an_approval_wait(world: World, portal: Any) -> None:
+    doc = ext_world(world)
+    doc["servers"]["ext"]["tools"]["job"]["approval_required"] = True
+    world.publish(portal, doc)
+
+    async def main() -> None:
+        async with agent(world.gateway("--upstream-mode", MODERN, portal=portal)) as c:
+            gid = (await call(c, "ext__job", {"label": "wait", "seconds": 0}))["taskId"]
+            halted = await call(c, "shell__run", {"cmd": "ls"})
+            assert halted["isError"] and "unauthorized_server" in halted["content"][0]["text"]
+            with anyio.fail_after(WAIT):
+                while len(audit(world, "job")) < 2:
+                    await anyio.sleep(0.05)
+            with pytest.raises(MCPError) as refused:
+                await task(c, "tasks/get", {"taskId": gid})
+            assert refused.value.error.code == POLICY_REFUSED
+            assert "halted by trigger unauthorized_server" in refused.value.error.message
+
+    anyio.run(main)
+    assert upstream_saw(world, "tools/call") == []
+    events = audit(world, "job")
+    assert phases(events) == [
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "unauthorized_server"),
+    ]
+    assert events[1]["result_summary"].startswith("approval wait stopped by governance")
