@@ -14,7 +14,13 @@ agent sees are minted here (``<server>:<random>``) and bound to the governance s
 task: any other session gets the answer of an unknown task. Polls are not calls (no rate limit), but each
 is checked by :func:`mcpgov.decision.decide_task`; a halt, an ended session, a kill-switch flag or a
 revoked client cancels the session's in-flight tasks upstream (``tasks/cancel``), audits it, and refuses
-every later poll with the halt's refusal. See ``docs/gateway.md``, "Tasks".
+every later poll with the halt's refusal.
+
+The 2026-07-28 extension (``io.modelcontextprotocol/tasks``: ``resultType: "task"``, ``tasks/get`` /
+``tasks/update`` / ``tasks/cancel``) is served on the SDK server and sent upstream through the SDK session,
+with the same binding, sweep and single RESULT; each input request of such a task is screened by the rule of
+a server-to-client request; agents that did not declare it get the result of a task the gateway drives, and
+an approval wait of one that did is a task hosted here. See ``docs/gateway.md``, "Tasks".
 """
 
 from __future__ import annotations
