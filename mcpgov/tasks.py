@@ -281,16 +281,36 @@ class TaskRegistry:
     ) -> dict[str, Any]:
         """The upstream made a task of an allowed call: mint the agent's id; the RESULT waits for its end."""
         up_task = result["task"]
+        rec = self._register(sess, intent, call, upstream, up_task, up_task.get("ttl"), timeout, started)
+        rec.task = self._translate(rec, up_task)
+        answer = self._translate(rec, result)
+        answer["task"] = dict(rec.task)
+        return answer
+
+    def _register(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        upstream: Upstream,
+        up_task: dict[str, Any],
+        ttl: Any,
+        timeout: float,
+        started: float,
+        *,
+        modern: bool = False,
+    ) -> GatewayTask:
+        """An upstream task of an allowed call (either generation): the agent's id minted, the task held."""
         upstream_id = up_task.get("taskId")
         if not isinstance(upstream_id, str) or not upstream_id:
             summary = "the upstream answered with a task without a taskId"
             sess.spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=0.0)
             raise TaskError(types.INTERNAL_ERROR, summary)
         gid = f"{upstream.slug}:{secrets.token_urlsafe(18)}"
-        ttl = up_task.get("ttl")
         expires = time.monotonic() + ttl / 1000 if isinstance(ttl, int | float) and ttl >= 0 else math.inf
-        rec = GatewayTask(gid, sess, upstream, upstream_id, call, intent, started, timeout, expires)
-        rec.task = self._translate(rec, up_task)
+        rec = GatewayTask(
+            gid, sess, upstream, upstream_id, call, intent, started, timeout, expires, modern=modern
+        )
         self.tasks[gid] = rec
         self.by_upstream[(upstream.slug, upstream_id)] = rec
         log.info(
@@ -302,9 +322,7 @@ class TaskRegistry:
             upstream_id,
         )
         self.nudge()
-        answer = self._translate(rec, result)
-        answer["task"] = dict(rec.task)
-        return answer
+        return rec
 
     def _find(self, sess: AgentSession, params: dict[str, Any], *, modern: bool = False) -> GatewayTask:
         rec = self.tasks.get(params.get("taskId")) if isinstance(params.get("taskId"), str) else None
@@ -566,31 +584,11 @@ class TaskRegistry:
         waits for the task's end); any other agent gets the call's result, the gateway polling the upstream
         within the call's execution timeout (the extension's rule for a client keeping its plain contract).
         """
-        upstream_id = result.get("taskId")
-        if not isinstance(upstream_id, str) or not upstream_id:
-            summary = "the upstream answered with a task without a taskId"
-            sess.spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=0.0)
-            raise TaskError(types.INTERNAL_ERROR, summary)
         ttl = result.get("ttlMs")
-        expires = time.monotonic() + ttl / 1000 if isinstance(ttl, int | float) and ttl >= 0 else math.inf
-        gid = f"{upstream.slug}:{secrets.token_urlsafe(18)}"
-        rec = GatewayTask(
-            gid, sess, upstream, upstream_id, call, intent, started, timeout, expires, modern=True
-        )
+        rec = self._register(sess, intent, call, upstream, result, ttl, timeout, started, modern=True)
         rec.task = self._ext_fields(rec, result)
-        self.tasks[gid] = rec
-        self.by_upstream[(upstream.slug, upstream_id)] = rec
-        self.nudge()
         if not TASK_AGENT.get():
             return await self._drive(rec, result)
-        log.info(
-            "task %s created on %s for %s.%s (upstream id %s)",
-            gid,
-            upstream.slug,
-            call.server,
-            call.tool,
-            upstream_id,
-        )
         return {"resultType": "task", **rec.task}
 
     def _ext_fields(self, rec: GatewayTask, upstream_task: dict[str, Any]) -> dict[str, Any]:

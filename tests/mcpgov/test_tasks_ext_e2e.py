@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
 from tests.mcpgov.conftest import PY, ROOT, World
-from tests.mcpgov.test_surface_e2e import free_port, http_gateway
+from tests.mcpgov.test_surface_e2e import free_port, http_gateway, wait_serving
 
 pytestmark = pytest.mark.slow
 
@@ -90,20 +90,8 @@ def http_upstream(world: World) -> Iterator[str]:
         stderr=sys.stderr,
     )
     url = f"http://127.0.0.1:{port}/mcp"
-
-    async def serving() -> None:
-        with anyio.fail_after(WAIT):
-            while True:
-                try:
-                    async with Client(url, mode=MODERN) as probe:
-                        await probe.list_tools()
-                    return
-                except Exception:
-                    assert proc.poll() is None, "the upstream exited"
-                    await anyio.sleep(0.2)
-
     try:
-        anyio.run(serving)
+        wait_serving(proc, url, MODERN)
         yield url
     finally:
         proc.terminate()
