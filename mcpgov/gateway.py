@@ -425,9 +425,8 @@ class Gateway:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
         except TaskError as exc:
             raise MCPError(exc.error["code"], exc.error["message"], exc.error.get("data")) from exc
-        if (
-            raw.get("resultType") == "task"
-        ):  # a 2026-07-28 CreateTaskResult (mcpgov.tasks): the extension's shape
+        if raw.get("resultType") == "task":
+            # a 2026-07-28 CreateTaskResult (mcpgov.tasks): the extension's shape, not a CallToolResult
             if ctx.request is not None:
                 raw["_meta"] = {**(raw.get("_meta") or {}), RUN_META_KEY: sess.run_id}
             return raw
