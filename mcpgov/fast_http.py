@@ -94,6 +94,7 @@ class FastHttpCalls:
         self.manager = gateway.server._session_manager
         self.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
         gateway.tasks.served = True  # task messages are answered here (on both settings)
+        gateway.tasks.notify = gateway.tasks.notify_peer  # status notifications: the agent's GET stream
         self.backend: BearerAuthBackend | None = None
         if token_verifier is not None:
             from pydantic import AnyHttpUrl

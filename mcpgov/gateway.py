@@ -60,13 +60,14 @@ from mcpgov.surface import (
     REVOKED_MESSAGE,
     GatewayServer,
     Surface,
+    error_result,
     exposed_name,
     prefix_resource_uris,
     result_size,
     retry_params,
     split_name,
 )
-from mcpgov.tasks import TaskRegistry
+from mcpgov.tasks import TaskError, TaskRegistry, task_agent
 from mcpgov.tracing import CallObservation, CallObserver, call_context, on_result, on_state_change
 from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 from mcpgov.verify import VerifiedBundle
@@ -129,10 +130,6 @@ def result_text(result: dict[str, Any], limit: int) -> str:
         if size >= limit:
             break
     return "\n".join(parts)[:limit]
-
-
-def error_result(message: str) -> dict[str, Any]:
-    return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
 class Gateway:
@@ -383,7 +380,9 @@ class Gateway:
         )
         server.middleware = []  # no per-message tracing span on the hot path
         server.tasks_capability = self.tasks.capability  # type: ignore[attr-defined]
+        server.tasks_extension = self.tasks.extension  # type: ignore[attr-defined]
         self.surface.register(server)
+        self.tasks.register(server)
         return server
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
@@ -414,17 +413,24 @@ class Gateway:
 
     async def handle_call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
         """The SDK path (HTTP, or stdio when the fast path does not apply)."""
         sess = self.surface.session(ctx)
         retry = retry_params(params)
         try:
-            with self.surface.caller(ctx, sess), agent_rounds(ctx):
+            with self.surface.caller(ctx, sess), agent_rounds(ctx), task_agent(ctx):
                 raw = await self.execute(
                     sess, params.name, params.arguments, rounds=retry, **call_context(ctx)
                 )
         except UpstreamError as exc:
             raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
+        except TaskError as exc:
+            raise MCPError(exc.error["code"], exc.error["message"], exc.error.get("data")) from exc
+        if raw.get("resultType") == "task":
+            # a 2026-07-28 CreateTaskResult (mcpgov.tasks): the extension's shape, not a CallToolResult
+            if ctx.request is not None:
+                raw["_meta"] = {**(raw.get("_meta") or {}), RUN_META_KEY: sess.run_id}
+            return raw
         result = (
             types.InputRequiredResult.model_validate(raw)
             if is_input_required(raw)
@@ -518,6 +524,8 @@ class Gateway:
         )
         if decision.verdict != Verdict.ALLOW:
             if decision.verdict == Verdict.APPROVAL:
+                if self.tasks.approval_as_task(sess):  # a 2026-07-28 agent with tasks: a gateway task
+                    return await self.tasks.approval_task(sess, intent, name, call, decision)
                 if self.rounds.approval_as_round(sess):  # a 2026-07-28 agent: asked again, not held open
                     return await self.rounds.approval_round(sess, intent, name, call, decision)
                 decision = await self._await_approval(sess, intent, call, decision)
@@ -585,6 +593,10 @@ class Gateway:
         ms = (time.perf_counter() - t0) * 1000
         if task is not None and isinstance(result.get("task"), dict):
             return self.tasks.created(sess, intent, call, upstream, result, timeout=timeout, started=t0)
+        if result.get("resultType") == "task":  # a 2026-07-28 upstream made a task of the call
+            return await self.tasks.created_ext(
+                sess, intent, call, upstream, result, timeout=timeout, started=t0
+            )
         if is_input_required(result):  # a 2026-07-28 upstream asks the agent's side first
             return await self.rounds.upstream_asked(
                 sess, intent, name, call, upstream, result, ms, round_no, obs, timeout

@@ -39,6 +39,7 @@ from mcpgov.redact import redact_text
 from mcpgov.session import CallRecord, call_resource
 from mcpgov.upstream import (
     CALLER,
+    TASKS_EXTENSION,
     Caller,
     Upstream,
     UpstreamClosed,
@@ -83,6 +84,11 @@ REVOKED_MESSAGE = (
 def exposed_name(server: str, tool: str) -> str:
     """The name the agent sees: ``<server>__<tool>`` (server slugs may not contain ``__``)."""
     return f"{server}{NAME_SEPARATOR}{tool}"
+
+
+def error_result(message: str) -> dict[str, Any]:
+    """A tool result the agent reads as an error (``isError``): refusals, failed forwards."""
+    return {"content": [{"type": "text", "text": message}], "isError": True}
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -200,12 +206,17 @@ class GatewayServer(Server[Any]):
 
     # set by the gateway: whether task-augmented tools/call can be relayed (mcpgov.tasks)
     tasks_capability: Callable[[], types.ServerTasksCapability | None] | None = None
+    # and whether the 2026-07-28 tasks extension is (an upstream runs it)
+    tasks_extension: Callable[[], bool] | None = None
 
     def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
         caps = super().get_capabilities(*args, **kwargs)
-        tasks = self.tasks_capability() if self.tasks_capability is not None else None
-        if tasks is not None and kwargs.get("protocol_version") is None:  # 2025-11-25 handshake sessions
-            caps = caps.model_copy(update={"tasks": tasks})
+        if kwargs.get("protocol_version") is None:  # 2025-11-25 handshake sessions
+            tasks = self.tasks_capability() if self.tasks_capability is not None else None
+            if tasks is not None:
+                caps = caps.model_copy(update={"tasks": tasks})
+        elif self.tasks_extension is not None and self.tasks_extension():  # 2026-07-28 server/discover
+            caps = caps.model_copy(update={"extensions": {**(caps.extensions or {}), TASKS_EXTENSION: {}}})
         return caps
 
 

@@ -14,7 +14,13 @@ agent sees are minted here (``<server>:<random>``) and bound to the governance s
 task: any other session gets the answer of an unknown task. Polls are not calls (no rate limit), but each
 is checked by :func:`mcpgov.decision.decide_task`; a halt, an ended session, a kill-switch flag or a
 revoked client cancels the session's in-flight tasks upstream (``tasks/cancel``), audits it, and refuses
-every later poll with the halt's refusal. See ``docs/gateway.md``, "Tasks".
+every later poll with the halt's refusal.
+
+The 2026-07-28 extension (``io.modelcontextprotocol/tasks``: ``resultType: "task"``, ``tasks/get`` /
+``tasks/update`` / ``tasks/cancel``) is served on the SDK server and sent upstream through the SDK session,
+with the same binding, sweep and single RESULT; each input request of such a task is screened by the rule of
+a server-to-client request; agents that did not declare it get the result of a task the gateway drives, and
+an approval wait of one that did is a task hosted here. See ``docs/gateway.md``, "Tasks".
 """
 
 from __future__ import annotations
@@ -27,20 +33,28 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field
 
 from mcpgov.bundle import Trigger
-from mcpgov.decision import Decision, ToolCall, Verdict, decide_task
+from mcpgov.decision import Decision, ToolCall, Verdict, decide_task, iso_ts
+from mcpgov.mrtr import _valid_answer
 from mcpgov.session import CallRecord, SessionStatus
-from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, split_name
-from mcpgov.upstream import Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
+from mcpgov.surface import POLICY_REFUSED, REVOKED_MESSAGE, ScreenedRequest, error_result, split_name
+from mcpgov.upstream import TASKS_EXTENSION, Upstream, UpstreamClosed, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
+    from mcp.server.context import ServerRequestContext
+    from mcp.server.lowlevel import Server
+
     from mcpgov.control import AgentSession
     from mcpgov.gateway import Gateway
 
@@ -52,6 +66,46 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 TASK_NOT_FOUND = "Failed to retrieve task: Task not found"
 POLL_TIMEOUT = 30.0  # tasks/get, tasks/cancel, tasks/list on the upstream
 SWEEP_INTERVAL = 0.5  # how often in-flight tasks are checked against the session and the bundle
+EXT_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")  # the 2026-07-28 extension's methods
+# a task of a 2026-07-28 upstream for an agent that cannot see it: polled by the gateway at this pace
+DRIVE_POLL = (0.05, 1.0)
+# the agent request being served declared the 2026-07-28 tasks extension (set by the SDK handler)
+TASK_AGENT: ContextVar[bool] = ContextVar("mcpgov_task_agent", default=False)
+
+
+def declares_tasks(ctx: Any) -> bool:
+    """A 2026-07-28 request whose per-request ``clientCapabilities`` name the tasks extension."""
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False
+    caps = (ctx.meta or {}).get(types.CLIENT_CAPABILITIES_META_KEY)
+    extensions = caps.get("extensions") if isinstance(caps, dict) else None
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+def _declared_capabilities(ctx: Any) -> types.ClientCapabilities:
+    """What the agent declared on this 2026-07-28 request (nothing, if malformed): input requests need it."""
+    caps = (ctx.meta or {}).get(types.CLIENT_CAPABILITIES_META_KEY)
+    try:
+        return types.ClientCapabilities.model_validate(caps if isinstance(caps, dict) else {}, by_name=False)
+    except ValueError:
+        return types.ClientCapabilities()
+
+
+@contextlib.contextmanager
+def task_agent(ctx: Any) -> Iterator[None]:
+    """Within the SDK's ``tools/call`` handler: whether the agent may be answered with a task (:data:`TASK_AGENT`)."""
+    token = TASK_AGENT.set(declares_tasks(ctx))
+    try:
+        yield
+    finally:
+        TASK_AGENT.reset(token)
+
+
+class TaskParams(types.RequestParams):
+    """The params of ``tasks/get``, ``tasks/update``, ``tasks/cancel`` (2026-07-28 extension)."""
+
+    task_id: Annotated[str, Field(alias="taskId")]
+    input_responses: Annotated[dict[str, Any] | None, Field(alias="inputResponses")] = None
 
 
 def is_task_message(msg: Any) -> bool:
@@ -99,6 +153,15 @@ class GatewayTask:
     expires: float  # monotonic; the task's ttl from its creation (inf when unlimited)
     task: dict[str, Any] = field(default_factory=dict)  # the last state seen, with the gateway's id
     refusal: Decision | None = None  # governance stopped it: every poll gets this refusal
+    # 2026-07-28 extension (upstream and agent): its input requests as screened, the keys answered or
+    # declined by the gateway, and the terminal payload shown once the RESULT is written
+    modern: bool = False
+    approval: bool = False  # the gateway's own task: an approval wait, then the forwarded call
+    forwarding: bool = False  # (approval) approved and forwarded: it runs to its end
+    scope: anyio.CancelScope | None = None  # (approval) the wait, withdrawn by a cancel or a halt
+    asked: dict[str, tuple[str, ScreenedRequest]] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+    final: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -219,16 +282,36 @@ class TaskRegistry:
     ) -> dict[str, Any]:
         """The upstream made a task of an allowed call: mint the agent's id; the RESULT waits for its end."""
         up_task = result["task"]
+        rec = self._register(sess, intent, call, upstream, up_task, up_task.get("ttl"), timeout, started)
+        rec.task = self._translate(rec, up_task)
+        answer = self._translate(rec, result)
+        answer["task"] = dict(rec.task)
+        return answer
+
+    def _register(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        upstream: Upstream,
+        up_task: dict[str, Any],
+        ttl: Any,
+        timeout: float,
+        started: float,
+        *,
+        modern: bool = False,
+    ) -> GatewayTask:
+        """An upstream task of an allowed call (either generation): the agent's id minted, the task held."""
         upstream_id = up_task.get("taskId")
         if not isinstance(upstream_id, str) or not upstream_id:
             summary = "the upstream answered with a task without a taskId"
             sess.spool.result(intent, status="fail", result_summary=summary, nbytes=0, duration_ms=0.0)
             raise TaskError(types.INTERNAL_ERROR, summary)
         gid = f"{upstream.slug}:{secrets.token_urlsafe(18)}"
-        ttl = up_task.get("ttl")
         expires = time.monotonic() + ttl / 1000 if isinstance(ttl, int | float) and ttl >= 0 else math.inf
-        rec = GatewayTask(gid, sess, upstream, upstream_id, call, intent, started, timeout, expires)
-        rec.task = self._translate(rec, up_task)
+        rec = GatewayTask(
+            gid, sess, upstream, upstream_id, call, intent, started, timeout, expires, modern=modern
+        )
         self.tasks[gid] = rec
         self.by_upstream[(upstream.slug, upstream_id)] = rec
         log.info(
@@ -240,13 +323,11 @@ class TaskRegistry:
             upstream_id,
         )
         self.nudge()
-        answer = self._translate(rec, result)
-        answer["task"] = dict(rec.task)
-        return answer
+        return rec
 
-    def _find(self, sess: AgentSession, params: dict[str, Any]) -> GatewayTask:
+    def _find(self, sess: AgentSession, params: dict[str, Any], *, modern: bool = False) -> GatewayTask:
         rec = self.tasks.get(params.get("taskId")) if isinstance(params.get("taskId"), str) else None
-        if rec is None or rec.session is not sess:
+        if rec is None or rec.session is not sess or rec.modern is not modern:
             raise _not_found()
         if time.monotonic() >= rec.expires:
             self._forget(rec)
@@ -325,7 +406,7 @@ class TaskRegistry:
             raise TaskError(types.INVALID_PARAMS, "Invalid cursor")  # one page: this gateway never gives one
         now = time.monotonic()
         out = []
-        for rec in [r for r in self.tasks.values() if r.session is sess]:
+        for rec in [r for r in self.tasks.values() if r.session is sess and not r.modern]:
             if now >= rec.expires:
                 self._forget(rec)
                 continue
@@ -356,6 +437,24 @@ class TaskRegistry:
                     "params": self._translate(rec, params),
                 },
             )
+
+    def notify_peer(self, sess: AgentSession, note: dict[str, Any]) -> None:
+        """HTTP (2025-11-25 sessions): a status notification on the agent's standalone GET stream.
+
+        The call's own SSE stream has ended with its ``CreateTaskResult``; an agent without a GET stream
+        (or whose connection the gateway has not seen on the SDK path yet) polls, as the spec expects.
+        """
+        peer, tg = sess.peer, self.gateway.tg
+        if peer is None or tg is None:
+            return
+        try:
+            message = types.TaskStatusNotification.model_validate(
+                {"method": note["method"], "params": note["params"]}, by_name=False
+            )
+        except ValueError:
+            log.info("task status notification not relayed: not a 2025-11-25 task status")
+            return
+        tg.start_soon(self.gateway.surface._send, peer, message)
 
     # governance
 
@@ -395,6 +494,16 @@ class TaskRegistry:
             trigger = sess.state.trigger  # the halt's own trigger names why the task stopped
         reason = (decision.reason or decision.message.splitlines()[0])[:200]
         running = rec.status not in TERMINAL
+        if rec.approval:
+            if self._approval_stop(rec) and sess.state.state != SessionStatus.ENDED:
+                with contextlib.suppress(Exception):
+                    self._record_end(
+                        rec, "blocked", f"approval wait stopped by governance: {reason}", trigger=trigger
+                    )
+            elif rec.open:
+                with contextlib.suppress(Exception):
+                    self._record_end(rec, "fail", f"approval wait ended with the session: {reason}")
+            return
         if running:
             log.warning(
                 "task %s (%s.%s): cancelling upstream: %s", rec.id, rec.call.server, rec.call.tool, reason
@@ -420,13 +529,370 @@ class TaskRegistry:
             with contextlib.suppress(Exception):
                 self._record_end(rec, "fail", summary)
 
+    # 2026-07-28: the tasks extension (io.modelcontextprotocol/tasks)
+
+    def extension(self) -> bool:
+        """Whether ``server/discover`` advertises the extension: an upstream runs it."""
+        return any(up.supports_task_extension for up in self.gateway.upstreams.values())
+
+    def register(self, server: Server[Any]) -> None:
+        """``tasks/get``, ``tasks/update``, ``tasks/cancel`` on the SDK server (2026-07-28 requests only)."""
+        for method in EXT_METHODS:
+            server.add_request_handler(method, TaskParams, self._ext_handler(method))
+
+    def _ext_handler(self, method: str) -> Callable[..., Any]:
+        async def handle(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+            if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                # 2025-11-25 sessions have their own tasks/* (taken off the wire before the SDK)
+                raise MCPError(types.METHOD_NOT_FOUND, "Method not found", method)
+            sess = self.gateway.surface.session(ctx)
+            try:
+                rec = self._find(sess, {"taskId": params.task_id}, modern=True)
+                if method == "tasks/get":
+                    result = await self._ext_get(rec, _declared_capabilities(ctx))
+                elif method == "tasks/update":
+                    result = await self._ext_update(rec, params.input_responses)
+                else:
+                    result = await self._ext_cancel(rec)
+            except TaskError as exc:
+                raise MCPError(exc.error["code"], exc.error["message"], exc.error.get("data")) from exc
+            except UpstreamError as exc:
+                raise MCPError(exc.code, str(exc.error.get("message", "")), exc.error.get("data")) from exc
+            except UpstreamClosed as exc:
+                raise MCPError(types.INTERNAL_ERROR, f"{method} failed: {exc}") from exc
+            if ctx.request is not None:  # HTTP: the run this answer belongs to, as on every answer
+                from mcpgov.identity import RUN_META_KEY
+
+                result["_meta"] = {**(result.get("_meta") or {}), RUN_META_KEY: sess.run_id}
+            return result
+
+        return handle
+
+    async def created_ext(
+        self,
+        sess: AgentSession,
+        intent: dict[str, Any],
+        call: ToolCall,
+        upstream: Upstream,
+        result: dict[str, Any],
+        *,
+        timeout: float,
+        started: float,
+    ) -> dict[str, Any]:
+        """A 2026-07-28 upstream answered an allowed call with a task: the agent's task, or driven to its end.
+
+        An agent that declared the extension gets a ``CreateTaskResult`` with the gateway's id (its RESULT
+        waits for the task's end); any other agent gets the call's result, the gateway polling the upstream
+        within the call's execution timeout (the extension's rule for a client keeping its plain contract).
+        """
+        ttl = result.get("ttlMs")
+        rec = self._register(sess, intent, call, upstream, result, ttl, timeout, started, modern=True)
+        rec.task = self._ext_fields(rec, result)
+        if not TASK_AGENT.get():
+            return await self._drive(rec, result)
+        return {"resultType": "task", **rec.task}
+
+    def _ext_fields(self, rec: GatewayTask, upstream_task: dict[str, Any]) -> dict[str, Any]:
+        """The ``Task`` fields of an upstream answer, with the gateway's id (payloads are shown separately)."""
+        drop = ("_meta", "resultType", "result", "error", "inputRequests")
+        fields = {k: copy.deepcopy(v) for k, v in upstream_task.items() if k not in drop}
+        fields["taskId"] = rec.id
+        return fields
+
+    async def _ext_get(self, rec: GatewayTask, caps: types.ClientCapabilities) -> dict[str, Any]:
+        await self._admit(rec)
+        if rec.approval:
+            return {**rec.task, **(rec.final or {})}
+        up = await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
+        await self._admit(rec)  # a halt while the upstream answered: nothing more reaches the agent
+        return await self._ext_view(rec, up, caps)
+
+    async def _ext_view(
+        self, rec: GatewayTask, up: dict[str, Any], caps: types.ClientCapabilities | None
+    ) -> dict[str, Any]:
+        """The agent's ``DetailedTask`` for an upstream one: the result checked and audited once, the error
+        passed on, each input request screened (``caps`` None: nobody may be asked)."""
+        if rec.final is not None:  # terminal and recorded: the same answer again
+            return {**rec.task, **rec.final}
+        rec.task = {**rec.task, **self._ext_fields(rec, up)}
+        status = rec.status
+        if status == "completed":
+            result = up.get("result") if isinstance(up.get("result"), dict) else {"content": []}
+            if rec.open:
+                result = self.gateway.complete_call(rec.session, rec.intent, rec.call, result, self._ms(rec))
+            rec.final = {"result": result}
+        elif status == "failed":
+            error = up.get("error") if isinstance(up.get("error"), dict) else {}
+            error = {
+                "code": error.get("code", types.INTERNAL_ERROR),
+                "message": str(error.get("message", "")),
+            }
+            if rec.open:
+                self._record_end(
+                    rec, "fail", f"task failed upstream: error {error['code']}: {error['message']}"
+                )
+            rec.final = {"error": error}
+        elif status == "cancelled":
+            if rec.open:
+                self._record_end(
+                    rec, "fail", f"task cancelled upstream: {rec.task.get('statusMessage') or ''}"
+                )
+            rec.final = {}
+        elif status == "input_required":
+            requests = up.get("inputRequests") if isinstance(up.get("inputRequests"), dict) else {}
+            shown = await self._screen(rec, requests, caps)
+            # questions the gateway answered itself (declined) are not the agent's: the task is working
+            return {**rec.task, "inputRequests": shown} if shown else {**rec.task, "status": "working"}
+        if rec.final is not None:
+            self._forget_later(rec)
+            return {**rec.task, **rec.final}
+        return dict(rec.task)
+
+    async def _screen(
+        self, rec: GatewayTask, requests: dict[str, Any], caps: types.ClientCapabilities | None
+    ) -> dict[str, Any]:
+        """Each input request of the task decided once (the rule of a legacy server-to-client request).
+
+        A refused elicitation is declined upstream on the user's behalf and never shown; a refused sampling
+        or roots request stops the task (cancelled upstream, RESULT ``blocked``, its polls refused).
+        """
+        gw = self.gateway
+        shown: dict[str, Any] = {}
+        declined: dict[str, Any] = {}
+        for key, request in requests.items():
+            if key in rec.answered:
+                continue  # answered; the upstream has not moved on yet
+            seen = rec.asked.get(key)
+            if seen is None:
+                request = request if isinstance(request, dict) else {}
+                method = str(request.get("method"))
+                wire = dict(request.get("params") or {}) if isinstance(request.get("params"), dict) else {}
+                screened = gw.surface.screen_server_request(
+                    rec.session,
+                    rec.upstream.slug,
+                    method,
+                    wire,
+                    None,
+                    unclear="" if caps is not None else "the agent cannot be asked inside this task",
+                    capabilities=caps or types.ClientCapabilities(),
+                )
+                if not screened.allowed:
+                    if method == "elicitation/create":
+                        rec.answered.add(key)
+                        declined[key] = {"action": "decline"}
+                        continue
+                    stop = Decision(
+                        Verdict.REFUSE,
+                        Trigger.SERVER_REQUEST_DENIED,
+                        screened.message,
+                        reason=screened.reason,
+                    )
+                    await self.stop(rec, stop)
+                    raise _refusal(rec.refusal or stop)
+                rec.asked[key] = seen = (method, screened)
+            shown[key] = {"method": seen[0], "params": seen[1].wire}
+        if declined:
+            await rec.upstream.task_request(
+                "tasks/update", {"taskId": rec.upstream_id, "inputResponses": declined}, POLL_TIMEOUT
+            )
+        return shown
+
+    async def _ext_update(self, rec: GatewayTask, responses: dict[str, Any] | None) -> dict[str, Any]:
+        """The agent's answers: only to questions it was shown and has not answered, each audited."""
+        await self._admit(rec)
+        if rec.approval:
+            return {}  # the gateway's approval task asks nothing of the agent
+        if not isinstance(responses, dict):
+            raise TaskError(types.INVALID_PARAMS, "inputResponses must be an object")
+        gw = self.gateway
+        forward: dict[str, Any] = {}
+        for key, answer in responses.items():
+            seen = rec.asked.get(key)
+            if seen is None or key in rec.answered:
+                continue  # never shown to this agent, or answered: ignored (the spec's rule for such keys)
+            method, screened = seen
+            rec.answered.add(key)
+            if not _valid_answer(method, answer):
+                gw.surface.server_request_failed(
+                    rec.session,
+                    screened.intent,
+                    rec.upstream.slug,
+                    method,
+                    "not a valid answer",
+                    time.perf_counter(),
+                )
+                continue
+            gw.surface.answered(rec.session, screened.intent, rec.upstream.slug, method, answer, 0.0)
+            forward[key] = answer
+        if forward:
+            await rec.upstream.task_request(
+                "tasks/update", {"taskId": rec.upstream_id, "inputResponses": forward}, POLL_TIMEOUT
+            )
+        return {}
+
+    async def _ext_cancel(self, rec: GatewayTask) -> dict[str, Any]:
+        await self._admit(rec)
+        if rec.approval:
+            if rec.status not in TERMINAL and self._approval_stop(rec):
+                self._record_end(
+                    rec,
+                    "blocked",
+                    "approval wait withdrawn by the agent (tasks/cancel)",
+                    trigger=Trigger.APPROVAL_REQUIRED,
+                )
+            return {}
+        await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
+        if rec.open:
+            self._record_end(rec, "fail", "task cancelled by the agent")
+        return {}
+
+    async def _drive(self, rec: GatewayTask, created: dict[str, Any]) -> dict[str, Any]:
+        """The task of an agent that did not declare the extension: polled here, answered as a plain call.
+
+        Governance still applies (the sweep stops it on a halt); an input request inside the task cannot be
+        put to this agent: an elicitation is declined on the user's behalf, a sampling or roots request stops
+        the task and fails the call (said in the answer and the RESULT).
+        """
+        gw = self.gateway
+        up: dict[str, Any] = created
+        try:
+            with anyio.move_on_after(max(rec.timeout - (time.perf_counter() - rec.started), 0.0)):
+                while True:
+                    if rec.refusal is not None:  # stopped by governance (RESULT written by stop)
+                        return error_result(rec.refusal.message)
+                    if up.get("status") in TERMINAL:
+                        view = await self._ext_view(rec, up, None)
+                        if "error" in view:
+                            raise UpstreamError(view["error"])
+                        return view.get("result", {"content": []})
+                    if up.get("status") == "input_required":
+                        requests = (
+                            up.get("inputRequests") if isinstance(up.get("inputRequests"), dict) else {}
+                        )
+                        try:  # nobody can be asked: elicitations declined, sampling or roots stop the task
+                            await self._screen(rec, requests, None)
+                        except TaskError as exc:
+                            return error_result(exc.error["message"])
+                    interval = up.get("pollIntervalMs")
+                    pace = interval / 1000 if isinstance(interval, int | float) else DRIVE_POLL[0]
+                    await anyio.sleep(min(max(pace, DRIVE_POLL[0]), DRIVE_POLL[1]))
+                    if rec.refusal is None:
+                        up = await rec.upstream.task_request(
+                            "tasks/get", {"taskId": rec.upstream_id}, POLL_TIMEOUT
+                        )
+            why = f"the task did not end within {rec.timeout:g}s"
+            with contextlib.suppress(Exception):
+                await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
+            if rec.open:
+                self._record_end(rec, "fail", f"{why}; cancelled upstream")
+            return error_result(f"MCP call failed: {why} (recorded as status=fail; cancelled upstream)")
+        except (UpstreamClosed, UpstreamTimeout) as exc:
+            if rec.open:
+                gw._forward_failed(rec.session, rec.intent, rec.call, exc, self._ms(rec))
+            return error_result(f"MCP call failed: {exc} (recorded as status=fail; not retried)")
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, 5.0)
+                if rec.open:
+                    gw._forward_failed(rec.session, rec.intent, rec.call, None, self._ms(rec))
+            raise
+        finally:
+            self._forget(rec)
+
+    def _forget_later(self, rec: GatewayTask) -> None:
+        """A terminal 2026-07-28 task stays pollable (the same answer) until its ttl; at most 10 minutes."""
+        rec.expires = min(rec.expires, time.monotonic() + 600.0)
+
+    # the gateway's own task: a long approval wait (2026-07-28 agents that declared the extension)
+
+    def approval_as_task(self, sess: AgentSession) -> bool:
+        return TASK_AGENT.get() and self.gateway.portal is not None
+
+    async def approval_task(
+        self, sess: AgentSession, intent: dict[str, Any], name: str, call: ToolCall, decision: Decision
+    ) -> dict[str, Any]:
+        """An approval-required call answered with a gateway-hosted task: ``working`` while a person decides
+        in the portal, then the forwarded call's result (or the refusal) as the task's ``result``."""
+        gw = self.gateway
+        gid = f"{call.server}:{secrets.token_urlsafe(18)}"
+        upstream = gw.upstreams.get(call.server)
+        timeout = decision.timeout or gw.options.default_timeout
+        rec = GatewayTask(gid, sess, upstream, "", call, intent, time.perf_counter(), timeout, math.inf)  # type: ignore[arg-type]
+        rec.modern = rec.approval = True
+        stamp = iso_ts(time.time())
+        rec.task = {
+            "taskId": gid,
+            "status": "working",
+            "statusMessage": f"waiting for the approval of a person in the governance portal (call {intent['call_id']})",
+            "createdAt": stamp,
+            "lastUpdatedAt": stamp,
+            "ttlMs": None,
+            "pollIntervalMs": 1000,
+        }
+        self.tasks[gid] = rec
+        assert gw.tg is not None
+        gw.tg.start_soon(self._approve_then_forward, rec, name, decision)
+        log.warning(
+            "call %s (%s.%s) waits for approval (as task %s)", intent["call_id"], call.server, call.tool, gid
+        )
+        return {"resultType": "task", **rec.task}
+
+    async def _approve_then_forward(self, rec: GatewayTask, name: str, decision: Decision) -> None:
+        gw, sess, call = self.gateway, rec.session, rec.call
+        with anyio.CancelScope() as scope:
+            rec.scope = scope
+            verdict = await gw._await_approval(sess, rec.intent, call, decision)
+            if rec.refusal is not None:
+                return
+            if verdict.verdict != Verdict.ALLOW:
+                self._approval_end(rec, {"result": gw._refuse(sess, rec.intent, call, verdict, time.time())})
+                return
+            rec.forwarding = True
+            rec.task = {
+                **rec.task,
+                "statusMessage": "approved; running",
+                "lastUpdatedAt": iso_ts(time.time()),
+            }
+            token = TASK_AGENT.set(False)  # a task the upstream makes of it is driven here, not shown
+            try:
+                with gw.observer.call(sess, name) as obs:
+                    result = await gw.forward(
+                        sess, rec.intent, name, call, verdict.timeout, obs, now=time.time()
+                    )
+                self._approval_end(rec, {"result": result})
+            except UpstreamError as exc:  # its RESULT written by forward
+                error = {k: v for k, v in exc.error.items() if k in ("code", "message", "data")}
+                self._approval_end(rec, {"error": error}, status="failed")
+            finally:
+                TASK_AGENT.reset(token)
+
+    def _approval_end(self, rec: GatewayTask, final: dict[str, Any], status: str = "completed") -> None:
+        rec.final = final
+        rec.task = {**rec.task, "status": status, "lastUpdatedAt": iso_ts(time.time())}
+        rec.task.pop("statusMessage", None)
+        rec.expires = time.monotonic() + 600.0
+
+    def _approval_stop(self, rec: GatewayTask) -> bool:
+        """Stop a gateway-hosted approval task; True when its RESULT is still to be written by the caller.
+
+        While the person has not decided, the wait is withdrawn; once the call was forwarded it runs to
+        its end (the forward writes its RESULT) and only its result is withheld.
+        """
+        if rec.forwarding:
+            return False
+        if rec.scope is not None:
+            rec.scope.cancel()
+        rec.task = {**rec.task, "status": "cancelled", "lastUpdatedAt": iso_ts(time.time())}
+        rec.final = {}
+        return rec.open
+
     # helpers
 
     def _seen(self, rec: GatewayTask, upstream_task: dict[str, Any]) -> None:
         """An upstream task state (tasks/get, cancel, a notification): kept, and a failure/cancel ends it."""
         if rec.refusal is not None:
             return
-        fields = {k: v for k, v in upstream_task.items() if k != "_meta"}
+        fields = {k: v for k, v in upstream_task.items() if k not in ("_meta", "resultType")}
         rec.task = {**rec.task, **self._translate(rec, fields)}
         status = rec.status
         if status in ("failed", "cancelled") and rec.open:
@@ -464,7 +930,8 @@ class TaskRegistry:
 
     def _forget(self, rec: GatewayTask) -> None:
         self.tasks.pop(rec.id, None)
-        self.by_upstream.pop((rec.upstream.slug, rec.upstream_id), None)
+        if rec.upstream is not None:
+            self.by_upstream.pop((rec.upstream.slug, rec.upstream_id), None)
 
 
 class StdioTasks:

@@ -24,12 +24,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import mcp_types as types
 from anyio.abc import TaskStatus
 from mcp import Client, ClientSession
+from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -47,6 +48,40 @@ CALL_RESULT: TypeAdapter[types.CallToolResult | types.InputRequiredResult] = Typ
     types.CallToolResult | types.InputRequiredResult
 )
 MAX_LINE = 256 * 1024 * 1024
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"  # 2026-07-28 tasks (SEP-2663), declared to upstreams
+WIRE_DICT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
+class _AnyParams(types.NotificationParams):
+    model_config = {**types.NotificationParams.model_config, "extra": "allow"}
+
+
+class GatewayTasks(ClientExtension):
+    """What the gateway declares to an HTTP upstream's SDK client: the tasks extension, and a binding for the
+    2025-11-25 ``notifications/tasks/status`` (not in the SDK's tables), handed to the gateway's tasks."""
+
+    identifier = TASKS_EXTENSION
+
+    def __init__(self, on_status: Callable[[dict[str, Any]], None]) -> None:
+        self.on_status = on_status
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        async def deliver(params: types.NotificationParams) -> None:
+            fields = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+            self.on_status({"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": fields})
+
+        return [
+            NotificationBinding(method="notifications/tasks/status", params_type=_AnyParams, handler=deliver)
+        ]
+
+
+class TaskRequest(types.Request[dict[str, Any], str]):
+    """``tasks/get``, ``tasks/update``, ``tasks/cancel`` of the 2026-07-28 extension (not in the SDK's tables).
+
+    ``name_param``: the extension routes these by ``Mcp-Name: <taskId>`` over streamable HTTP.
+    """
+
+    name_param: ClassVar[str | None] = "taskId"
 
 
 @dataclass(slots=True)
@@ -337,15 +372,15 @@ class Upstream:
 
     @property
     def supports_tasks(self) -> bool:
-        """Task-augmented ``tools/call`` can be relayed: the server says so and the raw channel carries it.
+        """Task-augmented ``tools/call`` (2025-11-25) can be relayed: the server says it runs them.
 
         The SDK 2.3 client refuses a ``CreateTaskResult`` answer and has no ``tasks/*`` methods at
-        2025-11-25, so tasks ride the raw stdio channel only (HTTP upstreams: not yet).
+        2025-11-25, so tasks ride the raw stdio channel, or on HTTP :meth:`_send_wire`.
         """
         caps = self.capabilities
         tasks = caps.tasks if caps is not None else None
         return bool(
-            self.raw is not None
+            (self.raw is not None or self.config.url)
             and not self.modern
             and tasks is not None
             and tasks.requests is not None
@@ -353,15 +388,57 @@ class Upstream:
             and tasks.requests.tools.call is not None
         )
 
+    @property
+    def supports_task_extension(self) -> bool:
+        """A 2026-07-28 server with the tasks extension (``resultType: "task"``; SDK session, stdio or HTTP)."""
+        caps = self.capabilities
+        return bool(self.modern and caps is not None and TASKS_EXTENSION in (caps.extensions or {}))
+
     async def task_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """A ``tasks/*`` request on the raw channel; the result as the upstream sent it, or UpstreamError."""
+        """A ``tasks/*`` request; the result as the upstream sent it, or UpstreamError.
+
+        2025-11-25: on the raw channel (the SDK has no such methods there); 2026-07-28 (the extension's
+        ``tasks/get``, ``tasks/update``, ``tasks/cancel``): through the SDK session, which writes the
+        per-request envelope and the ``Mcp-Name`` routing header.
+        """
+        if self.modern:
+            session = self.session
+            if session is None:
+                raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+            try:
+                return await session.send_request(
+                    TaskRequest(method=method, params=params), WIRE_DICT, request_read_timeout_seconds=timeout
+                )
+            except MCPError as exc:
+                raise self._error(exc, timeout) from exc
         raw = self.raw
         if raw is None:
-            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+            return await self._send_wire(method, params, timeout)
         msg = await raw.request(method, params, timeout)
         if "error" in msg:
             raise UpstreamError(msg["error"])
         return msg["result"]
+
+    async def _send_wire(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """A 2025-11-25 request whose answer the SDK session would refuse: a task-augmented ``tools/call``
+        (answered ``CreateTaskResult``) or ``tasks/*`` to an HTTP upstream.
+
+        Why below ``ClientSession.send_request``: it checks every ``tools/call`` answer against the
+        2025-11-25 ``CallToolResult`` (``content`` required), which a ``CreateTaskResult`` is not. This
+        takes the same steps without that check: the session's envelope stamp (protocol-version header),
+        its dispatcher (the transport, the session id, the timeout), the JSON-RPC error as ``MCPError``.
+        ``tests/mcpgov/test_tasks_e2e.py`` runs server-everything's tasks over HTTP through it.
+        """
+        session = self.session
+        if session is None:
+            raise UpstreamClosed(f"upstream {self.slug} is not connected ({self.last_error})")
+        data: dict[str, Any] = {"method": method, "params": params}
+        opts: Any = {"timeout": timeout}
+        session._stamp(data, opts)
+        try:
+            return await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+        except MCPError as exc:
+            raise self._error(exc, timeout) from exc
 
     @contextlib.contextmanager
     def serving(self, caller: Caller | None) -> Iterator[None]:
@@ -434,9 +511,12 @@ class Upstream:
         raw = self.raw
         modern = self.modern
         if task is not None:
-            if raw is None or modern:
+            if modern:
                 raise UpstreamClosed(f"upstream {self.slug} cannot run tasks through the gateway")
             params["task"] = task
+            if raw is None:  # HTTP: the SDK session would refuse the CreateTaskResult
+                with self.serving(caller):
+                    return await self._send_wire("tools/call", params, timeout)
         # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
         # (a task rides the raw channel whatever it asked); nor does the raw channel write the per-request
         # envelope (_meta version and capabilities) a 2026-07-28 server needs
@@ -457,14 +537,19 @@ class Upstream:
         request = types.CallToolRequest(params=types.CallToolRequestParams.model_validate(params))
         with self.serving(caller):
             try:
-                result = await session.send_request(
+                wire = await session.send_request(
                     request,
-                    CALL_RESULT,
+                    WIRE_DICT,
                     request_read_timeout_seconds=timeout,
                     progress_callback=caller.progress if caller is not None else None,
                 )
             except MCPError as exc:
                 raise self._error(exc, timeout) from exc
+        if modern and wire.get("resultType") == "task":
+            # a 2026-07-28 task (the gateway declares the extension): its shape is the extension's
+            # (mcpgov.tasks checks it); the SDK already checked the envelope
+            return wire
+        result = CALL_RESULT.validate_python(wire, by_name=False)
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     def _callbacks(self) -> dict[str, Any]:
@@ -503,15 +588,25 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[None]:
+        """The SDK session; it declares the 2026-07-28 tasks extension, which the gateway runs for its agents
+        (:mod:`mcpgov.tasks`): a 2026-07-28 server may then answer any call with a task."""
         c = self.config
         if c.url:
-            async with Client(c.url, mode=self.mode, cache=None, **self._callbacks()) as client:  # type: ignore[arg-type]
+            async with Client(
+                c.url,
+                mode=self.mode,  # type: ignore[arg-type]
+                cache=None,
+                extensions=[GatewayTasks(self._task_status)],
+                **self._callbacks(),
+            ) as client:
                 self.session, self.raw = client.session, None
                 yield
             return
         async with (
             stdio_transport(c) as (read_stream, write_stream, raw),
-            ClientSession(read_stream, write_stream, **self._callbacks()) as session,
+            ClientSession(
+                read_stream, write_stream, extensions={TASKS_EXTENSION: {}}, **self._callbacks()
+            ) as session,
         ):
             if self.mode == "legacy":
                 await session.initialize()

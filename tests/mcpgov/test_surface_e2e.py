@@ -440,24 +440,29 @@ def http_gateway(world: World, *extra: str) -> Iterator[str]:
         stderr=sys.stderr,
     )
     url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        wait_serving(proc, url, "legacy")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], url: str, mode: str) -> None:
+    """Until the MCP server ``proc`` answers ``tools/list`` at ``url`` (``mode``: the client's)."""
 
     async def serving() -> None:
         with anyio.fail_after(WAIT):
             while True:
                 try:
-                    async with Client(url, mode="legacy") as probe:
-                        await probe.send_ping()
+                    async with Client(url, mode=mode) as probe:
+                        await probe.list_tools()
                     return
                 except Exception:
-                    assert proc.poll() is None, "the gateway exited"
+                    assert proc.poll() is None, f"{proc.args[0]} exited"
                     await anyio.sleep(0.2)
 
-    try:
-        anyio.run(serving)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    anyio.run(serving)
 
 
 def test_over_streamable_http_reads_progress_and_sampling_ride_the_agents_request(world: World) -> None:

@@ -16,16 +16,22 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
+import mcp_types
 import pytest
+from mcp import Client
+from mcp.client.extension import ClientExtension, NotificationBinding
 
 from tests.mcpgov.conftest import PY, ROOT, World
 from tests.mcpgov.portal_double import PortalTestDouble
 from tests.mcpgov.test_fast_http import message, open_session
 from tests.mcpgov.test_gateway_identity import Http, base_doc
+from tests.mcpgov.test_surface_e2e import free_port, http_gateway
 
 TASK_SERVER = Path(__file__).with_name("task_server.py")
 EVERYTHING = ROOT / "node_modules" / ".bin" / "mcp-server-everything"
@@ -528,3 +534,142 @@ def test_a_revoked_client_cancels_its_tasks_upstream(world: World, portal: Porta
         assert refused["code"] == POLICY_REFUSED and "enforcement client was revoked" in refused["message"]
     finally:
         agent.close()
+
+
+@pytest.fixture
+def everything_http(world: World, everything_server: Path) -> Iterator[str]:
+    """server-everything on streamable HTTP (2025-11-25 tasks), on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(EVERYTHING), "streamableHttp"],
+        cwd=ROOT,
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(world.base / "everything-http.err", "w"),  # noqa: SIM115 (closed with the process)
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        eventually(lambda: _listening(port), "server-everything listening")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_tasks_to_an_http_upstream_answer_as_directly_and_halts_cancel_them(
+    world: World, everything_http: str
+) -> None:
+    """server-everything over streamable HTTP: the task answers as on stdio; a halt cancels it upstream."""
+    doc = world.doc()
+    doc["servers"]["everything"] = {
+        "category": "other",
+        "transport": "http",
+        "url": everything_http,
+        "tools": {"simulate-research-query": {"class": "read"}, "echo": {"class": "read"}},
+    }
+    doc["environment_policy"]["bindings"]["everything"] = {"target": "local", "permission": "read_only"}
+    doc["roles"]["code_agent"]["allowed_servers"].append("everything")
+    world.write_bundle(doc)
+    world.write_config(servers=(), extra={"everything": {"url": everything_http}})
+    agent = gateway_agent(world)
+    try:
+        init = agent.initialize()
+        assert init["capabilities"]["tasks"]["requests"] == {"tools": {"call": {}}}
+        name = "everything__simulate-research-query"
+        created = task_call(agent, name, {"topic": "tide pools"})["result"]
+        gid = created["task"]["taskId"]
+        assert gid.startswith("everything:") and created["task"]["status"] == "working"
+        assert agent.request("tasks/get", {"taskId": gid})["result"]["taskId"] == gid
+        result = agent.request("tasks/result", {"taskId": gid})["result"]
+        assert "Research Report: tide pools" in result["content"][0]["text"]
+        # the upstream's status notifications (on its HTTP streams) reach the agent with the gateway's id
+        notes = eventually(
+            lambda: [n for n in agent.notes if n["method"] == "notifications/tasks/status"],
+            "a status notification",
+        )
+        assert {n["params"]["taskId"] for n in notes} == {gid}
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": gid}
+        # a second task, then a halt: cancelled upstream, its polls refused
+        second = task_call(agent, name, {"topic": "reefs", "depth": 5})["result"]["task"]["taskId"]
+        halted = agent.request("tools/call", {"name": "shell__run", "arguments": {"cmd": "ls"}})["result"]
+        assert halted["isError"] and "unauthorized_server" in halted["content"][0]["text"]
+        refused = eventually(
+            lambda: (
+                (agent.request("tasks/get", {"taskId": second}).get("error") or {}).get("code")
+                == POLICY_REFUSED
+            ),
+            "the second task refused",
+        )
+        assert refused
+        # the sweep's cancel upstream answered: the task's RESULT says so (before the agent leaves)
+        eventually(lambda: len(audit(world, "simulate-research-query")) == 4, "the second task's RESULT")
+    finally:
+        agent.close()
+    events = audit(world, "simulate-research-query")
+    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
+        ("intent", None, None),
+        ("result", "success", None),
+        ("intent", None, None),
+        ("result", "blocked", "unauthorized_server"),
+    ]
+    assert events[3]["result_summary"].startswith("task cancelled upstream by governance")
+
+
+class StatusNotes(ClientExtension):
+    """The agent's side of 2025-11-25 status notifications (the SDK 2.3 tables have none): kept."""
+
+    identifier = "com.example/task-status-notes"
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        async def keep(params: Any) -> None:
+            self.seen.append(params.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+        return [
+            NotificationBinding(method="notifications/tasks/status", params_type=StatusParams, handler=keep)
+        ]
+
+
+class StatusParams(mcp_types.NotificationParams):
+    model_config = {**mcp_types.NotificationParams.model_config, "extra": "allow"}
+
+
+def test_over_http_status_notifications_reach_the_agents_get_stream(world: World) -> None:
+    """A 2025-11-25 HTTP session (the SDK client, which opens the standalone GET stream): the upstream's
+    status notifications reach it with the gateway's id."""
+    task_world(world)
+    notes = StatusNotes()
+
+    async def main(url: str) -> None:
+        async with Client(url, mode="legacy", extensions=[notes]) as c:
+            await c.list_tools()
+            # the SDK client refuses a CreateTaskResult: the task call goes below its result check
+            session = c.session
+            data: dict[str, Any] = {
+                "method": "tools/call",
+                "params": {
+                    "name": "task__job",
+                    "arguments": {"label": "n", "seconds": 0.5},
+                    "task": {"ttl": 60000},
+                },
+            }
+            opts: Any = {"timeout": WAIT}
+            session._stamp(data, opts)
+            created = await session._dispatcher.send_raw_request("tools/call", data["params"], opts)
+            gid = created["task"]["taskId"]
+            with anyio.fail_after(WAIT):
+                while not any(n.get("status") == "completed" for n in notes.seen):
+                    await anyio.sleep(0.05)
+            assert {n["taskId"] for n in notes.seen} == {gid}
+
+    with http_gateway(world) as url:
+        anyio.run(main, url)
