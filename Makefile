@@ -64,7 +64,7 @@ test: deps upstreams system-deps
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  echo "Running the suite on PostgreSQL ($(PG_URL))"; export DATABASE_URL=$(PG_URL); \
 	else echo "Running the suite on $${DATABASE_URL:-SQLite (PostgreSQL not reachable)}"; fi; \
-	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); \
+	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
 	parallel=$$?; \
 	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest --serial-only $(PYTEST_ARGS); \
 	serial=$$?; [ $$parallel -eq 0 ] && { [ $$serial -eq 0 ] || [ $$serial -eq 5 ]; }
