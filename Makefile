@@ -12,7 +12,11 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/mcpgov
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # The suite runs in parallel (pytest-xdist, one file per worker at a time): most tests wait on real
 # servers, browsers and processes, so three workers keep two cores busy. Each worker has its own
-# test database and Redis database (tests/conftest.py). PYTEST_WORKERS=0 runs it serially. Tests
+# test database, cloned from one the xdist controller migrates, and its own Redis database
+# (tests/conftest.py). With --dist loadfile the longest file bounds the wall time: a long crawl or
+# fuzzing run gets a file of its own, and --no-loadscope-reorder keeps the order tests/conftest.py
+# gives (heaviest files first; xdist's own order, by test count, started the one-test files last).
+# PYTEST_WORKERS=0 runs it serially. Tests
 # marked `serial` (they drive a Celery worker through this process's Celery app, which another
 # file's tests in the same worker process have been seen to disturb) run afterwards, on their own.
 PYTEST_WORKERS ?= 3
