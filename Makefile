@@ -12,7 +12,13 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/mcpgov
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # The suite runs in parallel (pytest-xdist, one file per worker at a time): most tests wait on real
 # servers, browsers and processes, so three workers keep two cores busy. Each worker has its own
-# test database and Redis database (tests/conftest.py). PYTEST_WORKERS=0 runs it serially. Tests
+# test database, cloned from one the xdist controller migrates, and its own Redis database
+# (tests/conftest.py). With --dist loadfile the longest file bounds the wall time: a long crawl or
+# fuzzing run gets a file of its own, and --no-loadscope-reorder keeps the order tests/conftest.py
+# gives (heaviest files first; xdist's own order, by test count, started the one-test files last).
+# Three stays (measured 2026-12-01 with two workers on a shared 2-core machine at load 13-24,
+# where two against three cannot be told apart): a worker no longer migrates a database of its
+# own, which was most of what an extra worker cost. PYTEST_WORKERS=0 runs it serially. Tests
 # marked `serial` (they drive a Celery worker through this process's Celery app, which another
 # file's tests in the same worker process have been seen to disturb) run afterwards, on their own.
 PYTEST_WORKERS ?= 3
@@ -64,7 +70,7 @@ test: deps upstreams system-deps
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  echo "Running the suite on PostgreSQL ($(PG_URL))"; export DATABASE_URL=$(PG_URL); \
 	else echo "Running the suite on $${DATABASE_URL:-SQLite (PostgreSQL not reachable)}"; fi; \
-	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); \
+	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
 	parallel=$$?; \
 	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest --serial-only $(PYTEST_ARGS); \
 	serial=$$?; [ $$parallel -eq 0 ] && { [ $$serial -eq 0 ] || [ $$serial -eq 5 ]; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
@@ -45,6 +46,131 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = heaviest_files_first(items)
+
+
+# What a test costs, roughly, by its markers: a browser test drives Chromium against a live portal,
+# a slow one starts servers or processes, the rest take a fraction of a second.
+TEST_WEIGHT = {"browser": 30, "slow": 10}
+
+
+def heaviest_files_first(items: list) -> list:
+    """The collection reordered file by file, heaviest first, each file's tests in their own order.
+
+    With `--dist loadfile --no-loadscope-reorder` (make test) xdist hands the files out in this
+    order, so the long ones (a browser crawl, a schemathesis run) start early and the many quick
+    files fill the workers at the end; xdist's own reordering, by the number of tests in a file,
+    started the one-test crawls last. Every worker computes the same order (xdist checks)."""
+
+    def file_of(item) -> str:
+        return item.nodeid.split("::", 1)[0]  # xdist's loadfile scope
+
+    weight: collections.Counter[str] = collections.Counter()
+    for item in items:
+        weight[file_of(item)] += next((w for m, w in TEST_WEIGHT.items() if item.get_closest_marker(m)), 1)
+    return sorted(items, key=lambda item: -weight[file_of(item)])  # stable: a file's tests keep their order
+
+
+# --- one migrated test database, cloned for each xdist worker (PostgreSQL) -----------------------
+# Running the migrations takes minutes on a loaded 2-core machine, and every xdist worker used to
+# run all of them into its own test database at the same time. Instead the controller migrates one
+# test database before it starts the workers, each worker clones it (CREATE DATABASE … TEMPLATE,
+# a file copy inside PostgreSQL) as its own, and the controller drops the template at the end.
+# The template lives for one pytest run only: migrations import product code (the audit trigger
+# SQL, the key-history hash), so a template kept between runs could be stale. A plain `pytest`
+# without -n, and SQLite, create and migrate their database as pytest-django always does.
+TEMPLATE_DB_ENV = "MCPGOV_TEST_TEMPLATE_DB"
+_template_db = pytest.StashKey[str]()
+
+
+def _xdist_controller(config) -> bool:
+    return config.pluginmanager.hasplugin("dsession") and not hasattr(config, "workerinput")
+
+
+def _unblocked_db(config):
+    from pytest_django.plugin import blocking_manager_key
+
+    return config.stash[blocking_manager_key].unblock()
+
+
+def pytest_sessionstart(session):
+    """The controller's half: migrate the template (before xdist starts the workers: its own
+    pytest_sessionstart runs last) and name it in the environment the workers inherit."""
+    config = session.config
+    if not _xdist_controller(config) or config.option.collectonly:
+        return
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    original = connection.settings_dict["NAME"]
+    with _unblocked_db(config):
+        name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+        connection.close()
+        connection.close_pool()  # CREATE DATABASE … TEMPLATE refuses while anything is connected
+    config.stash[_template_db] = original
+    os.environ[TEMPLATE_DB_ENV] = name
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if _template_db not in config.stash:
+        return
+    from django.db import connection
+
+    with _unblocked_db(config):
+        connection.creation.destroy_test_db(config.stash[_template_db], verbosity=0)
+    os.environ.pop(TEMPLATE_DB_ENV, None)
+
+
+def _postgres_admin(settings_dict):
+    """An autocommit connection to the server's maintenance database, as the test database's user."""
+    import psycopg
+
+    return psycopg.connect(
+        dbname="postgres",
+        user=settings_dict.get("USER") or "postgres",
+        password=settings_dict.get("PASSWORD") or None,
+        host=settings_dict.get("HOST") or "127.0.0.1",
+        port=settings_dict.get("PORT") or 5432,
+        autocommit=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def django_db_keepdb(request):
+    """A worker keeps (does not re-create and re-migrate) the clone it made of the template;
+    otherwise pytest-django's --reuse-db as usual."""
+    if os.environ.get(TEMPLATE_DB_ENV) and hasattr(request.config, "workerinput"):
+        return True
+    return request.config.getvalue("reuse_db")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, django_db_keepdb, request):
+    """The worker's half: its test database (test_…_gwN, named by pytest-django) is a fresh clone of
+    the controller's template, dropped again when the worker's session ends."""
+    template = os.environ.get(TEMPLATE_DB_ENV)
+    if not template or not hasattr(request.config, "workerinput"):
+        yield
+        return
+    from django.db import connection, connections
+    from psycopg import sql
+
+    target = connection.settings_dict["TEST"]["NAME"]
+    with _postgres_admin(connection.settings_dict) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(target), sql.Identifier(template))
+        )
+    yield
+    for conn in connections.all():
+        conn.close()
+        if hasattr(conn, "close_pool"):
+            conn.close_pool()
+    with _postgres_admin(connection.settings_dict) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
 
 
 @pytest.fixture

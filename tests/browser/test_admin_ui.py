@@ -17,11 +17,6 @@ from tests.conftest import login
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def role_with_servers(live_server, transactional_db, team):
     github = server_create(team=team, slug="github_api", transport="http", url="https://api.github.com/mcp")

@@ -18,11 +18,6 @@ from tests.conftest import login
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def roles(live_server, transactional_db, team):
     return [AgentRole.objects.create(team=team, name=n) for n in ("code_agent", "docs_agent")]

@@ -44,11 +44,6 @@ document.addEventListener("securitypolicyviolation", function (e) {
 """
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_main_pages_load_without_a_csp_violation(live_server, page, transactional_db, team):
     user = make_member(team, TeamRole.ADMIN, username="csp-admin")
     user.is_superuser = user.is_staff = True

@@ -40,11 +40,6 @@ def halt(gateway, sid, trigger="rate_limit"):
     assert r.status_code == 200, r.content
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def test_each_person_sees_only_their_queues_with_counts_and_links(
     client, team, gateway, reviewer, requester, viewer
 ):

@@ -34,11 +34,6 @@ from tests.helpers.permission_matrix import Case, PageMatrix, edit_controls
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def ag(team, other_team, admin, viewer):
     """A headless agent with a key, an interactive one, and another team's agent (names found nowhere else)."""

@@ -37,9 +37,7 @@ from tests.helpers.permission_matrix import Case, PageMatrix, call, ids
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    # PBKDF2 costs half a second per user; these tests create several users each.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def stdio_discovery_in_the_sandbox(settings):
     # "server-discover" asks a real stdio server (acme_time): the portal runs one only in the sandbox.
     settings.MCPGOV_PORTAL_STDIO_DISCOVERY = "sandbox"
 

@@ -1,124 +1,20 @@
-"""schemathesis against the live schema: every documented operation, tried against the portal
-running under uvicorn, answers with a documented status, content type and body, and never 500.
-
-Two runs of the `st` CLI (pinned in pyproject.toml): as a team admin (session cookie plus the
-CSRF token, which is how people authenticate to the API) over the whole schema, and as an
-enforcement client (bearer token) over the gateway operations. Examples are bounded so the
-test takes a minute or two in CI.
+"""schemathesis against the live schema, as a team admin (session cookie plus the CSRF token, which
+is how people authenticate to the API) over the whole schema: every documented operation, tried
+against the portal running under uvicorn, answers with a documented status, content type and body,
+and never 500. The run itself is tests/portal/schemathesis_cli.py; the enforcement client's run is
+test_schemathesis_gateway.py.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import urllib.request
-from pathlib import Path
-
 import pytest
-from django.conf import settings
-from django.middleware.csrf import _get_new_csrf_string
-from django.test import Client
 
-from audit.choices import SessionState
-from audit.services import session_open
-from governance.services.bundles import bundle_publish
-from governance.services.clients import client_create
-from tests.governance.access_helpers import file_request, policy
+from tests.portal.schemathesis_cli import assert_clean, schemathesis_world, session_headers, st_run
 
 pytestmark = [pytest.mark.slow]
 
-ST = Path(sys.executable).with_name("st")
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-MAX_EXAMPLES = os.environ.get("MCPGOV_SCHEMATHESIS_EXAMPLES", "20")
 
-
-def _st(
-    base: str, headers: dict[str, str], *extra: str, report: Path, examples: str = MAX_EXAMPLES
-) -> subprocess.CompletedProcess:
-    # The live schema, fetched with a patient timeout (building it can take > 10 s on a loaded machine).
-    request = urllib.request.Request(f"{base}/api/v1/schema/?format=json", headers=headers)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - the local test portal
-        schema = report.with_suffix(".schema.json")
-        schema.write_bytes(response.read())
-    cmd = [
-        str(ST),
-        "run",
-        str(schema),
-        "--url",
-        base,
-        "--checks",
-        CHECKS,
-        "--mode",
-        "positive",
-        "--max-examples",
-        examples,
-        "--seed",
-        "9",
-        # Fuzzing only, bounded per operation and in total (the coverage phase's boundary cases
-        # are not bounded by --max-examples and took > 15 min on a loaded 2-core machine).
-        "--phases",
-        "examples,fuzzing",
-        "--max-time",
-        os.environ.get("MCPGOV_SCHEMATHESIS_SECONDS", "120"),
-        "--request-timeout",
-        "40",
-        "--workers",
-        "1",
-        "--no-color",
-        "--report",
-        "junit",
-        "--report-junit-path",
-        str(report),
-        *extra,
-    ]
-    for name, value in headers.items():
-        cmd += ["--header", f"{name}: {value}"]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
-
-
-@pytest.fixture
-def world(team, admin, requester):
-    """Objects for the operations to find: servers, a role, an access request, bundles, a session."""
-    p = policy(team)
-    file_request(team, requester, p)
-    dev = team.environments.get(name="development")
-    bundle_publish(environment=dev, reason="schemathesis")
-    issued = client_create(team=team, environment=dev, name="schemathesis-gw")
-    session, _ = session_open(
-        client=issued.client, id="7f9c1f52-8d2c-4c8e-9d65-1e2d3c4b5a69", role="database_agent"
-    )
-    assert session.state == SessionState.ACTIVE
-    return {"token": issued.token}
-
-
-def _session_headers(admin) -> dict[str, str]:
-    browser = Client()
-    browser.force_login(admin)
-    csrf = _get_new_csrf_string()
-    cookie = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}; csrftoken={csrf}"
-    return {"Cookie": cookie, "X-CSRFToken": csrf}
-
-
-def _assert_clean(run: subprocess.CompletedProcess) -> None:
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-12000:]
-    assert "No issues found" in output or " passed" in output, output[-4000:]
-
-
-def test_whole_schema_as_team_admin(portal_server, world, admin, tmp_path):
-    run = _st(portal_server, _session_headers(admin), report=tmp_path / "admin.xml")
-    _assert_clean(run)
-
-
-def test_gateway_operations_as_enforcement_client(portal_server, world, tmp_path):
-    run = _st(
-        portal_server,
-        {"Authorization": f"Bearer {world['token']}"},
-        "--include-path-regex",
-        "^/api/v1/(bundle|gateway/sessions)",
-        report=tmp_path / "client.xml",
-        examples="8",  # the long polls (?wait= up to 30 s) make each example slow
-    )
-    _assert_clean(run)
+def test_whole_schema_as_team_admin(portal_server, team, admin, requester, tmp_path):
+    schemathesis_world(team, requester)
+    run = st_run(portal_server, session_headers(admin), report=tmp_path / "admin.xml")
+    assert_clean(run)

@@ -14,11 +14,6 @@ from portal.models import Invitation, Membership, Team
 from tests.factories import UserFactory
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def site_admin(db):
     return UserFactory(username="root", is_superuser=True, is_staff=True)

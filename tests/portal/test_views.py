@@ -13,11 +13,6 @@ from portal.models import Membership
 from tests.factories import UserFactory, make_member
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def messages_of(response) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
