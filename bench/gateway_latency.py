@@ -207,19 +207,24 @@ async def measure(client: Client, n: int, name: str) -> list[float]:
     return out
 
 
-def child_cpu_seconds(marker: str) -> float:
-    """user+system CPU seconds of our child processes whose command line contains ``marker`` (Linux /proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
+def child_pid(marker: str, not_pid: int | None = None) -> int:
+    """The pid of our newest child process whose command line contains ``marker``."""
+    found = []
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         for pid in (task / "children").read_text().split():
-            try:
+            with contextlib.suppress(OSError):
                 if marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    total += (int(fields[11]) + int(fields[12])) / tick
-            except OSError:
-                continue
-    return total
+                    found.append(int(pid))
+    found = [p for p in found if p != not_pid]
+    if not found:
+        raise SystemExit(f"no child process runs {marker!r}")
+    return max(found)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user+system CPU seconds of one process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -235,6 +240,9 @@ async def main() -> None:
     ap.add_argument("--no-fast-path", action="store_true", help="let the SDK server handle tools/call too")
     ap.add_argument("--observe", action="store_true", help="gateway with --metrics and OTLP traces on")
     ap.add_argument("--http", action="store_true", help="streamable HTTP, without and with agent auth")
+    ap.add_argument(
+        "--before", default="", help="also run the gateway of this checkout (e.g. main), interleaved (stdio)"
+    )
     a = ap.parse_args()
     receiver = contextlib.nullcontext()
     observe_args: list[str] = []
@@ -286,19 +294,36 @@ async def main() -> None:
             await main_http(a, d, key, gateway.args)
             return
         direct = StdioServerParameters(command=PY, args=TIME_ARGS)
-        # interleave the two paths in rounds so machine noise hits both alike
+        # the same gateway command run from another checkout (its own spool), measured in the same rounds
+        before = None
+        if a.before:
+            args = [*gateway.args]
+            args[args.index("--spool") + 1] = str(d / "spool-before")
+            args[args.index("--state-dir") + 1] = str(d / "state-before")
+            before = gateway.model_copy(update={"cwd": str(Path(a.before).resolve()), "args": args})
+        # interleave the paths in rounds so machine noise hits them alike
         rounds = 10
         per = a.calls // rounds
         via: list[float] = []
+        via_before: list[float] = []
         straight: list[float] = []
-        gateway_cpu = 0.0
+        gateway_cpu = before_cpu = 0.0
         load0 = os.getloadavg()
-        async with Client(gateway, mode=a.mode) as g, Client(direct, mode=a.mode) as s:
+        async with contextlib.AsyncExitStack() as stack:
+            g = await stack.enter_async_context(Client(gateway, mode=a.mode))
+            g_pid = child_pid("mcpgov gateway")
+            b = await stack.enter_async_context(Client(before, mode=a.mode)) if before else None
+            b_pid = child_pid("mcpgov gateway", not_pid=g_pid) if before else None
+            s = await stack.enter_async_context(Client(direct, mode=a.mode))
             for _ in range(rounds):
                 straight += await measure(s, per, "get_current_time")
-                cpu0 = child_cpu_seconds("mcpgov gateway")
+                cpu0 = process_cpu_seconds(g_pid)
                 via += await measure(g, per, "time__get_current_time")
-                gateway_cpu += child_cpu_seconds("mcpgov gateway") - cpu0
+                gateway_cpu += process_cpu_seconds(g_pid) - cpu0
+                if b is not None:
+                    cpu0 = process_cpu_seconds(b_pid)
+                    via_before += await measure(b, per, "time__get_current_time")
+                    before_cpu += process_cpu_seconds(b_pid) - cpu0
         spool_lines = sum(len(read_events(f)[0]) for f in (d / "spool").glob("*.jsonl"))
     md, mg = statistics.median(straight), statistics.median(via)
     print(
@@ -311,6 +336,14 @@ async def main() -> None:
     print(f"ratio  : median {mg / md:.2f}x  p99 {pct(via, 99) / pct(straight, 99):.2f}x")
     print(f"gateway process CPU (user+sys) per call: {gateway_cpu / (len(via) + 50 * rounds) * 1000:.3f} ms")
     print(f"audit events spooled by the gateway: {spool_lines}")
+    per_call_before = None
+    if via_before:
+        mb = statistics.median(via_before)
+        per_call_before = before_cpu / (len(via_before) + 50 * rounds) * 1000
+        print(
+            f"BEFORE ({a.before}): median {mb:.3f} ms  p99 {pct(via_before, 99):.3f} ms  "
+            f"added median {mb - md:.3f} ms  gateway CPU per call {per_call_before:.3f} ms"
+        )
     path = f"stdio {'SDK' if a.no_fast_path else 'fast'} path, no portal, {a.durability}"
     load = load_text(load0)
     summary(
@@ -321,10 +354,13 @@ async def main() -> None:
         ratio=mg / md,
         load=load,
     )
+    per_call = gateway_cpu / (len(via) + 50 * rounds) * 1000
     summary(
         f"gateway {path}: gateway CPU per call",
-        gateway_cpu / (len(via) + 50 * rounds) * 1000,
+        per_call,
         "ms",
+        baseline=f"before {per_call_before:.3f} ms" if per_call_before else None,
+        ratio=per_call / per_call_before if per_call_before else None,
         load=load,
     )
 

@@ -37,7 +37,7 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 
 from mcpgov.identity import RUN_META_KEY
 from mcpgov.surface import split_name
@@ -155,7 +155,8 @@ class FastHttpCalls:
             return False
         user = None
         if self.backend is not None:
-            auth = await self.backend.authenticate(HTTPConnection(scope))
+            # a Request is an HTTPConnection: its headers, parsed once above, are the ones checked
+            auth = await self.backend.authenticate(request)
             if auth is None:
                 return False  # the SDK answers 401 with its WWW-Authenticate challenge
             user = auth[1]

@@ -149,6 +149,7 @@ class Gateway:
         self.index: dict[str, ExposedTool] = {}
         self.unknown_reported: set[str] = set()
         self.sessions: dict[str, AgentSession] = {}
+        self.in_flight = 0  # tools/call executions in progress (a lone call syncs its INTENT in place)
         self.tg: TaskGroup | None = None
         self.stop_reason = "gateway stopped"  # what the end report of the sessions open at the stop says
         self.shipper: ShipperThread | None = None
@@ -468,12 +469,16 @@ class Gateway:
             # events from a revoked client beyond those already recorded); said loudly here
             log.error("REFUSED %s: enforcement client revoked", name)
             return error_result(REVOKED_MESSAGE)
-        with self.observer.call(
-            sess, name, meta=meta, request_id=request_id, transport_session=transport_session
-        ) as obs:
-            if rounds is not None:
-                return await self.rounds.resume(sess, name, arguments, rounds, obs)
-            return await self._execute(sess, name, arguments, obs, task)
+        self.in_flight += 1
+        try:
+            with self.observer.call(
+                sess, name, meta=meta, request_id=request_id, transport_session=transport_session
+            ) as obs:
+                if rounds is not None:
+                    return await self.rounds.resume(sess, name, arguments, rounds, obs)
+                return await self._execute(sess, name, arguments, obs, task)
+        finally:
+            self.in_flight -= 1
 
     def call_of(self, name: str, arguments: dict[str, Any] | None) -> tuple[ExposedTool | None, ToolCall]:
         """The exposed tool (if listed) and the call the decision sees; a name without ``__`` is -32602."""
@@ -564,7 +569,8 @@ class Gateway:
                 call.server, tool_rule.is_write, call_resource(call.server, arguments), now
             )
         timeout = timeout or self.options.default_timeout
-        await spool.commit(intent["seq"])  # never forwarded before its INTENT is on disk (group commit)
+        # never forwarded before its INTENT is on disk (group commit; made in place for a lone call)
+        await spool.commit(intent["seq"], alone=self.in_flight == 1)
         t0 = time.perf_counter()
         try:
             if upstream is None:

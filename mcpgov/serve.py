@@ -39,6 +39,7 @@ EXIT_CREDENTIALS = 2
 EXIT_GATE_FAILED = 3
 EXIT_NO_BUNDLE = 4
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+GIL_SWITCH_INTERVAL = 0.0005  # seconds (CPython's default: 0.005)
 
 
 def upstreams_from_bundle(verified: VerifiedBundle, role: str) -> dict[str, UpstreamConfig]:
@@ -114,8 +115,11 @@ def run_gateway_cli(args: argparse.Namespace) -> int:
         print(f"mcpgov gateway: {exc}", file=sys.stderr)
         return 2
     configure_from_env()  # OpenTelemetry traces when OTEL_* asks for an exporter
+    # the audit shipper's thread (JSON, HTTP to the portal) must not hold the event loop's calls for
+    # CPython's default 5 ms before it hands the GIL over
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     # one event loop for everything: the portal client's connections belong to it
-    return anyio.run(_gateway_main, args, bundles, upstreams, extra)
+    return anyio.run(_gateway_main, args, bundles, upstreams, extra, backend_options=event_loop_options())
 
 
 class Shutdown:
@@ -720,3 +724,14 @@ async def serve_http(
         await server.serve()
         if shutdown is not None and shutdown.signal is not None:
             gateway.stop_reason = f"gateway stopped ({signal.Signals(shutdown.signal).name})"
+
+
+def event_loop_options() -> dict[str, Any]:
+    """uvloop when it is installed (it comes with ``uvicorn[standard]``) unless ``MCPGOV_UVLOOP=0``."""
+    if os.environ.get("MCPGOV_UVLOOP", "1") == "0":
+        return {}
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 
 import anyio
@@ -231,6 +232,82 @@ def test_calls_in_flight_together_share_one_disk_sync(tmp_path, monkeypatch):
     anyio.run(go)
     spool.close()
     assert len(syncs) == 2
+
+
+def test_a_lone_call_syncs_its_intent_in_place_and_overlapping_calls_share_a_thread_sync(
+    tmp_path, monkeypatch
+):
+    """``alone``: the only call in flight syncs on the calling thread; otherwise the group commit's thread."""
+    where = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (where.append(threading.get_ident()), real(fd)))
+    spool = AuditSpool(tmp_path, "s1")
+
+    async def go():
+        lone = _deferred(spool, "lone")
+        await spool.commit(lone["seq"], alone=True)
+        assert spool.synced == lone["seq"] and where == [threading.get_ident()]
+        await spool.commit(lone["seq"], alone=True)  # already on disk: no second sync
+        assert len(where) == 1
+        pair = [_deferred(spool, "a"), _deferred(spool, "b")]
+        async with anyio.create_task_group() as tg:
+            for ev in pair:
+                tg.start_soon(spool.commit, ev["seq"])
+        assert spool.synced == pair[-1]["seq"]
+        assert len(where) == 2 and where[1] != threading.get_ident()
+
+    anyio.run(go)
+    spool.close()
+
+
+def test_a_cancelled_waiter_leaves_the_group_commit_to_the_calls_sharing_it(tmp_path, monkeypatch):
+    """A call cancelled while its INTENT's sync runs: the sync goes on, the other call is released by it."""
+    started, release = threading.Event(), threading.Event()
+    syncs = []
+    real = os.fdatasync
+
+    def slow(fd):
+        syncs.append(fd)
+        started.set()
+        release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    spool = AuditSpool(tmp_path, "s1")
+
+    async def go():
+        first, second = _deferred(spool, "first"), _deferred(spool, "second")
+        done = []
+
+        async def wait(ev):
+            await spool.commit(ev["seq"])
+            done.append(ev["call_id"])
+
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as cancelled:
+                tg.start_soon(wait, second)
+                await anyio.to_thread.run_sync(started.wait, 30)
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(wait, first)
+                    await anyio.sleep(0.05)
+                    inner.cancel_scope.cancel()  # the agent cancels the first call mid-sync
+                # an INTENT written while the sync runs is not covered by it
+                late = _deferred(spool, "late")
+                release.set()
+            assert not cancelled.cancel_called
+        assert done == ["second"] and spool.synced == second["seq"] < late["seq"]
+        await spool.commit(late["seq"], alone=True)
+        assert spool.synced == late["seq"]
+
+    anyio.run(go)
+    spool.close()
+    assert len(syncs) == 2  # one shared by the first two INTENTs, one for the late one
+
+
+def _deferred(spool: AuditSpool, call_id: str) -> dict:
+    return spool.intent(
+        call_id=call_id, server="fs", tool="read", arguments={}, bundle_version=1, defer_sync=True
+    )
 
 
 def test_durability_process_never_waits_for_the_disk_before_forwarding(tmp_path, monkeypatch):
