@@ -69,7 +69,9 @@ def refusal(r: httpx2.Response) -> tuple:
     return (r.status_code, r.headers.get("www-authenticate"), r.headers.get("content-type"), body)
 
 
-def open_session(http: httpx2.Client, url: str, token: str) -> dict[str, str]:
+def open_session(
+    http: httpx2.Client, url: str, token: str, capabilities: dict[str, Any] | None = None
+) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {token}", "Accept": ACCEPT, "Content-Type": "application/json"}
     init = {
         "jsonrpc": "2.0",
@@ -77,7 +79,7 @@ def open_session(http: httpx2.Client, url: str, token: str) -> dict[str, str]:
         "method": "initialize",
         "params": {
             "protocolVersion": VERSION,
-            "capabilities": {},
+            "capabilities": capabilities or {},
             "clientInfo": {"name": "t", "version": "0"},
         },
     }
