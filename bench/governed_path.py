@@ -11,7 +11,10 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
   verified on every request), upstream on stdio, whose server policy lets it neither sample nor elicit
   (the HTTP fast path takes those calls);
 - ``mcpgov HTTP→stdio + auth, default policy``: the same with the default server policy (form
-  elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the SDK path);
+  elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the streaming
+  fast path of ``mcpgov/fast_http_stream.py``, which answers JSON when the server asks nothing);
+- ``mcpgov HTTP→stdio + auth, default policy, SDK path``: the same gateway with ``MCPGOV_FAST_PATH=0``
+  (what every such call cost before the streaming fast path: the baseline of its figure);
 - ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
   virtualenv under ``var/``), the same upstream;
 - ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
@@ -214,8 +217,14 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     ]
     procs: list[subprocess.Popen] = []
 
-    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT) -> None:
-        p = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT, env: dict | None = None) -> None:
+        p = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
         procs.append(p)
         wait_port(port, p, what)
 
@@ -267,6 +276,27 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         "mcpgov gateway --http (default server policy)",
     )
     default_url = f"http://127.0.0.1:{default_port}/mcp"
+    sdk_port = free_port()
+    spawn(
+        [
+            PY,
+            *default_offline,
+            "--config",
+            str(d / "stdio.json"),
+            "--spool",
+            str(d / "spool-http-sdk"),
+            "--state-dir",
+            str(d / "state-http-sdk"),
+            "--issuer",
+            ISSUER,
+            "--http",
+            f"127.0.0.1:{sdk_port}",
+        ],
+        sdk_port,
+        "mcpgov gateway --http (default server policy, SDK path)",
+        env={"MCPGOV_FAST_PATH": "0"},
+    )
+    sdk_url = f"http://127.0.0.1:{sdk_port}/mcp"
     if a.before:
         before_port = free_port()
         spawn(
@@ -305,6 +335,10 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         ),
         "mcpgov HTTP→stdio + auth, default policy": (
             http_client(default_url, a.mode, agent_token(key, default_url)),
+            "time__get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth, default policy, SDK path": (
+            http_client(sdk_url, a.mode, agent_token(key, sdk_url)),
             "time__get_current_time",
         ),
         "direct HTTP": (http_client(upstream_url, a.mode), "get_current_time"),
@@ -539,12 +573,39 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     http_paths = (
         "mcpgov HTTP→stdio + auth",
         "mcpgov HTTP→stdio + auth, default policy",
+        "mcpgov HTTP→stdio + auth, default policy, SDK path",
         "BEFORE mcpgov HTTP→stdio + auth",
     )
     for p in http_paths:
         if p in lat:
             added(p, "direct stdio", 1.0)
             ratio(p, "direct stdio", None)
+    streamed, sdk_path = (
+        "mcpgov HTTP→stdio + auth, default policy",
+        "mcpgov HTTP→stdio + auth, default policy, SDK path",
+    )
+    if streamed in lat and sdk_path in lat:
+        # the streaming fast path against the SDK path it replaces, same policy, same run
+        row(
+            f"{streamed}: median, streaming fast path vs SDK path",
+            med[streamed],
+            "ms",
+            f"{med[streamed]:.3f} ms",
+            f"SDK path {med[sdk_path]:.3f} ms",
+            med[streamed] / med[sdk_path],
+            None,
+            None,
+        )
+        row(
+            f"{streamed}: throughput, streaming fast path vs SDK path",
+            tput[streamed],
+            "calls/s",
+            f"{tput[streamed]:.0f}/s",
+            f"SDK path {tput[sdk_path]:.0f}/s",
+            tput[streamed] / tput[sdk_path],
+            None,
+            None,
+        )
     if "mcp-proxy HTTP→stdio" in lat:
         added("mcp-proxy HTTP→stdio", "direct stdio", None)
         ratio("mcp-proxy HTTP→stdio", "direct stdio", None)

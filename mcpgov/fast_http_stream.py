@@ -151,7 +151,14 @@ class CallStream:
     """
 
     def __init__(
-        self, calls: StreamingCalls, sid: str, request_id: Any, send: Any, receive: Any, connection: Any, name: str
+        self,
+        calls: StreamingCalls,
+        sid: str,
+        request_id: Any,
+        send: Any,
+        receive: Any,
+        connection: Any,
+        name: str,
     ) -> None:
         self.calls = calls
         self.name = name
@@ -262,8 +269,16 @@ class CallStream:
             await self._write(ServerSentEvent(data=data, event="message").encode())
 
     async def _courtesy_cancel(self, rid: str, reason: str) -> None:
-        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": reason}}
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_WRITE_SECONDS), contextlib.suppress(Exception):
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": rid, "reason": reason},
+        }
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(_WRITE_SECONDS),
+            contextlib.suppress(Exception),
+        ):
             await self._event(note)
 
     async def finish(self, response: dict[str, Any]) -> None:

@@ -98,13 +98,17 @@ async def sdk_conversation(g: Http) -> dict[str, Any]:
 
     async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
         asked.append(("sampling", params.model_dump(mode="json", exclude_none=True)))
-        return types.CreateMessageResult(role="assistant", content=types.TextContent(text="4"), model="agent-model")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(text="4"), model="agent-model"
+        )
 
     async def elicitation(ctx: Any, params: Any) -> types.ElicitResult:
         asked.append(("elicitation", params.model_dump(mode="json", exclude_none=True)))
         if getattr(params, "url", None):
             return types.ElicitResult(action="decline")
-        return types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "email": "a@b.example"})
+        return types.ElicitResult(
+            action="accept", content={"name": "Ada", "check": True, "email": "a@b.example"}
+        )
 
     async def roots(ctx: Any) -> types.ListRootsResult:
         asked.append(("roots", None))
@@ -156,7 +160,11 @@ def run_both(body) -> dict[bool, tuple[Any, Any, str]]:
                 seen = body(g, world)
             finally:
                 log = g.stop()
-            runs[fast] = (uuids_out(normalized(world, seen)), uuids_out(normalized(world, audit_events(world))), log)
+            runs[fast] = (
+                uuids_out(normalized(world, seen)),
+                uuids_out(normalized(world, audit_events(world))),
+                log,
+            )
         finally:
             mp.undo()
             portal.stop()
@@ -184,7 +192,9 @@ def test_asking_servers_answer_ask_refuse_and_audit_alike_on_the_fast_and_the_sd
     assert fast["asked"][0][1]["max_tokens"] == 100  # capped by the bundle
     assert fast["asked"][2][1]["url"] == "https://login.example.com/consent"  # evil.example.net never shown
     assert fast["logs"] and fast["logs"][0]["logger"] == "surface.worker"
-    asks = [e for e in fast_events if e["tool"] in ("sampling/createMessage", "elicitation/create", "roots/list")]
+    asks = [
+        e for e in fast_events if e["tool"] in ("sampling/createMessage", "elicitation/create", "roots/list")
+    ]
     results = [(e["tool"], e["status"], e["trigger"]) for e in asks if e["phase"] == "result"]
     assert results == [
         ("sampling/createMessage", "success", None),
@@ -328,7 +338,9 @@ def test_an_agent_that_disconnects_mid_stream_leaves_nothing_hanging(monkeypatch
             # an answer arriving late goes nowhere, and the gateway serves the next call
             late = http.post(g.url, json=answer_to(request), headers=headers)
             assert late.status_code == 202
-            r = http.post(g.url, json=tools_call(2, "surface__hello", {}), headers={**headers, "Accept": ACCEPT})
+            r = http.post(
+                g.url, json=tools_call(2, "surface__hello", {}), headers={**headers, "Accept": ACCEPT}
+            )
             assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "hello: hi"
     finally:
         log = g.stop()
