@@ -82,6 +82,7 @@ def asking_world(world: World, portal: PortalTestDouble) -> None:
 
 CALLS = [
     ("surface__ask_model", {"n": 500}),  # allowed sampling, maxTokens capped to 100
+    ("surface__ask_model", {"n": 7}),  # the agent answers the request with a JSON-RPC error
     ("everything__trigger-sampling-request", {"prompt": "2+2?", "maxTokens": 50}),  # sampling denied
     ("everything__trigger-elicitation-request", {}),  # form elicitation, accepted
     ("everything__trigger-url-elicitation", {"url": "https://login.example.com/consent"}),  # allowlisted
@@ -96,8 +97,10 @@ async def sdk_conversation(g: Http) -> dict[str, Any]:
     asked: list[tuple[str, Any]] = []
     logs: list[Any] = []
 
-    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> Any:
         asked.append(("sampling", params.model_dump(mode="json", exclude_none=True)))
+        if params.max_tokens == 7:
+            return types.ErrorData(code=-1, message="the user said no")
         return types.CreateMessageResult(
             role="assistant", content=types.TextContent(text="4"), model="agent-model"
         )
@@ -177,20 +180,21 @@ def test_asking_servers_answer_ask_refuse_and_audit_alike_on_the_fast_and_the_sd
         pytest.fail(f"{EVERYTHING} is missing: run `npm install`")
     runs = run_both(lambda g, world: anyio.run(sdk_conversation, g))
     (fast, fast_events, fast_log), (sdk, sdk_events, sdk_log) = runs[True], runs[False]
-    # every call took the fast path in the first run; the five that put something to the agent streamed
+    # every call took the fast path in the first run; the six that put something to the agent streamed
     # (a refused request never reaches it: the denied sampling and the other domain's URL answered JSON)
     assert fast_log.count("HTTP fast path: tools/call") == len(CALLS), fast_log[-3000:]
-    assert fast_log.count(STREAMED) == 5
+    assert fast_log.count(STREAMED) == 6
     assert "HTTP fast path" not in sdk_log
     assert fast == sdk
     assert fast_events == sdk_events
     # and the conversation exercised what it claims to
-    answers = dict(fast["answers"][:2])
-    assert answers["surface__ask_model"]["content"][0]["text"] == "model said: 4 (model=agent-model)"
+    answers = [answer for _, answer in fast["answers"]]
+    assert answers[0]["content"][0]["text"] == "model said: 4 (model=agent-model)"
+    assert answers[1]["content"][0]["text"] == "sampling refused: the user said no"
     kinds = [kind for kind, _ in fast["asked"]]
-    assert kinds == ["sampling", "elicitation", "elicitation", "roots"]
+    assert kinds == ["sampling", "sampling", "elicitation", "elicitation", "roots"]
     assert fast["asked"][0][1]["max_tokens"] == 100  # capped by the bundle
-    assert fast["asked"][2][1]["url"] == "https://login.example.com/consent"  # evil.example.net never shown
+    assert fast["asked"][3][1]["url"] == "https://login.example.com/consent"  # evil.example.net never shown
     assert fast["logs"] and fast["logs"][0]["logger"] == "surface.worker"
     asks = [
         e for e in fast_events if e["tool"] in ("sampling/createMessage", "elicitation/create", "roots/list")
@@ -198,6 +202,7 @@ def test_asking_servers_answer_ask_refuse_and_audit_alike_on_the_fast_and_the_sd
     results = [(e["tool"], e["status"], e["trigger"]) for e in asks if e["phase"] == "result"]
     assert results == [
         ("sampling/createMessage", "success", None),
+        ("sampling/createMessage", "fail", None),
         ("sampling/createMessage", "blocked", "server_request_denied"),
         ("elicitation/create", "success", None),
         ("elicitation/create", "success", None),
