@@ -312,52 +312,25 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         "mcpgov gateway --http (default server policy)",
     )
     default_url = f"http://127.0.0.1:{default_port}/mcp"
-    sdk_port = free_port()
-    spawn(
-        [
-            PY,
-            *default_offline,
-            "--config",
-            str(d / "stdio.json"),
-            "--spool",
-            str(d / "spool-http-sdk"),
-            "--state-dir",
-            str(d / "state-http-sdk"),
-            "--issuer",
-            ISSUER,
-            "--http",
-            f"127.0.0.1:{sdk_port}",
-        ],
-        sdk_port,
-        "mcpgov gateway --http (default server policy, SDK path)",
-        env={"MCPGOV_FAST_PATH": "0"},
-    )
-    sdk_url = f"http://127.0.0.1:{sdk_port}/mcp"
-    ask_offline = [*offline]
-    ask_offline[ask_offline.index("--bundle-file") + 1] = str(d / "bundle-ask.jws")
-    ask_urls = {}
-    for tag, env in (("fast", None), ("sdk", {"MCPGOV_FAST_PATH": "0"})):
+
+    def http_gateway(bundle: str, config: str, tag: str, what: str, env: dict | None = None) -> str:
+        """``mcpgov gateway --http`` with agent auth on a bundle and a config of ``d``; returns its URL."""
+        args = [*offline]
+        args[args.index("--bundle-file") + 1] = str(d / bundle)
         port = free_port()
-        spawn(
-            [
-                PY,
-                *ask_offline,
-                "--config",
-                str(d / "ask.json"),
-                "--spool",
-                str(d / f"spool-ask-{tag}"),
-                "--state-dir",
-                str(d / f"state-ask-{tag}"),
-                "--issuer",
-                ISSUER,
-                "--http",
-                f"127.0.0.1:{port}",
-            ],
-            port,
-            f"mcpgov gateway --http (eliciting server, {tag})",
-            env=env,
-        )
-        ask_urls[tag] = f"http://127.0.0.1:{port}/mcp"
+        spool = ["--spool", str(d / f"spool-{tag}"), "--state-dir", str(d / f"state-{tag}")]
+        http = ["--issuer", ISSUER, "--http", f"127.0.0.1:{port}"]
+        spawn([PY, *args, "--config", str(d / config), *spool, *http], port, what, env=env)
+        return f"http://127.0.0.1:{port}/mcp"
+
+    sdk_path = {"MCPGOV_FAST_PATH": "0"}
+    sdk_url = http_gateway(
+        "bundle-default.jws", "stdio.json", "http-sdk", "default policy, SDK path", sdk_path
+    )
+    ask_urls = {
+        "fast": http_gateway("bundle-ask.jws", "ask.json", "ask-fast", "eliciting server"),
+        "sdk": http_gateway("bundle-ask.jws", "ask.json", "ask-sdk", "eliciting server, SDK path", sdk_path),
+    }
     if a.before:
         before_port = free_port()
         spawn(

@@ -135,7 +135,9 @@ class StreamingCalls:
                 response = await self.fast._call(sess, msg, sid)
         finally:
             CALLER.reset(token)
-            stream.fail_pending()
+        # A request written to this stream may belong to another call of the same session still in
+        # flight (a 2025-11-25 server request names no call: it goes to the newest): it stays pending,
+        # answered by the agent's POST as on the SDK path, after this call's end.
         if stream.scope.cancelled_caught:
             log.warning("the agent's connection closed during tools/call %s: call cancelled", name)
             return

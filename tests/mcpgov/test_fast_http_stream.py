@@ -31,7 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.mcpgov.conftest import PY, World
 from tests.mcpgov.portal_double import PortalTestDouble
 from tests.mcpgov.test_fast_http import ACCEPT, normalized, open_session, tools_call
-from tests.mcpgov.test_fast_path import audit_events
+from tests.mcpgov.test_fast_path import INIT, audit_events
 from tests.mcpgov.test_gateway_identity import Http, base_doc
 from tests.mcpgov.test_surface_e2e import EVERYTHING, SURFACE
 
@@ -53,7 +53,10 @@ def asking_world(world: World, portal: PortalTestDouble) -> None:
         "transport": "stdio",
         "command": PY,
         "args": [str(SURFACE)],
-        "tools": {n: {"class": "read"} for n in ("hello", "ask_model", "log_something", "my_roots")},
+        "tools": {
+            n: {"class": "read"}
+            for n in ("hello", "ask_model", "log_something", "my_roots", "ask_model_later", "sleep")
+        },
         "server_requests": {"sampling": True, "sampling_max_tokens": 100, "roots": True},
     }
     doc["servers"]["everything"] = {
@@ -316,11 +319,17 @@ def test_answers_of_other_sessions_agents_ids_and_replays_are_refused_as_the_sdk
     assert fast["next call"] == 200
 
 
-def test_an_agent_that_disconnects_mid_stream_leaves_nothing_hanging(monkeypatch, world, portal):
+@pytest.fixture
+def asking_gateway(monkeypatch, world, portal) -> Http:
+    """One gateway on the fast path (logging at DEBUG) in front of the asking servers."""
     monkeypatch.setenv("MCPGOV_FAST_PATH", "1")
     monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
     asking_world(world, portal)
-    g = Http(world, portal, "--read-only")
+    return Http(world, portal, "--read-only")
+
+
+def test_an_agent_that_disconnects_mid_stream_leaves_nothing_hanging(asking_gateway, world):
+    g = asking_gateway
     try:
         with httpx2.Client(timeout=WAIT) as http:
             headers = agent_session(http, g)
@@ -354,13 +363,10 @@ def test_an_agent_that_disconnects_mid_stream_leaves_nothing_hanging(monkeypatch
     assert re.search(r"Traceback", log) is None, log[-3000:]
 
 
-def test_without_the_agents_initialized_notification_the_call_takes_the_sdk_path(monkeypatch, world, portal):
+def test_without_the_agents_initialized_notification_the_call_takes_the_sdk_path(asking_gateway):
     """The streaming path needs what the agent declared (its connection, known from
     ``notifications/initialized``); a client that never sent it is served by the SDK path."""
-    monkeypatch.setenv("MCPGOV_FAST_PATH", "1")
-    monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
-    asking_world(world, portal)
-    g = Http(world, portal, "--read-only")
+    g = asking_gateway
     try:
         with httpx2.Client(timeout=WAIT) as http:
             headers = {
@@ -368,17 +374,7 @@ def test_without_the_agents_initialized_notification_the_call_takes_the_sdk_path
                 "Accept": ACCEPT,
                 "Content-Type": "application/json",
             }
-            init = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "0"},
-                },
-            }
-            r = http.post(g.url, json=init, headers=headers)
+            r = http.post(g.url, json=INIT, headers=headers)
             headers["Mcp-Session-Id"] = r.headers["mcp-session-id"]
             headers["Mcp-Protocol-Version"] = "2025-11-25"
             r = http.post(g.url, json=tools_call(1, "surface__hello", {}), headers=headers)
@@ -386,3 +382,46 @@ def test_without_the_agents_initialized_notification_the_call_takes_the_sdk_path
     finally:
         log = g.stop()
     assert "HTTP fast path" not in log
+
+
+def test_a_request_put_on_another_calls_stream_is_answered_after_that_call_ended(asking_gateway, world):
+    """A 2025-11-25 server request names no call: the gateway puts it on the stream of the session's
+    newest call. Here that call ends before the agent answers; the answer still reaches the request,
+    as on the SDK path (the agent POSTs it: no stream needed)."""
+    g = asking_gateway
+    done: dict[str, Any] = {}
+
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        with anyio.fail_after(WAIT):  # answered once the call whose stream carried the question ended
+            while "sleep" not in done:
+                await anyio.sleep(0.05)
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(text="4"), model="m")
+
+    async def main() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {g.token('11')}"}, timeout=WAIT)
+        async with Client(
+            streamable_http_client(g.url, http_client=http), mode="legacy", sampling_callback=sampling
+        ) as c:
+            await c.send_ping()  # after notifications/initialized has been handled (see agent_session)
+
+            async def call(name: str, n: int) -> None:
+                done[name] = await c.call_tool(f"surface__{name}", {"n": n})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "ask_model_later", 1500)  # asks 1.5 s into the call
+                with anyio.fail_after(WAIT):
+                    while "ask_model_later" not in [e["tool"] for e in audit_events(world)]:
+                        await anyio.sleep(0.05)
+                tg.start_soon(call, "sleep", 3000)  # the newest call when the question comes
+
+    try:
+        anyio.run(main)
+    finally:
+        log = g.stop()
+    assert done["sleep"].content[0].text == "slept"
+    assert done["ask_model_later"].content[0].text == "model said: 4 (model=m)"
+    asks = [
+        e for e in audit_events(world) if e["tool"] == "sampling/createMessage" and e["phase"] == "result"
+    ]
+    assert [e["status"] for e in asks] == ["success"]
+    assert "HTTP fast path: streaming tools/call surface__sleep" in log
