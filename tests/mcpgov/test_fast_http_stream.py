@@ -281,6 +281,8 @@ def wire_attacks(g: Http, world: World) -> dict[str, Any]:
                 return r.status_code, r.text
 
             out["another session"] = post(other_session, answer_to(request, "from another session"))
+            no_token = {k: v for k, v in mine.items() if k != "Authorization"}
+            out["no token"] = post(no_token, answer_to(request, "from nobody"))
             another_agent = {**mine, "Authorization": f"Bearer {g.token('22')}"}
             out["another agent's token"] = post(another_agent, answer_to(request, "from another agent"))
             never_sent = {**answer_to(request, "never asked"), "id": "mcpgov-sse-" + "0" * 32}
@@ -315,6 +317,7 @@ def test_answers_of_other_sessions_agents_ids_and_replays_are_refused_as_the_sdk
     assert [phase for phase, *_ in fast["audit"]] == ["intent", "result"]
     assert "agent-model" in fast["audit"][1][2]
     assert fast["another agent's token"][0] == 404
+    assert fast["no token"][0] == 401
     assert {fast[k][0] for k in ("another session", "an id never sent", "the answer", "replayed")} == {202}
     assert fast["next call"] == 200
 
