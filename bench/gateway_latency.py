@@ -43,9 +43,9 @@ TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
 
 
 def bench_bundle(now: datetime, *, asks_nothing: bool = True) -> Bundle:
-    """The benchmark's bundle. ``asks_nothing``: the upstream may neither sample nor elicit (the HTTP fast
-    path takes only such calls; ``False`` is the default server policy, form elicitation allowed, whose
-    HTTP calls take the SDK path)."""
+    """The benchmark's bundle. ``asks_nothing``: the upstream may neither sample, elicit nor list roots
+    (the plain HTTP fast path); ``False`` is the default server policy (form elicitation and roots
+    allowed), whose HTTP calls take the streaming fast path (``mcpgov/fast_http_stream.py``)."""
     time_server: dict = {
         "transport": "stdio",
         "command": "python",
@@ -53,7 +53,7 @@ def bench_bundle(now: datetime, *, asks_nothing: bool = True) -> Bundle:
         "tools": {"get_current_time": {"class": "read"}, "convert_time": {"class": "read"}},
     }
     if asks_nothing:
-        time_server["server_requests"] = {"elicitation": False}
+        time_server["server_requests"] = {"elicitation": False, "roots": False}
     return Bundle.model_validate(
         {
             "team": "bench",

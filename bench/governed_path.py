@@ -11,7 +11,13 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
   verified on every request), upstream on stdio, whose server policy lets it neither sample nor elicit
   (the HTTP fast path takes those calls);
 - ``mcpgov HTTP→stdio + auth, default policy``: the same with the default server policy (form
-  elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the SDK path);
+  elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the streaming
+  fast path of ``mcpgov/fast_http_stream.py``, which answers JSON when the server asks nothing);
+- ``mcpgov HTTP→stdio + auth, default policy, SDK path``: the same gateway with ``MCPGOV_FAST_PATH=0``
+  (what every such call cost before the streaming fast path: the baseline of its figure);
+- ``direct stdio, asks once per call`` and ``mcpgov HTTP→stdio + auth, asks once per call`` (and its
+  ``SDK path``): ``bench/eliciting_server.py``, whose tool puts one form elicitation to the agent per
+  call (the client's callback accepts): the streamed request, the agent's POSTed answer and the result;
 - ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
   virtualenv under ``var/``), the same upstream;
 - ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
@@ -38,6 +44,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -79,13 +86,39 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, within: float = 60) 
     raise SystemExit(f"{what} did not listen on :{port} within {within:g} s")
 
 
-def http_client(url: str, mode: str, token: str | None = None) -> Client:
+def http_client(url: str, mode: str, token: str | None = None, **callbacks: Any) -> Client:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http = httpx2.AsyncClient(headers=headers, timeout=30)
-    return Client(streamable_http_client(url, http_client=http), mode=mode)
+    return Client(streamable_http_client(url, http_client=http), mode=mode, **callbacks)
+
+
+ELICITING = HERE / "eliciting_server.py"
+
+
+async def accept(ctx: Any, params: Any) -> Any:
+    """The agent's user, answering the eliciting server's question at once."""
+    import mcp_types as types
+
+    return types.ElicitResult(action="accept", content={"ok": True})
+
+
+def asking_bundle(now: datetime):
+    """The default-policy bundle with the eliciting server (form elicitation allowed by default)."""
+    from mcpgov.bundle import Bundle
+
+    doc = bench_bundle(now, asks_nothing=False).model_dump(mode="json", exclude_none=True)
+    doc["servers"]["ask"] = {
+        "transport": "stdio",
+        "command": "python",
+        "args": [str(ELICITING)],
+        "tools": {"confirm": {"class": "read"}},
+    }
+    doc["roles"]["bench_agent"]["allowed_servers"].append("ask")
+    doc["environment_policy"]["bindings"]["ask"] = {"target": "local", "permission": "read_only"}
+    return Bundle.model_validate(doc)
 
 
 class Portal:
@@ -197,6 +230,12 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         sign_bundle(bench_bundle(datetime.now(UTC), asks_nothing=False).canonical_bytes(), key, "bench")
     )
     (d / "stdio.json").write_text(json.dumps({"mcpServers": {"time": {"command": PY, "args": TIME_ARGS}}}))
+    (d / "bundle-ask.jws").write_text(
+        sign_bundle(asking_bundle(datetime.now(UTC)).canonical_bytes(), key, "bench")
+    )
+    (d / "ask.json").write_text(
+        json.dumps({"mcpServers": {"ask": {"command": PY, "args": [str(ELICITING)]}}})
+    )
     offline = [
         "-m",
         "mcpgov",
@@ -214,8 +253,14 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     ]
     procs: list[subprocess.Popen] = []
 
-    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT) -> None:
-        p = subprocess.Popen(args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    def spawn(args: list[str], port: int, what: str, cwd: Path = ROOT, env: dict | None = None) -> None:
+        p = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
         procs.append(p)
         wait_port(port, p, what)
 
@@ -267,6 +312,25 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         "mcpgov gateway --http (default server policy)",
     )
     default_url = f"http://127.0.0.1:{default_port}/mcp"
+
+    def http_gateway(bundle: str, config: str, tag: str, what: str, env: dict | None = None) -> str:
+        """``mcpgov gateway --http`` with agent auth on a bundle and a config of ``d``; returns its URL."""
+        args = [*offline]
+        args[args.index("--bundle-file") + 1] = str(d / bundle)
+        port = free_port()
+        spool = ["--spool", str(d / f"spool-{tag}"), "--state-dir", str(d / f"state-{tag}")]
+        http = ["--issuer", ISSUER, "--http", f"127.0.0.1:{port}"]
+        spawn([PY, *args, "--config", str(d / config), *spool, *http], port, what, env=env)
+        return f"http://127.0.0.1:{port}/mcp"
+
+    sdk_path = {"MCPGOV_FAST_PATH": "0"}
+    sdk_url = http_gateway(
+        "bundle-default.jws", "stdio.json", "http-sdk", "default policy, SDK path", sdk_path
+    )
+    ask_urls = {
+        "fast": http_gateway("bundle-ask.jws", "ask.json", "ask-fast", "eliciting server"),
+        "sdk": http_gateway("bundle-ask.jws", "ask.json", "ask-sdk", "eliciting server, SDK path", sdk_path),
+    }
     if a.before:
         before_port = free_port()
         spawn(
@@ -306,6 +370,30 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         "mcpgov HTTP→stdio + auth, default policy": (
             http_client(default_url, a.mode, agent_token(key, default_url)),
             "time__get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth, default policy, SDK path": (
+            http_client(sdk_url, a.mode, agent_token(key, sdk_url)),
+            "time__get_current_time",
+        ),
+        "direct stdio, asks once per call": (
+            Client(
+                StdioServerParameters(command=PY, args=[str(ELICITING)]),
+                mode=a.mode,
+                elicitation_callback=accept,
+            ),
+            "confirm",
+        ),
+        "mcpgov HTTP→stdio + auth, asks once per call": (
+            http_client(
+                ask_urls["fast"], a.mode, agent_token(key, ask_urls["fast"]), elicitation_callback=accept
+            ),
+            "ask__confirm",
+        ),
+        "mcpgov HTTP→stdio + auth, asks once per call, SDK path": (
+            http_client(
+                ask_urls["sdk"], a.mode, agent_token(key, ask_urls["sdk"]), elicitation_callback=accept
+            ),
+            "ask__confirm",
         ),
         "direct HTTP": (http_client(upstream_url, a.mode), "get_current_time"),
         "mcp-proxy stdio→HTTP": (
@@ -410,11 +498,7 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     )
     if a.paths:
         wanted = [w.strip() for w in a.paths.split(",")]
-        paths = {
-            p: c
-            for p, c in paths.items()
-            if p == "direct stdio" or p == "direct HTTP" or any(w in p for w in wanted)
-        }
+        paths = {p: c for p, c in paths.items() if p.startswith("direct") or any(w in p for w in wanted)}
     lat: dict[str, list[float]] = {p: [] for p in paths}
     thr: dict[str, list[float]] = {p: [] for p in paths}
     load0 = os.getloadavg()
@@ -539,12 +623,43 @@ def report(a, lat, thr, load0, load1, sync) -> None:
     http_paths = (
         "mcpgov HTTP→stdio + auth",
         "mcpgov HTTP→stdio + auth, default policy",
+        "mcpgov HTTP→stdio + auth, default policy, SDK path",
         "BEFORE mcpgov HTTP→stdio + auth",
     )
     for p in http_paths:
         if p in lat:
             added(p, "direct stdio", 1.0)
             ratio(p, "direct stdio", None)
+    asking = "mcpgov HTTP→stdio + auth, asks once per call"
+    if asking in lat:
+        for p in (asking, f"{asking}, SDK path"):
+            added(p, "direct stdio, asks once per call", None)
+            ratio(p, "direct stdio, asks once per call", None)
+    for streamed in ("mcpgov HTTP→stdio + auth, default policy", asking):
+        sdk_path = f"{streamed}, SDK path"
+        if streamed not in lat or sdk_path not in lat:
+            continue
+        # the streaming fast path against the SDK path it replaces, same policy, same run
+        row(
+            f"{streamed}: median, streaming fast path vs SDK path",
+            med[streamed],
+            "ms",
+            f"{med[streamed]:.3f} ms",
+            f"SDK path {med[sdk_path]:.3f} ms",
+            med[streamed] / med[sdk_path],
+            None,
+            None,
+        )
+        row(
+            f"{streamed}: throughput, streaming fast path vs SDK path",
+            tput[streamed],
+            "calls/s",
+            f"{tput[streamed]:.0f}/s",
+            f"SDK path {tput[sdk_path]:.0f}/s",
+            tput[streamed] / tput[sdk_path],
+            None,
+            None,
+        )
     if "mcp-proxy HTTP→stdio" in lat:
         added("mcp-proxy HTTP→stdio", "direct stdio", None)
         ratio("mcp-proxy HTTP→stdio", "direct stdio", None)

@@ -39,6 +39,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
+from mcpgov.fast_http_stream import StreamingCalls, agent_answer
 from mcpgov.identity import RUN_META_KEY
 from mcpgov.surface import split_name
 from mcpgov.tasks import is_task_message
@@ -103,12 +104,14 @@ class FastHttpCalls:
             self.backend = BearerAuthBackend(
                 token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
             )
+        # calls to servers that may ask the agent something, and the agent's answers (mcpgov.fast_http_stream)
+        self.streams = StreamingCalls(self)
 
     def _may_ask_the_agent(self, name: str) -> bool:
-        """Whether the tool's server may send the agent a sampling or elicitation request mid-call.
+        """Whether the tool's server may send the agent a sampling, elicitation or roots request mid-call.
 
-        Such a request travels on the SSE stream of the agent's request, which only the SDK path
-        opens (this path answers application/json): those calls go to the SDK.
+        Such a request travels on the SSE stream of the agent's request: those calls take the streaming
+        path (:mod:`mcpgov.fast_http_stream`), which answers JSON or opens that stream.
         """
         parts = split_name(name)
         if parts is None:
@@ -117,10 +120,12 @@ class FastHttpCalls:
         if policy is None:
             return False
         asks = policy.rule(parts[0]).server_requests
-        return bool(asks.sampling or asks.elicitation or asks.elicitation_url_domains)
+        return bool(asks.sampling or asks.elicitation or asks.elicitation_url_domains or asks.roots)
 
-    async def handle(self, scope: dict[str, Any], body: bytes, send: Any) -> bool:
+    async def handle(self, scope: dict[str, Any], body: bytes, send: Any, receive: Any = None) -> bool:
         task = task_message(body)  # always ours: the SDK 2.3 cannot carry tasks (mcpgov.tasks)
+        answer = None  # the agent's answer to a request the streaming path put to it
+        streaming = False
         if task is not None:
             msg = task
             meta = msg.get("params", {}).get("_meta") if isinstance(msg.get("params"), dict) else None
@@ -129,8 +134,15 @@ class FastHttpCalls:
             if not self.enabled:
                 return False
             msg = plain_tools_call(body)
-            if msg is None or self._may_ask_the_agent(msg["params"]["name"]):
-                return False
+            if msg is None:
+                answer = agent_answer(body)
+                if answer is None:
+                    return False
+                msg = answer
+            elif self._may_ask_the_agent(msg["params"]["name"]):
+                if receive is None:
+                    return False
+                streaming = True
             meta = None
         request = Request(scope)
         headers = request.headers
@@ -138,6 +150,8 @@ class FastHttpCalls:
         sid = headers.get(MCP_SESSION_ID_HEADER)
         if version is None or version not in HANDSHAKE_PROTOCOL_VERSIONS or sid is None:
             return False
+        if streaming and self.streams.connection(sid) is None:
+            return False  # the agent's declared capabilities are not known here: the SDK's
         transport = self.manager._server_instances.get(sid)
         if transport is None or transport.is_terminated or transport.is_json_response_enabled:
             return False
@@ -163,6 +177,8 @@ class FastHttpCalls:
         requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
         if requestor != self.manager._session_owners.get(sid):
             return False  # the SDK answers 404, as if the session did not exist
+        if answer is not None:  # only an answer this session owes goes on; anything else is the SDK's
+            return await self.streams.deliver(sid, answer, send)
         ctx = SimpleNamespace(
             request=SimpleNamespace(scope={**scope, "user": user}, headers=headers), meta=meta
         )
@@ -185,6 +201,9 @@ class FastHttpCalls:
                 if isinstance(response.get("result"), dict):
                     result = response["result"]
                     result["_meta"] = {**(result.get("_meta") or {}), RUN_META_KEY: sess.run_id}
+            elif streaming:
+                await self.streams.call(sess, msg, sid, send, receive)
+                return True
             else:
                 response = await self._call(sess, msg, sid)
         finally:

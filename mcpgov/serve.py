@@ -488,6 +488,7 @@ def end_http_session(gateway: Gateway, transport_session_id: str, reason: str) -
     report like any spool no gateway holds (with the reason recorded here).
     """
     suffix = f"|{transport_session_id}"
+    gateway.surface.connections.pop(transport_session_id, None)
     for key in [k for k in gateway.sessions if k.endswith(suffix)]:
         sess = gateway.sessions.pop(key)
         end_session_record(sess, reason)
@@ -633,7 +634,7 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        if fast is not None and await fast.handle(scope, body, send):
+        if fast is not None and await fast.handle(scope, body, send, receive):
             return
         sent = False
 

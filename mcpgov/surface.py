@@ -231,6 +231,9 @@ class Surface(UpstreamHandler):
         # upstreams whose tools are being listed again; a list_changed meanwhile asks for one more round
         # (a flood of list_changed from an upstream costs one listing at a time, not one each)
         self._refreshing: dict[str, bool] = {}
+        # HTTP: Mcp-Session-Id -> the SDK session object of that agent connection (what it declared at
+        # initialize), for the fast path's streamed calls (mcpgov.fast_http_stream); dropped at its end
+        self.connections: dict[str, Any] = {}
         for up in gateway.upstreams.values():
             up.handler = self
 
@@ -283,6 +286,10 @@ class Surface(UpstreamHandler):
     async def initialized(self, ctx: ServerRequestContext[Any], params: Any) -> None:
         if ctx.request is None:  # stdio: the one agent's connection, known before its first request
             self.session(ctx)
+            return
+        sid = ctx.request.headers.get("mcp-session-id")
+        if sid:
+            self.connections[sid] = ctx.session
 
     async def roots_changed(self, ctx: ServerRequestContext[Any], params: Any) -> None:
         """The agent's roots changed: told to the upstreams that may list them (``server_requests.roots``)."""

@@ -1,5 +1,6 @@
 """A stdio MCP upstream for the surface tests: resources (static, templated, subscribable), prompts,
-completion, logging, progress, a tool added at run time with ``tools/list_changed``, a sampling request,
+completion, logging, progress, a tool added at run time with ``tools/list_changed``, sampling requests (at
+once, or after a delay), a tool that sleeps,
 and a tool that waits until it is cancelled (it writes ``$SURFACE_MARKERS/cancelled`` when it is).
 """
 
@@ -43,6 +44,8 @@ TOOLS = [
     "touch",
     "wait_forever",
     "my_roots",
+    "ask_model_later",
+    "sleep",
 ]
 
 
@@ -71,7 +74,13 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         STATE["late"] = True
         await ctx.session.send_tool_list_changed()
         return _text("late_tool added")
-    if name == "ask_model":
+    if name == "sleep":
+        await anyio.sleep(int(args.get("n") or 0) / 1000)
+        return _text("slept")
+    if name in ("ask_model", "ask_model_later"):
+        if name == "ask_model_later":  # asks after n ms, with maxTokens 11
+            await anyio.sleep(int(args.get("n") or 0) / 1000)
+            args = {"n": 11}
         request = types.CreateMessageRequest(
             params=types.CreateMessageRequestParams(
                 messages=[types.SamplingMessage(role="user", content=types.TextContent(text="What is 2+2?"))],

@@ -69,7 +69,9 @@ def refusal(r: httpx2.Response) -> tuple:
     return (r.status_code, r.headers.get("www-authenticate"), r.headers.get("content-type"), body)
 
 
-def open_session(http: httpx2.Client, url: str, token: str) -> dict[str, str]:
+def open_session(
+    http: httpx2.Client, url: str, token: str, capabilities: dict[str, Any] | None = None
+) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {token}", "Accept": ACCEPT, "Content-Type": "application/json"}
     init = {
         "jsonrpc": "2.0",
@@ -77,7 +79,7 @@ def open_session(http: httpx2.Client, url: str, token: str) -> dict[str, str]:
         "method": "initialize",
         "params": {
             "protocolVersion": VERSION,
-            "capabilities": {},
+            "capabilities": capabilities or {},
             "clientInfo": {"name": "t", "version": "0"},
         },
     }
@@ -139,10 +141,10 @@ def normalized(world: World, data: Any) -> Any:
 
 
 def asking_nothing(doc: dict) -> dict:
-    """The fast path serves only servers that may not sample or elicit mid-call (their request would
-    ride the call's SSE stream, which only the SDK path opens)."""
+    """Servers that may ask the agent nothing mid-call: the plain fast path (the others take the
+    streaming one, ``mcpgov/fast_http_stream.py``, tested in ``test_fast_http_stream.py``)."""
     for spec in doc["servers"].values():
-        spec["server_requests"] = {"sampling": False, "elicitation": False, "roots": True}
+        spec["server_requests"] = {"sampling": False, "elicitation": False, "roots": False}
     return doc
 
 
@@ -195,9 +197,9 @@ def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch
     assert refusals["no token"][1].startswith("Bearer")
 
 
-def test_a_call_to_a_server_that_may_ask_the_agent_takes_the_sdk_path(monkeypatch, world, portal):
-    # the default policy lets a server elicit: the same plain call the fast path takes above goes to
-    # the SDK, whose SSE answer can carry the server's request to the agent
+def test_a_call_to_a_server_that_may_ask_the_agent_but_does_not_is_answered_json(monkeypatch, world, portal):
+    # the default policy lets a server elicit: the call takes the streaming fast path, which holds its
+    # headers until the result and, the server having asked nothing, answers it as plain JSON
     monkeypatch.setenv("MCPGOV_FAST_PATH", "1")
     monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
     world.publish(portal, base_doc(world))
@@ -206,10 +208,15 @@ def test_a_call_to_a_server_that_may_ask_the_agent_takes_the_sdk_path(monkeypatc
     try:
         with httpx2.Client(timeout=30) as http:
             headers = open_session(http, g.url, g.token())
+            # the 202 of notifications/initialized comes before its handler ran; a ping comes after it
+            ping = http.post(g.url, json={"jsonrpc": "2.0", "id": "p", "method": "ping"}, headers=headers)
+            assert ping.status_code == 200
             r = http.post(
                 g.url, json=tools_call(1, "time__get_current_time", {"timezone": "UTC"}), headers=headers
             )
-            assert r.status_code == 200 and "result" in message(r), r.text
+            assert r.status_code == 200 and "result" in r.json(), r.text
+            assert r.headers["content-type"] == "application/json"
     finally:
         log = g.stop()
-    assert "HTTP fast path: tools/call" not in log
+    assert "HTTP fast path: tools/call" in log
+    assert "HTTP fast path: streaming" not in log
