@@ -15,6 +15,11 @@ URLconf, the `mcp` SDK among it, which is not ingestion): the uvicorn workers' u
 separately, that of the PostgreSQL backends serving them.
 
     .venv/bin/python bench/ingest.py [--seconds 20] [--gateways 6] [--workers 2] [--batch 500] [--verify]
+
+`--profile` instead runs one worker's per-request work (`audit.api.events_route._ingest`: token
+lookup, parsing, validation, the transaction) in this process on the same bodies, first timed with
+a CPU clock, then under cProfile with a CPU clock, and prints where the CPU goes: what a loaded
+machine's wall-clock figures cannot show.
 """
 
 from __future__ import annotations
@@ -180,6 +185,28 @@ def post_empty(port: int, token: str, session_id: str) -> None:
         conn.close()
 
 
+def bench_team(sessions: list) -> tuple:
+    """The bench team, its enforcement client (issued, with its token) and one open session per id."""
+    from audit.models import AgentSession
+    from governance.services.clients import client_create
+    from governance.services.teams import team_bootstrap
+
+    team = team_bootstrap(slug="bench", name="Bench")
+    environment = team.environments.get(name="development")
+    issued = client_create(team=team, environment=environment, name="bench-gw")
+    for i, sid in enumerate(sessions):
+        AgentSession.objects.create(
+            id=sid,
+            team=team,
+            environment=environment,
+            client=issued.client,
+            role="code_agent",
+            agent=f"bench-{i}",
+            started_at=datetime.now(UTC),
+        )
+    return team, issued
+
+
 def run_once(label: str, root: Path, args, sessions: list[str], bodies: dict[str, list[bytes]]) -> dict:
     """One measured run: fresh database, the portal of `root` under uvicorn, the gateways posting."""
     from django.db import connection
@@ -201,22 +228,8 @@ def run_once(label: str, root: Path, args, sessions: list[str], bodies: dict[str
     }
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "MCPGOV_KEY_ENCRYPTION_KEY")})
     from audit.models import AgentSession, AuditEvent
-    from governance.services.clients import client_create
-    from governance.services.teams import team_bootstrap
 
-    team = team_bootstrap(slug="bench", name="Bench")
-    environment = team.environments.get(name="development")
-    issued = client_create(team=team, environment=environment, name="bench-gw")
-    for i, sid in enumerate(sessions):
-        AgentSession.objects.create(
-            id=sid,
-            team=team,
-            environment=environment,
-            client=issued.client,
-            role="code_agent",
-            agent=f"bench-{i}",
-            started_at=datetime.now(UTC),
-        )
+    team, issued = bench_team(sessions)
     connection.close()
 
     port = free_port()
@@ -334,6 +347,44 @@ def run_once(label: str, root: Path, args, sessions: list[str], bodies: dict[str
     }
 
 
+def profile_in_process(args, count: int = 40) -> int:
+    """CPU per event of the batch route's work in this process, then its cProfile (CPU clock)."""
+    import cProfile
+    import pstats
+
+    from django.db import connection
+
+    from audit.api.events_route import _ingest
+
+    connection.close()
+    fresh_database(args.database, template=f"{args.database}_migrated")
+    sids = [uuid.uuid4(), uuid.uuid4()]
+    _team, issued = bench_team(sids)
+    timed, profiled = (make_batches(str(sid), count + 5, args.batch) for sid in sids)
+    for sid, bodies in ((sids[0], timed[:5]), (sids[1], profiled[:5])):  # warm-up
+        for body in bodies:
+            assert _ingest(issued.token, sid, body) is not None
+    load_before = os.getloadavg()
+    cpu0 = time.process_time()
+    for body in timed[5:]:
+        assert _ingest(issued.token, sids[0], body) is not None
+    cpu = time.process_time() - cpu0
+    events = count * args.batch
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for body in profiled[5:]:
+        assert _ingest(issued.token, sids[1], body) is not None
+    profiler.disable()
+    print(
+        f"in process, batches of {args.batch}: {cpu / events * 1e6:.1f} µs CPU per event for the route's "
+        f"work (token lookup, parse, validate, chain, COPY, commit; no HTTP); load average "
+        f"{load_before[0]:.2f} → {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs. cProfile (CPU clock; "
+        "its own overhead inflates small functions):"
+    )
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", default="mcpgov_bench")
@@ -349,6 +400,7 @@ def main() -> int:
         help="git ref served as the same-run baseline ('' to skip)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="baseline/this-checkout pairs, alternated")
+    parser.add_argument("--profile", action="store_true", help="only profile one worker's work in process")
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -364,9 +416,19 @@ def main() -> int:
         check=True,
     )
     os.environ["DATABASE_URL"] = fresh_database(args.database, template=f"{args.database}_migrated")
+    if args.profile:  # the worker's settings, as run_once gives them to uvicorn
+        os.environ.update(
+            DJANGO_DEBUG="0",
+            DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+            DJANGO_SECURE_SSL_REDIRECT="0",
+            CELERY_BROKER_URL="",
+            DJANGO_LOG_LEVEL="WARNING",
+        )
     import django
 
     django.setup()
+    if args.profile:
+        return profile_in_process(args)
 
     sessions = [str(uuid.uuid4()) for _ in range(args.gateways)]
     # Enough bodies for a fast machine; a gateway stops at the deadline. The same bodies serve every run.

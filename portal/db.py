@@ -31,3 +31,14 @@ def _run(fn, args, kwargs):
 async def db_call(fn, /, *args, **kwargs):
     """`fn(*args, **kwargs)` in Django's thread for this context, holding a connection only meanwhile."""
     return await sync_to_async(_run, thread_sensitive=True)(fn, args, kwargs)
+
+
+async def db_call_pooled(fn, /, *args, **kwargs):
+    """`fn(*args, **kwargs)` in a thread of the event loop's pool, holding a connection only meanwhile.
+
+    For work a route in front of Django runs per request (the audit batch route): outside a
+    Django request, `db_call`'s thread-sensitive mode is one thread per process, so every
+    request of the process would queue behind the one before it, commit wait included; here
+    they run side by side as they do under Django's handler (a thread each). The ORM keeps
+    one connection per thread, and `_run` hands it back to the pool when the call ends."""
+    return await sync_to_async(_run, thread_sensitive=False)(fn, args, kwargs)

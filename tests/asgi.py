@@ -9,12 +9,30 @@ def asgi_get(app, path: str, *, host="127.0.0.1", scheme="http", query=b"", head
     """GET `path` on `app`; returns (status, {lower-case header: value}, body).
 
     The client sends an empty body and never disconnects, as a long-polling gateway would not."""
-    sent, calls = [], []
+    return asgi_request(app, "GET", path, host=host, scheme=scheme, query=query, headers=headers)
+
+
+def asgi_request(
+    app,
+    method: str,
+    path: str,
+    *,
+    body=b"",
+    chunks=None,
+    host="127.0.0.1",
+    scheme="http",
+    query=b"",
+    headers=(),
+):
+    """One `method` request for `path` on `app` with `body` (or the body in `chunks`); returns
+    (status, {lower-case header: value}, body). The client never disconnects."""
+    parts = list(chunks) if chunks is not None else [body]
+    sent = []
 
     async def receive():
-        calls.append(1)
-        if len(calls) == 1:
-            return {"type": "http.request", "body": b"", "more_body": False}
+        if parts:
+            chunk = parts.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(parts)}
         await asyncio.Event().wait()
 
     async def send(message):
@@ -24,7 +42,7 @@ def asgi_get(app, path: str, *, host="127.0.0.1", scheme="http", query=b"", head
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": scheme,
         "path": path,
         "raw_path": path.encode(),
@@ -36,5 +54,5 @@ def asgi_get(app, path: str, *, host="127.0.0.1", scheme="http", query=b"", head
     }
     asyncio.run(app(scope, receive, send))
     start = sent[0]
-    body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], {k.lower(): v for k, v in start["headers"]}, body
+    content = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], {k.lower(): v for k, v in start["headers"]}, content

@@ -7,6 +7,8 @@ audit service.
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -37,6 +39,25 @@ from portal.errors import ServiceError
 # A batch of 1,000 events with (truncated) result payloads; larger bodies are refused unread.
 MAX_EVENTS_BODY_BYTES = 64 * 1024 * 1024
 REVOKED = {"detail": "This enforcement-client token has been revoked.", "code": "token_revoked"}
+
+
+def body_too_large(content_length: str | None) -> bool:
+    """Whether a declared Content-Length is over MAX_EVENTS_BODY_BYTES (such a body is refused unread)."""
+    length = content_length or "0"
+    return length.isdigit() and int(length) > MAX_EVENTS_BODY_BYTES
+
+
+def batch_events(raw: bytes) -> Any:
+    """The `events` of a batch body (`{"events": [...]}`), or ServiceError (400) saying why not.
+
+    Also called by the batch route in front of Django (audit/api/events_route.py)."""
+    try:
+        body = loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ServiceError(f"The body is not valid JSON ({exc}).", field="") from None
+    if not isinstance(body, dict) or "events" not in body:
+        raise ServiceError('events: the body must be {"events": [...]}.', field="events")
+    return body["events"]
 
 
 class GatewayAPIView(APIView):
@@ -121,18 +142,11 @@ class GatewayEventsView(GatewayAPIView):
     )
     def post(self, request, session_id):
         client = self.require_live_or_delivering(session_id)
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > MAX_EVENTS_BODY_BYTES:
+        if body_too_large(request.META.get("CONTENT_LENGTH")):
             raise ServiceError("The request body is too large.", ErrorCode.BATCH_TOO_LARGE, status=413)
-        try:
-            django_request = request._request
-            raw = django_request.body if hasattr(django_request, "_body") else django_request.read()
-            body = loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ServiceError(f"The body is not valid JSON ({exc}).", field="") from None
-        if not isinstance(body, dict) or "events" not in body:
-            raise ServiceError('events: the body must be {"events": [...]}.', field="events")
-        result = services.events_ingest(session_id=session_id, client=client, events=body["events"])
+        django_request = request._request
+        raw = django_request.body if hasattr(django_request, "_body") else django_request.read()
+        result = services.events_ingest(session_id=session_id, client=client, events=batch_events(raw))
         return Response(result.as_dict())
 
 

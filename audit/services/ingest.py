@@ -144,9 +144,11 @@ def _shadow(raw: dict, index: int) -> dict[str, Any] | None:
         return None
     if type(shadow) is not dict or shadow.keys() != _SHADOW_KEYS:
         raise _bad(index, "shadow", "must be an object with decision, trigger and bundle_version.")
-    if shadow["decision"] not in _SHADOW_DECISIONS:
+    if type(shadow["decision"]) is not str or shadow["decision"] not in _SHADOW_DECISIONS:
         raise _bad(index, "shadow", "decision must be 'allow', 'approval' or 'refuse'.")
-    if shadow["trigger"] is not None and shadow["trigger"] not in _TRIGGERS:
+    if shadow["trigger"] is not None and (
+        type(shadow["trigger"]) is not str or shadow["trigger"] not in _TRIGGERS
+    ):
         raise _bad(index, "shadow", f"unknown trigger {shadow['trigger']!r}.")
     version = shadow["bundle_version"]
     if version is not None and (type(version) is not int or not 0 <= version <= _MAX_BUNDLE_VERSION):
@@ -178,12 +180,12 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
     if type(seq) is not int or seq < 1 or seq > _MAX_SEQ:
         raise _bad(index, "seq", "must be an integer >= 1.")
     phase = get("phase")
-    if phase not in _PHASES:
+    if type(phase) is not str or phase not in _PHASES:  # (str first: a list or dict is unhashable)
         raise _bad(index, "phase", "must be 'intent' or 'result'.")
     status = get("status")
     result = get("result")
     if phase == Phase.RESULT:
-        if status not in _STATUSES:
+        if type(status) is not str or status not in _STATUSES:
             raise _bad(index, "status", "a result needs status 'success', 'fail' or 'blocked'.")
     else:
         if status is not None:
@@ -191,7 +193,7 @@ def validate_event(raw: Any, index: int, session_id: str) -> _Event:
         if result is not None:
             raise _bad(index, "result", "only a result carries a result payload.")
     trigger = get("trigger")
-    if trigger is not None and trigger not in _TRIGGERS:
+    if trigger is not None and (type(trigger) is not str or trigger not in _TRIGGERS):
         raise _bad(index, "trigger", f"unknown trigger {trigger!r}.")
     duration = get("duration_ms")
     if duration is not None:

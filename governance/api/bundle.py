@@ -21,13 +21,9 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import parse_qs
 
-from django.conf import settings
-from django.http import HttpRequest, HttpResponse
-from django.http.request import split_domain_port, validate_host
+from django.http import HttpResponse
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET
 
 from governance.api.authentication import NOT_AUTHENTICATED, client_token
@@ -43,6 +39,7 @@ from governance.services.clients import (
     client_seen,
 )
 from portal import metrics, realtime
+from portal.asgi_routes import DjangoMirror, request_headers, request_query
 from portal.db import db_call
 
 CLIENT_CACHE_SECONDS = 1.0
@@ -479,30 +476,6 @@ async def bundle_view(request):
     return response
 
 
-# Response middleware whose headers the route adds itself, by running it (see asgi_bundle_route).
-MIRRORED_MIDDLEWARE = ("django.middleware.security.SecurityMiddleware", "csp.middleware.CSPMiddleware")
-
-
-def _middleware_headers(path: str, *, secure: bool, status: int) -> list[tuple[bytes, bytes]]:
-    """The headers the mirrored response middleware of settings.MIDDLEWARE adds to an answer on
-    `path` (HSTS, nosniff, referrer and opener policies, CSP): computed by running that
-    middleware on a stand-in request, so the route follows every setting it reads."""
-    request = HttpRequest()
-    request.method = "GET"
-    request.path = request.path_info = path
-    request.is_secure = lambda: secure
-    response = HttpResponse(status=status)
-    del response["Content-Type"]
-    for dotted in settings.MIDDLEWARE:
-        if dotted in MIRRORED_MIDDLEWARE:
-            response = import_string(dotted)(lambda _request: None).process_response(request, response)
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
-
-
-def _has_nul(query: dict[str, list[str]]) -> bool:
-    return any("\x00" in key or any("\x00" in v for v in values) for key, values in query.items())
-
-
 def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     """Wrap the Django ASGI app: GET `path` is answered by `serve_bundle` directly.
 
@@ -516,34 +489,13 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     a host not in ALLOWED_HOSTS (Django answers 400), plain HTTP under SECURE_SSL_REDIRECT
     (Django redirects) and a NUL byte in the query (RejectNulMiddleware answers 400) go to
     Django; the response headers of SecurityMiddleware (HSTS, nosniff, referrer and opener
-    policies) and django-csp are made by running that middleware (`_middleware_headers`).
+    policies) and django-csp are made by running that middleware (`portal.asgi_routes.DjangoMirror`,
+    shared with the audit batch route).
     The session, CSRF, authentication and clickjacking middleware do not apply to a bearer-token
     endpoint that answers JOSE or JSON. `tests/governance/test_bundle_route.py` checks the two
     paths answer alike for each of these settings. Everything else goes to Django unchanged.
     """
-    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-    proxy_name = proxy_header[0].removeprefix("HTTP_").replace("_", "-").lower() if proxy_header else ""
-    middleware_headers: dict[tuple[bool, int], list[tuple[bytes, bytes]]] = {}
-
-    def security_headers(secure: bool, status: int) -> list[tuple[bytes, bytes]]:
-        key = (secure, status)
-        if key not in middleware_headers:
-            middleware_headers[key] = _middleware_headers(path, secure=secure, status=status)
-        return middleware_headers[key]
-
-    def is_secure(scope, headers) -> bool:
-        return scope.get("scheme") == "https" or bool(
-            proxy_header and headers.get(proxy_name) == proxy_header[1]
-        )
-
-    def handled_by_django(scope, headers, query) -> bool:
-        domain, _port = split_domain_port(headers.get("host", ""))
-        allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        if not domain or not validate_host(domain, allowed):
-            return True  # Django answers 400 (DisallowedHost)
-        if _has_nul(query):
-            return True  # RejectNulMiddleware answers 400
-        return bool(settings.SECURE_SSL_REDIRECT and not is_secure(scope, headers))
+    mirror = DjangoMirror(path, "GET")
 
     async def application(scope, receive, send):
         if (
@@ -552,11 +504,9 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             or scope["method"] != "GET"
         ):
             return await django_app(scope, receive, send)
-        headers = {}
-        for name, value in scope["headers"]:
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        if handled_by_django(scope, headers, query):
+        headers = request_headers(scope)
+        query = request_query(scope)
+        if mirror.handled_by_django(scope, headers, query):
             return await django_app(scope, receive, send)
         started = time.perf_counter()
         client = scope.get("client")
@@ -584,7 +534,7 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         ]
         response_headers += [
             (b"content-length", str(len(reply.body)).encode()),
-            *security_headers(is_secure(scope, headers), reply.status),
+            *mirror.security_headers(scope, headers, reply.status),
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})

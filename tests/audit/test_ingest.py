@@ -116,6 +116,12 @@ def test_changed_duplicate_is_a_conflict_and_nothing_is_stored(gateway):
         (6, "bytes", 1.5),
         (2, "args_summary", "nul\x00byte"),
         (2, "colour", "blue"),
+        # unhashable values where a code is expected: a 400 naming the field, not a 500
+        (0, "phase", ["intent"]),
+        (1, "status", {"success": True}),
+        (4, "trigger", ["rate_limit"]),
+        (3, "shadow", {"decision": ["allow"], "trigger": None, "bundle_version": 1}),
+        (3, "shadow", {"decision": "refuse", "trigger": {"x": 1}, "bundle_version": 1}),
     ],
 )
 def test_bad_field_is_named_with_its_index_and_nothing_is_stored(gateway, index, field, value):
