@@ -341,6 +341,7 @@ async def phase(
             disable = k % 2 == 0
             expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
             path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
+            version0 = max(g.manager.current.version for g in gateways)
             t0 = time.monotonic()
             await anyio.to_thread.run_sync(
                 admin.post, path, {"reason": f"bench toggle {k}"} if disable else {}
@@ -356,7 +357,13 @@ async def phase(
                 await anyio.sleep(0.005)
             (refusal if disable else reenable).extend(g.changed_at - t0 for g in gateways)
             delivered.extend(g.received_at - t0 for g in gateways)
-            # quiet before the next toggle: the rebuilt bundle (flags path) reached every gateway too
+            # quiet before the next toggle: the rebuilt bundle (flags path: some seconds later,
+            # MCPGOV_FLAGS_REBUILD_DELAY_SECONDS) reached every gateway too
+            rebuilt = time.monotonic() + 30
+            while flags_updates and time.monotonic() < rebuilt:
+                if all(g.manager.current.version > version0 for g in gateways):
+                    break
+                await anyio.sleep(0.25)
             quiet = time.monotonic() + 15
             while time.monotonic() < quiet:
                 await anyio.sleep(0.25)

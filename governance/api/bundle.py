@@ -188,10 +188,8 @@ async def _authenticate(
     than that."""
     key = hashlib.sha256(token.encode()).hexdigest()
     now = time.monotonic()
-    if fresh_since is None:
-        needed = now - (_client_max_age() if max_age is None else max_age)
-    else:
-        needed = fresh_since
+    max_age = _client_max_age() if max_age is None else max_age
+    needed = now - max_age if fresh_since is None else fresh_since
     cached = _clients.get(key)
     if cached is None or cached[0] < needed:
         started, result = await _shared_read(
