@@ -5,11 +5,12 @@ waits on `portal.realtime`. A gateway that says which flags update it has
 (`X-Mcpgov-Flags-Revision`) is answered a newer signed flags update (`mcpgov-flags+jws`, issued
 once per toggle, its reply built once per process) instead of waiting for a whole bundle.
 The hot path (an unchanged bundle, answered 304) touches the
-database only through two short in-process caches: token → client (re-checked every
-`CLIENT_CACHE_SECONDS`, and dropped on the client's revocation event, so an open long poll is
-answered 401 as soon as its client is revoked) and environment →
-latest bundle (dropped on every publish notification, and re-read every
-`BUNDLE_CACHE_SECONDS` at most).
+database only through in-process caches: token → client (dropped on the client's revocation event,
+so an open long poll is answered 401 as soon as its client is revoked) and environment → latest
+bundle and flags update (dropped on every publish and issue notification). Each is re-read after
+`CLIENT_CACHE_SECONDS` / `BUNDLE_CACHE_SECONDS` (1 s), or after 30 s while this process's Redis
+subscription is up — then every notification of every process reaches the cache, and a gap in the
+subscription empties it (`portal.realtime.add_gap_listener`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ CLIENT_CACHE_SECONDS = 1.0
 # a thousand gateways re-polling after a toggle are not re-authenticated one database read each.
 CLIENT_CACHE_SECONDS_DELIVERING = 30.0
 BUNDLE_CACHE_SECONDS = 1.0
+BUNDLE_CACHE_SECONDS_DELIVERING = 30.0  # as for clients: every publish and issue drops its entry at once
 MAX_WAIT_SECONDS = 30.0
 _CACHE_LIMIT = 10_000
 
@@ -90,6 +92,9 @@ _bundles: dict[int, _Current | None] = {}
 _updates: dict[int, _Update] = {}
 _NO_UPDATE = -1  # `_updates` placeholder revision: the environment has none
 _refresh_locks: dict[int, asyncio.Lock] = {}
+# When a notification last dropped an entry: a read that started before it may predate the change,
+# so its result is not cached (it would outlive the notification that should have replaced it).
+_dropped: dict[tuple[str, int], float] = {}
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ def drop_cached_bundle(channel: str, token) -> None:
     tail = channel[len(bundle_service.CHANNEL_PREFIX) :]
     if tail.isdigit():
         _bundles.pop(int(tail), None)
+        _dropped[("bundle", int(tail))] = time.monotonic()
 
 
 def drop_cached_update(channel: str, token) -> None:
@@ -136,11 +142,15 @@ def drop_cached_update(channel: str, token) -> None:
     tail = channel[len(flag_updates.FLAGS_UPDATE_CHANNEL_PREFIX) :]
     if tail.isdigit():
         _updates.pop(int(tail), None)
+        _dropped[("update", int(tail))] = time.monotonic()
 
 
 def drop_cached_clients() -> None:
-    """Gap listener (registered in GovernanceConfig.ready): revocations may have been missed."""
+    """Gap listener (registered in GovernanceConfig.ready): revocations, new bundles and flags
+    updates may have been missed."""
     _clients.clear()
+    _bundles.clear()
+    _updates.clear()
 
 
 def drop_cached_client(channel: str, token) -> None:
@@ -167,6 +177,7 @@ def _clear_caches() -> None:
     _bundles.clear()
     _updates.clear()
     _flights.clear()
+    _dropped.clear()
 
 
 def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
@@ -215,11 +226,15 @@ def _read_latest(environment_id: int) -> dict | None:
     )
 
 
+def _state_max_age() -> float:
+    return BUNDLE_CACHE_SECONDS_DELIVERING if realtime.delivering() else BUNDLE_CACHE_SECONDS
+
+
 async def _current(environment_id: int, *, fresh_since: float | None = None) -> _Current | None:
     """The latest bundle: from the cache (at most BUNDLE_CACHE_SECONDS old, dropped on every
     publish notification), or — with `fresh_since` — read no earlier than that instant."""
     now = time.monotonic()
-    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
+    needed = now - _state_max_age() if fresh_since is None else fresh_since
     cached = _bundles.get(environment_id)
     if cached is not None and cached.fetched >= needed:
         return cached
@@ -259,6 +274,8 @@ def _cache_bundle(environment_id: int, row: dict | None, started: float) -> _Cur
     if len(_bundles) >= _CACHE_LIMIT:
         _bundles.clear()
     previous = _bundles.get(environment_id)
+    if started < _dropped.get(("bundle", environment_id), 0.0):
+        return current  # this caller may use it (it asked for no newer); later ones read again
     if previous is None or previous.fetched <= started:
         _bundles[environment_id] = current
     return current
@@ -273,6 +290,8 @@ def _cache_update(environment_id: int, row: dict | None, started: float) -> _Upd
     if len(_updates) >= _CACHE_LIMIT:
         _updates.clear()
     previous = _updates.get(environment_id)
+    if started < _dropped.get(("update", environment_id), 0.0):
+        return cached
     if previous is None or previous.fetched <= started:
         _updates[environment_id] = cached
     return cached
@@ -296,7 +315,7 @@ async def _current_and_update(
 async def _update(environment_id: int, *, fresh_since: float | None = None) -> _Update | None:
     """The latest flags update, as `_current` reads the latest bundle (cache dropped on every issue)."""
     now = time.monotonic()
-    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
+    needed = now - _state_max_age() if fresh_since is None else fresh_since
     cached = _updates.get(environment_id)
     if cached is None or cached.fetched < needed:
         started, row = await _shared_read(
@@ -483,7 +502,16 @@ async def serve_bundle(
     async def read(since: float) -> tuple[_Current | None, _Update | None]:
         # `since`: subscribed, or the wake-up delivered; every waiter woken by one change shares one read
         nonlocal woken
-        if flags_seen is None:
+        if not woken:
+            # Right after subscribing: the cache will do. Every publish and issue drops its entry as its
+            # notification arrives (in every process, through Redis), so an entry still there predates no
+            # change notified before the subscription, and a later change wakes this waiter; a lost
+            # notification is caught by the fallback poll (its token is what this read returns).
+            state = (
+                await _current(client.environment_id),
+                await _update(client.environment_id) if flags_seen is not None else None,
+            )
+        elif flags_seen is None:
             state = (await _current(client.environment_id, fresh_since=since), None)
         else:
             state = await _current_and_update(client.environment_id, fresh_since=since)

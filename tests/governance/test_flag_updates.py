@@ -239,7 +239,10 @@ def test_pruning_keeps_the_latest_and_every_update_a_gateway_can_still_be_given(
     # the next toggle continues the count, and the latest update is still served
     toggles(prod, 1)
     assert revisions(prod) == [6, 7, 8, 9]
-    # the periodic task: settings.MCPGOV_FLAGS_UPDATES_KEEP, never fewer than one; twice is harmless
+    # the periodic task (beat): settings.MCPGOV_FLAGS_UPDATES_KEEP, never fewer than one; twice is harmless
+    from config.celery import app
+
+    assert app.conf.beat_schedule["governance-prune-flags-updates"]["task"] == prune_flags_updates.name
     settings.MCPGOV_FLAGS_UPDATES_KEEP = 0
     bundle_publish(environment=prod)
     assert prune_flags_updates() == 3 and prune_flags_updates() == 0
