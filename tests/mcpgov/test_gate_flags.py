@@ -4,13 +4,12 @@ older bundle, or one that does not verify against the pinned keys, changes nothi
 
 from __future__ import annotations
 
-import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.mcpgov.conftest import PY, ROOT
+from tests.mcpgov.conftest import run_mcpgov
 from tests.mcpgov.helpers import Signer, iso
 
 pytestmark = pytest.mark.slow  # each case starts a gate process
@@ -18,34 +17,8 @@ pytestmark = pytest.mark.slow  # each case starts a gate process
 FLAG_OFF = "disabled by governance flag mcp.time.all: INC-9: clock drift"
 
 
-def _gate(world, *extra: str) -> subprocess.CompletedProcess[str]:
-    args = [
-        "-m",
-        "mcpgov",
-        "gate",
-        "--keys",
-        str(world.keys),
-        "--env",
-        "development",
-        "--role",
-        "code_agent",
-        "--config",
-        str(world.config_path),
-        "--state-dir",
-        str(world.state),
-        "--bundle-file",
-        str(world.bundle_path),
-        *extra,
-    ]
-    return subprocess.run(
-        [PY, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "MCPGOV_LOG_LEVEL": "WARNING"},
-    )
+def _gate(world) -> subprocess.CompletedProcess[str]:
+    return run_mcpgov(world.gate_args())
 
 
 def _flags(signer: Signer, *, bundle_version: int, revision: int = 1) -> str:
