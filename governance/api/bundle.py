@@ -145,7 +145,7 @@ def drop_cached_update(channel: str, token) -> None:
         _dropped[("update", int(tail))] = time.monotonic()
 
 
-def drop_cached_clients() -> None:
+def drop_caches() -> None:
     """Gap listener (registered in GovernanceConfig.ready): revocations, new bundles and flags
     updates may have been missed."""
     _clients.clear()
