@@ -13,16 +13,31 @@ admin's POST to the moment a gateway has installed a verified bundle whose decis
 
 With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
 change between them (``REDIS_URL``), as in production. ``--mode both`` (the default) measures, in one
-run against one portal, gateways that take whole bundles only (what a toggle cost before signed flags
+run against one database, gateways that take whole bundles only (what a toggle cost before signed flags
 updates: the baseline) and then gateways that take the signed flags update; it prints p50/p95/p99,
 the load average and one ``SUMMARY`` line per path. Between toggles it waits until every gateway is
 quiet again (on the flags path, until the debounced bundle rebuild has reached them as well).
+
+Each path gets the portal it was made for. The baseline's portal has no broker, so a toggle's bundle
+is rebuilt and published inline, at once (the old kill-switch path: a whole bundle per toggle, as soon
+as possible). With ``--redis``, the flags path's portal runs as in production: Redis is also the Celery
+broker and a Celery worker process rebuilds the bundle with its debounce, off the web processes and
+after the refusal. (Without ``--redis`` the flags path's rebuild runs inline too, in the admin's request,
+and its bundle wave competes with the flags answers.)
+
+Besides the gateways' own timings it reports the portal's: ``mcpgov_portal_flags_update_delivery_seconds``
+(from the update's issue to its reply handed to uvicorn, per gateway; bucket bounds), scraped from
+``/metrics`` before and after; the database connections the portal holds while every gateway waits
+(a waiting long poll holds none); the Redis pattern subscriptions (one per web process); and the CPU
+of the portal's processes and of this benchmark process (the gateways' side) per toggle.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -64,6 +79,88 @@ def fresh_database(url: str, *, create: bool = True) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if create:
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def raise_file_limit() -> int:
+    """Open files: a gateway's connection is one descriptor here and one in the portal (which
+    inherits the limit); lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    """A Celery worker (one process, solo pool) for the debounced bundle rebuilds."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def scrape_delivery(base_url: str) -> dict[float, float]:
+    """{bucket upper bound: cumulative count} of the flags update delivery histogram (all workers)."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{base_url}/metrics", timeout=30).text
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "mcpgov_portal_flags_update_delivery_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def bucket_pct(before: dict[float, float], after: dict[float, float], p: float) -> float | None:
+    """The smallest bucket bound holding p % of the observations made between the two scrapes."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= p / 100 * counts[-1]:
+            return bound
+    return None
+
+
+def db_backends(database_url: str) -> int:
+    """Connections to the bench database right now (the portal's pools; this process holds none)."""
+    import psycopg
+
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    admin_url = urlunsplit(
+        (parts.scheme.replace("postgres", "postgresql", 1), parts.netloc, "/postgres", "", "")
+    )
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]
+
+
+def redis_patterns(url: str) -> int | None:
+    if not url:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.pubsub_numpat())
+    finally:
+        client.close()
 
 
 def start_portal(
@@ -190,7 +287,7 @@ def load() -> float:
 
 
 async def phase(
-    args, label: str, flags_updates: bool, base_url, tokens, keys, flag_pk, env_pk, admin, portal_pid
+    args, label: str, flags_updates: bool, base_url, tokens, keys, flag_pk, env_pk, admin, portal_pids
 ):
     """N gateways long-polling; `toggles` disable + enable; returns the figures of this path."""
     from mcpgov.bundle import Trigger
@@ -231,12 +328,20 @@ async def phase(
         for g in gateways:
             tg.start_soon(g.manager.run)
         await anyio.sleep(2.0)  # every gateway is waiting in its long poll
+        backends = await anyio.to_thread.run_sync(db_backends, args.database_url)
+        patterns = await anyio.to_thread.run_sync(redis_patterns, args.redis)
+        delivery0 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
         bundles0 = sum(g.bundles for g in gateways)
-        portal_cpu0, own_cpu0, wall0 = cpu_seconds(portal_pid), time.process_time(), time.monotonic()
+        portal_cpu0, own_cpu0, wall0 = (
+            [cpu_seconds(pid) for pid in portal_pids],
+            time.process_time(),
+            time.monotonic(),
+        )
         for k in range(args.toggles * 2):
             disable = k % 2 == 0
             expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
             path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
+            version0 = max(g.manager.current.version for g in gateways)
             t0 = time.monotonic()
             await anyio.to_thread.run_sync(
                 admin.post, path, {"reason": f"bench toggle {k}"} if disable else {}
@@ -252,13 +357,20 @@ async def phase(
                 await anyio.sleep(0.005)
             (refusal if disable else reenable).extend(g.changed_at - t0 for g in gateways)
             delivered.extend(g.received_at - t0 for g in gateways)
-            # quiet before the next toggle: the rebuilt bundle (flags path) reached every gateway too
+            # quiet before the next toggle: the rebuilt bundle (flags path: some seconds later,
+            # MCPGOV_FLAGS_REBUILD_DELAY_SECONDS) reached every gateway too
+            rebuilt = time.monotonic() + 30
+            while flags_updates and time.monotonic() < rebuilt:
+                if all(g.manager.current.version > version0 for g in gateways):
+                    break
+                await anyio.sleep(0.25)
             quiet = time.monotonic() + 15
             while time.monotonic() < quiet:
                 await anyio.sleep(0.25)
                 if time.monotonic() - max(g.installed_at for g in gateways) > 0.75:
                     break
-        portal_cpu = cpu_seconds(portal_pid) - portal_cpu0
+        portal_cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(portal_pids, portal_cpu0, strict=True)]
+        delivery1 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
         own_cpu = time.process_time() - own_cpu0
         wall = time.monotonic() - wall0
         bundles = sum(g.bundles for g in gateways) - bundles0
@@ -275,6 +387,9 @@ async def phase(
         "own_cpu": own_cpu,
         "wall": wall,
         "bundles": bundles,
+        "backends": backends,
+        "patterns": patterns,
+        "delivery": {p: bucket_pct(delivery0, delivery1, p) for p in (50, 95, 99)},
         "load": f"{load0:.1f} → {load():.1f}",
     }
 
@@ -297,31 +412,78 @@ def report(args, r: dict, n: int) -> None:
         f"  of which the portal's answer arrived: p50 {pct(delivered, 50) * ms:.1f} ms  "
         f"p99 {pct(delivered, 99) * ms:.1f} ms (the rest is verification + install in the gateway)"
     )
+    delivery = r["delivery"]
+    if delivery[50] is not None:
+        print(
+            "  portal side, issue → reply handed to uvicorn (bucket bounds): "
+            + "  ".join(f"p{p} ≤ {delivery[p] * ms:.0f} ms" for p in (50, 95, 99))
+        )
+    web, *worker = r["portal_cpu"]
     print(
-        f"  CPU per toggle: portal {r['portal_cpu'] / toggles * ms:.0f} ms, the {n} gateways "
-        f"{r['own_cpu'] / toggles * ms:.0f} ms; whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
+        f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms"
+        + (f" + Celery worker {worker[0] / toggles * ms:.0f} ms" if worker else "")
+        + f", the {n} gateways (this process) {r['own_cpu'] / toggles * ms:.0f} ms "
+        f"({r['own_cpu'] / r['wall'] * 100:.0f} % of a core over the phase); "
+        f"whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
+    )
+    print(
+        f"  while every gateway waited: {r['backends']} database connections"
+        + (f", {r['patterns']} Redis pattern subscriptions" if r["patterns"] is not None else "")
     )
 
 
 async def run(
-    args, base_url: str, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int, admin, portal_pid: int
+    args, env: dict[str, str], world, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int
 ) -> None:
-    import json
-
     from mcpgov.verify import load_jwks
+    from tests.e2e.portal_world import PortalBrowser
+    from tests.factories import PASSWORD
 
     keys = load_jwks(keys_path)
-    common = (base_url, tokens, keys, flag_pk, env_pk, admin, portal_pid)
     results = {}
     n = len(tokens)
+
+    async def on_portal(label: str, flags_updates: bool, portal_env: dict[str, str], with_worker: bool):
+        metrics_dir = tempfile.mkdtemp(prefix="mcpgov-bench-metrics-")
+        portal_env = {**portal_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        worker = start_worker(portal_env) if with_worker else None
+        proc = admin = None
+        try:
+            proc, base_url = await anyio.to_thread.run_sync(start_portal, portal_env, args.workers, args.app)
+            # inside: a failed login still stops the portal
+            admin = PortalBrowser(base_url, world.admin.username, PASSWORD)
+            pids = [proc.pid] + ([worker.pid] if worker else [])
+            return await phase(
+                args,
+                label,
+                flags_updates,
+                base_url,
+                tokens,
+                keys,
+                flag_pk,
+                env_pk,
+                admin,
+                pids,
+            )
+        finally:
+            if admin is not None:
+                admin.close()
+            stop(proc)
+            stop(worker)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
     if args.mode in ("both", "bundle"):  # the same-run baseline: gateways that take whole bundles only
-        results["bundle"] = await phase(args, "full bundle per toggle (baseline)", False, *common)
+        baseline_env = {**env, "CELERY_BROKER_URL": ""}  # the bundle is rebuilt inline, at once
+        results["bundle"] = await on_portal("full bundle per toggle (baseline)", False, baseline_env, False)
         report(args, results["bundle"], n)  # at once: a later failure must not lose it
     if args.mode in ("both", "flags"):
-        results["flags"] = await phase(args, "signed flags update", True, *common)
+        flags_env = {**env, "CELERY_BROKER_URL": args.redis}  # production: the rebuild in a worker
+        results["flags"] = await on_portal("signed flags update", True, flags_env, bool(args.redis))
     print(
         f"gateways: {n} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified), "
-        f"portal: uvicorn --workers {args.workers}" + (f", REDIS_URL={args.redis}" if args.redis else "")
+        f"portal: uvicorn --workers {args.workers}"
+        + (f", REDIS_URL={args.redis} (flags path: also the Celery broker)" if args.redis else "")
+        + f"; open files allowed: {args.file_limit}"
     )
     print(f"toggles: {args.toggles} disable + {args.toggles} enable per path; {os.cpu_count()} CPUs")
     for r in results.values():
@@ -374,7 +536,15 @@ def main() -> None:
     if args.workers > 1 and not args.redis:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 
+    args.file_limit = raise_file_limit()
     fresh_database(args.database_url)
+    if args.redis:  # a debounce marker left by an interrupted run would hold rebuilds back for minutes
+        import redis
+
+        r = redis.Redis.from_url(args.redis)
+        for key in r.scan_iter("mcpgov:bundle-rebuild:*"):
+            r.delete(key)
+        r.close()
     env = {
         **os.environ,
         "DATABASE_URL": args.database_url,
@@ -398,8 +568,7 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from tests.e2e.portal_world import PortalBrowser, build_world, write_gateway_files
-    from tests.factories import PASSWORD
+    from tests.e2e.portal_world import build_world, write_gateway_files
 
     world = build_world("bench")
     tokens = world.issue("development", args.gateways, prefix="bench")
@@ -408,31 +577,9 @@ def main() -> None:
     from django.db import connections
 
     connections.close_all()
-    proc, base_url = start_portal(env, args.workers, args.app)
-    admin = None
     try:
-        admin = PortalBrowser(
-            base_url, world.admin.username, PASSWORD
-        )  # inside: a failed login still stops the portal
-        anyio.run(
-            run,
-            args,
-            base_url,
-            tokens,
-            keys_path,
-            world.flag.pk,
-            world.env("development").pk,
-            admin,
-            proc.pid,
-        )
+        anyio.run(run, args, env, world, tokens, keys_path, world.flag.pk, world.env("development").pk)
     finally:
-        if admin is not None:
-            admin.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         connections.close_all()
         fresh_database(args.database_url, create=False)  # drop the bench database

@@ -332,6 +332,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # Re-issue bundles past half their lifetime (gateways never fail closed while the portal is up)
     # and drop ended grants.
     "governance-refresh-bundles": {"task": "governance.tasks.refresh_bundles", "schedule": 15.0},
+    # Signed flags updates superseded by a bundle go (the latest MCPGOV_FLAGS_UPDATES_KEEP per environment stay).
+    "governance-prune-flags-updates": {"task": "governance.tasks.prune_flags_updates", "schedule": 600.0},
     # Unreviewed production-access requests and ended grants become expired; bundles rebuilt; people told.
     "governance-expire-access": {"task": "governance.tasks.expire_access_requests", "schedule": 60.0},
     # Gateways that went quiet: flagged in the UI, reviewers emailed once.
@@ -353,6 +355,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # last run. Pages stay exact in between (they count the rest from the raw events).
     "audit-roll-up-activity": {"task": "audit.roll_up_activity", "schedule": 60.0},
 }
+
+# Seconds from a toggle to the rebuild of the bundle that carries it (gateways have the signed flags
+# update already; other policy changes use MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS).
+MCPGOV_FLAGS_REBUILD_DELAY_SECONDS = float(os.environ.get("MCPGOV_FLAGS_REBUILD_DELAY_SECONDS", "5"))
+
+# Signed flags updates kept per environment however old (newer ones than the live bundle always stay).
+MCPGOV_FLAGS_UPDATES_KEEP = int(os.environ.get("MCPGOV_FLAGS_UPDATES_KEEP", "20"))
 
 # Redis for the real-time push channel (flags, bundle versions) across web processes.
 REDIS_URL = os.environ.get("REDIS_URL", "")

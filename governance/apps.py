@@ -26,3 +26,4 @@ class GovernanceConfig(AppConfig):
         realtime.add_listener(bundles.CHANNEL_PREFIX, bundle_route.drop_cached_bundle)
         realtime.add_listener(flag_updates.FLAGS_UPDATE_CHANNEL_PREFIX, bundle_route.drop_cached_update)
         realtime.add_listener(clients.CLIENT_CHANNEL_PREFIX, bundle_route.drop_cached_client)
+        realtime.add_gap_listener(bundle_route.drop_caches)

@@ -57,8 +57,10 @@ def _rebuild_now(team_id: int, reason: str) -> None:
         logger.exception("Bundle rebuild for team %s failed", team_id)
 
 
-def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
-    """Rebuild the team's bundles soon (called on commit of a policy change; debounced)."""
+def schedule_bundle_rebuild(*, team_id: int, reason: str = "", delay: float | None = None) -> None:
+    """Rebuild the team's bundles soon (called on commit of a policy change; debounced by `delay`
+    seconds, settings.MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS by default). A write that finds a rebuild
+    already pending joins it, whatever its own delay."""
     if settings.CELERY_TASK_ALWAYS_EAGER:
         _rebuild_now(team_id, reason or "policy changed")
         return
@@ -66,7 +68,8 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
         r = _redis()
         if r is None:
             rebuild_team_bundles.apply_async(
-                kwargs={"team_id": team_id, "reason": reason}, countdown=_debounce()
+                kwargs={"team_id": team_id, "reason": reason},
+                countdown=_debounce() if delay is None else delay,
             )
             return
         pipe = r.pipeline()
@@ -76,7 +79,9 @@ def schedule_bundle_rebuild(*, team_id: int, reason: str = "") -> None:
         pipe.set(_pending_key(team_id), "1", nx=True, ex=PENDING_TTL_SECONDS)
         first = pipe.execute()[-1]
         if first:
-            rebuild_team_bundles.apply_async(kwargs={"team_id": team_id}, countdown=_debounce())
+            rebuild_team_bundles.apply_async(
+                kwargs={"team_id": team_id}, countdown=_debounce() if delay is None else delay
+            )
     except Exception:
         # Broker or Redis unreachable: do not lose the change — rebuild in this process.
         logger.warning(
@@ -120,6 +125,14 @@ def refresh_bundles() -> int:
     from governance.services.bundles import bundles_refresh
 
     return sum(1 for result in bundles_refresh() if result.created)
+
+
+@shared_task(name="governance.tasks.prune_flags_updates")
+def prune_flags_updates() -> int:
+    """Delete signed flags updates superseded by a bundle, beyond the latest few per environment."""
+    from governance.services.flag_updates import flags_updates_prune
+
+    return flags_updates_prune()
 
 
 # --- production access and gateway health (services: governance/services/access.py, notifications.py) ---

@@ -57,16 +57,33 @@ def make_manager(args: argparse.Namespace, client: PortalClient | None = None) -
         raise PolicySourceError(str(exc)) from exc
 
 
+def _apply_cached_flags(manager: BundleManager) -> None:
+    """The flags update cached in ``--state-dir`` (``flags.jws``), verified and applied when it applies
+    to the bundle in force (a kill switch thrown after that bundle was built); refused ones are logged."""
+    path = manager.flags_cache_path
+    if path is None or not path.exists():
+        return
+    try:
+        manager.install_flags(path.read_text(encoding="ascii", errors="replace"), source=str(path))
+    except (BundleVerificationError, OSError) as exc:
+        log.info("cached flags update %s not applied: %s", path, exc)
+
+
 def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
-    """One verified bundle from ``--bundle-file`` or from ``--portal`` (for the CI gate)."""
+    """One verified bundle from ``--bundle-file`` or from ``--portal`` (for the CI gate), with the
+    newest verified flags update applied to it as a gateway would: the one cached in ``--state-dir``,
+    then (from a portal) any newer one the portal has."""
     if args.bundle_file:
         manager = make_manager(args)
         try:
-            return manager.load_file(args.bundle_file)
+            manager.load_file(args.bundle_file)
         except BundleVerificationError as exc:
             raise PolicySourceError(f"bundle rejected: {exc.code}: {exc.message}") from exc
         except OSError as exc:
             raise PolicySourceError(f"cannot read {args.bundle_file}: {exc}") from exc
+        _apply_cached_flags(manager)
+        assert manager.enforced is not None
+        return manager.enforced
     if not args.portal or not args.token:
         raise PolicySourceError("give --bundle-file, or --portal and --token (or --token-file)")
 
@@ -75,14 +92,20 @@ def load_policy_once(args: argparse.Namespace) -> VerifiedBundle:
         manager = make_manager(args, client)
         try:
             status, jws, _ = await client.fetch_bundle(etag=None, current_version=0)
+            if status == 404 or jws is None:
+                raise PolicySourceError("the portal has no bundle published for this client's environment")
+            try:
+                manager.install(jws, source="portal")
+            except BundleVerificationError as exc:
+                raise PolicySourceError(f"bundle rejected: {exc.code}: {exc.message}") from exc
+            _apply_cached_flags(manager)
+            await (
+                manager.refresh()
+            )  # a newer flags update than the bundle's flags, as a gateway asks at start
         finally:
             await client.aclose()
-        if status == 404 or jws is None:
-            raise PolicySourceError("the portal has no bundle published for this client's environment")
-        try:
-            return manager.install(jws, source="portal")
-        except BundleVerificationError as exc:
-            raise PolicySourceError(f"bundle rejected: {exc.code}: {exc.message}") from exc
+        assert manager.enforced is not None
+        return manager.enforced
 
     try:
         return anyio.run(fetch)

@@ -76,6 +76,13 @@ INGEST_LAG = Histogram(
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0),
     registry=None,
 )
+FLAGS_UPDATE_DELIVERY = Histogram(
+    "mcpgov_portal_flags_update_delivery_seconds",
+    "From a signed flags update's issue (the toggle, before its commit) to its reply handed to the "
+    "server for one waiting gateway: how fast a kill switch leaves the portal",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=None,
+)
 _LIVE = (
     REQUESTS,
     REQUEST_SECONDS,
@@ -84,6 +91,7 @@ _LIVE = (
     BUNDLE_BUILD_SECONDS,
     EVENTS_INGESTED,
     INGEST_LAG,
+    FLAGS_UPDATE_DELIVERY,
 )
 
 
@@ -107,6 +115,11 @@ def bundle_built(started: float, *, created: bool) -> None:
     outcome = "published" if created else "unchanged"
     BUNDLE_BUILDS.labels(outcome).inc()
     BUNDLE_BUILD_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+
+def flags_update_delivered(issued_at: float) -> None:
+    """A flags update's reply (issued at `issued_at`, Unix time) is on its way to one gateway."""
+    FLAGS_UPDATE_DELIVERY.observe(max(time.time() - issued_at, 0.0))
 
 
 def events_ingested(events: list[Any], received_at: Any) -> None:

@@ -44,6 +44,9 @@ API::
     # cheap in-process reaction to every notification of a prefix (e.g. dropping a cache entry);
     # the callback runs in the notifying thread or the event loop and must be quick and thread-safe:
     realtime.add_listener("bundle:", lambda channel, token: cache.pop(channel, None))
+    # ... and such a cache may be trusted for longer only while other processes' notifications arrive:
+    realtime.delivering()                         # True while this process's Redis subscription is up
+    realtime.add_gap_listener(cache.clear)        # called when it starts or ends (messages may be lost)
 
     realtime.ensure_started()                     # (async code) start the Redis listener early
 
@@ -175,6 +178,7 @@ class _Hub:
             weakref.WeakKeyDictionary()
         )
         self._redis_pub = None
+        self._gap_listeners: list[Callable[[], None]] = []
 
     # --- registration ------------------------------------------------------------------------
     def register_source(self, prefix: str, fetch: Fetch) -> None:
@@ -182,6 +186,22 @@ class _Hub:
 
     def add_listener(self, prefix: str, callback: Listener) -> None:
         self._listeners[prefix].append(callback)
+
+    def add_gap_listener(self, callback: Callable[[], None]) -> None:
+        """`callback()` whenever this process's Redis subscription starts or ends: notifications from
+        other processes may have been missed in between, so caches kept fresh by listeners must go."""
+        self._gap_listeners.append(callback)
+
+    def delivering(self) -> bool:
+        """True while a Redis subscription of this process is up: other processes' notifications arrive."""
+        return any(state.redis_connected for state in list(self._loops.values()))
+
+    def _gap(self) -> None:
+        for callback in self._gap_listeners:
+            try:
+                callback()
+            except Exception:
+                logger.exception("realtime: gap listener failed")
 
     # --- waiting -------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -311,6 +331,7 @@ class _Hub:
             prefix = redis_channel_prefix(settings.REDIS_URL)
             try:
                 await pubsub.psubscribe(prefix + "*")
+                self._gap()  # anything published before the subscription took effect was missed
                 state.redis_connected = True
                 delay = 0.5
                 async for message in pubsub.listen():
@@ -327,7 +348,9 @@ class _Hub:
             except Exception:
                 logger.warning("realtime: Redis listener lost its connection; retrying", exc_info=True)
             finally:
-                state.redis_connected = False
+                if state.redis_connected:
+                    state.redis_connected = False
+                    self._gap()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await client.aclose()
@@ -349,6 +372,8 @@ _hub = _Hub()
 
 register_source = _hub.register_source
 add_listener = _hub.add_listener
+add_gap_listener = _hub.add_gap_listener
+delivering = _hub.delivering
 subscribe = _hub.subscribe
 notify = _hub.notify
 notify_on_commit = _hub.notify_on_commit

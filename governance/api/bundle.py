@@ -5,11 +5,12 @@ waits on `portal.realtime`. A gateway that says which flags update it has
 (`X-Mcpgov-Flags-Revision`) is answered a newer signed flags update (`mcpgov-flags+jws`, issued
 once per toggle, its reply built once per process) instead of waiting for a whole bundle.
 The hot path (an unchanged bundle, answered 304) touches the
-database only through two short in-process caches: token → client (re-checked every
-`CLIENT_CACHE_SECONDS`, and dropped on the client's revocation event, so an open long poll is
-answered 401 as soon as its client is revoked) and environment →
-latest bundle (dropped on every publish notification, and re-read every
-`BUNDLE_CACHE_SECONDS` at most).
+database only through in-process caches: token → client (dropped on the client's revocation event,
+so an open long poll is answered 401 as soon as its client is revoked) and environment → latest
+bundle and flags update (dropped on every publish and issue notification). Each is re-read after
+`CLIENT_CACHE_SECONDS` / `BUNDLE_CACHE_SECONDS` (1 s), or after 30 s while this process's Redis
+subscription is up — then every notification of every process reaches the cache, and a gap in the
+subscription empties it (`portal.realtime.add_gap_listener`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from governance.services import flag_updates
 from governance.services.clients import (
     CLIENT_ACTIVE,
     CLIENT_CHANNEL_PREFIX,
+    SEEN_THROTTLE_SECONDS,
     TokenError,
     client_authenticate,
     client_channel,
@@ -43,7 +45,12 @@ from portal.asgi_routes import DjangoMirror, request_headers, request_query
 from portal.db import db_call
 
 CLIENT_CACHE_SECONDS = 1.0
+# While this process's Redis subscription is up, every revocation reaches the cache at once (its event
+# drops the entry, and a gap in the subscription empties the cache), so a cached client may serve longer:
+# a thousand gateways re-polling after a toggle are not re-authenticated one database read each.
+CLIENT_CACHE_SECONDS_DELIVERING = 30.0
 BUNDLE_CACHE_SECONDS = 1.0
+BUNDLE_CACHE_SECONDS_DELIVERING = 30.0  # as for clients: every publish and issue drops its entry at once
 MAX_WAIT_SECONDS = 30.0
 _CACHE_LIMIT = 10_000
 
@@ -63,6 +70,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
+    issued_at: float | None = None  # a flags update's reply: when the update was issued (Unix time)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,9 @@ _bundles: dict[int, _Current | None] = {}
 _updates: dict[int, _Update] = {}
 _NO_UPDATE = -1  # `_updates` placeholder revision: the environment has none
 _refresh_locks: dict[int, asyncio.Lock] = {}
+# When a notification last dropped an entry: a read that started before it may predate the change,
+# so its result is not cached (it would outlive the notification that should have replaced it).
+_dropped: dict[tuple[str, int], float] = {}
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ def drop_cached_bundle(channel: str, token) -> None:
     tail = channel[len(bundle_service.CHANNEL_PREFIX) :]
     if tail.isdigit():
         _bundles.pop(int(tail), None)
+        _dropped[("bundle", int(tail))] = time.monotonic()
 
 
 def drop_cached_update(channel: str, token) -> None:
@@ -127,6 +139,15 @@ def drop_cached_update(channel: str, token) -> None:
     tail = channel[len(flag_updates.FLAGS_UPDATE_CHANNEL_PREFIX) :]
     if tail.isdigit():
         _updates.pop(int(tail), None)
+        _dropped[("update", int(tail))] = time.monotonic()
+
+
+def drop_caches() -> None:
+    """Gap listener (registered in GovernanceConfig.ready): revocations, new bundles and flags
+    updates may have been missed."""
+    _clients.clear()
+    _bundles.clear()
+    _updates.clear()
 
 
 def drop_cached_client(channel: str, token) -> None:
@@ -153,6 +174,7 @@ def _clear_caches() -> None:
     _bundles.clear()
     _updates.clear()
     _flights.clear()
+    _dropped.clear()
 
 
 def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
@@ -162,13 +184,19 @@ def _authenticate_or_error(token: str) -> EnforcementClient | TokenError:
         return exc
 
 
+def _client_max_age() -> float:
+    return CLIENT_CACHE_SECONDS_DELIVERING if realtime.delivering() else CLIENT_CACHE_SECONDS
+
+
 async def _authenticate(
-    token: str, *, fresh_since: float | None = None, max_age: float = CLIENT_CACHE_SECONDS
+    token: str, *, fresh_since: float | None = None, max_age: float | None = None
 ) -> EnforcementClient:
-    """The token's client, from the cache (at most `max_age` seconds old) or — with `fresh_since` —
-    read no earlier than that."""
+    """The token's client, from the cache (at most `max_age` seconds old, by default as long as
+    revocations are known to reach it: `_client_max_age`) or — with `fresh_since` — read no earlier
+    than that."""
     key = hashlib.sha256(token.encode()).hexdigest()
     now = time.monotonic()
+    max_age = _client_max_age() if max_age is None else max_age
     needed = now - max_age if fresh_since is None else fresh_since
     cached = _clients.get(key)
     if cached is None or cached[0] < needed:
@@ -195,65 +223,102 @@ def _read_latest(environment_id: int) -> dict | None:
     )
 
 
+def _state_max_age() -> float:
+    return BUNDLE_CACHE_SECONDS_DELIVERING if realtime.delivering() else BUNDLE_CACHE_SECONDS
+
+
 async def _current(environment_id: int, *, fresh_since: float | None = None) -> _Current | None:
     """The latest bundle: from the cache (at most BUNDLE_CACHE_SECONDS old, dropped on every
     publish notification), or — with `fresh_since` — read no earlier than that instant."""
     now = time.monotonic()
-    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
+    needed = now - _state_max_age() if fresh_since is None else fresh_since
     cached = _bundles.get(environment_id)
     if cached is not None and cached.fetched >= needed:
         return cached
     started, row = await _shared_read(
         ("bundle", environment_id), _read_latest, environment_id, fresh_since=needed
     )
-    if row is None:
-        return None
-    current = _Current(fetched=started, **row)
-    if len(_bundles) >= _CACHE_LIMIT:
-        _bundles.clear()
-    previous = _bundles.get(environment_id)
-    if previous is None or previous.fetched <= started:
-        _bundles[environment_id] = current
-    return current
+    return _cache_bundle(environment_id, row, started)
 
 
 def _read_latest_update(environment_id: int) -> dict | None:
     return (
         FlagsUpdate.objects.filter(environment_id=environment_id)
         .order_by("-revision")
-        .values("revision", "bundle_version", "jws", "expires_at")
+        .values("revision", "bundle_version", "jws", "issued_at", "expires_at")
         .first()
     )
 
 
-def _update_reply(revision: int, jws: str) -> Reply:
+def _read_latest_both(environment_id: int) -> tuple[dict | None, dict | None]:
+    """The latest bundle and flags update in one trip to the ORM thread (a long poll's wake-up)."""
+    return _read_latest(environment_id), _read_latest_update(environment_id)
+
+
+def _update_reply(revision: int, jws: str, issued_at: datetime) -> Reply:
     headers = {
         "Content-Type": "application/jose",
         "X-Mcpgov-Flags-Revision": str(revision),
         "Cache-Control": "no-cache",
     }
-    return Reply(200, headers, jws.encode("ascii"))
+    return Reply(200, headers, jws.encode("ascii"), issued_at.timestamp())
+
+
+def _cache_bundle(environment_id: int, row: dict | None, started: float) -> _Current | None:
+    if row is None:
+        return None
+    current = _Current(fetched=started, **row)
+    if len(_bundles) >= _CACHE_LIMIT:
+        _bundles.clear()
+    previous = _bundles.get(environment_id)
+    if started < _dropped.get(("bundle", environment_id), 0.0):
+        return current  # this caller may use it (it asked for no newer); later ones read again
+    if previous is None or previous.fetched <= started:
+        _bundles[environment_id] = current
+    return current
+
+
+def _cache_update(environment_id: int, row: dict | None, started: float) -> _Update:
+    if row is None:
+        cached = _Update(_NO_UPDATE, 0, timezone.now(), Reply(404, {}), started)
+    else:
+        reply = _update_reply(row["revision"], row["jws"], row["issued_at"])
+        cached = _Update(row["revision"], row["bundle_version"], row["expires_at"], reply, started)
+    if len(_updates) >= _CACHE_LIMIT:
+        _updates.clear()
+    previous = _updates.get(environment_id)
+    if started < _dropped.get(("update", environment_id), 0.0):
+        return cached
+    if previous is None or previous.fetched <= started:
+        _updates[environment_id] = cached
+    return cached
+
+
+async def _current_and_update(
+    environment_id: int, *, fresh_since: float
+) -> tuple[_Current | None, _Update | None]:
+    """`_current` and `_update`, both read no earlier than `fresh_since`: one shared read for
+    every waiter of the process that one notification woke (not one per waiter, nor two)."""
+    bundle, update = _bundles.get(environment_id), _updates.get(environment_id)
+    if bundle is None or bundle.fetched < fresh_since or update is None or update.fetched < fresh_since:
+        started, (bundle_row, update_row) = await _shared_read(
+            ("both", environment_id), _read_latest_both, environment_id, fresh_since=fresh_since
+        )
+        bundle = _cache_bundle(environment_id, bundle_row, started)
+        update = _cache_update(environment_id, update_row, started)
+    return bundle, (None if update.revision == _NO_UPDATE else update)
 
 
 async def _update(environment_id: int, *, fresh_since: float | None = None) -> _Update | None:
     """The latest flags update, as `_current` reads the latest bundle (cache dropped on every issue)."""
     now = time.monotonic()
-    needed = now - BUNDLE_CACHE_SECONDS if fresh_since is None else fresh_since
+    needed = now - _state_max_age() if fresh_since is None else fresh_since
     cached = _updates.get(environment_id)
     if cached is None or cached.fetched < needed:
         started, row = await _shared_read(
             ("update", environment_id), _read_latest_update, environment_id, fresh_since=needed
         )
-        if row is None:
-            cached = _Update(_NO_UPDATE, 0, timezone.now(), Reply(404, {}), started)
-        else:
-            reply = _update_reply(row["revision"], row["jws"])
-            cached = _Update(row["revision"], row["bundle_version"], row["expires_at"], reply, started)
-        if len(_updates) >= _CACHE_LIMIT:
-            _updates.clear()
-        previous = _updates.get(environment_id)
-        if previous is None or previous.fetched <= started:
-            _updates[environment_id] = cached
+        cached = _cache_update(environment_id, row, started)
     return None if cached.revision == _NO_UPDATE else cached
 
 
@@ -306,7 +371,10 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 def _seen_needed(client: EnforcementClient, address: str | None, version: int | None) -> bool:
     # Mirrors client_seen's throttle so the common case needs no thread hop.
-    if client.last_seen_at is None or (timezone.now() - client.last_seen_at).total_seconds() >= 1:
+    if (
+        client.last_seen_at is None
+        or (timezone.now() - client.last_seen_at).total_seconds() >= SEEN_THROTTLE_SECONDS
+    ):
         return True
     return bool(address and address != client.last_seen_address) or (
         version is not None and version != client.bundle_version
@@ -426,17 +494,35 @@ async def serve_bundle(
             return _bundle_reply(current)
         return None if flags_seen is None else _update_for(update, current, flags_seen)
 
+    woken = False  # the first read follows the subscription; every later one, a wake-up
+
     async def read(since: float) -> tuple[_Current | None, _Update | None]:
         # `since`: subscribed, or the wake-up delivered; every waiter woken by one change shares one read
-        state = (
-            await _current(client.environment_id, fresh_since=since),
-            await _update(client.environment_id, fresh_since=since) if flags_seen is not None else None,
-        )
+        nonlocal woken
+        if not woken:
+            # Right after subscribing: the cache will do. Every publish and issue drops its entry as its
+            # notification arrives (in every process, through Redis), so an entry still there predates no
+            # change notified before the subscription, and a later change wakes this waiter; a lost
+            # notification is caught by the fallback poll (its token is what this read returns).
+            state = (
+                await _current(client.environment_id),
+                await _update(client.environment_id) if flags_seen is not None else None,
+            )
+        elif flags_seen is None:
+            state = (await _current(client.environment_id, fresh_since=since), None)
+        else:
+            state = await _current_and_update(client.environment_id, fresh_since=since)
         # Still a valid client? Its revocation drops the cached answer (and wakes this poll), so with
         # something to send the answer cached when this poll began will do: a thousand gateways woken
         # by one toggle are not re-authenticated one database read each. Woken with nothing to send
-        # (the revocation's fallback poll, a spurious wake-up): checked as on every request.
-        await _authenticate(token, max_age=MAX_WAIT_SECONDS + 5 if answer(state) else CLIENT_CACHE_SECONDS)
+        # (the revocation's fallback poll, a spurious wake-up): read afresh, since the wake-up.
+        if answer(state):
+            await _authenticate(token, max_age=MAX_WAIT_SECONDS + 5)
+        elif woken:
+            await _authenticate(token, fresh_since=since)
+        else:
+            await _authenticate(token)  # authenticated a moment ago, at the request's start
+        woken = True
         return state
 
     try:
@@ -473,6 +559,8 @@ async def bundle_view(request):
     )
     for name, value in reply.headers.items():
         response[name] = value
+    if reply.issued_at is not None:
+        metrics.flags_update_delivered(reply.issued_at)
     return response
 
 
@@ -538,6 +626,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         ]
         await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
         await send({"type": "http.response.body", "body": reply.body})
+        if reply.issued_at is not None:
+            metrics.flags_update_delivered(reply.issued_at)
         metrics.request_observed(
             "governance-api:bundle", "GET", reply.status, started
         )  # Django's name for it

@@ -216,11 +216,17 @@ def client_authenticate(token: str, *, allow_revoked: bool = False) -> Enforceme
     return client
 
 
+# One last-seen write per client per this many seconds (a new address or bundle version is written at
+# once): a thousand gateways re-polling after every toggle are not a thousand UPDATEs each time. Stale
+# gateways are told apart in minutes (MCPGOV_STALE_CLIENT_MINUTES).
+SEEN_THROTTLE_SECONDS = 15
+
+
 def client_seen(*, client: EnforcementClient, address: str | None, bundle_version: int | None) -> None:
-    """Record last seen time, address and running bundle version (throttled to one write per second)."""
+    """Record last seen time, address and running bundle version (last seen: throttled, SEEN_THROTTLE_SECONDS)."""
     now = timezone.now()
     fields = {}
-    if client.last_seen_at is None or (now - client.last_seen_at).total_seconds() >= 1:
+    if client.last_seen_at is None or (now - client.last_seen_at).total_seconds() >= SEEN_THROTTLE_SECONDS:
         fields["last_seen_at"] = now
     if address and address != client.last_seen_address:
         fields["last_seen_address"] = address

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ from mcpgov.verify import FLAGS_JWS_TYPE
 from portal import realtime
 
 FLAGS_UPDATE_CHANNEL_PREFIX = "flags-update:"
+KEEP_DEFAULT = 20  # settings.MCPGOV_FLAGS_UPDATES_KEEP overrides it
 
 
 def flags_update_channel(environment_id: int) -> str:
@@ -91,3 +93,38 @@ def latest_revisions(environment_ids: list[int]) -> dict[int, int]:
 def flags_update_channel_revisions(channels: list[str]) -> dict[str, int]:
     ids = realtime.channel_ids(channels, FLAGS_UPDATE_CHANNEL_PREFIX)
     return {ids[env_id]: revision for env_id, revision in latest_revisions(list(ids)).items()}
+
+
+def flags_updates_prune(*, keep: int | None = None) -> int:
+    """Delete the flags updates no gateway can still be given; returns how many were deleted.
+
+    Per environment the latest `keep` revisions stay (settings.MCPGOV_FLAGS_UPDATES_KEEP, at least 1:
+    the latest revision is what the next one counts from), and so does every update that names the
+    environment's latest bundle or a newer one (still applicable, `_update_for`). What goes is older
+    than both: superseded by a bundle that carries its flags or newer ones. The change history
+    (`ChangeRecord`) keeps who switched what; these rows are only the signed deliveries.
+    """
+    keep = max(1, int(getattr(settings, "MCPGOV_FLAGS_UPDATES_KEEP", KEEP_DEFAULT) if keep is None else keep))
+    deleted = 0
+    env_ids = list(FlagsUpdate.objects.order_by().values_list("environment_id", flat=True).distinct())
+    latest_bundles = dict(
+        PolicyBundle.objects.filter(environment_id__in=env_ids)
+        .order_by()
+        .values("environment_id")
+        .annotate(v=Max("version"))
+        .values_list("environment_id", "v")
+    )
+    for env_id in env_ids:
+        cutoff = (
+            FlagsUpdate.objects.filter(environment_id=env_id)
+            .order_by("-revision")
+            .values_list("revision", flat=True)[keep - 1 : keep]
+            .first()
+        )
+        if cutoff is None or env_id not in latest_bundles:  # fewer than `keep` updates
+            continue
+        count, _ = FlagsUpdate.objects.filter(
+            environment_id=env_id, revision__lt=cutoff, bundle_version__lt=latest_bundles[env_id]
+        ).delete()
+        deleted += count
+    return deleted

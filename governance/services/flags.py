@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 FLAG_CHANNEL_PREFIX = "flags:"
+FLAGS_REBUILD_DELAY_SECONDS = 5.0  # settings.MCPGOV_FLAGS_REBUILD_DELAY_SECONDS overrides it
 
 
 def flag_channel(environment_id: int) -> str:
@@ -104,8 +106,11 @@ def flags_changed(team: Team, environments: Iterable[Environment], reason: str) 
             without_bundle.append(env)
     if without_bundle:
         bundles_publish_now(team=team, environments=without_bundle, reason=reason)
-    # the bundle carries the flags too (new gateways, the signed record): rebuilt like any policy change
-    transaction.on_commit(lambda: tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason))
+    # The bundle carries the flags too (new gateways, the signed record). Running gateways have them
+    # from the update already, so it is rebuilt a few seconds later than other policy changes: the wave
+    # of whole-bundle downloads it starts stays out of the moments the update itself is delivered in.
+    delay = float(getattr(settings, "MCPGOV_FLAGS_REBUILD_DELAY_SECONDS", FLAGS_REBUILD_DELAY_SECONDS))
+    transaction.on_commit(lambda: tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason, delay=delay))
 
 
 def normalise_constraints(constraints) -> list[dict]:

@@ -202,3 +202,49 @@ def redis_portal_server(request, transactional_db, monkeypatch, settings):
     monkeypatch.setenv("MCPGOV_REALTIME_SAFETY_POLL", "60")
     settings.REDIS_URL = redis_test_url()
     return request.getfixturevalue("portal_server")
+
+
+def test_pruning_keeps_the_latest_and_every_update_a_gateway_can_still_be_given(
+    team, flag, admin, settings, django_capture_on_commit_callbacks
+):
+    from governance.services.flag_updates import flags_updates_prune
+    from governance.tasks import prune_flags_updates
+
+    prod, staging = env(team), env(team, "staging")
+    bundle_publish(environment=prod)
+    bundle_publish(environment=staging)
+
+    def toggles(environment, n):
+        for i in range(n):
+            with django_capture_on_commit_callbacks(execute=False):  # no rebuild in between
+                if i % 2 == 0:
+                    flag_disable(flag=flag, environment=environment, reason=f"INC-{i}", actor=admin)
+                else:
+                    flag_enable(flag=flag, environment=environment, actor=admin)
+
+    def revisions(environment):
+        return sorted(FlagsUpdate.objects.filter(environment=environment).values_list("revision", flat=True))
+
+    toggles(prod, 6)  # r1..r6, all naming the live bundle: each still applies
+    toggles(staging, 2)
+    assert flags_updates_prune(keep=2) == 0
+    assert revisions(prod) == [1, 2, 3, 4, 5, 6]
+    # a bundle built after them carries their flags: only the latest `keep` stay, then r7, r8 on it
+    newer = bundle_publish(environment=prod).bundle
+    toggles(prod, 2)
+    assert FlagsUpdate.objects.get(environment=prod, revision=8).bundle_version == newer.version
+    assert flags_updates_prune(keep=3) == 5
+    assert revisions(prod) == [6, 7, 8]
+    assert revisions(staging) == [1, 2]  # another environment's are its own
+    # the next toggle continues the count, and the latest update is still served
+    toggles(prod, 1)
+    assert revisions(prod) == [6, 7, 8, 9]
+    # the periodic task (beat): settings.MCPGOV_FLAGS_UPDATES_KEEP, never fewer than one; twice is harmless
+    from config.celery import app
+
+    assert app.conf.beat_schedule["governance-prune-flags-updates"]["task"] == prune_flags_updates.name
+    settings.MCPGOV_FLAGS_UPDATES_KEEP = 0
+    bundle_publish(environment=prod)
+    assert prune_flags_updates() == 3 and prune_flags_updates() == 0
+    assert revisions(prod) == [9]
+    assert revisions(staging) == [1, 2]

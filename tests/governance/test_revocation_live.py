@@ -142,3 +142,24 @@ def test_revoked_clients_unleash_stream_ends_and_reconnecting_gets_401(live_port
     assert ended_after < 12, f"stream ended {ended_after:.1f}s after the revocation"
     again = requests.get(url, headers={"Authorization": issued.token}, timeout=10)
     assert again.status_code == 401 and again.json()["code"] == "token_revoked"
+
+
+def test_a_revoked_clients_next_poll_is_refused_though_its_client_was_cached(live_portal, team):
+    """The bundle route keeps a token's client for up to 30 s while its Redis subscription is up; the
+    revocation event (or, without Redis, the one-second cache) must still refuse the next request."""
+    issued = _client(team)
+    bundle_publish(environment=issued.client.environment)
+    headers = {"Authorization": f"Bearer {issued.token}"}
+    for _ in range(3):  # authenticated, and cached by the portal process
+        assert requests.get(f"{live_portal}/api/v1/bundle/", headers=headers, timeout=10).status_code == 200
+    client_revoke(client=issued.client)
+    deadline = time.monotonic() + 10  # generous on a loaded machine, and far below the 30 s cache
+    statuses = []
+    while time.monotonic() < deadline:
+        statuses.append(
+            requests.get(f"{live_portal}/api/v1/bundle/", headers=headers, timeout=10).status_code
+        )
+        if statuses[-1] == 401:
+            break
+        time.sleep(0.05)
+    assert statuses[-1] == 401, statuses

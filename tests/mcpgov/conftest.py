@@ -7,6 +7,7 @@ Nothing here touches the database.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -129,6 +130,25 @@ class World:
         else:
             args += ["--bundle-file", str(self.bundle_path)]
         return args + list(extra)
+
+    def gate_args(self, *extra: str, role: str = "code_agent") -> list[str]:
+        """``mcpgov gate`` on this world's keys, config, state and bundle file."""
+        args = self.gateway_args(*extra, role=role)
+        args[2] = "gate"
+        return [a for a in args if a not in ("--spool", str(self.spool))]
+
+
+def run_mcpgov(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` as a user runs it (stdin closed, warnings logged), within 90 s."""
+    return subprocess.run(
+        [PY, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "MCPGOV_LOG_LEVEL": "WARNING"},
+    )
 
     def gateway(self, *extra: str, fast_path: bool = True, **kw: Any) -> StdioServerParameters:
         env = {"MCPGOV_LOG_LEVEL": "WARNING", "MCPGOV_FAST_PATH": "1" if fast_path else "0"}

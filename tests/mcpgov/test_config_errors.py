@@ -7,29 +7,20 @@ signed bundle file, and PortalTestDouble where a portal is needed (a wrong token
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.mcpgov.conftest import PY, ROOT, TIME_ARGS
+from tests.mcpgov.conftest import PY, ROOT, TIME_ARGS, run_mcpgov
 from tests.mcpgov.portal_double import TOKEN
 
 pytestmark = pytest.mark.slow  # each case starts a gateway or gate process
 
 
 def _run(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "MCPGOV_LOG_LEVEL": "WARNING"},
-    )
+    return run_mcpgov(args, cwd)
 
 
 def _one_line(r: subprocess.CompletedProcess[str]) -> str:
@@ -92,9 +83,7 @@ def test_a_bad_mcp_json_is_one_line_naming_file_and_line(world, command, content
 
 
 def _gate_args(world) -> list[str]:
-    args = world.gateway_args()
-    args[2] = "gate"
-    return [a for a in args if a not in ("--spool", str(world.spool))]
+    return world.gate_args()
 
 
 def test_a_missing_config_file(world):
