@@ -16,9 +16,9 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # (tests/conftest.py). With --dist loadfile the longest file bounds the wall time: a long crawl or
 # fuzzing run gets a file of its own, and --no-loadscope-reorder keeps the order tests/conftest.py
 # gives (heaviest files first; xdist's own order, by test count, started the one-test files last).
-# Three stays (measured 2026-12-01 with two workers on a shared 2-core machine at load 13-24,
-# where two against three cannot be told apart): a worker no longer migrates a database of its
-# own, which was most of what an extra worker cost. PYTEST_WORKERS=0 runs it serially. Tests
+# Three is kept, not re-measured: two against three was not compared (on 2026-12-01 the shared
+# 2-core machine ran at load 13-24); a worker no longer migrates a database of its own, which
+# made each extra worker dearer. PYTEST_WORKERS=0 runs it serially. Tests
 # marked `serial` (they drive a Celery worker through this process's Celery app, which another
 # file's tests in the same worker process have been seen to disturb) run afterwards, on their own.
 PYTEST_WORKERS ?= 3
