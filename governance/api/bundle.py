@@ -145,6 +145,7 @@ def drop_cached_update(channel: str, token) -> None:
 def drop_caches() -> None:
     """Gap listener (registered in GovernanceConfig.ready): revocations, new bundles and flags
     updates may have been missed."""
+    _dropped[("client", 0)] = time.monotonic()
     _clients.clear()
     _bundles.clear()
     _updates.clear()
@@ -158,6 +159,7 @@ def drop_cached_client(channel: str, token) -> None:
         for key, (_at, result) in list(_clients.items()):
             if isinstance(result, EnforcementClient) and result.pk == client_id:
                 _clients.pop(key, None)
+        _dropped[("client", 0)] = time.monotonic()  # any client: entries are keyed by token, not id
 
 
 async def _db(fn, /, *args, **kwargs):
@@ -205,7 +207,11 @@ async def _authenticate(
         )
         if len(_clients) >= _CACHE_LIMIT:
             _clients.clear()
-        _clients[key] = cached = (started, result)
+        cached = (started, result)
+        # a read that started before a revocation dropped its entries may predate the revocation:
+        # this caller may use it (it asked for nothing newer), but it is not kept for later ones
+        if started >= _dropped.get(("client", 0), 0.0):
+            _clients[key] = cached
     result = cached[1]
     if isinstance(result, TokenError):
         raise result
