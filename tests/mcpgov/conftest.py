@@ -137,19 +137,6 @@ class World:
         args[2] = "gate"
         return [a for a in args if a not in ("--spool", str(self.spool))]
 
-
-def run_mcpgov(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """``python <args>`` as a user runs it (stdin closed, warnings logged), within 90 s."""
-    return subprocess.run(
-        [PY, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "MCPGOV_LOG_LEVEL": "WARNING"},
-    )
-
     def gateway(self, *extra: str, fast_path: bool = True, **kw: Any) -> StdioServerParameters:
         env = {"MCPGOV_LOG_LEVEL": "WARNING", "MCPGOV_FAST_PATH": "1" if fast_path else "0"}
         return StdioServerParameters(command=PY, args=self.gateway_args(*extra, **kw), cwd=str(ROOT), env=env)
@@ -163,6 +150,19 @@ def run_mcpgov(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess
         for f in sorted(self.spool.glob("*.jsonl")):
             out += [event for _, event in read_events(f)[0]]  # a live spool ends in preallocated NULs
         return out
+
+
+def run_mcpgov(args: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``python <args>`` as a user runs it (stdin closed, warnings logged), within 90 s."""
+    return subprocess.run(
+        [PY, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "MCPGOV_LOG_LEVEL": "WARNING"},
+    )
 
 
 @dataclass
