@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 
 FLAG_CHANNEL_PREFIX = "flags:"
-FLAGS_REBUILD_DELAY_SECONDS = 5.0  # settings.MCPGOV_FLAGS_REBUILD_DELAY_SECONDS overrides it
 
 
 def flag_channel(environment_id: int) -> str:
@@ -109,7 +108,7 @@ def flags_changed(team: Team, environments: Iterable[Environment], reason: str) 
     # The bundle carries the flags too (new gateways, the signed record). Running gateways have them
     # from the update already, so it is rebuilt a few seconds later than other policy changes: the wave
     # of whole-bundle downloads it starts stays out of the moments the update itself is delivered in.
-    delay = float(getattr(settings, "MCPGOV_FLAGS_REBUILD_DELAY_SECONDS", FLAGS_REBUILD_DELAY_SECONDS))
+    delay = settings.MCPGOV_FLAGS_REBUILD_DELAY_SECONDS
     transaction.on_commit(lambda: tasks.schedule_bundle_rebuild(team_id=team.pk, reason=reason, delay=delay))
 
 
