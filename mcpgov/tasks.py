@@ -20,7 +20,8 @@ The 2026-07-28 extension (``io.modelcontextprotocol/tasks``: ``resultType: "task
 ``tasks/update`` / ``tasks/cancel``) is served on the SDK server and sent upstream through the SDK session,
 with the same binding, sweep and single RESULT; each input request of such a task is screened by the rule of
 a server-to-client request; agents that did not declare it get the result of a task the gateway drives, and
-an approval wait of one that did is a task hosted here. See ``docs/gateway.md``, "Tasks".
+an approval wait of one that did — or of a 2025-11-25 agent that task-augmented the call — is a task
+hosted here. See ``docs/gateway.md``, "Tasks".
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ EXT_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")  # the 2026-07-28 ex
 DRIVE_POLL = (0.05, 1.0)
 # the agent request being served declared the 2026-07-28 tasks extension (set by the SDK handler)
 TASK_AGENT: ContextVar[bool] = ContextVar("mcpgov_task_agent", default=False)
+# the agent request being served is a 2025-11-25 task-augmented tools/call (set by TaskRegistry._call)
+LEGACY_TASK: ContextVar[bool] = ContextVar("mcpgov_legacy_task", default=False)
 
 
 def declares_tasks(ctx: Any) -> bool:
@@ -159,6 +162,7 @@ class GatewayTask:
     approval: bool = False  # the gateway's own task: an approval wait, then the forwarded call
     forwarding: bool = False  # (approval) approved and forwarded: it runs to its end
     scope: anyio.CancelScope | None = None  # (approval) the wait, withdrawn by a cancel or a halt
+    ended: anyio.Event | None = None  # (approval) set once it is terminal: a 2025-11-25 tasks/result waits
     asked: dict[str, tuple[str, ScreenedRequest]] = field(default_factory=dict)
     answered: set[str] = field(default_factory=set)
     final: dict[str, Any] | None = None
@@ -260,14 +264,18 @@ class TaskRegistry:
         # a server that does not run tasks gets the call as a plain one (the spec's rule for a receiver
         # without the capability); the agent then gets the tool's result itself
         augment = {"ttl": task["ttl"]} if isinstance(task.get("ttl"), int) else {}
-        return await gw.execute(
-            sess,
-            name,
-            arguments,
-            meta=trace or None,
-            request_id=request_id,
-            task=augment if upstream is not None and upstream.supports_tasks else None,
-        )
+        token = LEGACY_TASK.set(True)  # an approval wait of this call is a gateway task (approval_task)
+        try:
+            return await gw.execute(
+                sess,
+                name,
+                arguments,
+                meta=trace or None,
+                request_id=request_id,
+                task=augment if upstream is not None and upstream.supports_tasks else None,
+            )
+        finally:
+            LEGACY_TASK.reset(token)
 
     def created(
         self,
@@ -353,6 +361,8 @@ class TaskRegistry:
 
     async def _get(self, rec: GatewayTask) -> dict[str, Any]:
         await self._admit(rec)
+        if rec.approval:
+            return dict(rec.task)
         result = await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
         self._seen(rec, result)
         await self._admit(rec)  # a halt while the upstream answered
@@ -360,6 +370,8 @@ class TaskRegistry:
 
     async def _result(self, rec: GatewayTask) -> dict[str, Any]:
         await self._admit(rec)
+        if rec.approval:
+            return await self._approval_result(rec)
         try:
             result = await rec.upstream.task_request("tasks/result", {"taskId": rec.upstream_id}, rec.timeout)
         except UpstreamTimeout:
@@ -395,6 +407,13 @@ class TaskRegistry:
 
     async def _cancel(self, rec: GatewayTask) -> dict[str, Any]:
         await self._admit(rec)
+        if rec.approval:
+            if rec.status in TERMINAL:
+                raise TaskError(
+                    types.INVALID_PARAMS, f"Cannot cancel task: already in terminal status '{rec.status}'"
+                )
+            self._approval_cancel(rec)
+            return dict(rec.task)
         result = await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
         self._seen(rec, result)
         if rec.open:
@@ -410,7 +429,12 @@ class TaskRegistry:
             if now >= rec.expires:
                 self._forget(rec)
                 continue
-            if rec.refusal is None and rec.status not in TERMINAL and self._check(rec) is None:
+            if (
+                not rec.approval
+                and rec.refusal is None
+                and rec.status not in TERMINAL
+                and self._check(rec) is None
+            ):
                 with contextlib.suppress(Exception):  # the last state seen stands in for an upstream away
                     self._seen(
                         rec, await rec.upstream.task_request("tasks/get", {"taskId": rec.upstream_id}, 5.0)
@@ -733,13 +757,8 @@ class TaskRegistry:
     async def _ext_cancel(self, rec: GatewayTask) -> dict[str, Any]:
         await self._admit(rec)
         if rec.approval:
-            if rec.status not in TERMINAL and self._approval_stop(rec):
-                self._record_end(
-                    rec,
-                    "blocked",
-                    "approval wait withdrawn by the agent (tasks/cancel)",
-                    trigger=Trigger.APPROVAL_REQUIRED,
-                )
+            if rec.status not in TERMINAL:
+                self._approval_cancel(rec)
             return {}
         await rec.upstream.task_request("tasks/cancel", {"taskId": rec.upstream_id}, POLL_TIMEOUT)
         if rec.open:
@@ -803,38 +822,58 @@ class TaskRegistry:
         """A terminal 2026-07-28 task stays pollable (the same answer) until its ttl; at most 10 minutes."""
         rec.expires = min(rec.expires, time.monotonic() + 600.0)
 
-    # the gateway's own task: a long approval wait (2026-07-28 agents that declared the extension)
+    # the gateway's own task: a long approval wait (2026-07-28 agents that declared the extension, and
+    # 2025-11-25 agents that task-augmented the call)
 
     def approval_as_task(self, sess: AgentSession) -> bool:
-        return TASK_AGENT.get() and self.gateway.portal is not None
+        return (TASK_AGENT.get() or LEGACY_TASK.get()) and self.gateway.portal is not None
 
     async def approval_task(
         self, sess: AgentSession, intent: dict[str, Any], name: str, call: ToolCall, decision: Decision
     ) -> dict[str, Any]:
         """An approval-required call answered with a gateway-hosted task: ``working`` while a person decides
-        in the portal, then the forwarded call's result (or the refusal) as the task's ``result``."""
+        in the portal, then the forwarded call's result (or the refusal) as the task's ``result``.
+
+        A 2026-07-28 agent (the extension) gets ``resultType: "task"`` and polls ``tasks/get``; a 2025-11-25
+        agent that task-augmented the call gets a ``CreateTaskResult`` and ``tasks/get|result|list|cancel``.
+        """
         gw = self.gateway
+        legacy = LEGACY_TASK.get() and not TASK_AGENT.get()
         gid = f"{call.server}:{secrets.token_urlsafe(18)}"
         upstream = gw.upstreams.get(call.server)
         timeout = decision.timeout or gw.options.default_timeout
         rec = GatewayTask(gid, sess, upstream, "", call, intent, time.perf_counter(), timeout, math.inf)  # type: ignore[arg-type]
-        rec.modern = rec.approval = True
+        rec.modern, rec.approval, rec.ended = not legacy, True, anyio.Event()
         stamp = iso_ts(time.time())
-        rec.task = {
-            "taskId": gid,
-            "status": "working",
-            "statusMessage": f"waiting for the approval of a person in the governance portal (call {intent['call_id']})",
-            "createdAt": stamp,
-            "lastUpdatedAt": stamp,
-            "ttlMs": None,
-            "pollIntervalMs": 1000,
-        }
+        waiting = f"waiting for the approval of a person in the governance portal (call {intent['call_id']})"
+        if legacy:  # a 2025-11-25 Task
+            rec.task = {
+                "taskId": gid,
+                "status": "working",
+                "statusMessage": waiting,
+                "createdAt": stamp,
+                "lastUpdatedAt": stamp,
+                "ttl": None,
+                "pollInterval": 1000,
+            }
+        else:
+            rec.task = {
+                "taskId": gid,
+                "status": "working",
+                "statusMessage": waiting,
+                "createdAt": stamp,
+                "lastUpdatedAt": stamp,
+                "ttlMs": None,
+                "pollIntervalMs": 1000,
+            }
         self.tasks[gid] = rec
         assert gw.tg is not None
         gw.tg.start_soon(self._approve_then_forward, rec, name, decision)
         log.warning(
             "call %s (%s.%s) waits for approval (as task %s)", intent["call_id"], call.server, call.tool, gid
         )
+        if legacy:
+            return {"task": dict(rec.task)}
         return {"resultType": "task", **rec.task}
 
     async def _approve_then_forward(self, rec: GatewayTask, name: str, decision: Decision) -> None:
@@ -853,7 +892,9 @@ class TaskRegistry:
                 "statusMessage": "approved; running",
                 "lastUpdatedAt": iso_ts(time.time()),
             }
-            token = TASK_AGENT.set(False)  # a task the upstream makes of it is driven here, not shown
+            self._approval_note(rec)
+            # a task the upstream makes of it is driven here, not shown; nor is it augmented again
+            token, legacy = TASK_AGENT.set(False), LEGACY_TASK.set(False)
             try:
                 with gw.observer.call(sess, name) as obs:
                     result = await gw.forward(
@@ -864,6 +905,7 @@ class TaskRegistry:
                 error = {k: v for k, v in exc.error.items() if k in ("code", "message", "data")}
                 self._approval_end(rec, {"error": error}, status="failed")
             finally:
+                LEGACY_TASK.reset(legacy)
                 TASK_AGENT.reset(token)
 
     def _approval_end(self, rec: GatewayTask, final: dict[str, Any], status: str = "completed") -> None:
@@ -871,6 +913,7 @@ class TaskRegistry:
         rec.task = {**rec.task, "status": status, "lastUpdatedAt": iso_ts(time.time())}
         rec.task.pop("statusMessage", None)
         rec.expires = time.monotonic() + 600.0
+        self._approval_note(rec)
 
     def _approval_stop(self, rec: GatewayTask) -> bool:
         """Stop a gateway-hosted approval task; True when its RESULT is still to be written by the caller.
@@ -883,8 +926,59 @@ class TaskRegistry:
         if rec.scope is not None:
             rec.scope.cancel()
         rec.task = {**rec.task, "status": "cancelled", "lastUpdatedAt": iso_ts(time.time())}
+        if not rec.modern:
+            rec.task["statusMessage"] = "the approval wait was withdrawn; the call was not forwarded"
         rec.final = {}
+        self._forget_later(rec)
+        self._approval_note(rec)
         return rec.open
+
+    def _approval_cancel(self, rec: GatewayTask) -> None:
+        """The agent's ``tasks/cancel`` of a running approval task: the wait withdrawn (once forwarded: no-op)."""
+        if self._approval_stop(rec):
+            self._record_end(
+                rec,
+                "blocked",
+                "approval wait withdrawn by the agent (tasks/cancel)",
+                trigger=Trigger.APPROVAL_REQUIRED,
+            )
+
+    def _approval_note(self, rec: GatewayTask) -> None:
+        """A state change of an approval task: a waiting ``tasks/result`` is woken at its end; a 2025-11-25
+        agent gets ``notifications/tasks/status`` (2026-07-28 agents poll)."""
+        if rec.ended is not None and rec.status in TERMINAL:
+            rec.ended.set()
+        if rec.modern or self.notify is None or rec.session.state.state == SessionStatus.ENDED:
+            return
+        with contextlib.suppress(Exception):
+            self.notify(
+                rec.session,
+                {"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": dict(rec.task)},
+            )
+
+    async def _approval_result(self, rec: GatewayTask) -> dict[str, Any]:
+        """2025-11-25 ``tasks/result`` of an approval task: waits for its end, then what the call answered."""
+        assert rec.ended is not None
+        bound = self.gateway.options.approval_timeout + rec.timeout + POLL_TIMEOUT
+        with anyio.move_on_after(bound):
+            await rec.ended.wait()
+        await self._admit(rec)  # halted meanwhile: the halt's refusal, nothing of the call
+        if not rec.ended.is_set():
+            raise TaskError(types.INTERNAL_ERROR, f"the task did not end within {bound:g}s; ask again")
+        final = rec.final or {}
+        if "error" in final:
+            error = final["error"]
+            raise TaskError(
+                error.get("code", types.INTERNAL_ERROR), str(error.get("message", "")), error.get("data")
+            )
+        if "result" in final:
+            answer = copy.deepcopy(final["result"])
+        else:  # withdrawn before a person decided
+            answer = error_result(
+                "MCP call withdrawn: the approval wait was cancelled; the call was not forwarded."
+            )
+        answer.setdefault("_meta", {})[RELATED_TASK] = {"taskId": rec.id}
+        return answer
 
     # helpers
 

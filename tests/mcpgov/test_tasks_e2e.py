@@ -16,7 +16,7 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import mcp_types
 import pytest
 from mcp import Client
 from mcp.client.extension import ClientExtension, NotificationBinding
+from mcp.shared.exceptions import MCPError
 
 from tests.mcpgov.conftest import PY, ROOT, World
 from tests.mcpgov.portal_double import PortalTestDouble
@@ -673,3 +674,185 @@ def test_over_http_status_notifications_reach_the_agents_get_stream(world: World
 
     with http_gateway(world) as url:
         anyio.run(main, url)
+
+
+# a 2025-11-25 agent's long approval wait: a task hosted by the gateway (when the agent task-augments)
+
+
+async def raw(c: Client, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A request below the SDK client's result check (it has no ``tasks/*`` and refuses a CreateTaskResult)."""
+    session = c.session
+    data: dict[str, Any] = {"method": method, "params": params}
+    opts: Any = {"timeout": WAIT}
+    session._stamp(data, opts)
+    return await session._dispatcher.send_raw_request(method, data["params"], opts)
+
+
+def approval_world(world: World, portal: PortalTestDouble) -> None:
+    doc = task_doc(world, world.doc())
+    doc["servers"]["task"]["tools"]["job"]["approval_required"] = True
+    world.publish(portal, doc)
+
+
+def decider(portal: PortalTestDouble) -> Callable[[str], None]:
+    """Approve or deny the next approval-required call the portal has not decided yet (once it is there)."""
+    decided: set[str] = set()
+
+    def pending() -> list[dict[str, Any]]:
+        return [
+            e
+            for evs in portal.events.values()
+            for e in evs
+            if e["trigger"] == "approval_required" and e["phase"] == "intent" and e["call_id"] not in decided
+        ]
+
+    def decide(decision: str) -> None:
+        assert portal.wait_for(lambda: bool(pending()), timeout=WAIT)
+        ev = pending()[0]
+        decided.add(ev["call_id"])
+        portal.approve(next(iter(portal.sessions)), ev["call_id"], decision)
+
+    return decide
+
+
+def test_a_2025_agents_task_augmented_approval_wait_is_a_gateway_task(
+    world: World, portal: PortalTestDouble
+) -> None:
+    """The SDK client at 2025-11-25 task-augments an approval-required call: a CreateTaskResult at once, a
+    gateway task ``working`` while a person decides; approved → forwarded, its result from ``tasks/result``;
+    denied → the refusal; ``tasks/cancel`` withdraws the wait. Nothing reaches the upstream before approval."""
+    approval_world(world, portal)
+    decide = decider(portal)
+    notes = StatusNotes()
+
+    async def main() -> None:
+        async with Client(world.gateway(portal=portal), mode="legacy", extensions=[notes]) as c:
+            job = {"name": "task__job", "task": {"ttl": 60000}}
+            outcomes = []
+            for label, decision in (("yes", "approve"), ("no", "deny")):
+                created = (await raw(c, "tools/call", {**job, "arguments": {"label": label, "seconds": 0}}))[
+                    "task"
+                ]
+                gid = created["taskId"]
+                assert gid.startswith("task:") and created["status"] == "working"
+                assert "waiting for the approval of a person" in created["statusMessage"]
+                assert (await raw(c, "tasks/get", {"taskId": gid}))["status"] == "working"
+                assert len(upstream_saw(world, "tools/call")) == len(outcomes)  # not forwarded yet
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(anyio.to_thread.run_sync, decide, decision)
+                    result = await raw(c, "tasks/result", {"taskId": gid})  # blocks until the decision
+                assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": gid}
+                assert (await raw(c, "tasks/get", {"taskId": gid}))["status"] == "completed"
+                outcomes.append(result)
+            assert outcomes[0]["content"][0]["text"] == "done: yes" and not outcomes[0].get("isError")
+            assert outcomes[1]["isError"] and "Approval denied by" in outcomes[1]["content"][0]["text"]
+            later = (await raw(c, "tools/call", {**job, "arguments": {"label": "later", "seconds": 0}}))[
+                "task"
+            ]
+            cancelled = await raw(c, "tasks/cancel", {"taskId": later["taskId"]})
+            assert (cancelled["taskId"], cancelled["status"]) == (later["taskId"], "cancelled")
+            withdrawn = await raw(c, "tasks/result", {"taskId": later["taskId"]})
+            assert withdrawn["isError"] and "withdrawn" in withdrawn["content"][0]["text"]
+            with pytest.raises(MCPError) as again:
+                await raw(c, "tasks/cancel", {"taskId": later["taskId"]})
+            assert "terminal status 'cancelled'" in again.value.error.message
+            listed = (await raw(c, "tasks/list", {}))["tasks"]
+            assert [t["status"] for t in listed] == ["completed", "completed", "cancelled"]
+            with pytest.raises(MCPError) as unknown:
+                await raw(c, "tasks/get", {"taskId": "task:made-up"})
+            assert unknown.value.error.message == "Failed to retrieve task: Task not found"
+            with anyio.fail_after(WAIT):
+                while sum(n.get("status") in ("completed", "cancelled") for n in notes.seen) < 3:
+                    await anyio.sleep(0.05)
+
+    anyio.run(main)
+    assert [c["arguments"]["label"] for c in upstream_saw(world, "tools/call")] == ["yes"]
+    events = audit(world, "job")
+    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
+        ("intent", None, "approval_required"),
+        ("result", "success", None),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+    ]
+    assert events[5]["result_summary"] == "approval wait withdrawn by the agent (tasks/cancel)"
+
+
+def test_a_halt_withdraws_a_2025_agents_approval_task(world: World, portal: PortalTestDouble) -> None:
+    approval_world(world, portal)
+
+    async def main() -> None:
+        async with Client(world.gateway(portal=portal), mode="legacy") as c:
+            params = {
+                "name": "task__job",
+                "arguments": {"label": "wait", "seconds": 0},
+                "task": {"ttl": 60000},
+            }
+            gid = (await raw(c, "tools/call", params))["task"]["taskId"]
+            halted = await c.call_tool("shell__run", {"cmd": "ls"})
+            assert halted.is_error and "unauthorized_server" in halted.content[0].text  # type: ignore[union-attr]
+            with anyio.fail_after(WAIT):
+                while len(audit(world, "job")) < 2:
+                    await anyio.sleep(0.05)
+            for method in ("tasks/get", "tasks/result"):
+                with pytest.raises(MCPError) as refused:
+                    await raw(c, method, {"taskId": gid})
+                assert refused.value.error.code == POLICY_REFUSED
+                assert "halted by trigger unauthorized_server" in refused.value.error.message
+
+    anyio.run(main)
+    assert upstream_saw(world, "tools/call") == []
+    events = audit(world, "job")
+    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "unauthorized_server"),
+    ]
+    assert events[1]["result_summary"].startswith("approval wait stopped by governance")
+
+
+def test_over_http_a_2025_agents_approval_task_is_bound_to_its_session(
+    world: World, portal: PortalTestDouble
+) -> None:
+    """HTTP: the approval task of a task-augmented call is the creating session's; another session gets
+    "not found" for it; the owner's cancel withdraws the wait (nothing reaches the upstream)."""
+    doc = task_doc(world, base_doc(world))
+    doc["servers"]["task"]["tools"]["job"]["approval_required"] = True
+    world.publish(portal, doc)
+    g = Http(world, portal)
+    try:
+        with httpx2.Client(timeout=60) as http:
+
+            def post(headers: dict[str, str], method: str, params: dict[str, Any]) -> dict[str, Any]:
+                r = http.post(
+                    g.url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+                    headers=headers,
+                )
+                assert r.status_code == 200, r.text
+                return message(r)
+
+            owner = open_session(http, g.url, g.token("11"))
+            created = post(
+                owner,
+                "tools/call",
+                {"name": "task__job", "arguments": {"label": "held", "seconds": 0}, "task": {"ttl": 60000}},
+            )["result"]["task"]
+            gid = created["taskId"]
+            assert created["status"] == "working" and "waiting for the approval" in created["statusMessage"]
+            other = open_session(http, g.url, g.token("11"))
+            for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+                assert post(other, method, {"taskId": gid})["error"] == {
+                    "code": INVALID_PARAMS,
+                    "message": "Failed to retrieve task: Task not found",
+                }
+            assert post(other, "tasks/list", {})["result"]["tasks"] == []
+            assert post(owner, "tasks/get", {"taskId": gid})["result"]["status"] == "working"
+            assert post(owner, "tasks/cancel", {"taskId": gid})["result"]["status"] == "cancelled"
+    finally:
+        g.stop()
+    assert upstream_saw(world, "tools/call") == []
+    assert [(e["phase"], e["status"], e["trigger"]) for e in audit(world, "job")] == [
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+    ]
