@@ -34,7 +34,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from mcpgov.bundle import Trigger
 from mcpgov.decision import Decision, ToolCall, Verdict, decide
 from mcpgov.session import CallRecord
-from mcpgov.surface import POLICY_REFUSED
+from mcpgov.surface import POLICY_REFUSED, exposed_name
 from mcpgov.upstream import CALLER, UpstreamClosed, UpstreamError
 
 if TYPE_CHECKING:
@@ -934,6 +934,4 @@ def _refusal(reason: str, *, denied: bool = True) -> dict[str, Any]:
 
 
 def _exposed(gateway: Gateway, server: str, tool: str) -> str:
-    from mcpgov.surface import exposed_name
-
     return exposed_name(server, tool)

@@ -174,11 +174,14 @@ def upstream_log(world: World) -> Path:
     return world.base / "task-server.log"
 
 
+def logged_requests(path: Path, method: str) -> list[dict[str, Any]]:
+    """The params of every ``method`` request a logging task server wrote to ``path`` (none yet: [])."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [m["params"] for m in map(json.loads, lines) if m["method"] == method]
+
+
 def upstream_saw(world: World, method: str) -> list[dict[str, Any]]:
-    path = upstream_log(world)
-    if not path.exists():
-        return []
-    return [m["params"] for m in map(json.loads, path.read_text().splitlines()) if m["method"] == method]
+    return logged_requests(upstream_log(world), method)
 
 
 def gateway_agent(world: World, *extra: str, fast_path: bool = True) -> RawAgent:
@@ -195,6 +198,20 @@ def task_call(agent: RawAgent, name: str, arguments: dict[str, Any], ttl: int = 
 
 def audit(world: World, tool: str) -> list[dict[str, Any]]:
     return [e for e in world.events() if e["tool"] == tool]
+
+
+def assert_approved_denied_withdrawn(world: World) -> None:
+    """The audit of three approval waits of ``job``: approved and run, denied, withdrawn by the agent."""
+    events = audit(world, "job")
+    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
+        ("intent", None, "approval_required"),
+        ("result", "success", None),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+        ("intent", None, "approval_required"),
+        ("result", "blocked", "approval_required"),
+    ]
+    assert events[5]["result_summary"] == "approval wait withdrawn by the agent (tasks/cancel)"
 
 
 @pytest.fixture(scope="module")
@@ -767,16 +784,7 @@ def test_a_2025_agents_task_augmented_approval_wait_is_a_gateway_task(
 
     anyio.run(main)
     assert [c["arguments"]["label"] for c in upstream_saw(world, "tools/call")] == ["yes"]
-    events = audit(world, "job")
-    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
-        ("intent", None, "approval_required"),
-        ("result", "success", None),
-        ("intent", None, "approval_required"),
-        ("result", "blocked", "approval_required"),
-        ("intent", None, "approval_required"),
-        ("result", "blocked", "approval_required"),
-    ]
-    assert events[5]["result_summary"] == "approval wait withdrawn by the agent (tasks/cancel)"
+    assert_approved_denied_withdrawn(world)
 
 
 def test_a_halt_withdraws_a_2025_agents_approval_task(world: World, portal: PortalTestDouble) -> None:

@@ -29,6 +29,7 @@ from pydantic import TypeAdapter
 
 from tests.mcpgov.conftest import PY, ROOT, World
 from tests.mcpgov.test_surface_e2e import free_port, http_gateway, wait_serving
+from tests.mcpgov.test_tasks_e2e import assert_approved_denied_withdrawn, audit, logged_requests
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +53,7 @@ def log_path(world: World) -> Path:
 
 
 def upstream_saw(world: World, method: str) -> list[dict[str, Any]]:
-    path = log_path(world)
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [m["params"] for m in map(json.loads, lines) if m["method"] == method]
+    return logged_requests(log_path(world), method)
 
 
 def ext_world(world: World, *, url: str | None = None, server_requests: dict[str, Any] | None = None) -> dict:
@@ -153,10 +152,6 @@ async def answer_and_finish(
 
 def phases(events: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None]]:
     return [(e["phase"], e["status"], e["trigger"]) for e in events]
-
-
-def audit(world: World, tool: str) -> list[dict[str, Any]]:
-    return [e for e in world.events() if e["tool"] == tool]
 
 
 def test_a_task_with_an_input_request_answers_as_directly_and_is_audited(world: World) -> None:
@@ -418,16 +413,7 @@ def test_a_long_approval_wait_is_a_gateway_task(world: World, portal: Any) -> No
 
     anyio.run(main)
     assert [c["arguments"]["label"] for c in upstream_saw(world, "tools/call")] == ["yes"]
-    events = audit(world, "job")
-    assert [(e["phase"], e["status"], e["trigger"]) for e in events] == [
-        ("intent", None, "approval_required"),
-        ("result", "success", None),
-        ("intent", None, "approval_required"),
-        ("result", "blocked", "approval_required"),
-        ("intent", None, "approval_required"),
-        ("result", "blocked", "approval_required"),
-    ]
-    assert events[5]["result_summary"] == "approval wait withdrawn by the agent (tasks/cancel)"
+    assert_approved_denied_withdrawn(world)
 
 
 def test_a_halt_withdraws_an_approval_wait(world: World, portal: Any) -> None:
