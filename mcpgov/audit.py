@@ -685,11 +685,13 @@ class Shipper:
         path = self.dir / f"{session_id}.jsonl"
         cursor = self.cursor(session_id)
         sent = 0
+        # ours: read up to its end as this pass starts, not through its preallocated space, and not
+        # chasing the writer (events written during a POST wait for the next pass, lingering with
+        # those that follow, instead of going out a few at a time)
+        own = _OPEN_SPOOLS.get(path)
+        end = own.end if own is not None else None
         while True:
-            own = _OPEN_SPOOLS.get(path)  # ours: read up to its end, not through its preallocated space
-            events, _ = read_events(
-                path, start_offset=cursor.offset, end=own.end if own is not None else None
-            )
+            events, _ = read_events(path, start_offset=cursor.offset, end=end)
             if not events:
                 return sent
             batch = events[: self.batch_size]
