@@ -14,12 +14,12 @@ of the gateway process). The figures are for judging a change A/B in one run; ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import anyio
@@ -30,27 +30,28 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from governed_path import CALL, DEFAULT_DB, PY, TIME_ARGS, Portal, latency, throughput  # noqa: E402
 from gateway_latency import pct  # noqa: E402
+from governed_path import DEFAULT_DB, PY, TIME_ARGS, Portal, latency, throughput  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pid: int, tid: int | None = None) -> float:
-    """User + system CPU seconds of a process (or one of its threads)."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+def stat_fields(path: str) -> list[str]:
     with open(path) as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pid: int, tid: int | None = None, *, waited: bool = False) -> float:
+    """User + system CPU seconds of a process (or one of its threads); ``waited``: with its reaped children's."""
+    fields = stat_fields(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    return sum(int(x) for x in fields[11 : 15 if waited else 13]) / TICK
 
 
 def threads(pid: int) -> dict[int, float]:
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             out[int(tid)] = proc_cpu(pid, int(tid))
-        except FileNotFoundError:
-            pass
     return out
 
 
@@ -59,8 +60,7 @@ def children(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                ppid = int(stat_fields(f"/proc/{entry}/stat")[1])
             except (FileNotFoundError, ProcessLookupError):
                 continue
             if ppid == pid:
@@ -71,12 +71,8 @@ def children(pid: int) -> list[int]:
 def tree_cpu(pid: int) -> float:
     total = 0.0
     for p in [pid, *children(pid)]:
-        try:
-            total += proc_cpu(p) + sum(
-                int(x) / TICK for x in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[13:15]
-            )
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError):
+            total += proc_cpu(p, waited=True)
     return total
 
 
@@ -84,7 +80,8 @@ def gateway_pid(tag: str) -> int:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read().split(b"\0")
             except (FileNotFoundError, ProcessLookupError):
                 continue
             if b"gateway" in cmd and any(tag.encode() in c for c in cmd):
