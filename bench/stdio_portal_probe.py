@@ -127,6 +127,13 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal) -> None:
             await latency(s, "get_current_time" if p == "direct" else name, 50)
         await anyio.sleep(1)
         pids = {p: gateway_pid(t) for p, t in tags.items()}
+        if a.idle:  # the portal's own CPU while no call is made (its long polls, its fallback poller)
+            idle0, i0 = tree_cpu(portal.proc.pid), {p: proc_cpu(pid) for p, pid in pids.items()}
+            await anyio.sleep(a.idle)
+            print(
+                f"idle {a.idle:g} s: portal CPU {(tree_cpu(portal.proc.pid) - idle0) * 1000 / a.idle:.1f} ms/s, "
+                f"gateways {[round((proc_cpu(pid) - i0[p]) * 1000 / a.idle, 1) for p, pid in pids.items()]} ms/s"
+            )
         t0 = {p: threads(pid) for p, pid in pids.items()}
         portal0 = tree_cpu(portal.proc.pid)
         load0 = os.getloadavg()[0]
@@ -180,6 +187,7 @@ def main() -> None:
     ap.add_argument("--tput-calls", type=int, default=400)
     ap.add_argument("--tput-rounds", type=int, default=1)
     ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--idle", type=float, default=0, help="first measure this many seconds without calls")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     a = ap.parse_args()
     import logging
