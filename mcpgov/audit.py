@@ -885,8 +885,9 @@ class ShipperThread:
     The gateway's event loop only writes the spool; reading it back, JSON, HTTP to the portal, cursor
     files and retries with backoff while the portal is slow or away all happen here. ``factory`` runs on
     the shipper's loop (the portal client's connections belong to that loop). :meth:`nudge` is safe from
-    any thread and cheap enough for every spooled event: wake-ups are coalesced, and after one the shipper
-    lingers ``SHIPPER_LINGER`` so the events of that window ship as one batch (at most ``MAX_BATCH``).
+    any thread and cheap enough for every spooled event: wake-ups are coalesced (one per shipping pass),
+    and after one the shipper lingers while events keep coming (``Shipper.linger``/``max_linger``) so they
+    ship as one batch (at most ``MAX_BATCH``).
     ``ship_all`` and ``drain`` run on the shipper's loop and are awaited from the caller's.
     """
 
