@@ -206,6 +206,7 @@ class AuditSpool:
         # the human-readable log is a view of the spool, not the record: buffered, flushed with the spool
         self.human = open(self.human_path, "a", encoding="utf-8")  # noqa: SIM115
         self.unsynced = False
+        self.written_at = 0.0  # time.monotonic() of the last event written (the shipper's linger reads it)
         self.synced = self.seq  # every event up to this seq is on disk (fdatasync returned after it)
         self._commit: asyncio.Future[int] | None = None  # the group commit in progress, if any
         self.listeners: list[Callable[[], None]] = []
@@ -275,6 +276,7 @@ class AuditSpool:
         self.seq += 1
         event["seq"] = self.seq
         self._write(_event_line(event))
+        self.written_at = time.monotonic()
         if sync:
             os.fdatasync(self.fd)
             self.synced = self.seq
@@ -599,7 +601,7 @@ class Shipper:
         self.end_session = end_session
         # time batching: after a nudge the shipper waits until no event was written for ``linger``
         # seconds, or ``max_linger`` passed since the nudge, or ``batch_size`` events wait (count
-        # batching): a lone call ships ~2 lingers after it, a busy session every ``max_linger``
+        # batching): a lone call ships ``linger`` after it, a busy session every ``max_linger``
         self.linger = linger
         self.max_linger = linger if max_linger is None else max(max_linger, linger)
         # what the portal acknowledged, per spool this process holds (an orphan's is read from disk:
@@ -676,9 +678,11 @@ class Shipper:
                 self._cursor_saved[sid] = now
                 cursor.save(self.cursor_path(sid))
 
-    def _written(self) -> int:
-        """Events written so far to the spools of this directory this process holds (no disk access)."""
-        return sum(sp.seq for sp in list(_OPEN_SPOOLS.values()) if sp.dir == self.dir)
+    def _written(self) -> tuple[int, float]:
+        """Events written so far to the spools of this directory this process holds, and when the last
+        one was (from the writers in memory: no disk access)."""
+        held = [sp for sp in list(_OPEN_SPOOLS.values()) if sp.dir == self.dir]
+        return sum(sp.seq for sp in held), max((sp.written_at for sp in held), default=0.0)
 
     async def ship_session(self, session_id: str) -> int:
         """Ship one session's unacknowledged events; returns how many the portal accepted."""
@@ -852,16 +856,13 @@ class Shipper:
         """Wait while events keep coming: until none came for ``linger`` s, ``max_linger`` s passed or
         ``batch_size`` events were written (the next pass ships them as one or a few POSTs)."""
         deadline = time.monotonic() + self.max_linger
-        first = seen = self._written()
+        first, _ = self._written()
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            count, last = self._written()
+            wait = min(last + self.linger, deadline) - time.monotonic()
+            if wait <= 0 or count - first >= self.batch_size:
                 return
-            await anyio.sleep(min(self.linger, left))
-            now = self._written()
-            if now == seen or now - first >= self.batch_size:
-                return
-            seen = now
+            await anyio.sleep(wait)
 
     def _failed(self, exc: BaseException, delay: float) -> None:
         self.failures += 1
@@ -871,7 +872,7 @@ class Shipper:
 T = TypeVar("T")
 # runs on the shipper's own event loop: (the shipper, an async close for what it opened, e.g. its client)
 ShipperFactory = Callable[[], tuple[Shipper, Callable[[], Awaitable[None]]]]
-# the threaded shipper's time batching (Shipper.linger/max_linger): a lone call's events leave ~50-100 ms
+# the threaded shipper's time batching (Shipper.linger/max_linger): a lone call's events leave ~50 ms
 # after it, a busy session's every 250 ms (or every MAX_BATCH events), so the portal gets one POST (one
 # transaction) per ~100+ calls instead of per ~15; its cursor file is rewritten at most once a second
 SHIPPER_LINGER = 0.05
