@@ -206,6 +206,7 @@ class AuditSpool:
         # the human-readable log is a view of the spool, not the record: buffered, flushed with the spool
         self.human = open(self.human_path, "a", encoding="utf-8")  # noqa: SIM115
         self.unsynced = False
+        self.written_at = 0.0  # time.monotonic() of the last event written (the shipper's linger reads it)
         self.synced = self.seq  # every event up to this seq is on disk (fdatasync returned after it)
         self._commit: asyncio.Future[int] | None = None  # the group commit in progress, if any
         self.listeners: list[Callable[[], None]] = []
@@ -275,6 +276,7 @@ class AuditSpool:
         self.seq += 1
         event["seq"] = self.seq
         self._write(_event_line(event))
+        self.written_at = time.monotonic()
         if sync:
             os.fdatasync(self.fd)
             self.synced = self.seq
@@ -593,14 +595,26 @@ class Shipper:
         poll_interval: float = 1.0,
         end_session: EndSession | None = None,
         linger: float = 0.0,
+        max_linger: float | None = None,
+        cursor_interval: float = 0.0,
     ) -> None:
         self.end_session = end_session
-        # time batching: after a nudge, events written in the next ``linger`` seconds ride in the same
-        # batch (up to ``batch_size``: count batching), instead of one POST per event
+        # time batching: after a nudge the shipper waits until no event was written for ``linger``
+        # seconds, or ``max_linger`` passed since the nudge, or ``batch_size`` events wait (count
+        # batching): a lone call ships ``linger`` after it, a busy session every ``max_linger``
         self.linger = linger
+        self.max_linger = linger if max_linger is None else max(max_linger, linger)
         # what the portal acknowledged, per spool this process holds (an orphan's is read from disk:
         # another gateway may have shipped it meanwhile)
         self.cursors: dict[str, Cursor] = {}
+        # a held spool's cursor file is rewritten at most every ``cursor_interval`` seconds (and when
+        # the spool is let go, drained or the shipper stops): it is a hint, and after a kill -9 a stale
+        # one only resends events the portal drops by (session, seq)
+        self.cursor_interval = cursor_interval
+        self._cursor_saved: dict[str, float] = {}
+        self._cursor_dirty: set[str] = set()
+        # called at the start of every shipping pass (ShipperThread re-arms its coalesced nudge there)
+        self.before_pass: Callable[[], None] | None = None
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.post_batch = post_batch
@@ -641,20 +655,47 @@ class Shipper:
         return cursor
 
     def _save_cursor(self, session_id: str, cursor: Cursor) -> None:
-        cursor.save(self.cursor_path(session_id))
         if session_id in self.cursors:
             self.cursors[session_id] = cursor
+            now = time.monotonic()
+            if now - self._cursor_saved.get(session_id, -1e9) < self.cursor_interval:
+                self._cursor_dirty.add(session_id)
+                return
+            self._cursor_saved[session_id] = now
+        self._cursor_dirty.discard(session_id)
+        cursor.save(self.cursor_path(session_id))
+
+    def flush_cursors(self, *, due_only: bool = False) -> None:
+        """Write the held spools' cursors not yet on disk (``due_only``: those last written
+        ``cursor_interval`` ago or more)."""
+        now = time.monotonic()
+        for sid in list(self._cursor_dirty):
+            if due_only and now - self._cursor_saved.get(sid, -1e9) < self.cursor_interval:
+                continue
+            cursor = self.cursors.get(sid)
+            self._cursor_dirty.discard(sid)
+            if cursor is not None:
+                self._cursor_saved[sid] = now
+                cursor.save(self.cursor_path(sid))
+
+    def _written(self) -> tuple[int, float]:
+        """Events written so far to the spools of this directory this process holds, and when the last
+        one was (from the writers in memory: no disk access)."""
+        held = [sp for sp in list(_OPEN_SPOOLS.values()) if sp.dir == self.dir]
+        return sum(sp.seq for sp in held), max((sp.written_at for sp in held), default=0.0)
 
     async def ship_session(self, session_id: str) -> int:
         """Ship one session's unacknowledged events; returns how many the portal accepted."""
         path = self.dir / f"{session_id}.jsonl"
         cursor = self.cursor(session_id)
         sent = 0
+        # ours: read up to its end as this pass starts, not through its preallocated space, and not
+        # chasing the writer (events written during a POST wait for the next pass, lingering with
+        # those that follow, instead of going out a few at a time)
+        own = _OPEN_SPOOLS.get(path)
+        end = own.end if own is not None else None
         while True:
-            own = _OPEN_SPOOLS.get(path)  # ours: read up to its end, not through its preallocated space
-            events, _ = read_events(
-                path, start_offset=cursor.offset, end=own.end if own is not None else None
-            )
+            events, _ = read_events(path, start_offset=cursor.offset, end=end)
             if not events:
                 return sent
             batch = events[: self.batch_size]
@@ -708,7 +749,10 @@ class Shipper:
 
     async def ship_all(self) -> int:
         async with self.lock:
-            return await self._ship_all()
+            try:
+                return await self._ship_all()
+            finally:
+                self.flush_cursors(due_only=True)
 
     async def _ship_all(self) -> int:
         """Ship this process's spools and the orphans (no gateway holds their lock), never another's live one."""
@@ -723,7 +767,10 @@ class Shipper:
             if own is not None:
                 total += await self._ship_and_end(sid, path, own)
                 continue
+            if sid in self._cursor_dirty:  # let go since the last pass: its cursor goes to disk first
+                self.flush_cursors()
             self.cursors.pop(sid, None)  # no longer ours (ended): its cursor is read from disk again
+            self._cursor_saved.pop(sid, None)
             if sid in self.finished:
                 continue
             # left behind by a gateway that stopped: hold its lock while shipping it, so that of several
@@ -770,30 +817,52 @@ class Shipper:
 
     async def drain(self, within: float) -> bool:
         """Ship until a pass delivers everything of ours (events and end reports); False if time ran out."""
-        with anyio.move_on_after(within):
-            await retry(self.ship_all, what="delivering the audit spool", first=0.2, cap=2.0, logger=log)
-            return True
-        return False
+        try:
+            with anyio.move_on_after(within):
+                await retry(self.ship_all, what="delivering the audit spool", first=0.2, cap=2.0, logger=log)
+                return True
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                self.flush_cursors()
 
     async def run(self) -> None:
         """Ship forever: promptly after each nudge, at least every ``poll_interval``, backing off on errors."""
+        try:
+            while True:
+                self.wakeup = anyio.Event()
+                if self.before_pass is not None:
+                    self.before_pass()
+                # keep shipping whatever goes wrong; never drop events
+                await retry(
+                    self.ship_all,
+                    what="audit shipping",
+                    first=self.min_backoff,
+                    cap=self.max_backoff,
+                    on_failure=self._failed,
+                )
+                if self.failures:
+                    log.warning("audit shipping resumed after %d failed attempt(s)", self.failures)
+                self.failures = 0
+                with anyio.move_on_after(self.poll_interval):
+                    await self.wakeup.wait()
+                if self.linger and self.wakeup.is_set():
+                    await self._linger()
+        finally:
+            with contextlib.suppress(OSError):
+                self.flush_cursors()
+
+    async def _linger(self) -> None:
+        """Wait while events keep coming: until none came for ``linger`` s, ``max_linger`` s passed or
+        ``batch_size`` events were written (the next pass ships them as one or a few POSTs)."""
+        deadline = time.monotonic() + self.max_linger
+        first, _ = self._written()
         while True:
-            self.wakeup = anyio.Event()
-            # keep shipping whatever goes wrong; never drop events
-            await retry(
-                self.ship_all,
-                what="audit shipping",
-                first=self.min_backoff,
-                cap=self.max_backoff,
-                on_failure=self._failed,
-            )
-            if self.failures:
-                log.warning("audit shipping resumed after %d failed attempt(s)", self.failures)
-            self.failures = 0
-            with anyio.move_on_after(self.poll_interval):
-                await self.wakeup.wait()
-            if self.linger and self.wakeup.is_set():
-                await anyio.sleep(self.linger)
+            count, last = self._written()
+            wait = min(last + self.linger, deadline) - time.monotonic()
+            if wait <= 0 or count - first >= self.batch_size:
+                return
+            await anyio.sleep(wait)
 
     def _failed(self, exc: BaseException, delay: float) -> None:
         self.failures += 1
@@ -803,9 +872,12 @@ class Shipper:
 T = TypeVar("T")
 # runs on the shipper's own event loop: (the shipper, an async close for what it opened, e.g. its client)
 ShipperFactory = Callable[[], tuple[Shipper, Callable[[], Awaitable[None]]]]
-SHIPPER_LINGER = (
-    0.05  # seconds: time batching of the threaded shipper (events reach the portal within ~50 ms)
-)
+# the threaded shipper's time batching (Shipper.linger/max_linger): a lone call's events leave ~50 ms
+# after it, a busy session's every 250 ms (or every MAX_BATCH events), so the portal gets one POST (one
+# transaction) per ~100+ calls instead of per ~15; its cursor file is rewritten at most once a second
+SHIPPER_LINGER = 0.05
+SHIPPER_MAX_LINGER = 0.25
+SHIPPER_CURSOR_INTERVAL = 1.0
 
 
 class ShipperThread:
@@ -814,8 +886,9 @@ class ShipperThread:
     The gateway's event loop only writes the spool; reading it back, JSON, HTTP to the portal, cursor
     files and retries with backoff while the portal is slow or away all happen here. ``factory`` runs on
     the shipper's loop (the portal client's connections belong to that loop). :meth:`nudge` is safe from
-    any thread and cheap enough for every spooled event: wake-ups are coalesced, and after one the shipper
-    lingers ``SHIPPER_LINGER`` so the events of that window ship as one batch (at most ``MAX_BATCH``).
+    any thread and cheap enough for every spooled event: wake-ups are coalesced (one per shipping pass),
+    and after one the shipper lingers while events keep coming (``Shipper.linger``/``max_linger``) so they
+    ship as one batch (at most ``MAX_BATCH``).
     ``ship_all`` and ``drain`` run on the shipper's loop and are awaited from the caller's.
     """
 
@@ -853,6 +926,7 @@ class ShipperThread:
 
             async def setup() -> None:
                 self._shipper, self._close = self._factory()
+                self._shipper.before_pass = self._rearm
 
             loop.run_until_complete(setup())
         except BaseException as exc:
@@ -868,12 +942,15 @@ class ShipperThread:
             loop.close()
 
     def _wake(self) -> None:  # on the shipper's loop
-        self._woken = False
         if self._shipper is not None:
             self._shipper.nudge()
 
+    def _rearm(self) -> None:  # on the shipper's loop, as a pass starts: what is written from now on wakes it
+        self._woken = False
+
     def nudge(self) -> None:
-        """Ship soon (thread-safe). One loop wake-up per batch, however many events are written meanwhile."""
+        """Ship soon (thread-safe). One loop wake-up per shipping pass, however many events are written
+        meanwhile (the pass reads the spools after re-arming, so none is left behind)."""
         if self._woken or self._loop is None or self._loop.is_closed():
             return
         self._woken = True

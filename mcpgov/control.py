@@ -18,7 +18,15 @@ from typing import Any
 import anyio
 import httpx2
 
-from mcpgov.audit import SHIPPER_LINGER, AuditSpool, ShipError, Shipper, ShipperThread
+from mcpgov.audit import (
+    SHIPPER_CURSOR_INTERVAL,
+    SHIPPER_LINGER,
+    SHIPPER_MAX_LINGER,
+    AuditSpool,
+    ShipError,
+    Shipper,
+    ShipperThread,
+)
 from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
 from mcpgov.retry import retry
 from mcpgov.session import SessionState, SessionStatus
@@ -195,6 +203,8 @@ def shipper_thread(portal: PortalClient, spool_dir: Path) -> ShipperThread:
             client.open_session,
             end_session=SessionControl(client).report_end,
             linger=SHIPPER_LINGER,
+            max_linger=SHIPPER_MAX_LINGER,
+            cursor_interval=SHIPPER_CURSOR_INTERVAL,
         )
         return shipper, client.aclose
 

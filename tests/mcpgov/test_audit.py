@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 
 import anyio
@@ -715,3 +716,134 @@ def test_a_401_seen_by_the_shipper_is_the_kill_switch_of_the_gateways_client(tmp
 
     anyio.run(go)
     assert portal.events.get("late") is None
+
+
+# the gateway's shipper as it runs in production (control.shipper_thread's settings), in a process of its
+# own that keeps writing calls until it is killed
+SHIPPING_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from mcpgov.audit import (SHIPPER_CURSOR_INTERVAL, SHIPPER_LINGER, SHIPPER_MAX_LINGER, AuditSpool,
+                              Shipper, ShipperThread)
+    from mcpgov.portal_client import PortalClient
+
+    directory, url, token = sys.argv[1:4]
+
+    def make():
+        client = PortalClient(url, token, timeout=5)
+        shipper = Shipper(directory, client.post_events, client.open_session, linger=SHIPPER_LINGER,
+                          max_linger=SHIPPER_MAX_LINGER, cursor_interval=SHIPPER_CURSOR_INTERVAL)
+        return shipper, client.aclose
+
+    shipping = ShipperThread(make)
+    shipping.start()
+    spool = AuditSpool(directory, "killed", meta={"id": "killed", "role": "code_agent"})
+    spool.listeners.append(shipping.nudge)
+    shipping.run()
+    for i in range(1000000):
+        ev = spool.intent(call_id=f"c{i}", server="fs", tool="read_file", arguments={"i": i}, bundle_version=1)
+        spool.result(ev, status="success", result_summary="ok", nbytes=1, duration_ms=1)
+        print(f"written {ev['seq'] + 1}", flush=True)
+        time.sleep(0.002)
+    """
+)
+
+
+def _deliver_orphans(tmp_path, portal) -> None:
+    """What the next gateway does at start: ship (and end) the spools stopped gateways left."""
+
+    async def go():
+        client, shipper = _shipper(tmp_path, portal)
+        try:
+            await shipper.ship_all()
+        finally:
+            await client.aclose()
+
+    anyio.run(go)
+
+
+def test_a_shipping_gateway_killed_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path, portal):
+    """SIGKILL while batches are flowing (the cursor file behind what the portal holds): the next
+    gateway ships the orphan, and the portal ends up with every event exactly once, in order."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHIPPING_WRITER, str(tmp_path), portal.url, TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    try:
+        # batches have reached the portal and the writer keeps going: kill it mid-stream
+        t0 = time.monotonic()
+        while len(portal.events.get("killed", [])) < 40 and time.monotonic() - t0 < 60:
+            proc.stdout.readline()
+        assert len(portal.events.get("killed", [])) >= 40
+        for _ in range(20):
+            proc.stdout.readline()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    shipped_before = len(portal.events["killed"])
+    posts_before = portal.posts
+    assert posts_before < shipped_before // 2  # batched: many events per POST
+    _deliver_orphans(tmp_path, portal)
+    events = [e for _, e in read_events(tmp_path / "killed.jsonl")[0]]
+    assert len(events) > shipped_before
+    stored = [e["seq"] for e in portal.events["killed"]]
+    assert stored == list(range(1, len(events) + 1))  # all of them, once each, in order
+    assert {e["call_id"] for e in portal.events["killed"]} == {e["call_id"] for e in events}
+
+
+def test_the_threaded_shipper_rides_out_an_outage_of_a_live_spool(tmp_path, portal):
+    """The portal is down while a held spool keeps being written, then back: everything is delivered
+    once, in few POSTs; the cursor file, written at most once a second meanwhile, is current after drain."""
+    client = PortalClient(portal.url, TOKEN, timeout=5)
+
+    def make():
+        own = client.sibling(lambda: None)
+        shipper = Shipper(
+            tmp_path,
+            own.post_events,
+            own.open_session,
+            min_backoff=0.05,
+            max_backoff=0.2,
+            linger=0.05,
+            max_linger=0.25,
+            cursor_interval=1.0,
+        )
+        return shipper, own.aclose
+
+    shipping = ShipperThread(make)
+    shipping.start()
+    spool = AuditSpool(tmp_path, "live", meta={"id": "live", "role": "code_agent"})
+    spool.listeners.append(shipping.nudge)
+
+    async def go():
+        shipping.run()
+        portal.outage = True
+        for i in range(30):
+            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+            await anyio.sleep(0.005)
+        with anyio.fail_after(30):
+            while shipping.failures < 2:
+                await anyio.sleep(0.02)
+        assert portal.events.get("live") is None
+        portal.outage = False
+        for i in range(30, 60):
+            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+            await anyio.sleep(0.005)
+        with anyio.fail_after(30):
+            while len(portal.events.get("live", [])) < 120:
+                await anyio.sleep(0.02)
+        assert await shipping.drain(10)
+
+    try:
+        anyio.run(go)
+    finally:
+        spool.close()
+        shipping.stop()
+        anyio.run(client.aclose)
+    assert [e["seq"] for e in portal.events["live"]] == list(range(1, 121))
+    assert portal.duplicates == 0
+    assert portal.posts < 60  # batched: never one POST per call
+    assert Cursor.load(tmp_path / "live.ack").seq == 120
