@@ -9,7 +9,14 @@ admin's POST to the moment a gateway has installed a verified bundle whose decis
 ``time.get_current_time`` call is "refuse" (``kill_switch_flag``) — or "allow" again after re-enabling.
 
     .venv/bin/python bench/killswitch_propagation.py [--gateways 200] [--toggles 10] [--mode both]
-        [--workers 1] [--redis redis://127.0.0.1:6379/13] [--database-url postgres://…/mcpgov_bench_ks]
+        [--workers 1] [--redis redis://127.0.0.1:6379/13] [--client-procs 2]
+        [--database-url postgres://…/mcpgov_bench_ks]
+
+The gateways run in ``--client-procs`` processes (default: one per CPU), each with its share of them on
+its own event loop, so the gateways' CPU is not one process's serial queue (a real deployment runs each
+gateway on its own host). Each client process reports, per toggle, the ``time.monotonic()`` instant
+each of its gateways changed its decision (one clock for every process on Linux); the parent, which
+throws the switch, subtracts the instant of its POST. ``BENCH_QUICK=1``: 2 toggles instead of 10.
 
 With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
 change between them (``REDIS_URL``), as in production. ``--mode both`` (the default) measures, in one
@@ -29,7 +36,7 @@ Besides the gateways' own timings it reports the portal's: ``mcpgov_portal_flags
 (from the update's issue to its reply handed to uvicorn, per gateway; bucket bounds), scraped from
 ``/metrics`` before and after; the database connections the portal holds while every gateway waits
 (a waiting long poll holds none); the Redis pattern subscriptions (one per web process); and the CPU
-of the portal's processes and of this benchmark process (the gateways' side) per toggle.
+of the portal's processes and of the client processes (the gateways' side) per toggle.
 """
 
 from __future__ import annotations
