@@ -9,7 +9,14 @@ admin's POST to the moment a gateway has installed a verified bundle whose decis
 ``time.get_current_time`` call is "refuse" (``kill_switch_flag``) — or "allow" again after re-enabling.
 
     .venv/bin/python bench/killswitch_propagation.py [--gateways 200] [--toggles 10] [--mode both]
-        [--workers 1] [--redis redis://127.0.0.1:6379/13] [--database-url postgres://…/mcpgov_bench_ks]
+        [--workers 1] [--redis redis://127.0.0.1:6379/13] [--client-procs 2]
+        [--database-url postgres://…/mcpgov_bench_ks]
+
+The gateways run in ``--client-procs`` processes (default: half the CPUs, measured best), each with its share of them on
+its own event loop, so the gateways' CPU is not one process's serial queue (a real deployment runs each
+gateway on its own host). Each client process reports, per toggle, the ``time.monotonic()`` instant
+each of its gateways changed its decision (one clock for every process on Linux); the parent, which
+throws the switch, subtracts the instant of its POST. ``BENCH_QUICK=1``: 2 toggles instead of 10.
 
 With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
 change between them (``REDIS_URL``), as in production. ``--mode both`` (the default) measures, in one
@@ -29,12 +36,13 @@ Besides the gateways' own timings it reports the portal's: ``mcpgov_portal_flags
 (from the update's issue to its reply handed to uvicorn, per gateway; bucket bounds), scraped from
 ``/metrics`` before and after; the database connections the portal holds while every gateway waits
 (a waiting long poll holds none); the Redis pattern subscriptions (one per web process); and the CPU
-of the portal's processes and of this benchmark process (the gateways' side) per toggle.
+of the portal's processes and of the client processes (the gateways' side) per toggle.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -286,19 +294,46 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-async def phase(
-    args, label: str, flags_updates: bool, base_url, tokens, keys, flag_pk, env_pk, admin, portal_pids
-):
-    """N gateways long-polling; `toggles` disable + enable; returns the figures of this path."""
-    from mcpgov.bundle import Trigger
-    from mcpgov.decision import Verdict
+# --- the client processes: each runs its share of the gateways and reports its samples ---------------
+#
+# The parent speaks to each over its stdin/stdout, one JSON object a line. A sample is an instant of
+# time.monotonic(), which on Linux is one clock for every process (CLOCK_MONOTONIC), so the parent
+# subtracts the instant of its own admin POST from the instants a child reports.
 
-    gateways = [Gateway(keys, base_url, t, "time_agent", flags_updates=flags_updates) for t in tokens]
+
+async def client_main() -> None:
+    """A client process: ``{"base_url", "tokens", "keys", "flags_updates"}`` on the first line, then
+    commands (``arm``, ``wait``, ``settle``, ``stop``), each answered with one line."""
+    import logging
+
+    import httpx2
+
+    from mcpgov.decision import Verdict
+    from mcpgov.verify import load_jwks
+
+    for name in ("mcpgov", "httpx2", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    stdin = anyio.wrap_file(sys.stdin)
+
+    async def command() -> dict:
+        line = await stdin.readline()
+        if not line:
+            raise SystemExit(0)  # the parent is gone
+        return json.loads(line)
+
+    def answer(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    setup = await command()
+    keys = load_jwks(setup["keys"])
+    gateways = [
+        Gateway(keys, setup["base_url"], t, "time_agent", flags_updates=setup["flags_updates"])
+        for t in setup["tokens"]
+    ]
     limiter = anyio.CapacityLimiter(50)
 
     async def first(g: Gateway) -> None:
-        import httpx2
-
         async with limiter:
             for attempt in range(
                 5
@@ -318,65 +353,166 @@ async def phase(
         for g in gateways:
             tg.start_soon(first, g)
     assert all(g.verdict == Verdict.ALLOW for g in gateways), {g.verdict for g in gateways}
+    async with anyio.create_task_group() as tg:
+        for g in gateways:
+            tg.start_soon(g.manager.run)
+        answer({"ready": len(gateways)})
+        cpu0, bundles0, version0 = time.process_time(), 0, 0
+        while True:
+            cmd = await command()
+            if cmd["cmd"] == "measure":  # every gateway of every client waits in its long poll
+                cpu0, bundles0 = time.process_time(), sum(g.bundles for g in gateways)
+                answer({"ok": True})
+            elif cmd["cmd"] == "arm":  # before a toggle
+                version0 = max(g.manager.current.version for g in gateways)
+                answer({"version": version0})
+            elif cmd["cmd"] == "wait":  # after the admin's POST: until every gateway decides as expected
+                expected, deadline = cmd["expected"], time.monotonic() + 30
+                while not all(g.verdict == expected for g in gateways):
+                    if time.monotonic() > deadline:
+                        break
+                    await anyio.sleep(0.005)
+                answer(
+                    {
+                        "late": sum(1 for g in gateways if g.verdict != expected),
+                        "changed": [g.changed_at for g in gateways],
+                        "received": [g.received_at for g in gateways],
+                    }
+                )
+            elif cmd["cmd"] == "settle":
+                # quiet before the next toggle: the rebuilt bundle (flags path: some seconds later,
+                # MCPGOV_FLAGS_REBUILD_DELAY_SECONDS) reached every gateway too
+                rebuilt = time.monotonic() + 30
+                while setup["flags_updates"] and time.monotonic() < rebuilt:
+                    if all(g.manager.current.version > version0 for g in gateways):
+                        break
+                    await anyio.sleep(0.25)
+                quiet = time.monotonic() + 15
+                while time.monotonic() < quiet:
+                    await anyio.sleep(0.25)
+                    if time.monotonic() - max(g.installed_at for g in gateways) > 0.75:
+                        break
+                answer({"last_install": max(g.installed_at for g in gateways)})
+            elif cmd["cmd"] == "stop":
+                cpu = time.process_time() - cpu0
+                answer({"cpu": cpu, "bundles": sum(g.bundles for g in gateways) - bundles0})
+                tg.cancel_scope.cancel()
+                break
+    for g in gateways:
+        await g.client.aclose()
+
+
+class ClientProcess:
+    """The parent's end of one client process."""
+
+    def __init__(self, proc) -> None:
+        self.proc = proc
+        self.buffer = b""
+
+    @classmethod
+    async def start(cls, setup: dict) -> ClientProcess:
+        proc = await anyio.open_process(
+            [sys.executable, str(Path(__file__).resolve()), "--client"], cwd=ROOT, stderr=None
+        )
+        self = cls(proc)
+        await self.send(setup)
+        return self
+
+    async def send(self, obj: dict) -> None:
+        await self.proc.stdin.send((json.dumps(obj) + "\n").encode())
+
+    async def receive(self) -> dict:
+        while b"\n" not in self.buffer:
+            try:
+                chunk = await self.proc.stdout.receive()
+            except anyio.EndOfStream:
+                raise SystemExit(f"a client process exited (code {await self.proc.wait()})") from None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    async def ask(self, obj: dict) -> dict:
+        await self.send(obj)
+        return await self.receive()
+
+
+async def ask_all(clients: list[ClientProcess], obj: dict) -> list[dict]:
+    out: list[dict] = [{}] * len(clients)
+
+    async def one(i: int) -> None:
+        out[i] = await clients[i].ask(obj)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(clients)):
+            tg.start_soon(one, i)
+    return out
+
+
+async def phase(
+    args, label: str, flags_updates: bool, base_url, tokens, keys_path, flag_pk, env_pk, admin, portal_pids
+):
+    """N gateways long-polling in ``args.client_procs`` processes; `toggles` disable + enable; returns the
+    figures of this path."""
+    shares = [tokens[i :: args.client_procs] for i in range(args.client_procs)]
+    clients = [
+        await ClientProcess.start(
+            {"base_url": base_url, "tokens": share, "keys": str(keys_path), "flags_updates": flags_updates}
+        )
+        for share in shares
+        if share
+    ]
+    try:
+        for c in clients:  # one at a time: their first requests do not pile up on the portal at once
+            await c.receive()
+        return await _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, portal_pids)
+    finally:
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.proc.terminate()
+            with contextlib.suppress(Exception):
+                await c.proc.wait()
+
+
+async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, portal_pids):
+    from mcpgov.bundle import Trigger
+    from mcpgov.decision import Verdict
 
     refusal: list[float] = []
     reenable: list[float] = []
     delivered: list[float] = []
     posts: list[float] = []
     load0 = load()
-    async with anyio.create_task_group() as tg:
-        for g in gateways:
-            tg.start_soon(g.manager.run)
-        await anyio.sleep(2.0)  # every gateway is waiting in its long poll
-        backends = await anyio.to_thread.run_sync(db_backends, args.database_url)
-        patterns = await anyio.to_thread.run_sync(redis_patterns, args.redis)
-        delivery0 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
-        bundles0 = sum(g.bundles for g in gateways)
-        portal_cpu0, own_cpu0, wall0 = (
-            [cpu_seconds(pid) for pid in portal_pids],
-            time.process_time(),
-            time.monotonic(),
-        )
-        for k in range(args.toggles * 2):
-            disable = k % 2 == 0
-            expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
-            path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
-            version0 = max(g.manager.current.version for g in gateways)
-            t0 = time.monotonic()
-            await anyio.to_thread.run_sync(
-                admin.post, path, {"reason": f"bench toggle {k}"} if disable else {}
-            )
-            posts.append(time.monotonic() - t0)
-            deadline = t0 + 30
-            while not all(g.verdict == expected for g in gateways):
-                if time.monotonic() > deadline:
-                    late = sum(1 for g in gateways if g.verdict != expected)
-                    raise SystemExit(
-                        f"{label}: toggle {k}: {late} gateways did not see the change within 30 s"
-                    )
-                await anyio.sleep(0.005)
-            (refusal if disable else reenable).extend(g.changed_at - t0 for g in gateways)
-            delivered.extend(g.received_at - t0 for g in gateways)
-            # quiet before the next toggle: the rebuilt bundle (flags path: some seconds later,
-            # MCPGOV_FLAGS_REBUILD_DELAY_SECONDS) reached every gateway too
-            rebuilt = time.monotonic() + 30
-            while flags_updates and time.monotonic() < rebuilt:
-                if all(g.manager.current.version > version0 for g in gateways):
-                    break
-                await anyio.sleep(0.25)
-            quiet = time.monotonic() + 15
-            while time.monotonic() < quiet:
-                await anyio.sleep(0.25)
-                if time.monotonic() - max(g.installed_at for g in gateways) > 0.75:
-                    break
-        portal_cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(portal_pids, portal_cpu0, strict=True)]
-        delivery1 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
-        own_cpu = time.process_time() - own_cpu0
-        wall = time.monotonic() - wall0
-        bundles = sum(g.bundles for g in gateways) - bundles0
-        tg.cancel_scope.cancel()
-    for g in gateways:
-        await g.client.aclose()
+    await anyio.sleep(2.0)  # every gateway is waiting in its long poll
+    backends = await anyio.to_thread.run_sync(db_backends, args.database_url)
+    patterns = await anyio.to_thread.run_sync(redis_patterns, args.redis)
+    delivery0 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
+    await ask_all(clients, {"cmd": "measure"})
+    portal_cpu0, own_cpu0, wall0 = (
+        [cpu_seconds(pid) for pid in portal_pids],
+        time.process_time(),
+        time.monotonic(),
+    )
+    for k in range(args.toggles * 2):
+        disable = k % 2 == 0
+        expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
+        path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
+        await ask_all(clients, {"cmd": "arm"})
+        t0 = time.monotonic()
+        await anyio.to_thread.run_sync(admin.post, path, {"reason": f"bench toggle {k}"} if disable else {})
+        posts.append(time.monotonic() - t0)
+        answers = await ask_all(clients, {"cmd": "wait", "expected": str(expected)})
+        late = sum(a["late"] for a in answers)
+        if late:
+            raise SystemExit(f"{label}: toggle {k}: {late} gateways did not see the change within 30 s")
+        for a in answers:
+            (refusal if disable else reenable).extend(t - t0 for t in a["changed"])
+            delivered.extend(t - t0 for t in a["received"])
+        await ask_all(clients, {"cmd": "settle"})
+    portal_cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(portal_pids, portal_cpu0, strict=True)]
+    delivery1 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
+    own_cpu = time.process_time() - own_cpu0
+    wall = time.monotonic() - wall0
+    stopped = await ask_all(clients, {"cmd": "stop"})
     return {
         "label": label,
         "refusal": refusal,
@@ -384,9 +520,10 @@ async def phase(
         "delivered": delivered,
         "posts": posts,
         "portal_cpu": portal_cpu,
+        "client_cpu": [a["cpu"] for a in stopped],
         "own_cpu": own_cpu,
         "wall": wall,
-        "bundles": bundles,
+        "bundles": sum(a["bundles"] for a in stopped),
         "backends": backends,
         "patterns": patterns,
         "delivery": {p: bucket_pct(delivery0, delivery1, p) for p in (50, 95, 99)},
@@ -419,12 +556,14 @@ def report(args, r: dict, n: int) -> None:
             + "  ".join(f"p{p} ≤ {delivery[p] * ms:.0f} ms" for p in (50, 95, 99))
         )
     web, *worker = r["portal_cpu"]
+    clients = r["client_cpu"]
     print(
         f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms"
         + (f" + Celery worker {worker[0] / toggles * ms:.0f} ms" if worker else "")
-        + f", the {n} gateways (this process) {r['own_cpu'] / toggles * ms:.0f} ms "
-        f"({r['own_cpu'] / r['wall'] * 100:.0f} % of a core over the phase); "
-        f"whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
+        + f", the {n} gateways ({len(clients)} client processes) {sum(clients) / toggles * ms:.0f} ms "
+        f"({sum(clients) / toggles / n * ms * 1000:.0f} µs per gateway; busiest process "
+        f"{max(clients) / r['wall'] * 100:.0f} % of a core over the phase), the admin's process "
+        f"{r['own_cpu'] / toggles * ms:.0f} ms; whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
     )
     print(
         f"  while every gateway waited: {r['backends']} database connections"
@@ -435,11 +574,9 @@ def report(args, r: dict, n: int) -> None:
 async def run(
     args, env: dict[str, str], world, tokens: list[str], keys_path: Path, flag_pk: int, env_pk: int
 ) -> None:
-    from mcpgov.verify import load_jwks
     from tests.e2e.portal_world import PortalBrowser
     from tests.factories import PASSWORD
 
-    keys = load_jwks(keys_path)
     results = {}
     n = len(tokens)
 
@@ -459,7 +596,7 @@ async def run(
                 flags_updates,
                 base_url,
                 tokens,
-                keys,
+                keys_path,
                 flag_pk,
                 env_pk,
                 admin,
@@ -483,7 +620,7 @@ async def run(
         f"gateways: {n} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified), "
         f"portal: uvicorn --workers {args.workers}"
         + (f", REDIS_URL={args.redis} (flags path: also the Celery broker)" if args.redis else "")
-        + f"; open files allowed: {args.file_limit}"
+        + f"; {args.client_procs} client processes; open files allowed: {args.file_limit}"
     )
     print(f"toggles: {args.toggles} disable + {args.toggles} enable per path; {os.cpu_count()} CPUs")
     for r in results.values():
@@ -521,7 +658,15 @@ async def run(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gateways", type=int, default=200)
-    ap.add_argument("--toggles", type=int, default=10)
+    ap.add_argument("--toggles", type=int, default=2 if os.environ.get("BENCH_QUICK") == "1" else 10)
+    ap.add_argument(
+        "--client-procs",
+        type=int,
+        # measured best on 2 loaded cores (docs/flags.md): 1; the portal needs the other half of the CPUs
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="processes the gateways are spread over (each runs its share of PortalClient + BundleManager)",
+    )
+    ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)  # a client process
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--redis", default="", help="REDIS_URL for the portal (needed with --workers > 1)")
     ap.add_argument(
@@ -533,6 +678,9 @@ def main() -> None:
     ap.add_argument("--app", default="config.asgi:application", help="the ASGI application uvicorn serves")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     args = ap.parse_args()
+    if args.client:
+        anyio.run(client_main)
+        return
     if args.workers > 1 and not args.redis:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 

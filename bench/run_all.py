@@ -22,6 +22,8 @@ sys.path.insert(0, str(HERE))
 
 from summary import parse  # noqa: E402
 
+BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+
 # (script, its arguments): the gateway's latency figures first, then the portal's
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("decision_time.py", []),
@@ -33,7 +35,8 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("bundle_build.py", []),
     ("bundle_serve.py", []),
     ("ingest.py", []),
-    ("killswitch_propagation.py", []),
+    # the goal's set-up: 2 uvicorn workers, Redis fan-out (BENCH_QUICK=1: 2 toggles instead of 10)
+    ("killswitch_propagation.py", ["--workers", "2", "--redis", BENCH_REDIS]),
     ("db_connections.py", []),
 ]
 

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from mcpgov.decision import with_flags
 from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
 from mcpgov.retry import retry
 from mcpgov.verify import (
@@ -160,7 +161,7 @@ class BundleManager:
         if self.flags is None:
             self.enforced = self.current
         else:
-            bundle = self.current.bundle.model_copy(update={"flags": self.flags.update.flags})
+            bundle = with_flags(self.current.bundle, self.flags.update.flags)
             self.enforced = dataclasses.replace(
                 self.current, bundle=bundle, flags_revision=self.flags.revision
             )

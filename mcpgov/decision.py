@@ -12,7 +12,7 @@ import re
 import time
 import weakref
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any
@@ -177,6 +177,19 @@ class Policy:
             )
         return bundle
 
+    def with_flags(self, bundle: Bundle) -> Policy:
+        """This policy for ``bundle``: this policy's bundle with other flags (a signed flags update on the
+        bundle in force, :func:`with_flags`). Only the flags of each rule are computed again."""
+        policy = object.__new__(Policy)
+        for name in Policy.__slots__:
+            setattr(policy, name, getattr(self, name))
+        policy._bundle_ref = weakref.ref(bundle)
+        policy.rules = {}
+        for slug, rule in self.rules.items():
+            off_read, off_write = _flags_off(bundle.flags, self.role, slug)
+            policy.rules[slug] = replace(rule, flag_off_read=off_read, flag_off_write=off_write)
+        return policy
+
     def rule(self, slug: str) -> ServerRule:
         rule = self.rules.get(slug)
         if rule is None:  # a server the bundle has never heard of: compiled (and denied) once
@@ -200,6 +213,24 @@ def forbidden_pattern_hit(candidates: list[str], patterns: tuple[str, ...]) -> t
             if c and fnmatchcase(c.lower(), p):
                 return pattern, c
     return None
+
+
+def _flags_off(flags: tuple[Flag, ...], role: str, slug: str) -> tuple[Flag | None, Flag | None]:
+    """The first flag that is off for ``role`` covering reads, and writes, of server ``slug`` (None: none).
+
+    The one rule turning flags into decisions, for a compiled bundle and for a flags update alike.
+    """
+    off_read = off_write = None
+    for flag in flags:
+        if flag.server is not None and flag.server != slug:
+            continue
+        if flag.is_on_for(role):
+            continue
+        if flag.capability in ("read", "all") and off_read is None:
+            off_read = flag
+        if flag.capability in ("write", "all") and off_write is None:
+            off_write = flag
+    return off_read, off_write
 
 
 def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
@@ -233,17 +264,7 @@ def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
     else:
         production_reason = ""
 
-    flag_off_read = flag_off_write = None
-    for flag in bundle.flags:
-        if flag.server is not None and flag.server != slug:
-            continue
-        if flag.is_on_for(role):
-            continue
-        if flag.capability in ("read", "all") and flag_off_read is None:
-            flag_off_read = flag
-        if flag.capability in ("write", "all") and flag_off_write is None:
-            flag_off_write = flag
-
+    flag_off_read, flag_off_write = _flags_off(bundle.flags, role, slug)
     limits = bundle.rate_limits.per_server.get(slug)
     has_limits = limits is not None and any(
         v is not None
@@ -290,6 +311,31 @@ def _compile_server(bundle: Bundle, role: str, slug: str) -> ServerRule:
 
 
 _POLICIES: dict[int, dict[str, Policy]] = {}
+# a bundle made by with_flags → the bundle it was made from (whose compiled policies it reuses)
+_FLAGS_BASE: dict[int, weakref.ref[Bundle]] = {}
+_NOT_FLAGS = tuple(name for name in Bundle.model_fields if name != "flags")
+
+
+def with_flags(bundle: Bundle, flags: tuple[Flag, ...]) -> Bundle:
+    """``bundle`` with ``flags`` instead of its own (a verified flags update applied to the bundle in force).
+
+    :func:`compile_policy` of the result starts from ``bundle``'s compiled policy and computes only the
+    flags again (:meth:`Policy.with_flags`), instead of compiling every server anew.
+    """
+    derived = bundle.model_copy(update={"flags": tuple(flags)})
+    _FLAGS_BASE[id(derived)] = weakref.ref(bundle)
+    weakref.finalize(derived, _FLAGS_BASE.pop, id(derived), None)
+    return derived
+
+
+def _flags_base(bundle: Bundle) -> Bundle | None:
+    """The bundle ``bundle`` was made from by :func:`with_flags`, when it differs from it in nothing but its
+    flags (every other field the very same object: a shallow copy), else None."""
+    ref = _FLAGS_BASE.get(id(bundle))
+    base = ref() if ref is not None else None
+    if base is None or any(getattr(base, name) is not getattr(bundle, name) for name in _NOT_FLAGS):
+        return None
+    return base
 
 
 def compile_policy(bundle: Bundle, role: str) -> Policy:
@@ -300,7 +346,9 @@ def compile_policy(bundle: Bundle, role: str) -> Policy:
         weakref.finalize(bundle, _POLICIES.pop, id(bundle), None)
     policy = per_bundle.get(role)
     if policy is None:
-        policy = per_bundle[role] = Policy(bundle, role)
+        base = _flags_base(bundle)
+        policy = Policy(bundle, role) if base is None else compile_policy(base, role).with_flags(bundle)
+        per_bundle[role] = policy
     return policy
 
 

@@ -250,3 +250,110 @@ def test_a_restarted_gateway_keeps_the_kill_switch_and_refuses_its_replay(signer
     with pytest.raises(ReplayedBundle):
         again.install_flags(signer.sign_flags(**live(revision=1, flags=[])), source="portal")
     assert verdict(again.enforced) == Trigger.KILL_SWITCH_FLAG
+
+
+# --- applied on the compiled policy: the same decisions as a full compile -----------------------------
+
+
+def _flag(name, server, capability="all", enabled=False, constraints=()):
+    return {
+        "name": name,
+        "server": server,
+        "capability": capability,
+        "enabled": enabled,
+        "reason": f"{name} off",
+        "constraints": [
+            {"context_name": "role", "operator": op, "values": list(values)} for op, values in constraints
+        ],
+    }
+
+
+FLAG_SETS = {
+    "none": [],
+    "global all": [_flag("mcp.all", None)],
+    "global write only": [_flag("mcp.writes", None, "write")],
+    "one server read": [_flag("mcp.filesystem.read", "filesystem", "read")],
+    "one server write, another all": [
+        _flag("mcp.filesystem.write", "filesystem", "write"),
+        _flag("mcp.git.all", "git", "all"),
+    ],
+    "on only for docs_agent (IN)": [
+        _flag("mcp.time.all", "time", enabled=True, constraints=[("IN", ["docs_agent"])])
+    ],
+    "off only for code_agent (NOT_IN)": [
+        _flag("mcp.git.write", "git", "write", enabled=True, constraints=[("NOT_IN", ["code_agent"])])
+    ],
+    "a server the bundle does not have, and an enabled flag": [
+        _flag("mcp.ghost.all", "ghost"),
+        _flag("mcp.time.read", "time", "read", enabled=True),
+    ],
+    "every kind at once": [
+        _flag(
+            "mcp.time.read", "time", "read", enabled=True, constraints=[("IN", ["docs_agent", "code_agent"])]
+        ),
+        _flag("mcp.filesystem.all", "filesystem", enabled=True, constraints=[("NOT_IN", ["docs_agent"])]),
+        _flag("mcp.git.write", "git", "write"),
+        _flag("mcp.shell.all", "shell"),
+        _flag("mcp.late", None, "read", enabled=True, constraints=[("IN", ["nobody"])]),
+    ],
+}
+CALLS = [
+    ToolCall(server, tool, {})
+    for server, tools in {
+        "time": ["get_current_time", "not_approved"],
+        "filesystem": ["read_text_file", "write_file"],
+        "git": ["git_status", "git_commit"],
+        "shell": ["run"],
+        "ghost": ["anything"],
+    }.items()
+    for tool in tools
+] + [ToolCall("filesystem", "", method="resources/read", uri="file:///tmp/work/a")]
+
+
+def _decisions(policy, role, now):
+    out = []
+    for call in CALLS:
+        d = decide(policy, SessionState(session_id="s", role=role), call, now)
+        out.append((call.server, call.tool, d.verdict, d.trigger, d.message, d.new_state))
+    return out
+
+
+@pytest.mark.parametrize("bundle_flags", ["none", "every kind at once"])
+@pytest.mark.parametrize("update_flags", list(FLAG_SETS))
+def test_an_update_on_the_compiled_policy_decides_as_a_full_compile(
+    signer, manager, bundle_flags, update_flags
+):
+    """The flags swapped into the compiled policy (no recompile) give exactly the decisions of the same
+    bundle compiled from scratch with the update's flags, for every role, server and kind of call."""
+    from mcpgov.bundle import Bundle
+    from mcpgov.decision import Policy, _flags_base
+    from tests.mcpgov.helpers import bundle_doc
+
+    manager.install(signer.sign(**live(flags=FLAG_SETS[bundle_flags])), source="test")
+    roles = ["code_agent", "docs_agent", "undefined_agent"]
+    for role in roles:  # compiled before the update arrives, as a running gateway's are
+        compile_policy(manager.current.bundle, role)
+    manager.install_flags(signer.sign_flags(**live(flags=FLAG_SETS[update_flags])), source="test")
+    enforced = manager.enforced.bundle
+    assert _flags_base(enforced) is manager.current.bundle  # the swap, not a recompile, was used
+    full = Bundle.model_validate(bundle_doc(**live(flags=FLAG_SETS[update_flags])))
+    assert full.flags == enforced.flags
+    now = datetime.now(UTC).timestamp()
+    for role in roles:
+        swapped = compile_policy(enforced, role)
+        assert swapped is not compile_policy(manager.current.bundle, role)
+        assert _decisions(swapped, role, now) == _decisions(Policy(full, role), role, now), role
+
+
+def test_a_policy_is_only_derived_from_a_bundle_differing_in_its_flags_alone(signer, manager):
+    """A bundle that is not the flags-only copy it claims to be (another field changed) is compiled in full."""
+    from mcpgov.decision import _flags_base, with_flags
+
+    manager.install(signer.sign(**live()), source="test")
+    base = manager.current.bundle
+    derived = with_flags(base, ())
+    assert _flags_base(derived) is base
+    other = with_flags(base, ())
+    object.__setattr__(other, "roles", {})  # not possible through the API; the check must still hold
+    assert _flags_base(other) is None
+    assert compile_policy(other, "code_agent").rules["time"].role_violation is not None
