@@ -18,6 +18,11 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
 - ``direct stdio, asks once per call`` and ``mcpgov HTTP→stdio + auth, asks once per call`` (and its
   ``SDK path``): ``bench/eliciting_server.py``, whose tool puts one form elicitation to the agent per
   call (the client's callback accepts): the streamed request, the agent's POSTed answer and the result;
+- ``HTTP pass-through floor`` (``bench/http_floor.py``): the same client over streamable HTTP to a raw
+  ASGI app under the gateway's uvicorn settings that only relays each JSON-RPC message to the same
+  stdio upstream and answers ``application/json``: the HTTP paths' figures are also given over it,
+  which is what mcpgov itself adds (the floor over direct stdio is the client's HTTP, uvicorn and
+  the loopback);
 - ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
   virtualenv under ``var/``), the same upstream;
 - ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
@@ -65,6 +70,8 @@ PY = sys.executable
 TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/mcpgov_bench_governed"
 CALL = {"timezone": "UTC"}
+# the client's streamable HTTP + uvicorn + loopback + a JSON relay to the same stdio upstream, nothing else
+FLOOR = "HTTP pass-through floor"
 
 
 def free_port() -> int:
@@ -270,6 +277,12 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     for port in (up_port, peer_port):
         spawn([proxy, "--port", str(port), "--log-level", "WARNING", "--", PY, *TIME_ARGS], port, "mcp-proxy")
     upstream_url = f"http://127.0.0.1:{up_port}/mcp"
+    floor_port = free_port()
+    spawn(
+        [PY, str(HERE / "http_floor.py"), "--port", str(floor_port), "--", PY, *TIME_ARGS],
+        floor_port,
+        "HTTP floor",
+    )
     (d / "http.json").write_text(json.dumps({"mcpServers": {"time": {"url": upstream_url}}}))
     spawn(
         [
@@ -359,6 +372,7 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
             Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode),
             "get_current_time",
         ),
+        FLOOR: (http_client(f"http://127.0.0.1:{floor_port}/mcp", a.mode), "get_current_time"),
         "mcp-proxy HTTP→stdio": (
             http_client(f"http://127.0.0.1:{peer_port}/mcp", a.mode),
             "get_current_time",
@@ -498,7 +512,11 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     )
     if a.paths:
         wanted = [w.strip() for w in a.paths.split(",")]
-        paths = {p: c for p, c in paths.items() if p.startswith("direct") or any(w in p for w in wanted)}
+        paths = {
+            p: c
+            for p, c in paths.items()
+            if p.startswith("direct") or p == FLOOR or any(w in p for w in wanted)
+        }
     lat: dict[str, list[float]] = {p: [] for p in paths}
     thr: dict[str, list[float]] = {p: [] for p in paths}
     load0 = os.getloadavg()
@@ -626,10 +644,16 @@ def report(a, lat, thr, load0, load1, sync) -> None:
         "mcpgov HTTP→stdio + auth, default policy, SDK path",
         "BEFORE mcpgov HTTP→stdio + auth",
     )
+    if FLOOR in lat:
+        added(FLOOR, "direct stdio", None)
+        ratio(FLOOR, "direct stdio", None)
     for p in http_paths:
         if p in lat:
             added(p, "direct stdio", 1.0)
             ratio(p, "direct stdio", None)
+            if FLOOR in lat:  # what mcpgov itself adds on HTTP, over the relay that does nothing else
+                added(p, FLOOR, None)
+                ratio(p, FLOOR, None)
     asking = "mcpgov HTTP→stdio + auth, asks once per call"
     if asking in lat:
         for p in (asking, f"{asking}, SDK path"):

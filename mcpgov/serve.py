@@ -692,6 +692,20 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout
     return header_guard(app, path, fast)
 
 
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    """The gateway's uvicorn settings (also the HTTP pass-through floor's in ``bench/http_floor.py``)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+    )
+
+
 async def serve_http(
     gateway: Gateway,
     host: str,
@@ -701,22 +715,12 @@ async def serve_http(
     shutdown: Shutdown | None = None,
     idle_timeout: float | None = 900.0,
 ) -> None:
-    import uvicorn
-
     async with gateway.running():
         app = http_app(gateway, host, auth, idle_timeout=idle_timeout)
         _end_sessions_with_their_transport(gateway, idle_timeout, shutdown)
         if idle_timeout is not None:
             gateway.tg.start_soon(_end_idle_runs, gateway, idle_timeout)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
-        )
-        server = _Uvicorn.make(config)
+        server = _Uvicorn.make(uvicorn_config(app, host, port))
         gateway.stop_reason = "gateway stopped"
         if shutdown is not None:
             if shutdown.signal is not None:
