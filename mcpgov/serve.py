@@ -309,7 +309,8 @@ async def _gateway_run(
                         issuer=args.issuer or args.portal,
                         resource=resource,
                         team=lambda: gateway.verified.bundle.team,
-                        agents=lambda: list(getattr(gateway.verified.bundle, "agents", None) or ()),
+                        # the frozen bundle's own tuple: a verified token is remembered against it
+                        agents=lambda: gateway.verified.bundle.agents,
                     ),
                 )
             else:
