@@ -581,8 +581,14 @@ class _SdkTokenVerifier:
 
 def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
     """Policy is decided on the JSON body; a mirrored Mcp-Method / Mcp-Name header that disagrees is refused."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
-    method_h, name_h = headers.get("mcp-method"), headers.get("mcp-name")
+    method_h = name_h = None
+    for k, v in scope.get("headers") or ():  # only these two decoded: this runs on every POST
+        if k[:4].lower() == b"mcp-":
+            k = k.lower()
+            if k == b"mcp-method":
+                method_h = v.decode("latin-1")
+            elif k == b"mcp-name":
+                name_h = v.decode("latin-1")
     if method_h is None and name_h is None:
         return None
     try:
