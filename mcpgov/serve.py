@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from mcpgov.audit import atomic_write_json
 from mcpgov.bundle_manager import BundleManager
@@ -612,6 +613,9 @@ def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
 def header_guard(app: Any, path: str, fast: Any = None) -> Any:
     """ASGI wrapper: 400 on a header/body mismatch of a POST to the MCP endpoint; the body is replayed.
 
+    At most the SDK's body limit (and one chunk) is read before the SDK sees the request: a larger
+    body is handed on unread past that point, and the SDK's ``RequestBodyLimitMiddleware`` answers 413.
+
     ``fast`` (:class:`mcpgov.fast_http.FastHttpCalls`) may answer the POST itself; otherwise the SDK does.
     """
 
@@ -619,15 +623,21 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != path:
             await app(scope, receive, send)
             return
-        chunks, more = [], True
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 break
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             more = message.get("more_body", False)
+            if (
+                size > DEFAULT_MAX_REQUEST_BODY_SIZE
+            ):  # read no further: the SDK's limit (http_app keeps it) answers 413
+                break
         body = b"".join(chunks)
-        problem = _body_matches_headers(scope, body)
+        problem = None if more else _body_matches_headers(scope, body)
         if problem is not None:
             payload = json.dumps(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": problem}}
@@ -641,7 +651,7 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        if fast is not None and await fast.handle(scope, body, send, receive):
+        if not more and fast is not None and await fast.handle(scope, body, send, receive):
             return
         sent = False
 
@@ -649,7 +659,7 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": more}
             return await receive()
 
         await app(scope, replay, send)
