@@ -86,6 +86,9 @@ async def run(a: argparse.Namespace, d: Path) -> None:
         urls[name] = f"http://127.0.0.1:{port}/mcp"
 
     spawn("HTTP pass-through floor", [str(HERE / "http_floor.py")])
+    if a.parsers:
+        for parser in ("h11", "httptools"):
+            spawn(f"HTTP floor, {parser}", [str(HERE / "http_floor.py"), "--http", parser])
     spawn("mcpgov HTTP + auth", gateway)
     if a.before:
         spawn("BEFORE mcpgov HTTP + auth", gateway, Path(a.before))
@@ -152,6 +155,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--before", default="")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--parsers", action="store_true", help="also the floor on uvicorn's h11 and httptools parsers"
+    )
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--save", default="", help="keep the gateway's cProfile stats in this file")
     a = ap.parse_args()

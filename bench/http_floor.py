@@ -99,17 +99,23 @@ class Floor:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def main(port: int, command: list[str]) -> None:
+async def main(port: int, command: list[str], http: str) -> None:
     import uvicorn
 
     floor = Floor(command)
     await floor.start()
-    await uvicorn.Server(uvicorn_config(floor, "127.0.0.1", port)).serve()
+    config = uvicorn_config(floor, "127.0.0.1", port)
+    if http:
+        config.http = http  # only to compare HTTP parsers (bench/http_cpu.py --parsers)
+    await uvicorn.Server(config).serve()
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument(
+        "--http", default="", help="uvicorn's HTTP parser (h11, httptools); default: the gateway's"
+    )
     ap.add_argument("command", nargs="+")
     a = ap.parse_args()
-    anyio.run(main, a.port, a.command, backend_options=event_loop_options())
+    anyio.run(main, a.port, a.command, a.http, backend_options=event_loop_options())
