@@ -10,6 +10,8 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
 - ``mcpgov HTTP→stdio + auth``: the gateway on streamable HTTP with agent auth (an EdDSA access token
   verified on every request), upstream on stdio, whose server policy lets it neither sample nor elicit
   (the HTTP fast path takes those calls);
+- ``mcpgov HTTP→stdio + auth, durability process``: the same with ``--durability process`` (no
+  ``fdatasync`` of the INTENT before forwarding: what the disk costs the HTTP path);
 - ``mcpgov HTTP→stdio + auth, default policy``: the same with the default server policy (form
   elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the streaming
   fast path of ``mcpgov/fast_http_stream.py``, which answers JSON when the server asks nothing);
@@ -326,9 +328,11 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     )
     default_url = f"http://127.0.0.1:{default_port}/mcp"
 
-    def http_gateway(bundle: str, config: str, tag: str, what: str, env: dict | None = None) -> str:
+    def http_gateway(
+        bundle: str, config: str, tag: str, what: str, env: dict | None = None, extra: tuple[str, ...] = ()
+    ) -> str:
         """``mcpgov gateway --http`` with agent auth on a bundle and a config of ``d``; returns its URL."""
-        args = [*offline]
+        args = [*offline, *extra]
         args[args.index("--bundle-file") + 1] = str(d / bundle)
         port = free_port()
         spool = ["--spool", str(d / f"spool-{tag}"), "--state-dir", str(d / f"state-{tag}")]
@@ -339,6 +343,10 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     sdk_path = {"MCPGOV_FAST_PATH": "0"}
     sdk_url = http_gateway(
         "bundle-default.jws", "stdio.json", "http-sdk", "default policy, SDK path", sdk_path
+    )
+    # the same gateway with durability `process`: the HTTP path without the INTENT's fdatasync
+    process_url = http_gateway(
+        "bundle.jws", "stdio.json", "http-process", "durability process", extra=("--durability", "process")
     )
     ask_urls = {
         "fast": http_gateway("bundle-ask.jws", "ask.json", "ask-fast", "eliciting server"),
@@ -379,6 +387,10 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         ),
         "mcpgov HTTP→stdio + auth": (
             http_client(gw_url, a.mode, agent_token(key, gw_url)),
+            "time__get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth, durability process": (
+            http_client(process_url, a.mode, agent_token(key, process_url)),
             "time__get_current_time",
         ),
         "mcpgov HTTP→stdio + auth, default policy": (
@@ -640,6 +652,7 @@ def report(a, lat, thr, load0, load1, sync) -> None:
         ratio("mcpgov stdio, no portal", "direct stdio", None)
     http_paths = (
         "mcpgov HTTP→stdio + auth",
+        "mcpgov HTTP→stdio + auth, durability process",
         "mcpgov HTTP→stdio + auth, default policy",
         "mcpgov HTTP→stdio + auth, default policy, SDK path",
         "BEFORE mcpgov HTTP→stdio + auth",
