@@ -91,3 +91,70 @@ def test_an_oversized_body_is_not_buffered_past_the_sdk_limit_and_gets_its_413()
     assert status == 413
     status, pulled = anyio.run(_post_through_the_guard, 3, mib)  # under the limit: read whole, passed on
     assert (status, pulled) == (200, 3)
+
+
+def test_the_gateway_uvicorn_refuses_an_oversized_request_head_and_serves_the_rest():
+    """uvicorn under the gateway's settings (``uvicorn_config``): a request whose line and headers pass
+    ``MAX_REQUEST_HEAD`` gets 400 and a closed connection, not a buffer of that size; a normal one,
+    and a large body (not head), are served."""
+    import contextlib
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from mcpgov.serve import MAX_REQUEST_HEAD, uvicorn_config
+    from tests.conftest import free_port
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(size).encode()})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+
+        def exchange(head: bytes, body: bytes = b"") -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                # refused while still sending: what it answered is still to be read
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    s.sendall(head + body)
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                    if b"\r\n\r\n" in out and (b"400" in out[:12] or out.endswith(str(len(body)).encode())):
+                        break
+                return out
+
+        def head(extra: bytes, length: int) -> bytes:
+            return b"POST /mcp HTTP/1.1\r\nHost: x\r\n" + extra + b"Content-Length: %d\r\n\r\n" % length
+
+        assert exchange(head(b"", 2), b"{}").startswith(b"HTTP/1.1 200")
+        big_body = b"x" * (1 << 20)  # a megabyte of body is not a head
+        assert exchange(head(b"", len(big_body)), big_body).startswith(b"HTTP/1.1 200")
+        # a header just under the bound passes; one of 16 MiB is refused
+        near = b"X-Pad: " + b"a" * (MAX_REQUEST_HEAD - 200) + b"\r\n"
+        assert exchange(head(near, 2), b"{}").startswith(b"HTTP/1.1 200")
+        huge = b"X-Pad: " + b"a" * (16 << 20) + b"\r\n"
+        answer = exchange(head(huge, 2), b"{}")
+        assert answer.startswith(b"HTTP/1.1 400") and b"too large" in answer
+        # so is an endless request line
+        line = b"GET /" + b"a" * (4 << 20) + b" HTTP/1.1\r\n\r\n"
+        assert exchange(line).startswith(b"HTTP/1.1 400")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
