@@ -31,7 +31,8 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
   HTTP→stdio in front of ``mcp-server-time``: the baseline of the stdio→HTTP figures);
 - ``mcp-proxy stdio→HTTP`` and ``mcpgov stdio→HTTP``: each on stdio in front of that HTTP upstream.
 
-Latency: calls one at a time, the paths taking turns in rounds so machine noise hits all alike.
+Latency: calls one at a time, the paths taking turns in rounds so machine noise hits all alike (each
+round starting one path later, so no path always runs right after the same one).
 Throughput: 16 calls in flight on one session, again in turns. Prints a table of every figure with
 its baseline, ratio, the goal of issue #12 and the load average; asserts nothing about speed.
 
@@ -538,11 +539,19 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
             for p, s in sessions.items():
                 await latency(s, paths[p][1], 50)  # warm-up
             per = max(1, a.calls // a.rounds)
-            for _ in range(a.rounds):
-                for p, s in sessions.items():
+            order = list(sessions.items())
+
+            def turn(r: int) -> list:
+                """Each round starts one path later: no path always follows the same one (a slow peer
+                leaves work behind that the next path would always pay)."""
+                k = r % len(order)
+                return order[k:] + order[:k]
+
+            for r in range(a.rounds):
+                for p, s in turn(r):
                     lat[p] += await latency(s, paths[p][1], per)
-            for _ in range(a.tput_rounds):
-                for p, s in sessions.items():
+            for r in range(a.tput_rounds):
+                for p, s in turn(r):
                     thr[p].append(await throughput(s, paths[p][1], a.tput_calls, a.inflight))
     finally:
         for p in procs:

@@ -16,9 +16,11 @@ import argparse
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,6 +98,7 @@ async def run(a: argparse.Namespace, d: Path) -> None:
         spawn("mcpgov HTTP + auth, profiled", gateway)
     cpu = {name: 0.0 for name in procs}
     calls = {name: 0 for name in procs}
+    wall: dict[str, list[float]] = {name: [] for name in procs}
     load0 = os.getloadavg()
     from contextlib import AsyncExitStack
 
@@ -115,7 +118,9 @@ async def run(a: argparse.Namespace, d: Path) -> None:
                     tool = "get_current_time" if "floor" in name else "time__get_current_time"
                     c0 = process_cpu_seconds(procs[name].pid)
                     for _ in range(per):
+                        t0 = time.perf_counter()
                         r = await s.call_tool(tool, CALL)
+                        wall[name].append((time.perf_counter() - t0) * 1000)
                         if r.is_error:
                             raise SystemExit(f"{name}: {r.content[0].text}")
                     cpu[name] += process_cpu_seconds(procs[name].pid) - c0
@@ -130,7 +135,8 @@ async def run(a: argparse.Namespace, d: Path) -> None:
     floor = us["HTTP pass-through floor"]
     print(f"server CPU per call ({calls['HTTP pass-through floor']} calls each, load {load}):")
     for name, v in us.items():
-        print(f"  {name:36} {v:8.1f} µs   ({v - floor:+.1f} µs over the floor)")
+        md = statistics.median(wall[name])
+        print(f"  {name:36} {v:8.1f} µs   ({v - floor:+.1f} µs over the floor); wall median {md:.3f} ms")
     for name in ("mcpgov HTTP + auth", "BEFORE mcpgov HTTP + auth"):
         if name in us:
             summary(
