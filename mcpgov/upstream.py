@@ -34,6 +34,7 @@ from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.client.stdio import get_default_environment
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
@@ -148,6 +149,8 @@ class RawChannel:
         # notifications/tasks/status lines: the SDK 2.3 tables have no such notification at 2025-11-25,
         # so they are taken off the pipe here and handed to the gateway's tasks (mcpgov.tasks)
         self.on_task_status: Callable[[dict[str, Any]], None] | None = None
+        # notifications/message lines: forwarded from the reader, in wire order (see stdio_transport)
+        self.on_log: Callable[[types.LoggingMessageNotificationParams], Awaitable[None]] | None = None
 
     async def request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.closed:
@@ -266,6 +269,16 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
                         log.error("upstream %s sent an invalid JSON-RPC line", config.slug)
                         await to_sdk_send.send(exc)
                         continue
+                    if raw.on_log is not None and (params := _log_params(message)) is not None:
+                        # forwarded before the next line is read: a log message the upstream wrote before a
+                        # call's result reaches the agent before that result (the SDK hands notifications
+                        # to tasks of their own, and a raw result is resolved right here, so the result
+                        # could overtake it and the call's stream be closed when the log arrives)
+                        try:
+                            await raw.on_log(params)
+                        except Exception:
+                            log.exception("upstream %s: forwarding a log message failed", config.slug)
+                        continue
                     await to_sdk_send.send(SessionMessage(message))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
@@ -299,6 +312,19 @@ async def stdio_transport(config: UpstreamConfig) -> AsyncIterator[tuple[Any, An
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+
+
+def _log_params(message: Any) -> types.LoggingMessageNotificationParams | None:
+    """The params of a well-formed ``notifications/message``; None for any other message (the SDK's)."""
+    if not isinstance(message, types.JSONRPCNotification) or message.method != "notifications/message":
+        return None
+    meta = (message.params or {}).get("_meta")
+    if isinstance(meta, dict) and SUBSCRIPTION_ID_META_KEY in meta:
+        return None  # an event of a 2026-07-28 subscriptions/listen stream: the SDK's listen routes own it
+    try:
+        return types.LoggingMessageNotificationParams.model_validate(message.params or {})
+    except ValueError:
+        return None  # the SDK's validation warns and drops it, as for any malformed notification
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -582,6 +608,10 @@ class Upstream:
             "sampling_capabilities": types.SamplingCapability(tools=types.SamplingToolsCapability()),
         }
 
+    async def _log(self, params: types.LoggingMessageNotificationParams) -> None:
+        if self.handler is not None:
+            await self.handler.notification(self, types.LoggingMessageNotification(params=params))
+
     def _task_status(self, note: dict[str, Any]) -> None:
         if self.on_task_status is not None:
             self.on_task_status(self, note)
@@ -616,6 +646,7 @@ class Upstream:
                 await negotiate_auto(session)
             self.session, self.raw = session, raw
             raw.on_task_status = self._task_status
+            raw.on_log = self._log
             async with anyio.create_task_group() as tg:
 
                 async def watch() -> None:  # the process died or closed its stdout

@@ -214,6 +214,37 @@ def test_asking_servers_answer_ask_refuse_and_audit_alike_on_the_fast_and_the_sd
     ]
 
 
+async def many_logs(g: Http, n: int) -> list[Any]:
+    """``n`` calls whose upstream writes a log message just before the result; the logs the agent got."""
+    logs: list[Any] = []
+
+    async def logging(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {g.token('11')}"}, timeout=WAIT)
+    async with Client(
+        streamable_http_client(g.url, http_client=http), mode="legacy", logging_callback=logging
+    ) as c:
+        await c.send_ping()
+        for _ in range(n):
+            await c.call_tool("surface__log_something", {})
+        with anyio.move_on_after(WAIT):  # the agent's SDK hands each notification to a task of its own
+            while len(logs) < n:
+                await anyio.sleep(0.05)
+    return logs
+
+
+def test_a_log_message_written_before_the_result_reaches_the_agent_on_every_call():
+    """The upstream's log precedes its result on the pipe: the gateway forwards it before the result, on the
+    call's stream, every time (it used to race the result and, once the call had ended, reach no one)."""
+    n = 40
+    runs = run_both(lambda g, world: anyio.run(many_logs, g, n))
+    for fast in (True, False):
+        logs, _, log = runs[fast]
+        assert logs == [{"said": "careful"}] * n, (fast, len(logs), log[-2000:])
+    assert runs[True][0] == runs[False][0]
+
+
 # --- the agent's answer on the wire -----------------------------------------------------------------
 
 
