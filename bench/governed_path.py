@@ -10,6 +10,8 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
 - ``mcpgov HTTP→stdio + auth``: the gateway on streamable HTTP with agent auth (an EdDSA access token
   verified on every request), upstream on stdio, whose server policy lets it neither sample nor elicit
   (the HTTP fast path takes those calls);
+- ``mcpgov HTTP→stdio + auth, durability process``: the same with ``--durability process`` (no
+  ``fdatasync`` of the INTENT before forwarding: what the disk costs the HTTP path);
 - ``mcpgov HTTP→stdio + auth, default policy``: the same with the default server policy (form
   elicitation allowed: a mid-call request would ride the call's SSE stream, so calls take the streaming
   fast path of ``mcpgov/fast_http_stream.py``, which answers JSON when the server asks nothing);
@@ -18,13 +20,19 @@ Paths (the official SDK client, ``mcp-server-time`` as the upstream, legacy hand
 - ``direct stdio, asks once per call`` and ``mcpgov HTTP→stdio + auth, asks once per call`` (and its
   ``SDK path``): ``bench/eliciting_server.py``, whose tool puts one form elicitation to the agent per
   call (the client's callback accepts): the streamed request, the agent's POSTed answer and the result;
+- ``HTTP pass-through floor`` (``bench/http_floor.py``): the same client over streamable HTTP to a raw
+  ASGI app under the gateway's uvicorn settings that only relays each JSON-RPC message to the same
+  stdio upstream and answers ``application/json``: the HTTP paths' figures are also given over it,
+  which is what mcpgov itself adds (the floor over direct stdio is the client's HTTP, uvicorn and
+  the loopback);
 - ``mcp-proxy HTTP→stdio``: the PyPI peer, no governance (installed by :mod:`peers` into its own
   virtualenv under ``var/``), the same upstream;
 - ``direct HTTP``: the client straight to an upstream served on streamable HTTP (an ``mcp-proxy``
   HTTP→stdio in front of ``mcp-server-time``: the baseline of the stdio→HTTP figures);
 - ``mcp-proxy stdio→HTTP`` and ``mcpgov stdio→HTTP``: each on stdio in front of that HTTP upstream.
 
-Latency: calls one at a time, the paths taking turns in rounds so machine noise hits all alike.
+Latency: calls one at a time, the paths taking turns in rounds so machine noise hits all alike (each
+round starting one path later, so no path always runs right after the same one).
 Throughput: 16 calls in flight on one session, again in turns. Prints a table of every figure with
 its baseline, ratio, the goal of issue #12 and the load average; asserts nothing about speed.
 
@@ -65,6 +73,8 @@ PY = sys.executable
 TIME_ARGS = ["-m", "mcp_server_time", "--local-timezone", "UTC"]
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/mcpgov_bench_governed"
 CALL = {"timezone": "UTC"}
+# the client's streamable HTTP + uvicorn + loopback + a JSON relay to the same stdio upstream, nothing else
+FLOOR = "HTTP pass-through floor"
 
 
 def free_port() -> int:
@@ -270,6 +280,12 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     for port in (up_port, peer_port):
         spawn([proxy, "--port", str(port), "--log-level", "WARNING", "--", PY, *TIME_ARGS], port, "mcp-proxy")
     upstream_url = f"http://127.0.0.1:{up_port}/mcp"
+    floor_port = free_port()
+    spawn(
+        [PY, str(HERE / "http_floor.py"), "--port", str(floor_port), "--", PY, *TIME_ARGS],
+        floor_port,
+        "HTTP floor",
+    )
     (d / "http.json").write_text(json.dumps({"mcpServers": {"time": {"url": upstream_url}}}))
     spawn(
         [
@@ -313,9 +329,11 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     )
     default_url = f"http://127.0.0.1:{default_port}/mcp"
 
-    def http_gateway(bundle: str, config: str, tag: str, what: str, env: dict | None = None) -> str:
+    def http_gateway(
+        bundle: str, config: str, tag: str, what: str, env: dict | None = None, extra: tuple[str, ...] = ()
+    ) -> str:
         """``mcpgov gateway --http`` with agent auth on a bundle and a config of ``d``; returns its URL."""
-        args = [*offline]
+        args = [*offline, *extra]
         args[args.index("--bundle-file") + 1] = str(d / bundle)
         port = free_port()
         spool = ["--spool", str(d / f"spool-{tag}"), "--state-dir", str(d / f"state-{tag}")]
@@ -326,6 +344,10 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     sdk_path = {"MCPGOV_FAST_PATH": "0"}
     sdk_url = http_gateway(
         "bundle-default.jws", "stdio.json", "http-sdk", "default policy, SDK path", sdk_path
+    )
+    # the same gateway with durability `process`: the HTTP path without the INTENT's fdatasync
+    process_url = http_gateway(
+        "bundle.jws", "stdio.json", "http-process", "durability process", extra=("--durability", "process")
     )
     ask_urls = {
         "fast": http_gateway("bundle-ask.jws", "ask.json", "ask-fast", "eliciting server"),
@@ -359,12 +381,17 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
             Client(StdioServerParameters(command=PY, args=TIME_ARGS), mode=a.mode),
             "get_current_time",
         ),
+        FLOOR: (http_client(f"http://127.0.0.1:{floor_port}/mcp", a.mode), "get_current_time"),
         "mcp-proxy HTTP→stdio": (
             http_client(f"http://127.0.0.1:{peer_port}/mcp", a.mode),
             "get_current_time",
         ),
         "mcpgov HTTP→stdio + auth": (
             http_client(gw_url, a.mode, agent_token(key, gw_url)),
+            "time__get_current_time",
+        ),
+        "mcpgov HTTP→stdio + auth, durability process": (
+            http_client(process_url, a.mode, agent_token(key, process_url)),
             "time__get_current_time",
         ),
         "mcpgov HTTP→stdio + auth, default policy": (
@@ -498,7 +525,11 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
     )
     if a.paths:
         wanted = [w.strip() for w in a.paths.split(",")]
-        paths = {p: c for p, c in paths.items() if p.startswith("direct") or any(w in p for w in wanted)}
+        paths = {
+            p: c
+            for p, c in paths.items()
+            if p.startswith("direct") or p == FLOOR or any(w in p for w in wanted)
+        }
     lat: dict[str, list[float]] = {p: [] for p in paths}
     thr: dict[str, list[float]] = {p: [] for p in paths}
     load0 = os.getloadavg()
@@ -508,11 +539,19 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
             for p, s in sessions.items():
                 await latency(s, paths[p][1], 50)  # warm-up
             per = max(1, a.calls // a.rounds)
-            for _ in range(a.rounds):
-                for p, s in sessions.items():
+            order = list(sessions.items())
+
+            def turn(r: int) -> list:
+                """Each round starts one path later: no path always follows the same one (a slow peer
+                leaves work behind that the next path would always pay)."""
+                k = r % len(order)
+                return order[k:] + order[:k]
+
+            for r in range(a.rounds):
+                for p, s in turn(r):
                     lat[p] += await latency(s, paths[p][1], per)
-            for _ in range(a.tput_rounds):
-                for p, s in sessions.items():
+            for r in range(a.tput_rounds):
+                for p, s in turn(r):
                     thr[p].append(await throughput(s, paths[p][1], a.tput_calls, a.inflight))
     finally:
         for p in procs:
@@ -622,14 +661,21 @@ def report(a, lat, thr, load0, load1, sync) -> None:
         ratio("mcpgov stdio, no portal", "direct stdio", None)
     http_paths = (
         "mcpgov HTTP→stdio + auth",
+        "mcpgov HTTP→stdio + auth, durability process",
         "mcpgov HTTP→stdio + auth, default policy",
         "mcpgov HTTP→stdio + auth, default policy, SDK path",
         "BEFORE mcpgov HTTP→stdio + auth",
     )
+    if FLOOR in lat:
+        added(FLOOR, "direct stdio", None)
+        ratio(FLOOR, "direct stdio", None)
     for p in http_paths:
         if p in lat:
             added(p, "direct stdio", 1.0)
             ratio(p, "direct stdio", None)
+            if FLOOR in lat:  # what mcpgov itself adds on HTTP, over the relay that does nothing else
+                added(p, FLOOR, None)
+                ratio(p, FLOOR, None)
     asking = "mcpgov HTTP→stdio + auth, asks once per call"
     if asking in lat:
         for p in (asking, f"{asking}, SDK path"):

@@ -126,15 +126,49 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return ()
 
 
-# how many verified token signatures an AgentVerifier remembers (a few hundred bytes each)
+# how many verified tokens an AgentVerifier remembers (a few hundred bytes each)
 VERIFIED_TOKENS_KEPT = 4096
+
+
+def token_digest(token: str) -> bytes:
+    """The key a verified token is remembered under: its SHA-256, so no bearer token is kept in memory."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(slots=True)
+class _Verified:
+    """What verifying one token left: the pinned key that verified its signature, its claims, and the
+    identity the full check gave against one snapshot of the bundle's agents and team."""
+
+    key: Ed25519PublicKey
+    kid: str
+    claims: dict[str, Any]
+    identity: AgentIdentity | None = None
+    agents: Any = None
+    team: Any = None
+
+
+def _out_of_time(claims: dict[str, Any], now: float) -> TokenRejected | None:
+    """Expired or not yet valid (with the leeway): the one time rule, on both the full and the remembered check."""
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or now > exp + LEEWAY_SECONDS:
+        return TokenRejected("expired", "the token has expired")
+    nbf = claims.get("nbf", claims.get("iat"))
+    if isinstance(nbf, int | float) and now < nbf - LEEWAY_SECONDS:
+        return TokenRejected("not_yet_valid", "the token is not valid yet")
+    return None
 
 
 class AgentVerifier:
     """Turns a bearer credential into an :class:`AgentIdentity`, or raises :class:`TokenRejected`.
 
     ``agents`` returns the current bundle's agent list (a callable, so a new bundle — an agent or a
-    token revoked — applies to the very next request).
+    token revoked — applies to the very next request). When it returns a tuple of non-dict entries
+    (an immutable snapshot: the gateway passes the frozen bundle's own ``agents``), a token's identity
+    is remembered against that very object and reused while the same object comes back, the team is
+    the same, the pinned key still verifies and the token is in its time window; a new bundle is
+    another object, so a revocation applies to the very next request. A list is never remembered
+    against (it may be changed in place): the full check runs every time, the signature excepted.
     """
 
     def __init__(
@@ -144,7 +178,7 @@ class AgentVerifier:
         issuer: str,
         resource: str,
         team: Callable[[], str],
-        agents: Callable[[], list[Any] | None],
+        agents: Callable[[], Any],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
@@ -153,18 +187,10 @@ class AgentVerifier:
         self.team = team
         self.agents = agents
         self.clock = clock
-        # token -> (the pinned key that verified its signature, header, claims): the Ed25519 check is the
-        # costly step of every authenticated request, and a token's signature does not change. Only the
-        # signature is remembered: every claim (issuer, audience, expiry, team) and the bundle's word
-        # (agent known, not revoked, token not revoked) is checked again on each request, and a key
-        # rotated out of the pinned file (another key object) makes the token verify from scratch.
-        self._verified: dict[str, tuple[Ed25519PublicKey, dict[str, Any], dict[str, Any]]] = {}
-
-    def _agent_entry(self, agent_id: str) -> Any:
-        for entry in self.agents() or ():
-            if str(_get(entry, "id")) == agent_id:
-                return entry
-        return None
+        # sha256(token) -> _Verified: the Ed25519 check is the costly step of every authenticated
+        # request, and a token's signature does not change; a key rotated out of the pinned file
+        # (another key object) makes the token verify from scratch. Bounded: the oldest is forgotten.
+        self._verified: dict[bytes, _Verified] = {}
 
     def verify(self, credential: str) -> AgentIdentity:
         if credential.startswith(API_KEY_PREFIX):
@@ -186,12 +212,12 @@ class AgentVerifier:
                 )
         raise TokenRejected("unknown_api_key", "this API key belongs to no agent of the current bundle")
 
-    def _signed_claims(self, token: str) -> dict[str, Any]:
-        """The claims of a token whose header is acceptable and whose signature a pinned key verifies."""
-        keys = self.keys.current()
-        known = self._verified.get(token)
-        if known is not None and keys.get(str(known[1].get("kid"))) is known[0]:
-            return known[2]
+    def _signed(self, token: str, keys: dict[str, Ed25519PublicKey]) -> _Verified:
+        """The token, remembered, when its header is acceptable and a pinned key verifies its signature."""
+        digest = token_digest(token)
+        known = self._verified.get(digest)
+        if known is not None and keys.get(known.kid) is known.key:
+            return known
         header, claims, signature, signing_input = _jwt_parts(token)
         if header.get("alg") != "EdDSA":
             raise TokenRejected("malformed", f"alg must be EdDSA, got {header.get('alg')!r}")
@@ -199,40 +225,54 @@ class AgentVerifier:
             raise TokenRejected("malformed", f"typ must be {ACCESS_TOKEN_TYPE}")
         if "crit" in header:
             raise TokenRejected("malformed", "critical header extensions are not supported")
-        key = keys.get(str(header.get("kid")))
+        kid = str(header.get("kid"))
+        key = keys.get(kid)
         if key is None:
             raise TokenRejected("unknown_kid", f"kid {header.get('kid')!r} is not among the pinned keys")
         try:
             key.verify(signature, signing_input)
         except InvalidSignature as exc:
             raise TokenRejected("bad_signature", "the token signature does not verify") from exc
+        self._verified.pop(digest, None)
         if len(self._verified) >= VERIFIED_TOKENS_KEPT:  # bounded: forget the oldest
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (key, header, claims)
-        return claims
+        known = self._verified[digest] = _Verified(key=key, kid=kid, claims=claims)
+        return known
 
     def _jwt(self, token: str) -> AgentIdentity:
-        claims = self._signed_claims(token)
+        known = self._signed(token, self.keys.current())
+        agents, team = self.agents(), self.team()
+        claims = known.claims
+        if (
+            known.identity is not None
+            and known.agents is agents
+            and known.team == team
+            and _out_of_time(claims, self.clock()) is None
+        ):
+            return known.identity  # the same token against the same bundle snapshot: the same answer
+        identity = self._check(claims, agents or (), team)
+        if type(agents) is tuple and not any(isinstance(e, dict) for e in agents):
+            known.identity, known.agents, known.team = identity, agents, team
+        return identity
+
+    def _check(self, claims: dict[str, Any], agents: Any, team: str) -> AgentIdentity:
+        """Every claim of a signed token against this gateway and the bundle's agents."""
         if str(claims.get("iss", "")).rstrip("/") != self.issuer:
             raise TokenRejected("wrong_issuer", f"iss {claims.get('iss')!r} is not {self.issuer!r}")
         aud = claims.get("aud")
         audiences = aud if isinstance(aud, list) else [aud]
         if self.resource not in audiences:
             raise TokenRejected("wrong_audience", f"aud {aud!r} is not this gateway ({self.resource})")
-        now = self.clock()
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float) or now > exp + LEEWAY_SECONDS:
-            raise TokenRejected("expired", "the token has expired")
-        nbf = claims.get("nbf", claims.get("iat"))
-        if isinstance(nbf, int | float) and now < nbf - LEEWAY_SECONDS:
-            raise TokenRejected("not_yet_valid", "the token is not valid yet")
-        if claims.get("team") != self.team():
+        problem = _out_of_time(claims, self.clock())
+        if problem is not None:
+            raise problem
+        if claims.get("team") != team:
             raise TokenRejected("wrong_team", f"team {claims.get('team')!r} is not this gateway's team")
         sub = str(claims.get("sub", ""))
         if not sub.startswith("agent:"):
             raise TokenRejected("malformed", "sub must be agent:<id>")
         agent_id = sub.removeprefix("agent:")
-        entry = self._agent_entry(agent_id)
+        entry = next((e for e in agents if str(_get(e, "id")) == agent_id), None)
         if entry is None:
             raise TokenRejected("unknown_agent", f"agent {agent_id} is not in the current bundle")
         if _get(entry, "revoked"):
@@ -253,7 +293,7 @@ class AgentVerifier:
             environments=envs,
             client_id=str(claims.get("client_id", "")),
             jti=jti,
-            expires_at=int(exp),
+            expires_at=int(claims["exp"]),
             claims=claims,
         )
 

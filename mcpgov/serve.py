@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
 from mcpgov.audit import atomic_write_json
 from mcpgov.bundle_manager import BundleManager
@@ -309,7 +310,8 @@ async def _gateway_run(
                         issuer=args.issuer or args.portal,
                         resource=resource,
                         team=lambda: gateway.verified.bundle.team,
-                        agents=lambda: list(getattr(gateway.verified.bundle, "agents", None) or ()),
+                        # the frozen bundle's own tuple: a verified token is remembered against it
+                        agents=lambda: gateway.verified.bundle.agents,
                     ),
                 )
             else:
@@ -580,8 +582,14 @@ class _SdkTokenVerifier:
 
 def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
     """Policy is decided on the JSON body; a mirrored Mcp-Method / Mcp-Name header that disagrees is refused."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
-    method_h, name_h = headers.get("mcp-method"), headers.get("mcp-name")
+    method_h = name_h = None
+    for k, v in scope.get("headers") or ():  # only these two decoded: this runs on every POST
+        if k[:4].lower() == b"mcp-":
+            k = k.lower()
+            if k == b"mcp-method":
+                method_h = v.decode("latin-1")
+            elif k == b"mcp-name":
+                name_h = v.decode("latin-1")
     if method_h is None and name_h is None:
         return None
     try:
@@ -605,6 +613,9 @@ def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
 def header_guard(app: Any, path: str, fast: Any = None) -> Any:
     """ASGI wrapper: 400 on a header/body mismatch of a POST to the MCP endpoint; the body is replayed.
 
+    At most the SDK's body limit (and one chunk) is read before the SDK sees the request: a larger
+    body is handed on unread past that point, and the SDK's ``RequestBodyLimitMiddleware`` answers 413.
+
     ``fast`` (:class:`mcpgov.fast_http.FastHttpCalls`) may answer the POST itself; otherwise the SDK does.
     """
 
@@ -612,15 +623,21 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != path:
             await app(scope, receive, send)
             return
-        chunks, more = [], True
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 break
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             more = message.get("more_body", False)
+            if (
+                size > DEFAULT_MAX_REQUEST_BODY_SIZE
+            ):  # read no further: the SDK's limit (http_app keeps it) answers 413
+                break
         body = b"".join(chunks)
-        problem = _body_matches_headers(scope, body)
+        problem = None if more else _body_matches_headers(scope, body)
         if problem is not None:
             payload = json.dumps(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": problem}}
@@ -634,7 +651,7 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        if fast is not None and await fast.handle(scope, body, send, receive):
+        if not more and fast is not None and await fast.handle(scope, body, send, receive):
             return
         sent = False
 
@@ -642,7 +659,7 @@ def header_guard(app: Any, path: str, fast: Any = None) -> Any:
             nonlocal sent
             if not sent:
                 sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": more}
             return await receive()
 
         await app(scope, replay, send)
@@ -692,6 +709,65 @@ def http_app(gateway: Gateway, host: str, auth: HttpAuth | None, *, idle_timeout
     return header_guard(app, path, fast)
 
 
+# the most a request line and headers may take (nginx's default large_client_header_buffers is 32 KiB)
+MAX_REQUEST_HEAD = 64 * 1024
+
+
+def http_protocol() -> Any:
+    """uvicorn's httptools protocol with a bound on the request head, or ``"h11"`` without httptools.
+
+    httptools parses a request ~0.14 ms of CPU faster than h11 here (``bench/http_cpu.py --parsers``),
+    but uvicorn sets it no limit on the request line and headers: a client could send megabytes of
+    header before anything looks at the request (h11 stops at 16 KiB). This counts the reads that
+    end with a request's headers still incomplete and, past :data:`MAX_REQUEST_HEAD` (plus the read
+    that began the request), answers ``400`` (uvicorn's own answer to a request it cannot parse) and
+    closes the connection.
+    """
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "h11"
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _head_bytes = 0
+        _in_head = True
+
+        def data_received(self, data: bytes) -> None:
+            if self.transport.is_closing():
+                return
+            super().data_received(data)
+            if self._in_head and not self.transport.is_closing():  # this read did not end the head
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_REQUEST_HEAD:
+                    self.logger.warning("Request head over %d bytes refused.", MAX_REQUEST_HEAD)
+                    self.send_400_response("Request head too large.")
+
+        def on_message_begin(self) -> None:
+            self._head_bytes, self._in_head = 0, True
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+    return BoundedHttpToolsProtocol
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> Any:
+    """The gateway's uvicorn settings (also the HTTP pass-through floor's in ``bench/http_floor.py``)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=http_protocol(),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
+    )
+
+
 async def serve_http(
     gateway: Gateway,
     host: str,
@@ -701,22 +777,12 @@ async def serve_http(
     shutdown: Shutdown | None = None,
     idle_timeout: float | None = 900.0,
 ) -> None:
-    import uvicorn
-
     async with gateway.running():
         app = http_app(gateway, host, auth, idle_timeout=idle_timeout)
         _end_sessions_with_their_transport(gateway, idle_timeout, shutdown)
         if idle_timeout is not None:
             gateway.tg.start_soon(_end_idle_runs, gateway, idle_timeout)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
-        )
-        server = _Uvicorn.make(config)
+        server = _Uvicorn.make(uvicorn_config(app, host, port))
         gateway.stop_reason = "gateway stopped"
         if shutdown is not None:
             if shutdown.signal is not None:

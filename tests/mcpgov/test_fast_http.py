@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import jwt
 import mcp_types as types
 import pytest
 
 from tests.mcpgov.conftest import World
 from tests.mcpgov.portal_double import PortalTestDouble
 from tests.mcpgov.test_fast_path import ISO_TS, audit_events
-from tests.mcpgov.test_gateway_identity import Http, base_doc
+from tests.mcpgov.test_gateway_identity import AGENTS, Http, base_doc
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("filesystem_server")]
 
@@ -220,3 +221,54 @@ def test_a_call_to_a_server_that_may_ask_the_agent_but_does_not_is_answered_json
         log = g.stop()
     assert "HTTP fast path: tools/call" in log
     assert "HTTP fast path: streaming" not in log
+
+
+def _enforcing(g: Http, version: int) -> None:
+    """Wait (generously) until the gateway says it enforces bundle ``version``."""
+    deadline = time.monotonic() + 60
+    while f"now enforcing bundle v{version}" not in g.stderr.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the gateway never took the new bundle"
+        time.sleep(0.05)
+
+
+def test_a_remembered_token_is_refused_on_the_fast_path_right_after_revocation_or_expiry(
+    monkeypatch, world, portal
+):
+    """A token verified once is remembered (``AgentVerifier``); the bundle that revokes it, or its
+    expiry, refuses the very next call on the fast path, with the SDK's 401."""
+    monkeypatch.setenv("MCPGOV_LOG_LEVEL", "DEBUG")
+    world.publish(portal, asking_nothing(base_doc(world)))
+    world.write_config(("time", "filesystem"))
+    g = Http(world, portal, "--read-only")
+    call = tools_call(1, "time__get_current_time", {"timezone": "UTC"})
+    try:
+        with httpx2.Client(timeout=60) as http:
+            token = g.token("11")
+            headers = open_session(http, g.url, token)
+            for _ in range(3):  # verified once, then answered from memory
+                assert http.post(g.url, json=call, headers=headers).status_code == 200
+            # a token that expires in two seconds, on its own session, verified and remembered too
+            short = g.token("11", exp=int(time.time()) + 2)
+            short_headers = open_session(http, g.url, short)
+            assert http.post(g.url, json=call, headers=short_headers).status_code == 200
+            jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+            version = world.next_version()
+            revoking = [dict(AGENTS[0], revoked_jti=[jti]), AGENTS[1]]
+            world.publish(portal, asking_nothing(base_doc(world, version=version, agents=revoking)))
+            _enforcing(g, version)
+            r = http.post(g.url, json=call, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+            time.sleep(
+                max(
+                    0.0,
+                    int(jwt.decode(short, options={"verify_signature": False})["exp"]) + 1.1 - time.time(),
+                )
+            )
+            r = http.post(g.url, json=call, headers=short_headers)
+            assert r.status_code == 401
+            # another token of the same agent, not revoked, still works on a session of its own
+            fresh = open_session(http, g.url, g.token("11"))
+            assert http.post(g.url, json=call, headers=fresh).status_code == 200
+    finally:
+        log = g.stop()
+    assert log.count("HTTP fast path: tools/call") == 5  # the refusals were the SDK's, nothing else
