@@ -121,6 +121,10 @@ async def sdk_conversation(g: Http) -> dict[str, Any]:
         return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
 
     async def logging(params: types.LoggingMessageNotificationParams) -> None:
+        if params.logger == "everything.everything-server":
+            # server-everything's "Roots updated" after its own roots sync, whenever that runs: during one
+            # of the calls (then it rides that call's stream) or between them (no one asked for logs)
+            return
         logs.append(params.model_dump(mode="json", exclude_none=True))
 
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {g.token('11')}"}, timeout=WAIT)
