@@ -121,10 +121,6 @@ async def sdk_conversation(g: Http) -> dict[str, Any]:
         return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
 
     async def logging(params: types.LoggingMessageNotificationParams) -> None:
-        if params.logger == "everything.everything-server":
-            # server-everything's "Roots updated" after its own roots sync, whenever that runs: during one
-            # of the calls (then it rides that call's stream) or between them (no one asked for logs)
-            return
         logs.append(params.model_dump(mode="json", exclude_none=True))
 
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {g.token('11')}"}, timeout=WAIT)
@@ -154,6 +150,19 @@ def uuids_out(data: Any) -> Any:
     return json.loads(UUID.sub("<uuid>", json.dumps(data, sort_keys=True, ensure_ascii=False)))
 
 
+EVERYTHING_ROOTS_SYNC = "REFUSED roots/list from everything: no agent session to ask"
+
+
+def settled(g: Http) -> None:
+    """Wait for server-everything's own roots sync (a timer 350 ms after it was initialized): refused, no
+    agent being served yet. Otherwise it lands in one of the conversation's calls or not, as timing has it,
+    and the fast and SDK runs would be asked different things."""
+    deadline = time.monotonic() + WAIT
+    while EVERYTHING_ROOTS_SYNC not in g.stderr.read_text(errors="replace"):
+        assert time.monotonic() < deadline, g.stderr.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
+
+
 def run_both(body) -> dict[bool, tuple[Any, Any, str]]:
     """``body(g, world)`` against a fresh gateway on the fast path and on the SDK path."""
     runs = {}
@@ -167,6 +176,7 @@ def run_both(body) -> dict[bool, tuple[Any, Any, str]]:
             asking_world(world, portal)
             g = Http(world, portal, "--read-only")
             try:
+                settled(g)
                 seen = body(g, world)
             finally:
                 log = g.stop()
