@@ -524,7 +524,7 @@ def browser():
 def page(browser):
     context = browser.new_context()
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(30_000)  # a loaded machine: a fresh portal's first pages can take > 10 s
     yield page
     context.close()
 
