@@ -61,9 +61,9 @@ def pytest_collection_modifyitems(config, items):
 # the files it ran). A file not in it yet is estimated by its markers: a browser test drives
 # Chromium against a live portal, a slow one starts servers or processes, the rest take a fraction
 # of a second. Markers alone put the one-test crawls and fuzzing runs (80-140 s each) behind files
-# of many quick tests, so they started mid-run and the run ended on them. The first copy came from
-# a run's 80 slowest phases (--durations=80, load 11-13, each file at least its marker estimate);
-# a full `--record-file-seconds` run makes it complete.
+# of many quick tests, so they started mid-run and the run ended on them (the schemathesis files,
+# 140 s each, ran last). The committed copy is from a full run at load 1-9 (3,375 worker-seconds,
+# 1,169 s on 3 workers: the tail past an even share was ~45 s).
 FILE_SECONDS = ROOT / "tests" / "file_seconds.json"
 TEST_WEIGHT = {"browser": 30, "slow": 10}
 
