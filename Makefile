@@ -20,7 +20,9 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # 2-core machine ran at load 13-24); a worker no longer migrates a database of its own, which
 # made each extra worker dearer. PYTEST_WORKERS=0 runs it serially. Tests
 # marked `serial` (they drive a Celery worker through this process's Celery app, which another
-# file's tests in the same worker process have been seen to disturb) run afterwards, on their own.
+# file's tests in the same worker process have been seen to disturb) run afterwards, on their own,
+# on the parallel pass's migrated template (MCPGOV_TEST_TEMPLATE_KEEP, tests/conftest.py) instead of
+# migrating a database again.
 PYTEST_WORKERS ?= 3
 
 .PHONY: run test deps lint fmt system-deps chromium bubblewrap upstreams clean bench
@@ -70,6 +72,7 @@ test: deps upstreams system-deps
 	@if [ -z "$$DATABASE_URL" ] && $(BIN)/python -c "import psycopg; psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres', connect_timeout=2).close()" 2>/dev/null; then \
 	  echo "Running the suite on PostgreSQL ($(PG_URL))"; export DATABASE_URL=$(PG_URL); \
 	else echo "Running the suite on $${DATABASE_URL:-SQLite (PostgreSQL not reachable)}"; fi; \
+	export MCPGOV_TEST_TEMPLATE_KEEP=1; \
 	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS); \
 	parallel=$$?; \
 	REDIS_TEST_URL=$(REDIS_TEST_URL) $(BIN)/pytest --serial-only $(PYTEST_ARGS); \

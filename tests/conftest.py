@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -31,6 +32,11 @@ def pytest_addoption(parser):
         action="store_true",
         help="run only the tests marked serial (make test's second pass)",
     )
+    parser.addoption(
+        "--record-file-seconds",
+        action="store_true",
+        help=f"write each file's measured seconds into {FILE_SECONDS.relative_to(ROOT)} (the order's input)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,9 +56,20 @@ def pytest_collection_modifyitems(config, items):
         items[:] = heaviest_files_first(items)
 
 
-# What a test costs, roughly, by its markers: a browser test drives Chromium against a live portal,
-# a slow one starts servers or processes, the rest take a fraction of a second.
+# What a file costs: its seconds (setup + call + teardown of its tests) measured in a full run and
+# kept in FILE_SECONDS (`pytest -n 3 --dist loadfile --record-file-seconds` rewrites the entries of
+# the files it ran). A file not in it yet is estimated by its markers: a browser test drives
+# Chromium against a live portal, a slow one starts servers or processes, the rest take a fraction
+# of a second. Markers alone put the one-test crawls and fuzzing runs (80-140 s each) behind files
+# of many quick tests, so they started mid-run and the run ended on them (the schemathesis files,
+# 140 s each, ran last). The committed copy is from a full run at load 1-9 (3,375 worker-seconds,
+# 1,169 s on 3 workers: the tail past an even share was ~45 s).
+FILE_SECONDS = ROOT / "tests" / "file_seconds.json"
 TEST_WEIGHT = {"browser": 30, "slow": 10}
+
+
+def _file_of(item) -> str:
+    return item.nodeid.split("::", 1)[0]  # xdist's loadfile scope
 
 
 def heaviest_files_first(items: list) -> list:
@@ -62,14 +79,36 @@ def heaviest_files_first(items: list) -> list:
     order, so the long ones (a browser crawl, a schemathesis run) start early and the many quick
     files fill the workers at the end; xdist's own reordering, by the number of tests in a file,
     started the one-test crawls last. Every worker computes the same order (xdist checks)."""
-
-    def file_of(item) -> str:
-        return item.nodeid.split("::", 1)[0]  # xdist's loadfile scope
-
-    weight: collections.Counter[str] = collections.Counter()
+    measured = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.exists() else {}
+    estimate: collections.Counter[str] = collections.Counter()
     for item in items:
-        weight[file_of(item)] += next((w for m, w in TEST_WEIGHT.items() if item.get_closest_marker(m)), 1)
-    return sorted(items, key=lambda item: -weight[file_of(item)])  # stable: a file's tests keep their order
+        estimate[_file_of(item)] += next((w for m, w in TEST_WEIGHT.items() if item.get_closest_marker(m)), 1)
+    weight = {name: measured.get(name, guess) for name, guess in estimate.items()}
+    # stable: a file's tests keep their order; equal weights keep the collection's order
+    return sorted(items, key=lambda item: -weight[_file_of(item)])
+
+
+_recorded: collections.Counter[str] | None = None  # --record-file-seconds: each file's seconds so far
+
+
+def pytest_configure(config):
+    global _recorded
+    if config.getoption("--record-file-seconds") and not hasattr(config, "workerinput"):
+        _recorded = collections.Counter()
+
+
+def pytest_runtest_logreport(report):
+    """The controller (or a run without xdist) sums the phases of each file's tests."""
+    if _recorded is not None:
+        _recorded[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_unconfigure(config):
+    if _recorded is None or hasattr(config, "workerinput"):
+        return
+    seconds = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.exists() else {}
+    seconds.update({name: round(total, 1) for name, total in _recorded.items()})
+    FILE_SECONDS.write_text(json.dumps(dict(sorted(seconds.items())), indent=1) + "\n")
 
 
 # --- one migrated test database, cloned for each xdist worker (PostgreSQL) -----------------------
@@ -80,7 +119,13 @@ def heaviest_files_first(items: list) -> list:
 # The template lives for one pytest run only: migrations import product code (the audit trigger
 # SQL, the key-history hash), so a template kept between runs could be stale. A plain `pytest`
 # without -n, and SQLite, create and migrate their database as pytest-django always does.
+#
+# make test's serial pass (--serial-only, no xdist) would migrate a database of its own again; with
+# MCPGOV_TEST_TEMPLATE_KEEP=1 in both passes (the Makefile sets it) the controller leaves its
+# template (test_<name>, never connected to by the workers, so still freshly migrated) and the
+# serial pass, whose test database has that very name, keeps (reuses) it and drops it at its end.
 TEMPLATE_DB_ENV = "MCPGOV_TEST_TEMPLATE_DB"
+TEMPLATE_KEEP_ENV = "MCPGOV_TEST_TEMPLATE_KEEP"
 _template_db = pytest.StashKey[str]()
 
 
@@ -113,14 +158,19 @@ def pytest_sessionstart(session):
     os.environ[TEMPLATE_DB_ENV] = name
 
 
+def _serial_pass_reuses_template(config) -> bool:
+    return bool(config.getoption("--serial-only") and os.environ.get(TEMPLATE_KEEP_ENV))
+
+
 def pytest_sessionfinish(session):
     config = session.config
     if _template_db not in config.stash:
         return
     from django.db import connection
 
-    with _unblocked_db(config):
-        connection.creation.destroy_test_db(config.stash[_template_db], verbosity=0)
+    if not os.environ.get(TEMPLATE_KEEP_ENV):  # else the serial pass uses it and drops it
+        with _unblocked_db(config):
+            connection.creation.destroy_test_db(config.stash[_template_db], verbosity=0)
     os.environ.pop(TEMPLATE_DB_ENV, None)
 
 
@@ -144,26 +194,34 @@ def django_db_keepdb(request):
     otherwise pytest-django's --reuse-db as usual."""
     if os.environ.get(TEMPLATE_DB_ENV) and hasattr(request.config, "workerinput"):
         return True
+    if _serial_pass_reuses_template(request.config):
+        return True
     return request.config.getvalue("reuse_db")
 
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, django_db_keepdb, request):
     """The worker's half: its test database (test_…_gwN, named by pytest-django) is a fresh clone of
-    the controller's template, dropped again when the worker's session ends."""
-    template = os.environ.get(TEMPLATE_DB_ENV)
-    if not template or not hasattr(request.config, "workerinput"):
-        yield
-        return
+    the controller's template, dropped again when the worker's session ends. The serial pass that
+    reuses the template (TEMPLATE_KEEP_ENV) drops it when its session ends."""
     from django.db import connection, connections
     from psycopg import sql
 
-    target = connection.settings_dict["TEST"]["NAME"]
-    with _postgres_admin(connection.settings_dict) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(target), sql.Identifier(template))
-        )
+    template = os.environ.get(TEMPLATE_DB_ENV)
+    if template and hasattr(request.config, "workerinput"):
+        target = connection.settings_dict["TEST"]["NAME"]
+        with _postgres_admin(connection.settings_dict) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(target), sql.Identifier(template)
+                )
+            )
+    elif _serial_pass_reuses_template(request.config) and connection.vendor == "postgresql":
+        target = connection.creation._get_test_db_name()  # the name pytest-django (keepdb) reuses
+    else:
+        yield
+        return
     yield
     for conn in connections.all():
         conn.close()
@@ -466,7 +524,7 @@ def browser():
 def page(browser):
     context = browser.new_context()
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(30_000)  # a loaded machine: a fresh portal's first pages can take > 10 s
     yield page
     context.close()
 

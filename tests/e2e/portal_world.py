@@ -138,12 +138,12 @@ class PortalBrowser:
 
         self.base = base_url.rstrip("/")
         self.http = requests.Session()
-        self.http.get(f"{self.base}/login/", timeout=10).raise_for_status()
+        self.http.get(f"{self.base}/login/", timeout=60).raise_for_status()
         resp = self.http.post(
             f"{self.base}/login/",
             data={"username": username, "password": password, "csrfmiddlewaretoken": self.csrf},
             headers={"Referer": f"{self.base}/login/"},
-            timeout=10,
+            timeout=60,
             allow_redirects=False,
         )
         if resp.status_code != 302:
@@ -158,7 +158,7 @@ class PortalBrowser:
             f"{self.base}{path}",
             data={**data, "csrfmiddlewaretoken": self.csrf},
             headers={"Referer": f"{self.base}{path}"},
-            timeout=10,
+            timeout=60,
             allow_redirects=False,
         )
         if resp.status_code not in (200, 302):
