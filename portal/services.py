@@ -8,12 +8,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
-from guardian.shortcuts import assign_perm, remove_perm
+from guardian.utils import get_user_obj_perms_model
 
 from portal import permissions
 from portal.choices import ChangeEventType, MembershipSource, TeamRole
@@ -97,11 +99,41 @@ def team_create(*, slug: str, name: str, actor=None, **team_settings: Any) -> Te
 
 def _sync_guardian(membership: Membership) -> None:
     wanted = permissions.permissions_for(membership.role, is_auditor=membership.is_auditor)
-    for perm in permissions.ALL_TEAM_PERMISSIONS:
-        if perm in wanted:
-            assign_perm(f"portal.{perm}", membership.user, membership.team)
-        else:
-            remove_perm(f"portal.{perm}", membership.user, membership.team)
+    _set_team_perms(membership.user, membership.team, wanted)
+
+
+def _set_team_perms(user, team: Team, wanted: frozenset[str]) -> None:
+    """The user's django-guardian grants on `team` become exactly `wanted` (of ALL_TEAM_PERMISSIONS).
+
+    Through guardian's own object-permission model, as `assign_perm` / `remove_perm` write it, but in
+    one read, one delete and one insert: those shortcuts look up and write one permission at a time
+    (~45 queries, ~40 ms, per membership change).
+    """
+    model = get_user_obj_perms_model(team)
+    content_type = ContentType.objects.get_for_model(team)
+    rows = model.objects.filter(
+        user=user,
+        content_type=content_type,
+        object_pk=str(team.pk),
+        permission__codename__in=permissions.ALL_TEAM_PERMISSIONS,
+    )
+    held = dict(rows.values_list("permission__codename", "pk"))
+    extra = [pk for codename, pk in held.items() if codename not in wanted]
+    if extra:
+        model.objects.filter(pk__in=extra).delete()
+    missing = wanted - held.keys()
+    if missing:
+        grants = list(Permission.objects.filter(content_type=content_type, codename__in=missing))
+        if len(grants) != len(missing):  # as assign_perm refuses an unknown permission
+            raise Permission.DoesNotExist(
+                f"team permissions missing: {sorted(missing - {p.codename for p in grants})}"
+            )
+        model.objects.bulk_create(
+            [
+                model(user=user, permission=perm, content_type=content_type, object_pk=str(team.pk))
+                for perm in grants
+            ]
+        )
 
 
 def is_last_admin(membership: Membership) -> bool:
@@ -168,8 +200,7 @@ def membership_remove(*, membership: Membership, actor=None, actor_label: str = 
     team, user = membership.team, membership.user
     if is_last_admin(Membership.objects.select_for_update().get(pk=membership.pk)):
         raise ValidationError(f"{user.get_username()} is the team's last admin and cannot be removed.")
-    for perm in permissions.ALL_TEAM_PERMISSIONS:
-        remove_perm(f"portal.{perm}", user, team)
+    _set_team_perms(user, team, frozenset())
     change_record(
         team=team,
         actor=actor,

@@ -97,6 +97,33 @@ def test_role_change_and_removal_take_permissions_away(team, admin):
     assert list(p.teams_for_user(admin)) == []
 
 
+def test_every_role_change_leaves_exactly_the_new_roles_grants_in_guardian(team, other_team, admin):
+    """membership_set writes guardian's rows in bulk: after each change guardian itself (get_perms, a fresh
+    user object) reports exactly the new role's grants on this team, and another team's are untouched."""
+    from guardian.shortcuts import get_perms
+
+    from tests.factories import make_member
+
+    user = make_member(team, TeamRole.VIEWER, username="moving")
+    membership_set(team=other_team, user=user, role=TeamRole.ADMIN)
+    steps = [
+        (TeamRole.ADMIN, False),
+        (TeamRole.REQUESTER, True),
+        (TeamRole.REVIEWER, False),
+        (TeamRole.ADMIN, True),
+        (TeamRole.VIEWER, False),
+        (TeamRole.REVIEWER, True),
+    ]
+    for role, auditor in steps:
+        membership_set(team=team, user=user, role=role, is_auditor=auditor)
+        fresh = type(user).objects.get(pk=user.pk)
+        expected = EXPECTED[role] | ({p.VIEW_PAYLOADS} if auditor else set())
+        assert set(get_perms(fresh, team)) == expected, (role, auditor)
+        assert set(get_perms(fresh, other_team)) == EXPECTED[TeamRole.ADMIN]
+    membership_remove(membership=Membership.objects.get(team=team, user=user))
+    assert get_perms(type(user).objects.get(pk=user.pk), team) == []
+
+
 def test_permissions_do_not_cross_teams(team, other_team, admin, outsider):
     assert not p.has_team_perm(outsider, p.VIEW, team)
     assert not p.has_team_perm(admin, p.VIEW, other_team)
