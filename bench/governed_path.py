@@ -780,6 +780,14 @@ def check_delivery(portal: Portal, d: Path) -> None:
     )
 
 
+def quiet_logs() -> None:
+    """Only errors from the clients' libraries: the benchmark's own lines stay readable."""
+    import logging
+
+    for name in ("mcpgov", "httpx2", "httpx", "httpcore", "mcp"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     quick = os.environ.get("BENCH_QUICK") == "1"  # make bench BENCH_QUICK=1: fewer calls, same figures
@@ -800,10 +808,7 @@ def main() -> None:
     )
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     a = ap.parse_args()
-    import logging
-
-    for name in ("mcpgov", "httpx2", "httpx", "httpcore", "mcp"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_logs()
     with tempfile.TemporaryDirectory(prefix="mcpgov-bench-") as tmp:
         d = Path(tmp)
         (d / "portal").mkdir()

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from gateway_latency import pct  # noqa: E402
-from governed_path import DEFAULT_DB, PY, TIME_ARGS, Portal, latency, throughput  # noqa: E402
+from governed_path import DEFAULT_DB, PY, TIME_ARGS, Portal, latency, quiet_logs, throughput  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -186,14 +186,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tput-calls", type=int, default=400)
     ap.add_argument("--tput-rounds", type=int, default=1)
-    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--variant", action="append", default=[], help="name[=checkout]:{json}, repeatable")
     ap.add_argument("--idle", type=float, default=0, help="first measure this many seconds without calls")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     a = ap.parse_args()
-    import logging
-
-    for name in ("mcpgov", "httpx2", "httpx", "httpcore", "mcp"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    if not a.variant:
+        ap.error("give at least one --variant name[=checkout]:{json} (e.g. --variant 'now:{}')")
+    quiet_logs()
     with tempfile.TemporaryDirectory(prefix="mcpgov-probe-") as tmp:
         d = Path(tmp)
         (d / "portal").mkdir()

@@ -7,6 +7,7 @@ handful of dict lookups and comparisons. The engine never changes the session st
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -180,9 +181,7 @@ class Policy:
     def with_flags(self, bundle: Bundle) -> Policy:
         """This policy for ``bundle``: this policy's bundle with other flags (a signed flags update on the
         bundle in force, :func:`with_flags`). Only the flags of each rule are computed again."""
-        policy = object.__new__(Policy)
-        for name in Policy.__slots__:
-            setattr(policy, name, getattr(self, name))
+        policy = copy.copy(self)
         policy._bundle_ref = weakref.ref(bundle)
         policy.rules = {}
         for slug, rule in self.rules.items():

@@ -68,8 +68,8 @@ FILE_SECONDS = ROOT / "tests" / "file_seconds.json"
 TEST_WEIGHT = {"browser": 30, "slow": 10}
 
 
-def _file_of(item) -> str:
-    return item.nodeid.split("::", 1)[0]  # xdist's loadfile scope
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]  # xdist's loadfile scope
 
 
 def heaviest_files_first(items: list) -> list:
@@ -82,10 +82,12 @@ def heaviest_files_first(items: list) -> list:
     measured = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.exists() else {}
     estimate: collections.Counter[str] = collections.Counter()
     for item in items:
-        estimate[_file_of(item)] += next((w for m, w in TEST_WEIGHT.items() if item.get_closest_marker(m)), 1)
+        estimate[_file_of(item.nodeid)] += next(
+            (w for m, w in TEST_WEIGHT.items() if item.get_closest_marker(m)), 1
+        )
     weight = {name: measured.get(name, guess) for name, guess in estimate.items()}
     # stable: a file's tests keep their order; equal weights keep the collection's order
-    return sorted(items, key=lambda item: -weight[_file_of(item)])
+    return sorted(items, key=lambda item: -weight[_file_of(item.nodeid)])
 
 
 _recorded: collections.Counter[str] | None = None  # --record-file-seconds: each file's seconds so far
@@ -100,11 +102,11 @@ def pytest_configure(config):
 def pytest_runtest_logreport(report):
     """The controller (or a run without xdist) sums the phases of each file's tests."""
     if _recorded is not None:
-        _recorded[report.nodeid.split("::", 1)[0]] += report.duration
+        _recorded[_file_of(report.nodeid)] += report.duration
 
 
 def pytest_unconfigure(config):
-    if _recorded is None or hasattr(config, "workerinput"):
+    if _recorded is None:  # only the controller (or a run without xdist) records
         return
     seconds = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.exists() else {}
     seconds.update({name: round(total, 1) for name, total in _recorded.items()})
@@ -208,6 +210,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, d
     from psycopg import sql
 
     template = os.environ.get(TEMPLATE_DB_ENV)
+    target = None  # the database this session drops at its end
     if template and hasattr(request.config, "workerinput"):
         target = connection.settings_dict["TEST"]["NAME"]
         with _postgres_admin(connection.settings_dict) as admin:
@@ -219,10 +222,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, d
             )
     elif _serial_pass_reuses_template(request.config) and connection.vendor == "postgresql":
         target = connection.creation._get_test_db_name()  # the name pytest-django (keepdb) reuses
-    else:
-        yield
-        return
     yield
+    if target is None:
+        return
     for conn in connections.all():
         conn.close()
         if hasattr(conn, "close_pool"):

@@ -104,6 +104,11 @@ def _intent(spool, n=0):
     )
 
 
+def _call(spool, n=0) -> None:
+    """One successful call: its INTENT and its RESULT."""
+    spool.result(_intent(spool, n), status="success", result_summary="", nbytes=0, duration_ms=0)
+
+
 def test_spool_records_intent_and_result_in_order(tmp_path):
     spool = AuditSpool(tmp_path, "s1")
     ev = _intent(spool)
@@ -126,7 +131,7 @@ def test_spool_records_intent_and_result_in_order(tmp_path):
 def test_spool_resumes_after_reopen_and_cuts_a_torn_record(tmp_path):
     spool = AuditSpool(tmp_path, "s1")
     for i in range(3):
-        spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+        _call(spool, i)
     spool.close()
     with open(tmp_path / "s1.jsonl", "ab") as fh:
         fh.write(b'{"seq":7,"phase":"inte')  # crash in the middle of a write
@@ -436,7 +441,7 @@ def _fill(tmp_path, sid, n_calls):
         },
     )
     for i in range(n_calls):
-        spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+        _call(spool, i)
     spool.close()
 
 
@@ -669,7 +674,7 @@ def test_the_threaded_shipper_delivers_a_live_spool_off_the_callers_loop(tmp_pat
     async def go():
         shipping.run()
         for i in range(20):
-            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+            _call(spool, i)
         with anyio.fail_after(30):
             while len(portal.events.get("live", [])) < 40:
                 await anyio.sleep(0.02)
@@ -718,33 +723,30 @@ def test_a_401_seen_by_the_shipper_is_the_kill_switch_of_the_gateways_client(tmp
     assert portal.events.get("late") is None
 
 
-# the gateway's shipper as it runs in production (control.shipper_thread's settings), in a process of its
-# own that keeps writing calls until it is killed
+# the gateway's shipper as it runs in production (control.shipper_thread), in a process of its own that
+# keeps writing calls until it is killed
 SHIPPING_WRITER = textwrap.dedent(
     """
-    import sys, time
-    from mcpgov.audit import (SHIPPER_CURSOR_INTERVAL, SHIPPER_LINGER, SHIPPER_MAX_LINGER, AuditSpool,
-                              Shipper, ShipperThread)
+    import asyncio, sys
+    from pathlib import Path
+    from mcpgov.audit import AuditSpool
+    from mcpgov.control import shipper_thread
     from mcpgov.portal_client import PortalClient
 
     directory, url, token = sys.argv[1:4]
 
-    def make():
-        client = PortalClient(url, token, timeout=5)
-        shipper = Shipper(directory, client.post_events, client.open_session, linger=SHIPPER_LINGER,
-                          max_linger=SHIPPER_MAX_LINGER, cursor_interval=SHIPPER_CURSOR_INTERVAL)
-        return shipper, client.aclose
+    async def main():
+        shipping = shipper_thread(PortalClient(url, token, timeout=5), Path(directory))
+        spool = AuditSpool(directory, "killed", meta={"id": "killed", "role": "code_agent"})
+        spool.listeners.append(shipping.nudge)
+        shipping.run()
+        for i in range(1000000):
+            ev = spool.intent(call_id=f"c{i}", server="fs", tool="read_file", arguments={"i": i}, bundle_version=1)
+            spool.result(ev, status="success", result_summary="ok", nbytes=1, duration_ms=1)
+            print(f"written {ev['seq'] + 1}", flush=True)
+            await asyncio.sleep(0.002)
 
-    shipping = ShipperThread(make)
-    shipping.start()
-    spool = AuditSpool(directory, "killed", meta={"id": "killed", "role": "code_agent"})
-    spool.listeners.append(shipping.nudge)
-    shipping.run()
-    for i in range(1000000):
-        ev = spool.intent(call_id=f"c{i}", server="fs", tool="read_file", arguments={"i": i}, bundle_version=1)
-        spool.result(ev, status="success", result_summary="ok", nbytes=1, duration_ms=1)
-        print(f"written {ev['seq'] + 1}", flush=True)
-        time.sleep(0.002)
+    asyncio.run(main())
     """
 )
 
@@ -822,7 +824,7 @@ def test_the_threaded_shipper_rides_out_an_outage_of_a_live_spool(tmp_path, port
         shipping.run()
         portal.outage = True
         for i in range(30):
-            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+            _call(spool, i)
             await anyio.sleep(0.005)
         with anyio.fail_after(30):
             while shipping.failures < 2:
@@ -830,7 +832,7 @@ def test_the_threaded_shipper_rides_out_an_outage_of_a_live_spool(tmp_path, port
         assert portal.events.get("live") is None
         portal.outage = False
         for i in range(30, 60):
-            spool.result(_intent(spool, i), status="success", result_summary="", nbytes=0, duration_ms=0)
+            _call(spool, i)
             await anyio.sleep(0.005)
         with anyio.fail_after(30):
             while len(portal.events.get("live", [])) < 120:
