@@ -14,5 +14,7 @@ django_application = get_asgi_application()
 # do not give themselves, is Django's.
 from audit.api.events_route import asgi_events_route  # noqa: E402
 from governance.api.bundle import asgi_bundle_route  # noqa: E402
+from portal.warmup import warm  # noqa: E402
 
 application = asgi_bundle_route(asgi_events_route(django_application))
+warm()  # before the first request: a freshly started worker's first kill switch is not its slowest

@@ -225,7 +225,7 @@ def access_request_history(*, team: Team, access_request: AccessRequest) -> Quer
 
 
 def flags_for_team(*, user, team: Team) -> QuerySet[Flag]:
-    return Flag.objects.restrict(user, VIEW).for_team(team).select_related("server")
+    return Flag.objects.restrict(user, VIEW).for_team(team).select_related("server", "team")
 
 
 def environments_in_order(*, user, team: Team) -> QuerySet[Environment]:

@@ -248,14 +248,33 @@ class _Hub:
         url = getattr(settings, "REDIS_URL", "")
         if url:
             try:
-                if self._redis_pub is None:
-                    import redis
-
-                    self._redis_pub = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-                self._redis_pub.publish(redis_channel_prefix(url) + channel, json.dumps(token))
+                self._publisher(url).publish(redis_channel_prefix(url) + channel, json.dumps(token))
             except Exception:  # the fallback poll still wakes other processes' waiters
                 logger.warning("realtime: could not publish %s to Redis", channel, exc_info=True)
                 self._redis_pub = None
+
+    def _publisher(self, url: str):
+        if self._redis_pub is None:
+            import redis
+
+            self._redis_pub = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        return self._redis_pub
+
+    def connect_publisher(self) -> None:
+        """Open the Redis connection notifications are published on, ahead of the first one.
+
+        Called when a web process starts (portal.warmup): otherwise the first kill switch a process
+        handles pays for importing the client and connecting (~100 ms) before any gateway hears of it.
+        A failure here is only logged; `notify` connects again when it must.
+        """
+        url = getattr(settings, "REDIS_URL", "")
+        if not url:
+            return
+        try:
+            self._publisher(url).ping()
+        except Exception:
+            logger.warning("realtime: Redis is not reachable yet (%s); will retry on the first notify", url)
+            self._redis_pub = None
 
     def notify_on_commit(self, channel: str, token: Any = None) -> None:
         transaction.on_commit(lambda: self.notify(channel, token))
@@ -377,6 +396,7 @@ delivering = _hub.delivering
 subscribe = _hub.subscribe
 notify = _hub.notify
 notify_on_commit = _hub.notify_on_commit
+connect_publisher = _hub.connect_publisher
 ensure_started = _hub.ensure_started
 waiting_channels = _hub.waiting_channels
 

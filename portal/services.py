@@ -15,7 +15,7 @@ from django.core.mail import send_mail
 from django.db import models, transaction
 from django.urls import reverse
 from django.utils import timezone
-from guardian.utils import get_user_obj_perms_model
+from guardian.utils import evict_obj_perms_cache, get_user_obj_perms_model
 
 from portal import permissions
 from portal.choices import ChangeEventType, MembershipSource, TeamRole
@@ -134,6 +134,7 @@ def _set_team_perms(user, team: Team, wanted: frozenset[str]) -> None:
                 for perm in grants
             ]
         )
+    evict_obj_perms_cache(user)  # GUARDIAN_AUTO_PREFETCH: this object's cached grants are stale now
 
 
 def is_last_admin(membership: Membership) -> bool:
@@ -181,6 +182,7 @@ def membership_set(
     changes = {} if created else diff_fields(membership, wanted)
     membership.role, membership.is_auditor, membership.source = role, is_auditor, wanted["source"]
     membership.save()
+    membership.user = user  # the caller's object (same row): its cached grants are the ones evicted
     _sync_guardian(membership)
     if created or changes:
         change_record(

@@ -215,6 +215,8 @@ def flag_state_apply(
     created = state is None
     if created:
         state = FlagState(flag=flag, environment=environment, enabled=True, constraints=[])
+    else:  # the objects in hand (the row's own ids): validation and the history row read no copy of them
+        state.flag, state.environment = flag, environment
     if not enabled and not reason and (created or state.enabled):
         raise ValidationError(
             {"reason": "Say why you disable this flag: every halted agent sees the reason."}

@@ -97,6 +97,20 @@ def test_role_change_and_removal_take_permissions_away(team, admin):
     assert list(p.teams_for_user(admin)) == []
 
 
+def test_a_role_change_is_seen_at_once_by_the_user_object_that_was_checked_before(team, admin):
+    """GUARDIAN_AUTO_PREFETCH keeps a user's grants on the user object: a change through it evicts them
+    (single sign-on changes the logged-in user's roles in the request that then checks them)."""
+    from tests.factories import make_member
+
+    make_member(team, TeamRole.ADMIN, username="second-admin")
+    assert p.has_team_perm(admin, p.CHANGE_POLICY, team)  # the grants are now cached on `admin`
+    membership_set(team=team, user=admin, role=TeamRole.VIEWER)
+    assert not p.has_team_perm(admin, p.CHANGE_POLICY, team)
+    assert p.has_team_perm(admin, p.VIEW, team)
+    membership_set(team=team, user=admin, role=TeamRole.ADMIN)  # as single sign-on does at login
+    assert p.has_team_perm(admin, p.CHANGE_POLICY, team)
+
+
 def test_every_role_change_leaves_exactly_the_new_roles_grants_in_guardian(team, other_team, admin):
     """membership_set writes guardian's rows in bulk: after each change guardian itself (get_perms, a fresh
     user object) reports exactly the new role's grants on this team, and another team's are untouched."""
