@@ -99,10 +99,11 @@ def flags_changed(team: Team, environments: Iterable[Environment], reason: str) 
     without_bundle = []
     # in id order: issuing locks each environment's row, as publishing does
     for env in sorted({e.pk: e for e in environments}.values(), key=lambda e: e.pk):
-        # The token is not known before commit; waiters re-read the flags when woken.
-        realtime.notify_on_commit(flag_channel(env.pk))
+        # on commit, in this order: the gateways' update first (what a kill switch waits for), then the
+        # flag streams (Unleash SDKs, the panel), whose token is not known before commit: they re-read
         if flags_update_issue(environment=env, reason=reason) is None:
             without_bundle.append(env)
+        realtime.notify_on_commit(flag_channel(env.pk))
     if without_bundle:
         bundles_publish_now(team=team, environments=without_bundle, reason=reason)
     # The bundle carries the flags too (new gateways, the signed record). Running gateways have them

@@ -80,6 +80,21 @@ def test_a_toggle_signs_one_update_with_every_flag_and_increasing_revisions(
     assert not FlagsUpdate.objects.filter(environment=env(team, "staging")).exists()
 
 
+def test_the_gateways_update_is_announced_before_the_flag_streams(
+    team, flag, admin, django_capture_on_commit_callbacks, monkeypatch
+):
+    """A kill switch waits on the update's notification; the Unleash streams and the panel come after it."""
+    from portal import realtime
+
+    prod = env(team)
+    bundle_publish(environment=prod)
+    order = []
+    monkeypatch.setattr(realtime._hub, "_listeners", {"": [lambda channel, token: order.append(channel)]})
+    with django_capture_on_commit_callbacks(execute=True):
+        flag_disable(flag=flag, environment=prod, reason="INC-6", actor=admin)
+    assert order[:2] == [f"flags-update:{prod.pk}", f"flags:{prod.pk}"]
+
+
 def test_no_bundle_yet_no_update_the_bundle_is_published_instead(
     team, flag, admin, django_capture_on_commit_callbacks
 ):
