@@ -94,6 +94,8 @@ async def run(a: argparse.Namespace, d: Path) -> None:
     spawn("mcpgov HTTP + auth", gateway)
     if a.before:
         spawn("BEFORE mcpgov HTTP + auth", gateway, Path(a.before))
+        if (Path(a.before) / "bench" / "http_floor.py").exists():  # its floor under its uvicorn settings
+            spawn("BEFORE HTTP pass-through floor", [str(Path(a.before) / "bench" / "http_floor.py")])
     if a.profile:
         spawn("mcpgov HTTP + auth, profiled", gateway)
     cpu = {name: 0.0 for name in procs}
@@ -113,8 +115,10 @@ async def run(a: argparse.Namespace, d: Path) -> None:
                 for _ in range(50):
                     await s.call_tool(tool, CALL)
             per = max(1, a.calls // a.rounds)
-            for _ in range(a.rounds):
-                for name, s in sessions.items():
+            names = list(sessions)
+            for r in range(a.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:  # no path always first
+                    s = sessions[name]
                     tool = "get_current_time" if "floor" in name else "time__get_current_time"
                     c0 = process_cpu_seconds(procs[name].pid)
                     for _ in range(per):
@@ -137,6 +141,15 @@ async def run(a: argparse.Namespace, d: Path) -> None:
     for name, v in us.items():
         md = statistics.median(wall[name])
         print(f"  {name:36} {v:8.1f} µs   ({v - floor:+.1f} µs over the floor); wall median {md:.3f} ms")
+    if "BEFORE HTTP pass-through floor" in us:
+        summary(
+            "HTTP pass-through floor: server CPU per call",
+            floor,
+            "µs",
+            baseline=f"BEFORE's floor {us['BEFORE HTTP pass-through floor']:.0f} µs",
+            ratio=floor / us["BEFORE HTTP pass-through floor"],
+            load=load,
+        )
     for name in ("mcpgov HTTP + auth", "BEFORE mcpgov HTTP + auth"):
         if name in us:
             summary(

@@ -37,6 +37,7 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from mcpgov.fast_http_stream import StreamingCalls, agent_answer
@@ -87,6 +88,53 @@ def task_message(body: bytes) -> dict[str, Any] | None:
     return msg if is_task_message(msg) and _REQUEST_KEYS.issuperset(msg) else None
 
 
+class _HeaderMap(Headers):
+    """Starlette's request headers with each look-up in a dict built once from the raw list.
+
+    Starlette scans and decodes the raw list on every look-up; the fast path and the SDK checks it
+    calls (transport security, ``Accept``, ``Content-Type``, the bearer backend, the session) look up
+    about ten per POST. Same answers: a name repeated answers its first value, as Starlette's scan
+    does, and the look-up lower-cases the name asked for and compares it with the raw name as sent.
+    """
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(raw=raw)
+        first: dict[str, str] = {}
+        for name, value in raw:
+            first.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        self._first = first
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._first.get(key.lower(), default)
+
+    def __contains__(self, key: Any) -> bool:
+        return key.lower() in self._first
+
+
+class _Backend(BearerAuthBackend):
+    """The SDK's bearer backend with its resource comparison remembered per resource string.
+
+    ``_issued_for_this_resource`` parses the token's resource as a URL on every request; its answer
+    depends on nothing but that string and this gateway's resource URL (both immutable), and the
+    tokens' resource is the same string for every request. Everything else is the SDK's own code.
+    """
+
+    def __init__(self, token_verifier: Any, *, resource_server_url: Any = None) -> None:
+        super().__init__(token_verifier, resource_server_url=resource_server_url)
+        self._issued: dict[str | None, bool] = {}
+
+    def _issued_for_this_resource(self, resource: str | None) -> bool:
+        known = self._issued.get(resource)
+        if known is None:
+            known = super()._issued_for_this_resource(resource)
+            if len(self._issued) < 64:  # a verifier sets one resource; bounded whatever it does
+                self._issued[resource] = known
+        return known
+
+
 class FastHttpCalls:
     """Answers plain ``tools/call`` POSTs of live SDK sessions; :meth:`handle` False means "the SDK's"."""
 
@@ -96,12 +144,12 @@ class FastHttpCalls:
         self.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
         gateway.tasks.served = True  # task messages are answered here (on both settings)
         gateway.tasks.notify = gateway.tasks.notify_peer  # status notifications: the agent's GET stream
-        self.backend: BearerAuthBackend | None = None
+        self.backend: _Backend | None = None
         if token_verifier is not None:
             from pydantic import AnyHttpUrl
 
             # the SDK's own bearer backend, set up as Server.streamable_http_app sets it up
-            self.backend = BearerAuthBackend(
+            self.backend = _Backend(
                 token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
             )
         # calls to servers that may ask the agent something, and the agent's answers (mcpgov.fast_http_stream)
@@ -145,7 +193,7 @@ class FastHttpCalls:
                 streaming = True
             meta = None
         request = Request(scope)
-        headers = request.headers
+        headers = request._headers = _HeaderMap(scope["headers"])
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
         sid = headers.get(MCP_SESSION_ID_HEADER)
         if version is None or version not in HANDSHAKE_PROTOCOL_VERSIONS or sid is None:

@@ -30,7 +30,7 @@ from mcpgov.config import ConfigError, UpstreamConfig, check_known_servers, load
 from mcpgov.decision import compile_policy
 from mcpgov.gate import environment_gate, gate_report
 from mcpgov.gateway import Gateway, GatewayOptions, end_session_record
-from mcpgov.identity import AgentVerifier, PinnedKeys, TokenRejected, local_identity
+from mcpgov.identity import VERIFIED_TOKENS_KEPT, AgentVerifier, PinnedKeys, TokenRejected, local_identity
 from mcpgov.portal_client import PortalClient, PortalError
 from mcpgov.verify import VerifiedBundle
 
@@ -560,6 +560,9 @@ class _SdkTokenVerifier:
 
     def __init__(self, verifier: AgentVerifier) -> None:
         self.verifier = verifier
+        # identity object -> (it, its AccessToken): the verifier hands back the very object it remembered
+        # for a token while the same bundle snapshot is enforced, so the model is built once for it
+        self._tokens: dict[int, tuple[Any, Any]] = {}
 
     async def verify_token(self, token: str) -> Any:
         from mcp.server.auth.provider import AccessToken
@@ -569,7 +572,10 @@ class _SdkTokenVerifier:
         except TokenRejected as exc:
             log.warning("agent credential refused: %s", exc)
             return None
-        return AccessToken(
+        known = self._tokens.get(id(ident))
+        if known is not None and known[0] is ident:  # the entry holds ident: its id is not reused meanwhile
+            return known[1]
+        access = AccessToken(
             token="",  # not kept: nothing downstream may pass it on
             client_id=ident.client_id or ident.id,
             scopes=[],
@@ -578,6 +584,10 @@ class _SdkTokenVerifier:
             subject=f"agent:{ident.id}",
             claims={"mcpgov_identity": ident},
         )
+        if len(self._tokens) >= VERIFIED_TOKENS_KEPT:  # bounded as the verifier's own memory
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[id(ident)] = (ident, access)
+        return access
 
 
 def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
@@ -749,8 +759,61 @@ def http_protocol() -> Any:
         def on_headers_complete(self) -> None:
             self._in_head = False
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+                cycle.transport = HeadWithBody(self.transport, cycle, self.loop)
 
     return BoundedHttpToolsProtocol
+
+
+class HeadWithBody:
+    """The transport one request's response is written to: its head goes out with its body's first write.
+
+    uvicorn writes a response's status line and headers at ``http.response.start`` and its body at
+    ``http.response.body``: two writes, so two TCP segments, and on loopback the receiving side's
+    kernel work done twice in the sender's system call, for every answer, and two reads for the
+    client. Here the head waits for the body's first write and both go out in one ``writelines``
+    (one system call); the fast path and the SDK's JSON answers send both in the same event-loop
+    tick. A head whose body comes later (an SSE stream) goes out alone at the end of the tick it was
+    sent in, so nothing waits. Order is kept: every write after the head passes straight through,
+    and ``close`` writes a held head first. Only the write that follows ``response_started`` is held
+    (a ``100 Continue`` comes before it).
+    """
+
+    __slots__ = ("_cycle", "_head", "_loop", "_state", "_transport")
+
+    def __init__(self, transport: Any, cycle: Any, loop: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._head = b""
+        self._state = 0  # 0: no head yet, 1: head held, 2: head written
+
+    def write(self, data: bytes) -> None:
+        if self._state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            self._transport.writelines((head, data))
+            return
+        if self._state == 0 and self._cycle.response_started:
+            self._state, self._head = 1, data
+            self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._state == 1:
+            self._state = 2
+            head, self._head = self._head, b""
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
@@ -764,6 +827,10 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
         http=http_protocol(),
         log_level="warning",
         access_log=False,
+        # nothing here reads scope["client"] or the scheme: uvicorn's default would rewrite them from
+        # X-Forwarded-For/-Proto sent by any local process (it trusts 127.0.0.1), a middleware per request
+        proxy_headers=False,
+        server_header=False,  # the Date header stays (RFC 9110 §6.6.1); naming the server helps nobody
         timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
     )
 
