@@ -5,9 +5,10 @@ is not. This runs the gateway of this tree (and of ``--before <checkout>``) and 
 on the same stdio upstream, calls each in interleaved rounds with the official SDK client, and reads
 each server process's user+system CPU from ``/proc`` (the upstream is a separate process, not
 counted). ``--profile`` also runs this tree's gateway under cProfile on its event-loop thread's CPU
-clock and prints where that CPU goes.
+clock and prints where that CPU goes. With ``--before`` the checkout's own floor runs too (its uvicorn
+settings), and ``--variants`` adds this tree's gateway with ``--durability process`` and without auth.
 
-    .venv/bin/python bench/http_cpu.py [--calls 2000] [--before /work/main] [--profile]
+    .venv/bin/python bench/http_cpu.py [--calls 2000] [--before /work/main] [--variants] [--profile]
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ async def run(a: argparse.Namespace, d: Path) -> None:
         spawn("BEFORE mcpgov HTTP + auth", gateway, Path(a.before))
         if (Path(a.before) / "bench" / "http_floor.py").exists():  # its floor under its uvicorn settings
             spawn("BEFORE HTTP pass-through floor", [str(Path(a.before) / "bench" / "http_floor.py")])
+    if a.variants:  # what the audit's sync and the agent's authentication cost, by leaving each out
+        spawn("mcpgov HTTP + auth, --durability process", [*gateway, "--durability", "process"])
+        no_auth = [x for x in gateway if x not in ("--issuer", ISSUER)]
+        spawn("mcpgov HTTP, no auth, process", [*no_auth, "--durability", "process"])
     if a.profile:
         spawn("mcpgov HTTP + auth, profiled", gateway)
     cpu = {name: 0.0 for name in procs}
@@ -108,7 +113,7 @@ async def run(a: argparse.Namespace, d: Path) -> None:
         async with AsyncExitStack() as stack:
             sessions = {}
             for name, url in urls.items():
-                token = None if "floor" in name else agent_token(key, url)
+                token = None if "floor" in name or "no auth" in name else agent_token(key, url)
                 sessions[name] = await stack.enter_async_context(http_client(url, "legacy", token))
             for name, s in sessions.items():
                 tool = "get_current_time" if "floor" in name else "time__get_current_time"
@@ -176,6 +181,11 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--parsers", action="store_true", help="also the floor on uvicorn's h11 and httptools parsers"
+    )
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="also this tree's gateway with --durability process, and without auth (loopback) as well",
     )
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--save", default="", help="keep the gateway's cProfile stats in this file")

@@ -40,7 +40,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
-from mcpgov.fast_http_stream import StreamingCalls, agent_answer
+from mcpgov.fast_http_stream import StreamingCalls, agent_answer, parse_body
 from mcpgov.identity import RUN_META_KEY
 from mcpgov.surface import split_name
 from mcpgov.tasks import is_task_message
@@ -59,7 +59,7 @@ def plain_tools_call(body: bytes) -> dict[str, Any] | None:
     if b'"tools/call"' not in body or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
         return None
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)
     except ValueError:
         return None
     if not isinstance(msg, dict) or msg.get("method") != "tools/call" or msg.get("jsonrpc") != "2.0":
@@ -82,7 +82,7 @@ def task_message(body: bytes) -> dict[str, Any] | None:
     if (b'"tasks/' not in body and b'"task"' not in body) or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
         return None
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)
     except ValueError:
         return None
     return msg if is_task_message(msg) and _REQUEST_KEYS.issuperset(msg) else None

@@ -602,8 +602,10 @@ def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
                 name_h = v.decode("latin-1")
     if method_h is None and name_h is None:
         return None
+    from mcpgov.fast_http import parse_body
+
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)  # the message the SDK will see
     except ValueError:
         return None  # the SDK answers the parse error
     if not isinstance(msg, dict):

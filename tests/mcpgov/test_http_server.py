@@ -1,0 +1,307 @@
+"""The gateway's HTTP server half (``mcpgov.serve.uvicorn_config``) and the fast path's request reading.
+
+On a real uvicorn under the gateway's settings: a response's head leaves with its body in one write, a
+streamed response's head is not held back, a failing app still gets its head out before the close, no
+``Server`` header and no trust in ``X-Forwarded-*``. Then the fast path's header map and bearer backend
+give the answers of the Starlette and SDK code they stand in for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+from starlette.datastructures import Headers
+
+from mcpgov.fast_http import _Backend, _HeaderMap
+from tests.mcpgov.test_identity import RESOURCE, World, snapshot
+
+
+class _Recorder:
+    """The connection's real transport, each write it is asked for noted (what went out in one call)."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def writelines(self, parts: Any) -> None:
+        parts = list(parts)
+        self._writes.append(b"".join(parts))
+        self._transport.writelines(parts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@contextlib.contextmanager
+def gateway_uvicorn(app: Any):
+    """uvicorn with the gateway's settings in a thread; yields (port, the transport writes noted)."""
+    import uvicorn
+
+    from mcpgov.serve import uvicorn_config
+    from tests.conftest import free_port
+
+    writes: list[bytes] = []
+    port = free_port()
+    config = uvicorn_config(app, "127.0.0.1", port)
+    protocol = config.http
+    assert not isinstance(protocol, str), "httptools is installed with uvicorn[standard]"
+
+    class Recording(protocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(_Recorder(transport, writes))
+
+    config.http = Recording
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        yield port, writes
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def read_response(s: socket.socket, until: bytes) -> bytes:
+    out = b""
+    while until not in out:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+REQUEST = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def json_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    client = scope["client"][0] if scope.get("client") else "-"
+    body = f'{{"client":"{client}","scheme":"{scope["scheme"]}"}}'.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_json_answer_leaves_in_one_write_with_a_date_and_no_server_header():
+    with gateway_uvicorn(json_app) as (port, writes), socket.create_connection(("127.0.0.1", port), 30) as s:
+        s.settimeout(30)
+        answers = []
+        for _ in range(2):  # two on one keep-alive connection
+            s.sendall(REQUEST)
+            answers.append(read_response(s, b'"}'))
+        assert len(writes) == 2, writes  # one per response: the head together with its body
+        for answer, written in zip(answers, writes, strict=True):
+            assert answer == written
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"\r\ndate: " in head.lower() and b"\r\nserver:" not in head.lower()
+            assert body == b'{"client":"127.0.0.1","scheme":"http"}'
+
+
+def test_forwarded_headers_from_a_local_process_are_not_trusted():
+    forged = REQUEST.replace(b"Host:", b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nHost:")
+    with gateway_uvicorn(json_app) as (port, _), socket.create_connection(("127.0.0.1", port), 30) as s:
+        s.settimeout(30)
+        s.sendall(forged)
+        assert read_response(s, b'"}').endswith(b'{"client":"127.0.0.1","scheme":"http"}')
+
+
+def test_a_streamed_answer_sends_its_head_before_its_body_exists():
+    """An SSE-style answer: the head must reach the client while the body is not written yet (the app
+    waits for the client to have read the head: a held head would deadlock this, to the timeout)."""
+    import anyio
+
+    head_read = threading.Event()
+
+    async def streaming_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        with anyio.fail_after(30):
+            while not head_read.is_set():
+                await anyio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    with (
+        gateway_uvicorn(streaming_app) as (port, writes),
+        socket.create_connection(("127.0.0.1", port), 30) as s,
+    ):
+        s.settimeout(30)
+        s.sendall(REQUEST)
+        head = read_response(s, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head
+        head_read.set()
+        rest = read_response(s, b"0\r\n\r\n")
+        assert b"data: one" in rest
+        assert writes[0] == head and all(b"HTTP/1.1" not in w for w in writes[1:])
+
+
+def test_an_app_failing_after_its_head_still_gets_the_head_out_before_the_close():
+    async def failing_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        raise RuntimeError("the app broke mid-answer")
+
+    with gateway_uvicorn(failing_app) as (port, _), socket.create_connection(("127.0.0.1", port), 30) as s:
+        s.settimeout(30)
+        s.sendall(REQUEST)
+        out = read_response(s, b"\x00never")  # to the close
+        assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"\r\n\r\n")
+
+
+RAW_HEADERS = [
+    (b"host", b"127.0.0.1:8765"),
+    (b"accept", b"application/json, text/event-stream"),
+    (b"authorization", b"Bearer first"),
+    (b"authorization", b"Bearer second"),  # repeated: the first counts
+    (
+        b"Mcp-Session-Id",
+        b"kept-its-case",
+    ),  # never from uvicorn (it lower-cases); still looked up as Starlette does
+    (b"x-latin", "caf\u00e9".encode("latin-1")),
+]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "host",
+        "Host",
+        "AUTHORIZATION",
+        "authorization",
+        "mcp-session-id",
+        "Mcp-Session-Id",
+        "x-latin",
+        "absent",
+    ],
+)
+def test_the_fast_paths_header_map_answers_as_starlettes_headers(name):
+    ours, starlette = _HeaderMap(list(RAW_HEADERS)), Headers(raw=list(RAW_HEADERS))
+    assert ours.get(name) == starlette.get(name)
+    assert ours.get(name, "dflt") == starlette.get(name, "dflt")
+    assert (name in ours) == (name in starlette)
+    try:
+        expected: Any = starlette[name]
+    except KeyError:
+        expected = KeyError
+    if expected is KeyError:
+        with pytest.raises(KeyError):
+            ours[name]
+    else:
+        assert ours[name] == expected
+    assert list(ours) == list(starlette) and ours.items() == starlette.items()
+
+
+class _Conn:
+    """What the bearer backend reads of a connection: its headers."""
+
+    def __init__(self, authorization: str | None) -> None:
+        raw = [(b"host", b"gw.example")]
+        if authorization is not None:
+            raw.append((b"authorization", authorization.encode()))
+        self.headers = _HeaderMap(raw)
+
+
+def test_the_fast_paths_bearer_backend_decides_as_the_sdks(tmp_path):
+    """The same verifier behind the SDK's ``BearerAuthBackend`` and the fast path's: the same answer for
+    every credential, twice (the second from what the fast path remembers), and for a token whose
+    resource is another gateway's (the remembered comparison is per resource)."""
+    import anyio
+    from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend
+    from mcp.server.auth.provider import AccessToken
+    from pydantic import AnyHttpUrl
+
+    from mcpgov.serve import _SdkTokenVerifier
+
+    world = World(tmp_path)
+    world.agents = snapshot()
+    verifier = _SdkTokenVerifier(world.verifier)
+
+    class OtherResource:  # a verifier whose tokens name another resource: both backends must refuse
+        async def verify_token(self, token: str) -> AccessToken | None:
+            access = await verifier.verify_token(token)
+            return access.model_copy(update={"resource": "https://other.example/mcp"}) if access else None
+
+    credentials = {
+        "valid": f"Bearer {world.token()}",
+        "lower-case scheme": f"bearer {world.token()}",
+        "expired": f"Bearer {world.token(exp=int(world.now) - 3600)}",
+        "another team": f"Bearer {world.token(team='other')}",
+        "another audience": f"Bearer {world.token(aud='https://other.example/mcp')}",
+        "not a JWT": "Bearer not-a-token",
+        "basic": "Basic dXNlcjpwYXNz",
+        "none": None,
+    }
+
+    def seen(result: Any) -> Any:
+        if result is None:
+            return None
+        creds, user = result
+        return (creds.scopes, user.display_name, user.access_token.model_dump())
+
+    async def both(backend_verifier: Any) -> dict[str, Any]:
+        url = AnyHttpUrl(RESOURCE)
+        sdk = BearerAuthBackend(backend_verifier, resource_server_url=url)
+        fast = _Backend(backend_verifier, resource_server_url=url)
+        out = {}
+        for what, header in credentials.items():
+            for _ in range(2):
+                expected = seen(await sdk.authenticate(_Conn(header)))
+                assert seen(await fast.authenticate(_Conn(header))) == expected, what
+            out[what] = expected is not None
+        return out
+
+    accepted = anyio.run(both, verifier)
+    assert accepted == {what: what in ("valid", "lower-case scheme") for what in credentials}
+    assert not any(anyio.run(both, OtherResource()).values())
+
+
+def test_a_remembered_access_token_is_dropped_with_the_identity_it_was_built_for(tmp_path):
+    import anyio
+
+    from mcpgov.serve import _SdkTokenVerifier
+
+    world = World(tmp_path)
+    world.agents = snapshot()
+    verifier = _SdkTokenVerifier(world.verifier)
+    token = world.token()
+    first = anyio.run(verifier.verify_token, token)
+    assert anyio.run(verifier.verify_token, token) is first  # the same identity: the same model
+    world.agents = snapshot(revoked=True)  # a new bundle revokes the agent
+    assert anyio.run(verifier.verify_token, token) is None
+    world.agents = snapshot(roles=["dev", "ops"])  # and another one restores it, with a new role
+    again = anyio.run(verifier.verify_token, token)
+    assert again is not first and again.claims["mcpgov_identity"].roles == ("dev",)
