@@ -14,6 +14,7 @@ settings), and ``--variants`` adds this tree's gateway with ``--durability proce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pstats
@@ -32,11 +33,27 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from gateway_latency import ISSUER, agent_token, bench_bundle, process_cpu_seconds  # noqa: E402
+from gateway_latency import ISSUER, agent_token, bench_bundle  # noqa: E402
+from gateway_latency import process_cpu_seconds as _ticks_cpu_seconds  # noqa: E402
 from governed_path import CALL, PY, TIME_ARGS, free_port, http_client, wait_port  # noqa: E402
 from summary import load_text, summary  # noqa: E402
 
 from mcpgov.verify import generate_key, jwks, sign_bundle  # noqa: E402
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds of one process: the scheduler's own nanosecond count of each thread's time on a CPU
+    (``/proc/<pid>/task/*/schedstat``), user and system; ``/proc/<pid>/stat``'s clock ticks (10 ms
+    each, sampled) when the kernel keeps no schedstat."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        return _ticks_cpu_seconds(pid)
+    return total / 1e9 if total else _ticks_cpu_seconds(pid)
+
 
 # cProfile on the event loop's thread CPU clock around the gateway's own entry point
 PROFILED = """
@@ -97,6 +114,10 @@ async def run(a: argparse.Namespace, d: Path) -> None:
         spawn("BEFORE mcpgov HTTP + auth", gateway, Path(a.before))
         if (Path(a.before) / "bench" / "http_floor.py").exists():  # its floor under its uvicorn settings
             spawn("BEFORE HTTP pass-through floor", [str(Path(a.before) / "bench" / "http_floor.py")])
+    for spec in a.tree:  # NAME=PATH: another checkout's gateway and floor, side by side
+        label, _, path = spec.partition("=")
+        spawn(f"{label} mcpgov HTTP + auth", gateway, Path(path))
+        spawn(f"{label} HTTP floor", [str(Path(path) / "bench" / "http_floor.py")])
     if a.variants:  # what the audit's sync and the agent's authentication cost, by leaving each out
         spawn("mcpgov HTTP + auth, --durability process", [*gateway, "--durability", "process"])
         no_auth = [x for x in gateway if x not in ("--issuer", ISSUER)]
@@ -178,6 +199,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--before", default="")
+    ap.add_argument(
+        "--tree", action="append", default=[], help="NAME=PATH: also that checkout's gateway and floor"
+    )
     ap.add_argument("--profile", action="store_true")
     ap.add_argument(
         "--parsers", action="store_true", help="also the floor on uvicorn's h11 and httptools parsers"

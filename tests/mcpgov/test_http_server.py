@@ -121,6 +121,29 @@ def test_a_json_answer_leaves_in_one_write_with_a_date_and_no_server_header():
             assert body == b'{"client":"127.0.0.1","scheme":"http"}'
 
 
+def test_a_head_request_and_a_sized_body_in_chunks_are_written_whole_and_in_order():
+    async def chunked_app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        headers = [(b"Content-Length", b"6")]  # any case: still a sized answer
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"def"})
+
+    with (
+        gateway_uvicorn(chunked_app) as (port, writes),
+        socket.create_connection(("127.0.0.1", port), 30) as s,
+    ):
+        s.settimeout(30)
+        s.sendall(REQUEST)
+        assert read_response(s, b"abcdef").endswith(b"\r\n\r\nabcdef")
+        assert writes[0].endswith(b"\r\n\r\nabc") and writes[1] == b"def"  # the head with the first part
+        s.sendall(REQUEST.replace(b"POST", b"HEAD"))  # no body is written for HEAD: the head alone, at once
+        head = read_response(s, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 6" in head.lower()
+
+
 def test_forwarded_headers_from_a_local_process_are_not_trusted():
     forged = REQUEST.replace(b"Host:", b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nHost:")
     with gateway_uvicorn(json_app) as (port, _), socket.create_connection(("127.0.0.1", port), 30) as s:
