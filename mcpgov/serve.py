@@ -733,7 +733,7 @@ def http_protocol() -> Any:
     header before anything looks at the request (h11 stops at 16 KiB). This counts the reads that
     end with a request's headers still incomplete and, past :data:`MAX_REQUEST_HEAD` (plus the read
     that began the request), answers ``400`` (uvicorn's own answer to a request it cannot parse) and
-    closes the connection. Each response is written through :class:`HeadWithBody`.
+    closes the connection.
     """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -761,69 +761,8 @@ def http_protocol() -> Any:
         def on_headers_complete(self) -> None:
             self._in_head = False
             super().on_headers_complete()
-            cycle = self.cycle
-            if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
-                HeadWithBody(self.transport, cycle)
 
     return BoundedHttpToolsProtocol
-
-
-class HeadWithBody:
-    """One request's response as uvicorn writes it, with the head of a sized answer joined to its body.
-
-    uvicorn writes a response's status line and headers at ``http.response.start`` and its body at
-    ``http.response.body``: two writes, so two TCP segments for every answer (on loopback the
-    receiving side's kernel work runs in each sending system call) and, for the client, a wake-up
-    for the head and another for the body. For a response that names its ``Content-Length`` (the
-    fast path's and the SDK's JSON answers, every refusal) the head is held until the app's next
-    message has been written, and both leave in one ``writelines``. A response without a length (an
-    SSE stream) is written as uvicorn writes it, head first, at once. Order is kept (what is held is
-    written before anything after it), and ``close`` writes what is held first (an app that fails
-    after its head). Installed by :func:`http_protocol` on each request's cycle: its transport, and its
-    ``send`` (an instance attribute, which ``run_asgi`` hands the app when the task starts).
-    """
-
-    __slots__ = ("_cycle", "_held", "_send", "_transport")
-
-    def __init__(self, transport: Any, cycle: Any) -> None:
-        self._transport = transport
-        self._cycle = cycle
-        self._send = cycle.send
-        self._held: list[bytes] | None = None
-        cycle.transport = self
-        cycle.send = self.send
-
-    async def send(self, message: Any) -> None:
-        if (
-            message["type"] == "http.response.start"
-            and not self._cycle.response_started
-            and any(name.lower() == b"content-length" for name, _ in message.get("headers") or ())
-        ):
-            self._held = []
-            await self._send(message)  # the head, held
-            return
-        await self._send(message)
-        if self._held is not None:
-            self._release()
-
-    def write(self, data: bytes) -> None:
-        if self._held is not None:
-            self._held.append(data)
-        else:
-            self._transport.write(data)
-
-    def _release(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._transport.is_closing():
-            self._transport.writelines(held)
-
-    def close(self) -> None:
-        if self._held is not None:
-            self._release()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> Any:
