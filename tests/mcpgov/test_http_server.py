@@ -169,6 +169,8 @@ def test_the_fast_paths_bearer_backend_decides_as_the_sdks(tmp_path):
         "valid": f"Bearer {world.token()}",
         "lower-case scheme": f"bearer {world.token()}",
         "expired": f"Bearer {world.token(exp=int(world.now) - 3600)}",
+        # inside the verifier's leeway, past the SDK backend's own check (no leeway): refused
+        "just expired": f"Bearer {world.token(exp=int(world.now) - 30)}",
         "another team": f"Bearer {world.token(team='other')}",
         "another audience": f"Bearer {world.token(aud='https://other.example/mcp')}",
         "not a JWT": "Bearer not-a-token",
@@ -197,6 +199,17 @@ def test_the_fast_paths_bearer_backend_decides_as_the_sdks(tmp_path):
     accepted = anyio.run(both, verifier)
     assert accepted == {what: what in ("valid", "lower-case scheme") for what in credentials}
     assert not any(anyio.run(both, OtherResource()).values())
+
+    async def raw_name_in_capitals() -> tuple[Any, Any]:  # never from uvicorn, which lower-cases names
+        raw = [(b"Authorization", f"Bearer {world.token()}".encode())]
+        sdk_conn, fast_conn = _Conn(None), _Conn(None)
+        sdk_conn.headers, fast_conn.headers = Headers(raw=raw), _HeaderMap(raw)  # Starlette's, ours
+        url = AnyHttpUrl(RESOURCE)
+        sdk = BearerAuthBackend(verifier, resource_server_url=url)
+        fast = _Backend(verifier, resource_server_url=url)
+        return await sdk.authenticate(sdk_conn), await fast.authenticate(fast_conn)
+
+    assert anyio.run(raw_name_in_capitals) == (None, None)  # Starlette never finds it either
 
 
 def test_a_remembered_access_token_is_dropped_with_the_identity_it_was_built_for(tmp_path):
