@@ -3,8 +3,8 @@
 Wall times on a shared 2-core machine are mostly queueing; the CPU a server process spends per call
 is not. This runs the gateway of this tree (and of ``--before <checkout>``) and ``bench/http_floor.py``
 on the same stdio upstream, calls each in interleaved rounds with the official SDK client, and reads
-each server process's user+system CPU from ``/proc`` (the upstream is a separate process, not
-counted). ``--profile`` also runs this tree's gateway under cProfile on its event-loop thread's CPU
+each server process's CPU time from ``/proc`` (the scheduler's nanoseconds per thread; the upstream is
+a separate process, not counted). ``--profile`` also runs this tree's gateway under cProfile on its event-loop thread's CPU
 clock and prints where that CPU goes. With ``--before`` the checkout's own floor runs too (its uvicorn
 settings), and ``--variants`` adds this tree's gateway with ``--durability process`` and without auth.
 
