@@ -182,7 +182,7 @@ class FastHttpCalls:
         if token_verifier is not None:
             from pydantic import AnyHttpUrl
 
-            # the SDK's own bearer backend, set up as Server.streamable_http_app sets it up
+            # the SDK's bearer backend (its steps: _Backend), set up as Server.streamable_http_app sets it up
             self.backend = _Backend(
                 token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
             )

@@ -584,9 +584,10 @@ class _SdkTokenVerifier:
             subject=f"agent:{ident.id}",
             claims={"mcpgov_identity": ident},
         )
-        if len(self._tokens) >= VERIFIED_TOKENS_KEPT:  # bounded as the verifier's own memory
-            del self._tokens[next(iter(self._tokens))]
-        self._tokens[id(ident)] = (ident, access)
+        if ident.auth == "oauth":  # an API key's identity is built anew for every request: nothing to reuse
+            if len(self._tokens) >= VERIFIED_TOKENS_KEPT:  # bounded as the verifier's own memory
+                del self._tokens[next(iter(self._tokens))]
+            self._tokens[id(ident)] = (ident, access)
         return access
 
 

@@ -228,3 +228,22 @@ def test_a_remembered_access_token_is_dropped_with_the_identity_it_was_built_for
     world.agents = snapshot(roles=["dev", "ops"])  # and another one restores it, with a new role
     again = anyio.run(verifier.verify_token, token)
     assert again is not first and again.claims["mcpgov_identity"].roles == ("dev",)
+
+
+def test_an_api_keys_access_token_is_built_for_each_request_and_not_remembered(tmp_path):
+    import hashlib
+
+    import anyio
+
+    from mcpgov.identity import API_KEY_PREFIX
+    from mcpgov.serve import _SdkTokenVerifier
+
+    key = API_KEY_PREFIX + "k" * 32
+    world = World(tmp_path)
+    world.agents = snapshot(api_key_sha256=[hashlib.sha256(key.encode()).hexdigest()])
+    verifier = _SdkTokenVerifier(world.verifier)
+    first, second = anyio.run(verifier.verify_token, key), anyio.run(verifier.verify_token, key)
+    assert first is not None and first.subject == second.subject == "agent:7"
+    assert first is not second and not verifier._tokens  # a new identity each time: nothing held
+    world.agents = snapshot(api_key_sha256=[hashlib.sha256(key.encode()).hexdigest()], revoked=True)
+    assert anyio.run(verifier.verify_token, key) is None
