@@ -7,8 +7,9 @@ milliseconds per call on a loaded 2-core machine, far more than the policy decis
 (``bench/governed_path.py`` measures both paths). The fast path answers one kind of request itself: a
 single plain ``tools/call`` (no ``_meta``) on a legacy (handshake) session the SDK already holds,
 from the credential that opened it. It applies the SDK's own checks in the SDK's order with the SDK's
-own code where the SDK exposes it (transport security, Accept / Content-Type, the bearer backend with
-its expiry and resource checks, the session owner), then runs the very same
+own code where the SDK exposes it (transport security, Accept / Content-Type, the session owner; the
+bearer backend's steps with its expiry and resource checks, see ``_Backend``), reads the body with the
+SDK's own JSON parser, then runs the very same
 :meth:`mcpgov.gateway.Gateway.session_for` and :meth:`~mcpgov.gateway.Gateway.execute` as the SDK
 path, and answers ``application/json`` (a server may answer a POST either way). Whenever any check
 would not pass, or the request is anything else, the request goes to the SDK unchanged, so every
@@ -22,6 +23,7 @@ import json
 import logging
 import math
 import os
+import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +39,12 @@ from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.authentication import AuthCredentials
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
-from mcpgov.fast_http_stream import StreamingCalls, agent_answer
-from mcpgov.identity import RUN_META_KEY
+from mcpgov.fast_http_stream import StreamingCalls, agent_answer, parse_body
+from mcpgov.identity import RUN_META_KEY, VERIFIED_TOKENS_KEPT
 from mcpgov.surface import split_name
 from mcpgov.tasks import is_task_message
 from mcpgov.upstream import UpstreamError
@@ -58,7 +62,7 @@ def plain_tools_call(body: bytes) -> dict[str, Any] | None:
     if b'"tools/call"' not in body or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
         return None
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)
     except ValueError:
         return None
     if not isinstance(msg, dict) or msg.get("method") != "tools/call" or msg.get("jsonrpc") != "2.0":
@@ -81,10 +85,88 @@ def task_message(body: bytes) -> dict[str, Any] | None:
     if (b'"tasks/' not in body and b'"task"' not in body) or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
         return None
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)
     except ValueError:
         return None
     return msg if is_task_message(msg) and _REQUEST_KEYS.issuperset(msg) else None
+
+
+class _HeaderMap(Headers):
+    """Starlette's request headers with each look-up in a dict built once from the raw list.
+
+    Starlette scans and decodes the raw list on every look-up; the fast path and the SDK checks it
+    calls (transport security, ``Accept``, ``Content-Type``, the bearer backend, the session) look up
+    about ten per POST. Same answers: a name repeated answers its first value, as Starlette's scan
+    does, and the look-up lower-cases the name asked for and compares it with the raw name as sent.
+    """
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(raw=raw)
+        first: dict[str, str] = {}
+        for name, value in raw:
+            first.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        self._first = first
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._first.get(key.lower(), default)
+
+    def __contains__(self, key: Any) -> bool:
+        return key.lower() in self._first
+
+
+class _Backend(BearerAuthBackend):
+    """The SDK's bearer backend: :meth:`authenticate` takes its steps in its order, on the fast path's
+    header map, with what depends on nothing but immutable inputs computed once.
+
+    The SDK's version decodes every header name to find ``Authorization``, parses the token's resource
+    as a URL (``_issued_for_this_resource``, a function of that string and this gateway's resource URL
+    only, the same string for every token) and builds the credentials and user objects, on every
+    request. Here the header is looked up by its (lower-case, as uvicorn delivers it) name; a header
+    not found that way is simply not taken (the request goes to the SDK, which decides); the resource
+    verdict is remembered per resource string; the credentials and user are remembered per
+    ``AccessToken`` object (the same object comes back only for the same identity:
+    ``_SdkTokenVerifier``). ``tests/mcpgov/test_http_server.py`` compares it with the SDK's backend.
+    """
+
+    def __init__(self, token_verifier: Any, *, resource_server_url: Any = None) -> None:
+        super().__init__(token_verifier, resource_server_url=resource_server_url)
+        self._issued: dict[str | None, bool] = {}
+        self._users: dict[int, tuple[Any, Any]] = {}
+
+    async def authenticate(self, conn: Any) -> Any:
+        auth_header = conn.headers.get("authorization")
+        if not auth_header or auth_header[:7].lower() != "bearer ":
+            return None
+        auth_info = await self.token_verifier.verify_token(auth_header[7:])
+        if not auth_info:
+            return None
+        if auth_info.expires_at and auth_info.expires_at < int(time.time()):
+            return None
+        if self.resource_server_url and not self._issued_for_this_resource(auth_info.resource):
+            log.warning(
+                "Bearer token resource %r is not resource_server_url %s",
+                auth_info.resource,
+                self.resource_server_url,
+            )
+            return None
+        known = self._users.get(id(auth_info))
+        if known is None or known[0] is not auth_info:  # the entry holds the token: its id is not reused
+            known = (auth_info, (AuthCredentials(auth_info.scopes), AuthenticatedUser(auth_info)))
+            if len(self._users) >= VERIFIED_TOKENS_KEPT:
+                del self._users[next(iter(self._users))]
+            self._users[id(auth_info)] = known
+        return known[1]
+
+    def _issued_for_this_resource(self, resource: str | None) -> bool:
+        known = self._issued.get(resource)
+        if known is None:
+            known = super()._issued_for_this_resource(resource)
+            if len(self._issued) < 64:  # a verifier sets one resource; bounded whatever it does
+                self._issued[resource] = known
+        return known
 
 
 class FastHttpCalls:
@@ -96,12 +178,12 @@ class FastHttpCalls:
         self.enabled = os.environ.get("MCPGOV_FAST_PATH", "1") != "0"
         gateway.tasks.served = True  # task messages are answered here (on both settings)
         gateway.tasks.notify = gateway.tasks.notify_peer  # status notifications: the agent's GET stream
-        self.backend: BearerAuthBackend | None = None
+        self.backend: _Backend | None = None
         if token_verifier is not None:
             from pydantic import AnyHttpUrl
 
-            # the SDK's own bearer backend, set up as Server.streamable_http_app sets it up
-            self.backend = BearerAuthBackend(
+            # the SDK's bearer backend (its steps: _Backend), set up as Server.streamable_http_app sets it up
+            self.backend = _Backend(
                 token_verifier, resource_server_url=AnyHttpUrl(resource) if resource else None
             )
         # calls to servers that may ask the agent something, and the agent's answers (mcpgov.fast_http_stream)
@@ -145,7 +227,7 @@ class FastHttpCalls:
                 streaming = True
             meta = None
         request = Request(scope)
-        headers = request.headers
+        headers = request._headers = _HeaderMap(scope["headers"])
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
         sid = headers.get(MCP_SESSION_ID_HEADER)
         if version is None or version not in HANDSHAKE_PROTOCOL_VERSIONS or sid is None:

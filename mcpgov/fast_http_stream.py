@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
+import pydantic_core
 from mcp.server.streamable_http import CONTENT_TYPE_JSON, CONTENT_TYPE_SSE, MCP_SESSION_ID_HEADER
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.exceptions import MCPError
@@ -58,12 +59,22 @@ PING_SECONDS = 15.0  # a keep-alive comment while the agent thinks, as the SDK's
 _WRITE_SECONDS = 5.0  # a courtesy cancel to an agent that stopped reading is given up after this
 
 
+def parse_body(body: bytes) -> Any:
+    """A POST body parsed by the SDK's own parser (``pydantic_core.from_json``, as its transport does).
+
+    Whatever reads a body before the SDK does (the header guard, the fast paths) must read the message
+    the SDK would: ``json.loads`` also takes a UTF-8 BOM, UTF-16/32 and lone surrogates, bodies the
+    SDK refuses with 400 (a parse error). Raises ``ValueError`` where the SDK's parser does.
+    """
+    return pydantic_core.from_json(body)
+
+
 def agent_answer(body: bytes) -> dict[str, Any] | None:
     """The JSON-RPC message when ``body`` is one response to a gateway-reserved request id."""
     if _PREFIX not in body or len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
         return None
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)
     except ValueError:
         return None
     if not isinstance(msg, dict) or msg.get("jsonrpc") != "2.0" or not _RESPONSE_KEYS.issuperset(msg):

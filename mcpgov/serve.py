@@ -30,7 +30,7 @@ from mcpgov.config import ConfigError, UpstreamConfig, check_known_servers, load
 from mcpgov.decision import compile_policy
 from mcpgov.gate import environment_gate, gate_report
 from mcpgov.gateway import Gateway, GatewayOptions, end_session_record
-from mcpgov.identity import AgentVerifier, PinnedKeys, TokenRejected, local_identity
+from mcpgov.identity import VERIFIED_TOKENS_KEPT, AgentVerifier, PinnedKeys, TokenRejected, local_identity
 from mcpgov.portal_client import PortalClient, PortalError
 from mcpgov.verify import VerifiedBundle
 
@@ -560,6 +560,9 @@ class _SdkTokenVerifier:
 
     def __init__(self, verifier: AgentVerifier) -> None:
         self.verifier = verifier
+        # identity object -> (it, its AccessToken): the verifier hands back the very object it remembered
+        # for a token while the same bundle snapshot is enforced, so the model is built once for it
+        self._tokens: dict[int, tuple[Any, Any]] = {}
 
     async def verify_token(self, token: str) -> Any:
         from mcp.server.auth.provider import AccessToken
@@ -569,7 +572,10 @@ class _SdkTokenVerifier:
         except TokenRejected as exc:
             log.warning("agent credential refused: %s", exc)
             return None
-        return AccessToken(
+        known = self._tokens.get(id(ident))
+        if known is not None and known[0] is ident:  # the entry holds ident: its id is not reused meanwhile
+            return known[1]
+        access = AccessToken(
             token="",  # not kept: nothing downstream may pass it on
             client_id=ident.client_id or ident.id,
             scopes=[],
@@ -578,6 +584,11 @@ class _SdkTokenVerifier:
             subject=f"agent:{ident.id}",
             claims={"mcpgov_identity": ident},
         )
+        if ident.auth == "oauth":  # an API key's identity is built anew for every request: nothing to reuse
+            if len(self._tokens) >= VERIFIED_TOKENS_KEPT:  # bounded as the verifier's own memory
+                del self._tokens[next(iter(self._tokens))]
+            self._tokens[id(ident)] = (ident, access)
+        return access
 
 
 def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
@@ -592,8 +603,10 @@ def _body_matches_headers(scope: dict[str, Any], body: bytes) -> str | None:
                 name_h = v.decode("latin-1")
     if method_h is None and name_h is None:
         return None
+    from mcpgov.fast_http import parse_body
+
     try:
-        msg = json.loads(body)
+        msg = parse_body(body)  # the message the SDK will see
     except ValueError:
         return None  # the SDK answers the parse error
     if not isinstance(msg, dict):
@@ -764,6 +777,10 @@ def uvicorn_config(app: Any, host: str, port: int) -> Any:
         http=http_protocol(),
         log_level="warning",
         access_log=False,
+        # nothing here reads scope["client"] or the scheme: uvicorn's default would rewrite them from
+        # X-Forwarded-For/-Proto sent by any local process (it trusts 127.0.0.1), a middleware per request
+        proxy_headers=False,
+        server_header=False,  # the Date header stays (RFC 9110 §6.6.1); naming the server helps nobody
         timeout_graceful_shutdown=HTTP_GRACE_SECONDS,
     )
 

@@ -129,6 +129,14 @@ def converse(g: Http, world: World) -> dict[str, Any]:
             out["refusals"][what] = refusal(http.post(g.url, json=body, headers=h))
         r = http.post(g.url, content=json.dumps(body), headers={**headers, "Content-Type": "text/plain"})
         out["refusals"]["not JSON"] = refusal(r)
+        # bodies Python's json module reads but the SDK's parser refuses: the fast path reads them as the SDK
+        for what, raw in {
+            "UTF-8 BOM": b"\xef\xbb\xbf" + json.dumps(body).encode(),
+            "lone surrogate": json.dumps(
+                tools_call(98, "time__get_current_time", {"timezone": "\ud800"})
+            ).encode(),
+        }.items():
+            out["refusals"][what] = refusal(http.post(g.url, content=raw, headers=headers))
         # an agent whose credential does not allow this gateway's role: its own session, refused call
         other = open_session(http, g.url, g.token("22"))
         out["answers"].append(answer(message(http.post(g.url, json=body, headers=other))))
@@ -194,6 +202,8 @@ def test_http_fast_path_answers_refuses_and_audits_like_the_sdk_path(monkeypatch
         "accepts JSON only": 406,
         "wrong host": 421,
         "not JSON": 400,
+        "UTF-8 BOM": 400,
+        "lone surrogate": 400,
     }
     assert refusals["no token"][1].startswith("Bearer")
 
