@@ -118,6 +118,9 @@ class ExposedTool:
     reason: str = ""
 
 
+SUMMARY_CHARS = 200  # characters of result text in a RESULT's one-line summary
+
+
 def result_text(result: dict[str, Any], limit: int) -> str:
     parts = []
     size = 0
@@ -627,14 +630,20 @@ class Gateway:
             prefix_resource_uris(call.server, content)
         text = result_text(result, RESULT_PAYLOAD_LIMIT)
         status = "fail" if result.get("isError") else "success"
-        summary = redact_text(text[:200].replace("\n", " ")) if text else f"{nbytes} bytes"
+        redacted = redact_text(text)
+        if not text:
+            summary = f"{nbytes} bytes"
+        elif len(text) <= SUMMARY_CHARS and "\n" not in text:  # the summary is the text: scanned once
+            summary = redacted
+        else:
+            summary = redact_text(text[:SUMMARY_CHARS].replace("\n", " "))
         spool.result(
             intent,
             status=status,
             result_summary=summary,
             nbytes=nbytes,
             duration_ms=ms,
-            result={"text": redact_text(text), "is_error": status == "fail"},
+            result={"text": redacted, "is_error": status == "fail"},
         )
         state.record_outcome(CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], status))
         return result

@@ -156,7 +156,8 @@ class RawChannel:
         if self.closed:
             raise UpstreamClosed("connection closed")
         rid = f"{self._prefix}{next(self.ids)}"
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid(2)
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.pending[rid] = fut
         line = (
             json.dumps(
@@ -166,7 +167,6 @@ class RawChannel:
             ).encode()
             + b"\n"
         )
-        loop = asyncio.get_running_loop()
         timed_out: list[bool] = []
 
         def expire() -> None:
