@@ -1,5 +1,6 @@
 """A stdio MCP server for tests: its one tool, ``record``, appends the time it received the call and
-its ``n`` argument to the file named by its first argument, then answers."""
+its ``n`` argument to the file named by its first argument, then answers ``recorded <n>``, or the text
+of its ``echo`` argument when there is one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mcp.server.stdio import stdio_server
 TOOL = types.Tool(
     name="record",
     description="Records that the call arrived.",
-    input_schema={"type": "object", "properties": {"n": {"type": "integer"}}},
+    input_schema={"type": "object", "properties": {"n": {"type": "integer"}, "echo": {"type": "string"}}},
     annotations=types.ToolAnnotations(read_only_hint=True, destructive_hint=False),
 )
 
@@ -28,7 +29,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     n = (params.arguments or {}).get("n")
     with open(sys.argv[1], "a") as fh:
         fh.write(f"{n} {time.time()!r}\n")
-    return types.CallToolResult(content=[types.TextContent(type="text", text=f"recorded {n}")])
+    text = (params.arguments or {}).get("echo") or f"recorded {n}"
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 
 async def main() -> None:
