@@ -325,6 +325,28 @@ def test_calls_in_flight_together_share_one_disk_sync(tmp_path, monkeypatch):
     assert len(syncs) == 2
 
 
+def test_a_write_back_head_start_makes_nothing_durable_until_the_sync_in_place(tmp_path, monkeypatch):
+    """``write_back`` only starts the data on its way: ``synced`` moves with ``commit_in_place``'s sync."""
+    syncs = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    spool = AuditSpool(tmp_path, "s1")
+    ev = _deferred(spool, "lone")
+    assert spool.lone_commit(ev["seq"])
+    spool.write_back()
+    assert spool.synced < ev["seq"] and spool.unsynced and not syncs
+    spool.commit_in_place(ev["seq"])
+    assert spool.synced == ev["seq"] and not spool.unsynced and syncs == [spool.fd]
+    assert not spool.lone_commit(ev["seq"])  # on disk: nothing left to do
+    spool.commit_in_place(ev["seq"])
+    assert len(syncs) == 1
+    spool.close()
+    assert [e["call_id"] for _, e in read_events(spool.path)[0]] == ["lone"]
+    process = AuditSpool(tmp_path, "s2", durability="process")
+    assert not process.lone_commit(_deferred(process, "p")["seq"])
+    process.close()
+
+
 def test_a_lone_call_syncs_its_intent_in_place_and_overlapping_calls_share_a_thread_sync(
     tmp_path, monkeypatch
 ):

@@ -51,8 +51,17 @@ async def wait_for(check, what: str, within: float = 60.0) -> None:
         await anyio.sleep(0.01)
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "sdk-path"])
-def test_no_call_reaches_the_upstream_before_its_intent_sync_returned(world, fast_path):
+async def _progress(progress: float, total: float | None, message: str | None) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("fast_path", "progress"),
+    [(True, None), (False, None), (True, _progress)],
+    # with a progress token the call takes the SDK path and the upstream's SDK session, not the raw channel
+    ids=["fast-path", "sdk-path", "upstream-sdk-session"],
+)
+def test_no_call_reaches_the_upstream_before_its_intent_sync_returned(world, fast_path, progress):
     log = world.base / "received.txt"
     gate = world.base / "gate"
     gate.mkdir()
@@ -79,7 +88,7 @@ def test_no_call_reaches_the_upstream_before_its_intent_sync_returned(world, fas
             answer: list = []
 
             async def second() -> None:
-                answer.append(await c.call_tool("rec__record", {"n": 2}))
+                answer.append(await c.call_tool("rec__record", {"n": 2}, progress_callback=progress))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(second)
