@@ -243,6 +243,11 @@ async def main() -> None:
     ap.add_argument(
         "--before", default="", help="also run the gateway of this checkout (e.g. main), interleaved (stdio)"
     )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/stdio_floor.py (a bare relay, and the relay with the INTENT's pwrite + fdatasync)",
+    )
     a = ap.parse_args()
     receiver = contextlib.nullcontext()
     observe_args: list[str] = []
@@ -301,6 +306,17 @@ async def main() -> None:
             args[args.index("--spool") + 1] = str(d / "spool-before")
             args[args.index("--state-dir") + 1] = str(d / "state-before")
             before = gateway.model_copy(update={"cwd": str(Path(a.before).resolve()), "args": args})
+        # the pass-through floor: the same upstream behind a bare relay on the same event loop, without
+        # and with the INTENT's pwrite + fdatasync (what any relay keeping that promise pays)
+        floors: dict[str, StdioServerParameters] = {}
+        if a.floor:
+            relay = [str(ROOT / "bench" / "stdio_floor.py")]
+            floors["floor: bare relay"] = StdioServerParameters(
+                command=PY, args=[*relay, "--", PY, *TIME_ARGS]
+            )
+            floors["floor: relay + INTENT sync"] = StdioServerParameters(
+                command=PY, args=[*relay, "--spool", str(d / "floor-spool"), "--", PY, *TIME_ARGS]
+            )
         # interleave the paths in rounds so machine noise hits them alike
         rounds = 10
         per = a.calls // rounds
@@ -308,12 +324,20 @@ async def main() -> None:
         via_before: list[float] = []
         straight: list[float] = []
         gateway_cpu = before_cpu = 0.0
+        floor_lat: dict[str, list[float]] = {name: [] for name in floors}
+        floor_cpu: dict[str, float] = dict.fromkeys(floors, 0.0)
         load0 = os.getloadavg()
         async with contextlib.AsyncExitStack() as stack:
             g = await stack.enter_async_context(Client(gateway, mode=a.mode))
             g_pid = child_pid("mcpgov gateway")
             b = await stack.enter_async_context(Client(before, mode=a.mode)) if before else None
             b_pid = child_pid("mcpgov gateway", not_pid=g_pid) if before else None
+            relays: dict[str, tuple[Client, int]] = {}
+            for name, params in floors.items():
+                client = await stack.enter_async_context(Client(params, mode=a.mode))
+                relays[name] = (client, child_pid("stdio_floor.py"))  # the newest: the one just started
+            if len({pid for _, pid in relays.values()}) != len(relays):
+                raise SystemExit("could not tell the floor relays apart")
             s = await stack.enter_async_context(Client(direct, mode=a.mode))
             for _ in range(rounds):
                 straight += await measure(s, per, "get_current_time")
@@ -324,6 +348,10 @@ async def main() -> None:
                     cpu0 = process_cpu_seconds(b_pid)
                     via_before += await measure(b, per, "time__get_current_time")
                     before_cpu += process_cpu_seconds(b_pid) - cpu0
+                for name, (client, pid) in relays.items():
+                    cpu0 = process_cpu_seconds(pid)
+                    floor_lat[name] += await measure(client, per, "get_current_time")
+                    floor_cpu[name] += process_cpu_seconds(pid) - cpu0
         spool_lines = sum(len(read_events(f)[0]) for f in (d / "spool").glob("*.jsonl"))
     md, mg = statistics.median(straight), statistics.median(via)
     print(
@@ -346,6 +374,22 @@ async def main() -> None:
         )
     path = f"stdio {'SDK' if a.no_fast_path else 'fast'} path, no portal, {a.durability}"
     load = load_text(load0)
+    for name, xs in floor_lat.items():
+        mf = statistics.median(xs)
+        per_call_floor = floor_cpu[name] / (len(xs) + 50 * rounds) * 1000
+        print(
+            f"{name}: median {mf:.3f} ms  p99 {pct(xs, 99):.3f} ms  added median {mf - md:.3f} ms  "
+            f"CPU per call {per_call_floor:.3f} ms  (the gateway adds {mg - mf:+.3f} ms over it)"
+        )
+        summary(
+            f"stdio {name}: added median",
+            mf - md,
+            "ms",
+            baseline=f"direct stdio {md:.2f} ms",
+            ratio=mf / md,
+            load=load,
+        )
+        summary(f"stdio {name}: CPU per call", per_call_floor, "ms", load=load)
     summary(
         f"gateway {path}: added median",
         mg - md,

@@ -502,6 +502,7 @@ async def run(a: argparse.Namespace, d: Path, portal: Portal | None) -> None:
         if a.before:
             # the same gateway from another checkout (main before this change), measured in the same run
             paths["BEFORE mcpgov stdio + portal"] = governed_stdio("intent", Path(a.before))
+            paths["BEFORE mcpgov stdio + portal, process"] = governed_stdio("process", Path(a.before))
     paths["mcpgov stdio, no portal"] = (
         Client(
             StdioServerParameters(
@@ -651,6 +652,7 @@ def report(a, lat, thr, load0, load1, sync) -> None:
         "mcpgov stdio + portal",
         "mcpgov stdio + portal, process",
         "BEFORE mcpgov stdio + portal",
+        "BEFORE mcpgov stdio + portal, process",
     ):
         if governed in lat:
             added(governed, "direct stdio", 0.5)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +56,23 @@ _GROWER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefi
 # every INTENT, ~30 % of the call's gateway CPU); several threads, so sessions' spools sync in parallel
 _SYNCER = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="mcpgov-spool-sync")
 
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writing dirty pages back, do not wait for them
+
+
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``sync_file_range(2)`` (not in the os module), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_WRITE_BACK = _sync_file_range()
 
 NUL_STANDIN = "\u2400"  # ␀ (SYMBOL FOR NULL)
 
@@ -295,6 +314,30 @@ class AuditSpool:
             self.synced = max(self.synced, seq)
             self.unsynced = self.seq > self.synced
 
+    def write_back(self) -> None:
+        """Start writing the spool's dirty pages to the disk, without waiting and without syncing.
+
+        A head start only: the ``fdatasync`` that follows (:meth:`commit_in_place`) is what makes the
+        events durable; it then finds the data write under way or done and only waits for it and flushes
+        the disk's cache. ``sync_file_range(2)`` makes no durability promise, and none is taken from it.
+        """
+        if _WRITE_BACK is not None:
+            _WRITE_BACK(self.fd, 0, 0, SYNC_FILE_RANGE_WRITE)  # an error only loses the head start
+
+    def lone_commit(self, seq: int) -> bool:
+        """True when event ``seq`` still needs a sync and none is running: the only call in flight may then
+        make it in place (:meth:`commit_in_place`), as late as right before its request leaves."""
+        return self.durability != DURABILITY_PROCESS and self._commit is None and self.synced < seq
+
+    def commit_in_place(self, seq: int) -> None:
+        """Every event up to ``seq`` on disk when this returns: one ``fdatasync`` on the calling thread."""
+        if self.durability == DURABILITY_PROCESS or self.synced >= seq:
+            return
+        target = self.seq
+        os.fdatasync(self.fd)
+        self.synced = max(self.synced, target)
+        self.unsynced = self.seq > self.synced
+
     async def commit(self, seq: int | None = None, *, alone: bool = False) -> None:
         """Return once every event up to ``seq`` (default: all written so far) is on disk.
 
@@ -310,10 +353,7 @@ class AuditSpool:
         if self.durability == DURABILITY_PROCESS:
             return
         if alone and self._commit is None and self.synced < seq:
-            target = self.seq
-            os.fdatasync(self.fd)
-            self.synced = max(self.synced, target)
-            self.unsynced = self.seq > self.synced
+            self.commit_in_place(seq)
             return
         await self._sync_through(seq)
 

@@ -354,10 +354,18 @@ def compile_policy(bundle: Bundle, role: str) -> Policy:
 # --- messages (cold path) -------------------------------------------------------------------------------
 
 
+_LAST_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted (two events per call share it)
+
+
 def iso_ts(now: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-24T09:00:00.123Z``."""
+    global _LAST_SECOND
     seconds = int(now)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{int((now - seconds) * 1000):03d}Z"
+    last, text = _LAST_SECOND  # one tuple: read and replaced whole, safe from any thread
+    if last != seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _LAST_SECOND = (seconds, text)
+    return f"{text}.{int((now - seconds) * 1000):03d}Z"
 
 
 def format_last_calls(state: SessionState, extra: CallRecord | None = None) -> str:

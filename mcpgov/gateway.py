@@ -118,6 +118,9 @@ class ExposedTool:
     reason: str = ""
 
 
+SUMMARY_CHARS = 200  # characters of result text in a RESULT's one-line summary
+
+
 def result_text(result: dict[str, Any], limit: int) -> str:
     parts = []
     size = 0
@@ -563,26 +566,57 @@ class Gateway:
         policy = self.policy
         state, spool = sess.state, sess.spool
         upstream = ex.upstream if ex is not None else self.upstreams.get(call.server)
+        seq = intent["seq"]
+        flight = (
+            self.rounds.flight(sess, intent, upstream) if upstream is not None and relay is None else None
+        )
+        # never forwarded before its INTENT is on disk: calls in flight together share a group commit;
+        # the only call in flight starts its INTENT's data on the way to the disk now and syncs in place
+        # right before its request is written to the upstream, so the disk works while the request is
+        # prepared (``ready``, called by the upstream channel before it sends anything)
+        in_place = (
+            self.in_flight == 1
+            and flight is None
+            and relay is None
+            and upstream is not None
+            and spool.lone_commit(seq)
+        )
+        if in_place:
+            spool.write_back()
         if now is not None:
             tool_rule = policy.rule(call.server).tool(call.tool)
             state.record_forwarded(
                 call.server, tool_rule.is_write, call_resource(call.server, arguments), now
             )
         timeout = timeout or self.options.default_timeout
-        # never forwarded before its INTENT is on disk (group commit; made in place for a lone call)
-        await spool.commit(intent["seq"], alone=self.in_flight == 1)
+        if not in_place:
+            await spool.commit(seq, alone=self.in_flight == 1)
         t0 = time.perf_counter()
+
+        def ready() -> None:
+            nonlocal t0
+            spool.commit_in_place(seq)
+            t0 = time.perf_counter()  # the call's duration starts once it may leave, as without ready
+
         try:
             if upstream is None:
                 raise UpstreamClosed(f"server {call.server} is not configured on this gateway")
             if relay is not None:
                 result = await relay()
-            elif (flight := self.rounds.flight(sess, intent, upstream)) is not None:
+            elif flight is not None:
                 result = await flight.start(
                     lambda: obs.forward(upstream, call.tool, arguments, timeout, rounds=rounds)
                 )
             else:
-                result = await obs.forward(upstream, call.tool, arguments, timeout, task=task, rounds=rounds)
+                result = await obs.forward(
+                    upstream,
+                    call.tool,
+                    arguments,
+                    timeout,
+                    task=task,
+                    rounds=rounds,
+                    ready=ready if in_place else None,
+                )
             if isinstance(
                 result, FlightRound
             ):  # the upstream asked mid-call: the agent is asked, the call goes on
@@ -627,14 +661,20 @@ class Gateway:
             prefix_resource_uris(call.server, content)
         text = result_text(result, RESULT_PAYLOAD_LIMIT)
         status = "fail" if result.get("isError") else "success"
-        summary = redact_text(text[:200].replace("\n", " ")) if text else f"{nbytes} bytes"
+        redacted = redact_text(text)
+        if not text:
+            summary = f"{nbytes} bytes"
+        elif len(text) <= SUMMARY_CHARS and "\n" not in text:  # the summary is the text: scanned once
+            summary = redacted
+        else:
+            summary = redact_text(text[:SUMMARY_CHARS].replace("\n", " "))
         spool.result(
             intent,
             status=status,
             result_summary=summary,
             nbytes=nbytes,
             duration_ms=ms,
-            result={"text": redact_text(text), "is_error": status == "fail"},
+            result={"text": redacted, "is_error": status == "fail"},
         )
         state.record_outcome(CallRecord(intent["ts"], call.server, call.tool, intent["args_summary"], status))
         return result

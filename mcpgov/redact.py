@@ -34,10 +34,42 @@ def _scoped(rx: re.Pattern[str]) -> str:
 
 
 SECRET_VALUE_RE = re.compile("|".join(_scoped(rx) for rx in SECRET_VALUE_RES))
+# What every match of SECRET_VALUE_RES[i] contains, in its order: (case-sensitive literals, literals
+# matched ignoring case). For ASCII text a few substring tests then say "no secret" about 15x faster than
+# the regex, whose word boundaries classify every character (~12 µs for a 100-character result, twice
+# per call); a text containing one of them, or any non-ASCII text (Unicode case folding: U+017F, the long
+# s, matches ``s``), gets the regex as before, so the outcome is the regex's in every case.
+SECRET_VALUE_NEEDLES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    ((), ("bearer",)),
+    (("AKIA", "ASIA"), ()),
+    (("eyJ",), ()),
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), ()),
+    (("xox",), ()),
+    (("sk-",), ()),
+    (("-----BEGIN ",), ()),
+    ((), ("aws_secret_access_key",)),
+)
+assert len(SECRET_VALUE_NEEDLES) == len(SECRET_VALUE_RES)
+_CASED = tuple(n for cased, _ in SECRET_VALUE_NEEDLES for n in cased)
+_UNCASED = tuple(n for _, uncased in SECRET_VALUE_NEEDLES for n in uncased)
+
+
+def may_hold_secret(text: str) -> bool:
+    """False only when no SECRET_VALUE_RES pattern can match ``text`` (a prefilter; True: ask the regex)."""
+    if not text.isascii():
+        return True
+    for needle in _CASED:
+        if needle in text:
+            return True
+    lowered = text.lower()
+    for needle in _UNCASED:  # noqa: SIM110 (a loop: any() and its generator cost more than the test)
+        if needle in lowered:
+            return True
+    return False
 
 
 def redact_text(text: str) -> str:
-    if SECRET_VALUE_RE.search(text) is None:
+    if not may_hold_secret(text) or SECRET_VALUE_RE.search(text) is None:
         return text
     for rx in SECRET_VALUE_RES:
         text = rx.sub(REDACTED, text)

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -222,15 +222,30 @@ class CallObservation:
         timeout: float,
         task: dict[str, Any] | None = None,
         rounds: dict[str, Any] | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """``upstream.call_raw`` inside a CLIENT span, its context passed on in ``_meta.traceparent``."""
+        """``upstream.call_raw`` inside a CLIENT span, its context passed on in ``_meta.traceparent``.
+
+        ``ready``: run by the upstream channel right before the request is sent (the INTENT's sync); the
+        upstream time of the metrics starts after it.
+        """
         t0 = time.perf_counter()
+
+        def timed_ready() -> None:
+            nonlocal t0
+            assert ready is not None
+            ready()
+            t0 = time.perf_counter()
+
+        sent = timed_ready if ready is not None else None
         try:
             if not self.observer.tracing:
                 meta = None
                 if self.parent is not None and self.meta is not None:  # pass the agent's context on unchanged
                     meta = {k: self.meta[k] for k in ("traceparent", "tracestate") if k in self.meta}
-                return await upstream.call_raw(tool, arguments, timeout, meta=meta, task=task, rounds=rounds)
+                return await upstream.call_raw(
+                    tool, arguments, timeout, meta=meta, task=task, rounds=rounds, ready=sent
+                )
             with self.observer.tracer.start_as_current_span(
                 f"tools/call {tool}",
                 kind=SpanKind.CLIENT,
@@ -244,7 +259,7 @@ class CallObservation:
                 meta = {}
                 _propagator.inject(meta)
                 result = await upstream.call_raw(
-                    tool, arguments, timeout, meta=meta, task=task, rounds=rounds
+                    tool, arguments, timeout, meta=meta, task=task, rounds=rounds, ready=sent
                 )
                 if result.get("isError"):
                     span.set_attribute("error.type", "tool_error")

@@ -152,11 +152,15 @@ class RawChannel:
         # notifications/message lines: forwarded from the reader, in wire order (see stdio_transport)
         self.on_log: Callable[[types.LoggingMessageNotificationParams], Awaitable[None]] | None = None
 
-    async def request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def request(
+        self, method: str, params: dict[str, Any], timeout: float, ready: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Send one request and return its response; ``ready()`` runs right before the line is written."""
         if self.closed:
             raise UpstreamClosed("connection closed")
         rid = f"{self._prefix}{next(self.ids)}"
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid(2)
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.pending[rid] = fut
         line = (
             json.dumps(
@@ -166,7 +170,6 @@ class RawChannel:
             ).encode()
             + b"\n"
         )
-        loop = asyncio.get_running_loop()
         timed_out: list[bool] = []
 
         def expire() -> None:
@@ -178,6 +181,8 @@ class RawChannel:
         try:
             stdin = self.proc.stdin
             assert stdin is not None
+            if ready is not None:
+                ready()
             stdin.write(line)
             try:
                 return await fut
@@ -517,6 +522,7 @@ class Upstream:
         meta: dict[str, Any] | None = None,
         task: dict[str, Any] | None = None,
         rounds: dict[str, Any] | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         """The ``tools/call`` result as a wire dict; raises UpstreamError / UpstreamClosed / UpstreamTimeout.
 
@@ -524,7 +530,8 @@ class Upstream:
         the task augmentation (answered with a ``CreateTaskResult``: raw channel of a 2025-11-25 server
         only, see :attr:`supports_tasks`). ``rounds``: the ``inputResponses`` / ``requestState`` of a
         2026-07-28 retry (:mod:`mcpgov.mrtr`); the result may then, as on any call to a 2026-07-28
-        server, be an ``InputRequiredResult`` (``resultType``).
+        server, be an ``InputRequiredResult`` (``resultType``). ``ready()``, when given, runs before
+        anything of the call is sent (on the raw channel: right before its line is written).
         """
         params: dict[str, Any] = {"name": tool}
         if arguments is not None:
@@ -536,6 +543,15 @@ class Upstream:
         caller = CALLER.get()
         raw = self.raw
         modern = self.modern
+        # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
+        # (a task rides the raw channel whatever it asked); nor does the raw channel write the per-request
+        # envelope (_meta version and capabilities) a 2026-07-28 server needs
+        on_raw = (
+            raw is not None and (caller is None or caller.progress is None or task is not None) and not modern
+        )
+        if ready is not None and not on_raw:
+            ready()  # every other way sends through the SDK: first
+            ready = None
         if task is not None:
             if modern:
                 raise UpstreamClosed(f"upstream {self.slug} cannot run tasks through the gateway")
@@ -543,17 +559,15 @@ class Upstream:
             if raw is None:  # HTTP: the SDK session would refuse the CreateTaskResult
                 with self.serving(caller):
                     return await self._send_wire("tools/call", params, timeout)
-        # the raw channel has no progress routing: a call whose agent asked for progress takes the SDK session
-        # (a task rides the raw channel whatever it asked); nor does the raw channel write the per-request
-        # envelope (_meta version and capabilities) a 2026-07-28 server needs
-        if raw is not None and (caller is None or caller.progress is None or task is not None) and not modern:
+        if on_raw:
+            assert raw is not None
             if (
                 caller is None
             ):  # the stdio fast path: nothing to register (no context manager on the hot path)
-                msg = await raw.request("tools/call", params, timeout)
+                msg = await raw.request("tools/call", params, timeout, ready)
             else:
                 with self.serving(caller):
-                    msg = await raw.request("tools/call", params, timeout)
+                    msg = await raw.request("tools/call", params, timeout, ready)
             if "error" in msg:
                 raise UpstreamError(msg["error"])
             return msg["result"]

@@ -13,6 +13,8 @@ import uuid
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcpgov.audit import (
     SPOOL_CHUNK,
@@ -24,7 +26,15 @@ from mcpgov.audit import (
     spool_is_live,
 )
 from mcpgov.portal_client import PortalClient
-from mcpgov.redact import REDACTED, redact, summarize_arguments
+from mcpgov.redact import (
+    REDACTED,
+    SECRET_VALUE_RE,
+    SECRET_VALUE_RES,
+    may_hold_secret,
+    redact,
+    redact_text,
+    summarize_arguments,
+)
 from tests.mcpgov.portal_double import TOKEN
 
 # --- redaction ------------------------------------------------------------------------------------------------
@@ -84,6 +94,81 @@ def test_nul_and_lone_surrogates_never_make_an_event_undeliverable(tmp_path):
     assert first["tool"] == "write\u2400file" and first["arguments"]["path"] == "a\u2400b"
     assert first["arguments"]["k\ufffdey"] == ["\ufffd", "smile \U0001f600"]
     assert "\x00" not in first["args_summary"] and second["result_summary"] == "done\u2400"
+
+
+def _regex_only(text: str) -> str:
+    """redact_text as it was before its prefilter: the regexes on every text."""
+    if SECRET_VALUE_RE.search(text) is None:
+        return text
+    for rx in SECRET_VALUE_RES:
+        text = rx.sub(REDACTED, text)
+    return text
+
+
+# pieces that make near-misses and hits of every pattern, in any case, ASCII and not
+_PIECES = st.sampled_from(
+    [
+        "Bearer ",
+        "bEaReR\t",
+        "BEARER",
+        "abcdefgh12",
+        "AKIA",
+        "ASIA",
+        "akia",
+        "IOSFODNN7EXAMPLE0",
+        "eyJ",
+        "EYJ",
+        "hbGciOiJ.",
+        "ghp_",
+        "GHP_",
+        "github_pat_",
+        "gho",
+        "_",
+        "xoxb-",
+        "XOXB-",
+        "sk-",
+        "SK-",
+        "-----BEGIN ",
+        "-----begin ",
+        "RSA PRIVATE KEY-----",
+        "aws_secret_access_key",
+        "=",
+        "AWS_SECRET_ACCESS_KEY",
+        "aws_\u017fecret_acce\u017f\u017f_key",
+        "\u017fk-",
+        "\uff22earer ",
+        " ",
+        "\n",
+        ":",
+        "é",
+        "x",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_the_redaction_prefilter_never_changes_the_outcome(text):
+    assert redact_text(text) == _regex_only(text)
+    if SECRET_VALUE_RE.search(text) is not None:
+        assert may_hold_secret(text)  # a text the regex redacts always gets the regex
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "BeArEr abcdefghijkl",
+        "AWS_Secret_Access_Key = wJalrXUtnFEMI",
+        # U+017F (long s) matches s when case is ignored: not ASCII, so the regex runs
+        "aws_\u017fecret_acce\u017f\u017f_key=wJalrXUtnFEMI",
+        "key AKIAIOSFODNN7EXAMPLE.",
+        "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhZ2VudCJ9.c2lnbmF0dXJlc2ln",
+        "xoxb-1234567890-abc",
+        "sk-abcdefghijklmnopqrstuvwxyz",
+    ],
+)
+def test_every_secret_pattern_still_redacts_past_the_prefilter(text):
+    assert redact_text(text) == _regex_only(text) != text
 
 
 def test_summary_is_short_and_redacted():
@@ -238,6 +323,28 @@ def test_calls_in_flight_together_share_one_disk_sync(tmp_path, monkeypatch):
     anyio.run(go)
     spool.close()
     assert len(syncs) == 2
+
+
+def test_a_write_back_head_start_makes_nothing_durable_until_the_sync_in_place(tmp_path, monkeypatch):
+    """``write_back`` only starts the data on its way: ``synced`` moves with ``commit_in_place``'s sync."""
+    syncs = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd)))
+    spool = AuditSpool(tmp_path, "s1")
+    ev = _deferred(spool, "lone")
+    assert spool.lone_commit(ev["seq"])
+    spool.write_back()
+    assert spool.synced < ev["seq"] and spool.unsynced and not syncs
+    spool.commit_in_place(ev["seq"])
+    assert spool.synced == ev["seq"] and not spool.unsynced and syncs == [spool.fd]
+    assert not spool.lone_commit(ev["seq"])  # on disk: nothing left to do
+    spool.commit_in_place(ev["seq"])
+    assert len(syncs) == 1
+    spool.close()
+    assert [e["call_id"] for _, e in read_events(spool.path)[0]] == ["lone"]
+    process = AuditSpool(tmp_path, "s2", durability="process")
+    assert not process.lone_commit(_deferred(process, "p")["seq"])
+    process.close()
 
 
 def test_a_lone_call_syncs_its_intent_in_place_and_overlapping_calls_share_a_thread_sync(
