@@ -28,7 +28,7 @@ BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("decision_time.py", []),
     ("spool_sync.py", []),
-    ("gateway_latency.py", []),
+    ("gateway_latency.py", ["--floor"]),  # with the stdio pass-through floor, bare and with the INTENT sync
     ("gateway_latency.py", ["--http"]),
     ("tools_list.py", []),
     ("governed_path.py", []),
