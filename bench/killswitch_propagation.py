@@ -21,7 +21,10 @@ throws the switch, subtracts the instant of its POST. ``BENCH_QUICK=1``: 2 toggl
 With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
 change between them (``REDIS_URL``), as in production. ``--mode both`` (the default) measures, in one
 run against one database, gateways that take whole bundles only (what a toggle cost before signed flags
-updates: the baseline) and then gateways that take the signed flags update; it prints p50/p95/p99,
+updates: the baseline) and then gateways that take the signed flags update on the streamed long poll
+(what gateways do by default); ``--mode compare`` measures the flags update on the plain long poll
+(``poll``: a reply and a re-poll per toggle and gateway) and on the stream in one run, ``--mode all``
+the three. It prints p50/p95/p99,
 the load average and one ``SUMMARY`` line per path. Between toggles it waits until every gateway is
 quiet again (on the flags path, until the debounced bundle rebuild has reached them as well).
 
@@ -223,33 +226,43 @@ def start_portal(
 class Gateway:
     """One gateway's bundle side: the real long-poll client and the decision for its next call."""
 
-    def __init__(self, keys, base_url: str, token: str, role: str, *, flags_updates: bool) -> None:
+    def __init__(
+        self, keys, base_url: str, token: str, role: str, *, flags_updates: bool, stream: bool
+    ) -> None:
         from mcpgov.bundle_manager import BundleManager
         from mcpgov.portal_client import PortalClient
 
         self.role = role
         self.client = PortalClient(base_url, token, timeout=30)
         self.manager = BundleManager(
-            keys, environment="development", team="bench", client=self.client, flags_updates=flags_updates
+            keys,
+            environment="development",
+            team="bench",
+            client=self.client,
+            flags_updates=flags_updates,
+            stream=stream,
         )
         self.manager.listeners.append(self.on_bundle)
         self.verdict: str | None = None
         self.changed_at = 0.0
         self.installed_at = 0.0  # the last install of anything (bundle or flags): for "quiet"
         self.received_at = 0.0  # when the answer that changed the verdict arrived, before verification
-        self.bundles = 0  # whole bundles received (200 without a flags revision)
-        poll = self.client.poll_bundle
+        self.bundles = 0  # whole bundles received from the portal
         self._last_arrival = 0.0
+        # the instant an answer (a poll's reply or a stream's event) is handed to verification: the same
+        # point on both paths, whatever carried it
+        install, install_flags = self.manager.install, self.manager.install_flags
 
-        async def timed_poll(**kwargs):
-            result = await poll(**kwargs)
-            if result.status == 200:
-                self._last_arrival = time.monotonic()
-                if result.flags_revision is None:
-                    self.bundles += 1
-            return result
+        def timed_install(jws, **kwargs):
+            self._last_arrival = time.monotonic()
+            self.bundles += kwargs.get("source") == "portal"
+            return install(jws, **kwargs)
 
-        self.client.poll_bundle = timed_poll
+        def timed_install_flags(jws, **kwargs):
+            self._last_arrival = time.monotonic()
+            return install_flags(jws, **kwargs)
+
+        self.manager.install, self.manager.install_flags = timed_install, timed_install_flags
 
     def on_bundle(self, verified) -> None:
         from mcpgov.decision import ToolCall, compile_policy, decide
@@ -328,7 +341,14 @@ async def client_main() -> None:
     setup = await command()
     keys = load_jwks(setup["keys"])
     gateways = [
-        Gateway(keys, setup["base_url"], t, "time_agent", flags_updates=setup["flags_updates"])
+        Gateway(
+            keys,
+            setup["base_url"],
+            t,
+            "time_agent",
+            flags_updates=setup["flags_updates"],
+            stream=setup["stream"],
+        )
         for t in setup["tokens"]
     ]
     limiter = anyio.CapacityLimiter(50)
@@ -449,14 +469,30 @@ async def ask_all(clients: list[ClientProcess], obj: dict) -> list[dict]:
 
 
 async def phase(
-    args, label: str, flags_updates: bool, base_url, tokens, keys_path, flag_pk, env_pk, admin, portal_pids
+    args,
+    label: str,
+    flags_updates: bool,
+    stream: bool,
+    base_url,
+    tokens,
+    keys_path,
+    flag_pk,
+    env_pk,
+    admin,
+    portal_pids,
 ):
     """N gateways long-polling in ``args.client_procs`` processes; `toggles` disable + enable; returns the
     figures of this path."""
     shares = [tokens[i :: args.client_procs] for i in range(args.client_procs)]
     clients = [
         await ClientProcess.start(
-            {"base_url": base_url, "tokens": share, "keys": str(keys_path), "flags_updates": flags_updates}
+            {
+                "base_url": base_url,
+                "tokens": share,
+                "keys": str(keys_path),
+                "flags_updates": flags_updates,
+                "stream": stream,
+            }
         )
         for share in shares
         if share
@@ -558,7 +594,7 @@ def report(args, r: dict, n: int) -> None:
     web, *worker = r["portal_cpu"]
     clients = r["client_cpu"]
     print(
-        f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms"
+        f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms ({web / toggles / n * ms * 1000:.0f} µs per gateway)"
         + (f" + Celery worker {worker[0] / toggles * ms:.0f} ms" if worker else "")
         + f", the {n} gateways ({len(clients)} client processes) {sum(clients) / toggles * ms:.0f} ms "
         f"({sum(clients) / toggles / n * ms * 1000:.0f} µs per gateway; busiest process "
@@ -580,7 +616,9 @@ async def run(
     results = {}
     n = len(tokens)
 
-    async def on_portal(label: str, flags_updates: bool, portal_env: dict[str, str], with_worker: bool):
+    async def on_portal(
+        label: str, flags_updates: bool, stream: bool, portal_env: dict[str, str], with_worker: bool
+    ):
         metrics_dir = tempfile.mkdtemp(prefix="mcpgov-bench-metrics-")
         portal_env = {**portal_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         worker = start_worker(portal_env) if with_worker else None
@@ -594,6 +632,7 @@ async def run(
                 args,
                 label,
                 flags_updates,
+                stream,
                 base_url,
                 tokens,
                 keys_path,
@@ -609,15 +648,21 @@ async def run(
             stop(worker)
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    if args.mode in ("both", "bundle"):  # the same-run baseline: gateways that take whole bundles only
-        baseline_env = {**env, "CELERY_BROKER_URL": ""}  # the bundle is rebuilt inline, at once
-        results["bundle"] = await on_portal("full bundle per toggle (baseline)", False, baseline_env, False)
-        report(args, results["bundle"], n)  # at once: a later failure must not lose it
-    if args.mode in ("both", "flags"):
-        flags_env = {**env, "CELERY_BROKER_URL": args.redis}  # production: the rebuild in a worker
-        results["flags"] = await on_portal("signed flags update", True, flags_env, bool(args.redis))
+    flags_env = {**env, "CELERY_BROKER_URL": args.redis}  # production: the rebuild in a worker
+    for path in args.paths:
+        if path == "bundle":  # the same-run baseline: gateways that take whole bundles only
+            baseline_env = {**env, "CELERY_BROKER_URL": ""}  # the bundle is rebuilt inline, at once
+            r = await on_portal("full bundle per toggle (baseline)", False, False, baseline_env, False)
+        elif path == "poll":  # the flags update on the plain long poll: a reply and a re-poll per toggle
+            r = await on_portal(
+                "signed flags update, plain long poll", True, False, flags_env, bool(args.redis)
+            )
+        else:  # what gateways do by default: the streamed long poll
+            r = await on_portal("signed flags update, streamed", True, True, flags_env, bool(args.redis))
+        results[path] = r
+        report(args, r, n)  # at once: a later failure must not lose it
     print(
-        f"gateways: {n} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified), "
+        f"gateways: {n} (mcpgov PortalClient + BundleManager, Ed25519-verified), "
         f"portal: uvicorn --workers {args.workers}"
         + (f", REDIS_URL={args.redis} (flags path: also the Celery broker)" if args.redis else "")
         + f"; {args.client_procs} client processes; open files allowed: {args.file_limit}"
@@ -629,10 +674,11 @@ async def run(
     base = results.get("bundle")
     for key, r in results.items():
         p99 = pct(r["refusal"], 99) * 1000
-        if key == "flags":
+        if key in ("stream", "poll"):
             ratio = round(p99 / (pct(base["refusal"], 99) * 1000), 2) if base else None
+            what = "flags update" if key == "stream" else "flags update, plain long poll"
             line = {
-                "figure": f"kill switch toggle → refusal p99, {n} gateways, {args.workers} workers (flags update)",
+                "figure": f"kill switch toggle → refusal p99, {n} gateways, {args.workers} workers ({what})",
                 "value": round(p99, 1),
                 "unit": "ms",
                 "baseline": f"full bundle p99 {pct(base['refusal'], 99) * 1000:.1f} ms" if base else None,
@@ -672,9 +718,11 @@ def main() -> None:
     ap.add_argument("--redis", default="", help="REDIS_URL for the portal (needed with --workers > 1)")
     ap.add_argument(
         "--mode",
-        choices=("both", "flags", "bundle"),
         default="both",
-        help="flags: gateways take signed flags updates; bundle: whole bundles only (the baseline); both: in turn",
+        help="paths measured in turn, comma-separated: bundle (whole bundles only, the baseline), poll "
+        "(signed flags updates on the plain long poll), stream (signed flags updates on the streamed long "
+        "poll, what gateways do by default); flags = stream, both = bundle,stream, "
+        "compare = poll,stream, all = bundle,poll,stream",
     )
     ap.add_argument("--app", default="config.asgi:application", help="the ASGI application uvicorn serves")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
@@ -682,6 +730,15 @@ def main() -> None:
     if args.client:
         anyio.run(client_main)
         return
+    aliases = {
+        "flags": "stream",
+        "both": "bundle,stream",
+        "compare": "poll,stream",
+        "all": "bundle,poll,stream",
+    }
+    args.paths = aliases.get(args.mode, args.mode).split(",")
+    if not args.paths or not set(args.paths) <= {"bundle", "poll", "stream"}:
+        ap.error(f"--mode: unknown path in {args.mode!r}")
     if args.workers > 1 and not args.redis:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 
