@@ -385,7 +385,7 @@ async def client_main() -> None:
                 answer({"ok": True})
             elif cmd["cmd"] == "arm":  # before a toggle
                 version0 = max(g.manager.current.version for g in gateways)
-                answer({"version": version0})
+                answer({"version": version0, "cpu": time.process_time()})
             elif cmd["cmd"] == "wait":  # after the admin's POST: until every gateway decides as expected
                 expected, deadline = cmd["expected"], time.monotonic() + 30
                 while not all(g.verdict == expected for g in gateways):
@@ -394,6 +394,7 @@ async def client_main() -> None:
                     await anyio.sleep(0.005)
                 answer(
                     {
+                        "cpu": time.process_time(),  # every gateway of this process has switched
                         "late": sum(1 for g in gateways if g.verdict != expected),
                         "changed": [g.changed_at for g in gateways],
                         "received": [g.received_at for g in gateways],
@@ -412,7 +413,7 @@ async def client_main() -> None:
                     await anyio.sleep(0.25)
                     if time.monotonic() - max(g.installed_at for g in gateways) > 0.75:
                         break
-                answer({"last_install": max(g.installed_at for g in gateways)})
+                answer({"last_install": max(g.installed_at for g in gateways), "cpu": time.process_time()})
             elif cmd["cmd"] == "stop":
                 cpu = time.process_time() - cpu0
                 answer({"cpu": cpu, "bundles": sum(g.bundles for g in gateways) - bundles0})
@@ -517,6 +518,7 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
     reenable: list[float] = []
     delivered: list[float] = []
     posts: list[float] = []
+    window = {"web": 0.0, "web_after": 0.0, "clients": 0.0, "clients_after": 0.0}
     load0 = load()
     await anyio.sleep(2.0)  # every gateway is waiting in its long poll
     backends = await anyio.to_thread.run_sync(db_backends, args.database_url)
@@ -532,7 +534,8 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         disable = k % 2 == 0
         expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
         path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
-        await ask_all(clients, {"cmd": "arm"})
+        armed = await ask_all(clients, {"cmd": "arm"})
+        web0 = cpu_seconds(portal_pids[0])
         t0 = time.monotonic()
         await anyio.to_thread.run_sync(admin.post, path, {"reason": f"bench toggle {k}"} if disable else {})
         posts.append(time.monotonic() - t0)
@@ -540,10 +543,17 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         late = sum(a["late"] for a in answers)
         if late:
             raise SystemExit(f"{label}: toggle {k}: {late} gateways did not see the change within 30 s")
+        web1 = cpu_seconds(portal_pids[0])
         for a in answers:
             (refusal if disable else reenable).extend(t - t0 for t in a["changed"])
             delivered.extend(t - t0 for t in a["received"])
-        await ask_all(clients, {"cmd": "settle"})
+        settled = await ask_all(clients, {"cmd": "settle"})
+        # the toggle's own window (POST → every gateway switched) apart from what follows it (the
+        # rebuilt bundle's wave, heartbeats, the quiet wait)
+        window["web"] += web1 - web0
+        window["web_after"] += cpu_seconds(portal_pids[0]) - web1
+        window["clients"] += sum(a["cpu"] - b["cpu"] for a, b in zip(answers, armed, strict=True))
+        window["clients_after"] += sum(a["cpu"] - b["cpu"] for a, b in zip(settled, answers, strict=True))
     portal_cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(portal_pids, portal_cpu0, strict=True)]
     delivery1 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
     own_cpu = time.process_time() - own_cpu0
@@ -560,6 +570,7 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         "own_cpu": own_cpu,
         "wall": wall,
         "bundles": sum(a["bundles"] for a in stopped),
+        "window": window,
         "backends": backends,
         "patterns": patterns,
         "delivery": {p: bucket_pct(delivery0, delivery1, p) for p in (50, 95, 99)},
@@ -600,6 +611,14 @@ def report(args, r: dict, n: int) -> None:
         f"({sum(clients) / toggles / n * ms * 1000:.0f} µs per gateway; busiest process "
         f"{max(clients) / r['wall'] * 100:.0f} % of a core over the phase), the admin's process "
         f"{r['own_cpu'] / toggles * ms:.0f} ms; whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
+    )
+    w = r["window"]
+    print(
+        f"  of which in the toggle's own window (POST → every gateway switched): portal web "
+        f"{w['web'] / toggles * ms:.0f} ms ({w['web'] / toggles / n * ms * 1000:.0f} µs per gateway), gateways "
+        f"{w['clients'] / toggles * ms:.0f} ms ({w['clients'] / toggles / n * ms * 1000:.0f} µs per gateway); "
+        f"after it (rebuilt bundle, heartbeats, quiet): portal web {w['web_after'] / toggles * ms:.0f} ms, "
+        f"gateways {w['clients_after'] / toggles * ms:.0f} ms"
     )
     print(
         f"  while every gateway waited: {r['backends']} database connections"

@@ -312,14 +312,13 @@ class BundleManager:
                     if event.event == "flags":
                         installed = self._take_event(event) or installed
                     elif event.event == "end":
-                        self._ended(event)
-                        return installed
+                        self._ended(event)  # then the response is read to its end: nothing may follow
                     else:
                         self.rejected += 1
                         log.error(
                             "REFUSED event %r on the bundle stream: not part of the contract", event.event
                         )
-        return installed  # not reached: a stream without its end event raises StreamError
+        return installed
 
     def _take_event(self, event: StreamEvent) -> bool:
         """A flags update event: verified and installed exactly as one from the long poll."""

@@ -148,21 +148,29 @@ class BundleStream:
         self.idle_timeout = min(max(heartbeat, 1.0), 120.0) + STREAM_IDLE_MARGIN
 
     async def events(self) -> AsyncIterator[StreamEvent]:
-        """The stream's events; raises :class:`StreamError` on bad framing, after ``idle_timeout`` seconds
-        without a byte (a dead stream), or when the stream ends without an ``end`` event."""
+        """The stream's events, until the response ends after its ``end`` event (read to the end, so the
+        connection is kept for the next request); raises :class:`StreamError` on bad framing, after
+        ``idle_timeout`` seconds without a byte (a dead stream), when the stream ends without an ``end``
+        event, or when anything follows it."""
         parser = EventParser()
         chunks = self.response.aiter_raw()
+        ended = False
         while True:
             try:
                 with anyio.fail_after(self.idle_timeout):
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
+                if ended:
+                    return
                 raise StreamError("stream_cut", "the bundle stream ended without an end event") from None
             except TimeoutError:
                 raise StreamError(
                     "stream_idle", f"nothing on the bundle stream for {self.idle_timeout:.0f} s"
                 ) from None
             for event in parser.feed(chunk):
+                if ended:
+                    raise StreamError("malformed_stream", "an event follows the bundle stream's end event")
+                ended = event.event == "end"
                 yield event
 
 

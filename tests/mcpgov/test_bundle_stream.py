@@ -272,3 +272,10 @@ def test_a_portal_without_streams_is_answered_as_the_long_poll(signer, portal, t
     )
     manager, outcome = follow_once(signer, portal, tmp_path / "again")
     assert outcome is True and verdict(manager) == Trigger.KILL_SWITCH_FLAG
+
+
+def test_anything_after_the_end_event_is_refused(signer, portal, tmp_path):
+    portal.stream_body = END + event("flags", signer.sign_flags(**live()), 1)
+    manager, outcome = follow_once(signer, portal, tmp_path)
+    assert isinstance(outcome, StreamError) and outcome.code == "malformed_stream"
+    assert manager.flags is None
