@@ -19,7 +19,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from governance.api import bundle as bundle_api
-from governance.models import FlagsUpdate, PolicyBundle
+from governance.models import EnforcementClient, FlagsUpdate, PolicyBundle
 from governance.services.bundles import bundle_publish
 from governance.services.flag_updates import flags_update_channel
 from governance.services.flags import flag_disable, flag_enable
@@ -229,6 +229,7 @@ def _stream_headers(token: str, etag: str, *, revision: int) -> dict[str, str]:
         "Accept": "text/event-stream",
         "If-None-Match": f'"{etag}"',
         "X-Mcpgov-Flags-Revision": str(revision),
+        "X-Mcpgov-Bundle-Version": "1",
     }
 
 
@@ -321,6 +322,9 @@ def test_the_plain_long_poll_and_errors_before_a_stream_are_answered_as_before(l
             assert resp.headers.get(name) == plain.headers.get(name), name
         (event,) = _events(resp, 1)
     assert event == {"event": "flags", "id": str(update.revision), "data": update.jws}
+    # the poll's last-seen bookkeeping: the version the gateway reported, when and from where
+    seen = EnforcementClient.objects.filter(environment=dev).order_by("-pk").first()
+    assert seen.bundle_version == 1 and seen.last_seen_at is not None and seen.last_seen_address == "127.0.0.1"
     # without the flags header, Accept is not enough: the plain poll (whole bundles only)
     no_flags = {k: v for k, v in streamed_headers.items() if k != "X-Mcpgov-Flags-Revision"}
     assert requests.get(f"{live}{URL}?wait=0", headers=no_flags, timeout=WAIT).status_code == 304
