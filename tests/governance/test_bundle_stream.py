@@ -7,6 +7,7 @@ The plain long poll is answered as before. Revocation: tests/governance/test_rev
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import urllib.request
@@ -68,6 +69,12 @@ def live(transactional_db, monkeypatch, settings, tmp_path):
 @pytest.fixture
 def short_lived(transactional_db, monkeypatch, settings, tmp_path):
     with _portal(monkeypatch, settings, tmp_path, MCPGOV_BUNDLE_STREAM_MAX_SECONDS="2") as base:
+        yield base
+
+
+@pytest.fixture
+def quick_heartbeat(transactional_db, monkeypatch, settings, tmp_path):
+    with _portal(monkeypatch, settings, tmp_path, MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS="1") as base:
         yield base
 
 
@@ -324,7 +331,9 @@ def test_the_plain_long_poll_and_errors_before_a_stream_are_answered_as_before(l
     assert event == {"event": "flags", "id": str(update.revision), "data": update.jws}
     # the poll's last-seen bookkeeping: the version the gateway reported, when and from where
     seen = EnforcementClient.objects.filter(environment=dev).order_by("-pk").first()
-    assert seen.bundle_version == 1 and seen.last_seen_at is not None and seen.last_seen_address == "127.0.0.1"
+    assert (
+        seen.bundle_version == 1 and seen.last_seen_at is not None and seen.last_seen_address == "127.0.0.1"
+    )
     # without the flags header, Accept is not enough: the plain poll (whole bundles only)
     no_flags = {k: v for k, v in streamed_headers.items() if k != "X-Mcpgov-Flags-Revision"}
     assert requests.get(f"{live}{URL}?wait=0", headers=no_flags, timeout=WAIT).status_code == 304
@@ -346,3 +355,46 @@ def test_the_plain_long_poll_and_errors_before_a_stream_are_answered_as_before(l
                 f"{live}{URL}", headers={"Authorization": headers["Authorization"]}, timeout=WAIT
             ).json()["code"]
         )  # as the poll's
+
+
+def test_a_token_that_expires_mid_stream_ends_it_with_the_polls_code(quick_heartbeat, world):
+    """Expiry has no event: the heartbeat's check of the (cached) client notices it."""
+    from governance.services.clients import client_create
+
+    dev = world.env("development")
+    issued = client_create(
+        team=world.team, environment=dev, name="gw-expiring", expires_at=timezone.now() + timedelta(seconds=4)
+    )
+    current = PolicyBundle.objects.filter(environment=dev).latest("version")
+    headers = _stream_headers(issued.token, current.etag, revision=0)
+    with requests.get(f"{quick_heartbeat}{URL}", headers=headers, stream=True, timeout=WAIT) as resp:
+        assert resp.status_code == 200 and resp.headers["X-Mcpgov-Stream-Heartbeat"] == "1"
+        (end,) = _events(resp, 1)
+    assert end["event"] == "end"
+    assert json.loads(end["data"])["code"] == "token_expired"
+
+
+def test_the_django_view_streams_alike(client, world, settings):
+    """The Django view (test client, requests handed over by the raw route) answers a stream request
+    with the same events; here its lifetime is short, since the test client reads a stream to its end."""
+    settings.MCPGOV_BUNDLE_STREAM_MAX_SECONDS = 1.0
+    settings.MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS = 0.3
+    dev = world.env("development")
+    (token,) = world.issue("development")
+    current = PolicyBundle.objects.filter(environment=dev).latest("version")
+    with rebuilds_queued_not_run(settings):
+        flag_disable(flag=world.flag, environment=dev, reason="INC-5", actor=world.admin)
+    update = FlagsUpdate.objects.filter(environment=dev).latest()
+    headers = {
+        f"HTTP_{k.upper().replace('-', '_')}": v
+        for k, v in _stream_headers(token, current.etag, revision=0).items()
+    }
+    response = client.get(URL, **headers)
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+
+    async def read_all() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    body = anyio.run(read_all).decode()
+    assert body.startswith(f"event: flags\nid: {update.revision}\ndata: {update.jws}\n\n")
+    assert body.endswith('event: end\ndata: {"reason":"max_lifetime"}\n\n')
