@@ -11,6 +11,12 @@ bundle and flags update (dropped on every publish and issue notification). Each 
 `CLIENT_CACHE_SECONDS` / `BUNDLE_CACHE_SECONDS` (1 s), or after 30 s while this process's Redis
 subscription is up — then every notification of every process reaches the cache, and a gap in the
 subscription empties it (`portal.realtime.add_gap_listener`).
+
+A gateway that runs a bundle may ask for the same long poll streamed (`Accept: text/event-stream`):
+the response stays open and carries every applicable flags update as an event, built once per process
+per update like the poll's reply, until the bundle changes, the client is revoked or expires, or the
+stream's lifetime is over (`_stream`; the wire contract is in docs/enforcer-api.md). A toggle then costs
+each gateway one small chunk on an open response instead of a reply and a re-poll.
 """
 
 from __future__ import annotations
@@ -722,6 +728,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     The session, CSRF, authentication and clickjacking middleware do not apply to a bearer-token
     endpoint that answers JOSE or JSON. `tests/governance/test_bundle_route.py` checks the two
     paths answer alike for each of these settings. Everything else goes to Django unchanged.
+    A streamed answer is sent here chunk by chunk (`_send_stream`) while the client's disconnect is
+    watched, so a gateway that goes away ends its stream and leaves its subscription at once.
     """
     mirror = DjangoMirror(path, "GET")
 
