@@ -512,9 +512,12 @@ async def _stream(
                 current, update = await _current_and_update(environment_id, fresh_since=since)
             else:  # right after subscribing, or a heartbeat: the caches will do (as the poll's first read)
                 current, update = await _current(environment_id), await _update(environment_id)
-            sending = None
-            if current is not None and _matches(if_none_match, current.etag):
-                sending = _applicable(update, current, flags_seen)
+            if current is None or not _matches(if_none_match, current.etag):
+                # no authentication needed to end a stream: the request that follows is authenticated
+                # (a read per stream here would be one per gateway on every bundle the portal publishes)
+                yield _END_BUNDLE_CHANGED  # the gateway fetches the bundle with its next request
+                return
+            sending = _applicable(update, current, flags_seen)
             try:
                 # as the poll's `read`: with something to send, the cached client will do (its
                 # revocation drops it); woken with nothing to send, read afresh since the wake-up
@@ -526,9 +529,6 @@ async def _stream(
                     await _authenticate(token)  # a heartbeat: notices an expiry, which has no event
             except TokenError as exc:
                 yield _end_event("unauthorized", status=401, code=exc.code, detail=str(exc))
-                return
-            if current is None or not _matches(if_none_match, current.etag):
-                yield _END_BUNDLE_CHANGED  # the gateway fetches the bundle with its next request
                 return
             if sending is not None:
                 flags_seen = sending.revision
