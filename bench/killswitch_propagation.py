@@ -21,7 +21,10 @@ throws the switch, subtracts the instant of its POST. ``BENCH_QUICK=1``: 2 toggl
 With ``--workers`` > 1 the gateways spread over several portal processes and ``--redis`` carries the
 change between them (``REDIS_URL``), as in production. ``--mode both`` (the default) measures, in one
 run against one database, gateways that take whole bundles only (what a toggle cost before signed flags
-updates: the baseline) and then gateways that take the signed flags update; it prints p50/p95/p99,
+updates: the baseline) and then gateways that take the signed flags update on the streamed long poll
+(what gateways do by default); ``--mode compare`` measures the flags update on the plain long poll
+(``poll``: a reply and a re-poll per toggle and gateway) and on the stream in one run, ``--mode all``
+the three. It prints p50/p95/p99,
 the load average and one ``SUMMARY`` line per path. Between toggles it waits until every gateway is
 quiet again (on the flags path, until the debounced bundle rebuild has reached them as well).
 
@@ -223,33 +226,43 @@ def start_portal(
 class Gateway:
     """One gateway's bundle side: the real long-poll client and the decision for its next call."""
 
-    def __init__(self, keys, base_url: str, token: str, role: str, *, flags_updates: bool) -> None:
+    def __init__(
+        self, keys, base_url: str, token: str, role: str, *, flags_updates: bool, stream: bool
+    ) -> None:
         from mcpgov.bundle_manager import BundleManager
         from mcpgov.portal_client import PortalClient
 
         self.role = role
         self.client = PortalClient(base_url, token, timeout=30)
         self.manager = BundleManager(
-            keys, environment="development", team="bench", client=self.client, flags_updates=flags_updates
+            keys,
+            environment="development",
+            team="bench",
+            client=self.client,
+            flags_updates=flags_updates,
+            stream=stream,
         )
         self.manager.listeners.append(self.on_bundle)
         self.verdict: str | None = None
         self.changed_at = 0.0
         self.installed_at = 0.0  # the last install of anything (bundle or flags): for "quiet"
         self.received_at = 0.0  # when the answer that changed the verdict arrived, before verification
-        self.bundles = 0  # whole bundles received (200 without a flags revision)
-        poll = self.client.poll_bundle
+        self.bundles = 0  # whole bundles received from the portal
         self._last_arrival = 0.0
+        # the instant an answer (a poll's reply or a stream's event) is handed to verification: the same
+        # point on both paths, whatever carried it
+        install, install_flags = self.manager.install, self.manager.install_flags
 
-        async def timed_poll(**kwargs):
-            result = await poll(**kwargs)
-            if result.status == 200:
-                self._last_arrival = time.monotonic()
-                if result.flags_revision is None:
-                    self.bundles += 1
-            return result
+        def timed_install(jws, **kwargs):
+            self._last_arrival = time.monotonic()
+            self.bundles += kwargs.get("source") == "portal"
+            return install(jws, **kwargs)
 
-        self.client.poll_bundle = timed_poll
+        def timed_install_flags(jws, **kwargs):
+            self._last_arrival = time.monotonic()
+            return install_flags(jws, **kwargs)
+
+        self.manager.install, self.manager.install_flags = timed_install, timed_install_flags
 
     def on_bundle(self, verified) -> None:
         from mcpgov.decision import ToolCall, compile_policy, decide
@@ -328,7 +341,14 @@ async def client_main() -> None:
     setup = await command()
     keys = load_jwks(setup["keys"])
     gateways = [
-        Gateway(keys, setup["base_url"], t, "time_agent", flags_updates=setup["flags_updates"])
+        Gateway(
+            keys,
+            setup["base_url"],
+            t,
+            "time_agent",
+            flags_updates=setup["flags_updates"],
+            stream=setup["stream"],
+        )
         for t in setup["tokens"]
     ]
     limiter = anyio.CapacityLimiter(50)
@@ -365,7 +385,7 @@ async def client_main() -> None:
                 answer({"ok": True})
             elif cmd["cmd"] == "arm":  # before a toggle
                 version0 = max(g.manager.current.version for g in gateways)
-                answer({"version": version0})
+                answer({"version": version0, "cpu": time.process_time()})
             elif cmd["cmd"] == "wait":  # after the admin's POST: until every gateway decides as expected
                 expected, deadline = cmd["expected"], time.monotonic() + 30
                 while not all(g.verdict == expected for g in gateways):
@@ -374,6 +394,7 @@ async def client_main() -> None:
                     await anyio.sleep(0.005)
                 answer(
                     {
+                        "cpu": time.process_time(),  # every gateway of this process has switched
                         "late": sum(1 for g in gateways if g.verdict != expected),
                         "changed": [g.changed_at for g in gateways],
                         "received": [g.received_at for g in gateways],
@@ -392,7 +413,7 @@ async def client_main() -> None:
                     await anyio.sleep(0.25)
                     if time.monotonic() - max(g.installed_at for g in gateways) > 0.75:
                         break
-                answer({"last_install": max(g.installed_at for g in gateways)})
+                answer({"last_install": max(g.installed_at for g in gateways), "cpu": time.process_time()})
             elif cmd["cmd"] == "stop":
                 cpu = time.process_time() - cpu0
                 answer({"cpu": cpu, "bundles": sum(g.bundles for g in gateways) - bundles0})
@@ -449,14 +470,30 @@ async def ask_all(clients: list[ClientProcess], obj: dict) -> list[dict]:
 
 
 async def phase(
-    args, label: str, flags_updates: bool, base_url, tokens, keys_path, flag_pk, env_pk, admin, portal_pids
+    args,
+    label: str,
+    flags_updates: bool,
+    stream: bool,
+    base_url,
+    tokens,
+    keys_path,
+    flag_pk,
+    env_pk,
+    admin,
+    portal_pids,
 ):
     """N gateways long-polling in ``args.client_procs`` processes; `toggles` disable + enable; returns the
     figures of this path."""
     shares = [tokens[i :: args.client_procs] for i in range(args.client_procs)]
     clients = [
         await ClientProcess.start(
-            {"base_url": base_url, "tokens": share, "keys": str(keys_path), "flags_updates": flags_updates}
+            {
+                "base_url": base_url,
+                "tokens": share,
+                "keys": str(keys_path),
+                "flags_updates": flags_updates,
+                "stream": stream,
+            }
         )
         for share in shares
         if share
@@ -481,6 +518,7 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
     reenable: list[float] = []
     delivered: list[float] = []
     posts: list[float] = []
+    window = {"web": 0.0, "web_after": 0.0, "clients": 0.0, "clients_after": 0.0}
     load0 = load()
     await anyio.sleep(2.0)  # every gateway is waiting in its long poll
     backends = await anyio.to_thread.run_sync(db_backends, args.database_url)
@@ -496,7 +534,8 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         disable = k % 2 == 0
         expected = Trigger.KILL_SWITCH_FLAG if disable else Verdict.ALLOW
         path = f"/governance/flags/{flag_pk}/{env_pk}/{'disable' if disable else 'enable'}/"
-        await ask_all(clients, {"cmd": "arm"})
+        armed = await ask_all(clients, {"cmd": "arm"})
+        web0 = cpu_seconds(portal_pids[0])
         t0 = time.monotonic()
         await anyio.to_thread.run_sync(admin.post, path, {"reason": f"bench toggle {k}"} if disable else {})
         posts.append(time.monotonic() - t0)
@@ -504,10 +543,17 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         late = sum(a["late"] for a in answers)
         if late:
             raise SystemExit(f"{label}: toggle {k}: {late} gateways did not see the change within 30 s")
+        web1 = cpu_seconds(portal_pids[0])
         for a in answers:
             (refusal if disable else reenable).extend(t - t0 for t in a["changed"])
             delivered.extend(t - t0 for t in a["received"])
-        await ask_all(clients, {"cmd": "settle"})
+        settled = await ask_all(clients, {"cmd": "settle"})
+        # the toggle's own window (POST → every gateway switched) apart from what follows it (the
+        # rebuilt bundle's wave, heartbeats, the quiet wait)
+        window["web"] += web1 - web0
+        window["web_after"] += cpu_seconds(portal_pids[0]) - web1
+        window["clients"] += sum(a["cpu"] - b["cpu"] for a, b in zip(answers, armed, strict=True))
+        window["clients_after"] += sum(a["cpu"] - b["cpu"] for a, b in zip(settled, answers, strict=True))
     portal_cpu = [cpu_seconds(pid) - c0 for pid, c0 in zip(portal_pids, portal_cpu0, strict=True)]
     delivery1 = await anyio.to_thread.run_sync(scrape_delivery, base_url)
     own_cpu = time.process_time() - own_cpu0
@@ -524,6 +570,7 @@ async def _toggles(args, label, clients, base_url, flag_pk, env_pk, admin, porta
         "own_cpu": own_cpu,
         "wall": wall,
         "bundles": sum(a["bundles"] for a in stopped),
+        "window": window,
         "backends": backends,
         "patterns": patterns,
         "delivery": {p: bucket_pct(delivery0, delivery1, p) for p in (50, 95, 99)},
@@ -558,12 +605,20 @@ def report(args, r: dict, n: int) -> None:
     web, *worker = r["portal_cpu"]
     clients = r["client_cpu"]
     print(
-        f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms"
+        f"  CPU per toggle: portal web {web / toggles * ms:.0f} ms ({web / toggles / n * ms * 1000:.0f} µs per gateway)"
         + (f" + Celery worker {worker[0] / toggles * ms:.0f} ms" if worker else "")
         + f", the {n} gateways ({len(clients)} client processes) {sum(clients) / toggles * ms:.0f} ms "
         f"({sum(clients) / toggles / n * ms * 1000:.0f} µs per gateway; busiest process "
         f"{max(clients) / r['wall'] * 100:.0f} % of a core over the phase), the admin's process "
         f"{r['own_cpu'] / toggles * ms:.0f} ms; whole bundles downloaded per toggle: {r['bundles'] / toggles:.0f}"
+    )
+    w = r["window"]
+    print(
+        f"  of which in the toggle's own window (POST → every gateway switched): portal web "
+        f"{w['web'] / toggles * ms:.0f} ms ({w['web'] / toggles / n * ms * 1000:.0f} µs per gateway), gateways "
+        f"{w['clients'] / toggles * ms:.0f} ms ({w['clients'] / toggles / n * ms * 1000:.0f} µs per gateway); "
+        f"after it (rebuilt bundle, heartbeats, quiet): portal web {w['web_after'] / toggles * ms:.0f} ms, "
+        f"gateways {w['clients_after'] / toggles * ms:.0f} ms"
     )
     print(
         f"  while every gateway waited: {r['backends']} database connections"
@@ -580,7 +635,9 @@ async def run(
     results = {}
     n = len(tokens)
 
-    async def on_portal(label: str, flags_updates: bool, portal_env: dict[str, str], with_worker: bool):
+    async def on_portal(
+        label: str, flags_updates: bool, stream: bool, portal_env: dict[str, str], with_worker: bool
+    ):
         metrics_dir = tempfile.mkdtemp(prefix="mcpgov-bench-metrics-")
         portal_env = {**portal_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         worker = start_worker(portal_env) if with_worker else None
@@ -594,6 +651,7 @@ async def run(
                 args,
                 label,
                 flags_updates,
+                stream,
                 base_url,
                 tokens,
                 keys_path,
@@ -609,15 +667,21 @@ async def run(
             stop(worker)
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
-    if args.mode in ("both", "bundle"):  # the same-run baseline: gateways that take whole bundles only
-        baseline_env = {**env, "CELERY_BROKER_URL": ""}  # the bundle is rebuilt inline, at once
-        results["bundle"] = await on_portal("full bundle per toggle (baseline)", False, baseline_env, False)
-        report(args, results["bundle"], n)  # at once: a later failure must not lose it
-    if args.mode in ("both", "flags"):
-        flags_env = {**env, "CELERY_BROKER_URL": args.redis}  # production: the rebuild in a worker
-        results["flags"] = await on_portal("signed flags update", True, flags_env, bool(args.redis))
+    flags_env = {**env, "CELERY_BROKER_URL": args.redis}  # production: the rebuild in a worker
+    for path in args.paths:
+        if path == "bundle":  # the same-run baseline: gateways that take whole bundles only
+            baseline_env = {**env, "CELERY_BROKER_URL": ""}  # the bundle is rebuilt inline, at once
+            r = await on_portal("full bundle per toggle (baseline)", False, False, baseline_env, False)
+        elif path == "poll":  # the flags update on the plain long poll: a reply and a re-poll per toggle
+            r = await on_portal(
+                "signed flags update, plain long poll", True, False, flags_env, bool(args.redis)
+            )
+        else:  # what gateways do by default: the streamed long poll
+            r = await on_portal("signed flags update, streamed", True, True, flags_env, bool(args.redis))
+        results[path] = r
+        report(args, r, n)  # at once: a later failure must not lose it
     print(
-        f"gateways: {n} (mcpgov PortalClient + BundleManager long poll, Ed25519-verified), "
+        f"gateways: {n} (mcpgov PortalClient + BundleManager, Ed25519-verified), "
         f"portal: uvicorn --workers {args.workers}"
         + (f", REDIS_URL={args.redis} (flags path: also the Celery broker)" if args.redis else "")
         + f"; {args.client_procs} client processes; open files allowed: {args.file_limit}"
@@ -629,10 +693,11 @@ async def run(
     base = results.get("bundle")
     for key, r in results.items():
         p99 = pct(r["refusal"], 99) * 1000
-        if key == "flags":
+        if key in ("stream", "poll"):
             ratio = round(p99 / (pct(base["refusal"], 99) * 1000), 2) if base else None
+            what = "flags update" if key == "stream" else "flags update, plain long poll"
             line = {
-                "figure": f"kill switch toggle → refusal p99, {n} gateways, {args.workers} workers (flags update)",
+                "figure": f"kill switch toggle → refusal p99, {n} gateways, {args.workers} workers ({what})",
                 "value": round(p99, 1),
                 "unit": "ms",
                 "baseline": f"full bundle p99 {pct(base['refusal'], 99) * 1000:.1f} ms" if base else None,
@@ -672,9 +737,11 @@ def main() -> None:
     ap.add_argument("--redis", default="", help="REDIS_URL for the portal (needed with --workers > 1)")
     ap.add_argument(
         "--mode",
-        choices=("both", "flags", "bundle"),
         default="both",
-        help="flags: gateways take signed flags updates; bundle: whole bundles only (the baseline); both: in turn",
+        help="paths measured in turn, comma-separated: bundle (whole bundles only, the baseline), poll "
+        "(signed flags updates on the plain long poll), stream (signed flags updates on the streamed long "
+        "poll, what gateways do by default); flags = stream, both = bundle,stream, "
+        "compare = poll,stream, all = bundle,poll,stream",
     )
     ap.add_argument("--app", default="config.asgi:application", help="the ASGI application uvicorn serves")
     ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
@@ -682,6 +749,15 @@ def main() -> None:
     if args.client:
         anyio.run(client_main)
         return
+    aliases = {
+        "flags": "stream",
+        "both": "bundle,stream",
+        "compare": "poll,stream",
+        "all": "bundle,poll,stream",
+    }
+    args.paths = aliases.get(args.mode, args.mode).split(",")
+    if not args.paths or not set(args.paths) <= {"bundle", "poll", "stream"}:
+        ap.error(f"--mode: unknown path in {args.mode!r}")
     if args.workers > 1 and not args.redis:
         ap.error("--workers > 1 needs --redis (the change must reach every portal process)")
 

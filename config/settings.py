@@ -364,6 +364,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
 # update already; other policy changes use MCPGOV_BUNDLE_REBUILD_DEBOUNCE_SECONDS).
 MCPGOV_FLAGS_REBUILD_DELAY_SECONDS = float(os.environ.get("MCPGOV_FLAGS_REBUILD_DELAY_SECONDS", "5"))
 
+# The streamed bundle long poll (docs/enforcer-api.md): a stream ends after at most this many seconds
+# (each stream draws its own lifetime from the upper quarter, so gateways do not reconnect together) and
+# carries a heartbeat comment at least every MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS.
+MCPGOV_BUNDLE_STREAM_MAX_SECONDS = float(os.environ.get("MCPGOV_BUNDLE_STREAM_MAX_SECONDS", "300"))
+MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS", "15"))
+
 # Signed flags updates kept per environment however old (newer ones than the live bundle always stay).
 MCPGOV_FLAGS_UPDATES_KEEP = int(os.environ.get("MCPGOV_FLAGS_UPDATES_KEEP", "20"))
 

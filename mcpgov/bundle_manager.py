@@ -3,6 +3,9 @@
 The last verified bundle is cached on disk, the long poll installs new ones within a second, and a
 bundle failing verification is never used. A signed flags update (a toggle, delivered on the same long
 poll without a new bundle) replaces the flags of the bundle in force until a newer bundle arrives.
+While it has a bundle, the manager holds the streamed long poll (one open response carrying every
+flags update as an event, `docs/enforcer-api.md`) and falls back to the plain one when the portal
+answers without a stream.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import tempfile
@@ -21,7 +25,14 @@ import anyio
 import httpx2
 
 from mcpgov.decision import with_flags
-from mcpgov.portal_client import LONG_POLL_SECONDS, PortalClient, PortalError
+from mcpgov.portal_client import (
+    LONG_POLL_SECONDS,
+    BundlePoll,
+    PortalClient,
+    PortalError,
+    StreamError,
+    StreamEvent,
+)
 from mcpgov.retry import retry
 from mcpgov.verify import (
     BundleExpired,
@@ -55,10 +66,13 @@ class BundleManager:
         state_dir: str | os.PathLike[str] | None = None,
         client: PortalClient | None = None,
         flags_updates: bool = True,
+        stream: bool = True,
     ) -> None:
         self.keys = keys
         # False: ask the portal for whole bundles only (what a gateway predating flags updates does)
         self.flags_updates = flags_updates
+        # False: the plain long poll only, one request per answer (what a gateway predating streams does)
+        self.stream = stream
         self.environment = environment
         self.team = team
         self.client = client
@@ -251,6 +265,10 @@ class BundleManager:
             wait=wait,
             flags_revision=self.flags_seen if self.flags_updates and self.current else None,
         )
+        return self._take(answer)
+
+    def _take(self, answer: BundlePoll) -> bool:
+        """Install what one answer of the (long) poll carries; True when something new was installed."""
         status, jws, etag = answer.status, answer.jws, answer.etag
         if status != 200 or jws is None:
             return False
@@ -274,12 +292,77 @@ class BundleManager:
             return False
         return True
 
+    def _streams(self) -> bool:
+        return bool(self.stream and self.flags_updates and self.current and self.etag)
+
+    async def follow(self) -> bool:
+        """One streamed long poll: every flags update on it is verified and installed as it arrives,
+        until the stream ends — its bundle changed (the next request fetches the new one), its lifetime
+        is over, or its client was revoked (raised as the poll's 401 would be). A portal answering
+        without a stream is taken as one long poll's answer. True when something new was installed."""
+        assert self.client is not None and self.current is not None and self.etag is not None
+        installed = False
+        async with self.client.bundle_stream(
+            etag=self.etag, current_version=self.current.version, flags_revision=self.flags_seen
+        ) as stream:
+            if stream.answer is not None:
+                return self._take(stream.answer)
+            async with contextlib.aclosing(stream.events()) as events:
+                async for event in events:
+                    if event.event == "flags":
+                        installed = self._take_event(event) or installed
+                    elif event.event == "end":
+                        self._ended(event)  # then the response is read to its end: nothing may follow
+                    else:
+                        self.rejected += 1
+                        log.error(
+                            "REFUSED event %r on the bundle stream: not part of the contract", event.event
+                        )
+        return installed
+
+    def _take_event(self, event: StreamEvent) -> bool:
+        """A flags update event: verified and installed exactly as one from the long poll."""
+        if not (event.id and event.id.isascii() and event.id.isdigit() and len(event.id) <= 10):
+            self.rejected += 1
+            log.error(
+                "REFUSED flags update event on the bundle stream: its id %r is not a revision", event.id
+            )
+            return False
+        try:
+            return self.install_flags(event.data, source="portal") is not None
+        except BundleVerificationError:
+            # never used; the portal sends only newer revisions on this stream, and none again after it
+            self.flags_seen = max(self.flags_seen, int(event.id))
+            return False
+
+    def _ended(self, event: StreamEvent) -> None:
+        """The stream's final event: a revoked or expired client is the poll's 401; any other reason
+        (the bundle changed, the stream's lifetime is over) just means: ask again."""
+        try:
+            end = json.loads(event.data)
+        except ValueError:
+            end = None
+        if not isinstance(end, dict) or not isinstance(end.get("reason"), str):
+            raise StreamError("malformed_stream", 'the bundle stream\'s end event is not {"reason": …}')
+        if end["reason"] == "unauthorized":
+            assert self.client is not None
+            self.client.mark_revoked()
+            raise PortalError(401, str(end.get("code", "unauthorized")), str(end.get("detail", "")), end)
+        log.debug("bundle stream ended: %s", end["reason"])
+
+    async def _next(self) -> bool:
+        if self._streams():
+            return await self.follow()
+        return await self.refresh(wait=LONG_POLL_SECONDS if self.etag else 0)
+
     async def run(self, *, min_backoff: float = 1.0, max_backoff: float = 30.0) -> None:
-        """Long-poll the portal forever; changes are installed as soon as the portal answers."""
+        """Follow the portal forever (the stream, else the long poll); changes are installed as soon
+        as they arrive. A broken stream (bad framing, silence past the heartbeat, a cut) is retried
+        with the same backoff as a failed poll."""
         while True:
             await retry(
-                lambda: self.refresh(wait=LONG_POLL_SECONDS if self.etag else 0),
-                what="bundle poll",
+                self._next,
+                what="bundle stream" if self._streams() else "bundle poll",
                 retry_on=(httpx2.HTTPError, PortalError),
                 first=min_backoff,
                 cap=max_backoff,

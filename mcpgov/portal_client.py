@@ -9,7 +9,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,12 @@ log = logging.getLogger("mcpgov.portal")
 
 API = "/api/v1"
 LONG_POLL_SECONDS = 25  # the portal caps wait at 30
+# The streamed long poll: the longest line of an event taken (a flags update's JWS is a few kB; this
+# bounds what a broken or hostile peer can make the gateway buffer), and how long past the portal's
+# heartbeat interval a silent stream is taken for dead.
+STREAM_MAX_LINE = 1 << 20
+STREAM_HEARTBEAT_SECONDS = 15.0  # when the portal does not say (X-Mcpgov-Stream-Heartbeat)
+STREAM_IDLE_MARGIN = 10.0
 
 
 class PortalError(Exception):
@@ -59,6 +65,115 @@ def _error(resp: httpx2.Response) -> PortalError:
     )
 
 
+class StreamError(PortalError):
+    """The bundle stream broke its framing, went silent, or was cut without an ``end`` event."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(200, code, detail)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One server-sent event of the bundle stream (``event``, ``data``, ``id``), ASCII only."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+
+_FIELDS = (b"event", b"data", b"id")
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+class EventParser:
+    """The bundle stream's framing, strictly: ``event``, ``id`` and one ``data`` line per event, comments,
+    blank lines between events; lines end in LF (CRLF taken). Anything else — an unknown or repeated
+    field, a byte outside printable ASCII (NUL, non-ASCII), a line longer than ``max_line`` — raises
+    :class:`StreamError`: the stream cannot be trusted to be in step any more."""
+
+    def __init__(self, max_line: int = STREAM_MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._fields: dict[bytes, str] = {}
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        self._buffer += chunk
+        events = []
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > self.max_line + 1:
+                raise StreamError("malformed_stream", f"a line of the stream is over {self.max_line} bytes")
+            event = self._line(bytes(self._buffer[start:end]).removesuffix(b"\r"))
+            if event is not None:
+                events.append(event)
+            start = end + 1
+        del self._buffer[:start]
+        if len(self._buffer) > self.max_line:
+            raise StreamError("malformed_stream", f"a line of the stream is over {self.max_line} bytes")
+        return events
+
+    def _line(self, line: bytes) -> StreamEvent | None:
+        if not line:
+            fields, self._fields = self._fields, {}
+            if not fields:
+                return None
+            if b"event" not in fields or b"data" not in fields:
+                raise StreamError("malformed_stream", "an event of the stream lacks its event or data field")
+            return StreamEvent(fields[b"event"], fields[b"data"], fields.get(b"id"))
+        if line.translate(None, _PRINTABLE):  # what is left is outside printable ASCII (at C speed)
+            raise StreamError("malformed_stream", "the stream carries a byte outside printable ASCII")
+        if line.startswith(b":"):
+            return None  # a comment: the heartbeat
+        name, colon, value = line.partition(b":")
+        if not colon or name not in _FIELDS or name in self._fields:
+            raise StreamError("malformed_stream", f"unexpected line in the stream: {line[:80]!r}")
+        self._fields[name] = value.removeprefix(b" ").decode("ascii")
+        return None
+
+
+class BundleStream:
+    """An open answer of the streamed bundle long poll: either ``answer`` (the portal answered without a
+    stream: an older portal, a changed bundle, an error) or :meth:`events` as they arrive."""
+
+    def __init__(self, resp: httpx2.Response, answer: BundlePoll | None) -> None:
+        self.response = resp
+        self.answer = answer
+        try:
+            heartbeat = float(resp.headers.get("X-Mcpgov-Stream-Heartbeat", STREAM_HEARTBEAT_SECONDS))
+        except ValueError:
+            heartbeat = STREAM_HEARTBEAT_SECONDS
+        self.idle_timeout = min(max(heartbeat, 1.0), 120.0) + STREAM_IDLE_MARGIN
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """The stream's events, until the response ends after its ``end`` event (read to the end, so the
+        connection is kept for the next request); raises :class:`StreamError` on bad framing, after
+        ``idle_timeout`` seconds without a byte (a dead stream), when the stream ends without an ``end``
+        event, or when anything follows it."""
+        parser = EventParser()
+        chunks = self.response.aiter_raw()
+        ended = False
+        while True:
+            try:
+                with anyio.fail_after(self.idle_timeout):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                if ended:
+                    return
+                raise StreamError("stream_cut", "the bundle stream ended without an end event") from None
+            except TimeoutError:
+                raise StreamError(
+                    "stream_idle", f"nothing on the bundle stream for {self.idle_timeout:.0f} s"
+                ) from None
+            for event in parser.feed(chunk):
+                if ended:
+                    raise StreamError("malformed_stream", "an event follows the bundle stream's end event")
+                ended = event.event == "end"
+                yield event
+
+
 def _jws_answer(resp: httpx2.Response, etag: str | None) -> tuple[int, str | None, str | None]:
     """A bundle endpoint's answer: 200 with the JWS and its ETag, 304 unchanged, 404 none."""
     if resp.status_code == 304:
@@ -68,6 +183,13 @@ def _jws_answer(resp: httpx2.Response, etag: str | None) -> tuple[int, str | Non
     if resp.status_code == 404:
         return 404, None, None
     raise _error(resp)
+
+
+def _poll_answer(resp: httpx2.Response, etag: str | None) -> BundlePoll:
+    revision = resp.headers.get("X-Mcpgov-Flags-Revision") if resp.status_code == 200 else None
+    if revision is not None:
+        return BundlePoll(200, resp.text, None, int(revision) if revision.isdigit() else 0)
+    return BundlePoll(*_jws_answer(resp, etag))
 
 
 @dataclass(frozen=True)
@@ -167,10 +289,30 @@ class PortalClient:
             if wait:
                 params["wait"] = str(max(0, min(30, int(wait))))
         resp = await self.http.get(f"{API}/bundle/", headers=headers, params=params)
-        revision = resp.headers.get("X-Mcpgov-Flags-Revision") if resp.status_code == 200 else None
-        if revision is not None:
-            return BundlePoll(200, resp.text, None, int(revision) if revision.isdigit() else 0)
-        return BundlePoll(*_jws_answer(resp, etag))
+        return _poll_answer(resp, etag)
+
+    @contextlib.asynccontextmanager
+    async def bundle_stream(
+        self, *, etag: str, current_version: int, flags_revision: int, wait: int = LONG_POLL_SECONDS
+    ) -> AsyncIterator[BundleStream]:
+        """The streamed bundle long poll (``Accept: text/event-stream``): while the bundle is unchanged
+        the portal sends every flags update newer than ``flags_revision`` as an event on one open
+        response. The request is the long poll's too (``wait``), so a portal without streams answers it
+        as one: then ``answer`` is set, as :meth:`poll_bundle` would return it."""
+        headers = {
+            "Accept": "text/event-stream",
+            "If-None-Match": etag,
+            "X-Mcpgov-Bundle-Version": str(current_version),
+            "X-Mcpgov-Flags-Revision": str(flags_revision),
+        }
+        params = {"wait": str(max(0, min(30, int(wait))))}
+        async with self.http.stream("GET", f"{API}/bundle/", headers=headers, params=params) as resp:
+            content_type = resp.headers.get("Content-Type", "")
+            if resp.status_code == 200 and content_type.split(";")[0].strip() == "text/event-stream":
+                yield BundleStream(resp, None)
+            else:
+                await resp.aread()
+                yield BundleStream(resp, _poll_answer(resp, etag))
 
     async def fetch_shadow(self, *, etag: str | None) -> tuple[int, str | None, str | None]:
         """``GET /api/v1/bundle/shadow/``: ``(status, jws, etag)``; 404 when no shadow is published

@@ -28,6 +28,9 @@ API::
                 break
             sub.seen = current_version              # what this waiter has now seen
 
+    # (a stream that stays open across many changes — the streamed bundle long poll — keeps one
+    # subscription for its whole life this way, and sets `sub.tokens[ch]` for each `also` channel)
+
     # or, the same loop written once (what the bundle, control and flag-stream endpoints use):
     state = await realtime.long_poll(f"bundle:{env_id}", read=read_state, ready=changed,
                                      token=lambda state: state.version, timeout=wait)

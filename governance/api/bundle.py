@@ -11,6 +11,12 @@ bundle and flags update (dropped on every publish and issue notification). Each 
 `CLIENT_CACHE_SECONDS` / `BUNDLE_CACHE_SECONDS` (1 s), or after 30 s while this process's Redis
 subscription is up — then every notification of every process reaches the cache, and a gap in the
 subscription empties it (`portal.realtime.add_gap_listener`).
+
+A gateway that runs a bundle may ask for the same long poll streamed (`Accept: text/event-stream`):
+the response stays open and carries every applicable flags update as an event, built once per process
+per update like the poll's reply, until the bundle changes, the client is revoked or expires, or the
+stream's lifetime is over (`_stream`; the wire contract is in docs/enforcer-api.md). A toggle then costs
+each gateway one small chunk on an open response instead of a reply and a re-poll.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -74,14 +83,25 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """A streamed answer (`text/event-stream`): the headers, then `chunks` as they come."""
+
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+
+
+@dataclass(frozen=True)
 class _Update:
-    """The latest flags update of an environment, with its reply ready to send to every gateway."""
+    """The latest flags update of an environment, with its reply (long poll) and its event (stream)
+    ready to send to every gateway: both built once per process per update."""
 
     revision: int
     bundle_version: int
     expires_at: datetime
     reply: Reply
     fetched: float
+    event: bytes = b""
 
 
 _clients: dict[str, tuple[float, EnforcementClient | TokenError]] = {}
@@ -289,7 +309,14 @@ def _cache_update(environment_id: int, row: dict | None, started: float) -> _Upd
         cached = _Update(_NO_UPDATE, 0, timezone.now(), Reply(404, {}), started)
     else:
         reply = _update_reply(row["revision"], row["jws"], row["issued_at"])
-        cached = _Update(row["revision"], row["bundle_version"], row["expires_at"], reply, started)
+        cached = _Update(
+            row["revision"],
+            row["bundle_version"],
+            row["expires_at"],
+            reply,
+            started,
+            _sse_event("flags", row["jws"], event_id=row["revision"]),
+        )
     if len(_updates) >= _CACHE_LIMIT:
         _updates.clear()
     previous = _updates.get(environment_id)
@@ -328,13 +355,19 @@ async def _update(environment_id: int, *, fresh_since: float | None = None) -> _
     return None if cached.revision == _NO_UPDATE else cached
 
 
-def _update_for(update: _Update | None, current: _Current, flags_seen: int) -> Reply | None:
-    """The flags update's reply if the gateway lacks it and it applies to the bundle it runs (`current`)."""
+def _applicable(update: _Update | None, current: _Current, flags_seen: int) -> _Update | None:
+    """The flags update if the gateway lacks it and it applies to the bundle it runs (`current`)."""
     if update is None or update.revision <= flags_seen or update.bundle_version < current.version:
         return None
     if update.expires_at <= timezone.now():
         return None
-    return update.reply
+    return update
+
+
+def _update_for(update: _Update | None, current: _Current, flags_seen: int) -> Reply | None:
+    """The flags update's reply if the gateway lacks it and it applies to the bundle it runs (`current`)."""
+    update = _applicable(update, current, flags_seen)
+    return None if update is None else update.reply
 
 
 def _needs_reissue(client: EnforcementClient, current: _Current) -> bool:
@@ -430,6 +463,100 @@ def _not_modified(current: _Current) -> Reply:
     return Reply(304, _bundle_headers(current))
 
 
+# --- the streamed long poll (Accept: text/event-stream) --------------------------------------------
+
+
+def _sse_event(event: str, data: str, *, event_id: int | None = None) -> bytes:
+    """One server-sent event; `data` is one line of ASCII (a JWS or compact JSON)."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return f"{head}data: {data}\n\n".encode("ascii")
+
+
+def _end_event(reason: str, **fields: str | int) -> bytes:
+    return _sse_event("end", json.dumps({"reason": reason, **fields}, separators=(",", ":")))
+
+
+_HEARTBEAT = b": heartbeat\n\n"
+_END_BUNDLE_CHANGED = _end_event("bundle_changed")
+_END_MAX_LIFETIME = _end_event("max_lifetime")
+
+
+def wants_stream(accept: str | None) -> bool:
+    """True when the request's Accept header names `text/event-stream` (the gateway's opt-in)."""
+    if not accept:
+        return False
+    return any(part.split(";", 1)[0].strip().lower() == "text/event-stream" for part in accept.split(","))
+
+
+async def _stream(
+    client: EnforcementClient, token: str, if_none_match: str, flags_seen: int
+) -> AsyncIterator[bytes]:
+    """The events of one streamed long poll: every applicable flags update as it is issued, a heartbeat
+    comment when nothing happened for a while, and a final `end` event when the bundle changed, the
+    client was revoked or expired, or the stream's lifetime is over.
+
+    One subscription for the stream's whole life (a long poll subscribes once per answer); each
+    wake-up re-reads the state exactly as the long poll does (`serve_bundle`'s `read`), so every stream
+    woken by one toggle shares one read per process, and sends the update's event bytes, built once.
+    A cancelled stream (the client went away) leaves the subscription on the way out."""
+    environment_id = client.environment_id
+    flags_channel = flag_updates.flags_update_channel(environment_id)
+    heartbeat = settings.MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS
+    lifetime = settings.MCPGOV_BUNDLE_STREAM_MAX_SECONDS * random.uniform(0.75, 1.0)  # noqa: S311 (spread)
+    deadline = time.monotonic() + lifetime
+    also = {client_channel(client.pk): CLIENT_ACTIVE, flags_channel: None}
+    async with realtime.subscribe(bundle_service.bundle_channel(environment_id), also=also) as sub:
+        since, woken = time.monotonic(), False
+        while True:
+            if woken:
+                current, update = await _current_and_update(environment_id, fresh_since=since)
+            else:  # right after subscribing, or a heartbeat: the caches will do (as the poll's first read)
+                current, update = await _current(environment_id), await _update(environment_id)
+            if current is None or not _matches(if_none_match, current.etag):
+                # no authentication needed to end a stream: the request that follows is authenticated
+                # (a read per stream here would be one per gateway on every bundle the portal publishes)
+                yield _END_BUNDLE_CHANGED  # the gateway fetches the bundle with its next request
+                return
+            sending = _applicable(update, current, flags_seen)
+            try:
+                # as the poll's `read`: with something to send, the cached client will do (its
+                # revocation drops it); woken with nothing to send, read afresh since the wake-up
+                if sending is not None:
+                    await _authenticate(token, max_age=heartbeat + CLIENT_CACHE_SECONDS_DELIVERING + 5)
+                elif woken:
+                    await _authenticate(token, fresh_since=since)
+                else:
+                    await _authenticate(token)  # a heartbeat: notices an expiry, which has no event
+            except TokenError as exc:
+                yield _end_event("unauthorized", status=401, code=exc.code, detail=str(exc))
+                return
+            if sending is not None:
+                flags_seen = sending.revision
+                yield sending.event
+                metrics.flags_update_delivered(sending.reply.issued_at)  # the event was handed over
+            # what this waiter has seen, for the fallback poll (a lost notification still wakes it)
+            sub.seen = current.version
+            sub.tokens[flags_channel] = update.revision if update else 0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield _END_MAX_LIFETIME
+                return
+            woken = await sub.wait(min(heartbeat, remaining))
+            if woken:
+                since = sub.woken_at or time.monotonic()
+            elif time.monotonic() < deadline:
+                yield _HEARTBEAT
+
+
+def _stream_headers(current: _Current) -> dict[str, str]:
+    return {
+        "Content-Type": "text/event-stream",
+        **_bundle_headers(current),
+        "X-Accel-Buffering": "no",  # proxies must not buffer the stream
+        "X-Mcpgov-Stream-Heartbeat": f"{settings.MCPGOV_BUNDLE_STREAM_HEARTBEAT_SECONDS:g}",
+    }
+
+
 async def serve_bundle(
     *,
     authorization: str,
@@ -438,8 +565,13 @@ async def serve_bundle(
     reported_version: str | None,
     address: str | None,
     flags_revision: str | None = None,
-) -> Reply:
-    """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI)."""
+    accept: str | None = None,
+) -> Reply | Stream:
+    """The endpoint's logic, independent of how the request arrived (Django view or raw ASGI).
+
+    A `Stream` only for a gateway that asks for one (`Accept: text/event-stream`) with a matching
+    `If-None-Match` and `X-Mcpgov-Flags-Revision`; every other answer, every error included, is the
+    long poll's `Reply`."""
     try:
         token = client_token(authorization)
         if token is None:
@@ -482,6 +614,8 @@ async def serve_bundle(
         return _error(404, "No bundle has been published for this environment yet.", "no_bundle")
     if not if_none_match or not _matches(if_none_match, current.etag):
         return _bundle_reply(current)
+    if flags_seen is not None and wants_stream(accept):
+        return Stream(_stream_headers(current), _stream(client, token, if_none_match, flags_seen))
     also: dict = {client_channel(client.pk): CLIENT_ACTIVE}  # revocation wakes the poll too
     if flags_seen is not None:
         update = await _update(client.environment_id)
@@ -559,7 +693,13 @@ async def bundle_view(request):
         reported_version=request.headers.get("X-Mcpgov-Bundle-Version"),
         address=request.META.get("REMOTE_ADDR") or None,
         flags_revision=request.headers.get("X-Mcpgov-Flags-Revision"),
+        accept=request.headers.get("Accept"),
     )
+    if isinstance(reply, Stream):
+        response = StreamingHttpResponse(reply.chunks, content_type=reply.headers.pop("Content-Type"))
+        for name, value in reply.headers.items():
+            response[name] = value
+        return response
     response = HttpResponse(
         reply.body, status=reply.status, content_type=reply.headers.pop("Content-Type", None)
     )
@@ -588,6 +728,8 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
     The session, CSRF, authentication and clickjacking middleware do not apply to a bearer-token
     endpoint that answers JOSE or JSON. `tests/governance/test_bundle_route.py` checks the two
     paths answer alike for each of these settings. Everything else goes to Django unchanged.
+    A streamed answer is sent here chunk by chunk (`_send_stream`) while the client's disconnect is
+    watched, so a gateway that goes away ends its stream and leaves its subscription at once.
     """
     mirror = DjangoMirror(path, "GET")
 
@@ -612,6 +754,7 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
                 reported_version=headers.get("x-mcpgov-bundle-version"),
                 address=client[0] if client else None,
                 flags_revision=headers.get("x-mcpgov-flags-revision"),
+                accept=headers.get("accept"),
             )
         )
         disconnected = asyncio.ensure_future(_until_disconnect(receive))
@@ -621,8 +764,10 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
             with contextlib.suppress(asyncio.CancelledError):
                 await work
             return
-        disconnected.cancel()
         reply = work.result()
+        if isinstance(reply, Stream):
+            return await _send_stream(reply, send, disconnected, mirror.security_headers(scope, headers, 200))
+        disconnected.cancel()
         response_headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
         ]
@@ -639,6 +784,35 @@ def asgi_bundle_route(django_app, path: str = "/api/v1/bundle/"):
         )  # Django's name for it
 
     return application
+
+
+async def _send_stream(stream: Stream, send, disconnected: asyncio.Future, security_headers) -> None:
+    """Send a streamed answer chunk by chunk until it ends or the client goes away; either way the
+    stream's generator is closed (its subscription left) before this returns."""
+    response_headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in stream.headers.items()
+    ] + list(security_headers)
+
+    async def pump() -> None:
+        await send({"type": "http.response.start", "status": stream.status, "headers": response_headers})
+        async for chunk in stream.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    pumping = asyncio.ensure_future(pump())
+    try:
+        await asyncio.wait({pumping, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, disconnected):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await stream.chunks.aclose()  # its `finally` (leaving the subscription) has run by now
+    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+        exc = pumping.exception()
+        if not isinstance(exc, OSError):  # the client went away mid-send: nothing to report
+            raise exc
 
 
 async def _until_disconnect(receive) -> None:

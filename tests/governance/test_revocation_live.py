@@ -163,3 +163,61 @@ def test_a_revoked_clients_next_poll_is_refused_though_its_client_was_cached(liv
             break
         time.sleep(0.05)
     assert statuses[-1] == 401, statuses
+
+
+def test_revoked_clients_bundle_stream_ends_with_the_polls_code_and_its_gateway_is_revoked(live_portal, team):
+    """The streamed long poll: revocation ends the open stream at once with an `end` event carrying the
+    poll's 401 code; a gateway following the stream (BundleManager) takes it as the poll's 401."""
+    import anyio
+
+    from governance.services.signing import jwks_document
+    from mcpgov.bundle_manager import BundleManager
+    from mcpgov.portal_client import PortalClient, PortalError
+    from mcpgov.verify import parse_jwks
+
+    issued, other = _client(team), _client(team)
+    current = bundle_publish(environment=issued.client.environment).bundle
+    headers = {
+        "Authorization": f"Bearer {issued.token}",
+        "Accept": "text/event-stream",
+        "If-None-Match": f'"{current.etag}"',
+        "X-Mcpgov-Flags-Revision": "0",
+    }
+    url = f"{live_portal}/api/v1/bundle/"
+    with requests.get(url, headers=headers, stream=True, timeout=WAIT + 10) as resp:
+        assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        time.sleep(1.5)  # the stream is parked on the server
+        client_revoke(client=issued.client)
+        lines = [line for line in resp.iter_lines(decode_unicode=True) if not line.startswith(":")]
+    assert lines[-3:-1][0] == "event: end", lines
+    end = json.loads(lines[-2].removeprefix("data: "))
+    assert end == {"reason": "unauthorized", "status": 401, "code": "token_revoked", "detail": end["detail"]}
+    again = requests.get(url, headers=headers, timeout=10)
+    assert again.status_code == 401 and again.json()["code"] == "token_revoked"
+
+    manager = BundleManager(
+        parse_jwks(jwks_document(team=team)),
+        environment=other.client.environment.name,
+        team=team.slug,
+        client=PortalClient(live_portal, other.token, timeout=10),
+    )
+    outcome: dict = {}
+
+    async def follow():
+        try:
+            await manager.refresh()
+            assert manager._streams()
+            with anyio.fail_after(WAIT):
+                await manager.follow()  # returns only when the stream ends
+        except PortalError as exc:
+            outcome["error"] = exc
+        finally:
+            await manager.client.aclose()
+
+    thread = threading.Thread(target=anyio.run, args=(follow,))
+    thread.start()
+    time.sleep(1.5)
+    client_revoke(client=other.client)
+    thread.join(WAIT + 10)
+    assert outcome["error"].status == 401 and outcome["error"].code == "token_revoked", outcome
+    assert manager.client.revoked  # the gateway's kill switch: every call refused from now on
