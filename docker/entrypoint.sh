@@ -11,7 +11,9 @@ case "${1:-web}" in
     python manage.py audit_grants --create-role
     ;;
   web)
-    exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --proxy-headers
+    # open bundle streams would hold a stop for their whole lifetime (up to 5 min): cut them after 10 s
+    exec uvicorn config.asgi:application --host 0.0.0.0 --port 8000 --workers 2 --proxy-headers \
+      --timeout-graceful-shutdown 10
     ;;
   worker)
     exec celery -A config worker --loglevel INFO --concurrency 2

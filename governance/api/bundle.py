@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -685,7 +686,13 @@ async def serve_bundle(
 
 @require_GET
 async def bundle_view(request):
-    """The Django view (URL name governance-api:bundle); used by the test client and any server."""
+    """The Django view (URL name governance-api:bundle); used by the test client and any server.
+
+    Streams only under ASGI. A WSGI server (`manage.py runserver`, gunicorn with config.wsgi) would
+    serve an asynchronous stream by reading it to its end first (Django's StreamingHttpResponse does
+    so): a flags update would reach the gateway when the stream's lifetime is over, minutes late.
+    There the gateway is given the plain long poll's answer, which it takes as such.
+    """
     reply = await serve_bundle(
         authorization=request.headers.get("Authorization", ""),
         if_none_match=request.headers.get("If-None-Match", ""),
@@ -693,7 +700,7 @@ async def bundle_view(request):
         reported_version=request.headers.get("X-Mcpgov-Bundle-Version"),
         address=request.META.get("REMOTE_ADDR") or None,
         flags_revision=request.headers.get("X-Mcpgov-Flags-Revision"),
-        accept=request.headers.get("Accept"),
+        accept=request.headers.get("Accept") if isinstance(request, ASGIRequest) else None,
     )
     if isinstance(reply, Stream):
         response = StreamingHttpResponse(reply.chunks, content_type=reply.headers.pop("Content-Type"))
