@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
@@ -208,7 +209,22 @@ async def _stream(client: EnforcementClient, authorization: str) -> AsyncIterato
 
 @require_GET
 async def streaming(request):
-    """`GET /api/client/streaming`: flag changes pushed as they happen (Unleash streaming format)."""
+    """`GET /api/client/streaming`: flag changes pushed as they happen (Unleash streaming format).
+
+    Only under ASGI: a WSGI server (`manage.py runserver`, gunicorn with config.wsgi) would read this
+    endless stream to its end before sending any of it (Django's StreamingHttpResponse does so for an
+    asynchronous iterator) — nothing would ever arrive, and a thread and a growing buffer would be held
+    per client. There it answers 501; the SDKs then poll `/api/client/features`.
+    """
+    if not isinstance(request, ASGIRequest):
+        return JsonResponse(
+            {
+                "detail": "Streaming needs the portal's ASGI server (uvicorn config.asgi:application); "
+                "poll /api/client/features instead.",
+                "code": "streaming_needs_asgi",
+            },
+            status=501,
+        )
     authorization = request.headers.get("Authorization", "")
     try:
         client = await db_call(_authenticate_sync, authorization, _address(request))

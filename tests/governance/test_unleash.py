@@ -249,6 +249,14 @@ def test_official_sdk_streaming_receives_a_kill_switch(portal_server, team, flag
         sdk.destroy()
 
 
+def test_under_wsgi_streaming_is_refused_rather_than_held_forever(team, flag, token):
+    """The test client is a WSGI request, as runserver and gunicorn make: Django would read the endless
+    stream before sending anything; the endpoint says so at once (the SDKs then poll the features)."""
+    resp = client_for(token).get("/api/client/streaming")
+    assert resp.status_code == 501
+    assert resp.json()["code"] == "streaming_needs_asgi"
+
+
 @pytest.mark.slow
 def test_streaming_endpoint_speaks_server_sent_events(portal_server, team, flag, token):
     with requests.get(
