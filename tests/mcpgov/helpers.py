@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -146,3 +149,26 @@ class Signer:
         """A signed flags update (typ mcpgov-flags+jws) of :func:`flags_doc` with ``overrides``."""
         payload = FlagsUpdate.model_validate(flags_doc(**overrides)).canonical_bytes()
         return sign_bundle(payload, self.key, self.kid, typ=FLAGS_JWS_TYPE)
+
+
+@contextlib.contextmanager
+def gateway_uvicorn(app: Any):
+    """uvicorn with the gateway's settings (``uvicorn_config``) in a thread; yields its port."""
+    import uvicorn
+
+    from mcpgov.serve import uvicorn_config
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -99,13 +99,9 @@ def test_the_gateway_uvicorn_refuses_an_oversized_request_head_and_serves_the_re
     and a large body (not head), are served."""
     import contextlib
     import socket
-    import threading
-    import time
 
-    import uvicorn
-
-    from mcpgov.serve import MAX_REQUEST_HEAD, uvicorn_config
-    from tests.conftest import free_port
+    from mcpgov.serve import MAX_REQUEST_HEAD
+    from tests.mcpgov.helpers import gateway_uvicorn
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -118,15 +114,7 @@ def test_the_gateway_uvicorn_refuses_an_oversized_request_head_and_serves_the_re
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(size).encode()})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
+    with gateway_uvicorn(app) as port:
 
         def exchange(head: bytes, body: bytes = b"") -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -155,6 +143,3 @@ def test_the_gateway_uvicorn_refuses_an_oversized_request_head_and_serves_the_re
         # so is an endless request line
         line = b"GET /" + b"a" * (4 << 20) + b" HTTP/1.1\r\n\r\n"
         assert exchange(line).startswith(b"HTTP/1.1 400")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

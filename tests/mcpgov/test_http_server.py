@@ -7,40 +7,15 @@ Starlette and SDK code they stand in for.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-import time
 from typing import Any
 
 import pytest
 from starlette.datastructures import Headers
 
 from mcpgov.fast_http import _Backend, _HeaderMap
+from tests.mcpgov.helpers import gateway_uvicorn
 from tests.mcpgov.test_identity import RESOURCE, World, snapshot
-
-
-@contextlib.contextmanager
-def gateway_uvicorn(app: Any):
-    """uvicorn with the gateway's settings (``uvicorn_config``) in a thread; yields its port."""
-    import uvicorn
-
-    from mcpgov.serve import uvicorn_config
-    from tests.conftest import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def read_response(s: socket.socket, until: bytes) -> bytes:
