@@ -154,7 +154,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object; anonymous means no access
 # guardian: a user's object permissions are read once per user object (two queries) and kept on it,
-# instead of two queries for every check — a kill-switch toggle checks its permission three times.
+# instead of two queries for every check — a kill-switch toggle checks twice (view, service), a page
+# once per action it shows.
 # The user object lives for one request; portal.services evicts it when it changes that user's grants.
 GUARDIAN_AUTO_PREFETCH = True
 

@@ -2,9 +2,9 @@
 
 Django loads the URL configuration, and with it every view module, on the first request a process
 serves; the first notification opens the Redis connection it is published on. The first kill switch
-thrown on a freshly started worker paid for both — 0.3-1 s measured (2026-12-03) before any gateway
-heard of it, against ~40 ms for the next ones — so a deploy left the portal slowest at the one moment
-it must not be. Doing both at start moves that cost to the process's start-up, where nobody waits for
+thrown on a freshly started worker paid for both — 170-630 ms measured through uvicorn (2026-12-03)
+before any gateway heard of it, against ~40 ms for the next ones — so a deploy left the portal slowest
+at the one moment it must not be. Doing both at start moves that cost to the process's start-up, where nobody waits for
 it. Nothing here is needed for correctness: each step that fails is logged and done again on demand.
 """
 
